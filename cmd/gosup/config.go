@@ -1,0 +1,76 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/gosup/gosup/supervisor"
+)
+
+// defaultConfigs are tried in order when -c is not given.
+var defaultConfigs = []string{"gosup.toml", "/etc/gosup/gosup.toml"}
+
+// configPath returns the -c file, or the first default that exists.
+func (g *globalFlags) configPath() (string, error) {
+	if g.config != "" {
+		return g.config, nil
+	}
+	for _, p := range defaultConfigs {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", usage(fmt.Errorf("no configuration file: give -c FILE (looked for %v)", defaultConfigs))
+}
+
+// loadConfig loads the configuration; a bad one is a usage error (exit 2).
+func (g *globalFlags) loadConfig() (*supervisor.Config, error) {
+	path, err := g.configPath()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := supervisor.Load(path)
+	if err != nil {
+		return nil, usage(err)
+	}
+	return cfg, nil
+}
+
+// socketPath finds the daemon: --socket, then the socket named in -c FILE,
+// then $GOSUP_SOCKET, then a default config file, then the default socket.
+func (g *globalFlags) socketPath() (string, error) {
+	if g.socket != "" {
+		return g.socket, nil
+	}
+	if g.config != "" {
+		cfg, err := g.loadConfig()
+		if err != nil {
+			return "", err
+		}
+		return cfg.Supervisor.Socket, nil
+	}
+	if s := os.Getenv("GOSUP_SOCKET"); s != "" {
+		return s, nil
+	}
+	for _, p := range defaultConfigs {
+		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		cfg, err := supervisor.Load(p)
+		if err != nil {
+			return "", usage(err)
+		}
+		return cfg.Supervisor.Socket, nil
+	}
+	return supervisor.DefaultSocket(), nil
+}
+
+func (g *globalFlags) client() (*supervisor.Client, error) {
+	s, err := g.socketPath()
+	if err != nil {
+		return nil, err
+	}
+	return supervisor.NewClient(s), nil
+}

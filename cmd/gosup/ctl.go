@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gosup/gosup/supervisor"
+	"github.com/spf13/cobra"
+)
+
+func newCtlCmd(g *globalFlags) *cobra.Command {
+	ctl := &cobra.Command{
+		Use:   "ctl",
+		Short: "Drive a running daemon, like supervisorctl",
+	}
+	ctl.AddCommand(
+		newStatusCmd(g),
+		newActionCmd(g, "start", "Start processes and wait until they are RUNNING"),
+		newActionCmd(g, "stop", "Stop processes and wait until they are stopped"),
+		newActionCmd(g, "restart", "Stop, then start processes"),
+		newSignalCmd(g),
+		newPidCmd(g),
+		newTailCmd(g),
+		newShutdownCmd(g),
+	)
+	return ctl
+}
+
+// clientErr maps a client error to an exit code: a daemon error naming no
+// process or a bad request is usage (2), anything else failed (1).
+func clientErr(err error) error {
+	var ae *supervisor.APIError
+	if errors.As(err, &ae) && ae.Code/100 == 4 {
+		return usage(err)
+	}
+	return failed(err)
+}
+
+func newStatusCmd(g *globalFlags) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "status [PATTERN...]",
+		Short: "Show processes: NAME STATE PID PORT UPTIME RESTARTS INFO",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			st, err := cl.Status(cmd.Context(), args...)
+			if err != nil {
+				return clientErr(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(out, st)
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	return c
+}
+
+func printStatus(w io.Writer, st []supervisor.ProcStatus) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tPORT\tUPTIME\tRESTARTS\tINFO")
+	for _, p := range st {
+		pid, port, up, info := "-", "-", "-", ""
+		if p.Pid > 0 {
+			pid = strconv.Itoa(p.Pid)
+			up = supervisor.FormatUptime(time.Duration(p.UptimeS * float64(time.Second)))
+		}
+		if p.Port > 0 {
+			port = strconv.Itoa(p.Port)
+		}
+		if p.Pid == 0 {
+			info = p.Description
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, p.State, pid, port, up, p.Restarts, info)
+	}
+	tw.Flush()
+}
+
+func newActionCmd(g *globalFlags, verb, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   verb + " PATTERN...",
+		Short: short + " (PATTERN: group:process, group:*, group or all)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runAction(cmd, g, verb, supervisor.ActionRequest{Patterns: args})
+		},
+	}
+}
+
+func runAction(cmd *cobra.Command, g *globalFlags, verb string, req supervisor.ActionRequest) error {
+	cl, err := g.client()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	results, err := cl.Action(ctx, verb, req)
+	if err != nil {
+		return clientErr(err)
+	}
+	bad := 0
+	for _, r := range results {
+		if r.OK {
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", r.Name, r.Message)
+		} else {
+			bad++
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ERROR (%s)\n", r.Name, r.Message)
+		}
+	}
+	if bad > 0 {
+		return silent(exitFailed)
+	}
+	return nil
+}
+
+func newSignalCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "signal SIGNAL PATTERN...",
+		Short: "Send a signal (HUP, USR1, ...) to processes",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runAction(cmd, g, "signal", supervisor.ActionRequest{Signal: args[0], Patterns: args[1:]})
+		},
+	}
+}
+
+func newPidCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "pid [PATTERN...]",
+		Short: "Print the daemon's pid, or the pids of processes (0 when not running)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			if len(args) == 0 {
+				info, err := cl.Info(cmd.Context())
+				if err != nil {
+					return clientErr(err)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), info.Pid)
+				return nil
+			}
+			st, err := cl.Status(cmd.Context(), args...)
+			if err != nil {
+				return clientErr(err)
+			}
+			for _, p := range st {
+				fmt.Fprintln(cmd.OutOrStdout(), p.Pid)
+			}
+			return nil
+		},
+	}
+}
+
+func newTailCmd(g *globalFlags) *cobra.Command {
+	var follow bool
+	var n int
+	c := &cobra.Command{
+		Use:   "tail [-f] [-n N] NAME [stdout|stderr]",
+		Short: "Print the end of a process's log; -f keeps following it",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			stream := "stdout"
+			if len(args) == 2 {
+				stream = args[1]
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			body, err := cl.Tail(ctx, args[0], stream, n, follow)
+			if err != nil {
+				return clientErr(err)
+			}
+			defer body.Close()
+			_, err = io.Copy(cmd.OutOrStdout(), body)
+			if err != nil && ctx.Err() == nil {
+				return failed(err)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what is appended")
+	c.Flags().IntVarP(&n, "lines", "n", 10, "number of lines")
+	return c
+}
+
+func newShutdownCmd(g *globalFlags) *cobra.Command {
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "shutdown",
+		Short: "Stop every process and the daemon; waits until it has exited",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			info, err := cl.Shutdown(cmd.Context())
+			if err != nil {
+				return clientErr(err)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			for {
+				if _, err := cl.Info(ctx); errors.Is(err, supervisor.ErrNotRunning) {
+					fmt.Fprintf(cmd.OutOrStdout(), "shut down (pid %d)\n", info.Pid)
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return failed(fmt.Errorf("daemon pid %d is still shutting down after %s", info.Pid, timeout))
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		},
+	}
+	c.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the daemon to exit")
+	return c
+}
+
+

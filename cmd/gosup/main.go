@@ -1,0 +1,84 @@
+// Command gosup is a process supervisor and fan-out launcher: it runs N
+// children per program on sequential ports with supervisord's semantics and
+// is driven by `gosup ctl`.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1 // the operation failed
+	exitUsage  = 2 // bad usage or bad configuration
+)
+
+// exitError carries an exit code up to main.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func failed(err error) error { return &exitError{code: exitFailed, err: err} }
+func usage(err error) error  { return &exitError{code: exitUsage, err: err} }
+
+// silent is an exitError whose message has already been printed.
+func silent(code int) error { return &exitError{code: code, err: errSilent} }
+
+var errSilent = errors.New("")
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != errSilent {
+			fmt.Fprintln(os.Stderr, "gosup:", ee.err)
+		}
+		return ee.code
+	}
+	// cobra's own errors: unknown command or flag.
+	fmt.Fprintln(os.Stderr, "gosup:", err)
+	return exitUsage
+}
+
+// globalFlags are shared by every command.
+type globalFlags struct {
+	config string
+	socket string
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:           "gosup",
+		Short:         "Process supervisor and fan-out launcher",
+		Long:          "gosup runs N children per program on sequential ports with supervisord's semantics,\nkeeps them alive, and is driven by `gosup ctl`.",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVarP(&g.config, "config", "c", "", "configuration file (default ./gosup.toml, then /etc/gosup/gosup.toml)")
+	root.PersistentFlags().StringVar(&g.socket, "socket", "", "control socket of the daemon (default: from the config, or $GOSUP_SOCKET)")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usage(err) })
+	root.AddCommand(newStartCmd(g), newCtlCmd(g), newStatusCmd(g), newCheckCmd(g), newDemoAppCmd(), newDemoWorkerCmd())
+	return root
+}
+
+var version = "dev"

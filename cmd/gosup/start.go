@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/gosup/gosup/supervisor"
+	"github.com/spf13/cobra"
+)
+
+func newStartCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "start",
+		Short: "Run the supervisor in the foreground (what a systemd unit's ExecStart calls)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.loadConfig()
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg.Supervisor.LogLevel)
+			// A closed stderr must not kill the daemon; a handled (not
+			// ignored) SIGPIPE is reset to default in every child.
+			signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			go func() {
+				for range hup {
+					log.Warn("SIGHUP received: configuration reload is not available yet; nothing changed")
+				}
+			}()
+			err = supervisor.New(cfg, supervisor.Options{Logger: log}).Run(ctx)
+			if err != nil {
+				return failed(err)
+			}
+			return nil
+		},
+	}
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		l = slog.LevelDebug
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}

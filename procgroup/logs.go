@@ -1,0 +1,300 @@
+package procgroup
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/syslog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// outputs owns where one process's stdout and stderr go, across spawns.
+// A file without rotation is handed to the child directly (the child's
+// writes go straight to the page cache); a rotated file or syslog gets a
+// pipe and a copier goroutine per spawn, writing into a sink that lives as
+// long as the process slot.
+type outputs struct {
+	spec *ProcSpec
+
+	mu     sync.Mutex
+	sinks  map[string]io.WriteCloser // stream → rotator or syslog writer
+	closed bool
+}
+
+func newOutputs(spec *ProcSpec) *outputs {
+	return &outputs{spec: spec, sinks: map[string]io.WriteCloser{}}
+}
+
+// files returns stdin, stdout and stderr for a spawn and a func that closes
+// the parent's copies once the child has them.
+func (o *outputs) files() ([]*os.File, func(), error) {
+	var opened []*os.File
+	cleanup := func() {
+		for _, f := range opened {
+			f.Close()
+		}
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	opened = append(opened, devnull)
+	stdout, err := o.stream("stdout", o.spec.Stdout, &opened)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	stderr := stdout
+	if !o.spec.Program.RedirectStderr {
+		if stderr, err = o.stream("stderr", o.spec.Stderr, &opened); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+	}
+	return []*os.File{devnull, stdout, stderr}, cleanup, nil
+}
+
+func (o *outputs) stream(name string, ls LogSpec, opened *[]*os.File) (*os.File, error) {
+	switch {
+	case ls.Kind == LogNone:
+		f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
+		}
+		*opened = append(*opened, f)
+		return f, nil
+	case ls.Kind == LogFile && ls.MaxBytes == 0:
+		f, err := openLog(ls.Path)
+		if err != nil {
+			return nil, fmt.Errorf("%s_logfile: %w", name, err)
+		}
+		*opened = append(*opened, f)
+		return f, nil
+	}
+	sink, err := o.sink(name, ls)
+	if err != nil {
+		return nil, err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("%s pipe: %w", name, err)
+	}
+	// A bigger pipe lets a fast writer run ahead of the copier; best effort.
+	_, _ = unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, 1<<20)
+	*opened = append(*opened, w)
+	go copyOut(sink, r)
+	return w, nil
+}
+
+// copyOut copies a child's output into sink until every writer has closed
+// the pipe (the child and any grandchild that inherited it).
+func copyOut(sink io.Writer, r *os.File) {
+	defer r.Close()
+	buf := make([]byte, 128<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			// A failing sink (disk full) must not stall the child: the
+			// bytes are dropped and reading goes on.
+			_, _ = sink.Write(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (o *outputs) sink(name string, ls LogSpec) (io.Writer, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return nil, errors.New("outputs closed")
+	}
+	if s, ok := o.sinks[name]; ok {
+		return s, nil
+	}
+	var s io.WriteCloser
+	if ls.Kind == LogSyslog {
+		prio := syslog.LOG_INFO
+		if name == "stderr" {
+			prio = syslog.LOG_ERR
+		}
+		w, err := syslog.New(prio|syslog.LOG_DAEMON, o.spec.FullName())
+		if err != nil {
+			return nil, fmt.Errorf("%s_logfile = syslog: %w", name, err)
+		}
+		s = &lineWriter{w: w}
+	} else {
+		r, err := newRotator(ls.Path, int64(ls.MaxBytes), ls.Backups)
+		if err != nil {
+			return nil, fmt.Errorf("%s_logfile: %w", name, err)
+		}
+		s = r
+	}
+	o.sinks[name] = s
+	return s, nil
+}
+
+func (o *outputs) close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.closed = true
+	for _, s := range o.sinks {
+		s.Close()
+	}
+}
+
+func openLog(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+}
+
+// rotator is a log file that rotates by size with supervisord's naming:
+// when it reaches maxBytes, path.N-1 becomes path.N, …, path becomes
+// path.1, and a new path is started; at most backups old files are kept.
+type rotator struct {
+	mu       sync.Mutex
+	path     string
+	maxBytes int64
+	backups  int
+	f        *os.File
+	size     int64
+}
+
+func newRotator(path string, maxBytes int64, backups int) (*rotator, error) {
+	f, err := openLog(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &rotator{path: path, maxBytes: maxBytes, backups: backups, f: f, size: fi.Size()}, nil
+}
+
+func (r *rotator) Write(b []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.f == nil {
+		return 0, os.ErrClosed
+	}
+	n, err := r.f.Write(b)
+	r.size += int64(n)
+	if r.size >= r.maxBytes {
+		if rerr := r.rotate(); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	return n, err
+}
+
+func (r *rotator) rotate() error {
+	r.f.Close()
+	r.f = nil
+	if r.backups > 0 {
+		for i := r.backups - 1; i >= 1; i-- {
+			_ = os.Rename(r.path+"."+strconv.Itoa(i), r.path+"."+strconv.Itoa(i+1))
+		}
+		if err := os.Rename(r.path, r.path+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("rotate %s: %w", r.path, err)
+		}
+	} else {
+		_ = os.Remove(r.path)
+	}
+	f, err := openLog(r.path)
+	if err != nil {
+		return fmt.Errorf("reopen %s: %w", r.path, err)
+	}
+	r.f, r.size = f, 0
+	return nil
+}
+
+func (r *rotator) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.f == nil {
+		return nil
+	}
+	err := r.f.Close()
+	r.f = nil
+	return err
+}
+
+// lineWriter hands complete lines to syslog, one message per line.
+type lineWriter struct {
+	mu  sync.Mutex
+	w   *syslog.Writer
+	buf []byte
+}
+
+func (l *lineWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, b...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		_, _ = l.w.Write(l.buf[:i])
+		l.buf = l.buf[i+1:]
+	}
+	if len(l.buf) > 8<<10 { // an endless line: flush it in pieces
+		_, _ = l.w.Write(l.buf)
+		l.buf = l.buf[:0]
+	}
+	return len(b), nil
+}
+
+func (l *lineWriter) Close() error { return l.w.Close() }
+
+// TailLines returns at most the last n lines of the file at path.
+func TailLines(path string, n int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	const chunk = 64 << 10
+	size := fi.Size()
+	var data []byte
+	for off := size; off > 0 && bytes.Count(data, []byte{'\n'}) <= n; {
+		step := min(int64(chunk), off)
+		off -= step
+		b := make([]byte, step)
+		if _, err := f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		data = append(b, data...)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64<<10), len(data)+1)
+	var lines [][]byte
+	for sc.Scan() {
+		lines = append(lines, append([]byte(nil), sc.Bytes()...))
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	var out bytes.Buffer
+	for _, l := range lines {
+		out.Write(l)
+		out.WriteByte('\n')
+	}
+	return out.Bytes(), nil
+}

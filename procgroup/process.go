@@ -1,0 +1,483 @@
+package procgroup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gosup/gosup/procgroup/reaper"
+	"golang.org/x/sys/unix"
+)
+
+// Errors a request can return.
+var (
+	ErrAlreadyStarted = errors.New("already started")
+	ErrNotRunning     = errors.New("not running")
+	ErrStopping       = errors.New("process is stopping")
+	ErrClosed         = errors.New("process is shut down")
+)
+
+// Status is a snapshot of one process, safe to read from any goroutine.
+type Status struct {
+	Group      string    `json:"group"`
+	Name       string    `json:"process"`
+	State      State     `json:"state"`
+	Pid        int       `json:"pid"`
+	Port       int       `json:"port,omitempty"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	StoppedAt  time.Time `json:"stopped_at,omitzero"`
+	Spawns     int       `json:"-"`
+	Restarts   int       `json:"restarts"`
+	ExitStatus *int      `json:"exit_status"`
+	ExitDesc   string    `json:"exit_description,omitempty"`
+	SpawnError string    `json:"spawn_error,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	Stdout     string    `json:"stdout_logfile,omitempty"`
+	Stderr     string    `json:"stderr_logfile,omitempty"`
+}
+
+// FullName is group:process.
+func (s *Status) FullName() string { return s.Group + ":" + s.Name }
+
+type op uint8
+
+const (
+	opStart op = iota
+	opStop
+	opSignal
+)
+
+type request struct {
+	op    op
+	sig   unix.Signal
+	reply chan error
+}
+
+type timerKind uint8
+
+const (
+	timerNone      timerKind = iota
+	timerStartSecs           // STARTING → RUNNING
+	timerRespawn             // BACKOFF/EXITED → STARTING
+	timerKill                // STOPPING → SIGKILL
+)
+
+// Process is one supervised child slot. A single goroutine (run) owns its
+// lifecycle; every other goroutine talks to it through requests and reads
+// Status snapshots.
+type Process struct {
+	spec   *ProcSpec
+	policy Policy
+	rp     *reaper.Reaper
+	log    *slog.Logger
+	reqs   chan request
+	done   chan struct{}
+	out    *outputs
+	// OnSpawn and OnExit, when set before Run, are told about every spawn
+	// and exit (from the owner goroutine; they must not block).
+	OnSpawn func(p *Process, pid int, at time.Time)
+	OnExit  func(p *Process, pid int)
+
+	mu      sync.Mutex
+	status  Status
+	changed chan struct{}
+}
+
+// NewProcess makes the slot for spec in state STOPPED. Call Run to start its owner goroutine.
+func NewProcess(spec *ProcSpec, rp *reaper.Reaper, log *slog.Logger) *Process {
+	p := &Process{
+		spec:    spec,
+		policy:  PolicyOf(spec.Program),
+		rp:      rp,
+		log:     log.With("process", spec.FullName()),
+		reqs:    make(chan request),
+		done:    make(chan struct{}),
+		out:     newOutputs(spec),
+		changed: make(chan struct{}),
+	}
+	p.status = Status{Group: spec.Group, Name: spec.Name, Port: spec.Port, State: Stopped}
+	if spec.Stdout.Kind == LogFile {
+		p.status.Stdout = spec.Stdout.Path
+	}
+	if spec.Stderr.Kind == LogFile {
+		p.status.Stderr = spec.Stderr.Path
+	}
+	return p
+}
+
+// Spec is the process's expanded spec.
+func (p *Process) Spec() *ProcSpec { return p.spec }
+
+// Status returns a snapshot.
+func (p *Process) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
+
+// Changed returns a channel closed at the next status change.
+func (p *Process) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed
+}
+
+// Wait blocks until done(status) is true or ctx ends.
+func (p *Process) Wait(ctx context.Context, done func(Status) bool) (Status, error) {
+	for {
+		p.mu.Lock()
+		st, ch := p.status, p.changed
+		p.mu.Unlock()
+		if done(st) {
+			return st, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-p.done:
+			return p.Status(), ErrClosed
+		}
+	}
+}
+
+func (p *Process) update(f func(*Status)) {
+	p.mu.Lock()
+	f(&p.status)
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
+}
+
+func (p *Process) send(r request) error {
+	r.reply = make(chan error, 1)
+	select {
+	case p.reqs <- r:
+		return <-r.reply
+	case <-p.done:
+		return ErrClosed
+	}
+}
+
+// Start asks the process to start. It returns at once; use Wait for the outcome.
+func (p *Process) Start() error { return p.send(request{op: opStart}) }
+
+// Stop asks the process to stop gracefully. It returns at once; use Wait.
+func (p *Process) Stop() error { return p.send(request{op: opStop}) }
+
+// Signal sends sig to the running process.
+func (p *Process) Signal(sig unix.Signal) error { return p.send(request{op: opSignal, sig: sig}) }
+
+// Done is closed when Run has returned.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// loop is the owner goroutine's private state.
+type loop struct {
+	state     State
+	proc      *os.Process
+	pid       int
+	exitC     <-chan reaper.Exit
+	spawnedAt time.Time
+	backoff   int
+	timer     *time.Timer
+	timerKind timerKind
+}
+
+func (l *loop) arm(kind timerKind, d time.Duration) {
+	l.timer.Reset(d)
+	l.timerKind = kind
+}
+
+func (l *loop) disarm() {
+	l.timer.Stop()
+	l.timerKind = timerNone
+}
+
+// Run owns the process until ctx ends. The caller must stop the process (and
+// wait for STOPPED) before cancelling ctx; a child still running then is
+// killed with its group.
+func (p *Process) Run(ctx context.Context) {
+	defer close(p.done)
+	l := &loop{state: Stopped, timer: time.NewTimer(time.Hour)}
+	l.disarm()
+	defer func() {
+		l.timer.Stop()
+		if l.proc != nil {
+			p.killGroup(unix.SIGKILL)
+			<-l.exitC
+			l.proc.Release()
+		}
+		p.out.close()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-p.reqs:
+			r.reply <- p.handle(l, r)
+		case ex := <-l.exitC:
+			p.onExit(l, ex)
+		case <-l.timer.C:
+			p.onTimer(l)
+		}
+	}
+}
+
+func (p *Process) setState(l *loop, to State, f func(*Status)) {
+	if err := checkTransition(l.state, to); err != nil {
+		p.log.Error("bug", "err", err)
+	}
+	if l.state != to {
+		p.log.Debug("state", "from", l.state, "to", to)
+	}
+	l.state = to
+	p.update(func(s *Status) {
+		s.State = to
+		if f != nil {
+			f(s)
+		}
+	})
+}
+
+func (p *Process) handle(l *loop, r request) error {
+	switch r.op {
+	case opStart:
+		switch l.state {
+		case Stopped, Exited, Fatal:
+			l.disarm()
+			l.backoff = 0
+			p.spawn(l)
+			return nil
+		case Stopping:
+			return ErrStopping
+		}
+		return ErrAlreadyStarted
+	case opStop:
+		switch l.state {
+		case Starting, Running:
+			p.beginStop(l)
+			return nil
+		case Backoff, Exited:
+			pending := l.timerKind == timerRespawn
+			l.disarm()
+			if l.state == Backoff || pending {
+				p.setState(l, Stopped, func(s *Status) { s.Reason = "stopped by request" })
+				return nil
+			}
+		case Stopping:
+			return nil
+		}
+		return ErrNotRunning
+	case opSignal:
+		if l.proc == nil {
+			return ErrNotRunning
+		}
+		if err := l.proc.Signal(r.sig); err != nil {
+			return fmt.Errorf("signal %s: %w", unix.SignalName(r.sig), err)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown request %d", r.op)
+}
+
+func (p *Process) beginStop(l *loop) {
+	sp := p.spec.Program
+	l.disarm()
+	sig := unix.Signal(sp.StopSignal)
+	if sp.StopAsGroup {
+		p.killGroup(sig)
+	} else if err := l.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		p.log.Warn("stop signal failed", "signal", sig, "err", err)
+	}
+	p.setState(l, Stopping, nil)
+	l.arm(timerKill, time.Duration(sp.StopWaitSecs)*time.Second)
+}
+
+// killGroup signals the process group led by the current child. The child
+// leads its group (Setpgid) and is not yet reaped while l.proc is set, so the
+// group id cannot have been recycled.
+func (p *Process) killGroup(sig unix.Signal) {
+	pid := p.Status().Pid
+	if pid <= 0 {
+		return
+	}
+	if err := unix.Kill(-pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		p.log.Warn("signal process group failed", "signal", sig, "pgid", pid, "err", err)
+	}
+}
+
+func (p *Process) onTimer(l *loop) {
+	kind := l.timerKind
+	l.timerKind = timerNone
+	switch kind {
+	case timerStartSecs:
+		if l.state == Starting {
+			l.backoff = 0
+			p.setState(l, Running, func(s *Status) { s.Reason = "" })
+		}
+	case timerRespawn:
+		if l.state == Backoff || l.state == Exited {
+			p.spawn(l)
+		}
+	case timerKill:
+		if l.state == Stopping && l.proc != nil {
+			p.log.Warn("did not stop in time, sending SIGKILL", "stopwaitsecs", p.spec.Program.StopWaitSecs)
+			if p.spec.Program.KillAsGroup {
+				p.killGroup(unix.SIGKILL)
+			} else {
+				_ = l.proc.Signal(unix.SIGKILL)
+			}
+		}
+	}
+}
+
+func (p *Process) onExit(l *loop, ex reaper.Exit) {
+	uptime := ex.ExitedAt.Sub(l.spawnedAt)
+	pid := l.pid
+	if l.state == Stopping && p.spec.Program.KillAsGroup {
+		// The leader is gone; take whatever it left in its group with it.
+		// The pgid stays reserved while any member lives, so this reaches
+		// only our stragglers.
+		if err := unix.Kill(-pid, unix.SIGKILL); err == nil {
+			p.log.Info("killed leftover members of the process group", "pgid", pid)
+		}
+	}
+	l.proc.Release()
+	l.proc, l.exitC, l.pid = nil, nil, 0
+	code := ex.Code()
+	if p.OnExit != nil {
+		p.OnExit(p, pid)
+	}
+	setExit := func(s *Status) {
+		s.Pid = 0
+		s.StoppedAt = ex.ExitedAt
+		s.ExitStatus = &code
+		s.ExitDesc = ex.String()
+	}
+	p.log.Info("exited", "pid", pid, "status", ex.String(), "uptime", uptime.Round(time.Millisecond), "state", l.state)
+	switch l.state {
+	case Stopping:
+		l.disarm()
+		p.setState(l, Stopped, func(s *Status) { setExit(s); s.Reason = "stopped" })
+	case Starting:
+		l.disarm()
+		d := p.policy.OnStartFailure(l.backoff, uptime, false)
+		p.applyFailure(l, d, setExit)
+	case Running:
+		d := p.policy.OnExit(code, ex.Status.Signaled(), uptime)
+		p.setState(l, Exited, func(s *Status) { setExit(s); s.Reason = d.Reason })
+		if d.Respawn {
+			if d.Delay <= 0 {
+				p.spawn(l)
+			} else {
+				l.arm(timerRespawn, d.Delay)
+			}
+		}
+	default:
+		p.log.Error("bug: exit in unexpected state", "state", l.state)
+	}
+}
+
+func (p *Process) applyFailure(l *loop, d Decision, f func(*Status)) {
+	l.backoff = d.Backoff
+	p.setState(l, d.Next, func(s *Status) {
+		if f != nil {
+			f(s)
+		}
+		s.Reason = d.Reason
+	})
+	if d.Respawn {
+		l.arm(timerRespawn, d.Delay)
+	}
+	if d.Next == Fatal {
+		p.log.Error("gave up", "reason", d.Reason, "attempts", d.Backoff)
+	}
+}
+
+func (p *Process) spawn(l *loop) {
+	p.setState(l, Starting, nil)
+	proc, exitC, err := p.launch()
+	now := time.Now()
+	if err != nil {
+		p.log.Error("spawn failed", "err", err)
+		d := p.policy.OnStartFailure(l.backoff, 0, true)
+		p.applyFailure(l, d, func(s *Status) { s.SpawnError = err.Error(); s.Pid = 0 })
+		return
+	}
+	l.proc, l.exitC, l.pid, l.spawnedAt = proc, exitC, proc.Pid, now
+	p.log.Info("spawned", "pid", proc.Pid)
+	if p.OnSpawn != nil {
+		p.OnSpawn(p, proc.Pid, now)
+	}
+	p.update(func(s *Status) {
+		s.Pid = proc.Pid
+		s.StartedAt = now
+		s.SpawnError = ""
+		s.Reason = ""
+		s.Spawns++
+		s.Restarts = max(0, s.Spawns-1)
+	})
+	if p.policy.StartSecs == 0 {
+		l.backoff = 0
+		p.setState(l, Running, nil)
+		return
+	}
+	l.arm(timerStartSecs, p.policy.StartSecs)
+}
+
+// launch prepares and spawns the child through the reaper.
+func (p *Process) launch() (*os.Process, <-chan reaper.Exit, error) {
+	s := p.spec
+	env := childEnv(s)
+	if s.Dir != "" {
+		if fi, err := os.Stat(s.Dir); err != nil {
+			return nil, nil, fmt.Errorf("directory: %w", err)
+		} else if !fi.IsDir() {
+			return nil, nil, fmt.Errorf("directory %s: not a directory", s.Dir)
+		}
+	}
+	path, err := lookPath(s.Argv[0], s.Dir, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	cred, err := credential(s.User)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.Port > 0 {
+		if err := checkPort(s.Port); err != nil {
+			return nil, nil, err
+		}
+	}
+	files, closeFiles, err := p.out.files()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer closeFiles()
+	attr := &os.ProcAttr{
+		Dir:   s.Dir,
+		Env:   env,
+		Files: files,
+		Sys: &syscall.SysProcAttr{
+			Setpgid:    true,
+			Pdeathsig:  syscall.SIGKILL,
+			Credential: cred,
+		},
+	}
+	proc, exitC, err := p.rp.Start(func() (*os.Process, error) {
+		if s.Umask.Set {
+			old := unix.Umask(s.Umask.Mask)
+			defer unix.Umask(old)
+		}
+		return os.StartProcess(path, s.Argv, attr)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("spawn %s: %w", path, err)
+	}
+	return proc, exitC, nil
+}

@@ -1,0 +1,393 @@
+package procgroup
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Spec is one [program.NAME] table. Keys, defaults and meanings follow
+// supervisord's [program:x] section where the name is the same.
+type Spec struct {
+	Command        string            `toml:"command"`
+	NumProcs       int               `toml:"numprocs"`
+	NumProcsStart  int               `toml:"numprocs_start"`
+	PortStart      int               `toml:"port_start"`
+	ProcessName    string            `toml:"process_name"`
+	Directory      string            `toml:"directory"`
+	Environment    map[string]string `toml:"environment"`
+	User           string            `toml:"user"`
+	Priority       int               `toml:"priority"`
+	AutoStart      bool              `toml:"autostart"`
+	AutoRestart    AutoRestart       `toml:"autorestart"`
+	ExitCodes      []int             `toml:"exitcodes"`
+	StartSecs      int               `toml:"startsecs"`
+	StartRetries   int               `toml:"startretries"`
+	StopSignal     Signal            `toml:"stopsignal"`
+	StopWaitSecs   int               `toml:"stopwaitsecs"`
+	StopAsGroup    bool              `toml:"stopasgroup"`
+	KillAsGroup    bool              `toml:"killasgroup"`
+	RedirectStderr bool              `toml:"redirect_stderr"`
+	Umask          Umask             `toml:"umask"`
+
+	StdoutLogfile         string `toml:"stdout_logfile"`
+	StdoutLogfileMaxBytes Size   `toml:"stdout_logfile_maxbytes"`
+	StdoutLogfileBackups  int    `toml:"stdout_logfile_backups"`
+	StderrLogfile         string `toml:"stderr_logfile"`
+	StderrLogfileMaxBytes Size   `toml:"stderr_logfile_maxbytes"`
+	StderrLogfileBackups  int    `toml:"stderr_logfile_backups"`
+}
+
+// DefaultSpec returns supervisord's defaults. killasgroup follows stopasgroup
+// unless set (the caller applies that after decoding; see ApplyImplied).
+func DefaultSpec() Spec {
+	return Spec{
+		NumProcs:              1,
+		ProcessName:           "%(program_name)s",
+		Priority:              999,
+		AutoStart:             true,
+		AutoRestart:           RestartUnexpected,
+		ExitCodes:             []int{0},
+		StartSecs:             1,
+		StartRetries:          3,
+		StopSignal:            Signal(15),
+		StopWaitSecs:          10,
+		StdoutLogfile:         "AUTO",
+		StdoutLogfileMaxBytes: 50 << 20,
+		StdoutLogfileBackups:  10,
+		StderrLogfile:         "AUTO",
+		StderrLogfileMaxBytes: 50 << 20,
+		StderrLogfileBackups:  10,
+	}
+}
+
+// FieldError is a problem with one key of a program table. Key is relative to
+// the table ("numprocs"); the config loader adds the file, line and table.
+type FieldError struct {
+	Key string
+	Err error
+}
+
+func (e *FieldError) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func fieldErr(key, format string, args ...any) error {
+	return &FieldError{Key: key, Err: fmt.Errorf(format, args...)}
+}
+
+// nameRE is what may reach a process name, a file name or an nginx template.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// ValidName reports whether s may be used as a program or process name.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// Validate checks the fields that need no expansion.
+func (s *Spec) Validate() error {
+	var errs []error
+	add := func(key, format string, args ...any) { errs = append(errs, fieldErr(key, format, args...)) }
+	if strings.TrimSpace(s.Command) == "" {
+		add("command", "is required")
+	}
+	if s.NumProcs < 1 {
+		add("numprocs", "must be at least 1, have %d", s.NumProcs)
+	}
+	if s.NumProcsStart < 0 {
+		add("numprocs_start", "must not be negative, have %d", s.NumProcsStart)
+	}
+	if s.PortStart < 0 || s.PortStart > 65535 {
+		add("port_start", "must be a TCP port (1-65535), have %d", s.PortStart)
+	} else if s.PortStart > 0 && s.PortStart+s.NumProcs-1 > 65535 {
+		add("port_start", "%d + numprocs %d runs past port 65535", s.PortStart, s.NumProcs)
+	}
+	for _, kv := range []struct {
+		key string
+		v   int
+	}{{"startsecs", s.StartSecs}, {"startretries", s.StartRetries}, {"stopwaitsecs", s.StopWaitSecs},
+		{"stdout_logfile_backups", s.StdoutLogfileBackups}, {"stderr_logfile_backups", s.StderrLogfileBackups}} {
+		if kv.v < 0 {
+			add(kv.key, "must not be negative, have %d", kv.v)
+		}
+	}
+	for _, c := range s.ExitCodes {
+		if c < 0 || c > 255 {
+			add("exitcodes", "exit code %d is not in 0-255", c)
+		}
+	}
+	for k := range s.Environment {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			add("environment", "invalid variable name %q", k)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LogKind says where a child's output goes.
+type LogKind uint8
+
+// Log destinations.
+const (
+	LogFile LogKind = iota
+	LogNone
+	LogSyslog
+)
+
+// LogSpec is one output stream's destination.
+type LogSpec struct {
+	Kind     LogKind
+	Path     string
+	MaxBytes Size
+	Backups  int
+}
+
+func (l LogSpec) String() string {
+	switch l.Kind {
+	case LogNone:
+		return "none"
+	case LogSyslog:
+		return "syslog"
+	}
+	return l.Path
+}
+
+// ProcSpec is one expanded process of a program: everything needed to spawn it.
+type ProcSpec struct {
+	Group  string
+	Name   string
+	Num    int // process_num: numprocs_start + Index
+	Index  int // 0-based position in the program
+	Port   int // 0 when the program has no port_start
+	Argv   []string
+	Env    []string // KEY=VALUE added to the daemon's environment, sorted
+	Dir    string
+	User   string
+	Umask  Umask
+	Stdout LogSpec
+	Stderr LogSpec // Kind LogNone with RedirectStderr
+	// Program holds the lifecycle settings shared by every process of the program.
+	Program *Spec
+}
+
+// FullName is group:name, the supervisord way to address a process.
+func (p *ProcSpec) FullName() string { return p.Group + ":" + p.Name }
+
+// ExpandContext carries the values of supervisord's expansions that do not
+// depend on the program.
+type ExpandContext struct {
+	Here     string            // directory of the config file: %(here)s; relative paths resolve against it
+	Host     string            // %(host_node_name)s
+	Env      map[string]string // %(ENV_X)s
+	LogDir   string            // where AUTO logs go
+}
+
+// Expand validates s and returns its processes, in process_num order.
+func (s *Spec) Expand(program string, xc ExpandContext) ([]ProcSpec, error) {
+	if !ValidName(program) {
+		return nil, fieldErr("", "program name %q may only contain letters, digits, '_', '.' and '-'", program)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	if s.PortStart == 0 && strings.Contains(s.Command, "%(port)") {
+		return nil, fieldErr("command", "uses %%(port)d but the program has no port_start")
+	}
+	var errs []error
+	procs := make([]ProcSpec, 0, s.NumProcs)
+	seen := make(map[string]bool, s.NumProcs)
+	for i := range s.NumProcs {
+		vars := map[string]any{
+			"program_name":   program,
+			"group_name":     program,
+			"process_num":    s.NumProcsStart + i,
+			"numprocs":       s.NumProcs,
+			"host_node_name": xc.Host,
+			"here":           xc.Here,
+		}
+		if s.PortStart > 0 {
+			vars["port"] = s.PortStart + i
+		}
+		for k, v := range xc.Env {
+			vars["ENV_"+k] = v
+		}
+		exp := func(key, v string) string {
+			out, err := Expand(v, vars)
+			if err != nil {
+				errs = append(errs, &FieldError{Key: key, Err: err})
+			}
+			return out
+		}
+		p := ProcSpec{Group: program, Num: s.NumProcsStart + i, Index: i, User: s.User, Umask: s.Umask, Program: s}
+		if s.PortStart > 0 {
+			p.Port = s.PortStart + i
+		}
+		p.Name = exp("process_name", s.ProcessName)
+		cmd := exp("command", s.Command)
+		if s.Directory != "" {
+			p.Dir = xc.abs(exp("directory", s.Directory))
+		}
+		if len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
+		if !ValidName(p.Name) {
+			return nil, fieldErr("process_name", "%q expands to %q; a process name may only contain letters, digits, '_', '.' and '-'", s.ProcessName, p.Name)
+		}
+		if seen[p.Name] {
+			return nil, fieldErr("process_name", "%q gives the same name %q to several processes; with numprocs = %d it must contain %%(process_num)d", s.ProcessName, p.Name, s.NumProcs)
+		}
+		seen[p.Name] = true
+		argv, err := SplitCommand(cmd)
+		if err != nil {
+			return nil, fieldErr("command", "%w", err)
+		}
+		p.Argv = argv
+		keys := make([]string, 0, len(s.Environment))
+		for k := range s.Environment {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			p.Env = append(p.Env, k+"="+exp("environment", s.Environment[k]))
+		}
+		p.Stdout = xc.logSpec(exp("stdout_logfile", s.StdoutLogfile), p.Name, "stdout", s.StdoutLogfileMaxBytes, s.StdoutLogfileBackups)
+		p.Stderr = xc.logSpec(exp("stderr_logfile", s.StderrLogfile), p.Name, "stderr", s.StderrLogfileMaxBytes, s.StderrLogfileBackups)
+		if s.RedirectStderr {
+			p.Stderr = LogSpec{Kind: LogNone}
+		}
+		if len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
+		procs = append(procs, p)
+	}
+	return procs, nil
+}
+
+func (xc ExpandContext) abs(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(xc.Here, p)
+}
+
+func (xc ExpandContext) logSpec(v, name, stream string, maxBytes Size, backups int) LogSpec {
+	switch strings.ToLower(v) {
+	case "none", "":
+		return LogSpec{Kind: LogNone}
+	case "syslog":
+		return LogSpec{Kind: LogSyslog}
+	case "auto":
+		return LogSpec{Kind: LogFile, Path: filepath.Join(xc.LogDir, name+"."+stream+".log"), MaxBytes: maxBytes, Backups: backups}
+	}
+	return LogSpec{Kind: LogFile, Path: xc.abs(v), MaxBytes: maxBytes, Backups: backups}
+}
+
+var expandRE = regexp.MustCompile(`%(%|\(([A-Za-z0-9_]+)\)([-#0 +]*[0-9]*(?:\.[0-9]+)?)([sdixXo]))`)
+
+// Expand replaces supervisord-style %(name)s / %(name)02d references in s
+// with vars. "%%" is a literal percent sign.
+func Expand(s string, vars map[string]any) (string, error) {
+	if !strings.Contains(s, "%") {
+		return s, nil
+	}
+	var err error
+	out := expandRE.ReplaceAllStringFunc(s, func(m string) string {
+		if m == "%%" {
+			return "%"
+		}
+		sub := expandRE.FindStringSubmatch(m)
+		name, flags, verb := sub[2], sub[3], sub[4]
+		v, ok := vars[name]
+		if !ok {
+			if err == nil {
+				err = fmt.Errorf("unknown expansion %%(%s)%s in %q", name, verb, s)
+			}
+			return m
+		}
+		if verb == "s" {
+			return fmt.Sprintf("%"+flags+"s", fmt.Sprint(v))
+		}
+		n, ok := v.(int)
+		if !ok {
+			x, perr := strconv.Atoi(fmt.Sprint(v))
+			if perr != nil {
+				if err == nil {
+					err = fmt.Errorf("%%(%s)%s in %q needs a number, and %q is not one", name, verb, s, v)
+				}
+				return m
+			}
+			n = x
+		}
+		if verb == "i" {
+			verb = "d"
+		}
+		return fmt.Sprintf("%"+flags+verb, n)
+	})
+	return out, err
+}
+
+// SplitCommand splits a command line the way supervisord does (Python's
+// shlex.split in POSIX mode): whitespace separates words, single quotes keep
+// everything literal, double quotes allow backslash escapes of \ " $ and `,
+// a backslash outside quotes escapes the next character. No shell runs.
+func SplitCommand(s string) ([]string, error) {
+	var (
+		args    []string
+		cur     strings.Builder
+		inWord  bool
+		quote   rune
+		escaped bool
+	)
+	for _, r := range s {
+		switch {
+		case escaped:
+			if quote == '"' && !strings.ContainsRune("\\\"$`\n", r) {
+				cur.WriteRune('\\')
+			}
+			cur.WriteRune(r)
+			escaped = false
+		case quote == '\'':
+			if r == '\'' {
+				quote = 0
+			} else {
+				cur.WriteRune(r)
+			}
+		case quote == '"':
+			switch r {
+			case '"':
+				quote = 0
+			case '\\':
+				escaped = true
+			default:
+				cur.WriteRune(r)
+			}
+		case r == '\\':
+			escaped, inWord = true, true
+		case r == '\'' || r == '"':
+			quote, inWord = r, true
+		case r == ' ' || r == '\t' || r == '\n' || r == '\r':
+			if inWord {
+				args = append(args, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quote != 0 {
+		return nil, fmt.Errorf("unterminated %c quote in %q", quote, s)
+	}
+	if escaped {
+		return nil, fmt.Errorf("trailing backslash in %q", s)
+	}
+	if inWord {
+		args = append(args, cur.String())
+	}
+	if len(args) == 0 {
+		return nil, fmt.Errorf("empty command")
+	}
+	return args, nil
+}

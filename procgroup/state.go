@@ -1,0 +1,156 @@
+package procgroup
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// State is a process state, with supervisord's names and meanings.
+type State uint8
+
+// Process states.
+const (
+	Stopped State = iota
+	Starting
+	Running
+	Backoff
+	Stopping
+	Exited
+	Fatal
+	Unknown
+)
+
+var stateNames = [...]string{"STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN"}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("State(%d)", s)
+}
+
+// ParseState is the inverse of String.
+func ParseState(s string) (State, error) {
+	if i := slices.Index(stateNames[:], s); i >= 0 {
+		return State(i), nil
+	}
+	return Unknown, fmt.Errorf("unknown state %q", s)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *State) UnmarshalText(b []byte) error {
+	v, err := ParseState(string(b))
+	*s = v
+	return err
+}
+
+// transitions lists every legal move; anything else is a bug.
+var transitions = map[State][]State{
+	Stopped:  {Starting},
+	Starting: {Running, Backoff, Fatal, Stopping},
+	Running:  {Stopping, Exited},
+	Backoff:  {Starting, Fatal, Stopped},
+	Stopping: {Stopped},
+	Exited:   {Starting, Stopped},
+	Fatal:    {Starting},
+}
+
+func checkTransition(from, to State) error {
+	if slices.Contains(transitions[from], to) {
+		return nil
+	}
+	return fmt.Errorf("invalid state transition %q to %q", from, to)
+}
+
+// Policy holds the restart rules of one program. It is a pure value: the
+// decisions below depend only on their arguments, so they are table-tested
+// without processes.
+type Policy struct {
+	StartSecs    time.Duration
+	StartRetries int
+	AutoRestart  AutoRestart
+	ExitCodes    []int
+	// Floor is the least time between two spawns of a process that died
+	// young: a crash loop never respawns faster than this.
+	Floor time.Duration
+}
+
+// DefaultFloor is the respawn floor of daemontools, runit and s6.
+const DefaultFloor = time.Second
+
+// PolicyOf derives the restart policy from a program spec.
+func PolicyOf(s *Spec) Policy {
+	return Policy{
+		StartSecs:    time.Duration(s.StartSecs) * time.Second,
+		StartRetries: s.StartRetries,
+		AutoRestart:  s.AutoRestart,
+		ExitCodes:    s.ExitCodes,
+		Floor:        DefaultFloor,
+	}
+}
+
+// Reasons a decision gives.
+const (
+	ReasonRetry       = "exited before startsecs, will retry"
+	ReasonGiveUp      = "exited before startsecs too many times"
+	ReasonSpawnRetry  = "could not spawn, will retry"
+	ReasonSpawnGiveUp = "could not spawn too many times"
+	ReasonExpected    = "expected exit, not restarted"
+	ReasonUnexpected  = "unexpected exit, restarting"
+	ReasonAlways      = "autorestart = true, restarting"
+	ReasonNever       = "autorestart = false, not restarted"
+)
+
+// Decision is what to do after a process ended on its own or failed to spawn.
+type Decision struct {
+	Next    State         // Backoff, Fatal or Exited
+	Respawn bool          // spawn again after Delay
+	Delay   time.Duration // from now
+	Backoff int           // failed-start count to carry on
+	Reason  string
+}
+
+// OnStartFailure decides after a spawn error or an exit in STARTING. backoff
+// is the count of failed starts so far; uptime is how long the failed
+// attempt lived (0 for a spawn error). supervisord waits one more second
+// per failed attempt and gives up after startretries retries.
+func (p Policy) OnStartFailure(backoff int, uptime time.Duration, spawnErr bool) Decision {
+	backoff++
+	if backoff > p.StartRetries {
+		r := ReasonGiveUp
+		if spawnErr {
+			r = ReasonSpawnGiveUp
+		}
+		return Decision{Next: Fatal, Backoff: backoff, Reason: r}
+	}
+	r := ReasonRetry
+	if spawnErr {
+		r = ReasonSpawnRetry
+	}
+	return Decision{Next: Backoff, Respawn: true, Delay: max(time.Duration(backoff)*time.Second, p.Floor-uptime), Backoff: backoff, Reason: r}
+}
+
+// OnExit decides after a RUNNING process exited without being asked to.
+// code is the exit status, signaled whether a signal killed it.
+func (p Policy) OnExit(code int, signaled bool, uptime time.Duration) Decision {
+	d := Decision{Next: Exited, Delay: max(0, p.Floor-uptime)}
+	expected := !signaled && slices.Contains(p.ExitCodes, code)
+	switch {
+	case p.AutoRestart == RestartAlways:
+		d.Respawn, d.Reason = true, ReasonAlways
+	case p.AutoRestart == RestartNever:
+		d.Reason = ReasonNever
+	case expected:
+		d.Reason = ReasonExpected
+	default:
+		d.Respawn, d.Reason = true, ReasonUnexpected
+	}
+	if !d.Respawn {
+		d.Delay = 0
+	}
+	return d
+}

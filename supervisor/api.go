@@ -1,0 +1,328 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/gosup/gosup/procgroup"
+	"golang.org/x/sys/unix"
+)
+
+// The control API is a closed set of verbs over HTTP+JSON on the unix
+// socket. Nothing here runs a command or reads a path chosen by the client:
+// tail reads only the log files named in the configuration.
+
+// ProcStatus is one process as the API reports it.
+type ProcStatus struct {
+	Name        string  `json:"name"` // group:process
+	Group       string  `json:"group"`
+	Process     string  `json:"process"`
+	State       string  `json:"state"`
+	Pid         int     `json:"pid"`
+	Port        int     `json:"port"`
+	UptimeS     float64 `json:"uptime_s"`
+	Restarts    int     `json:"restarts"`
+	ExitStatus  *int    `json:"exit_status"`
+	SpawnError  string  `json:"spawn_error"`
+	Description string  `json:"description"`
+	Stdout      string  `json:"stdout_logfile,omitempty"`
+	Stderr      string  `json:"stderr_logfile,omitempty"`
+}
+
+// Info describes the daemon.
+type Info struct {
+	Pid     int     `json:"pid"`
+	Config  string  `json:"config"`
+	Socket  string  `json:"socket"`
+	UptimeS float64 `json:"uptime_s"`
+	Version string  `json:"version"`
+}
+
+// Version is the daemon's version, set by main.
+var Version = "dev"
+
+// ActionRequest is the body of start, stop, restart and signal.
+type ActionRequest struct {
+	Patterns []string `json:"patterns"`
+	Signal   string   `json:"signal,omitempty"`
+}
+
+// ActionResponse lists one result per matched process.
+type ActionResponse struct {
+	Results []Result `json:"results"`
+}
+
+// apiError is the body of every non-2xx response.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+const maxRequestBytes = 64 << 10
+
+func (s *Supervisor) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/info", s.handleInfo)
+	mux.HandleFunc("GET /v1/status", s.handleStatus)
+	mux.HandleFunc("POST /v1/start", s.handleAction)
+	mux.HandleFunc("POST /v1/stop", s.handleAction)
+	mux.HandleFunc("POST /v1/restart", s.handleAction)
+	mux.HandleFunc("POST /v1/signal", s.handleAction)
+	mux.HandleFunc("GET /v1/tail", s.handleTail)
+	mux.HandleFunc("POST /v1/shutdown", s.handleShutdown)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, apiError{Error: err.Error()})
+}
+
+func (s *Supervisor) handleInfo(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, Info{
+		Pid: os.Getpid(), Config: s.cfg.File, Socket: s.cfg.Supervisor.Socket,
+		UptimeS: time.Since(s.startedAt).Seconds(), Version: Version,
+	})
+}
+
+func (s *Supervisor) handleStatus(w http.ResponseWriter, r *http.Request) {
+	patterns := r.URL.Query()["p"]
+	procs := s.all()
+	if len(patterns) > 0 {
+		var err error
+		if procs, err = s.match(patterns); err != nil {
+			writeErr(w, http.StatusNotFound, err)
+			return
+		}
+	}
+	now := time.Now()
+	out := make([]ProcStatus, 0, len(procs))
+	for _, p := range procs {
+		out = append(out, toProcStatus(p.Status(), now))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func toProcStatus(st procgroup.Status, now time.Time) ProcStatus {
+	ps := ProcStatus{
+		Name: st.FullName(), Group: st.Group, Process: st.Name, State: st.State.String(),
+		Pid: st.Pid, Port: st.Port, Restarts: st.Restarts, ExitStatus: st.ExitStatus,
+		SpawnError: st.SpawnError, Stdout: st.Stdout, Stderr: st.Stderr,
+	}
+	switch st.State {
+	case procgroup.Running, procgroup.Starting, procgroup.Stopping:
+		ps.UptimeS = now.Sub(st.StartedAt).Seconds()
+		ps.Description = fmt.Sprintf("pid %d, uptime %s", st.Pid, FormatUptime(now.Sub(st.StartedAt)))
+	case procgroup.Backoff, procgroup.Fatal:
+		ps.Description = st.Reason
+		if st.SpawnError != "" {
+			ps.Description = st.SpawnError
+		} else if st.ExitDesc != "" {
+			ps.Description += " (" + st.ExitDesc + ")"
+		}
+	case procgroup.Exited, procgroup.Stopped:
+		if !st.StoppedAt.IsZero() {
+			ps.Description = st.StoppedAt.Format(time.DateTime)
+			if st.ExitDesc != "" {
+				ps.Description += ", " + st.ExitDesc
+			}
+		} else {
+			ps.Description = "not started"
+		}
+	}
+	return ps
+}
+
+// FormatUptime prints d as supervisorctl does: H:MM:SS, with days in front.
+func FormatUptime(d time.Duration) string {
+	secs := int64(d.Seconds())
+	days, secs := secs/86400, secs%86400
+	s := fmt.Sprintf("%d:%02d:%02d", secs/3600, secs%3600/60, secs%60)
+	if days > 0 {
+		s = fmt.Sprintf("%d days, %s", days, s)
+	}
+	return s
+}
+
+func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
+	var req ActionRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes)).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("bad request body: %w", err))
+		return
+	}
+	if len(req.Patterns) == 0 {
+		writeErr(w, http.StatusBadRequest, errors.New("no process named: give a pattern such as web:web_00, web:*, web or all"))
+		return
+	}
+	procs, err := s.match(req.Patterns)
+	if err != nil {
+		writeErr(w, http.StatusNotFound, err)
+		return
+	}
+	ctx := r.Context()
+	var results []Result
+	switch r.URL.Path {
+	case "/v1/start":
+		results = s.start(ctx, procs)
+	case "/v1/stop":
+		results = s.stop(ctx, procs)
+	case "/v1/restart":
+		// Like supervisorctl: stop them all, then start those that stopped.
+		byName := map[string]*procgroup.Process{}
+		for _, p := range procs {
+			byName[p.Spec().FullName()] = p
+		}
+		var again []*procgroup.Process
+		for _, res := range s.stop(ctx, procs) {
+			if res.OK {
+				again = append(again, byName[res.Name])
+			} else {
+				results = append(results, res)
+			}
+		}
+		results = append(results, s.start(ctx, again)...)
+	case "/v1/signal":
+		sig, err := procgroup.ParseSignal(req.Signal)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		results = s.parallel(ctx, procs, func(p *procgroup.Process) (string, bool) {
+			if err := p.Signal(unix.Signal(sig)); err != nil {
+				return err.Error(), false
+			}
+			return "signalled " + sig.String(), true
+		})
+	}
+	writeJSON(w, http.StatusOK, ActionResponse{Results: results})
+}
+
+func (s *Supervisor) handleShutdown(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusAccepted, Info{Pid: os.Getpid()})
+	s.requestShutdown()
+}
+
+// handleTail serves the last n lines of a process's log, then with follow=1
+// streams what is appended until the client goes away.
+func (s *Supervisor) handleTail(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	procs, err := s.match([]string{q.Get("name")})
+	if err != nil {
+		writeErr(w, http.StatusNotFound, err)
+		return
+	}
+	if len(procs) != 1 {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("%q names %d processes; tail needs exactly one", q.Get("name"), len(procs)))
+		return
+	}
+	p := procs[0]
+	spec := p.Spec()
+	stream := q.Get("stream")
+	ls := spec.Stdout
+	switch stream {
+	case "", "stdout":
+		stream = "stdout"
+	case "stderr":
+		ls = spec.Stderr
+		if spec.Program.RedirectStderr {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("%s has redirect_stderr = true: its stderr is in its stdout log", spec.FullName()))
+			return
+		}
+	default:
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("unknown stream %q: want stdout or stderr", stream))
+		return
+	}
+	if ls.Kind != procgroup.LogFile {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("%s sends %s to %s, not to a file; nothing to tail", spec.FullName(), stream, ls))
+		return
+	}
+	n, err := strconv.Atoi(q.Get("n"))
+	if err != nil || n < 0 {
+		n = 10
+	}
+	data, err := procgroup.TailLines(ls.Path, n)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write(data)
+	if q.Get("follow") != "1" {
+		return
+	}
+	follow(r, w, ls.Path)
+}
+
+// follow streams bytes appended to path, reopening it after rotation, until
+// the client disconnects. It checks four times a second, like tail -F.
+func follow(r *http.Request, w http.ResponseWriter, path string) {
+	fl, _ := w.(http.Flusher)
+	if fl != nil {
+		fl.Flush()
+	}
+	var f *os.File
+	var off int64
+	open := func() {
+		if f != nil {
+			f.Close()
+		}
+		f, off = nil, 0
+		if nf, err := os.Open(path); err == nil {
+			f = nf
+		}
+	}
+	open()
+	if f != nil {
+		off, _ = f.Seek(0, io.SeekEnd)
+	}
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	buf := make([]byte, 64<<10)
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+		}
+		if fi, err := os.Stat(path); err == nil && f != nil {
+			if cur, err := f.Stat(); err == nil && (!os.SameFile(fi, cur) || fi.Size() < off) {
+				open()
+			}
+		} else if f == nil {
+			open()
+		}
+		if f == nil {
+			continue
+		}
+		for {
+			n, err := f.ReadAt(buf, off)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+				off += int64(n)
+			}
+			if err != nil || n == 0 {
+				break
+			}
+		}
+		if fl != nil {
+			fl.Flush()
+		}
+	}
+}

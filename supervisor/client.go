@@ -1,0 +1,140 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"syscall"
+)
+
+// ErrNotRunning means nothing listens on the control socket.
+var ErrNotRunning = errors.New("gosup is not running")
+
+// Client talks to a daemon over its control socket.
+type Client struct {
+	Socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the daemon listening on socket.
+func NewClient(socket string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		DisableCompression: true,
+	}
+	return &Client{Socket: socket, hc: &http.Client{Transport: tr}}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	resp, err := c.raw(ctx, method, path, query, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode response from %s: %w", c.Socket, err)
+	}
+	return nil
+}
+
+// raw sends a request and returns a 2xx response, or the API's error.
+func (c *Client) raw(ctx context.Context, method, path string, query url.Values, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := "http://gosup" + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%w (no daemon listens on %s)", ErrNotRunning, c.Socket)
+		}
+		return nil, fmt.Errorf("talk to gosup on %s: %w", c.Socket, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		var ae apiError
+		if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ae) == nil && ae.Error != "" {
+			return nil, &APIError{Code: resp.StatusCode, Msg: ae.Error}
+		}
+		return nil, &APIError{Code: resp.StatusCode, Msg: resp.Status}
+	}
+	return resp, nil
+}
+
+// APIError is an error the daemon returned.
+type APIError struct {
+	Code int
+	Msg  string
+}
+
+func (e *APIError) Error() string { return e.Msg }
+
+// Info returns the daemon's description.
+func (c *Client) Info(ctx context.Context) (Info, error) {
+	var out Info
+	err := c.do(ctx, http.MethodGet, "/v1/info", nil, nil, &out)
+	return out, err
+}
+
+// Status returns the processes matching patterns (all when none).
+func (c *Client) Status(ctx context.Context, patterns ...string) ([]ProcStatus, error) {
+	var out []ProcStatus
+	err := c.do(ctx, http.MethodGet, "/v1/status", url.Values{"p": patterns}, nil, &out)
+	return out, err
+}
+
+// Action runs start, stop, restart or signal and waits for the outcome.
+func (c *Client) Action(ctx context.Context, verb string, req ActionRequest) ([]Result, error) {
+	var out ActionResponse
+	err := c.do(ctx, http.MethodPost, "/v1/"+verb, nil, req, &out)
+	return out.Results, err
+}
+
+// Shutdown asks the daemon to stop everything and exit.
+func (c *Client) Shutdown(ctx context.Context) (Info, error) {
+	var out Info
+	err := c.do(ctx, http.MethodPost, "/v1/shutdown", nil, struct{}{}, &out)
+	return out, err
+}
+
+// Tail returns a log's last n lines; with follow the body keeps streaming.
+// The caller closes the returned reader.
+func (c *Client) Tail(ctx context.Context, name, stream string, n int, follow bool) (io.ReadCloser, error) {
+	q := url.Values{"name": {name}, "stream": {stream}, "n": {strconv.Itoa(n)}}
+	if follow {
+		q.Set("follow", "1")
+	}
+	resp, err := c.raw(ctx, http.MethodGet, "/v1/tail", q, nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}

@@ -1,0 +1,255 @@
+package supervisor
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrAlreadyRunning means another daemon owns the socket.
+var ErrAlreadyRunning = errors.New("another gosup daemon is running")
+
+// instance is the daemon's claim on its socket: an flock'd lock file that
+// holds the daemon's pid, and a state file listing its live children so that
+// a successor can clean up after a crash.
+type instance struct {
+	lockPath  string
+	statePath string
+	lock      *os.File
+	log       *slog.Logger
+
+	mu       sync.Mutex
+	children map[string]childRecord // by group:name
+	dirty    chan struct{}
+	stop     chan struct{}
+	stopped  chan struct{}
+}
+
+type childRecord struct {
+	Name      string `json:"name"`
+	Pid       int    `json:"pid"`
+	StartTime uint64 `json:"start_time"` // /proc/PID/stat field 22, clock ticks since boot
+}
+
+type stateFile struct {
+	DaemonPid int           `json:"daemon_pid"`
+	Children  []childRecord `json:"children"`
+}
+
+// claim takes the lock next to socket. It fails with ErrAlreadyRunning, and
+// touches nothing, if another daemon holds it.
+func claim(socket string, dirMode os.FileMode, log *slog.Logger) (*instance, error) {
+	dir := filepath.Dir(socket)
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	in := &instance{
+		lockPath:  socket + ".lock",
+		statePath: socket + ".state",
+		log:       log,
+		children:  map[string]childRecord{},
+		dirty:     make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		stopped:   make(chan struct{}),
+	}
+	f, err := os.OpenFile(in.lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(in.lockPath)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			pid := strings.TrimSpace(string(b))
+			return nil, fmt.Errorf("%w (pid %s) on %s; stop it with `gosup ctl shutdown --socket %s`", ErrAlreadyRunning, pid, socket, socket)
+		}
+		return nil, fmt.Errorf("lock %s: %w", in.lockPath, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	in.lock = f
+	go in.writer()
+	return in, nil
+}
+
+// release removes the state and lock files and drops the lock.
+func (in *instance) release() {
+	close(in.stop)
+	<-in.stopped
+	os.Remove(in.statePath)
+	os.Remove(in.lockPath)
+	in.lock.Close()
+}
+
+func (in *instance) recordSpawn(name string, pid int) {
+	st, _ := procStartTime(pid)
+	in.mu.Lock()
+	in.children[name] = childRecord{Name: name, Pid: pid, StartTime: st}
+	in.mu.Unlock()
+	in.markDirty()
+}
+
+func (in *instance) recordExit(name string) {
+	in.mu.Lock()
+	delete(in.children, name)
+	in.mu.Unlock()
+	in.markDirty()
+}
+
+func (in *instance) markDirty() {
+	select {
+	case in.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// writer rewrites the state file after changes. Changes that arrive during
+// a write are coalesced into the next one, so a burst of 500 spawns costs a
+// handful of writes.
+func (in *instance) writer() {
+	defer close(in.stopped)
+	for {
+		select {
+		case <-in.stop:
+			return
+		case <-in.dirty:
+			in.mu.Lock()
+			sf := stateFile{DaemonPid: os.Getpid()}
+			for _, c := range in.children {
+				sf.Children = append(sf.Children, c)
+			}
+			in.mu.Unlock()
+			if err := writeFileAtomic(in.statePath, sf); err != nil {
+				in.log.Warn("could not write state file", "path", in.statePath, "err", err)
+			}
+		}
+	}
+}
+
+func writeFileAtomic(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// killLeftovers kills the process groups of children that a crashed
+// predecessor left behind: those whose leader still has the recorded start
+// time, and the members of a group whose leader is gone (a process group id
+// cannot be recycled while the group has members). It waits up to timeout
+// for them to disappear, so their ports are free before anything spawns.
+func (in *instance) killLeftovers(timeout time.Duration) int {
+	b, err := os.ReadFile(in.statePath)
+	if err != nil {
+		return 0
+	}
+	var sf stateFile
+	if err := json.Unmarshal(b, &sf); err != nil {
+		in.log.Warn("ignoring unreadable state file", "path", in.statePath, "err", err)
+		return 0
+	}
+	procs := scanProcs()
+	byPid := map[int]procInfo{}
+	for _, p := range procs {
+		byPid[p.pid] = p
+	}
+	var victims []int
+	for _, c := range sf.Children {
+		if leader, ok := byPid[c.Pid]; ok && leader.start != c.StartTime {
+			continue // pid recycled: the group is not ours
+		}
+		for _, p := range procs {
+			if p.pgrp == c.Pid && p.start >= c.StartTime {
+				victims = append(victims, p.pid)
+			}
+		}
+	}
+	for _, pid := range victims {
+		in.log.Warn("killing leftover child of a previous gosup daemon", "pid", pid, "daemon_pid", sf.DaemonPid)
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+	deadline := time.Now().Add(timeout)
+	for _, pid := range victims {
+		for time.Now().Before(deadline) {
+			if st, err := procState(pid); err != nil || st == 'Z' {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return len(victims)
+}
+
+type procInfo struct {
+	pid, pgrp int
+	start     uint64
+}
+
+func scanProcs() []procInfo {
+	ents, _ := os.ReadDir("/proc")
+	var out []procInfo
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		f, err := readStat(pid)
+		if err != nil {
+			continue
+		}
+		pgrp, _ := strconv.Atoi(f[2])
+		st, _ := strconv.ParseUint(f[19], 10, 64)
+		out = append(out, procInfo{pid: pid, pgrp: pgrp, start: st})
+	}
+	return out
+}
+
+// readStat returns the fields of /proc/PID/stat after the command name:
+// f[0] is the state (field 3), f[2] the pgrp (field 5), f[19] the start time (field 22).
+func readStat(pid int) ([]string, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return f, nil
+}
+
+func procStartTime(pid int) (uint64, error) {
+	f, err := readStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+func procState(pid int) (byte, error) {
+	f, err := readStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return f[0][0], nil
+}

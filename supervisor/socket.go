@@ -1,0 +1,121 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// listen creates the control socket. The caller holds the instance lock, so
+// a socket file already there is a stale one from a dead daemon.
+func listen(path string, mode uint32, group string, log *slog.Logger) (net.Listener, error) {
+	pol := &peerPolicy{uid: uint32(os.Getuid()), gid: -1}
+	gid := -1
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			return nil, fmt.Errorf("socket_group %q: %w", group, err)
+		}
+		gid, _ = strconv.Atoi(g.Gid)
+		pol.gid = gid
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	// Nobody may connect before the mode is set.
+	old := unix.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	if gid >= 0 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("set group %s on %s: %w", group, path, err)
+		}
+	}
+	if err := os.Chmod(path, os.FileMode(mode)); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("unable to set permissions (%04o) on %s: %w", mode, path, err)
+	}
+	return &credListener{Listener: ln, pol: pol, log: log}, nil
+}
+
+// peerPolicy says who may use the control socket: root, the daemon's own
+// user, and members of socket_group.
+type peerPolicy struct {
+	uid uint32
+	gid int
+}
+
+func (p *peerPolicy) allows(c *unix.Ucred) bool {
+	if c.Uid == 0 || c.Uid == p.uid {
+		return true
+	}
+	if p.gid < 0 {
+		return false
+	}
+	if int(c.Gid) == p.gid {
+		return true
+	}
+	u, err := user.LookupId(strconv.Itoa(int(c.Uid)))
+	if err != nil {
+		return false
+	}
+	gids, err := u.GroupIds()
+	return err == nil && slices.Contains(gids, strconv.Itoa(p.gid))
+}
+
+// credListener drops connections from peers the policy does not allow,
+// checked with SO_PEERCRED before any byte is read.
+type credListener struct {
+	net.Listener
+	pol *peerPolicy
+	log *slog.Logger
+}
+
+func (l *credListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		cred, err := peerCred(c)
+		if err == nil && l.pol.allows(cred) {
+			return c, nil
+		}
+		if err == nil {
+			l.log.Warn("refused control connection", "uid", cred.Uid, "pid", cred.Pid)
+		}
+		c.Close()
+	}
+}
+
+func peerCred(c net.Conn) (*unix.Ucred, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, errors.New("not a unix connection")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	err = raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}

@@ -1,0 +1,297 @@
+// Package supervisor is the gosup daemon: it loads and validates the
+// configuration, owns the process groups, serves the control API on a unix
+// socket and stops everything in order on shutdown.
+package supervisor
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/procgroup/reaper"
+)
+
+// Options are the daemon's dependencies.
+type Options struct {
+	// Reaper, when set, is used instead of creating one. A process may have
+	// only one Reaper; tests that run several daemons in one process share it.
+	Reaper *reaper.Reaper
+	Logger *slog.Logger
+}
+
+// Supervisor is a running daemon. Create it with New and call Run once.
+type Supervisor struct {
+	cfg       *Config
+	log       *slog.Logger
+	rp        *reaper.Reaper
+	groups    []*procgroup.Group // ascending priority
+	startedAt time.Time
+
+	shutdownOnce sync.Once
+	shutdownReq  chan struct{}
+}
+
+// New prepares a daemon for cfg; nothing runs until Run.
+func New(cfg *Config, opts Options) *Supervisor {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Supervisor{cfg: cfg, log: log, rp: opts.Reaper, shutdownReq: make(chan struct{})}
+}
+
+// Run claims the socket, starts every autostart program in ascending
+// priority and serves the control API until ctx ends or a client asks for
+// shutdown; then it stops every process in descending priority and returns.
+// It returns ErrAlreadyRunning, touching nothing, if another daemon owns the socket.
+func (s *Supervisor) Run(ctx context.Context) error {
+	st := s.cfg.Supervisor
+	mode, _ := parseMode(st.SocketMode)
+	dirMode := os.FileMode(0o700)
+	if st.SocketGroup != "" {
+		dirMode = 0o750
+	}
+	inst, err := claim(st.Socket, dirMode, s.log)
+	if err != nil {
+		return err
+	}
+	defer inst.release()
+	if n := inst.killLeftovers(5 * time.Second); n > 0 {
+		s.log.Warn("killed processes left by a previous daemon", "count", n)
+	}
+	ln, err := listen(st.Socket, mode, st.SocketGroup, s.log)
+	if err != nil {
+		return err
+	}
+	if s.rp == nil {
+		rp, err := reaper.New()
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		rctx, rcancel := context.WithCancel(context.Background())
+		defer rcancel() // after every process is gone (defers run last-in first-out)
+		go rp.Run(rctx)
+		s.rp = rp
+		rp.Orphan = func(ex reaper.Exit) {
+			s.log.Debug("reaped orphan", "pid", ex.Pid, "status", ex.String())
+		}
+	}
+
+	// Processes outlive ctx: they are stopped in order below, then their
+	// owner goroutines end with pctx.
+	pctx, pcancel := context.WithCancel(context.Background())
+	for _, p := range s.cfg.Programs {
+		g := procgroup.NewGroup(p.Name, p.Spec, p.Procs, s.rp, s.log)
+		for _, proc := range g.Procs {
+			proc.OnSpawn = func(p *procgroup.Process, pid int, _ time.Time) { inst.recordSpawn(p.Spec().FullName(), pid) }
+			proc.OnExit = func(p *procgroup.Process, _ int) { inst.recordExit(p.Spec().FullName()) }
+		}
+		g.Run(pctx)
+		s.groups = append(s.groups, g)
+	}
+	s.startedAt = time.Now()
+
+	srv := &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 5 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	s.log.Info("gosup started", "config", s.cfg.File, "socket", st.Socket, "programs", len(s.cfg.Programs), "pid", os.Getpid())
+
+	// Spawn in ascending priority; within a level in parallel. Nothing
+	// waits for RUNNING here, as supervisord does not.
+	for _, level := range s.levels(s.all(), false) {
+		var wg sync.WaitGroup
+		for _, p := range level {
+			if p.Spec().Program.AutoStart {
+				wg.Go(func() { _ = p.Start() })
+			}
+		}
+		wg.Wait()
+	}
+
+	select {
+	case <-ctx.Done():
+	case <-s.shutdownReq:
+	case err := <-served:
+		s.log.Error("control socket failed", "err", err)
+	}
+	s.log.Info("shutting down", "timeout", st.ShutdownTimeout)
+	sctx, scancel := context.WithTimeout(context.Background(), time.Duration(st.ShutdownTimeout))
+	s.stop(sctx, s.all())
+	scancel()
+	pcancel() // anything still alive now is killed with its group
+	for _, g := range s.groups {
+		g.Wait()
+	}
+	hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
+	_ = srv.Shutdown(hctx)
+	hcancel()
+	s.log.Info("gosup stopped")
+	return nil
+}
+
+// requestShutdown makes Run stop everything and return.
+func (s *Supervisor) requestShutdown() {
+	s.shutdownOnce.Do(func() { close(s.shutdownReq) })
+}
+
+func (s *Supervisor) all() []*procgroup.Process {
+	var out []*procgroup.Process
+	for _, g := range s.groups {
+		out = append(out, g.Procs...)
+	}
+	return out
+}
+
+// ErrNoMatch is returned when a pattern names no process.
+var ErrNoMatch = errors.New("no such process")
+
+// match resolves patterns to processes, in configuration order, without duplicates.
+func (s *Supervisor) match(patterns []string) ([]*procgroup.Process, error) {
+	seen := map[*procgroup.Process]bool{}
+	var out []*procgroup.Process
+	for _, pat := range patterns {
+		n := 0
+		for _, g := range s.groups {
+			for _, p := range g.Match(pat) {
+				n++
+				if !seen[p] {
+					seen[p] = true
+					out = append(out, p)
+				}
+			}
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("%w: %s", ErrNoMatch, pat)
+		}
+	}
+	return out, nil
+}
+
+// levels groups procs by priority, ascending (or descending when reverse).
+func (s *Supervisor) levels(procs []*procgroup.Process, reverse bool) [][]*procgroup.Process {
+	sorted := slices.Clone(procs)
+	slices.SortStableFunc(sorted, func(a, b *procgroup.Process) int {
+		c := cmp.Compare(a.Spec().Program.Priority, b.Spec().Program.Priority)
+		if reverse {
+			c = -c
+		}
+		return c
+	})
+	var out [][]*procgroup.Process
+	for i, p := range sorted {
+		if i == 0 || p.Spec().Program.Priority != sorted[i-1].Spec().Program.Priority {
+			out = append(out, nil)
+		}
+		out[len(out)-1] = append(out[len(out)-1], p)
+	}
+	return out
+}
+
+// Result is the outcome of a request for one process.
+type Result struct {
+	Name    string `json:"name"`
+	OK      bool   `json:"ok"`
+	State   string `json:"state"`
+	Message string `json:"message,omitempty"`
+}
+
+func stoppedish(st procgroup.Status) bool {
+	switch st.State {
+	case procgroup.Stopped, procgroup.Exited, procgroup.Fatal:
+		return true
+	}
+	return false
+}
+
+// stop stops procs level by level in descending priority, each level in
+// parallel, and waits for each level before the next.
+func (s *Supervisor) stop(ctx context.Context, procs []*procgroup.Process) []Result {
+	var results []Result
+	for _, level := range s.levels(procs, true) {
+		results = append(results, s.parallel(ctx, level, func(p *procgroup.Process) (string, bool) {
+			err := p.Stop()
+			if errors.Is(err, procgroup.ErrNotRunning) {
+				return "not running", true
+			}
+			if err != nil {
+				return err.Error(), false
+			}
+			st, err := p.Wait(ctx, stoppedish)
+			if err != nil {
+				return fmt.Sprintf("still %s: %v", st.State, err), false
+			}
+			return "stopped", true
+		})...)
+	}
+	return results
+}
+
+// start starts procs in ascending priority and waits until each is RUNNING
+// or has failed for good.
+func (s *Supervisor) start(ctx context.Context, procs []*procgroup.Process) []Result {
+	var results []Result
+	for _, level := range s.levels(procs, false) {
+		results = append(results, s.parallel(ctx, level, func(p *procgroup.Process) (string, bool) {
+			before := p.Status().Spawns
+			err := p.Start()
+			if errors.Is(err, procgroup.ErrAlreadyStarted) {
+				return "already started", true
+			}
+			if err != nil {
+				return err.Error(), false
+			}
+			return waitStarted(ctx, p, before)
+		})...)
+	}
+	return results
+}
+
+func waitStarted(ctx context.Context, p *procgroup.Process, spawnsBefore int) (string, bool) {
+	st, err := p.Wait(ctx, func(st procgroup.Status) bool {
+		switch st.State {
+		case procgroup.Running, procgroup.Fatal, procgroup.Stopped:
+			return true
+		case procgroup.Exited:
+			return st.Spawns > spawnsBefore
+		}
+		return false
+	})
+	switch {
+	case err != nil:
+		return fmt.Sprintf("still %s: %v", st.State, err), false
+	case st.State == procgroup.Running:
+		return "started", true
+	case st.SpawnError != "":
+		return "spawn error: " + st.SpawnError, false
+	case st.ExitDesc != "":
+		return fmt.Sprintf("%s (%s)", cmp.Or(st.Reason, "exited"), st.ExitDesc), false
+	}
+	return st.State.String(), false
+}
+
+func (s *Supervisor) parallel(ctx context.Context, procs []*procgroup.Process, f func(*procgroup.Process) (string, bool)) []Result {
+	results := make([]Result, len(procs))
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		wg.Go(func() {
+			msg, ok := f(p)
+			results[i] = Result{Name: p.Spec().FullName(), OK: ok, State: p.Status().State.String(), Message: msg}
+		})
+	}
+	wg.Wait()
+	return results
+}
