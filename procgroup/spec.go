@@ -177,10 +177,10 @@ func (p *ProcSpec) FullName() string { return p.Group + ":" + p.Name }
 // ExpandContext carries the values of supervisord's expansions that do not
 // depend on the program.
 type ExpandContext struct {
-	Here     string            // directory of the config file: %(here)s; relative paths resolve against it
-	Host     string            // %(host_node_name)s
-	Env      map[string]string // %(ENV_X)s
-	LogDir   string            // where AUTO logs go
+	Here   string            // directory of the config file: %(here)s; relative paths resolve against it
+	Host   string            // %(host_node_name)s
+	Env    map[string]string // %(ENV_X)s
+	LogDir string            // where AUTO logs go
 }
 
 // Expand validates s and returns its processes, in process_num order.

@@ -237,5 +237,3 @@ func newShutdownCmd(g *globalFlags) *cobra.Command {
 	c.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the daemon to exit")
 	return c
 }
-
-
