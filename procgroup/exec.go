@@ -87,8 +87,9 @@ func lookPath(file, dir string, env []string) (string, error) {
 func checkExecutable(p string) error {
 	fi, err := os.Stat(p)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return fs.ErrNotExist
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return pe.Err // the caller names the path
 		}
 		return err
 	}

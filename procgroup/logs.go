@@ -183,20 +183,38 @@ func newRotator(path string, maxBytes int64, backups int) (*rotator, error) {
 	return &rotator{path: path, maxBytes: maxBytes, backups: backups, f: f, size: fi.Size()}, nil
 }
 
+// Write appends b, rotating whenever the file reaches maxBytes. A write
+// that would overflow the file is split, at the last line break that fits
+// when there is one, so no file grows past maxBytes.
 func (r *rotator) Write(b []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.f == nil {
-		return 0, os.ErrClosed
-	}
-	n, err := r.f.Write(b)
-	r.size += int64(n)
-	if r.size >= r.maxBytes {
-		if rerr := r.rotate(); rerr != nil && err == nil {
-			err = rerr
+	written := 0
+	for len(b) > 0 {
+		if r.f == nil {
+			return written, os.ErrClosed
+		}
+		chunk := b
+		if room := r.maxBytes - r.size; int64(len(chunk)) > room {
+			chunk = b[:room]
+			if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
+				chunk = b[:i+1]
+			}
+		}
+		n, err := r.f.Write(chunk)
+		written += n
+		r.size += int64(n)
+		b = b[n:]
+		if err != nil {
+			return written, err
+		}
+		if r.size >= r.maxBytes || len(b) > 0 {
+			if err := r.rotate(); err != nil {
+				return written, err
+			}
 		}
 	}
-	return n, err
+	return written, nil
 }
 
 func (r *rotator) rotate() error {

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gosup/gosup/supervisor"
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// TestMain makes the test binary double as the gosup command: testscript
+// copies it into $PATH as "gosup", so scripts (and the daemon, whose
+// children are looked up in its PATH) run `gosup ...` as a real process.
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"gosup": func() { os.Exit(run(os.Args[1:])) },
+	})
+}
+
+// maxWorkLen leaves room under $WORK for a socket name such as "s.sock"
+// within the 107 bytes a unix socket path may have.
+const maxWorkLen = 90
+
+func TestScripts(t *testing.T) {
+	p := testscript.Params{
+		Dir:                 filepath.Join("testdata", "script"),
+		RequireExplicitExec: true,
+		RequireUniqueNames:  true,
+		Setup: func(env *testscript.Env) error {
+			if n := len(env.WorkDir); n > maxWorkLen {
+				return fmt.Errorf("$WORK %s is %d bytes; sockets under it would exceed the unix path limit", env.WorkDir, n)
+			}
+			// Under -race every gosup process would sleep 1s at exit.
+			if g := env.Getenv("GORACE"); !strings.Contains(g, "atexit_sleep_ms") {
+				env.Setenv("GORACE", strings.TrimSpace(g+" atexit_sleep_ms=0"))
+			}
+			return nil
+		},
+		Cmds: map[string]func(*testscript.TestScript, bool, []string){
+			"waitfor":  cmdWaitfor,
+			"exitcode": cmdExitcode,
+		},
+	}
+	// Work directories live under the temp dir; if that is long (a deep
+	// $TMPDIR), use a short root under /tmp so socket paths stay short.
+	if len(os.TempDir()) > 40 {
+		root, err := os.MkdirTemp("/tmp", "gs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(root) })
+		p.WorkdirRoot = root
+	}
+	testscript.Run(t, p)
+}
+
+// cmdWaitfor polls the daemon on SOCKET until every process matching the
+// patterns (all processes when none) is in STATE, and, with -restarts N, has
+// been restarted at least N times. It fails after -t (default 15s).
+//
+//	waitfor [-t 15s] [-restarts N] SOCKET STATE [PATTERN...]
+func cmdWaitfor(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! waitfor")
+	}
+	timeout := 15 * time.Second
+	restarts := 0
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		if len(args) < 2 {
+			ts.Fatalf("usage: waitfor [-t D] [-restarts N] SOCKET STATE [PATTERN...]")
+		}
+		var err error
+		switch args[0] {
+		case "-t":
+			timeout, err = time.ParseDuration(args[1])
+		case "-restarts":
+			restarts, err = strconv.Atoi(args[1])
+		default:
+			err = fmt.Errorf("unknown flag %s", args[0])
+		}
+		ts.Check(err)
+		args = args[2:]
+	}
+	if len(args) < 2 {
+		ts.Fatalf("usage: waitfor [-t D] [-restarts N] SOCKET STATE [PATTERN...]")
+	}
+	cl := supervisor.NewClient(ts.MkAbs(args[0]))
+	want, patterns := args[1], args[2:]
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last []supervisor.ProcStatus
+	var lastErr error
+	for {
+		st, err := cl.Status(ctx, patterns...)
+		if err == nil && len(st) > 0 && !slices.ContainsFunc(st, func(p supervisor.ProcStatus) bool {
+			return p.State != want || p.Restarts < restarts
+		}) {
+			return
+		}
+		if err != nil && !errors.Is(err, supervisor.ErrNotRunning) && ctx.Err() == nil {
+			ts.Fatalf("waitfor: %v", err)
+		}
+		if err == nil {
+			last = st
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			var b strings.Builder
+			for _, p := range last {
+				fmt.Fprintf(&b, "\n  %s %s restarts=%d %s", p.Name, p.State, p.Restarts, p.Description)
+			}
+			ts.Fatalf("waitfor: processes %v not all %s (restarts >= %d) after %s (last error: %v); last status:%s",
+				patterns, want, restarts, timeout, lastErr, b.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// cmdExitcode runs a command like exec and checks its exact exit code, so
+// scripts can tell "failed" (1) from "usage or configuration error" (2).
+// stdout and stderr are kept for the stdout and stderr commands.
+//
+//	exitcode N PROGRAM [ARGS...]
+func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! exitcode")
+	}
+	if len(args) < 2 {
+		ts.Fatalf("usage: exitcode N PROGRAM [ARGS...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	err = ts.Exec(args[1], args[2:]...)
+	got := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("exitcode: %v", err)
+		}
+		got = ee.ExitCode()
+	}
+	if got != want {
+		ts.Fatalf("exit code %d, want %d", got, want)
+	}
+}

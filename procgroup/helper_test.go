@@ -1,0 +1,165 @@
+package procgroup
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gosup/gosup/procgroup/reaper"
+)
+
+// testReaper is the one reaper of the test process (a process may have one).
+var testReaper *reaper.Reaper
+
+func TestMain(m *testing.M) {
+	if os.Getenv("GO_WANT_HELPER_PROCESS") == "1" {
+		os.Exit(helperMain(os.Args[1:]))
+	}
+	rp, err := reaper.New()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go rp.Run(ctx)
+	testReaper = rp
+	code := m.Run()
+	cancel()
+	os.Exit(code)
+}
+
+// helperMain is what a child runs: the test binary re-executed with
+// GO_WANT_HELPER_PROCESS=1 and a mode.
+func helperMain(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "helper: no mode")
+		return 2
+	}
+	mode, args := args[0], args[1:]
+	arg := func(i int) string {
+		if i < len(args) {
+			return args[i]
+		}
+		return ""
+	}
+	switch mode {
+	case "sleep": // until killed
+		select {}
+	case "exit": // exit CODE
+		n, _ := strconv.Atoi(arg(0))
+		return n
+	case "exitafter": // exitafter DURATION CODE
+		d, _ := time.ParseDuration(arg(0))
+		time.Sleep(d)
+		n, _ := strconv.Atoi(arg(1))
+		return n
+	case "ignore-term":
+		signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP)
+		fmt.Println("ignoring TERM")
+		select {}
+	case "grandchild": // grandchild PIDFILE: start a sleeping grandchild in our group, then sleep
+		cmd := exec.Command(os.Args[0], "sleep")
+		cmd.Env = os.Environ()
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if err := os.WriteFile(arg(0), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+			return 1
+		}
+		select {}
+	case "orphans": // orphans N: leave N exited grandchildren for the subreaper, then sleep
+		n, _ := strconv.Atoi(arg(0))
+		for range n {
+			cmd := exec.Command(os.Args[0], "exit", "0")
+			cmd.Env = os.Environ()
+			_ = cmd.Start()
+		}
+		fmt.Println("orphans started")
+		os.Stdout.Close()
+		// Exit without waiting: the grandchildren are re-parented to the subreaper.
+		return 0
+	case "echo": // echo OUT ERR: one line to each stream
+		fmt.Fprintln(os.Stdout, arg(0))
+		fmt.Fprintln(os.Stderr, arg(1))
+		select {}
+	case "spam": // spam BYTES: write that many bytes of numbered lines to stdout
+		n, _ := strconv.Atoi(arg(0))
+		var b strings.Builder
+		for i := 0; b.Len() < n; i++ {
+			fmt.Fprintf(&b, "line %08d %s\n", i, strings.Repeat("x", 80))
+		}
+		_, _ = io.WriteString(os.Stdout, b.String()[:n])
+		select {}
+	}
+	fmt.Fprintln(os.Stderr, "helper: unknown mode", mode)
+	return 2
+}
+
+// helperSpec is a program running the helper in mode, with fast defaults.
+func helperSpec(mode ...string) *Spec {
+	s := DefaultSpec()
+	s.Command = strings.Join(append([]string{os.Args[0]}, mode...), " ")
+	s.Environment = map[string]string{"GO_WANT_HELPER_PROCESS": "1"}
+	s.StartSecs = 0
+	s.StopWaitSecs = 2
+	return &s
+}
+
+// newTestGroup expands spec into a group, runs it, and stops and ends it
+// (killing whatever is left) when the test ends.
+func newTestGroup(t *testing.T, spec *Spec) *Group {
+	t.Helper()
+	dir := t.TempDir()
+	procs, err := spec.Expand("t", ExpandContext{Here: dir, LogDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	g := NewGroup("t", spec, procs, testReaper, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	g.Run(ctx)
+	t.Cleanup(func() {
+		cancel()
+		g.Wait()
+	})
+	return g
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// waitState waits up to timeout for p to reach want.
+func waitState(t *testing.T, p *Process, want State, timeout time.Duration) Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	st, err := p.Wait(ctx, func(s Status) bool { return s.State == want })
+	if err != nil {
+		t.Fatalf("%s: want state %s within %s, have %s (%+v)", p.spec.FullName(), want, timeout, st.State, st)
+	}
+	return st
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
+}

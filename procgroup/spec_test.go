@@ -1,0 +1,201 @@
+package procgroup
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPolicy(t *testing.T) {
+	p := Policy{StartSecs: time.Second, StartRetries: 3, AutoRestart: RestartUnexpected, ExitCodes: []int{0, 2}, Floor: time.Second}
+	for _, tc := range []struct {
+		name string
+		got  Decision
+		want Decision
+	}{
+		{"first failed start waits 1s", p.OnStartFailure(0, 200*time.Millisecond, false),
+			Decision{Next: Backoff, Respawn: true, Delay: time.Second, Backoff: 1, Reason: ReasonRetry}},
+		{"third failed start waits 3s", p.OnStartFailure(2, 0, false),
+			Decision{Next: Backoff, Respawn: true, Delay: 3 * time.Second, Backoff: 3, Reason: ReasonRetry}},
+		{"fourth failure is fatal", p.OnStartFailure(3, 0, false),
+			Decision{Next: Fatal, Backoff: 4, Reason: ReasonGiveUp}},
+		{"spawn error retries", p.OnStartFailure(0, 0, true),
+			Decision{Next: Backoff, Respawn: true, Delay: time.Second, Backoff: 1, Reason: ReasonSpawnRetry}},
+		{"expected exit code", p.OnExit(2, false, time.Hour),
+			Decision{Next: Exited, Reason: ReasonExpected}},
+		{"unexpected code restarts at once", p.OnExit(1, false, time.Hour),
+			Decision{Next: Exited, Respawn: true, Reason: ReasonUnexpected}},
+		{"killed by signal is unexpected", p.OnExit(0, true, time.Hour),
+			Decision{Next: Exited, Respawn: true, Reason: ReasonUnexpected}},
+		{"young crash waits for the floor", p.OnExit(1, false, 300*time.Millisecond),
+			Decision{Next: Exited, Respawn: true, Delay: 700 * time.Millisecond, Reason: ReasonUnexpected}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.got != tc.want {
+				t.Errorf("want %+v, have %+v", tc.want, tc.got)
+			}
+		})
+	}
+	always := p
+	always.AutoRestart = RestartAlways
+	if d := always.OnExit(0, false, time.Hour); !d.Respawn || d.Reason != ReasonAlways {
+		t.Errorf("autorestart=true after exit 0: %+v", d)
+	}
+	never := p
+	never.AutoRestart = RestartNever
+	if d := never.OnExit(1, false, time.Hour); d.Respawn || d.Reason != ReasonNever {
+		t.Errorf("autorestart=false after exit 1: %+v", d)
+	}
+}
+
+func TestTransitions(t *testing.T) {
+	if err := checkTransition(Running, Starting); err == nil || err.Error() != `invalid state transition "RUNNING" to "STARTING"` {
+		t.Errorf("RUNNING→STARTING: %v", err)
+	}
+	for _, ok := range [][2]State{{Stopped, Starting}, {Starting, Running}, {Starting, Backoff}, {Backoff, Fatal}, {Running, Exited}, {Stopping, Stopped}} {
+		if err := checkTransition(ok[0], ok[1]); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestExpandFanOut(t *testing.T) {
+	s := DefaultSpec()
+	s.Command = "uwsgi -s 127.0.0.1:90%(process_num)02d --processes 1 --need-app"
+	s.NumProcs = 20
+	s.ProcessName = "%(program_name)s_%(process_num)02d"
+	s.PortStart = 9000
+	s.Directory = "app"
+	s.Environment = map[string]string{"SENTRY_CONF": "%(here)s/etc", "B": "%(ENV_HOME)s", "A": "%(host_node_name)s"}
+	xc := ExpandContext{Here: "/srv", Host: "web-3", Env: map[string]string{"HOME": "/root"}, LogDir: "/var/log/gosup"}
+	procs, err := s.Expand("web", xc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(procs) != 20 {
+		t.Fatalf("want 20 processes, have %d", len(procs))
+	}
+	p := procs[13]
+	if p.Name != "web_13" || p.Port != 9013 || p.Num != 13 || p.FullName() != "web:web_13" {
+		t.Errorf("process 13: %+v", p)
+	}
+	if want := []string{"uwsgi", "-s", "127.0.0.1:9013", "--processes", "1", "--need-app"}; !reflect.DeepEqual(p.Argv, want) {
+		t.Errorf("argv: want %q, have %q", want, p.Argv)
+	}
+	if want := []string{"A=web-3", "B=/root", "SENTRY_CONF=/srv/etc"}; !reflect.DeepEqual(p.Env, want) {
+		t.Errorf("env: want %q, have %q", want, p.Env)
+	}
+	if p.Dir != "/srv/app" {
+		t.Errorf("directory: %q", p.Dir)
+	}
+	if p.Stdout.Path != "/var/log/gosup/web_13.stdout.log" || p.Stdout.MaxBytes != 50<<20 || p.Stdout.Backups != 10 {
+		t.Errorf("stdout log: %+v", p.Stdout)
+	}
+
+	s.NumProcsStart = 1
+	s.Command = "app --port %(port)d --slot %(process_num)d/%(numprocs)d"
+	procs, err = s.Expand("web", xc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := procs[0]; p.Name != "web_01" || p.Port != 9000 || strings.Join(p.Argv, " ") != "app --port 9000 --slot 1/20" {
+		t.Errorf("numprocs_start = 1: %+v", p)
+	}
+}
+
+func TestExpandErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Spec)
+		key  string
+		want string
+	}{
+		{"no command", func(s *Spec) { s.Command = " " }, "command", "is required"},
+		{"numprocs 0", func(s *Spec) { s.NumProcs = 0 }, "numprocs", "at least 1"},
+		{"name does not vary", func(s *Spec) { s.NumProcs = 2 }, "process_name", "must contain %(process_num)d"},
+		{"port without port_start", func(s *Spec) { s.Command = "app %(port)d" }, "command", "no port_start"},
+		{"ports past 65535", func(s *Spec) { s.PortStart = 65535; s.NumProcs = 2; s.ProcessName = "x%(process_num)d" }, "port_start", "past port 65535"},
+		{"unknown expansion", func(s *Spec) { s.Command = "app %(nope)s" }, "command", "unknown expansion %(nope)s"},
+		{"bad name chars", func(s *Spec) { s.ProcessName = "a;b" }, "process_name", "may only contain"},
+		{"unterminated quote", func(s *Spec) { s.Command = `app "x` }, "command", "unterminated"},
+		{"exit code range", func(s *Spec) { s.ExitCodes = []int{256} }, "exitcodes", "not in 0-255"},
+		{"negative startsecs", func(s *Spec) { s.StartSecs = -1 }, "startsecs", "must not be negative"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := DefaultSpec()
+			s.Command = "app"
+			tc.edit(&s)
+			_, err := s.Expand("web", ExpandContext{})
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("want a FieldError, have %v", err)
+			}
+			if fe.Key != tc.key || !strings.Contains(fe.Err.Error(), tc.want) {
+				t.Errorf("want key %s and %q, have %v", tc.key, tc.want, err)
+			}
+		})
+	}
+}
+
+func TestSplitCommand(t *testing.T) {
+	for in, want := range map[string][]string{
+		`uwsgi -s 127.0.0.1:9000`:           {"uwsgi", "-s", "127.0.0.1:9000"},
+		`sh -c 'echo "$HOME"; exit 1'`:      {"sh", "-c", `echo "$HOME"; exit 1`},
+		`app "a b" c\ d "x\"y" "\q"`:        {"app", "a b", "c d", `x"y`, `\q`},
+		"  app\t--flag=''  ":                {"app", "--flag="},
+		`sentry run worker -c 4 -l WARNING`: {"sentry", "run", "worker", "-c", "4", "-l", "WARNING"},
+	} {
+		have, err := SplitCommand(in)
+		if err != nil || !reflect.DeepEqual(have, want) {
+			t.Errorf("%s: want %q, have %q (%v)", in, want, have, err)
+		}
+	}
+	for _, bad := range []string{`app 'x`, `app \`, ``} {
+		if _, err := SplitCommand(bad); err == nil {
+			t.Errorf("%q: want an error", bad)
+		}
+	}
+}
+
+func TestParseSizeAndSignal(t *testing.T) {
+	for in, want := range map[string]Size{"50MB": 50 << 20, "400 kb": 400 << 10, "1GB": 1 << 30, "1024": 1024, "0": 0, "10B": 10} {
+		if have, err := ParseSize(in); err != nil || have != want {
+			t.Errorf("ParseSize(%q): want %d, have %d (%v)", in, want, have, err)
+		}
+	}
+	for _, bad := range []string{"50XB", "-1MB", "MB", "1.5GB"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q): want an error", bad)
+		}
+	}
+	for in, want := range map[string]string{"QUIT": "QUIT", "sigterm": "TERM", "hup": "HUP", "9": "KILL", "USR1": "USR1"} {
+		if have, err := ParseSignal(in); err != nil || have.String() != want {
+			t.Errorf("ParseSignal(%q): want %s, have %s (%v)", in, want, have, err)
+		}
+	}
+	if _, err := ParseSignal("TERMINATE"); err == nil {
+		t.Error("ParseSignal(TERMINATE): want an error")
+	}
+}
+
+func TestMatch(t *testing.T) {
+	s := DefaultSpec()
+	s.Command = "app"
+	s.NumProcs = 3
+	s.ProcessName = "web_%(process_num)02d"
+	procs, err := s.Expand("web", ExpandContext{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &Group{Name: "web"}
+	for i := range procs {
+		g.Procs = append(g.Procs, &Process{spec: &procs[i]})
+	}
+	for pat, want := range map[string]int{"all": 3, "web": 3, "web:*": 3, "web:web_01": 1, "web:web_0[12]": 2, "web_02": 1, "worker": 0, "worker:*": 0, "web:nope": 0} {
+		if have := len(g.Match(pat)); have != want {
+			t.Errorf("Match(%q): want %d, have %d", pat, want, have)
+		}
+	}
+}
