@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -154,10 +156,12 @@ func parse(file string, data []byte) (*Config, error) {
 	}
 	xc := procgroup.ExpandContext{Here: here, Host: host, Env: env, LogDir: st.LogDir}
 	names := slices.Sorted(mapsKeys(raw.Program))
+	decodeFailed := map[string]bool{}
 	for _, name := range names {
 		spec := procgroup.DefaultSpec()
 		if err := md.PrimitiveDecode(raw.Program[name], &spec); err != nil {
 			errs = append(errs, decodeError(file, "program."+name, err))
+			decodeFailed[name] = true
 			continue
 		}
 		if !md.IsDefined("program", name, "killasgroup") {
@@ -181,8 +185,19 @@ func parse(file string, data []byte) (*Config, error) {
 		}
 		cfg.Programs = append(cfg.Programs, &Program{Name: name, Spec: &spec, Procs: procs})
 	}
+	undecoded := map[string]bool{}
+	for _, k := range md.Undecoded() {
+		undecoded[k.String()] = true
+	}
 	for _, k := range md.Undecoded() {
 		key := k.String()
+		if reportedParent(undecoded, k) {
+			continue
+		}
+		// A failed decode stops early, leaving valid keys of that program undecoded.
+		if len(k) >= 3 && k[0] == "program" && decodeFailed[k[1]] && slices.Contains(knownKeys["program"], k[2]) {
+			continue
+		}
 		msg := "unknown key"
 		if s := suggest(k); s != "" {
 			msg += fmt.Sprintf(" (did you mean %q?)", s)
@@ -245,8 +260,15 @@ func decodeError(file, key string, err error) error {
 		}
 		return &ConfigError{File: file, Line: pe.Position.Line, Key: k, Msg: pe.Message}
 	}
+	// Type mismatches come as `toml: line N (last key "K"): message`.
+	if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &ConfigError{File: file, Line: line, Key: m[2], Msg: m[3]}
+	}
 	return &ConfigError{File: file, Key: key, Msg: err.Error()}
 }
+
+var typeErrRE = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (.*)$`)
 
 func unjoin(err error) []error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
@@ -282,7 +304,20 @@ var knownKeys = map[string][]string{
 	"program":    tomlKeys(procgroup.Spec{}),
 }
 
+// reportedParent reports whether a table enclosing k is itself unknown.
+func reportedParent(undecoded map[string]bool, k toml.Key) bool {
+	for i := 1; i < len(k); i++ {
+		if undecoded[k[:i].String()] {
+			return true
+		}
+	}
+	return false
+}
+
 func suggest(k toml.Key) string {
+	if _, known := knownKeys[k[0]]; !known {
+		return closest(k[0], slices.Sorted(mapsKeys(knownKeys)))
+	}
 	if len(k) < 2 {
 		return ""
 	}
@@ -291,9 +326,13 @@ func suggest(k toml.Key) string {
 	if table == "program" && len(k) != 3 {
 		return ""
 	}
+	return closest(last, knownKeys[table])
+}
+
+func closest(s string, candidates []string) string {
 	best, bestD := "", 3
-	for _, cand := range knownKeys[table] {
-		if d := editDistance(last, cand); d < bestD {
+	for _, cand := range candidates {
+		if d := editDistance(s, cand); d < bestD {
 			best, bestD = cand, d
 		}
 	}

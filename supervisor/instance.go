@@ -186,10 +186,7 @@ func (in *instance) killLeftovers(timeout time.Duration) int {
 	}
 	deadline := time.Now().Add(timeout)
 	for _, pid := range victims {
-		for time.Now().Before(deadline) {
-			if st, err := procState(pid); err != nil || st == 'Z' {
-				break
-			}
+		for time.Now().Before(deadline) && !exited(pid) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
@@ -244,6 +241,21 @@ func procStartTime(pid int) (uint64, error) {
 		return 0, err
 	}
 	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// exited reports whether pid is gone or a zombie whose threads have all
+// exited: a thread group leader turns Z before its other threads have
+// closed the files they share, sockets included.
+func exited(pid int) bool {
+	st, err := procState(pid)
+	if err != nil {
+		return true
+	}
+	if st != 'Z' {
+		return false
+	}
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	return err != nil || len(tasks) <= 1
 }
 
 func procState(pid int) (byte, error) {

@@ -1,0 +1,418 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gosup/gosup/procgroup/reaper"
+)
+
+// testReaper is the one reaper of the test process (a process may have one).
+var testReaper *reaper.Reaper
+
+func TestMain(m *testing.M) {
+	if os.Getenv("GO_WANT_HELPER_PROCESS") == "1" {
+		os.Exit(helperMain(os.Args[1:]))
+	}
+	rp, err := reaper.New()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go rp.Run(ctx)
+	testReaper = rp
+	code := m.Run()
+	cancel()
+	os.Exit(code)
+}
+
+func helperMain(args []string) int {
+	switch args[0] {
+	case "sleep":
+		select {}
+	case "listen": // listen on $PORT until killed
+		ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer ln.Close()
+		select {}
+	case "listen-grandchild": // a grandchild in our process group holds $PORT
+		cmd := exec.Command(os.Args[0], "listen")
+		if err := cmd.Start(); err != nil {
+			return 1
+		}
+		fmt.Println("grandchild", cmd.Process.Pid)
+		select {}
+	case "daemon": // daemon CONFIG: a whole gosup daemon
+		cfg, err := Load(args[1])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		if err := New(cfg, Options{}).Run(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	case "connect": // connect SOCKET: try the API, print the outcome
+		_, err := NewClient(args[1]).Info(context.Background())
+		fmt.Println("result:", err)
+		return 0
+	}
+	return 2
+}
+
+// writeConfig writes a config running helper modes, in a short temp dir
+// (unix socket paths are limited to 107 bytes).
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "gs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	body = strings.ReplaceAll(body, "@HELPER@", os.Args[0])
+	cfg := fmt.Sprintf("[supervisor]\nsocket = \"s/gosup.sock\"\nlogdir = \"log\"\nshutdown_timeout = \"10s\"\n%s", body)
+	file := filepath.Join(dir, "gosup.toml")
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+const helperEnv = `environment = { GO_WANT_HELPER_PROCESS = "1" }`
+
+// startDaemon runs a daemon in-process on the shared reaper and returns a
+// client once the socket answers. Cleanup shuts it down and waits.
+func startDaemon(t *testing.T, file string) (*Client, *Config) {
+	t.Helper()
+	cfg, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- New(cfg, Options{Reaper: testReaper, Logger: log}).Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("daemon: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("daemon did not stop")
+		}
+	})
+	cl := NewClient(cfg.Supervisor.Socket)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := cl.Info(context.Background()); err == nil {
+			return cl, cfg
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("daemon exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("daemon socket never answered")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitAll polls status until every process matching pattern is in state.
+func waitAll(t *testing.T, cl *Client, state string, patterns ...string) []ProcStatus {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := cl.Status(context.Background(), patterns...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := true
+		for _, p := range st {
+			ok = ok && p.State == state
+		}
+		if ok {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not all %s: %+v", state, st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDaemonControlVerbs(t *testing.T) {
+	file := writeConfig(t, `
+[program.web]
+command = "@HELPER@ sleep"
+numprocs = 3
+process_name = "web_%(process_num)02d"
+startsecs = 0
+`+helperEnv+`
+
+[program.idle]
+command = "@HELPER@ sleep"
+autostart = false
+startsecs = 0
+`+helperEnv)
+	cl, cfg := startDaemon(t, file)
+	st := waitAll(t, cl, "RUNNING", "web")
+	if len(st) != 3 || st[0].Name != "web:web_00" || st[0].Pid == 0 {
+		t.Fatalf("status: %+v", st)
+	}
+	if idle, _ := cl.Status(context.Background(), "idle"); idle[0].State != "STOPPED" {
+		t.Errorf("autostart = false started: %+v", idle[0])
+	}
+	fi, err := os.Stat(cfg.Supervisor.Socket)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode: %v %v", fi.Mode(), err)
+	}
+	if di, err := os.Stat(filepath.Dir(cfg.Supervisor.Socket)); err != nil || di.Mode().Perm() != 0o700 {
+		t.Errorf("socket directory mode: %v %v", di.Mode(), err)
+	}
+
+	ctx := context.Background()
+	res, err := cl.Action(ctx, "stop", ActionRequest{Patterns: []string{"web:web_01"}})
+	if err != nil || len(res) != 1 || !res[0].OK || res[0].State != "STOPPED" {
+		t.Fatalf("stop: %+v %v", res, err)
+	}
+	if alive(st[1].Pid) {
+		t.Errorf("web_01 pid %d still alive after stop", st[1].Pid)
+	}
+	res, err = cl.Action(ctx, "restart", ActionRequest{Patterns: []string{"web:*"}})
+	if err != nil || len(res) != 3 {
+		t.Fatalf("restart: %+v %v", res, err)
+	}
+	for _, r := range res {
+		if !r.OK || r.State != "RUNNING" {
+			t.Errorf("restart %s: %+v", r.Name, r)
+		}
+	}
+	after, _ := cl.Status(ctx, "web:web_00")
+	if after[0].Pid == st[0].Pid || after[0].Restarts != 1 {
+		t.Errorf("web_00 not restarted: before pid %d, after %+v", st[0].Pid, after[0])
+	}
+	res, err = cl.Action(ctx, "signal", ActionRequest{Signal: "KILL", Patterns: []string{"web:web_02"}})
+	if err != nil || !res[0].OK {
+		t.Fatalf("signal: %+v %v", res, err)
+	}
+	res, err = cl.Action(ctx, "start", ActionRequest{Patterns: []string{"idle"}})
+	if err != nil || !res[0].OK || res[0].Message != "started" {
+		t.Fatalf("start idle: %+v %v", res, err)
+	}
+	var ae *APIError
+	if _, err := cl.Action(ctx, "start", ActionRequest{Patterns: []string{"nope"}}); !errors.As(err, &ae) || ae.Code != 404 || !strings.Contains(err.Error(), "no such process: nope") {
+		t.Errorf("unknown process: %v", err)
+	}
+}
+
+func TestControlAPIRejectsWhatItShould(t *testing.T) {
+	file := writeConfig(t, "")
+	cl, _ := startDaemon(t, file)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		method, path, body string
+		code               int
+	}{
+		{"POST", "/v1/exec", `{"patterns":["all"]}`, 404},
+		{"GET", "/v1/start", ``, 405},
+		{"POST", "/v1/stop", `{"patterns":[]}`, 400},
+		{"POST", "/v1/stop", `not json`, 400},
+		{"POST", "/v1/stop", `{"patterns":["` + strings.Repeat("a", 1<<20) + `"]}`, 400},
+	} {
+		req, _ := http.NewRequestWithContext(ctx, tc.method, "http://gosup"+tc.path, strings.NewReader(tc.body))
+		resp, err := cl.hc.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tc.method, tc.path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("%s %s: want %d, have %d", tc.method, tc.path, tc.code, resp.StatusCode)
+		}
+	}
+}
+
+func TestSecondDaemonRefusesAndLeavesFirstAlone(t *testing.T) {
+	file := writeConfig(t, `
+[program.a]
+command = "@HELPER@ sleep"
+startsecs = 0
+`+helperEnv)
+	cl, cfg := startDaemon(t, file)
+	before := waitAll(t, cl, "RUNNING")
+	err := New(cfg, Options{Reaper: testReaper, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}).Run(context.Background())
+	if !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), fmt.Sprintf("(pid %d)", os.Getpid())) {
+		t.Fatalf("second daemon: want ErrAlreadyRunning naming pid %d, have %v", os.Getpid(), err)
+	}
+	after := waitAll(t, cl, "RUNNING")
+	if after[0].Pid != before[0].Pid {
+		t.Errorf("first daemon's child changed: %d → %d", before[0].Pid, after[0].Pid)
+	}
+}
+
+func TestCrashedDaemonLeftoversAreKilled(t *testing.T) {
+	port := freePort(t)
+	file := writeConfig(t, fmt.Sprintf(`
+[program.web]
+command = "@HELPER@ listen-grandchild"
+port_start = %d
+startsecs = 0
+startretries = 0
+%s
+`, port, helperEnv))
+	// A first daemon in its own process, killed with SIGKILL.
+	proc, exitC := spawnHelper(t, nil, nil, "daemon", file)
+	cfg, _ := Load(file)
+	cl := NewClient(cfg.Supervisor.Socket)
+	var first []ProcStatus
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		first, _ = cl.Status(context.Background())
+		if len(first) == 1 && first[0].State == "RUNNING" && portBusy(port) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(first) != 1 || !portBusy(port) {
+		t.Fatalf("first daemon did not come up: %+v", first)
+	}
+	if err := proc.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-exitC
+	// The child dies with the daemon (parent-death signal); its grandchild
+	// is left holding the port.
+	time.Sleep(100 * time.Millisecond)
+	if !portBusy(port) {
+		t.Fatal("nothing left holding the port; the test cannot show the cleanup")
+	}
+	cl2, _ := startDaemon(t, file)
+	st := waitAll(t, cl2, "RUNNING")
+	if st[0].SpawnError != "" || st[0].Pid == first[0].Pid {
+		t.Errorf("second daemon: %+v", st[0])
+	}
+}
+
+// spawnHelper runs the test binary in a helper mode through the test
+// reaper (the only waiter in this process).
+func spawnHelper(t *testing.T, sys *syscall.SysProcAttr, stdout *os.File, args ...string) (*os.Process, <-chan reaper.Exit) {
+	t.Helper()
+	return spawnBinary(t, os.Args[0], sys, stdout, args...)
+}
+
+func spawnBinary(t *testing.T, bin string, sys *syscall.SysProcAttr, stdout *os.File, args ...string) (*os.Process, <-chan reaper.Exit) {
+	t.Helper()
+	attr := &os.ProcAttr{
+		Env:   append(os.Environ(), "GO_WANT_HELPER_PROCESS=1"),
+		Files: []*os.File{nil, stdout, os.Stderr},
+		Sys:   sys,
+	}
+	proc, exitC, err := testReaper.Start(func() (*os.Process, error) {
+		return os.StartProcess(bin, append([]string{bin}, args...), attr)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proc.Kill() })
+	return proc, exitC
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func portBusy(port int) bool {
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func alive(pid int) bool {
+	st, err := procState(pid)
+	return err == nil && st != 'Z'
+}
+
+func TestPeerCredentialsAreChecked(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run a client as another user") // CI runs as root
+	}
+	dir, err := os.MkdirTemp("", "gs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "open.sock")
+	// World-writable socket: only SO_PEERCRED stands between nobody and the API.
+	ln, err := listen(sock, 0o666, "", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, Info{Pid: 1})
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	if _, err := NewClient(sock).Info(context.Background()); err != nil {
+		t.Fatalf("root refused: %v", err)
+	}
+	// The helper runs as nobody, from a copy of the test binary nobody may execute.
+	bin := filepath.Join(dir, "helper")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, exitC := spawnBinary(t, bin, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, pw, "connect", sock)
+	pw.Close()
+	out, _ := io.ReadAll(pr)
+	<-exitC
+	if !strings.Contains(string(out), "result:") || strings.Contains(string(out), "result: <nil>") {
+		t.Errorf("uid 65534 was served: %q", out)
+	}
+}
