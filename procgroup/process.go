@@ -469,11 +469,11 @@ func (p *Process) launch() (*os.Process, <-chan reaper.Exit, error) {
 			Credential: cred,
 		},
 	}
-	proc, exitC, err := p.rp.Start(func() (*os.Process, error) {
-		if s.Umask.Set {
-			old := unix.Umask(s.Umask.Mask)
-			defer unix.Umask(old)
-		}
+	mask := -1
+	if s.Umask.Set {
+		mask = s.Umask.Mask
+	}
+	proc, exitC, err := p.rp.StartUmask(mask, func() (*os.Process, error) {
 		return os.StartProcess(path, s.Argv, attr)
 	})
 	if err != nil {

@@ -114,39 +114,52 @@ func (in *instance) markDirty() {
 	}
 }
 
-// writer rewrites the state file after changes. Changes that arrive during
-// a write are coalesced into the next one, so a burst of 500 spawns costs a
-// handful of writes.
+// stateWriteGap is the least time between two state file writes. A burst
+// of 500 spawns costs a few writes; a daemon killed in the gap leaves the
+// newest children out of the file, but the parent-death signal still takes
+// them down with it.
+const stateWriteGap = 20 * time.Millisecond
+
+// writer rewrites the state file after changes, in place: one write and
+// one truncate, no file creation per change. The write is a single
+// syscall, so a daemon that dies mid-way leaves the old or the new record,
+// possibly followed by stale bytes that the reader ignores.
 func (in *instance) writer() {
 	defer close(in.stopped)
+	f, err := os.OpenFile(in.statePath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		in.log.Warn("could not open state file; a crash will leave children behind", "path", in.statePath, "err", err)
+	} else {
+		defer f.Close()
+	}
+	gap := time.NewTimer(0)
 	for {
 		select {
 		case <-in.stop:
 			return
 		case <-in.dirty:
+		}
+		if f != nil {
 			in.mu.Lock()
-			sf := stateFile{DaemonPid: os.Getpid()}
+			sf := stateFile{DaemonPid: os.Getpid(), Children: make([]childRecord, 0, len(in.children))}
 			for _, c := range in.children {
 				sf.Children = append(sf.Children, c)
 			}
 			in.mu.Unlock()
-			if err := writeFileAtomic(in.statePath, sf); err != nil {
+			b, _ := json.Marshal(sf)
+			if _, err := f.WriteAt(b, 0); err != nil {
 				in.log.Warn("could not write state file", "path", in.statePath, "err", err)
+			} else {
+				_ = f.Truncate(int64(len(b)))
 			}
 		}
+		gap.Reset(stateWriteGap)
+		select {
+		case <-in.stop:
+			return
+		case <-gap.C:
+		}
 	}
-}
-
-func writeFileAtomic(path string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // killLeftovers kills the process groups of children that a crashed
@@ -156,11 +169,12 @@ func writeFileAtomic(path string, v any) error {
 // for them to disappear, so their ports are free before anything spawns.
 func (in *instance) killLeftovers(timeout time.Duration) int {
 	b, err := os.ReadFile(in.statePath)
-	if err != nil {
+	if err != nil || len(b) == 0 {
 		return 0
 	}
 	var sf stateFile
-	if err := json.Unmarshal(b, &sf); err != nil {
+	// Decode, not Unmarshal: bytes after the first value are stale.
+	if err := json.NewDecoder(bytes.NewReader(b)).Decode(&sf); err != nil {
 		in.log.Warn("ignoring unreadable state file", "path", in.statePath, "err", err)
 		return 0
 	}

@@ -7,7 +7,7 @@
 // can look the pid up, so an instant exit is never missed. Nothing else in a
 // process that uses a Reaper may call wait4, waitpid or exec.Cmd.Wait.
 //
-// Start runs every spawn on one goroutine locked to its OS thread for the
+// Start runs every spawn on goroutines locked to their OS threads for the
 // Reaper's lifetime, so a parent-death signal set in SysProcAttr.Pdeathsig
 // fires when the daemon dies and not when some Go thread happens to exit
 // (golang/go#27505).
@@ -55,6 +55,7 @@ var ErrClosed = errors.New("reaper is closed")
 
 type spawnReq struct {
 	fn    func() (*os.Process, error)
+	umask int // -1: inherit
 	reply chan spawnRes
 }
 
@@ -66,11 +67,20 @@ type spawnRes struct {
 
 // Reaper owns wait4 for the whole process. Create it with New, run it with Run.
 type Reaper struct {
-	mu     sync.Mutex
-	subs   map[int]chan Exit
-	spawns chan spawnReq
-	sigc   chan os.Signal
-	done   chan struct{}
+	// inflight is held for reading by every spawn from before the fork
+	// until its subscription is registered, and for writing by the reaper
+	// while it looks up a reaped pid: an exit is never dispatched while a
+	// spawn that may have produced that pid is unregistered.
+	inflight sync.RWMutex
+	mu       sync.Mutex // guards subs
+	subs     map[int]chan Exit
+	// umask is process-wide: a spawn that sets it holds this exclusively,
+	// every other spawn holds it shared.
+	umask    sync.RWMutex
+	spawners int
+	spawns   chan spawnReq
+	sigc     chan os.Signal
+	done     chan struct{}
 	// Orphan, when set, is called (from the reaper goroutine) for exits
 	// nobody subscribed to: re-parented grandchildren.
 	Orphan func(Exit)
@@ -87,16 +97,23 @@ func New() (*Reaper, error) {
 		spawns: make(chan spawnReq),
 		sigc:   make(chan os.Signal, 1),
 		done:   make(chan struct{}),
+		// Spawning is mostly kernel work (clone, exec): one thread per
+		// CPU keeps every CPU busy.
+		spawners: max(2, runtime.GOMAXPROCS(0)),
 	}
 	signal.Notify(r.sigc, syscall.SIGCHLD)
 	return r, nil
 }
 
-// Run reaps until ctx is cancelled, then stops accepting spawns.
+// Run reaps until ctx is cancelled, then stops accepting spawns. Cancelling
+// ctx ends the spawning threads, which fires the parent-death signal of any
+// child still alive: cancel only after every child has been stopped.
 func (r *Reaper) Run(ctx context.Context) {
 	defer close(r.done)
 	defer signal.Stop(r.sigc)
-	go r.spawner(ctx)
+	for range r.spawners {
+		go r.spawner(ctx)
+	}
 	r.reapAll()
 	for {
 		select {
@@ -112,7 +129,13 @@ func (r *Reaper) Run(ctx context.Context) {
 // Start runs fn on the spawning thread and subscribes to the exit of the
 // process it returns. The returned channel receives exactly one Exit.
 func (r *Reaper) Start(fn func() (*os.Process, error)) (*os.Process, <-chan Exit, error) {
-	req := spawnReq{fn: fn, reply: make(chan spawnRes, 1)}
+	return r.StartUmask(-1, fn)
+}
+
+// StartUmask is Start with the process umask set to mask (when mask >= 0)
+// while fn runs, so the child inherits it. No other spawn runs meanwhile.
+func (r *Reaper) StartUmask(mask int, fn func() (*os.Process, error)) (*os.Process, <-chan Exit, error) {
+	req := spawnReq{fn: fn, umask: mask, reply: make(chan spawnRes, 1)}
 	select {
 	case r.spawns <- req:
 	case <-r.done:
@@ -131,17 +154,34 @@ func (r *Reaper) spawner(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case req := <-r.spawns:
-			r.mu.Lock()
-			p, err := req.fn()
+			p, err := r.spawn(req)
 			var ch chan Exit
 			if err == nil {
 				ch = make(chan Exit, 1)
+				r.mu.Lock()
 				r.subs[p.Pid] = ch
+				r.mu.Unlock()
 			}
-			r.mu.Unlock()
+			r.inflight.RUnlock()
 			req.reply <- spawnRes{proc: p, exit: ch, err: err}
 		}
 	}
+}
+
+// spawn runs req.fn with the umask it asks for and returns holding
+// r.inflight for reading; the caller registers the pid and releases it.
+func (r *Reaper) spawn(req spawnReq) (*os.Process, error) {
+	if req.umask >= 0 {
+		r.umask.Lock()
+		defer r.umask.Unlock()
+		old := unix.Umask(req.umask)
+		defer unix.Umask(old)
+	} else {
+		r.umask.RLock()
+		defer r.umask.RUnlock()
+	}
+	r.inflight.RLock()
+	return req.fn()
 }
 
 func (r *Reaper) reapAll() {
@@ -155,10 +195,12 @@ func (r *Reaper) reapAll() {
 			return
 		}
 		ex := Exit{Pid: pid, Status: ws, ExitedAt: time.Now()}
+		r.inflight.Lock()
 		r.mu.Lock()
 		ch := r.subs[pid]
 		delete(r.subs, pid)
 		r.mu.Unlock()
+		r.inflight.Unlock()
 		switch {
 		case ch != nil:
 			ch <- ex

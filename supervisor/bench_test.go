@@ -1,0 +1,181 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/gosup/gosup/procgroup"
+	"golang.org/x/sys/unix"
+)
+
+// The benchmarks run the same scenarios as ../shared/bench (spawn, crash,
+// ctl) with the same kind of child: a C program that only pause()s. Run:
+//
+//	go test -run '^$' -bench . -benchtime 10x ./supervisor/
+
+const sleeperC = "#include <unistd.h>\nint main(void) { for (;;) pause(); }\n"
+
+// sleeper builds the C sleeper (static, like the harness's) or, without a C
+// compiler, falls back to coreutils sleep.
+func sleeper(b *testing.B) string {
+	b.Helper()
+	dir := b.TempDir()
+	src := filepath.Join(dir, "sleeper.c")
+	bin := filepath.Join(dir, "sleeper")
+	if err := os.WriteFile(src, []byte(sleeperC), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command("cc", "-O2", "-static", "-o", bin, src).CombinedOutput(); err != nil {
+		b.Logf("no C sleeper (%v: %s); using sleep infinity", err, out)
+		return "sleep infinity"
+	}
+	return bin
+}
+
+// benchDaemon runs a daemon with n sleepers and returns it once its socket
+// answers; the sleepers may still be starting.
+func benchDaemon(b *testing.B, n int, autostart bool) (*Supervisor, *Client, func()) {
+	b.Helper()
+	dir, err := os.MkdirTemp("", "gsb")
+	if err != nil {
+		b.Fatal(err)
+	}
+	file := filepath.Join(dir, "gosup.toml")
+	body := fmt.Sprintf(`[supervisor]
+socket = "gosup.sock"
+logdir = "log"
+[program.sl]
+command = %q
+numprocs = %d
+process_name = "sl_%%(process_num)d"
+startsecs = 0
+autostart = %v
+stdout_logfile = "none"
+stderr_logfile = "none"
+`, sleeper(b), n, autostart)
+	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := Load(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := New(cfg, Options{Reaper: testReaper, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	cl := NewClient(cfg.Supervisor.Socket)
+	for {
+		if _, err := cl.Info(context.Background()); err == nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return s, cl, func() {
+		cancel()
+		<-done
+		os.RemoveAll(dir)
+	}
+}
+
+func allRunning(s *Supervisor) bool {
+	for _, p := range s.all() {
+		if p.Status().State != procgroup.Running {
+			return false
+		}
+	}
+	return true
+}
+
+// BenchmarkSpawn500 is `ctl start all` on 500 stopped processes until all
+// are RUNNING (startsecs = 0). Target: under 700 ms (supervisord 4.2.5: 11.7 s).
+func BenchmarkSpawn500(b *testing.B) {
+	s, cl, stop := benchDaemon(b, 500, false)
+	defer stop()
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := cl.Action(ctx, "start", ActionRequest{Patterns: []string{"all"}})
+		if err != nil || len(res) != 500 || !allRunning(s) {
+			b.Fatalf("start all: %d results, %v", len(res), err)
+		}
+		b.StopTimer()
+		if _, err := cl.Action(ctx, "stop", ActionRequest{Patterns: []string{"all"}}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
+
+// BenchmarkDaemonStart500 is daemon start → 500 autostarted processes RUNNING.
+func BenchmarkDaemonStart500(b *testing.B) {
+	for b.Loop() {
+		start := time.Now()
+		s, _, stop := benchDaemon(b, 500, true)
+		for !allRunning(s) {
+			time.Sleep(time.Millisecond)
+		}
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms-to-running")
+		b.StopTimer()
+		stop()
+		b.StartTimer()
+	}
+}
+
+// BenchmarkCrashRespawn is SIGKILL of a child that has been up for more than
+// a second → its replacement is RUNNING. Target: median under 5 ms
+// (supervisord: 1,036 ms).
+func BenchmarkCrashRespawn(b *testing.B) {
+	s, _, stop := benchDaemon(b, 1, true)
+	defer stop()
+	p := s.all()[0]
+	ctx := context.Background()
+	var samples []time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		st, err := p.Wait(ctx, func(st procgroup.Status) bool { return st.State == procgroup.Running })
+		if err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(procgroup.DefaultFloor + 50*time.Millisecond - time.Since(st.StartedAt))
+		b.StartTimer()
+		t0 := time.Now()
+		if err := unix.Kill(st.Pid, unix.SIGKILL); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.Wait(ctx, func(n procgroup.Status) bool { return n.State == procgroup.Running && n.Pid != st.Pid }); err != nil {
+			b.Fatal(err)
+		}
+		samples = append(samples, time.Since(t0))
+	}
+	slices.Sort(samples)
+	b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "median-ms")
+	b.ReportMetric(float64(samples[len(samples)*95/100].Microseconds())/1000, "p95-ms")
+}
+
+// BenchmarkStatus100 is one status round trip over the control socket with
+// 100 children, what `gosup ctl status` does after it has started.
+func BenchmarkStatus100(b *testing.B) {
+	s, cl, stop := benchDaemon(b, 100, true)
+	defer stop()
+	for !allRunning(s) {
+		time.Sleep(time.Millisecond)
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		st, err := cl.Status(ctx)
+		if err != nil || len(st) != 100 {
+			b.Fatalf("status: %d, %v", len(st), err)
+		}
+	}
+}
