@@ -422,12 +422,12 @@ func (p *Process) spawn(l *loop) {
 		s.Spawns++
 		s.Restarts = max(0, s.Spawns-1)
 	})
-	if p.policy.StartSecs == 0 {
+	if p.policy.StartWait == 0 {
 		l.backoff = 0
 		p.setState(l, Running, nil)
 		return
 	}
-	l.arm(timerStartSecs, p.policy.StartSecs)
+	l.arm(timerStartSecs, p.policy.StartWait)
 }
 
 // launch prepares and spawns the child through the reaper.

@@ -9,7 +9,7 @@ import (
 )
 
 func TestPolicy(t *testing.T) {
-	p := Policy{StartSecs: time.Second, StartRetries: 3, AutoRestart: RestartUnexpected, ExitCodes: []int{0, 2}, Floor: time.Second}
+	p := Policy{StartWait: time.Second, StartRetries: 3, AutoRestart: RestartUnexpected, ExitCodes: []int{0, 2}, Floor: time.Second}
 	for _, tc := range []struct {
 		name string
 		got  Decision

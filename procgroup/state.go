@@ -70,7 +70,7 @@ func checkTransition(from, to State) error {
 // decisions below depend only on their arguments, so they are table-tested
 // without processes.
 type Policy struct {
-	StartSecs    time.Duration
+	StartWait    time.Duration
 	StartRetries int
 	AutoRestart  AutoRestart
 	ExitCodes    []int
@@ -85,7 +85,7 @@ const DefaultFloor = time.Second
 // PolicyOf derives the restart policy from a program spec.
 func PolicyOf(s *Spec) Policy {
 	return Policy{
-		StartSecs:    time.Duration(s.StartSecs) * time.Second,
+		StartWait:    time.Duration(s.StartSecs) * time.Second,
 		StartRetries: s.StartRetries,
 		AutoRestart:  s.AutoRestart,
 		ExitCodes:    s.ExitCodes,

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,5 +113,46 @@ stopasgroup = true
 	last := web.Procs[19]
 	if last.Name != "web_19" || last.Port != 9019 || last.Argv[2] != "127.0.0.1:9019" {
 		t.Errorf("web_19: %+v", last)
+	}
+}
+
+// The shipped examples load, and expand the way supervisord would run them.
+func TestExamples(t *testing.T) {
+	sentry, err := Load("../examples/sentry.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var web *Program
+	for _, p := range sentry.Programs {
+		if p.Name == "web" {
+			web = p
+		}
+	}
+	if web == nil || len(web.Procs) != 20 {
+		t.Fatalf("sentry.toml: want 20 web processes, have %+v", web)
+	}
+	for i, p := range web.Procs {
+		want := fmt.Sprintf("127.0.0.1:%d", 9000+i)
+		if p.Name != fmt.Sprintf("web_%02d", i) || p.Port != 9000+i || p.Argv[2] != want {
+			t.Errorf("web %d: name %s port %d argv %q", i, p.Name, p.Port, p.Argv)
+		}
+	}
+	if n := len(sentry.Programs[0].Procs); sentry.Programs[0].Name != "worker" || n != 16 {
+		t.Errorf("sentry.toml: want 16 workers first (priority 500), have %s ×%d", sentry.Programs[0].Name, n)
+	}
+	qs, err := Load("../examples/quickstart.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ports []int
+	for _, p := range qs.Programs {
+		for _, ps := range p.Procs {
+			if ps.Port > 0 {
+				ports = append(ports, ps.Port)
+			}
+		}
+	}
+	if fmt.Sprint(ports) != "[9100 9101 9102 9103]" {
+		t.Errorf("quickstart ports: %v", ports)
 	}
 }
