@@ -177,17 +177,17 @@ func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
 	case "/v1/stop":
 		results = s.stop(ctx, procs)
 	case "/v1/restart":
-		// Like supervisorctl: stop them all, then start those that stopped.
+		// Like supervisorctl: stop them all, then start those that
+		// stopped; both outcomes are reported.
 		byName := map[string]*procgroup.Process{}
 		for _, p := range procs {
 			byName[p.Spec().FullName()] = p
 		}
 		var again []*procgroup.Process
 		for _, res := range s.stop(ctx, procs) {
+			results = append(results, res)
 			if res.OK {
 				again = append(again, byName[res.Name])
-			} else {
-				results = append(results, res)
 			}
 		}
 		results = append(results, s.start(ctx, again)...)

@@ -207,12 +207,16 @@ startsecs = 0
 		t.Errorf("web_01 pid %d still alive after stop", st[1].Pid)
 	}
 	res, err = cl.Action(ctx, "restart", ActionRequest{Patterns: []string{"web:*"}})
-	if err != nil || len(res) != 3 {
-		t.Fatalf("restart: %+v %v", res, err)
+	if err != nil || len(res) != 6 {
+		t.Fatalf("restart: want 3 stops and 3 starts, have %+v %v", res, err)
 	}
-	for _, r := range res {
-		if !r.OK || r.State != "RUNNING" {
-			t.Errorf("restart %s: %+v", r.Name, r)
+	for i, r := range res {
+		want := "stopped"
+		if i >= 3 {
+			want = "started"
+		}
+		if !r.OK || r.Message != want && r.Message != "not running" {
+			t.Errorf("restart %s: want %s, have %+v", r.Name, want, r)
 		}
 	}
 	after, _ := cl.Status(ctx, "web:web_00")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -28,7 +29,7 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 					if ps.Port > 0 {
 						port = strconv.Itoa(ps.Port)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\n", ps.FullName(), port, strings.Join(ps.Argv, " "))
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", ps.FullName(), port, shellJoin(ps.Argv))
 					n++
 				}
 			}
@@ -37,4 +38,20 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`)
+
+// shellJoin prints argv so that it splits back into the same words:
+// an argument with spaces or quotes is single-quoted.
+func shellJoin(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if shellSafe.MatchString(a) {
+			out[i] = a
+		} else {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
 }

@@ -20,6 +20,10 @@ func newCtlCmd(g *globalFlags) *cobra.Command {
 	ctl := &cobra.Command{
 		Use:   "ctl",
 		Short: "Drive a running daemon, like supervisorctl",
+		// Without Args and RunE cobra prints help and exits 0 for an
+		// unknown subcommand; it is a usage error.
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	ctl.AddCommand(
 		newStatusCmd(g),

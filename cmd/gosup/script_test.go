@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,11 +49,18 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(*testscript.TestScript, bool, []string){
 			"waitfor":  cmdWaitfor,
 			"exitcode": cmdExitcode,
+			"waitfile": cmdWaitfile,
+			"sleep":    cmdSleep,
 		},
 	}
-	// Work directories live under the temp dir; if that is long (a deep
-	// $TMPDIR), use a short root under /tmp so socket paths stay short.
-	if len(os.TempDir()) > 40 {
+	// Work directories live under $GOTMPDIR or the temp dir; if that is
+	// long (a deep $TMPDIR), use a short root under /tmp so socket paths
+	// stay short.
+	base := os.Getenv("GOTMPDIR")
+	if base == "" {
+		base = os.TempDir()
+	}
+	if len(base) > 40 {
 		root, err := os.MkdirTemp("/tmp", "gs")
 		if err != nil {
 			t.Fatal(err)
@@ -152,4 +160,47 @@ func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
 	if got != want {
 		ts.Fatalf("exit code %d, want %d", got, want)
 	}
+}
+
+// cmdWaitfile polls FILE until its content matches REGEXP (multi-line mode),
+// for logs that children write at their own pace. It fails after -t
+// (default 15s).
+//
+//	waitfile [-t 15s] FILE REGEXP
+func cmdWaitfile(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! waitfile")
+	}
+	timeout := 15 * time.Second
+	if len(args) == 4 && args[0] == "-t" {
+		d, err := time.ParseDuration(args[1])
+		ts.Check(err)
+		timeout, args = d, args[2:]
+	}
+	if len(args) != 2 {
+		ts.Fatalf("usage: waitfile [-t D] FILE REGEXP")
+	}
+	re, err := regexp.Compile("(?m)" + args[1])
+	ts.Check(err)
+	deadline := time.Now().Add(timeout)
+	for {
+		b, err := os.ReadFile(ts.MkAbs(args[0]))
+		if err == nil && re.Match(b) {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("waitfile: %s does not match %q after %s (read error: %v)", args[0], args[1], timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cmdSleep pauses the script: sleep DURATION.
+func cmdSleep(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: sleep DURATION")
+	}
+	d, err := time.ParseDuration(args[0])
+	ts.Check(err)
+	time.Sleep(d)
 }
