@@ -10,23 +10,24 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 )
 
-// childEnv is the daemon's environment plus supervisord's SUPERVISOR_*
-// variables, PORT, GOSUP_PROCESS and the program's environment, later
+// childEnv is the daemon's environment plus daemonEnv, supervisord's
+// SUPERVISOR_* variables, PORT, GOSUP_PROCESS and the program's environment, later
 // entries replacing earlier ones (execve keeps duplicates and getenv takes
 // the first, so they are merged here).
-func childEnv(s *ProcSpec) []string {
+func childEnv(s *ProcSpec, daemonEnv []string) []string {
 	base := os.Environ()
-	extra := []string{
+	extra := slices.Concat(daemonEnv, []string{
 		"SUPERVISOR_ENABLED=1",
 		"SUPERVISOR_PROCESS_NAME=" + s.Name,
 		"SUPERVISOR_GROUP_NAME=" + s.Group,
 		"GOSUP_PROCESS=" + s.FullName(),
-	}
+	})
 	if s.Port > 0 {
 		extra = append(extra, "PORT="+strconv.Itoa(s.Port))
 	}

@@ -82,6 +82,9 @@ type Process struct {
 	// and exit (from the owner goroutine; they must not block).
 	OnSpawn func(p *Process, pid int, at time.Time)
 	OnExit  func(p *Process, pid int)
+	// DaemonEnv, when set before Run, is added to every child's
+	// environment (the daemon's instance marker).
+	DaemonEnv []string
 
 	mu      sync.Mutex
 	status  Status
@@ -433,7 +436,7 @@ func (p *Process) spawn(l *loop) {
 // launch prepares and spawns the child through the reaper.
 func (p *Process) launch() (*os.Process, <-chan reaper.Exit, error) {
 	s := p.spec
-	env := childEnv(s)
+	env := childEnv(s, p.DaemonEnv)
 	if s.Dir != "" {
 		if fi, err := os.Stat(s.Dir); err != nil {
 			return nil, nil, fmt.Errorf("directory: %w", err)

@@ -2,12 +2,14 @@ package supervisor
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +25,10 @@ var ErrAlreadyRunning = errors.New("another gosup daemon is running")
 // holds the daemon's pid, and a state file listing its live children so that
 // a successor can clean up after a crash.
 type instance struct {
+	// id marks this daemon run: every child gets GOSUP_INSTANCE=id in its
+	// environment, and so does whatever it forks, even out of its process
+	// group. The marker finds descendants that escaped their group.
+	id        string
 	lockPath  string
 	statePath string
 	lock      *os.File
@@ -43,6 +49,7 @@ type childRecord struct {
 
 type stateFile struct {
 	DaemonPid int           `json:"daemon_pid"`
+	Instance  string        `json:"instance"`
 	Children  []childRecord `json:"children"`
 }
 
@@ -54,6 +61,7 @@ func claim(socket string, dirMode os.FileMode, log *slog.Logger) (*instance, err
 		return nil, fmt.Errorf("create socket directory: %w", err)
 	}
 	in := &instance{
+		id:        fmt.Sprintf("%d-%s", os.Getpid(), rand.Text()[:10]),
 		lockPath:  socket + ".lock",
 		statePath: socket + ".state",
 		log:       log,
@@ -141,7 +149,7 @@ func (in *instance) writer() {
 		}
 		if f != nil {
 			in.mu.Lock()
-			sf := stateFile{DaemonPid: os.Getpid(), Children: make([]childRecord, 0, len(in.children))}
+			sf := stateFile{DaemonPid: os.Getpid(), Instance: in.id, Children: make([]childRecord, 0, len(in.children))}
 			for _, c := range in.children {
 				sf.Children = append(sf.Children, c)
 			}
@@ -183,13 +191,13 @@ func (in *instance) killLeftovers(timeout time.Duration) int {
 	for _, p := range procs {
 		byPid[p.pid] = p
 	}
-	var victims []int
+	victims := marked(sf.Instance)
 	for _, c := range sf.Children {
 		if leader, ok := byPid[c.Pid]; ok && leader.start != c.StartTime {
 			continue // pid recycled: the group is not ours
 		}
 		for _, p := range procs {
-			if p.pgrp == c.Pid && p.start >= c.StartTime {
+			if p.pgrp == c.Pid && p.start >= c.StartTime && !slices.Contains(victims, p.pid) {
 				victims = append(victims, p.pid)
 			}
 		}
@@ -205,6 +213,42 @@ func (in *instance) killLeftovers(timeout time.Duration) int {
 		}
 	}
 	return len(victims)
+}
+
+// sweep kills whatever still carries this daemon's marker: descendants
+// that left their process group (setsid, double fork) and outlived their
+// parent. Called once every process has been stopped.
+func (in *instance) sweep() int {
+	victims := marked(in.id)
+	for _, pid := range victims {
+		in.log.Warn("killing a leftover descendant of a stopped child", "pid", pid)
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+	return len(victims)
+}
+
+// marked lists the processes whose environment carries GOSUP_INSTANCE=id.
+func marked(id string) []int {
+	if id == "" {
+		return nil
+	}
+	marker := []byte("GOSUP_INSTANCE=" + id + "\x00")
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		if i := bytes.Index(env, marker); i == 0 || i > 0 && env[i-1] == 0 {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 type procInfo struct {

@@ -94,6 +94,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		for _, proc := range g.Procs {
 			proc.OnSpawn = func(p *procgroup.Process, pid int, _ time.Time) { inst.recordSpawn(p.Spec().FullName(), pid) }
 			proc.OnExit = func(p *procgroup.Process, _ int) { inst.recordExit(p.Spec().FullName()) }
+			proc.DaemonEnv = []string{"GOSUP_INSTANCE=" + inst.id}
 		}
 		g.Run(pctx)
 		s.groups = append(s.groups, g)
@@ -135,6 +136,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	pcancel() // anything still alive now is killed with its group
 	for _, g := range s.groups {
 		g.Wait()
+	}
+	if n := inst.sweep(); n > 0 {
+		s.log.Warn("killed descendants that outlived their processes", "count", n)
 	}
 	hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
 	_ = srv.Shutdown(hctx)

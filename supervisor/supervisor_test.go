@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup/reaper"
+	"golang.org/x/sys/unix"
 )
 
 // testReaper is the one reaper of the test process (a process may have one).
@@ -60,6 +61,16 @@ func helperMain(args []string) int {
 		}
 		fmt.Println("grandchild", cmd.Process.Pid)
 		select {}
+	case "daemonize": // daemonize PIDFILE: a grandchild in its own session, then exit
+		cmd := exec.Command(os.Args[0], "sleep")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			return 1
+		}
+		if err := os.WriteFile(args[1], []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+			return 1
+		}
+		return 0
 	case "daemon": // daemon CONFIG: a whole gosup daemon
 		cfg, err := Load(args[1])
 		if err != nil {
@@ -418,5 +429,52 @@ func TestPeerCredentialsAreChecked(t *testing.T) {
 	<-exitC
 	if !strings.Contains(string(out), "result:") || strings.Contains(string(out), "result: <nil>") {
 		t.Errorf("uid 65534 was served: %q", out)
+	}
+}
+
+// A child that daemonizes (new session, out of its process group) and
+// exits leaves a grandchild that no group signal reaches; it still dies
+// when the daemon shuts down.
+func TestShutdownKillsEscapedDescendants(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "gc.pid")
+	file := writeConfig(t, fmt.Sprintf(`
+[program.d]
+command = "@HELPER@ daemonize %s"
+startsecs = 0
+autorestart = false
+%s
+`, pidfile, helperEnv))
+	cfg, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- New(cfg, Options{Reaper: testReaper, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}).Run(ctx)
+	}()
+	var gc int
+	deadline := time.Now().Add(10 * time.Second)
+	for gc == 0 && time.Now().Before(deadline) {
+		b, _ := os.ReadFile(pidfile)
+		gc, _ = strconv.Atoi(string(b))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if gc == 0 || !alive(gc) {
+		t.Fatalf("no daemonized grandchild (pid %d)", gc)
+	}
+	if sid, _ := unix.Getsid(gc); sid != gc {
+		t.Fatalf("grandchild %d is not in its own session (sid %d)", gc, sid)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(2 * time.Second)
+	for alive(gc) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if alive(gc) {
+		t.Errorf("escaped grandchild %d outlived the daemon", gc)
 	}
 }
