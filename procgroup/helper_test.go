@@ -15,26 +15,14 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup/reaper"
+	"github.com/gosup/gosup/procgroup/reaper/reapertest"
 )
 
 // testReaper is the one reaper of the test process (a process may have one).
 var testReaper *reaper.Reaper
 
 func TestMain(m *testing.M) {
-	if os.Getenv("GO_WANT_HELPER_PROCESS") == "1" {
-		os.Exit(helperMain(os.Args[1:]))
-	}
-	rp, err := reaper.New()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go rp.Run(ctx)
-	testReaper = rp
-	code := m.Run()
-	cancel()
-	os.Exit(code)
+	reapertest.Main(m, helperMain, func(rp *reaper.Reaper) { testReaper = rp })
 }
 
 // helperMain is what a child runs: the test binary re-executed with

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup/reaper"
+	"github.com/gosup/gosup/procgroup/reaper/reapertest"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,20 +27,7 @@ import (
 var testReaper *reaper.Reaper
 
 func TestMain(m *testing.M) {
-	if os.Getenv("GO_WANT_HELPER_PROCESS") == "1" {
-		os.Exit(helperMain(os.Args[1:]))
-	}
-	rp, err := reaper.New()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go rp.Run(ctx)
-	testReaper = rp
-	code := m.Run()
-	cancel()
-	os.Exit(code)
+	reapertest.Main(m, helperMain, func(rp *reaper.Reaper) { testReaper = rp })
 }
 
 func helperMain(args []string) int {
