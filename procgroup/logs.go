@@ -23,9 +23,10 @@ import (
 type outputs struct {
 	spec *ProcSpec
 
-	mu     sync.Mutex
-	sinks  map[string]io.WriteCloser // stream → rotator or syslog writer
-	closed bool
+	mu      sync.Mutex
+	sinks   map[string]io.WriteCloser // stream → rotator or syslog writer
+	devnull *os.File
+	closed  bool
 }
 
 func newOutputs(spec *ProcSpec) *outputs {
@@ -41,11 +42,10 @@ func (o *outputs) files() ([]*os.File, func(), error) {
 			f.Close()
 		}
 	}
-	devnull, err := os.Open(os.DevNull)
+	devnull, err := o.nullFile()
 	if err != nil {
-		return nil, nil, fmt.Errorf("open %s: %w", os.DevNull, err)
+		return nil, nil, err
 	}
-	opened = append(opened, devnull)
 	stdout, err := o.stream("stdout", o.spec.Stdout, &opened)
 	if err != nil {
 		cleanup()
@@ -61,15 +61,25 @@ func (o *outputs) files() ([]*os.File, func(), error) {
 	return []*os.File{devnull, stdout, stderr}, cleanup, nil
 }
 
-func (o *outputs) stream(name string, ls LogSpec, opened *[]*os.File) (*os.File, error) {
-	switch {
-	case ls.Kind == LogNone:
-		f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+// nullFile is /dev/null opened read-write once for the slot's lifetime:
+// stdin of every spawn, and stdout or stderr when they go nowhere.
+func (o *outputs) nullFile() (*os.File, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.devnull == nil {
+		f, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
 		}
-		*opened = append(*opened, f)
-		return f, nil
+		o.devnull = f
+	}
+	return o.devnull, nil
+}
+
+func (o *outputs) stream(name string, ls LogSpec, opened *[]*os.File) (*os.File, error) {
+	switch {
+	case ls.Kind == LogNone:
+		return o.nullFile()
 	case ls.Kind == LogFile && ls.MaxBytes == 0:
 		f, err := openLog(ls.Path)
 		if err != nil {
@@ -82,22 +92,54 @@ func (o *outputs) stream(name string, ls LogSpec, opened *[]*os.File) (*os.File,
 	if err != nil {
 		return nil, err
 	}
-	r, w, err := os.Pipe()
+	r, w, err := childPipe()
 	if err != nil {
 		return nil, fmt.Errorf("%s pipe: %w", name, err)
 	}
-	// A bigger pipe lets a fast writer run ahead of the copier; best effort.
-	_, _ = unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, 1<<20)
 	*opened = append(*opened, w)
 	go copyOut(sink, r)
 	return w, nil
 }
 
+// childPipe makes a pipe whose write end stays blocking (the child's
+// stdout must not return EAGAIN) and outside the poller, and whose read end
+// is non-blocking so that reading parks a goroutine, not a thread.
+func childPipe() (r, w *os.File, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, err
+	}
+	// A bigger pipe lets a fast writer run ahead of the copier; best effort.
+	_, _ = unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, 1<<20)
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
+}
+
+// Copy buffers: an idle stream holds a small one; a stream that fills it
+// borrows a large one for as long as the burst lasts.
+const (
+	smallBuf = 4 << 10
+	largeBuf = 128 << 10
+)
+
+var largeBufs = sync.Pool{New: func() any { return new([largeBuf]byte) }}
+
 // copyOut copies a child's output into sink until every writer has closed
 // the pipe (the child and any grandchild that inherited it).
 func copyOut(sink io.Writer, r *os.File) {
 	defer r.Close()
-	buf := make([]byte, 128<<10)
+	small := make([]byte, smallBuf)
+	buf := small
+	var large *[largeBuf]byte
+	defer func() {
+		if large != nil {
+			largeBufs.Put(large)
+		}
+	}()
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
@@ -107,6 +149,14 @@ func copyOut(sink io.Writer, r *os.File) {
 		}
 		if err != nil {
 			return
+		}
+		switch {
+		case large == nil && n == len(buf):
+			large = largeBufs.Get().(*[largeBuf]byte)
+			buf = large[:]
+		case large != nil && n < smallBuf:
+			largeBufs.Put(large)
+			large, buf = nil, small
 		}
 	}
 }
@@ -149,6 +199,9 @@ func (o *outputs) close() {
 	for _, s := range o.sinks {
 		s.Close()
 	}
+	if o.devnull != nil {
+		o.devnull.Close()
+	}
 }
 
 func openLog(path string) (*os.File, error) {
@@ -166,21 +219,30 @@ type rotator struct {
 	path     string
 	maxBytes int64
 	backups  int
-	f        *os.File
+	f        *os.File // nil until the first write, and after Close
 	size     int64
+	closed   bool
 }
 
+// newRotator makes a rotator; the file is opened at the first write, so a
+// spawn never waits for a log file to be created.
 func newRotator(path string, maxBytes int64, backups int) (*rotator, error) {
-	f, err := openLog(path)
+	return &rotator{path: path, maxBytes: maxBytes, backups: backups}, nil
+}
+
+// open opens (or creates) the file and learns its size; called with r.mu held.
+func (r *rotator) open() error {
+	f, err := openLog(r.path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, err
+		return err
 	}
-	return &rotator{path: path, maxBytes: maxBytes, backups: backups, f: f, size: fi.Size()}, nil
+	r.f, r.size = f, fi.Size()
+	return nil
 }
 
 // Write appends b, rotating whenever the file reaches maxBytes. A write
@@ -190,9 +252,14 @@ func (r *rotator) Write(b []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	written := 0
+	if r.closed {
+		return 0, os.ErrClosed
+	}
 	for len(b) > 0 {
 		if r.f == nil {
-			return written, os.ErrClosed
+			if err := r.open(); err != nil {
+				return written, err
+			}
 		}
 		chunk := b
 		if room := r.maxBytes - r.size; int64(len(chunk)) > room {
@@ -230,17 +297,16 @@ func (r *rotator) rotate() error {
 	} else {
 		_ = os.Remove(r.path)
 	}
-	f, err := openLog(r.path)
-	if err != nil {
+	if err := r.open(); err != nil {
 		return fmt.Errorf("reopen %s: %w", r.path, err)
 	}
-	r.f, r.size = f, 0
 	return nil
 }
 
 func (r *rotator) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.closed = true
 	if r.f == nil {
 		return nil
 	}

@@ -41,7 +41,8 @@ func sleeper(b *testing.B) string {
 }
 
 // benchDaemon runs a daemon with n sleepers and returns it once its socket
-// answers; the sleepers may still be starting.
+// answers; the sleepers may still be starting. Their output goes to AUTO
+// log files (rotated, through pipes): the default, and the harness's setting.
 func benchDaemon(b *testing.B, n int, autostart bool) (*Supervisor, *Client, func()) {
 	b.Helper()
 	dir, err := os.MkdirTemp("", "gsb")
@@ -58,8 +59,6 @@ numprocs = %d
 process_name = "sl_%%(process_num)d"
 startsecs = 0
 autostart = %v
-stdout_logfile = "none"
-stderr_logfile = "none"
 `, sleeper(b), n, autostart)
 	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
 		b.Fatal(err)

@@ -101,9 +101,8 @@ func (in *instance) release() {
 }
 
 func (in *instance) recordSpawn(name string, pid int) {
-	st, _ := procStartTime(pid)
 	in.mu.Lock()
-	in.children[name] = childRecord{Name: name, Pid: pid, StartTime: st}
+	in.children[name] = childRecord{Name: name, Pid: pid}
 	in.mu.Unlock()
 	in.markDirty()
 }
@@ -150,7 +149,13 @@ func (in *instance) writer() {
 		if f != nil {
 			in.mu.Lock()
 			sf := stateFile{DaemonPid: os.Getpid(), Instance: in.id, Children: make([]childRecord, 0, len(in.children))}
-			for _, c := range in.children {
+			for name, c := range in.children {
+				if c.StartTime == 0 {
+					// Read here, off the spawn path. A child that already
+					// exited is recorded without one and matches nothing.
+					c.StartTime, _ = procStartTime(c.Pid)
+					in.children[name] = c
+				}
 				sf.Children = append(sf.Children, c)
 			}
 			in.mu.Unlock()

@@ -64,6 +64,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	defer inst.release()
+	// Children get stdin, stdout and stderr, nothing else: whatever the
+	// daemon inherited (a shell's redirections, a caller's pipe) must not
+	// leak into them and be held open for their lifetime.
+	if err := closeOnExecInherited(); err != nil {
+		s.log.Warn("could not mark inherited file descriptors close-on-exec; children may inherit them", "err", err)
+	}
 	if n := inst.killLeftovers(5 * time.Second); n > 0 {
 		s.log.Warn("killed processes left by a previous daemon", "count", n)
 	}

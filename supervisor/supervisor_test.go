@@ -466,3 +466,35 @@ autorestart = false
 		t.Errorf("escaped grandchild %d outlived the daemon", gc)
 	}
 }
+
+// A descriptor the daemon inherited without close-on-exec does not reach
+// its children: they get exactly stdin, stdout and stderr.
+func TestChildrenGetOnlyStdio(t *testing.T) {
+	fd, err := unix.Open(os.Args[0], unix.O_RDONLY, 0) // no O_CLOEXEC, like a shell redirection
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	file := writeConfig(t, `
+[program.a]
+command = "@HELPER@ sleep"
+startsecs = 0
+`+helperEnv)
+	cl, _ := startDaemon(t, file)
+	st := waitAll(t, cl, "RUNNING")
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", st[0].Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range fds {
+		link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", st[0].Pid, e.Name()))
+		names = append(names, e.Name()+"->"+link)
+	}
+	// The Go helper opens a few of its own (epoll, a pipe); fd must not be among them.
+	for _, n := range names {
+		if strings.HasPrefix(n, strconv.Itoa(fd)+"->") && strings.HasSuffix(n, filepath.Base(os.Args[0])) {
+			t.Errorf("child inherited fd %d: %v", fd, names)
+		}
+	}
+}
