@@ -34,6 +34,11 @@ type Spec struct {
 	RedirectStderr bool              `toml:"redirect_stderr"`
 	Umask          Umask             `toml:"umask"`
 
+	// Upstream names the nginx upstream whose servers these processes are;
+	// Weight is their server weight there (0 or 1: none).
+	Upstream string `toml:"upstream"`
+	Weight   int    `toml:"weight"`
+
 	StdoutLogfile         string `toml:"stdout_logfile"`
 	StdoutLogfileMaxBytes Size   `toml:"stdout_logfile_maxbytes"`
 	StdoutLogfileBackups  int    `toml:"stdout_logfile_backups"`
@@ -116,6 +121,15 @@ func (s *Spec) Validate() error {
 		if c < 0 || c > 255 {
 			add("exitcodes", "exit code %d is not in 0-255", c)
 		}
+	}
+	if s.Weight < 0 {
+		add("weight", "must not be negative, have %d", s.Weight)
+	}
+	if s.Upstream != "" && !ValidName(s.Upstream) {
+		add("upstream", "upstream name %q may only contain letters, digits, '_', '.' and '-'", s.Upstream)
+	}
+	if s.Upstream != "" && s.PortStart == 0 {
+		add("upstream", "program is a server of upstream %q but has no port_start", s.Upstream)
 	}
 	for k := range s.Environment {
 		if k == "" || strings.ContainsAny(k, "=\x00") {

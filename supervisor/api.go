@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
@@ -75,6 +76,7 @@ func (s *Supervisor) routes() http.Handler {
 	mux.HandleFunc("POST /v1/signal", s.handleAction)
 	mux.HandleFunc("GET /v1/tail", s.handleTail)
 	mux.HandleFunc("POST /v1/shutdown", s.handleShutdown)
+	mux.HandleFunc("GET /v1/nginx", s.handleNginx)
 	return mux
 }
 
@@ -103,6 +105,11 @@ func (s *Supervisor) handleStatus(w http.ResponseWriter, r *http.Request) {
 		if procs, err = s.match(patterns); err != nil {
 			writeErr(w, http.StatusNotFound, err)
 			return
+		}
+	}
+	if s.nginx != nil {
+		if ns := s.nginx.Status(); !ns.OK && ns.Error != "" {
+			w.Header().Set(WarningHeader, "nginx: "+oneLine(ns.Error))
 		}
 	}
 	now := time.Now()
@@ -205,6 +212,26 @@ func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	writeJSON(w, http.StatusOK, ActionResponse{Results: results})
+}
+
+// WarningHeader carries a one-line warning for the status table, such as
+// a failed nginx update.
+const WarningHeader = "Gosup-Warning"
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " | ")
+	if len(s) > 2000 {
+		s = s[:2000] + "…"
+	}
+	return s
+}
+
+func (s *Supervisor) handleNginx(w http.ResponseWriter, r *http.Request) {
+	if s.nginx == nil {
+		writeErr(w, http.StatusNotFound, fmt.Errorf("%s has no [nginx] table", s.cfg.File))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.nginx.Status())
 }
 
 func (s *Supervisor) handleShutdown(w http.ResponseWriter, r *http.Request) {

@@ -106,8 +106,29 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 
 // Status returns the processes matching patterns (all when none).
 func (c *Client) Status(ctx context.Context, patterns ...string) ([]ProcStatus, error) {
+	st, _, err := c.StatusWarning(ctx, patterns...)
+	return st, err
+}
+
+// StatusWarning is Status plus the daemon's one-line warning, if any (a
+// failed nginx update, for instance).
+func (c *Client) StatusWarning(ctx context.Context, patterns ...string) ([]ProcStatus, string, error) {
+	resp, err := c.raw(ctx, http.MethodGet, "/v1/status", url.Values{"p": patterns}, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
 	var out []ProcStatus
-	err := c.do(ctx, http.MethodGet, "/v1/status", url.Values{"p": patterns}, nil, &out)
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, "", fmt.Errorf("decode response from %s: %w", c.Socket, err)
+	}
+	return out, resp.Header.Get(WarningHeader), nil
+}
+
+// Nginx returns the outcome of the last nginx update.
+func (c *Client) Nginx(ctx context.Context) (NginxStatus, error) {
+	var out NginxStatus
+	err := c.do(ctx, http.MethodGet, "/v1/nginx", nil, nil, &out)
 	return out, err
 }
 

@@ -36,7 +36,8 @@ type Program struct {
 type Config struct {
 	File       string // absolute path
 	Supervisor Settings
-	Programs   []*Program // ascending priority, then name
+	Programs   []*Program     // ascending priority, then name
+	Nginx      *NginxSettings // nil without an [nginx] table
 }
 
 // rawConfig is the file as decoded; each program is decoded separately so it
@@ -44,6 +45,7 @@ type Config struct {
 type rawConfig struct {
 	Supervisor Settings                  `toml:"supervisor"`
 	Program    map[string]toml.Primitive `toml:"program"`
+	Nginx      *NginxSettings            `toml:"nginx"`
 }
 
 // ConfigError is one mistake in a configuration file.
@@ -116,7 +118,7 @@ func parse(file string, data []byte) (*Config, error) {
 		return nil, decodeError(file, "", err)
 	}
 	var errs []error
-	cfg := &Config{File: file, Supervisor: raw.Supervisor}
+	cfg := &Config{File: file, Supervisor: raw.Supervisor, Nginx: raw.Nginx}
 	here := filepath.Dir(file)
 	st := &cfg.Supervisor
 	if st.Socket == "" {
@@ -205,6 +207,9 @@ func parse(file string, data []byte) (*Config, error) {
 		errs = append(errs, cerr(key, "%s", msg))
 	}
 	errs = append(errs, crossCheck(cfg, cerr)...)
+	if len(errs) == 0 {
+		errs = append(errs, checkNginx(cfg, md, here, cerr)...)
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -302,6 +307,7 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 var knownKeys = map[string][]string{
 	"supervisor": tomlKeys(Settings{}),
 	"program":    tomlKeys(procgroup.Spec{}),
+	"nginx":      tomlKeys(NginxSettings{}),
 }
 
 // reportedParent reports whether a table enclosing k is itself unknown.
@@ -323,7 +329,12 @@ func suggest(k toml.Key) string {
 	}
 	table := k[0]
 	last := k[len(k)-1]
-	if table == "program" && len(k) != 3 {
+	switch {
+	case table == "program" && len(k) != 3:
+		return ""
+	case table == "nginx" && len(k) == 4 && k[1] == "upstream":
+		return closest(last, tomlKeys(UpstreamSettings{}))
+	case table == "nginx" && len(k) != 2:
 		return ""
 	}
 	return closest(last, knownKeys[table])

@@ -47,7 +47,7 @@ func TestBadConfigs(t *testing.T) {
 		})
 	}
 	files, _ := filepath.Glob("testdata/*.bad.toml")
-	if len(files) != 18 {
+	if len(files) != 27 {
 		t.Errorf("want a table entry for each of the %d bad files", len(files))
 	}
 }
@@ -154,5 +154,45 @@ func TestExamples(t *testing.T) {
 	}
 	if fmt.Sprint(ports) != "[9100 9101 9102 9103]" {
 		t.Errorf("quickstart ports: %v", ports)
+	}
+}
+
+// The template data carries each server's state: a drained server renders down.
+func TestNginxDownServer(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "gosup.toml")
+	err := os.WriteFile(file, []byte(`
+[program.web]
+command = "app"
+numprocs = 3
+process_name = "web_%(process_num)d"
+port_start = 9000
+upstream = "web"
+weight = 2
+
+[nginx]
+output = "out.conf"
+
+[nginx.upstream.web]
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cfg.Nginx.tmpl.Render(nginxData(cfg, map[string]bool{"web:web_1": true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"    server 127.0.0.1:9000 weight=2;  # web:web_0\n",
+		"    server 127.0.0.1:9001 weight=2 down;  # web:web_1\n",
+		"    server 127.0.0.1:9002 weight=2;  # web:web_2\n",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("rendered file lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -33,6 +33,7 @@ type Supervisor struct {
 	log       *slog.Logger
 	rp        *reaper.Reaper
 	groups    []*procgroup.Group // ascending priority
+	nginx     *nginxManager      // nil without [nginx]
 	startedAt time.Time
 
 	shutdownOnce sync.Once
@@ -106,6 +107,20 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.groups = append(s.groups, g)
 	}
 	s.startedAt = time.Now()
+	if s.cfg.Nginx != nil {
+		s.nginx = newNginxManager(s.cfg.Nginx, s.rp, s.log)
+		nctx, ncancel := context.WithCancel(context.Background())
+		nginxDone := make(chan struct{})
+		go func() {
+			defer close(nginxDone)
+			s.nginx.run(nctx)
+		}()
+		defer func() {
+			ncancel()
+			<-nginxDone
+		}()
+		s.nginx.submit(nginxData(s.cfg, nil))
+	}
 
 	srv := &http.Server{
 		Handler:           s.routes(),

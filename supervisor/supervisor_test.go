@@ -72,6 +72,14 @@ func helperMain(args []string) int {
 			return 1
 		}
 		return 0
+	case "http": // serve GET / with "port N pid M" on $PORT, like gosup demo-app
+		port := os.Getenv("PORT")
+		pid := os.Getpid()
+		err := http.ListenAndServe("127.0.0.1:"+port, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "port %s pid %d\n", port, pid)
+		}))
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	case "connect": // connect SOCKET: try the API, print the outcome
 		_, err := NewClient(args[1]).Info(context.Background())
 		fmt.Println("result:", err)

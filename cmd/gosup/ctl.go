@@ -34,6 +34,7 @@ func newCtlCmd(g *globalFlags) *cobra.Command {
 		newPidCmd(g),
 		newTailCmd(g),
 		newShutdownCmd(g),
+		newNginxCmd(g),
 	)
 	return ctl
 }
@@ -58,7 +59,7 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := cl.Status(cmd.Context(), args...)
+			st, warning, err := cl.StatusWarning(cmd.Context(), args...)
 			if err != nil {
 				return clientErr(err)
 			}
@@ -69,6 +70,9 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 				return enc.Encode(st)
 			}
 			printStatus(out, st)
+			if warning != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING:", warning)
+			}
 			return nil
 		},
 	}

@@ -47,10 +47,11 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(*testscript.TestScript, bool, []string){
-			"waitfor":  cmdWaitfor,
-			"exitcode": cmdExitcode,
-			"waitfile": cmdWaitfile,
-			"sleep":    cmdSleep,
+			"waitfor":   cmdWaitfor,
+			"exitcode":  cmdExitcode,
+			"waitfile":  cmdWaitfile,
+			"sleep":     cmdSleep,
+			"waitnginx": cmdWaitNginx,
 		},
 	}
 	// Work directories live under $GOTMPDIR or the temp dir; if that is
@@ -203,4 +204,26 @@ func cmdSleep(ts *testscript.TestScript, neg bool, args []string) {
 	d, err := time.ParseDuration(args[0])
 	ts.Check(err)
 	time.Sleep(d)
+}
+
+// cmdWaitNginx polls the daemon on SOCKET until its last nginx update has
+// the outcome ok or failed. It fails after 15s.
+//
+//	waitnginx SOCKET ok|failed
+func cmdWaitNginx(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 || (args[1] != "ok" && args[1] != "failed") {
+		ts.Fatalf("usage: waitnginx SOCKET ok|failed")
+	}
+	cl := supervisor.NewClient(ts.MkAbs(args[0]))
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, err := cl.Nginx(context.Background())
+		if err == nil && !st.LastAttempt.IsZero() && st.OK == (args[1] == "ok") {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("nginx never %s: %+v %v", args[1], st, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/gosup/gosup/supervisor"
+	"github.com/spf13/cobra"
+)
+
+func newRenderCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "render",
+		Short: "Print the nginx configuration the daemon would write, without a daemon",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.loadConfig()
+			if err != nil {
+				return err
+			}
+			if cfg.Nginx == nil {
+				return usage(fmt.Errorf("%s has no [nginx] table: nothing to render", cfg.File))
+			}
+			out, err := supervisor.RenderNginx(cfg)
+			if err != nil {
+				return usage(err)
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+}
+
+func newNginxCmd(g *globalFlags) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "nginx",
+		Short: "Show the last nginx update: file, outcome, nginx's error text, reloads",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			st, err := cl.Nginx(cmd.Context())
+			if err != nil {
+				return clientErr(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			state := "ok"
+			if !st.OK {
+				state = "FAILED"
+			}
+			fmt.Fprintf(out, "output:   %s\nstate:    %s\nservers:  %d\nreloads:  %d\nfailures: %d\n", st.Output, state, st.Servers, st.Reloads, st.Failures)
+			if !st.LastChange.IsZero() {
+				fmt.Fprintf(out, "changed:  %s\n", st.LastChange.Format(time.DateTime))
+			}
+			if !st.RetryAt.IsZero() {
+				fmt.Fprintf(out, "retry:    %s\n", st.RetryAt.Format(time.DateTime))
+			}
+			if st.Error != "" {
+				fmt.Fprintf(out, "error:    %s\n", st.Error)
+			}
+			if !st.OK && !st.LastAttempt.IsZero() {
+				return silent(exitFailed)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}

@@ -1,0 +1,112 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/procgroup/reaper"
+	"golang.org/x/sys/unix"
+)
+
+// shellChars are what make a command line need /bin/sh.
+const shellChars = "|&;<>()$`*?[]~!#\n"
+
+// commandArgv splits an operator's command line: plainly when it is plain,
+// through /bin/sh -c when it uses the shell (pipes, redirections, $VARS).
+func commandArgv(command string) ([]string, error) {
+	if strings.ContainsAny(command, shellChars) {
+		return []string{"/bin/sh", "-c", command}, nil
+	}
+	return procgroup.SplitCommand(command)
+}
+
+// maxCommandOutput is how much of a command's output is kept.
+const maxCommandOutput = 64 << 10
+
+// runCommand runs command through the reaper (the daemon's only waiter)
+// with stdout and stderr captured together, in its own process group,
+// killed with that group if it outlives timeout. It never waits for more
+// than timeout plus a second.
+func runCommand(ctx context.Context, rp *reaper.Reaper, command string, timeout time.Duration) ([]byte, error) {
+	argv, err := commandArgv(command)
+	if err != nil {
+		return nil, err
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", argv[0], err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer pr.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		pw.Close()
+		return nil, err
+	}
+	defer devnull.Close()
+	attr := &os.ProcAttr{
+		Env:   os.Environ(),
+		Files: []*os.File{devnull, pw, pw},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	}
+	proc, exitC, err := rp.Start(func() (*os.Process, error) { return os.StartProcess(path, argv, attr) })
+	pw.Close()
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	defer proc.Release()
+	var out bytes.Buffer
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		_, _ = io.Copy(&out, io.LimitReader(pr, maxCommandOutput))
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var ex reaper.Exit
+	select {
+	case ex = <-exitC:
+	case <-ctx.Done():
+		_ = unix.Kill(-proc.Pid, unix.SIGKILL)
+		ex = <-exitC
+		err = fmt.Errorf("%q did not finish within %s and was killed", command, timeout)
+	}
+	// Something it started may hold the pipe open: stop reading soon.
+	_ = pr.SetReadDeadline(time.Now().Add(time.Second))
+	<-copied
+	text := bytes.TrimSpace(out.Bytes())
+	if err != nil {
+		return text, err
+	}
+	if ex.Code() != 0 {
+		return text, &CommandError{Command: command, Exit: ex.String(), Output: string(text)}
+	}
+	return text, nil
+}
+
+// CommandError is a command that ran and failed.
+type CommandError struct {
+	Command string
+	Exit    string
+	Output  string
+}
+
+func (e *CommandError) Error() string {
+	msg := fmt.Sprintf("%q failed (%s)", e.Command, e.Exit)
+	if e.Output != "" {
+		msg += ": " + e.Output
+	}
+	return msg
+}

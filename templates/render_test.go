@@ -1,0 +1,69 @@
+package templates_test
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gosup/gosup/supervisor"
+	"golang.org/x/tools/txtar"
+)
+
+var update = flag.Bool("update", false, "rewrite the expected output of the golden files")
+
+// Each testdata/*.txtar holds a gosup.toml and the nginx.conf it renders to.
+func TestRenderGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.txtar")
+	if len(files) == 0 {
+		t.Fatal("no golden files")
+	}
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".txtar"), func(t *testing.T) {
+			ar, err := txtar.ParseFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			var want []byte
+			for _, f := range ar.Files {
+				if f.Name == "nginx.conf" {
+					want = f.Data
+					continue
+				}
+				if err := os.WriteFile(filepath.Join(dir, f.Name), f.Data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg, err := supervisor.Load(filepath.Join(dir, "gosup.toml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			have, err := supervisor.RenderNginx(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			have = bytes.ReplaceAll(have, []byte(cfg.File), []byte("GOSUP.TOML"))
+			again, _ := supervisor.RenderNginx(cfg)
+			if !bytes.Equal(bytes.ReplaceAll(again, []byte(cfg.File), []byte("GOSUP.TOML")), have) {
+				t.Error("two renderings of the same configuration differ")
+			}
+			if *update {
+				for i := range ar.Files {
+					if ar.Files[i].Name == "nginx.conf" {
+						ar.Files[i].Data = have
+					}
+				}
+				if err := os.WriteFile(file, txtar.Format(ar), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !bytes.Equal(have, want) {
+				t.Errorf("rendered:\n%s\nwant:\n%s", have, want)
+			}
+		})
+	}
+}

@@ -1,0 +1,145 @@
+// Package templates renders the nginx configuration for gosup's upstreams:
+// an embedded default template, or a user's, executed with text/template
+// and the sprig functions over the data model below.
+package templates
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"os"
+	"regexp"
+	"text/template"
+	"time"
+
+	"github.com/Masterminds/sprig/v3"
+)
+
+//go:embed nginx.conf.tmpl
+var defaultTemplate string
+
+// Data is what a template sees. Everything in it is sorted, so the same
+// configuration renders the same bytes (unless a template prints .Time).
+type Data struct {
+	// Source is the gosup configuration file the data comes from.
+	Source string
+	// Hostname is the machine's host name.
+	Hostname string
+	// Time is when the rendering happens. The default template does not
+	// use it: a file that changes at every render would reload nginx every time.
+	Time time.Time
+	// Upstreams, sorted by name.
+	Upstreams []Upstream
+	// Programs, sorted by name: every program, with or without an upstream.
+	Programs []Program
+}
+
+// Upstream is one [nginx.upstream.NAME] table and its servers.
+type Upstream struct {
+	Name       string
+	Balance    string // least_conn, round_robin, ip_hash or "hash $key [consistent]"
+	Protocol   string // uwsgi or http
+	Keepalive  int    // 0: no keepalive directive
+	Listen     string // "" : no server block
+	ServerName string
+	Location   string
+	// Servers in program then process order.
+	Servers []Server
+}
+
+// Directive is the balancing directive for the upstream block, "" for
+// round robin (nginx's default).
+func (u Upstream) Directive() string {
+	if u.Balance == "round_robin" || u.Balance == "" {
+		return ""
+	}
+	return u.Balance + ";"
+}
+
+// Server is one process behind an upstream.
+type Server struct {
+	Host    string
+	Port    int
+	Name    string // group:process
+	Program string
+	Process string
+	Weight  int    // 0 or 1: no weight parameter
+	State   string // "up", or "down" while the process is drained
+}
+
+// Address is host:port, with brackets for an IPv6 host.
+func (s Server) Address() string {
+	if bytes.ContainsRune([]byte(s.Host), ':') {
+		return fmt.Sprintf("[%s]:%d", s.Host, s.Port)
+	}
+	return fmt.Sprintf("%s:%d", s.Host, s.Port)
+}
+
+// Program is one program, for templates that want more than upstreams.
+type Program struct {
+	Name      string
+	NumProcs  int
+	PortStart int
+	Upstream  string
+	Processes []Process
+}
+
+// Process is one process of a program.
+type Process struct {
+	Name    string // group:process
+	Process string
+	Port    int
+	Command []string
+}
+
+// Template is a parsed template.
+type Template struct {
+	Name string // "default" or the file's path
+	t    *template.Template
+}
+
+// Load parses the template at path, or the embedded default when path is "".
+func Load(path string) (*Template, error) {
+	text, name := defaultTemplate, "default"
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read template: %w", err)
+		}
+		text, name = string(b), path
+	}
+	t, err := template.New(name).Option("missingkey=error").Funcs(sprig.TxtFuncMap()).Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("parse template: %w", err)
+	}
+	return &Template{Name: name, t: t}, nil
+}
+
+// Render executes the template. It returns the whole output or an error,
+// never part of a file.
+func (t *Template) Render(d Data) ([]byte, error) {
+	var b bytes.Buffer
+	if err := t.t.Execute(&b, d); err != nil {
+		return nil, fmt.Errorf("render template %s: %w", t.Name, err)
+	}
+	return b.Bytes(), nil
+}
+
+// tokenRE is what a name, host or directive argument may look like when it
+// reaches nginx's configuration: no whitespace, ';', '{', '}', quotes,
+// backslashes or '#', so no value can end a directive or open a block.
+var tokenRE = regexp.MustCompile(`^[^\s;{}"'\\#]+$`)
+
+// ValidToken reports whether s can be written into an nginx directive as is.
+func ValidToken(s string) bool { return tokenRE.MatchString(s) }
+
+var hashRE = regexp.MustCompile(`^hash [^\s;{}"'\\#]+( consistent)?$`)
+
+// ValidBalance reports whether b is a balancing method gosup renders.
+func ValidBalance(b string) bool {
+	switch b {
+	case "least_conn", "round_robin", "ip_hash":
+		return true
+	}
+	return hashRE.MatchString(b)
+}
