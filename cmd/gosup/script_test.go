@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +55,16 @@ func TestScripts(t *testing.T) {
 			"waitfile":  cmdWaitfile,
 			"sleep":     cmdSleep,
 			"waitnginx": cmdWaitNginx,
+			"backends":  cmdBackends,
+		},
+		Condition: func(cond string) (bool, error) {
+			// [nginx]: nginx can run here. Under CI=true it always holds,
+			// so a missing nginx fails the script instead of skipping it.
+			if cond == "nginx" {
+				_, err := exec.LookPath("nginx")
+				return err == nil || os.Getenv("CI") == "true", nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 	}
 	// Work directories live under $GOTMPDIR or the temp dir; if that is
@@ -226,4 +239,38 @@ func cmdWaitNginx(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// cmdBackends sends GET requests to URL until it has seen N distinct
+// "port P" answers (demo-app's), and fails after 15s.
+//
+//	backends URL N
+func cmdBackends(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: backends URL N")
+	}
+	want, err := strconv.Atoi(args[1])
+	if err != nil {
+		ts.Fatalf("backends: %v", err)
+	}
+	portRE := regexp.MustCompile(`^port (\d+) pid \d+`)
+	seen := map[string]bool{}
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(15 * time.Second)
+	for len(seen) < want && time.Now().Before(deadline) {
+		resp, err := client.Get(args[0])
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if m := portRE.FindSubmatch(b); resp.StatusCode == 200 && m != nil {
+				seen[string(m[1])] = true
+				continue
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(seen) != want {
+		ts.Fatalf("backends: want %d distinct, saw %v", want, slices.Sorted(maps.Keys(seen)))
+	}
+	ts.Logf("backends: %v", slices.Sorted(maps.Keys(seen)))
 }
