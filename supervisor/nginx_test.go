@@ -118,7 +118,7 @@ var portRE = regexp.MustCompile(`port (\d+)`)
 func portsBehind(t *testing.T, url string, want int) map[string]bool {
 	t.Helper()
 	seen := map[string]bool{}
-	client := &http.Client{Timeout: 2 * time.Second}
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	deadline := time.Now().Add(15 * time.Second)
 	for len(seen) < want && time.Now().Before(deadline) {
 		resp, err := client.Get(url)

@@ -255,7 +255,8 @@ func cmdBackends(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	portRE := regexp.MustCompile(`^port (\d+) pid \d+`)
 	seen := map[string]bool{}
-	client := &http.Client{Timeout: 2 * time.Second}
+	// No keep-alive: an idle connection would hold an nginx worker open.
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	deadline := time.Now().Add(15 * time.Second)
 	for len(seen) < want && time.Now().Before(deadline) {
 		resp, err := client.Get(args[0])
