@@ -35,6 +35,15 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 			}
 			tw.Flush()
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid, %d programs, %d processes\n", cfg.File, len(cfg.Programs), n)
+			if cfg.Nginx != nil {
+				servers := 0
+				for _, p := range cfg.Programs {
+					if p.Spec.Upstream != "" {
+						servers += len(p.Procs)
+					}
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "nginx: %d upstreams, %d servers, rendered to %s (see gosup render)\n", len(cfg.Nginx.Upstream), servers, cfg.Nginx.Output)
+			}
 			return nil
 		},
 	}
