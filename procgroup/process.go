@@ -20,6 +20,7 @@ var (
 	ErrNotRunning     = errors.New("not running")
 	ErrStopping       = errors.New("process is stopping")
 	ErrClosed         = errors.New("process is shut down")
+	ErrPidChanged     = errors.New("process no longer runs as that pid")
 )
 
 // Status is a snapshot of one process, safe to read from any goroutine.
@@ -49,12 +50,14 @@ type op uint8
 const (
 	opStart op = iota
 	opStop
+	opStopPid
 	opSignal
 )
 
 type request struct {
 	op    op
 	sig   unix.Signal
+	pid   int
 	reply chan error
 }
 
@@ -173,6 +176,10 @@ func (p *Process) Start() error { return p.send(request{op: opStart}) }
 // Stop asks the process to stop gracefully. It returns at once; use Wait.
 func (p *Process) Stop() error { return p.send(request{op: opStop}) }
 
+// StopPid is Stop, but only while the process still runs as pid: a
+// watchdog that sampled pid never stops its successor.
+func (p *Process) StopPid(pid int) error { return p.send(request{op: opStopPid, pid: pid}) }
+
 // Signal sends sig to the running process.
 func (p *Process) Signal(sig unix.Signal) error { return p.send(request{op: opSignal, sig: sig}) }
 
@@ -260,6 +267,11 @@ func (p *Process) handle(l *loop, r request) error {
 			return ErrStopping
 		}
 		return ErrAlreadyStarted
+	case opStopPid:
+		if l.pid != r.pid || l.proc == nil {
+			return ErrPidChanged
+		}
+		fallthrough
 	case opStop:
 		switch l.state {
 		case Starting, Running:

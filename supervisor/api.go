@@ -34,6 +34,11 @@ type ProcStatus struct {
 	Description string  `json:"description"`
 	Stdout      string  `json:"stdout_logfile,omitempty"`
 	Stderr      string  `json:"stderr_logfile,omitempty"`
+	// RSSBytes is memmon's last sample (with descendants when cumulative);
+	// 0 without [memmon].
+	RSSBytes        int64     `json:"rss_bytes"`
+	MemmonRestartAt time.Time `json:"memmon_restart_at,omitzero"`
+	MemmonReason    string    `json:"memmon_reason,omitempty"`
 }
 
 // Info describes the daemon.
@@ -43,6 +48,11 @@ type Info struct {
 	Socket  string  `json:"socket"`
 	UptimeS float64 `json:"uptime_s"`
 	Version string  `json:"version"`
+	// memmon's counters (zero without [memmon] / [email]).
+	MemmonRestarts int64 `json:"memmon_restarts"`
+	AlertsSent     int64 `json:"alerts_sent"`
+	AlertFailures  int64 `json:"alert_failures"`
+	AlertsDropped  int64 `json:"alerts_dropped"`
 }
 
 // Version is the daemon's version, set by main.
@@ -91,10 +101,19 @@ func writeErr(w http.ResponseWriter, code int, err error) {
 }
 
 func (s *Supervisor) handleInfo(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, Info{
+	info := Info{
 		Pid: os.Getpid(), Config: s.cfg.File, Socket: s.cfg.Supervisor.Socket,
 		UptimeS: time.Since(s.startedAt).Seconds(), Version: Version,
-	})
+	}
+	if s.watchdog != nil {
+		info.MemmonRestarts = s.watchdog.Restarts.Load()
+	}
+	if s.alerter != nil {
+		info.AlertsSent = s.alerter.Sent.Load()
+		info.AlertFailures = s.alerter.Failed.Load()
+		info.AlertsDropped = s.alerter.Dropped.Load()
+	}
+	writeJSON(w, http.StatusOK, info)
 }
 
 func (s *Supervisor) handleStatus(w http.ResponseWriter, r *http.Request) {
@@ -115,7 +134,13 @@ func (s *Supervisor) handleStatus(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	out := make([]ProcStatus, 0, len(procs))
 	for _, p := range procs {
-		out = append(out, toProcStatus(p.Status(), now))
+		ps := toProcStatus(p.Status(), now)
+		if s.watchdog != nil {
+			if m, ok := s.watchdog.Sample(ps.Name); ok {
+				ps.RSSBytes, ps.MemmonRestartAt, ps.MemmonReason = m.RSS, m.LastRestartAt, m.LastReason
+			}
+		}
+		out = append(out, ps)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

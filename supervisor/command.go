@@ -36,6 +36,11 @@ const maxCommandOutput = 64 << 10
 // killed with that group if it outlives timeout. It never waits for more
 // than timeout plus a second.
 func runCommand(ctx context.Context, rp *reaper.Reaper, command string, timeout time.Duration) ([]byte, error) {
+	return runCommandInput(ctx, rp, command, nil, timeout)
+}
+
+// runCommandInput is runCommand with input on the command's stdin.
+func runCommandInput(ctx context.Context, rp *reaper.Reaper, command string, input []byte, timeout time.Duration) ([]byte, error) {
 	argv, err := commandArgv(command)
 	if err != nil {
 		return nil, err
@@ -49,21 +54,36 @@ func runCommand(ctx context.Context, rp *reaper.Reaper, command string, timeout 
 		return nil, err
 	}
 	defer pr.Close()
-	devnull, err := os.Open(os.DevNull)
+	stdin, err := os.Open(os.DevNull)
+	var inW *os.File
+	if input != nil && err == nil {
+		stdin.Close()
+		stdin, inW, err = os.Pipe()
+	}
 	if err != nil {
 		pw.Close()
 		return nil, err
 	}
-	defer devnull.Close()
+	defer stdin.Close()
 	attr := &os.ProcAttr{
 		Env:   os.Environ(),
-		Files: []*os.File{devnull, pw, pw},
+		Files: []*os.File{stdin, pw, pw},
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}
 	proc, exitC, err := rp.Start(func() (*os.Process, error) { return os.StartProcess(path, argv, attr) })
 	pw.Close()
+	stdin.Close()
 	if err != nil {
+		if inW != nil {
+			inW.Close()
+		}
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	if inW != nil {
+		go func() {
+			_, _ = inW.Write(input)
+			inW.Close()
+		}()
 	}
 	defer proc.Release()
 	var out bytes.Buffer

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/procgroup"
 )
 
@@ -38,6 +39,8 @@ type Config struct {
 	Supervisor Settings
 	Programs   []*Program     // ascending priority, then name
 	Nginx      *NginxSettings // nil without an [nginx] table
+	Memmon     *memmon.Settings
+	Email      *memmon.Email
 }
 
 // rawConfig is the file as decoded; each program is decoded separately so it
@@ -46,6 +49,8 @@ type rawConfig struct {
 	Supervisor Settings                  `toml:"supervisor"`
 	Program    map[string]toml.Primitive `toml:"program"`
 	Nginx      *NginxSettings            `toml:"nginx"`
+	Memmon     toml.Primitive            `toml:"memmon"`
+	Email      toml.Primitive            `toml:"email"`
 }
 
 // ConfigError is one mistake in a configuration file.
@@ -187,6 +192,8 @@ func parse(file string, data []byte) (*Config, error) {
 		}
 		cfg.Programs = append(cfg.Programs, &Program{Name: name, Spec: &spec, Procs: procs})
 	}
+	// Before the unknown-key check: decoding marks [memmon] and [email] keys known.
+	errs = append(errs, checkMemmon(cfg, md, raw, file, lines)...)
 	undecoded := map[string]bool{}
 	for _, k := range md.Undecoded() {
 		undecoded[k.String()] = true
@@ -210,6 +217,7 @@ func parse(file string, data []byte) (*Config, error) {
 	if len(errs) == 0 {
 		errs = append(errs, checkNginx(cfg, md, here, cerr)...)
 	}
+
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -308,6 +316,8 @@ var knownKeys = map[string][]string{
 	"supervisor": tomlKeys(Settings{}),
 	"program":    tomlKeys(procgroup.Spec{}),
 	"nginx":      tomlKeys(NginxSettings{}),
+	"memmon":     tomlKeys(memmon.Settings{}),
+	"email":      tomlKeys(memmon.Email{}),
 }
 
 // reportedParent reports whether a table enclosing k is itself unknown.
@@ -335,6 +345,8 @@ func suggest(k toml.Key) string {
 	case table == "nginx" && len(k) == 4 && k[1] == "upstream":
 		return closest(last, tomlKeys(UpstreamSettings{}))
 	case table == "nginx" && len(k) != 2:
+		return ""
+	case (table == "memmon" || table == "email") && len(k) != 2:
 		return ""
 	}
 	return closest(last, knownKeys[table])

@@ -20,7 +20,7 @@ type NginxStatus struct {
 	Output      string    `json:"output"`
 	OK          bool      `json:"ok"`
 	Error       string    `json:"error,omitempty"`
-	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"` // when the last update finished
 	LastChange  time.Time `json:"last_change,omitzero"` // last time a new file went live
 	Reloads     int       `json:"reloads"`
 	Failures    int       `json:"failures"`
@@ -123,12 +123,12 @@ func (m *nginxManager) apply(ctx context.Context, d templates.Data) (err error) 
 		servers += len(u.Servers)
 	}
 	m.mu.Lock()
-	m.status.LastAttempt = time.Now()
 	reloadNeeded := m.reloadNeeded
 	m.mu.Unlock()
 	defer func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
+		m.status.LastAttempt = time.Now() // when the outcome is known
 		m.status.OK = err == nil
 		m.status.Error = ""
 		if err != nil {

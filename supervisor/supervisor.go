@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/reaper"
 )
@@ -34,6 +35,9 @@ type Supervisor struct {
 	rp        *reaper.Reaper
 	groups    []*procgroup.Group // ascending priority
 	nginx     *nginxManager      // nil without [nginx]
+	byName    map[string]*procgroup.Process
+	watchdog  *memmon.Watchdog // nil without [memmon]
+	alerter   *memmon.Alerter  // nil without [email]
 	startedAt time.Time
 
 	shutdownOnce sync.Once
@@ -107,6 +111,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.groups = append(s.groups, g)
 	}
 	s.startedAt = time.Now()
+	s.byName = map[string]*procgroup.Process{}
+	for _, p := range s.all() {
+		s.byName[p.Spec().FullName()] = p
+	}
 	if s.cfg.Nginx != nil {
 		s.nginx = newNginxManager(s.cfg.Nginx, s.rp, s.log)
 		nctx, ncancel := context.WithCancel(context.Background())
@@ -144,12 +152,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		wg.Wait()
 	}
 
+	stopMemmon := s.startMemmon()
 	select {
 	case <-ctx.Done():
 	case <-s.shutdownReq:
 	case err := <-served:
 		s.log.Error("control socket failed", "err", err)
 	}
+	stopMemmon() // no memmon restart during shutdown
 	s.log.Info("shutting down", "timeout", st.ShutdownTimeout)
 	sctx, scancel := context.WithTimeout(context.Background(), time.Duration(st.ShutdownTimeout))
 	s.stop(sctx, s.all())
@@ -166,6 +176,26 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	hcancel()
 	s.log.Info("gosup stopped")
 	return nil
+}
+
+// startMemmon runs the watchdog and the alerter, if configured, and
+// returns what stops them (and waits for restarts in flight).
+func (s *Supervisor) startMemmon() func() {
+	if s.cfg.Memmon == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	if s.cfg.Email != nil {
+		s.alerter = memmon.NewAlerter(*s.cfg.Email, time.Duration(s.cfg.Memmon.AlertMaxUptime), s.sendmail, s.log.With("component", "alerts"))
+		wg.Go(func() { s.alerter.Run(ctx) })
+	}
+	s.watchdog = memmon.New(*s.cfg.Memmon, memmonHost{s}, s.alerter, "/proc", s.log)
+	wg.Go(func() { s.watchdog.Run(ctx) })
+	return func() {
+		cancel()
+		wg.Wait()
+	}
 }
 
 // requestShutdown makes Run stop everything and return.

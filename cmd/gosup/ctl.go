@@ -78,8 +78,17 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 }
 
 func printStatus(w io.Writer, st []supervisor.ProcStatus) {
+	// The RSS column appears when memmon samples.
+	withRSS := false
+	for _, p := range st {
+		withRSS = withRSS || p.RSSBytes > 0
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tPORT\tUPTIME\tRESTARTS\tINFO")
+	head := "NAME\tSTATE\tPID\tPORT\tUPTIME\tRESTARTS\t"
+	if withRSS {
+		head += "RSS\t"
+	}
+	fmt.Fprintln(tw, head+"INFO")
 	for _, p := range st {
 		pid, port, up, info := "-", "-", "-", ""
 		if p.Pid > 0 {
@@ -91,8 +100,18 @@ func printStatus(w io.Writer, st []supervisor.ProcStatus) {
 		}
 		if p.Pid == 0 {
 			info = p.Description
+		} else if p.MemmonReason != "" {
+			info = "memmon restart " + p.MemmonRestartAt.Format(time.DateTime) + ": " + p.MemmonReason
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, p.State, pid, port, up, p.Restarts, info)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t", p.Name, p.State, pid, port, up, p.Restarts)
+		if withRSS {
+			rss := "-"
+			if p.RSSBytes > 0 {
+				rss = fmt.Sprintf("%.1fM", float64(p.RSSBytes)/(1<<20))
+			}
+			fmt.Fprintf(tw, "%s\t", rss)
+		}
+		fmt.Fprintln(tw, info)
 	}
 	tw.Flush()
 }

@@ -1,0 +1,244 @@
+package memmon
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	mail "github.com/wneessen/go-mail"
+)
+
+// Alert describes one memmon restart.
+type Alert struct {
+	Host      string
+	Name      string // group:process
+	Port      int
+	Pid       int
+	RSS       int64
+	Rule      Rule
+	Uptime    time.Duration
+	Restarts  int // memmon restarts of this process in the last hour, this one included
+	StderrLog string
+	Tail      string // last lines of the stderr log
+	At        time.Time
+	Err       error // the restart failed
+}
+
+func (a Alert) subject() string {
+	return fmt.Sprintf("memmon: %s restarted on %s (RSS %s over %s)", a.Name, a.Host, fmtBytes(a.RSS), fmtBytes(int64(a.Rule.Limit)))
+}
+
+func (a Alert) body() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "gosup's memmon restarted %s on %s at %s.\n\n", a.Name, a.Host, a.At.Format(time.RFC3339))
+	fmt.Fprintf(&b, "process:   %s\n", a.Name)
+	if a.Port > 0 {
+		fmt.Fprintf(&b, "port:      %d\n", a.Port)
+	}
+	fmt.Fprintf(&b, "pid:       %d\n", a.Pid)
+	fmt.Fprintf(&b, "rss:       %s (%d bytes)\n", fmtBytes(a.RSS), a.RSS)
+	fmt.Fprintf(&b, "limit:     %s, rule: %s\n", fmtBytes(int64(a.Rule.Limit)), a.Rule.Name)
+	fmt.Fprintf(&b, "uptime:    %s\n", a.Uptime.Round(time.Second))
+	fmt.Fprintf(&b, "restarts:  %d by memmon in the last hour\n", a.Restarts)
+	if a.Err != nil {
+		fmt.Fprintf(&b, "restart:   FAILED: %v\n", a.Err)
+	}
+	if a.Tail != "" {
+		fmt.Fprintf(&b, "\nlast lines of %s:\n%s\n", a.StderrLog, a.Tail)
+	}
+	return b.String()
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return strconv.FormatFloat(float64(n)/(1<<30), 'f', 1, 64) + "GB"
+	case n >= 1<<20:
+		return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + "MB"
+	}
+	return strconv.FormatFloat(float64(n)/(1<<10), 'f', 1, 64) + "KB"
+}
+
+// SendmailFunc runs a sendmail command with msg on its stdin (the daemon
+// supplies one that spawns through its reaper).
+type SendmailFunc func(ctx context.Context, command string, msg []byte) error
+
+// Alerter mails alerts from its own goroutine: Enqueue never blocks (a full
+// queue drops and counts), every send has a deadline, and mail per process
+// is rate limited: within rate_limit of a mail, further alerts wait and go
+// out together as one digest when the window ends.
+type Alerter struct {
+	cfg      Email
+	maxUp    time.Duration
+	sendmail SendmailFunc
+	log      *slog.Logger
+	queue    chan Alert
+
+	Sent, Failed, Dropped, Filtered atomic.Int64
+}
+
+// queueSize bounds the alerts waiting for the mail goroutine.
+const queueSize = 64
+
+// NewAlerter makes an alerter; Run sends.
+func NewAlerter(cfg Email, maxUptime time.Duration, sendmail SendmailFunc, log *slog.Logger) *Alerter {
+	return &Alerter{cfg: cfg, maxUp: maxUptime, sendmail: sendmail, log: log, queue: make(chan Alert, queueSize)}
+}
+
+// Enqueue hands an alert to the mail goroutine without waiting.
+func (a *Alerter) Enqueue(al Alert) {
+	select {
+	case a.queue <- al:
+	default:
+		a.Dropped.Add(1)
+		a.log.Error("alert queue full; alert dropped", "process", al.Name)
+	}
+}
+
+type window struct {
+	sentAt  time.Time
+	pending []Alert
+}
+
+// Run sends until ctx ends.
+func (a *Alerter) Run(ctx context.Context) {
+	rate := time.Duration(a.cfg.RateLimit)
+	windows := map[string]*window{}
+	flush := time.NewTimer(time.Hour)
+	flush.Stop()
+	armed := time.Time{}
+	arm := func() {
+		var next time.Time
+		for _, w := range windows {
+			if len(w.pending) > 0 && (next.IsZero() || w.sentAt.Add(rate).Before(next)) {
+				next = w.sentAt.Add(rate)
+			}
+		}
+		if next.IsZero() || next.Equal(armed) {
+			return
+		}
+		armed = next
+		flush.Reset(time.Until(next))
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case al := <-a.queue:
+			if a.maxUp > 0 && al.Uptime > a.maxUp && al.Err == nil {
+				a.Filtered.Add(1)
+				a.log.Info("no mail: the process had been up longer than alert_max_uptime", "process", al.Name, "uptime", al.Uptime.Round(time.Second))
+				continue
+			}
+			w := windows[al.Name]
+			if w == nil {
+				w = &window{}
+				windows[al.Name] = w
+			}
+			now := time.Now()
+			if rate > 0 && !w.sentAt.IsZero() && now.Sub(w.sentAt) < rate {
+				w.pending = append(w.pending, al)
+				arm()
+				continue
+			}
+			w.sentAt = now
+			a.send(ctx, al.subject(), al.body())
+		case <-flush.C:
+			armed = time.Time{}
+			now := time.Now()
+			for name, w := range windows {
+				if len(w.pending) == 0 || now.Before(w.sentAt.Add(rate)) {
+					continue
+				}
+				subject, body := digest(name, w.pending)
+				w.pending, w.sentAt = nil, now
+				a.send(ctx, subject, body)
+			}
+			arm()
+		}
+	}
+}
+
+func digest(name string, alerts []Alert) (string, string) {
+	last := alerts[len(alerts)-1]
+	subject := fmt.Sprintf("memmon: %s restarted %d more times on %s (digest)", name, len(alerts), last.Host)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d restarts of %s since the last mail (rate_limit holds back the rest):\n\n", len(alerts), name)
+	for _, al := range alerts {
+		fmt.Fprintf(&b, "- %s pid %d, RSS %s over %s (%s), up %s\n", al.At.Format(time.RFC3339), al.Pid, fmtBytes(al.RSS), fmtBytes(int64(al.Rule.Limit)), al.Rule.Name, al.Uptime.Round(time.Second))
+	}
+	b.WriteString("\nThe latest one in full:\n\n")
+	b.WriteString(last.body())
+	return subject, b.String()
+}
+
+// send mails one message with a deadline; failures are logged and counted.
+func (a *Alerter) send(ctx context.Context, subject, body string) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.Timeout))
+	defer cancel()
+	if err := a.deliver(ctx, subject, body); err != nil {
+		a.Failed.Add(1)
+		a.log.Error("alert mail failed", "subject", subject, "err", err)
+		return
+	}
+	a.Sent.Add(1)
+	a.log.Info("alert mailed", "subject", subject, "to", strings.Join(a.cfg.To, ","))
+}
+
+func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
+	m := mail.NewMsg()
+	from := a.cfg.From
+	if from == "" {
+		host, _ := os.Hostname()
+		from = "gosup@" + host
+	}
+	if err := m.From(from); err != nil {
+		return fmt.Errorf("from %q: %w", from, err)
+	}
+	if err := m.To(a.cfg.To...); err != nil {
+		return fmt.Errorf("to %v: %w", a.cfg.To, err)
+	}
+	// Header values are encoded by go-mail; control characters are dropped
+	// here as well, so nothing can start a header of its own.
+	m.Subject(strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, subject))
+	m.SetDate()
+	m.SetMessageID()
+	m.SetBodyString(mail.TypeTextPlain, body)
+	if a.cfg.Sendmail != "" {
+		var buf bytes.Buffer
+		if _, err := m.WriteTo(&buf); err != nil {
+			return err
+		}
+		return a.sendmail(ctx, a.cfg.Sendmail, buf.Bytes())
+	}
+	host, portStr, _ := net.SplitHostPort(a.cfg.SMTP)
+	port, _ := strconv.Atoi(portStr)
+	policy := mail.TLSOpportunistic
+	if a.cfg.StartTLS != nil {
+		policy = mail.NoTLS
+		if *a.cfg.StartTLS {
+			policy = mail.TLSMandatory
+		}
+	}
+	opts := []mail.Option{mail.WithPort(port), mail.WithTimeout(time.Duration(a.cfg.Timeout)), mail.WithTLSPolicy(policy)}
+	if a.cfg.Username != "" {
+		opts = append(opts, mail.WithSMTPAuth(mail.SMTPAuthPlain), mail.WithUsername(a.cfg.Username), mail.WithPassword(a.cfg.Password))
+	}
+	c, err := mail.NewClient(host, opts...)
+	if err != nil {
+		return err
+	}
+	return c.DialAndSendWithContext(ctx, m)
+}

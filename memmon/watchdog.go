@@ -1,0 +1,221 @@
+package memmon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Target is one running process the watchdog samples.
+type Target struct {
+	Name      string // group:process
+	Group     string
+	Process   string
+	Pid       int
+	Port      int
+	StartedAt time.Time
+	StderrLog string // "" when stderr does not go to a file
+}
+
+// Host is the supervisor as the watchdog sees it.
+type Host interface {
+	// Targets lists the processes that are RUNNING now.
+	Targets() []Target
+	// Restart stops the process gracefully (stopsignal, stopwaitsecs,
+	// then SIGKILL of its group) and starts it again, but only if its pid
+	// is still pid: a recycled or already replaced pid is left alone.
+	Restart(ctx context.Context, name string, pid int, reason string) error
+	// StderrTail returns the last lines of a process's stderr log.
+	StderrTail(name string, lines int) string
+}
+
+// Sample is what the watchdog knows of one process, for status.
+type Sample struct {
+	RSS           int64     // last sample, cumulative when configured
+	LastRestartAt time.Time // last memmon restart
+	LastReason    string
+}
+
+// Watchdog samples on its own goroutine. A restart runs on a goroutine of
+// its own and an alert goes to the Alerter's queue, so neither ever delays
+// the next sample.
+type Watchdog struct {
+	cfg    Settings
+	host   Host
+	alerts *Alerter // nil: log only
+	reader *reader
+	log    *slog.Logger
+	name   string // host name in alerts
+
+	mu         sync.Mutex
+	samples    map[string]Sample
+	over       map[string]overrun // consecutive samples over the limit, by process
+	restarting map[string]bool    // processes being restarted
+	busy       map[string]int     // restarts in flight, by group
+	history    map[string][]time.Time
+
+	Restarts atomic.Int64 // memmon restarts done
+	Ticks    atomic.Int64
+}
+
+type overrun struct {
+	pid   int
+	count int
+}
+
+// New makes a watchdog reading /proc under procRoot ("/proc").
+func New(cfg Settings, host Host, alerts *Alerter, procRoot string, log *slog.Logger) *Watchdog {
+	name := cfg.Name
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	return &Watchdog{
+		cfg: cfg, host: host, alerts: alerts, reader: newReader(procRoot), log: log.With("component", "memmon"), name: name,
+		samples: map[string]Sample{}, over: map[string]overrun{}, restarting: map[string]bool{},
+		busy: map[string]int{}, history: map[string][]time.Time{},
+	}
+}
+
+// Run samples every interval until ctx ends.
+func (w *Watchdog) Run(ctx context.Context) {
+	t := time.NewTicker(time.Duration(w.cfg.Interval))
+	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.Tick(ctx, &wg)
+		}
+	}
+}
+
+// Sample returns what the watchdog last saw of a process.
+func (w *Watchdog) Sample(name string) (Sample, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s, ok := w.samples[name]
+	return s, ok
+}
+
+// Tick takes one sample of every target and starts the restarts that are
+// due; restarts run on goroutines tracked by wg.
+func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
+	w.Ticks.Add(1)
+	targets := w.host.Targets()
+	var table *Table
+	if w.cfg.Cumulative {
+		var err error
+		if table, err = w.reader.readAll(); err != nil {
+			w.log.Error("cannot read the process table", "err", err)
+			return
+		}
+	} else {
+		pids := make([]int, len(targets))
+		for i, t := range targets {
+			pids[i] = t.Pid
+		}
+		table = w.reader.readSome(pids)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	live := make(map[string]bool, len(targets))
+	for _, t := range targets {
+		live[t.Name] = true
+		rss, ok := table.RSS(t.Pid, w.cfg.Cumulative)
+		if !ok {
+			continue
+		}
+		s := w.samples[t.Name]
+		s.RSS = rss
+		w.samples[t.Name] = s
+		rule := w.cfg.LimitFor(t.Group, t.Process)
+		if rule.Limit == 0 || rss <= int64(rule.Limit) {
+			delete(w.over, t.Name)
+			continue
+		}
+		o := w.over[t.Name]
+		if o.pid != t.Pid {
+			o = overrun{pid: t.Pid}
+		}
+		o.count++
+		w.over[t.Name] = o
+		if o.count < w.cfg.Samples || w.restarting[t.Name] {
+			continue
+		}
+		if w.busy[t.Group] >= w.cfg.MaxRestarting {
+			w.log.Warn("over its limit, but max_restarting processes of its program are already restarting; waiting",
+				"process", t.Name, "rss", rss, "limit", int64(rule.Limit), "max_restarting", w.cfg.MaxRestarting)
+			continue
+		}
+		w.restarting[t.Name] = true
+		w.busy[t.Group]++
+		delete(w.over, t.Name)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.restart(ctx, t, rss, rule)
+		}()
+	}
+	for name := range w.samples {
+		if !live[name] {
+			s := w.samples[name]
+			s.RSS = 0
+			w.samples[name] = s
+		}
+	}
+}
+
+func (w *Watchdog) restart(ctx context.Context, t Target, rss int64, rule Rule) {
+	now := time.Now()
+	reason := fmt.Sprintf("RSS %s over %s (%s) for %d samples", fmtBytes(rss), fmtBytes(int64(rule.Limit)), rule.Name, w.cfg.Samples)
+	w.log.Warn("restarting a process over its memory limit", "process", t.Name, "pid", t.Pid, "rss", rss, "limit", int64(rule.Limit), "rule", rule.Name)
+	err := w.host.Restart(ctx, t.Name, t.Pid, "memmon: "+reason)
+	w.mu.Lock()
+	w.restarting[t.Name] = false
+	w.busy[t.Group]--
+	var restarts int
+	if err == nil {
+		w.Restarts.Add(1)
+		s := w.samples[t.Name]
+		s.LastRestartAt, s.LastReason = now, reason
+		w.samples[t.Name] = s
+		h := append(w.history[t.Name], now)
+		for len(h) > 0 && now.Sub(h[0]) > time.Hour {
+			h = h[1:]
+		}
+		w.history[t.Name] = h
+		restarts = len(h)
+	}
+	w.mu.Unlock()
+	if err != nil {
+		w.log.Error("memmon restart failed", "process", t.Name, "pid", t.Pid, "err", err)
+		if strings.Contains(err.Error(), errPidGone) {
+			return // it exited or was replaced meanwhile: nothing to report
+		}
+	}
+	if w.alerts == nil {
+		return
+	}
+	w.alerts.Enqueue(Alert{
+		Host: w.name, Name: t.Name, Port: t.Port, Pid: t.Pid, RSS: rss, Rule: rule,
+		Uptime: now.Sub(t.StartedAt), Restarts: restarts, StderrLog: t.StderrLog,
+		Tail: w.host.StderrTail(t.Name, 20), At: now, Err: err,
+	})
+}
+
+// errPidGone is what a Host's Restart error says when the pid is no longer
+// the process's.
+const errPidGone = "no longer runs as pid"
+
+// ErrPidGone formats the error a Host returns when the pid changed.
+func ErrPidGone(name string, pid int) error {
+	return fmt.Errorf("%s %s %d", name, errPidGone, pid)
+}

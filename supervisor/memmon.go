@@ -1,0 +1,94 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gosup/gosup/memmon"
+	"github.com/gosup/gosup/procgroup"
+)
+
+// memmonHost is the supervisor as the watchdog sees it.
+type memmonHost struct{ s *Supervisor }
+
+func (h memmonHost) Targets() []memmon.Target {
+	var out []memmon.Target
+	for _, p := range h.s.all() {
+		st := p.Status()
+		if st.State != procgroup.Running || st.Pid == 0 {
+			continue
+		}
+		spec := p.Spec()
+		t := memmon.Target{Name: spec.FullName(), Group: spec.Group, Process: spec.Name, Pid: st.Pid, Port: spec.Port, StartedAt: st.StartedAt}
+		t.StderrLog = stderrPath(spec)
+		out = append(out, t)
+	}
+	return out
+}
+
+// stderrPath is the file a process's stderr goes to, "" if none.
+func stderrPath(spec *procgroup.ProcSpec) string {
+	ls := spec.Stderr
+	if spec.Program.RedirectStderr {
+		ls = spec.Stdout
+	}
+	if ls.Kind != procgroup.LogFile {
+		return ""
+	}
+	return ls.Path
+}
+
+// Restart is the graceful path a ctl restart takes, for one pid only.
+func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason string) error {
+	p := h.s.byName[name]
+	if p == nil {
+		return fmt.Errorf("%w: %s", ErrNoMatch, name)
+	}
+	if err := p.StopPid(pid); err != nil {
+		if errors.Is(err, procgroup.ErrPidChanged) {
+			return memmon.ErrPidGone(name, pid)
+		}
+		return err
+	}
+	h.s.log.Info("stopping for memmon", "process", name, "pid", pid, "reason", reason)
+	sctx, cancel := context.WithTimeout(ctx, time.Duration(p.Spec().Program.StopWaitSecs+5)*time.Second)
+	defer cancel()
+	if st, err := p.Wait(sctx, stoppedish); err != nil {
+		return fmt.Errorf("still %s after stop: %w", st.State, err)
+	}
+	before := p.Status().Spawns
+	if err := p.Start(); err != nil && !errors.Is(err, procgroup.ErrAlreadyStarted) {
+		return err
+	}
+	if msg, ok := waitStarted(ctx, p, before); !ok {
+		return errors.New(msg)
+	}
+	return nil
+}
+
+func (h memmonHost) StderrTail(name string, lines int) string {
+	p := h.s.byName[name]
+	if p == nil {
+		return ""
+	}
+	path := stderrPath(p.Spec())
+	if path == "" {
+		return ""
+	}
+	b, _ := procgroup.TailLines(path, lines)
+	return strings.TrimRight(string(b), "\n")
+}
+
+// sendmail pipes a message into a sendmail command run through the reaper.
+func (s *Supervisor) sendmail(ctx context.Context, command string, msg []byte) error {
+	deadline, ok := ctx.Deadline()
+	timeout := 10 * time.Second
+	if ok {
+		timeout = time.Until(deadline)
+	}
+	_, err := runCommandInput(ctx, s.rp, command, msg, timeout)
+	return err
+}
