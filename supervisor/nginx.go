@@ -21,7 +21,7 @@ type NginxStatus struct {
 	OK          bool      `json:"ok"`
 	Error       string    `json:"error,omitempty"`
 	LastAttempt time.Time `json:"last_attempt,omitzero"` // when the last update finished
-	LastChange  time.Time `json:"last_change,omitzero"` // last time a new file went live
+	LastChange  time.Time `json:"last_change,omitzero"`  // last time a new file went live
 	Reloads     int       `json:"reloads"`
 	Failures    int       `json:"failures"`
 	RetryAt     time.Time `json:"retry_at,omitzero"` // a failed reload is retried then
