@@ -1,0 +1,174 @@
+package memmon
+
+import (
+	"io"
+	"mime"
+	"mime/quotedprintable"
+	"net"
+	"net/mail"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// message is one mail the test SMTP server accepted.
+type message struct {
+	From    string
+	To      []string
+	Subject string
+	Body    string
+	Header  mail.Header
+}
+
+// smtpServer is a real SMTP server (emersion/go-smtp) on 127.0.0.1 that
+// keeps what it receives.
+type smtpServer struct {
+	Addr string
+	mu   sync.Mutex
+	msgs []message
+	got  chan struct{}
+}
+
+func startSMTP(t *testing.T) *smtpServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &smtpServer{Addr: ln.Addr().String(), got: make(chan struct{}, 100)}
+	srv := smtp.NewServer(s)
+	srv.Domain = "localhost"
+	srv.AllowInsecureAuth = true
+	srv.ReadTimeout = 10 * time.Second
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return s
+}
+
+func (s *smtpServer) NewSession(*smtp.Conn) (smtp.Session, error) { return &session{srv: s}, nil }
+
+// wait returns the first n messages, failing after timeout.
+func (s *smtpServer) wait(t *testing.T, n int, timeout time.Duration) []message {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		s.mu.Lock()
+		if len(s.msgs) >= n {
+			out := append([]message(nil), s.msgs...)
+			s.mu.Unlock()
+			return out
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.got:
+		case <-deadline:
+			t.Fatalf("want %d mails within %s, have %d", n, timeout, s.count())
+		}
+	}
+}
+
+func (s *smtpServer) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.msgs)
+}
+
+type session struct {
+	srv  *smtpServer
+	from string
+	to   []string
+}
+
+func (s *session) Reset()        { s.from, s.to = "", nil }
+func (s *session) Logout() error { return nil }
+func (s *session) Mail(from string, _ *smtp.MailOptions) error {
+	s.from = from
+	return nil
+}
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.to = append(s.to, to)
+	return nil
+}
+func (s *session) Data(r io.Reader) error {
+	m, err := mail.ReadMessage(r)
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(m.Body)
+	dec := new(mime.WordDecoder)
+	subject, err := dec.DecodeHeader(m.Header.Get("Subject"))
+	if err != nil {
+		subject = m.Header.Get("Subject")
+	}
+	s.srv.mu.Lock()
+	s.srv.msgs = append(s.srv.msgs, message{From: s.from, To: s.to, Subject: subject, Body: decodeBody(m.Header, body), Header: m.Header})
+	s.srv.mu.Unlock()
+	s.srv.got <- struct{}{}
+	return nil
+}
+
+// decodeBody undoes quoted-printable, which go-mail uses for text bodies.
+func decodeBody(h mail.Header, body []byte) string {
+	if strings.EqualFold(h.Get("Content-Transfer-Encoding"), "quoted-printable") {
+		b, err := io.ReadAll(quotedprintable.NewReader(strings.NewReader(string(body))))
+		if err == nil {
+			return string(b)
+		}
+	}
+	return string(body)
+}
+
+// refusingSMTP answers every connection with 554 and hangs up.
+func refusingSMTP(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("554 5.7.1 no service for you\r\n"))
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// silentSMTP accepts connections and never says a word.
+func silentSMTP(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	return ln.Addr().String()
+}
