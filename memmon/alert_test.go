@@ -77,12 +77,12 @@ func TestAlertRateLimitAndDigest(t *testing.T) {
 		a.Enqueue(testAlert("web:web_01", time.Minute))
 	}
 	a.Enqueue(testAlert("web:web_02", time.Minute)) // another process has its own window
-	msgs := srv.wait(t, 2, 5*time.Second)
+	first := srv.wait(t, 2, 5*time.Second)
 	time.Sleep(300 * time.Millisecond)
-	if n := srv.count(); n != 2 {
+	if n := srv.count(); n != 2 || first[0].Subject == first[1].Subject {
 		t.Fatalf("within the window: want 2 mails (one per process), have %d", n)
 	}
-	msgs = srv.wait(t, 3, 5*time.Second)
+	msgs := srv.wait(t, 3, 5*time.Second)
 	d := msgs[2]
 	if time.Since(start) < time.Second {
 		t.Errorf("digest came %s after the first mail, before rate_limit", time.Since(start))

@@ -11,7 +11,7 @@ import (
 // → 201 (5000 pages) → 202 (3000 pages, a name with ") S 1 1" in it);
 // 100 → 300 (10 pages).
 func TestTableFromFixture(t *testing.T) {
-	r := newReader("testdata/proc")
+	r := newReader("testdata/proc", true)
 	tab, err := r.readAll()
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +42,10 @@ func TestTableFromFixture(t *testing.T) {
 	some := r.readSome([]int{201, 999})
 	if rss, ok := some.RSS(201, false); !ok || rss != 5000*page {
 		t.Errorf("readSome: %d %v", rss, ok)
+	}
+	own := newReader("testdata/proc", false).readSome([]int{200, 201})
+	if rss, ok := own.RSS(201, false); !ok || rss != 5000*page {
+		t.Errorf("statm: %d %v", rss, ok)
 	}
 }
 

@@ -21,15 +21,45 @@ type Table struct {
 	children map[int][]int
 }
 
-// reader reads process tables under a /proc root with one reused buffer.
+// reader reads process tables under a /proc root. It keeps each process's
+// stat file open between ticks and re-reads it with one pread: a third of
+// the cost of open, read and close. An open /proc/PID file stays bound to
+// its process: once that process is gone, the read fails (ESRCH) even if
+// the pid has been reused, so a sample never mixes two processes.
 type reader struct {
 	root     string
+	file     string // "stat" (ppid, start time, rss) or "statm" (rss only, cheaper)
 	pageSize int64
 	buf      []byte
+	fds      map[int]int // pid → open stat file
+	seen     map[int]bool
 }
 
-func newReader(root string) *reader {
-	return &reader{root: root, pageSize: int64(os.Getpagesize()), buf: make([]byte, 1024)}
+// newReader reads stat files when the tree matters (cumulative), else the
+// cheaper statm.
+func newReader(root string, tree bool) *reader {
+	file := "statm"
+	if tree {
+		file = "stat"
+	}
+	return &reader{root: root, file: file, pageSize: int64(os.Getpagesize()), buf: make([]byte, 1024), fds: map[int]int{}, seen: map[int]bool{}}
+}
+
+// prune closes the files of processes not read since the last prune.
+func (r *reader) prune() {
+	for pid, fd := range r.fds {
+		if !r.seen[pid] {
+			syscall.Close(fd)
+			delete(r.fds, pid)
+		}
+	}
+	clear(r.seen)
+}
+
+// close closes every cached file.
+func (r *reader) close() {
+	clear(r.seen)
+	r.prune()
 }
 
 // readAll reads /proc/*/stat once: every process, with the parent → children
@@ -55,6 +85,7 @@ func (r *reader) readAll() (*Table, error) {
 			t.children[e.ppid] = append(t.children[e.ppid], pid)
 		}
 	}
+	r.prune()
 	return t, nil
 }
 
@@ -67,21 +98,72 @@ func (r *reader) readSome(pids []int) *Table {
 			t.procs[pid] = e
 		}
 	}
+	r.prune()
 	return t
 }
 
 func (r *reader) read(pid int) (entry, bool) {
-	path := filepath.Join(r.root, strconv.Itoa(pid), "stat")
-	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err != nil {
+	fd, ok := r.fds[pid]
+	if !ok {
+		var err error
+		fd, err = syscall.Open(filepath.Join(r.root, strconv.Itoa(pid), r.file), syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return entry{}, false
+		}
+		r.fds[pid] = fd
+	}
+	n, err := syscall.Pread(fd, r.buf, 0)
+	if err != nil || n <= 0 {
+		syscall.Close(fd)
+		delete(r.fds, pid)
 		return entry{}, false
 	}
-	n, err := syscall.Read(fd, r.buf)
-	syscall.Close(fd)
-	if err != nil || n <= 0 {
-		return entry{}, false
+	r.seen[pid] = true
+	if r.file == "statm" {
+		return parseStatm(r.buf[:n], r.pageSize)
 	}
 	return parseStat(r.buf[:n], r.pageSize)
+}
+
+// parseStatm reads the resident pages (field 2) of /proc/PID/statm.
+func parseStatm(b []byte, pageSize int64) (entry, bool) {
+	f := field(b, 2)
+	if f == nil {
+		return entry{}, false
+	}
+	return entry{rss: atoi(f) * pageSize}, true
+}
+
+// field returns the n-th space-separated field of b (1-based), without allocating.
+func field(b []byte, n int) []byte {
+	for i := 1; ; i++ {
+		for len(b) > 0 && b[0] == ' ' {
+			b = b[1:]
+		}
+		if len(b) == 0 {
+			return nil
+		}
+		end := bytes.IndexByte(b, ' ')
+		if end < 0 {
+			end = len(b)
+		}
+		if i == n {
+			return bytes.TrimSpace(b[:end])
+		}
+		b = b[end:]
+	}
+}
+
+// atoi parses the decimal digits of b (no sign, no allocation).
+func atoi(b []byte) int64 {
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
 }
 
 // parseStat reads ppid (field 4), start time (22) and rss in pages (24)
@@ -92,22 +174,13 @@ func parseStat(b []byte, pageSize int64) (entry, bool) {
 	if i < 0 {
 		return entry{}, false
 	}
-	var e entry
-	field := 2
-	for _, f := range bytes.Fields(b[i+1:]) {
-		field++
-		switch field {
-		case 4:
-			e.ppid, _ = strconv.Atoi(string(f))
-		case 22:
-			e.start, _ = strconv.ParseUint(string(f), 10, 64)
-		case 24:
-			pages, _ := strconv.ParseInt(string(f), 10, 64)
-			e.rss = pages * pageSize
-			return e, true
-		}
+	// After ')' field 3 is the first; ppid is field 4, start 22, rss 24.
+	rest := b[i+1:]
+	ppid, start, rss := field(rest, 2), field(rest, 20), field(rest, 22)
+	if rss == nil {
+		return entry{}, false
 	}
-	return entry{}, false
+	return entry{ppid: int(atoi(ppid)), start: uint64(atoi(start)), rss: atoi(rss) * pageSize}, true
 }
 
 // RSS is pid's resident set, with all its descendants when cumulative.

@@ -75,7 +75,7 @@ func New(cfg Settings, host Host, alerts *Alerter, procRoot string, log *slog.Lo
 		name, _ = os.Hostname()
 	}
 	return &Watchdog{
-		cfg: cfg, host: host, alerts: alerts, reader: newReader(procRoot), log: log.With("component", "memmon"), name: name,
+		cfg: cfg, host: host, alerts: alerts, reader: newReader(procRoot, cfg.Cumulative), log: log.With("component", "memmon"), name: name,
 		samples: map[string]Sample{}, over: map[string]overrun{}, restarting: map[string]bool{},
 		busy: map[string]int{}, history: map[string][]time.Time{},
 	}
@@ -87,6 +87,7 @@ func (w *Watchdog) Run(ctx context.Context) {
 	defer t.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer w.reader.close()
 	for {
 		select {
 		case <-ctx.Done():

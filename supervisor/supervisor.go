@@ -130,6 +130,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.nginx.submit(nginxData(s.cfg, nil))
 	}
 
+	stopMemmon := s.startMemmon()
 	srv := &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -152,7 +153,6 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		wg.Wait()
 	}
 
-	stopMemmon := s.startMemmon()
 	select {
 	case <-ctx.Done():
 	case <-s.shutdownReq:

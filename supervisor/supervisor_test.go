@@ -80,6 +80,25 @@ func helperMain(args []string) int {
 		}))
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	case "hog": // hog MB: hold MB of touched memory until killed
+		mb, _ := strconv.Atoi(args[1])
+		hold(mb)
+		select {}
+	case "spike": // spike MB D: after 300ms hold MB for D, free it, sleep
+		mb, _ := strconv.Atoi(args[1])
+		d, _ := time.ParseDuration(args[2])
+		time.Sleep(300 * time.Millisecond)
+		mem := hold(mb)
+		time.Sleep(d)
+		_ = unix.Munmap(mem)
+		select {}
+	case "fork-hog": // fork-hog MB PIDFILE: a grandchild in our group holds MB
+		cmd := exec.Command(os.Args[0], "hog", args[1])
+		if err := cmd.Start(); err != nil {
+			return 1
+		}
+		_ = os.WriteFile(args[2], []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+		select {}
 	case "connect": // connect SOCKET: try the API, print the outcome
 		_, err := NewClient(args[1]).Info(context.Background())
 		fmt.Println("result:", err)
@@ -112,6 +131,13 @@ const helperEnv = `environment = { GO_WANT_HELPER_PROCESS = "1" }`
 // client once the socket answers. Cleanup shuts it down and waits.
 func startDaemon(t *testing.T, file string) (*Client, *Config) {
 	t.Helper()
+	_, cl, cfg := startSupervisor(t, file)
+	return cl, cfg
+}
+
+// startSupervisor is startDaemon that also returns the running Supervisor.
+func startSupervisor(t *testing.T, file string) (*Supervisor, *Client, *Config) {
+	t.Helper()
 	cfg, err := Load(file)
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +148,8 @@ func startDaemon(t *testing.T, file string) (*Client, *Config) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- New(cfg, Options{Reaper: testReaper, Logger: log}).Run(ctx) }()
+	sup := New(cfg, Options{Reaper: testReaper, Logger: log})
+	go func() { done <- sup.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -138,7 +165,7 @@ func startDaemon(t *testing.T, file string) (*Client, *Config) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, err := cl.Info(context.Background()); err == nil {
-			return cl, cfg
+			return sup, cl, cfg
 		}
 		select {
 		case err := <-done:
@@ -505,4 +532,15 @@ startsecs = 0
 			t.Errorf("child inherited fd %d: %v", fd, names)
 		}
 	}
+}
+
+// hold maps mb MiB of anonymous memory populated by the kernel (no page
+// touched from Go, which is slow under -race), so it counts in RSS at once
+// and leaves RSS at once with munmap.
+func hold(mb int) []byte {
+	mem, err := unix.Mmap(-1, 0, mb<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	if err != nil {
+		panic(err)
+	}
+	return mem
 }

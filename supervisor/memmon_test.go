@@ -1,0 +1,200 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// memmonConfig writes a daemon config whose programs run helper modes,
+// with a fast watchdog (interval 200ms, samples 3) and the given limits.
+func memmonConfig(t *testing.T, programs, limits string) string {
+	t.Helper()
+	return writeConfig(t, programs+`
+[memmon]
+interval = "200ms"
+samples = 3
+`+limits)
+}
+
+func program(name, mode string, numprocs int, extra string) string {
+	return fmt.Sprintf(`
+[program.%s]
+command = "@HELPER@ %s"
+numprocs = %d
+process_name = "%s_%%(process_num)d"
+startsecs = 0
+stopwaitsecs = 1
+stopasgroup = true
+%s
+%s
+`, name, mode, numprocs, name, helperEnv, extra)
+}
+
+// waitNewPid waits until name runs again with a pid other than old.
+func waitNewPid(t *testing.T, cl *Client, name string, old int, within time.Duration) ProcStatus {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st, err := cl.Status(context.Background(), name)
+		if err == nil && st[0].State == "RUNNING" && st[0].Pid != old && st[0].Pid != 0 {
+			return st[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not restarted within %s: %+v %v", name, within, st, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A child over its limit is restarted within interval × samples +
+// stopwaitsecs and runs again with a new pid; a child under its limit is
+// never touched; status shows the RSS and why memmon restarted it.
+func TestMemmonRestartsOverLimit(t *testing.T) {
+	file := memmonConfig(t, program("hog", "hog 128", 1, "")+program("small", "sleep", 1, ""), `any = "80MB"`)
+	cl, _ := startDaemon(t, file)
+	before := waitAll(t, cl, "RUNNING")
+	pids := map[string]int{}
+	for _, p := range before {
+		pids[p.Name] = p.Pid
+	}
+	// interval × samples + stopwaitsecs, plus a second for the hog to fill up and start
+	after := waitNewPid(t, cl, "hog:hog_0", pids["hog:hog_0"], 3*200*time.Millisecond+time.Second+time.Second)
+	if !strings.Contains(after.MemmonReason, "over 80.0MB (any) for 3 samples") || after.MemmonRestartAt.IsZero() {
+		t.Errorf("status does not say why: %+v", after)
+	}
+	time.Sleep(600 * time.Millisecond)
+	st, _ := cl.Status(context.Background(), "small")
+	if st[0].Pid != pids["small:small_0"] || st[0].Restarts != 0 {
+		t.Errorf("the small process was touched: %+v", st[0])
+	}
+	if st[0].RSSBytes <= 0 || st[0].RSSBytes > 80<<20 {
+		t.Errorf("small's RSS in status: %d", st[0].RSSBytes)
+	}
+	info, _ := cl.Info(context.Background())
+	if info.MemmonRestarts < 1 {
+		t.Errorf("memmon restarts not counted: %+v", info)
+	}
+}
+
+// A spike shorter than samples × interval is left alone.
+func TestMemmonIgnoresSpike(t *testing.T) {
+	file := memmonConfig(t, program("spiky", "spike 128 250ms", 1, ""), `any = "80MB"`)
+	cl, _ := startDaemon(t, file)
+	before := waitAll(t, cl, "RUNNING")
+	time.Sleep(2 * time.Second)
+	st, _ := cl.Status(context.Background())
+	if st[0].Pid != before[0].Pid || st[0].Restarts != 0 || st[0].MemmonReason != "" {
+		t.Errorf("a one-sample spike caused a restart: %+v", st[0])
+	}
+}
+
+// With cumulative, a child whose own RSS is small but whose grandchild is
+// large is restarted, and the grandchild goes with it.
+func TestMemmonCumulativeTree(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "gc.pid")
+	file := memmonConfig(t, program("tree", "fork-hog 128 "+pidfile, 1, ""), `any = "100MB"
+cumulative = true`)
+	cl, _ := startDaemon(t, file)
+	before := waitAll(t, cl, "RUNNING")
+	var gc int
+	for deadline := time.Now().Add(5 * time.Second); gc == 0 && time.Now().Before(deadline); {
+		b, _ := os.ReadFile(pidfile)
+		gc, _ = strconv.Atoi(string(b))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if gc == 0 {
+		t.Fatal("no grandchild")
+	}
+	after := waitNewPid(t, cl, "tree:tree_0", before[0].Pid, 5*time.Second)
+	if !strings.Contains(after.MemmonReason, "(any)") {
+		t.Errorf("reason: %q", after.MemmonReason)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for alive(gc) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if alive(gc) {
+		t.Errorf("grandchild %d survived the restart", gc)
+	}
+}
+
+// process > group > any: g_0 has its own low limit and is restarted; g_1
+// falls under the group's high limit and is not, though both are over any.
+func TestMemmonPrecedence(t *testing.T) {
+	file := memmonConfig(t, program("g", "hog 128", 2, ""), `any = "64MB"
+group = { g = "1GB" }
+program = { g_0 = "64MB" }`)
+	cl, _ := startDaemon(t, file)
+	before := waitAll(t, cl, "RUNNING")
+	waitNewPid(t, cl, "g:g_0", before[0].Pid, 4*time.Second)
+	st, _ := cl.Status(context.Background(), "g:g_1")
+	if st[0].Pid != before[1].Pid || st[0].Restarts != 0 {
+		t.Errorf("g_1 restarted under its group's 1GB limit: %+v", st[0])
+	}
+}
+
+// Every process of a program overruns at once: never more than
+// max_restarting (1) of them is out at a time, and all get restarted.
+func TestMemmonMaxRestarting(t *testing.T) {
+	file := memmonConfig(t, program("pool", "hog 128", 3, ""), `any = "64MB"
+max_restarting = 1`)
+	cl, _ := startDaemon(t, file)
+	waitAll(t, cl, "RUNNING")
+	deadline := time.Now().Add(8 * time.Second)
+	maxOut := 0
+	for time.Now().Before(deadline) {
+		st, err := cl.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, restarted := 0, 0
+		for _, p := range st {
+			if p.State != "RUNNING" {
+				out++
+			}
+			if p.Restarts > 0 {
+				restarted++
+			}
+		}
+		maxOut = max(maxOut, out)
+		if restarted == 3 {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	st, _ := cl.Status(context.Background())
+	for _, p := range st {
+		if p.Restarts == 0 {
+			t.Errorf("%s never restarted", p.Name)
+		}
+	}
+	if maxOut > 1 {
+		t.Errorf("%d processes were out at once; max_restarting = 1", maxOut)
+	}
+}
+
+// The watchdog's restart names a pid: once that pid is gone the process's
+// successor is not touched.
+func TestMemmonRestartChecksPid(t *testing.T) {
+	s, cl, _ := startSupervisor(t, writeConfig(t, program("p", "sleep", 1, "")))
+	st := waitAll(t, cl, "RUNNING")
+	err := memmonHost{s}.Restart(context.Background(), "p:p_0", st[0].Pid+1, "test")
+	if err == nil || !strings.Contains(err.Error(), "no longer runs as pid") {
+		t.Errorf("restart with a stale pid: %v", err)
+	}
+	if now, _ := cl.Status(context.Background()); now[0].Pid != st[0].Pid || now[0].Restarts != 0 {
+		t.Errorf("the process was restarted anyway: %+v", now[0])
+	}
+	if err := (memmonHost{s}).Restart(context.Background(), "p:p_0", st[0].Pid, "test"); err != nil {
+		t.Errorf("restart with the current pid: %v", err)
+	}
+	if now, _ := cl.Status(context.Background()); now[0].Pid == st[0].Pid || now[0].State != "RUNNING" {
+		t.Errorf("not restarted with the current pid: %+v", now[0])
+	}
+}
