@@ -179,6 +179,22 @@ func digest(name string, alerts []Alert) (string, string) {
 	return subject, b.String()
 }
 
+// dialClosingOnCancel dials connections that are closed when send ends
+// (its deadline, or the daemon's shutdown), so that a server that stops
+// answering mid-conversation cannot hold a send past it. The dial's own
+// context is go-mail's connect timeout, which ends once connected.
+func dialClosingOnCancel(send context.Context) mail.DialContextFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		context.AfterFunc(send, func() { c.Close() })
+		return c, nil
+	}
+}
+
 // send mails one message with a deadline; failures are logged and counted.
 func (a *Alerter) send(ctx context.Context, subject, body string) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.Timeout))
@@ -232,7 +248,10 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 			policy = mail.TLSMandatory
 		}
 	}
-	opts := []mail.Option{mail.WithPort(port), mail.WithTimeout(time.Duration(a.cfg.Timeout)), mail.WithTLSPolicy(policy)}
+	opts := []mail.Option{
+		mail.WithPort(port), mail.WithTimeout(time.Duration(a.cfg.Timeout)), mail.WithTLSPolicy(policy),
+		mail.WithDialContextFunc(dialClosingOnCancel(ctx)),
+	}
 	if a.cfg.Username != "" {
 		opts = append(opts, mail.WithSMTPAuth(mail.SMTPAuthPlain), mail.WithUsername(a.cfg.Username), mail.WithPassword(a.cfg.Password))
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosup/gosup/memmon/smtptest"
 	"github.com/gosup/gosup/procgroup"
 )
 
@@ -42,10 +43,10 @@ func smtpConfig(addr string) Email {
 }
 
 func TestAlertMailOverSMTP(t *testing.T) {
-	srv := startSMTP(t)
+	srv := smtptest.Start(t)
 	a := runAlerter(t, smtpConfig(srv.Addr), 0, nil)
 	a.Enqueue(testAlert("web:web_01", 90*time.Minute))
-	m := srv.wait(t, 1, 5*time.Second)[0]
+	m := srv.Wait(t, 1, 5*time.Second)[0]
 	if m.From != "gosup@web-3.example.com" || strings.Join(m.To, ",") != "ops@example.com,oncall@example.com" {
 		t.Errorf("envelope: from %q to %q", m.From, m.To)
 	}
@@ -68,7 +69,7 @@ func TestAlertMailOverSMTP(t *testing.T) {
 // Within rate_limit a process gets one mail; the rest arrive as one digest
 // when the window ends.
 func TestAlertRateLimitAndDigest(t *testing.T) {
-	srv := startSMTP(t)
+	srv := smtptest.Start(t)
 	cfg := smtpConfig(srv.Addr)
 	cfg.RateLimit = procgroup.Duration(time.Second)
 	a := runAlerter(t, cfg, 0, nil)
@@ -77,12 +78,12 @@ func TestAlertRateLimitAndDigest(t *testing.T) {
 		a.Enqueue(testAlert("web:web_01", time.Minute))
 	}
 	a.Enqueue(testAlert("web:web_02", time.Minute)) // another process has its own window
-	first := srv.wait(t, 2, 5*time.Second)
+	first := srv.Wait(t, 2, 5*time.Second)
 	time.Sleep(300 * time.Millisecond)
-	if n := srv.count(); n != 2 || first[0].Subject == first[1].Subject {
+	if n := srv.Count(); n != 2 || first[0].Subject == first[1].Subject {
 		t.Fatalf("within the window: want 2 mails (one per process), have %d", n)
 	}
-	msgs := srv.wait(t, 3, 5*time.Second)
+	msgs := srv.Wait(t, 3, 5*time.Second)
 	d := msgs[2]
 	if time.Since(start) < time.Second {
 		t.Errorf("digest came %s after the first mail, before rate_limit", time.Since(start))
@@ -94,20 +95,20 @@ func TestAlertRateLimitAndDigest(t *testing.T) {
 		t.Errorf("digest body:\n%s", d.Body)
 	}
 	time.Sleep(1200 * time.Millisecond)
-	if n := srv.count(); n != 3 {
+	if n := srv.Count(); n != 3 {
 		t.Errorf("want exactly 3 mails, have %d", n)
 	}
 }
 
 func TestAlertMaxUptimeFilters(t *testing.T) {
-	srv := startSMTP(t)
+	srv := smtptest.Start(t)
 	a := runAlerter(t, smtpConfig(srv.Addr), 10*time.Minute, nil)
 	a.Enqueue(testAlert("web:old", time.Hour))
 	a.Enqueue(testAlert("web:young", time.Minute))
-	m := srv.wait(t, 1, 5*time.Second)
+	m := srv.Wait(t, 1, 5*time.Second)
 	time.Sleep(200 * time.Millisecond)
-	if srv.count() != 1 || !strings.Contains(m[0].Subject, "web:young") {
-		t.Errorf("want only web:young mailed, have %d mails: %q", srv.count(), m[0].Subject)
+	if srv.Count() != 1 || !strings.Contains(m[0].Subject, "web:young") {
+		t.Errorf("want only web:young mailed, have %d mails: %q", srv.Count(), m[0].Subject)
 	}
 	if a.Filtered.Load() != 1 {
 		t.Errorf("filtered: %d", a.Filtered.Load())
@@ -117,7 +118,7 @@ func TestAlertMaxUptimeFilters(t *testing.T) {
 // A server that refuses, or one that never answers, costs at most the
 // timeout per mail, is counted, and does not stop later mail.
 func TestAlertFailingServers(t *testing.T) {
-	for name, addr := range map[string]string{"refusing": refusingSMTP(t), "silent": silentSMTP(t)} {
+	for name, addr := range map[string]string{"refusing": smtptest.Refusing(t), "silent": smtptest.Silent(t)} {
 		t.Run(name, func(t *testing.T) {
 			cfg := smtpConfig(addr)
 			cfg.Timeout = procgroup.Duration(500 * time.Millisecond)
@@ -141,7 +142,7 @@ func TestAlertFailingServers(t *testing.T) {
 
 // Enqueue never blocks: a full queue drops and counts.
 func TestAlertQueueIsBounded(t *testing.T) {
-	cfg := smtpConfig(silentSMTP(t))
+	cfg := smtpConfig(smtptest.Silent(t))
 	cfg.Timeout = procgroup.Duration(5 * time.Second)
 	a := NewAlerter(cfg, 0, nil, slog.New(slog.NewTextHandler(io.Discard, nil))) // not running: nothing drains
 	start := time.Now()
@@ -192,10 +193,10 @@ func TestAlertSendmail(t *testing.T) {
 
 // A name with a line break cannot add a header.
 func TestAlertHeaderInjection(t *testing.T) {
-	srv := startSMTP(t)
+	srv := smtptest.Start(t)
 	a := runAlerter(t, smtpConfig(srv.Addr), 0, nil)
 	a.Enqueue(testAlert("web:evil\r\nBcc: victim@example.com", time.Minute))
-	m := srv.wait(t, 1, 5*time.Second)[0]
+	m := srv.Wait(t, 1, 5*time.Second)[0]
 	if m.Header.Get("Bcc") != "" || len(m.To) != 2 {
 		t.Errorf("header injected: Bcc %q, rcpt %v", m.Header.Get("Bcc"), m.To)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gosup/gosup/memmon/smtptest"
 )
 
 // memmonConfig writes a daemon config whose programs run helper modes,
@@ -196,5 +198,68 @@ func TestMemmonRestartChecksPid(t *testing.T) {
 	}
 	if now, _ := cl.Status(context.Background()); now[0].Pid == st[0].Pid || now[0].State != "RUNNING" {
 		t.Errorf("not restarted with the current pid: %+v", now[0])
+	}
+}
+
+// A child that overruns again and again is restarted every time; the first
+// restart is mailed at once, the next ones as one digest after rate_limit.
+func TestMemmonMailsAndDigests(t *testing.T) {
+	srv := smtptest.Start(t)
+	file := memmonConfig(t, program("hog", "hog 128", 1, "port_start = "+strconv.Itoa(freePort(t))), fmt.Sprintf(`any = "80MB"
+name = "web-3.test"
+
+[email]
+to = ["ops@example.com"]
+from = "gosup@web-3.test"
+smtp = %q
+rate_limit = "2s"
+`, srv.Addr))
+	cl, _ := startDaemon(t, file)
+	first := srv.Wait(t, 1, 10*time.Second)[0]
+	if !strings.HasPrefix(first.Subject, "memmon: hog:hog_0 restarted on web-3.test (RSS ") || first.From != "gosup@web-3.test" {
+		t.Errorf("first mail: from %q subject %q", first.From, first.Subject)
+	}
+	for _, want := range []string{"process:   hog:hog_0", "port:      ", "limit:     80.0MB, rule: any", "restarts:  1 by memmon in the last hour", "hog pid ", "holding 128 MB"} {
+		if !strings.Contains(first.Body, want) {
+			t.Errorf("first mail lacks %q:\n%s", want, first.Body)
+		}
+	}
+	digest := srv.Wait(t, 2, 10*time.Second)[1]
+	if !strings.Contains(digest.Subject, "(digest)") || !strings.Contains(digest.Subject, "hog:hog_0 restarted") {
+		t.Errorf("second mail is not a digest: %q", digest.Subject)
+	}
+	var info Info
+	for deadline := time.Now().Add(5 * time.Second); info.AlertsSent < 2 && time.Now().Before(deadline); {
+		info, _ = cl.Info(context.Background()) // the server has the mail before the client has its reply
+		time.Sleep(10 * time.Millisecond)
+	}
+	st, _ := cl.Status(context.Background())
+	if st[0].Restarts < 2 || info.AlertsSent < 2 || info.MemmonRestarts < 2 {
+		t.Errorf("restarts %d, memmon restarts %d, alerts sent %d", st[0].Restarts, info.MemmonRestarts, info.AlertsSent)
+	}
+}
+
+// An SMTP server that accepts and never answers delays no restart.
+func TestMemmonRestartsOnTimeWhenMailHangs(t *testing.T) {
+	file := memmonConfig(t, program("hog", "hog 128", 1, ""), fmt.Sprintf(`any = "80MB"
+
+[email]
+to = ["ops@example.com"]
+smtp = %q
+timeout = "30s"
+rate_limit = "0s"
+`, smtptest.Silent(t)))
+	cl, _ := startDaemon(t, file)
+	st := waitAll(t, cl, "RUNNING")
+	pid := st[0].Pid
+	// interval × samples + stopwaitsecs + 1 s, for each of three restarts
+	for i := range 3 {
+		next := waitNewPid(t, cl, "hog:hog_0", pid, 3*200*time.Millisecond+2*time.Second)
+		t.Logf("restart %d: pid %d → %d", i+1, pid, next.Pid)
+		pid = next.Pid
+	}
+	info, _ := cl.Info(context.Background())
+	if info.AlertsSent != 0 || info.MemmonRestarts < 3 {
+		t.Errorf("info: %+v", info)
 	}
 }

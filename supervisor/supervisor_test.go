@@ -82,6 +82,7 @@ func helperMain(args []string) int {
 		return 1
 	case "hog": // hog MB: hold MB of touched memory until killed
 		mb, _ := strconv.Atoi(args[1])
+		fmt.Fprintf(os.Stderr, "hog pid %d: holding %d MB\n", os.Getpid(), mb)
 		hold(mb)
 		select {}
 	case "spike": // spike MB D: after 300ms hold MB for D, free it, sleep

@@ -1,4 +1,7 @@
-package memmon
+// Package smtptest runs real SMTP servers for tests: one that keeps what it
+// receives (emersion/go-smtp), one that refuses every connection, and one
+// that accepts connections and never answers.
+package smtptest
 
 import (
 	"io"
@@ -14,8 +17,8 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// message is one mail the test SMTP server accepted.
-type message struct {
+// Message is one mail the server accepted.
+type Message struct {
 	From    string
 	To      []string
 	Subject string
@@ -23,22 +26,23 @@ type message struct {
 	Header  mail.Header
 }
 
-// smtpServer is a real SMTP server (emersion/go-smtp) on 127.0.0.1 that
+// Server is a real SMTP server (emersion/go-smtp) on 127.0.0.1 that
 // keeps what it receives.
-type smtpServer struct {
+type Server struct {
 	Addr string
 	mu   sync.Mutex
-	msgs []message
+	msgs []Message
 	got  chan struct{}
 }
 
-func startSMTP(t *testing.T) *smtpServer {
+// Start runs a Server until the test ends.
+func Start(t testing.TB) *Server {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &smtpServer{Addr: ln.Addr().String(), got: make(chan struct{}, 100)}
+	s := &Server{Addr: ln.Addr().String(), got: make(chan struct{}, 100)}
 	srv := smtp.NewServer(s)
 	srv.Domain = "localhost"
 	srv.AllowInsecureAuth = true
@@ -48,16 +52,16 @@ func startSMTP(t *testing.T) *smtpServer {
 	return s
 }
 
-func (s *smtpServer) NewSession(*smtp.Conn) (smtp.Session, error) { return &session{srv: s}, nil }
+func (s *Server) NewSession(*smtp.Conn) (smtp.Session, error) { return &session{srv: s}, nil }
 
-// wait returns the first n messages, failing after timeout.
-func (s *smtpServer) wait(t *testing.T, n int, timeout time.Duration) []message {
+// Wait returns the first n messages, failing after timeout.
+func (s *Server) Wait(t testing.TB, n int, timeout time.Duration) []Message {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		s.mu.Lock()
 		if len(s.msgs) >= n {
-			out := append([]message(nil), s.msgs...)
+			out := append([]Message(nil), s.msgs...)
 			s.mu.Unlock()
 			return out
 		}
@@ -65,19 +69,19 @@ func (s *smtpServer) wait(t *testing.T, n int, timeout time.Duration) []message 
 		select {
 		case <-s.got:
 		case <-deadline:
-			t.Fatalf("want %d mails within %s, have %d", n, timeout, s.count())
+			t.Fatalf("want %d mails within %s, have %d", n, timeout, s.Count())
 		}
 	}
 }
 
-func (s *smtpServer) count() int {
+func (s *Server) Count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.msgs)
 }
 
 type session struct {
-	srv  *smtpServer
+	srv  *Server
 	from string
 	to   []string
 }
@@ -104,7 +108,7 @@ func (s *session) Data(r io.Reader) error {
 		subject = m.Header.Get("Subject")
 	}
 	s.srv.mu.Lock()
-	s.srv.msgs = append(s.srv.msgs, message{From: s.from, To: s.to, Subject: subject, Body: decodeBody(m.Header, body), Header: m.Header})
+	s.srv.msgs = append(s.srv.msgs, Message{From: s.from, To: s.to, Subject: subject, Body: decodeBody(m.Header, body), Header: m.Header})
 	s.srv.mu.Unlock()
 	s.srv.got <- struct{}{}
 	return nil
@@ -121,8 +125,8 @@ func decodeBody(h mail.Header, body []byte) string {
 	return string(body)
 }
 
-// refusingSMTP answers every connection with 554 and hangs up.
-func refusingSMTP(t *testing.T) string {
+// Refusing starts a server that answers every connection with 554 and hangs up.
+func Refusing(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -142,8 +146,8 @@ func refusingSMTP(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// silentSMTP accepts connections and never says a word.
-func silentSMTP(t *testing.T) string {
+// Silent starts a server that accepts connections and never says a word.
+func Silent(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
