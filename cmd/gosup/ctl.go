@@ -34,6 +34,7 @@ func newCtlCmd(g *globalFlags) *cobra.Command {
 		newTailCmd(g),
 		newShutdownCmd(g),
 		newNginxCmd(g),
+		newInfoCmd(g),
 	)
 	return ctl
 }
@@ -259,5 +260,35 @@ func newShutdownCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	c.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the daemon to exit")
+	return c
+}
+
+func newInfoCmd(g *globalFlags) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "info",
+		Short: "Show the daemon: pid, config, socket, uptime, memmon and alert counters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			info, err := cl.Info(cmd.Context())
+			if err != nil {
+				return clientErr(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, info)
+			}
+			fmt.Fprintf(out, "pid:             %d\nversion:         %s\nconfig:          %s\nsocket:          %s\nuptime:          %s\n",
+				info.Pid, info.Version, info.Config, info.Socket, supervisor.FormatUptime(time.Duration(info.UptimeS*float64(time.Second))))
+			fmt.Fprintf(out, "memmon restarts: %d\nalerts sent:     %d\nalert failures:  %d\nalerts dropped:  %d\n",
+				info.MemmonRestarts, info.AlertsSent, info.AlertFailures, info.AlertsDropped)
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }
