@@ -253,13 +253,43 @@ rate_limit = "0s"
 	st := waitAll(t, cl, "RUNNING")
 	pid := st[0].Pid
 	// interval × samples + stopwaitsecs + 1 s, for each of three restarts
+	last := time.Now()
 	for i := range 3 {
 		next := waitNewPid(t, cl, "hog:hog_0", pid, 3*200*time.Millisecond+2*time.Second)
-		t.Logf("restart %d: pid %d → %d", i+1, pid, next.Pid)
-		pid = next.Pid
+		t.Logf("restart %d: pid %d → %d, %s after the previous pid was RUNNING", i+1, pid, next.Pid, time.Since(last).Round(time.Millisecond))
+		pid, last = next.Pid, time.Now()
 	}
 	info, _ := cl.Info(context.Background())
 	if info.AlertsSent != 0 || info.MemmonRestarts < 3 {
 		t.Errorf("info: %+v", info)
+	}
+}
+
+// The sendmail path in the daemon: the command runs through the reaper
+// with the message on its stdin.
+func TestMemmonSendmail(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "mail.txt")
+	script := filepath.Join(dir, "sendmail")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"args: $*\" > "+out+".tmp\ncat >> "+out+".tmp\nmv "+out+".tmp "+out+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := memmonConfig(t, program("hog", "hog 128", 1, ""), fmt.Sprintf(`any = "80MB"
+
+[email]
+to = ["ops@example.com"]
+sendmail = "%s -t -i"
+`, script))
+	startDaemon(t, file)
+	var b []byte
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if b, _ = os.ReadFile(out); len(b) > 0 {
+			break
+		}
+	}
+	for _, want := range []string{"args: -t -i", "To: <ops@example.com>", "Subject: memmon: hog:hog_0 restarted"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("sendmail's stdin lacks %q:\n%s", want, b)
+		}
 	}
 }
