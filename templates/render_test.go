@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/gosup/gosup/supervisor"
-	"golang.org/x/tools/txtar"
+	"github.com/rogpeppe/go-internal/txtar"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected output of the golden files")
