@@ -104,15 +104,7 @@ func TestMemmonCumulativeTree(t *testing.T) {
 cumulative = true`)
 	cl, _ := startDaemon(t, file)
 	before := waitAll(t, cl, "RUNNING")
-	var gc int
-	for deadline := time.Now().Add(5 * time.Second); gc == 0 && time.Now().Before(deadline); {
-		b, _ := os.ReadFile(pidfile)
-		gc, _ = strconv.Atoi(string(b))
-		time.Sleep(10 * time.Millisecond)
-	}
-	if gc == 0 {
-		t.Fatal("no grandchild")
-	}
+	gc := readPidfile(t, pidfile)
 	after := waitNewPid(t, cl, "tree:tree_0", before[0].Pid, 5*time.Second)
 	if !strings.Contains(after.MemmonReason, "(any)") {
 		t.Errorf("reason: %q", after.MemmonReason)

@@ -477,14 +477,8 @@ autorestart = false
 	go func() {
 		done <- New(cfg, Options{Reaper: testReaper, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}).Run(ctx)
 	}()
-	var gc int
-	deadline := time.Now().Add(10 * time.Second)
-	for gc == 0 && time.Now().Before(deadline) {
-		b, _ := os.ReadFile(pidfile)
-		gc, _ = strconv.Atoi(string(b))
-		time.Sleep(10 * time.Millisecond)
-	}
-	if gc == 0 || !alive(gc) {
+	gc := readPidfile(t, pidfile)
+	if !alive(gc) {
 		t.Fatalf("no daemonized grandchild (pid %d)", gc)
 	}
 	if sid, _ := unix.Getsid(gc); sid != gc {
@@ -494,7 +488,7 @@ autorestart = false
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(2 * time.Second)
 	for alive(gc) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -544,4 +538,17 @@ func hold(mb int) []byte {
 		panic(err)
 	}
 	return mem
+}
+
+// readPidfile waits for a helper to write a pid into path.
+func readPidfile(t *testing.T, path string) int {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(path)
+		if pid, err := strconv.Atoi(string(b)); err == nil && pid > 0 {
+			return pid
+		}
+	}
+	t.Fatalf("no pid in %s", path)
+	return 0
 }
