@@ -85,6 +85,8 @@ type Process struct {
 	// and exit (from the owner goroutine; they must not block).
 	OnSpawn func(p *Process, pid int, at time.Time)
 	OnExit  func(p *Process, pid int)
+	// OnState, when set before Run, is told about every state change.
+	OnState func(p *Process, to State)
 	// DaemonEnv, when set before Run, is added to every child's
 	// environment (the daemon's instance marker).
 	DaemonEnv []string
@@ -252,6 +254,9 @@ func (p *Process) setState(l *loop, to State, f func(*Status)) {
 			f(s)
 		}
 	})
+	if p.OnState != nil {
+		p.OnState(p, to)
+	}
 }
 
 func (p *Process) handle(l *loop, r request) error {

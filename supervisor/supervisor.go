@@ -26,6 +26,10 @@ type Options struct {
 	// only one Reaper; tests that run several daemons in one process share it.
 	Reaper *reaper.Reaper
 	Logger *slog.Logger
+	// NotifySocket is systemd's $NOTIFY_SOCKET ("" outside systemd), and
+	// Watchdog its WatchdogSec ($WATCHDOG_USEC; 0: none).
+	NotifySocket string
+	Watchdog     time.Duration
 }
 
 // Supervisor is a running daemon. Create it with New and call Run once.
@@ -39,6 +43,7 @@ type Supervisor struct {
 	watchdog  *memmon.Watchdog // nil without [memmon]
 	alerter   *memmon.Alerter  // nil without [email]
 	startedAt time.Time
+	opts      Options
 
 	shutdownOnce sync.Once
 	shutdownReq  chan struct{}
@@ -50,7 +55,7 @@ func New(cfg *Config, opts Options) *Supervisor {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Supervisor{cfg: cfg, log: log, rp: opts.Reaper, shutdownReq: make(chan struct{})}
+	return &Supervisor{cfg: cfg, log: log, rp: opts.Reaper, opts: opts, shutdownReq: make(chan struct{})}
 }
 
 // Run claims the socket, starts every autostart program in ascending
@@ -99,6 +104,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	// Processes outlive ctx: they are stopped in order below, then their
 	// owner goroutines end with pctx.
+	notify, err := newNotifier(s.opts.NotifySocket)
+	if err != nil {
+		s.log.Warn("not telling systemd about readiness", "err", err)
+	}
+	defer notify.close()
+	changed := make(chan struct{}, 1)
 	pctx, pcancel := context.WithCancel(context.Background())
 	for _, p := range s.cfg.Programs {
 		g := procgroup.NewGroup(p.Name, p.Spec, p.Procs, s.rp, s.log)
@@ -106,6 +117,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			proc.OnSpawn = func(p *procgroup.Process, pid int, _ time.Time) { inst.recordSpawn(p.Spec().FullName(), pid) }
 			proc.OnExit = func(p *procgroup.Process, _ int) { inst.recordExit(p.Spec().FullName()) }
 			proc.DaemonEnv = []string{"GOSUP_INSTANCE=" + inst.id}
+			proc.OnState = func(*procgroup.Process, procgroup.State) {
+				select {
+				case changed <- struct{}{}:
+				default:
+				}
+			}
 		}
 		g.Run(pctx)
 		s.groups = append(s.groups, g)
@@ -131,6 +148,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 
 	stopMemmon := s.startMemmon()
+	nctx, stopNotify := context.WithCancel(context.Background())
+	notifyDone := make(chan struct{})
+	go func() {
+		defer close(notifyDone)
+		s.runNotify(nctx, notify, changed, s.opts.Watchdog)
+	}()
 	srv := &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -160,6 +183,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.log.Error("control socket failed", "err", err)
 	}
 	stopMemmon() // no memmon restart during shutdown
+	stopNotify()
+	<-notifyDone
+	_ = notify.send("STOPPING=1", "STATUS=stopping "+summary(s.all()))
 	s.log.Info("shutting down", "timeout", st.ShutdownTimeout)
 	sctx, scancel := context.WithTimeout(context.Background(), time.Duration(st.ShutdownTimeout))
 	s.stop(sctx, s.all())

@@ -5,8 +5,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/gosup/gosup/supervisor"
 	"github.com/spf13/cobra"
@@ -35,7 +37,18 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 					log.Warn("SIGHUP received: configuration reload is not available yet; nothing changed")
 				}
 			}()
-			err = supervisor.New(cfg, supervisor.Options{Logger: log}).Run(ctx)
+			opts := supervisor.Options{Logger: log, NotifySocket: os.Getenv("NOTIFY_SOCKET")}
+			// WATCHDOG_USEC applies to us only if WATCHDOG_PID is unset or ours.
+			if pid := os.Getenv("WATCHDOG_PID"); pid == "" || pid == strconv.Itoa(os.Getpid()) {
+				if usec, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64); err == nil && usec > 0 {
+					opts.Watchdog = time.Duration(usec) * time.Microsecond
+				}
+			}
+			// Children must not talk to systemd as us.
+			for _, k := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} {
+				os.Unsetenv(k)
+			}
+			err = supervisor.New(cfg, opts).Run(ctx)
 			if err != nil {
 				return failed(err)
 			}
