@@ -135,6 +135,9 @@ func (s *Supervisor) handleStatus(w http.ResponseWriter, r *http.Request) {
 	out := make([]ProcStatus, 0, len(procs))
 	for _, p := range procs {
 		ps := toProcStatus(p.Status(), now)
+		if ps.State == procgroup.Stopped.String() && s.admin.isStopped(ps.Name) {
+			ps.Description = "stopped with gosup ctl stop (kept across daemon restarts until gosup ctl start)"
+		}
 		if s.watchdog != nil {
 			if m, ok := s.watchdog.Sample(ps.Name); ok {
 				ps.RSSBytes, ps.MemmonRestartAt, ps.MemmonReason = m.RSS, m.LastRestartAt, m.LastReason
@@ -206,8 +209,10 @@ func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/v1/start":
 		results = s.start(ctx, procs)
+		s.remember(false, results)
 	case "/v1/stop":
 		results = s.stop(ctx, procs)
+		s.remember(true, results)
 	case "/v1/restart":
 		// Like supervisorctl: stop them all, then start those that
 		// stopped; both outcomes are reported.
@@ -222,7 +227,9 @@ func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
 				again = append(again, byName[res.Name])
 			}
 		}
-		results = append(results, s.start(ctx, again)...)
+		started := s.start(ctx, again)
+		s.remember(false, started)
+		results = append(results, started...)
 	case "/v1/signal":
 		sig, err := procgroup.ParseSignal(req.Signal)
 		if err != nil {
@@ -257,6 +264,19 @@ func (s *Supervisor) handleNginx(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, s.nginx.Status())
+}
+
+// remember records what an operator stopped or started, for the next daemon.
+func (s *Supervisor) remember(stopped bool, results []Result) {
+	var names []string
+	for _, r := range results {
+		if r.OK {
+			names = append(names, r.Name)
+		}
+	}
+	if err := s.admin.set(stopped, names...); err != nil {
+		s.log.Warn("could not save which processes are stopped", "path", s.admin.path, "err", err)
+	}
 }
 
 func (s *Supervisor) handleShutdown(w http.ResponseWriter, r *http.Request) {

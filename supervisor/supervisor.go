@@ -42,6 +42,7 @@ type Supervisor struct {
 	byName    map[string]*procgroup.Process
 	watchdog  *memmon.Watchdog // nil without [memmon]
 	alerter   *memmon.Alerter  // nil without [email]
+	admin     *adminState
 	startedAt time.Time
 	opts      Options
 
@@ -74,6 +75,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	defer inst.release()
+	s.admin = loadAdminState(st.Socket)
 	// Children get stdin, stdout and stderr, nothing else: whatever the
 	// daemon inherited (a shell's redirections, a caller's pipe) must not
 	// leak into them and be held open for their lifetime.
@@ -169,6 +171,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	for _, level := range s.levels(s.all(), false) {
 		var wg sync.WaitGroup
 		for _, p := range level {
+			if s.admin.isStopped(p.Spec().FullName()) {
+				s.log.Info("not starting: stopped with gosup ctl stop; gosup ctl start starts it", "process", p.Spec().FullName())
+				continue
+			}
 			if p.Spec().Program.AutoStart {
 				wg.Go(func() { _ = p.Start() })
 			}

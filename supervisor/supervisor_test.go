@@ -552,3 +552,61 @@ func readPidfile(t *testing.T, path string) int {
 	t.Fatalf("no pid in %s", path)
 	return 0
 }
+
+// A process stopped with ctl stop stays stopped when the daemon restarts,
+// until ctl start (supervisord forgets: Supervisor#591).
+func TestAdminStopSurvivesDaemonRestart(t *testing.T) {
+	file := writeConfig(t, `
+[program.web]
+command = "@HELPER@ sleep"
+numprocs = 2
+process_name = "web_%(process_num)d"
+startsecs = 0
+`+helperEnv)
+	run := func() (*Client, func()) {
+		cfg, err := Load(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- New(cfg, Options{Reaper: testReaper, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}).Run(ctx)
+		}()
+		cl := NewClient(cfg.Supervisor.Socket)
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if _, err := cl.Info(context.Background()); err == nil {
+				break
+			}
+		}
+		return cl, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx := context.Background()
+	cl, stop := run()
+	waitAll(t, cl, "RUNNING")
+	if _, err := cl.Action(ctx, "stop", ActionRequest{Patterns: []string{"web:web_1"}}); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	cl, stop = run()
+	waitAll(t, cl, "RUNNING", "web:web_0")
+	time.Sleep(200 * time.Millisecond)
+	st, _ := cl.Status(ctx, "web:web_1")
+	if st[0].State != "STOPPED" || !strings.Contains(st[0].Description, "stopped with gosup ctl stop") {
+		t.Fatalf("web_1 after a daemon restart: %+v", st[0])
+	}
+	if res, err := cl.Action(ctx, "start", ActionRequest{Patterns: []string{"web:web_1"}}); err != nil || !res[0].OK {
+		t.Fatalf("start: %+v %v", res, err)
+	}
+	stop()
+
+	cl, stop = run()
+	defer stop()
+	waitAll(t, cl, "RUNNING") // both again
+}

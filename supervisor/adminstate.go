@@ -1,0 +1,75 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"os"
+	"slices"
+	"sync"
+)
+
+// adminState remembers which processes an operator stopped with
+// `gosup ctl stop`, in SOCKET.stopped, so that they stay stopped when the
+// daemon restarts (supervisord forgets: Supervisor#591) until `ctl start`.
+// Unlike the state file it survives a clean shutdown.
+type adminState struct {
+	path    string
+	mu      sync.Mutex
+	stopped map[string]bool
+}
+
+func loadAdminState(socket string) *adminState {
+	a := &adminState{path: socket + ".stopped", stopped: map[string]bool{}}
+	if b, err := os.ReadFile(a.path); err == nil {
+		var names []string
+		if json.Unmarshal(b, &names) == nil {
+			for _, n := range names {
+				a.stopped[n] = true
+			}
+		}
+	}
+	return a
+}
+
+func (a *adminState) isStopped(name string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stopped[name]
+}
+
+// set marks names stopped (or not) and saves the set if it changed.
+func (a *adminState) set(stopped bool, names ...string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	changed := false
+	for _, n := range names {
+		if a.stopped[n] != stopped {
+			changed = true
+			if stopped {
+				a.stopped[n] = true
+			} else {
+				delete(a.stopped, n)
+			}
+		}
+	}
+	if !changed {
+		return nil
+	}
+	names = names[:0:0]
+	for n := range a.stopped {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	if len(names) == 0 {
+		err := os.Remove(a.path)
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return err
+	}
+	b, _ := json.Marshal(names)
+	tmp := a.path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, a.path)
+}
