@@ -135,7 +135,7 @@ func (s *Supervisor) handleStatus(w http.ResponseWriter, r *http.Request) {
 	out := make([]ProcStatus, 0, len(procs))
 	for _, p := range procs {
 		ps := toProcStatus(p.Status(), now)
-		if ps.State == procgroup.Stopped.String() && s.admin.isStopped(ps.Name) {
+		if ps.Description == "not started" && s.admin.isStopped(ps.Name) {
 			ps.Description = "stopped with gosup ctl stop (kept across daemon restarts until gosup ctl start)"
 		}
 		if s.watchdog != nil {
