@@ -206,10 +206,7 @@ func TestNginxEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- New(cfg, Options{Reaper: testReaper, Logger: log}).Run(ctx) }()
-	cl := NewClient(cfg.Supervisor.Socket)
+	_, cl, stop := runDaemon(t, cfg, Options{})
 	st := waitNginx(t, cl, 1)
 	if st.Servers != 4 {
 		t.Errorf("nginx status: want 4 servers, have %+v", st)
@@ -264,8 +261,7 @@ func TestNginxEndToEnd(t *testing.T) {
 	}
 
 	// Scale 4 → 6 by restarting the daemon on the new spec.
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	file = webConfig(t, n, dir, 6, base, "")
@@ -273,14 +269,8 @@ func TestNginxEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx6, cancel6 := context.WithCancel(context.Background())
-	done6 := make(chan error, 1)
-	go func() { done6 <- New(cfg6, Options{Reaper: testReaper, Logger: log}).Run(ctx6) }()
-	defer func() {
-		cancel6()
-		<-done6
-	}()
-	if st := waitNginx(t, NewClient(cfg6.Supervisor.Socket), 1); st.Servers != 6 {
+	_, cl6, _ := runDaemon(t, cfg6, Options{})
+	if st := waitNginx(t, cl6, 1); st.Servers != 6 {
 		t.Errorf("after scaling: %+v", st)
 	}
 	waitListening(t, base, 6)

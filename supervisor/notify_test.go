@@ -2,8 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -48,12 +46,9 @@ startsecs = 1
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	ctx := context.Background()
 	start := time.Now()
-	go func() {
-		done <- New(cfg, Options{Reaper: testReaper, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NotifySocket: sock, Watchdog: 200 * time.Millisecond}).Run(ctx)
-	}()
+	_, cl, stop := runDaemon(t, cfg, Options{NotifySocket: sock, Watchdog: 200 * time.Millisecond})
 	next := func(prefix string) msg {
 		t.Helper()
 		deadline := time.After(10 * time.Second)
@@ -75,7 +70,6 @@ startsecs = 1
 	if d := ready.at.Sub(start); d < time.Second {
 		t.Errorf("READY=1 after %s, before the processes' startsecs", d)
 	}
-	cl := NewClient(cfg.Supervisor.Socket)
 	if _, err := cl.Action(ctx, "stop", ActionRequest{Patterns: []string{"web:web_1"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -89,11 +83,10 @@ startsecs = 1
 	if d := time.Since(first.at); d > 800*time.Millisecond {
 		t.Errorf("5 watchdog pings took %s; want one every 100ms", d)
 	}
-	cancel()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 	if m := next("STOPPING=1"); !strings.HasPrefix(m.text, "STOPPING=1\nSTATUS=stopping") {
 		t.Errorf("stopping message: %q", m.text)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -143,33 +144,63 @@ func startSupervisor(t *testing.T, file string) (*Supervisor, *Client, *Config) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sup, cl, _ := runDaemon(t, cfg, Options{})
+	return sup, cl, cfg
+}
+
+// startSupervisorStop is startSupervisor that also returns the stop func.
+func startSupervisorStop(t *testing.T, file string) (*Supervisor, *Client, func() error) {
+	t.Helper()
+	cfg, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runDaemon(t, cfg, Options{})
+}
+
+// runDaemon runs a daemon for cfg in-process on the shared reaper and
+// returns once its socket answers. stop cancels it and returns what Run
+// returned; it may be called more than once, and runs at cleanup.
+func runDaemon(t *testing.T, cfg *Config, opts Options) (*Supervisor, *Client, func() error) {
+	t.Helper()
+	opts.Reaper = testReaper
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		if testing.Verbose() {
+			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	sup := New(cfg, Options{Reaper: testReaper, Logger: log})
+	sup := New(cfg, opts)
 	go func() { done <- sup.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("daemon: %v", err)
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(20 * time.Second):
+				runErr = errors.New("daemon did not stop within 20s")
 			}
-		case <-time.After(20 * time.Second):
-			t.Error("daemon did not stop")
+		})
+		return runErr
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("daemon: %v", err)
 		}
 	})
 	cl := NewClient(cfg.Supervisor.Socket)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, err := cl.Info(context.Background()); err == nil {
-			return sup, cl, cfg
+			return sup, cl, stop
 		}
 		select {
 		case err := <-done:
+			done <- err // for stop
 			t.Fatalf("daemon exited: %v", err)
 		default:
 		}
@@ -468,15 +499,7 @@ startsecs = 0
 autorestart = false
 %s
 `, pidfile, helperEnv))
-	cfg, err := Load(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- New(cfg, Options{Reaper: testReaper, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}).Run(ctx)
-	}()
+	_, _, stop := startSupervisorStop(t, file)
 	gc := readPidfile(t, pidfile)
 	if !alive(gc) {
 		t.Fatalf("no daemonized grandchild (pid %d)", gc)
@@ -484,8 +507,7 @@ autorestart = false
 	if sid, _ := unix.Getsid(gc); sid != gc {
 		t.Fatalf("grandchild %d is not in its own session (sid %d)", gc, sid)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(2 * time.Second)
@@ -564,24 +586,9 @@ process_name = "web_%(process_num)d"
 startsecs = 0
 `+helperEnv)
 	run := func() (*Client, func()) {
-		cfg, err := Load(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			done <- New(cfg, Options{Reaper: testReaper, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}).Run(ctx)
-		}()
-		cl := NewClient(cfg.Supervisor.Socket)
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-			if _, err := cl.Info(context.Background()); err == nil {
-				break
-			}
-		}
+		_, cl, stop := startSupervisorStop(t, file)
 		return cl, func() {
-			cancel()
-			if err := <-done; err != nil {
+			if err := stop(); err != nil {
 				t.Fatal(err)
 			}
 		}
