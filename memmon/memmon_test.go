@@ -36,9 +36,6 @@ func TestTableFromFixture(t *testing.T) {
 	if _, ok := tab.RSS(999, false); ok {
 		t.Error("RSS of a pid not in the table")
 	}
-	if tab.Start(202) != 620 {
-		t.Errorf("start time of 202: %d", tab.Start(202))
-	}
 	some := r.readSome([]int{201, 999})
 	if rss, ok := some.RSS(201, false); !ok || rss != 5000*page {
 		t.Errorf("readSome: %d %v", rss, ok)

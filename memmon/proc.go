@@ -10,9 +10,8 @@ import (
 
 // entry is what one /proc/PID/stat says.
 type entry struct {
-	ppid  int
-	rss   int64 // bytes
-	start uint64
+	ppid int
+	rss  int64 // bytes
 }
 
 // Table is one reading of the process table.
@@ -28,7 +27,7 @@ type Table struct {
 // the pid has been reused, so a sample never mixes two processes.
 type reader struct {
 	root     string
-	file     string // "stat" (ppid, start time, rss) or "statm" (rss only, cheaper)
+	file     string // "stat" (ppid and rss) or "statm" (rss only, cheaper)
 	pageSize int64
 	buf      []byte
 	fds      map[int]int // pid → open stat file
@@ -166,7 +165,7 @@ func atoi(b []byte) int64 {
 	return n
 }
 
-// parseStat reads ppid (field 4), start time (22) and rss in pages (24)
+// parseStat reads ppid (field 4) and rss in pages (24)
 // from a /proc/PID/stat line; the command name (field 2) may hold spaces
 // and parentheses, so fields are counted after its last ')'.
 func parseStat(b []byte, pageSize int64) (entry, bool) {
@@ -174,13 +173,13 @@ func parseStat(b []byte, pageSize int64) (entry, bool) {
 	if i < 0 {
 		return entry{}, false
 	}
-	// After ')' field 3 is the first; ppid is field 4, start 22, rss 24.
+	// After ')' field 3 is the first; ppid is field 4, rss 24.
 	rest := b[i+1:]
-	ppid, start, rss := field(rest, 2), field(rest, 20), field(rest, 22)
+	ppid, rss := field(rest, 2), field(rest, 22)
 	if rss == nil {
 		return entry{}, false
 	}
-	return entry{ppid: int(atoi(ppid)), start: uint64(atoi(start)), rss: atoi(rss) * pageSize}, true
+	return entry{ppid: int(atoi(ppid)), rss: atoi(rss) * pageSize}, true
 }
 
 // RSS is pid's resident set, with all its descendants when cumulative.
@@ -208,6 +207,3 @@ func (t *Table) RSS(pid int, cumulative bool) (int64, bool) {
 	}
 	return total, true
 }
-
-// Start is pid's start time in clock ticks since boot (identity check).
-func (t *Table) Start(pid int) uint64 { return t.procs[pid].start }

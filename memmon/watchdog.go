@@ -2,10 +2,10 @@ package memmon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -198,7 +198,7 @@ func (w *Watchdog) restart(ctx context.Context, t Target, rss int64, rule Rule) 
 	w.mu.Unlock()
 	if err != nil {
 		w.log.Error("memmon restart failed", "process", t.Name, "pid", t.Pid, "err", err)
-		if strings.Contains(err.Error(), errPidGone) {
+		if errors.Is(err, ErrPidGone) {
 			return // it exited or was replaced meanwhile: nothing to report
 		}
 	}
@@ -212,11 +212,6 @@ func (w *Watchdog) restart(ctx context.Context, t Target, rss int64, rule Rule) 
 	})
 }
 
-// errPidGone is what a Host's Restart error says when the pid is no longer
-// the process's.
-const errPidGone = "no longer runs as pid"
-
-// ErrPidGone formats the error a Host returns when the pid changed.
-func ErrPidGone(name string, pid int) error {
-	return fmt.Errorf("%s %s %d", name, errPidGone, pid)
-}
+// ErrPidGone is what a Host's Restart returns (wrapped) when the process
+// no longer runs as the sampled pid: it exited or was replaced meanwhile.
+var ErrPidGone = errors.New("no longer runs as pid")

@@ -25,21 +25,21 @@ var (
 
 // Status is a snapshot of one process, safe to read from any goroutine.
 type Status struct {
-	Group      string    `json:"group"`
-	Name       string    `json:"process"`
-	State      State     `json:"state"`
-	Pid        int       `json:"pid"`
-	Port       int       `json:"port,omitempty"`
-	StartedAt  time.Time `json:"started_at,omitzero"`
-	StoppedAt  time.Time `json:"stopped_at,omitzero"`
-	Spawns     int       `json:"-"`
-	Restarts   int       `json:"restarts"`
-	ExitStatus *int      `json:"exit_status"`
-	ExitDesc   string    `json:"exit_description,omitempty"`
-	SpawnError string    `json:"spawn_error,omitempty"`
-	Reason     string    `json:"reason,omitempty"`
-	Stdout     string    `json:"stdout_logfile,omitempty"`
-	Stderr     string    `json:"stderr_logfile,omitempty"`
+	Group      string
+	Name       string
+	State      State
+	Pid        int
+	Port       int
+	StartedAt  time.Time
+	StoppedAt  time.Time
+	Spawns     int
+	Restarts   int
+	ExitStatus *int
+	ExitDesc   string
+	SpawnError string
+	Reason     string
+	Stdout     string
+	Stderr     string
 }
 
 // FullName is group:process.

@@ -30,24 +30,6 @@ func (s State) String() string {
 	return fmt.Sprintf("State(%d)", s)
 }
 
-// ParseState is the inverse of String.
-func ParseState(s string) (State, error) {
-	if i := slices.Index(stateNames[:], s); i >= 0 {
-		return State(i), nil
-	}
-	return Unknown, fmt.Errorf("unknown state %q", s)
-}
-
-// MarshalText implements encoding.TextMarshaler.
-func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (s *State) UnmarshalText(b []byte) error {
-	v, err := ParseState(string(b))
-	*s = v
-	return err
-}
-
 // transitions lists every legal move; anything else is a bug.
 var transitions = map[State][]State{
 	Stopped:  {Starting},

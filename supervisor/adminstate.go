@@ -67,9 +67,5 @@ func (a *adminState) set(stopped bool, names ...string) error {
 		return err
 	}
 	b, _ := json.Marshal(names)
-	tmp := a.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, a.path)
+	return writeAtomic(a.path, b)
 }

@@ -49,7 +49,7 @@ func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason st
 	}
 	if err := p.StopPid(pid); err != nil {
 		if errors.Is(err, procgroup.ErrPidChanged) {
-			return memmon.ErrPidGone(name, pid)
+			return fmt.Errorf("%s %w %d", name, memmon.ErrPidGone, pid)
 		}
 		return err
 	}
