@@ -3,11 +3,13 @@ package procgroup
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Spec is one [program.NAME] table. Keys, defaults and meanings follow
@@ -39,6 +41,21 @@ type Spec struct {
 	Upstream string `toml:"upstream"`
 	Weight   int    `toml:"weight"`
 
+	// Ready says when STARTING becomes RUNNING: "tcp" (the port accepts a
+	// connection; the default with port_start), "http:/path" (a GET
+	// answers 2xx) or "startsecs" (the process stayed up startsecs; the
+	// default without a port). A check must pass within ReadyTimeout.
+	Ready        string   `toml:"ready"`
+	ReadyTimeout Duration `toml:"ready_timeout"`
+	// Drain is how long a process is kept out of its nginx upstream before
+	// a planned stop. MaxUnavailable bounds how many processes of the
+	// program a rolling restart takes out at once.
+	Drain          Duration `toml:"drain"`
+	MaxUnavailable int      `toml:"max_unavailable"`
+	// TouchReload lists files whose change restarts the program's
+	// processes, rolling (uWSGI's touch-reload). Relative to the config file.
+	TouchReload []string `toml:"touch_reload"`
+
 	StdoutLogfile         string `toml:"stdout_logfile"`
 	StdoutLogfileMaxBytes Size   `toml:"stdout_logfile_maxbytes"`
 	StdoutLogfileBackups  int    `toml:"stdout_logfile_backups"`
@@ -67,6 +84,9 @@ func DefaultSpec() Spec {
 		StderrLogfile:         "AUTO",
 		StderrLogfileMaxBytes: 50 << 20,
 		StderrLogfileBackups:  10,
+		ReadyTimeout:          Duration(60 * time.Second),
+		Drain:                 Duration(2 * time.Second),
+		MaxUnavailable:        1,
 	}
 }
 
@@ -120,6 +140,25 @@ func (s *Spec) Validate() error {
 	for _, c := range s.ExitCodes {
 		if c < 0 || c > 255 {
 			add("exitcodes", "exit code %d is not in 0-255", c)
+		}
+	}
+	if _, _, err := ParseReady(s.Ready, s.PortStart); err != nil {
+		add("ready", "%v", err)
+	}
+	if s.ReadyTimeout <= 0 {
+		add("ready_timeout", "must be positive, have %s", s.ReadyTimeout)
+	} else if time.Duration(s.ReadyTimeout) < time.Duration(s.StartSecs)*time.Second {
+		add("ready_timeout", "%s is shorter than startsecs = %d", s.ReadyTimeout, s.StartSecs)
+	}
+	if s.Drain < 0 {
+		add("drain", "must not be negative, have %s", s.Drain)
+	}
+	if s.MaxUnavailable < 1 {
+		add("max_unavailable", "must be at least 1, have %d", s.MaxUnavailable)
+	}
+	for _, f := range s.TouchReload {
+		if strings.TrimSpace(f) == "" {
+			add("touch_reload", "empty path")
 		}
 	}
 	if s.Weight < 0 {
@@ -404,4 +443,39 @@ func SplitCommand(s string) ([]string, error) {
 		return nil, fmt.Errorf("empty command")
 	}
 	return args, nil
+}
+
+// Readiness checks.
+const (
+	ReadyStartSecs = "startsecs"
+	ReadyTCP       = "tcp"
+	ReadyHTTP      = "http"
+)
+
+// ParseReady validates a ready value and returns its kind and, for http,
+// the path. An empty value is tcp with a port and startsecs without.
+func ParseReady(v string, port int) (kind, path string, err error) {
+	switch {
+	case v == "":
+		if port > 0 {
+			return ReadyTCP, "", nil
+		}
+		return ReadyStartSecs, "", nil
+	case v == ReadyStartSecs:
+		return ReadyStartSecs, "", nil
+	case v == ReadyTCP || strings.HasPrefix(v, "http:"):
+		if port == 0 {
+			return "", "", fmt.Errorf("%q checks the process's port, but the program has no port_start", v)
+		}
+		if v == ReadyTCP {
+			return ReadyTCP, "", nil
+		}
+		path = strings.TrimPrefix(v, "http:")
+		u, perr := url.Parse(path)
+		if !strings.HasPrefix(path, "/") || perr != nil || u.Host != "" || strings.ContainsAny(path, " \t\r\n") {
+			return "", "", fmt.Errorf("%q: want http: followed by a path such as http:/healthz", v)
+		}
+		return ReadyHTTP, path, nil
+	}
+	return "", "", fmt.Errorf("unknown check %q: want tcp, http:/PATH or startsecs", v)
 }
