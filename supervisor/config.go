@@ -24,18 +24,26 @@ type Settings struct {
 	LogDir          string             `toml:"logdir"`
 	ShutdownTimeout procgroup.Duration `toml:"shutdown_timeout"`
 	LogLevel        string             `toml:"loglevel"`
+	// Watch reloads the configuration when the main file or an included
+	// file changes (the watcher uses Config.Files and Config.Include).
+	Watch bool `toml:"watch"`
 }
 
 // Program is one validated [program.NAME] table and its expanded processes.
 type Program struct {
 	Name  string
+	File  string // absolute path of the file that defines it: the main file or an included one
 	Spec  *procgroup.Spec
 	Procs []procgroup.ProcSpec
+	// TouchReload is Spec.TouchReload made absolute against File's directory.
+	TouchReload []string
 }
 
 // Config is a loaded, validated configuration. It is never modified after Load.
 type Config struct {
-	File       string // absolute path
+	File       string   // absolute path of the main file
+	Files      []string // every file read: File first, then the included files in reading order
+	Include    []string // the include patterns, absolute
 	Supervisor Settings
 	Programs   []*Program     // ascending priority, then name
 	Nginx      *NginxSettings // nil without an [nginx] table
@@ -46,6 +54,7 @@ type Config struct {
 // rawConfig is the file as decoded; each program is decoded separately so it
 // starts from supervisord's defaults.
 type rawConfig struct {
+	Include    []string                  `toml:"include"`
 	Supervisor Settings                  `toml:"supervisor"`
 	Program    map[string]toml.Primitive `toml:"program"`
 	Nginx      *NginxSettings            `toml:"nginx"`
@@ -112,19 +121,154 @@ func Load(path string) (*Config, error) {
 	return parse(abs, data)
 }
 
-func parse(file string, data []byte) (*Config, error) {
-	lines := keyLines(data)
-	cerr := func(key, format string, args ...any) *ConfigError {
-		return &ConfigError{File: file, Line: lines.find(key), Key: key, Msg: fmt.Sprintf(format, args...)}
+// source is one file Load read: the main file or an included one.
+type source struct {
+	file     string // absolute path
+	dir      string // %(here)s and the base of relative paths for its programs
+	lines    lineIndex
+	md       toml.MetaData
+	included bool
+	clashed  map[string]bool // programs defined earlier in another file, not decoded here
+}
+
+func (s *source) cerr(key, format string, args ...any) *ConfigError {
+	return &ConfigError{File: s.file, Line: s.lines.find(key), Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// at is FILE:LINE of a program's table, for messages that point at another file.
+func (s *source) at(program string) string {
+	if n := s.lines.first("program." + program); n > 0 {
+		return fmt.Sprintf("%s:%d", s.file, n)
 	}
+	return s.file
+}
+
+// rawProgram is one [program.NAME] table before decoding, with its file.
+type rawProgram struct {
+	name string
+	prim toml.Primitive
+	src  *source
+}
+
+// loader is the state of one Load: the files read and which one defines
+// each program, so that every error points into the right file.
+type loader struct {
+	main    *source
+	sources []*source          // main first, then included files in reading order
+	from    map[string]*source // program name → the file that defines it
+}
+
+// cerr makes an error for key in the file that defines it: a program's keys
+// belong to that program's file, everything else to the main file.
+func (l *loader) cerr(key, format string, args ...any) *ConfigError {
+	return l.sourceOf(key).cerr(key, format, args...)
+}
+
+func (l *loader) sourceOf(key string) *source {
+	rest, ok := strings.CutPrefix(key, "program.")
+	if !ok {
+		return l.main
+	}
+	// Program names may contain '.', so take the longest name that fits.
+	best := ""
+	for name := range l.from {
+		if (rest == name || strings.HasPrefix(rest, name+".")) && len(name) > len(best) {
+			best = name
+		}
+	}
+	if best == "" {
+		return l.main
+	}
+	return l.from[best]
+}
+
+// addPrograms registers the program tables of src in name order. A name
+// already defined by another file is an error on the later definition.
+func (l *loader) addPrograms(src *source, tables map[string]toml.Primitive) ([]rawProgram, []error) {
+	var out []rawProgram
+	var errs []error
+	for _, name := range slices.Sorted(mapsKeys(tables)) {
+		key := "program." + name
+		if prev, ok := l.from[name]; ok {
+			errs = append(errs, &ConfigError{File: src.file, Line: src.lines.first(key), Key: key,
+				Msg: fmt.Sprintf("also defined in %s; program names must be unique across included files", prev.at(name))})
+			src.clashed[name] = true
+			continue
+		}
+		l.from[name] = src
+		out = append(out, rawProgram{name: name, prim: tables[name], src: src})
+	}
+	return out, errs
+}
+
+// rawInclude is an included file as decoded: only [program.NAME] tables are
+// allowed; anything else stays undecoded and is reported.
+type rawInclude struct {
+	Program map[string]toml.Primitive `toml:"program"`
+}
+
+// readIncludes reads the files the include patterns match: pattern by
+// pattern, each pattern's matches in sorted order, each file once.
+// Directories are skipped; a pattern matching nothing is fine.
+func (l *loader) readIncludes(cfg *Config, patterns []string) ([]rawProgram, []error) {
+	var progs []rawProgram
+	var errs []error
+	seen := map[string]bool{l.main.file: true}
+	for _, pat := range patterns {
+		if strings.TrimSpace(pat) == "" {
+			errs = append(errs, l.main.cerr("include", "empty pattern: want a glob such as \"conf.d/*.toml\""))
+			continue
+		}
+		abs := absTo(l.main.dir, pat)
+		matches, err := filepath.Glob(abs)
+		if err != nil {
+			errs = append(errs, l.main.cerr("include", "pattern %q: %v", pat, err))
+			continue
+		}
+		cfg.Include = append(cfg.Include, abs)
+		slices.Sort(matches)
+		for _, m := range matches {
+			if seen[m] {
+				continue
+			}
+			seen[m] = true
+			if fi, err := os.Stat(m); err == nil && fi.IsDir() {
+				continue
+			}
+			data, err := os.ReadFile(m)
+			if err != nil {
+				errs = append(errs, l.main.cerr("include", "%v", err))
+				continue
+			}
+			cfg.Files = append(cfg.Files, m)
+			var ri rawInclude
+			md, err := toml.Decode(string(data), &ri)
+			if err != nil {
+				errs = append(errs, decodeError(m, "", err))
+				continue
+			}
+			src := &source{file: m, dir: filepath.Dir(m), lines: keyLines(data), md: md, included: true, clashed: map[string]bool{}}
+			l.sources = append(l.sources, src)
+			p, perrs := l.addPrograms(src, ri.Program)
+			progs = append(progs, p...)
+			errs = append(errs, perrs...)
+		}
+	}
+	return progs, errs
+}
+
+func parse(file string, data []byte) (*Config, error) {
 	var raw rawConfig
 	md, err := toml.Decode(string(data), &raw)
 	if err != nil {
 		return nil, decodeError(file, "", err)
 	}
+	main := &source{file: file, dir: filepath.Dir(file), lines: keyLines(data), md: md, clashed: map[string]bool{}}
+	l := &loader{main: main, sources: []*source{main}, from: map[string]*source{}}
+	cerr := main.cerr
 	var errs []error
-	cfg := &Config{File: file, Supervisor: raw.Supervisor, Nginx: raw.Nginx}
-	here := filepath.Dir(file)
+	cfg := &Config{File: file, Files: []string{file}, Supervisor: raw.Supervisor, Nginx: raw.Nginx}
+	here := main.dir
 	st := &cfg.Supervisor
 	if st.Socket == "" {
 		st.Socket = DefaultSocket()
@@ -155,25 +299,32 @@ func parse(file string, data []byte) (*Config, error) {
 		errs = append(errs, cerr("supervisor.loglevel", "invalid level %q: want debug, info, warn or error", st.LogLevel))
 	}
 
+	programs, perrs := l.addPrograms(main, raw.Program)
+	errs = append(errs, perrs...)
+	included, ierrs := l.readIncludes(cfg, raw.Include)
+	programs = append(programs, included...)
+	errs = append(errs, ierrs...)
+
 	host, _ := os.Hostname()
 	env := map[string]string{}
 	for _, kv := range os.Environ() {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
-	xc := procgroup.ExpandContext{Here: here, Host: host, Env: env, LogDir: st.LogDir}
-	names := slices.Sorted(mapsKeys(raw.Program))
 	decodeFailed := map[string]bool{}
-	for _, name := range names {
+	for _, rp := range programs {
+		name, src := rp.name, rp.src
 		spec := procgroup.DefaultSpec()
-		if err := md.PrimitiveDecode(raw.Program[name], &spec); err != nil {
-			errs = append(errs, decodeError(file, "program."+name, err))
+		if err := src.md.PrimitiveDecode(rp.prim, &spec); err != nil {
+			errs = append(errs, decodeError(src.file, "program."+name, err))
 			decodeFailed[name] = true
 			continue
 		}
-		if !md.IsDefined("program", name, "killasgroup") {
+		if !src.md.IsDefined("program", name, "killasgroup") {
 			spec.KillAsGroup = spec.StopAsGroup
 		}
+		// %(here)s and relative paths follow the file that defines the program.
+		xc := procgroup.ExpandContext{Here: src.dir, Host: host, Env: env, LogDir: st.LogDir}
 		procs, err := spec.Expand(name, xc)
 		if err != nil {
 			for _, e := range unjoin(err) {
@@ -183,39 +334,27 @@ func parse(file string, data []byte) (*Config, error) {
 					if fe.Key != "" {
 						key += "." + fe.Key
 					}
-					errs = append(errs, cerr(key, "%v", fe.Err))
+					errs = append(errs, src.cerr(key, "%v", fe.Err))
 				} else {
-					errs = append(errs, cerr("program."+name, "%v", e))
+					errs = append(errs, src.cerr("program."+name, "%v", e))
 				}
 			}
 			continue
 		}
-		cfg.Programs = append(cfg.Programs, &Program{Name: name, Spec: &spec, Procs: procs})
+		var touch []string
+		for _, f := range spec.TouchReload {
+			touch = append(touch, filepath.Clean(absTo(src.dir, f)))
+		}
+		cfg.Programs = append(cfg.Programs, &Program{Name: name, File: src.file, Spec: &spec, Procs: procs, TouchReload: touch})
 	}
 	// Before the unknown-key check: decoding marks [memmon] and [email] keys known.
-	errs = append(errs, checkMemmon(cfg, md, raw, file, lines)...)
-	undecoded := map[string]bool{}
-	for _, k := range md.Undecoded() {
-		undecoded[k.String()] = true
+	errs = append(errs, checkMemmon(cfg, md, raw, file, main.lines)...)
+	for _, src := range l.sources {
+		errs = append(errs, unknownKeys(src, decodeFailed)...)
 	}
-	for _, k := range md.Undecoded() {
-		key := k.String()
-		if reportedParent(undecoded, k) {
-			continue
-		}
-		// A failed decode stops early, leaving valid keys of that program undecoded.
-		if len(k) >= 3 && k[0] == "program" && decodeFailed[k[1]] && slices.Contains(knownKeys["program"], k[2]) {
-			continue
-		}
-		msg := "unknown key"
-		if s := suggest(k); s != "" {
-			msg += fmt.Sprintf(" (did you mean %q?)", s)
-		}
-		errs = append(errs, cerr(key, "%s", msg))
-	}
-	errs = append(errs, crossCheck(cfg, cerr)...)
+	errs = append(errs, l.crossCheck(cfg)...)
 	if len(errs) == 0 {
-		errs = append(errs, checkNginx(cfg, md, here, cerr)...)
+		errs = append(errs, checkNginx(cfg, md, here, l.cerr)...)
 	}
 
 	if len(errs) > 0 {
@@ -227,37 +366,97 @@ func parse(file string, data []byte) (*Config, error) {
 	return cfg, nil
 }
 
-// crossCheck finds what two programs can only get wrong together: the same
-// process name, overlapping ports, the same log file.
-func crossCheck(cfg *Config, cerr func(key, format string, args ...any) *ConfigError) []error {
+// forbiddenInInclude is the error for anything but a program table in an
+// included file.
+const forbiddenInInclude = "only [program.NAME] tables may appear in an included file"
+
+// unknownKeys reports the keys of src that nothing decoded: typos (with a
+// suggestion) and, in an included file, anything outside [program.NAME].
+func unknownKeys(src *source, decodeFailed map[string]bool) []error {
 	var errs []error
-	names := map[string]string{}
-	ports := map[int]string{}
-	logs := map[string]string{}
+	undecoded := map[string]bool{}
+	for _, k := range src.md.Undecoded() {
+		undecoded[k.String()] = true
+	}
+	forbidden := map[string]bool{}
+	for _, k := range src.md.Undecoded() {
+		key := k.String()
+		if src.included && k[0] != "program" {
+			if !forbidden[k[0]] {
+				forbidden[k[0]] = true
+				msg := forbiddenInInclude
+				if len(k) == 1 && k[0] == "include" {
+					msg = "an included file cannot include further files; " + msg
+				}
+				errs = append(errs, &ConfigError{File: src.file, Line: src.lines.first(k[0]), Key: k[0], Msg: msg})
+			}
+			continue
+		}
+		if reportedParent(undecoded, k) {
+			continue
+		}
+		// A program defined earlier in another file was reported as a clash.
+		if len(k) >= 2 && k[0] == "program" && src.clashed[k[1]] {
+			continue
+		}
+		// A failed decode stops early, leaving valid keys of that program undecoded.
+		if len(k) >= 3 && k[0] == "program" && decodeFailed[k[1]] && slices.Contains(knownKeys["program"], k[2]) {
+			continue
+		}
+		msg := "unknown key"
+		if s := suggest(k); s != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", s)
+		} else if !src.included && len(k) > 1 && k[len(k)-1] == "include" {
+			msg += " (include is a top-level key: put it before the first table)"
+		}
+		errs = append(errs, src.cerr(key, "%s", msg))
+	}
+	return errs
+}
+
+// crossCheck finds what two programs can only get wrong together: the same
+// process name, overlapping ports, the same log file. The later program is
+// reported, in its own file; when the other one is defined in another file,
+// the message says where.
+func (l *loader) crossCheck(cfg *Config) []error {
+	type owner struct {
+		name string // process (group:name) or program name
+		p    *Program
+	}
+	elsewhere := func(p, other *Program) string {
+		if p.File == other.File {
+			return ""
+		}
+		return fmt.Sprintf(" (defined in %s)", l.from[other.Name].at(other.Name))
+	}
+	var errs []error
+	names := map[string]owner{}
+	ports := map[int]owner{}
+	logs := map[string]owner{}
 	for _, p := range cfg.Programs {
 		reported := map[string]bool{}
 		for _, ps := range p.Procs {
-			if other, ok := names[ps.Name]; ok && other != p.Name && !reported["name"] {
-				errs = append(errs, cerr("program."+p.Name+".process_name", "process name %q is also used by program %q; process names must be unique", ps.Name, other))
+			if other, ok := names[ps.Name]; ok && other.p != p && !reported["name"] {
+				errs = append(errs, l.cerr("program."+p.Name+".process_name", "process name %q is also used by program %q%s; process names must be unique", ps.Name, other.name, elsewhere(p, other.p)))
 				reported["name"] = true
 			}
-			names[ps.Name] = p.Name
+			names[ps.Name] = owner{p.Name, p}
 			if ps.Port > 0 {
 				if other, ok := ports[ps.Port]; ok && !reported["port"] {
-					errs = append(errs, cerr("program."+p.Name+".port_start", "port %d is also claimed by %s", ps.Port, other))
+					errs = append(errs, l.cerr("program."+p.Name+".port_start", "port %d is also claimed by %s%s", ps.Port, other.name, elsewhere(p, other.p)))
 					reported["port"] = true
 				}
-				ports[ps.Port] = ps.FullName()
+				ports[ps.Port] = owner{ps.FullName(), p}
 			}
-			for _, l := range []procgroup.LogSpec{ps.Stdout, ps.Stderr} {
-				if l.Kind != procgroup.LogFile {
+			for _, ls := range []procgroup.LogSpec{ps.Stdout, ps.Stderr} {
+				if ls.Kind != procgroup.LogFile {
 					continue
 				}
-				if other, ok := logs[l.Path]; ok && other != ps.FullName() && !reported["log"] {
-					errs = append(errs, cerr("program."+p.Name, "log file %s is also written by %s; two processes may not share a log file", l.Path, other))
+				if other, ok := logs[ls.Path]; ok && other.name != ps.FullName() && !reported["log"] {
+					errs = append(errs, l.cerr("program."+p.Name, "log file %s is also written by %s%s; two processes may not share a log file", ls.Path, other.name, elsewhere(p, other.p)))
 					reported["log"] = true
 				}
-				logs[l.Path] = ps.FullName()
+				logs[ls.Path] = owner{ps.FullName(), p}
 			}
 		}
 	}
@@ -332,7 +531,7 @@ func reportedParent(undecoded map[string]bool, k toml.Key) bool {
 
 func suggest(k toml.Key) string {
 	if _, known := knownKeys[k[0]]; !known {
-		return closest(k[0], slices.Sorted(mapsKeys(knownKeys)))
+		return closest(k[0], append(slices.Sorted(mapsKeys(knownKeys)), "include"))
 	}
 	if len(k) < 2 {
 		return ""

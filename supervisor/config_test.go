@@ -196,3 +196,213 @@ output = "out.conf"
 		}
 	}
 }
+
+// writeTree writes files (relative path → content) under a new temporary
+// directory and returns it.
+func writeTree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// Programs split across the main file and conf.d: each knows its file, its
+// relative paths and %(here)s follow that file, and the order is priority
+// then name whatever the file.
+func TestIncludeLoad(t *testing.T) {
+	cfg, err := Load("testdata/include/gosup.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := mustAbs(t, "testdata/include")
+	main := filepath.Join(dir, "gosup.toml")
+	confd := filepath.Join(dir, "conf.d")
+	wantFiles := []string{main, filepath.Join(confd, "web.toml"), filepath.Join(confd, "worker.toml")}
+	if fmt.Sprint(cfg.Files) != fmt.Sprint(wantFiles) {
+		t.Errorf("Files:\nwant %q\nhave %q", wantFiles, cfg.Files)
+	}
+	wantInclude := []string{filepath.Join(dir, "conf.d/*.toml"), filepath.Join(dir, "vassals.d/*.toml")}
+	if fmt.Sprint(cfg.Include) != fmt.Sprint(wantInclude) {
+		t.Errorf("Include:\nwant %q\nhave %q", wantInclude, cfg.Include)
+	}
+	if !cfg.Supervisor.Watch {
+		t.Error("watch = true not parsed")
+	}
+	var order []string
+	progs := map[string]*Program{}
+	for _, p := range cfg.Programs {
+		order = append(order, p.Name)
+		progs[p.Name] = p
+	}
+	if fmt.Sprint(order) != "[api beat worker web]" {
+		t.Errorf("want programs in priority then name order, have %v", order)
+	}
+	for name, file := range map[string]string{"api": main, "beat": wantFiles[2], "worker": wantFiles[2], "web": wantFiles[1]} {
+		if progs[name].File != file {
+			t.Errorf("%s: File %q, want %q", name, progs[name].File, file)
+		}
+	}
+	api := progs["api"]
+	if api.Procs[0].Argv[4] != dir {
+		t.Errorf("api: %%(here)s must be the main file's directory: %q", api.Procs[0].Argv)
+	}
+	if fmt.Sprint(api.TouchReload) != fmt.Sprint([]string{filepath.Join(dir, "api.reload")}) {
+		t.Errorf("api TouchReload: %q", api.TouchReload)
+	}
+	web := progs["web"]
+	w1 := web.Procs[1]
+	if w1.Argv[4] != filepath.Join(confd, "app") || w1.Dir != filepath.Join(confd, "app") {
+		t.Errorf("web: %%(here)s and directory must follow conf.d/web.toml: argv %q dir %q", w1.Argv, w1.Dir)
+	}
+	if w1.Stdout.Path != filepath.Join(confd, "logs/1.log") {
+		t.Errorf("web: relative log path resolved to %q", w1.Stdout.Path)
+	}
+	if w1.Stderr.Path != filepath.Join(dir, "log", "web_1.stderr.log") {
+		t.Errorf("web: AUTO log must go to the main file's logdir, have %q", w1.Stderr.Path)
+	}
+	wantTouch := []string{filepath.Join(confd, "app/reload.txt"), "/srv/web/deploy"}
+	if fmt.Sprint(web.TouchReload) != fmt.Sprint(wantTouch) {
+		t.Errorf("web TouchReload:\nwant %q\nhave %q", wantTouch, web.TouchReload)
+	}
+	if fmt.Sprint(web.Spec.TouchReload) != `[app/reload.txt /srv/web/deploy]` {
+		t.Errorf("Spec.TouchReload must stay as written: %q", web.Spec.TouchReload)
+	}
+}
+
+// An empty or missing conf.d is normal; watch defaults to false.
+func TestIncludeNothingMatches(t *testing.T) {
+	dir := writeTree(t, map[string]string{
+		"gosup.toml": "include = [\"conf.d/*.toml\", \"/nonexistent-gosup-dir/*.toml\"]\n\n[program.web]\ncommand = \"web\"\n",
+	})
+	if err := os.Mkdir(filepath.Join(dir, "conf.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(filepath.Join(dir, "gosup.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Files) != 1 || cfg.Files[0] != filepath.Join(dir, "gosup.toml") {
+		t.Errorf("Files: %q", cfg.Files)
+	}
+	if want := []string{filepath.Join(dir, "conf.d/*.toml"), "/nonexistent-gosup-dir/*.toml"}; fmt.Sprint(cfg.Include) != fmt.Sprint(want) {
+		t.Errorf("Include: want %q, have %q", want, cfg.Include)
+	}
+	if cfg.Supervisor.Watch {
+		t.Error("watch must default to false")
+	}
+	if len(cfg.Programs) != 1 || cfg.Programs[0].File != cfg.File || cfg.Programs[0].TouchReload != nil {
+		t.Errorf("programs: %+v", cfg.Programs)
+	}
+}
+
+// A file matched by two patterns, or the main file matched by its own
+// pattern, is read once; a directory that matches is skipped.
+func TestIncludeReadsEachFileOnce(t *testing.T) {
+	dir := writeTree(t, map[string]string{
+		"gosup.toml":           "include = [\"*.toml\", \"conf.d/*.toml\", \"conf.d/b.toml\"]\n\n[program.main]\ncommand = \"main\"\n",
+		"conf.d/b.toml":        "[program.b]\ncommand = \"b\"\n",
+		"conf.d/a.toml":        "[program.a]\ncommand = \"a\"\n",
+		"conf.d/old.toml/x.md": "a directory named like a vassal",
+	})
+	cfg, err := Load(filepath.Join(dir, "gosup.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{filepath.Join(dir, "gosup.toml"), filepath.Join(dir, "conf.d/a.toml"), filepath.Join(dir, "conf.d/b.toml")}
+	if fmt.Sprint(cfg.Files) != fmt.Sprint(want) {
+		t.Errorf("Files:\nwant %q\nhave %q", want, cfg.Files)
+	}
+	if len(cfg.Programs) != 3 {
+		t.Errorf("want 3 programs, have %d", len(cfg.Programs))
+	}
+}
+
+// Every error in an included file names that file, the line in it and the
+// key; a clash names both files.
+func TestIncludeErrors(t *testing.T) {
+	const main = "include = [\"conf.d/*.toml\"]\n\n[program.api]\ncommand = \"api\"\nport_start = 9000\n"
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  string // DIR stands for the directory
+	}{
+		{"clash with main", map[string]string{
+			"conf.d/b.toml": "[program.api]\ncommand = \"other\"\n",
+		}, "DIR/conf.d/b.toml:1: program.api: also defined in DIR/gosup.toml:3; program names must be unique across included files"},
+		{"clash between included", map[string]string{
+			"conf.d/a.toml": "# first\n[program.web]\ncommand = \"web\"\n",
+			"conf.d/b.toml": "[program.x]\ncommand = \"x\"\n\n[program.web]\ncommand = \"web\"\ncomand = \"not reported: the clash is\"\n",
+		}, "DIR/conf.d/b.toml:4: program.web: also defined in DIR/conf.d/a.toml:2; program names must be unique across included files"},
+		{"unknown key", map[string]string{
+			"conf.d/web.toml": "[program.web]\ncommand = \"web\"\ncomand = \"web\"\n",
+		}, `DIR/conf.d/web.toml:3: program.web.comand: unknown key (did you mean "command"?)`},
+		{"validation", map[string]string{
+			"conf.d/web.toml": "\n[program.web]\ncommand = \"web\"\nnumprocs = 0\n",
+		}, "DIR/conf.d/web.toml:4: program.web.numprocs: must be at least 1, have 0"},
+		{"type", map[string]string{
+			"conf.d/web.toml": "[program.web]\ncommand = \"web\"\nnumprocs = \"2\"\n",
+		}, "DIR/conf.d/web.toml:3: program.web.numprocs: incompatible types"},
+		{"bad toml", map[string]string{
+			"conf.d/web.toml": "[program.web]\ncommand = \"web\n",
+		}, "DIR/conf.d/web.toml:2: "},
+		{"forbidden table", map[string]string{
+			"conf.d/web.toml": "[program.web]\ncommand = \"web\"\n\n[supervisor]\nwatch = true\n",
+		}, "DIR/conf.d/web.toml:4: supervisor: only [program.NAME] tables may appear in an included file"},
+		{"forbidden nested table", map[string]string{
+			"conf.d/web.toml": "[program.web]\ncommand = \"web\"\n\n[nginx.upstream.web]\n",
+		}, "DIR/conf.d/web.toml:4: nginx: only [program.NAME] tables may appear in an included file"},
+		{"nested include", map[string]string{
+			"conf.d/web.toml": "include = [\"more/*.toml\"]\n[program.web]\ncommand = \"web\"\n",
+		}, "DIR/conf.d/web.toml:1: include: an included file cannot include further files; only [program.NAME] tables may appear in an included file"},
+		{"port across files", map[string]string{
+			"conf.d/web.toml": "[program.web]\ncommand = \"web\"\nnumprocs = 2\nprocess_name = \"web_%(process_num)d\"\nport_start = 8999\n",
+		}, "DIR/conf.d/web.toml:5: program.web.port_start: port 9000 is also claimed by api:api (defined in DIR/gosup.toml:3)"},
+		{"log across files", map[string]string{
+			"conf.d/web.toml": "[program.web]\ncommand = \"web\"\nstdout_logfile = \"../api.log\"\n",
+			"gosup.toml":      main + "stdout_logfile = \"api.log\"\n",
+		}, "DIR/conf.d/web.toml:1: program.web: log file DIR/api.log is also written by api:api (defined in DIR/gosup.toml:3); two processes may not share a log file"},
+		{"process name across files", map[string]string{
+			"conf.d/web.toml": "[program.web]\ncommand = \"web\"\nprocess_name = \"api\"\nstdout_logfile = \"none\"\nstderr_logfile = \"none\"\n",
+		}, `DIR/conf.d/web.toml:3: program.web.process_name: process name "api" is also used by program "api" (defined in DIR/gosup.toml:3); process names must be unique`},
+		{"upstream in included", map[string]string{
+			"conf.d/web.toml": "[program.web]\ncommand = \"web\"\nport_start = 9100\nupstream = \"nope\"\n",
+			"gosup.toml":      main + "upstream = \"api\"\n\n[nginx]\noutput = \"out.conf\"\n\n[nginx.upstream.api]\n",
+		}, `DIR/conf.d/web.toml:4: program.web.upstream: upstream "nope" is not defined; add [nginx.upstream.nope]`},
+		{"malformed pattern", map[string]string{
+			"gosup.toml": "include = [\"conf.d/[*.toml\"]\n",
+		}, `DIR/gosup.toml:1: include: pattern "conf.d/[*.toml": syntax error in pattern`},
+		{"empty pattern", map[string]string{
+			"gosup.toml": "include = [\"\"]\n",
+		}, `DIR/gosup.toml:1: include: empty pattern`},
+		{"include after a table", map[string]string{
+			"gosup.toml": "[supervisor]\ninclude = [\"conf.d/*.toml\"]\n",
+		}, `DIR/gosup.toml:2: supervisor.include: unknown key (include is a top-level key: put it before the first table)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := map[string]string{"gosup.toml": main}
+			for k, v := range tc.files {
+				files[k] = v
+			}
+			dir := writeTree(t, files)
+			_, err := Load(filepath.Join(dir, "gosup.toml"))
+			if err == nil {
+				t.Fatal("loaded a bad config")
+			}
+			want := strings.ReplaceAll(tc.want, "DIR", dir)
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("want error containing\n\t%s\nhave\n\t%v", want, err)
+			}
+			if strings.Count(err.Error(), "\n") != 0 {
+				t.Errorf("want exactly one error, have\n%v", err)
+			}
+		})
+	}
+}

@@ -104,3 +104,15 @@ func parseMode(s string) (uint32, error) {
 	}
 	return uint32(n), nil
 }
+
+// first returns the earliest line of key or of any key under it, for keys
+// such as a program defined by dotted keys rather than a table header.
+func (idx lineIndex) first(key string) int {
+	best := 0
+	for k, n := range idx {
+		if (k == key || strings.HasPrefix(k, key+".")) && (best == 0 || n < best) {
+			best = n
+		}
+	}
+	return best
+}
