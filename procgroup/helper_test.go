@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -80,6 +82,17 @@ func helperMain(args []string) int {
 		fmt.Fprintln(os.Stdout, arg(0))
 		fmt.Fprintln(os.Stderr, arg(1))
 		select {}
+	case "serve": // serve DELAY STATUS: after DELAY listen on $PORT and answer every GET with STATUS
+		d, _ := time.ParseDuration(arg(0))
+		code, _ := strconv.Atoi(arg(1))
+		time.Sleep(d)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(code) }))
+		return 1
 	case "spam": // spam BYTES: write that many bytes of numbered lines to stdout
 		n, _ := strconv.Atoi(arg(0))
 		var b strings.Builder
@@ -113,9 +126,11 @@ func newTestGroup(t *testing.T, spec *Spec) *Group {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	g := NewGroup("t", spec, procs, testReaper, log)
 	ctx, cancel := context.WithCancel(context.Background())
-	g.Run(ctx)
+	g := NewGroup(ctx, "t", testReaper, log)
+	for i := range procs {
+		g.Add(&procs[i])
+	}
 	t.Cleanup(func() {
 		cancel()
 		g.Wait()
@@ -138,7 +153,7 @@ func waitState(t *testing.T, p *Process, want State, timeout time.Duration) Stat
 	defer cancel()
 	st, err := p.Wait(ctx, func(s Status) bool { return s.State == want })
 	if err != nil {
-		t.Fatalf("%s: want state %s within %s, have %s (%+v)", p.spec.FullName(), want, timeout, st.State, st)
+		t.Fatalf("%s: want state %s within %s, have %s (%+v)", p.Spec().FullName(), want, timeout, st.State, st)
 	}
 	return st
 }

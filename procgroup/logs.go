@@ -192,6 +192,21 @@ func (o *outputs) sink(name string, ls LogSpec) (io.Writer, error) {
 	return s, nil
 }
 
+// setSpec applies a new spec's log limits to the open rotators; the
+// destinations themselves change only with a new outputs.
+func (o *outputs) setSpec(spec *ProcSpec) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.spec = spec
+	for name, ls := range map[string]LogSpec{"stdout": spec.Stdout, "stderr": spec.Stderr} {
+		if r, ok := o.sinks[name].(*rotator); ok {
+			r.mu.Lock()
+			r.maxBytes, r.backups = int64(ls.MaxBytes), ls.Backups
+			r.mu.Unlock()
+		}
+	}
+}
+
 func (o *outputs) close() {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -45,6 +45,18 @@ type Status struct {
 // FullName is group:process.
 func (s *Status) FullName() string { return s.Group + ":" + s.Name }
 
+// setSpec copies what the status shows of a spec.
+func (s *Status) setSpec(spec *ProcSpec) {
+	s.Port = spec.Port
+	s.Stdout, s.Stderr = "", ""
+	if spec.Stdout.Kind == LogFile {
+		s.Stdout = spec.Stdout.Path
+	}
+	if spec.Stderr.Kind == LogFile {
+		s.Stderr = spec.Stderr.Path
+	}
+}
+
 type op uint8
 
 const (
@@ -52,12 +64,14 @@ const (
 	opStop
 	opStopPid
 	opSignal
+	opSetSpec
 )
 
 type request struct {
 	op    op
 	sig   unix.Signal
 	pid   int
+	spec  *ProcSpec
 	reply chan error
 }
 
@@ -108,18 +122,17 @@ func NewProcess(spec *ProcSpec, rp *reaper.Reaper, log *slog.Logger) *Process {
 		out:     newOutputs(spec),
 		changed: make(chan struct{}),
 	}
-	p.status = Status{Group: spec.Group, Name: spec.Name, Port: spec.Port, State: Stopped}
-	if spec.Stdout.Kind == LogFile {
-		p.status.Stdout = spec.Stdout.Path
-	}
-	if spec.Stderr.Kind == LogFile {
-		p.status.Stderr = spec.Stderr.Path
-	}
+	p.status = Status{Group: spec.Group, Name: spec.Name, State: Stopped}
+	p.status.setSpec(spec)
 	return p
 }
 
-// Spec is the process's expanded spec.
-func (p *Process) Spec() *ProcSpec { return p.spec }
+// Spec is the process's expanded spec (the one its next spawn uses).
+func (p *Process) Spec() *ProcSpec {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.spec
+}
 
 // Status returns a snapshot.
 func (p *Process) Status() Status {
@@ -185,6 +198,17 @@ func (p *Process) StopPid(pid int) error { return p.send(request{op: opStopPid, 
 // Signal sends sig to the running process.
 func (p *Process) Signal(sig unix.Signal) error { return p.send(request{op: opSignal, sig: sig}) }
 
+// SetSpec replaces the process's spec. The lifecycle settings (restart
+// policy, stop signal and wait, log limits, readiness) apply at once; what
+// the spawn uses (command, environment, ports, log files, ...) applies from
+// the next spawn, so a caller changing those stops the process first.
+func (p *Process) SetSpec(spec *ProcSpec) error {
+	if spec.FullName() != p.Spec().FullName() {
+		return fmt.Errorf("spec of %s given to %s", spec.FullName(), p.Spec().FullName())
+	}
+	return p.send(request{op: opSetSpec, spec: spec})
+}
+
 // Done is closed when Run has returned.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
@@ -198,6 +222,13 @@ type loop struct {
 	backoff   int
 	timer     *time.Timer
 	timerKind timerKind
+	// Readiness of the current spawn: the probe's result arrives on
+	// readyC; startWaited says startsecs has passed.
+	readyC      chan error
+	probeCancel context.CancelFunc
+	ready       bool
+	startWaited bool
+	notReady    string // why the current spawn was killed while STARTING
 }
 
 func (l *loop) arm(kind timerKind, d time.Duration) {
@@ -236,6 +267,8 @@ func (p *Process) Run(ctx context.Context) {
 			p.onExit(l, ex)
 		case <-l.timer.C:
 			p.onTimer(l)
+		case err := <-l.readyC:
+			p.onReady(l, err)
 		}
 	}
 }
@@ -293,6 +326,9 @@ func (p *Process) handle(l *loop, r request) error {
 			return nil
 		}
 		return ErrNotRunning
+	case opSetSpec:
+		p.setSpec(l, r.spec)
+		return nil
 	case opSignal:
 		if l.proc == nil {
 			return ErrNotRunning
@@ -314,6 +350,7 @@ func (p *Process) beginStop(l *loop) {
 	} else if err := l.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		p.log.Warn("stop signal failed", "signal", sig, "err", err)
 	}
+	p.stopProbe(l)
 	p.setState(l, Stopping, nil)
 	l.arm(timerKill, time.Duration(sp.StopWaitSecs)*time.Second)
 }
@@ -337,8 +374,8 @@ func (p *Process) onTimer(l *loop) {
 	switch kind {
 	case timerStartSecs:
 		if l.state == Starting {
-			l.backoff = 0
-			p.setState(l, Running, func(s *Status) { s.Reason = "" })
+			l.startWaited = true
+			p.maybeRunning(l)
 		}
 	case timerRespawn:
 		if l.state == Backoff || l.state == Exited {
@@ -369,6 +406,9 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 	}
 	l.proc.Release()
 	l.proc, l.exitC, l.pid = nil, nil, 0
+	p.stopProbe(l)
+	notReady := l.notReady
+	l.notReady = ""
 	code := ex.Code()
 	if p.OnExit != nil {
 		p.OnExit(p, pid)
@@ -387,6 +427,9 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 	case Starting:
 		l.disarm()
 		d := p.policy.OnStartFailure(l.backoff, uptime, false)
+		if notReady != "" {
+			d.Reason = notReady
+		}
 		p.applyFailure(l, d, setExit)
 	case Running:
 		d := p.policy.OnExit(code, ex.Status.Signaled(), uptime)
@@ -442,12 +485,73 @@ func (p *Process) spawn(l *loop) {
 		s.Spawns++
 		s.Restarts = max(0, s.Spawns-1)
 	})
+	l.ready, l.startWaited = false, false
+	kind, path, _ := ParseReady(p.spec.Program.Ready, p.spec.Port)
+	if kind == ReadyStartSecs {
+		l.ready = true
+	} else {
+		ctx, cancel := context.WithCancel(context.Background())
+		l.readyC, l.probeCancel = make(chan error, 1), cancel
+		go probe(ctx, l.readyC, kind, path, p.spec.Port, time.Duration(p.spec.Program.ReadyTimeout))
+	}
 	if p.policy.StartWait == 0 {
-		l.backoff = 0
-		p.setState(l, Running, nil)
+		l.startWaited = true
+		p.maybeRunning(l)
 		return
 	}
 	l.arm(timerStartSecs, p.policy.StartWait)
+}
+
+// maybeRunning moves STARTING to RUNNING once startsecs has passed and the
+// readiness check has succeeded.
+func (p *Process) maybeRunning(l *loop) {
+	if l.state != Starting || !l.ready || !l.startWaited {
+		return
+	}
+	l.backoff = 0
+	p.setState(l, Running, func(s *Status) { s.Reason = "" })
+}
+
+func (p *Process) onReady(l *loop, err error) {
+	l.readyC = nil
+	p.stopProbe(l)
+	if l.state != Starting || l.proc == nil {
+		return
+	}
+	if err == nil {
+		l.ready = true
+		p.maybeRunning(l)
+		return
+	}
+	// A process that never becomes ready is a failed start: kill it; its
+	// exit goes through the start-failure policy with this reason.
+	l.notReady = err.Error()
+	p.log.Warn("not ready; killing it", "err", err)
+	p.killGroup(unix.SIGKILL)
+}
+
+func (p *Process) stopProbe(l *loop) {
+	if l.probeCancel != nil {
+		l.probeCancel()
+		l.probeCancel = nil
+	}
+	l.readyC = nil
+}
+
+// setSpec swaps the spec in the owner goroutine.
+func (p *Process) setSpec(l *loop, spec *ProcSpec) {
+	p.policy = PolicyOf(spec.Program)
+	if l.proc == nil {
+		// Nothing is writing to the old outputs: start afresh.
+		p.out.close()
+		p.out = newOutputs(spec)
+	} else {
+		p.out.setSpec(spec)
+	}
+	p.mu.Lock()
+	p.spec = spec
+	p.mu.Unlock()
+	p.update(func(s *Status) { s.setSpec(spec) })
 }
 
 // launch prepares and spawns the child through the reaper.

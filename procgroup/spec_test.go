@@ -191,7 +191,7 @@ func TestMatch(t *testing.T) {
 	}
 	g := &Group{Name: "web"}
 	for i := range procs {
-		g.Procs = append(g.Procs, &Process{spec: &procs[i]})
+		g.procs = append(g.procs, &Process{spec: &procs[i]})
 	}
 	for pat, want := range map[string]int{"all": 3, "web": 3, "web:*": 3, "web:web_01": 1, "web:web_0[12]": 2, "web_02": 1, "worker": 0, "worker:*": 0, "web:nope": 0} {
 		if have := len(g.Match(pat)); have != want {

@@ -1,0 +1,54 @@
+package procgroup
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// SpawnChanges lists what differs between two specs of one process in what
+// a spawn uses (command, environment, directory, user, umask, port, log
+// destinations), by config key. A process must be restarted for these to
+// take effect; every other difference applies to the running process.
+func SpawnChanges(a, b *ProcSpec) []string {
+	var out []string
+	add := func(changed bool, key string) {
+		if changed {
+			out = append(out, key)
+		}
+	}
+	add(!slices.Equal(a.Argv, b.Argv), "command")
+	add(!slices.Equal(a.Env, b.Env), "environment")
+	add(a.Dir != b.Dir, "directory")
+	add(a.User != b.User, "user")
+	add(a.Umask != b.Umask, "umask")
+	add(a.Port != b.Port, "port")
+	add(logMoved(a.Stdout, b.Stdout), "stdout_logfile")
+	add(logMoved(a.Stderr, b.Stderr), "stderr_logfile")
+	add(a.Program.RedirectStderr != b.Program.RedirectStderr, "redirect_stderr")
+	return out
+}
+
+// logMoved reports a change of destination, or between a file handed to
+// the child (maxbytes 0) and a rotated one fed through a pipe.
+func logMoved(a, b LogSpec) bool {
+	return a.Kind != b.Kind || a.Path != b.Path || (a.MaxBytes == 0) != (b.MaxBytes == 0)
+}
+
+// ChangedKeys lists the config keys whose values differ between two
+// program specs, in declaration order.
+func ChangedKeys(a, b *Spec) []string {
+	va, vb := reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem()
+	t := va.Type()
+	var out []string
+	for i := range t.NumField() {
+		key, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
+		if key == "" {
+			continue
+		}
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			out = append(out, key)
+		}
+	}
+	return out
+}

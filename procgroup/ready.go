@@ -1,0 +1,80 @@
+package procgroup
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Readiness probing: how often a check is tried while a process is
+// STARTING, and how long one attempt may take.
+const (
+	probeFirst    = 10 * time.Millisecond
+	probeInterval = 100 * time.Millisecond
+	probeAttempt  = time.Second
+)
+
+// probe checks 127.0.0.1:port until it is ready or timeout passes, and
+// sends the outcome (nil: ready) on out. It ends early with ctx.
+func probe(ctx context.Context, out chan<- error, kind, path string, port int, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	check := func(ctx context.Context) error { return checkTCP(ctx, addr) }
+	if kind == ReadyHTTP {
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+		defer client.CloseIdleConnections()
+		url := "http://" + addr + path
+		check = func(ctx context.Context) error { return checkHTTP(ctx, client, url) }
+	}
+	wait := probeFirst
+	var last error
+	for {
+		actx, acancel := context.WithTimeout(ctx, probeAttempt)
+		last = check(actx)
+		acancel()
+		if last == nil {
+			out <- nil
+			return
+		}
+		select {
+		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded {
+				out <- fmt.Errorf("not ready within ready_timeout %s: %w", timeout, last)
+			}
+			return
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, probeInterval)
+	}
+}
+
+func checkTCP(ctx context.Context, addr string) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+func checkHTTP(ctx context.Context, client *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}

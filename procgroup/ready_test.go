@@ -1,0 +1,123 @@
+package procgroup
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A process with a port is RUNNING only once its port accepts connections,
+// however short startsecs is.
+func TestReadyTCPWaitsForThePort(t *testing.T) {
+	spec := helperSpec("serve", "700ms", "200")
+	spec.PortStart = freePortRange(t, 1)
+	p := newTestGroup(t, spec).Procs()[0]
+	start := time.Now()
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Status(); st.State != Starting {
+		t.Fatalf("want STARTING while the port is closed, have %s", st.State)
+	}
+	waitState(t, p, Running, 5*time.Second)
+	if took := time.Since(start); took < 700*time.Millisecond {
+		t.Errorf("RUNNING after %s, before the child listened (700ms)", took)
+	}
+}
+
+// startsecs still applies: a ready process is RUNNING only after startsecs.
+func TestReadyAndStartSecsBothCount(t *testing.T) {
+	spec := helperSpec("serve", "0s", "200")
+	spec.PortStart = freePortRange(t, 1)
+	spec.StartSecs = 1
+	p := newTestGroup(t, spec).Procs()[0]
+	start := time.Now()
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Running, 5*time.Second)
+	if took := time.Since(start); took < time.Second {
+		t.Errorf("RUNNING after %s, before startsecs", took)
+	}
+}
+
+func TestReadyHTTPNeeds2xx(t *testing.T) {
+	spec := helperSpec("serve", "0s", "200")
+	spec.PortStart = freePortRange(t, 1)
+	spec.Ready = "http:/healthz"
+	p := newTestGroup(t, spec).Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Running, 5*time.Second)
+
+	bad := helperSpec("serve", "0s", "503")
+	bad.PortStart = freePortRange(t, 1)
+	bad.Ready = "http:/healthz"
+	bad.ReadyTimeout = Duration(500 * time.Millisecond)
+	bad.StartRetries = 0
+	q := newTestGroup(t, bad).Procs()[0]
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, q, Fatal, 5*time.Second)
+	if !strings.Contains(st.Reason, "not ready within ready_timeout 500ms") || !strings.Contains(st.Reason, "503") {
+		t.Errorf("reason %q does not say the check failed with 503", st.Reason)
+	}
+	if st.Pid != 0 || st.ExitDesc == "" {
+		t.Errorf("the unready child was not killed and reaped: %+v", st)
+	}
+}
+
+// SetSpec applies lifecycle settings at once and spawn settings at the next spawn.
+func TestSetSpec(t *testing.T) {
+	spec := helperSpec("sleep")
+	g := newTestGroup(t, spec)
+	p := g.Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, p, Running, 2*time.Second)
+
+	next := *p.Spec()
+	prog := *next.Program
+	prog.StopWaitSecs = 7
+	next.Program = &prog
+	next.Env = append(next.Env, "NEXT=1")
+	if err := p.SetSpec(&next); err != nil {
+		t.Fatal(err)
+	}
+	if p.Spec().Program.StopWaitSecs != 7 {
+		t.Error("the new spec is not in place")
+	}
+	if now := p.Status(); now.Pid != st.Pid || now.State != Running {
+		t.Errorf("SetSpec disturbed the running child: %+v", now)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Stopped, 3*time.Second)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st = waitState(t, p, Running, 2*time.Second)
+	if !containsString(environ(t, st.Pid), "NEXT=1") {
+		t.Error("the next spawn did not use the new environment")
+	}
+	other := next
+	other.Name = "other"
+	if err := p.SetSpec(&other); err == nil {
+		t.Error("SetSpec accepted another process's spec")
+	}
+}
+
+func environ(t *testing.T, pid int) []string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(string(b), "\x00")
+}
