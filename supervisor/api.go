@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +54,8 @@ type Info struct {
 	AlertsSent     int64 `json:"alerts_sent"`
 	AlertFailures  int64 `json:"alert_failures"`
 	AlertsDropped  int64 `json:"alerts_dropped"`
+	// LastReload is the outcome of the last reload (zero before any).
+	LastReload ReloadStatus `json:"last_reload"`
 }
 
 // Version is the daemon's version, set by main.
@@ -62,6 +65,14 @@ var Version = "dev"
 type ActionRequest struct {
 	Patterns []string `json:"patterns"`
 	Signal   string   `json:"signal,omitempty"`
+	// Rolling makes a restart go at most max_unavailable processes of a
+	// program at a time, each drained from nginx and waited for until ready.
+	Rolling bool `json:"rolling,omitempty"`
+}
+
+// ReloadRequest is the body of reload.
+type ReloadRequest struct {
+	DryRun bool `json:"dry_run"`
 }
 
 // ActionResponse lists one result per matched process.
@@ -87,6 +98,7 @@ func (s *Supervisor) routes() http.Handler {
 	mux.HandleFunc("GET /v1/tail", s.handleTail)
 	mux.HandleFunc("POST /v1/shutdown", s.handleShutdown)
 	mux.HandleFunc("GET /v1/nginx", s.handleNginx)
+	mux.HandleFunc("POST /v1/reload", s.handleReload)
 	return mux
 }
 
@@ -101,17 +113,20 @@ func writeErr(w http.ResponseWriter, code int, err error) {
 }
 
 func (s *Supervisor) handleInfo(w http.ResponseWriter, r *http.Request) {
+	s.mu.RLock()
+	cfg, watchdog, alerter, last := s.cfg, s.watchdog, s.alerter, s.lastReload
+	s.mu.RUnlock()
 	info := Info{
-		Pid: os.Getpid(), Config: s.cfg.File, Socket: s.cfg.Supervisor.Socket,
-		UptimeS: time.Since(s.startedAt).Seconds(), Version: Version,
+		Pid: os.Getpid(), Config: cfg.File, Socket: cfg.Supervisor.Socket,
+		UptimeS: time.Since(s.startedAt).Seconds(), Version: Version, LastReload: last,
 	}
-	if s.watchdog != nil {
-		info.MemmonRestarts = s.watchdog.Restarts.Load()
+	if watchdog != nil {
+		info.MemmonRestarts = watchdog.Restarts.Load()
 	}
-	if s.alerter != nil {
-		info.AlertsSent = s.alerter.Sent.Load()
-		info.AlertFailures = s.alerter.Failed.Load()
-		info.AlertsDropped = s.alerter.Dropped.Load()
+	if alerter != nil {
+		info.AlertsSent = alerter.Sent.Load()
+		info.AlertFailures = alerter.Failed.Load()
+		info.AlertsDropped = alerter.Dropped.Load()
 	}
 	writeJSON(w, http.StatusOK, info)
 }
@@ -126,10 +141,16 @@ func (s *Supervisor) handleStatus(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if s.nginx != nil {
-		if ns := s.nginx.Status(); !ns.OK && ns.Error != "" {
-			w.Header().Set(WarningHeader, "nginx: "+oneLine(ns.Error))
+	s.mu.RLock()
+	m, watchdog, last := s.nginx, s.watchdog, s.lastReload
+	s.mu.RUnlock()
+	if m != nil {
+		if ns := m.Status(); !ns.OK && ns.Error != "" {
+			w.Header().Add(WarningHeader, "nginx: "+oneLine(ns.Error))
 		}
+	}
+	if last.Error != "" {
+		w.Header().Add(WarningHeader, "reload at "+last.At.Format(time.DateTime)+" failed: "+oneLine(last.Error))
 	}
 	now := time.Now()
 	out := make([]ProcStatus, 0, len(procs))
@@ -138,8 +159,8 @@ func (s *Supervisor) handleStatus(w http.ResponseWriter, r *http.Request) {
 		if ps.Description == "not started" && s.admin.isStopped(ps.Name) {
 			ps.Description = "stopped with gosup ctl stop (kept across daemon restarts until gosup ctl start)"
 		}
-		if s.watchdog != nil {
-			if m, ok := s.watchdog.Sample(ps.Name); ok {
+		if watchdog != nil {
+			if m, ok := watchdog.Sample(ps.Name); ok {
 				ps.RSSBytes, ps.MemmonRestartAt, ps.MemmonReason = m.RSS, m.LastRestartAt, m.LastReason
 			}
 		}
@@ -204,16 +225,24 @@ func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, err)
 		return
 	}
-	ctx := r.Context()
+	// One state-changing operation at a time; shutdown interrupts it.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(s.opsCtx, cancel)()
+	s.ops.Lock()
+	defer s.ops.Unlock()
 	var results []Result
-	switch r.URL.Path {
-	case "/v1/start":
-		results = s.start(ctx, procs)
+	switch {
+	case r.URL.Path == "/v1/start":
+		results = s.startAndPutBack(ctx, procs)
 		s.remember(false, results)
-	case "/v1/stop":
-		results = s.stop(ctx, procs)
+	case r.URL.Path == "/v1/stop":
+		results = s.plannedStop(ctx, procs)
 		s.remember(true, results)
-	case "/v1/restart":
+	case r.URL.Path == "/v1/restart" && req.Rolling:
+		results = s.rollingRestart(ctx, procs)
+		s.remember(false, results)
+	case r.URL.Path == "/v1/restart":
 		// Like supervisorctl: stop them all, then start those that
 		// stopped; both outcomes are reported.
 		byName := map[string]*procgroup.Process{}
@@ -221,16 +250,16 @@ func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
 			byName[p.Spec().FullName()] = p
 		}
 		var again []*procgroup.Process
-		for _, res := range s.stop(ctx, procs) {
+		for _, res := range s.plannedStop(ctx, procs) {
 			results = append(results, res)
 			if res.OK {
 				again = append(again, byName[res.Name])
 			}
 		}
-		started := s.start(ctx, again)
+		started := s.startAndPutBack(ctx, again)
 		s.remember(false, started)
 		results = append(results, started...)
-	case "/v1/signal":
+	case r.URL.Path == "/v1/signal":
 		sig, err := procgroup.ParseSignal(req.Signal)
 		if err != nil {
 			writeErr(w, http.StatusBadRequest, err)
@@ -259,11 +288,35 @@ func oneLine(s string) string {
 }
 
 func (s *Supervisor) handleNginx(w http.ResponseWriter, r *http.Request) {
-	if s.nginx == nil {
-		writeErr(w, http.StatusNotFound, fmt.Errorf("%s has no [nginx] table", s.cfg.File))
+	m := s.currentNginx()
+	if m == nil {
+		writeErr(w, http.StatusNotFound, fmt.Errorf("%s has no [nginx] table", s.config().File))
 		return
 	}
-	writeJSON(w, http.StatusOK, s.nginx.Status())
+	writeJSON(w, http.StatusOK, m.Status())
+}
+
+// handleReload re-reads the configuration and applies it (or, dry, only
+// reports the difference). An invalid configuration is 422 with the error.
+func (s *Supervisor) handleReload(w http.ResponseWriter, r *http.Request) {
+	var req ReloadRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("bad request body: %w", err))
+		return
+	}
+	// A reload is not undone by a client going away: it runs to its end
+	// (or to shutdown).
+	plan, err := s.Reload(s.opsCtx, req.DryRun)
+	var invalid *ConfigInvalidError
+	switch {
+	case errors.As(err, &invalid):
+		s.log.Error("reload refused", "err", err)
+		writeErr(w, http.StatusUnprocessableEntity, err)
+	case err != nil:
+		writeErr(w, http.StatusServiceUnavailable, err)
+	default:
+		writeJSON(w, http.StatusOK, plan)
+	}
 }
 
 // remember records what an operator stopped or started, for the next daemon.

@@ -110,19 +110,30 @@ func (c *Client) Status(ctx context.Context, patterns ...string) ([]ProcStatus, 
 	return st, err
 }
 
-// StatusWarning is Status plus the daemon's one-line warning, if any (a
-// failed nginx update, for instance).
-func (c *Client) StatusWarning(ctx context.Context, patterns ...string) ([]ProcStatus, string, error) {
+// StatusWarning is Status plus the daemon's one-line warnings, if any (a
+// failed nginx update, a refused reload).
+func (c *Client) StatusWarning(ctx context.Context, patterns ...string) ([]ProcStatus, []string, error) {
 	resp, err := c.raw(ctx, http.MethodGet, "/v1/status", url.Values{"p": patterns}, nil)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	var out []ProcStatus
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, "", fmt.Errorf("decode response from %s: %w", c.Socket, err)
+		return nil, nil, fmt.Errorf("decode response from %s: %w", c.Socket, err)
 	}
-	return out, resp.Header.Get(WarningHeader), nil
+	return out, resp.Header.Values(WarningHeader), nil
+}
+
+// Reload has the daemon re-read its configuration and apply the difference
+// (dryRun: only report it). An invalid configuration is an *APIError with
+// Code 422.
+func (c *Client) Reload(ctx context.Context, dryRun bool) (*ReloadPlan, error) {
+	var out ReloadPlan
+	if err := c.do(ctx, http.MethodPost, "/v1/reload", nil, ReloadRequest{DryRun: dryRun}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // Nginx returns the outcome of the last nginx update.

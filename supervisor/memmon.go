@@ -43,10 +43,21 @@ func stderrPath(spec *procgroup.ProcSpec) string {
 
 // Restart is the graceful path a ctl restart takes, for one pid only.
 func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason string) error {
-	p := h.s.byName[name]
+	p := h.s.process(name)
 	if p == nil {
 		return fmt.Errorf("%w: %s", ErrNoMatch, name)
 	}
+	if p.Status().Pid != pid {
+		return fmt.Errorf("%s %w %d", name, memmon.ErrPidGone, pid)
+	}
+	// A planned stop: out of nginx first, back once the new one is ready.
+	h.s.drain(ctx, []*procgroup.Process{p})
+	defer func() {
+		if p.Status().State == procgroup.Running {
+			h.s.setDown([]*procgroup.Process{p}, false)
+		}
+		h.s.submitNginx()
+	}()
 	if err := p.StopPid(pid); err != nil {
 		if errors.Is(err, procgroup.ErrPidChanged) {
 			return fmt.Errorf("%s %w %d", name, memmon.ErrPidGone, pid)
@@ -70,7 +81,7 @@ func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason st
 }
 
 func (h memmonHost) StderrTail(name string, lines int) string {
-	p := h.s.byName[name]
+	p := h.s.process(name)
 	if p == nil {
 		return ""
 	}

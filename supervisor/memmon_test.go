@@ -197,7 +197,7 @@ func TestMemmonRestartChecksPid(t *testing.T) {
 // restart is mailed at once, the next ones as one digest after rate_limit.
 func TestMemmonMailsAndDigests(t *testing.T) {
 	srv := smtptest.Start(t)
-	file := memmonConfig(t, program("hog", "hog 128", 1, "port_start = "+strconv.Itoa(freePort(t))), fmt.Sprintf(`any = "80MB"
+	file := memmonConfig(t, program("hog", "hog 128", 1, "port_start = "+strconv.Itoa(freePort(t))+"\nready = \"startsecs\""), fmt.Sprintf(`any = "80MB"
 name = "web-3.test"
 
 [email]

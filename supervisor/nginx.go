@@ -29,17 +29,27 @@ type NginxStatus struct {
 }
 
 // nginxManager keeps nginx's upstream file in step with the processes. It
-// runs in its own goroutine: submit never blocks, a newer submission
-// replaces a pending one, and a hanging nginx only delays nginx updates.
+// runs in its own goroutine: enqueue never blocks, a newer submission
+// replaces a pending one (and inherits its waiters), and a hanging nginx
+// only delays nginx updates.
 type nginxManager struct {
-	settings *NginxSettings
-	rp       *reaper.Reaper
-	log      *slog.Logger
-	pending  chan templates.Data // one slot, latest wins
+	rp   *reaper.Reaper
+	log  *slog.Logger
+	kick chan struct{}
+	stop func() // set by start: ends run and waits for it
 
 	mu           sync.Mutex
+	settings     *NginxSettings // replaced by a reload
+	pending      *nginxJob
 	status       NginxStatus
 	reloadNeeded bool // the file on disk passed the test but nginx has not loaded it
+}
+
+// nginxJob is one rendering to apply, and who waits for its outcome.
+type nginxJob struct {
+	settings *NginxSettings
+	data     templates.Data
+	waiters  []chan<- error
 }
 
 // Backoff of reload retries.
@@ -53,23 +63,49 @@ func newNginxManager(n *NginxSettings, rp *reaper.Reaper, log *slog.Logger) *ngi
 		settings: n,
 		rp:       rp,
 		log:      log.With("component", "nginx"),
-		pending:  make(chan templates.Data, 1),
+		kick:     make(chan struct{}, 1),
 		status:   NginxStatus{Output: n.Output},
 	}
 }
 
-// submit queues d for rendering, replacing whatever is queued.
-func (m *nginxManager) submit(d templates.Data) {
-	for {
-		select {
-		case m.pending <- d:
-			return
-		default:
-		}
-		select {
-		case <-m.pending:
-		default:
-		}
+// start runs the manager in a goroutine until m.stop is called.
+func (m *nginxManager) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.run(ctx)
+	}()
+	m.stop = func() {
+		cancel()
+		<-done
+	}
+}
+
+// setSettings makes later submissions use n.
+func (m *nginxManager) setSettings(n *NginxSettings) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.settings = n
+	m.status.Output = n.Output
+}
+
+// enqueue queues d for rendering, replacing whatever is queued; done, if
+// not nil, receives the outcome of the update that carries d (or a newer one).
+func (m *nginxManager) enqueue(d templates.Data, done chan<- error) {
+	m.mu.Lock()
+	job := &nginxJob{settings: m.settings, data: d}
+	if m.pending != nil {
+		job.waiters = m.pending.waiters
+	}
+	if done != nil {
+		job.waiters = append(job.waiters, done)
+	}
+	m.pending = job
+	m.mu.Unlock()
+	select {
+	case m.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -86,17 +122,32 @@ func (m *nginxManager) run(ctx context.Context) {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	delay := nginxRetryMin
-	var last templates.Data
+	var last *nginxJob
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case last = <-m.pending:
+		case <-m.kick:
+			m.mu.Lock()
+			job := m.pending
+			m.pending = nil
+			m.mu.Unlock()
+			if job == nil {
+				continue
+			}
+			last = job
 			delay = nginxRetryMin
 		case <-retry.C:
+			if last == nil {
+				continue
+			}
 		}
 		retry.Stop()
-		err := m.apply(ctx, last)
+		err := m.apply(ctx, last.settings, last.data)
+		for _, w := range last.waiters {
+			w <- err
+		}
+		last.waiters = nil
 		m.mu.Lock()
 		needRetry := m.reloadNeeded
 		if needRetry {
@@ -116,8 +167,7 @@ func (m *nginxManager) run(ctx context.Context) {
 // apply renders d and, when the bytes differ from the file on disk (or a
 // reload is owed), writes it atomically, tests it, restores the previous
 // file if the test fails, and reloads nginx if it passes.
-func (m *nginxManager) apply(ctx context.Context, d templates.Data) (err error) {
-	n := m.settings
+func (m *nginxManager) apply(ctx context.Context, n *NginxSettings, d templates.Data) (err error) {
 	servers := 0
 	for _, u := range d.Upstreams {
 		servers += len(u.Servers)
@@ -157,7 +207,7 @@ func (m *nginxManager) apply(ctx context.Context, d templates.Data) (err error) 
 		}
 		if n.TestCommand != "" {
 			if text, err := runCommand(ctx, m.rp, n.TestCommand, time.Duration(n.CommandTimeout)); err != nil {
-				if rerr := m.restore(old, existed); rerr != nil {
+				if rerr := restore(n.Output, old, existed); rerr != nil {
 					err = fmt.Errorf("%w; and restoring the previous file failed: %v", err, rerr)
 				}
 				return fmt.Errorf("new configuration rejected, previous one restored: %w", err)
@@ -184,11 +234,11 @@ func (m *nginxManager) apply(ctx context.Context, d templates.Data) (err error) 
 	return nil
 }
 
-func (m *nginxManager) restore(old []byte, existed bool) error {
+func restore(path string, old []byte, existed bool) error {
 	if !existed {
-		return os.Remove(m.settings.Output)
+		return os.Remove(path)
 	}
-	return writeAtomic(m.settings.Output, old)
+	return writeAtomic(path, old)
 }
 
 // writeAtomic replaces path with data through a temporary file in the same

@@ -246,7 +246,7 @@ func TestNginxEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := newNginxManager(bad.Nginx, testReaper, log)
-	err = m.apply(context.Background(), nginxData(bad, nil))
+	err = m.apply(context.Background(), bad.Nginx, nginxData(bad, nil))
 	if err == nil || !strings.Contains(err.Error(), "not_a_directive") || !strings.Contains(err.Error(), "previous one restored") {
 		t.Errorf("rejected config: want nginx's error text, have %v", err)
 	}
@@ -334,9 +334,9 @@ protocol = "http"
 	if _, err := os.Stat(filepath.Join(dir, "out.conf")); err != nil {
 		t.Errorf("the rendered file was not written: %v", err)
 	}
-	_, warning, err := cl.StatusWarning(context.Background())
-	if err != nil || !strings.Contains(warning, "nginx: configuration written and tested, but reload failed") {
-		t.Errorf("status warning: %q %v", warning, err)
+	_, warnings, err := cl.StatusWarning(context.Background())
+	if warning := strings.Join(warnings, "\n"); err != nil || !strings.Contains(warning, "nginx: configuration written and tested, but reload failed") {
+		t.Errorf("status warning: %q %v", warnings, err)
 	}
 }
 

@@ -150,16 +150,20 @@ func nginxData(cfg *Config, down map[string]bool) templates.Data {
 		tp := templates.Program{Name: p.Name, NumProcs: p.Spec.NumProcs, PortStart: p.Spec.PortStart, Upstream: p.Spec.Upstream}
 		for _, ps := range p.Procs {
 			tp.Processes = append(tp.Processes, templates.Process{Name: ps.FullName(), Process: ps.Name, Port: ps.Port, Command: ps.Argv})
-			if p.Spec.Upstream == "" || n == nil {
+			if n == nil {
+				continue
+			}
+			up := ps.Program.Upstream
+			if _, ok := n.Upstream[up]; !ok {
 				continue
 			}
 			state := "up"
 			if down[ps.FullName()] {
 				state = "down"
 			}
-			servers[p.Spec.Upstream] = append(servers[p.Spec.Upstream], templates.Server{
-				Host: n.Upstream[p.Spec.Upstream].Host, Port: ps.Port, Name: ps.FullName(),
-				Program: p.Name, Process: ps.Name, Weight: p.Spec.Weight, State: state,
+			servers[up] = append(servers[up], templates.Server{
+				Host: n.Upstream[up].Host, Port: ps.Port, Name: ps.FullName(),
+				Program: p.Name, Process: ps.Name, Weight: ps.Program.Weight, State: state,
 			})
 		}
 		d.Programs = append(d.Programs, tp)

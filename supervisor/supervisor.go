@@ -34,17 +34,42 @@ type Options struct {
 
 // Supervisor is a running daemon. Create it with New and call Run once.
 type Supervisor struct {
-	cfg       *Config
 	log       *slog.Logger
 	rp        *reaper.Reaper
-	groups    []*procgroup.Group // ascending priority
-	nginx     *nginxManager      // nil without [nginx]
-	byName    map[string]*procgroup.Process
-	watchdog  *memmon.Watchdog // nil without [memmon]
-	alerter   *memmon.Alerter  // nil without [email]
 	admin     *adminState
+	inst      *instance
+	notify    *notifier
 	startedAt time.Time
 	opts      Options
+	pctx      context.Context // the processes' lifetime
+	// opsCtx ends when shutdown begins: operations in flight (a rolling
+	// restart, a reload) stop waiting and let shutdown take over.
+	opsCtx    context.Context
+	opsCancel context.CancelFunc
+	changed   chan struct{} // a process changed state (for sd_notify)
+
+	// ops serializes everything that changes which processes run: ctl
+	// start/stop/restart/signal, reloads and touch_reload restarts.
+	ops sync.Mutex
+	// reloadKick holds at most one pending reload request (SIGHUP, file
+	// watcher): a storm coalesces into one running and one pending.
+	reloadKick chan struct{}
+
+	// mu guards what a reload replaces; readers take snapshots.
+	mu         sync.RWMutex
+	cfg        *Config
+	groups     []*procgroup.Group // ascending priority
+	nginx      *nginxManager      // nil without [nginx]
+	watchdog   *memmon.Watchdog   // nil without [memmon]
+	alerter    *memmon.Alerter    // nil without [email]
+	stopMemmon func()
+	lastReload ReloadStatus
+
+	// down names the processes (group:process) rendered down in nginx:
+	// draining before a planned stop, or not yet ready. Guarded by downMu,
+	// which also makes "render and submit" one step.
+	downMu sync.Mutex
+	down   map[string]bool
 
 	shutdownOnce sync.Once
 	shutdownReq  chan struct{}
@@ -56,7 +81,20 @@ func New(cfg *Config, opts Options) *Supervisor {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Supervisor{cfg: cfg, log: log, rp: opts.Reaper, opts: opts, shutdownReq: make(chan struct{})}
+	opsCtx, opsCancel := context.WithCancel(context.Background())
+	return &Supervisor{
+		opsCtx: opsCtx, opsCancel: opsCancel,
+		cfg: cfg, log: log, rp: opts.Reaper, opts: opts, shutdownReq: make(chan struct{}),
+		reloadKick: make(chan struct{}, 1), changed: make(chan struct{}, 1),
+		down: map[string]bool{}, stopMemmon: func() {},
+	}
+}
+
+// config is the configuration in force.
+func (s *Supervisor) config() *Config {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.cfg
 }
 
 // Run claims the socket, starts every autostart program in ascending
@@ -64,7 +102,8 @@ func New(cfg *Config, opts Options) *Supervisor {
 // shutdown; then it stops every process in descending priority and returns.
 // It returns ErrAlreadyRunning, touching nothing, if another daemon owns the socket.
 func (s *Supervisor) Run(ctx context.Context) error {
-	st := s.cfg.Supervisor
+	cfg := s.cfg
+	st := cfg.Supervisor
 	mode, _ := parseMode(st.SocketMode)
 	dirMode := os.FileMode(0o700)
 	if st.SocketGroup != "" {
@@ -75,6 +114,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	defer inst.release()
+	s.inst = inst
 	s.admin = loadAdminState(st.Socket)
 	// Children get stdin, stdout and stderr, nothing else: whatever the
 	// daemon inherited (a shell's redirections, a caller's pipe) must not
@@ -104,57 +144,44 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 	}
 
-	// Processes outlive ctx: they are stopped in order below, then their
-	// owner goroutines end with pctx.
 	notify, err := newNotifier(s.opts.NotifySocket)
 	if err != nil {
 		s.log.Warn("not telling systemd about readiness", "err", err)
 	}
 	defer notify.close()
-	changed := make(chan struct{}, 1)
+	s.notify = notify
+	// Processes outlive ctx: they are stopped in order below, then their
+	// owner goroutines end with pctx.
 	pctx, pcancel := context.WithCancel(context.Background())
-	for _, p := range s.cfg.Programs {
-		g := procgroup.NewGroup(p.Name, p.Spec, p.Procs, s.rp, s.log)
-		for _, proc := range g.Procs {
-			proc.OnSpawn = func(p *procgroup.Process, pid int, _ time.Time) { inst.recordSpawn(p.Spec().FullName(), pid) }
-			proc.OnExit = func(p *procgroup.Process, _ int) { inst.recordExit(p.Spec().FullName()) }
-			proc.DaemonEnv = []string{"GOSUP_INSTANCE=" + inst.id}
-			proc.OnState = func(*procgroup.Process, procgroup.State) {
-				select {
-				case changed <- struct{}{}:
-				default:
-				}
+	s.pctx = pctx
+	for _, p := range cfg.Programs {
+		g := s.newGroup(p.Name)
+		for i := range p.Procs {
+			proc := g.Add(&p.Procs[i])
+			if p.Spec.Upstream != "" && s.admin.isStopped(proc.Spec().FullName()) {
+				s.down[proc.Spec().FullName()] = true // nginx need not try it
 			}
 		}
-		g.Run(pctx)
 		s.groups = append(s.groups, g)
 	}
 	s.startedAt = time.Now()
-	s.byName = map[string]*procgroup.Process{}
-	for _, p := range s.all() {
-		s.byName[p.Spec().FullName()] = p
+	if cfg.Nginx != nil {
+		s.nginx = newNginxManager(cfg.Nginx, s.rp, s.log)
+		s.nginx.start()
+		s.submitNginx()
 	}
-	if s.cfg.Nginx != nil {
-		s.nginx = newNginxManager(s.cfg.Nginx, s.rp, s.log)
-		nctx, ncancel := context.WithCancel(context.Background())
-		nginxDone := make(chan struct{})
-		go func() {
-			defer close(nginxDone)
-			s.nginx.run(nctx)
-		}()
-		defer func() {
-			ncancel()
-			<-nginxDone
-		}()
-		s.nginx.submit(nginxData(s.cfg, nil))
-	}
+	defer func() {
+		if m := s.currentNginx(); m != nil {
+			m.stop()
+		}
+	}()
 
-	stopMemmon := s.startMemmon()
+	s.startMemmon(cfg)
 	nctx, stopNotify := context.WithCancel(context.Background())
 	notifyDone := make(chan struct{})
 	go func() {
 		defer close(notifyDone)
-		s.runNotify(nctx, notify, changed, s.opts.Watchdog)
+		s.runNotify(nctx, notify, s.changed, s.opts.Watchdog)
 	}()
 	srv := &http.Server{
 		Handler:           s.routes(),
@@ -164,23 +191,18 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	s.log.Info("gosup started", "config", s.cfg.File, "socket", st.Socket, "programs", len(s.cfg.Programs), "pid", os.Getpid())
+	s.log.Info("gosup started", "config", cfg.File, "socket", st.Socket, "programs", len(cfg.Programs), "pid", os.Getpid())
 
 	// Spawn in ascending priority; within a level in parallel. Nothing
 	// waits for RUNNING here, as supervisord does not.
-	for _, level := range s.levels(s.all(), false) {
-		var wg sync.WaitGroup
-		for _, p := range level {
-			if s.admin.isStopped(p.Spec().FullName()) {
-				s.log.Info("not starting: stopped with gosup ctl stop; gosup ctl start starts it", "process", p.Spec().FullName())
-				continue
-			}
-			if p.Spec().Program.AutoStart {
-				wg.Go(func() { _ = p.Start() })
-			}
-		}
-		wg.Wait()
-	}
+	s.ops.Lock()
+	s.autostart(s.all())
+	s.ops.Unlock()
+
+	// Reloads asked for by SIGHUP or the file watcher run here, one at a time.
+	var loops sync.WaitGroup
+	loops.Go(func() { s.reloadLoop(s.opsCtx) })
+	loops.Go(func() { s.watchLoop(s.opsCtx) })
 
 	select {
 	case <-ctx.Done():
@@ -188,16 +210,25 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	case err := <-served:
 		s.log.Error("control socket failed", "err", err)
 	}
+	s.opsCancel()
+	loops.Wait()
+	// Wait for an operation in flight, then keep everyone else out.
+	s.ops.Lock()
+	defer s.ops.Unlock()
+	s.mu.RLock()
+	stopMemmon := s.stopMemmon
+	s.mu.RUnlock()
 	stopMemmon() // no memmon restart during shutdown
 	stopNotify()
 	<-notifyDone
 	_ = notify.send("STOPPING=1", "STATUS=stopping "+summary(s.all()))
-	s.log.Info("shutting down", "timeout", st.ShutdownTimeout)
-	sctx, scancel := context.WithTimeout(context.Background(), time.Duration(st.ShutdownTimeout))
+	timeout := time.Duration(s.config().Supervisor.ShutdownTimeout)
+	s.log.Info("shutting down", "timeout", timeout)
+	sctx, scancel := context.WithTimeout(context.Background(), timeout)
 	s.stop(sctx, s.all())
 	scancel()
 	pcancel() // anything still alive now is killed with its group
-	for _, g := range s.groups {
+	for _, g := range s.snapshotGroups() {
 		g.Wait()
 	}
 	if n := inst.sweep(); n > 0 {
@@ -210,24 +241,64 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	return nil
 }
 
-// startMemmon runs the watchdog and the alerter, if configured, and
-// returns what stops them (and waits for restarts in flight).
-func (s *Supervisor) startMemmon() func() {
-	if s.cfg.Memmon == nil {
-		return func() {}
+// newGroup makes an empty group whose processes report to the daemon.
+func (s *Supervisor) newGroup(name string) *procgroup.Group {
+	g := procgroup.NewGroup(s.pctx, name, s.rp, s.log)
+	inst := s.inst
+	g.Setup = func(proc *procgroup.Process) {
+		proc.OnSpawn = func(p *procgroup.Process, pid int, _ time.Time) { inst.recordSpawn(p.Spec().FullName(), pid) }
+		proc.OnExit = func(p *procgroup.Process, _ int) { inst.recordExit(p.Spec().FullName()) }
+		proc.DaemonEnv = []string{"GOSUP_INSTANCE=" + inst.id}
+		proc.OnState = func(*procgroup.Process, procgroup.State) {
+			select {
+			case s.changed <- struct{}{}:
+			default:
+			}
+		}
+	}
+	return g
+}
+
+// autostart starts, level by level in ascending priority, the processes
+// that autostart and were not stopped with ctl stop; it does not wait.
+func (s *Supervisor) autostart(procs []*procgroup.Process) {
+	for _, level := range s.levels(procs, false) {
+		var wg sync.WaitGroup
+		for _, p := range level {
+			if s.admin.isStopped(p.Spec().FullName()) {
+				s.log.Info("not starting: stopped with gosup ctl stop; gosup ctl start starts it", "process", p.Spec().FullName())
+				continue
+			}
+			if p.Spec().Program.AutoStart {
+				wg.Go(func() { _ = p.Start() })
+			}
+		}
+		wg.Wait()
+	}
+}
+
+// startMemmon runs the watchdog and the alerter, if cfg has them, and
+// keeps what stops them (and waits for restarts in flight).
+func (s *Supervisor) startMemmon(cfg *Config) {
+	if cfg.Memmon == nil {
+		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	if s.cfg.Email != nil {
-		s.alerter = memmon.NewAlerter(*s.cfg.Email, time.Duration(s.cfg.Memmon.AlertMaxUptime), s.sendmail, s.log.With("component", "alerts"))
-		wg.Go(func() { s.alerter.Run(ctx) })
+	var alerter *memmon.Alerter
+	if cfg.Email != nil {
+		alerter = memmon.NewAlerter(*cfg.Email, time.Duration(cfg.Memmon.AlertMaxUptime), s.sendmail, s.log.With("component", "alerts"))
+		wg.Go(func() { alerter.Run(ctx) })
 	}
-	s.watchdog = memmon.New(*s.cfg.Memmon, memmonHost{s}, s.alerter, "/proc", s.log)
-	wg.Go(func() { s.watchdog.Run(ctx) })
-	return func() {
+	watchdog := memmon.New(*cfg.Memmon, memmonHost{s}, alerter, "/proc", s.log)
+	wg.Go(func() { watchdog.Run(ctx) })
+	s.mu.Lock()
+	s.watchdog, s.alerter = watchdog, alerter
+	s.stopMemmon = func() {
 		cancel()
 		wg.Wait()
 	}
+	s.mu.Unlock()
 }
 
 // requestShutdown makes Run stop everything and return.
@@ -237,10 +308,16 @@ func (s *Supervisor) requestShutdown() {
 
 func (s *Supervisor) all() []*procgroup.Process {
 	var out []*procgroup.Process
-	for _, g := range s.groups {
-		out = append(out, g.Procs...)
+	for _, g := range s.snapshotGroups() {
+		out = append(out, g.Procs()...)
 	}
 	return out
+}
+
+func (s *Supervisor) snapshotGroups() []*procgroup.Group {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.groups)
 }
 
 // ErrNoMatch is returned when a pattern names no process.
@@ -252,7 +329,7 @@ func (s *Supervisor) match(patterns []string) ([]*procgroup.Process, error) {
 	var out []*procgroup.Process
 	for _, pat := range patterns {
 		n := 0
-		for _, g := range s.groups {
+		for _, g := range s.snapshotGroups() {
 			for _, p := range g.Match(pat) {
 				n++
 				if !seen[p] {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -28,7 +29,8 @@ func newCtlCmd(g *globalFlags) *cobra.Command {
 		newStatusCmd(g),
 		newActionCmd(g, "start", "Start processes and wait until they are RUNNING"),
 		newActionCmd(g, "stop", "Stop processes and wait until they are stopped"),
-		newActionCmd(g, "restart", "Stop, then start processes"),
+		newRestartCmd(g),
+		newReloadCmd(g),
 		newSignalCmd(g),
 		newPidCmd(g),
 		newTailCmd(g),
@@ -68,8 +70,8 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 				return printJSON(out, st)
 			}
 			printStatus(out, st)
-			if warning != "" {
-				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING:", warning)
+			for _, w := range warning {
+				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING:", w)
 			}
 			return nil
 		},
@@ -152,6 +154,94 @@ func runAction(cmd *cobra.Command, g *globalFlags, verb string, req supervisor.A
 		return silent(exitFailed)
 	}
 	return nil
+}
+
+func newRestartCmd(g *globalFlags) *cobra.Command {
+	var rolling bool
+	c := &cobra.Command{
+		Use:   "restart PATTERN...",
+		Short: "Stop, then start processes (PATTERN: group:process, group:*, group or all)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runAction(cmd, g, "restart", supervisor.ActionRequest{Patterns: args, Rolling: rolling})
+		},
+	}
+	c.Flags().BoolVar(&rolling, "rolling", false, "restart at most max_unavailable processes of a program at a time, drained from nginx, each waited for until ready")
+	return c
+}
+
+func newReloadCmd(g *globalFlags) *cobra.Command {
+	var dryRun, asJSON bool
+	c := &cobra.Command{
+		Use:   "reload",
+		Short: "Re-read the configuration and apply only what changed (exit 2: invalid, nothing changed)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			plan, err := cl.Reload(cmd.Context(), dryRun)
+			if err != nil {
+				return clientErr(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, plan)
+			}
+			printPlan(out, plan)
+			for _, r := range plan.Results {
+				if !r.OK {
+					return silent(exitFailed)
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the plan and results as JSON")
+	return c
+}
+
+// printPlan prints one line per program (and note), then each failed result.
+func printPlan(w io.Writer, plan *supervisor.ReloadPlan) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range plan.Changes {
+		var what []string
+		if len(c.Restart) > 0 {
+			what = append(what, fmt.Sprintf("restart %s (%s changed)", nameList(c.Restart), strings.Join(c.Why, ", ")))
+		}
+		if len(c.Start) > 0 {
+			what = append(what, "start "+nameList(c.Start))
+		}
+		if len(c.Stop) > 0 {
+			what = append(what, "stop "+nameList(c.Stop))
+		}
+		if len(c.InPlace) > 0 {
+			what = append(what, "in place: "+strings.Join(c.InPlace, ", "))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Program, c.Action, strings.Join(what, "; "))
+	}
+	tw.Flush()
+	for _, n := range plan.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+	if plan.DryRun {
+		fmt.Fprintln(w, "dry run: nothing changed")
+	}
+	for _, r := range plan.Results {
+		if !r.OK {
+			fmt.Fprintf(w, "%s: ERROR (%s)\n", r.Name, r.Message)
+		}
+	}
+}
+
+// nameList shortens a long list of process names: web_00 … web_19 (20).
+func nameList(names []string) string {
+	if len(names) <= 4 {
+		return strings.Join(names, " ")
+	}
+	return fmt.Sprintf("%s … %s (%d)", names[0], names[len(names)-1], len(names))
 }
 
 func newSignalCmd(g *globalFlags) *cobra.Command {

@@ -1,0 +1,659 @@
+package supervisor
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gosup/gosup/procgroup"
+	"golang.org/x/sys/unix"
+)
+
+// ReloadStatus is the outcome of the last reload.
+type ReloadStatus struct {
+	At    time.Time `json:"at,omitzero"`
+	OK    bool      `json:"ok"`
+	Error string    `json:"error,omitempty"`
+}
+
+// Change is what a reload does to one program.
+type Change struct {
+	Program string `json:"program"`
+	// Action is added, removed, changed or unchanged.
+	Action  string   `json:"action"`
+	Start   []string `json:"start,omitempty"`    // new processes
+	Stop    []string `json:"stop,omitempty"`     // processes that go away
+	Restart []string `json:"restart,omitempty"`  // processes restarted, rolling
+	Why     []string `json:"why,omitempty"`      // the spawn settings whose change restarts them
+	InPlace []string `json:"in_place,omitempty"` // settings applied without a restart
+}
+
+// ReloadPlan is a reload's difference and, once applied, its outcome.
+type ReloadPlan struct {
+	Config  string   `json:"config"`
+	DryRun  bool     `json:"dry_run"`
+	Changes []Change `json:"changes"`
+	Notes   []string `json:"notes,omitempty"`
+	Results []Result `json:"results,omitempty"`
+}
+
+// ConfigInvalidError is a reload refused because the new configuration
+// does not load; nothing was changed.
+type ConfigInvalidError struct{ Err error }
+
+func (e *ConfigInvalidError) Error() string {
+	return "configuration not reloaded, nothing changed: " + e.Err.Error()
+}
+func (e *ConfigInvalidError) Unwrap() error { return e.Err }
+
+// step is one process of a plan and the spec it gets.
+type step struct {
+	p    *procgroup.Process
+	spec *procgroup.ProcSpec
+}
+
+// progPlan is a Change with what applying it needs.
+type progPlan struct {
+	Change
+	prog    *Program         // the new program; nil when removed
+	group   *procgroup.Group // the running group; nil when added
+	add     []*procgroup.ProcSpec
+	remove  []*procgroup.Process
+	restart []step
+	inPlace []step // every kept process that is not restarted
+}
+
+// RequestReload asks for a reload without waiting: a SIGHUP or a file
+// change. While one runs, any number of requests make one more.
+func (s *Supervisor) RequestReload() {
+	select {
+	case s.reloadKick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Supervisor) reloadLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.reloadKick:
+			if _, err := s.Reload(ctx, false); err != nil {
+				s.log.Error("reload failed", "err", err)
+			}
+		}
+	}
+}
+
+// Reload reads the configuration file again and applies the difference
+// (or with dryRun only reports it). An invalid file changes nothing and
+// returns a *ConfigInvalidError.
+func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*ReloadPlan, error) {
+	file := s.config().File
+	next, err := Load(file)
+	if err != nil {
+		err = &ConfigInvalidError{Err: err}
+		if !dryRun {
+			s.mu.Lock()
+			s.lastReload = ReloadStatus{At: time.Now(), Error: err.Error()}
+			s.mu.Unlock()
+		}
+		return nil, err
+	}
+	if dryRun {
+		plans, notes := s.plan(next)
+		return report(file, true, plans, notes), nil
+	}
+	s.ops.Lock()
+	defer s.ops.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	_ = s.notify.send("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()), "STATUS=reloading "+file)
+	plans, notes := s.plan(next)
+	rp := report(file, false, plans, notes)
+	for _, c := range rp.Changes {
+		if c.Action != "unchanged" {
+			s.log.Info("reload", "program", c.Program, "action", c.Action, "start", len(c.Start), "stop", len(c.Stop), "restart", len(c.Restart), "why", strings.Join(c.Why, ","), "in_place", strings.Join(c.InPlace, ","))
+		}
+	}
+	rp.Results = s.apply(ctx, next, plans)
+	s.mu.Lock()
+	s.lastReload = ReloadStatus{At: time.Now(), OK: true}
+	s.mu.Unlock()
+	_ = s.notify.send("READY=1", "STATUS="+summary(s.all()))
+	s.log.Info("reloaded", "config", file)
+	return rp, nil
+}
+
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano() / 1000
+}
+
+func report(file string, dryRun bool, plans []*progPlan, notes []string) *ReloadPlan {
+	rp := &ReloadPlan{Config: file, DryRun: dryRun, Notes: notes, Changes: []Change{}}
+	for _, pp := range plans {
+		rp.Changes = append(rp.Changes, pp.Change)
+	}
+	return rp
+}
+
+// plan compares the running processes with next, program by program and
+// process by process (a halted rolling restart leaves some processes on
+// the old spec; the next reload picks them up).
+func (s *Supervisor) plan(next *Config) ([]*progPlan, []string) {
+	cur := s.config()
+	groups := map[string]*procgroup.Group{}
+	for _, g := range s.snapshotGroups() {
+		groups[g.Name] = g
+	}
+	var plans []*progPlan
+	for _, np := range next.Programs {
+		g := groups[np.Name]
+		delete(groups, np.Name)
+		pp := &progPlan{Change: Change{Program: np.Name}, prog: np, group: g}
+		plans = append(plans, pp)
+		if g == nil {
+			pp.Action = "added"
+			for i := range np.Procs {
+				pp.add = append(pp.add, &np.Procs[i])
+				pp.Start = append(pp.Start, np.Procs[i].Name)
+			}
+			continue
+		}
+		live := map[string]*procgroup.Process{}
+		for _, p := range g.Procs() {
+			live[p.Spec().Name] = p
+		}
+		why, keys := map[string]bool{}, map[string]bool{}
+		for i := range np.Procs {
+			ps := &np.Procs[i]
+			p := live[ps.Name]
+			if p == nil {
+				pp.add = append(pp.add, ps)
+				pp.Start = append(pp.Start, ps.Name)
+				continue
+			}
+			delete(live, ps.Name)
+			old := p.Spec()
+			if w := procgroup.SpawnChanges(old, ps); len(w) > 0 {
+				pp.restart = append(pp.restart, step{p, ps})
+				pp.Restart = append(pp.Restart, ps.Name)
+				for _, k := range w {
+					why[k] = true
+				}
+				continue
+			}
+			pp.inPlace = append(pp.inPlace, step{p, ps})
+			for _, k := range procgroup.ChangedKeys(old.Program, ps.Program) {
+				keys[k] = true
+			}
+		}
+		for _, p := range g.Procs() {
+			if live[p.Spec().Name] == p {
+				pp.remove = append(pp.remove, p)
+				pp.Stop = append(pp.Stop, p.Spec().Name)
+			}
+		}
+		// numprocs, and what only names the processes, show as start/stop.
+		delete(keys, "numprocs")
+		pp.Why = slices.Sorted(mapsKeys(why))
+		pp.InPlace = slices.Sorted(mapsKeys(keys))
+		pp.Action = "unchanged"
+		if len(pp.Start)+len(pp.Stop)+len(pp.Restart)+len(pp.InPlace) > 0 {
+			pp.Action = "changed"
+		}
+	}
+	for name, g := range groups {
+		pp := &progPlan{Change: Change{Program: name, Action: "removed"}, group: g}
+		for _, p := range g.Procs() {
+			pp.remove = append(pp.remove, p)
+			pp.Stop = append(pp.Stop, p.Spec().Name)
+		}
+		plans = append(plans, pp)
+	}
+	slices.SortFunc(plans, func(a, b *progPlan) int { return strings.Compare(a.Program, b.Program) })
+	return plans, settingsNotes(cur, next)
+}
+
+// settingsNotes describes changes outside the programs.
+func settingsNotes(cur, next *Config) []string {
+	var notes []string
+	a, b := cur.Supervisor, next.Supervisor
+	for _, f := range []struct {
+		key    string
+		differ bool
+	}{
+		{"socket", a.Socket != b.Socket}, {"socket_mode", a.SocketMode != b.SocketMode},
+		{"socket_group", a.SocketGroup != b.SocketGroup}, {"loglevel", a.LogLevel != b.LogLevel},
+	} {
+		if f.differ {
+			notes = append(notes, fmt.Sprintf("supervisor.%s changed: it takes effect when the daemon restarts", f.key))
+		}
+	}
+	if a.ShutdownTimeout != b.ShutdownTimeout {
+		notes = append(notes, "supervisor.shutdown_timeout changed: applied")
+	}
+	if a.Watch != b.Watch {
+		notes = append(notes, fmt.Sprintf("supervisor.watch changed to %v: applied", b.Watch))
+	}
+	switch {
+	case cur.Nginx == nil && next.Nginx != nil:
+		notes = append(notes, "[nginx] added: the upstream file is written and nginx reloaded")
+	case cur.Nginx != nil && next.Nginx == nil:
+		notes = append(notes, fmt.Sprintf("[nginx] removed: gosup no longer updates %s (left as it is)", cur.Nginx.Output))
+	case cur.Nginx != nil && !sameNginx(cur.Nginx, next.Nginx):
+		notes = append(notes, "[nginx] changed: applied with the next rendering")
+	}
+	if !reflect.DeepEqual(cur.Memmon, next.Memmon) || !reflect.DeepEqual(cur.Email, next.Email) {
+		notes = append(notes, "[memmon]/[email] changed: the watchdog restarts with the new settings; no process does")
+	}
+	return notes
+}
+
+func sameNginx(a, b *NginxSettings) bool {
+	x, y := *a, *b
+	x.tmpl, y.tmpl = nil, nil
+	return reflect.DeepEqual(x, y)
+}
+
+// apply makes the running daemon match next: settings first, then
+// removals (drained, descending priority), in-place changes, rolling
+// restarts (programs in parallel), and additions (ascending priority, put
+// into nginx once ready).
+func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan) []Result {
+	s.mu.Lock()
+	prev := s.cfg
+	s.cfg = next
+	s.mu.Unlock()
+	s.applyNginxSettings(prev, next)
+	if !reflect.DeepEqual(prev.Memmon, next.Memmon) || !reflect.DeepEqual(prev.Email, next.Email) {
+		s.mu.Lock()
+		stop := s.stopMemmon
+		s.watchdog, s.alerter, s.stopMemmon = nil, nil, func() {}
+		s.mu.Unlock()
+		stop()
+		s.startMemmon(next)
+	}
+
+	var results []Result
+	var retire []*procgroup.Process
+	for _, pp := range plans {
+		retire = append(retire, pp.remove...)
+	}
+	if len(retire) > 0 {
+		results = append(results, s.plannedStop(ctx, retire)...)
+		s.forget(retire)
+	}
+	for _, pp := range plans {
+		for _, st := range pp.inPlace {
+			if err := st.p.SetSpec(st.spec); err != nil {
+				results = append(results, Result{Name: st.spec.FullName(), Message: err.Error()})
+			}
+		}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, pp := range plans {
+		if len(pp.restart) == 0 {
+			continue
+		}
+		wg.Go(func() {
+			r := s.roll(ctx, pp.restart)
+			mu.Lock()
+			results = append(results, r...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+
+	var added []*procgroup.Process
+	s.mu.Lock()
+	for _, pp := range plans {
+		if len(pp.add) == 0 {
+			continue
+		}
+		g := pp.group
+		if g == nil {
+			g = s.newGroup(pp.Program)
+			s.groups = append(s.groups, g)
+		}
+		for _, ps := range pp.add {
+			added = append(added, g.Add(ps))
+		}
+	}
+	s.sortGroups()
+	s.mu.Unlock()
+	if len(added) > 0 {
+		var start []*procgroup.Process
+		for _, p := range added {
+			if p.Spec().Program.AutoStart && !s.admin.isStopped(p.Spec().FullName()) {
+				start = append(start, p)
+			}
+		}
+		// New servers join their upstream once ready.
+		s.setDown(start, true)
+		results = append(results, s.start(ctx, start)...)
+		s.setDown(start, false)
+	}
+	s.submitNginx()
+	return results
+}
+
+// sortGroups orders the groups by priority, then name; s.mu must be held.
+func (s *Supervisor) sortGroups() {
+	prio := func(g *procgroup.Group) int {
+		if procs := g.Procs(); len(procs) > 0 {
+			return procs[0].Spec().Program.Priority
+		}
+		return 0
+	}
+	slices.SortStableFunc(s.groups, func(a, b *procgroup.Group) int {
+		return cmp.Or(cmp.Compare(prio(a), prio(b)), cmp.Compare(a.Name, b.Name))
+	})
+}
+
+// forget removes stopped processes from their groups, and empty groups
+// that the configuration no longer has.
+func (s *Supervisor) forget(procs []*procgroup.Process) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byName := map[string]*procgroup.Group{}
+	for _, g := range s.groups {
+		byName[g.Name] = g
+	}
+	for _, p := range procs {
+		if g := byName[p.Spec().Group]; g != nil {
+			g.Remove(p)
+		}
+	}
+	s.downMu.Lock()
+	for _, p := range procs {
+		delete(s.down, p.Spec().FullName())
+	}
+	s.downMu.Unlock()
+	keep := map[string]bool{}
+	for _, p := range s.cfg.Programs {
+		keep[p.Name] = true
+	}
+	s.groups = slices.DeleteFunc(s.groups, func(g *procgroup.Group) bool {
+		if !keep[g.Name] && len(g.Procs()) == 0 {
+			g.Wait()
+			return true
+		}
+		return false
+	})
+}
+
+func (s *Supervisor) applyNginxSettings(prev, next *Config) {
+	s.mu.Lock()
+	m := s.nginx
+	switch {
+	case next.Nginx == nil && m != nil:
+		s.nginx = nil
+		s.mu.Unlock()
+		m.stop()
+		return
+	case next.Nginx != nil && m == nil:
+		m = newNginxManager(next.Nginx, s.rp, s.log)
+		m.start()
+		s.nginx = m
+	case next.Nginx != nil:
+		m.setSettings(next.Nginx)
+	}
+	s.mu.Unlock()
+}
+
+// roll restarts a program's processes with their new specs (or the same
+// ones), at most max_unavailable at a time: each batch is drained from
+// nginx, stopped, given its spec, started and waited for until ready; then
+// it is put back in the same nginx update that drains the next batch. A
+// replacement that does not come up halts the rollout: the rest keep
+// running as they are, and the next reload or restart tries again.
+func (s *Supervisor) roll(ctx context.Context, steps []step) []Result {
+	var results []Result
+	if len(steps) == 0 {
+		return nil
+	}
+	batch := max(1, steps[0].spec.Program.MaxUnavailable)
+	for i := 0; i < len(steps); i += batch {
+		chunk := steps[i:min(i+batch, len(steps))]
+		var live, idle []step
+		for _, st := range chunk {
+			if st.p.Status().State == procgroup.Stopped {
+				idle = append(idle, st) // stopped on purpose: stays stopped
+			} else {
+				live = append(live, st)
+			}
+		}
+		procs := make([]*procgroup.Process, len(live))
+		for j, st := range live {
+			procs[j] = st.p
+		}
+		stopped := byName(s.plannedStop(ctx, procs))
+		var again []*procgroup.Process
+		for _, st := range live {
+			if r := stopped[st.spec.FullName()]; !r.OK {
+				results = append(results, r)
+				continue
+			}
+			if err := st.p.SetSpec(st.spec); err != nil {
+				results = append(results, Result{Name: st.spec.FullName(), Message: err.Error()})
+				continue
+			}
+			again = append(again, st.p)
+		}
+		for _, st := range idle {
+			_ = st.p.SetSpec(st.spec)
+		}
+		started := s.start(ctx, again)
+		results = append(results, started...)
+		failed := len(again) < len(live)
+		var ready []*procgroup.Process
+		ok := byName(started)
+		for _, p := range again {
+			if ok[p.Spec().FullName()].OK {
+				ready = append(ready, p)
+			} else {
+				failed = true
+			}
+		}
+		s.setDown(ready, false) // sent with the next batch's drain, or below
+		if failed || ctx.Err() != nil {
+			var rest []string
+			for _, st := range steps[i+len(chunk):] {
+				rest = append(rest, st.spec.Name)
+				results = append(results, Result{Name: st.spec.FullName(), State: st.p.Status().State.String(),
+					Message: "not restarted: the rolling restart halted because a replacement did not become ready"})
+			}
+			if len(rest) > 0 {
+				s.log.Error("rolling restart halted", "program", steps[0].spec.Group, "not_restarted", strings.Join(rest, ","))
+			}
+			break
+		}
+	}
+	s.submitNginx()
+	return results
+}
+
+// rollingRestart restarts procs, program by program in parallel, each
+// rolling with its max_unavailable.
+func (s *Supervisor) rollingRestart(ctx context.Context, procs []*procgroup.Process) []Result {
+	byProg := map[string][]step{}
+	var order []string
+	for _, p := range procs {
+		spec := p.Spec()
+		if _, ok := byProg[spec.Group]; !ok {
+			order = append(order, spec.Group)
+		}
+		byProg[spec.Group] = append(byProg[spec.Group], step{p, spec})
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var results []Result
+	for _, name := range order {
+		wg.Go(func() {
+			r := s.roll(ctx, byProg[name])
+			mu.Lock()
+			results = append(results, r...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// plannedStop drains procs from nginx, then stops them in descending
+// priority. They stay down in nginx until started again.
+func (s *Supervisor) plannedStop(ctx context.Context, procs []*procgroup.Process) []Result {
+	s.drain(ctx, procs)
+	return s.stop(ctx, procs)
+}
+
+// drain marks the running upstream members among procs down, has nginx
+// reload, and waits the longest of their drain times, so that requests in
+// flight finish before they are stopped. A failing nginx is logged and
+// waited out, never waited on.
+func (s *Supervisor) drain(ctx context.Context, procs []*procgroup.Process) {
+	var members []*procgroup.Process
+	var wait time.Duration
+	for _, p := range procs {
+		spec := p.Spec()
+		st := p.Status().State
+		if spec.Program.Upstream == "" || (st != procgroup.Running && st != procgroup.Starting) {
+			continue
+		}
+		members = append(members, p)
+		wait = max(wait, time.Duration(spec.Program.Drain))
+	}
+	if len(members) == 0 || s.currentNginx() == nil {
+		return
+	}
+	s.setDown(members, true)
+	if err := s.syncNginx(ctx); err != nil {
+		s.log.Warn("draining without nginx's confirmation", "err", err)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// startAndPutBack starts procs and puts those that became ready back into nginx.
+func (s *Supervisor) startAndPutBack(ctx context.Context, procs []*procgroup.Process) []Result {
+	results := s.start(ctx, procs)
+	ok := byName(results)
+	var ready []*procgroup.Process
+	for _, p := range procs {
+		if ok[p.Spec().FullName()].OK {
+			ready = append(ready, p)
+		}
+	}
+	s.setDown(ready, false)
+	s.submitNginx()
+	return results
+}
+
+func (s *Supervisor) setDown(procs []*procgroup.Process, down bool) {
+	s.downMu.Lock()
+	defer s.downMu.Unlock()
+	for _, p := range procs {
+		if down {
+			s.down[p.Spec().FullName()] = true
+		} else {
+			delete(s.down, p.Spec().FullName())
+		}
+	}
+}
+
+func (s *Supervisor) currentNginx() *nginxManager {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.nginx
+}
+
+// submitNginx renders the processes as they are now and queues it for nginx.
+func (s *Supervisor) submitNginx() { s.updateNginx(nil) }
+
+// syncNginx is submitNginx, waiting until nginx has the result (or ctx ends).
+func (s *Supervisor) syncNginx(ctx context.Context) error {
+	done := make(chan error, 1)
+	if !s.updateNginx(done) {
+		return nil
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Supervisor) updateNginx(done chan<- error) bool {
+	s.mu.RLock()
+	m, cfg, groups := s.nginx, s.cfg, s.groups
+	s.mu.RUnlock()
+	if m == nil {
+		return false
+	}
+	// The live processes, not the file: during a reload they differ.
+	view := *cfg
+	view.Programs = nil
+	specs := map[string]*Program{}
+	for _, p := range cfg.Programs {
+		specs[p.Name] = p
+	}
+	for _, g := range groups {
+		lp := &Program{Name: g.Name}
+		for _, p := range g.Procs() {
+			lp.Procs = append(lp.Procs, *p.Spec())
+		}
+		if len(lp.Procs) == 0 {
+			continue
+		}
+		lp.Spec = lp.Procs[0].Program
+		if cp := specs[g.Name]; cp != nil {
+			lp.Spec = cp.Spec
+		}
+		view.Programs = append(view.Programs, lp)
+	}
+	// Rendering and queueing is one step, so a later rendering always
+	// carries every earlier mark.
+	s.downMu.Lock()
+	defer s.downMu.Unlock()
+	m.enqueue(nginxData(&view, s.down), done)
+	return true
+}
+
+// process finds a process by its full name.
+func (s *Supervisor) process(name string) *procgroup.Process {
+	group, _, _ := strings.Cut(name, ":")
+	for _, g := range s.snapshotGroups() {
+		if g.Name != group {
+			continue
+		}
+		for _, p := range g.Procs() {
+			if p.Spec().FullName() == name {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+func byName(results []Result) map[string]Result {
+	m := make(map[string]Result, len(results))
+	for _, r := range results {
+		m[r.Name] = r
+	}
+	return m
+}

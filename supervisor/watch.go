@@ -1,0 +1,5 @@
+package supervisor
+
+import "context"
+
+func (s *Supervisor) watchLoop(ctx context.Context) { <-ctx.Done() }
