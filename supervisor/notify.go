@@ -90,9 +90,9 @@ func (s *Supervisor) runNotify(ctx context.Context, n *notifier, changed <-chan 
 		defer t.Stop()
 		ping = t.C
 	}
-	procs := s.all()
 	ready, last := false, ""
 	report := func() {
+		procs := s.all() // a reload changes them
 		st := summary(procs)
 		if !ready && settled(procs) {
 			ready = true

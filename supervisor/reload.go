@@ -126,6 +126,10 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*ReloadPlan, erro
 	s.mu.Lock()
 	s.lastReload = ReloadStatus{At: time.Now(), OK: true}
 	s.mu.Unlock()
+	select {
+	case s.watchReset <- struct{}{}:
+	default:
+	}
 	_ = s.notify.send("READY=1", "STATUS="+summary(s.all()))
 	s.log.Info("reloaded", "config", file)
 	return rp, nil

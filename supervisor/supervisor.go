@@ -54,6 +54,8 @@ type Supervisor struct {
 	// reloadKick holds at most one pending reload request (SIGHUP, file
 	// watcher): a storm coalesces into one running and one pending.
 	reloadKick chan struct{}
+	// watchReset tells the file watcher that a reload changed what to watch.
+	watchReset chan struct{}
 
 	// mu guards what a reload replaces; readers take snapshots.
 	mu         sync.RWMutex
@@ -85,7 +87,7 @@ func New(cfg *Config, opts Options) *Supervisor {
 	return &Supervisor{
 		opsCtx: opsCtx, opsCancel: opsCancel,
 		cfg: cfg, log: log, rp: opts.Reaper, opts: opts, shutdownReq: make(chan struct{}),
-		reloadKick: make(chan struct{}, 1), changed: make(chan struct{}, 1),
+		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		down: map[string]bool{}, stopMemmon: func() {},
 	}
 }

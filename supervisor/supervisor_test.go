@@ -118,13 +118,19 @@ func writeConfig(t *testing.T, body string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	file := filepath.Join(dir, "gosup.toml")
+	rewriteConfig(t, file, body)
+	return file
+}
+
+// rewriteConfig replaces the body of a config made by writeConfig.
+func rewriteConfig(t *testing.T, file, body string) {
+	t.Helper()
 	body = strings.ReplaceAll(body, "@HELPER@", os.Args[0])
 	cfg := fmt.Sprintf("[supervisor]\nsocket = \"s/gosup.sock\"\nlogdir = \"log\"\nshutdown_timeout = \"10s\"\n%s", body)
-	file := filepath.Join(dir, "gosup.toml")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return file
 }
 
 const helperEnv = `environment = { GO_WANT_HELPER_PROCESS = "1" }`

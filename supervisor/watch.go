@@ -1,5 +1,163 @@
 package supervisor
 
-import "context"
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
 
-func (s *Supervisor) watchLoop(ctx context.Context) { <-ctx.Done() }
+	"github.com/fsnotify/fsnotify"
+)
+
+// debounce is how long the watcher waits after the last change to a file
+// before acting: editors save in several steps (truncate, write, rename).
+const debounce = 150 * time.Millisecond
+
+// watchSet is what the watcher looks at for one configuration.
+type watchSet struct {
+	config   bool              // [supervisor] watch: the config files and include patterns
+	files    map[string]bool   // files whose change reloads
+	patterns []string          // include globs: a new matching file reloads
+	touch    map[string]string // touch_reload path → program
+	dirs     []string          // what fsnotify watches: directories survive renames
+}
+
+func newWatchSet(cfg *Config) watchSet {
+	ws := watchSet{config: cfg.Supervisor.Watch, files: map[string]bool{}, touch: map[string]string{}}
+	dirs := map[string]bool{}
+	if ws.config {
+		for _, f := range cfg.Files {
+			ws.files[f] = true
+			dirs[filepath.Dir(f)] = true
+		}
+		ws.patterns = cfg.Include
+		for _, p := range cfg.Include {
+			dirs[filepath.Dir(p)] = true
+		}
+	}
+	for _, p := range cfg.Programs {
+		for _, f := range p.TouchReload {
+			ws.touch[f] = p.Name
+			dirs[filepath.Dir(f)] = true
+		}
+	}
+	ws.dirs = slices.Sorted(mapsKeys(dirs))
+	return ws
+}
+
+// reloads reports whether a change to name should reload the configuration.
+func (ws watchSet) reloads(name string) bool {
+	if !ws.config {
+		return false
+	}
+	if ws.files[name] {
+		return true
+	}
+	for _, p := range ws.patterns {
+		if ok, _ := filepath.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// watchLoop watches the configuration files (with watch = true) and the
+// touch_reload files. One watcher lives as long as the loop, and a reload
+// (which may change both) only adds and removes directories, so no change
+// is missed while it does.
+func (s *Supervisor) watchLoop(ctx context.Context) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		s.log.Error("cannot watch files; reload with gosup ctl reload or SIGHUP", "err", err)
+		return
+	}
+	defer w.Close()
+	ws := s.rewatch(w, nil)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	reload := false
+	touched := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.watchReset:
+			ws = s.rewatch(w, ws.dirs)
+		case err := <-w.Errors:
+			s.log.Warn("file watcher", "err", err)
+		case ev := <-w.Events:
+			name := filepath.Clean(ev.Name)
+			hit := false
+			if ws.reloads(name) {
+				reload, hit = true, true
+			}
+			if prog, ok := ws.touch[name]; ok && !ev.Has(fsnotify.Remove) && !ev.Has(fsnotify.Rename) {
+				touched[prog], hit = true, true
+			}
+			if hit {
+				s.log.Debug("file changed", "file", name, "op", ev.Op.String())
+				timer.Reset(debounce)
+			}
+		case <-timer.C:
+			if reload {
+				reload = false
+				s.log.Info("configuration file changed: reloading")
+				s.RequestReload()
+			}
+			for prog := range touched {
+				delete(touched, prog)
+				go s.touchRestart(ctx, prog)
+			}
+		}
+	}
+}
+
+// rewatch makes w watch the directories the current configuration needs,
+// given those it watches now.
+func (s *Supervisor) rewatch(w *fsnotify.Watcher, watched []string) watchSet {
+	ws := newWatchSet(s.config())
+	for _, d := range watched {
+		if !slices.Contains(ws.dirs, d) {
+			_ = w.Remove(d)
+		}
+	}
+	var ok []string // what is watched now; a failed one is tried again at the next reload
+	for _, d := range ws.dirs {
+		if slices.Contains(watched, d) {
+			ok = append(ok, d)
+			continue
+		}
+		if strings.ContainsAny(d, "*?[") {
+			s.log.Warn("not watching a directory given by a pattern", "dir", d)
+			continue
+		}
+		if err := w.Add(d); err != nil {
+			s.log.Warn("cannot watch directory; changes in it are not picked up until the next reload", "dir", d, "err", err)
+			continue
+		}
+		ok = append(ok, d)
+	}
+	ws.dirs = ok
+	if len(ws.dirs) > 0 {
+		s.log.Debug("watching", "dirs", strings.Join(ws.dirs, " "))
+	}
+	return ws
+}
+
+// touchRestart restarts a program's processes, rolling, for touch_reload.
+func (s *Supervisor) touchRestart(ctx context.Context, prog string) {
+	s.ops.Lock()
+	defer s.ops.Unlock()
+	procs, err := s.match([]string{prog + ":*"})
+	if err != nil || ctx.Err() != nil {
+		return
+	}
+	s.log.Info("touch_reload: restarting, rolling", "program", prog)
+	for _, r := range s.rollingRestart(ctx, procs) {
+		if !r.OK {
+			s.log.Error("touch_reload restart failed", "process", r.Name, "err", r.Message)
+		}
+	}
+}

@@ -30,13 +30,6 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 			signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			go func() {
-				for range hup {
-					log.Warn("SIGHUP received: configuration reload is not available yet; nothing changed")
-				}
-			}()
 			opts := supervisor.Options{Logger: log, NotifySocket: os.Getenv("NOTIFY_SOCKET")}
 			// WATCHDOG_USEC applies to us only if WATCHDOG_PID is unset or ours.
 			if pid := os.Getenv("WATCHDOG_PID"); pid == "" || pid == strconv.Itoa(os.Getpid()) {
@@ -48,7 +41,19 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 			for _, k := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} {
 				os.Unsetenv(k)
 			}
-			err = supervisor.New(cfg, opts).Run(ctx)
+			d := supervisor.New(cfg, opts)
+			// SIGHUP reloads, as for supervisord and nginx; a storm of them
+			// coalesces into one reload running and one pending.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for range hup {
+					log.Info("SIGHUP received: reloading the configuration")
+					d.RequestReload()
+				}
+			}()
+			err = d.Run(ctx)
 			if err != nil {
 				return failed(err)
 			}
