@@ -444,8 +444,9 @@ func (s *Supervisor) roll(ctx context.Context, steps []step) []Result {
 		stopped := byName(s.plannedStop(ctx, procs))
 		var again []*procgroup.Process
 		for _, st := range live {
-			if r := stopped[st.spec.FullName()]; !r.OK {
-				results = append(results, r)
+			r := stopped[st.spec.FullName()]
+			results = append(results, r)
+			if !r.OK {
 				continue
 			}
 			if err := st.p.SetSpec(st.spec); err != nil {

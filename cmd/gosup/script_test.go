@@ -56,6 +56,7 @@ func TestScripts(t *testing.T) {
 			"sleep":     cmdSleep,
 			"waitnginx": cmdWaitNginx,
 			"backends":  cmdBackends,
+			"load":      cmdLoad,
 		},
 		Condition: func(cond string) (bool, error) {
 			// [nginx]: nginx can run here. Under CI=true it always holds,
