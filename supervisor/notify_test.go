@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 // The daemon speaks sd_notify to a real unixgram socket: READY=1 only once
 // every autostart process is RUNNING (here after startsecs = 1), STATUS=
 // when the picture changes, WATCHDOG=1 at half the watchdog interval, and
+// RELOADING=1 (with MONOTONIC_USEC) … READY=1 around a reload, and
 // STOPPING=1 on shutdown.
 func TestSystemdNotify(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "notify")
@@ -35,13 +37,14 @@ func TestSystemdNotify(t *testing.T) {
 			msgs <- msg{string(buf[:n]), time.Now()}
 		}
 	}()
-	file := writeConfig(t, `
+	body := `
 [program.web]
 command = "@HELPER@ sleep"
 numprocs = 2
 process_name = "web_%(process_num)d"
 startsecs = 1
-`+helperEnv)
+` + helperEnv
+	file := writeConfig(t, body)
 	cfg, err := Load(file)
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +78,20 @@ startsecs = 1
 	}
 	if m := next("STATUS="); m.text != "STATUS=1 running, 0 fatal, 1 other" {
 		t.Errorf("status after a stop: %q", m.text)
+	}
+	// A reload: RELOADING=1 with the monotonic clock, then READY=1 again.
+	rewriteConfig(t, file, strings.Replace(body, "numprocs = 2", "numprocs = 3", 1))
+	beforeReload := monotonicUsec()
+	if _, err := cl.Reload(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	reloading := next("RELOADING=1")
+	var usec int64
+	if _, err := fmt.Sscanf(reloading.text, "RELOADING=1\nMONOTONIC_USEC=%d\n", &usec); err != nil || usec < beforeReload || usec > monotonicUsec() {
+		t.Errorf("reloading message: %q (MONOTONIC_USEC %d, clock before %d)", reloading.text, usec, beforeReload)
+	}
+	if m := next("READY=1"); m.text != "READY=1\nSTATUS=2 running, 0 fatal, 1 other" {
+		t.Errorf("ready after reload: %q", m.text)
 	}
 	first := next("WATCHDOG=1")
 	for range 4 {

@@ -57,6 +57,7 @@ func TestScripts(t *testing.T) {
 			"waitnginx": cmdWaitNginx,
 			"backends":  cmdBackends,
 			"load":      cmdLoad,
+			"hupstorm":  cmdHupstorm,
 		},
 		Condition: func(cond string) (bool, error) {
 			// [nginx]: nginx can run here. Under CI=true it always holds,
