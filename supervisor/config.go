@@ -580,3 +580,30 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// SocketOf returns the control socket a configuration file names, reading
+// only [supervisor] socket: a client must reach the daemon even when the
+// file has mistakes elsewhere, which is when `gosup ctl reload` has to
+// report them.
+func SocketOf(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("config %s: %w", path, err)
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return "", fmt.Errorf("read config: %w", err)
+	}
+	var raw struct {
+		Supervisor struct {
+			Socket string `toml:"socket"`
+		} `toml:"supervisor"`
+	}
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		return "", decodeError(abs, "", err)
+	}
+	if raw.Supervisor.Socket == "" {
+		return DefaultSocket(), nil
+	}
+	return absTo(filepath.Dir(abs), raw.Supervisor.Socket), nil
+}

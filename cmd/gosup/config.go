@@ -45,11 +45,7 @@ func (g *globalFlags) socketPath() (string, error) {
 		return g.socket, nil
 	}
 	if g.config != "" {
-		cfg, err := g.loadConfig()
-		if err != nil {
-			return "", err
-		}
-		return cfg.Supervisor.Socket, nil
+		return socketOf(g.config)
 	}
 	if s := os.Getenv("GOSUP_SOCKET"); s != "" {
 		return s, nil
@@ -58,13 +54,19 @@ func (g *globalFlags) socketPath() (string, error) {
 		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		cfg, err := supervisor.Load(p)
-		if err != nil {
-			return "", usage(err)
-		}
-		return cfg.Supervisor.Socket, nil
+		return socketOf(p)
 	}
 	return supervisor.DefaultSocket(), nil
+}
+
+// socketOf reads only the socket from a config file, so that a client
+// reaches the daemon while the file has mistakes elsewhere.
+func socketOf(path string) (string, error) {
+	s, err := supervisor.SocketOf(path)
+	if err != nil {
+		return "", usage(err)
+	}
+	return s, nil
 }
 
 func (g *globalFlags) client() (*supervisor.Client, error) {

@@ -58,6 +58,7 @@ func TestScripts(t *testing.T) {
 			"backends":  cmdBackends,
 			"load":      cmdLoad,
 			"hupstorm":  cmdHupstorm,
+			"sighup":    cmdSighup,
 		},
 		Condition: func(cond string) (bool, error) {
 			// [nginx]: nginx can run here. Under CI=true it always holds,
@@ -130,7 +131,9 @@ func cmdWaitfor(ts *testscript.TestScript, neg bool, args []string) {
 		}) {
 			return
 		}
-		if err != nil && !errors.Is(err, supervisor.ErrNotRunning) && ctx.Err() == nil {
+		// Not running yet, or no such process yet (a reload adds it): wait.
+		var ae *supervisor.APIError
+		if err != nil && !errors.Is(err, supervisor.ErrNotRunning) && !(errors.As(err, &ae) && ae.Code == http.StatusNotFound) && ctx.Err() == nil {
 			ts.Fatalf("waitfor: %v", err)
 		}
 		if err == nil {

@@ -123,3 +123,16 @@ func cmdHupstorm(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("hupstorm: no ctl restart completed during the storm")
 	}
 }
+
+// cmdSighup sends one SIGHUP to the daemon on SOCKET (testscript's kill
+// knows only a few signals).
+//
+//	sighup SOCKET
+func cmdSighup(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: sighup SOCKET")
+	}
+	info, err := supervisor.NewClient(ts.MkAbs(args[0])).Info(context.Background())
+	ts.Check(err)
+	ts.Check(syscall.Kill(info.Pid, syscall.SIGHUP))
+}
