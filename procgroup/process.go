@@ -541,11 +541,14 @@ func (p *Process) stopProbe(l *loop) {
 // setSpec swaps the spec in the owner goroutine.
 func (p *Process) setSpec(l *loop, spec *ProcSpec) {
 	p.policy = PolicyOf(spec.Program)
-	if l.proc == nil {
-		// Nothing is writing to the old outputs: start afresh.
+	old := p.spec
+	if l.proc == nil && (logMoved(old.Stdout, spec.Stdout) || logMoved(old.Stderr, spec.Stderr) || old.Program.RedirectStderr != spec.Program.RedirectStderr) {
+		// New destinations, and no child writing: start afresh.
 		p.out.close()
 		p.out = newOutputs(spec)
 	} else {
+		// Same destinations (a copier may still be draining the last
+		// child's pipe into them): only the limits change.
 		p.out.setSpec(spec)
 	}
 	p.mu.Lock()

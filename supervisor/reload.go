@@ -605,7 +605,7 @@ func (s *Supervisor) syncNginx(ctx context.Context) error {
 
 func (s *Supervisor) updateNginx(done chan<- error) bool {
 	s.mu.RLock()
-	m, cfg, groups := s.nginx, s.cfg, s.groups
+	m, cfg, groups := s.nginx, s.cfg, slices.Clone(s.groups)
 	s.mu.RUnlock()
 	if m == nil {
 		return false
