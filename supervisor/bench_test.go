@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -175,6 +176,56 @@ func BenchmarkStatus100(b *testing.B) {
 		st, err := cl.Status(ctx)
 		if err != nil || len(st) != 100 {
 			b.Fatalf("status: %d, %v", len(st), err)
+		}
+	}
+}
+
+// BenchmarkReloadNoop500 is `ctl reload` of an unchanged file with 500
+// running processes: read, validate, compare each process and apply
+// nothing. It is the cost of a SIGHUP or a touched config.
+func BenchmarkReloadNoop500(b *testing.B) {
+	s, cl, stop := benchDaemon(b, 500, true)
+	defer stop()
+	for !allRunning(s) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		plan, err := cl.Reload(ctx, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if c := plan.Changes[0]; c.Action != "unchanged" {
+			b.Fatalf("a no-op reload changed %+v", c)
+		}
+	}
+}
+
+// BenchmarkReloadScale500 scales 500 running processes to 510 and back by
+// reload: 10 spawned and waited for, then 10 stopped; the 500 stay.
+func BenchmarkReloadScale500(b *testing.B) {
+	s, cl, stop := benchDaemon(b, 500, true)
+	defer stop()
+	for !allRunning(s) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	file := s.config().File
+	orig, err := os.ReadFile(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	more := bytes.Replace(orig, []byte("numprocs = 500"), []byte("numprocs = 510"), 1)
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		for _, body := range [][]byte{more, orig} {
+			if err := os.WriteFile(file, body, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := cl.Reload(ctx, false); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 }
