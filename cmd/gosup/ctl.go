@@ -357,7 +357,7 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "info",
-		Short: "Show the daemon: pid, config, socket, uptime, memmon and alert counters",
+		Short: "Show the daemon: pid, config, socket, uptime, memmon and alert counters, last reload",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := g.client()
@@ -376,6 +376,14 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 				info.Pid, info.Version, info.Config, info.Socket, supervisor.FormatUptime(time.Duration(info.UptimeS*float64(time.Second))))
 			fmt.Fprintf(out, "memmon restarts: %d\nalerts sent:     %d\nalert failures:  %d\nalerts dropped:  %d\n",
 				info.MemmonRestarts, info.AlertsSent, info.AlertFailures, info.AlertsDropped)
+			last := "none since start"
+			switch r := info.LastReload; {
+			case r.OK:
+				last = "ok at " + r.At.Format(time.DateTime)
+			case r.Error != "":
+				last = "FAILED at " + r.At.Format(time.DateTime) + ": " + r.Error
+			}
+			fmt.Fprintf(out, "last reload:     %s\n", last)
 			return nil
 		},
 	}
