@@ -250,6 +250,7 @@ func (p *Process) Run(ctx context.Context) {
 	l.disarm()
 	defer func() {
 		l.timer.Stop()
+		p.stopProbe(l)
 		if l.proc != nil {
 			p.killGroup(unix.SIGKILL)
 			<-l.exitC

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -225,12 +224,15 @@ func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, err)
 		return
 	}
-	// One state-changing operation at a time; shutdown interrupts it.
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	defer context.AfterFunc(s.opsCtx, cancel)()
-	s.ops.Lock()
-	defer s.ops.Unlock()
+	// One state-changing operation at a time. Once begun it runs to its
+	// end even if the client goes away (a half-done restart would leave
+	// processes stopped or out of nginx); only shutdown interrupts it.
+	if err := s.lockOps(r.Context()); err != nil {
+		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("gave up waiting for the operation in progress: %w", err))
+		return
+	}
+	defer s.unlockOps()
+	ctx := s.opsCtx
 	var results []Result
 	switch {
 	case r.URL.Path == "/v1/start":
@@ -240,7 +242,7 @@ func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
 		results = s.plannedStop(ctx, procs)
 		s.remember(true, results)
 	case r.URL.Path == "/v1/restart" && req.Rolling:
-		results = s.rollingRestart(ctx, procs)
+		results = s.rollingRestart(ctx, procs, true)
 		s.remember(false, results)
 	case r.URL.Path == "/v1/restart":
 		// Like supervisorctl: stop them all, then start those that

@@ -41,8 +41,16 @@ func stderrPath(spec *procgroup.ProcSpec) string {
 	return ls.Path
 }
 
-// Restart is the graceful path a ctl restart takes, for one pid only.
+// Restart is the graceful path a ctl restart takes, for one pid only: it
+// waits its turn with every other operation (a reload, a ctl stop), drains
+// the process from nginx, stops it and starts it again. Once the stop is
+// sent it runs to the end (only shutdown cuts it short), so a process is
+// never left stopped because memmon was reconfigured meanwhile.
 func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason string) error {
+	if err := h.s.lockOps(ctx); err != nil {
+		return err
+	}
+	defer h.s.unlockOps()
 	p := h.s.process(name)
 	if p == nil {
 		return fmt.Errorf("%w: %s", ErrNoMatch, name)
@@ -50,7 +58,6 @@ func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason st
 	if p.Status().Pid != pid {
 		return fmt.Errorf("%s %w %d", name, memmon.ErrPidGone, pid)
 	}
-	// A planned stop: out of nginx first, back once the new one is ready.
 	h.s.drain(ctx, []*procgroup.Process{p})
 	defer func() {
 		if p.Status().State == procgroup.Running {
@@ -58,6 +65,9 @@ func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason st
 		}
 		h.s.submitNginx()
 	}()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := p.StopPid(pid); err != nil {
 		if errors.Is(err, procgroup.ErrPidChanged) {
 			return fmt.Errorf("%s %w %d", name, memmon.ErrPidGone, pid)
@@ -65,7 +75,8 @@ func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason st
 		return err
 	}
 	h.s.log.Info("stopping for memmon", "process", name, "pid", pid, "reason", reason)
-	sctx, cancel := context.WithTimeout(ctx, time.Duration(p.Spec().Program.StopWaitSecs+5)*time.Second)
+	octx := h.s.opsCtx
+	sctx, cancel := context.WithTimeout(octx, time.Duration(p.Spec().Program.StopWaitSecs+5)*time.Second)
 	defer cancel()
 	if st, err := p.Wait(sctx, stoppedish); err != nil {
 		return fmt.Errorf("still %s after stop: %w", st.State, err)
@@ -74,7 +85,7 @@ func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason st
 	if err := p.Start(); err != nil && !errors.Is(err, procgroup.ErrAlreadyStarted) {
 		return err
 	}
-	if msg, ok := waitStarted(ctx, p, before); !ok {
+	if msg, ok := waitStarted(octx, p, before); !ok {
 		return errors.New(msg)
 	}
 	return nil

@@ -126,6 +126,15 @@ func (m *nginxManager) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			// Nobody waits forever on a manager that is gone.
+			m.mu.Lock()
+			if m.pending != nil {
+				for _, w := range m.pending.waiters {
+					w <- errors.New("nginx updates stopped")
+				}
+				m.pending = nil
+			}
+			m.mu.Unlock()
 			return
 		case <-m.kick:
 			m.mu.Lock()

@@ -96,6 +96,7 @@ func (s *Supervisor) runNotify(ctx context.Context, n *notifier, changed <-chan 
 		st := summary(procs)
 		if !ready && settled(procs) {
 			ready = true
+			s.readySent.Store(true)
 			last = st
 			if err := n.send("READY=1", "STATUS="+st); err != nil {
 				s.log.Warn("sd_notify failed", "err", err)

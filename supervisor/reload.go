@@ -95,23 +95,26 @@ func (s *Supervisor) reloadLoop(ctx context.Context) {
 // returns a *ConfigInvalidError.
 func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*ReloadPlan, error) {
 	file := s.config().File
-	next, err := Load(file)
-	if err != nil {
-		err = &ConfigInvalidError{Err: err}
-		if !dryRun {
-			s.mu.Lock()
-			s.lastReload = ReloadStatus{At: time.Now(), Error: err.Error()}
-			s.mu.Unlock()
-		}
-		return nil, err
-	}
 	if dryRun {
+		next, err := Load(file)
+		if err != nil {
+			return nil, &ConfigInvalidError{Err: err}
+		}
 		plans, notes := s.plan(next)
 		return report(file, true, plans, notes), nil
 	}
-	s.ops.Lock()
-	defer s.ops.Unlock()
-	if err := ctx.Err(); err != nil {
+	if err := s.lockOps(ctx); err != nil {
+		return nil, err
+	}
+	defer s.unlockOps()
+	// Read the file only now: a reload queued behind another must apply
+	// what the file says when its turn comes, never an older reading.
+	next, err := Load(file)
+	if err != nil {
+		err = &ConfigInvalidError{Err: err}
+		s.mu.Lock()
+		s.lastReload = ReloadStatus{At: time.Now(), Error: err.Error()}
+		s.mu.Unlock()
 		return nil, err
 	}
 	_ = s.notify.send("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()), "STATUS=reloading "+file)
@@ -123,14 +126,27 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*ReloadPlan, erro
 		}
 	}
 	rp.Results = s.apply(ctx, next, plans)
+	last := ReloadStatus{At: time.Now(), OK: true}
+	var failed []string
+	for _, r := range rp.Results {
+		if !r.OK {
+			failed = append(failed, r.Name+": "+r.Message)
+		}
+	}
+	if len(failed) > 0 {
+		last = ReloadStatus{At: last.At, Error: fmt.Sprintf("configuration applied, but %d processes failed: %s", len(failed), strings.Join(failed, "; "))}
+		s.log.Error("reload applied with failures", "failed", strings.Join(failed, "; "))
+	}
 	s.mu.Lock()
-	s.lastReload = ReloadStatus{At: time.Now(), OK: true}
+	s.lastReload = last
 	s.mu.Unlock()
 	select {
 	case s.watchReset <- struct{}{}:
 	default:
 	}
-	_ = s.notify.send("READY=1", "STATUS="+summary(s.all()))
+	if s.readySent.Load() {
+		_ = s.notify.send("READY=1", "STATUS="+summary(s.all()))
+	}
 	s.log.Info("reloaded", "config", file)
 	return rp, nil
 }
@@ -273,11 +289,14 @@ func sameNginx(a, b *NginxSettings) bool {
 // restarts (programs in parallel), and additions (ascending priority, put
 // into nginx once ready).
 func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan) []Result {
+	// The configuration and its nginx manager change together: a
+	// rendering never pairs one with the other's predecessor.
 	s.mu.Lock()
 	prev := s.cfg
 	s.cfg = next
+	stopNginx := s.swapNginx(next)
 	s.mu.Unlock()
-	s.applyNginxSettings(prev, next)
+	stopNginx()
 	if !reflect.DeepEqual(prev.Memmon, next.Memmon) || !reflect.DeepEqual(prev.Email, next.Email) {
 		s.mu.Lock()
 		stop := s.stopMemmon
@@ -293,8 +312,12 @@ func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan)
 		retire = append(retire, pp.remove...)
 	}
 	if len(retire) > 0 {
-		results = append(results, s.plannedStop(ctx, retire)...)
-		s.forget(retire)
+		stopped := s.plannedStop(ctx, retire)
+		results = append(results, stopped...)
+		// Only what did stop is forgotten; the rest stays for shutdown or
+		// the next reload, which plans to remove it again.
+		ok := byName(stopped)
+		s.forget(slices.DeleteFunc(retire, func(p *procgroup.Process) bool { return !ok[p.Spec().FullName()].OK }))
 	}
 	for _, pp := range plans {
 		for _, st := range pp.inPlace {
@@ -310,7 +333,7 @@ func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan)
 			continue
 		}
 		wg.Go(func() {
-			r := s.roll(ctx, pp.restart)
+			r := s.roll(ctx, pp.restart, false)
 			mu.Lock()
 			results = append(results, r...)
 			mu.Unlock()
@@ -318,6 +341,15 @@ func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan)
 	}
 	wg.Wait()
 
+	// New servers join their upstream once ready: marked down before
+	// they exist, so no rendering shows them up.
+	var names []string
+	for _, pp := range plans {
+		for _, ps := range pp.add {
+			names = append(names, ps.FullName())
+		}
+	}
+	s.setDownNames(names, true)
 	var added []*procgroup.Process
 	s.mu.Lock()
 	for _, pp := range plans {
@@ -342,10 +374,10 @@ func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan)
 				start = append(start, p)
 			}
 		}
-		// New servers join their upstream once ready.
-		s.setDown(start, true)
-		results = append(results, s.start(ctx, start)...)
-		s.setDown(start, false)
+		started := s.start(ctx, start)
+		results = append(results, started...)
+		ok := byName(started)
+		s.setDown(slices.DeleteFunc(start, func(p *procgroup.Process) bool { return !ok[p.Spec().FullName()].OK }), false)
 	}
 	s.submitNginx()
 	return results
@@ -365,16 +397,15 @@ func (s *Supervisor) sortGroups() {
 }
 
 // forget removes stopped processes from their groups, and empty groups
-// that the configuration no longer has.
+// that the configuration no longer has. The owner goroutines are ended
+// outside s.mu: status and nginx renderings go on meanwhile.
 func (s *Supervisor) forget(procs []*procgroup.Process) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	byName := map[string]*procgroup.Group{}
-	for _, g := range s.groups {
-		byName[g.Name] = g
+	groups := map[string]*procgroup.Group{}
+	for _, g := range s.snapshotGroups() {
+		groups[g.Name] = g
 	}
 	for _, p := range procs {
-		if g := byName[p.Spec().Group]; g != nil {
+		if g := groups[p.Spec().Group]; g != nil {
 			g.Remove(p)
 		}
 	}
@@ -383,28 +414,33 @@ func (s *Supervisor) forget(procs []*procgroup.Process) {
 		delete(s.down, p.Spec().FullName())
 	}
 	s.downMu.Unlock()
+	s.mu.Lock()
 	keep := map[string]bool{}
 	for _, p := range s.cfg.Programs {
 		keep[p.Name] = true
 	}
+	var gone []*procgroup.Group
 	s.groups = slices.DeleteFunc(s.groups, func(g *procgroup.Group) bool {
 		if !keep[g.Name] && len(g.Procs()) == 0 {
-			g.Wait()
+			gone = append(gone, g)
 			return true
 		}
 		return false
 	})
+	s.mu.Unlock()
+	for _, g := range gone {
+		g.Wait()
+	}
 }
 
-func (s *Supervisor) applyNginxSettings(prev, next *Config) {
-	s.mu.Lock()
+// swapNginx makes the nginx manager match next; s.mu must be held. It
+// returns what stops a manager no longer needed (call it without s.mu).
+func (s *Supervisor) swapNginx(next *Config) (stop func()) {
 	m := s.nginx
 	switch {
 	case next.Nginx == nil && m != nil:
 		s.nginx = nil
-		s.mu.Unlock()
-		m.stop()
-		return
+		return m.stop
 	case next.Nginx != nil && m == nil:
 		m = newNginxManager(next.Nginx, s.rp, s.log)
 		m.start()
@@ -412,7 +448,7 @@ func (s *Supervisor) applyNginxSettings(prev, next *Config) {
 	case next.Nginx != nil:
 		m.setSettings(next.Nginx)
 	}
-	s.mu.Unlock()
+	return func() {}
 }
 
 // roll restarts a program's processes with their new specs (or the same
@@ -420,8 +456,10 @@ func (s *Supervisor) applyNginxSettings(prev, next *Config) {
 // nginx, stopped, given its spec, started and waited for until ready; then
 // it is put back in the same nginx update that drains the next batch. A
 // replacement that does not come up halts the rollout: the rest keep
-// running as they are, and the next reload or restart tries again.
-func (s *Supervisor) roll(ctx context.Context, steps []step) []Result {
+// running as they are, and the next reload or restart tries again. A
+// STOPPED process gets its spec and stays stopped unless startStopped
+// (ctl restart starts it, as supervisorctl does; a reload does not).
+func (s *Supervisor) roll(ctx context.Context, steps []step, startStopped bool) []Result {
 	var results []Result
 	if len(steps) == 0 {
 		return nil
@@ -431,7 +469,7 @@ func (s *Supervisor) roll(ctx context.Context, steps []step) []Result {
 		chunk := steps[i:min(i+batch, len(steps))]
 		var live, idle []step
 		for _, st := range chunk {
-			if st.p.Status().State == procgroup.Stopped {
+			if st.p.Status().State == procgroup.Stopped && !startStopped {
 				idle = append(idle, st) // stopped on purpose: stays stopped
 			} else {
 				live = append(live, st)
@@ -490,7 +528,7 @@ func (s *Supervisor) roll(ctx context.Context, steps []step) []Result {
 
 // rollingRestart restarts procs, program by program in parallel, each
 // rolling with its max_unavailable.
-func (s *Supervisor) rollingRestart(ctx context.Context, procs []*procgroup.Process) []Result {
+func (s *Supervisor) rollingRestart(ctx context.Context, procs []*procgroup.Process, startStopped bool) []Result {
 	byProg := map[string][]step{}
 	var order []string
 	for _, p := range procs {
@@ -505,7 +543,7 @@ func (s *Supervisor) rollingRestart(ctx context.Context, procs []*procgroup.Proc
 	var results []Result
 	for _, name := range order {
 		wg.Go(func() {
-			r := s.roll(ctx, byProg[name])
+			r := s.roll(ctx, byProg[name], startStopped)
 			mu.Lock()
 			results = append(results, r...)
 			mu.Unlock()
@@ -569,13 +607,23 @@ func (s *Supervisor) startAndPutBack(ctx context.Context, procs []*procgroup.Pro
 }
 
 func (s *Supervisor) setDown(procs []*procgroup.Process, down bool) {
+	names := make([]string, len(procs))
+	for i, p := range procs {
+		names[i] = p.Spec().FullName()
+	}
+	s.setDownNames(names, down)
+}
+
+// setDownNames marks processes (group:process) down in nginx or clears the
+// mark; the next rendering carries it. Lock order: downMu, then s.mu.
+func (s *Supervisor) setDownNames(names []string, down bool) {
 	s.downMu.Lock()
 	defer s.downMu.Unlock()
-	for _, p := range procs {
+	for _, n := range names {
 		if down {
-			s.down[p.Spec().FullName()] = true
+			s.down[n] = true
 		} else {
-			delete(s.down, p.Spec().FullName())
+			delete(s.down, n)
 		}
 	}
 }
@@ -604,6 +652,10 @@ func (s *Supervisor) syncNginx(ctx context.Context) error {
 }
 
 func (s *Supervisor) updateNginx(done chan<- error) bool {
+	// Reading the processes, rendering and queueing is one step under
+	// downMu, so a later rendering always carries every earlier change.
+	s.downMu.Lock()
+	defer s.downMu.Unlock()
 	s.mu.RLock()
 	m, cfg, groups := s.nginx, s.cfg, slices.Clone(s.groups)
 	s.mu.RUnlock()
@@ -631,10 +683,6 @@ func (s *Supervisor) updateNginx(done chan<- error) bool {
 		}
 		view.Programs = append(view.Programs, lp)
 	}
-	// Rendering and queueing is one step, so a later rendering always
-	// carries every earlier mark.
-	s.downMu.Lock()
-	defer s.downMu.Unlock()
 	m.enqueue(nginxData(&view, s.down), done)
 	return true
 }

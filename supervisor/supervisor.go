@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gosup/gosup/memmon"
@@ -49,8 +50,18 @@ type Supervisor struct {
 	changed   chan struct{} // a process changed state (for sd_notify)
 
 	// ops serializes everything that changes which processes run: ctl
-	// start/stop/restart/signal, reloads and touch_reload restarts.
-	ops sync.Mutex
+	// start/stop/restart/signal, reloads, touch_reload and memmon
+	// restarts. A one-slot channel, so that waiting for it can be cancelled.
+	ops chan struct{}
+	// readySent: sd_notify READY=1 has been sent once (a reload sends it
+	// again only after that).
+	readySent atomic.Bool
+	// touchKick and touchPending: programs whose touch_reload file changed,
+	// restarted one at a time by touchLoop; a program touched again while
+	// pending is restarted once.
+	touchKick    chan struct{}
+	touchMu      sync.Mutex
+	touchPending map[string]bool
 	// reloadKick holds at most one pending reload request (SIGHUP, file
 	// watcher): a storm coalesces into one running and one pending.
 	reloadKick chan struct{}
@@ -87,6 +98,7 @@ func New(cfg *Config, opts Options) *Supervisor {
 	return &Supervisor{
 		opsCtx: opsCtx, opsCancel: opsCancel,
 		cfg: cfg, log: log, rp: opts.Reaper, opts: opts, shutdownReq: make(chan struct{}),
+		ops: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[string]bool{},
 		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		down: map[string]bool{}, stopMemmon: func() {},
 	}
@@ -197,14 +209,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	// Spawn in ascending priority; within a level in parallel. Nothing
 	// waits for RUNNING here, as supervisord does not.
-	s.ops.Lock()
+	s.ops <- struct{}{}
 	s.autostart(s.all())
-	s.ops.Unlock()
+	s.unlockOps()
 
 	// Reloads asked for by SIGHUP or the file watcher run here, one at a time.
 	var loops sync.WaitGroup
 	loops.Go(func() { s.reloadLoop(s.opsCtx) })
 	loops.Go(func() { s.watchLoop(s.opsCtx) })
+	loops.Go(func() { s.touchLoop(s.opsCtx) })
 
 	select {
 	case <-ctx.Done():
@@ -214,9 +227,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.opsCancel()
 	loops.Wait()
-	// Wait for an operation in flight, then keep everyone else out.
-	s.ops.Lock()
-	defer s.ops.Unlock()
+	// Wait for an operation in flight (opsCtx has told it to stop
+	// waiting), then keep everyone else out.
+	s.ops <- struct{}{}
+	defer s.unlockOps()
 	s.mu.RLock()
 	stopMemmon := s.stopMemmon
 	s.mu.RUnlock()
@@ -242,6 +256,18 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.log.Info("gosup stopped")
 	return nil
 }
+
+// lockOps waits for the right to change processes, or for ctx to end.
+func (s *Supervisor) lockOps(ctx context.Context) error {
+	select {
+	case s.ops <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Supervisor) unlockOps() { <-s.ops }
 
 // newGroup makes an empty group whose processes report to the daemon.
 func (s *Supervisor) newGroup(name string) *procgroup.Group {

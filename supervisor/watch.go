@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -85,6 +86,11 @@ func (s *Supervisor) watchLoop(ctx context.Context) {
 			return
 		case <-s.watchReset:
 			ws = s.rewatch(w, ws.dirs)
+			// A file may have appeared in a newly watched directory
+			// between the reload's reading and the watch.
+			if cfg := s.config(); ws.config && !slices.Equal(globIncludes(cfg), cfg.Files[1:]) {
+				s.RequestReload()
+			}
 		case err := <-w.Errors:
 			s.log.Warn("file watcher", "err", err)
 		case ev := <-w.Events:
@@ -106,9 +112,17 @@ func (s *Supervisor) watchLoop(ctx context.Context) {
 				s.log.Info("configuration file changed: reloading")
 				s.RequestReload()
 			}
-			for prog := range touched {
-				delete(touched, prog)
-				go s.touchRestart(ctx, prog)
+			if len(touched) > 0 {
+				s.touchMu.Lock()
+				for prog := range touched {
+					delete(touched, prog)
+					s.touchPending[prog] = true
+				}
+				s.touchMu.Unlock()
+				select {
+				case s.touchKick <- struct{}{}:
+				default:
+				}
 			}
 		}
 	}
@@ -146,18 +160,61 @@ func (s *Supervisor) rewatch(w *fsnotify.Watcher, watched []string) watchSet {
 	return ws
 }
 
+// touchLoop restarts the programs whose touch_reload files changed, one at
+// a time.
+func (s *Supervisor) touchLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.touchKick:
+		}
+		s.touchMu.Lock()
+		progs := slices.Sorted(mapsKeys(s.touchPending))
+		clear(s.touchPending)
+		s.touchMu.Unlock()
+		for _, prog := range progs {
+			s.touchRestart(ctx, prog)
+		}
+	}
+}
+
 // touchRestart restarts a program's processes, rolling, for touch_reload.
 func (s *Supervisor) touchRestart(ctx context.Context, prog string) {
-	s.ops.Lock()
-	defer s.ops.Unlock()
+	if s.lockOps(ctx) != nil {
+		return
+	}
+	defer s.unlockOps()
 	procs, err := s.match([]string{prog + ":*"})
-	if err != nil || ctx.Err() != nil {
+	if err != nil {
 		return
 	}
 	s.log.Info("touch_reload: restarting, rolling", "program", prog)
-	for _, r := range s.rollingRestart(ctx, procs) {
+	for _, r := range s.rollingRestart(ctx, procs, false) {
 		if !r.OK {
 			s.log.Error("touch_reload restart failed", "process", r.Name, "err", r.Message)
 		}
 	}
+}
+
+// globIncludes lists the files the include patterns match now, as the
+// loader reads them (each once, in pattern order, directories skipped).
+func globIncludes(cfg *Config) []string {
+	var out []string
+	seen := map[string]bool{cfg.File: true}
+	for _, p := range cfg.Include {
+		matches, _ := filepath.Glob(p)
+		slices.Sort(matches)
+		for _, m := range matches {
+			if seen[m] {
+				continue
+			}
+			if fi, err := os.Stat(m); err != nil || fi.IsDir() {
+				continue
+			}
+			seen[m] = true
+			out = append(out, m)
+		}
+	}
+	return out
 }
