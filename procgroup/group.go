@@ -79,25 +79,33 @@ func (g *Group) Wait() { g.wg.Wait() }
 
 // Match selects processes by a supervisorctl pattern: "all", "group",
 // "group:*", "group:name" or a shell glob on either side ("web:web_0*").
-// A bare name that is not a group matches a process of that name.
+// A bare name matches a group, the program, or a process of that name.
+// The group is the processes' (the program's name unless it sets group).
 func (g *Group) Match(pattern string) []*Process {
 	procs := g.Procs()
 	if pattern == "all" || pattern == g.Name {
 		return procs
 	}
 	grp, name, hasColon := strings.Cut(pattern, ":")
-	if !hasColon {
-		grp, name = "*", pattern
-		if ok, _ := path.Match(pattern, g.Name); ok {
-			return procs
-		}
-	}
-	if ok, _ := path.Match(grp, g.Name); !ok {
-		return nil
-	}
 	var out []*Process
 	for _, p := range procs {
-		if ok, _ := path.Match(name, p.Spec().Name); ok || name == "" {
+		spec := p.Spec()
+		var ok bool
+		if hasColon {
+			ok, _ = path.Match(grp, spec.Group)
+			if ok && name != "" {
+				ok, _ = path.Match(name, spec.Name)
+			}
+		} else {
+			ok, _ = path.Match(pattern, spec.Group)
+			if !ok {
+				ok, _ = path.Match(pattern, g.Name)
+			}
+			if !ok {
+				ok, _ = path.Match(pattern, spec.Name)
+			}
+		}
+		if ok {
 			out = append(out, p)
 		}
 	}

@@ -353,11 +353,7 @@ func TestPortAndEnvironmentReachTheChild(t *testing.T) {
 			t.Fatal(err)
 		}
 		st := waitState(t, p, Running, 2*time.Second)
-		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", st.Pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		vars := strings.Split(string(env), "\x00")
+		vars := environ(t, st.Pid)
 		for _, want := range []string{
 			"PORT=" + strconv.Itoa(spec.PortStart+i),
 			fmt.Sprintf("APP_MODE=%d-of-2", i),

@@ -104,7 +104,7 @@ func TestSetSpec(t *testing.T) {
 	}
 	st = waitState(t, p, Running, 2*time.Second)
 	if !containsString(environ(t, st.Pid), "NEXT=1") {
-		t.Error("the next spawn did not use the new environment")
+		t.Errorf("the next spawn did not use the new environment: %q", environ(t, st.Pid))
 	}
 	other := next
 	other.Name = "other"
@@ -113,11 +113,20 @@ func TestSetSpec(t *testing.T) {
 	}
 }
 
+// environ reads a child's initial environment. The spawner returns once
+// the child is in execve, which may not have set up the new environment
+// yet (an empty environ): read again until it has.
 func environ(t *testing.T, pid int) []string {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	if err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 0 || time.Now().After(deadline) {
+			return strings.Split(string(b), "\x00")
+		}
+		time.Sleep(time.Millisecond)
 	}
-	return strings.Split(string(b), "\x00")
 }

@@ -15,6 +15,9 @@ import (
 // Spec is one [program.NAME] table. Keys, defaults and meanings follow
 // supervisord's [program:x] section where the name is the same.
 type Spec struct {
+	// Group is the name processes are addressed by (group:process), like
+	// supervisord's [group:x] programs=; default: the program's name.
+	Group          string            `toml:"group"`
 	Command        string            `toml:"command"`
 	NumProcs       int               `toml:"numprocs"`
 	NumProcsStart  int               `toml:"numprocs_start"`
@@ -244,6 +247,13 @@ func (s *Spec) Expand(program string, xc ExpandContext) ([]ProcSpec, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
+	group := program
+	if s.Group != "" {
+		if !ValidName(s.Group) {
+			return nil, fieldErr("group", "group name %q may only contain letters, digits, '_', '.' and '-'", s.Group)
+		}
+		group = s.Group
+	}
 	if s.PortStart == 0 && strings.Contains(s.Command, "%(port)") {
 		return nil, fieldErr("command", "uses %%(port)d but the program has no port_start")
 	}
@@ -253,7 +263,7 @@ func (s *Spec) Expand(program string, xc ExpandContext) ([]ProcSpec, error) {
 	for i := range s.NumProcs {
 		vars := map[string]any{
 			"program_name":   program,
-			"group_name":     program,
+			"group_name":     group,
 			"process_num":    s.NumProcsStart + i,
 			"numprocs":       s.NumProcs,
 			"host_node_name": xc.Host,
@@ -272,7 +282,7 @@ func (s *Spec) Expand(program string, xc ExpandContext) ([]ProcSpec, error) {
 			}
 			return out
 		}
-		p := ProcSpec{Group: program, Num: s.NumProcsStart + i, Index: i, User: s.User, Umask: s.Umask, Program: s}
+		p := ProcSpec{Group: group, Num: s.NumProcsStart + i, Index: i, User: s.User, Umask: s.Umask, Program: s}
 		if s.PortStart > 0 {
 			p.Port = s.PortStart + i
 		}

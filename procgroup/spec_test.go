@@ -198,4 +198,23 @@ func TestMatch(t *testing.T) {
 			t.Errorf("Match(%q): want %d, have %d", pat, want, have)
 		}
 	}
+	// With group = "sentry" (supervisord's [group:sentry] programs=web), the
+	// processes are sentry:web_NN; the program's name still selects them.
+	s.Group = "sentry"
+	procs, err = s.Expand("web", ExpandContext{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if procs[1].FullName() != "sentry:web_01" {
+		t.Errorf("full name with a group: %s", procs[1].FullName())
+	}
+	g = &Group{Name: "web"}
+	for i := range procs {
+		g.procs = append(g.procs, &Process{spec: &procs[i]})
+	}
+	for pat, want := range map[string]int{"sentry": 3, "sentry:*": 3, "sentry:web_01": 1, "web": 3, "web:web_01": 0, "web_01": 1, "sen*": 3} {
+		if have := len(g.Match(pat)); have != want {
+			t.Errorf("with a group, Match(%q): want %d, have %d", pat, want, have)
+		}
+	}
 }

@@ -50,6 +50,7 @@ func checkMemmon(cfg *Config, md toml.MetaData, raw rawConfig, file string, line
 	for _, p := range cfg.Programs {
 		groups[p.Name] = true
 		for _, ps := range p.Procs {
+			groups[ps.Group] = true
 			procs[ps.Name] = true
 			procs[ps.FullName()] = true
 		}

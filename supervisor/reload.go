@@ -203,6 +203,13 @@ func (s *Supervisor) plan(next *Config) ([]*progPlan, []string) {
 			}
 			delete(live, ps.Name)
 			old := p.Spec()
+			if old.Group != ps.Group {
+				// A new group is a new name: the old process goes, a new one comes.
+				live[ps.Name] = p
+				pp.add = append(pp.add, ps)
+				pp.Start = append(pp.Start, ps.Name)
+				continue
+			}
 			if w := procgroup.SpawnChanges(old, ps); len(w) > 0 {
 				pp.restart = append(pp.restart, step{p, ps})
 				pp.Restart = append(pp.Restart, ps.Name)
@@ -687,13 +694,9 @@ func (s *Supervisor) updateNginx(done chan<- error) bool {
 	return true
 }
 
-// process finds a process by its full name.
+// process finds a process by its full name (group:process).
 func (s *Supervisor) process(name string) *procgroup.Process {
-	group, _, _ := strings.Cut(name, ":")
 	for _, g := range s.snapshotGroups() {
-		if g.Name != group {
-			continue
-		}
 		for _, p := range g.Procs() {
 			if p.Spec().FullName() == name {
 				return p
