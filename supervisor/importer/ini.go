@@ -1,0 +1,189 @@
+package importer
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// The INI dialect is supervisord's: Python's RawConfigParser with ';' and
+// '#' as full-line and inline comment prefixes (inline ones only after
+// whitespace), '=' or ':' between key and value, keys lowercased, a line
+// indented deeper than its key continuing the value, a section named twice
+// merged, and %(here)s replaced by the directory of the file it is in.
+
+// section is one [name] of a file, merged over every place it appears.
+type section struct {
+	name string
+	file string
+	line int
+	keys []*entry // in order of first appearance
+}
+
+// entry is one key = value.
+type entry struct {
+	key   string
+	value string
+	file  string
+	line  int
+}
+
+func (s *section) get(key string) (*entry, bool) {
+	for _, e := range s.keys {
+		if e.key == key {
+			return e, true
+		}
+	}
+	return nil, false
+}
+
+// ParseError is a line of a supervisord.conf that is not INI.
+type ParseError struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e *ParseError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
+
+var (
+	sectionRE = regexp.MustCompile(`^\[(.+)\]`)
+	optionRE  = regexp.MustCompile(`^(.*?)\s*([=:])\s*(.*)$`)
+)
+
+// parseINI reads one file into sections (appending to, and merging with,
+// those given), in supervisord's dialect.
+func parseINI(file string, data []byte, sections []*section) ([]*section, error) {
+	here := filepath.Dir(file)
+	var cur *section
+	var last *entry // the option a continuation line extends
+	indent := 0
+	var pending []string // blank lines inside a value, kept only if it goes on
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		raw := strings.TrimRight(sc.Text(), "\r")
+		line := stripComment(raw)
+		if strings.TrimSpace(line) == "" {
+			if line == raw && last != nil {
+				pending = append(pending, "")
+			}
+			continue
+		}
+		lead := len(raw) - len(strings.TrimLeft(raw, " \t"))
+		value := strings.TrimSpace(line)
+		if last != nil && lead > indent {
+			for _, p := range pending {
+				last.value += "\n" + p
+			}
+			pending = nil
+			last.value += "\n" + strings.ReplaceAll(value, "%(here)s", here)
+			continue
+		}
+		pending = nil
+		indent = lead
+		if m := sectionRE.FindStringSubmatch(value); m != nil {
+			name := m[1]
+			cur = nil
+			for _, s := range sections {
+				if s.name == name {
+					cur = s
+				}
+			}
+			if cur == nil {
+				cur = &section{name: name, file: file, line: n}
+				sections = append(sections, cur)
+			}
+			last = nil
+			continue
+		}
+		if cur == nil {
+			return nil, &ParseError{File: file, Line: n, Msg: fmt.Sprintf("%q comes before any [section] header", value)}
+		}
+		m := optionRE.FindStringSubmatch(value)
+		if m == nil || strings.TrimSpace(m[1]) == "" {
+			return nil, &ParseError{File: file, Line: n, Msg: fmt.Sprintf("%q is not a key = value line (in [%s])", value, cur.name)}
+		}
+		key := strings.ToLower(strings.TrimSpace(m[1]))
+		e := &entry{key: key, value: strings.ReplaceAll(m[3], "%(here)s", here), file: file, line: n}
+		if old, ok := cur.get(key); ok {
+			*old = *e // a later value wins, in the first one's place
+			e = old
+		} else {
+			cur.keys = append(cur.keys, e)
+		}
+		last = e
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", file, err)
+	}
+	return sections, nil
+}
+
+// stripComment removes a full-line comment, or an inline one: ';' or '#'
+// at the start of the line or after whitespace.
+func stripComment(line string) string {
+	t := strings.TrimSpace(line)
+	if strings.HasPrefix(t, ";") || strings.HasPrefix(t, "#") {
+		return ""
+	}
+	for i := 0; i < len(line); i++ {
+		if (line[i] == ';' || line[i] == '#') && i > 0 && (line[i-1] == ' ' || line[i-1] == '\t') {
+			return line[:i]
+		}
+	}
+	return line
+}
+
+// readConfig reads a supervisord.conf and the files its [include] files=
+// globs name (relative to it), as supervisord does.
+func readConfig(path string) ([]*section, []string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	sections, err := parseINI(abs, data, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	files := []string{abs}
+	for _, s := range sections {
+		if s.name != "include" {
+			continue
+		}
+		e, ok := s.get("files")
+		if !ok {
+			continue
+		}
+		for _, pat := range strings.Fields(e.value) {
+			if !filepath.IsAbs(pat) {
+				pat = filepath.Join(filepath.Dir(abs), pat)
+			}
+			matches, err := filepath.Glob(pat)
+			if err != nil {
+				return nil, nil, &ParseError{File: e.file, Line: e.line, Msg: fmt.Sprintf("[include] files: pattern %q: %v", pat, err)}
+			}
+			slices.Sort(matches)
+			for _, m := range matches {
+				b, err := os.ReadFile(m)
+				if err != nil {
+					return nil, nil, &ParseError{File: e.file, Line: e.line, Msg: fmt.Sprintf("[include] files: %v", err)}
+				}
+				if sections, err = parseINI(m, b, sections); err != nil {
+					return nil, nil, err
+				}
+				files = append(files, m)
+			}
+		}
+	}
+	return sections, files, nil
+}
