@@ -75,6 +75,7 @@ func selfPath() (string, error) {
 const (
 	stopWaitMargin = 10 * time.Second // over the largest stopwaitsecs
 	shutdownMargin = 5 * time.Second  // over [supervisor] shutdown_timeout
+	startMargin    = 30 * time.Second // over the slowest program's worst start
 )
 
 // systemdUnit renders the service unit that runs binary with cfg.File. The
@@ -116,6 +117,30 @@ func systemdUnit(binary string, cfg *supervisor.Config) ([]byte, error) {
 	line("# gosup sends READY=1 once every autostart process is RUNNING or FATAL.")
 	line("Type=notify")
 	line("NotifyAccess=main")
+	// READY=1 waits for every autostart process to be RUNNING or FATAL:
+	// the slowest program's worst case, every attempt running out its
+	// readiness wait (or startsecs), plus the backoff between attempts.
+	startWait, startProg, startWhy := time.Duration(0), "", ""
+	for _, p := range cfg.Programs {
+		if !p.Spec.AutoStart {
+			continue
+		}
+		attempt, what := time.Duration(p.Spec.StartSecs)*time.Second, "startsecs"
+		if kind, _, _ := procgroup.ParseReady(p.Spec.Ready, p.Spec.PortStart); kind != procgroup.ReadyStartSecs {
+			attempt, what = max(attempt, time.Duration(p.Spec.ReadyTimeout)), "ready_timeout"
+		}
+		tries := p.Spec.StartRetries + 1
+		backoff := time.Duration(tries*(tries-1)/2) * time.Second
+		if d := time.Duration(tries)*attempt + backoff; d > startWait {
+			startWait, startProg = d, p.Name
+			startWhy = fmt.Sprintf("%d attempts × %s %s + %s backoff", tries, what, attempt, fmtSeconds(backoff))
+		}
+	}
+	if startProg != "" && startWait+startMargin > 90*time.Second {
+		line("# READY=1 comes once every autostart process is RUNNING or FATAL; at worst")
+		line("# (program.%s: %s) + %s.", startProg, startWhy, fmtSeconds(startMargin))
+		line("TimeoutStartSec=%d", int((startWait+startMargin)/time.Second))
+	}
 	line("ExecStart=%s start -c %s", bin, conf)
 	line("ExecReload=%s ctl reload -c %s", bin, conf)
 	line("# SIGTERM goes to gosup alone, which stops the programs in priority order")
