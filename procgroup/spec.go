@@ -211,18 +211,19 @@ func (l LogSpec) String() string {
 
 // ProcSpec is one expanded process of a program: everything needed to spawn it.
 type ProcSpec struct {
-	Group  string
-	Name   string
-	Num    int // process_num: numprocs_start + Index
-	Index  int // 0-based position in the program
-	Port   int // 0 when the program has no port_start
-	Argv   []string
-	Env    []string // KEY=VALUE added to the daemon's environment, sorted
-	Dir    string
-	User   string
-	Umask  Umask
-	Stdout LogSpec
-	Stderr LogSpec // Kind LogNone with RedirectStderr
+	Group       string // what it is addressed by: group:name
+	Name        string
+	ProgramName string // the [program.NAME] it comes from
+	Num         int    // process_num: numprocs_start + Index
+	Index       int    // 0-based position in the program
+	Port        int    // 0 when the program has no port_start
+	Argv        []string
+	Env         []string // KEY=VALUE added to the daemon's environment, sorted
+	Dir         string
+	User        string
+	Umask       Umask
+	Stdout      LogSpec
+	Stderr      LogSpec // Kind LogNone with RedirectStderr
 	// Program holds the lifecycle settings shared by every process of the program.
 	Program *Spec
 }
@@ -282,7 +283,7 @@ func (s *Spec) Expand(program string, xc ExpandContext) ([]ProcSpec, error) {
 			}
 			return out
 		}
-		p := ProcSpec{Group: group, Num: s.NumProcsStart + i, Index: i, User: s.User, Umask: s.Umask, Program: s}
+		p := ProcSpec{Group: group, ProgramName: program, Num: s.NumProcsStart + i, Index: i, User: s.User, Umask: s.Umask, Program: s}
 		if s.PortStart > 0 {
 			p.Port = s.PortStart + i
 		}

@@ -333,20 +333,13 @@ func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan)
 			}
 		}
 	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
+	var rolls [][]step
 	for _, pp := range plans {
-		if len(pp.restart) == 0 {
-			continue
+		if len(pp.restart) > 0 {
+			rolls = append(rolls, pp.restart)
 		}
-		wg.Go(func() {
-			r := s.roll(ctx, pp.restart, false)
-			mu.Lock()
-			results = append(results, r...)
-			mu.Unlock()
-		})
 	}
-	wg.Wait()
+	results = append(results, s.rollPrograms(ctx, rolls, false)...)
 
 	// New servers join their upstream once ready: marked down before
 	// they exist, so no rendering shows them up.
@@ -524,7 +517,7 @@ func (s *Supervisor) roll(ctx context.Context, steps []step, startStopped bool) 
 					Message: "not restarted: the rolling restart halted because a replacement did not become ready"})
 			}
 			if len(rest) > 0 {
-				s.log.Error("rolling restart halted", "program", steps[0].spec.Group, "not_restarted", strings.Join(rest, ","))
+				s.log.Error("rolling restart halted", "program", steps[0].spec.ProgramName, "not_restarted", strings.Join(rest, ","))
 			}
 			break
 		}
@@ -533,24 +526,33 @@ func (s *Supervisor) roll(ctx context.Context, steps []step, startStopped bool) 
 	return results
 }
 
-// rollingRestart restarts procs, program by program in parallel, each
-// rolling with its max_unavailable.
+// rollingRestart restarts procs with their current specs, program by
+// program in parallel, each rolling with its max_unavailable.
 func (s *Supervisor) rollingRestart(ctx context.Context, procs []*procgroup.Process, startStopped bool) []Result {
 	byProg := map[string][]step{}
 	var order []string
 	for _, p := range procs {
 		spec := p.Spec()
-		if _, ok := byProg[spec.Group]; !ok {
-			order = append(order, spec.Group)
+		if _, ok := byProg[spec.ProgramName]; !ok {
+			order = append(order, spec.ProgramName)
 		}
-		byProg[spec.Group] = append(byProg[spec.Group], step{p, spec})
+		byProg[spec.ProgramName] = append(byProg[spec.ProgramName], step{p, spec})
 	}
+	rolls := make([][]step, len(order))
+	for i, name := range order {
+		rolls[i] = byProg[name]
+	}
+	return s.rollPrograms(ctx, rolls, startStopped)
+}
+
+// rollPrograms runs roll for each program's steps, the programs in parallel.
+func (s *Supervisor) rollPrograms(ctx context.Context, rolls [][]step, startStopped bool) []Result {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var results []Result
-	for _, name := range order {
+	for _, steps := range rolls {
 		wg.Go(func() {
-			r := s.roll(ctx, byProg[name], startStopped)
+			r := s.roll(ctx, steps, startStopped)
 			mu.Lock()
 			results = append(results, r...)
 			mu.Unlock()
