@@ -344,7 +344,11 @@ func (xc ExpandContext) logSpec(v, name, stream string, maxBytes Size, backups i
 	case "auto":
 		return LogSpec{Kind: LogFile, Path: filepath.Join(xc.LogDir, name+"."+stream+".log"), MaxBytes: maxBytes, Backups: backups}
 	}
-	return LogSpec{Kind: LogFile, Path: xc.abs(v), MaxBytes: maxBytes, Backups: backups}
+	path := xc.abs(v)
+	if strings.HasPrefix(path, "/dev/") {
+		maxBytes = 0 // a device (/dev/stdout) is written directly, never rotated
+	}
+	return LogSpec{Kind: LogFile, Path: path, MaxBytes: maxBytes, Backups: backups}
 }
 
 var expandRE = regexp.MustCompile(`%(%|\(([A-Za-z0-9_]+)\)([-#0 +]*[0-9]*(?:\.[0-9]+)?)([sdixXo]))`)

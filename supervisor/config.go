@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/gosup/gosup/memmon"
@@ -323,6 +324,10 @@ func parse(file string, data []byte) (*Config, error) {
 		if !src.md.IsDefined("program", name, "killasgroup") {
 			spec.KillAsGroup = spec.StopAsGroup
 		}
+		// The readiness wait covers startsecs, with room to spare.
+		if min := time.Duration(spec.StartSecs)*time.Second + 30*time.Second; !src.md.IsDefined("program", name, "ready_timeout") && time.Duration(spec.ReadyTimeout) < min {
+			spec.ReadyTimeout = procgroup.Duration(min)
+		}
 		// %(here)s and relative paths follow the file that defines the program.
 		xc := procgroup.ExpandContext{Here: src.dir, Host: host, Env: env, LogDir: st.LogDir}
 		procs, err := spec.Expand(name, xc)
@@ -449,7 +454,8 @@ func (l *loader) crossCheck(cfg *Config) []error {
 				ports[ps.Port] = owner{ps.FullName(), p}
 			}
 			for _, ls := range []procgroup.LogSpec{ps.Stdout, ps.Stderr} {
-				if ls.Kind != procgroup.LogFile {
+				// A device (/dev/stdout in a container) is shared by design.
+				if ls.Kind != procgroup.LogFile || strings.HasPrefix(ls.Path, "/dev/") {
 					continue
 				}
 				if other, ok := logs[ls.Path]; ok && other.name != ps.FullName() && !reported["log"] {

@@ -37,11 +37,11 @@ result does not pass the check.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s:%d: warning: %s\n", w.File, w.Line, w.Msg)
 			}
 			if output == "" {
-				if err := checkImported(res.TOML, ".", "the imported configuration"); err != nil {
-					return err
+				// The draft is printed either way, to be fixed if the check fails.
+				if _, err := cmd.OutOrStdout().Write(res.TOML); err != nil {
+					return failed(err)
 				}
-				_, err := cmd.OutOrStdout().Write(res.TOML)
-				return err
+				return checkImported(res.TOML, "the imported configuration")
 			}
 			if err := os.WriteFile(output, res.TOML, 0o644); err != nil {
 				return failed(err)
@@ -57,11 +57,15 @@ result does not pass the check.`,
 	return c
 }
 
-// checkImported validates TOML as if it were a file in dir.
-func checkImported(toml []byte, dir, name string) error {
-	f, err := os.CreateTemp(dir, ".gosup-import-*.toml")
+// checkImported validates TOML as if it were a file in the current
+// directory (where `gosup import x.conf > gosup.toml` puts it), or in the
+// temp directory if that is read-only.
+func checkImported(toml []byte, name string) error {
+	f, err := os.CreateTemp(".", ".gosup-import-*.toml")
 	if err != nil {
-		return failed(err)
+		if f, err = os.CreateTemp("", "gosup-import-*.toml"); err != nil {
+			return failed(err)
+		}
 	}
 	defer os.Remove(f.Name())
 	_, err = f.Write(toml)

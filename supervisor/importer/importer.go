@@ -6,7 +6,10 @@
 package importer
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
+	"os"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -39,6 +42,36 @@ type conv struct {
 	o        out
 	warnings []Warning
 	sections []*section
+	osEnv    map[string]string
+	defaults defaults
+	progs    []*prog
+	// progBySection finds a [program:x]'s prog.
+	progBySection map[*section]*prog
+}
+
+// prog is one [program:x] as the pre-pass understood it: its name, group,
+// the process names supervisord would give it, and what the output needs
+// to change so that gosup check accepts it.
+type prog struct {
+	sec      *section
+	name     string // [program.NAME], made valid for gosup
+	group    groupInfo
+	env      map[string]string // its own environment
+	envOrder []string
+	vars     map[string]string // what the import expands itself (see expandKnown)
+	numprocs int
+	start    int
+	procs    []string // process names
+	// rename is the process_name to write instead of the given one (the
+	// names are also another program's).
+	rename string
+	// logs maps stdout_logfile/stderr_logfile to a value to write instead
+	// (a file several processes share, made one per process).
+	logs map[string]string
+	// prio, when prioNote is set, replaces the program's priority: the
+	// order supervisord starts it in, given its group.
+	prio     int
+	prioNote string
 }
 
 func (c *conv) warn(e *entry, format string, args ...any) string {
@@ -57,23 +90,28 @@ func (c *conv) dropped(sec string, e *entry, why string) {
 // configuration that does the same. A file that is not supervisord's INI is
 // a *ParseError naming its line.
 func Import(file string) (*Result, error) {
-	sections, files, err := readConfig(file)
+	osEnv := map[string]string{}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		osEnv[k] = v
+	}
+	sections, files, warnings, err := readConfig(file, func(v string) string { return expandKnown(v, envVars(osEnv)) })
 	if err != nil {
 		return nil, err
 	}
-	c := &conv{sections: sections}
+	c := &conv{sections: sections, warnings: warnings, osEnv: osEnv}
 	c.o.comment(fmt.Sprintf("Imported by `gosup import` from %s.", files[0]))
 	c.o.comment("Comments mark where gosup's meaning differs from supervisord's, and what was not imported.")
 	c.o.comment("Check it with `gosup check -c FILE`; run it with `gosup start -c FILE`.")
+	c.defaults = c.programDefaults()
+	c.collectPrograms(c.groups())
 	c.supervisorTable()
-	groups := c.groups()
-	defaults := c.programDefaults()
 	var memmonSec *section
 	for _, s := range sections {
-		kind, name, _ := strings.Cut(s.name, ":")
+		kind, _, _ := strings.Cut(s.name, ":")
 		switch kind {
 		case "program":
-			c.program(s, name, groups[name], defaults)
+			c.program(c.progBySection[s])
 		case "eventlistener":
 			if memmonSec == nil && isMemmon(s) {
 				memmonSec = s
@@ -124,7 +162,7 @@ func (c *conv) supervisorTable() {
 		for _, e := range s.keys {
 			switch e.key {
 			case "file":
-				c.o.kv("socket", tomlString(e.value), "from [unix_http_server] file; gosup's control socket (gosup ctl finds it through -c)")
+				c.o.kv("socket", tomlString(expandTilde(e.value)), "from [unix_http_server] file; gosup's control socket (gosup ctl finds it through -c). Change it to run gosup next to a running supervisord")
 				socketSet = true
 			case "chmod":
 				c.o.kv("socket_mode", tomlString(e.value), "from [unix_http_server] chmod")
@@ -146,7 +184,7 @@ func (c *conv) supervisorTable() {
 			switch {
 			case e.key == "serverurl" && strings.HasPrefix(e.value, "unix://"):
 				if !socketSet {
-					c.o.kv("socket", tomlString(strings.TrimPrefix(e.value, "unix://")), "from [supervisorctl] serverurl")
+					c.o.kv("socket", tomlString(expandTilde(strings.TrimPrefix(e.value, "unix://"))), "from [supervisorctl] serverurl")
 					socketSet = true
 				}
 			case e.key == "serverurl":
@@ -165,7 +203,7 @@ func (c *conv) supervisorTable() {
 		for _, e := range s.keys {
 			switch e.key {
 			case "childlogdir":
-				c.o.kv("logdir", tomlString(e.value), "from [supervisord] childlogdir; AUTO logs are named PROCESS.stdout.log there, not supervisord's random names")
+				c.o.kv("logdir", tomlString(expandTilde(e.value)), "from [supervisord] childlogdir; AUTO logs are named PROCESS.stdout.log there, not supervisord's random names")
 			case "loglevel":
 				lvl := map[string]string{"critical": "error", "error": "error", "warn": "warn", "info": "info", "debug": "debug", "trace": "debug", "blather": "debug"}[strings.ToLower(e.value)]
 				if lvl == "" {
@@ -184,7 +222,7 @@ func (c *conv) supervisorTable() {
 			case "minfds", "minprocs":
 				c.dropped("supervisord", e, "set limits in the systemd unit (gosup systemd-unit writes LimitNOFILE=65536)")
 			case "user":
-				c.dropped("supervisord", e, "run gosup as that user with the unit's User=")
+				c.o.comment(fmt.Sprintf("[supervisord] user = %s: each program runs as this user (supervisord dropped to it)", e.value))
 			case "nocleanup":
 				c.dropped("supervisord", e, "gosup keeps each process's log across restarts and cleans nothing up")
 			default:
@@ -192,6 +230,7 @@ func (c *conv) supervisorTable() {
 			}
 		}
 	}
+	c.shutdownTimeout()
 	if s := c.find("include"); s != nil {
 		if e, ok := s.get("files"); ok {
 			c.o.comment("[include] files = " + e.value + ": read and merged into this file")
@@ -207,6 +246,37 @@ func (c *conv) supervisorTable() {
 	}
 }
 
+// shutdownTimeout writes [supervisor] shutdown_timeout when stopping every
+// program may take longer than gosup's default 30s: supervisord stops
+// them priority by priority, each with its full stopwaitsecs, and has no
+// overall limit.
+func (c *conv) shutdownTimeout() {
+	levels := map[int]int{} // priority → longest stopwaitsecs
+	for _, p := range c.progs {
+		prio, wait := 999, 10
+		if e, ok := p.sec.get("priority"); ok {
+			prio, _ = parseInt(e.value)
+		}
+		if p.group.name != "" {
+			prio = 999
+			if p.group.priority != nil {
+				prio, _ = parseInt(p.group.priority.value)
+			}
+		}
+		if e, ok := p.sec.get("stopwaitsecs"); ok {
+			wait, _ = parseInt(e.value)
+		}
+		levels[prio] = max(levels[prio], wait)
+	}
+	total := 0
+	for _, w := range levels {
+		total += w
+	}
+	if total+10 > 30 {
+		c.o.kv("shutdown_timeout", tomlString(fmt.Sprintf("%ds", total+10)), "the stopwaitsecs of every priority level, one after the other, + 10s: supervisord has no overall limit, gosup's default is 30s")
+	}
+}
+
 // groupInfo is a program's [group:x].
 type groupInfo struct {
 	name     string
@@ -214,8 +284,15 @@ type groupInfo struct {
 	sec      *section
 }
 
-func (c *conv) groups() map[string]groupInfo {
-	out := map[string]groupInfo{}
+// groups maps each program to the groups that list it.
+func (c *conv) groups() map[string][]groupInfo {
+	out := map[string][]groupInfo{}
+	programs := map[string]bool{}
+	for _, s := range c.sections {
+		if name, ok := strings.CutPrefix(s.name, "program:"); ok {
+			programs[strings.TrimSpace(name)] = true
+		}
+	}
 	for _, s := range c.sections {
 		name, ok := strings.CutPrefix(s.name, "group:")
 		if !ok {
@@ -230,9 +307,14 @@ func (c *conv) groups() map[string]groupInfo {
 		}
 		if e, ok := s.get("programs"); ok {
 			for _, p := range strings.Split(e.value, ",") {
-				if p = strings.TrimSpace(p); p != "" {
-					out[p] = g
+				if p = strings.TrimSpace(p); p == "" {
+					continue
 				}
+				if !programs[p] {
+					c.warn(e, "[%s] programs: no [program:%s] (supervisord refuses to start with this)", s.name, p)
+					continue
+				}
+				out[p] = append(out[p], g)
 			}
 		}
 	}
@@ -246,6 +328,7 @@ type defaults struct {
 	envOrder []string
 	umask    string
 	dir      string
+	user     string
 }
 
 func (c *conv) programDefaults() defaults {
@@ -268,6 +351,9 @@ func (c *conv) programDefaults() defaults {
 	if e, ok := s.get("directory"); ok {
 		d.dir = e.value
 	}
+	if e, ok := s.get("user"); ok {
+		d.user = e.value
+	}
 	return d
 }
 
@@ -282,31 +368,279 @@ var unsupported = map[string]string{
 
 var intKeys = []string{"numprocs", "numprocs_start", "priority", "startsecs", "startretries", "stopwaitsecs", "stdout_logfile_backups", "stderr_logfile_backups"}
 
-func (c *conv) program(s *section, name string, g groupInfo, d defaults) {
-	sec := s.name
-	c.o.blank()
-	c.o.line("[program.%s]", tomlKey(name))
-	c.o.comment(fmt.Sprintf("from %s:%d [%s]", s.file, s.line, s.name))
-	if g.name != "" {
-		c.o.kv("group", tomlString(g.name), fmt.Sprintf("[group:%s] programs= (%s:%d): processes are %s:NAME", g.name, g.sec.file, g.sec.line, g.name))
-		if _, own := s.get("priority"); !own && g.priority != nil {
-			if n, err := parseInt(g.priority.value); err == nil {
-				c.o.kv("priority", tomlInt(n), fmt.Sprintf("from [group:%s] priority", g.name))
+// expandKnown replaces the %(NAME)s expansions vars knows, leaving the
+// others (and %%) for gosup to expand. supervisord expands every value
+// with its program's names, the environment of supervisord and the
+// program's own environment; gosup expands only some keys, and ENV_X only
+// from its own environment.
+func expandKnown(v string, vars map[string]string) string {
+	return expansionRE.ReplaceAllStringFunc(v, func(m string) string {
+		if m == "%%" {
+			return m
+		}
+		if val, ok := vars[m[2:len(m)-2]]; ok {
+			return strings.ReplaceAll(val, "%", "%%")
+		}
+		return m
+	})
+}
+
+var expansionRE = regexp.MustCompile(`%%|%\(([A-Za-z0-9_]+)\)s`)
+
+// envVars makes ENV_X expansions of an environment.
+func envVars(env map[string]string) map[string]string {
+	out := make(map[string]string, len(env))
+	for k, v := range env {
+		out["ENV_"+k] = v
+	}
+	return out
+}
+
+// collectPrograms reads every [program:x] once before anything is
+// written: names, groups, process names, and the changes gosup check needs
+// (process names unique across programs, a log file per process).
+func (c *conv) collectPrograms(groups map[string][]groupInfo) {
+	c.progBySection = map[*section]*prog{}
+	host, _ := os.Hostname()
+	for _, s := range c.sections {
+		raw, ok := strings.CutPrefix(s.name, "program:")
+		if !ok {
+			continue
+		}
+		p := &prog{sec: s, name: cleanName(strings.TrimSpace(raw)), numprocs: 1, logs: map[string]string{}}
+		if p.name != strings.TrimSpace(raw) {
+			c.warnings = append(c.warnings, Warning{File: s.file, Line: s.line, Msg: fmt.Sprintf("[%s]: gosup names may only contain letters, digits, '_', '.' and '-': imported as program.%s", s.name, p.name)})
+		}
+		if gs := groups[strings.TrimSpace(raw)]; len(gs) > 0 {
+			p.group = gs[0]
+			for _, g := range gs[1:] {
+				c.warnings = append(c.warnings, Warning{File: g.sec.file, Line: g.sec.line, Msg: fmt.Sprintf("[group:%s] also lists %s, which is imported in group %s only: a gosup program belongs to one group", g.name, raw, gs[0].name)})
+			}
+		}
+		group := p.name
+		if p.group.name != "" {
+			group = p.group.name
+		}
+		if e, ok := s.get("environment"); ok {
+			env, order, err := parseEnvironment(e.value)
+			if err == nil {
+				p.env, p.envOrder = env, order
+			}
+		}
+		// ENV_X from the environments gosup does not see at run time.
+		all := map[string]string{}
+		maps.Copy(all, c.defaults.env)
+		maps.Copy(all, p.env)
+		p.vars = envVars(all)
+		known := map[string]string{"program_name": raw, "group_name": group, "host_node_name": host}
+		maps.Copy(known, envVars(c.osEnv))
+		maps.Copy(known, p.vars)
+		if e, ok := s.get("numprocs"); ok {
+			if n, err := parseInt(expandKnown(e.value, known)); err == nil && n > 0 {
+				p.numprocs = n
+			}
+		}
+		if e, ok := s.get("numprocs_start"); ok {
+			if n, err := parseInt(expandKnown(e.value, known)); err == nil {
+				p.start = n
+			}
+		}
+		pattern := "%(program_name)s"
+		if e, ok := s.get("process_name"); ok {
+			pattern = expandKnown(e.value, p.vars)
+		}
+		for n := p.start; n < p.start+p.numprocs; n++ {
+			name, err := procgroup.Expand(pattern, map[string]any{"program_name": raw, "group_name": group, "process_num": n, "numprocs": p.numprocs, "host_node_name": host})
+			if err != nil {
+				break
+			}
+			p.procs = append(p.procs, name)
+		}
+		c.progs = append(c.progs, p)
+		c.progBySection[s] = p
+	}
+	c.priorities()
+	// gosup wants process names unique across programs (supervisord, per
+	// group): the later program's get its name in front.
+	seen := map[string]string{}
+	for _, p := range c.progs {
+		clash := ""
+		for _, n := range p.procs {
+			if other, ok := seen[n]; ok {
+				clash = other
+			}
+		}
+		if clash != "" {
+			e, ok := p.sec.get("process_name")
+			pattern := "%(program_name)s"
+			if ok {
+				pattern = e.value
+			}
+			p.rename = "%(program_name)s_" + pattern
+			at := Warning{File: p.sec.file, Line: p.sec.line}
+			if ok {
+				at = Warning{File: e.file, Line: e.line}
+			}
+			at.Msg = fmt.Sprintf("[%s] process_name %s gives names that program %s's processes have too; gosup wants them unique across programs: imported as %s", p.sec.name, pattern, clash, p.rename)
+			c.warnings = append(c.warnings, at)
+			for i, n := range p.procs {
+				p.procs[i] = p.name + "_" + n
+			}
+		}
+		for _, n := range p.procs {
+			seen[n] = p.name
+		}
+	}
+	// A log file written by several processes (supervisord lets them
+	// interleave, and rotates it under all of them) becomes one per
+	// process; a device such as /dev/stdout stays shared.
+	writers := map[string]int{}
+	for _, p := range c.progs {
+		for _, key := range []string{"stdout_logfile", "stderr_logfile"} {
+			if path := p.fixedLog(key); path != "" {
+				writers[path] += p.numprocs
 			}
 		}
 	}
-	var env map[string]string
-	var envOrder []string
-	syslog := map[string]bool{}
-	logSet := map[string]string{}
+	for _, p := range c.progs {
+		for _, key := range []string{"stdout_logfile", "stderr_logfile"} {
+			path := p.fixedLog(key)
+			if path == "" || writers[path] < 2 {
+				continue
+			}
+			ext := filepath.Ext(path)
+			p.logs[key] = strings.TrimSuffix(path, ext) + ".%(program_name)s-%(process_num)d" + ext
+			e, _ := p.sec.get(key)
+			c.warn(e, "[%s] %s: %s is written by %d processes; gosup gives each its own file (%s) so that rotation stays safe", p.sec.name, key, path, writers[path], p.logs[key])
+		}
+	}
+}
+
+// priorities gives programs in a [group:x] the place supervisord starts
+// them in: groups in the order of their priority (999 when unset), then
+// programs by their own priority inside a group. gosup has one priority
+// per program, so when groups change the order the programs get ranks.
+func (c *conv) priorities() {
+	type key struct{ group, own int }
+	keys := map[*prog]key{}
+	reorder := false
+	for _, p := range c.progs {
+		own := 999
+		if e, ok := p.sec.get("priority"); ok {
+			if n, err := parseInt(e.value); err == nil {
+				own = n
+			}
+		}
+		k := key{own, own}
+		if p.group.name != "" {
+			k.group = 999
+			if p.group.priority != nil {
+				if n, err := parseInt(p.group.priority.value); err == nil {
+					k.group = n
+				}
+			}
+			reorder = reorder || k.group != own
+		}
+		keys[p] = k
+	}
+	if !reorder {
+		return
+	}
+	distinct := slices.SortedFunc(maps.Values(keys), func(a, b key) int {
+		return cmp.Or(cmp.Compare(a.group, b.group), cmp.Compare(a.own, b.own))
+	})
+	distinct = slices.Compact(distinct)
+	for _, p := range c.progs {
+		k := keys[p]
+		p.prio = 10 * (slices.Index(distinct, k) + 1)
+		if p.group.name != "" {
+			p.prioNote = fmt.Sprintf("supervisord's order: group %s at priority %d, then this program's own %d inside it", p.group.name, k.group, k.own)
+		} else {
+			p.prioNote = fmt.Sprintf("supervisord's order: priority %d, among groups", k.own)
+		}
+	}
+}
+
+// fixedLog is a log path that names no process (the same for all), "" for
+// anything else.
+func (p *prog) fixedLog(key string) string {
+	e, ok := p.sec.get(key)
+	if !ok {
+		return ""
+	}
+	v := expandTilde(e.value)
+	switch strings.ToLower(v) {
+	case "auto", "none", "off", "syslog":
+		return ""
+	}
+	if strings.HasPrefix(v, "/dev/") || strings.Contains(v, "%(process_num)") {
+		return ""
+	}
+	return v
+}
+
+var invalidNameRE = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
+
+func cleanName(s string) string { return invalidNameRE.ReplaceAllString(s, "_") }
+
+// expandTilde does what supervisord's expanduser does to paths.
+func expandTilde(p string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		if home, err := os.UserHomeDir(); err == nil {
+			return home + p[1:]
+		}
+	}
+	return p
+}
+
+func (c *conv) program(p *prog) {
+	s := p.sec
+	sec := s.name
+	c.o.blank()
+	c.o.line("[program.%s]", tomlKey(p.name))
+	c.o.comment(fmt.Sprintf("from %s:%d [%s]", s.file, s.line, s.name))
+	g := p.group
+	if g.name != "" {
+		c.o.kv("group", tomlString(g.name), fmt.Sprintf("[group:%s] programs= (%s:%d): processes are %s:NAME", g.name, g.sec.file, g.sec.line, g.name))
+	}
+	if p.prioNote != "" {
+		c.o.kv("priority", tomlInt(p.prio), p.prioNote)
+	}
+	// Keys gosup expands itself keep their expansions, but not the ENV_X
+	// of environments gosup does not see; the others are expanded here.
+	host, _ := os.Hostname()
+	group := p.name
+	if g.name != "" {
+		group = g.name
+	}
+	known := map[string]string{"program_name": strings.TrimPrefix(s.name, "program:"), "group_name": group, "host_node_name": host}
+	maps.Copy(known, envVars(c.osEnv))
+	maps.Copy(known, p.vars)
+	syslog := map[string]*entry{}
+	logVal := map[string]string{}
 	for _, e := range s.keys {
 		v := e.value
+		switch e.key {
+		case "command", "process_name", "directory", "stdout_logfile", "stderr_logfile", "environment":
+			v = expandKnown(v, p.vars)
+		default:
+			v = expandKnown(v, known)
+		}
 		switch {
+		case e.key == "priority" && p.prioNote != "":
+			// written above
 		case e.key == "command":
 			c.o.kv("command", tomlString(v), "")
-		case e.key == "process_name" || e.key == "user":
+		case e.key == "process_name":
+			if p.rename != "" {
+				c.o.kv(e.key, tomlString(p.rename), "renamed: see the import's warning")
+			} else {
+				c.o.kv(e.key, tomlString(v), "")
+			}
+		case e.key == "user":
 			c.o.kv(e.key, tomlString(v), "")
 		case e.key == "directory":
+			v = expandTilde(v)
 			c.o.kv(e.key, tomlString(v), relNote(v))
 		case e.key == "umask":
 			c.o.kv(e.key, tomlString(v), "")
@@ -358,19 +692,19 @@ func (c *conv) program(s *section, name string, g groupInfo, d defaults) {
 			}
 			c.o.kv(e.key, tomlString(size), "")
 		case e.key == "stdout_logfile" || e.key == "stderr_logfile":
-			val, note := logValue(v)
-			logSet[e.key] = val
-			c.o.kv(e.key, tomlString(val), note)
+			logVal[e.key] = v // written below, once syslog is known
 		case e.key == "stdout_syslog" || e.key == "stderr_syslog":
 			b, err := parseBool(v)
 			if err != nil {
 				c.dropped(sec, e, err.Error())
 				continue
 			}
-			syslog[strings.TrimSuffix(e.key, "_syslog")] = b
+			if b {
+				syslog[strings.TrimSuffix(e.key, "_syslog")+"_logfile"] = e
+			}
 		case e.key == "environment":
-			var err error
-			if env, envOrder, err = parseEnvironment(v); err != nil {
+			if p.env == nil && strings.TrimSpace(v) != "" {
+				_, _, err := parseEnvironment(v)
 				c.dropped(sec, e, err.Error())
 			}
 		case unsupported[e.key] != "":
@@ -379,35 +713,45 @@ func (c *conv) program(s *section, name string, g groupInfo, d defaults) {
 			c.dropped(sec, e, "not a [program:x] setting of supervisord or gosup")
 		}
 	}
-	for _, stream := range []string{"stdout", "stderr"} {
-		if !syslog[stream] {
-			continue
+	for _, key := range []string{"stdout_logfile", "stderr_logfile"} {
+		raw, set := logVal[key]
+		val, note := logValue(raw)
+		if p.logs[key] != "" {
+			val, note = p.logs[key], "one file per process: see the import's warning"
 		}
-		e, _ := s.get(stream + "_syslog")
-		switch logSet[stream+"_logfile"] {
-		case "none":
-			c.o.kv(stream+"_logfile", tomlString("syslog"), stream+"_syslog = true with no file: to syslog")
-		default:
-			c.warn(e, "[%s] %s_syslog = true: gosup sends a stream to a file or to syslog, not both; kept the file (set %s_logfile = \"syslog\" to switch)", sec, stream, stream)
-			c.o.comment(fmt.Sprintf("%s_syslog = true: not imported: gosup logs a stream to a file or to syslog, not both; set %s_logfile = \"syslog\" for syslog", stream, stream))
+		if e := syslog[key]; e != nil {
+			if !set || val == "none" {
+				val, set, note = "syslog", true, strings.TrimSuffix(key, "_logfile")+"_syslog = true with no file: to syslog"
+			} else {
+				stream := strings.TrimSuffix(key, "_logfile")
+				c.warn(e, "[%s] %s_syslog = true: gosup sends a stream to a file or to syslog, not both; kept the file (set %s = \"syslog\" to switch)", sec, stream, key)
+				c.o.comment(fmt.Sprintf("%s_syslog = true: not imported: gosup logs a stream to a file or to syslog, not both", stream))
+			}
+		}
+		if set {
+			c.o.kv(key, tomlString(val), note)
 		}
 	}
+	d := c.defaults
 	if _, ok := s.get("umask"); !ok && d.umask != "" {
 		c.o.kv("umask", tomlString(d.umask), "from [supervisord] umask, which supervisord's children inherit")
 	}
 	if _, ok := s.get("directory"); !ok && d.dir != "" {
-		c.o.kv("directory", tomlString(d.dir), "from [supervisord] directory, which supervisord's children inherit")
+		c.o.kv("directory", tomlString(expandTilde(d.dir)), "from [supervisord] directory, which supervisord's children inherit")
+	}
+	if _, ok := s.get("user"); !ok && d.user != "" {
+		c.o.kv("user", tomlString(d.user), "from [supervisord] user: supervisord ran, and so ran its children, as this user")
 	}
 	c.port(s)
-	if len(d.env) > 0 || len(env) > 0 {
-		c.o.line("[program.%s.environment]", tomlKey(name))
+	if len(d.env) > 0 || len(p.env) > 0 {
+		c.o.line("[program.%s.environment]", tomlKey(p.name))
 		for _, k := range d.envOrder {
-			if _, own := env[k]; !own {
-				c.o.kv(k, tomlString(d.env[k]), "from [supervisord] environment")
+			if _, own := p.env[k]; !own {
+				c.o.kv(k, tomlString(expandKnown(d.env[k], p.vars)), "from [supervisord] environment")
 			}
 		}
-		for _, k := range envOrder {
-			c.o.kv(k, tomlString(env[k]), "")
+		for _, k := range p.envOrder {
+			c.o.kv(k, tomlString(expandKnown(p.env[k], p.vars)), "")
 		}
 	}
 }
@@ -424,19 +768,25 @@ func logValue(v string) (string, string) {
 	switch strings.ToUpper(v) {
 	case "AUTO":
 		return "AUTO", ""
-	case "NONE":
+	case "NONE", "OFF":
 		return "none", ""
 	case "SYSLOG":
 		return "syslog", ""
 	}
+	v = expandTilde(v)
 	return v, relNote(v)
 }
 
-// portArgRE finds %(process_num) used as (the end of) a port: after ':'
-// (host:port) or '=' (--port=N), or as a whole argument after a port flag.
-var portArgRE = regexp.MustCompile(`(^|[:=])(\d*%\(process_num\)[-#0 +]*\d*[ds])$`)
-
-var portFlagRE = regexp.MustCompile(`^--?([a-z-]*(port|bind|listen|socket|http)[a-z-]*|p|s|b)$`)
+// A port in a command: %(process_num) at the end of host:port
+// (127.0.0.1:90%(process_num)02d, localhost:…, :…), of --port=…, or as the
+// whole argument after a port flag (-p, -s, -b, --port, --bind, --socket,
+// --listen, --http…).
+var (
+	hostPortRE = regexp.MustCompile(`^(?:|localhost|[A-Za-z0-9-]*\.[A-Za-z0-9.-]*|\[[0-9a-fA-F:]+\]):(\d*%\(process_num\)[-#0 +]*\d*[ds])$`)
+	flagPortRE = regexp.MustCompile(`^--?[a-z-]*(?:port|bind|listen|socket|http)[a-z-]*=(\d*%\(process_num\)[-#0 +]*\d*[ds])$`)
+	bareRE     = regexp.MustCompile(`^(\d*%\(process_num\)[-#0 +]*\d*[ds])$`)
+	portFlagRE = regexp.MustCompile(`^--?([a-z-]*(port|bind|listen|socket|http)[a-z-]*|p|s|b)$`)
+)
 
 // port records port_start when the command puts a plain sequence of ports
 // in an argument through %(process_num): the command stays as it is
@@ -461,11 +811,16 @@ func (c *conv) port(s *section) {
 		return
 	}
 	for i, arg := range argv {
-		m := portArgRE.FindStringSubmatch(arg)
-		if m == nil || (m[1] == "" && (i == 0 || !portFlagRE.MatchString(argv[i-1]))) {
+		var tok string
+		if m := hostPortRE.FindStringSubmatch(arg); m != nil {
+			tok = m[1]
+		} else if m := flagPortRE.FindStringSubmatch(arg); m != nil {
+			tok = m[1]
+		} else if m := bareRE.FindStringSubmatch(arg); m != nil && i > 0 && portFlagRE.MatchString(argv[i-1]) {
+			tok = m[1]
+		} else {
 			continue
 		}
-		tok := m[2]
 		var ports []int
 		for n := start; n < start+numprocs; n++ {
 			v, err := procgroup.Expand(tok, map[string]any{"process_num": n})
@@ -478,9 +833,12 @@ func (c *conv) port(s *section) {
 			}
 			ports = append(ports, p)
 		}
+		if ports[0] < 1024 {
+			return // not a port: a shard or worker number
+		}
 		for j, p := range ports {
-			if p != ports[0]+j || p < 1 || p > 65535 {
-				c.o.comment(fmt.Sprintf("%s in the command gives ports %d…%d, not a plain sequence: no port_start (gosup runs the command as it is)", tok, ports[0], ports[len(ports)-1]))
+			if p != ports[0]+j || p > 65535 {
+				c.o.comment(fmt.Sprintf("%s in the command gives %d…%d, not a plain sequence of ports: no port_start (gosup runs the command as it is)", tok, ports[0], ports[len(ports)-1]))
 				return
 			}
 		}
@@ -499,8 +857,14 @@ func isMemmon(s *section) bool {
 	if err != nil || len(argv) == 0 {
 		return false
 	}
-	base := path.Base(argv[0])
-	return base == "memmon" || base == "memmon.py" || slices.Contains(argv, "superlance.memmon")
+	return slices.ContainsFunc(argv, isMemmonArg)
+}
+
+// isMemmonArg: memmon, /usr/local/bin/memmon.py (run by python) or
+// -m superlance.memmon.
+func isMemmonArg(a string) bool {
+	base := path.Base(a)
+	return base == "memmon" || base == "memmon.py" || a == "superlance.memmon"
 }
 
 // memmon translates superlance's memmon command line and TICK events into
@@ -508,11 +872,8 @@ func isMemmon(s *section) bool {
 func (c *conv) memmon(s *section) {
 	cmdE, _ := s.get("command")
 	argv, _ := procgroup.SplitCommand(cmdE.value)
-	for i, a := range argv {
-		if a == "superlance.memmon" || path.Base(a) == "memmon" || path.Base(a) == "memmon.py" {
-			argv = argv[i+1:]
-			break
-		}
+	if i := slices.IndexFunc(argv, isMemmonArg); i >= 0 {
+		argv = argv[i+1:]
 	}
 	c.o.blank()
 	c.o.line("[memmon]")
@@ -540,50 +901,108 @@ func (c *conv) memmon(s *section) {
 		c.warn(cmdE, "[%s] command: %v", s.name, err)
 		c.o.comment("not understood, not imported: " + err.Error())
 	}
-	var to []string
-	sendmail := ""
+	// memmon's single-valued options: the last one wins, as with getopt.
+	single := map[string]string{}
+	var emails []string
 	programs, groups := map[string]string{}, map[string]string{}
+	long := map[string]string{"program": "p", "group": "g", "any": "a", "cumulative": "c", "uptime": "u", "name": "n", "email": "m", "sendmail_program": "s"}
 	for _, f := range flags {
-		switch f.name {
-		case "p", "program", "g", "group":
-			name, size, ok := strings.Cut(f.value, "=")
+		name := f.name
+		if l, ok := long[name]; ok {
+			name = l
+		}
+		switch name {
+		case "p", "g":
+			n, size, ok := strings.Cut(f.value, "=")
 			sz, err := parseSize(size)
 			if !ok || err != nil {
-				c.warn(cmdE, "[%s] memmon -%s %s: want NAME=SIZE", s.name, f.name, f.value)
+				c.warn(cmdE, "[%s] memmon -%s %s: want NAME=SIZE", s.name, name, f.value)
 				continue
 			}
-			if f.name[0] == 'p' {
-				programs[name] = sz
+			if name == "p" {
+				programs[n] = sz
 			} else {
-				groups[name] = sz
+				groups[n] = sz
 			}
-		case "a", "any":
-			sz, err := parseSize(f.value)
-			if err != nil {
-				c.warn(cmdE, "[%s] memmon -a %s: %v", s.name, f.value, err)
-				continue
-			}
-			c.o.kv("any", tomlString(sz), "memmon -a")
-		case "c", "cumulative":
-			c.o.kv("cumulative", "true", "memmon -c: a process with all its descendants")
-		case "u", "uptime":
-			n, err := parseInt(f.value)
-			if err != nil {
-				c.warn(cmdE, "[%s] memmon -u %s: %v", s.name, f.value, err)
-				continue
-			}
-			c.o.kv("alert_max_uptime", tomlString(fmt.Sprintf("%ds", n)), "memmon -u: no mail for a process up longer than this (it is restarted all the same)")
-		case "n", "name":
-			c.o.kv("name", tomlString(f.value), "memmon -n")
-		case "m", "email":
-			to = append(to, f.value)
-		case "s", "sendmail_program":
-			sendmail = f.value
+		case "m":
+			emails = append(emails, f.value)
+		case "a", "c", "u", "n", "s":
+			single[name] = f.value
 		default:
 			c.warn(cmdE, "[%s] memmon option -%s not imported", s.name, f.name)
 			c.o.comment(fmt.Sprintf("memmon option -%s %s: not imported", f.name, f.value))
 		}
 	}
+	if v, ok := single["a"]; ok {
+		if sz, err := parseSize(v); err != nil {
+			c.warn(cmdE, "[%s] memmon -a %s: %v", s.name, v, err)
+		} else {
+			c.o.kv("any", tomlString(sz), "memmon -a")
+		}
+	}
+	if _, ok := single["c"]; ok {
+		c.o.kv("cumulative", "true", "memmon -c: a process with all its descendants")
+	}
+	if v, ok := single["u"]; ok {
+		if secs, err := memmonSeconds(v); err != nil {
+			c.warn(cmdE, "[%s] memmon -u %s: %v", s.name, v, err)
+		} else {
+			c.o.kv("alert_max_uptime", tomlString(fmt.Sprintf("%ds", secs)), "memmon -u: no mail for a process up longer than this (it is restarted all the same)")
+		}
+	}
+	if v, ok := single["n"]; ok {
+		c.o.kv("name", tomlString(v), "memmon -n")
+	}
+	// Names must be processes (or group:process) and groups that exist:
+	// memmon ignored the others, gosup check refuses them.
+	procNames, groupNames := map[string]bool{}, map[string]bool{}
+	for _, p := range c.progs {
+		group := p.name
+		if p.group.name != "" {
+			group = p.group.name
+		}
+		groupNames[group] = true
+		for _, n := range p.procs {
+			procNames[n], procNames[group+":"+n] = true, true
+		}
+	}
+	for n := range programs {
+		if !procNames[n] {
+			c.warn(cmdE, "[%s] memmon -p %s: no process has that name, so memmon never matched it; not imported", s.name, n)
+			delete(programs, n)
+		}
+	}
+	for n := range groups {
+		if !groupNames[n] {
+			c.warn(cmdE, "[%s] memmon -g %s: no group has that name, so memmon never matched it; not imported", s.name, n)
+			delete(groups, n)
+		}
+	}
+	// memmon restarts at the smallest limit that applies; gosup applies
+	// the most specific one.
+	general := slices.Collect(maps.Values(groups))
+	if a := single["a"]; a != "" {
+		general = append(general, a)
+	}
+	for _, n := range slices.Sorted(maps.Keys(programs)) {
+		for _, g := range general {
+			if larger(programs[n], g) {
+				c.warn(cmdE, "[%s] memmon -p %s=%s is larger than the general limit %s: memmon restarted at the smallest limit that applies, gosup uses the most specific one (%s)", s.name, n, programs[n], g, programs[n])
+				break
+			}
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(groups)) {
+		if larger(groups[n], single["a"]) {
+			c.warn(cmdE, "[%s] memmon -g %s=%s is larger than -a %s: memmon restarted at the smaller, gosup uses the group's", s.name, n, groups[n], single["a"])
+		}
+	}
+	to := emails
+	if len(emails) > 1 {
+		to = emails[len(emails)-1:]
+		c.warn(cmdE, "[%s] memmon -m given %d times: memmon mailed only the last, %s; add the others to email.to if they should get alerts", s.name, len(emails), to[0])
+	}
+	sendmail := single["s"]
 	for _, t := range []struct {
 		table string
 		m     map[string]string
@@ -664,4 +1083,33 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 			}
 		}
 	}
+}
+
+// memmonSeconds reads memmon's -u: seconds, or a number with s, m, h or d.
+func memmonSeconds(v string) (int, error) {
+	mult := map[byte]int{'s': 1, 'm': 60, 'h': 3600, 'd': 86400}
+	t := strings.ToLower(strings.TrimSpace(v))
+	k := 1
+	if t != "" {
+		if m, ok := mult[t[len(t)-1]]; ok {
+			k, t = m, t[:len(t)-1]
+		}
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a time such as 3600, 60m or 1h", v)
+	}
+	return n * k, nil
+}
+
+// larger reports whether size a is larger than b (false when b is unset).
+func larger(a, b string) bool {
+	if b == "" {
+		return false
+	}
+	var x, y procgroup.Size
+	if x.UnmarshalTOML(a) != nil || y.UnmarshalTOML(b) != nil {
+		return false
+	}
+	return x > y
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gosup/gosup/supervisor"
 )
 
 func importString(t *testing.T, ini string) *Result {
@@ -99,7 +101,7 @@ func TestPortStart(t *testing.T) {
 		{"command=uwsgi -s 127.0.0.1:90%(process_num)02d\nnumprocs=20", "port_start = 9000"},
 		{"command=app --port %(process_num)s\nnumprocs=3\nnumprocs_start=8000", "port_start = 8000"},
 		{"command=app --port=81%(process_num)02d\nnumprocs=2", "port_start = 8100"},
-		{"command=gunicorn -b 127.0.0.1:70%(process_num)d\nnumprocs=12", "not a plain sequence"},
+		{"command=gunicorn -b 127.0.0.1:300%(process_num)d\nnumprocs=12", "not a plain sequence"},
 		{"command=celery worker -n w%(process_num)d\nnumprocs=4", ""},
 	} {
 		res := importString(t, "[program:web]\n"+tc.program+"\nprocess_name=w%(process_num)d\n")
@@ -193,25 +195,39 @@ func TestMalformed(t *testing.T) {
 func TestMemmonFlags(t *testing.T) {
 	res := importString(t, `[program:web]
 command=/bin/true
+numprocs=2
+process_name=web_%(process_num)02d
+
+[group:sentry]
+programs=web
 
 [eventlistener:memmon]
-command=/usr/local/bin/memmon -p web_00=200MB -p sentry:web_01=210MB -g web=300MB -a 400MB -c -u 3600 -m ops@example.com -m dev@example.com -n web-3 -s "/usr/sbin/sendmail -t"
+command=/usr/local/bin/memmon -p web_00=200MB -p sentry:web_01=210MB -g sentry=300MB -a 400MB -c -u 3600 -m dev@example.com -m ops@example.com -n web-3 -s "/usr/sbin/sendmail -t"
 events=TICK_60,TICK_5
 buffer_size=100
 `)
 	got := string(res.TOML)
 	for _, want := range []string{
 		`interval = "5s"`, `any = "400MB"`, "cumulative = true", `alert_max_uptime = "3600s"`, `name = "web-3"`,
-		"[memmon.program]", `web_00 = "200MB"`, `"sentry:web_01" = "210MB"`, "[memmon.group]", `web = "300MB"`,
-		"[email]", `to = ["ops@example.com", "dev@example.com"]`, `sendmail = "/usr/sbin/sendmail -t"`,
+		"[memmon.program]", `web_00 = "200MB"`, `"sentry:web_01" = "210MB"`, "[memmon.group]", `sentry = "300MB"`,
+		"[email]", `to = ["ops@example.com"]`, `sendmail = "/usr/sbin/sendmail -t"`,
 		"# [eventlistener:memmon] buffer_size = 100: not needed",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("want %q in\n%s", want, got)
 		}
 	}
-	if w := warnings(res); w != "" {
+	if w := warnings(res); !strings.Contains(w, "memmon -m given 2 times: memmon mailed only the last, ops@example.com") || strings.Count(w, "\n") != 1 {
 		t.Errorf("warnings: %s", w)
+	}
+	// memmon run by python, -u with a unit, a limit memmon never matched,
+	// and a specific limit larger than -a (memmon took the smallest).
+	py := importString(t, "[program:web]\ncommand=/bin/true\n[eventlistener:m]\ncommand=python3 /usr/local/bin/memmon.py -a 200MB -p web=1GB -p nope=1GB -u 2h\nevents=TICK_5\n")
+	if got := string(py.TOML); !strings.Contains(got, `alert_max_uptime = "7200s"`) || !strings.Contains(got, `web = "1GB"`) || strings.Contains(got, "nope = ") {
+		t.Errorf("memmon.py:\n%s", got)
+	}
+	if w := warnings(py); !strings.Contains(w, "memmon -p nope: no process has that name") || !strings.Contains(w, "memmon -p web=1GB is larger than the general limit 200MB") {
+		t.Errorf("memmon.py warnings: %s", w)
 	}
 	other := importString(t, "[eventlistener:crashmail]\ncommand=crashmail -a -m ops@example.com\nevents=PROCESS_STATE_EXITED\n")
 	if w := warnings(other); !strings.Contains(w, "supervisord.conf:1: [eventlistener:crashmail] not imported: an event listener") {
@@ -255,7 +271,7 @@ priority=5
 	got := string(res.TOML)
 	for _, want := range []string{
 		`socket = "/run/supervisor.sock"`, `socket_mode = "0770"`, `socket_group = "ops"`, `loglevel = "debug"`,
-		`group = "sentry"`, "priority = 5", `umask = "002"`, "[program.web.environment]\nB = \"2\"\nA = \"3\"",
+		`group = "sentry"`, "priority = 10  # supervisord's order: group sentry at priority 5", `umask = "002"`, "[program.web.environment]\nB = \"2\"\nA = \"3\"",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("want %q in\n%s", want, got)
@@ -269,5 +285,106 @@ priority=5
 	}
 	if strings.Contains(w, "rpcinterface") {
 		t.Errorf("the standard rpcinterface section warns: %s", w)
+	}
+}
+
+// What the first review found: each case imports to something gosup check
+// accepts and that runs what supervisord ran.
+func TestSupervisordSemantics(t *testing.T) {
+	t.Setenv("HOME", "/home/ops")
+	for _, tc := range []struct {
+		name, ini string
+		want      []string
+		not       []string
+		warn      string
+	}{
+		{"device logs stay shared", "[program:web]\ncommand=/bin/true\nnumprocs=2\nprocess_name=w%(process_num)d\nstdout_logfile=/dev/stdout\n",
+			[]string{`stdout_logfile = "/dev/stdout"`}, nil, ""},
+		{"a shared file becomes one per process", "[program:a]\ncommand=/bin/true\nstdout_logfile=/var/log/app.log\n[program:b]\ncommand=/bin/true\nstdout_logfile=/var/log/app.log\n",
+			[]string{`stdout_logfile = "/var/log/app.%(program_name)s-%(process_num)d.log"`}, nil, "/var/log/app.log is written by 2 processes"},
+		{"process names unique across programs", "[program:web]\ncommand=/bin/true\nprocess_name=%(process_num)02d\n[program:worker]\ncommand=/bin/true\nprocess_name=%(process_num)02d\n",
+			[]string{`process_name = "%(process_num)02d"`, `process_name = "%(program_name)s_%(process_num)02d"`}, nil, "gives names that program web's processes have too"},
+		{"ENV_X from supervisord's and the program's environment", "[supervisord]\nenvironment=APP_HOME=\"/srv/app\"\n[program:web]\nenvironment=WID=\"7\"\ncommand=/bin/app %(ENV_APP_HOME)s %(ENV_WID)s %(ENV_HOME)s\n",
+			[]string{`command = "/bin/app /srv/app 7 %(ENV_HOME)s"`, `APP_HOME = "/srv/app"  # from [supervisord] environment`}, nil, ""},
+		{"expansions in keys gosup does not expand", "[program:web]\ncommand=/bin/true\nuser=%(program_name)s\nnumprocs=%(ENV_NP)s\nprocess_name=w%(process_num)d\n[supervisord]\nenvironment=NP=\"3\"\n",
+			[]string{`user = "web"`, "numprocs = 3"}, nil, ""},
+		{"syslog instead of NONE", "[program:a]\ncommand=/bin/true\nstderr_logfile=NONE\nstderr_syslog=true\n",
+			[]string{`stderr_logfile = "syslog"`}, []string{`stderr_logfile = "none"`}, ""},
+		{"off is none", "[program:a]\ncommand=/bin/true\nstdout_logfile=off\n", []string{`stdout_logfile = "none"`}, nil, ""},
+		{"tilde", "[program:a]\ncommand=/bin/true\nstdout_logfile=~/a.log\n[supervisord]\nchildlogdir=~/log\n",
+			[]string{`stdout_logfile = "/home/ops/a.log"`, `logdir = "/home/ops/log"`}, nil, ""},
+		{"DEFAULT applies to programs", "[DEFAULT]\nstartsecs=0\n[program:a]\ncommand=/bin/true\n", []string{"startsecs = 0"}, nil, ""},
+		{"long stopwaitsecs", "[program:a]\ncommand=/bin/true\nstopwaitsecs=600\npriority=1\n[program:b]\ncommand=/bin/true\nstopwaitsecs=60\n",
+			[]string{`shutdown_timeout = "670s"`}, nil, ""},
+		{"program names gosup accepts", "[program:celery@default ]\ncommand=/bin/true\n", []string{"[program.celery_default]"}, nil, "imported as program.celery_default"},
+		{"a group naming no program", "[program:a]\ncommand=/bin/true\n[group:g]\nprograms=a,ghost\n", []string{`group = "g"`}, nil, "no [program:ghost]"},
+		{"a program in two groups", "[program:a]\ncommand=/bin/true\n[group:g1]\nprograms=a\n[group:g2]\nprograms=a\n", []string{`group = "g1"`}, nil, "imported in group g1 only"},
+		{"no port from a shard number", "[program:shard]\ncommand=app --shard=%(process_num)d -Q queue:%(process_num)d\nnumprocs=4\nnumprocs_start=1\nprocess_name=s%(process_num)d\n", nil, []string{"port_start"}, ""},
+		{"environment separators and comments as supervisord reads them", "[program:a]\ncommand=/bin/true\nenvironment=A=1;B=\"2\",C=x # D=4\n",
+			[]string{"A = \"1\"\nB = \"2\"\nC = \"x\""}, []string{"D = "}, ""},
+		{"supervisord's user runs the children", "[supervisord]\nuser=sentry\n[program:a]\ncommand=/bin/true\n[program:b]\ncommand=/bin/true\nuser=nobody\n",
+			[]string{`user = "sentry"  # from [supervisord] user`, `user = "nobody"`}, nil, ""},
+		{"empty exitcodes", "[program:a]\ncommand=/bin/true\nexitcodes=\n", nil, nil, "exitcodes not imported"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := importString(t, tc.ini)
+			got := string(res.TOML)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("want %q in\n%s", w, got)
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(got, w) {
+					t.Errorf("do not want %q in\n%s", w, got)
+				}
+			}
+			if w := warnings(res); (tc.warn == "") != (w == "") || !strings.Contains(w, tc.warn) {
+				t.Errorf("warnings: want %q, have %q", tc.warn, w)
+			}
+			checkTOML(t, res)
+		})
+	}
+}
+
+// checkTOML writes the import next to its source and loads it as gosup would.
+func checkTOML(t *testing.T, res *Result) {
+	t.Helper()
+	out := filepath.Join(filepath.Dir(res.Files[0]), "gosup.toml")
+	if err := os.WriteFile(out, res.TOML, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := supervisor.Load(out); err != nil {
+		t.Errorf("gosup check: %v\n%s", err, res.TOML)
+	}
+}
+
+func TestIncludeLikeSupervisord(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"supervisord.conf":       "[include]\nfiles = conf.d/* none.d/*.conf\n",
+		"conf.d/a.conf":          "[program:a]\ncommand=/bin/true\n[include]\nfiles=/etc/elsewhere/*.conf\n",
+		"conf.d/.hidden.conf":    "[program:hidden]\ncommand=/bin/true\n",
+		"conf.d/sub/inside.conf": "[program:inside]\ncommand=/bin/true\n",
+	} {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := Import(filepath.Join(dir, "supervisord.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(res.TOML)
+	if !strings.Contains(got, "[program.a]") || strings.Contains(got, "hidden") || strings.Contains(got, "inside") {
+		t.Errorf("includes:\n%s", got)
+	}
+	w := warnings(res)
+	if !strings.Contains(w, "conf.d/a.conf:3: [include] in an included file: supervisord does not follow it") || !strings.Contains(w, "none.d/*.conf matches no file") {
+		t.Errorf("warnings: %s", w)
 	}
 }

@@ -56,9 +56,10 @@ var (
 	optionRE  = regexp.MustCompile(`^(.*?)\s*([=:])\s*(.*)$`)
 )
 
-// parseINI reads one file into sections (appending to, and merging with,
-// those given), in supervisord's dialect.
-func parseINI(file string, data []byte, sections []*section) ([]*section, error) {
+// parseINI reads one file's sections (a section named twice merged), in
+// supervisord's dialect.
+func parseINI(file string, data []byte) ([]*section, error) {
+	var sections []*section
 	here := filepath.Dir(file)
 	var cur *section
 	var last *entry // the option a continuation line extends
@@ -140,50 +141,109 @@ func stripComment(line string) string {
 	return line
 }
 
+// merge adds from's sections to into, merging those of the same name
+// (a later key wins, in the first one's place).
+func merge(into, from []*section) []*section {
+	for _, f := range from {
+		i := slices.IndexFunc(into, func(s *section) bool { return s.name == f.name })
+		if i < 0 {
+			into = append(into, f)
+			continue
+		}
+		for _, e := range f.keys {
+			if old, ok := into[i].get(e.key); ok {
+				*old = *e
+			} else {
+				into[i].keys = append(into[i].keys, e)
+			}
+		}
+	}
+	return into
+}
+
 // readConfig reads a supervisord.conf and the files its [include] files=
-// globs name (relative to it), as supervisord does.
-func readConfig(path string) ([]*section, []string, error) {
+// globs name (relative to it), as supervisord does: matches in sorted
+// order, directories and unreadable files skipped, dotfiles only for a
+// pattern that asks for them (Python's glob), and an [include] in an
+// included file not followed. [DEFAULT] keys become every program's and
+// event listener's defaults. Problems that supervisord only warns about
+// are returned as warnings.
+func readConfig(path string, expand func(string) string) ([]*section, []string, []Warning, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	data, err := os.ReadFile(abs)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, nil, nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	sections, err := parseINI(abs, data, nil)
+	sections, err := parseINI(abs, data)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	files := []string{abs}
-	for _, s := range sections {
-		if s.name != "include" {
-			continue
-		}
-		e, ok := s.get("files")
-		if !ok {
-			continue
-		}
-		for _, pat := range strings.Fields(e.value) {
+	var warnings []Warning
+	var inc *entry
+	if i := slices.IndexFunc(sections, func(s *section) bool { return s.name == "include" }); i >= 0 {
+		inc, _ = sections[i].get("files")
+	}
+	if inc != nil {
+		for _, pat := range strings.Fields(expand(inc.value)) {
 			if !filepath.IsAbs(pat) {
 				pat = filepath.Join(filepath.Dir(abs), pat)
 			}
 			matches, err := filepath.Glob(pat)
 			if err != nil {
-				return nil, nil, &ParseError{File: e.file, Line: e.line, Msg: fmt.Sprintf("[include] files: pattern %q: %v", pat, err)}
+				return nil, nil, nil, &ParseError{File: inc.file, Line: inc.line, Msg: fmt.Sprintf("[include] files: pattern %q: %v", pat, err)}
 			}
 			slices.Sort(matches)
+			n := 0
 			for _, m := range matches {
+				if strings.HasPrefix(filepath.Base(m), ".") && !strings.HasPrefix(filepath.Base(pat), ".") {
+					continue
+				}
+				if fi, err := os.Stat(m); err != nil || fi.IsDir() {
+					continue
+				}
 				b, err := os.ReadFile(m)
 				if err != nil {
-					return nil, nil, &ParseError{File: e.file, Line: e.line, Msg: fmt.Sprintf("[include] files: %v", err)}
+					warnings = append(warnings, Warning{File: inc.file, Line: inc.line, Msg: fmt.Sprintf("[include] files: %v (skipped, as supervisord does)", err)})
+					continue
 				}
-				if sections, err = parseINI(m, b, sections); err != nil {
-					return nil, nil, err
+				more, err := parseINI(m, b)
+				if err != nil {
+					return nil, nil, nil, err
 				}
+				more = slices.DeleteFunc(more, func(s *section) bool {
+					if s.name == "include" {
+						warnings = append(warnings, Warning{File: s.file, Line: s.line, Msg: "[include] in an included file: supervisord does not follow it, nor does gosup import"})
+						return true
+					}
+					return false
+				})
+				sections = merge(sections, more)
 				files = append(files, m)
+				n++
+			}
+			if n == 0 {
+				warnings = append(warnings, Warning{File: inc.file, Line: inc.line, Msg: fmt.Sprintf("[include] files: %s matches no file", pat)})
 			}
 		}
 	}
-	return sections, files, nil
+	if i := slices.IndexFunc(sections, func(s *section) bool { return s.name == "DEFAULT" }); i >= 0 {
+		defs := sections[i]
+		sections = slices.Delete(sections, i, i+1)
+		for _, s := range sections {
+			if !strings.HasPrefix(s.name, "program:") && !strings.HasPrefix(s.name, "eventlistener:") && !strings.HasPrefix(s.name, "fcgi-program:") {
+				continue
+			}
+			for _, e := range defs.keys {
+				if _, ok := s.get(e.key); !ok {
+					c := *e
+					s.keys = append(s.keys, &c)
+				}
+			}
+		}
+	}
+	return sections, files, warnings, nil
 }

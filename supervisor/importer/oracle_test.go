@@ -1,6 +1,7 @@
 package importer
 
 import (
+	"cmp"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -28,7 +29,7 @@ for g in o.process_group_configs:
         out.append(dict(name=g.name + ":" + p.name, argv=shlex.split(p.command), env=p.environment or {},
             dir=p.directory, stopsignal=int(p.stopsignal), startsecs=p.startsecs, startretries=p.startretries,
             stopwaitsecs=p.stopwaitsecs, stopasgroup=p.stopasgroup, killasgroup=p.killasgroup,
-            priority=p.priority, autostart=p.autostart, exitcodes=list(p.exitcodes),
+            priority=p.priority, group_priority=g.priority, autostart=p.autostart, exitcodes=list(p.exitcodes),
             redirect_stderr=p.redirect_stderr))
 json.dump(out, sys.stdout)
 `
@@ -45,6 +46,7 @@ type supervisordProc struct {
 	StopAsGroup    bool              `json:"stopasgroup"`
 	KillAsGroup    bool              `json:"killasgroup"`
 	Priority       int               `json:"priority"`
+	GroupPriority  int               `json:"group_priority"`
 	AutoStart      bool              `json:"autostart"`
 	ExitCodes      []int             `json:"exitcodes"`
 	RedirectStderr bool              `json:"redirect_stderr"`
@@ -131,6 +133,24 @@ func TestSeedMatchesSupervisord(t *testing.T) {
 			}
 			ports[ps.FullName()] = ps.Port
 		}
+	}
+	// supervisord starts groups by their priority, then processes by
+	// theirs; gosup's priorities must give the same order.
+	for _, a := range want {
+		for _, b := range want {
+			sv := cmp.Or(cmp.Compare(a.GroupPriority, b.GroupPriority), cmp.Compare(a.Priority, b.Priority))
+			gs := cmp.Compare(have[a.Name].Priority, have[b.Name].Priority)
+			if sv != gs {
+				t.Errorf("start order of %s and %s: supervisord %d, gosup %d", a.Name, b.Name, sv, gs)
+			}
+		}
+	}
+	for name, h := range have {
+		h.Priority = 0
+		have[name] = h
+	}
+	for i := range want {
+		want[i].Priority, want[i].GroupPriority = 0, 0
 	}
 	if len(have) != len(want) {
 		t.Errorf("gosup makes %d processes, supervisord %d", len(have), len(want))

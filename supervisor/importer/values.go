@@ -59,8 +59,10 @@ func parseSize(v string) (string, error) {
 
 // parseEnvironment reads KEY="val",KEY2=val2 as supervisord's
 // dict_of_key_value_pairs does: a non-POSIX shlex whose words also take
-// "/.+-():" (and here '%', so that unexpanded %(x)s survive), quotes
-// keeping commas inside a value, and each value's quotes stripped.
+// "/.+-():" (and here '%', so that unexpanded %(x)s survive), '#' starting
+// a comment, quotes keeping commas inside a value, each value's quotes
+// stripped, and whatever single token follows a pair taken as the
+// separator.
 func parseEnvironment(v string) (map[string]string, []string, error) {
 	toks, err := shlexTokens(v)
 	if err != nil {
@@ -69,7 +71,7 @@ func parseEnvironment(v string) (map[string]string, []string, error) {
 	out := map[string]string{}
 	var order []string
 	for i := 0; i < len(toks); i += 4 {
-		if i+2 >= len(toks) || toks[i+1] != "=" || (i+3 < len(toks) && toks[i+3] != ",") {
+		if i+2 >= len(toks) || toks[i+1] != "=" {
 			return nil, nil, fmt.Errorf("%q: want KEY=value pairs separated by commas (quote values that contain commas or spaces)", v)
 		}
 		k := toks[i]
@@ -92,6 +94,10 @@ func shlexTokens(s string) ([]string, error) {
 		switch {
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
 			i++
+		case c == '#': // shlex's comment: to the end of the line
+			for i < len(s) && s[i] != '\n' {
+				i++
+			}
 		case c == '"' || c == '\'':
 			j := strings.IndexByte(s[i+1:], c)
 			if j < 0 {
