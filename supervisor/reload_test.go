@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -341,5 +342,111 @@ func waitFor(t *testing.T, cl *Client, within time.Duration, name string) {
 			t.Fatalf("%s not RUNNING within %s", name, within)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// [nginx] can be added, changed and removed by reload: the file is rendered
+// (here without nginx: test and reload commands are empty), follows the
+// processes, and is left alone once the table is gone.
+func TestReloadNginxTable(t *testing.T) {
+	dir, err := os.MkdirTemp("", "gs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	out := filepath.Join(dir, "upstream.conf")
+	base := freePortRange(t, 3)
+	web := func(n int, upstream string) string {
+		return fmt.Sprintf(`
+[program.web]
+command = "@HELPER@ http"
+numprocs = %d
+process_name = "web_%%(process_num)d"
+port_start = %d
+startsecs = 0
+%s
+%s
+`, n, base, upstream, helperEnv)
+	}
+	nginx := fmt.Sprintf(`
+[nginx]
+output = %q
+test_command = ""
+reload_command = ""
+
+[nginx.upstream.web]
+protocol = "http"
+`, out)
+	file := writeConfig(t, web(2, ""))
+	_, cl, _ := startSupervisor(t, file)
+	ctx := context.Background()
+	waitAll(t, cl, "RUNNING")
+	before := pids(t, cl)
+
+	rewriteConfig(t, file, web(2, `upstream = "web"`)+nginx)
+	plan, err := cl.Reload(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(plan.Notes, func(n string) bool { return strings.HasPrefix(n, "[nginx] added") }) {
+		t.Errorf("notes: %q", plan.Notes)
+	}
+	waitServers(t, out, 2)
+	if now := pids(t, cl); !mapsEqual(now, before) {
+		t.Errorf("joining an upstream restarted processes")
+	}
+	rewriteConfig(t, file, web(3, `upstream = "web"`)+nginx)
+	if _, err := cl.Reload(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	waitServers(t, out, 3)
+	rewriteConfig(t, file, web(3, ""))
+	if _, err := cl.Reload(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Nginx(ctx); err == nil {
+		t.Error("ctl nginx still answers after [nginx] was removed")
+	}
+	waitServers(t, out, 3) // left as it was
+}
+
+func waitServers(t *testing.T, file string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(file)
+		if strings.Count(string(b), "    server 127.0.0.1:") == n && !strings.Contains(string(b), " down;") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: want %d servers up, have:\n%s", file, n, b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// ctl restart --rolling starts a stopped process, as supervisorctl restart
+// does; a reload that changes its command does not.
+func TestRollingRestartStartsStopped(t *testing.T) {
+	file := writeConfig(t, reloadBase)
+	_, cl, _ := startSupervisor(t, file)
+	ctx := context.Background()
+	waitAll(t, cl, "RUNNING")
+	if _, err := cl.Action(ctx, "stop", ActionRequest{Patterns: []string{"keep:keep_1"}}); err != nil {
+		t.Fatal(err)
+	}
+	before := pids(t, cl)
+	res, err := cl.Action(ctx, "restart", ActionRequest{Patterns: []string{"keep"}, Rolling: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if !r.OK {
+			t.Errorf("%+v", r)
+		}
+	}
+	after := pids(t, cl)
+	if after["keep:keep_0"] == before["keep:keep_0"] || after["keep:keep_1"] == 0 {
+		t.Errorf("rolling restart: before %v after %v", before, after)
 	}
 }
