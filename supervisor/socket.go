@@ -7,8 +7,10 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,6 +43,16 @@ func listen(path string, mode uint32, group string, log *slog.Logger) (net.Liste
 		if err := os.Chown(path, -1, gid); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("set group %s on %s: %w", group, path, err)
+		}
+		// The group must also get through the socket's directory (0750),
+		// when that directory is the daemon's own.
+		dir := filepath.Dir(path)
+		if fi, err := os.Stat(dir); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid == uint32(os.Getuid()) && fi.Mode().Perm()&0o002 == 0 {
+				if err := os.Chown(dir, -1, gid); err != nil {
+					log.Warn("could not give the socket's directory to socket_group; its members cannot reach the socket", "dir", dir, "group", group, "err", err)
+				}
+			}
 		}
 	}
 	if err := os.Chmod(path, os.FileMode(mode)); err != nil {

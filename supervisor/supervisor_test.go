@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -622,4 +623,32 @@ startsecs = 0
 	cl, stop = run()
 	defer stop()
 	waitAll(t, cl, "RUNNING") // both again
+}
+
+// With socket_group the group owns the socket and can get through its
+// directory (0750).
+func TestSocketGroupReachesTheDirectory(t *testing.T) {
+	g, err := user.LookupGroup("nogroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := writeConfig(t, "socket_group = \"nogroup\"\n")
+	// writeConfig puts the body after [supervisor]'s keys: socket_group is one of them.
+	cfg, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDaemon(t, cfg, Options{})
+	for _, p := range []string{cfg.Supervisor.Socket, filepath.Dir(cfg.Supervisor.Socket)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gid := fi.Sys().(*syscall.Stat_t).Gid; strconv.Itoa(int(gid)) != g.Gid {
+			t.Errorf("%s: group %d, want nogroup (%s)", p, gid, g.Gid)
+		}
+	}
+	if fi, _ := os.Stat(filepath.Dir(cfg.Supervisor.Socket)); fi.Mode().Perm() != 0o750 {
+		t.Errorf("socket directory mode %v, want 0750", fi.Mode().Perm())
+	}
 }
