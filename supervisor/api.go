@@ -175,7 +175,11 @@ func toProcStatus(st procgroup.Status, now time.Time) ProcStatus {
 		SpawnError: st.SpawnError, Stdout: st.Stdout, Stderr: st.Stderr,
 	}
 	switch st.State {
-	case procgroup.Running, procgroup.Starting, procgroup.Stopping:
+	case procgroup.Starting, procgroup.Running, procgroup.Stopping:
+		if st.Pid == 0 {
+			ps.Description = "spawning"
+			break
+		}
 		ps.UptimeS = now.Sub(st.StartedAt).Seconds()
 		ps.Description = fmt.Sprintf("pid %d, uptime %s", st.Pid, FormatUptime(now.Sub(st.StartedAt)))
 	case procgroup.Backoff, procgroup.Fatal:
