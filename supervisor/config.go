@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -188,7 +189,7 @@ func (l *loader) sourceOf(key string) *source {
 func (l *loader) addPrograms(src *source, tables map[string]toml.Primitive) ([]rawProgram, []error) {
 	var out []rawProgram
 	var errs []error
-	for _, name := range slices.Sorted(mapsKeys(tables)) {
+	for _, name := range slices.Sorted(maps.Keys(tables)) {
 		key := "program." + name
 		if prev, ok := l.from[name]; ok {
 			errs = append(errs, &ConfigError{File: src.file, Line: src.lines.first(key), Key: key,
@@ -208,6 +209,17 @@ type rawInclude struct {
 	Program map[string]toml.Primitive `toml:"program"`
 }
 
+// includeMatches is what an include pattern names: its matches in sorted
+// order, directories left out.
+func includeMatches(pattern string) ([]string, error) {
+	matches, err := filepath.Glob(pattern)
+	slices.Sort(matches)
+	return slices.DeleteFunc(matches, func(m string) bool {
+		fi, err := os.Stat(m)
+		return err == nil && fi.IsDir()
+	}), err
+}
+
 // readIncludes reads the files the include patterns match: pattern by
 // pattern, each pattern's matches in sorted order, each file once.
 // Directories are skipped; a pattern matching nothing is fine.
@@ -221,21 +233,17 @@ func (l *loader) readIncludes(cfg *Config, patterns []string) ([]rawProgram, []e
 			continue
 		}
 		abs := absTo(l.main.dir, pat)
-		matches, err := filepath.Glob(abs)
+		matches, err := includeMatches(abs)
 		if err != nil {
 			errs = append(errs, l.main.cerr("include", "pattern %q: %v", pat, err))
 			continue
 		}
 		cfg.Include = append(cfg.Include, abs)
-		slices.Sort(matches)
 		for _, m := range matches {
 			if seen[m] {
 				continue
 			}
 			seen[m] = true
-			if fi, err := os.Stat(m); err == nil && fi.IsDir() {
-				continue
-			}
 			data, err := os.ReadFile(m)
 			if err != nil {
 				errs = append(errs, l.main.cerr("include", "%v", err))
@@ -506,16 +514,6 @@ func absTo(dir, p string) string {
 	return filepath.Join(dir, p)
 }
 
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
 	"supervisor": tomlKeys(Settings{}),
@@ -537,7 +535,7 @@ func reportedParent(undecoded map[string]bool, k toml.Key) bool {
 
 func suggest(k toml.Key) string {
 	if _, known := knownKeys[k[0]]; !known {
-		return closest(k[0], append(slices.Sorted(mapsKeys(knownKeys)), "include"))
+		return closest(k[0], append(slices.Sorted(maps.Keys(knownKeys)), "include"))
 	}
 	if len(k) < 2 {
 		return ""

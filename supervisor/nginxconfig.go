@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -90,7 +91,7 @@ func checkNginx(cfg *Config, md toml.MetaData, here string, cerr func(key, forma
 			}
 		}
 	}
-	for _, name := range slices.Sorted(mapsKeys(n.Upstream)) {
+	for _, name := range slices.Sorted(maps.Keys(n.Upstream)) {
 		u := n.Upstream[name]
 		key := "nginx.upstream." + name
 		if !procgroup.ValidName(name) {
@@ -169,7 +170,7 @@ func nginxData(cfg *Config, down map[string]bool) templates.Data {
 		d.Programs = append(d.Programs, tp)
 	}
 	if n != nil {
-		for _, name := range slices.Sorted(mapsKeys(n.Upstream)) {
+		for _, name := range slices.Sorted(maps.Keys(n.Upstream)) {
 			u := n.Upstream[name]
 			d.Upstreams = append(d.Upstreams, templates.Upstream{
 				Name: name, Balance: u.Balance, Protocol: u.Protocol, Keepalive: u.Keepalive,

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -231,8 +232,8 @@ func (s *Supervisor) plan(next *Config) ([]*progPlan, []string) {
 		}
 		// numprocs, and what only names the processes, show as start/stop.
 		delete(keys, "numprocs")
-		pp.Why = slices.Sorted(mapsKeys(why))
-		pp.InPlace = slices.Sorted(mapsKeys(keys))
+		pp.Why = slices.Sorted(maps.Keys(why))
+		pp.InPlace = slices.Sorted(maps.Keys(keys))
 		pp.Action = "unchanged"
 		if len(pp.Start)+len(pp.Stop)+len(pp.Restart)+len(pp.InPlace) > 0 {
 			pp.Action = "changed"

@@ -2,7 +2,7 @@ package supervisor
 
 import (
 	"context"
-	"os"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -43,7 +43,7 @@ func newWatchSet(cfg *Config) watchSet {
 			dirs[filepath.Dir(f)] = true
 		}
 	}
-	ws.dirs = slices.Sorted(mapsKeys(dirs))
+	ws.dirs = slices.Sorted(maps.Keys(dirs))
 	return ws
 }
 
@@ -170,7 +170,7 @@ func (s *Supervisor) touchLoop(ctx context.Context) {
 		case <-s.touchKick:
 		}
 		s.touchMu.Lock()
-		progs := slices.Sorted(mapsKeys(s.touchPending))
+		progs := slices.Sorted(maps.Keys(s.touchPending))
 		clear(s.touchPending)
 		s.touchMu.Unlock()
 		for _, prog := range progs {
@@ -198,22 +198,17 @@ func (s *Supervisor) touchRestart(ctx context.Context, prog string) {
 }
 
 // globIncludes lists the files the include patterns match now, as the
-// loader reads them (each once, in pattern order, directories skipped).
+// loader reads them (each once, in pattern order).
 func globIncludes(cfg *Config) []string {
 	var out []string
 	seen := map[string]bool{cfg.File: true}
 	for _, p := range cfg.Include {
-		matches, _ := filepath.Glob(p)
-		slices.Sort(matches)
+		matches, _ := includeMatches(p)
 		for _, m := range matches {
-			if seen[m] {
-				continue
+			if !seen[m] {
+				seen[m] = true
+				out = append(out, m)
 			}
-			if fi, err := os.Stat(m); err != nil || fi.IsDir() {
-				continue
-			}
-			seen[m] = true
-			out = append(out, m)
 		}
 	}
 	return out

@@ -7,6 +7,7 @@ package importer
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -366,7 +367,53 @@ var unsupported = map[string]string{
 	"serverurl":               "children reach gosup through its socket; there is no XML-RPC URL to pass them",
 }
 
-var intKeys = []string{"numprocs", "numprocs_start", "priority", "startsecs", "startretries", "stopwaitsecs", "stdout_logfile_backups", "stderr_logfile_backups"}
+var (
+	intKeys    = []string{"numprocs", "numprocs_start", "priority", "startsecs", "startretries", "stopwaitsecs", "stdout_logfile_backups", "stderr_logfile_backups"}
+	boolKeys   = []string{"autostart", "stopasgroup", "killasgroup", "redirect_stderr"}
+	stringKeys = []string{"user", "umask"}
+	sizeKeys   = []string{"stdout_logfile_maxbytes", "stderr_logfile_maxbytes"}
+)
+
+// typedKey reports whether typedValue converts key.
+func typedKey(key string) bool {
+	return slices.Contains(intKeys, key) || slices.Contains(boolKeys, key) || slices.Contains(stringKeys, key) ||
+		slices.Contains(sizeKeys, key) || key == "autorestart" || key == "exitcodes" || key == "stopsignal"
+}
+
+// typedValue reads a [program:x] value the way supervisord reads that key
+// and returns it as a gosup TOML value.
+func typedValue(key, v string) (string, error) {
+	switch {
+	case slices.Contains(intKeys, key):
+		n, err := parseInt(v)
+		return tomlInt(n), err
+	case slices.Contains(boolKeys, key):
+		b, err := parseBool(v)
+		return tomlBool(b), err
+	case slices.Contains(stringKeys, key):
+		return tomlString(v), nil
+	case slices.Contains(sizeKeys, key):
+		size, err := parseSize(v)
+		return tomlString(size), err
+	case key == "autorestart":
+		if strings.EqualFold(v, "unexpected") {
+			return tomlString("unexpected"), nil
+		}
+		b, err := parseBool(v)
+		if err != nil {
+			return "", errors.New("want true, false or unexpected")
+		}
+		return tomlBool(b), nil
+	case key == "exitcodes":
+		codes, err := parseExitCodes(v)
+		return tomlInts(codes), err
+	case key == "stopsignal":
+		sig := signalName(v)
+		_, err := procgroup.ParseSignal(sig)
+		return tomlString(sig), err
+	}
+	return "", fmt.Errorf("no type for %s", key)
+}
 
 // expandKnown replaces the %(NAME)s expansions vars knows, leaving the
 // others (and %%) for gosup to expand. supervisord expands every value
@@ -637,60 +684,16 @@ func (c *conv) program(p *prog) {
 			} else {
 				c.o.kv(e.key, tomlString(v), "")
 			}
-		case e.key == "user":
-			c.o.kv(e.key, tomlString(v), "")
 		case e.key == "directory":
 			v = expandTilde(v)
 			c.o.kv(e.key, tomlString(v), relNote(v))
-		case e.key == "umask":
-			c.o.kv(e.key, tomlString(v), "")
-		case slices.Contains(intKeys, e.key):
-			n, err := parseInt(v)
+		case typedKey(e.key):
+			val, err := typedValue(e.key, v)
 			if err != nil {
 				c.dropped(sec, e, err.Error())
 				continue
 			}
-			c.o.kv(e.key, tomlInt(n), "")
-		case e.key == "autostart" || e.key == "stopasgroup" || e.key == "killasgroup" || e.key == "redirect_stderr":
-			b, err := parseBool(v)
-			if err != nil {
-				c.dropped(sec, e, err.Error())
-				continue
-			}
-			c.o.kv(e.key, tomlBool(b), "")
-		case e.key == "autorestart":
-			switch strings.ToLower(v) {
-			case "unexpected":
-				c.o.kv(e.key, tomlString("unexpected"), "")
-			default:
-				b, err := parseBool(v)
-				if err != nil {
-					c.dropped(sec, e, "want true, false or unexpected")
-					continue
-				}
-				c.o.kv(e.key, tomlBool(b), "")
-			}
-		case e.key == "exitcodes":
-			codes, err := parseExitCodes(v)
-			if err != nil {
-				c.dropped(sec, e, err.Error())
-				continue
-			}
-			c.o.kv(e.key, tomlInts(codes), "")
-		case e.key == "stopsignal":
-			sig := signalName(v)
-			if _, err := procgroup.ParseSignal(sig); err != nil {
-				c.dropped(sec, e, err.Error())
-				continue
-			}
-			c.o.kv(e.key, tomlString(sig), "")
-		case e.key == "stdout_logfile_maxbytes" || e.key == "stderr_logfile_maxbytes":
-			size, err := parseSize(v)
-			if err != nil {
-				c.dropped(sec, e, err.Error())
-				continue
-			}
-			c.o.kv(e.key, tomlString(size), "")
+			c.o.kv(e.key, val, "")
 		case e.key == "stdout_logfile" || e.key == "stderr_logfile":
 			logVal[e.key] = v // written below, once syslog is known
 		case e.key == "stdout_syslog" || e.key == "stderr_syslog":
@@ -1012,7 +1015,7 @@ func (c *conv) memmon(s *section) {
 			continue
 		}
 		c.o.line("[memmon.%s]", t.table)
-		for _, k := range slices.Sorted(mapsKeys(t.m)) {
+		for _, k := range slices.Sorted(maps.Keys(t.m)) {
 			c.o.kv(k, tomlString(t.m[k]), "memmon "+t.flag)
 		}
 	}
@@ -1073,16 +1076,6 @@ func getopt(args []string) ([]flag, error) {
 		out = append(out, flag{name: name, value: val})
 	}
 	return out, nil
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // memmonSeconds reads memmon's -u: seconds, or a number with s, m, h or d.
