@@ -116,9 +116,9 @@ func helperSpec(mode ...string) *Spec {
 	return &s
 }
 
-// newTestGroup expands spec into a group, runs it, and stops and ends it
+// newTestPool expands spec into a pool, runs it, and stops and ends it
 // (killing whatever is left) when the test ends.
-func newTestGroup(t *testing.T, spec *Spec) *Group {
+func newTestPool(t *testing.T, spec *Spec) *Pool {
 	t.Helper()
 	dir := t.TempDir()
 	procs, err := spec.Expand("t", ExpandContext{Here: dir, LogDir: dir})
@@ -127,7 +127,7 @@ func newTestGroup(t *testing.T, spec *Spec) *Group {
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
-	g := NewGroup(ctx, "t", testReaper, log)
+	g := NewPool(ctx, "t", testReaper, log)
 	for i := range procs {
 		g.Add(&procs[i])
 	}

@@ -16,7 +16,7 @@ import (
 func TestStartsecsThenRunning(t *testing.T) {
 	spec := helperSpec("sleep")
 	spec.StartSecs = 1
-	p := newTestGroup(t, spec).Procs()[0]
+	p := newTestPool(t, spec).Procs()[0]
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestBackoffThenFatal(t *testing.T) {
 	spec := helperSpec("exit", "3")
 	spec.StartSecs = 1
 	spec.StartRetries = 2
-	p := newTestGroup(t, spec).Procs()[0]
+	p := newTestPool(t, spec).Procs()[0]
 	var mu sync.Mutex
 	var seen []State
 	go func() {
@@ -98,7 +98,7 @@ func TestAutorestart(t *testing.T) {
 			t.Parallel()
 			spec := helperSpec("exitafter", "100ms", tc.code)
 			spec.AutoRestart = tc.mode
-			p := newTestGroup(t, spec).Procs()[0]
+			p := newTestPool(t, spec).Procs()[0]
 			if err := p.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -123,7 +123,7 @@ func TestAutorestart(t *testing.T) {
 func TestCrashLoopFloor(t *testing.T) {
 	spec := helperSpec("exit", "1")
 	spec.AutoRestart = RestartAlways
-	g := newTestGroup(t, spec)
+	g := newTestPool(t, spec)
 	p := g.Procs()[0]
 	var mu sync.Mutex
 	var spawns []time.Time
@@ -151,7 +151,7 @@ func TestCrashLoopFloor(t *testing.T) {
 
 func TestRespawnAfterCrashIsImmediate(t *testing.T) {
 	spec := helperSpec("sleep")
-	p := newTestGroup(t, spec).Procs()[0]
+	p := newTestPool(t, spec).Procs()[0]
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestStopAsGroupKillsGrandchild(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "gc.pid")
 	spec := helperSpec("grandchild", pidfile)
 	spec.StopAsGroup = true
-	p := newTestGroup(t, spec).Procs()[0]
+	p := newTestPool(t, spec).Procs()[0]
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestStopWaitSecsThenKill(t *testing.T) {
 	spec := helperSpec("ignore-term")
 	spec.StopWaitSecs = 1
 	spec.StartSecs = 1 // gives the helper time to ignore TERM
-	p := newTestGroup(t, spec).Procs()[0]
+	p := newTestPool(t, spec).Procs()[0]
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestStopWaitSecsThenKill(t *testing.T) {
 func TestOrphansAreReaped(t *testing.T) {
 	spec := helperSpec("orphans", "20")
 	spec.AutoRestart = RestartNever
-	p := newTestGroup(t, spec).Procs()[0]
+	p := newTestPool(t, spec).Procs()[0]
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestSpawnErrorsEndFatalAndOthersRun(t *testing.T) {
 	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	good := newTestGroup(t, helperSpec("sleep")).Procs()[0]
+	good := newTestPool(t, helperSpec("sleep")).Procs()[0]
 	if err := good.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func TestSpawnErrorsEndFatalAndOthersRun(t *testing.T) {
 			spec := helperSpec("sleep")
 			spec.StartRetries = 0
 			tc.edit(spec)
-			p := newTestGroup(t, spec).Procs()[0]
+			p := newTestPool(t, spec).Procs()[0]
 			if err := p.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -326,7 +326,7 @@ func TestPortInUseIsASpawnError(t *testing.T) {
 	spec := helperSpec("sleep")
 	spec.PortStart = port
 	spec.StartRetries = 0
-	p := newTestGroup(t, spec).Procs()[0]
+	p := newTestPool(t, spec).Procs()[0]
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +347,7 @@ func TestPortAndEnvironmentReachTheChild(t *testing.T) {
 	spec.PortStart = freePortRange(t, 2)
 	spec.Environment["APP_MODE"] = "%(process_num)d-of-%(numprocs)d"
 	spec.Ready = ReadyStartSecs // the helper does not listen
-	g := newTestGroup(t, spec)
+	g := newTestPool(t, spec)
 	for i, p := range g.Procs() {
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
@@ -403,7 +403,7 @@ func TestOutputCaptureAndRedirect(t *testing.T) {
 	spec := helperSpec("echo", "to-stdout", "to-stderr")
 	spec.StdoutLogfile = filepath.Join(dir, "out.log")
 	spec.StderrLogfile = filepath.Join(dir, "err.log")
-	p := newTestGroup(t, spec).Procs()[0]
+	p := newTestPool(t, spec).Procs()[0]
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +414,7 @@ func TestOutputCaptureAndRedirect(t *testing.T) {
 	spec2 := helperSpec("echo", "one", "two")
 	spec2.StdoutLogfile = filepath.Join(dir, "both.log")
 	spec2.RedirectStderr = true
-	p2 := newTestGroup(t, spec2).Procs()[0]
+	p2 := newTestPool(t, spec2).Procs()[0]
 	if err := p2.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +443,7 @@ func TestLogRotationKeepsEveryByte(t *testing.T) {
 	spec.StdoutLogfile = filepath.Join(dir, "spam.log")
 	spec.StdoutLogfileMaxBytes = 64 << 10
 	spec.StdoutLogfileBackups = 10
-	p := newTestGroup(t, spec).Procs()[0]
+	p := newTestPool(t, spec).Procs()[0]
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 func TestReadyTCPWaitsForThePort(t *testing.T) {
 	spec := helperSpec("serve", "700ms", "200")
 	spec.PortStart = freePortRange(t, 1)
-	p := newTestGroup(t, spec).Procs()[0]
+	p := newTestPool(t, spec).Procs()[0]
 	start := time.Now()
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
@@ -32,7 +32,7 @@ func TestReadyAndStartSecsBothCount(t *testing.T) {
 	spec := helperSpec("serve", "0s", "200")
 	spec.PortStart = freePortRange(t, 1)
 	spec.StartSecs = 1
-	p := newTestGroup(t, spec).Procs()[0]
+	p := newTestPool(t, spec).Procs()[0]
 	start := time.Now()
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
@@ -47,7 +47,7 @@ func TestReadyHTTPNeeds2xx(t *testing.T) {
 	spec := helperSpec("serve", "0s", "200")
 	spec.PortStart = freePortRange(t, 1)
 	spec.Ready = "http:/healthz"
-	p := newTestGroup(t, spec).Procs()[0]
+	p := newTestPool(t, spec).Procs()[0]
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestReadyHTTPNeeds2xx(t *testing.T) {
 	bad.Ready = "http:/healthz"
 	bad.ReadyTimeout = Duration(500 * time.Millisecond)
 	bad.StartRetries = 0
-	q := newTestGroup(t, bad).Procs()[0]
+	q := newTestPool(t, bad).Procs()[0]
 	if err := q.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestReadyHTTPNeeds2xx(t *testing.T) {
 // SetSpec applies lifecycle settings at once and spawn settings at the next spawn.
 func TestSetSpec(t *testing.T) {
 	spec := helperSpec("sleep")
-	g := newTestGroup(t, spec)
+	g := newTestPool(t, spec)
 	p := g.Procs()[0]
 	if err := p.Start(); err != nil {
 		t.Fatal(err)

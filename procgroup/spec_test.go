@@ -189,7 +189,7 @@ func TestMatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &Group{Name: "web"}
+	g := &Pool{Program: "web"}
 	for i := range procs {
 		g.procs = append(g.procs, &Process{spec: &procs[i]})
 	}
@@ -208,7 +208,7 @@ func TestMatch(t *testing.T) {
 	if procs[1].FullName() != "sentry:web_01" {
 		t.Errorf("full name with a group: %s", procs[1].FullName())
 	}
-	g = &Group{Name: "web"}
+	g = &Pool{Program: "web"}
 	for i := range procs {
 		g.procs = append(g.procs, &Process{spec: &procs[i]})
 	}

@@ -61,8 +61,8 @@ type step struct {
 // progPlan is a Change with what applying it needs.
 type progPlan struct {
 	Change
-	prog    *Program         // the new program; nil when removed
-	group   *procgroup.Group // the running group; nil when added
+	prog    *Program        // the new program; nil when removed
+	pool    *procgroup.Pool // the running program's processes; nil when added
 	add     []*procgroup.ProcSpec
 	remove  []*procgroup.Process
 	restart []step
@@ -171,17 +171,17 @@ func report(file string, dryRun bool, plans []*progPlan, notes []string) *Reload
 // the old spec; the next reload picks them up).
 func (s *Supervisor) plan(next *Config) ([]*progPlan, []string) {
 	cur := s.config()
-	groups := map[string]*procgroup.Group{}
-	for _, g := range s.snapshotGroups() {
-		groups[g.Name] = g
+	pools := map[string]*procgroup.Pool{}
+	for _, pool := range s.snapshotPools() {
+		pools[pool.Program] = pool
 	}
 	var plans []*progPlan
 	for _, np := range next.Programs {
-		g := groups[np.Name]
-		delete(groups, np.Name)
-		pp := &progPlan{Change: Change{Program: np.Name}, prog: np, group: g}
+		pool := pools[np.Name]
+		delete(pools, np.Name)
+		pp := &progPlan{Change: Change{Program: np.Name}, prog: np, pool: pool}
 		plans = append(plans, pp)
-		if g == nil {
+		if pool == nil {
 			pp.Action = "added"
 			for i := range np.Procs {
 				pp.add = append(pp.add, &np.Procs[i])
@@ -190,7 +190,7 @@ func (s *Supervisor) plan(next *Config) ([]*progPlan, []string) {
 			continue
 		}
 		live := map[string]*procgroup.Process{}
-		for _, p := range g.Procs() {
+		for _, p := range pool.Procs() {
 			live[p.Spec().Name] = p
 		}
 		why, keys := map[string]bool{}, map[string]bool{}
@@ -224,7 +224,7 @@ func (s *Supervisor) plan(next *Config) ([]*progPlan, []string) {
 				keys[k] = true
 			}
 		}
-		for _, p := range g.Procs() {
+		for _, p := range pool.Procs() {
 			if live[p.Spec().Name] == p {
 				pp.remove = append(pp.remove, p)
 				pp.Stop = append(pp.Stop, p.Spec().Name)
@@ -239,9 +239,9 @@ func (s *Supervisor) plan(next *Config) ([]*progPlan, []string) {
 			pp.Action = "changed"
 		}
 	}
-	for name, g := range groups {
-		pp := &progPlan{Change: Change{Program: name, Action: "removed"}, group: g}
-		for _, p := range g.Procs() {
+	for name, pool := range pools {
+		pp := &progPlan{Change: Change{Program: name, Action: "removed"}, pool: pool}
+		for _, p := range pool.Procs() {
 			pp.remove = append(pp.remove, p)
 			pp.Stop = append(pp.Stop, p.Spec().Name)
 		}
@@ -357,16 +357,16 @@ func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan)
 		if len(pp.add) == 0 {
 			continue
 		}
-		g := pp.group
-		if g == nil {
-			g = s.newGroup(pp.Program)
-			s.groups = append(s.groups, g)
+		pool := pp.pool
+		if pool == nil {
+			pool = s.newPool(pp.Program)
+			s.pools = append(s.pools, pool)
 		}
 		for _, ps := range pp.add {
-			added = append(added, g.Add(ps))
+			added = append(added, pool.Add(ps))
 		}
 	}
-	s.sortGroups()
+	s.sortPools()
 	s.mu.Unlock()
 	if len(added) > 0 {
 		var start []*procgroup.Process
@@ -384,30 +384,30 @@ func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan)
 	return results
 }
 
-// sortGroups orders the groups by priority, then name; s.mu must be held.
-func (s *Supervisor) sortGroups() {
-	prio := func(g *procgroup.Group) int {
-		if procs := g.Procs(); len(procs) > 0 {
+// sortPools orders the pools by priority, then program name; s.mu must be held.
+func (s *Supervisor) sortPools() {
+	prio := func(pool *procgroup.Pool) int {
+		if procs := pool.Procs(); len(procs) > 0 {
 			return procs[0].Spec().Program.Priority
 		}
 		return 0
 	}
-	slices.SortStableFunc(s.groups, func(a, b *procgroup.Group) int {
-		return cmp.Or(cmp.Compare(prio(a), prio(b)), cmp.Compare(a.Name, b.Name))
+	slices.SortStableFunc(s.pools, func(a, b *procgroup.Pool) int {
+		return cmp.Or(cmp.Compare(prio(a), prio(b)), cmp.Compare(a.Program, b.Program))
 	})
 }
 
-// forget removes stopped processes from their groups, and empty groups
-// that the configuration no longer has. The owner goroutines are ended
+// forget removes stopped processes from their pools, and empty pools of
+// programs that the configuration no longer has. The owner goroutines are ended
 // outside s.mu: status and nginx renderings go on meanwhile.
 func (s *Supervisor) forget(procs []*procgroup.Process) {
-	groups := map[string]*procgroup.Group{}
-	for _, g := range s.snapshotGroups() {
-		groups[g.Name] = g
+	pools := map[string]*procgroup.Pool{}
+	for _, pool := range s.snapshotPools() {
+		pools[pool.Program] = pool
 	}
 	for _, p := range procs {
-		if g := groups[p.Spec().Group]; g != nil {
-			g.Remove(p)
+		if pool := pools[p.Spec().Group]; pool != nil {
+			pool.Remove(p)
 		}
 	}
 	s.downMu.Lock()
@@ -420,17 +420,17 @@ func (s *Supervisor) forget(procs []*procgroup.Process) {
 	for _, p := range s.cfg.Programs {
 		keep[p.Name] = true
 	}
-	var gone []*procgroup.Group
-	s.groups = slices.DeleteFunc(s.groups, func(g *procgroup.Group) bool {
-		if !keep[g.Name] && len(g.Procs()) == 0 {
-			gone = append(gone, g)
+	var gone []*procgroup.Pool
+	s.pools = slices.DeleteFunc(s.pools, func(pool *procgroup.Pool) bool {
+		if !keep[pool.Program] && len(pool.Procs()) == 0 {
+			gone = append(gone, pool)
 			return true
 		}
 		return false
 	})
 	s.mu.Unlock()
-	for _, g := range gone {
-		g.Wait()
+	for _, pool := range gone {
+		pool.Wait()
 	}
 }
 
@@ -667,7 +667,7 @@ func (s *Supervisor) updateNginx(done chan<- error) bool {
 	s.downMu.Lock()
 	defer s.downMu.Unlock()
 	s.mu.RLock()
-	m, cfg, groups := s.nginx, s.cfg, slices.Clone(s.groups)
+	m, cfg, pools := s.nginx, s.cfg, slices.Clone(s.pools)
 	s.mu.RUnlock()
 	if m == nil {
 		return false
@@ -679,16 +679,16 @@ func (s *Supervisor) updateNginx(done chan<- error) bool {
 	for _, p := range cfg.Programs {
 		specs[p.Name] = p
 	}
-	for _, g := range groups {
-		lp := &Program{Name: g.Name}
-		for _, p := range g.Procs() {
+	for _, pool := range pools {
+		lp := &Program{Name: pool.Program}
+		for _, p := range pool.Procs() {
 			lp.Procs = append(lp.Procs, *p.Spec())
 		}
 		if len(lp.Procs) == 0 {
 			continue
 		}
 		lp.Spec = lp.Procs[0].Program
-		if cp := specs[g.Name]; cp != nil {
+		if cp := specs[pool.Program]; cp != nil {
 			lp.Spec = cp.Spec
 		}
 		view.Programs = append(view.Programs, lp)
@@ -699,8 +699,8 @@ func (s *Supervisor) updateNginx(done chan<- error) bool {
 
 // process finds a process by its full name (group:process).
 func (s *Supervisor) process(name string) *procgroup.Process {
-	for _, g := range s.snapshotGroups() {
-		for _, p := range g.Procs() {
+	for _, pool := range s.snapshotPools() {
+		for _, p := range pool.Procs() {
 			if p.Spec().FullName() == name {
 				return p
 			}

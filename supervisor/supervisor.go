@@ -1,5 +1,5 @@
 // Package supervisor is the gosup daemon: it loads and validates the
-// configuration, owns the process groups, serves the control API on a unix
+// configuration, owns the programs' processes, serves the control API on a unix
 // socket and stops everything in order on shutdown.
 package supervisor
 
@@ -71,10 +71,10 @@ type Supervisor struct {
 	// mu guards what a reload replaces; readers take snapshots.
 	mu         sync.RWMutex
 	cfg        *Config
-	groups     []*procgroup.Group // ascending priority
-	nginx      *nginxManager      // nil without [nginx]
-	watchdog   *memmon.Watchdog   // nil without [memmon]
-	alerter    *memmon.Alerter    // nil without [email]
+	pools      []*procgroup.Pool // one per program, ascending priority
+	nginx      *nginxManager     // nil without [nginx]
+	watchdog   *memmon.Watchdog  // nil without [memmon]
+	alerter    *memmon.Alerter   // nil without [email]
 	stopMemmon func()
 	lastReload ReloadStatus
 
@@ -169,14 +169,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	pctx, pcancel := context.WithCancel(context.Background())
 	s.pctx = pctx
 	for _, p := range cfg.Programs {
-		g := s.newGroup(p.Name)
+		pool := s.newPool(p.Name)
 		for i := range p.Procs {
-			proc := g.Add(&p.Procs[i])
+			proc := pool.Add(&p.Procs[i])
 			if p.Spec.Upstream != "" && s.admin.isStopped(proc.Spec().FullName()) {
 				s.down[proc.Spec().FullName()] = true // nginx need not try it
 			}
 		}
-		s.groups = append(s.groups, g)
+		s.pools = append(s.pools, pool)
 	}
 	s.startedAt = time.Now()
 	if cfg.Nginx != nil {
@@ -244,8 +244,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.stop(sctx, s.all())
 	scancel()
 	pcancel() // anything still alive now is killed with its group
-	for _, g := range s.snapshotGroups() {
-		g.Wait()
+	for _, pool := range s.snapshotPools() {
+		pool.Wait()
 	}
 	if n := inst.sweep(); n > 0 {
 		s.log.Warn("killed descendants that outlived their processes", "count", n)
@@ -269,11 +269,11 @@ func (s *Supervisor) lockOps(ctx context.Context) error {
 
 func (s *Supervisor) unlockOps() { <-s.ops }
 
-// newGroup makes an empty group whose processes report to the daemon.
-func (s *Supervisor) newGroup(name string) *procgroup.Group {
-	g := procgroup.NewGroup(s.pctx, name, s.rp, s.log)
+// newPool makes an empty pool for a program whose processes report to the daemon.
+func (s *Supervisor) newPool(program string) *procgroup.Pool {
+	pool := procgroup.NewPool(s.pctx, program, s.rp, s.log)
 	inst := s.inst
-	g.Setup = func(proc *procgroup.Process) {
+	pool.Setup = func(proc *procgroup.Process) {
 		proc.OnSpawn = func(p *procgroup.Process, pid int, _ time.Time) { inst.recordSpawn(p.Spec().FullName(), pid) }
 		proc.OnExit = func(p *procgroup.Process, _ int) { inst.recordExit(p.Spec().FullName()) }
 		proc.DaemonEnv = []string{"GOSUP_INSTANCE=" + inst.id}
@@ -284,7 +284,7 @@ func (s *Supervisor) newGroup(name string) *procgroup.Group {
 			}
 		}
 	}
-	return g
+	return pool
 }
 
 // autostart starts, level by level in ascending priority, the processes
@@ -336,16 +336,16 @@ func (s *Supervisor) requestShutdown() {
 
 func (s *Supervisor) all() []*procgroup.Process {
 	var out []*procgroup.Process
-	for _, g := range s.snapshotGroups() {
-		out = append(out, g.Procs()...)
+	for _, pool := range s.snapshotPools() {
+		out = append(out, pool.Procs()...)
 	}
 	return out
 }
 
-func (s *Supervisor) snapshotGroups() []*procgroup.Group {
+func (s *Supervisor) snapshotPools() []*procgroup.Pool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return slices.Clone(s.groups)
+	return slices.Clone(s.pools)
 }
 
 // ErrNoMatch is returned when a pattern names no process.
@@ -357,8 +357,8 @@ func (s *Supervisor) match(patterns []string) ([]*procgroup.Process, error) {
 	var out []*procgroup.Process
 	for _, pat := range patterns {
 		n := 0
-		for _, g := range s.snapshotGroups() {
-			for _, p := range g.Match(pat) {
+		for _, pool := range s.snapshotPools() {
+			for _, p := range pool.Match(pat) {
 				n++
 				if !seen[p] {
 					seen[p] = true

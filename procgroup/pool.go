@@ -14,10 +14,12 @@ import (
 	"github.com/gosup/gosup/procgroup/reaper"
 )
 
-// Group is one program's processes. Processes can be added and removed
-// while it runs (a reload that changes numprocs).
-type Group struct {
-	Name string
+// Pool is one program's processes (one [program.NAME] table): not a POSIX
+// process group, and not an address group (the `group` key, which several
+// programs may share). Processes can be added and removed while it runs (a
+// reload that changes numprocs).
+type Pool struct {
+	Program string // the program's name
 	// Setup, when set before the first Add, prepares each new process
 	// before its owner goroutine starts (hooks, DaemonEnv).
 	Setup func(*Process)
@@ -32,35 +34,35 @@ type Group struct {
 	cancels map[*Process]context.CancelFunc
 }
 
-// NewGroup makes an empty group whose processes run until ctx ends.
-func NewGroup(ctx context.Context, name string, rp *reaper.Reaper, log *slog.Logger) *Group {
-	return &Group{Name: name, rp: rp, log: log, ctx: ctx, cancels: map[*Process]context.CancelFunc{}}
+// NewPool makes an empty pool for program whose processes run until ctx ends.
+func NewPool(ctx context.Context, program string, rp *reaper.Reaper, log *slog.Logger) *Pool {
+	return &Pool{Program: program, rp: rp, log: log, ctx: ctx, cancels: map[*Process]context.CancelFunc{}}
 }
 
 // Add makes a STOPPED process for spec and starts its owner goroutine.
-func (g *Group) Add(spec *ProcSpec) *Process {
-	p := NewProcess(spec, g.rp, g.log)
-	if g.Setup != nil {
-		g.Setup(p)
+func (pl *Pool) Add(spec *ProcSpec) *Process {
+	p := NewProcess(spec, pl.rp, pl.log)
+	if pl.Setup != nil {
+		pl.Setup(p)
 	}
-	ctx, cancel := context.WithCancel(g.ctx)
-	g.mu.Lock()
-	g.procs = append(g.procs, p)
-	slices.SortStableFunc(g.procs, func(a, b *Process) int { return a.Spec().Index - b.Spec().Index })
-	g.cancels[p] = cancel
-	g.mu.Unlock()
-	g.wg.Go(func() { p.Run(ctx) })
+	ctx, cancel := context.WithCancel(pl.ctx)
+	pl.mu.Lock()
+	pl.procs = append(pl.procs, p)
+	slices.SortStableFunc(pl.procs, func(a, b *Process) int { return a.Spec().Index - b.Spec().Index })
+	pl.cancels[p] = cancel
+	pl.mu.Unlock()
+	pl.wg.Go(func() { p.Run(ctx) })
 	return p
 }
 
 // Remove ends p's owner goroutine (killing its child if one is still
 // running: stop it first) and forgets it.
-func (g *Group) Remove(p *Process) {
-	g.mu.Lock()
-	cancel := g.cancels[p]
-	delete(g.cancels, p)
-	g.procs = slices.DeleteFunc(g.procs, func(q *Process) bool { return q == p })
-	g.mu.Unlock()
+func (pl *Pool) Remove(p *Process) {
+	pl.mu.Lock()
+	cancel := pl.cancels[p]
+	delete(pl.cancels, p)
+	pl.procs = slices.DeleteFunc(pl.procs, func(q *Process) bool { return q == p })
+	pl.mu.Unlock()
 	if cancel != nil {
 		cancel()
 		<-p.Done()
@@ -68,22 +70,22 @@ func (g *Group) Remove(p *Process) {
 }
 
 // Procs returns the processes, in process_num order.
-func (g *Group) Procs() []*Process {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return slices.Clone(g.procs)
+func (pl *Pool) Procs() []*Process {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return slices.Clone(pl.procs)
 }
 
 // Wait waits for every owner goroutine to end (after ctx has ended).
-func (g *Group) Wait() { g.wg.Wait() }
+func (pl *Pool) Wait() { pl.wg.Wait() }
 
 // Match selects processes by a supervisorctl pattern: "all", "group",
 // "group:*", "group:name" or a shell glob on either side ("web:web_0*").
 // A bare name matches a group, the program, or a process of that name.
 // The group is the processes' (the program's name unless it sets group).
-func (g *Group) Match(pattern string) []*Process {
-	procs := g.Procs()
-	if pattern == "all" || pattern == g.Name {
+func (pl *Pool) Match(pattern string) []*Process {
+	procs := pl.Procs()
+	if pattern == "all" || pattern == pl.Program {
 		return procs
 	}
 	grp, name, hasColon := strings.Cut(pattern, ":")
@@ -99,7 +101,7 @@ func (g *Group) Match(pattern string) []*Process {
 		} else {
 			ok, _ = path.Match(pattern, spec.Group)
 			if !ok {
-				ok, _ = path.Match(pattern, g.Name)
+				ok, _ = path.Match(pattern, pl.Program)
 			}
 			if !ok {
 				ok, _ = path.Match(pattern, spec.Name)
