@@ -5,6 +5,8 @@ import (
 	"os"
 	"slices"
 	"sync"
+
+	"github.com/gosup/gosup/supervisor/internal/atomicfile"
 )
 
 // adminState remembers which processes an operator stopped with
@@ -67,5 +69,5 @@ func (a *adminState) set(stopped bool, names ...string) error {
 		return err
 	}
 	b, _ := json.Marshal(names)
-	return writeAtomic(a.path, b)
+	return atomicfile.Write(a.path, b)
 }

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strconv"
 	"syscall"
+
+	"github.com/gosup/gosup/supervisor/nginx"
 )
 
 // ErrNotRunning means nothing listens on the control socket.
@@ -137,8 +139,8 @@ func (c *Client) Reload(ctx context.Context, dryRun bool) (*ReloadPlan, error) {
 }
 
 // Nginx returns the outcome of the last nginx update.
-func (c *Client) Nginx(ctx context.Context) (NginxStatus, error) {
-	var out NginxStatus
+func (c *Client) Nginx(ctx context.Context) (nginx.Status, error) {
+	var out nginx.Status
 	err := c.do(ctx, http.MethodGet, "/v1/nginx", nil, nil, &out)
 	return out, err
 }

@@ -111,6 +111,6 @@ func (s *Supervisor) sendmail(ctx context.Context, command string, msg []byte) e
 	if ok {
 		timeout = time.Until(deadline)
 	}
-	_, err := runCommandInput(ctx, s.rp, command, msg, timeout)
+	_, err := procgroup.RunCommand(ctx, s.rp, command, msg, timeout)
 	return err
 }

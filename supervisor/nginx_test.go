@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gosup/gosup/supervisor/nginx"
 )
 
 // needTool finds a program the end-to-end tests need. Under CI (CI=true)
@@ -170,7 +172,7 @@ listen = "127.0.0.1:%d"
 	return file
 }
 
-func waitNginx(t *testing.T, cl *Client, reloads int) NginxStatus {
+func waitNginx(t *testing.T, cl *Client, reloads int) nginx.Status {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -245,8 +247,12 @@ func TestNginxEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newNginxManager(bad.Nginx, testReaper, log)
-	err = m.apply(context.Background(), bad.Nginx, nginxData(bad, nil))
+	m := nginx.New(bad.Nginx.managerSettings(), testReaper, log)
+	m.Start()
+	defer m.Stop()
+	applied := make(chan error, 1)
+	m.Submit(nginxData(bad, nil), applied)
+	err = <-applied
 	if err == nil || !strings.Contains(err.Error(), "not_a_directive") || !strings.Contains(err.Error(), "previous one restored") {
 		t.Errorf("rejected config: want nginx's error text, have %v", err)
 	}
@@ -313,7 +319,7 @@ protocol = "http"
 	cl, _ := startDaemon(t, file)
 	start := time.Now()
 	deadline := start.Add(10 * time.Second)
-	var st NginxStatus
+	var st nginx.Status
 	for time.Now().Before(deadline) {
 		st, _ = cl.Nginx(context.Background())
 		if st.Failures >= 2 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/supervisor/nginx"
 	"github.com/gosup/gosup/templates"
 )
 
@@ -34,6 +35,14 @@ type UpstreamSettings struct {
 	Listen     string `toml:"listen"`
 	ServerName string `toml:"server_name"`
 	Location   string `toml:"location"`
+}
+
+// managerSettings is what the nginx manager needs of the table.
+func (n *NginxSettings) managerSettings() nginx.Settings {
+	return nginx.Settings{
+		Output: n.Output, Template: n.tmpl, TestCommand: n.TestCommand, ReloadCommand: n.ReloadCommand,
+		CommandTimeout: time.Duration(n.CommandTimeout),
+	}
 }
 
 // Nginx defaults.
@@ -71,7 +80,7 @@ func checkNginx(cfg *Config, md toml.MetaData, here string, cerr func(key, forma
 		n.Output = absTo(here, n.Output)
 	}
 	for _, c := range []struct{ key, cmd string }{{"test_command", n.TestCommand}, {"reload_command", n.ReloadCommand}} {
-		if _, err := commandArgv(c.cmd); c.cmd != "" && err != nil {
+		if _, err := procgroup.CommandArgv(c.cmd); c.cmd != "" && err != nil {
 			errs = append(errs, cerr("nginx."+c.key, "%v", err))
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/supervisor/nginx"
 	"golang.org/x/sys/unix"
 )
 
@@ -441,13 +442,13 @@ func (s *Supervisor) swapNginx(next *Config) (stop func()) {
 	switch {
 	case next.Nginx == nil && m != nil:
 		s.nginx = nil
-		return m.stop
+		return m.Stop
 	case next.Nginx != nil && m == nil:
-		m = newNginxManager(next.Nginx, s.rp, s.log)
-		m.start()
+		m = nginx.New(next.Nginx.managerSettings(), s.rp, s.log)
+		m.Start()
 		s.nginx = m
 	case next.Nginx != nil:
-		m.setSettings(next.Nginx)
+		m.SetSettings(next.Nginx.managerSettings())
 	}
 	return func() {}
 }
@@ -638,7 +639,7 @@ func (s *Supervisor) setDownNames(names []string, down bool) {
 	}
 }
 
-func (s *Supervisor) currentNginx() *nginxManager {
+func (s *Supervisor) currentNginx() *nginx.Manager {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.nginx
@@ -693,7 +694,7 @@ func (s *Supervisor) updateNginx(done chan<- error) bool {
 		}
 		view.Programs = append(view.Programs, lp)
 	}
-	m.enqueue(nginxData(&view, s.down), done)
+	m.Submit(nginxData(&view, s.down), done)
 	return true
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/reaper"
+	"github.com/gosup/gosup/supervisor/nginx"
 )
 
 // Options are the daemon's dependencies.
@@ -72,7 +73,7 @@ type Supervisor struct {
 	mu         sync.RWMutex
 	cfg        *Config
 	pools      []*procgroup.Pool // one per program, ascending priority
-	nginx      *nginxManager     // nil without [nginx]
+	nginx      *nginx.Manager    // nil without [nginx]
 	watchdog   *memmon.Watchdog  // nil without [memmon]
 	alerter    *memmon.Alerter   // nil without [email]
 	stopMemmon func()
@@ -180,13 +181,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.startedAt = time.Now()
 	if cfg.Nginx != nil {
-		s.nginx = newNginxManager(cfg.Nginx, s.rp, s.log)
-		s.nginx.start()
+		s.nginx = nginx.New(cfg.Nginx.managerSettings(), s.rp, s.log)
+		s.nginx.Start()
 		s.submitNginx()
 	}
 	defer func() {
 		if m := s.currentNginx(); m != nil {
-			m.stop()
+			m.Stop()
 		}
 	}()
 

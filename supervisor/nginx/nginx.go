@@ -1,4 +1,8 @@
-package supervisor
+// Package nginx keeps nginx's upstream file in step with the processes:
+// a Manager renders what it is given, replaces the file atomically, has
+// nginx test it (restoring the previous file if the test fails) and
+// reload, and retries a failed reload with backoff.
+package nginx
 
 import (
 	"bytes"
@@ -7,16 +11,29 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/reaper"
+	"github.com/gosup/gosup/supervisor/internal/atomicfile"
 	"github.com/gosup/gosup/templates"
 )
 
-// NginxStatus is the outcome of the last nginx update, as the API reports it.
-type NginxStatus struct {
+// Settings say where the file goes, how it is rendered and how nginx tests
+// and loads it: the validated [nginx] table.
+type Settings struct {
+	Output   string              // the file written
+	Template *templates.Template // what renders it
+	// TestCommand and ReloadCommand are operator command lines ("" skips
+	// the step), killed after CommandTimeout.
+	TestCommand    string
+	ReloadCommand  string
+	CommandTimeout time.Duration
+}
+
+// Status is the outcome of the last nginx update, as the API reports it.
+type Status struct {
 	Output      string    `json:"output"`
 	OK          bool      `json:"ok"`
 	Error       string    `json:"error,omitempty"`
@@ -28,48 +45,50 @@ type NginxStatus struct {
 	Servers     int       `json:"servers"`
 }
 
-// nginxManager keeps nginx's upstream file in step with the processes. It
-// runs in its own goroutine: enqueue never blocks, a newer submission
-// replaces a pending one (and inherits its waiters), and a hanging nginx
-// only delays nginx updates.
-type nginxManager struct {
+// Manager keeps nginx's upstream file in step with the processes. It runs
+// in its own goroutine between Start and Stop: Submit never blocks, a newer
+// submission replaces a pending one (and inherits its waiters), and a
+// hanging nginx only delays nginx updates.
+type Manager struct {
 	rp   *reaper.Reaper
 	log  *slog.Logger
 	kick chan struct{}
-	stop func() // set by start: ends run and waits for it
+	stop func() // set by Start: ends run and waits for it
 
 	mu           sync.Mutex
-	settings     *NginxSettings // replaced by a reload
-	pending      *nginxJob
-	status       NginxStatus
+	settings     Settings // replaced by a reload
+	pending      *submission
+	status       Status
 	reloadNeeded bool // the file on disk passed the test but nginx has not loaded it
 }
 
-// nginxJob is one rendering to apply, and who waits for its outcome.
-type nginxJob struct {
-	settings *NginxSettings
+// submission is one rendering to apply, and who waits for its outcome.
+type submission struct {
+	settings Settings
 	data     templates.Data
 	waiters  []chan<- error
 }
 
 // Backoff of reload retries.
 const (
-	nginxRetryMin = time.Second
-	nginxRetryMax = time.Minute
+	retryMin = time.Second
+	retryMax = time.Minute
 )
 
-func newNginxManager(n *NginxSettings, rp *reaper.Reaper, log *slog.Logger) *nginxManager {
-	return &nginxManager{
-		settings: n,
+// New makes a manager for s that runs its commands through rp; nothing
+// runs until Start.
+func New(s Settings, rp *reaper.Reaper, log *slog.Logger) *Manager {
+	return &Manager{
+		settings: s,
 		rp:       rp,
 		log:      log.With("component", "nginx"),
 		kick:     make(chan struct{}, 1),
-		status:   NginxStatus{Output: n.Output},
+		status:   Status{Output: s.Output},
 	}
 }
 
-// start runs the manager in a goroutine until m.stop is called.
-func (m *nginxManager) start() {
+// Start runs the manager in a goroutine until Stop is called.
+func (m *Manager) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -82,19 +101,24 @@ func (m *nginxManager) start() {
 	}
 }
 
-// setSettings makes later submissions use n.
-func (m *nginxManager) setSettings(n *NginxSettings) {
+// Stop ends the manager and waits for it; whoever still waits for an
+// update gets an error. Call it once, after Start.
+func (m *Manager) Stop() { m.stop() }
+
+// SetSettings makes later submissions use s.
+func (m *Manager) SetSettings(s Settings) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.settings = n
-	m.status.Output = n.Output
+	m.settings = s
+	m.status.Output = s.Output
 }
 
-// enqueue queues d for rendering, replacing whatever is queued; done, if
-// not nil, receives the outcome of the update that carries d (or a newer one).
-func (m *nginxManager) enqueue(d templates.Data, done chan<- error) {
+// Submit queues d for rendering, replacing whatever is queued; done, if
+// not nil, receives the outcome of the update that carries d (or a newer
+// one). It never blocks: give done room for one value.
+func (m *Manager) Submit(d templates.Data, done chan<- error) {
 	m.mu.Lock()
-	job := &nginxJob{settings: m.settings, data: d}
+	job := &submission{settings: m.settings, data: d}
 	if m.pending != nil {
 		job.waiters = m.pending.waiters
 	}
@@ -110,7 +134,7 @@ func (m *nginxManager) enqueue(d templates.Data, done chan<- error) {
 }
 
 // Status returns the last outcome.
-func (m *nginxManager) Status() NginxStatus {
+func (m *Manager) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.status
@@ -118,11 +142,11 @@ func (m *nginxManager) Status() NginxStatus {
 
 // run applies submissions until ctx ends, and retries a failed reload with
 // a doubling delay until it succeeds or a newer submission takes over.
-func (m *nginxManager) run(ctx context.Context) {
+func (m *Manager) run(ctx context.Context) {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
-	delay := nginxRetryMin
-	var last *nginxJob
+	delay := retryMin
+	var last *submission
 	for {
 		select {
 		case <-ctx.Done():
@@ -145,7 +169,7 @@ func (m *nginxManager) run(ctx context.Context) {
 				continue
 			}
 			last = job
-			delay = nginxRetryMin
+			delay = retryMin
 		case <-retry.C:
 			if last == nil {
 				continue
@@ -168,7 +192,7 @@ func (m *nginxManager) run(ctx context.Context) {
 		if err != nil && needRetry {
 			m.log.Warn("nginx reload failed; will retry", "in", delay, "err", err)
 			retry.Reset(delay)
-			delay = min(delay*2, nginxRetryMax)
+			delay = min(delay*2, retryMax)
 		}
 	}
 }
@@ -176,7 +200,7 @@ func (m *nginxManager) run(ctx context.Context) {
 // apply renders d and, when the bytes differ from the file on disk (or a
 // reload is owed), writes it atomically, tests it, restores the previous
 // file if the test fails, and reloads nginx if it passes.
-func (m *nginxManager) apply(ctx context.Context, n *NginxSettings, d templates.Data) (err error) {
+func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err error) {
 	servers := 0
 	for _, u := range d.Upstreams {
 		servers += len(u.Servers)
@@ -197,7 +221,7 @@ func (m *nginxManager) apply(ctx context.Context, n *NginxSettings, d templates.
 		}
 	}()
 
-	out, err := n.tmpl.Render(d)
+	out, err := n.Template.Render(d)
 	if err != nil {
 		return err
 	}
@@ -211,11 +235,11 @@ func (m *nginxManager) apply(ctx context.Context, n *NginxSettings, d templates.
 		return nil
 	}
 	if !bytes.Equal(old, out) || !existed {
-		if err := writeAtomic(n.Output, out); err != nil {
+		if err := atomicfile.Write(n.Output, out); err != nil {
 			return err
 		}
 		if n.TestCommand != "" {
-			if text, err := runCommand(ctx, m.rp, n.TestCommand, time.Duration(n.CommandTimeout)); err != nil {
+			if text, err := procgroup.RunCommand(ctx, m.rp, n.TestCommand, nil, n.CommandTimeout); err != nil {
 				if rerr := restore(n.Output, old, existed); rerr != nil {
 					err = fmt.Errorf("%w; and restoring the previous file failed: %v", err, rerr)
 				}
@@ -226,7 +250,7 @@ func (m *nginxManager) apply(ctx context.Context, n *NginxSettings, d templates.
 		}
 	}
 	if n.ReloadCommand != "" {
-		if _, err := runCommand(ctx, m.rp, n.ReloadCommand, time.Duration(n.CommandTimeout)); err != nil {
+		if _, err := procgroup.RunCommand(ctx, m.rp, n.ReloadCommand, nil, n.CommandTimeout); err != nil {
 			m.mu.Lock()
 			m.reloadNeeded = true
 			m.mu.Unlock()
@@ -247,35 +271,5 @@ func restore(path string, old []byte, existed bool) error {
 	if !existed {
 		return os.Remove(path)
 	}
-	return writeAtomic(path, old)
-}
-
-// writeAtomic replaces path with data through a temporary file in the same
-// directory and a rename, keeping the old file's mode (0644 for a new one):
-// nginx never reads a half-written file.
-func writeAtomic(path string, data []byte) error {
-	mode := os.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, old)
 }

@@ -1,4 +1,4 @@
-package supervisor
+package procgroup
 
 import (
 	"bytes"
@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"golang.org/x/sys/unix"
 )
@@ -19,29 +18,27 @@ import (
 // shellChars are what make a command line need /bin/sh.
 const shellChars = "|&;<>()$`*?[]~!#\n"
 
-// commandArgv splits an operator's command line: plainly when it is plain,
-// through /bin/sh -c when it uses the shell (pipes, redirections, $VARS).
-func commandArgv(command string) ([]string, error) {
+// CommandArgv splits an operator's command line (an nginx test or reload
+// command, sendmail): plainly when it is plain, through /bin/sh -c when it
+// uses the shell (pipes, redirections, $VARS).
+func CommandArgv(command string) ([]string, error) {
 	if strings.ContainsAny(command, shellChars) {
 		return []string{"/bin/sh", "-c", command}, nil
 	}
-	return procgroup.SplitCommand(command)
+	return SplitCommand(command)
 }
 
 // maxCommandOutput is how much of a command's output is kept.
 const maxCommandOutput = 64 << 10
 
-// runCommand runs command through the reaper (the daemon's only waiter)
-// with stdout and stderr captured together, in its own process group,
-// killed with that group if it outlives timeout. It never waits for more
-// than timeout plus a second.
-func runCommand(ctx context.Context, rp *reaper.Reaper, command string, timeout time.Duration) ([]byte, error) {
-	return runCommandInput(ctx, rp, command, nil, timeout)
-}
-
-// runCommandInput is runCommand with input on the command's stdin.
-func runCommandInput(ctx context.Context, rp *reaper.Reaper, command string, input []byte, timeout time.Duration) ([]byte, error) {
-	argv, err := commandArgv(command)
+// RunCommand runs a short-lived command line through the reaper (the
+// daemon's only waiter) with input, if not nil, on its stdin and stdout and
+// stderr captured together (the first 64 KiB of them), in its
+// own process group, killed with that group if it outlives timeout. It
+// never waits for more than timeout plus a second. A command that runs and
+// fails is a *CommandError.
+func RunCommand(ctx context.Context, rp *reaper.Reaper, command string, input []byte, timeout time.Duration) ([]byte, error) {
+	argv, err := CommandArgv(command)
 	if err != nil {
 		return nil, err
 	}
