@@ -1,6 +1,7 @@
 package procgroup
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -93,6 +94,11 @@ func helperMain(args []string) int {
 		}
 		_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(code) }))
 		return 1
+	case "spamdone": // spamdone BYTES: write that many bytes to stdout, then "done" to stderr
+		n, _ := strconv.Atoi(arg(0))
+		_, _ = os.Stdout.Write(bytes.Repeat([]byte("0123456789abcdef\n"), n/17+1)[:n])
+		fmt.Fprintln(os.Stderr, "done")
+		select {}
 	case "spam": // spam BYTES: write that many bytes of numbered lines to stdout
 		n, _ := strconv.Atoi(arg(0))
 		var b strings.Builder

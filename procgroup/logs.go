@@ -11,7 +11,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
+	"github.com/gosup/gosup/procgroup/guard"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,7 +23,9 @@ import (
 // pipe and a copier goroutine per spawn, writing into a sink that lives as
 // long as the process slot.
 type outputs struct {
-	spec *ProcSpec
+	spec    *ProcSpec
+	guard   *guard.Guard  // starts the copiers; set by the owner goroutine before files
+	dropped *atomic.Int64 // bytes of output lost (the process's counter, across outputs)
 
 	mu      sync.Mutex
 	sinks   map[string]io.WriteCloser // stream → rotator or syslog writer
@@ -29,8 +33,8 @@ type outputs struct {
 	closed  bool
 }
 
-func newOutputs(spec *ProcSpec) *outputs {
-	return &outputs{spec: spec, sinks: map[string]io.WriteCloser{}}
+func newOutputs(spec *ProcSpec, dropped *atomic.Int64) *outputs {
+	return &outputs{spec: spec, dropped: dropped, sinks: map[string]io.WriteCloser{}}
 }
 
 // files returns stdin, stdout and stderr for a spawn and a func that closes
@@ -97,7 +101,21 @@ func (o *outputs) stream(name string, ls LogSpec, opened *[]*os.File) (*os.File,
 		return nil, fmt.Errorf("%s pipe: %w", name, err)
 	}
 	*opened = append(*opened, w)
-	go copyOut(sink, r)
+	// A copier that panics must not leave the child writing into a full
+	// pipe (it would block) or a closed one (SIGPIPE kills most
+	// programs): it keeps reading and discards, counting the bytes, until
+	// the child and its descendants close their ends. The next spawn gets
+	// a copier of its own.
+	o.guard.With("process", o.spec.FullName(), "stream", name).Go("log copier",
+		"the rest of that spawn's output is discarded (counted in its status) until it respawns",
+		func() {
+			copyOut(sink, r, o.dropped)
+			r.Close()
+		},
+		func() {
+			discard(r, o.dropped)
+			r.Close()
+		})
 	return w, nil
 }
 
@@ -129,13 +147,15 @@ const (
 var largeBufs = sync.Pool{New: func() any { return new([largeBuf]byte) }}
 
 // copyOut copies a child's output into sink until every writer has closed
-// the pipe (the child and any grandchild that inherited it).
-func copyOut(sink io.Writer, r *os.File) {
-	defer r.Close()
+// the pipe (the child and any grandchild that inherited it); what the sink
+// does not take is counted in dropped.
+func copyOut(sink io.Writer, r *os.File, dropped *atomic.Int64) {
 	small := make([]byte, smallBuf)
 	buf := small
 	var large *[largeBuf]byte
+	inFlight := 0 // bytes handed to a sink that has not returned
 	defer func() {
+		dropped.Add(int64(inFlight)) // lost to a panicking sink
 		if large != nil {
 			largeBufs.Put(large)
 		}
@@ -144,8 +164,12 @@ func copyOut(sink io.Writer, r *os.File) {
 		n, err := r.Read(buf)
 		if n > 0 {
 			// A failing sink (disk full) must not stall the child: the
-			// bytes are dropped and reading goes on.
-			_, _ = sink.Write(buf[:n])
+			// bytes are dropped, counted, and reading goes on.
+			inFlight = n
+			if w, err := sink.Write(buf[:n]); err != nil {
+				dropped.Add(int64(n - min(max(w, 0), n)))
+			}
+			inFlight = 0
 		}
 		if err != nil {
 			return
@@ -157,6 +181,18 @@ func copyOut(sink io.Writer, r *os.File) {
 		case large != nil && n < smallBuf:
 			largeBufs.Put(large)
 			large, buf = nil, small
+		}
+	}
+}
+
+// discard reads r until every writer has closed it, counting the bytes.
+func discard(r *os.File, dropped *atomic.Int64) {
+	buf := make([]byte, smallBuf)
+	for {
+		n, err := r.Read(buf)
+		dropped.Add(int64(n))
+		if err != nil {
+			return
 		}
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/gosup/gosup/procgroup/guard"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"golang.org/x/sys/unix"
 )
@@ -40,6 +42,9 @@ type Status struct {
 	Reason     string
 	Stdout     string
 	Stderr     string
+	// LogDropped is how many bytes of output were lost: a log sink that
+	// failed (disk full), or a log copier that panicked.
+	LogDropped int64
 }
 
 // FullName is group:process.
@@ -104,6 +109,15 @@ type Process struct {
 	// DaemonEnv, when set before Run, is added to every child's
 	// environment (the daemon's instance marker).
 	DaemonEnv []string
+	// Guard, when set before Run, starts the log copiers and the
+	// readiness probes and counts their panics (nil: recovered, logged,
+	// not counted).
+	Guard *guard.Guard
+
+	logDropped atomic.Int64
+	// probeHook, when set before Run (by tests), runs first in every
+	// readiness probe.
+	probeHook func()
 
 	mu      sync.Mutex
 	status  Status
@@ -119,12 +133,17 @@ func NewProcess(spec *ProcSpec, rp *reaper.Reaper, log *slog.Logger) *Process {
 		log:     log.With("process", spec.FullName()),
 		reqs:    make(chan request),
 		done:    make(chan struct{}),
-		out:     newOutputs(spec),
 		changed: make(chan struct{}),
 	}
+	p.out = newOutputs(spec, &p.logDropped)
 	p.status = Status{Group: spec.Group, Name: spec.Name, State: Stopped}
 	p.status.setSpec(spec)
 	return p
+}
+
+// guard is p.Guard, naming the process in what it logs.
+func (p *Process) guard() *guard.Guard {
+	return p.Guard.With("process", p.spec.FullName())
 }
 
 // Spec is the process's expanded spec (the one its next spawn uses).
@@ -137,8 +156,10 @@ func (p *Process) Spec() *ProcSpec {
 // Status returns a snapshot.
 func (p *Process) Status() Status {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.status
+	st := p.status
+	p.mu.Unlock()
+	st.LogDropped = p.logDropped.Load()
+	return st
 }
 
 // Changed returns a channel closed at the next status change.
@@ -492,8 +513,25 @@ func (p *Process) spawn(l *loop) {
 		l.ready = true
 	} else {
 		ctx, cancel := context.WithCancel(context.Background())
-		l.readyC, l.probeCancel = make(chan error, 1), cancel
-		go probe(ctx, l.readyC, kind, path, p.spec.Port, time.Duration(p.spec.Program.ReadyTimeout))
+		readyC := make(chan error, 1)
+		l.readyC, l.probeCancel = readyC, cancel
+		port, timeout, hook := p.spec.Port, time.Duration(p.spec.Program.ReadyTimeout), p.probeHook
+		// A probe that panics cannot judge: the process counts as ready
+		// once startsecs has passed, as without a ready check, rather than
+		// staying STARTING or being killed.
+		p.guard().Go("readiness probe", "its process was treated as ready (as without a ready check)",
+			func() {
+				if hook != nil {
+					hook()
+				}
+				probe(ctx, readyC, kind, path, port, timeout)
+			},
+			func() {
+				select {
+				case readyC <- nil:
+				default:
+				}
+			})
 	}
 	if p.policy.StartWait == 0 {
 		l.startWaited = true
@@ -546,7 +584,7 @@ func (p *Process) setSpec(l *loop, spec *ProcSpec) {
 	if l.proc == nil && (logMoved(old.Stdout, spec.Stdout) || logMoved(old.Stderr, spec.Stderr) || old.Program.RedirectStderr != spec.Program.RedirectStderr) {
 		// New destinations, and no child writing: start afresh.
 		p.out.close()
-		p.out = newOutputs(spec)
+		p.out = newOutputs(spec, &p.logDropped)
 	} else {
 		// Same destinations (a copier may still be draining the last
 		// child's pipe into them): only the limits change.
@@ -582,6 +620,7 @@ func (p *Process) launch() (*os.Process, <-chan reaper.Exit, error) {
 			return nil, nil, err
 		}
 	}
+	p.out.guard = p.Guard
 	files, closeFiles, err := p.out.files()
 	if err != nil {
 		return nil, nil, err
