@@ -12,77 +12,14 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/supervisor/api"
 	"golang.org/x/sys/unix"
 )
 
-// The control API is a closed set of verbs over HTTP+JSON on the unix
-// socket. Nothing here runs a command or reads a path chosen by the client:
-// tail reads only the log files named in the configuration.
-
-// ProcStatus is one process as the API reports it.
-type ProcStatus struct {
-	Name        string  `json:"name"` // group:process
-	Group       string  `json:"group"`
-	Process     string  `json:"process"`
-	State       string  `json:"state"`
-	Pid         int     `json:"pid"`
-	Port        int     `json:"port"`
-	UptimeS     float64 `json:"uptime_s"`
-	Restarts    int     `json:"restarts"`
-	ExitStatus  *int    `json:"exit_status"`
-	SpawnError  string  `json:"spawn_error"`
-	Description string  `json:"description"`
-	Stdout      string  `json:"stdout_logfile,omitempty"`
-	Stderr      string  `json:"stderr_logfile,omitempty"`
-	// RSSBytes is memmon's last sample (with descendants when cumulative);
-	// 0 without [memmon].
-	RSSBytes        int64     `json:"rss_bytes"`
-	MemmonRestartAt time.Time `json:"memmon_restart_at,omitzero"`
-	MemmonReason    string    `json:"memmon_reason,omitempty"`
-}
-
-// Info describes the daemon.
-type Info struct {
-	Pid     int     `json:"pid"`
-	Config  string  `json:"config"`
-	Socket  string  `json:"socket"`
-	UptimeS float64 `json:"uptime_s"`
-	Version string  `json:"version"`
-	// memmon's counters (zero without [memmon] / [email]).
-	MemmonRestarts int64 `json:"memmon_restarts"`
-	AlertsSent     int64 `json:"alerts_sent"`
-	AlertFailures  int64 `json:"alert_failures"`
-	AlertsDropped  int64 `json:"alerts_dropped"`
-	// LastReload is the outcome of the last reload (zero before any).
-	LastReload ReloadStatus `json:"last_reload"`
-}
+// The control API's handlers: the wire format is package api.
 
 // Version is the daemon's version, set by main.
 var Version = "dev"
-
-// ActionRequest is the body of start, stop, restart and signal.
-type ActionRequest struct {
-	Patterns []string `json:"patterns"`
-	Signal   string   `json:"signal,omitempty"`
-	// Rolling makes a restart go at most max_unavailable processes of a
-	// program at a time, each drained from nginx and waited for until ready.
-	Rolling bool `json:"rolling,omitempty"`
-}
-
-// ReloadRequest is the body of reload.
-type ReloadRequest struct {
-	DryRun bool `json:"dry_run"`
-}
-
-// ActionResponse lists one result per matched process.
-type ActionResponse struct {
-	Results []Result `json:"results"`
-}
-
-// apiError is the body of every non-2xx response.
-type apiError struct {
-	Error string `json:"error"`
-}
 
 const maxRequestBytes = 64 << 10
 
@@ -108,14 +45,14 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeErr(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, apiError{Error: err.Error()})
+	writeJSON(w, code, api.ErrorResponse{Error: err.Error()})
 }
 
 func (s *Supervisor) handleInfo(w http.ResponseWriter, r *http.Request) {
 	s.mu.RLock()
 	cfg, watchdog, alerter, last := s.cfg, s.watchdog, s.alerter, s.lastReload
 	s.mu.RUnlock()
-	info := Info{
+	info := api.Info{
 		Pid: os.Getpid(), Config: cfg.File, Socket: cfg.Supervisor.Socket,
 		UptimeS: time.Since(s.startedAt).Seconds(), Version: Version, LastReload: last,
 	}
@@ -145,14 +82,14 @@ func (s *Supervisor) handleStatus(w http.ResponseWriter, r *http.Request) {
 	s.mu.RUnlock()
 	if m != nil {
 		if ns := m.Status(); !ns.OK && ns.Error != "" {
-			w.Header().Add(WarningHeader, "nginx: "+oneLine(ns.Error))
+			w.Header().Add(api.WarningHeader, "nginx: "+oneLine(ns.Error))
 		}
 	}
 	if last.Error != "" {
-		w.Header().Add(WarningHeader, "reload at "+last.At.Format(time.DateTime)+" failed: "+oneLine(last.Error))
+		w.Header().Add(api.WarningHeader, "reload at "+last.At.Format(time.DateTime)+" failed: "+oneLine(last.Error))
 	}
 	now := time.Now()
-	out := make([]ProcStatus, 0, len(procs))
+	out := make([]api.ProcStatus, 0, len(procs))
 	for _, p := range procs {
 		ps := toProcStatus(p.Status(), now)
 		if ps.Description == "not started" && s.admin.isStopped(ps.Name) {
@@ -168,8 +105,8 @@ func (s *Supervisor) handleStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func toProcStatus(st procgroup.Status, now time.Time) ProcStatus {
-	ps := ProcStatus{
+func toProcStatus(st procgroup.Status, now time.Time) api.ProcStatus {
+	ps := api.ProcStatus{
 		Name: st.FullName(), Group: st.Group, Process: st.Name, State: st.State.String(),
 		Pid: st.Pid, Port: st.Port, Restarts: st.Restarts, ExitStatus: st.ExitStatus,
 		SpawnError: st.SpawnError, Stdout: st.Stdout, Stderr: st.Stderr,
@@ -181,7 +118,7 @@ func toProcStatus(st procgroup.Status, now time.Time) ProcStatus {
 			break
 		}
 		ps.UptimeS = now.Sub(st.StartedAt).Seconds()
-		ps.Description = fmt.Sprintf("pid %d, uptime %s", st.Pid, FormatUptime(now.Sub(st.StartedAt)))
+		ps.Description = fmt.Sprintf("pid %d, uptime %s", st.Pid, api.FormatUptime(now.Sub(st.StartedAt)))
 	case procgroup.Backoff, procgroup.Fatal:
 		ps.Description = st.Reason
 		if st.SpawnError != "" {
@@ -202,19 +139,8 @@ func toProcStatus(st procgroup.Status, now time.Time) ProcStatus {
 	return ps
 }
 
-// FormatUptime prints d as supervisorctl does: H:MM:SS, with days in front.
-func FormatUptime(d time.Duration) string {
-	secs := int64(d.Seconds())
-	days, secs := secs/86400, secs%86400
-	s := fmt.Sprintf("%d:%02d:%02d", secs/3600, secs%3600/60, secs%60)
-	if days > 0 {
-		s = fmt.Sprintf("%d days, %s", days, s)
-	}
-	return s
-}
-
 func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
-	var req ActionRequest
+	var req api.ActionRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes)).Decode(&req); err != nil {
 		writeErr(w, http.StatusBadRequest, fmt.Errorf("bad request body: %w", err))
 		return
@@ -237,7 +163,7 @@ func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.unlockOps()
 	ctx := s.opsCtx
-	var results []Result
+	var results []api.Result
 	switch {
 	case r.URL.Path == "/v1/start":
 		results = s.startAndPutBack(ctx, procs)
@@ -278,12 +204,8 @@ func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
 			return "signalled " + sig.String(), true
 		})
 	}
-	writeJSON(w, http.StatusOK, ActionResponse{Results: results})
+	writeJSON(w, http.StatusOK, api.ActionResponse{Results: results})
 }
-
-// WarningHeader carries a one-line warning for the status table, such as
-// a failed nginx update.
-const WarningHeader = "Gosup-Warning"
 
 func oneLine(s string) string {
 	s = strings.ReplaceAll(s, "\n", " | ")
@@ -305,7 +227,7 @@ func (s *Supervisor) handleNginx(w http.ResponseWriter, r *http.Request) {
 // handleReload re-reads the configuration and applies it (or, dry, only
 // reports the difference). An invalid configuration is 422 with the error.
 func (s *Supervisor) handleReload(w http.ResponseWriter, r *http.Request) {
-	var req ReloadRequest
+	var req api.ReloadRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
 		writeErr(w, http.StatusBadRequest, fmt.Errorf("bad request body: %w", err))
 		return
@@ -326,7 +248,7 @@ func (s *Supervisor) handleReload(w http.ResponseWriter, r *http.Request) {
 }
 
 // remember records what an operator stopped or started, for the next daemon.
-func (s *Supervisor) remember(stopped bool, results []Result) {
+func (s *Supervisor) remember(stopped bool, results []api.Result) {
 	var names []string
 	for _, r := range results {
 		if r.OK {
@@ -339,7 +261,7 @@ func (s *Supervisor) remember(stopped bool, results []Result) {
 }
 
 func (s *Supervisor) handleShutdown(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusAccepted, Info{Pid: os.Getpid()})
+	writeJSON(w, http.StatusAccepted, api.Info{Pid: os.Getpid()})
 	s.requestShutdown()
 }
 

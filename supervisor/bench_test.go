@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/supervisor/api"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,7 +45,7 @@ func sleeper(b *testing.B) string {
 // benchDaemon runs a daemon with n sleepers and returns it once its socket
 // answers; the sleepers may still be starting. Their output goes to AUTO
 // log files (rotated, through pipes): the default, and the harness's setting.
-func benchDaemon(b *testing.B, n int, autostart bool) (*Supervisor, *Client, func()) {
+func benchDaemon(b *testing.B, n int, autostart bool) (*Supervisor, *api.Client, func()) {
 	b.Helper()
 	dir, err := os.MkdirTemp("", "gsb")
 	if err != nil {
@@ -72,7 +73,7 @@ autostart = %v
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	cl := NewClient(cfg.Supervisor.Socket)
+	cl := api.NewClient(cfg.Supervisor.Socket)
 	for {
 		if _, err := cl.Info(context.Background()); err == nil {
 			break
@@ -103,12 +104,12 @@ func BenchmarkSpawn500(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for b.Loop() {
-		res, err := cl.Action(ctx, "start", ActionRequest{Patterns: []string{"all"}})
+		res, err := cl.Action(ctx, "start", api.ActionRequest{Patterns: []string{"all"}})
 		if err != nil || len(res) != 500 || !allRunning(s) {
 			b.Fatalf("start all: %d results, %v", len(res), err)
 		}
 		b.StopTimer()
-		if _, err := cl.Action(ctx, "stop", ActionRequest{Patterns: []string{"all"}}); err != nil {
+		if _, err := cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{"all"}}); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()

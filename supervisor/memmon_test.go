@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/memmon/smtptest"
+	"github.com/gosup/gosup/supervisor/api"
 )
 
 // memmonConfig writes a daemon config whose programs run helper modes,
@@ -39,7 +40,7 @@ stopasgroup = true
 }
 
 // waitNewPid waits until name runs again with a pid other than old.
-func waitNewPid(t *testing.T, cl *Client, name string, old int, within time.Duration) ProcStatus {
+func waitNewPid(t *testing.T, cl *api.Client, name string, old int, within time.Duration) api.ProcStatus {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -220,7 +221,7 @@ rate_limit = "2s"
 	if !strings.Contains(digest.Subject, "(digest)") || !strings.Contains(digest.Subject, "hog:hog_0 restarted") {
 		t.Errorf("second mail is not a digest: %q", digest.Subject)
 	}
-	var info Info
+	var info api.Info
 	for deadline := time.Now().Add(5 * time.Second); info.AlertsSent < 2 && time.Now().Before(deadline); {
 		info, _ = cl.Info(context.Background()) // the server has the mail before the client has its reply
 		time.Sleep(10 * time.Millisecond)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/nginx"
 )
 
@@ -172,7 +173,7 @@ listen = "127.0.0.1:%d"
 	return file
 }
 
-func waitNginx(t *testing.T, cl *Client, reloads int) nginx.Status {
+func waitNginx(t *testing.T, cl *api.Client, reloads int) api.NginxStatus {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -319,7 +320,7 @@ protocol = "http"
 	cl, _ := startDaemon(t, file)
 	start := time.Now()
 	deadline := start.Add(10 * time.Second)
-	var st nginx.Status
+	var st api.NginxStatus
 	for time.Now().Before(deadline) {
 		st, _ = cl.Nginx(context.Background())
 		if st.Failures >= 2 {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gosup/gosup/supervisor/api"
 )
 
 // The daemon speaks sd_notify to a real unixgram socket: READY=1 only once
@@ -73,7 +75,7 @@ startsecs = 1
 	if d := ready.at.Sub(start); d < time.Second {
 		t.Errorf("READY=1 after %s, before the processes' startsecs", d)
 	}
-	if _, err := cl.Action(ctx, "stop", ActionRequest{Patterns: []string{"web:web_1"}}); err != nil {
+	if _, err := cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{"web:web_1"}}); err != nil {
 		t.Fatal(err)
 	}
 	if m := next("STATUS="); m.text != "STATUS=1 running, 0 fatal, 1 other" {

@@ -12,37 +12,10 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/nginx"
 	"golang.org/x/sys/unix"
 )
-
-// ReloadStatus is the outcome of the last reload.
-type ReloadStatus struct {
-	At    time.Time `json:"at,omitzero"`
-	OK    bool      `json:"ok"`
-	Error string    `json:"error,omitempty"`
-}
-
-// Change is what a reload does to one program.
-type Change struct {
-	Program string `json:"program"`
-	// Action is added, removed, changed or unchanged.
-	Action  string   `json:"action"`
-	Start   []string `json:"start,omitempty"`    // new processes
-	Stop    []string `json:"stop,omitempty"`     // processes that go away
-	Restart []string `json:"restart,omitempty"`  // processes restarted, rolling
-	Why     []string `json:"why,omitempty"`      // the spawn settings whose change restarts them
-	InPlace []string `json:"in_place,omitempty"` // settings applied without a restart
-}
-
-// ReloadPlan is a reload's difference and, once applied, its outcome.
-type ReloadPlan struct {
-	Config  string   `json:"config"`
-	DryRun  bool     `json:"dry_run"`
-	Changes []Change `json:"changes"`
-	Notes   []string `json:"notes,omitempty"`
-	Results []Result `json:"results,omitempty"`
-}
 
 // ConfigInvalidError is a reload refused because the new configuration
 // does not load; nothing was changed.
@@ -59,9 +32,9 @@ type step struct {
 	spec *procgroup.ProcSpec
 }
 
-// progPlan is a Change with what applying it needs.
+// progPlan is an api.Change with what applying it needs.
 type progPlan struct {
-	Change
+	api.Change
 	prog    *Program        // the new program; nil when removed
 	pool    *procgroup.Pool // the running program's processes; nil when added
 	add     []*procgroup.ProcSpec
@@ -95,7 +68,7 @@ func (s *Supervisor) reloadLoop(ctx context.Context) {
 // Reload reads the configuration file again and applies the difference
 // (or with dryRun only reports it). An invalid file changes nothing and
 // returns a *ConfigInvalidError.
-func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*ReloadPlan, error) {
+func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, error) {
 	file := s.config().File
 	if dryRun {
 		next, err := Load(file)
@@ -115,7 +88,7 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*ReloadPlan, erro
 	if err != nil {
 		err = &ConfigInvalidError{Err: err}
 		s.mu.Lock()
-		s.lastReload = ReloadStatus{At: time.Now(), Error: err.Error()}
+		s.lastReload = api.ReloadStatus{At: time.Now(), Error: err.Error()}
 		s.mu.Unlock()
 		return nil, err
 	}
@@ -128,7 +101,7 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*ReloadPlan, erro
 		}
 	}
 	rp.Results = s.apply(ctx, next, plans)
-	last := ReloadStatus{At: time.Now(), OK: true}
+	last := api.ReloadStatus{At: time.Now(), OK: true}
 	var failed []string
 	for _, r := range rp.Results {
 		if !r.OK {
@@ -136,7 +109,7 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*ReloadPlan, erro
 		}
 	}
 	if len(failed) > 0 {
-		last = ReloadStatus{At: last.At, Error: fmt.Sprintf("configuration applied, but %d processes failed: %s", len(failed), strings.Join(failed, "; "))}
+		last = api.ReloadStatus{At: last.At, Error: fmt.Sprintf("configuration applied, but %d processes failed: %s", len(failed), strings.Join(failed, "; "))}
 		s.log.Error("reload applied with failures", "failed", strings.Join(failed, "; "))
 	}
 	s.mu.Lock()
@@ -159,8 +132,8 @@ func monotonicUsec() int64 {
 	return ts.Nano() / 1000
 }
 
-func report(file string, dryRun bool, plans []*progPlan, notes []string) *ReloadPlan {
-	rp := &ReloadPlan{Config: file, DryRun: dryRun, Notes: notes, Changes: []Change{}}
+func report(file string, dryRun bool, plans []*progPlan, notes []string) *api.ReloadPlan {
+	rp := &api.ReloadPlan{Config: file, DryRun: dryRun, Notes: notes, Changes: []api.Change{}}
 	for _, pp := range plans {
 		rp.Changes = append(rp.Changes, pp.Change)
 	}
@@ -180,7 +153,7 @@ func (s *Supervisor) plan(next *Config) ([]*progPlan, []string) {
 	for _, np := range next.Programs {
 		pool := pools[np.Name]
 		delete(pools, np.Name)
-		pp := &progPlan{Change: Change{Program: np.Name}, prog: np, pool: pool}
+		pp := &progPlan{Change: api.Change{Program: np.Name}, prog: np, pool: pool}
 		plans = append(plans, pp)
 		if pool == nil {
 			pp.Action = "added"
@@ -241,7 +214,7 @@ func (s *Supervisor) plan(next *Config) ([]*progPlan, []string) {
 		}
 	}
 	for name, pool := range pools {
-		pp := &progPlan{Change: Change{Program: name, Action: "removed"}, pool: pool}
+		pp := &progPlan{Change: api.Change{Program: name, Action: "removed"}, pool: pool}
 		for _, p := range pool.Procs() {
 			pp.remove = append(pp.remove, p)
 			pp.Stop = append(pp.Stop, p.Spec().Name)
@@ -297,7 +270,7 @@ func sameNginx(a, b *NginxSettings) bool {
 // removals (drained, descending priority), in-place changes, rolling
 // restarts (programs in parallel), and additions (ascending priority, put
 // into nginx once ready).
-func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan) []Result {
+func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan) []api.Result {
 	// The configuration and its nginx manager change together: a
 	// rendering never pairs one with the other's predecessor.
 	s.mu.Lock()
@@ -315,7 +288,7 @@ func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan)
 		s.startMemmon(next)
 	}
 
-	var results []Result
+	var results []api.Result
 	var retire []*procgroup.Process
 	for _, pp := range plans {
 		retire = append(retire, pp.remove...)
@@ -331,7 +304,7 @@ func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan)
 	for _, pp := range plans {
 		for _, st := range pp.inPlace {
 			if err := st.p.SetSpec(st.spec); err != nil {
-				results = append(results, Result{Name: st.spec.FullName(), Message: err.Error()})
+				results = append(results, api.Result{Name: st.spec.FullName(), Message: err.Error()})
 			}
 		}
 	}
@@ -461,8 +434,8 @@ func (s *Supervisor) swapNginx(next *Config) (stop func()) {
 // running as they are, and the next reload or restart tries again. A
 // STOPPED process gets its spec and stays stopped unless startStopped
 // (ctl restart starts it, as supervisorctl does; a reload does not).
-func (s *Supervisor) roll(ctx context.Context, steps []step, startStopped bool) []Result {
-	var results []Result
+func (s *Supervisor) roll(ctx context.Context, steps []step, startStopped bool) []api.Result {
+	var results []api.Result
 	if len(steps) == 0 {
 		return nil
 	}
@@ -490,7 +463,7 @@ func (s *Supervisor) roll(ctx context.Context, steps []step, startStopped bool) 
 				continue
 			}
 			if err := st.p.SetSpec(st.spec); err != nil {
-				results = append(results, Result{Name: st.spec.FullName(), Message: err.Error()})
+				results = append(results, api.Result{Name: st.spec.FullName(), Message: err.Error()})
 				continue
 			}
 			again = append(again, st.p)
@@ -515,7 +488,7 @@ func (s *Supervisor) roll(ctx context.Context, steps []step, startStopped bool) 
 			var rest []string
 			for _, st := range steps[i+len(chunk):] {
 				rest = append(rest, st.spec.Name)
-				results = append(results, Result{Name: st.spec.FullName(), State: st.p.Status().State.String(),
+				results = append(results, api.Result{Name: st.spec.FullName(), State: st.p.Status().State.String(),
 					Message: "not restarted: the rolling restart halted because a replacement did not become ready"})
 			}
 			if len(rest) > 0 {
@@ -530,7 +503,7 @@ func (s *Supervisor) roll(ctx context.Context, steps []step, startStopped bool) 
 
 // rollingRestart restarts procs with their current specs, program by
 // program in parallel, each rolling with its max_unavailable.
-func (s *Supervisor) rollingRestart(ctx context.Context, procs []*procgroup.Process, startStopped bool) []Result {
+func (s *Supervisor) rollingRestart(ctx context.Context, procs []*procgroup.Process, startStopped bool) []api.Result {
 	byProg := map[string][]step{}
 	var order []string
 	for _, p := range procs {
@@ -548,10 +521,10 @@ func (s *Supervisor) rollingRestart(ctx context.Context, procs []*procgroup.Proc
 }
 
 // rollPrograms runs roll for each program's steps, the programs in parallel.
-func (s *Supervisor) rollPrograms(ctx context.Context, rolls [][]step, startStopped bool) []Result {
+func (s *Supervisor) rollPrograms(ctx context.Context, rolls [][]step, startStopped bool) []api.Result {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	var results []Result
+	var results []api.Result
 	for _, steps := range rolls {
 		wg.Go(func() {
 			r := s.roll(ctx, steps, startStopped)
@@ -566,7 +539,7 @@ func (s *Supervisor) rollPrograms(ctx context.Context, rolls [][]step, startStop
 
 // plannedStop drains procs from nginx, then stops them in descending
 // priority. They stay down in nginx until started again.
-func (s *Supervisor) plannedStop(ctx context.Context, procs []*procgroup.Process) []Result {
+func (s *Supervisor) plannedStop(ctx context.Context, procs []*procgroup.Process) []api.Result {
 	s.drain(ctx, procs)
 	return s.stop(ctx, procs)
 }
@@ -603,7 +576,7 @@ func (s *Supervisor) drain(ctx context.Context, procs []*procgroup.Process) {
 }
 
 // startAndPutBack starts procs and puts those that became ready back into nginx.
-func (s *Supervisor) startAndPutBack(ctx context.Context, procs []*procgroup.Process) []Result {
+func (s *Supervisor) startAndPutBack(ctx context.Context, procs []*procgroup.Process) []api.Result {
 	results := s.start(ctx, procs)
 	ok := byName(results)
 	var ready []*procgroup.Process
@@ -710,8 +683,8 @@ func (s *Supervisor) process(name string) *procgroup.Process {
 	return nil
 }
 
-func byName(results []Result) map[string]Result {
-	m := make(map[string]Result, len(results))
+func byName(results []api.Result) map[string]api.Result {
+	m := make(map[string]api.Result, len(results))
 	for _, r := range results {
 		m[r.Name] = r
 	}

@@ -10,10 +10,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gosup/gosup/supervisor/api"
 )
 
 // pids maps each process to its pid.
-func pids(t *testing.T, cl *Client) map[string]int {
+func pids(t *testing.T, cl *api.Client) map[string]int {
 	t.Helper()
 	st, err := cl.Status(context.Background())
 	if err != nil {
@@ -26,7 +28,7 @@ func pids(t *testing.T, cl *Client) map[string]int {
 	return out
 }
 
-func findChange(t *testing.T, plan *ReloadPlan, program string) Change {
+func findChange(t *testing.T, plan *api.ReloadPlan, program string) api.Change {
 	t.Helper()
 	for _, c := range plan.Changes {
 		if c.Program == program {
@@ -34,7 +36,7 @@ func findChange(t *testing.T, plan *ReloadPlan, program string) Change {
 		}
 	}
 	t.Fatalf("no change for %s in %+v", program, plan.Changes)
-	return Change{}
+	return api.Change{}
 }
 
 const reloadBase = `
@@ -83,7 +85,7 @@ func TestReloadAppliesOnlyTheDifference(t *testing.T) {
 	sup, cl, _ := startSupervisor(t, file)
 	ctx := context.Background()
 	waitAll(t, cl, "RUNNING")
-	if _, err := cl.Action(ctx, "stop", ActionRequest{Patterns: []string{"change:change_2"}}); err != nil {
+	if _, err := cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{"change:change_2"}}); err != nil {
 		t.Fatal(err)
 	}
 	before := pids(t, cl)
@@ -219,7 +221,7 @@ func TestReloadInvalidChangesNothing(t *testing.T) {
 	before := pids(t, cl)
 	rewriteConfig(t, file, strings.Replace(reloadBase, "numprocs = 3\nprocess_name = \"scale", "numprocs = 0\nprocess_name = \"scale", 1)+"\n[program.typo]\ncomand = \"x\"\n")
 	_, err := cl.Reload(ctx, false)
-	var ae *APIError
+	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Code != 422 {
 		t.Fatalf("want a 422 refusal, have %v", err)
 	}
@@ -324,7 +326,7 @@ func TestWatchReloadsAndTouchRestarts(t *testing.T) {
 }
 
 // waitFor polls until a process named name exists and is RUNNING.
-func waitFor(t *testing.T, cl *Client, within time.Duration, name string) {
+func waitFor(t *testing.T, cl *api.Client, within time.Duration, name string) {
 	t.Helper()
 	start := time.Now()
 	for {
@@ -432,11 +434,11 @@ func TestRollingRestartStartsStopped(t *testing.T) {
 	_, cl, _ := startSupervisor(t, file)
 	ctx := context.Background()
 	waitAll(t, cl, "RUNNING")
-	if _, err := cl.Action(ctx, "stop", ActionRequest{Patterns: []string{"keep:keep_1"}}); err != nil {
+	if _, err := cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{"keep:keep_1"}}); err != nil {
 		t.Fatal(err)
 	}
 	before := pids(t, cl)
-	res, err := cl.Action(ctx, "restart", ActionRequest{Patterns: []string{"keep"}, Rolling: true})
+	res, err := cl.Action(ctx, "restart", api.ActionRequest{Patterns: []string{"keep"}, Rolling: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/reaper"
+	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/nginx"
 )
 
@@ -77,7 +78,7 @@ type Supervisor struct {
 	watchdog   *memmon.Watchdog  // nil without [memmon]
 	alerter    *memmon.Alerter   // nil without [email]
 	stopMemmon func()
-	lastReload ReloadStatus
+	lastReload api.ReloadStatus
 
 	// down names the processes (group:process) rendered down in nginx:
 	// draining before a planned stop, or not yet ready. Guarded by downMu,
@@ -394,14 +395,6 @@ func (s *Supervisor) levels(procs []*procgroup.Process, reverse bool) [][]*procg
 	return out
 }
 
-// Result is the outcome of a request for one process.
-type Result struct {
-	Name    string `json:"name"`
-	OK      bool   `json:"ok"`
-	State   string `json:"state"`
-	Message string `json:"message,omitempty"`
-}
-
 func stoppedish(st procgroup.Status) bool {
 	switch st.State {
 	case procgroup.Stopped, procgroup.Exited, procgroup.Fatal:
@@ -412,8 +405,8 @@ func stoppedish(st procgroup.Status) bool {
 
 // stop stops procs level by level in descending priority, each level in
 // parallel, and waits for each level before the next.
-func (s *Supervisor) stop(ctx context.Context, procs []*procgroup.Process) []Result {
-	var results []Result
+func (s *Supervisor) stop(ctx context.Context, procs []*procgroup.Process) []api.Result {
+	var results []api.Result
 	for _, level := range s.levels(procs, true) {
 		results = append(results, s.parallel(ctx, level, func(p *procgroup.Process) (string, bool) {
 			err := p.Stop()
@@ -435,8 +428,8 @@ func (s *Supervisor) stop(ctx context.Context, procs []*procgroup.Process) []Res
 
 // start starts procs in ascending priority and waits until each is RUNNING
 // or has failed for good.
-func (s *Supervisor) start(ctx context.Context, procs []*procgroup.Process) []Result {
-	var results []Result
+func (s *Supervisor) start(ctx context.Context, procs []*procgroup.Process) []api.Result {
+	var results []api.Result
 	for _, level := range s.levels(procs, false) {
 		results = append(results, s.parallel(ctx, level, func(p *procgroup.Process) (string, bool) {
 			before := p.Status().Spawns
@@ -476,13 +469,13 @@ func waitStarted(ctx context.Context, p *procgroup.Process, spawnsBefore int) (s
 	return st.State.String(), false
 }
 
-func (s *Supervisor) parallel(ctx context.Context, procs []*procgroup.Process, f func(*procgroup.Process) (string, bool)) []Result {
-	results := make([]Result, len(procs))
+func (s *Supervisor) parallel(ctx context.Context, procs []*procgroup.Process, f func(*procgroup.Process) (string, bool)) []api.Result {
+	results := make([]api.Result, len(procs))
 	var wg sync.WaitGroup
 	for i, p := range procs {
 		wg.Go(func() {
 			msg, ok := f(p)
-			results[i] = Result{Name: p.Spec().FullName(), OK: ok, State: p.Status().State.String(), Message: msg}
+			results[i] = api.Result{Name: p.Spec().FullName(), OK: ok, State: p.Status().State.String(), Message: msg}
 		})
 	}
 	wg.Wait()

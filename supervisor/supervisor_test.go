@@ -22,6 +22,7 @@ import (
 
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/procgroup/reaper/reapertest"
+	"github.com/gosup/gosup/supervisor/api"
 	"golang.org/x/sys/unix"
 )
 
@@ -103,7 +104,7 @@ func helperMain(args []string) int {
 		_ = os.WriteFile(args[2], []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 		select {}
 	case "connect": // connect SOCKET: try the API, print the outcome
-		_, err := NewClient(args[1]).Info(context.Background())
+		_, err := api.NewClient(args[1]).Info(context.Background())
 		fmt.Println("result:", err)
 		return 0
 	}
@@ -138,14 +139,14 @@ const helperEnv = `environment = { GO_WANT_HELPER_PROCESS = "1" }`
 
 // startDaemon runs a daemon in-process on the shared reaper and returns a
 // client once the socket answers. Cleanup shuts it down and waits.
-func startDaemon(t *testing.T, file string) (*Client, *Config) {
+func startDaemon(t *testing.T, file string) (*api.Client, *Config) {
 	t.Helper()
 	_, cl, cfg := startSupervisor(t, file)
 	return cl, cfg
 }
 
 // startSupervisor is startDaemon that also returns the running Supervisor.
-func startSupervisor(t *testing.T, file string) (*Supervisor, *Client, *Config) {
+func startSupervisor(t *testing.T, file string) (*Supervisor, *api.Client, *Config) {
 	t.Helper()
 	cfg, err := Load(file)
 	if err != nil {
@@ -156,7 +157,7 @@ func startSupervisor(t *testing.T, file string) (*Supervisor, *Client, *Config) 
 }
 
 // startSupervisorStop is startSupervisor that also returns the stop func.
-func startSupervisorStop(t *testing.T, file string) (*Supervisor, *Client, func() error) {
+func startSupervisorStop(t *testing.T, file string) (*Supervisor, *api.Client, func() error) {
 	t.Helper()
 	cfg, err := Load(file)
 	if err != nil {
@@ -168,7 +169,7 @@ func startSupervisorStop(t *testing.T, file string) (*Supervisor, *Client, func(
 // runDaemon runs a daemon for cfg in-process on the shared reaper and
 // returns once its socket answers. stop cancels it and returns what Run
 // returned; it may be called more than once, and runs at cleanup.
-func runDaemon(t *testing.T, cfg *Config, opts Options) (*Supervisor, *Client, func() error) {
+func runDaemon(t *testing.T, cfg *Config, opts Options) (*Supervisor, *api.Client, func() error) {
 	t.Helper()
 	opts.Reaper = testReaper
 	if opts.Logger == nil {
@@ -199,7 +200,7 @@ func runDaemon(t *testing.T, cfg *Config, opts Options) (*Supervisor, *Client, f
 			t.Errorf("daemon: %v", err)
 		}
 	})
-	cl := NewClient(cfg.Supervisor.Socket)
+	cl := api.NewClient(cfg.Supervisor.Socket)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, err := cl.Info(context.Background()); err == nil {
@@ -219,7 +220,7 @@ func runDaemon(t *testing.T, cfg *Config, opts Options) (*Supervisor, *Client, f
 }
 
 // waitAll polls status until every process matching pattern is in state.
-func waitAll(t *testing.T, cl *Client, state string, patterns ...string) []ProcStatus {
+func waitAll(t *testing.T, cl *api.Client, state string, patterns ...string) []api.ProcStatus {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -272,14 +273,14 @@ startsecs = 0
 	}
 
 	ctx := context.Background()
-	res, err := cl.Action(ctx, "stop", ActionRequest{Patterns: []string{"web:web_01"}})
+	res, err := cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{"web:web_01"}})
 	if err != nil || len(res) != 1 || !res[0].OK || res[0].State != "STOPPED" {
 		t.Fatalf("stop: %+v %v", res, err)
 	}
 	if alive(st[1].Pid) {
 		t.Errorf("web_01 pid %d still alive after stop", st[1].Pid)
 	}
-	res, err = cl.Action(ctx, "restart", ActionRequest{Patterns: []string{"web:*"}})
+	res, err = cl.Action(ctx, "restart", api.ActionRequest{Patterns: []string{"web:*"}})
 	if err != nil || len(res) != 6 {
 		t.Fatalf("restart: want 3 stops and 3 starts, have %+v %v", res, err)
 	}
@@ -296,16 +297,16 @@ startsecs = 0
 	if after[0].Pid == st[0].Pid || after[0].Restarts != 1 {
 		t.Errorf("web_00 not restarted: before pid %d, after %+v", st[0].Pid, after[0])
 	}
-	res, err = cl.Action(ctx, "signal", ActionRequest{Signal: "KILL", Patterns: []string{"web:web_02"}})
+	res, err = cl.Action(ctx, "signal", api.ActionRequest{Signal: "KILL", Patterns: []string{"web:web_02"}})
 	if err != nil || !res[0].OK {
 		t.Fatalf("signal: %+v %v", res, err)
 	}
-	res, err = cl.Action(ctx, "start", ActionRequest{Patterns: []string{"idle"}})
+	res, err = cl.Action(ctx, "start", api.ActionRequest{Patterns: []string{"idle"}})
 	if err != nil || !res[0].OK || res[0].Message != "started" {
 		t.Fatalf("start idle: %+v %v", res, err)
 	}
-	var ae *APIError
-	if _, err := cl.Action(ctx, "start", ActionRequest{Patterns: []string{"nope"}}); !errors.As(err, &ae) || ae.Code != 404 || !strings.Contains(err.Error(), "no such process: nope") {
+	var ae *api.Error
+	if _, err := cl.Action(ctx, "start", api.ActionRequest{Patterns: []string{"nope"}}); !errors.As(err, &ae) || ae.Code != 404 || !strings.Contains(err.Error(), "no such process: nope") {
 		t.Errorf("unknown process: %v", err)
 	}
 }
@@ -314,6 +315,11 @@ func TestControlAPIRejectsWhatItShould(t *testing.T) {
 	file := writeConfig(t, "")
 	cl, _ := startDaemon(t, file)
 	ctx := context.Background()
+	// Raw requests, which the client would never send.
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", cl.Socket)
+	}}}
 	for _, tc := range []struct {
 		method, path, body string
 		code               int
@@ -325,7 +331,7 @@ func TestControlAPIRejectsWhatItShould(t *testing.T) {
 		{"POST", "/v1/stop", `{"patterns":["` + strings.Repeat("a", 1<<20) + `"]}`, 400},
 	} {
 		req, _ := http.NewRequestWithContext(ctx, tc.method, "http://gosup"+tc.path, strings.NewReader(tc.body))
-		resp, err := cl.hc.Do(req)
+		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatalf("%s %s: %v", tc.method, tc.path, err)
 		}
@@ -367,8 +373,8 @@ startretries = 0
 	// A first daemon in its own process, killed with SIGKILL.
 	proc, exitC := spawnHelper(t, nil, nil, "daemon", file)
 	cfg, _ := Load(file)
-	cl := NewClient(cfg.Supervisor.Socket)
-	var first []ProcStatus
+	cl := api.NewClient(cfg.Supervisor.Socket)
+	var first []api.ProcStatus
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		first, _ = cl.Status(context.Background())
@@ -464,12 +470,12 @@ func TestPeerCredentialsAreChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, Info{Pid: 1})
+		writeJSON(w, 200, api.Info{Pid: 1})
 	})}
 	go srv.Serve(ln)
 	defer srv.Close()
 
-	if _, err := NewClient(sock).Info(context.Background()); err != nil {
+	if _, err := api.NewClient(sock).Info(context.Background()); err != nil {
 		t.Fatalf("root refused: %v", err)
 	}
 	// The helper runs as nobody, from a copy of the test binary nobody may execute.
@@ -592,7 +598,7 @@ numprocs = 2
 process_name = "web_%(process_num)d"
 startsecs = 0
 `+helperEnv)
-	run := func() (*Client, func()) {
+	run := func() (*api.Client, func()) {
 		_, cl, stop := startSupervisorStop(t, file)
 		return cl, func() {
 			if err := stop(); err != nil {
@@ -603,7 +609,7 @@ startsecs = 0
 	ctx := context.Background()
 	cl, stop := run()
 	waitAll(t, cl, "RUNNING")
-	if _, err := cl.Action(ctx, "stop", ActionRequest{Patterns: []string{"web:web_1"}}); err != nil {
+	if _, err := cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{"web:web_1"}}); err != nil {
 		t.Fatal(err)
 	}
 	stop()
@@ -615,7 +621,7 @@ startsecs = 0
 	if st[0].State != "STOPPED" || !strings.Contains(st[0].Description, "stopped with gosup ctl stop") {
 		t.Fatalf("web_1 after a daemon restart: %+v", st[0])
 	}
-	if res, err := cl.Action(ctx, "start", ActionRequest{Patterns: []string{"web:web_1"}}); err != nil || !res[0].OK {
+	if res, err := cl.Action(ctx, "start", api.ActionRequest{Patterns: []string{"web:web_1"}}); err != nil || !res[0].OK {
 		t.Fatalf("start: %+v %v", res, err)
 	}
 	stop()

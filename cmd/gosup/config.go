@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/gosup/gosup/supervisor"
+	"github.com/gosup/gosup/supervisor/api"
 )
 
 // defaultConfigs are tried in order when -c is not given.
@@ -69,10 +70,10 @@ func socketOf(path string) (string, error) {
 	return s, nil
 }
 
-func (g *globalFlags) client() (*supervisor.Client, error) {
+func (g *globalFlags) client() (*api.Client, error) {
 	s, err := g.socketPath()
 	if err != nil {
 		return nil, err
 	}
-	return supervisor.NewClient(s), nil
+	return api.NewClient(s), nil
 }

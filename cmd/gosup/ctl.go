@@ -12,7 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gosup/gosup/supervisor"
+	"github.com/gosup/gosup/supervisor/api"
 	"github.com/spf13/cobra"
 )
 
@@ -44,7 +44,7 @@ func newCtlCmd(g *globalFlags) *cobra.Command {
 // clientErr maps a client error to an exit code: a daemon error naming no
 // process or a bad request is usage (2), anything else failed (1).
 func clientErr(err error) error {
-	var ae *supervisor.APIError
+	var ae *api.Error
 	if errors.As(err, &ae) && ae.Code/100 == 4 {
 		return usage(err)
 	}
@@ -80,7 +80,7 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 	return c
 }
 
-func printStatus(w io.Writer, st []supervisor.ProcStatus) {
+func printStatus(w io.Writer, st []api.ProcStatus) {
 	// The RSS column appears when memmon samples.
 	withRSS := false
 	for _, p := range st {
@@ -96,7 +96,7 @@ func printStatus(w io.Writer, st []supervisor.ProcStatus) {
 		pid, port, up, info := "-", "-", "-", ""
 		if p.Pid > 0 {
 			pid = strconv.Itoa(p.Pid)
-			up = supervisor.FormatUptime(time.Duration(p.UptimeS * float64(time.Second)))
+			up = api.FormatUptime(time.Duration(p.UptimeS * float64(time.Second)))
 		}
 		if p.Port > 0 {
 			port = strconv.Itoa(p.Port)
@@ -125,12 +125,12 @@ func newActionCmd(g *globalFlags, verb, short string) *cobra.Command {
 		Short: short + " (PATTERN: group:process, group:*, group or all)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runAction(cmd, g, verb, supervisor.ActionRequest{Patterns: args})
+			return runAction(cmd, g, verb, api.ActionRequest{Patterns: args})
 		},
 	}
 }
 
-func runAction(cmd *cobra.Command, g *globalFlags, verb string, req supervisor.ActionRequest) error {
+func runAction(cmd *cobra.Command, g *globalFlags, verb string, req api.ActionRequest) error {
 	cl, err := g.client()
 	if err != nil {
 		return err
@@ -163,7 +163,7 @@ func newRestartCmd(g *globalFlags) *cobra.Command {
 		Short: "Stop, then start processes (PATTERN: group:process, group:*, group or all)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runAction(cmd, g, "restart", supervisor.ActionRequest{Patterns: args, Rolling: rolling})
+			return runAction(cmd, g, "restart", api.ActionRequest{Patterns: args, Rolling: rolling})
 		},
 	}
 	c.Flags().BoolVar(&rolling, "rolling", false, "restart at most max_unavailable processes of a program at a time, drained from nginx, each waited for until ready")
@@ -204,7 +204,7 @@ func newReloadCmd(g *globalFlags) *cobra.Command {
 }
 
 // printPlan prints one line per program (and note), then each failed result.
-func printPlan(w io.Writer, plan *supervisor.ReloadPlan) {
+func printPlan(w io.Writer, plan *api.ReloadPlan) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, c := range plan.Changes {
 		var what []string
@@ -250,7 +250,7 @@ func newSignalCmd(g *globalFlags) *cobra.Command {
 		Short: "Send a signal (HUP, USR1, ...) to processes",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runAction(cmd, g, "signal", supervisor.ActionRequest{Signal: args[0], Patterns: args[1:]})
+			return runAction(cmd, g, "signal", api.ActionRequest{Signal: args[0], Patterns: args[1:]})
 		},
 	}
 }
@@ -337,7 +337,7 @@ func newShutdownCmd(g *globalFlags) *cobra.Command {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			for {
-				if _, err := cl.Info(ctx); errors.Is(err, supervisor.ErrNotRunning) {
+				if _, err := cl.Info(ctx); errors.Is(err, api.ErrNotRunning) {
 					fmt.Fprintf(cmd.OutOrStdout(), "shut down (pid %d)\n", info.Pid)
 					return nil
 				}
@@ -373,7 +373,7 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 				return printJSON(out, info)
 			}
 			fmt.Fprintf(out, "pid:             %d\nversion:         %s\nconfig:          %s\nsocket:          %s\nuptime:          %s\n",
-				info.Pid, info.Version, info.Config, info.Socket, supervisor.FormatUptime(time.Duration(info.UptimeS*float64(time.Second))))
+				info.Pid, info.Version, info.Config, info.Socket, api.FormatUptime(time.Duration(info.UptimeS*float64(time.Second))))
 			fmt.Fprintf(out, "memmon restarts: %d\nalerts sent:     %d\nalert failures:  %d\nalerts dropped:  %d\n",
 				info.MemmonRestarts, info.AlertsSent, info.AlertFailures, info.AlertsDropped)
 			last := "none since start"

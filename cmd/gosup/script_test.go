@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gosup/gosup/supervisor"
+	"github.com/gosup/gosup/supervisor/api"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -118,22 +118,22 @@ func cmdWaitfor(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) < 2 {
 		ts.Fatalf("usage: waitfor [-t D] [-restarts N] SOCKET STATE [PATTERN...]")
 	}
-	cl := supervisor.NewClient(ts.MkAbs(args[0]))
+	cl := api.NewClient(ts.MkAbs(args[0]))
 	want, patterns := args[1], args[2:]
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var last []supervisor.ProcStatus
+	var last []api.ProcStatus
 	var lastErr error
 	for {
 		st, err := cl.Status(ctx, patterns...)
-		if err == nil && len(st) > 0 && !slices.ContainsFunc(st, func(p supervisor.ProcStatus) bool {
+		if err == nil && len(st) > 0 && !slices.ContainsFunc(st, func(p api.ProcStatus) bool {
 			return p.State != want || p.Restarts < restarts
 		}) {
 			return
 		}
 		// Not running yet, or no such process yet (a reload adds it): wait.
-		var ae *supervisor.APIError
-		if err != nil && !errors.Is(err, supervisor.ErrNotRunning) && !(errors.As(err, &ae) && ae.Code == http.StatusNotFound) && ctx.Err() == nil {
+		var ae *api.Error
+		if err != nil && !errors.Is(err, api.ErrNotRunning) && !(errors.As(err, &ae) && ae.Code == http.StatusNotFound) && ctx.Err() == nil {
 			ts.Fatalf("waitfor: %v", err)
 		}
 		if err == nil {
@@ -232,7 +232,7 @@ func cmdWaitNginx(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 || (args[1] != "ok" && args[1] != "failed") {
 		ts.Fatalf("usage: waitnginx SOCKET ok|failed")
 	}
-	cl := supervisor.NewClient(ts.MkAbs(args[0]))
+	cl := api.NewClient(ts.MkAbs(args[0]))
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		st, err := cl.Nginx(context.Background())

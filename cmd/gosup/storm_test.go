@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gosup/gosup/supervisor"
+	"github.com/gosup/gosup/supervisor/api"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -24,7 +24,7 @@ func cmdHupstorm(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 5 {
 		ts.Fatalf("usage: hupstorm SOCKET N CONFIG PATTERN FILE...")
 	}
-	cl := supervisor.NewClient(ts.MkAbs(args[0]))
+	cl := api.NewClient(ts.MkAbs(args[0]))
 	n, err := strconv.Atoi(args[1])
 	ts.Check(err)
 	config, pattern, files := ts.MkAbs(args[2]), args[3], args[4:]
@@ -66,7 +66,7 @@ func cmdHupstorm(ts *testscript.TestScript, neg bool, args []string) {
 				default:
 				}
 				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				_, err := cl.Action(rctx, "restart", supervisor.ActionRequest{Patterns: []string{pattern}})
+				_, err := cl.Action(rctx, "restart", api.ActionRequest{Patterns: []string{pattern}})
 				cancel()
 				if err != nil {
 					problem("restart: " + err.Error())
@@ -132,7 +132,7 @@ func cmdSighup(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: sighup SOCKET")
 	}
-	info, err := supervisor.NewClient(ts.MkAbs(args[0])).Info(context.Background())
+	info, err := api.NewClient(ts.MkAbs(args[0])).Info(context.Background())
 	ts.Check(err)
 	ts.Check(syscall.Kill(info.Pid, syscall.SIGHUP))
 }

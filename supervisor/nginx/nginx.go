@@ -16,6 +16,7 @@ import (
 
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/reaper"
+	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/internal/atomicfile"
 	"github.com/gosup/gosup/templates"
 )
@@ -32,19 +33,6 @@ type Settings struct {
 	CommandTimeout time.Duration
 }
 
-// Status is the outcome of the last nginx update, as the API reports it.
-type Status struct {
-	Output      string    `json:"output"`
-	OK          bool      `json:"ok"`
-	Error       string    `json:"error,omitempty"`
-	LastAttempt time.Time `json:"last_attempt,omitzero"` // when the last update finished
-	LastChange  time.Time `json:"last_change,omitzero"`  // last time a new file went live
-	Reloads     int       `json:"reloads"`
-	Failures    int       `json:"failures"`
-	RetryAt     time.Time `json:"retry_at,omitzero"` // a failed reload is retried then
-	Servers     int       `json:"servers"`
-}
-
 // Manager keeps nginx's upstream file in step with the processes. It runs
 // in its own goroutine between Start and Stop: Submit never blocks, a newer
 // submission replaces a pending one (and inherits its waiters), and a
@@ -58,7 +46,7 @@ type Manager struct {
 	mu           sync.Mutex
 	settings     Settings // replaced by a reload
 	pending      *submission
-	status       Status
+	status       api.NginxStatus
 	reloadNeeded bool // the file on disk passed the test but nginx has not loaded it
 }
 
@@ -83,7 +71,7 @@ func New(s Settings, rp *reaper.Reaper, log *slog.Logger) *Manager {
 		rp:       rp,
 		log:      log.With("component", "nginx"),
 		kick:     make(chan struct{}, 1),
-		status:   Status{Output: s.Output},
+		status:   api.NginxStatus{Output: s.Output},
 	}
 }
 
@@ -134,7 +122,7 @@ func (m *Manager) Submit(d templates.Data, done chan<- error) {
 }
 
 // Status returns the last outcome.
-func (m *Manager) Status() Status {
+func (m *Manager) Status() api.NginxStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.status

@@ -1,4 +1,4 @@
-package supervisor
+package api
 
 import (
 	"bytes"
@@ -12,8 +12,6 @@ import (
 	"net/url"
 	"strconv"
 	"syscall"
-
-	"github.com/gosup/gosup/supervisor/nginx"
 )
 
 // ErrNotRunning means nothing listens on the control socket.
@@ -82,22 +80,22 @@ func (c *Client) raw(ctx context.Context, method, path string, query url.Values,
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
-		var ae apiError
+		var ae ErrorResponse
 		if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ae) == nil && ae.Error != "" {
-			return nil, &APIError{Code: resp.StatusCode, Msg: ae.Error}
+			return nil, &Error{Code: resp.StatusCode, Msg: ae.Error}
 		}
-		return nil, &APIError{Code: resp.StatusCode, Msg: resp.Status}
+		return nil, &Error{Code: resp.StatusCode, Msg: resp.Status}
 	}
 	return resp, nil
 }
 
-// APIError is an error the daemon returned.
-type APIError struct {
+// Error is an error the daemon returned.
+type Error struct {
 	Code int
 	Msg  string
 }
 
-func (e *APIError) Error() string { return e.Msg }
+func (e *Error) Error() string { return e.Msg }
 
 // Info returns the daemon's description.
 func (c *Client) Info(ctx context.Context) (Info, error) {
@@ -128,7 +126,7 @@ func (c *Client) StatusWarning(ctx context.Context, patterns ...string) ([]ProcS
 }
 
 // Reload has the daemon re-read its configuration and apply the difference
-// (dryRun: only report it). An invalid configuration is an *APIError with
+// (dryRun: only report it). An invalid configuration is an *Error with
 // Code 422.
 func (c *Client) Reload(ctx context.Context, dryRun bool) (*ReloadPlan, error) {
 	var out ReloadPlan
@@ -139,8 +137,8 @@ func (c *Client) Reload(ctx context.Context, dryRun bool) (*ReloadPlan, error) {
 }
 
 // Nginx returns the outcome of the last nginx update.
-func (c *Client) Nginx(ctx context.Context) (nginx.Status, error) {
-	var out nginx.Status
+func (c *Client) Nginx(ctx context.Context) (NginxStatus, error) {
+	var out NginxStatus
 	err := c.do(ctx, http.MethodGet, "/v1/nginx", nil, nil, &out)
 	return out, err
 }

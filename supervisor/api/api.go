@@ -1,0 +1,140 @@
+// Package api is gosup's control API as it travels over the unix socket:
+// the request and response bodies, and the Client that cmd/gosup uses to
+// speak to a daemon. It depends on nothing else in gosup, so that a client
+// needs none of the daemon.
+//
+// The API is a closed set of verbs over HTTP+JSON. Nothing in it runs a
+// command or reads a path chosen by the client: tail reads only the log
+// files named in the configuration.
+package api
+
+import (
+	"fmt"
+	"time"
+)
+
+// ProcStatus is one process as the API reports it.
+type ProcStatus struct {
+	Name        string  `json:"name"` // group:process
+	Group       string  `json:"group"`
+	Process     string  `json:"process"`
+	State       string  `json:"state"`
+	Pid         int     `json:"pid"`
+	Port        int     `json:"port"`
+	UptimeS     float64 `json:"uptime_s"`
+	Restarts    int     `json:"restarts"`
+	ExitStatus  *int    `json:"exit_status"`
+	SpawnError  string  `json:"spawn_error"`
+	Description string  `json:"description"`
+	Stdout      string  `json:"stdout_logfile,omitempty"`
+	Stderr      string  `json:"stderr_logfile,omitempty"`
+	// RSSBytes is memmon's last sample (with descendants when cumulative);
+	// 0 without [memmon].
+	RSSBytes        int64     `json:"rss_bytes"`
+	MemmonRestartAt time.Time `json:"memmon_restart_at,omitzero"`
+	MemmonReason    string    `json:"memmon_reason,omitempty"`
+}
+
+// Info describes the daemon.
+type Info struct {
+	Pid     int     `json:"pid"`
+	Config  string  `json:"config"`
+	Socket  string  `json:"socket"`
+	UptimeS float64 `json:"uptime_s"`
+	Version string  `json:"version"`
+	// memmon's counters (zero without [memmon] / [email]).
+	MemmonRestarts int64 `json:"memmon_restarts"`
+	AlertsSent     int64 `json:"alerts_sent"`
+	AlertFailures  int64 `json:"alert_failures"`
+	AlertsDropped  int64 `json:"alerts_dropped"`
+	// LastReload is the outcome of the last reload (zero before any).
+	LastReload ReloadStatus `json:"last_reload"`
+}
+
+// ActionRequest is the body of start, stop, restart and signal.
+type ActionRequest struct {
+	Patterns []string `json:"patterns"`
+	Signal   string   `json:"signal,omitempty"`
+	// Rolling makes a restart go at most max_unavailable processes of a
+	// program at a time, each drained from nginx and waited for until ready.
+	Rolling bool `json:"rolling,omitempty"`
+}
+
+// ActionResponse lists one result per matched process.
+type ActionResponse struct {
+	Results []Result `json:"results"`
+}
+
+// Result is the outcome of a request for one process.
+type Result struct {
+	Name    string `json:"name"`
+	OK      bool   `json:"ok"`
+	State   string `json:"state"`
+	Message string `json:"message,omitempty"`
+}
+
+// ReloadRequest is the body of reload.
+type ReloadRequest struct {
+	DryRun bool `json:"dry_run"`
+}
+
+// ReloadPlan is a reload's difference and, once applied, its outcome.
+type ReloadPlan struct {
+	Config  string   `json:"config"`
+	DryRun  bool     `json:"dry_run"`
+	Changes []Change `json:"changes"`
+	Notes   []string `json:"notes,omitempty"`
+	Results []Result `json:"results,omitempty"`
+}
+
+// Change is what a reload does to one program.
+type Change struct {
+	Program string `json:"program"`
+	// Action is added, removed, changed or unchanged.
+	Action  string   `json:"action"`
+	Start   []string `json:"start,omitempty"`    // new processes
+	Stop    []string `json:"stop,omitempty"`     // processes that go away
+	Restart []string `json:"restart,omitempty"`  // processes restarted, rolling
+	Why     []string `json:"why,omitempty"`      // the spawn settings whose change restarts them
+	InPlace []string `json:"in_place,omitempty"` // settings applied without a restart
+}
+
+// ReloadStatus is the outcome of the last reload.
+type ReloadStatus struct {
+	At    time.Time `json:"at,omitzero"`
+	OK    bool      `json:"ok"`
+	Error string    `json:"error,omitempty"`
+}
+
+// NginxStatus is the outcome of the last nginx update.
+type NginxStatus struct {
+	Output      string    `json:"output"`
+	OK          bool      `json:"ok"`
+	Error       string    `json:"error,omitempty"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"` // when the last update finished
+	LastChange  time.Time `json:"last_change,omitzero"`  // last time a new file went live
+	Reloads     int       `json:"reloads"`
+	Failures    int       `json:"failures"`
+	RetryAt     time.Time `json:"retry_at,omitzero"` // a failed reload is retried then
+	Servers     int       `json:"servers"`
+}
+
+// ErrorResponse is the body of every non-2xx response.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+// WarningHeader carries a one-line warning for the status table, such as
+// a failed nginx update.
+const WarningHeader = "Gosup-Warning"
+
+// FormatUptime prints d as supervisorctl does: H:MM:SS, with days in front.
+func FormatUptime(d time.Duration) string {
+	secs := int64(d.Seconds())
+	days, secs := secs/86400, secs%86400
+	s := fmt.Sprintf("%d:%02d:%02d", secs/3600, secs%3600/60, secs%60)
+	if days > 0 {
+		s = fmt.Sprintf("%d days, %s", days, s)
+	}
+	return s
+}
