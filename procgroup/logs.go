@@ -236,9 +236,7 @@ func (o *outputs) setSpec(spec *ProcSpec) {
 	o.spec = spec
 	for name, ls := range map[string]LogSpec{"stdout": spec.Stdout, "stderr": spec.Stderr} {
 		if r, ok := o.sinks[name].(*rotator); ok {
-			r.mu.Lock()
-			r.maxBytes, r.backups = int64(ls.MaxBytes), ls.Backups
-			r.mu.Unlock()
+			r.setLimits(int64(ls.MaxBytes), ls.Backups)
 		}
 	}
 }
@@ -281,6 +279,14 @@ func newRotator(path string, maxBytes int64, backups int) (*rotator, error) {
 	return &rotator{path: path, maxBytes: maxBytes, backups: backups}, nil
 }
 
+// setLimits changes the size limit and the number of backups; they apply
+// from the next write.
+func (r *rotator) setLimits(maxBytes int64, backups int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.maxBytes, r.backups = maxBytes, backups
+}
+
 // open opens (or creates) the file and learns its size; called with r.mu held.
 func (r *rotator) open() error {
 	f, err := openLog(r.path)
@@ -296,9 +302,21 @@ func (r *rotator) open() error {
 	return nil
 }
 
-// Write appends b, rotating whenever the file reaches maxBytes. A write
-// that would overflow the file is split, at the last line break that fits
-// when there is one, so no file grows past maxBytes.
+// Write appends b, rotating by size. The rules, which hold whatever the
+// limit was when the file was opened or last written:
+//   - no file is ever written past maxBytes: a file already at or over it
+//     (left by a larger limit before a reload lowered it, or found at
+//     start-up) rotates before anything is added to it;
+//   - a file rotates as soon as it reaches maxBytes;
+//   - a write that does not fit is cut after the last line break that
+//     fits; when no line break fits and the file already holds data, the
+//     file rotates first so the line starts a new file;
+//   - a line longer than maxBytes is split into maxBytes pieces, so it
+//     still goes out, one full file per piece;
+//   - maxBytes <= 0 means no limit: the file is only appended to.
+//
+// Every byte of b lands in exactly one file, in order, unless an error is
+// returned (written tells how many did).
 func (r *rotator) Write(b []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -306,6 +324,7 @@ func (r *rotator) Write(b []byte) (int, error) {
 	if r.closed {
 		return 0, os.ErrClosed
 	}
+	idle := 0 // rotations in a row that added nothing
 	for len(b) > 0 {
 		if r.f == nil {
 			if err := r.open(); err != nil {
@@ -313,20 +332,38 @@ func (r *rotator) Write(b []byte) (int, error) {
 			}
 		}
 		chunk := b
-		if room := r.maxBytes - r.size; int64(len(chunk)) > room {
-			chunk = b[:room]
-			if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
-				chunk = b[:i+1]
+		if r.maxBytes > 0 {
+			room := r.maxBytes - r.size
+			switch {
+			case int64(len(b)) <= room:
+			case room <= 0:
+				chunk = nil
+			default:
+				chunk = b[:room]
+				if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
+					chunk = b[:i+1]
+				} else if r.size > 0 {
+					chunk = nil
+				}
 			}
 		}
-		n, err := r.f.Write(chunk)
-		written += n
-		r.size += int64(n)
-		b = b[n:]
-		if err != nil {
-			return written, err
+		if len(chunk) > 0 {
+			n, err := r.f.Write(chunk)
+			written += n
+			r.size += int64(n)
+			b = b[n:]
+			if err != nil {
+				return written, err
+			}
+			idle = 0
 		}
-		if r.size >= r.maxBytes || len(b) > 0 {
+		if r.maxBytes > 0 && (r.size >= r.maxBytes || len(b) > 0) {
+			// A fresh file is empty, so one rotation always makes room;
+			// a second without progress means something else refills
+			// the path, and looping on it would hold the child up.
+			if idle++; idle > 1 {
+				return written, fmt.Errorf("rotate %s: still %d bytes after rotation, limit %d", r.path, r.size, r.maxBytes)
+			}
 			if err := r.rotate(); err != nil {
 				return written, err
 			}
@@ -345,8 +382,8 @@ func (r *rotator) rotate() error {
 		if err := os.Rename(r.path, r.path+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("rotate %s: %w", r.path, err)
 		}
-	} else {
-		_ = os.Remove(r.path)
+	} else if err := os.Remove(r.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("rotate %s: %w", r.path, err)
 	}
 	if err := r.open(); err != nil {
 		return fmt.Errorf("reopen %s: %w", r.path, err)
