@@ -1,6 +1,7 @@
 package procgroup
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -123,5 +124,171 @@ func TestRotatorWithoutLimitAppends(t *testing.T) {
 	}
 	if _, err := os.Stat(path + ".1"); !os.IsNotExist(err) {
 		t.Errorf("rotated without a limit: %v", err)
+	}
+}
+
+// FuzzRotator drives a rotator with a random program of writes, limit
+// changes (lowered, raised, turned off) and restarts (a new rotator on the
+// same files, as after a daemon restart), starting from random pre-existing
+// files, and checks after every step:
+//   - Write never panics, takes every byte and returns no error;
+//   - the files, oldest first (path.B … path.1, path), concatenate to the
+//     stream (pre-existing content then every byte written) while nothing
+//     has been dropped, and to a suffix of it once backups ran out;
+//   - a file that received bytes in a step holds at most the limit; the
+//     current file stays below it (it rotates on reaching it) and a file
+//     rotated away ends at a line break, or is exactly the limit because
+//     the write ended there or it holds one piece of an over-long line.
+//
+// The parameters: limit (0 = none), backups, bytes of pre-existing logs
+// and over how many backups they are spread, and ops, read three bytes at
+// a time (kind, a, b).
+func FuzzRotator(f *testing.F) {
+	f.Add(uint16(20), uint8(2), uint16(90), uint8(0), []byte{0, 4, 5})                                           // start on a file over the limit
+	f.Add(uint16(200), uint8(3), uint16(0), uint8(0), []byte{2, 13, 10, 3, 30, 0, 0, 50, 10})                    // lowered mid-stream
+	f.Add(uint16(10), uint8(1), uint16(5), uint8(0), []byte{0, 40, 4, 3, 200, 0, 2, 90, 3})                      // raised mid-stream
+	f.Add(uint16(10), uint8(2), uint16(5), uint8(0), []byte{0, 13, 0})                                           // a line that does not fit the rest of a file
+	f.Add(uint16(16), uint8(4), uint16(300), uint8(3), []byte{0, 63, 0, 2, 40, 0})                               // lines longer than the limit
+	f.Add(uint16(64), uint8(0), uint16(100), uint8(0), []byte{2, 30, 9, 2, 30, 1})                               // no backups
+	f.Add(uint16(32), uint8(2), uint16(0), uint8(0), []byte{0, 20, 3, 3, 0, 0, 0, 60, 7, 3, 8, 0, 0, 10, 2})     // turned off, then on below the size
+	f.Add(uint16(300), uint8(5), uint16(1000), uint8(2), []byte{3, 20, 0, 4, 0, 0, 0, 9, 3, 4, 0, 0, 1, 200, 5}) // restart over the limit
+	f.Fuzz(func(t *testing.T, limitArg uint16, backupsArg uint8, preArg uint16, preFilesArg uint8, ops []byte) {
+		limit := int64(limitArg % 257)
+		backups := int(backupsArg % 6)
+		path := filepath.Join(t.TempDir(), "r.log")
+		name := func(k int) string {
+			if k == 0 {
+				return path
+			}
+			return path + "." + strconv.Itoa(k)
+		}
+		var stream []byte
+		gen := func(n, density int) []byte {
+			for range n {
+				h := mix(uint64(len(stream)))
+				c := byte('a' + h%26)
+				if density > 0 && (h>>8)%uint64(density) == 0 {
+					c = '\n'
+				}
+				stream = append(stream, c)
+			}
+			return stream[len(stream)-n:]
+		}
+		// Pre-existing logs: path.k … path.1, path, oldest first.
+		pre := gen(int(preArg%2048), 7)
+		files := int(preFilesArg)%(backups+1) + 1
+		for k := files - 1; k >= 0; k-- {
+			part := pre[:len(pre)/(k+1)]
+			pre = pre[len(part):]
+			if err := os.WriteFile(name(k), part, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r, _ := newRotator(path, limit, backups)
+		defer func() { r.Close() }()
+
+		for steps := 0; len(ops) >= 3 && steps < 48 && len(stream) < 8<<10; steps++ {
+			kind, a, b := ops[0]%5, int(ops[1]), int(ops[2])
+			ops = ops[3:]
+			before := len(stream)
+			switch kind {
+			case 0, 1: // a short write
+				w := gen(a%64, b%16)
+				if n, err := r.Write(w); n != len(w) || err != nil {
+					t.Fatalf("Write(%d bytes) = %d, %v", len(w), n, err)
+				}
+			case 2: // a long one
+				w := gen(a<<2|b&3, b>>2%32)
+				if n, err := r.Write(w); n != len(w) || err != nil {
+					t.Fatalf("Write(%d bytes) = %d, %v", len(w), n, err)
+				}
+			case 3: // a reload changes the limit
+				limit = int64(a)
+				r.setLimits(limit, backups)
+			case 4: // the daemon restarts on the same files
+				if err := r.Close(); err != nil {
+					t.Fatal(err)
+				}
+				r, _ = newRotator(path, limit, backups)
+			}
+			checkRotated(t, name, backups, stream, before, limit)
+		}
+	})
+}
+
+// checkRotated checks the files of a rotator against the stream written
+// to it; the bytes from before on were written by the last step.
+func checkRotated(t *testing.T, name func(int) string, backups int, stream []byte, before int, limit int64) {
+	t.Helper()
+	var all []byte
+	var parts [][]byte
+	for k := backups; k >= 0; k-- {
+		b, err := os.ReadFile(name(k))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, b...)
+		parts = append(parts, b)
+	}
+	_, err := os.Stat(name(backups))
+	complete := backups > 0 && os.IsNotExist(err) // nothing dropped yet
+	switch {
+	case complete && !bytes.Equal(all, stream):
+		t.Fatalf("files hold %d bytes, not the %d of the stream (limit %d, backups %d)", len(all), len(stream), limit, backups)
+	case !bytes.HasSuffix(stream, all):
+		t.Fatalf("files (%d bytes) are not the end of the stream (%d bytes; limit %d, backups %d)", len(all), len(stream), limit, backups)
+	}
+	if limit <= 0 {
+		return
+	}
+	end := len(stream)
+	for i := len(parts) - 1; i >= 0; i-- {
+		p := parts[i]
+		start := end - len(p)
+		if end > before { // received bytes in the last step
+			current := i == len(parts)-1
+			switch {
+			case int64(len(p)) > limit:
+				t.Fatalf("%s: %d bytes, over the limit %d", name(len(parts)-1-i), len(p), limit)
+			case current && int64(len(p)) == limit:
+				t.Fatalf("%s: reached the limit %d and did not rotate", name(0), limit)
+			case current || p[len(p)-1] == '\n':
+			case int64(len(p)) != limit:
+				t.Fatalf("%s: rotated with %d bytes (limit %d) and not at a line break", name(len(parts)-1-i), len(p), limit)
+			case end < len(stream) && (start < before || bytes.IndexByte(p, '\n') >= 0):
+				// Full and cut mid-line, and the write went on: only a
+				// line longer than the limit, alone in its file, may be.
+				t.Fatalf("%s: a line that fit a fresh file was cut at the limit %d", name(len(parts)-1-i), limit)
+			}
+		}
+		end = start
+	}
+}
+
+// mix is splitmix64's finalizer: a byte of the stream from its offset.
+func mix(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// BenchmarkRotator writes 128 KiB reads of 100-byte lines, as the copier
+// does under a burst, into a log rotating every MiB.
+func BenchmarkRotator(b *testing.B) {
+	r, err := newRotator(filepath.Join(b.TempDir(), "r.log"), 1<<20, 2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	buf := bytes.Repeat([]byte(strings.Repeat("x", 99)+"\n"), largeBuf/100)
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		if _, err := r.Write(buf); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
