@@ -103,6 +103,11 @@ func helperMain(args []string) int {
 		}
 		_ = os.WriteFile(args[2], []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 		select {}
+	case "chatty": // numbered 64-byte lines on stdout, one a millisecond, until killed
+		for i := 0; ; i++ {
+			fmt.Printf("line %08d %s\n", i, strings.Repeat("x", 49))
+			time.Sleep(time.Millisecond)
+		}
 	case "connect": // connect SOCKET: try the API, print the outcome
 		_, err := api.NewClient(args[1]).Info(context.Background())
 		fmt.Println("result:", err)
