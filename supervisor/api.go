@@ -149,30 +149,37 @@ func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, errors.New("no process named: give a pattern such as web:web_00, web:*, web or all"))
 		return
 	}
-	procs, err := s.match(req.Patterns)
-	if err != nil {
+	if r.URL.Path == "/v1/signal" {
+		s.handleSignal(w, req)
+		return
+	}
+	// Operations on a program run one at a time, in the order they came
+	// (its lane); operations on other programs go on meanwhile. A client
+	// that goes away stops waiting for a lane, but a program's part of
+	// the operation, once begun, runs to its end (a half-done restart
+	// would leave processes stopped or out of nginx); only shutdown
+	// interrupts it.
+	procs, l, err := s.claim(r.Context(), req.Patterns)
+	switch {
+	case errors.Is(err, ErrNoMatch):
 		writeErr(w, http.StatusNotFound, err)
 		return
-	}
-	// One state-changing operation at a time. Once begun it runs to its
-	// end even if the client goes away (a half-done restart would leave
-	// processes stopped or out of nginx); only shutdown interrupts it.
-	if err := s.lockOps(r.Context()); err != nil {
-		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("gave up waiting for the operation in progress: %w", err))
+	case err != nil:
+		writeErr(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	defer s.unlockOps()
+	defer l.release()
 	ctx := s.opsCtx
 	var results []api.Result
 	switch {
 	case r.URL.Path == "/v1/start":
-		results = s.startAndPutBack(ctx, procs)
+		results = s.startAndPutBack(ctx, l, procs)
 		s.remember(false, results)
 	case r.URL.Path == "/v1/stop":
-		results = s.plannedStop(ctx, procs)
+		results = s.plannedStop(ctx, l, procs)
 		s.remember(true, results)
 	case r.URL.Path == "/v1/restart" && req.Rolling:
-		results = s.rollingRestart(ctx, procs, true)
+		results = s.rollingRestart(ctx, l, procs, true)
 		s.remember(false, results)
 	case r.URL.Path == "/v1/restart":
 		// Like supervisorctl: stop them all, then start those that
@@ -182,28 +189,39 @@ func (s *Supervisor) handleAction(w http.ResponseWriter, r *http.Request) {
 			byName[p.Spec().FullName()] = p
 		}
 		var again []*procgroup.Process
-		for _, res := range s.plannedStop(ctx, procs) {
+		for _, res := range s.plannedStop(ctx, l, procs) {
 			results = append(results, res)
 			if res.OK {
 				again = append(again, byName[res.Name])
 			}
 		}
-		started := s.startAndPutBack(ctx, again)
+		started := s.startAndPutBack(ctx, l, again)
 		s.remember(false, started)
 		results = append(results, started...)
-	case r.URL.Path == "/v1/signal":
-		sig, err := procgroup.ParseSignal(req.Signal)
-		if err != nil {
-			writeErr(w, http.StatusBadRequest, err)
-			return
-		}
-		results = s.parallel(ctx, procs, func(p *procgroup.Process) (string, bool) {
-			if err := p.Signal(unix.Signal(sig)); err != nil {
-				return err.Error(), false
-			}
-			return "signalled " + sig.String(), true
-		})
 	}
+	writeJSON(w, http.StatusOK, api.ActionResponse{Results: results})
+}
+
+// handleSignal sends a signal at once, without waiting for any lane: it
+// is how an operator ends a stop stuck in its stopwaitsecs (ctl signal
+// KILL), and it changes nothing gosup decides.
+func (s *Supervisor) handleSignal(w http.ResponseWriter, req api.ActionRequest) {
+	sig, err := procgroup.ParseSignal(req.Signal)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	procs, err := s.match(req.Patterns)
+	if err != nil {
+		writeErr(w, http.StatusNotFound, err)
+		return
+	}
+	results := s.parallel(nil, procs, func(p *procgroup.Process) (string, bool) {
+		if err := p.Signal(unix.Signal(sig)); err != nil {
+			return err.Error(), false
+		}
+		return "signalled " + sig.String(), true
+	})
 	writeJSON(w, http.StatusOK, api.ActionResponse{Results: results})
 }
 

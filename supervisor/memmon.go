@@ -42,23 +42,30 @@ func stderrPath(spec *procgroup.ProcSpec) string {
 }
 
 // Restart is the graceful path a ctl restart takes, for one pid only: it
-// waits its turn with every other operation (a reload, a ctl stop), drains
-// the process from nginx, stops it and starts it again. Once the stop is
-// sent it runs to the end (only shutdown cuts it short), so a process is
-// never left stopped because memmon was reconfigured meanwhile.
+// waits its turn in the program's lane (behind a reload or a ctl stop of
+// that program, never behind other programs), drains the process from
+// nginx, stops it and starts it again. Once the stop is sent it runs to
+// the end (only shutdown cuts it short), so a process is never left
+// stopped because memmon was reconfigured meanwhile.
 func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason string) error {
-	if err := h.s.lockOps(ctx); err != nil {
+	procs, l, err := h.s.claimFunc(ctx, func() ([]*procgroup.Process, error) {
+		if p := h.s.process(name); p != nil {
+			return []*procgroup.Process{p}, nil
+		}
+		return nil, fmt.Errorf("%w: %s", ErrNoMatch, name)
+	})
+	if err != nil {
 		return err
 	}
-	defer h.s.unlockOps()
-	p := h.s.process(name)
-	if p == nil {
-		return fmt.Errorf("%w: %s", ErrNoMatch, name)
+	defer l.release()
+	p := procs[0]
+	if err := l.acquire(p.Spec().ProgramName); err != nil {
+		return err
 	}
-	if p.Status().Pid != pid {
+	if gone(p) || p.Status().Pid != pid {
 		return fmt.Errorf("%s %w %d", name, memmon.ErrPidGone, pid)
 	}
-	h.s.drain(ctx, []*procgroup.Process{p})
+	h.s.drain(ctx, l, []*procgroup.Process{p})
 	defer func() {
 		if p.Status().State == procgroup.Running {
 			h.s.setDown([]*procgroup.Process{p}, false)

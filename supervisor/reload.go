@@ -26,18 +26,21 @@ func (e *ConfigInvalidError) Error() string {
 }
 func (e *ConfigInvalidError) Unwrap() error { return e.Err }
 
-// step is one process of a plan and the spec it gets.
+// step is one process of a plan and the spec it gets (nil: it keeps its own).
 type step struct {
 	p    *procgroup.Process
 	spec *procgroup.ProcSpec
 }
 
-// progPlan is an api.Change with what applying it needs.
+func (st step) name() string { return st.p.Spec().FullName() }
+
+// progPlan is a Change with what applying it needs.
 type progPlan struct {
 	api.Change
 	prog    *Program        // the new program; nil when removed
 	pool    *procgroup.Pool // the running program's processes; nil when added
 	add     []*procgroup.ProcSpec
+	added   []*procgroup.Process // the processes made for add, by prepare
 	remove  []*procgroup.Process
 	restart []step
 	inPlace []step // every kept process that is not restarted
@@ -68,6 +71,13 @@ func (s *Supervisor) reloadLoop(ctx context.Context) {
 // Reload reads the configuration file again and applies the difference
 // (or with dryRun only reports it). An invalid file changes nothing and
 // returns a *ConfigInvalidError.
+//
+// One reload runs at a time. It plans under the decide lock: it swaps the
+// configuration, applies in-place changes, adds the new processes
+// (STOPPED) and reserves the lanes of the programs whose processes it
+// starts, stops or restarts. Then it works through those lanes like any
+// other operation: programs it does not touch are never held up, and
+// operations on the ones it touches run before or after it.
 func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, error) {
 	file := s.config().File
 	if dryRun {
@@ -78,10 +88,10 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 		plans, notes := s.plan(next)
 		return report(file, true, plans, notes), nil
 	}
-	if err := s.lockOps(ctx); err != nil {
+	if err := lock(ctx, s.reloading); err != nil {
 		return nil, err
 	}
-	defer s.unlockOps()
+	defer func() { <-s.reloading }()
 	// Read the file only now: a reload queued behind another must apply
 	// what the file says when its turn comes, never an older reading.
 	next, err := Load(file)
@@ -92,7 +102,9 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 		s.mu.Unlock()
 		return nil, err
 	}
-	_ = s.notify.send("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()), "STATUS=reloading "+file)
+	if err := lock(ctx, s.decide); err != nil {
+		return nil, err
+	}
 	plans, notes := s.plan(next)
 	rp := report(file, false, plans, notes)
 	for _, c := range rp.Changes {
@@ -100,7 +112,15 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 			s.log.Info("reload", "program", c.Program, "action", c.Action, "start", len(c.Start), "stop", len(c.Stop), "restart", len(c.Restart), "why", strings.Join(c.Why, ","), "in_place", strings.Join(c.InPlace, ","))
 		}
 	}
-	rp.Results = s.apply(ctx, next, plans)
+	l, prev, stopNginx, inPlace, err := s.prepare(ctx, next, plans)
+	<-s.decide
+	if err != nil {
+		return nil, err
+	}
+	_ = s.notify.send("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()), "STATUS=reloading "+file)
+	rp.Results = s.apply(ctx, l, prev, next, stopNginx, plans)
+	rp.Results = append(inPlace, rp.Results...)
+	l.release()
 	last := api.ReloadStatus{At: time.Now(), OK: true}
 	var failed []string
 	for _, r := range rp.Results {
@@ -266,18 +286,73 @@ func sameNginx(a, b *NginxSettings) bool {
 	return reflect.DeepEqual(x, y)
 }
 
-// apply makes the running daemon match next: settings first, then
-// removals (drained, descending priority), in-place changes, rolling
-// restarts (programs in parallel), and additions (ascending priority, put
-// into nginx once ready).
-func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan) []api.Result {
+// prepare is the part of a reload done under the decide lock, which
+// waits for no process: it puts next in force (with its nginx manager),
+// applies the in-place changes, adds the new processes (STOPPED, down in
+// nginx) and reserves the lanes of every program the rest of the reload
+// starts, stops or restarts. It returns the reservation, the previous
+// configuration, what stops an nginx manager no longer needed, and the
+// failed in-place changes.
+func (s *Supervisor) prepare(ctx context.Context, next *Config, plans []*progPlan) (l *lease, prev *Config, stopNginx func(), failed []api.Result, err error) {
+	var progs []string
+	for _, pp := range plans {
+		if len(pp.add)+len(pp.remove)+len(pp.restart) > 0 {
+			progs = append(progs, pp.Program)
+		}
+	}
+	if l, err = s.lanes.reserve(ctx, progs); err != nil {
+		return nil, nil, nil, nil, err
+	}
 	// The configuration and its nginx manager change together: a
 	// rendering never pairs one with the other's predecessor.
 	s.mu.Lock()
-	prev := s.cfg
+	prev = s.cfg
 	s.cfg = next
-	stopNginx := s.swapNginx(next)
+	stopNginx = s.swapNginx(next)
 	s.mu.Unlock()
+	// In-place settings need no lane: they stop or start nothing, and only
+	// a reload (one at a time) changes a spec.
+	for _, pp := range plans {
+		for _, st := range pp.inPlace {
+			if err := st.p.SetSpec(st.spec); err != nil {
+				failed = append(failed, api.Result{Name: st.spec.FullName(), Message: err.Error()})
+			}
+		}
+	}
+	// New servers join their upstream once ready: marked down before
+	// they exist, so no rendering shows them up.
+	var names []string
+	for _, pp := range plans {
+		for _, ps := range pp.add {
+			names = append(names, ps.FullName())
+		}
+	}
+	s.setDownNames(names, true)
+	s.mu.Lock()
+	for _, pp := range plans {
+		if len(pp.add) == 0 {
+			continue
+		}
+		pool := pp.pool
+		if pool == nil {
+			pool = s.newPool(pp.Program)
+			s.pools = append(s.pools, pool)
+			pp.pool = pool
+		}
+		for _, ps := range pp.add {
+			pp.added = append(pp.added, pool.Add(ps))
+		}
+	}
+	s.sortPools()
+	s.mu.Unlock()
+	return l, prev, stopNginx, failed, nil
+}
+
+// apply does the rest of a reload, through the lanes prepare reserved:
+// the watchdog's settings, then removals (drained, descending priority),
+// rolling restarts (programs in parallel), and additions (ascending
+// priority, put into nginx once ready).
+func (s *Supervisor) apply(ctx context.Context, l *lease, prev, next *Config, stopNginx func(), plans []*progPlan) []api.Result {
 	stopNginx()
 	if !reflect.DeepEqual(prev.Memmon, next.Memmon) || !reflect.DeepEqual(prev.Email, next.Email) {
 		s.mu.Lock()
@@ -294,19 +369,12 @@ func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan)
 		retire = append(retire, pp.remove...)
 	}
 	if len(retire) > 0 {
-		stopped := s.plannedStop(ctx, retire)
+		stopped := s.plannedStop(ctx, l, retire)
 		results = append(results, stopped...)
 		// Only what did stop is forgotten; the rest stays for shutdown or
 		// the next reload, which plans to remove it again.
 		ok := byName(stopped)
 		s.forget(slices.DeleteFunc(retire, func(p *procgroup.Process) bool { return !ok[p.Spec().FullName()].OK }))
-	}
-	for _, pp := range plans {
-		for _, st := range pp.inPlace {
-			if err := st.p.SetSpec(st.spec); err != nil {
-				results = append(results, api.Result{Name: st.spec.FullName(), Message: err.Error()})
-			}
-		}
 	}
 	var rolls [][]step
 	for _, pp := range plans {
@@ -314,42 +382,18 @@ func (s *Supervisor) apply(ctx context.Context, next *Config, plans []*progPlan)
 			rolls = append(rolls, pp.restart)
 		}
 	}
-	results = append(results, s.rollPrograms(ctx, rolls, false)...)
+	results = append(results, s.rollPrograms(ctx, l, rolls, false)...)
 
-	// New servers join their upstream once ready: marked down before
-	// they exist, so no rendering shows them up.
-	var names []string
+	var start []*procgroup.Process
 	for _, pp := range plans {
-		for _, ps := range pp.add {
-			names = append(names, ps.FullName())
-		}
-	}
-	s.setDownNames(names, true)
-	var added []*procgroup.Process
-	s.mu.Lock()
-	for _, pp := range plans {
-		if len(pp.add) == 0 {
-			continue
-		}
-		pool := pp.pool
-		if pool == nil {
-			pool = s.newPool(pp.Program)
-			s.pools = append(s.pools, pool)
-		}
-		for _, ps := range pp.add {
-			added = append(added, pool.Add(ps))
-		}
-	}
-	s.sortPools()
-	s.mu.Unlock()
-	if len(added) > 0 {
-		var start []*procgroup.Process
-		for _, p := range added {
+		for _, p := range pp.added {
 			if p.Spec().Program.AutoStart && !s.admin.isStopped(p.Spec().FullName()) {
 				start = append(start, p)
 			}
 		}
-		started := s.start(ctx, start)
+	}
+	if len(start) > 0 {
+		started := s.start(ctx, l, start)
 		results = append(results, started...)
 		ok := byName(started)
 		s.setDown(slices.DeleteFunc(start, func(p *procgroup.Process) bool { return !ok[p.Spec().FullName()].OK }), false)
@@ -434,12 +478,20 @@ func (s *Supervisor) swapNginx(next *Config) (stop func()) {
 // running as they are, and the next reload or restart tries again. A
 // STOPPED process gets its spec and stays stopped unless startStopped
 // (ctl restart starts it, as supervisorctl does; a reload does not).
-func (s *Supervisor) roll(ctx context.Context, steps []step, startStopped bool) []api.Result {
+// steps are one program's, and the rollout waits for its lane in l.
+func (s *Supervisor) roll(ctx context.Context, l *lease, steps []step, startStopped bool) []api.Result {
 	var results []api.Result
 	if len(steps) == 0 {
 		return nil
 	}
-	batch := max(1, steps[0].spec.Program.MaxUnavailable)
+	prog := steps[0].p.Spec().ProgramName
+	if err := l.acquire(prog); err != nil {
+		for _, st := range steps {
+			results = append(results, api.Result{Name: st.name(), State: st.p.Status().State.String(), Message: err.Error()})
+		}
+		return results
+	}
+	batch := max(1, cmp.Or(steps[0].spec, steps[0].p.Spec()).Program.MaxUnavailable)
 	for i := 0; i < len(steps); i += batch {
 		chunk := steps[i:min(i+batch, len(steps))]
 		var live, idle []step
@@ -454,24 +506,28 @@ func (s *Supervisor) roll(ctx context.Context, steps []step, startStopped bool) 
 		for j, st := range live {
 			procs[j] = st.p
 		}
-		stopped := byName(s.plannedStop(ctx, procs))
+		stopped := byName(s.plannedStop(ctx, l, procs))
 		var again []*procgroup.Process
 		for _, st := range live {
-			r := stopped[st.spec.FullName()]
+			r := stopped[st.name()]
 			results = append(results, r)
 			if !r.OK {
 				continue
 			}
-			if err := st.p.SetSpec(st.spec); err != nil {
-				results = append(results, api.Result{Name: st.spec.FullName(), Message: err.Error()})
-				continue
+			if st.spec != nil {
+				if err := st.p.SetSpec(st.spec); err != nil {
+					results = append(results, api.Result{Name: st.name(), Message: err.Error()})
+					continue
+				}
 			}
 			again = append(again, st.p)
 		}
 		for _, st := range idle {
-			_ = st.p.SetSpec(st.spec)
+			if st.spec != nil {
+				_ = st.p.SetSpec(st.spec)
+			}
 		}
-		started := s.start(ctx, again)
+		started := s.start(ctx, l, again)
 		results = append(results, started...)
 		failed := len(again) < len(live)
 		var ready []*procgroup.Process
@@ -487,12 +543,12 @@ func (s *Supervisor) roll(ctx context.Context, steps []step, startStopped bool) 
 		if failed || ctx.Err() != nil {
 			var rest []string
 			for _, st := range steps[i+len(chunk):] {
-				rest = append(rest, st.spec.Name)
-				results = append(results, api.Result{Name: st.spec.FullName(), State: st.p.Status().State.String(),
+				rest = append(rest, st.p.Spec().Name)
+				results = append(results, api.Result{Name: st.name(), State: st.p.Status().State.String(),
 					Message: "not restarted: the rolling restart halted because a replacement did not become ready"})
 			}
 			if len(rest) > 0 {
-				s.log.Error("rolling restart halted", "program", steps[0].spec.ProgramName, "not_restarted", strings.Join(rest, ","))
+				s.log.Error("rolling restart halted", "program", prog, "not_restarted", strings.Join(rest, ","))
 			}
 			break
 		}
@@ -503,7 +559,7 @@ func (s *Supervisor) roll(ctx context.Context, steps []step, startStopped bool) 
 
 // rollingRestart restarts procs with their current specs, program by
 // program in parallel, each rolling with its max_unavailable.
-func (s *Supervisor) rollingRestart(ctx context.Context, procs []*procgroup.Process, startStopped bool) []api.Result {
+func (s *Supervisor) rollingRestart(ctx context.Context, l *lease, procs []*procgroup.Process, startStopped bool) []api.Result {
 	byProg := map[string][]step{}
 	var order []string
 	for _, p := range procs {
@@ -511,23 +567,24 @@ func (s *Supervisor) rollingRestart(ctx context.Context, procs []*procgroup.Proc
 		if _, ok := byProg[spec.ProgramName]; !ok {
 			order = append(order, spec.ProgramName)
 		}
-		byProg[spec.ProgramName] = append(byProg[spec.ProgramName], step{p, spec})
+		byProg[spec.ProgramName] = append(byProg[spec.ProgramName], step{p: p})
 	}
 	rolls := make([][]step, len(order))
 	for i, name := range order {
 		rolls[i] = byProg[name]
 	}
-	return s.rollPrograms(ctx, rolls, startStopped)
+	return s.rollPrograms(ctx, l, rolls, startStopped)
 }
 
-// rollPrograms runs roll for each program's steps, the programs in parallel.
-func (s *Supervisor) rollPrograms(ctx context.Context, rolls [][]step, startStopped bool) []api.Result {
+// rollPrograms runs roll for each program's steps, the programs in
+// parallel, each in its lane.
+func (s *Supervisor) rollPrograms(ctx context.Context, l *lease, rolls [][]step, startStopped bool) []api.Result {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var results []api.Result
 	for _, steps := range rolls {
 		wg.Go(func() {
-			r := s.roll(ctx, steps, startStopped)
+			r := s.roll(ctx, l, steps, startStopped)
 			mu.Lock()
 			results = append(results, r...)
 			mu.Unlock()
@@ -539,20 +596,34 @@ func (s *Supervisor) rollPrograms(ctx context.Context, rolls [][]step, startStop
 
 // plannedStop drains procs from nginx, then stops them in descending
 // priority. They stay down in nginx until started again.
-func (s *Supervisor) plannedStop(ctx context.Context, procs []*procgroup.Process) []api.Result {
-	s.drain(ctx, procs)
-	return s.stop(ctx, procs)
+func (s *Supervisor) plannedStop(ctx context.Context, l *lease, procs []*procgroup.Process) []api.Result {
+	s.drain(ctx, l, procs)
+	return s.stop(ctx, l, procs)
 }
 
 // drain marks the running upstream members among procs down, has nginx
 // reload, and waits the longest of their drain times, so that requests in
 // flight finish before they are stopped. A failing nginx is logged and
-// waited out, never waited on.
-func (s *Supervisor) drain(ctx context.Context, procs []*procgroup.Process) {
+// waited out, never waited on. It first waits for the lanes of the
+// members' programs; a member whose lane it gave up on is left alone
+// (its stop gives up too).
+func (s *Supervisor) drain(ctx context.Context, l *lease, procs []*procgroup.Process) {
+	progs := map[string]bool{}
+	for _, p := range procs {
+		if p.Spec().Program.Upstream != "" {
+			progs[p.Spec().ProgramName] = false
+		}
+	}
+	for prog := range progs {
+		progs[prog] = l.acquire(prog) == nil
+	}
 	var members []*procgroup.Process
 	var wait time.Duration
 	for _, p := range procs {
 		spec := p.Spec()
+		if !progs[spec.ProgramName] {
+			continue
+		}
 		st := p.Status().State
 		if spec.Program.Upstream == "" || (st != procgroup.Running && st != procgroup.Starting) {
 			continue
@@ -576,8 +647,8 @@ func (s *Supervisor) drain(ctx context.Context, procs []*procgroup.Process) {
 }
 
 // startAndPutBack starts procs and puts those that became ready back into nginx.
-func (s *Supervisor) startAndPutBack(ctx context.Context, procs []*procgroup.Process) []api.Result {
-	results := s.start(ctx, procs)
+func (s *Supervisor) startAndPutBack(ctx context.Context, l *lease, procs []*procgroup.Process) []api.Result {
+	results := s.start(ctx, l, procs)
 	ok := byName(results)
 	var ready []*procgroup.Process
 	for _, p := range procs {

@@ -51,10 +51,16 @@ type Supervisor struct {
 	opsCancel context.CancelFunc
 	changed   chan struct{} // a process changed state (for sd_notify)
 
-	// ops serializes everything that changes which processes run: ctl
-	// start/stop/restart/signal, reloads, touch_reload and memmon
-	// restarts. A one-slot channel, so that waiting for it can be cancelled.
-	ops chan struct{}
+	// decide is held while an operation resolves what it touches and
+	// reserves its places in the program lanes, and while a reload plans:
+	// never while anything waits for a process. A one-slot channel, so
+	// that waiting for it can be cancelled.
+	decide chan struct{}
+	// lanes serialize the operations on each program (see lanes.go).
+	lanes *lanes
+	// reloading is held for a whole reload: one at a time, and each plans
+	// against what the previous one left.
+	reloading chan struct{}
 	// readySent: sd_notify READY=1 has been sent once (a reload sends it
 	// again only after that).
 	readySent atomic.Bool
@@ -100,7 +106,7 @@ func New(cfg *Config, opts Options) *Supervisor {
 	return &Supervisor{
 		opsCtx: opsCtx, opsCancel: opsCancel,
 		cfg: cfg, log: log, rp: opts.Reaper, opts: opts, shutdownReq: make(chan struct{}),
-		ops: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[string]bool{},
+		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[string]bool{},
 		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		down: map[string]bool{}, stopMemmon: func() {},
 	}
@@ -211,9 +217,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	// Spawn in ascending priority; within a level in parallel. Nothing
 	// waits for RUNNING here, as supervisord does not.
-	s.ops <- struct{}{}
-	s.autostart(s.all())
-	s.unlockOps()
+	if procs, l, err := s.claim(context.Background(), []string{"all"}); err == nil {
+		s.autostart(procs)
+		l.release()
+	}
 
 	// Reloads asked for by SIGHUP or the file watcher run here, one at a time.
 	var loops sync.WaitGroup
@@ -227,12 +234,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	case err := <-served:
 		s.log.Error("control socket failed", "err", err)
 	}
+	// Operations in flight stop waiting (for a lane, or for a process to
+	// change state) and end; new ones are refused. Then shutdown runs alone.
 	s.opsCancel()
 	loops.Wait()
-	// Wait for an operation in flight (opsCtx has told it to stop
-	// waiting), then keep everyone else out.
-	s.ops <- struct{}{}
-	defer s.unlockOps()
+	s.lanes.wait()
 	s.mu.RLock()
 	stopMemmon := s.stopMemmon
 	s.mu.RUnlock()
@@ -243,7 +249,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	timeout := time.Duration(s.config().Supervisor.ShutdownTimeout)
 	s.log.Info("shutting down", "timeout", timeout)
 	sctx, scancel := context.WithTimeout(context.Background(), timeout)
-	s.stop(sctx, s.all())
+	s.stop(sctx, nil, s.all())
 	scancel()
 	pcancel() // anything still alive now is killed with its group
 	for _, pool := range s.snapshotPools() {
@@ -259,17 +265,50 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	return nil
 }
 
-// lockOps waits for the right to change processes, or for ctx to end.
-func (s *Supervisor) lockOps(ctx context.Context) error {
+// lock takes a one-slot channel lock, or gives up when ctx ends.
+func lock(ctx context.Context, mu chan struct{}) error {
 	select {
-	case s.ops <- struct{}{}:
+	case mu <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-func (s *Supervisor) unlockOps() { <-s.ops }
+// claim resolves patterns and reserves the lanes of the programs they
+// name, under the decide lock: it waits for nothing else. The caller
+// releases the lease when done; waits for a lane end with ctx.
+func (s *Supervisor) claim(ctx context.Context, patterns []string) ([]*procgroup.Process, *lease, error) {
+	return s.claimFunc(ctx, func() ([]*procgroup.Process, error) { return s.match(patterns) })
+}
+
+// claimFunc is claim with the processes chosen by resolve.
+func (s *Supervisor) claimFunc(ctx context.Context, resolve func() ([]*procgroup.Process, error)) ([]*procgroup.Process, *lease, error) {
+	if err := lock(ctx, s.decide); err != nil {
+		return nil, nil, err
+	}
+	defer func() { <-s.decide }()
+	procs, err := resolve()
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := s.lanes.reserve(ctx, programsOf(procs))
+	if err != nil {
+		return nil, nil, err
+	}
+	return procs, l, nil
+}
+
+// programsOf lists the programs of procs.
+func programsOf(procs []*procgroup.Process) []string {
+	var out []string
+	for _, p := range procs {
+		if name := p.Spec().ProgramName; !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
 
 // newPool makes an empty pool for a program whose processes report to the daemon.
 func (s *Supervisor) newPool(program string) *procgroup.Pool {
@@ -395,6 +434,16 @@ func (s *Supervisor) levels(procs []*procgroup.Process, reverse bool) [][]*procg
 	return out
 }
 
+// gone reports whether p has been removed (by a reload) from its program.
+func gone(p *procgroup.Process) bool {
+	select {
+	case <-p.Done():
+		return true
+	default:
+		return false
+	}
+}
+
 func stoppedish(st procgroup.Status) bool {
 	switch st.State {
 	case procgroup.Stopped, procgroup.Exited, procgroup.Fatal:
@@ -404,11 +453,12 @@ func stoppedish(st procgroup.Status) bool {
 }
 
 // stop stops procs level by level in descending priority, each level in
-// parallel, and waits for each level before the next.
-func (s *Supervisor) stop(ctx context.Context, procs []*procgroup.Process) []api.Result {
+// parallel, and waits for each level before the next. Each process first
+// waits for its program's lane in l.
+func (s *Supervisor) stop(ctx context.Context, l *lease, procs []*procgroup.Process) []api.Result {
 	var results []api.Result
 	for _, level := range s.levels(procs, true) {
-		results = append(results, s.parallel(ctx, level, func(p *procgroup.Process) (string, bool) {
+		results = append(results, s.parallel(l, level, func(p *procgroup.Process) (string, bool) {
 			err := p.Stop()
 			if errors.Is(err, procgroup.ErrNotRunning) {
 				return "not running", true
@@ -427,11 +477,12 @@ func (s *Supervisor) stop(ctx context.Context, procs []*procgroup.Process) []api
 }
 
 // start starts procs in ascending priority and waits until each is RUNNING
-// or has failed for good.
-func (s *Supervisor) start(ctx context.Context, procs []*procgroup.Process) []api.Result {
+// or has failed for good. Each process first waits for its program's lane
+// in l.
+func (s *Supervisor) start(ctx context.Context, l *lease, procs []*procgroup.Process) []api.Result {
 	var results []api.Result
 	for _, level := range s.levels(procs, false) {
-		results = append(results, s.parallel(ctx, level, func(p *procgroup.Process) (string, bool) {
+		results = append(results, s.parallel(l, level, func(p *procgroup.Process) (string, bool) {
 			before := p.Status().Spawns
 			err := p.Start()
 			if errors.Is(err, procgroup.ErrAlreadyStarted) {
@@ -469,12 +520,21 @@ func waitStarted(ctx context.Context, p *procgroup.Process, spawnsBefore int) (s
 	return st.State.String(), false
 }
 
-func (s *Supervisor) parallel(ctx context.Context, procs []*procgroup.Process, f func(*procgroup.Process) (string, bool)) []api.Result {
+// parallel runs f for each of procs at once, each once its program's lane
+// in l is its turn, and collects one result per process.
+func (s *Supervisor) parallel(l *lease, procs []*procgroup.Process, f func(*procgroup.Process) (string, bool)) []api.Result {
 	results := make([]api.Result, len(procs))
 	var wg sync.WaitGroup
 	for i, p := range procs {
 		wg.Go(func() {
-			msg, ok := f(p)
+			msg, ok := "", false
+			if err := l.acquire(p.Spec().ProgramName); err != nil {
+				msg = err.Error()
+			} else if gone(p) {
+				msg = "no longer configured: removed by a reload"
+			} else {
+				msg, ok = f(p)
+			}
 			results[i] = api.Result{Name: p.Spec().FullName(), OK: ok, State: p.Status().State.String(), Message: msg}
 		})
 	}

@@ -37,6 +37,13 @@ func helperMain(args []string) int {
 	switch args[0] {
 	case "sleep":
 		select {}
+	case "ignore-term": // ignore-term PIDFILE: ignore SIGTERM, then write our pid
+		signal.Ignore(syscall.SIGTERM)
+		tmp := args[1] + ".tmp" // renamed: a reader never sees half a pid
+		if os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())), 0o644) != nil || os.Rename(tmp, args[1]) != nil {
+			return 1
+		}
+		select {}
 	case "listen": // listen on $PORT until killed
 		ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
 		if err != nil {
@@ -581,7 +588,7 @@ func hold(mb int) []byte {
 }
 
 // readPidfile waits for a helper to write a pid into path.
-func readPidfile(t *testing.T, path string) int {
+func readPidfile(t testing.TB, path string) int {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		b, _ := os.ReadFile(path)

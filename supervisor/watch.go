@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -160,37 +161,51 @@ func (s *Supervisor) rewatch(w *fsnotify.Watcher, watched []string) watchSet {
 	return ws
 }
 
-// touchLoop restarts the programs whose touch_reload files changed, one at
-// a time.
+// touchLoop restarts the programs whose touch_reload files changed, each
+// in its own lane: a program stuck in a long stop holds up only itself. A
+// program touched again while its restart runs is restarted once more
+// after it.
 func (s *Supervisor) touchLoop(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	running := map[string]bool{}
+	finished := make(chan string)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.touchKick:
+		case prog := <-finished:
+			delete(running, prog)
 		}
 		s.touchMu.Lock()
-		progs := slices.Sorted(maps.Keys(s.touchPending))
-		clear(s.touchPending)
-		s.touchMu.Unlock()
-		for _, prog := range progs {
-			s.touchRestart(ctx, prog)
+		for _, prog := range slices.Sorted(maps.Keys(s.touchPending)) {
+			if running[prog] {
+				continue
+			}
+			delete(s.touchPending, prog)
+			running[prog] = true
+			wg.Go(func() {
+				s.touchRestart(ctx, prog)
+				select {
+				case finished <- prog:
+				case <-ctx.Done():
+				}
+			})
 		}
+		s.touchMu.Unlock()
 	}
 }
 
 // touchRestart restarts a program's processes, rolling, for touch_reload.
 func (s *Supervisor) touchRestart(ctx context.Context, prog string) {
-	if s.lockOps(ctx) != nil {
-		return
-	}
-	defer s.unlockOps()
-	procs, err := s.match([]string{prog + ":*"})
+	procs, l, err := s.claim(ctx, []string{prog + ":*"})
 	if err != nil {
 		return
 	}
+	defer l.release()
 	s.log.Info("touch_reload: restarting, rolling", "program", prog)
-	for _, r := range s.rollingRestart(ctx, procs, false) {
+	for _, r := range s.rollingRestart(ctx, l, procs, false) {
 		if !r.OK {
 			s.log.Error("touch_reload restart failed", "process", r.Name, "err", r.Message)
 		}
