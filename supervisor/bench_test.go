@@ -230,3 +230,80 @@ func BenchmarkReloadScale500(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkStopWhileOtherStops is `ctl stop other` while another program
+// is stopping: its child ignores SIGTERM and it has stopwaitsecs = 2. It
+// measures what an operation waits for an unrelated one (before lanes:
+// the rest of the other's stopwaitsecs).
+func BenchmarkStopWhileOtherStops(b *testing.B) {
+	dir, err := os.MkdirTemp("", "gsb")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	pidfile := filepath.Join(dir, "stuck.pid")
+	file := filepath.Join(dir, "gosup.toml")
+	body := fmt.Sprintf(`[supervisor]
+socket = "gosup.sock"
+logdir = "log"
+[program.stuck]
+command = "%s ignore-term %s"
+startsecs = 0
+stopwaitsecs = 2
+autostart = false
+environment = { GO_WANT_HELPER_PROCESS = "1" }
+[program.other]
+command = %q
+startsecs = 0
+`, os.Args[0], pidfile, sleeper(b))
+	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := Load(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := New(cfg, Options{Reaper: testReaper, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(rctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	cl := api.NewClient(cfg.Supervisor.Socket)
+	for {
+		if _, err := cl.Info(context.Background()); err == nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ctx := context.Background()
+	act := func(verb, pattern string) {
+		res, err := cl.Action(ctx, verb, api.ActionRequest{Patterns: []string{pattern}})
+		if err != nil || len(res) != 1 || !res[0].OK {
+			b.Fatalf("%s %s: %+v %v", verb, pattern, res, err)
+		}
+	}
+	stuck := s.process("stuck:stuck")
+	for b.Loop() {
+		b.StopTimer()
+		os.Remove(pidfile)
+		act("start", "stuck")
+		readPidfile(b, pidfile) // SIGTERM ignored from here on
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			_, _ = cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{"stuck"}})
+		}()
+		if _, err := stuck.Wait(ctx, func(st procgroup.Status) bool { return st.State == procgroup.Stopping }); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		act("stop", "other")
+		b.StopTimer()
+		act("start", "other")
+		<-stopped
+		b.StartTimer()
+	}
+}
