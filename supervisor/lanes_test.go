@@ -133,7 +133,7 @@ touch_reload = [%q]
 	if err := os.WriteFile(touch, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitNewPid(t, cl, "other:other_0", before.Pid, 30*time.Second)
+	waitNewPid(t, cl, "other:other_0", before.Pid)
 	stillStopping(t, cl, "stuck:stuck", "touch_reload of other")
 
 	// A second stop of the stuck process waits for the same outcome; the

@@ -40,18 +40,42 @@ stopasgroup = true
 }
 
 // waitNewPid waits until name runs again with a pid other than old.
-func waitNewPid(t *testing.T, cl *api.Client, name string, old int, within time.Duration) api.ProcStatus {
+func waitNewPid(t *testing.T, cl *api.Client, name string, old int) api.ProcStatus {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		st, err := cl.Status(context.Background(), name)
-		if err == nil && st[0].State == "RUNNING" && st[0].Pid != old && st[0].Pid != 0 {
-			return st[0]
-		}
+	return waitStatus(t, cl, name, fmt.Sprintf("RUNNING with a new pid (was %d)", old), func(p api.ProcStatus) bool {
+		return p.State == "RUNNING" && p.Pid != old && p.Pid != 0
+	})
+}
+
+// waitMemmonRestart is waitNewPid that also waits for status to say why
+// memmon restarted it (recorded once the restart is done).
+func waitMemmonRestart(t *testing.T, cl *api.Client, name string, old int) api.ProcStatus {
+	t.Helper()
+	return waitStatus(t, cl, name, fmt.Sprintf("restarted by memmon (pid was %d)", old), func(p api.ProcStatus) bool {
+		return p.State == "RUNNING" && p.Pid != old && p.Pid != 0 && p.MemmonReason != ""
+	})
+}
+
+// memmonTicks is how many samples the daemon's watchdog has taken.
+func memmonTicks(s *Supervisor) int64 {
+	s.mu.RLock()
+	w := s.watchdog
+	s.mu.RUnlock()
+	if w == nil {
+		return 0
+	}
+	return w.Ticks.Load()
+}
+
+// waitTicks waits until the watchdog has taken n more samples: the
+// positive sign that memmon looked, and did nothing.
+func waitTicks(t *testing.T, s *Supervisor, n int64) {
+	t.Helper()
+	want := memmonTicks(s) + n
+	for deadline := time.Now().Add(30 * time.Second); memmonTicks(s) < want; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not restarted within %s: %+v %v", name, within, st, err)
+			t.Fatalf("memmon took %d samples in 30s, want %d", memmonTicks(s)-want+n, n)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -60,38 +84,47 @@ func waitNewPid(t *testing.T, cl *api.Client, name string, old int, within time.
 // never touched; status shows the RSS and why memmon restarted it.
 func TestMemmonRestartsOverLimit(t *testing.T) {
 	file := memmonConfig(t, program("hog", "hog 128", 1, "")+program("small", "sleep", 1, ""), `any = "80MB"`)
-	cl, _ := startDaemon(t, file)
+	s, cl, _ := startSupervisor(t, file)
 	before := waitAll(t, cl, "RUNNING")
 	pids := map[string]int{}
 	for _, p := range before {
 		pids[p.Name] = p.Pid
 	}
-	// interval × samples + stopwaitsecs, plus a second for the hog to fill up and start
-	after := waitNewPid(t, cl, "hog:hog_0", pids["hog:hog_0"], 3*200*time.Millisecond+time.Second+time.Second)
+	after := waitMemmonRestart(t, cl, "hog:hog_0", pids["hog:hog_0"])
 	if !strings.Contains(after.MemmonReason, "over 80.0MB (any) for 3 samples") || after.MemmonRestartAt.IsZero() {
 		t.Errorf("status does not say why: %+v", after)
 	}
-	time.Sleep(600 * time.Millisecond)
-	st, _ := cl.Status(context.Background(), "small")
+	waitTicks(t, s, 4) // more than samples: small had its chances
+	st := mustStatus(t, cl, "small")
 	if st[0].Pid != pids["small:small_0"] || st[0].Restarts != 0 {
 		t.Errorf("the small process was touched: %+v", st[0])
 	}
 	if st[0].RSSBytes <= 0 || st[0].RSSBytes > 80<<20 {
 		t.Errorf("small's RSS in status: %d", st[0].RSSBytes)
 	}
-	info, _ := cl.Info(context.Background())
-	if info.MemmonRestarts < 1 {
+	if info := mustInfo(t, cl); info.MemmonRestarts < 1 {
 		t.Errorf("memmon restarts not counted: %+v", info)
 	}
 }
 
-// A spike shorter than samples × interval is left alone.
+// A spike shorter than samples × interval is left alone. The spike lasts
+// 250 ms plus however long the child takes to touch 128 MB (a loaded
+// machine is slow at it): samples = 10 at 200 ms leaves it 2 s.
 func TestMemmonIgnoresSpike(t *testing.T) {
-	file := memmonConfig(t, program("spiky", "spike 128 250ms", 1, ""), `any = "80MB"`)
-	cl, _ := startDaemon(t, file)
+	file := writeConfig(t, program("spiky", "spike 128 250ms", 1, "")+`
+[memmon]
+interval = "200ms"
+samples = 10
+any = "80MB"
+`)
+	s, cl, _ := startSupervisor(t, file)
 	before := waitAll(t, cl, "RUNNING")
-	time.Sleep(2 * time.Second)
-	st, _ := cl.Status(context.Background())
+	// memmon sees the spike, then it ends, then memmon samples more than
+	// samples times: it had every chance to act.
+	waitStatus(t, cl, "spiky:spiky_0", "sampled over 80MB", func(p api.ProcStatus) bool { return p.RSSBytes > 80<<20 })
+	waitStatus(t, cl, "spiky:spiky_0", "sampled under 80MB again", func(p api.ProcStatus) bool { return p.RSSBytes > 0 && p.RSSBytes < 80<<20 })
+	waitTicks(t, s, 11)
+	st := mustStatus(t, cl)
 	if st[0].Pid != before[0].Pid || st[0].Restarts != 0 || st[0].MemmonReason != "" {
 		t.Errorf("a one-sample spike caused a restart: %+v", st[0])
 	}
@@ -106,7 +139,7 @@ cumulative = true`)
 	cl, _ := startDaemon(t, file)
 	before := waitAll(t, cl, "RUNNING")
 	gc := readPidfile(t, pidfile)
-	after := waitNewPid(t, cl, "tree:tree_0", before[0].Pid, 5*time.Second)
+	after := waitMemmonRestart(t, cl, "tree:tree_0", before[0].Pid)
 	if !strings.Contains(after.MemmonReason, "(any)") {
 		t.Errorf("reason: %q", after.MemmonReason)
 	}
@@ -127,8 +160,8 @@ group = { g = "1GB" }
 program = { g_0 = "64MB" }`)
 	cl, _ := startDaemon(t, file)
 	before := waitAll(t, cl, "RUNNING")
-	waitNewPid(t, cl, "g:g_0", before[0].Pid, 4*time.Second)
-	st, _ := cl.Status(context.Background(), "g:g_1")
+	waitMemmonRestart(t, cl, "g:g_0", before[0].Pid)
+	st := mustStatus(t, cl, "g:g_1")
 	if st[0].Pid != before[1].Pid || st[0].Restarts != 0 {
 		t.Errorf("g_1 restarted under its group's 1GB limit: %+v", st[0])
 	}
@@ -163,8 +196,7 @@ max_restarting = 1`)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	st, _ := cl.Status(context.Background())
-	for _, p := range st {
+	for _, p := range mustStatus(t, cl) {
 		if p.Restarts == 0 {
 			t.Errorf("%s never restarted", p.Name)
 		}
@@ -183,13 +215,13 @@ func TestMemmonRestartChecksPid(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no longer runs as pid") {
 		t.Errorf("restart with a stale pid: %v", err)
 	}
-	if now, _ := cl.Status(context.Background()); now[0].Pid != st[0].Pid || now[0].Restarts != 0 {
+	if now := mustStatus(t, cl); now[0].Pid != st[0].Pid || now[0].Restarts != 0 {
 		t.Errorf("the process was restarted anyway: %+v", now[0])
 	}
 	if err := (memmonHost{s}).Restart(context.Background(), "p:p_0", st[0].Pid, "test"); err != nil {
 		t.Errorf("restart with the current pid: %v", err)
 	}
-	if now, _ := cl.Status(context.Background()); now[0].Pid == st[0].Pid || now[0].State != "RUNNING" {
+	if now := mustStatus(t, cl); now[0].Pid == st[0].Pid || now[0].State != "RUNNING" {
 		t.Errorf("not restarted with the current pid: %+v", now[0])
 	}
 }
@@ -222,11 +254,11 @@ rate_limit = "2s"
 		t.Errorf("second mail is not a digest: %q", digest.Subject)
 	}
 	var info api.Info
-	for deadline := time.Now().Add(5 * time.Second); info.AlertsSent < 2 && time.Now().Before(deadline); {
-		info, _ = cl.Info(context.Background()) // the server has the mail before the client has its reply
+	for deadline := time.Now().Add(30 * time.Second); info.AlertsSent < 2 && time.Now().Before(deadline); {
+		info = mustInfo(t, cl) // the server has the mail before the client has its reply
 		time.Sleep(10 * time.Millisecond)
 	}
-	st, _ := cl.Status(context.Background())
+	st := mustStatus(t, cl)
 	if st[0].Restarts < 2 || info.AlertsSent < 2 || info.MemmonRestarts < 2 {
 		t.Errorf("restarts %d, memmon restarts %d, alerts sent %d", st[0].Restarts, info.MemmonRestarts, info.AlertsSent)
 	}
@@ -245,15 +277,18 @@ rate_limit = "0s"
 	cl, _ := startDaemon(t, file)
 	st := waitAll(t, cl, "RUNNING")
 	pid := st[0].Pid
-	// interval × samples + stopwaitsecs + 1 s, for each of three restarts
+	// Each restart takes interval × samples + stopwaitsecs + the hog's
+	// start, about 2 s; the hung mail holds each send 30 s.
 	last := time.Now()
 	for i := range 3 {
-		next := waitNewPid(t, cl, "hog:hog_0", pid, 3*200*time.Millisecond+2*time.Second)
+		next := waitMemmonRestart(t, cl, "hog:hog_0", pid)
+		if took := time.Since(last); took > 20*time.Second {
+			t.Fatalf("restart %d took %s: it waited for the hung mail server", i+1, took)
+		}
 		t.Logf("restart %d: pid %d → %d, %s after the previous pid was RUNNING", i+1, pid, next.Pid, time.Since(last).Round(time.Millisecond))
 		pid, last = next.Pid, time.Now()
 	}
-	info, _ := cl.Info(context.Background())
-	if info.AlertsSent != 0 || info.MemmonRestarts < 3 {
+	if info := mustInfo(t, cl); info.AlertsSent != 0 || info.MemmonRestarts < 3 {
 		t.Errorf("info: %+v", info)
 	}
 }

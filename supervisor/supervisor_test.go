@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -231,6 +232,45 @@ func runDaemon(t *testing.T, cfg *Config, opts Options) (*Supervisor, *api.Clien
 	}
 }
 
+// mustStatus is cl.Status; an error, or no process, fails the test.
+func mustStatus(t *testing.T, cl *api.Client, patterns ...string) []api.ProcStatus {
+	t.Helper()
+	st, err := cl.Status(context.Background(), patterns...)
+	if err != nil {
+		t.Fatalf("status %v: %v", patterns, err)
+	}
+	if len(st) == 0 {
+		t.Fatalf("status %v: no process", patterns)
+	}
+	return st
+}
+
+// mustInfo is cl.Info; an error fails the test.
+func mustInfo(t *testing.T, cl *api.Client) api.Info {
+	t.Helper()
+	info, err := cl.Info(context.Background())
+	if err != nil {
+		t.Fatalf("info: %v", err)
+	}
+	return info
+}
+
+// waitStatus polls the process name until cond holds, for up to 30 s.
+func waitStatus(t *testing.T, cl *api.Client, name, what string, cond func(api.ProcStatus) bool) api.ProcStatus {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := mustStatus(t, cl, name)
+		if cond(st[0]) {
+			return st[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not %s within 30s: %+v", name, what, st[0])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // waitAll polls status until every process matching pattern is in state.
 func waitAll(t *testing.T, cl *api.Client, state string, patterns ...string) []api.ProcStatus {
 	t.Helper()
@@ -273,7 +313,7 @@ startsecs = 0
 	if len(st) != 3 || st[0].Name != "web:web_00" || st[0].Pid == 0 {
 		t.Fatalf("status: %+v", st)
 	}
-	if idle, _ := cl.Status(context.Background(), "idle"); idle[0].State != "STOPPED" {
+	if idle := mustStatus(t, cl, "idle"); idle[0].State != "STOPPED" {
 		t.Errorf("autostart = false started: %+v", idle[0])
 	}
 	fi, err := os.Stat(cfg.Supervisor.Socket)
@@ -305,7 +345,7 @@ startsecs = 0
 			t.Errorf("restart %s: want %s, have %+v", r.Name, want, r)
 		}
 	}
-	after, _ := cl.Status(ctx, "web:web_00")
+	after := mustStatus(t, cl, "web:web_00")
 	if after[0].Pid == st[0].Pid || after[0].Restarts != 1 {
 		t.Errorf("web_00 not restarted: before pid %d, after %+v", st[0].Pid, after[0])
 	}
@@ -404,7 +444,11 @@ startretries = 0
 	<-exitC
 	// The child dies with the daemon (parent-death signal); its grandchild
 	// is left holding the port.
-	time.Sleep(100 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); alive(first[0].Pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d outlived its daemon by 10s", first[0].Pid)
+		}
+	}
 	if !portBusy(port) {
 		t.Fatal("nothing left holding the port; the test cannot show the cleanup")
 	}
@@ -610,8 +654,13 @@ numprocs = 2
 process_name = "web_%(process_num)d"
 startsecs = 0
 `+helperEnv)
+	cfg, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
 	run := func() (*api.Client, func()) {
-		_, cl, stop := startSupervisorStop(t, file)
+		_, cl, stop := runDaemon(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 		return cl, func() {
 			if err := stop(); err != nil {
 				t.Fatal(err)
@@ -628,8 +677,13 @@ startsecs = 0
 
 	cl, stop = run()
 	waitAll(t, cl, "RUNNING", "web:web_0")
-	time.Sleep(200 * time.Millisecond)
-	st, _ := cl.Status(ctx, "web:web_1")
+	// autostart has passed web_1 over once it says so.
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), `msg="not starting: stopped with gosup ctl stop; gosup ctl start starts it" process=web:web_1`); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon never said it leaves web_1 stopped:\n%s", logs.String())
+		}
+	}
+	st := mustStatus(t, cl, "web:web_1")
 	if st[0].State != "STOPPED" || !strings.Contains(st[0].Description, "stopped with gosup ctl stop") {
 		t.Fatalf("web_1 after a daemon restart: %+v", st[0])
 	}
@@ -669,4 +723,22 @@ func TestSocketGroupReachesTheDirectory(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Dir(cfg.Supervisor.Socket)); fi.Mode().Perm() != 0o750 {
 		t.Errorf("socket directory mode %v, want 0750", fi.Mode().Perm())
 	}
+}
+
+// lockedBuffer collects a daemon's log for a test to read.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
