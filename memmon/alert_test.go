@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/memmon/smtptest"
-	"github.com/gosup/gosup/procgroup"
 )
 
 func testAlert(name string, uptime time.Duration) Alert {
@@ -38,7 +37,7 @@ func smtpConfig(addr string) Email {
 	e.To = []string{"ops@example.com", "oncall@example.com"}
 	e.From = "gosup@web-3.example.com"
 	e.SMTP = addr
-	e.Timeout = procgroup.Duration(2 * time.Second)
+	e.Timeout = 2 * time.Second
 	return e
 }
 
@@ -71,7 +70,7 @@ func TestAlertMailOverSMTP(t *testing.T) {
 func TestAlertRateLimitAndDigest(t *testing.T) {
 	srv := smtptest.Start(t)
 	cfg := smtpConfig(srv.Addr)
-	cfg.RateLimit = procgroup.Duration(time.Second)
+	cfg.RateLimit = time.Second
 	a := runAlerter(t, cfg, 0, nil)
 	start := time.Now()
 	for range 4 {
@@ -121,7 +120,7 @@ func TestAlertFailingServers(t *testing.T) {
 	for name, addr := range map[string]string{"refusing": smtptest.Refusing(t), "silent": smtptest.Silent(t)} {
 		t.Run(name, func(t *testing.T) {
 			cfg := smtpConfig(addr)
-			cfg.Timeout = procgroup.Duration(500 * time.Millisecond)
+			cfg.Timeout = 500 * time.Millisecond
 			a := runAlerter(t, cfg, 0, nil)
 			start := time.Now()
 			a.Enqueue(testAlert("web:a", time.Minute))
@@ -143,7 +142,7 @@ func TestAlertFailingServers(t *testing.T) {
 // Enqueue never blocks: a full queue drops and counts.
 func TestAlertQueueIsBounded(t *testing.T) {
 	cfg := smtpConfig(smtptest.Silent(t))
-	cfg.Timeout = procgroup.Duration(5 * time.Second)
+	cfg.Timeout = 5 * time.Second
 	a := NewAlerter(cfg, 0, nil, slog.New(slog.NewTextHandler(io.Discard, nil))) // not running: nothing drains
 	start := time.Now()
 	for range queueSize + 10 {

@@ -73,24 +73,3 @@ func TestLimitPrecedence(t *testing.T) {
 		t.Errorf("no limits: %+v", r)
 	}
 }
-
-func TestSettingsValidate(t *testing.T) {
-	s := DefaultSettings()
-	if err := s.Validate(); err == nil {
-		t.Error("no limit at all must be an error")
-	}
-	s.Any = 1 << 20
-	s.Samples = 0
-	if err := s.Validate(); err == nil {
-		t.Error("samples = 0 must be an error")
-	}
-	e := DefaultEmail()
-	e.To = []string{"ops@example.com"}
-	if err := e.Validate(); err == nil {
-		t.Error("neither smtp nor sendmail must be an error")
-	}
-	e.SMTP = "localhost"
-	if err := e.Validate(); err == nil {
-		t.Error("smtp without a port must be an error")
-	}
-}

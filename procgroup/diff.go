@@ -1,10 +1,6 @@
 package procgroup
 
-import (
-	"reflect"
-	"slices"
-	"strings"
-)
+import "slices"
 
 // SpawnChanges lists what differs between two specs of one process in what
 // a spawn uses (command, environment, directory, user, umask, port, log
@@ -33,22 +29,4 @@ func SpawnChanges(a, b *ProcSpec) []string {
 // the child (maxbytes 0) and a rotated one fed through a pipe.
 func logMoved(a, b LogSpec) bool {
 	return a.Kind != b.Kind || a.Path != b.Path || (a.MaxBytes == 0) != (b.MaxBytes == 0)
-}
-
-// ChangedKeys lists the config keys whose values differ between two
-// program specs, in declaration order.
-func ChangedKeys(a, b *Spec) []string {
-	va, vb := reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem()
-	t := va.Type()
-	var out []string
-	for i := range t.NumField() {
-		key, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
-		if key == "" {
-			continue
-		}
-		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
-			out = append(out, key)
-		}
-	}
-	return out
 }

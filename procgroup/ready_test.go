@@ -56,7 +56,7 @@ func TestReadyHTTPNeeds2xx(t *testing.T) {
 	bad := helperSpec("serve", "0s", "503")
 	bad.PortStart = freePortRange(t, 1)
 	bad.Ready = "http:/healthz"
-	bad.ReadyTimeout = Duration(500 * time.Millisecond)
+	bad.ReadyTimeout = 500 * time.Millisecond
 	bad.StartRetries = 0
 	q := newTestPool(t, bad).Procs()[0]
 	if err := q.Start(); err != nil {

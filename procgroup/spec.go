@@ -12,63 +12,65 @@ import (
 	"time"
 )
 
-// Spec is one [program.NAME] table. Keys, defaults and meanings follow
+// Spec is one program's settings: what the config package decodes from a
+// [program.NAME] table, whose keys it names. Meanings and defaults follow
 // supervisord's [program:x] section where the name is the same.
 type Spec struct {
 	// Group is the name processes are addressed by (group:process), like
 	// supervisord's [group:x] programs=; default: the program's name.
-	Group          string            `toml:"group"`
-	Command        string            `toml:"command"`
-	NumProcs       int               `toml:"numprocs"`
-	NumProcsStart  int               `toml:"numprocs_start"`
-	PortStart      int               `toml:"port_start"`
-	ProcessName    string            `toml:"process_name"`
-	Directory      string            `toml:"directory"`
-	Environment    map[string]string `toml:"environment"`
-	User           string            `toml:"user"`
-	Priority       int               `toml:"priority"`
-	AutoStart      bool              `toml:"autostart"`
-	AutoRestart    AutoRestart       `toml:"autorestart"`
-	ExitCodes      []int             `toml:"exitcodes"`
-	StartSecs      int               `toml:"startsecs"`
-	StartRetries   int               `toml:"startretries"`
-	StopSignal     Signal            `toml:"stopsignal"`
-	StopWaitSecs   int               `toml:"stopwaitsecs"`
-	StopAsGroup    bool              `toml:"stopasgroup"`
-	KillAsGroup    bool              `toml:"killasgroup"`
-	RedirectStderr bool              `toml:"redirect_stderr"`
-	Umask          Umask             `toml:"umask"`
+	Group          string
+	Command        string
+	NumProcs       int
+	NumProcsStart  int
+	PortStart      int
+	ProcessName    string
+	Directory      string
+	Environment    map[string]string
+	User           string
+	Priority       int
+	AutoStart      bool
+	AutoRestart    AutoRestart
+	ExitCodes      []int
+	StartSecs      int
+	StartRetries   int
+	StopSignal     Signal
+	StopWaitSecs   int
+	StopAsGroup    bool
+	KillAsGroup    bool
+	RedirectStderr bool
+	Umask          Umask
 
 	// Upstream names the nginx upstream whose servers these processes are;
 	// Weight is their server weight there (0 or 1: none).
-	Upstream string `toml:"upstream"`
-	Weight   int    `toml:"weight"`
+	Upstream string
+	Weight   int
 
 	// Ready says when STARTING becomes RUNNING: "tcp" (the port accepts a
 	// connection; the default with port_start), "http:/path" (a GET
 	// answers 2xx) or "startsecs" (the process stayed up startsecs; the
 	// default without a port). A check must pass within ReadyTimeout.
-	Ready        string   `toml:"ready"`
-	ReadyTimeout Duration `toml:"ready_timeout"`
+	Ready        string
+	ReadyTimeout time.Duration
 	// Drain is how long a process is kept out of its nginx upstream before
 	// a planned stop. MaxUnavailable bounds how many processes of the
 	// program a rolling restart takes out at once.
-	Drain          Duration `toml:"drain"`
-	MaxUnavailable int      `toml:"max_unavailable"`
+	Drain          time.Duration
+	MaxUnavailable int
 	// TouchReload lists files whose change restarts the program's
 	// processes, rolling (uWSGI's touch-reload). Relative to the config file.
-	TouchReload []string `toml:"touch_reload"`
+	TouchReload []string
 
-	StdoutLogfile         string `toml:"stdout_logfile"`
-	StdoutLogfileMaxBytes Size   `toml:"stdout_logfile_maxbytes"`
-	StdoutLogfileBackups  int    `toml:"stdout_logfile_backups"`
-	StderrLogfile         string `toml:"stderr_logfile"`
-	StderrLogfileMaxBytes Size   `toml:"stderr_logfile_maxbytes"`
-	StderrLogfileBackups  int    `toml:"stderr_logfile_backups"`
+	StdoutLogfile         string
+	StdoutLogfileMaxBytes Size
+	StdoutLogfileBackups  int
+	StderrLogfile         string
+	StderrLogfileMaxBytes Size
+	StderrLogfileBackups  int
 }
 
-// DefaultSpec returns supervisord's defaults. killasgroup follows stopasgroup
-// unless set (the caller applies that after decoding; see ApplyImplied).
+// DefaultSpec returns supervisord's defaults, which the config package
+// decodes a [program.NAME] table over. killasgroup follows stopasgroup
+// unless set (the config package applies that after decoding).
 func DefaultSpec() Spec {
 	return Spec{
 		NumProcs:              1,
@@ -87,14 +89,15 @@ func DefaultSpec() Spec {
 		StderrLogfile:         "AUTO",
 		StderrLogfileMaxBytes: 50 << 20,
 		StderrLogfileBackups:  10,
-		ReadyTimeout:          Duration(60 * time.Second),
-		Drain:                 Duration(2 * time.Second),
+		ReadyTimeout:          60 * time.Second,
+		Drain:                 2 * time.Second,
 		MaxUnavailable:        1,
 	}
 }
 
-// FieldError is a problem with one key of a program table. Key is relative to
-// the table ("numprocs"); the config loader adds the file, line and table.
+// FieldError is a problem Expand found with one key of a program: Key is
+// relative to the table ("process_name"); the config package adds the
+// file, line and table.
 type FieldError struct {
 	Key string
 	Err error
@@ -112,74 +115,6 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
 // ValidName reports whether s may be used as a program or process name.
 func ValidName(s string) bool { return nameRE.MatchString(s) }
-
-// Validate checks the fields that need no expansion.
-func (s *Spec) Validate() error {
-	var errs []error
-	add := func(key, format string, args ...any) { errs = append(errs, fieldErr(key, format, args...)) }
-	if strings.TrimSpace(s.Command) == "" {
-		add("command", "is required")
-	}
-	if s.NumProcs < 1 {
-		add("numprocs", "must be at least 1, have %d", s.NumProcs)
-	}
-	if s.NumProcsStart < 0 {
-		add("numprocs_start", "must not be negative, have %d", s.NumProcsStart)
-	}
-	if s.PortStart < 0 || s.PortStart > 65535 {
-		add("port_start", "must be a TCP port (1-65535), have %d", s.PortStart)
-	} else if s.PortStart > 0 && s.PortStart+s.NumProcs-1 > 65535 {
-		add("port_start", "%d + numprocs %d runs past port 65535", s.PortStart, s.NumProcs)
-	}
-	for _, kv := range []struct {
-		key string
-		v   int
-	}{{"startsecs", s.StartSecs}, {"startretries", s.StartRetries}, {"stopwaitsecs", s.StopWaitSecs},
-		{"stdout_logfile_backups", s.StdoutLogfileBackups}, {"stderr_logfile_backups", s.StderrLogfileBackups}} {
-		if kv.v < 0 {
-			add(kv.key, "must not be negative, have %d", kv.v)
-		}
-	}
-	for _, c := range s.ExitCodes {
-		if c < 0 || c > 255 {
-			add("exitcodes", "exit code %d is not in 0-255", c)
-		}
-	}
-	if _, _, err := ParseReady(s.Ready, s.PortStart); err != nil {
-		add("ready", "%v", err)
-	}
-	if s.ReadyTimeout <= 0 {
-		add("ready_timeout", "must be positive, have %s", s.ReadyTimeout)
-	} else if time.Duration(s.ReadyTimeout) < time.Duration(s.StartSecs)*time.Second {
-		add("ready_timeout", "%s is shorter than startsecs = %d", s.ReadyTimeout, s.StartSecs)
-	}
-	if s.Drain < 0 {
-		add("drain", "must not be negative, have %s", s.Drain)
-	}
-	if s.MaxUnavailable < 1 {
-		add("max_unavailable", "must be at least 1, have %d", s.MaxUnavailable)
-	}
-	for _, f := range s.TouchReload {
-		if strings.TrimSpace(f) == "" {
-			add("touch_reload", "empty path")
-		}
-	}
-	if s.Weight < 0 {
-		add("weight", "must not be negative, have %d", s.Weight)
-	}
-	if s.Upstream != "" && !ValidName(s.Upstream) {
-		add("upstream", "upstream name %q may only contain letters, digits, '_', '.' and '-'", s.Upstream)
-	}
-	if s.Upstream != "" && s.PortStart == 0 {
-		add("upstream", "program is a server of upstream %q but has no port_start", s.Upstream)
-	}
-	for k := range s.Environment {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			add("environment", "invalid variable name %q", k)
-		}
-	}
-	return errors.Join(errs...)
-}
 
 // LogKind says where a child's output goes.
 type LogKind uint8
@@ -240,14 +175,10 @@ type ExpandContext struct {
 	LogDir string            // where AUTO logs go
 }
 
-// Expand validates s and returns its processes, in process_num order.
+// Expand returns the processes of s, in process_num order. The config
+// package has validated s; Expand reports what only expansion finds (names,
+// expansions, quoting) as *FieldError.
 func (s *Spec) Expand(program string, xc ExpandContext) ([]ProcSpec, error) {
-	if !ValidName(program) {
-		return nil, fieldErr("", "program name %q may only contain letters, digits, '_', '.' and '-'", program)
-	}
-	if err := s.Validate(); err != nil {
-		return nil, err
-	}
 	group := program
 	if s.Group != "" {
 		if !ValidName(s.Group) {

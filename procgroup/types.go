@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// Size is a byte count written as supervisord and memmon write it: a plain
-// number of bytes or a number with a KB, MB or GB suffix (1024-based).
+// Size is a byte count. ParseSize reads it as supervisord and memmon write
+// it: a plain number of bytes or a number with a KB, MB or GB suffix
+// (1024-based).
 type Size int64
 
 // ParseSize parses "50MB", "400 KB", "1GB" or "1024".
@@ -33,23 +33,6 @@ func ParseSize(s string) (Size, error) {
 	return Size(n * mult), nil
 }
 
-// UnmarshalTOML accepts a string ("50MB") or an integer (bytes).
-func (s *Size) UnmarshalTOML(v any) error {
-	switch v := v.(type) {
-	case int64:
-		if v < 0 {
-			return fmt.Errorf("invalid size %d: must not be negative", v)
-		}
-		*s = Size(v)
-		return nil
-	case string:
-		n, err := ParseSize(v)
-		*s = n
-		return err
-	}
-	return fmt.Errorf("invalid size %v: want a string such as \"50MB\" or a number of bytes", v)
-}
-
 func (s Size) String() string {
 	switch {
 	case s != 0 && s%(1<<30) == 0:
@@ -61,32 +44,6 @@ func (s Size) String() string {
 	}
 	return strconv.FormatInt(int64(s), 10)
 }
-
-// Duration is a time.Duration written as a Go duration string ("30s", "1m30s")
-// or as an integer number of seconds.
-type Duration time.Duration
-
-// UnmarshalTOML accepts "30s" or 30.
-func (d *Duration) UnmarshalTOML(v any) error {
-	switch v := v.(type) {
-	case int64:
-		if v < 0 {
-			return fmt.Errorf("invalid duration %d: must not be negative", v)
-		}
-		*d = Duration(time.Duration(v) * time.Second)
-		return nil
-	case string:
-		x, err := time.ParseDuration(v)
-		if err != nil || x < 0 {
-			return fmt.Errorf("invalid duration %q: want a duration such as \"30s\" or \"1m\"", v)
-		}
-		*d = Duration(x)
-		return nil
-	}
-	return fmt.Errorf("invalid duration %v: want a string such as \"30s\"", v)
-}
-
-func (d Duration) String() string { return time.Duration(d).String() }
 
 // Signal is a signal name as supervisord accepts it: TERM, SIGTERM, term, or a number.
 type Signal unix.Signal
@@ -106,13 +63,6 @@ func ParseSignal(s string) (Signal, error) {
 	return 0, fmt.Errorf("invalid signal %q: want a name such as TERM, QUIT, INT, HUP, KILL, USR1", s)
 }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (s *Signal) UnmarshalText(b []byte) error {
-	sig, err := ParseSignal(string(b))
-	*s = sig
-	return err
-}
-
 func (s Signal) String() string { return strings.TrimPrefix(unix.SignalName(unix.Signal(s)), "SIG") }
 
 // AutoRestart is supervisord's autorestart: true, false or "unexpected".
@@ -124,31 +74,6 @@ const (
 	RestartAlways
 	RestartNever
 )
-
-// UnmarshalTOML accepts a boolean, "true", "false" or "unexpected".
-func (a *AutoRestart) UnmarshalTOML(v any) error {
-	switch v := v.(type) {
-	case bool:
-		*a = RestartNever
-		if v {
-			*a = RestartAlways
-		}
-		return nil
-	case string:
-		switch strings.ToLower(v) {
-		case "true":
-			*a = RestartAlways
-			return nil
-		case "false":
-			*a = RestartNever
-			return nil
-		case "unexpected":
-			*a = RestartUnexpected
-			return nil
-		}
-	}
-	return fmt.Errorf("invalid autorestart %v: want true, false or \"unexpected\"", v)
-}
 
 func (a AutoRestart) String() string {
 	switch a {
@@ -164,25 +89,6 @@ func (a AutoRestart) String() string {
 type Umask struct {
 	Mask int
 	Set  bool
-}
-
-// UnmarshalTOML accepts an octal string ("022") or an integer (taken as octal digits: 22 → 022).
-func (u *Umask) UnmarshalTOML(v any) error {
-	var s string
-	switch v := v.(type) {
-	case string:
-		s = v
-	case int64:
-		s = strconv.FormatInt(v, 10)
-	default:
-		return fmt.Errorf("invalid umask %v: want an octal string such as \"022\"", v)
-	}
-	n, err := strconv.ParseUint(strings.TrimPrefix(s, "0o"), 8, 32)
-	if err != nil || n > 0o777 {
-		return fmt.Errorf("invalid umask %q: want an octal string such as \"022\"", s)
-	}
-	*u = Umask{Mask: int(n), Set: true}
-	return nil
 }
 
 func (u Umask) String() string {

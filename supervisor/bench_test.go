@@ -15,6 +15,7 @@ import (
 
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/config"
 	"golang.org/x/sys/unix"
 )
 
@@ -65,7 +66,7 @@ autostart = %v
 	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	cfg, err := Load(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -259,7 +260,7 @@ startsecs = 0
 	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	cfg, err := Load(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/config"
 	"github.com/gosup/gosup/supervisor/nginx"
 )
 
@@ -205,7 +206,7 @@ func TestNginxEndToEnd(t *testing.T) {
 	url := fmt.Sprintf("http://127.0.0.1:%d/", n.port)
 
 	file := webConfig(t, n, dir, 4, base, "")
-	cfg, err := Load(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +236,7 @@ func TestNginxEndToEnd(t *testing.T) {
 	if err := os.WriteFile(broken, []byte("upstream {{ .NoSuchField }} {}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Load(webConfig(t, n, dir, 4, base, fmt.Sprintf("template = %q", broken)))
+	_, err = config.Load(webConfig(t, n, dir, 4, base, fmt.Sprintf("template = %q", broken)))
 	if err == nil || !strings.Contains(err.Error(), "nginx.template") || !strings.Contains(err.Error(), "NoSuchField") {
 		t.Errorf("broken template: want a config error naming nginx.template, have %v", err)
 	}
@@ -245,15 +246,15 @@ func TestNginxEndToEnd(t *testing.T) {
 	if err := os.WriteFile(rejected, []byte("upstream web { not_a_directive; }\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	bad, err := Load(webConfig(t, n, dir, 4, base, fmt.Sprintf("template = %q", rejected)))
+	bad, err := config.Load(webConfig(t, n, dir, 4, base, fmt.Sprintf("template = %q", rejected)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := nginx.New(bad.Nginx.managerSettings(), testReaper, log)
+	m := nginx.New(bad.Nginx.Settings, testReaper, log)
 	m.Start()
 	defer m.Stop()
 	applied := make(chan error, 1)
-	m.Submit(nginxData(bad, nil), applied)
+	m.Submit(bad.NginxData(nil), applied)
 	err = <-applied
 	if err == nil || !strings.Contains(err.Error(), "not_a_directive") || !strings.Contains(err.Error(), "previous one restored") {
 		t.Errorf("rejected config: want nginx's error text, have %v", err)
@@ -273,7 +274,7 @@ func TestNginxEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	file = webConfig(t, n, dir, 6, base, "")
-	cfg6, err := Load(file)
+	cfg6, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/config"
 )
 
 // The daemon speaks sd_notify to a real unixgram socket: READY=1 only once
@@ -47,7 +48,7 @@ process_name = "web_%(process_num)d"
 startsecs = 1
 ` + helperEnv
 	file := writeConfig(t, body)
-	cfg, err := Load(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/config"
 	"github.com/gosup/gosup/supervisor/nginx"
 	"golang.org/x/sys/unix"
 )
@@ -34,10 +35,10 @@ type step struct {
 
 func (st step) name() string { return st.p.Spec().FullName() }
 
-// progPlan is a Change with what applying it needs.
+// progPlan is an api.Change with what applying it needs.
 type progPlan struct {
 	api.Change
-	prog    *Program        // the new program; nil when removed
+	prog    *config.Program // the new program; nil when removed
 	pool    *procgroup.Pool // the running program's processes; nil when added
 	add     []*procgroup.ProcSpec
 	added   []*procgroup.Process // the processes made for add, by prepare
@@ -81,7 +82,7 @@ func (s *Supervisor) reloadLoop(ctx context.Context) {
 func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, error) {
 	file := s.config().File
 	if dryRun {
-		next, err := Load(file)
+		next, err := config.Load(file)
 		if err != nil {
 			return nil, &ConfigInvalidError{Err: err}
 		}
@@ -94,7 +95,7 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 	defer func() { <-s.reloading }()
 	// Read the file only now: a reload queued behind another must apply
 	// what the file says when its turn comes, never an older reading.
-	next, err := Load(file)
+	next, err := config.Load(file)
 	if err != nil {
 		err = &ConfigInvalidError{Err: err}
 		s.mu.Lock()
@@ -163,7 +164,7 @@ func report(file string, dryRun bool, plans []*progPlan, notes []string) *api.Re
 // plan compares the running processes with next, program by program and
 // process by process (a halted rolling restart leaves some processes on
 // the old spec; the next reload picks them up).
-func (s *Supervisor) plan(next *Config) ([]*progPlan, []string) {
+func (s *Supervisor) plan(next *config.Config) ([]*progPlan, []string) {
 	cur := s.config()
 	pools := map[string]*procgroup.Pool{}
 	for _, pool := range s.snapshotPools() {
@@ -214,7 +215,7 @@ func (s *Supervisor) plan(next *Config) ([]*progPlan, []string) {
 				continue
 			}
 			pp.inPlace = append(pp.inPlace, step{p, ps})
-			for _, k := range procgroup.ChangedKeys(old.Program, ps.Program) {
+			for _, k := range config.ChangedKeys(old.Program, ps.Program) {
 				keys[k] = true
 			}
 		}
@@ -246,7 +247,7 @@ func (s *Supervisor) plan(next *Config) ([]*progPlan, []string) {
 }
 
 // settingsNotes describes changes outside the programs.
-func settingsNotes(cur, next *Config) []string {
+func settingsNotes(cur, next *config.Config) []string {
 	var notes []string
 	a, b := cur.Supervisor, next.Supervisor
 	for _, f := range []struct {
@@ -280,9 +281,9 @@ func settingsNotes(cur, next *Config) []string {
 	return notes
 }
 
-func sameNginx(a, b *NginxSettings) bool {
+func sameNginx(a, b *config.Nginx) bool {
 	x, y := *a, *b
-	x.tmpl, y.tmpl = nil, nil
+	x.Template, y.Template = nil, nil
 	return reflect.DeepEqual(x, y)
 }
 
@@ -293,7 +294,7 @@ func sameNginx(a, b *NginxSettings) bool {
 // starts, stops or restarts. It returns the reservation, the previous
 // configuration, what stops an nginx manager no longer needed, and the
 // failed in-place changes.
-func (s *Supervisor) prepare(ctx context.Context, next *Config, plans []*progPlan) (l *lease, prev *Config, stopNginx func(), failed []api.Result, err error) {
+func (s *Supervisor) prepare(ctx context.Context, next *config.Config, plans []*progPlan) (l *lease, prev *config.Config, stopNginx func(), failed []api.Result, err error) {
 	var progs []string
 	for _, pp := range plans {
 		if len(pp.add)+len(pp.remove)+len(pp.restart) > 0 {
@@ -352,7 +353,7 @@ func (s *Supervisor) prepare(ctx context.Context, next *Config, plans []*progPla
 // the watchdog's settings, then removals (drained, descending priority),
 // rolling restarts (programs in parallel), and additions (ascending
 // priority, put into nginx once ready).
-func (s *Supervisor) apply(ctx context.Context, l *lease, prev, next *Config, stopNginx func(), plans []*progPlan) []api.Result {
+func (s *Supervisor) apply(ctx context.Context, l *lease, prev, next *config.Config, stopNginx func(), plans []*progPlan) []api.Result {
 	stopNginx()
 	if !reflect.DeepEqual(prev.Memmon, next.Memmon) || !reflect.DeepEqual(prev.Email, next.Email) {
 		s.mu.Lock()
@@ -454,18 +455,18 @@ func (s *Supervisor) forget(procs []*procgroup.Process) {
 
 // swapNginx makes the nginx manager match next; s.mu must be held. It
 // returns what stops a manager no longer needed (call it without s.mu).
-func (s *Supervisor) swapNginx(next *Config) (stop func()) {
+func (s *Supervisor) swapNginx(next *config.Config) (stop func()) {
 	m := s.nginx
 	switch {
 	case next.Nginx == nil && m != nil:
 		s.nginx = nil
 		return m.Stop
 	case next.Nginx != nil && m == nil:
-		m = nginx.New(next.Nginx.managerSettings(), s.rp, s.log)
+		m = nginx.New(next.Nginx.Settings, s.rp, s.log)
 		m.Start()
 		s.nginx = m
 	case next.Nginx != nil:
-		m.SetSettings(next.Nginx.managerSettings())
+		m.SetSettings(next.Nginx.Settings)
 	}
 	return func() {}
 }
@@ -720,12 +721,12 @@ func (s *Supervisor) updateNginx(done chan<- error) bool {
 	// The live processes, not the file: during a reload they differ.
 	view := *cfg
 	view.Programs = nil
-	specs := map[string]*Program{}
+	specs := map[string]*config.Program{}
 	for _, p := range cfg.Programs {
 		specs[p.Name] = p
 	}
 	for _, pool := range pools {
-		lp := &Program{Name: pool.Program}
+		lp := &config.Program{Name: pool.Program}
 		for _, p := range pool.Procs() {
 			lp.Procs = append(lp.Procs, *p.Spec())
 		}
@@ -738,7 +739,7 @@ func (s *Supervisor) updateNginx(done chan<- error) bool {
 		}
 		view.Programs = append(view.Programs, lp)
 	}
-	m.Submit(nginxData(&view, s.down), done)
+	m.Submit(view.NginxData(s.down), done)
 	return true
 }
 

@@ -1,6 +1,7 @@
-// Package supervisor is the gosup daemon: it loads and validates the
-// configuration, owns the programs' processes, serves the control API on a unix
-// socket and stops everything in order on shutdown.
+// Package supervisor is the gosup daemon: it runs a loaded configuration
+// (package config), owns the programs' processes, applies reloads, serves
+// the control API (package api) on a unix socket, keeps nginx in step
+// (package nginx) and stops everything in order on shutdown.
 package supervisor
 
 import (
@@ -20,6 +21,7 @@ import (
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/config"
 	"github.com/gosup/gosup/supervisor/nginx"
 )
 
@@ -78,7 +80,7 @@ type Supervisor struct {
 
 	// mu guards what a reload replaces; readers take snapshots.
 	mu         sync.RWMutex
-	cfg        *Config
+	cfg        *config.Config
 	pools      []*procgroup.Pool // one per program, ascending priority
 	nginx      *nginx.Manager    // nil without [nginx]
 	watchdog   *memmon.Watchdog  // nil without [memmon]
@@ -97,7 +99,7 @@ type Supervisor struct {
 }
 
 // New prepares a daemon for cfg; nothing runs until Run.
-func New(cfg *Config, opts Options) *Supervisor {
+func New(cfg *config.Config, opts Options) *Supervisor {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -113,7 +115,7 @@ func New(cfg *Config, opts Options) *Supervisor {
 }
 
 // config is the configuration in force.
-func (s *Supervisor) config() *Config {
+func (s *Supervisor) config() *config.Config {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.cfg
@@ -126,7 +128,6 @@ func (s *Supervisor) config() *Config {
 func (s *Supervisor) Run(ctx context.Context) error {
 	cfg := s.cfg
 	st := cfg.Supervisor
-	mode, _ := parseMode(st.SocketMode)
 	dirMode := os.FileMode(0o700)
 	if st.SocketGroup != "" {
 		dirMode = 0o750
@@ -147,7 +148,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if n := inst.killLeftovers(5 * time.Second); n > 0 {
 		s.log.Warn("killed processes left by a previous daemon", "count", n)
 	}
-	ln, err := listen(st.Socket, mode, st.SocketGroup, s.log)
+	ln, err := listen(st.Socket, uint32(st.SocketPerm()), st.SocketGroup, s.log)
 	if err != nil {
 		return err
 	}
@@ -188,7 +189,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.startedAt = time.Now()
 	if cfg.Nginx != nil {
-		s.nginx = nginx.New(cfg.Nginx.managerSettings(), s.rp, s.log)
+		s.nginx = nginx.New(cfg.Nginx.Settings, s.rp, s.log)
 		s.nginx.Start()
 		s.submitNginx()
 	}
@@ -348,7 +349,7 @@ func (s *Supervisor) autostart(procs []*procgroup.Process) {
 
 // startMemmon runs the watchdog and the alerter, if cfg has them, and
 // keeps what stops them (and waits for restarts in flight).
-func (s *Supervisor) startMemmon(cfg *Config) {
+func (s *Supervisor) startMemmon(cfg *config.Config) {
 	if cfg.Memmon == nil {
 		return
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/procgroup/reaper/reapertest"
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/config"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,7 +72,7 @@ func helperMain(args []string) int {
 		}
 		return 0
 	case "daemon": // daemon CONFIG: a whole gosup daemon
-		cfg, err := Load(args[1])
+		cfg, err := config.Load(args[1])
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 2
@@ -152,16 +153,16 @@ const helperEnv = `environment = { GO_WANT_HELPER_PROCESS = "1" }`
 
 // startDaemon runs a daemon in-process on the shared reaper and returns a
 // client once the socket answers. Cleanup shuts it down and waits.
-func startDaemon(t *testing.T, file string) (*api.Client, *Config) {
+func startDaemon(t *testing.T, file string) (*api.Client, *config.Config) {
 	t.Helper()
 	_, cl, cfg := startSupervisor(t, file)
 	return cl, cfg
 }
 
 // startSupervisor is startDaemon that also returns the running Supervisor.
-func startSupervisor(t *testing.T, file string) (*Supervisor, *api.Client, *Config) {
+func startSupervisor(t *testing.T, file string) (*Supervisor, *api.Client, *config.Config) {
 	t.Helper()
-	cfg, err := Load(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func startSupervisor(t *testing.T, file string) (*Supervisor, *api.Client, *Conf
 // startSupervisorStop is startSupervisor that also returns the stop func.
 func startSupervisorStop(t *testing.T, file string) (*Supervisor, *api.Client, func() error) {
 	t.Helper()
-	cfg, err := Load(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +183,7 @@ func startSupervisorStop(t *testing.T, file string) (*Supervisor, *api.Client, f
 // runDaemon runs a daemon for cfg in-process on the shared reaper and
 // returns once its socket answers. stop cancels it and returns what Run
 // returned; it may be called more than once, and runs at cleanup.
-func runDaemon(t *testing.T, cfg *Config, opts Options) (*Supervisor, *api.Client, func() error) {
+func runDaemon(t *testing.T, cfg *config.Config, opts Options) (*Supervisor, *api.Client, func() error) {
 	t.Helper()
 	opts.Reaper = testReaper
 	if opts.Logger == nil {
@@ -424,7 +425,7 @@ startretries = 0
 `, port, helperEnv))
 	// A first daemon in its own process, killed with SIGKILL.
 	proc, exitC := spawnHelper(t, nil, nil, "daemon", file)
-	cfg, _ := Load(file)
+	cfg, _ := config.Load(file)
 	cl := api.NewClient(cfg.Supervisor.Socket)
 	var first []api.ProcStatus
 	deadline := time.Now().Add(10 * time.Second)
@@ -654,7 +655,7 @@ numprocs = 2
 process_name = "web_%(process_num)d"
 startsecs = 0
 `+helperEnv)
-	cfg, err := Load(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -706,7 +707,7 @@ func TestSocketGroupReachesTheDirectory(t *testing.T) {
 	}
 	file := writeConfig(t, "socket_group = \"nogroup\"\n")
 	// writeConfig puts the body after [supervisor]'s keys: socket_group is one of them.
-	cfg, err := Load(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/gosup/gosup/supervisor/config"
 )
 
 // debounce is how long the watcher waits after the last change to a file
@@ -25,7 +26,7 @@ type watchSet struct {
 	dirs     []string          // what fsnotify watches: directories survive renames
 }
 
-func newWatchSet(cfg *Config) watchSet {
+func newWatchSet(cfg *config.Config) watchSet {
 	ws := watchSet{config: cfg.Supervisor.Watch, files: map[string]bool{}, touch: map[string]string{}}
 	dirs := map[string]bool{}
 	if ws.config {
@@ -89,7 +90,7 @@ func (s *Supervisor) watchLoop(ctx context.Context) {
 			ws = s.rewatch(w, ws.dirs)
 			// A file may have appeared in a newly watched directory
 			// between the reload's reading and the watch.
-			if cfg := s.config(); ws.config && !slices.Equal(globIncludes(cfg), cfg.Files[1:]) {
+			if cfg := s.config(); ws.config && !slices.Equal(cfg.MatchIncludes(), cfg.Files[1:]) {
 				s.RequestReload()
 			}
 		case err := <-w.Errors:
@@ -210,21 +211,4 @@ func (s *Supervisor) touchRestart(ctx context.Context, prog string) {
 			s.log.Error("touch_reload restart failed", "process", r.Name, "err", r.Message)
 		}
 	}
-}
-
-// globIncludes lists the files the include patterns match now, as the
-// loader reads them (each once, in pattern order).
-func globIncludes(cfg *Config) []string {
-	var out []string
-	seen := map[string]bool{cfg.File: true}
-	for _, p := range cfg.Include {
-		matches, _ := includeMatches(p)
-		for _, m := range matches {
-			if !seen[m] {
-				seen[m] = true
-				out = append(out, m)
-			}
-		}
-	}
-	return out
 }

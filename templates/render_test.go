@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gosup/gosup/supervisor"
+	"github.com/gosup/gosup/supervisor/config"
 	"github.com/rogpeppe/go-internal/txtar"
 )
 
@@ -37,16 +37,16 @@ func TestRenderGolden(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			cfg, err := supervisor.Load(filepath.Join(dir, "gosup.toml"))
+			cfg, err := config.Load(filepath.Join(dir, "gosup.toml"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			have, err := supervisor.RenderNginx(cfg)
+			have, err := cfg.RenderNginx()
 			if err != nil {
 				t.Fatal(err)
 			}
 			have = bytes.ReplaceAll(have, []byte(cfg.File), []byte("GOSUP.TOML"))
-			again, _ := supervisor.RenderNginx(cfg)
+			again, _ := cfg.RenderNginx()
 			if !bytes.Equal(bytes.ReplaceAll(again, []byte(cfg.File), []byte("GOSUP.TOML")), have) {
 				t.Error("two renderings of the same configuration differ")
 			}

@@ -6,8 +6,8 @@ import (
 	"io/fs"
 	"os"
 
-	"github.com/gosup/gosup/supervisor"
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/config"
 )
 
 // defaultConfigs are tried in order when -c is not given.
@@ -27,12 +27,12 @@ func (g *globalFlags) configPath() (string, error) {
 }
 
 // loadConfig loads the configuration; a bad one is a usage error (exit 2).
-func (g *globalFlags) loadConfig() (*supervisor.Config, error) {
+func (g *globalFlags) loadConfig() (*config.Config, error) {
 	path, err := g.configPath()
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := supervisor.Load(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		return nil, usage(err)
 	}
@@ -57,13 +57,13 @@ func (g *globalFlags) socketPath() (string, error) {
 		}
 		return socketOf(p)
 	}
-	return supervisor.DefaultSocket(), nil
+	return config.DefaultSocket(), nil
 }
 
 // socketOf reads only the socket from a config file, so that a client
 // reaches the daemon while the file has mistakes elsewhere.
 func socketOf(path string) (string, error) {
-	s, err := supervisor.SocketOf(path)
+	s, err := config.SocketOf(path)
 	if err != nil {
 		return "", usage(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/gosup/gosup/supervisor"
+	"github.com/gosup/gosup/supervisor/config"
 	"github.com/gosup/gosup/supervisor/importer"
 	"github.com/spf13/cobra"
 )
@@ -46,7 +46,7 @@ result does not pass the check.`,
 			if err := os.WriteFile(output, res.TOML, 0o644); err != nil {
 				return failed(err)
 			}
-			if _, err := supervisor.Load(output); err != nil {
+			if _, err := config.Load(output); err != nil {
 				return failed(fmt.Errorf("%s is written but does not pass gosup check; fix these and run gosup check -c %s:\n%w", output, output, err))
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (%d warnings); gosup check passes\n", output, len(res.Warnings))
@@ -75,7 +75,7 @@ func checkImported(toml []byte, name string) error {
 	if err != nil {
 		return failed(err)
 	}
-	if _, err := supervisor.Load(f.Name()); err != nil {
+	if _, err := config.Load(f.Name()); err != nil {
 		abs, _ := filepath.Abs(f.Name())
 		return failed(fmt.Errorf("%s does not pass gosup check:\n%s", name, strings.ReplaceAll(err.Error(), abs, "(output)")))
 	}

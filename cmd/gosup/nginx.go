@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/gosup/gosup/supervisor"
 	"github.com/spf13/cobra"
 )
 
@@ -21,7 +20,7 @@ func newRenderCmd(g *globalFlags) *cobra.Command {
 			if cfg.Nginx == nil {
 				return usage(fmt.Errorf("%s has no [nginx] table: nothing to render", cfg.File))
 			}
-			out, err := supervisor.RenderNginx(cfg)
+			out, err := cfg.RenderNginx()
 			if err != nil {
 				return usage(err)
 			}

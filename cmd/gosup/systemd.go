@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
-	"github.com/gosup/gosup/supervisor"
+	"github.com/gosup/gosup/supervisor/config"
 	"github.com/spf13/cobra"
 )
 
@@ -80,7 +80,7 @@ const (
 
 // systemdUnit renders the service unit that runs binary with cfg.File. The
 // bytes depend only on its arguments.
-func systemdUnit(binary string, cfg *supervisor.Config) ([]byte, error) {
+func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 	for _, p := range []string{binary, cfg.File} {
 		if !filepath.IsAbs(p) {
 			return nil, fmt.Errorf("%s: a systemd unit needs an absolute path", p)

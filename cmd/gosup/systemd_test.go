@@ -9,16 +9,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gosup/gosup/supervisor"
+	"github.com/gosup/gosup/supervisor/config"
 )
 
 var update = flag.Bool("update", false, "rewrite examples/gosup.service")
 
 // loadExample loads examples/sentry.toml as if it were installed as
 // /etc/gosup/gosup.toml.
-func loadExample(t *testing.T) *supervisor.Config {
+func loadExample(t *testing.T) *config.Config {
 	t.Helper()
-	cfg, err := supervisor.Load(filepath.Join("..", "..", "examples", "sentry.toml"))
+	cfg, err := config.Load(filepath.Join("..", "..", "examples", "sentry.toml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestSystemdUnitVerify(t *testing.T) {
 	home := loadExample(t)
 	home.File = "/home/app/gosup conf/100% $HOME.toml"
 	home.Supervisor.Socket = "/home/app/gosup.sock"
-	for name, cfg := range map[string]*supervisor.Config{"example": loadExample(t), "home": home} {
+	for name, cfg := range map[string]*config.Config{"example": loadExample(t), "home": home} {
 		t.Run(name, func(t *testing.T) {
 			unit, err := systemdUnit(bin, cfg)
 			if err != nil {

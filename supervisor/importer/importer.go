@@ -1100,8 +1100,9 @@ func larger(a, b string) bool {
 	if b == "" {
 		return false
 	}
-	var x, y procgroup.Size
-	if x.UnmarshalTOML(a) != nil || y.UnmarshalTOML(b) != nil {
+	x, errX := procgroup.ParseSize(a)
+	y, errY := procgroup.ParseSize(b)
+	if errX != nil || errY != nil {
 		return false
 	}
 	return x > y

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gosup/gosup/supervisor"
+	"github.com/gosup/gosup/supervisor/config"
 )
 
 func importString(t *testing.T, ini string) *Result {
@@ -354,7 +354,7 @@ func checkTOML(t *testing.T, res *Result) {
 	if err := os.WriteFile(out, res.TOML, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := supervisor.Load(out); err != nil {
+	if _, err := config.Load(out); err != nil {
 		t.Errorf("gosup check: %v\n%s", err, res.TOML)
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gosup/gosup/supervisor"
+	"github.com/gosup/gosup/supervisor/config"
 )
 
 // oracle asks supervisord itself (its Python ServerOptions, Debian's
@@ -106,7 +106,7 @@ func TestSeedMatchesSupervisord(t *testing.T) {
 	if err := os.WriteFile(out, res.TOML, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := supervisor.Load(out)
+	cfg, err := config.Load(out)
 	if err != nil {
 		t.Fatalf("the import does not pass gosup check: %v\n%s", err, res.TOML)
 	}

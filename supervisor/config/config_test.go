@@ -1,4 +1,4 @@
-package supervisor
+package config
 
 import (
 	"fmt"
@@ -145,7 +145,7 @@ stopasgroup = true
 
 // The shipped examples load, and expand the way supervisord would run them.
 func TestExamples(t *testing.T) {
-	sentry, err := Load("../examples/sentry.toml")
+	sentry, err := Load("../../examples/sentry.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestExamples(t *testing.T) {
 	if n := len(sentry.Programs[0].Procs); sentry.Programs[0].Name != "worker" || n != 16 {
 		t.Errorf("sentry.toml: want 16 workers first (priority 500), have %s ×%d", sentry.Programs[0].Name, n)
 	}
-	qs, err := Load("../examples/quickstart.toml")
+	qs, err := Load("../../examples/quickstart.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ output = "out.conf"
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := cfg.Nginx.tmpl.Render(nginxData(cfg, map[string]bool{"web:web_1": true}))
+	out, err := cfg.Nginx.Template.Render(cfg.NginxData(map[string]bool{"web:web_1": true}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package supervisor
+package config
 
 import (
 	"maps"
@@ -13,36 +13,24 @@ import (
 	"github.com/gosup/gosup/templates"
 )
 
-// NginxSettings is the [nginx] table.
-type NginxSettings struct {
-	Output         string                      `toml:"output"`
-	Template       string                      `toml:"template"`
-	TestCommand    string                      `toml:"test_command"`
-	ReloadCommand  string                      `toml:"reload_command"`
-	CommandTimeout procgroup.Duration          `toml:"command_timeout"`
-	Upstream       map[string]UpstreamSettings `toml:"upstream"`
-
-	// tmpl is the parsed template, set by validation.
-	tmpl *templates.Template
+// Nginx is the validated [nginx] table.
+type Nginx struct {
+	// Settings are what the nginx manager needs: the output file, the
+	// parsed template and the commands, with their defaults.
+	nginx.Settings
+	TemplateFile string // the user's template, absolute; "" for the built-in one
+	Upstream     map[string]Upstream
 }
 
-// UpstreamSettings is one [nginx.upstream.NAME] table.
-type UpstreamSettings struct {
-	Balance    string `toml:"balance"`
-	Protocol   string `toml:"protocol"`
-	Keepalive  int    `toml:"keepalive"`
-	Host       string `toml:"host"`
-	Listen     string `toml:"listen"`
-	ServerName string `toml:"server_name"`
-	Location   string `toml:"location"`
-}
-
-// managerSettings is what the nginx manager needs of the table.
-func (n *NginxSettings) managerSettings() nginx.Settings {
-	return nginx.Settings{
-		Output: n.Output, Template: n.tmpl, TestCommand: n.TestCommand, ReloadCommand: n.ReloadCommand,
-		CommandTimeout: time.Duration(n.CommandTimeout),
-	}
+// Upstream is one [nginx.upstream.NAME] table, with its defaults.
+type Upstream struct {
+	Balance    string
+	Protocol   string
+	Keepalive  int
+	Host       string
+	Listen     string
+	ServerName string
+	Location   string
 }
 
 // Nginx defaults.
@@ -54,16 +42,25 @@ const (
 // checkNginx fills in defaults, validates the [nginx] table and the
 // programs' upstream keys against it, and renders once so that a template
 // that cannot execute is a configuration error.
-func checkNginx(cfg *Config, md toml.MetaData, here string, cerr func(key, format string, args ...any) *ConfigError) []error {
+func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr func(key, format string, args ...any) *Error) []error {
 	var errs []error
-	n := cfg.Nginx
-	if n == nil {
+	if raw == nil {
 		for _, p := range cfg.Programs {
 			if p.Spec.Upstream != "" {
 				errs = append(errs, cerr("program."+p.Name+".upstream", "upstream %q needs an [nginx] table with [nginx.upstream.%s]", p.Spec.Upstream, p.Spec.Upstream))
 			}
 		}
 		return errs
+	}
+	n := &Nginx{
+		Settings: nginx.Settings{Output: raw.Output, TestCommand: raw.TestCommand, ReloadCommand: raw.ReloadCommand,
+			CommandTimeout: time.Duration(raw.CommandTimeout)},
+		TemplateFile: raw.Template, Upstream: map[string]Upstream{},
+	}
+	for name, ru := range raw.Upstream {
+		var u Upstream
+		convert(&u, &ru)
+		n.Upstream[name] = u
 	}
 	if !md.IsDefined("nginx", "test_command") {
 		n.TestCommand = defaultTestCommand
@@ -72,7 +69,7 @@ func checkNginx(cfg *Config, md toml.MetaData, here string, cerr func(key, forma
 		n.ReloadCommand = defaultReloadCommand
 	}
 	if !md.IsDefined("nginx", "command_timeout") {
-		n.CommandTimeout = procgroup.Duration(10 * time.Second)
+		n.CommandTimeout = 10 * time.Second
 	}
 	if n.Output == "" {
 		errs = append(errs, cerr("nginx.output", "is required: the file gosup writes, such as /etc/nginx/conf.d/gosup.conf"))
@@ -84,10 +81,10 @@ func checkNginx(cfg *Config, md toml.MetaData, here string, cerr func(key, forma
 			errs = append(errs, cerr("nginx."+c.key, "%v", err))
 		}
 	}
-	if n.Template != "" {
-		n.Template = absTo(here, n.Template)
+	if n.TemplateFile != "" {
+		n.TemplateFile = absTo(here, n.TemplateFile)
 	}
-	tmpl, err := templates.Load(n.Template)
+	tmpl, err := templates.Load(n.TemplateFile)
 	if err != nil {
 		errs = append(errs, cerr("nginx.template", "%v", err))
 	}
@@ -140,16 +137,17 @@ func checkNginx(cfg *Config, md toml.MetaData, here string, cerr func(key, forma
 	if len(errs) > 0 || tmpl == nil {
 		return errs
 	}
-	n.tmpl = tmpl
-	if _, err := tmpl.Render(nginxData(cfg, nil)); err != nil {
+	n.Template = tmpl
+	cfg.Nginx = n
+	if _, err := tmpl.Render(cfg.NginxData(nil)); err != nil {
 		errs = append(errs, cerr("nginx.template", "%v", err))
 	}
 	return errs
 }
 
-// nginxData builds what the template sees. down, when set, names the
-// processes (group:process) to render as down.
-func nginxData(cfg *Config, down map[string]bool) templates.Data {
+// NginxData builds what the nginx template sees. down, when set, names
+// the processes (group:process) to render as down.
+func (cfg *Config) NginxData(down map[string]bool) templates.Data {
 	host, _ := os.Hostname()
 	d := templates.Data{Source: cfg.File, Hostname: host, Time: time.Now()}
 	n := cfg.Nginx
@@ -192,9 +190,9 @@ func nginxData(cfg *Config, down map[string]bool) templates.Data {
 
 // RenderNginx renders the nginx configuration for cfg as the daemon would
 // write it at start (every server up). It returns nil when cfg has no [nginx].
-func RenderNginx(cfg *Config) ([]byte, error) {
-	if cfg.Nginx == nil || cfg.Nginx.tmpl == nil {
+func (cfg *Config) RenderNginx() ([]byte, error) {
+	if cfg.Nginx == nil || cfg.Nginx.Template == nil {
 		return nil, nil
 	}
-	return cfg.Nginx.tmpl.Render(nginxData(cfg, nil))
+	return cfg.Nginx.Template.Render(cfg.NginxData(nil))
 }

@@ -1,10 +1,9 @@
-package supervisor
+package config
 
 import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"reflect"
 	"strconv"
 	"strings"
 )
@@ -84,17 +83,6 @@ func (idx lineIndex) find(key string) int {
 		key = key[:i]
 	}
 	return 0
-}
-
-func tomlKeys(v any) []string {
-	t := reflect.TypeOf(v)
-	var keys []string
-	for i := range t.NumField() {
-		if k, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ","); k != "" && k != "-" {
-			keys = append(keys, k)
-		}
-	}
-	return keys
 }
 
 func parseMode(s string) (uint32, error) {

@@ -1,4 +1,8 @@
-package supervisor
+// Package config reads gosup's TOML configuration: the schema, the
+// defaults, every validation and the include logic. Load yields plain
+// runtime structs (procgroup.Spec, memmon.Settings, nginx.Settings); every
+// mistake is an *Error naming the file, the line and the key.
+package config
 
 import (
 	"cmp"
@@ -20,15 +24,21 @@ import (
 
 // Settings is the [supervisor] table.
 type Settings struct {
-	Socket          string             `toml:"socket"`
-	SocketMode      string             `toml:"socket_mode"`
-	SocketGroup     string             `toml:"socket_group"`
-	LogDir          string             `toml:"logdir"`
-	ShutdownTimeout procgroup.Duration `toml:"shutdown_timeout"`
-	LogLevel        string             `toml:"loglevel"`
+	Socket          string
+	SocketMode      string // octal, such as "0660"; SocketPerm has it parsed
+	SocketGroup     string
+	LogDir          string
+	ShutdownTimeout time.Duration
+	LogLevel        string
 	// Watch reloads the configuration when the main file or an included
 	// file changes (the watcher uses Config.Files and Config.Include).
-	Watch bool `toml:"watch"`
+	Watch bool
+}
+
+// SocketPerm is SocketMode as permission bits.
+func (s *Settings) SocketPerm() os.FileMode {
+	m, _ := parseMode(s.SocketMode) // validated by Load
+	return os.FileMode(m)
 }
 
 // Program is one validated [program.NAME] table and its expanded processes.
@@ -47,32 +57,21 @@ type Config struct {
 	Files      []string // every file read: File first, then the included files in reading order
 	Include    []string // the include patterns, absolute
 	Supervisor Settings
-	Programs   []*Program     // ascending priority, then name
-	Nginx      *NginxSettings // nil without an [nginx] table
-	Memmon     *memmon.Settings
-	Email      *memmon.Email
+	Programs   []*Program       // ascending priority, then name
+	Nginx      *Nginx           // nil without an [nginx] table
+	Memmon     *memmon.Settings // nil without a [memmon] table
+	Email      *memmon.Email    // nil without an [email] table
 }
 
-// rawConfig is the file as decoded; each program is decoded separately so it
-// starts from supervisord's defaults.
-type rawConfig struct {
-	Include    []string                  `toml:"include"`
-	Supervisor Settings                  `toml:"supervisor"`
-	Program    map[string]toml.Primitive `toml:"program"`
-	Nginx      *NginxSettings            `toml:"nginx"`
-	Memmon     toml.Primitive            `toml:"memmon"`
-	Email      toml.Primitive            `toml:"email"`
-}
-
-// ConfigError is one mistake in a configuration file.
-type ConfigError struct {
+// Error is one mistake in a configuration file.
+type Error struct {
 	File string
 	Line int    // 0 when unknown
 	Key  string // dotted path such as program.web.numprocs; may be empty
 	Msg  string
 }
 
-func (e *ConfigError) Error() string {
+func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
 	if e.Line > 0 {
@@ -133,8 +132,8 @@ type source struct {
 	clashed  map[string]bool // programs defined earlier in another file, not decoded here
 }
 
-func (s *source) cerr(key, format string, args ...any) *ConfigError {
-	return &ConfigError{File: s.file, Line: s.lines.find(key), Key: key, Msg: fmt.Sprintf(format, args...)}
+func (s *source) cerr(key, format string, args ...any) *Error {
+	return &Error{File: s.file, Line: s.lines.find(key), Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // at is FILE:LINE of a program's table, for messages that point at another file.
@@ -145,8 +144,8 @@ func (s *source) at(program string) string {
 	return s.file
 }
 
-// rawProgram is one [program.NAME] table before decoding, with its file.
-type rawProgram struct {
+// programTable is one [program.NAME] table before decoding, with its file.
+type programTable struct {
 	name string
 	prim toml.Primitive
 	src  *source
@@ -162,7 +161,7 @@ type loader struct {
 
 // cerr makes an error for key in the file that defines it: a program's keys
 // belong to that program's file, everything else to the main file.
-func (l *loader) cerr(key, format string, args ...any) *ConfigError {
+func (l *loader) cerr(key, format string, args ...any) *Error {
 	return l.sourceOf(key).cerr(key, format, args...)
 }
 
@@ -186,27 +185,21 @@ func (l *loader) sourceOf(key string) *source {
 
 // addPrograms registers the program tables of src in name order. A name
 // already defined by another file is an error on the later definition.
-func (l *loader) addPrograms(src *source, tables map[string]toml.Primitive) ([]rawProgram, []error) {
-	var out []rawProgram
+func (l *loader) addPrograms(src *source, tables map[string]toml.Primitive) ([]programTable, []error) {
+	var out []programTable
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(tables)) {
 		key := "program." + name
 		if prev, ok := l.from[name]; ok {
-			errs = append(errs, &ConfigError{File: src.file, Line: src.lines.first(key), Key: key,
+			errs = append(errs, &Error{File: src.file, Line: src.lines.first(key), Key: key,
 				Msg: fmt.Sprintf("also defined in %s; program names must be unique across included files", prev.at(name))})
 			src.clashed[name] = true
 			continue
 		}
 		l.from[name] = src
-		out = append(out, rawProgram{name: name, prim: tables[name], src: src})
+		out = append(out, programTable{name: name, prim: tables[name], src: src})
 	}
 	return out, errs
-}
-
-// rawInclude is an included file as decoded: only [program.NAME] tables are
-// allowed; anything else stays undecoded and is reported.
-type rawInclude struct {
-	Program map[string]toml.Primitive `toml:"program"`
 }
 
 // includeMatches is what an include pattern names: its matches in sorted
@@ -220,11 +213,29 @@ func includeMatches(pattern string) ([]string, error) {
 	}), err
 }
 
+// MatchIncludes lists the files the include patterns match now, as Load
+// reads them (each once, in pattern order): when it differs from
+// Files[1:], a file was added or removed since.
+func (cfg *Config) MatchIncludes() []string {
+	var out []string
+	seen := map[string]bool{cfg.File: true}
+	for _, p := range cfg.Include {
+		matches, _ := includeMatches(p)
+		for _, m := range matches {
+			if !seen[m] {
+				seen[m] = true
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
 // readIncludes reads the files the include patterns match: pattern by
 // pattern, each pattern's matches in sorted order, each file once.
 // Directories are skipped; a pattern matching nothing is fine.
-func (l *loader) readIncludes(cfg *Config, patterns []string) ([]rawProgram, []error) {
-	var progs []rawProgram
+func (l *loader) readIncludes(cfg *Config, patterns []string) ([]programTable, []error) {
+	var progs []programTable
 	var errs []error
 	seen := map[string]bool{l.main.file: true}
 	for _, pat := range patterns {
@@ -276,7 +287,8 @@ func parse(file string, data []byte) (*Config, error) {
 	l := &loader{main: main, sources: []*source{main}, from: map[string]*source{}}
 	cerr := main.cerr
 	var errs []error
-	cfg := &Config{File: file, Files: []string{file}, Supervisor: raw.Supervisor, Nginx: raw.Nginx}
+	cfg := &Config{File: file, Files: []string{file}}
+	convert(&cfg.Supervisor, &raw.Supervisor)
 	here := main.dir
 	st := &cfg.Supervisor
 	if st.Socket == "" {
@@ -300,7 +312,7 @@ func parse(file string, data []byte) (*Config, error) {
 	}
 	st.LogDir = absTo(here, st.LogDir)
 	if !md.IsDefined("supervisor", "shutdown_timeout") {
-		st.ShutdownTimeout = procgroup.Duration(30e9)
+		st.ShutdownTimeout = 30 * time.Second
 	}
 	switch strings.ToLower(st.LogLevel) {
 	case "", "info", "debug", "warn", "error":
@@ -323,8 +335,8 @@ func parse(file string, data []byte) (*Config, error) {
 	decodeFailed := map[string]bool{}
 	for _, rp := range programs {
 		name, src := rp.name, rp.src
-		spec := procgroup.DefaultSpec()
-		if err := src.md.PrimitiveDecode(rp.prim, &spec); err != nil {
+		spec, err := decodeProgram(src.md, rp.prim)
+		if err != nil {
 			errs = append(errs, decodeError(src.file, "program."+name, err))
 			decodeFailed[name] = true
 			continue
@@ -333,8 +345,16 @@ func parse(file string, data []byte) (*Config, error) {
 			spec.KillAsGroup = spec.StopAsGroup
 		}
 		// The readiness wait covers startsecs, with room to spare.
-		if min := time.Duration(spec.StartSecs)*time.Second + 30*time.Second; !src.md.IsDefined("program", name, "ready_timeout") && time.Duration(spec.ReadyTimeout) < min {
-			spec.ReadyTimeout = procgroup.Duration(min)
+		if min := time.Duration(spec.StartSecs)*time.Second + 30*time.Second; !src.md.IsDefined("program", name, "ready_timeout") && spec.ReadyTimeout < min {
+			spec.ReadyTimeout = min
+		}
+		if !procgroup.ValidName(name) {
+			errs = append(errs, src.cerr("program."+name, "program name %q may only contain letters, digits, '_', '.' and '-'", name))
+			continue
+		}
+		if perrs := src.checkProgram(name, &spec); len(perrs) > 0 {
+			errs = append(errs, perrs...)
+			continue
 		}
 		// %(here)s and relative paths follow the file that defines the program.
 		xc := procgroup.ExpandContext{Here: src.dir, Host: host, Env: env, LogDir: st.LogDir}
@@ -361,13 +381,13 @@ func parse(file string, data []byte) (*Config, error) {
 		cfg.Programs = append(cfg.Programs, &Program{Name: name, File: src.file, Spec: &spec, Procs: procs, TouchReload: touch})
 	}
 	// Before the unknown-key check: decoding marks [memmon] and [email] keys known.
-	errs = append(errs, checkMemmon(cfg, md, raw, file, main.lines)...)
+	errs = append(errs, checkMemmon(cfg, main, raw)...)
 	for _, src := range l.sources {
 		errs = append(errs, unknownKeys(src, decodeFailed)...)
 	}
 	errs = append(errs, l.crossCheck(cfg)...)
 	if len(errs) == 0 {
-		errs = append(errs, checkNginx(cfg, md, here, l.cerr)...)
+		errs = append(errs, checkNginx(cfg, md, raw.Nginx, here, l.cerr)...)
 	}
 
 	if len(errs) > 0 {
@@ -401,7 +421,7 @@ func unknownKeys(src *source, decodeFailed map[string]bool) []error {
 				if len(k) == 1 && k[0] == "include" {
 					msg = "an included file cannot include further files; " + msg
 				}
-				errs = append(errs, &ConfigError{File: src.file, Line: src.lines.first(k[0]), Key: k[0], Msg: msg})
+				errs = append(errs, &Error{File: src.file, Line: src.lines.first(k[0]), Key: k[0], Msg: msg})
 			}
 			continue
 		}
@@ -484,14 +504,14 @@ func decodeError(file, key string, err error) error {
 		if k == "" {
 			k = key
 		}
-		return &ConfigError{File: file, Line: pe.Position.Line, Key: k, Msg: pe.Message}
+		return &Error{File: file, Line: pe.Position.Line, Key: k, Msg: pe.Message}
 	}
 	// Type mismatches come as `toml: line N (last key "K"): message`.
 	if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		return &ConfigError{File: file, Line: line, Key: m[2], Msg: m[3]}
+		return &Error{File: file, Line: line, Key: m[2], Msg: m[3]}
 	}
-	return &ConfigError{File: file, Key: key, Msg: err.Error()}
+	return &Error{File: file, Key: key, Msg: err.Error()}
 }
 
 var typeErrRE = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (.*)$`)
@@ -516,11 +536,11 @@ func absTo(dir, p string) string {
 
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
-	"supervisor": tomlKeys(Settings{}),
-	"program":    tomlKeys(procgroup.Spec{}),
-	"nginx":      tomlKeys(NginxSettings{}),
-	"memmon":     tomlKeys(memmon.Settings{}),
-	"email":      tomlKeys(memmon.Email{}),
+	"supervisor": tomlKeys(rawSettings{}),
+	"program":    tomlKeys(rawProgram{}),
+	"nginx":      tomlKeys(rawNginx{}),
+	"memmon":     tomlKeys(rawMemmon{}),
+	"email":      tomlKeys(rawEmail{}),
 }
 
 // reportedParent reports whether a table enclosing k is itself unknown.
@@ -546,7 +566,7 @@ func suggest(k toml.Key) string {
 	case table == "program" && len(k) != 3:
 		return ""
 	case table == "nginx" && len(k) == 4 && k[1] == "upstream":
-		return closest(last, tomlKeys(UpstreamSettings{}))
+		return closest(last, tomlKeys(rawUpstream{}))
 	case table == "nginx" && len(k) != 2:
 		return ""
 	case (table == "memmon" || table == "email") && len(k) != 2:

@@ -1,0 +1,92 @@
+package config
+
+import (
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/gosup/gosup/procgroup"
+)
+
+// decodeProgram decodes a [program.NAME] table over supervisord's defaults.
+func decodeProgram(md toml.MetaData, prim toml.Primitive) (procgroup.Spec, error) {
+	spec := procgroup.DefaultSpec()
+	var raw rawProgram
+	convert(&raw, &spec)
+	if err := md.PrimitiveDecode(prim, &raw); err != nil {
+		return spec, err
+	}
+	convert(&spec, &raw)
+	return spec, nil
+}
+
+// checkProgram checks the keys of program name that need no expansion;
+// expansion (procgroup.Spec.Expand) finds the rest.
+func (src *source) checkProgram(name string, s *procgroup.Spec) []error {
+	var errs []error
+	add := func(key, format string, args ...any) {
+		errs = append(errs, src.cerr("program."+name+"."+key, format, args...))
+	}
+	if strings.TrimSpace(s.Command) == "" {
+		add("command", "is required")
+	}
+	if s.NumProcs < 1 {
+		add("numprocs", "must be at least 1, have %d", s.NumProcs)
+	}
+	if s.NumProcsStart < 0 {
+		add("numprocs_start", "must not be negative, have %d", s.NumProcsStart)
+	}
+	if s.PortStart < 0 || s.PortStart > 65535 {
+		add("port_start", "must be a TCP port (1-65535), have %d", s.PortStart)
+	} else if s.PortStart > 0 && s.PortStart+s.NumProcs-1 > 65535 {
+		add("port_start", "%d + numprocs %d runs past port 65535", s.PortStart, s.NumProcs)
+	}
+	for _, kv := range []struct {
+		key string
+		v   int
+	}{{"startsecs", s.StartSecs}, {"startretries", s.StartRetries}, {"stopwaitsecs", s.StopWaitSecs},
+		{"stdout_logfile_backups", s.StdoutLogfileBackups}, {"stderr_logfile_backups", s.StderrLogfileBackups}} {
+		if kv.v < 0 {
+			add(kv.key, "must not be negative, have %d", kv.v)
+		}
+	}
+	for _, c := range s.ExitCodes {
+		if c < 0 || c > 255 {
+			add("exitcodes", "exit code %d is not in 0-255", c)
+		}
+	}
+	if _, _, err := procgroup.ParseReady(s.Ready, s.PortStart); err != nil {
+		add("ready", "%v", err)
+	}
+	if s.ReadyTimeout <= 0 {
+		add("ready_timeout", "must be positive, have %s", s.ReadyTimeout)
+	} else if s.ReadyTimeout < time.Duration(s.StartSecs)*time.Second {
+		add("ready_timeout", "%s is shorter than startsecs = %d", s.ReadyTimeout, s.StartSecs)
+	}
+	if s.Drain < 0 {
+		add("drain", "must not be negative, have %s", s.Drain)
+	}
+	if s.MaxUnavailable < 1 {
+		add("max_unavailable", "must be at least 1, have %d", s.MaxUnavailable)
+	}
+	for _, f := range s.TouchReload {
+		if strings.TrimSpace(f) == "" {
+			add("touch_reload", "empty path")
+		}
+	}
+	if s.Weight < 0 {
+		add("weight", "must not be negative, have %d", s.Weight)
+	}
+	if s.Upstream != "" && !procgroup.ValidName(s.Upstream) {
+		add("upstream", "upstream name %q may only contain letters, digits, '_', '.' and '-'", s.Upstream)
+	}
+	if s.Upstream != "" && s.PortStart == 0 {
+		add("upstream", "program is a server of upstream %q but has no port_start", s.Upstream)
+	}
+	for k := range s.Environment {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			add("environment", "invalid variable name %q", k)
+		}
+	}
+	return errs
+}
