@@ -207,7 +207,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.runNotify(nctx, notify, s.changed, s.opts.Watchdog)
 	}()
 	srv := &http.Server{
-		Handler:           s.routes(),
+		Handler:           api.NewHandler(apiHost{s}),
 		ReadHeaderTimeout: 5 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),

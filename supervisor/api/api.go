@@ -1,7 +1,8 @@
 // Package api is gosup's control API as it travels over the unix socket:
-// the request and response bodies, and the Client that cmd/gosup uses to
-// speak to a daemon. It depends on nothing else in gosup, so that a client
-// needs none of the daemon.
+// the request and response bodies, the HTTP handler that serves them for a
+// Daemon (the supervisor), and the Client that cmd/gosup uses to speak to
+// it. It depends on nothing else in gosup, so that a client needs none of
+// the daemon.
 //
 // The API is a closed set of verbs over HTTP+JSON. Nothing in it runs a
 // command or reads a path chosen by the client: tail reads only the log
