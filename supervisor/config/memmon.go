@@ -15,32 +15,22 @@ func checkMemmon(cfg *Config, main *source, raw rawConfig) []error {
 	var errs []error
 	if main.md.IsDefined("memmon") {
 		s := memmon.DefaultSettings()
-		var r rawMemmon
-		convert(&r, &s)
-		if err := main.md.PrimitiveDecode(raw.Memmon, &r); err != nil {
+		if err := decodeOver[rawMemmon](main.md, raw.Memmon, &s); err != nil {
 			errs = append(errs, decodeError(main.file, "", err))
+		} else if verrs := checkMemmonSettings(main, &s); len(verrs) > 0 {
+			errs = append(errs, verrs...)
 		} else {
-			convert(&s, &r)
-			if verrs := checkMemmonSettings(main, &s); len(verrs) > 0 {
-				errs = append(errs, verrs...)
-			} else {
-				cfg.Memmon = &s
-			}
+			cfg.Memmon = &s
 		}
 	}
 	if main.md.IsDefined("email") {
 		e := memmon.DefaultEmail()
-		var r rawEmail
-		convert(&r, &e)
-		if err := main.md.PrimitiveDecode(raw.Email, &r); err != nil {
+		if err := decodeOver[rawEmail](main.md, raw.Email, &e); err != nil {
 			errs = append(errs, decodeError(main.file, "", err))
+		} else if verrs := checkEmail(main, &e); len(verrs) > 0 {
+			errs = append(errs, verrs...)
 		} else {
-			convert(&e, &r)
-			if verrs := checkEmail(main, &e); len(verrs) > 0 {
-				errs = append(errs, verrs...)
-			} else {
-				cfg.Email = &e
-			}
+			cfg.Email = &e
 		}
 	}
 	if cfg.Memmon == nil {

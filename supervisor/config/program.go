@@ -11,13 +11,8 @@ import (
 // decodeProgram decodes a [program.NAME] table over supervisord's defaults.
 func decodeProgram(md toml.MetaData, prim toml.Primitive) (procgroup.Spec, error) {
 	spec := procgroup.DefaultSpec()
-	var raw rawProgram
-	convert(&raw, &spec)
-	if err := md.PrimitiveDecode(prim, &raw); err != nil {
-		return spec, err
-	}
-	convert(&spec, &raw)
-	return spec, nil
+	err := decodeOver[rawProgram](md, prim, &spec)
+	return spec, err
 }
 
 // checkProgram checks the keys of program name that need no expansion;

@@ -128,6 +128,18 @@ type rawEmail struct {
 	RateLimit duration `toml:"rate_limit"`
 }
 
+// decodeOver decodes the table prim over *v, a runtime struct holding the
+// defaults, through its schema struct R.
+func decodeOver[R, T any](md toml.MetaData, prim toml.Primitive, v *T) error {
+	var raw R
+	convert(&raw, v)
+	if err := md.PrimitiveDecode(prim, &raw); err != nil {
+		return err
+	}
+	convert(v, &raw)
+	return nil
+}
+
 // convert copies each field of the struct *src into the field of the same
 // name in the struct *dst, converting between a schema type above and its
 // runtime type (duration and time.Duration, a map of sizes and a map of

@@ -43,20 +43,19 @@ func TestSchemaMatchesRuntime(t *testing.T) {
 	}
 	spec := procgroup.DefaultSpec()
 	spec.Environment = map[string]string{"A": "1"}
-	var raw rawProgram
-	convert(&raw, &spec)
-	var back procgroup.Spec
+	roundTrip[rawProgram](t, spec)
+	roundTrip[rawMemmon](t, memmon.Settings{Interval: time.Second, Program: map[string]procgroup.Size{"web_00": 1 << 20}})
+}
+
+// roundTrip converts v to its schema struct R and back, unchanged.
+func roundTrip[R, T any](t *testing.T, v T) {
+	t.Helper()
+	var raw R
+	convert(&raw, &v)
+	var back T
 	convert(&back, &raw)
-	if !reflect.DeepEqual(back, spec) {
-		t.Errorf("a spec changed on its way through the schema:\nwant %+v\nhave %+v", spec, back)
-	}
-	ms := memmon.Settings{Interval: time.Second, Program: map[string]procgroup.Size{"web_00": 1 << 20}}
-	var rm rawMemmon
-	convert(&rm, &ms)
-	var mback memmon.Settings
-	convert(&mback, &rm)
-	if !reflect.DeepEqual(mback, ms) {
-		t.Errorf("memmon settings changed on their way through the schema:\nwant %+v\nhave %+v", ms, mback)
+	if !reflect.DeepEqual(back, v) {
+		t.Errorf("%T changed on its way through %T:\nwant %+v\nhave %+v", v, raw, v, back)
 	}
 }
 
