@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/gosup/gosup/procgroup/guard"
@@ -45,6 +46,9 @@ type Status struct {
 	// LogDropped is how many bytes of output were lost: a log sink that
 	// failed (disk full), or a log copier that panicked.
 	LogDropped int64
+	// IllegalMoves counts operations and state changes the state machine
+	// refused: each is a bug in gosup, logged at ERROR.
+	IllegalMoves int
 }
 
 // FullName is group:process.
@@ -61,16 +65,6 @@ func (s *Status) setSpec(spec *ProcSpec) {
 		s.Stderr = spec.Stderr.Path
 	}
 }
-
-type op uint8
-
-const (
-	opStart op = iota
-	opStop
-	opStopPid
-	opSignal
-	opSetSpec
-)
 
 type request struct {
 	op    op
@@ -115,6 +109,9 @@ type Process struct {
 	Guard *guard.Guard
 
 	logDropped atomic.Int64
+	// strict makes an illegal state move panic instead of being refused
+	// and counted: on under test, so a test that provokes one fails.
+	strict bool
 	// probeHook, when set before Run (by tests), runs first in every
 	// readiness probe.
 	probeHook func()
@@ -134,6 +131,7 @@ func NewProcess(spec *ProcSpec, rp *reaper.Reaper, log *slog.Logger) *Process {
 		reqs:    make(chan request),
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
+		strict:  testing.Testing(),
 	}
 	p.out = newOutputs(spec, &p.logDropped)
 	p.status = Status{Group: spec.Group, Name: spec.Name, State: Stopped}
@@ -295,12 +293,15 @@ func (p *Process) Run(ctx context.Context) {
 	}
 }
 
-func (p *Process) setState(l *loop, to State, f func(*Status)) {
-	if err := checkTransition(l.state, to); err != nil {
-		p.log.Error("bug", "err", err)
+// setState moves the process to state to as part of operation o, after
+// checking that the state machine allows it; a move it does not allow is
+// refused (see illegal).
+func (p *Process) setState(l *loop, o op, to State, f func(*Status)) error {
+	if err := checkMove(l.state, o, to); err != nil {
+		return p.illegal(err)
 	}
 	if l.state != to {
-		p.log.Debug("state", "from", l.state, "to", to)
+		p.log.Debug("state", "from", l.state, "to", to, "op", o)
 	}
 	l.state = to
 	p.update(func(s *Status) {
@@ -312,58 +313,79 @@ func (p *Process) setState(l *loop, to State, f func(*Status)) {
 	if p.OnState != nil {
 		p.OnState(p, to)
 	}
+	return nil
+}
+
+// illegal reports an operation or a state change the state machine does not
+// allow, which is a bug: under test it panics, so that the test provoking it
+// fails; otherwise nothing changes, and it is logged at ERROR, counted in
+// Status.IllegalMoves and returned.
+func (p *Process) illegal(err error) error {
+	if p.strict {
+		panic(fmt.Sprintf("%s: %v", p.spec.FullName(), err))
+	}
+	p.log.Error("refused an illegal state move; this is a bug in gosup", "err", err)
+	p.update(func(s *Status) { s.IllegalMoves++ })
+	return err
+}
+
+// event looks up the rule of an event in the current state; an event the
+// table does not expect there is reported as illegal and yields actIllegal.
+func (p *Process) event(l *loop, o op) rule {
+	r := ruleOf(l.state, o)
+	if r.do == actIllegal {
+		_ = p.illegal(fmt.Errorf("%w: %s in %s", ErrIllegalMove, o, l.state))
+	}
+	return r
 }
 
 func (p *Process) handle(l *loop, r request) error {
-	switch r.op {
-	case opStart:
-		switch l.state {
-		case Stopped, Exited, Fatal:
-			l.disarm()
-			l.backoff = 0
-			p.spawn(l)
-			return nil
-		case Stopping:
-			return ErrStopping
-		}
-		return ErrAlreadyStarted
-	case opStopPid:
-		if l.pid != r.pid || l.proc == nil {
-			return ErrPidChanged
+	if r.op == opStopPid && (l.pid != r.pid || l.proc == nil) {
+		return ErrPidChanged
+	}
+	if !r.op.isRequest() {
+		return p.illegal(fmt.Errorf("%w: %s is not a request", ErrIllegalMove, r.op))
+	}
+	ru := ruleOf(l.state, r.op)
+	switch ru.do {
+	case actRefuse:
+		return ru.err
+	case actNone:
+		return nil
+	case actSpawn:
+		l.disarm()
+		l.backoff = 0
+		return p.spawn(l, r.op)
+	case actStop:
+		return p.beginStop(l, r.op)
+	case actCancelIf:
+		if l.timerKind != timerRespawn {
+			return ru.err
 		}
 		fallthrough
-	case opStop:
-		switch l.state {
-		case Starting, Running:
-			p.beginStop(l)
-			return nil
-		case Backoff, Exited:
-			pending := l.timerKind == timerRespawn
-			l.disarm()
-			if l.state == Backoff || pending {
-				p.setState(l, Stopped, func(s *Status) { s.Reason = "stopped by request" })
-				return nil
-			}
-		case Stopping:
-			return nil
-		}
-		return ErrNotRunning
-	case opSetSpec:
-		p.setSpec(l, r.spec)
-		return nil
-	case opSignal:
+	case actCancel:
+		l.disarm()
+		return p.setState(l, r.op, Stopped, func(s *Status) { s.Reason = "stopped by request" })
+	case actSignal:
 		if l.proc == nil {
-			return ErrNotRunning
+			return p.illegal(fmt.Errorf("%w: %s in %s without a child", ErrIllegalMove, r.op, l.state))
 		}
 		if err := l.proc.Signal(r.sig); err != nil {
 			return fmt.Errorf("signal %s: %w", unix.SignalName(r.sig), err)
 		}
 		return nil
+	case actSetSpec:
+		p.setSpec(l, r.spec)
+		return nil
 	}
-	return fmt.Errorf("unknown request %d", r.op)
+	return p.illegal(fmt.Errorf("%w: %s in %s (rule %d)", ErrIllegalMove, r.op, l.state, ru.do))
 }
 
-func (p *Process) beginStop(l *loop) {
+// beginStop moves to STOPPING and sends the stop signal.
+func (p *Process) beginStop(l *loop, o op) error {
+	if err := p.setState(l, o, Stopping, nil); err != nil {
+		return err
+	}
 	sp := p.spec.Program
 	l.disarm()
 	sig := unix.Signal(sp.StopSignal)
@@ -373,8 +395,8 @@ func (p *Process) beginStop(l *loop) {
 		p.log.Warn("stop signal failed", "signal", sig, "err", err)
 	}
 	p.stopProbe(l)
-	p.setState(l, Stopping, nil)
 	l.arm(timerKill, time.Duration(sp.StopWaitSecs)*time.Second)
+	return nil
 }
 
 // killGroup signals the process group led by the current child. The child
@@ -395,16 +417,16 @@ func (p *Process) onTimer(l *loop) {
 	l.timerKind = timerNone
 	switch kind {
 	case timerStartSecs:
-		if l.state == Starting {
+		if p.event(l, opStartSecs).do == actStartSecs {
 			l.startWaited = true
-			p.maybeRunning(l)
+			p.maybeRunning(l, opStartSecs)
 		}
 	case timerRespawn:
-		if l.state == Backoff || l.state == Exited {
-			p.spawn(l)
+		if p.event(l, opRespawn).do == actSpawn {
+			_ = p.spawn(l, opRespawn)
 		}
 	case timerKill:
-		if l.state == Stopping && l.proc != nil {
+		if p.event(l, opKillTimer).do == actKill && l.proc != nil {
 			p.log.Warn("did not stop in time, sending SIGKILL", "stopwaitsecs", p.spec.Program.StopWaitSecs)
 			if p.spec.Program.KillAsGroup {
 				p.killGroup(unix.SIGKILL)
@@ -442,57 +464,62 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 		s.ExitDesc = ex.String()
 	}
 	p.log.Info("exited", "pid", pid, "status", ex.String(), "uptime", uptime.Round(time.Millisecond), "state", l.state)
-	switch l.state {
-	case Stopping:
+	switch p.event(l, opExit).do {
+	case actStopped:
 		l.disarm()
-		p.setState(l, Stopped, func(s *Status) { setExit(s); s.Reason = "stopped" })
-	case Starting:
+		_ = p.setState(l, opExit, Stopped, func(s *Status) { setExit(s); s.Reason = "stopped" })
+	case actStartFailed:
 		l.disarm()
 		d := p.policy.OnStartFailure(l.backoff, uptime, false)
 		if notReady != "" {
 			d.Reason = notReady
 		}
-		p.applyFailure(l, d, setExit)
-	case Running:
+		_ = p.applyFailure(l, opExit, d, setExit)
+	case actExited:
 		d := p.policy.OnExit(code, ex.Status.Signaled(), uptime)
-		p.setState(l, Exited, func(s *Status) { setExit(s); s.Reason = d.Reason })
-		if d.Respawn {
-			if d.Delay <= 0 {
-				p.spawn(l)
-			} else {
-				l.arm(timerRespawn, d.Delay)
-			}
+		if p.setState(l, opExit, Exited, func(s *Status) { setExit(s); s.Reason = d.Reason }) != nil || !d.Respawn {
+			return
 		}
-	default:
-		p.log.Error("bug: exit in unexpected state", "state", l.state)
+		if d.Delay <= 0 {
+			_ = p.spawn(l, opRespawn)
+		} else {
+			l.arm(timerRespawn, d.Delay)
+		}
 	}
 }
 
-func (p *Process) applyFailure(l *loop, d Decision, f func(*Status)) {
-	l.backoff = d.Backoff
-	p.setState(l, d.Next, func(s *Status) {
+func (p *Process) applyFailure(l *loop, o op, d Decision, f func(*Status)) error {
+	if err := p.setState(l, o, d.Next, func(s *Status) {
 		if f != nil {
 			f(s)
 		}
 		s.Reason = d.Reason
-	})
+	}); err != nil {
+		return err
+	}
+	l.backoff = d.Backoff
 	if d.Respawn {
 		l.arm(timerRespawn, d.Delay)
 	}
 	if d.Next == Fatal {
 		p.log.Error("gave up", "reason", d.Reason, "attempts", d.Backoff)
 	}
+	return nil
 }
 
-func (p *Process) spawn(l *loop) {
-	p.setState(l, Starting, nil)
+// spawn moves to STARTING as part of o and starts the child; a failed spawn
+// goes through the start-failure policy at once.
+func (p *Process) spawn(l *loop, o op) error {
+	if err := p.setState(l, o, Starting, nil); err != nil {
+		return err
+	}
 	proc, exitC, err := p.launch()
 	now := time.Now()
 	if err != nil {
 		p.log.Error("spawn failed", "err", err)
 		d := p.policy.OnStartFailure(l.backoff, 0, true)
-		p.applyFailure(l, d, func(s *Status) { s.SpawnError = err.Error(); s.Pid = 0 })
-		return
+		_ = p.applyFailure(l, opSpawnFailed, d, func(s *Status) { s.SpawnError = err.Error(); s.Pid = 0 })
+		return nil
 	}
 	l.proc, l.exitC, l.pid, l.spawnedAt = proc, exitC, proc.Pid, now
 	p.log.Info("spawned", "pid", proc.Pid)
@@ -534,32 +561,35 @@ func (p *Process) spawn(l *loop) {
 			})
 	}
 	if p.policy.StartWait == 0 {
+		// startsecs = 0 has passed already.
 		l.startWaited = true
-		p.maybeRunning(l)
-		return
+		p.maybeRunning(l, opStartSecs)
+		return nil
 	}
 	l.arm(timerStartSecs, p.policy.StartWait)
+	return nil
 }
 
-// maybeRunning moves STARTING to RUNNING once startsecs has passed and the
-// readiness check has succeeded.
-func (p *Process) maybeRunning(l *loop) {
-	if l.state != Starting || !l.ready || !l.startWaited {
+// maybeRunning moves STARTING to RUNNING, as part of o (startsecs passing
+// or the readiness check answering), once both have happened.
+func (p *Process) maybeRunning(l *loop, o op) {
+	if !l.ready || !l.startWaited {
 		return
 	}
-	l.backoff = 0
-	p.setState(l, Running, func(s *Status) { s.Reason = "" })
+	if p.setState(l, o, Running, func(s *Status) { s.Reason = "" }) == nil {
+		l.backoff = 0
+	}
 }
 
 func (p *Process) onReady(l *loop, err error) {
 	l.readyC = nil
 	p.stopProbe(l)
-	if l.state != Starting || l.proc == nil {
+	if p.event(l, opReady).do != actReady {
 		return
 	}
 	if err == nil {
 		l.ready = true
-		p.maybeRunning(l)
+		p.maybeRunning(l, opReady)
 		return
 	}
 	// A process that never becomes ready is a failed start: kill it; its

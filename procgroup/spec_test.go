@@ -50,17 +50,6 @@ func TestPolicy(t *testing.T) {
 	}
 }
 
-func TestTransitions(t *testing.T) {
-	if err := checkTransition(Running, Starting); err == nil || err.Error() != `invalid state transition "RUNNING" to "STARTING"` {
-		t.Errorf("RUNNING→STARTING: %v", err)
-	}
-	for _, ok := range [][2]State{{Stopped, Starting}, {Starting, Running}, {Starting, Backoff}, {Backoff, Fatal}, {Running, Exited}, {Stopping, Stopped}} {
-		if err := checkTransition(ok[0], ok[1]); err != nil {
-			t.Error(err)
-		}
-	}
-}
-
 func TestExpandFanOut(t *testing.T) {
 	s := DefaultSpec()
 	s.Command = "uwsgi -s 127.0.0.1:90%(process_num)02d --processes 1 --need-app"

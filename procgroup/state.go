@@ -6,7 +6,9 @@ import (
 	"time"
 )
 
-// State is a process state, with supervisord's names and meanings.
+// State is a process state, with supervisord's names and meanings. Which
+// operation may move a process from one state to another is the table in
+// machine.go.
 type State uint8
 
 // Process states.
@@ -28,24 +30,6 @@ func (s State) String() string {
 		return stateNames[s]
 	}
 	return fmt.Sprintf("State(%d)", s)
-}
-
-// transitions lists every legal move; anything else is a bug.
-var transitions = map[State][]State{
-	Stopped:  {Starting},
-	Starting: {Running, Backoff, Fatal, Stopping},
-	Running:  {Stopping, Exited},
-	Backoff:  {Starting, Fatal, Stopped},
-	Stopping: {Stopped},
-	Exited:   {Starting, Stopped},
-	Fatal:    {Starting},
-}
-
-func checkTransition(from, to State) error {
-	if slices.Contains(transitions[from], to) {
-		return nil
-	}
-	return fmt.Errorf("invalid state transition %q to %q", from, to)
 }
 
 // Policy holds the restart rules of one program. It is a pure value: the
