@@ -82,6 +82,7 @@ func toProcStatus(st procgroup.Status, now time.Time) api.ProcStatus {
 		Name: st.FullName(), Group: st.Group, Process: st.Name, State: st.State.String(),
 		Pid: st.Pid, Port: st.Port, Restarts: st.Restarts, ExitStatus: st.ExitStatus,
 		SpawnError: st.SpawnError, Stdout: st.Stdout, Stderr: st.Stderr,
+		IllegalMoves: st.IllegalMoves,
 	}
 	switch st.State {
 	case procgroup.Starting, procgroup.Running, procgroup.Stopping:
@@ -107,6 +108,9 @@ func toProcStatus(st procgroup.Status, now time.Time) api.ProcStatus {
 		} else {
 			ps.Description = "not started"
 		}
+	}
+	if st.IllegalMoves > 0 {
+		ps.Description += fmt.Sprintf("; %d illegal state moves refused (a gosup bug, see the log)", st.IllegalMoves)
 	}
 	return ps
 }

@@ -34,6 +34,9 @@ type ProcStatus struct {
 	RSSBytes        int64     `json:"rss_bytes"`
 	MemmonRestartAt time.Time `json:"memmon_restart_at,omitzero"`
 	MemmonReason    string    `json:"memmon_reason,omitempty"`
+	// IllegalMoves counts operations the process's state machine refused
+	// as illegal: each is a gosup bug, logged at ERROR.
+	IllegalMoves int `json:"illegal_moves,omitempty"`
 }
 
 // Info describes the daemon.
