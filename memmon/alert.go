@@ -107,10 +107,22 @@ type window struct {
 	pending []Alert
 }
 
-// Run sends until ctx ends.
+// Run sends until ctx ends. Alerts it holds when it returns (waiting for
+// their digest, or in a send that panicked) are counted as dropped.
 func (a *Alerter) Run(ctx context.Context) {
 	rate := time.Duration(a.cfg.RateLimit)
 	windows := map[string]*window{}
+	sending := 0 // alerts in the send under way
+	defer func() {
+		lost := sending
+		for _, w := range windows {
+			lost += len(w.pending)
+		}
+		if lost > 0 {
+			a.Dropped.Add(int64(lost))
+			a.log.Error("alerts not mailed", "count", lost)
+		}
+	}()
 	flush := time.NewTimer(time.Hour)
 	flush.Stop()
 	armed := time.Time{}
@@ -149,7 +161,9 @@ func (a *Alerter) Run(ctx context.Context) {
 				continue
 			}
 			w.sentAt = now
+			sending = 1
 			a.send(ctx, al.subject(), al.body())
+			sending = 0
 		case <-flush.C:
 			armed = time.Time{}
 			now := time.Now()
@@ -158,8 +172,10 @@ func (a *Alerter) Run(ctx context.Context) {
 					continue
 				}
 				subject, body := digest(name, w.pending)
+				sending = len(w.pending)
 				w.pending, w.sentAt = nil, now
 				a.send(ctx, subject, body)
+				sending = 0
 			}
 			arm()
 		}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gosup/gosup/procgroup/guard"
 )
 
 // Target is one running process the watchdog samples.
@@ -61,6 +63,12 @@ type Watchdog struct {
 
 	Restarts atomic.Int64 // memmon restarts done
 	Ticks    atomic.Int64
+
+	// Guard, when set before Run, starts the restarts and counts their
+	// panics (nil: recovered and logged, not counted).
+	Guard *guard.Guard
+	// tickHook, when set before Run (by tests), runs first in every Tick.
+	tickHook func()
 }
 
 type overrun struct {
@@ -110,6 +118,9 @@ func (w *Watchdog) Sample(name string) (Sample, bool) {
 // due; restarts run on goroutines tracked by wg.
 func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 	w.Ticks.Add(1)
+	if w.tickHook != nil {
+		w.tickHook()
+	}
 	targets := w.host.Targets()
 	var table *Table
 	if w.cfg.Cumulative {
@@ -160,10 +171,10 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		w.busy[t.Group]++
 		delete(w.over, t.Name)
 		wg.Add(1)
-		go func() {
+		w.Guard.With("process", t.Name).Go("memmon", "that restart was abandoned; memmon may try again", func() {
 			defer wg.Done()
 			w.restart(ctx, t, rss, rule)
-		}()
+		}, nil)
 	}
 	for name := range w.samples {
 		if !live[name] {
@@ -178,10 +189,17 @@ func (w *Watchdog) restart(ctx context.Context, t Target, rss int64, rule Rule) 
 	now := time.Now()
 	reason := fmt.Sprintf("RSS %s over %s (%s) for %d samples", fmtBytes(rss), fmtBytes(int64(rule.Limit)), rule.Name, w.cfg.Samples)
 	w.log.Warn("restarting a process over its memory limit", "process", t.Name, "pid", t.Pid, "rss", rss, "limit", int64(rule.Limit), "rule", rule.Name)
-	err := w.host.Restart(ctx, t.Name, t.Pid, "memmon: "+reason)
+	err := func() error {
+		// Even a restart that panics gives its slot back.
+		defer func() {
+			w.mu.Lock()
+			w.restarting[t.Name] = false
+			w.busy[t.Group]--
+			w.mu.Unlock()
+		}()
+		return w.host.Restart(ctx, t.Name, t.Pid, "memmon: "+reason)
+	}()
 	w.mu.Lock()
-	w.restarting[t.Name] = false
-	w.busy[t.Group]--
 	var restarts int
 	if err == nil {
 		w.Restarts.Add(1)
