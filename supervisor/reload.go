@@ -630,7 +630,7 @@ func (s *Supervisor) drain(ctx context.Context, l *lease, procs []*procgroup.Pro
 			continue
 		}
 		members = append(members, p)
-		wait = max(wait, time.Duration(spec.Program.Drain))
+		wait = max(wait, spec.Program.Drain)
 	}
 	if len(members) == 0 || s.currentNginx() == nil {
 		return

@@ -247,7 +247,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	stopNotify()
 	<-notifyDone
 	_ = notify.send("STOPPING=1", "STATUS=stopping "+summary(s.all()))
-	timeout := time.Duration(s.config().Supervisor.ShutdownTimeout)
+	timeout := s.config().Supervisor.ShutdownTimeout
 	s.log.Info("shutting down", "timeout", timeout)
 	sctx, scancel := context.WithTimeout(context.Background(), timeout)
 	s.stop(sctx, nil, s.all())
@@ -357,7 +357,7 @@ func (s *Supervisor) startMemmon(cfg *config.Config) {
 	var wg sync.WaitGroup
 	var alerter *memmon.Alerter
 	if cfg.Email != nil {
-		alerter = memmon.NewAlerter(*cfg.Email, time.Duration(cfg.Memmon.AlertMaxUptime), s.sendmail, s.log.With("component", "alerts"))
+		alerter = memmon.NewAlerter(*cfg.Email, cfg.Memmon.AlertMaxUptime, s.sendmail, s.log.With("component", "alerts"))
 		wg.Go(func() { alerter.Run(ctx) })
 	}
 	watchdog := memmon.New(*cfg.Memmon, memmonHost{s}, alerter, "/proc", s.log)

@@ -127,7 +127,7 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 		}
 		attempt, what := time.Duration(p.Spec.StartSecs)*time.Second, "startsecs"
 		if kind, _, _ := procgroup.ParseReady(p.Spec.Ready, p.Spec.PortStart); kind != procgroup.ReadyStartSecs {
-			attempt, what = max(attempt, time.Duration(p.Spec.ReadyTimeout)), "ready_timeout"
+			attempt, what = max(attempt, p.Spec.ReadyTimeout), "ready_timeout"
 		}
 		tries := p.Spec.StartRetries + 1
 		backoff := time.Duration(tries*(tries-1)/2) * time.Second
@@ -153,7 +153,7 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 		}
 	}
 	byPrograms := time.Duration(stopWait)*time.Second + stopWaitMargin
-	shutdown := time.Duration(cfg.Supervisor.ShutdownTimeout)
+	shutdown := cfg.Supervisor.ShutdownTimeout
 	byShutdown := shutdown.Truncate(time.Second) + shutdownMargin
 	if shutdown%time.Second != 0 {
 		byShutdown += time.Second
