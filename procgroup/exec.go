@@ -25,7 +25,7 @@ func childEnv(s *ProcSpec, daemonEnv []string) []string {
 	extra := slices.Concat(daemonEnv, []string{
 		"SUPERVISOR_ENABLED=1",
 		"SUPERVISOR_PROCESS_NAME=" + s.Name,
-		"SUPERVISOR_GROUP_NAME=" + s.Group,
+		"SUPERVISOR_GROUP_NAME=" + string(s.Group),
 		"GOSUP_PROCESS=" + s.FullName(),
 	})
 	if s.Port > 0 {

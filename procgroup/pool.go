@@ -6,9 +6,7 @@ package procgroup
 import (
 	"context"
 	"log/slog"
-	"path"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/gosup/gosup/procgroup/reaper"
@@ -19,7 +17,7 @@ import (
 // programs may share). Processes can be added and removed while it runs (a
 // reload that changes numprocs).
 type Pool struct {
-	Program string // the program's name
+	Program ProgramName
 	// Setup, when set before the first Add, prepares each new process
 	// before its owner goroutine starts (hooks, DaemonEnv).
 	Setup func(*Process)
@@ -35,7 +33,7 @@ type Pool struct {
 }
 
 // NewPool makes an empty pool for program whose processes run until ctx ends.
-func NewPool(ctx context.Context, program string, rp *reaper.Reaper, log *slog.Logger) *Pool {
+func NewPool(ctx context.Context, program ProgramName, rp *reaper.Reaper, log *slog.Logger) *Pool {
 	return &Pool{Program: program, rp: rp, log: log, ctx: ctx, cancels: map[*Process]context.CancelFunc{}}
 }
 
@@ -78,38 +76,3 @@ func (pl *Pool) Procs() []*Process {
 
 // Wait waits for every owner goroutine to end (after ctx has ended).
 func (pl *Pool) Wait() { pl.wg.Wait() }
-
-// Match selects processes by a supervisorctl pattern: "all", "group",
-// "group:*", "group:name" or a shell glob on either side ("web:web_0*").
-// A bare name matches a group, the program, or a process of that name.
-// The group is the processes' (the program's name unless it sets group).
-func (pl *Pool) Match(pattern string) []*Process {
-	procs := pl.Procs()
-	if pattern == "all" || pattern == pl.Program {
-		return procs
-	}
-	grp, name, hasColon := strings.Cut(pattern, ":")
-	var out []*Process
-	for _, p := range procs {
-		spec := p.Spec()
-		var ok bool
-		if hasColon {
-			ok, _ = path.Match(grp, spec.Group)
-			if ok && name != "" {
-				ok, _ = path.Match(name, spec.Name)
-			}
-		} else {
-			ok, _ = path.Match(pattern, spec.Group)
-			if !ok {
-				ok, _ = path.Match(pattern, pl.Program)
-			}
-			if !ok {
-				ok, _ = path.Match(pattern, spec.Name)
-			}
-		}
-		if ok {
-			out = append(out, p)
-		}
-	}
-	return out
-}

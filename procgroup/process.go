@@ -28,7 +28,8 @@ var (
 
 // Status is a snapshot of one process, safe to read from any goroutine.
 type Status struct {
-	Group      string
+	Program    ProgramName
+	Group      GroupName
 	Name       string
 	State      State
 	Pid        int
@@ -52,7 +53,7 @@ type Status struct {
 }
 
 // FullName is group:process.
-func (s *Status) FullName() string { return s.Group + ":" + s.Name }
+func (s *Status) FullName() string { return string(s.Group) + ":" + s.Name }
 
 // setSpec copies what the status shows of a spec.
 func (s *Status) setSpec(spec *ProcSpec) {
@@ -134,7 +135,7 @@ func NewProcess(spec *ProcSpec, rp *reaper.Reaper, log *slog.Logger) *Process {
 		strict:  testing.Testing(),
 	}
 	p.out = newOutputs(spec, &p.logDropped)
-	p.status = Status{Group: spec.Group, Name: spec.Name, State: Stopped}
+	p.status = Status{Program: spec.ProgramName, Group: spec.Group, Name: spec.Name, State: Stopped}
 	p.status.setSpec(spec)
 	return p
 }

@@ -144,14 +144,33 @@ func (l LogSpec) String() string {
 	return l.Path
 }
 
+// A program, an address group and a process are three different things,
+// and each has its own name type, so that a map keyed by one cannot be
+// read with another:
+//
+//   - a program is one [program.NAME] table, one command run numprocs
+//     times; its running processes are a Pool. ProgramName names it.
+//   - an address group is the first half of the name a process is
+//     addressed by, GROUP:PROCESS: the program's `group` key (what
+//     supervisord's [group:x] programs= makes), by default the program's
+//     name. Several programs may share one. GroupName names it.
+//   - a process is addressed by its FullName, GROUP:PROCESS; its own name
+//     (process_name) alone is also unique within a configuration.
+//
+// None of them is a POSIX process group (stopasgroup, killasgroup).
+type (
+	ProgramName string
+	GroupName   string
+)
+
 // ProcSpec is one expanded process of a program: everything needed to spawn it.
 type ProcSpec struct {
-	Group       string // what it is addressed by: group:name
+	Group       GroupName // what it is addressed by: group:name
 	Name        string
-	ProgramName string // the [program.NAME] it comes from
-	Num         int    // process_num: numprocs_start + Index
-	Index       int    // 0-based position in the program
-	Port        int    // 0 when the program has no port_start
+	ProgramName ProgramName // the [program.NAME] it comes from
+	Num         int         // process_num: numprocs_start + Index
+	Index       int         // 0-based position in the program
+	Port        int         // 0 when the program has no port_start
 	Argv        []string
 	Env         []string // KEY=VALUE added to the daemon's environment, sorted
 	Dir         string
@@ -164,7 +183,7 @@ type ProcSpec struct {
 }
 
 // FullName is group:name, the supervisord way to address a process.
-func (p *ProcSpec) FullName() string { return p.Group + ":" + p.Name }
+func (p *ProcSpec) FullName() string { return string(p.Group) + ":" + p.Name }
 
 // ExpandContext carries the values of supervisord's expansions that do not
 // depend on the program.
@@ -214,7 +233,7 @@ func (s *Spec) Expand(program string, xc ExpandContext) ([]ProcSpec, error) {
 			}
 			return out
 		}
-		p := ProcSpec{Group: group, ProgramName: program, Num: s.NumProcsStart + i, Index: i, User: s.User, Umask: s.Umask, Program: s}
+		p := ProcSpec{Group: GroupName(group), ProgramName: ProgramName(program), Num: s.NumProcsStart + i, Index: i, User: s.User, Umask: s.Umask, Program: s}
 		if s.PortStart > 0 {
 			p.Port = s.PortStart + i
 		}

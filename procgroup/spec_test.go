@@ -164,7 +164,10 @@ func TestParseSizeAndSignal(t *testing.T) {
 	}
 }
 
-func TestMatch(t *testing.T) {
+// A process is addressed as group:name: by default the group is the
+// program's name; with group = "sentry" (supervisord's [group:sentry]
+// programs=web) it is sentry, and the program stays web.
+func TestFullName(t *testing.T) {
 	s := DefaultSpec()
 	s.Command = "app"
 	s.NumProcs = 3
@@ -173,32 +176,14 @@ func TestMatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &Pool{Program: "web"}
-	for i := range procs {
-		g.procs = append(g.procs, &Process{spec: &procs[i]})
+	if p := procs[1]; p.FullName() != "web:web_01" || p.ProgramName != "web" {
+		t.Errorf("without a group: %s of program %s", p.FullName(), p.ProgramName)
 	}
-	for pat, want := range map[string]int{"all": 3, "web": 3, "web:*": 3, "web:web_01": 1, "web:web_0[12]": 2, "web_02": 1, "worker": 0, "worker:*": 0, "web:nope": 0} {
-		if have := len(g.Match(pat)); have != want {
-			t.Errorf("Match(%q): want %d, have %d", pat, want, have)
-		}
-	}
-	// With group = "sentry" (supervisord's [group:sentry] programs=web), the
-	// processes are sentry:web_NN; the program's name still selects them.
 	s.Group = "sentry"
-	procs, err = s.Expand("web", ExpandContext{})
-	if err != nil {
+	if procs, err = s.Expand("web", ExpandContext{}); err != nil {
 		t.Fatal(err)
 	}
-	if procs[1].FullName() != "sentry:web_01" {
-		t.Errorf("full name with a group: %s", procs[1].FullName())
-	}
-	g = &Pool{Program: "web"}
-	for i := range procs {
-		g.procs = append(g.procs, &Process{spec: &procs[i]})
-	}
-	for pat, want := range map[string]int{"sentry": 3, "sentry:*": 3, "sentry:web_01": 1, "web": 3, "web:web_01": 0, "web_01": 1, "sen*": 3} {
-		if have := len(g.Match(pat)); have != want {
-			t.Errorf("with a group, Match(%q): want %d, have %d", pat, want, have)
-		}
+	if p := procs[1]; p.FullName() != "sentry:web_01" || p.ProgramName != "web" {
+		t.Errorf("with a group: %s of program %s", p.FullName(), p.ProgramName)
 	}
 }

@@ -79,7 +79,7 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 
 func toProcStatus(st procgroup.Status, now time.Time) api.ProcStatus {
 	ps := api.ProcStatus{
-		Name: st.FullName(), Group: st.Group, Process: st.Name, State: st.State.String(),
+		Name: st.FullName(), Group: string(st.Group), Program: string(st.Program), Process: st.Name, State: st.State.String(),
 		Pid: st.Pid, Port: st.Port, Restarts: st.Restarts, ExitStatus: st.ExitStatus,
 		SpawnError: st.SpawnError, Stdout: st.Stdout, Stderr: st.Stderr,
 		IllegalMoves: st.IllegalMoves,

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+
+	"github.com/gosup/gosup/procgroup"
 )
 
 // Operations that change which processes run (ctl start, stop, restart,
@@ -27,7 +29,7 @@ type lanes struct {
 	mu sync.Mutex
 	// tails holds, per program, the channel closed when the last
 	// reservation in its lane ends (absent: the lane is free).
-	tails map[string]chan struct{}
+	tails map[procgroup.ProgramName]chan struct{}
 	held  sync.WaitGroup // one per reservation not yet released
 	// waiting counts the operations waiting for a lane right now.
 	waiting atomic.Int64
@@ -37,7 +39,7 @@ type lanes struct {
 var errShuttingDown = errors.New("gosup is shutting down")
 
 func newLanes(quit <-chan struct{}) *lanes {
-	return &lanes{quit: quit, tails: map[string]chan struct{}{}}
+	return &lanes{quit: quit, tails: map[procgroup.ProgramName]chan struct{}{}}
 }
 
 func (ls *lanes) quitting() bool {
@@ -61,18 +63,18 @@ type ticket struct {
 type lease struct {
 	ls      *lanes
 	ctx     context.Context // waiting for a lane ends with it
-	tickets map[string]*ticket
+	tickets map[procgroup.ProgramName]*ticket
 }
 
 // reserve queues an operation in the lanes of progs (program names). It
 // never waits; ctx bounds the waits for the lanes (acquire).
-func (ls *lanes) reserve(ctx context.Context, progs []string) (*lease, error) {
+func (ls *lanes) reserve(ctx context.Context, progs []procgroup.ProgramName) (*lease, error) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if ls.quitting() {
 		return nil, errShuttingDown
 	}
-	l := &lease{ls: ls, ctx: ctx, tickets: map[string]*ticket{}}
+	l := &lease{ls: ls, ctx: ctx, tickets: map[procgroup.ProgramName]*ticket{}}
 	for _, prog := range progs {
 		if l.tickets[prog] != nil {
 			continue
@@ -87,7 +89,7 @@ func (ls *lanes) reserve(ctx context.Context, progs []string) (*lease, error) {
 
 // acquire waits until the operations on prog reserved before this one
 // are done. It is idempotent and safe from several goroutines.
-func (l *lease) acquire(prog string) error {
+func (l *lease) acquire(prog procgroup.ProgramName) error {
 	if l == nil {
 		return nil
 	}
@@ -133,7 +135,7 @@ func (l *lease) release() {
 
 // pass ends t's turn in prog's lane: now if the turn has come, else as
 // soon as it does.
-func (ls *lanes) pass(prog string, t *ticket) {
+func (ls *lanes) pass(prog procgroup.ProgramName, t *ticket) {
 	end := func() {
 		close(t.mine)
 		ls.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/supervisor/api"
 	"golang.org/x/sys/unix"
 )
@@ -250,7 +251,7 @@ func TestLanes(t *testing.T) {
 		quit := make(chan struct{})
 		ls := newLanes(quit)
 		ctx := context.Background()
-		reserve := func(progs ...string) *lease {
+		reserve := func(progs ...procgroup.ProgramName) *lease {
 			l, err := ls.reserve(ctx, progs)
 			if err != nil {
 				t.Fatal(err)
@@ -259,7 +260,7 @@ func TestLanes(t *testing.T) {
 		}
 		var mu sync.Mutex
 		var order []string
-		run := func(name string, l *lease, progs ...string) {
+		run := func(name string, l *lease, progs ...procgroup.ProgramName) {
 			go func() {
 				for _, p := range progs {
 					if err := l.acquire(p); err != nil {
@@ -317,7 +318,7 @@ func TestLanes(t *testing.T) {
 
 		// A waiter gives up when its context ends.
 		hctx, cancel := context.WithCancel(ctx)
-		h, _ := ls.reserve(hctx, []string{"x"}) // behind g
+		h, _ := ls.reserve(hctx, []procgroup.ProgramName{"x"}) // behind g
 		errc := make(chan error, 1)
 		go func() { errc <- h.acquire("x") }()
 		synctest.Wait()
@@ -336,7 +337,7 @@ func TestLanes(t *testing.T) {
 		if err := <-errc; !errors.Is(err, errShuttingDown) {
 			t.Errorf("waiter at shutdown: %v", err)
 		}
-		if _, err := ls.reserve(ctx, []string{"w"}); !errors.Is(err, errShuttingDown) {
+		if _, err := ls.reserve(ctx, []procgroup.ProgramName{"w"}); !errors.Is(err, errShuttingDown) {
 			t.Errorf("reserve after shutdown: %v", err)
 		}
 		waited := make(chan struct{})

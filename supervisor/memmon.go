@@ -22,7 +22,7 @@ func (h memmonHost) Targets() []memmon.Target {
 			continue
 		}
 		spec := p.Spec()
-		t := memmon.Target{Name: spec.FullName(), Group: spec.Group, Process: spec.Name, Pid: st.Pid, Port: spec.Port, StartedAt: st.StartedAt}
+		t := memmon.Target{Name: spec.FullName(), Group: string(spec.Group), Process: spec.Name, Pid: st.Pid, Port: spec.Port, StartedAt: st.StartedAt}
 		t.StderrLog = stderrPath(spec)
 		out = append(out, t)
 	}

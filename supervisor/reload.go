@@ -45,6 +45,9 @@ type progPlan struct {
 	remove  []*procgroup.Process
 	restart []step
 	inPlace []step // every kept process that is not restarted
+	// stayStopped are new names (group:process) of processes that move to
+	// another group while stopped with ctl stop: they stay stopped.
+	stayStopped []string
 }
 
 // RequestReload asks for a reload without waiting: a SIGHUP or a file
@@ -166,14 +169,15 @@ func report(file string, dryRun bool, plans []*progPlan, notes []string) *api.Re
 // the old spec; the next reload picks them up).
 func (s *Supervisor) plan(next *config.Config) ([]*progPlan, []string) {
 	cur := s.config()
-	pools := map[string]*procgroup.Pool{}
+	pools := map[procgroup.ProgramName]*procgroup.Pool{}
 	for _, pool := range s.snapshotPools() {
 		pools[pool.Program] = pool
 	}
 	var plans []*progPlan
 	for _, np := range next.Programs {
-		pool := pools[np.Name]
-		delete(pools, np.Name)
+		name := procgroup.ProgramName(np.Name)
+		pool := pools[name]
+		delete(pools, name)
 		pp := &progPlan{Change: api.Change{Program: np.Name}, prog: np, pool: pool}
 		plans = append(plans, pp)
 		if pool == nil {
@@ -200,10 +204,14 @@ func (s *Supervisor) plan(next *config.Config) ([]*progPlan, []string) {
 			delete(live, ps.Name)
 			old := p.Spec()
 			if old.Group != ps.Group {
-				// A new group is a new name: the old process goes, a new one comes.
+				// A new group is a new name: the old process goes, a new one
+				// comes (stopped if the old one was stopped with ctl stop).
 				live[ps.Name] = p
 				pp.add = append(pp.add, ps)
 				pp.Start = append(pp.Start, ps.Name)
+				if s.admin.isStopped(old.FullName()) {
+					pp.stayStopped = append(pp.stayStopped, ps.FullName())
+				}
 				continue
 			}
 			if w := procgroup.SpawnChanges(old, ps); len(w) > 0 {
@@ -235,7 +243,7 @@ func (s *Supervisor) plan(next *config.Config) ([]*progPlan, []string) {
 		}
 	}
 	for name, pool := range pools {
-		pp := &progPlan{Change: api.Change{Program: name, Action: "removed"}, pool: pool}
+		pp := &progPlan{Change: api.Change{Program: string(name), Action: "removed"}, pool: pool}
 		for _, p := range pool.Procs() {
 			pp.remove = append(pp.remove, p)
 			pp.Stop = append(pp.Stop, p.Spec().Name)
@@ -295,10 +303,10 @@ func sameNginx(a, b *config.Nginx) bool {
 // configuration, what stops an nginx manager no longer needed, and the
 // failed in-place changes.
 func (s *Supervisor) prepare(ctx context.Context, next *config.Config, plans []*progPlan) (l *lease, prev *config.Config, stopNginx func(), failed []api.Result, err error) {
-	var progs []string
+	var progs []procgroup.ProgramName
 	for _, pp := range plans {
 		if len(pp.add)+len(pp.remove)+len(pp.restart) > 0 {
-			progs = append(progs, pp.Program)
+			progs = append(progs, procgroup.ProgramName(pp.Program))
 		}
 	}
 	if l, err = s.lanes.reserve(ctx, progs); err != nil {
@@ -329,6 +337,13 @@ func (s *Supervisor) prepare(ctx context.Context, next *config.Config, plans []*
 		}
 	}
 	s.setDownNames(names, true)
+	var stayStopped []string
+	for _, pp := range plans {
+		stayStopped = append(stayStopped, pp.stayStopped...)
+	}
+	if err := s.admin.set(true, stayStopped...); err != nil {
+		s.log.Warn("could not save which processes are stopped", "path", s.admin.path, "err", err)
+	}
 	s.mu.Lock()
 	for _, pp := range plans {
 		if len(pp.add) == 0 {
@@ -336,7 +351,7 @@ func (s *Supervisor) prepare(ctx context.Context, next *config.Config, plans []*
 		}
 		pool := pp.pool
 		if pool == nil {
-			pool = s.newPool(pp.Program)
+			pool = s.newPool(procgroup.ProgramName(pp.Program))
 			s.pools = append(s.pools, pool)
 			pp.pool = pool
 		}
@@ -416,28 +431,31 @@ func (s *Supervisor) sortPools() {
 	})
 }
 
-// forget removes stopped processes from their pools, and empty pools of
-// programs that the configuration no longer has. The owner goroutines are ended
-// outside s.mu: status and nginx renderings go on meanwhile.
+// forget removes stopped processes from their programs' pools, with their
+// nginx down marks and ctl stop marks, and drops the empty pools of
+// programs that the configuration no longer has. The owner goroutines are
+// ended outside s.mu: status and nginx renderings go on meanwhile.
 func (s *Supervisor) forget(procs []*procgroup.Process) {
-	pools := map[string]*procgroup.Pool{}
+	pools := map[procgroup.ProgramName]*procgroup.Pool{}
 	for _, pool := range s.snapshotPools() {
 		pools[pool.Program] = pool
 	}
-	for _, p := range procs {
-		if pool := pools[p.Spec().Group]; pool != nil {
+	names := make([]string, len(procs))
+	for i, p := range procs {
+		spec := p.Spec()
+		names[i] = spec.FullName()
+		if pool := pools[spec.ProgramName]; pool != nil {
 			pool.Remove(p)
 		}
 	}
-	s.downMu.Lock()
-	for _, p := range procs {
-		delete(s.down, p.Spec().FullName())
+	s.setDownNames(names, false)
+	if err := s.admin.set(false, names...); err != nil {
+		s.log.Warn("could not save which processes are stopped", "path", s.admin.path, "err", err)
 	}
-	s.downMu.Unlock()
 	s.mu.Lock()
-	keep := map[string]bool{}
+	keep := map[procgroup.ProgramName]bool{}
 	for _, p := range s.cfg.Programs {
-		keep[p.Name] = true
+		keep[procgroup.ProgramName(p.Name)] = true
 	}
 	var gone []*procgroup.Pool
 	s.pools = slices.DeleteFunc(s.pools, func(pool *procgroup.Pool) bool {
@@ -561,8 +579,8 @@ func (s *Supervisor) roll(ctx context.Context, l *lease, steps []step, startStop
 // rollingRestart restarts procs with their current specs, program by
 // program in parallel, each rolling with its max_unavailable.
 func (s *Supervisor) rollingRestart(ctx context.Context, l *lease, procs []*procgroup.Process, startStopped bool) []api.Result {
-	byProg := map[string][]step{}
-	var order []string
+	byProg := map[procgroup.ProgramName][]step{}
+	var order []procgroup.ProgramName
 	for _, p := range procs {
 		spec := p.Spec()
 		if _, ok := byProg[spec.ProgramName]; !ok {
@@ -609,7 +627,7 @@ func (s *Supervisor) plannedStop(ctx context.Context, l *lease, procs []*procgro
 // members' programs; a member whose lane it gave up on is left alone
 // (its stop gives up too).
 func (s *Supervisor) drain(ctx context.Context, l *lease, procs []*procgroup.Process) {
-	progs := map[string]bool{}
+	progs := map[procgroup.ProgramName]bool{}
 	for _, p := range procs {
 		if p.Spec().Program.Upstream != "" {
 			progs[p.Spec().ProgramName] = false
@@ -721,12 +739,12 @@ func (s *Supervisor) updateNginx(done chan<- error) bool {
 	// The live processes, not the file: during a reload they differ.
 	view := *cfg
 	view.Programs = nil
-	specs := map[string]*config.Program{}
+	specs := map[procgroup.ProgramName]*config.Program{}
 	for _, p := range cfg.Programs {
-		specs[p.Name] = p
+		specs[procgroup.ProgramName(p.Name)] = p
 	}
 	for _, pool := range pools {
-		lp := &config.Program{Name: pool.Program}
+		lp := &config.Program{Name: string(pool.Program)}
 		for _, p := range pool.Procs() {
 			lp.Procs = append(lp.Procs, *p.Spec())
 		}

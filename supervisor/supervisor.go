@@ -71,7 +71,7 @@ type Supervisor struct {
 	// pending is restarted once.
 	touchKick    chan struct{}
 	touchMu      sync.Mutex
-	touchPending map[string]bool
+	touchPending map[procgroup.ProgramName]bool
 	// reloadKick holds at most one pending reload request (SIGHUP, file
 	// watcher): a storm coalesces into one running and one pending.
 	reloadKick chan struct{}
@@ -108,7 +108,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 	return &Supervisor{
 		opsCtx: opsCtx, opsCancel: opsCancel,
 		cfg: cfg, log: log, rp: opts.Reaper, opts: opts, shutdownReq: make(chan struct{}),
-		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[string]bool{},
+		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[procgroup.ProgramName]bool{},
 		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		down: map[string]bool{}, stopMemmon: func() {},
 	}
@@ -178,7 +178,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	pctx, pcancel := context.WithCancel(context.Background())
 	s.pctx = pctx
 	for _, p := range cfg.Programs {
-		pool := s.newPool(p.Name)
+		pool := s.newPool(procgroup.ProgramName(p.Name))
 		for i := range p.Procs {
 			proc := pool.Add(&p.Procs[i])
 			if p.Spec.Upstream != "" && s.admin.isStopped(proc.Spec().FullName()) {
@@ -301,8 +301,8 @@ func (s *Supervisor) claimFunc(ctx context.Context, resolve func() ([]*procgroup
 }
 
 // programsOf lists the programs of procs.
-func programsOf(procs []*procgroup.Process) []string {
-	var out []string
+func programsOf(procs []*procgroup.Process) []procgroup.ProgramName {
+	var out []procgroup.ProgramName
 	for _, p := range procs {
 		if name := p.Spec().ProgramName; !slices.Contains(out, name) {
 			out = append(out, name)
@@ -312,7 +312,7 @@ func programsOf(procs []*procgroup.Process) []string {
 }
 
 // newPool makes an empty pool for a program whose processes report to the daemon.
-func (s *Supervisor) newPool(program string) *procgroup.Pool {
+func (s *Supervisor) newPool(program procgroup.ProgramName) *procgroup.Pool {
 	pool := procgroup.NewPool(s.pctx, program, s.rp, s.log)
 	inst := s.inst
 	pool.Setup = func(proc *procgroup.Process) {
@@ -390,29 +390,19 @@ func (s *Supervisor) snapshotPools() []*procgroup.Pool {
 	return slices.Clone(s.pools)
 }
 
-// ErrNoMatch is returned when a pattern names no process.
-var ErrNoMatch = errors.New("no such process")
-
-// match resolves patterns to processes, in configuration order, without duplicates.
+// match resolves patterns to the running processes (see resolve).
 func (s *Supervisor) match(patterns []string) ([]*procgroup.Process, error) {
-	seen := map[*procgroup.Process]bool{}
-	var out []*procgroup.Process
-	for _, pat := range patterns {
-		n := 0
-		for _, pool := range s.snapshotPools() {
-			for _, p := range pool.Match(pat) {
-				n++
-				if !seen[p] {
-					seen[p] = true
-					out = append(out, p)
-				}
-			}
-		}
-		if n == 0 {
-			return nil, fmt.Errorf("%w: %s", ErrNoMatch, pat)
+	return resolve(s.all(), patterns)
+}
+
+// pool returns the running processes of a program, nil if none.
+func (s *Supervisor) pool(program procgroup.ProgramName) *procgroup.Pool {
+	for _, pool := range s.snapshotPools() {
+		if pool.Program == program {
+			return pool
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // levels groups procs by priority, ascending (or descending when reverse).

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/supervisor/config"
 )
 
@@ -19,15 +21,15 @@ const debounce = 150 * time.Millisecond
 
 // watchSet is what the watcher looks at for one configuration.
 type watchSet struct {
-	config   bool              // [supervisor] watch: the config files and include patterns
-	files    map[string]bool   // files whose change reloads
-	patterns []string          // include globs: a new matching file reloads
-	touch    map[string]string // touch_reload path → program
-	dirs     []string          // what fsnotify watches: directories survive renames
+	config   bool                               // [supervisor] watch: the config files and include patterns
+	files    map[string]bool                    // files whose change reloads
+	patterns []string                           // include globs: a new matching file reloads
+	touch    map[string][]procgroup.ProgramName // touch_reload path → the programs it restarts
+	dirs     []string                           // what fsnotify watches: directories survive renames
 }
 
 func newWatchSet(cfg *config.Config) watchSet {
-	ws := watchSet{config: cfg.Supervisor.Watch, files: map[string]bool{}, touch: map[string]string{}}
+	ws := watchSet{config: cfg.Supervisor.Watch, files: map[string]bool{}, touch: map[string][]procgroup.ProgramName{}}
 	dirs := map[string]bool{}
 	if ws.config {
 		for _, f := range cfg.Files {
@@ -41,7 +43,7 @@ func newWatchSet(cfg *config.Config) watchSet {
 	}
 	for _, p := range cfg.Programs {
 		for _, f := range p.TouchReload {
-			ws.touch[f] = p.Name
+			ws.touch[f] = append(ws.touch[f], procgroup.ProgramName(p.Name))
 			dirs[filepath.Dir(f)] = true
 		}
 	}
@@ -81,7 +83,7 @@ func (s *Supervisor) watchLoop(ctx context.Context) {
 	timer.Stop()
 	defer timer.Stop()
 	reload := false
-	touched := map[string]bool{}
+	touched := map[procgroup.ProgramName]bool{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -101,8 +103,11 @@ func (s *Supervisor) watchLoop(ctx context.Context) {
 			if ws.reloads(name) {
 				reload, hit = true, true
 			}
-			if prog, ok := ws.touch[name]; ok && !ev.Has(fsnotify.Remove) && !ev.Has(fsnotify.Rename) {
-				touched[prog], hit = true, true
+			if progs, ok := ws.touch[name]; ok && !ev.Has(fsnotify.Remove) && !ev.Has(fsnotify.Rename) {
+				for _, prog := range progs {
+					touched[prog] = true
+				}
+				hit = true
 			}
 			if hit {
 				s.log.Debug("file changed", "file", name, "op", ev.Op.String())
@@ -169,8 +174,8 @@ func (s *Supervisor) rewatch(w *fsnotify.Watcher, watched []string) watchSet {
 func (s *Supervisor) touchLoop(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	running := map[string]bool{}
-	finished := make(chan string)
+	running := map[procgroup.ProgramName]bool{}
+	finished := make(chan procgroup.ProgramName)
 	for {
 		select {
 		case <-ctx.Done():
@@ -199,9 +204,18 @@ func (s *Supervisor) touchLoop(ctx context.Context) {
 }
 
 // touchRestart restarts a program's processes, rolling, for touch_reload.
-func (s *Supervisor) touchRestart(ctx context.Context, prog string) {
-	procs, l, err := s.claim(ctx, []string{prog + ":*"})
+func (s *Supervisor) touchRestart(ctx context.Context, prog procgroup.ProgramName) {
+	procs, l, err := s.claimFunc(ctx, func() ([]*procgroup.Process, error) {
+		pool := s.pool(prog)
+		if pool == nil {
+			return nil, errors.New("the program is no longer configured")
+		}
+		return pool.Procs(), nil
+	})
 	if err != nil {
+		if ctx.Err() == nil && !errors.Is(err, errShuttingDown) {
+			s.log.Warn("touch_reload: not restarting", "program", prog, "err", err)
+		}
 		return
 	}
 	defer l.release()

@@ -122,7 +122,7 @@ func printStatus(w io.Writer, st []api.ProcStatus) {
 func newActionCmd(g *globalFlags, verb, short string) *cobra.Command {
 	return &cobra.Command{
 		Use:   verb + " PATTERN...",
-		Short: short + " (PATTERN: group:process, group:*, group or all)",
+		Short: short + " (PATTERN: group:process, group:*, group, program, process or all)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runAction(cmd, g, verb, api.ActionRequest{Patterns: args})
@@ -160,7 +160,7 @@ func newRestartCmd(g *globalFlags) *cobra.Command {
 	var rolling bool
 	c := &cobra.Command{
 		Use:   "restart PATTERN...",
-		Short: "Stop, then start processes (PATTERN: group:process, group:*, group or all)",
+		Short: "Stop, then start processes (PATTERN: group:process, group:*, group, program, process or all)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runAction(cmd, g, "restart", api.ActionRequest{Patterns: args, Rolling: rolling})

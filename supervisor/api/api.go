@@ -16,8 +16,9 @@ import (
 
 // ProcStatus is one process as the API reports it.
 type ProcStatus struct {
-	Name        string  `json:"name"` // group:process
-	Group       string  `json:"group"`
+	Name        string  `json:"name"`    // group:process
+	Group       string  `json:"group"`   // the address group: the program's group key, by default its name
+	Program     string  `json:"program"` // the [program.NAME] it comes from
 	Process     string  `json:"process"`
 	State       string  `json:"state"`
 	Pid         int     `json:"pid"`

@@ -40,7 +40,7 @@ func checkMemmon(cfg *Config, main *source, raw rawConfig) []error {
 	for _, p := range cfg.Programs {
 		groups[p.Name] = true
 		for _, ps := range p.Procs {
-			groups[ps.Group] = true
+			groups[string(ps.Group)] = true
 			procs[ps.Name] = true
 			procs[ps.FullName()] = true
 		}
