@@ -37,7 +37,7 @@ func BenchmarkTick1000(b *testing.B) {
 			b.Fatal(err)
 		}
 		procs = append(procs, p)
-		targets = append(targets, Target{Name: "sl:sl_" + strconv.Itoa(i), Group: "sl", Process: "sl_" + strconv.Itoa(i), Pid: p.Pid, StartedAt: time.Now()})
+		targets = append(targets, Target{ID: ID{Program: "sl", Group: "sl", Process: "sl_" + strconv.Itoa(i)}, Name: "sl:sl_" + strconv.Itoa(i), Pid: p.Pid, StartedAt: time.Now()})
 	}
 	defer func() {
 		for _, p := range procs {

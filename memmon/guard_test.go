@@ -39,7 +39,7 @@ type fixtureHost struct {
 }
 
 func (h *fixtureHost) Targets() []Target {
-	return []Target{{Name: "web:web_0", Group: "web", Process: "web_0", Pid: 200}}
+	return []Target{{ID: ID{Program: "web", Group: "web", Process: "web_0"}, Name: "web:web_0", Pid: 200}}
 }
 
 func (h *fixtureHost) Restart(context.Context, string, int, string) error {

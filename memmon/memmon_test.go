@@ -1,7 +1,12 @@
 package memmon
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"os"
+	"slices"
+	"sync"
 	"testing"
 
 	"github.com/gosup/gosup/procgroup"
@@ -46,30 +51,87 @@ func TestTableFromFixture(t *testing.T) {
 	}
 }
 
-// The most specific limit wins: process (group:name, then name) > group > any.
+// The most specific limit wins: a program key naming the process (as
+// group:name, then name, then its program's name) > its address group > any.
 func TestLimitPrecedence(t *testing.T) {
 	s := Settings{
 		Any:     400 << 20,
-		Program: map[string]procgroup.Size{"web_00": 300 << 20, "web:web_01": 350 << 20, "web_01": 999 << 20},
+		Program: map[string]procgroup.Size{"web_00": 300 << 20, "web:web_01": 350 << 20, "web_01": 999 << 20, "api": 500 << 20},
 		Group:   map[string]procgroup.Size{"web": 1 << 30, "worker": 2 << 30},
 	}
 	for _, tc := range []struct {
-		group, process string
-		want           procgroup.Size
-		rule           string
+		id   ID
+		want procgroup.Size
+		rule string
 	}{
-		{"web", "web_00", 300 << 20, "program web_00"},
-		{"web", "web_01", 350 << 20, "program web:web_01"},
-		{"web", "web_02", 1 << 30, "group web"},
-		{"worker", "worker_00", 2 << 30, "group worker"},
-		{"cron", "cron", 400 << 20, "any"},
+		{ID{"web", "web", "web_00"}, 300 << 20, "program web_00"},
+		{ID{"web", "web", "web_01"}, 350 << 20, "program web:web_01"},
+		{ID{"web", "web", "web_02"}, 1 << 30, "group web"},
+		{ID{"api", "web", "api_00"}, 500 << 20, "program api"}, // program api in group web
+		{ID{"worker", "worker", "worker_00"}, 2 << 30, "group worker"},
+		{ID{"cron", "cron", "cron"}, 400 << 20, "any"},
 	} {
-		r := s.LimitFor(tc.group, tc.process)
+		r := s.LimitFor(tc.id)
 		if r.Limit != tc.want || r.Name != tc.rule {
-			t.Errorf("%s:%s: want %d (%s), have %d (%s)", tc.group, tc.process, tc.want, tc.rule, r.Limit, r.Name)
+			t.Errorf("%+v: want %d (%s), have %d (%s)", tc.id, tc.want, tc.rule, r.Limit, r.Name)
 		}
 	}
-	if r := (&Settings{}).LimitFor("a", "b"); r.Limit != 0 {
+	if r := (&Settings{}).LimitFor(ID{"a", "a", "b"}); r.Limit != 0 {
 		t.Errorf("no limits: %+v", r)
+	}
+}
+
+// recordHost serves fixed targets and records the restarts asked for.
+type recordHost struct {
+	targets []Target
+	mu      sync.Mutex
+	calls   []string
+}
+
+func (h *recordHost) Targets() []Target { return h.targets }
+func (h *recordHost) Restart(_ context.Context, name string, _ int, _ string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.calls = append(h.calls, name)
+	return nil
+}
+func (h *recordHost) StderrTail(string, int) string { return "" }
+
+// max_restarting counts per program, as documented: with 1, one process of
+// a and one of b are restarted in the same tick while a's second waits,
+// whatever the programs' address groups (testdata/proc: pids 200, 201 and
+// 202 are over 100 pages).
+func TestMaxRestartingPerProgram(t *testing.T) {
+	for _, v := range []struct {
+		name   string
+		ga, gb procgroup.GroupName
+	}{
+		{"no group key", "a", "b"},
+		{"group differs from the program", "g", "b"},
+		{"two programs share a group", "g", "g"},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			cfg := DefaultSettings()
+			cfg.Any = procgroup.Size(100 * os.Getpagesize())
+			cfg.Samples = 1
+			cfg.MaxRestarting = 1
+			target := func(prog procgroup.ProgramName, group procgroup.GroupName, proc string, pid int) Target {
+				id := ID{Program: prog, Group: group, Process: proc}
+				return Target{ID: id, Name: id.FullName(), Pid: pid}
+			}
+			host := &recordHost{targets: []Target{
+				target("a", v.ga, "a_0", 200), target("a", v.ga, "a_1", 202), target("b", v.gb, "b_0", 201),
+			}}
+			w := New(cfg, host, nil, "testdata/proc", slog.New(slog.NewTextHandler(io.Discard, nil)))
+			var wg sync.WaitGroup
+			w.Tick(context.Background(), &wg)
+			wg.Wait()
+			slices.Sort(host.calls)
+			want := []string{string(v.ga) + ":a_0", string(v.gb) + ":b_0"}
+			slices.Sort(want)
+			if !slices.Equal(host.calls, want) {
+				t.Errorf("restarted %v, want %v", host.calls, want)
+			}
+		})
 	}
 }

@@ -10,14 +10,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/guard"
 )
 
 // Target is one running process the watchdog samples.
 type Target struct {
+	ID
 	Name      string // group:process
-	Group     string
-	Process   string
 	Pid       int
 	Port      int
 	StartedAt time.Time
@@ -56,9 +56,9 @@ type Watchdog struct {
 
 	mu         sync.Mutex
 	samples    map[string]Sample
-	over       map[string]overrun // consecutive samples over the limit, by process
-	restarting map[string]bool    // processes being restarted
-	busy       map[string]int     // restarts in flight, by group
+	over       map[string]overrun            // consecutive samples over the limit, by process
+	restarting map[string]bool               // processes being restarted
+	busy       map[procgroup.ProgramName]int // restarts in flight, by program
 	history    map[string][]time.Time
 
 	Restarts atomic.Int64 // memmon restarts done
@@ -85,7 +85,7 @@ func New(cfg Settings, host Host, alerts *Alerter, procRoot string, log *slog.Lo
 	return &Watchdog{
 		cfg: cfg, host: host, alerts: alerts, reader: newReader(procRoot, cfg.Cumulative), log: log.With("component", "memmon"), name: name,
 		samples: map[string]Sample{}, over: map[string]overrun{}, restarting: map[string]bool{},
-		busy: map[string]int{}, history: map[string][]time.Time{},
+		busy: map[procgroup.ProgramName]int{}, history: map[string][]time.Time{},
 	}
 }
 
@@ -148,7 +148,7 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		s := w.samples[t.Name]
 		s.RSS = rss
 		w.samples[t.Name] = s
-		rule := w.cfg.LimitFor(t.Group, t.Process)
+		rule := w.cfg.LimitFor(t.ID)
 		if rule.Limit == 0 || rss <= int64(rule.Limit) {
 			delete(w.over, t.Name)
 			continue
@@ -162,13 +162,13 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		if o.count < w.cfg.Samples || w.restarting[t.Name] {
 			continue
 		}
-		if w.busy[t.Group] >= w.cfg.MaxRestarting {
+		if w.busy[t.Program] >= w.cfg.MaxRestarting {
 			w.log.Warn("over its limit, but max_restarting processes of its program are already restarting; waiting",
 				"process", t.Name, "rss", rss, "limit", int64(rule.Limit), "max_restarting", w.cfg.MaxRestarting)
 			continue
 		}
 		w.restarting[t.Name] = true
-		w.busy[t.Group]++
+		w.busy[t.Program]++
 		delete(w.over, t.Name)
 		wg.Add(1)
 		w.Guard.With("process", t.Name).Go("memmon", "that restart was abandoned; memmon may try again", func() {
@@ -194,7 +194,7 @@ func (w *Watchdog) restart(ctx context.Context, t Target, rss int64, rule Rule) 
 		defer func() {
 			w.mu.Lock()
 			w.restarting[t.Name] = false
-			w.busy[t.Group]--
+			w.busy[t.Program]--
 			w.mu.Unlock()
 		}()
 		return w.host.Restart(ctx, t.Name, t.Pid, "memmon: "+reason)

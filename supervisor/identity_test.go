@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/config"
 )
 
 // groupVariants are the three ways a program's address group can relate to
@@ -184,6 +186,83 @@ func TestTouchReloadInAnyGroup(t *testing.T) {
 				time.Sleep(20 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// The names under [memmon] program and group are checked exactly as they
+// are applied: program keys name a program, a process or group:process;
+// group keys name an address group. A key that names nothing the way it
+// is applied is an error naming the file, its line and the key.
+func TestMemmonKeysCheckedAsApplied(t *testing.T) {
+	for _, v := range groupVariants {
+		t.Run(v.name, func(t *testing.T) {
+			ga, gb := addrGroup(v.groups, "a"), addrGroup(v.groups, "b")
+			ok := []string{
+				`program = { a = "1GB" }`,
+				`program = { a_1 = "1GB" }`,
+				`program = { "` + ga + `:a_1" = "1GB" }`,
+				`group = { ` + ga + ` = "1GB" }`,
+				`group = { ` + gb + ` = "1GB" }`,
+			}
+			bad := map[string]string{
+				`program = { nope = "1GB" }`:       "memmon.program.nope",
+				`program = { "nope:a_1" = "1GB" }`: "memmon.program.nope:a_1",
+				`group = { nope = "1GB" }`:         "memmon.group.nope",
+			}
+			if ga != "a" {
+				// The program's name is not its group: group = { a } would
+				// never apply.
+				bad[`group = { a = "1GB" }`] = "memmon.group.a"
+				bad[`program = { "a:a_1" = "1GB" }`] = "memmon.program.a:a_1"
+			}
+			programs := program("a", "sleep", 2, groupKey(v.groups, "a")) + program("b", "sleep", 1, groupKey(v.groups, "b"))
+			for _, limit := range ok {
+				file := memmonConfig(t, programs, limit)
+				if _, err := config.Load(file); err != nil {
+					t.Errorf("%s: %v", limit, err)
+				}
+			}
+			for limit, key := range bad {
+				file := memmonConfig(t, programs, limit)
+				_, err := config.Load(file)
+				var ce *config.Error
+				if !errors.As(err, &ce) {
+					t.Errorf("%s: want a config error for %s, have %v", limit, key, err)
+					continue
+				}
+				b, _ := os.ReadFile(file)
+				line := 1 + strings.Count(string(b[:strings.Index(string(b), limit)]), "\n")
+				if ce.File != file || ce.Line != line || ce.Key != key {
+					t.Errorf("%s: want %s:%d: %s, have %v", limit, file, line, key, err)
+				}
+			}
+		})
+	}
+}
+
+// A program limit by the program's name and a group limit by the address
+// group both restart the program's over-limit process, whatever the
+// groups.
+func TestMemmonLimitsApplyInAnyGroup(t *testing.T) {
+	for _, v := range groupVariants {
+		for _, limit := range []string{`program = { a = "64MB" }`, `group = { ` + addrGroup(v.groups, "a") + ` = "64MB" }`} {
+			t.Run(v.name+"/"+limit, func(t *testing.T) {
+				file := memmonConfig(t, program("a", "hog 128", 1, groupKey(v.groups, "a"))+program("b", "sleep", 1, groupKey(v.groups, "b")), limit)
+				cl, _ := startDaemon(t, file)
+				before := waitAll(t, cl, "RUNNING")
+				name := addrGroup(v.groups, "a") + ":a_0"
+				var pid int
+				for _, p := range before {
+					if p.Name == name {
+						pid = p.Pid
+					}
+				}
+				after := waitMemmonRestart(t, cl, name, pid)
+				if !strings.Contains(after.MemmonReason, "over 64.0MB") {
+					t.Errorf("reason: %q", after.MemmonReason)
+				}
+			})
+		}
 	}
 }
 

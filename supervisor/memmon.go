@@ -22,11 +22,15 @@ func (h memmonHost) Targets() []memmon.Target {
 			continue
 		}
 		spec := p.Spec()
-		t := memmon.Target{Name: spec.FullName(), Group: string(spec.Group), Process: spec.Name, Pid: st.Pid, Port: spec.Port, StartedAt: st.StartedAt}
+		t := memmon.Target{ID: memmonID(spec), Name: spec.FullName(), Pid: st.Pid, Port: spec.Port, StartedAt: st.StartedAt}
 		t.StderrLog = stderrPath(spec)
 		out = append(out, t)
 	}
 	return out
+}
+
+func memmonID(spec *procgroup.ProcSpec) memmon.ID {
+	return memmon.ID{Program: spec.ProgramName, Group: spec.Group, Process: spec.Name}
 }
 
 // stderrPath is the file a process's stderr goes to, "" if none.

@@ -7,10 +7,12 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/memmon"
+	"github.com/gosup/gosup/procgroup"
 )
 
 // checkMemmon decodes [memmon] and [email] over their defaults, validates
-// them, and checks that the processes and groups they name exist.
+// them, and checks that every name under program and group names a
+// process the way the watchdog applies it.
 func checkMemmon(cfg *Config, main *source, raw rawConfig) []error {
 	var errs []error
 	if main.md.IsDefined("memmon") {
@@ -36,25 +38,33 @@ func checkMemmon(cfg *Config, main *source, raw rawConfig) []error {
 	if cfg.Memmon == nil {
 		return errs
 	}
-	procs, groups := map[string]bool{}, map[string]bool{}
+	var ids []memmon.ID
+	groupOf := map[string]procgroup.GroupName{}
 	for _, p := range cfg.Programs {
-		groups[p.Name] = true
 		for _, ps := range p.Procs {
-			groups[string(ps.Group)] = true
-			procs[ps.Name] = true
-			procs[ps.FullName()] = true
+			ids = append(ids, memmon.ID{Program: ps.ProgramName, Group: ps.Group, Process: ps.Name})
+		}
+		if len(p.Procs) > 0 {
+			groupOf[p.Name] = p.Procs[0].Group
 		}
 	}
-	for name := range cfg.Memmon.Program {
-		if !procs[name] {
-			key := "memmon.program." + name
-			errs = append(errs, &Error{File: main.file, Line: main.lines.find("memmon.program"), Key: key, Msg: fmt.Sprintf("no process is named %q (use a process name such as web_00, or group:name)", name)})
+	// The names are checked exactly as the watchdog's LimitFor applies them.
+	program, group := cfg.Memmon.Unmatched(ids)
+	for _, name := range program {
+		msg := fmt.Sprintf("%q names no program and no process: use a program name, a process name such as web_00, or group:process such as web:web_00", name)
+		if g, p, ok := strings.Cut(name, ":"); ok {
+			if grp, isProg := groupOf[g]; isProg && string(grp) != g {
+				msg = fmt.Sprintf("%q names no process: program %s is in group %s, so its processes are %s:%s", name, g, grp, grp, p)
+			}
 		}
+		errs = append(errs, main.cerr("memmon.program."+name, "%s", msg))
 	}
-	for name := range cfg.Memmon.Group {
-		if !groups[name] {
-			errs = append(errs, &Error{File: main.file, Line: main.lines.find("memmon.group"), Key: "memmon.group." + name, Msg: fmt.Sprintf("no program is named %q", name)})
+	for _, name := range group {
+		msg := fmt.Sprintf("no group is named %q (a group is a program's group key, by default its name)", name)
+		if grp, isProg := groupOf[name]; isProg {
+			msg = fmt.Sprintf("%q is a program in group %s: limit it with program = { %s = ... } or group = { %s = ... }", name, grp, name, grp)
 		}
+		errs = append(errs, main.cerr("memmon.group."+name, "%s", msg))
 	}
 	return errs
 }
