@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/procgroup/guard"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/internal/atomicfile"
@@ -38,10 +39,18 @@ type Settings struct {
 // submission replaces a pending one (and inherits its waiters), and a
 // hanging nginx only delays nginx updates.
 type Manager struct {
+	// Guard, when set before Start, runs the manager: a panic is
+	// recovered and counted, and the manager starts again after a backoff
+	// (nil: recovered and logged, not counted).
+	Guard *guard.Guard
+
 	rp   *reaper.Reaper
 	log  *slog.Logger
 	kick chan struct{}
 	stop func() // set by Start: ends run and waits for it
+	// applyHook, when set before Start (by tests), runs first in every
+	// update.
+	applyHook func()
 
 	mu           sync.Mutex
 	settings     Settings // replaced by a reload
@@ -81,7 +90,7 @@ func (m *Manager) Start() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		m.run(ctx)
+		m.Guard.Run(ctx, "nginx manager", m.run)
 	}()
 	m.stop = func() {
 		cancel()
@@ -135,6 +144,31 @@ func (m *Manager) run(ctx context.Context) {
 	retry.Stop()
 	delay := retryMin
 	var last *submission
+	// applying is the update under way. If it panics, its waiters hear so
+	// at once, and it is queued again (unless something newer is) for the
+	// run the guard starts after its backoff.
+	var applying *submission
+	defer func() {
+		if applying == nil {
+			return
+		}
+		const failed = "update not applied: the nginx manager failed (a panic, see ctl info and the daemon's log); it tries again after a backoff"
+		for _, w := range applying.waiters {
+			w <- errors.New(failed)
+		}
+		applying.waiters = nil
+		m.mu.Lock()
+		m.status.OK, m.status.Error = false, failed
+		m.status.Failures++
+		if m.pending == nil {
+			m.pending = applying
+		}
+		m.mu.Unlock()
+		select {
+		case m.kick <- struct{}{}:
+		default:
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -164,11 +198,16 @@ func (m *Manager) run(ctx context.Context) {
 			}
 		}
 		retry.Stop()
+		applying = last
+		if m.applyHook != nil {
+			m.applyHook()
+		}
 		err := m.apply(ctx, last.settings, last.data)
 		for _, w := range last.waiters {
 			w <- err
 		}
 		last.waiters = nil
+		applying = nil
 		m.mu.Lock()
 		needRetry := m.reloadNeeded
 		if needRetry {

@@ -7,9 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/gosup/gosup/procgroup/guard"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/procgroup/reaper/reapertest"
 	"github.com/gosup/gosup/templates"
@@ -99,3 +102,65 @@ func TestManagerTestsRestoresAndSkipsUnchanged(t *testing.T) {
 		t.Errorf("reload command ran %q, want once", b)
 	}
 }
+
+// A manager that panics while applying an update tells the waiter at once,
+// shows the failure, and after the guard's backoff (1 s) applies the
+// update it was given.
+func TestManagerPanicRetriesAfterBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "gosup.conf")
+		tmpl, err := templates.Load("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs strings.Builder
+		var logMu sync.Mutex
+		log := slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) {
+			logMu.Lock()
+			defer logMu.Unlock()
+			return logs.Write(b)
+		}), nil))
+		m := New(Settings{Output: out, Template: tmpl}, nil, log)
+		m.Guard = guard.New(log)
+		panics := 1
+		m.applyHook = func() {
+			if panics > 0 {
+				panics--
+				panic("render bug")
+			}
+		}
+		m.Start()
+		defer m.Stop()
+		done := make(chan error, 1)
+		m.Submit(upstream(8001), done)
+		if err := <-done; err == nil || !strings.Contains(err.Error(), "the nginx manager failed") {
+			t.Fatalf("waiter: %v", err)
+		}
+		if st := m.Status(); st.OK || st.Failures != 1 || !strings.Contains(st.Error, "tries again after a backoff") {
+			t.Errorf("status after the panic: %+v", st)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Fatal("file written by the update that panicked")
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if b, err := os.ReadFile(out); err != nil || !strings.Contains(string(b), "server 127.0.0.1:8001") {
+			t.Errorf("after the backoff the update was not applied: %v\n%s", err, b)
+		}
+		if st := m.Status(); !st.OK || st.Reloads != 1 {
+			t.Errorf("status after the retry: %+v", st)
+		}
+		if n := m.Guard.Panics("nginx manager"); n != 1 {
+			t.Errorf("panics: %d", n)
+		}
+		logMu.Lock()
+		defer logMu.Unlock()
+		if s := logs.String(); !strings.Contains(s, `component="nginx manager" panic="render bug"`) || !strings.Contains(s, "nginx.(*Manager).run") {
+			t.Errorf("log:\n%s", s)
+		}
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
