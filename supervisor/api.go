@@ -36,6 +36,9 @@ func (h apiHost) Info() api.Info {
 		info.AlertFailures = alerter.Failed.Load()
 		info.AlertsDropped = alerter.Dropped.Load()
 	}
+	for _, r := range s.guard.Records() {
+		info.Panics = append(info.Panics, api.Panic{Component: r.Component, Count: r.Panics, LastAt: r.LastAt, Last: r.Last, State: r.State})
+	}
 	return info
 }
 
@@ -60,6 +63,9 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 	if last.Error != "" {
 		warnings = append(warnings, "reload at "+last.At.Format(time.DateTime)+" failed: "+oneLine(last.Error))
 	}
+	for _, r := range s.guard.Records() {
+		warnings = append(warnings, oneLine(r.String()))
+	}
 	now := time.Now()
 	out := make([]api.ProcStatus, 0, len(procs))
 	for _, p := range procs {
@@ -82,7 +88,7 @@ func toProcStatus(st procgroup.Status, now time.Time) api.ProcStatus {
 		Name: st.FullName(), Group: string(st.Group), Program: string(st.Program), Process: st.Name, State: st.State.String(),
 		Pid: st.Pid, Port: st.Port, Restarts: st.Restarts, ExitStatus: st.ExitStatus,
 		SpawnError: st.SpawnError, Stdout: st.Stdout, Stderr: st.Stderr,
-		IllegalMoves: st.IllegalMoves,
+		IllegalMoves: st.IllegalMoves, LogDroppedBytes: st.LogDropped,
 	}
 	switch st.State {
 	case procgroup.Starting, procgroup.Running, procgroup.Stopping:

@@ -15,6 +15,9 @@ import (
 type memmonHost struct{ s *Supervisor }
 
 func (h memmonHost) Targets() []memmon.Target {
+	if h.s.hooks.memmonTargets != nil {
+		h.s.hooks.memmonTargets()
+	}
 	var out []memmon.Target
 	for _, p := range h.s.all() {
 		st := p.Status()
@@ -117,6 +120,9 @@ func (h memmonHost) StderrTail(name string, lines int) string {
 
 // sendmail pipes a message into a sendmail command run through the reaper.
 func (s *Supervisor) sendmail(ctx context.Context, command string, msg []byte) error {
+	if s.hooks.sendmail != nil {
+		s.hooks.sendmail()
+	}
 	deadline, ok := ctx.Deadline()
 	timeout := 10 * time.Second
 	if ok {

@@ -480,9 +480,7 @@ func (s *Supervisor) swapNginx(next *config.Config) (stop func()) {
 		s.nginx = nil
 		return m.Stop
 	case next.Nginx != nil && m == nil:
-		m = nginx.New(next.Nginx.Settings, s.rp, s.log)
-		m.Start()
-		s.nginx = m
+		s.nginx = s.newNginx(next.Nginx.Settings)
 	case next.Nginx != nil:
 		m.SetSettings(next.Nginx.Settings)
 	}

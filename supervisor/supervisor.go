@@ -19,6 +19,7 @@ import (
 
 	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/procgroup/guard"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
@@ -39,7 +40,13 @@ type Options struct {
 
 // Supervisor is a running daemon. Create it with New and call Run once.
 type Supervisor struct {
-	log       *slog.Logger
+	log *slog.Logger
+	// guard starts the side goroutines (log copiers, readiness probes,
+	// the nginx manager, memmon, the alerter, the file watcher, control
+	// socket handlers) and counts their panics: a bug in one degrades
+	// that feature, never the processes.
+	guard     *guard.Guard
+	hooks     testHooks
 	rp        *reaper.Reaper
 	admin     *adminState
 	inst      *instance
@@ -106,7 +113,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 	}
 	opsCtx, opsCancel := context.WithCancel(context.Background())
 	return &Supervisor{
-		opsCtx: opsCtx, opsCancel: opsCancel,
+		opsCtx: opsCtx, opsCancel: opsCancel, guard: guard.New(log),
 		cfg: cfg, log: log, rp: opts.Reaper, opts: opts, shutdownReq: make(chan struct{}),
 		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[procgroup.ProgramName]bool{},
 		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
@@ -189,8 +196,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.startedAt = time.Now()
 	if cfg.Nginx != nil {
-		s.nginx = nginx.New(cfg.Nginx.Settings, s.rp, s.log)
-		s.nginx.Start()
+		s.nginx = s.newNginx(cfg.Nginx.Settings)
 		s.submitNginx()
 	}
 	defer func() {
@@ -207,7 +213,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.runNotify(nctx, notify, s.changed, s.opts.Watchdog)
 	}()
 	srv := &http.Server{
-		Handler:           api.NewHandler(apiHost{s}),
+		Handler:           s.recovering(api.NewHandler(apiHost{s})),
 		ReadHeaderTimeout: 5 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -225,9 +231,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	// Reloads asked for by SIGHUP or the file watcher run here, one at a time.
 	var loops sync.WaitGroup
-	loops.Go(func() { s.reloadLoop(s.opsCtx) })
-	loops.Go(func() { s.watchLoop(s.opsCtx) })
-	loops.Go(func() { s.touchLoop(s.opsCtx) })
+	loops.Go(func() { s.guard.Run(s.opsCtx, "reload", s.reloadLoop) })
+	loops.Go(func() { s.guard.Run(s.opsCtx, "file watcher", s.watchLoop) })
+	loops.Go(func() { s.guard.Run(s.opsCtx, "touch_reload", s.touchLoop) })
 
 	select {
 	case <-ctx.Done():
@@ -319,6 +325,7 @@ func (s *Supervisor) newPool(program procgroup.ProgramName) *procgroup.Pool {
 		proc.OnSpawn = func(p *procgroup.Process, pid int, _ time.Time) { inst.recordSpawn(p.Spec().FullName(), pid) }
 		proc.OnExit = func(p *procgroup.Process, _ int) { inst.recordExit(p.Spec().FullName()) }
 		proc.DaemonEnv = []string{"GOSUP_INSTANCE=" + inst.id}
+		proc.Guard = s.guard
 		proc.OnState = func(*procgroup.Process, procgroup.State) {
 			select {
 			case s.changed <- struct{}{}:
@@ -358,10 +365,11 @@ func (s *Supervisor) startMemmon(cfg *config.Config) {
 	var alerter *memmon.Alerter
 	if cfg.Email != nil {
 		alerter = memmon.NewAlerter(*cfg.Email, cfg.Memmon.AlertMaxUptime, s.sendmail, s.log.With("component", "alerts"))
-		wg.Go(func() { alerter.Run(ctx) })
+		wg.Go(func() { s.guard.Run(ctx, "alerter", alerter.Run) })
 	}
 	watchdog := memmon.New(*cfg.Memmon, memmonHost{s}, alerter, "/proc", s.log)
-	wg.Go(func() { watchdog.Run(ctx) })
+	watchdog.Guard = s.guard
+	wg.Go(func() { s.guard.Run(ctx, "memmon", watchdog.Run) })
 	s.mu.Lock()
 	s.watchdog, s.alerter = watchdog, alerter
 	s.stopMemmon = func() {
@@ -369,6 +377,14 @@ func (s *Supervisor) startMemmon(cfg *config.Config) {
 		wg.Wait()
 	}
 	s.mu.Unlock()
+}
+
+// newNginx starts a manager for settings, run by the guard.
+func (s *Supervisor) newNginx(settings nginx.Settings) *nginx.Manager {
+	m := nginx.New(settings, s.rp, s.log)
+	m.Guard = s.guard
+	m.Start()
+	return m
 }
 
 // requestShutdown makes Run stop everything and return.

@@ -185,6 +185,12 @@ func startSupervisorStop(t *testing.T, file string) (*Supervisor, *api.Client, f
 // returned; it may be called more than once, and runs at cleanup.
 func runDaemon(t *testing.T, cfg *config.Config, opts Options) (*Supervisor, *api.Client, func() error) {
 	t.Helper()
+	return runDaemonWith(t, cfg, opts, nil)
+}
+
+// runDaemonWith is runDaemon with setup, if not nil, called before Run.
+func runDaemonWith(t *testing.T, cfg *config.Config, opts Options, setup func(*Supervisor)) (*Supervisor, *api.Client, func() error) {
+	t.Helper()
 	opts.Reaper = testReaper
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -195,6 +201,9 @@ func runDaemon(t *testing.T, cfg *config.Config, opts Options) (*Supervisor, *ap
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	sup := New(cfg, opts)
+	if setup != nil {
+		setup(sup)
+	}
 	go func() { done <- sup.Run(ctx) }()
 	var once sync.Once
 	var runErr error

@@ -72,6 +72,9 @@ func (ws watchSet) reloads(name string) bool {
 // (which may change both) only adds and removes directories, so no change
 // is missed while it does.
 func (s *Supervisor) watchLoop(ctx context.Context) {
+	if s.hooks.watch != nil {
+		s.hooks.watch()
+	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		s.log.Error("cannot watch files; reload with gosup ctl reload or SIGHUP", "err", err)
@@ -192,7 +195,7 @@ func (s *Supervisor) touchLoop(ctx context.Context) {
 			delete(s.touchPending, prog)
 			running[prog] = true
 			wg.Go(func() {
-				s.touchRestart(ctx, prog)
+				s.guard.Do("touch_reload", "that restart was abandoned; touching the file again retries it", func() { s.touchRestart(ctx, prog) })
 				select {
 				case finished <- prog:
 				case <-ctx.Done():

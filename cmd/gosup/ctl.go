@@ -106,6 +106,9 @@ func printStatus(w io.Writer, st []api.ProcStatus) {
 		} else if p.MemmonReason != "" {
 			info = "memmon restart " + p.MemmonRestartAt.Format(time.DateTime) + ": " + p.MemmonReason
 		}
+		if p.LogDroppedBytes > 0 {
+			info = strings.TrimPrefix(info+fmt.Sprintf("; %d bytes of output dropped", p.LogDroppedBytes), "; ")
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t", p.Name, p.State, pid, port, up, p.Restarts)
 		if withRSS {
 			rss := "-"
@@ -357,7 +360,7 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "info",
-		Short: "Show the daemon: pid, config, socket, uptime, memmon and alert counters, last reload",
+		Short: "Show the daemon: pid, config, socket, uptime, memmon and alert counters, last reload, panics recovered",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := g.client()
@@ -384,6 +387,12 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 				last = "FAILED at " + r.At.Format(time.DateTime) + ": " + r.Error
 			}
 			fmt.Fprintf(out, "last reload:     %s\n", last)
+			if len(info.Panics) == 0 {
+				fmt.Fprintf(out, "panics:          none\n")
+			}
+			for _, p := range info.Panics {
+				fmt.Fprintf(out, "panics:          %s: %d, last at %s: %s; %s\n", p.Component, p.Count, p.LastAt.Format(time.DateTime), p.Last, p.State)
+			}
 			return nil
 		},
 	}

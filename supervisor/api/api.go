@@ -38,6 +38,10 @@ type ProcStatus struct {
 	// IllegalMoves counts operations the process's state machine refused
 	// as illegal: each is a gosup bug, logged at ERROR.
 	IllegalMoves int `json:"illegal_moves,omitempty"`
+	// LogDroppedBytes counts output the process wrote that reached no log:
+	// a log file that refused it (disk full), or a log copier that
+	// panicked and discarded the rest of that spawn's output.
+	LogDroppedBytes int64 `json:"log_dropped_bytes,omitempty"`
 }
 
 // Info describes the daemon.
@@ -54,6 +58,20 @@ type Info struct {
 	AlertsDropped  int64 `json:"alerts_dropped"`
 	// LastReload is the outcome of the last reload (zero before any).
 	LastReload ReloadStatus `json:"last_reload"`
+	// Panics lists the side features that panicked (each a gosup bug),
+	// by component: the processes were left alone.
+	Panics []Panic `json:"panics,omitempty"`
+}
+
+// Panic is what the panics of one component (log copier, readiness
+// probe, nginx manager, memmon, alerter, file watcher, touch_reload,
+// reload, control socket) left.
+type Panic struct {
+	Component string    `json:"component"`
+	Count     int64     `json:"count"`
+	LastAt    time.Time `json:"last_at"`
+	Last      string    `json:"last"`  // the last panic's value, after where it hit
+	State     string    `json:"state"` // what became of the feature
 }
 
 // ActionRequest is the body of start, stop, restart and signal.

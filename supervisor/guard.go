@@ -1,0 +1,68 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/gosup/gosup/supervisor/api"
+)
+
+// testHooks inject panics into the side goroutines, for tests; set them
+// before Run.
+type testHooks struct {
+	memmonTargets func()              // in every memmon tick, as it lists the processes
+	sendmail      func()              // in the alerter, before the sendmail command runs
+	watch         func()              // as the file watcher starts
+	request       func(*http.Request) // in every control socket request
+}
+
+// recovering serves h so that a handler that panics is caught by the
+// guard (logged with its stack, counted as "control socket"), its client
+// gets a 500 saying so, and the socket goes on serving. net/http would
+// recover it too, but only log it.
+func (s *Supervisor) recovering(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rw := &trackingWriter{ResponseWriter: w}
+		if !s.guard.With("request", r.Method+" "+r.URL.Path).Do("control socket", "that request failed with a 500; the socket goes on serving", func() {
+			if s.hooks.request != nil {
+				s.hooks.request(r)
+			}
+			h.ServeHTTP(rw, r)
+		}) {
+			return
+		}
+		if rw.wrote {
+			return // the client sees the response cut short
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusInternalServerError)
+		_ = json.NewEncoder(w).Encode(api.ErrorResponse{Error: errors.New("gosup failed serving this request (a panic: a bug, see gosup ctl info and the daemon's log)").Error()})
+	})
+}
+
+// trackingWriter notes whether the response has begun.
+type trackingWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (t *trackingWriter) WriteHeader(code int) {
+	t.wrote = true
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *trackingWriter) Write(b []byte) (int, error) {
+	t.wrote = true
+	return t.ResponseWriter.Write(b)
+}
+
+// Flush lets tail -f stream through it.
+func (t *trackingWriter) Flush() {
+	t.wrote = true
+	if f, ok := t.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }

@@ -1,0 +1,214 @@
+package supervisor
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/config"
+)
+
+// panicky is a test hook that panics its first n times.
+type panicky struct{ left atomic.Int64 }
+
+func newPanicky(n int64) *panicky {
+	p := &panicky{}
+	p.left.Store(n)
+	return p
+}
+
+func (p *panicky) hit(what string) {
+	if p.left.Add(-1) >= 0 {
+		panic(what + " bug")
+	}
+}
+
+// guardedDaemon runs the config in file with setup applied before Run,
+// logging into the returned buffer.
+func guardedDaemon(t *testing.T, file string, setup func(*Supervisor)) (*Supervisor, *api.Client, *lockedBuffer) {
+	t.Helper()
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	var w io.Writer = logs
+	if testing.Verbose() {
+		w = io.MultiWriter(logs, os.Stderr)
+	}
+	s, cl, _ := runDaemonWith(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(w, nil))}, setup)
+	return s, cl, logs
+}
+
+// waitPanics waits until the guard has counted n panics of component.
+func waitPanics(t *testing.T, s *Supervisor, component string, n int64) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); s.guard.Panics(component) < n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d panics counted, want %d", component, s.guard.Panics(component), n)
+		}
+	}
+}
+
+// leftAlone checks what a panic in component must and must not have
+// done: the processes of web keep their pids and stay RUNNING; ctl info
+// counts the panic; ctl status warns; the log has it at ERROR with its
+// stack, through frame.
+func leftAlone(t *testing.T, cl *api.Client, logs *lockedBuffer, before []api.ProcStatus, component, frame string) {
+	t.Helper()
+	for _, p := range before {
+		if now := mustStatus(t, cl, p.Name)[0]; now.State != "RUNNING" || now.Pid != p.Pid || now.Restarts != p.Restarts {
+			t.Errorf("%s was disturbed: before %+v, now %+v", p.Name, p, now)
+		}
+	}
+	found := false
+	for _, p := range mustInfo(t, cl).Panics {
+		if p.Component == component && p.Count >= 1 && p.State != "" && !p.LastAt.IsZero() {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("ctl info does not count the %s panic: %+v", component, mustInfo(t, cl).Panics)
+	}
+	_, warnings, err := cl.StatusWarning(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(warnings, "\n"); !strings.Contains(w, component+" panicked") {
+		t.Errorf("ctl status does not warn of the %s panic: %q", component, warnings)
+	}
+	out := logs.String()
+	for _, want := range []string{`level=ERROR msg="panic recovered"`, "component=" + quoteIfSpace(component), "goroutine ", frame} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+}
+
+func quoteIfSpace(s string) string {
+	if strings.Contains(s, " ") {
+		return `"` + s + `"`
+	}
+	return s
+}
+
+const webSleepers = `
+[program.web]
+command = "@HELPER@ sleep"
+numprocs = 2
+process_name = "web_%(process_num)d"
+startsecs = 0
+` + helperEnv + "\n"
+
+// A memmon tick that panics: counted, warned of, and memmon samples again
+// after the guard's backoff; no process is touched.
+func TestMemmonPanicLeavesProcessesAlone(t *testing.T) {
+	file := writeConfig(t, webSleepers+`
+[memmon]
+interval = "200ms"
+any = "1GB"
+`)
+	hook := newPanicky(1)
+	s, cl, logs := guardedDaemon(t, file, func(s *Supervisor) {
+		s.hooks.memmonTargets = func() { hook.hit("memmon") }
+	})
+	before := waitAll(t, cl, "RUNNING")
+	waitPanics(t, s, "memmon", 1)
+	waitTicks(t, s, 3) // restarted after 1 s: sampling goes on
+	leftAlone(t, cl, logs, before, "memmon", "supervisor.memmonHost.Targets")
+	if r := s.guard.Records(); !strings.HasPrefix(r[0].State, "restarted at ") {
+		t.Errorf("record: %+v", r)
+	}
+}
+
+// An alerter that panics: the alert in hand is counted as dropped, the
+// alerter runs again after the backoff and mails the next restart.
+func TestAlerterPanicLeavesProcessesAlone(t *testing.T) {
+	file := writeConfig(t, webSleepers+program("hog", "hog 128", 1, "")+`
+[memmon]
+interval = "200ms"
+samples = 3
+any = "80MB"
+
+[email]
+to = ["ops@example.com"]
+sendmail = "cat"
+rate_limit = "0s"
+`)
+	hook := newPanicky(1)
+	s, cl, logs := guardedDaemon(t, file, func(s *Supervisor) {
+		s.hooks.sendmail = func() { hook.hit("sendmail") }
+	})
+	before := waitAll(t, cl, "RUNNING", "web")
+	waitPanics(t, s, "alerter", 1)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		info := mustInfo(t, cl)
+		if info.AlertsSent >= 1 && info.AlertsDropped >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the panic: want one alert dropped and a later one sent, have %+v", info)
+		}
+	}
+	leftAlone(t, cl, logs, before, "alerter", "supervisor.(*Supervisor).sendmail")
+}
+
+// A file watcher that panics as it starts: counted, warned of, and after
+// the backoff it watches again, so a saved config reloads.
+func TestWatcherPanicLeavesProcessesAlone(t *testing.T) {
+	body := "watch = true\n" + webSleepers
+	file := writeConfig(t, body)
+	hook := newPanicky(1)
+	s, cl, logs := guardedDaemon(t, file, func(s *Supervisor) {
+		s.hooks.watch = func() { hook.hit("watcher") }
+	})
+	before := waitAll(t, cl, "RUNNING")
+	waitPanics(t, s, "file watcher", 1)
+	// Saved until the restarted watcher sees it (a save while it was down
+	// is not an event it can see).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		rewriteConfig(t, file, body+program("added", "sleep", 1, ""))
+		if st, err := cl.Status(t.Context(), "added"); err == nil && st[0].State == "RUNNING" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the file watcher never reloaded the saved config after its restart")
+		}
+	}
+	leftAlone(t, cl, logs, before, "file watcher", "supervisor.(*Supervisor).watchLoop")
+}
+
+// A control socket handler that panics: its client gets a 500 that says
+// so, the socket goes on serving, and status warns of it.
+func TestControlSocketPanicLeavesProcessesAlone(t *testing.T) {
+	file := writeConfig(t, webSleepers)
+	s, cl, logs := guardedDaemon(t, file, func(s *Supervisor) {
+		s.hooks.request = func(r *http.Request) {
+			if r.URL.Path == "/v1/nginx" {
+				panic("handler bug")
+			}
+		}
+	})
+	before := waitAll(t, cl, "RUNNING")
+	for range 2 {
+		_, err := cl.Nginx(t.Context())
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Code != http.StatusInternalServerError || !strings.Contains(err.Error(), "gosup failed serving this request") {
+			t.Fatalf("want a 500 that says so, have %v", err)
+		}
+	}
+	if n := s.guard.Panics("control socket"); n != 2 {
+		t.Errorf("control socket panics: want 2, have %d", n)
+	}
+	leftAlone(t, cl, logs, before, "control socket", "supervisor.TestControlSocketPanicLeavesProcessesAlone")
+	if !strings.Contains(logs.String(), `request="GET /v1/nginx"`) {
+		t.Error("the log does not name the request")
+	}
+}
