@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,9 @@ type Status struct {
 	// IllegalMoves counts operations and state changes the state machine
 	// refused: each is a bug in gosup, logged at ERROR.
 	IllegalMoves int
+	// RespawnAt is when a process EXITED (or in BACKOFF) spawns again;
+	// zero when no respawn is pending.
+	RespawnAt time.Time
 }
 
 // FullName is group:process.
@@ -240,6 +244,7 @@ type loop struct {
 	exitC     <-chan reaper.Exit
 	spawnedAt time.Time
 	backoff   int
+	crashes   int // unexpected exits in a row, for the restart backoff
 	timer     *time.Timer
 	timerKind timerKind
 	// Readiness of the current spawn: the probe's result arrives on
@@ -307,6 +312,7 @@ func (p *Process) setState(l *loop, o op, to State, f func(*Status)) error {
 	l.state = to
 	p.update(func(s *Status) {
 		s.State = to
+		s.RespawnAt = time.Time{} // f sets it when a respawn is pending
 		if f != nil {
 			f(s)
 		}
@@ -355,7 +361,7 @@ func (p *Process) handle(l *loop, r request) error {
 		return nil
 	case actSpawn:
 		l.disarm()
-		l.backoff = 0
+		l.backoff, l.crashes = 0, 0
 		return p.spawn(l, r.op)
 	case actStop:
 		return p.beginStop(l, r.op)
@@ -477,8 +483,18 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 		}
 		_ = p.applyFailure(l, opExit, d, setExit)
 	case actExited:
-		d := p.policy.OnExit(code, ex.Status.Signaled(), uptime)
-		if p.setState(l, opExit, Exited, func(s *Status) { setExit(s); s.Reason = d.Reason }) != nil || !d.Respawn {
+		d := p.policy.OnExit(code, ex.Status.Signaled(), uptime, l.crashes, rand.Float64()*2-1)
+		l.crashes = d.Crashes
+		if d.Respawn && d.Delay > 0 {
+			p.log.Info("respawn delayed", "reason", d.Reason, "delay", d.Delay.Round(time.Millisecond))
+		}
+		if p.setState(l, opExit, Exited, func(s *Status) {
+			setExit(s)
+			s.Reason = d.Reason
+			if d.Respawn && d.Delay > 0 {
+				s.RespawnAt = time.Now().Add(d.Delay)
+			}
+		}) != nil || !d.Respawn {
 			return
 		}
 		if d.Delay <= 0 {
@@ -495,6 +511,9 @@ func (p *Process) applyFailure(l *loop, o op, d Decision, f func(*Status)) error
 			f(s)
 		}
 		s.Reason = d.Reason
+		if d.Respawn {
+			s.RespawnAt = time.Now().Add(d.Delay)
+		}
 	}); err != nil {
 		return err
 	}

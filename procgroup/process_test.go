@@ -506,3 +506,49 @@ func TestRotatorBackupsLimit(t *testing.T) {
 		t.Errorf("kept a third backup with backups = 2")
 	}
 }
+
+// A process that keeps exiting soon after reaching RUNNING is respawned at
+// once the first time, then after 1 s, 2 s, 4 s ... (±10 %): the waits
+// between spawns grow, and status says why it waits. Timing is only
+// bounded from below, which a slow machine cannot break.
+func TestCrashLoopBacksOff(t *testing.T) {
+	t.Parallel()
+	const up = 1500 * time.Millisecond
+	spec := helperSpec("exitafter", up.String(), "3")
+	spec.StartSecs = 1 // RUNNING at 1 s, exit at 1.5 s: a crash after RUNNING
+	p := newTestPool(t, spec).Procs()[0]
+	var mu sync.Mutex
+	var spawns []time.Time
+	p.OnSpawn = func(_ *Process, _ int, at time.Time) {
+		mu.Lock()
+		spawns = append(spawns, at)
+		mu.Unlock()
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := p.Wait(ctx, func(s Status) bool { return s.State == Exited && strings.Contains(s.Reason, "3 times in a row") })
+	if err != nil {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("no backoff after 3 exits in a row: %d spawns, %+v", len(spawns), st)
+	}
+	if !strings.Contains(st.Reason, "exited 3 times in a row, restarting in ") {
+		t.Errorf("reason: %q", st.Reason)
+	}
+	if _, err := p.Wait(ctx, func(s Status) bool { return s.Spawns >= 4 }); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// spawn 0 → 1: the first exit respawns at once (after up); 1 → 2: up +
+	// 1 s; 2 → 3: up + 2 s. The jitter takes at most 10 % off a wait.
+	for i, wait := range []time.Duration{0, time.Second, 2 * time.Second} {
+		least := up + wait*9/10
+		if gap := spawns[i+1].Sub(spawns[i]); gap < least {
+			t.Errorf("spawn %d came %s after spawn %d; want at least %s", i+1, gap, i, least)
+		}
+	}
+}

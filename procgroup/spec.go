@@ -40,6 +40,12 @@ type Spec struct {
 	RedirectStderr bool
 	Umask          Umask
 
+	// BackoffMax caps the wait before respawning a process that keeps
+	// exiting unexpectedly (1 s, 2 s, 4 s ...); 0: respawn at once, as
+	// supervisord does. BackoffReset is the run that ends such a streak.
+	BackoffMax   time.Duration
+	BackoffReset time.Duration
+
 	// Upstream names the nginx upstream whose servers these processes are;
 	// Weight is their server weight there (0 or 1: none).
 	Upstream string
@@ -83,6 +89,8 @@ func DefaultSpec() Spec {
 		StartRetries:          3,
 		StopSignal:            Signal(15),
 		StopWaitSecs:          10,
+		BackoffMax:            60 * time.Second,
+		BackoffReset:          60 * time.Second,
 		StdoutLogfile:         "AUTO",
 		StdoutLogfileMaxBytes: 50 << 20,
 		StdoutLogfileBackups:  10,

@@ -2,6 +2,8 @@ package procgroup
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -9,7 +11,19 @@ import (
 )
 
 func TestPolicy(t *testing.T) {
-	p := Policy{StartWait: time.Second, StartRetries: 3, AutoRestart: RestartUnexpected, ExitCodes: []int{0, 2}, Floor: time.Second}
+	p := Policy{StartWait: time.Second, StartRetries: 3, AutoRestart: RestartUnexpected, ExitCodes: []int{0, 2}, Floor: time.Second,
+		BackoffMax: time.Minute, BackoffReset: time.Minute}
+	crashLoop := func(n int, d time.Duration) Decision {
+		return Decision{Next: Exited, Respawn: true, Delay: d, Crashes: n, Reason: fmt.Sprintf(ReasonCrashLoop, n, d)}
+	}
+	off := p
+	off.BackoffMax = 0
+	always := p
+	always.AutoRestart = RestartAlways
+	never := p
+	never.AutoRestart = RestartNever
+	short := p
+	short.BackoffMax = 5 * time.Second
 	for _, tc := range []struct {
 		name string
 		got  Decision
@@ -23,14 +37,43 @@ func TestPolicy(t *testing.T) {
 			Decision{Next: Fatal, Backoff: 4, Reason: ReasonGiveUp}},
 		{"spawn error retries", p.OnStartFailure(0, 0, true),
 			Decision{Next: Backoff, Respawn: true, Delay: time.Second, Backoff: 1, Reason: ReasonSpawnRetry}},
-		{"expected exit code", p.OnExit(2, false, time.Hour),
+		{"expected exit code", p.OnExit(2, false, time.Hour, 0, 0),
 			Decision{Next: Exited, Reason: ReasonExpected}},
-		{"unexpected code restarts at once", p.OnExit(1, false, time.Hour),
-			Decision{Next: Exited, Respawn: true, Reason: ReasonUnexpected}},
-		{"killed by signal is unexpected", p.OnExit(0, true, time.Hour),
-			Decision{Next: Exited, Respawn: true, Reason: ReasonUnexpected}},
-		{"young crash waits for the floor", p.OnExit(1, false, 300*time.Millisecond),
-			Decision{Next: Exited, Respawn: true, Delay: 700 * time.Millisecond, Reason: ReasonUnexpected}},
+		{"expected exit ends a streak", p.OnExit(0, false, time.Second, 5, 0),
+			Decision{Next: Exited, Reason: ReasonExpected}},
+		{"unexpected code restarts at once", p.OnExit(1, false, time.Hour, 0, 0),
+			Decision{Next: Exited, Respawn: true, Crashes: 1, Reason: ReasonUnexpected}},
+		{"killed by signal is unexpected", p.OnExit(0, true, time.Hour, 0, 0),
+			Decision{Next: Exited, Respawn: true, Crashes: 1, Reason: ReasonUnexpected}},
+		{"young crash waits for the floor", p.OnExit(1, false, 300*time.Millisecond, 0, 0),
+			Decision{Next: Exited, Respawn: true, Delay: 700 * time.Millisecond, Crashes: 1, Reason: ReasonUnexpected}},
+
+		// The restart backoff: 1 s, 2 s, 4 s ... for exits in a row.
+		{"second exit in a row waits 1s", p.OnExit(3, false, 5*time.Second, 1, 0), crashLoop(2, time.Second)},
+		{"third waits 2s", p.OnExit(3, false, 5*time.Second, 2, 0), crashLoop(3, 2*time.Second)},
+		{"fourth waits 4s", p.OnExit(3, false, 5*time.Second, 3, 0), crashLoop(4, 4*time.Second)},
+		{"eighth waits 64s, capped at backoff_max", p.OnExit(3, false, 5*time.Second, 7, 0), crashLoop(8, time.Minute)},
+		{"the cap holds for ever", p.OnExit(3, false, 5*time.Second, 1000, 0), crashLoop(1001, time.Minute)},
+		{"a smaller cap", short.OnExit(3, false, 5*time.Second, 4, 0), crashLoop(5, 5*time.Second)},
+		{"jitter +10 %", p.OnExit(3, false, 5*time.Second, 3, 1), crashLoop(4, 4400*time.Millisecond)},
+		{"jitter -10 %", p.OnExit(3, false, 5*time.Second, 3, -1), crashLoop(4, 3600*time.Millisecond)},
+		{"jitter -5 %", p.OnExit(3, false, 5*time.Second, 3, -0.5), crashLoop(4, 3800*time.Millisecond)},
+		{"jitter out of range is clamped", p.OnExit(3, false, 5*time.Second, 3, 7), crashLoop(4, 4400*time.Millisecond)},
+		{"jitter on the cap", p.OnExit(3, false, 5*time.Second, 20, -1), crashLoop(21, 54*time.Second)},
+		{"signal in a row", p.OnExit(0, true, 5*time.Second, 1, 0), crashLoop(2, time.Second)},
+		{"young crash in a row: the backoff beats the floor", p.OnExit(3, false, 100*time.Millisecond, 1, 0), crashLoop(2, time.Second)},
+		{"young crash, jitter below the floor: the floor holds", p.OnExit(3, false, 0, 1, -1), crashLoop(2, time.Second)},
+		{"a run of backoff_reset ends the streak", p.OnExit(3, false, time.Minute, 9, 0),
+			Decision{Next: Exited, Respawn: true, Crashes: 1, Reason: ReasonUnexpected}},
+		{"autorestart = true backs off on unexpected exits", always.OnExit(3, false, 5*time.Second, 2, 0), crashLoop(3, 2*time.Second)},
+		{"autorestart = true: an expected exit is no crash", always.OnExit(0, false, 5*time.Second, 2, 0),
+			Decision{Next: Exited, Respawn: true, Reason: ReasonAlways}},
+		{"autorestart = false", never.OnExit(1, false, time.Hour, 2, 0),
+			Decision{Next: Exited, Reason: ReasonNever}},
+		{"backoff_max = 0: supervisord's immediate respawn", off.OnExit(3, false, 5*time.Second, 9, 0),
+			Decision{Next: Exited, Respawn: true, Crashes: 10, Reason: ReasonUnexpected}},
+		{"backoff_max = 0 keeps the floor", off.OnExit(3, false, 200*time.Millisecond, 9, 0),
+			Decision{Next: Exited, Respawn: true, Delay: 800 * time.Millisecond, Crashes: 10, Reason: ReasonUnexpected}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.got != tc.want {
@@ -38,15 +81,32 @@ func TestPolicy(t *testing.T) {
 			}
 		})
 	}
-	always := p
-	always.AutoRestart = RestartAlways
-	if d := always.OnExit(0, false, time.Hour); !d.Respawn || d.Reason != ReasonAlways {
-		t.Errorf("autorestart=true after exit 0: %+v", d)
+	if r := fmt.Sprintf(ReasonCrashLoop, 3, 2*time.Second); r != "exited 3 times in a row, restarting in 2s" {
+		t.Errorf("reason: %q", r)
 	}
-	never := p
-	never.AutoRestart = RestartNever
-	if d := never.OnExit(1, false, time.Hour); d.Respawn || d.Reason != ReasonNever {
-		t.Errorf("autorestart=false after exit 1: %+v", d)
+}
+
+// A streak fed back through Crashes, with a real random jitter, gives the
+// 1 s, 2 s, 4 s ... schedule within ±10 %, and 500 processes crashing
+// together do not respawn together.
+func TestPolicyBackoffSpread(t *testing.T) {
+	p := PolicyOf(helperSpec("exit", "1"))
+	rng := rand.New(rand.NewPCG(1, 2))
+	crashes := 0
+	for i, want := range []time.Duration{0, 1, 2, 4, 8, 16, 32, 60, 60} {
+		d := p.OnExit(1, false, 5*time.Second, crashes, rng.Float64()*2-1)
+		crashes = d.Crashes
+		want *= time.Second
+		if d.Delay < want*9/10 || d.Delay > want*11/10 {
+			t.Errorf("exit %d: want %s ±10 %%, have %s", i+1, want, d.Delay)
+		}
+	}
+	seen := map[time.Duration]bool{}
+	for range 500 {
+		seen[p.OnExit(1, false, 5*time.Second, 5, rng.Float64()*2-1).Delay.Round(10*time.Millisecond)] = true
+	}
+	if len(seen) < 100 {
+		t.Errorf("500 processes at the 6th exit got only %d distinct waits (10 ms apart)", len(seen))
 	}
 }
 

@@ -43,7 +43,19 @@ type Policy struct {
 	// Floor is the least time between two spawns of a process that died
 	// young: a crash loop never respawns faster than this.
 	Floor time.Duration
+	// BackoffMax caps the wait before respawning a process that keeps
+	// exiting unexpectedly (1 s, 2 s, 4 s ... up to BackoffMax, ±10 %);
+	// 0 turns the backoff off: supervisord's immediate respawn, with only
+	// the Floor between spawns.
+	BackoffMax time.Duration
+	// BackoffReset is how long a run must last to end a streak of
+	// unexpected exits: the exit after such a run respawns at once again.
+	BackoffReset time.Duration
 }
+
+// BackoffJitter is the spread of a backoff wait, ±10 %, so that many
+// processes crashing together do not respawn in lockstep.
+const BackoffJitter = 0.1
 
 // DefaultFloor is the respawn floor of daemontools, runit and s6.
 const DefaultFloor = time.Second
@@ -56,6 +68,8 @@ func PolicyOf(s *Spec) Policy {
 		AutoRestart:  s.AutoRestart,
 		ExitCodes:    s.ExitCodes,
 		Floor:        DefaultFloor,
+		BackoffMax:   s.BackoffMax,
+		BackoffReset: s.BackoffReset,
 	}
 }
 
@@ -69,6 +83,9 @@ const (
 	ReasonUnexpected  = "unexpected exit, restarting"
 	ReasonAlways      = "autorestart = true, restarting"
 	ReasonNever       = "autorestart = false, not restarted"
+	// ReasonCrashLoop is the reason of a backed-off respawn: exits in a
+	// row, and the wait.
+	ReasonCrashLoop = "exited %d times in a row, restarting in %s"
 )
 
 // Decision is what to do after a process ended on its own or failed to spawn.
@@ -77,6 +94,7 @@ type Decision struct {
 	Respawn bool          // spawn again after Delay
 	Delay   time.Duration // from now
 	Backoff int           // failed-start count to carry on
+	Crashes int           // unexpected exits in a row to carry on
 	Reason  string
 }
 
@@ -101,8 +119,17 @@ func (p Policy) OnStartFailure(backoff int, uptime time.Duration, spawnErr bool)
 }
 
 // OnExit decides after a RUNNING process exited without being asked to.
-// code is the exit status, signaled whether a signal killed it.
-func (p Policy) OnExit(code int, signaled bool, uptime time.Duration) Decision {
+// code is the exit status, signaled whether a signal killed it, uptime how
+// long it ran. crashes is the count of unexpected exits in a row before
+// this one (the Crashes of the last decision); jitter is a uniform draw in
+// [-1, 1] (the caller's random source) that spreads a backoff wait by
+// ±BackoffJitter.
+//
+// An unexpected exit after a run shorter than BackoffReset extends the
+// streak. The first exit of a streak respawns at once (after the Floor, for
+// a process that died young); the n-th waits 2^(n-2) s, capped at
+// BackoffMax.
+func (p Policy) OnExit(code int, signaled bool, uptime time.Duration, crashes int, jitter float64) Decision {
 	d := Decision{Next: Exited, Delay: max(0, p.Floor-uptime)}
 	expected := !signaled && slices.Contains(p.ExitCodes, code)
 	switch {
@@ -117,6 +144,32 @@ func (p Policy) OnExit(code int, signaled bool, uptime time.Duration) Decision {
 	}
 	if !d.Respawn {
 		d.Delay = 0
+		return d
+	}
+	if expected {
+		return d // autorestart = true after an expected exit: not a crash
+	}
+	if uptime >= p.BackoffReset {
+		crashes = 0
+	}
+	d.Crashes = crashes + 1
+	if w := p.backoff(d.Crashes, jitter); w > 0 {
+		d.Delay = max(d.Delay, w)
+		d.Reason = fmt.Sprintf(ReasonCrashLoop, d.Crashes, d.Delay.Round(100*time.Millisecond))
 	}
 	return d
+}
+
+// backoff is the wait after the n-th unexpected exit in a row: none for the
+// first, then 1 s, 2 s, 4 s ... capped at BackoffMax, then spread by jitter.
+func (p Policy) backoff(n int, jitter float64) time.Duration {
+	if p.BackoffMax <= 0 || n < 2 {
+		return 0
+	}
+	w := p.BackoffMax
+	if shift := n - 2; shift < 32 {
+		w = min(w, time.Second<<shift)
+	}
+	jitter = min(1, max(-1, jitter))
+	return time.Duration(float64(w) * (1 + BackoffJitter*jitter))
 }

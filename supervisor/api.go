@@ -106,7 +106,14 @@ func toProcStatus(st procgroup.Status, now time.Time) api.ProcStatus {
 			ps.Description += " (" + st.ExitDesc + ")"
 		}
 	case procgroup.Exited, procgroup.Stopped:
-		if !st.StoppedAt.IsZero() {
+		if !st.RespawnAt.IsZero() {
+			// A respawn is pending: why it waits ("exited 3 times in a
+			// row, restarting in 4s"), and how it exited.
+			ps.Description = st.Reason
+			if st.ExitDesc != "" {
+				ps.Description += " (" + st.ExitDesc + ")"
+			}
+		} else if !st.StoppedAt.IsZero() {
 			ps.Description = st.StoppedAt.Format(time.DateTime)
 			if st.ExitDesc != "" {
 				ps.Description += ", " + st.ExitDesc

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/procgroup/reaper/reapertest"
 	"github.com/gosup/gosup/supervisor/api"
@@ -752,4 +753,19 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// A process waiting out the restart backoff says why in status.
+func TestStatusShowsRespawnWait(t *testing.T) {
+	now := time.Now()
+	code := 3
+	st := procgroup.Status{Group: "web", Name: "web_0", State: procgroup.Exited, StoppedAt: now, ExitStatus: &code,
+		ExitDesc: "exit status 3", Reason: "exited 3 times in a row, restarting in 2s", RespawnAt: now.Add(2 * time.Second)}
+	if d := toProcStatus(st, now).Description; d != "exited 3 times in a row, restarting in 2s (exit status 3)" {
+		t.Errorf("pending respawn: %q", d)
+	}
+	st.RespawnAt = time.Time{}
+	if d := toProcStatus(st, now).Description; d != now.Format(time.DateTime)+", exit status 3" {
+		t.Errorf("no respawn pending: %q", d)
+	}
 }

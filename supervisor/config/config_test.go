@@ -34,6 +34,7 @@ func TestBadConfigs(t *testing.T) {
 		"bad_program_name.bad.toml":        `bad_program_name.bad.toml:1: program.web;evil: program name "web;evil" may only contain`,
 		"long_socket.bad.toml":             `long_socket.bad.toml:2: supervisor.socket: path "/tmp/aaaa`,
 		"shared_log.bad.toml":              `shared_log.bad.toml:5: program.b: log file /tmp/same.log is also written by a:a`,
+		"backoff_zero.bad.toml":            `backoff_zero.bad.toml:3: program.web.backoff_reset: must be positive, have 0s`,
 		"memmon_group_is_program.bad.toml": `memmon_group_is_program.bad.toml:9: memmon.group.web: "web" is a program in group site: limit it with program = { web = ... } or group = { site = ... }`,
 		"nginx_balance.bad.toml":           `nginx_balance.bad.toml:10: nginx.upstream.web.balance: invalid balance "random two"`,
 		"nginx_injection.bad.toml":         `nginx_injection.bad.toml:11: nginx.upstream.web.server_name: "x; include /etc/shadow" cannot go into nginx's configuration`,

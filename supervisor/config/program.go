@@ -58,6 +58,12 @@ func (src *source) checkProgram(name string, s *procgroup.Spec) []error {
 	} else if s.ReadyTimeout < time.Duration(s.StartSecs)*time.Second {
 		add("ready_timeout", "%s is shorter than startsecs = %d", s.ReadyTimeout, s.StartSecs)
 	}
+	if s.BackoffMax < 0 {
+		add("backoff_max", "must not be negative, have %s", s.BackoffMax)
+	}
+	if s.BackoffReset <= 0 {
+		add("backoff_reset", "must be positive, have %s", s.BackoffReset)
+	}
 	if s.Drain < 0 {
 		add("drain", "must not be negative, have %s", s.Drain)
 	}

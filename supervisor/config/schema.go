@@ -62,6 +62,8 @@ type rawProgram struct {
 	StartRetries          int               `toml:"startretries"`
 	StopSignal            signal            `toml:"stopsignal"`
 	StopWaitSecs          int               `toml:"stopwaitsecs"`
+	BackoffMax            duration          `toml:"backoff_max"`
+	BackoffReset          duration          `toml:"backoff_reset"`
 	StopAsGroup           bool              `toml:"stopasgroup"`
 	KillAsGroup           bool              `toml:"killasgroup"`
 	RedirectStderr        bool              `toml:"redirect_stderr"`
