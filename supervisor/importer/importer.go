@@ -104,6 +104,8 @@ func Import(file string) (*Result, error) {
 	c.o.comment(fmt.Sprintf("Imported by `gosup import` from %s.", files[0]))
 	c.o.comment("Comments mark where gosup's meaning differs from supervisord's, and what was not imported.")
 	c.o.comment("Check it with `gosup check -c FILE`; run it with `gosup start -c FILE`.")
+	c.o.comment("A program that keeps exiting unexpectedly is respawned after 1s, 2s, 4s ... up to backoff_max (60s),")
+	c.o.comment("where supervisord respawned it at once: set backoff_max = \"0s\" in a program for supervisord's way.")
 	c.defaults = c.programDefaults()
 	c.collectPrograms(c.groups())
 	c.supervisorTable()

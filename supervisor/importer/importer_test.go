@@ -325,6 +325,8 @@ func TestSupervisordSemantics(t *testing.T) {
 		{"supervisord's user runs the children", "[supervisord]\nuser=sentry\n[program:a]\ncommand=/bin/true\n[program:b]\ncommand=/bin/true\nuser=nobody\n",
 			[]string{`user = "sentry"  # from [supervisord] user`, `user = "nobody"`}, nil, ""},
 		{"empty exitcodes", "[program:a]\ncommand=/bin/true\nexitcodes=\n", nil, nil, "exitcodes not imported"},
+		{"gosup's restart backoff is kept, and said", "[program:a]\ncommand=/bin/true\n",
+			[]string{"# A program that keeps exiting unexpectedly is respawned after 1s, 2s, 4s ... up to backoff_max (60s),", `set backoff_max = "0s" in a program`}, []string{"\nbackoff_max"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := importString(t, tc.ini)
