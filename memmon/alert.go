@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -33,6 +35,15 @@ type Alert struct {
 
 func (a Alert) subject() string {
 	return fmt.Sprintf("memmon: %s restarted on %s (RSS %s over %s)", a.Name, a.Host, fmtBytes(a.RSS), fmtBytes(int64(a.Rule.Limit)))
+}
+
+// line is the alert in one line, for a digest.
+func (a Alert) line() string {
+	what := "restarted"
+	if a.Err != nil {
+		what = "restart FAILED"
+	}
+	return fmt.Sprintf("- %s %s pid %d, RSS %s over %s (%s), up %s: %s", a.At.Format(time.RFC3339), a.Name, a.Pid, fmtBytes(a.RSS), fmtBytes(int64(a.Rule.Limit)), a.Rule.Name, a.Uptime.Round(time.Second), what)
 }
 
 func (a Alert) body() string {
@@ -71,34 +82,51 @@ func fmtBytes(n int64) string {
 type SendmailFunc func(ctx context.Context, command string, msg []byte) error
 
 // Alerter mails alerts from its own goroutine: Enqueue never blocks (a full
-// queue drops and counts), every send has a deadline, and mail per process
-// is rate limited: within rate_limit of a mail, further alerts wait and go
-// out together as one digest when the window ends.
+// queue drops and counts), every send has a deadline, a batch of alerts
+// (one watchdog tick's) goes out as one mail, and mail per process is rate
+// limited: within rate_limit of a mail that named a process, its further
+// alerts wait and go out as one digest when the window ends.
 type Alerter struct {
 	cfg      Email
 	maxUp    time.Duration
 	sendmail SendmailFunc
 	log      *slog.Logger
-	queue    chan Alert
+	queue    chan []Alert
 
 	Sent, Failed, Dropped, Filtered atomic.Int64
 }
 
-// queueSize bounds the alerts waiting for the mail goroutine.
+// queueSize bounds the batches waiting for the mail goroutine.
 const queueSize = 64
+
+// maxBatch bounds the alerts of one batch, maxPending those held back for
+// one process; the rest are dropped and counted.
+const (
+	maxBatch   = 1024
+	maxPending = 100
+)
 
 // NewAlerter makes an alerter; Run sends.
 func NewAlerter(cfg Email, maxUptime time.Duration, sendmail SendmailFunc, log *slog.Logger) *Alerter {
-	return &Alerter{cfg: cfg, maxUp: maxUptime, sendmail: sendmail, log: log, queue: make(chan Alert, queueSize)}
+	return &Alerter{cfg: cfg, maxUp: maxUptime, sendmail: sendmail, log: log, queue: make(chan []Alert, queueSize)}
 }
 
-// Enqueue hands an alert to the mail goroutine without waiting.
-func (a *Alerter) Enqueue(al Alert) {
+// Enqueue hands a batch of alerts to the mail goroutine without waiting;
+// they go out as one mail. Dropped counts each alert lost.
+func (a *Alerter) Enqueue(batch ...Alert) {
+	if len(batch) == 0 {
+		return
+	}
+	if len(batch) > maxBatch {
+		a.Dropped.Add(int64(len(batch) - maxBatch))
+		a.log.Error("alert batch too large; alerts dropped", "dropped", len(batch)-maxBatch)
+		batch = batch[:maxBatch]
+	}
 	select {
-	case a.queue <- al:
+	case a.queue <- batch:
 	default:
-		a.Dropped.Add(1)
-		a.log.Error("alert queue full; alert dropped", "process", al.Name)
+		a.Dropped.Add(int64(len(batch)))
+		a.log.Error("alert queue full; alerts dropped", "process", batch[0].Name, "alerts", len(batch))
 	}
 }
 
@@ -143,37 +171,54 @@ func (a *Alerter) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case al := <-a.queue:
-			if a.maxUp > 0 && al.Uptime > a.maxUp && al.Err == nil {
-				a.Filtered.Add(1)
-				a.log.Info("no mail: the process had been up longer than alert_max_uptime", "process", al.Name, "uptime", al.Uptime.Round(time.Second))
-				continue
-			}
-			w := windows[al.Name]
-			if w == nil {
-				w = &window{}
-				windows[al.Name] = w
-			}
+		case batch := <-a.queue:
 			now := time.Now()
-			if rate > 0 && !w.sentAt.IsZero() && now.Sub(w.sentAt) < rate {
-				w.pending = append(w.pending, al)
-				arm()
-				continue
+			var mail []Alert
+			for _, al := range batch {
+				if a.maxUp > 0 && al.Uptime > a.maxUp && al.Err == nil {
+					a.Filtered.Add(1)
+					a.log.Info("no mail: the process had been up longer than alert_max_uptime", "process", al.Name, "uptime", al.Uptime.Round(time.Second))
+					continue
+				}
+				w := windows[al.Name]
+				if w == nil {
+					w = &window{}
+					windows[al.Name] = w
+				}
+				if rate > 0 && !w.sentAt.IsZero() && now.Sub(w.sentAt) < rate {
+					if len(w.pending) == maxPending {
+						a.Dropped.Add(1)
+						a.log.Error("too many alerts held back for one process; the oldest dropped", "process", al.Name)
+						w.pending = slices.Delete(w.pending, 0, 1)
+					}
+					w.pending = append(w.pending, al)
+					continue
+				}
+				w.sentAt = now
+				mail = append(mail, al)
 			}
-			w.sentAt = now
-			sending = 1
-			a.send(ctx, al.subject(), al.body())
-			sending = 0
+			arm()
+			if len(mail) > 0 {
+				subject, body := compose(mail)
+				sending = len(mail)
+				a.send(ctx, subject, body)
+				sending = 0
+			}
 		case <-flush.C:
 			armed = time.Time{}
 			now := time.Now()
-			for name, w := range windows {
+			var mail []Alert
+			for _, name := range slices.Sorted(maps.Keys(windows)) {
+				w := windows[name]
 				if len(w.pending) == 0 || now.Before(w.sentAt.Add(rate)) {
 					continue
 				}
-				subject, body := digest(name, w.pending)
-				sending = len(w.pending)
+				mail = append(mail, w.pending...)
 				w.pending, w.sentAt = nil, now
+			}
+			if len(mail) > 0 {
+				subject, body := compose(mail)
+				sending = len(mail)
 				a.send(ctx, subject, body)
 				sending = 0
 			}
@@ -182,13 +227,51 @@ func (a *Alerter) Run(ctx context.Context) {
 	}
 }
 
-func digest(name string, alerts []Alert) (string, string) {
-	last := alerts[len(alerts)-1]
-	subject := fmt.Sprintf("memmon: %s restarted %d more times on %s (digest)", name, len(alerts), last.Host)
-	var b strings.Builder
-	fmt.Fprintf(&b, "%d restarts of %s since the last mail (rate_limit holds back the rest):\n\n", len(alerts), name)
+// compose makes one mail of alerts, in order: one alert is mailed as
+// itself, several of one process as a digest, several processes with a
+// section each.
+func compose(alerts []Alert) (subject, body string) {
+	var names []string
+	byName := map[string][]Alert{}
 	for _, al := range alerts {
-		fmt.Fprintf(&b, "- %s pid %d, RSS %s over %s (%s), up %s\n", al.At.Format(time.RFC3339), al.Pid, fmtBytes(al.RSS), fmtBytes(int64(al.Rule.Limit)), al.Rule.Name, al.Uptime.Round(time.Second))
+		if byName[al.Name] == nil {
+			names = append(names, al.Name)
+		}
+		byName[al.Name] = append(byName[al.Name], al)
+	}
+	if len(names) == 1 {
+		return section(byName[names[0]])
+	}
+	host := alerts[0].Host
+	what := fmt.Sprintf("%d restarts of %d processes", len(alerts), len(names))
+	list := names
+	if len(list) > 5 {
+		list = append(slices.Clip(list[:5]), fmt.Sprintf("%d more", len(names)-5))
+	}
+	subject = fmt.Sprintf("memmon: %s on %s (%s)", what, host, strings.Join(list, ", "))
+	var b strings.Builder
+	fmt.Fprintf(&b, "memmon on %s: %s, in one mail.\n\n", host, what)
+	for _, al := range alerts {
+		b.WriteString(al.line() + "\n")
+	}
+	for _, name := range names {
+		_, body := section(byName[name])
+		fmt.Fprintf(&b, "\n==== %s ====\n\n%s", name, body)
+	}
+	return subject, b.String()
+}
+
+// section is the mail about one process: its alert, or a digest of several.
+func section(alerts []Alert) (subject, body string) {
+	last := alerts[len(alerts)-1]
+	if len(alerts) == 1 {
+		return last.subject(), last.body()
+	}
+	subject = fmt.Sprintf("memmon: %s restarted %d more times on %s (digest)", last.Name, len(alerts), last.Host)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d restarts of %s since the last mail (rate_limit holds back the rest):\n\n", len(alerts), last.Name)
+	for _, al := range alerts {
+		b.WriteString(al.line() + "\n")
 	}
 	b.WriteString("\nThe latest one in full:\n\n")
 	b.WriteString(last.body())

@@ -3,8 +3,11 @@ package memmon
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"mime"
+	"mime/quotedprintable"
 	"net/mail"
 	"os"
 	"os/exec"
@@ -76,6 +79,7 @@ func TestAlertMailOverSMTP(t *testing.T) {
 type mailbox struct {
 	mu       sync.Mutex
 	subjects []string
+	msgs     []string // "Subject: " and the decoded subject, a blank line, the decoded body
 	panics   int
 }
 
@@ -91,7 +95,27 @@ func (m *mailbox) sendmail(_ context.Context, _ string, msg []byte) error {
 		return err
 	}
 	m.subjects = append(m.subjects, parsed.Header.Get("Subject"))
+	subject, err := new(mime.WordDecoder).DecodeHeader(parsed.Header.Get("Subject"))
+	if err != nil {
+		return err
+	}
+	var body io.Reader = parsed.Body
+	if strings.EqualFold(parsed.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
+		body = quotedprintable.NewReader(body)
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		return err
+	}
+	m.msgs = append(m.msgs, "Subject: "+subject+"\n\n"+string(b))
 	return nil
+}
+
+// all returns the messages, decoded.
+func (m *mailbox) all() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.msgs)
 }
 
 func (m *mailbox) got() []string {
@@ -291,4 +315,51 @@ func TestAlertHeaderInjection(t *testing.T) {
 	if m.Header.Get("Bcc") != "" || len(m.To) != 2 {
 		t.Errorf("header injected: Bcc %q, rcpt %v", m.Header.Get("Bcc"), m.To)
 	}
+}
+
+// A batch is one mail, over a real SMTP conversation.
+func TestAlertBatchIsOneMail(t *testing.T) {
+	srv := smtptest.Start(t)
+	a := runAlerter(t, smtpConfig(srv.Addr), 0, nil)
+	a.Enqueue(testAlert("web:web_01", time.Minute), testAlert("web:web_02", time.Minute), testAlert("worker:w_0", time.Minute))
+	m := srv.Wait(t, 1, 5*time.Second)[0]
+	if want := "memmon: 3 restarts of 3 processes on web-3.example.com (web:web_01, web:web_02, worker:w_0)"; m.Subject != want {
+		t.Errorf("subject: want %q, have %q", want, m.Subject)
+	}
+	for _, want := range []string{"==== web:web_01 ====", "==== worker:w_0 ====", "process:   web:web_02"} {
+		if !strings.Contains(m.Body, want) {
+			t.Errorf("body lacks %q:\n%s", want, m.Body)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); a.Sent.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond) // the server has the mail before the client has its reply
+	}
+	if a.Sent.Load() != 1 || srv.Count() != 1 {
+		t.Errorf("sent %d, server has %d mails", a.Sent.Load(), srv.Count())
+	}
+}
+
+// What rate_limit holds back for one process is bounded; the excess is
+// dropped and counted.
+func TestAlertHeldBackIsBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		box := &mailbox{}
+		cfg := DefaultEmail()
+		cfg.To = []string{"ops@example.com"}
+		cfg.Sendmail = "sendmail -t -i"
+		a := NewAlerter(cfg, 0, box.sendmail, quiet())
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go a.Run(ctx)
+		for range maxPending + 6 {
+			a.Enqueue(testAlert("web:web_01", time.Minute))
+			synctest.Wait()
+		}
+		time.Sleep(time.Duration(cfg.RateLimit))
+		synctest.Wait()
+		mails := box.all()
+		if a.Dropped.Load() != 5 || len(mails) != 2 || !strings.Contains(mails[1], fmt.Sprintf("restarted %d more times", maxPending)) {
+			t.Errorf("dropped %d, %d mails", a.Dropped.Load(), len(mails))
+		}
+	})
 }

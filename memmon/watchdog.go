@@ -115,7 +115,8 @@ func (w *Watchdog) Sample(name string) (Sample, bool) {
 }
 
 // Tick takes one sample of every target and starts the restarts that are
-// due; restarts run on goroutines tracked by wg.
+// due, on goroutines tracked by wg. Once they have all ended, the tick's
+// restarts are mailed as one batch.
 func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 	w.Ticks.Add(1)
 	if w.tickHook != nil {
@@ -138,6 +139,7 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	var restarts []overLimit
 	live := make(map[string]bool, len(targets))
 	for _, t := range targets {
 		live[t.Name] = true
@@ -170,11 +172,7 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		w.restarting[t.Name] = true
 		w.busy[t.Program]++
 		delete(w.over, t.Name)
-		wg.Add(1)
-		w.Guard.With("process", t.Name).Go("memmon", "that restart was abandoned; memmon may try again", func() {
-			defer wg.Done()
-			w.restart(ctx, t, rss, rule)
-		}, nil)
+		restarts = append(restarts, overLimit{t: t, rss: rss, rule: rule})
 	}
 	for name := range w.samples {
 		if !live[name] {
@@ -183,9 +181,54 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 			w.samples[name] = s
 		}
 	}
+	if len(restarts) == 0 {
+		return
+	}
+	wg.Add(1)
+	w.Guard.Go("memmon", "the alerts of that batch are lost", func() {
+		defer wg.Done()
+		w.batch(ctx, restarts)
+	}, nil)
 }
 
-func (w *Watchdog) restart(ctx context.Context, t Target, rss int64, rule Rule) {
+// overLimit is a process due for a restart.
+type overLimit struct {
+	t    Target
+	rss  int64
+	rule Rule
+}
+
+// batch runs one tick's restarts side by side and, once all have ended,
+// hands their alerts to the alerter as one batch: one mail.
+func (w *Watchdog) batch(ctx context.Context, restarts []overLimit) {
+	alerts := make([]*Alert, len(restarts))
+	var wg sync.WaitGroup
+	for i, d := range restarts {
+		wg.Add(1)
+		w.Guard.With("process", d.t.Name).Go("memmon", "that restart was abandoned; memmon may try again", func() {
+			defer wg.Done()
+			alerts[i] = w.restart(ctx, d)
+		}, nil)
+	}
+	wg.Wait()
+	if w.alerts == nil {
+		return
+	}
+	var out []Alert
+	for _, al := range alerts {
+		if al != nil {
+			out = append(out, *al)
+		}
+	}
+	if len(out) > 0 {
+		w.alerts.Enqueue(out...)
+	}
+}
+
+// restart restarts one process and returns its alert: nil if there is
+// nothing to report.
+func (w *Watchdog) restart(ctx context.Context, d overLimit) *Alert {
+	t, rss, rule := d.t, d.rss, d.rule
 	now := time.Now()
 	reason := fmt.Sprintf("RSS %s over %s (%s) for %d samples", fmtBytes(rss), fmtBytes(int64(rule.Limit)), rule.Name, w.cfg.Samples)
 	w.log.Warn("restarting a process over its memory limit", "process", t.Name, "pid", t.Pid, "rss", rss, "limit", int64(rule.Limit), "rule", rule.Name)
@@ -217,17 +260,14 @@ func (w *Watchdog) restart(ctx context.Context, t Target, rss int64, rule Rule) 
 	if err != nil {
 		w.log.Error("memmon restart failed", "process", t.Name, "pid", t.Pid, "err", err)
 		if errors.Is(err, ErrPidGone) {
-			return // it exited or was replaced meanwhile: nothing to report
+			return nil // it exited or was replaced meanwhile: nothing to report
 		}
 	}
-	if w.alerts == nil {
-		return
-	}
-	w.alerts.Enqueue(Alert{
+	return &Alert{
 		Host: w.name, Name: t.Name, Port: t.Port, Pid: t.Pid, RSS: rss, Rule: rule,
 		Uptime: now.Sub(t.StartedAt), Restarts: restarts, StderrLog: t.StderrLog,
 		Tail: w.host.StderrTail(t.Name, 20), At: now, Err: err,
-	})
+	}
 }
 
 // ErrPidGone is what a Host's Restart returns (wrapped) when the process
