@@ -80,6 +80,7 @@ type Reaper struct {
 	spawners int
 	spawns   chan spawnReq
 	sigc     chan os.Signal
+	pings    chan struct{} // received by the reaping loop between reaps
 	done     chan struct{}
 	// Orphan, when set, is called (from the reaper goroutine) for exits
 	// nobody subscribed to: re-parented grandchildren.
@@ -96,6 +97,7 @@ func New() (*Reaper, error) {
 		subs:   make(map[int]chan Exit),
 		spawns: make(chan spawnReq),
 		sigc:   make(chan os.Signal, 1),
+		pings:  make(chan struct{}),
 		done:   make(chan struct{}),
 		// Spawning is mostly kernel work (clone, exec): one thread per
 		// CPU keeps every CPU busy.
@@ -122,7 +124,23 @@ func (r *Reaper) Run(ctx context.Context) {
 			return
 		case <-r.sigc:
 			r.reapAll()
+		case <-r.pings:
 		}
+	}
+}
+
+// Ping returns once the reaping loop is free to take its next SIGCHLD, or
+// ctx's error if it is not by then: a liveness check for a watchdog. A
+// loop stuck in a reap (a spawn that never returns holds every lookup)
+// does not answer.
+func (r *Reaper) Ping(ctx context.Context) error {
+	select {
+	case r.pings <- struct{}{}:
+		return nil
+	case <-r.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("reaper did not answer: %w", ctx.Err())
 	}
 }
 

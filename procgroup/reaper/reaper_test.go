@@ -2,6 +2,7 @@ package reaper
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strconv"
 	"sync"
@@ -75,5 +76,59 @@ func TestExitString(t *testing.T) {
 	}
 	if exited.String() != "exit status 3" || exited.Code() != 3 {
 		t.Errorf("exited: %s, %d", exited, exited.Code())
+	}
+}
+
+// Ping answers while the reaping loop is free, and not while it is stuck
+// in a reap: here a spawn that does not return holds every pid lookup,
+// and a child's exit sends the loop into one.
+func TestPingAnswersOnlyAFreeLoop(t *testing.T) {
+	ctx := context.Background()
+	if err := testReaper.Ping(ctx); err != nil {
+		t.Fatalf("idle reaper: %v", err)
+	}
+	release := make(chan struct{})
+	spawned := make(chan struct{})
+	go func() {
+		_, _, _ = testReaper.Start(func() (*os.Process, error) {
+			close(spawned)
+			<-release
+			return nil, os.ErrInvalid
+		})
+	}()
+	<-spawned
+	// Still free: nothing to reap yet.
+	if err := testReaper.Ping(ctx); err != nil {
+		t.Fatalf("reaper with a spawn in flight: %v", err)
+	}
+	// A child that exits at once: its reap waits for the spawn in flight.
+	attr := &os.ProcAttr{Env: append(os.Environ(), "REAPER_HELPER=0")}
+	child, err := os.StartProcess(os.Args[0], []string{os.Args[0]}, attr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer child.Release()
+	// Once the loop is stuck, pings go unanswered; poll until one does not.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		err := testReaper.Ping(pctx)
+		cancel()
+		if err != nil {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("stuck reaper: %v", err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reaper kept answering while its reap was stuck")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := testReaper.Ping(pctx); err != nil {
+		t.Fatalf("reaper after the spawn returned: %v", err)
 	}
 }
