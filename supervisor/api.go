@@ -39,6 +39,10 @@ func (h apiHost) Info() api.Info {
 	for _, r := range s.guard.Records() {
 		info.Panics = append(info.Panics, api.Panic{Component: r.Component, Count: r.Panics, LastAt: r.LastAt, Last: r.Last, State: r.State})
 	}
+	info.WatchdogMissed = s.watchdogMissed.Load()
+	if f := s.watchdogLast.Load(); f != nil {
+		info.WatchdogLastFailure = f.At.Format(time.DateTime) + ": " + f.What
+	}
 	return info
 }
 

@@ -2,9 +2,13 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
@@ -47,68 +51,148 @@ func (n *notifier) close() {
 	}
 }
 
-// summary is the one-line STATUS= systemd shows.
-func summary(procs []*procgroup.Process) string {
+// picture is one reading of every process: STATUS= and the READY=1
+// decision both come from it, so READY=1 never goes out with a STATUS=
+// that says some process is still starting.
+type picture struct {
+	summary string // the one-line STATUS= systemd shows
+	settled bool   // every autostart process is RUNNING or FATAL
+}
+
+// look reads each process's status once.
+func look(procs []*procgroup.Process) picture {
 	var running, fatal, other int
+	settled := true
 	for _, p := range procs {
-		switch p.Status().State {
+		st := p.Status().State
+		switch st {
 		case procgroup.Running:
 			running++
 		case procgroup.Fatal:
 			fatal++
 		default:
 			other++
+			if p.Spec().Program.AutoStart {
+				settled = false
+			}
 		}
 	}
 	s := fmt.Sprintf("%d running, %d fatal", running, fatal)
 	if other > 0 {
 		s += fmt.Sprintf(", %d other", other)
 	}
-	return s
+	return picture{summary: s, settled: settled}
 }
 
-// settled reports whether every autostart process has reached RUNNING or FATAL.
-func settled(procs []*procgroup.Process) bool {
-	for _, p := range procs {
-		if !p.Spec().Program.AutoStart {
-			continue
-		}
-		if st := p.Status().State; st != procgroup.Running && st != procgroup.Fatal {
-			return false
+// liveness is one of the daemon's own loops and how to ask it whether it
+// answers; ping returns nil once it has, or an error when ctx ends first.
+type liveness struct {
+	name string
+	ping func(ctx context.Context) error
+}
+
+// livenessChecks are what WATCHDOG=1 vouches for: operations can still be
+// decided (the decide lock that every lane reservation and reload plan
+// takes is free within the bound: a long stop holds a lane, never this),
+// the reaper's loop takes its next SIGCHLD, and the control socket
+// accepts a new connection and answers GET /v1/info.
+func (s *Supervisor) livenessChecks(socket string) []liveness {
+	return []liveness{
+		{"operation lanes", func(ctx context.Context) error {
+			if err := lock(ctx, s.decide); err != nil {
+				return err
+			}
+			<-s.decide
+			return nil
+		}},
+		{"reaper", s.rp.Ping},
+		{"control socket", func(ctx context.Context) error { return pingSocket(ctx, socket) }},
+	}
+}
+
+// pingSocket asks the daemon for /v1/info over a new connection, so the
+// accept loop answers as well as a handler.
+func pingSocket(ctx context.Context, socket string) error {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		DisableKeepAlives: true,
+	}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://gosup/v1/info", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /v1/info: %s", resp.Status)
+	}
+	return nil
+}
+
+// unanswered asks every check at once and names those that have not
+// answered within bound (each check gives up when its context ends).
+func unanswered(ctx context.Context, bound time.Duration, checks []liveness) ([]string, []error) {
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	errs := make([]error, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		wg.Go(func() { errs[i] = c.ping(ctx) })
+	}
+	wg.Wait()
+	var names []string
+	var failed []error
+	for i, err := range errs {
+		if err != nil {
+			names = append(names, checks[i].name)
+			failed = append(failed, fmt.Errorf("%s: %w", checks[i].name, err))
 		}
 	}
-	return true
+	return names, failed
 }
 
 // runNotify sends READY=1 once every autostart process is RUNNING or FATAL,
 // then STATUS= whenever the summary changes (changed is signalled on every
-// state change), and WATCHDOG=1 every watchdog/2 when systemd asked for it.
-func (s *Supervisor) runNotify(ctx context.Context, n *notifier, changed <-chan struct{}, watchdog time.Duration) {
+// state change). When systemd asked for a watchdog it checks the daemon's
+// loops every watchdog/2, each bound to answer within watchdog/4, and
+// sends WATCHDOG=1 only when all did: a wedged daemon stops pinging and
+// systemd restarts it. A failed check withholds that ping, sets STATUS= to
+// what did not answer, and is counted for ctl info.
+func (s *Supervisor) runNotify(ctx context.Context, n *notifier, changed <-chan struct{}, watchdog time.Duration, checks []liveness) {
 	var ping <-chan time.Time
 	if watchdog > 0 {
 		t := time.NewTicker(watchdog / 2)
 		defer t.Stop()
 		ping = t.C
 	}
+	bound := watchdog / 4
 	ready, last := false, ""
 	report := func() {
-		procs := s.all() // a reload changes them
-		st := summary(procs)
-		if !ready && settled(procs) {
+		pic := look(s.all()) // all(): a reload changes them
+		if !ready && pic.settled {
 			ready = true
 			s.readySent.Store(true)
-			last = st
-			if err := n.send("READY=1", "STATUS="+st); err != nil {
+			last = pic.summary
+			if err := n.send("READY=1", "STATUS="+pic.summary); err != nil {
 				s.log.Warn("sd_notify failed", "err", err)
 			}
 			return
 		}
-		if ready && st != last {
-			last = st
-			_ = n.send("STATUS=" + st)
+		if ready && pic.summary != last {
+			last = pic.summary
+			_ = n.send("STATUS=" + pic.summary)
 		}
 	}
 	report()
+	var failingSince time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -116,7 +200,34 @@ func (s *Supervisor) runNotify(ctx context.Context, n *notifier, changed <-chan 
 		case <-changed:
 			report()
 		case <-ping:
-			_ = n.send("WATCHDOG=1")
+			names, errs := unanswered(ctx, bound, checks)
+			if ctx.Err() != nil {
+				return
+			}
+			if len(names) == 0 {
+				if !failingSince.IsZero() {
+					s.log.Info("the daemon's loops answer again: pinging the systemd watchdog", "after", time.Since(failingSince).Round(time.Millisecond))
+					failingSince = time.Time{}
+					last = look(s.all()).summary
+					_ = n.send("STATUS=" + last)
+				}
+				_ = n.send("WATCHDOG=1")
+				continue
+			}
+			what := fmt.Sprintf("%s did not answer within %s", strings.Join(names, ", "), bound)
+			s.watchdogMissed.Add(1)
+			s.watchdogLast.Store(&watchdogFailure{At: time.Now(), What: what})
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+				s.log.Error("not pinging the systemd watchdog: "+what+"; systemd restarts gosup if this lasts", "err", errors.Join(errs...))
+			}
+			_ = n.send("STATUS=watchdog: " + what + "; not pinging systemd")
 		}
 	}
+}
+
+// watchdogFailure is the last liveness check that failed.
+type watchdogFailure struct {
+	At   time.Time
+	What string
 }

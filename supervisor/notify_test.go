@@ -2,34 +2,40 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
 )
 
-// The daemon speaks sd_notify to a real unixgram socket: READY=1 only once
-// every autostart process is RUNNING (here after startsecs = 1), STATUS=
-// when the picture changes, WATCHDOG=1 at half the watchdog interval, and
-// RELOADING=1 (with MONOTONIC_USEC) … READY=1 around a reload, and
-// STOPPING=1 on shutdown.
-func TestSystemdNotify(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "notify")
+// notifyMsg is one datagram the daemon sent to NOTIFY_SOCKET.
+type notifyMsg struct {
+	text string
+	at   time.Time
+}
+
+// listenNotify listens on a real unixgram socket, as systemd does, and
+// returns its path and what reads the next message (failing the test
+// after a generous deadline).
+func listenNotify(t *testing.T) (sock string, recv func() notifyMsg) {
+	t.Helper()
+	sock = filepath.Join(t.TempDir(), "notify")
 	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	type msg struct {
-		text string
-		at   time.Time
-	}
-	msgs := make(chan msg, 1000)
+	t.Cleanup(func() { ln.Close() })
+	msgs := make(chan notifyMsg, 1000)
 	go func() {
 		buf := make([]byte, 4096)
 		for {
@@ -37,9 +43,28 @@ func TestSystemdNotify(t *testing.T) {
 			if err != nil {
 				return
 			}
-			msgs <- msg{string(buf[:n]), time.Now()}
+			msgs <- notifyMsg{string(buf[:n]), time.Now()}
 		}
 	}()
+	return sock, func() notifyMsg {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			return m
+		case <-time.After(30 * time.Second):
+			t.Fatal("no message from the daemon")
+			return notifyMsg{}
+		}
+	}
+}
+
+// The daemon speaks sd_notify to a real unixgram socket: READY=1 only once
+// every autostart process is RUNNING (here after startsecs = 1), with the
+// STATUS= of the same reading, STATUS= when the picture changes, and
+// RELOADING=1 (with MONOTONIC_USEC) … READY=1 around a reload, and
+// STOPPING=1 on shutdown. (WATCHDOG=1: TestWatchdogPingsOnlyWhileLoopsAnswer.)
+func TestSystemdNotify(t *testing.T) {
+	sock, recv := listenNotify(t)
 	body := `
 [program.web]
 command = "@HELPER@ sleep"
@@ -54,18 +79,12 @@ startsecs = 1
 	}
 	ctx := context.Background()
 	start := time.Now()
-	_, cl, stop := runDaemon(t, cfg, Options{NotifySocket: sock, Watchdog: 200 * time.Millisecond})
-	next := func(prefix string) msg {
+	_, cl, stop := runDaemon(t, cfg, Options{NotifySocket: sock})
+	next := func(prefix string) notifyMsg {
 		t.Helper()
-		deadline := time.After(10 * time.Second)
 		for {
-			select {
-			case m := <-msgs:
-				if strings.HasPrefix(m.text, prefix) {
-					return m
-				}
-			case <-deadline:
-				t.Fatalf("no %q from the daemon", prefix)
+			if m := recv(); strings.HasPrefix(m.text, prefix) {
+				return m
 			}
 		}
 	}
@@ -96,17 +115,172 @@ startsecs = 1
 	if m := next("READY=1"); m.text != "READY=1\nSTATUS=2 running, 0 fatal, 1 other" {
 		t.Errorf("ready after reload: %q", m.text)
 	}
-	first := next("WATCHDOG=1")
-	for range 4 {
-		next("WATCHDOG=1")
-	}
-	if d := time.Since(first.at); d > 800*time.Millisecond {
-		t.Errorf("5 watchdog pings took %s; want one every 100ms", d)
-	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if m := next("STOPPING=1"); !strings.HasPrefix(m.text, "STOPPING=1\nSTATUS=stopping") {
 		t.Errorf("stopping message: %q", m.text)
 	}
+}
+
+// WATCHDOG=1 vouches for the daemon's loops: a healthy daemon keeps
+// pinging; with the decide lock of the operation lanes held (what a lane
+// machinery that no longer moves looks like) or the reaper's loop stuck
+// in a reap, the pings stop, STATUS= says what does not answer, ctl info
+// counts the missed pings, and the pings resume once the loop answers.
+func TestWatchdogPingsOnlyWhileLoopsAnswer(t *testing.T) {
+	sock, recv := listenNotify(t)
+	file := writeConfig(t, `
+[program.a]
+command = "@HELPER@ sleep"
+startsecs = 0
+`+helperEnv)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Checks every 500ms, each loop bound to answer within 250ms.
+	sup, cl, _ := runDaemon(t, cfg, Options{NotifySocket: sock, Watchdog: time.Second})
+	ctx := context.Background()
+	// until reads messages until done says so, within a generous deadline.
+	until := func(what string, done func(m string) bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !done(recv().text) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s from the daemon", what)
+			}
+		}
+	}
+	pings := func(n int) {
+		t.Helper()
+		until(fmt.Sprintf("%d WATCHDOG=1", n), func(m string) bool {
+			if m == "WATCHDOG=1" {
+				n--
+			}
+			return n == 0
+		})
+	}
+	// wedged, called once loop no longer answers, waits for three checks
+	// that say so in STATUS=. At most one WATCHDOG=1 may come first (from
+	// a check that passed just before); none after the first failure.
+	wedged := func(loop string) {
+		t.Helper()
+		failures, pinged := 0, 0
+		until("3 failed checks of the "+loop, func(m string) bool {
+			switch {
+			case strings.HasPrefix(m, "STATUS=watchdog: ") && (strings.Contains(m, loop+" did not answer") || strings.Contains(m, loop+", ")):
+				failures++
+			case m == "WATCHDOG=1":
+				if pinged++; failures > 0 || pinged > 1 {
+					t.Fatalf("WATCHDOG=1 keeps coming while %q does not answer", loop)
+				}
+			}
+			return failures == 3
+		})
+	}
+	// recovered waits for the STATUS= that replaces the failure, then a ping.
+	recovered := func() {
+		t.Helper()
+		until("STATUS= once the loops answer", func(m string) bool {
+			if strings.HasPrefix(m, "STATUS=") && !strings.HasPrefix(m, "STATUS=watchdog: ") {
+				if m != "STATUS=1 running, 0 fatal" {
+					t.Errorf("status once the loops answer again: %q", m)
+				}
+				return true
+			}
+			return false
+		})
+		pings(1)
+	}
+	pings(3) // healthy
+
+	sup.decide <- struct{}{} // the lanes' decide lock, held: nothing can be decided
+	wedged("operation lanes")
+	info, err := cl.Info(ctx) // info takes no lane
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.WatchdogMissed < 3 || !strings.Contains(info.WatchdogLastFailure, "operation lanes did not answer within 250ms") {
+		t.Errorf("info while the lanes are wedged: missed %d, last %q", info.WatchdogMissed, info.WatchdogLastFailure)
+	}
+	<-sup.decide
+	recovered()
+
+	// The reaper: a spawn that does not return holds every pid lookup,
+	// and a child's exit sends the reaping loop into one.
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock()
+	spawning := make(chan struct{})
+	go func() {
+		_, _, _ = testReaper.Start(func() (*os.Process, error) {
+			close(spawning)
+			<-release
+			return nil, os.ErrInvalid
+		})
+	}()
+	<-spawning
+	child, err := os.StartProcess("/bin/true", []string{"true"}, &os.ProcAttr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := child.Pid
+	child.Release()
+	// Reaped (its /proc entry gone): the reaping loop now waits for the spawn.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d never reaped", pid)
+		}
+	}
+	wedged("reaper")
+	unblock()
+	recovered()
+}
+
+// unanswered asks every loop at once and names those that have not
+// answered within the bound, after exactly the bound.
+func TestUnansweredNamesTheLoopsThatDoNotAnswer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		stuck := make(chan struct{})
+		checks := []liveness{
+			{"fine", func(context.Context) error { return nil }},
+			{"stuck", func(ctx context.Context) error {
+				select {
+				case <-stuck:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}},
+			{"slow", func(ctx context.Context) error {
+				select {
+				case <-time.After(time.Second):
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}},
+		}
+		start := time.Now()
+		names, errs := unanswered(context.Background(), 5*time.Second, checks)
+		if !slices.Equal(names, []string{"stuck"}) || len(errs) != 1 || !errors.Is(errs[0], context.DeadlineExceeded) {
+			t.Errorf("unanswered: %v %v", names, errs)
+		}
+		if d := time.Since(start); d != 5*time.Second {
+			t.Errorf("gave up after %s, want the bound (5s)", d)
+		}
+		close(stuck)
+		start = time.Now()
+		if names, _ := unanswered(context.Background(), 5*time.Second, checks); len(names) != 0 {
+			t.Errorf("all answer: %v", names)
+		}
+		if d := time.Since(start); d != time.Second {
+			t.Errorf("took %s, want the slowest check's 1s", d)
+		}
+	})
 }

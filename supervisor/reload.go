@@ -144,7 +144,7 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 	default:
 	}
 	if s.readySent.Load() {
-		_ = s.notify.send("READY=1", "STATUS="+summary(s.all()))
+		_ = s.notify.send("READY=1", "STATUS="+look(s.all()).summary)
 	}
 	s.log.Info("reloaded", "config", file)
 	return rp, nil

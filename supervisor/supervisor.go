@@ -73,6 +73,10 @@ type Supervisor struct {
 	// readySent: sd_notify READY=1 has been sent once (a reload sends it
 	// again only after that).
 	readySent atomic.Bool
+	// watchdogMissed counts the WATCHDOG=1 pings withheld because one of
+	// the daemon's loops did not answer; watchdogLast is the last such.
+	watchdogMissed atomic.Int64
+	watchdogLast   atomic.Pointer[watchdogFailure]
 	// touchKick and touchPending: programs whose touch_reload file changed,
 	// restarted one at a time by touchLoop; a program touched again while
 	// pending is restarted once.
@@ -210,7 +214,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	notifyDone := make(chan struct{})
 	go func() {
 		defer close(notifyDone)
-		s.runNotify(nctx, notify, s.changed, s.opts.Watchdog)
+		s.runNotify(nctx, notify, s.changed, s.opts.Watchdog, s.livenessChecks(st.Socket))
 	}()
 	srv := &http.Server{
 		Handler:           s.recovering(api.NewHandler(apiHost{s})),
@@ -252,7 +256,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	stopMemmon() // no memmon restart during shutdown
 	stopNotify()
 	<-notifyDone
-	_ = notify.send("STOPPING=1", "STATUS=stopping "+summary(s.all()))
+	_ = notify.send("STOPPING=1", "STATUS=stopping "+look(s.all()).summary)
 	timeout := s.config().Supervisor.ShutdownTimeout
 	s.log.Info("shutting down", "timeout", timeout)
 	sctx, scancel := context.WithTimeout(context.Background(), timeout)

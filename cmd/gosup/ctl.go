@@ -379,6 +379,11 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 				info.Pid, info.Version, info.Config, info.Socket, api.FormatUptime(time.Duration(info.UptimeS*float64(time.Second))))
 			fmt.Fprintf(out, "memmon restarts: %d\nalerts sent:     %d\nalert failures:  %d\nalerts dropped:  %d\n",
 				info.MemmonRestarts, info.AlertsSent, info.AlertFailures, info.AlertsDropped)
+			missed := strconv.FormatInt(info.WatchdogMissed, 10)
+			if info.WatchdogLastFailure != "" {
+				missed += " (last at " + info.WatchdogLastFailure + ")"
+			}
+			fmt.Fprintf(out, "watchdog missed: %s\n", missed)
 			last := "none since start"
 			switch r := info.LastReload; {
 			case r.OK:

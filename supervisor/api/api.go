@@ -56,6 +56,11 @@ type Info struct {
 	AlertsSent     int64 `json:"alerts_sent"`
 	AlertFailures  int64 `json:"alert_failures"`
 	AlertsDropped  int64 `json:"alerts_dropped"`
+	// WatchdogMissed counts the systemd watchdog pings withheld because
+	// one of the daemon's loops did not answer in time;
+	// WatchdogLastFailure says when and which ("" when none).
+	WatchdogMissed      int64  `json:"watchdog_missed"`
+	WatchdogLastFailure string `json:"watchdog_last_failure,omitempty"`
 	// LastReload is the outcome of the last reload (zero before any).
 	LastReload ReloadStatus `json:"last_reload"`
 	// Panics lists the side features that panicked (each a gosup bug),
