@@ -55,7 +55,6 @@ func (ls *lanes) quitting() bool {
 type ticket struct {
 	prev <-chan struct{} // closed when the operation before ends; nil: none
 	mine chan struct{}   // closed when this operation is done with the lane
-	once sync.Once
 }
 
 // lease is an operation's places in the lanes of the programs it touches.
@@ -64,6 +63,7 @@ type lease struct {
 	ls      *lanes
 	ctx     context.Context // waiting for a lane ends with it
 	tickets map[procgroup.ProgramName]*ticket
+	once    sync.Once // release
 }
 
 // reserve queues an operation in the lanes of progs (program names). It
@@ -121,16 +121,18 @@ func (l *lease) acquire(prog procgroup.ProgramName) error {
 }
 
 // release ends the operation in every lane. A place never waited for is
-// handed on once the operation before it ends. Safe to call more than once.
+// handed on once the operation before it ends. Safe to call more than
+// once (a deferred release after an early one).
 func (l *lease) release() {
 	if l == nil {
 		return
 	}
-	for prog, t := range l.tickets {
-		t.once.Do(func() { l.ls.pass(prog, t) })
-	}
-	l.tickets = nil
-	l.ls.held.Done()
+	l.once.Do(func() {
+		for prog, t := range l.tickets {
+			l.ls.pass(prog, t)
+		}
+		l.ls.held.Done()
+	})
 }
 
 // pass ends t's turn in prog's lane: now if the turn has come, else as

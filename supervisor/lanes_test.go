@@ -294,6 +294,7 @@ func TestLanes(t *testing.T) {
 			t.Errorf("%d waiting, want 2", n)
 		}
 		a.release()
+		a.release() // twice, as a deferred release after an early one: no effect
 		if got := ran(); !strings.HasSuffix(got, " b") {
 			t.Fatalf("after a: ran %q, want b next", got)
 		}

@@ -106,21 +106,34 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 		s.mu.Unlock()
 		return nil, err
 	}
-	if err := lock(ctx, s.decide); err != nil {
-		return nil, err
-	}
-	plans, notes := s.plan(next)
-	rp := report(file, false, plans, notes)
-	for _, c := range rp.Changes {
-		if c.Action != "unchanged" {
-			s.log.Info("reload", "program", c.Program, "action", c.Action, "start", len(c.Start), "stop", len(c.Stop), "restart", len(c.Restart), "why", strings.Join(c.Why, ","), "in_place", strings.Join(c.InPlace, ","))
+	var rp *api.ReloadPlan
+	var plans []*progPlan
+	var l *lease
+	var prev *config.Config
+	var stopNginx func()
+	var inPlace []api.Result
+	// Planning holds the decide lock; a panic in it must not keep it.
+	err = func() error {
+		if err := lock(ctx, s.decide); err != nil {
+			return err
 		}
-	}
-	l, prev, stopNginx, inPlace, err := s.prepare(ctx, next, plans)
-	<-s.decide
+		defer func() { <-s.decide }()
+		var notes []string
+		plans, notes = s.plan(next)
+		rp = report(file, false, plans, notes)
+		for _, c := range rp.Changes {
+			if c.Action != "unchanged" {
+				s.log.Info("reload", "program", c.Program, "action", c.Action, "start", len(c.Start), "stop", len(c.Stop), "restart", len(c.Restart), "why", strings.Join(c.Why, ","), "in_place", strings.Join(c.InPlace, ","))
+			}
+		}
+		var err error
+		l, prev, stopNginx, inPlace, err = s.prepare(ctx, next, plans)
+		return err
+	}()
 	if err != nil {
 		return nil, err
 	}
+	defer l.release() // also if apply panics: the lanes must not stay taken
 	_ = s.notify.send("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()), "STATUS=reloading "+file)
 	rp.Results = s.apply(ctx, l, prev, next, stopNginx, plans)
 	rp.Results = append(inPlace, rp.Results...)
