@@ -65,8 +65,12 @@ func (s *Supervisor) reloadLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.reloadKick:
-			if _, err := s.Reload(ctx, false); err != nil {
+			plan, err := s.Reload(ctx, false)
+			switch {
+			case err != nil:
 				s.log.Error("reload failed", "err", err)
+			case plan.Nginx != "" && plan.Nginx != "ok":
+				s.log.Error("reload applied, but nginx did not take the update", "err", plan.Nginx)
 			}
 		}
 	}
@@ -138,6 +142,9 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 	rp.Results = s.apply(ctx, l, prev, next, stopNginx, plans)
 	rp.Results = append(inPlace, rp.Results...)
 	l.release()
+	// The caller learns what nginx made of the result, not only that it
+	// was queued.
+	rp.Nginx = s.nginxOutcome(ctx)
 	last := api.ReloadStatus{At: time.Now(), OK: true}
 	var failed []string
 	for _, r := range rp.Results {
@@ -427,7 +434,6 @@ func (s *Supervisor) apply(ctx context.Context, l *lease, prev, next *config.Con
 		ok := byName(started)
 		s.setDown(slices.DeleteFunc(start, func(p *procgroup.Process) bool { return !ok[p.Spec().FullName()].OK }), false)
 	}
-	s.submitNginx()
 	return results
 }
 
@@ -733,6 +739,24 @@ func (s *Supervisor) syncNginx(ctx context.Context) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// nginxOutcome renders the processes as they are now and waits until
+// nginx has the result: "ok", or why not ("" without [nginx]).
+func (s *Supervisor) nginxOutcome(ctx context.Context) string {
+	done := make(chan error, 1)
+	if !s.updateNginx(done) {
+		return ""
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return err.Error()
+		}
+		return "ok"
+	case <-ctx.Done():
+		return "not known: " + ctx.Err().Error()
 	}
 }
 

@@ -452,3 +452,66 @@ func TestRollingRestartStartsStopped(t *testing.T) {
 		t.Errorf("rolling restart: before %v after %v", before, after)
 	}
 }
+
+// ctl reload returns once nginx has the update the reload caused: what
+// nginx loaded last (the slow reload command copies the file) lists what
+// the reload left, and the result says so; a failing nginx is reported in
+// the result.
+func TestReloadWaitsForNginx(t *testing.T) {
+	dir, err := os.MkdirTemp("", "gs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	out, loaded := filepath.Join(dir, "upstream.conf"), filepath.Join(dir, "loaded.conf")
+	base := freePortRange(t, 3)
+	body := func(n int, reload string) string {
+		return fmt.Sprintf(`
+[program.web]
+command = "@HELPER@ http"
+numprocs = %d
+process_name = "web_%%(process_num)d"
+port_start = %d
+startsecs = 0
+upstream = "web"
+drain = "0s"
+%s
+
+[nginx]
+output = %q
+test_command = ""
+reload_command = %q
+
+[nginx.upstream.web]
+protocol = "http"
+`, n, base, helperEnv, out, reload)
+	}
+	slow := fmt.Sprintf("sleep 0.3; cp %s %s", out, loaded)
+	file := writeConfig(t, body(3, slow))
+	_, cl, _ := startSupervisor(t, file)
+	ctx := context.Background()
+	waitAll(t, cl, "RUNNING")
+	waitServers(t, loaded, 3)
+
+	rewriteConfig(t, file, body(2, slow))
+	plan, err := cl.Reload(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(loaded); strings.Count(string(b), "    server 127.0.0.1:") != 2 || strings.Contains(string(b), " down;") {
+		t.Errorf("ctl reload returned before nginx loaded its result; nginx has:\n%s", b)
+	}
+	if plan.Nginx != "ok" {
+		t.Errorf("reload result: nginx %q, want ok", plan.Nginx)
+	}
+
+	rewriteConfig(t, file, body(3, "exit 3"))
+	plan, err = cl.Reload(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(plan.Nginx, "reload failed") {
+		t.Errorf("reload result: nginx %q, want the reload's failure", plan.Nginx)
+	}
+	waitAll(t, cl, "RUNNING") // web_2 is back: processes do not wait for nginx
+}

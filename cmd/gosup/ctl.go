@@ -198,6 +198,9 @@ func newReloadCmd(g *globalFlags) *cobra.Command {
 					return silent(exitFailed)
 				}
 			}
+			if plan.Nginx != "" && plan.Nginx != "ok" {
+				return silent(exitFailed)
+			}
 			return nil
 		},
 	}
@@ -236,6 +239,13 @@ func printPlan(w io.Writer, plan *api.ReloadPlan) {
 		if !r.OK {
 			fmt.Fprintf(w, "%s: ERROR (%s)\n", r.Name, r.Message)
 		}
+	}
+	switch plan.Nginx {
+	case "":
+	case "ok":
+		fmt.Fprintln(w, "nginx: ok")
+	default:
+		fmt.Fprintf(w, "nginx: FAILED (%s)\n", plan.Nginx)
 	}
 }
 

@@ -113,6 +113,10 @@ type ReloadPlan struct {
 	Changes []Change `json:"changes"`
 	Notes   []string `json:"notes,omitempty"`
 	Results []Result `json:"results,omitempty"`
+	// Nginx is the outcome of the nginx update the reload ends with ("ok"
+	// once nginx has loaded it, or why not); empty without [nginx] or on
+	// a dry run. The reload returns only once it is known.
+	Nginx string `json:"nginx,omitempty"`
 }
 
 // Change is what a reload does to one program.
