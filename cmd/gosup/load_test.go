@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -28,21 +30,32 @@ type loadRun struct {
 	mu      sync.Mutex
 	first   int // tracked ports first..last
 	last    int
+	gen     int // bumped by track: a sample begun before is discarded
+	sampled int // samples completed with the current gen
 	maxOut  int
 	outSeen string // the worst moment, for the log
 	errs    []string
 	upFile  string
 }
 
+// minRequests is how many answered requests a check needs to show that
+// the load ran; a check waits (up to a minute) for them, since a step
+// can be shorter than that on a loaded machine.
+const minRequests = 20
+
 var loads sync.Map // *testscript.TestScript → *loadRun
 
 // cmdLoad puts bounded client load on nginx and watches the backends:
 //
 //	load start URL FIRST-LAST UPSTREAM_FILE   start 2 clients and the monitor
-//	load track FIRST-LAST                      the ports that must stay up
+//	load track FIRST-LAST                      the ports that must stay up, from
+//	                                           the monitor's next sample on (it
+//	                                           returns once one has been taken)
 //	load check NAME MAXOUT                     zero failed requests since the last
-//	                                           check, and never more than MAXOUT of
-//	                                           the tracked backends out at once
+//	                                           check (at least 20 answered: it
+//	                                           waits for them), and never more
+//	                                           than MAXOUT of the tracked backends
+//	                                           out at once
 //	load stop                                  end it
 //
 // A backend is out when its port refuses connections or the upstream file
@@ -75,7 +88,24 @@ func cmdLoad(ts *testscript.TestScript, neg bool, args []string) {
 		first, last := portRange(ts, args[1])
 		l.mu.Lock()
 		l.first, l.last = first, last
+		l.gen++
+		l.sampled = 0
 		l.mu.Unlock()
+		// A sample under way still looks at the old ports: it is thrown
+		// away, and the script goes on once the new ports are watched.
+		deadline := time.Now().Add(time.Minute)
+		for {
+			l.mu.Lock()
+			n := l.sampled
+			l.mu.Unlock()
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				ts.Fatalf("load track: the monitor took no sample in a minute")
+			}
+			time.Sleep(time.Millisecond)
+		}
 	case "check":
 		if len(args) != 3 {
 			ts.Fatalf("usage: load check NAME MAXOUT")
@@ -83,6 +113,9 @@ func cmdLoad(ts *testscript.TestScript, neg bool, args []string) {
 		l := getLoad(ts)
 		limit, err := strconv.Atoi(args[2])
 		ts.Check(err)
+		for deadline := time.Now().Add(time.Minute); l.ok.Load() < minRequests && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 		ok, failed := l.ok.Swap(0), l.failed.Swap(0)
 		l.mu.Lock()
 		maxOut, worst, errs := l.maxOut, l.outSeen, l.errs
@@ -92,8 +125,8 @@ func cmdLoad(ts *testscript.TestScript, neg bool, args []string) {
 		if failed > 0 {
 			ts.Fatalf("load %s: %d failed requests: %s", args[1], failed, strings.Join(errs, "; "))
 		}
-		if ok < 20 {
-			ts.Fatalf("load %s: only %d requests: the load did not run", args[1], ok)
+		if ok < minRequests {
+			ts.Fatalf("load %s: only %d requests answered in a minute: the load did not run", args[1], ok)
 		}
 		if maxOut > limit {
 			ts.Fatalf("load %s: %d backends out at once (%s), more than %d", args[1], maxOut, worst, limit)
@@ -162,33 +195,66 @@ func (l *loadRun) fail(msg string) {
 
 var downRE = regexp.MustCompile(`(?m)^\s*server [^:]+:(\d+)[^;]* down;`)
 
-// monitor samples which tracked backends are out.
+// monitor samples which tracked backends are out. A sample must see one
+// moment, though its dials take a while on a loaded machine (a rolling
+// restart can bring one backend back and take the next out meanwhile): a
+// port is refusing when it refuses a first dial and again at the end of
+// the pass, and down in nginx when both reads of the file around that
+// second dial say so. Only a refused connection counts: a dial that is
+// merely slow says nothing.
 func (l *loadRun) monitor(ctx context.Context) {
 	for ctx.Err() == nil {
 		l.mu.Lock()
-		first, last := l.first, l.last
+		first, last, gen := l.first, l.last, l.gen
 		l.mu.Unlock()
-		out := map[int]string{}
-		if b, err := os.ReadFile(l.upFile); err == nil {
-			for _, m := range downRE.FindAllSubmatch(b, -1) {
-				if p, _ := strconv.Atoi(string(m[1])); p >= first && p <= last {
-					out[p] = "down in nginx"
-				}
+		var refusing []int
+		for p := first; p <= last; p++ {
+			if refused(p) {
+				refusing = append(refusing, p)
 			}
 		}
-		for p := first; p <= last; p++ {
-			c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(p), 200*time.Millisecond)
-			if err != nil {
+		downBefore := l.down(first, last)
+		out := map[int]string{}
+		for _, p := range refusing {
+			if refused(p) {
 				out[p] = "refusing"
-				continue
 			}
-			c.Close()
+		}
+		for p := range l.down(first, last) {
+			if downBefore[p] {
+				out[p] = "down in nginx"
+			}
 		}
 		l.mu.Lock()
-		if len(out) > l.maxOut {
-			l.maxOut, l.outSeen = len(out), fmt.Sprint(out)
+		if gen == l.gen {
+			l.sampled++
+			if len(out) > l.maxOut {
+				l.maxOut, l.outSeen = len(out), fmt.Sprint(out)
+			}
 		}
 		l.mu.Unlock()
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// refused reports whether a connection to 127.0.0.1:port is refused.
+func refused(port int) bool {
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+	if err == nil {
+		c.Close()
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// down is the tracked ports the upstream file marks down.
+func (l *loadRun) down(first, last int) map[int]bool {
+	out := map[int]bool{}
+	if b, err := os.ReadFile(l.upFile); err == nil {
+		for _, m := range downRE.FindAllSubmatch(b, -1) {
+			if p, _ := strconv.Atoi(string(m[1])); p >= first && p <= last {
+				out[p] = true
+			}
+		}
+	}
+	return out
 }
