@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -47,6 +49,16 @@ func TestScripts(t *testing.T) {
 			if g := env.Getenv("GORACE"); !strings.Contains(g, "atexit_sleep_ms") {
 				env.Setenv("GORACE", strings.TrimSpace(g+" atexit_sleep_ms=0"))
 			}
+			// $PORT0 … $PORT9: ten consecutive ports free now, for
+			// scripts that must not collide with other tests (or other
+			// runs of this one) listening on fixed ports.
+			base, err := freePortBlock(portBlock)
+			if err != nil {
+				return err
+			}
+			for i := range portBlock {
+				env.Setenv("PORT"+strconv.Itoa(i), strconv.Itoa(base+i))
+			}
 			return nil
 		},
 		Cmds: map[string]func(*testscript.TestScript, bool, []string){
@@ -59,6 +71,7 @@ func TestScripts(t *testing.T) {
 			"load":      cmdLoad,
 			"hupstorm":  cmdHupstorm,
 			"sighup":    cmdSighup,
+			"envsubst":  cmdEnvsubst,
 		},
 		Condition: func(cond string) (bool, error) {
 			// [nginx]: nginx can run here. Under CI=true it always holds,
@@ -279,4 +292,57 @@ func cmdBackends(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("backends: want %d distinct, saw %v", want, slices.Sorted(maps.Keys(seen)))
 	}
 	ts.Logf("backends: %v", slices.Sorted(maps.Keys(seen)))
+}
+
+// portBlock is how many ports a script gets as $PORT0 … $PORT9.
+const portBlock = 10
+
+// freePortBlock finds n consecutive ports that 127.0.0.1 can listen on,
+// below Linux's ephemeral range (32768-60999, where outgoing connections
+// take their local ports), starting from a random place so that
+// concurrent test processes do not pick the same block.
+func freePortBlock(n int) (int, error) {
+	for range 1000 {
+		base := 20000 + rand.IntN((32000-20000)/n)*n
+		free := true
+		for p := base; p < base+n && free; p++ {
+			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+			if err != nil {
+				free = false
+				continue
+			}
+			ln.Close()
+		}
+		if free {
+			return base, nil
+		}
+	}
+	return 0, fmt.Errorf("no %d consecutive free ports in 20000-32000", n)
+}
+
+var braced = regexp.MustCompile(`\$\{(\w+)\}`)
+
+// cmdEnvsubst replaces ${NAME} in the files with the script's environment
+// variable NAME (which must be set); a bare $NAME (nginx's variables) is
+// left alone.
+//
+//	envsubst FILE...
+func cmdEnvsubst(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) == 0 {
+		ts.Fatalf("usage: envsubst FILE...")
+	}
+	for _, f := range args {
+		path := ts.MkAbs(f)
+		b, err := os.ReadFile(path)
+		ts.Check(err)
+		out := braced.ReplaceAllFunc(b, func(m []byte) []byte {
+			name := string(braced.FindSubmatch(m)[1])
+			v := ts.Getenv(name)
+			if v == "" {
+				ts.Fatalf("envsubst %s: $%s is not set", f, name)
+			}
+			return []byte(v)
+		})
+		ts.Check(os.WriteFile(path, out, 0o644))
+	}
 }
