@@ -172,9 +172,14 @@ func TestWatcherPanicLeavesProcessesAlone(t *testing.T) {
 	before := waitAll(t, cl, "RUNNING")
 	waitPanics(t, s, "file watcher", 1)
 	// Saved until the restarted watcher sees it (a save while it was down
-	// is not an event it can see).
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		rewriteConfig(t, file, body+program("added", "sleep", 1, ""))
+	// is not an event it can see); each save is whole (a temporary file
+	// renamed over the config), so a reload never reads half a file.
+	tmp := file + ".tmp"
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		rewriteConfig(t, tmp, body+program("added", "sleep", 1, ""))
+		if err := os.Rename(tmp, file); err != nil {
+			t.Fatal(err)
+		}
 		if st, err := cl.Status(t.Context(), "added"); err == nil && st[0].State == "RUNNING" {
 			break
 		}
