@@ -1,11 +1,13 @@
 package memmon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +76,7 @@ type Watchdog struct {
 type overrun struct {
 	pid   int
 	count int
+	since int64 // the tick it went over its limit
 }
 
 // New makes a watchdog reading /proc under procRoot ("/proc").
@@ -115,10 +118,11 @@ func (w *Watchdog) Sample(name string) (Sample, bool) {
 }
 
 // Tick takes one sample of every target and starts the restarts that are
-// due, on goroutines tracked by wg. Once they have all ended, the tick's
-// restarts are mailed as one batch.
+// due, on goroutines tracked by wg. The processes over their limit longest
+// go first, so that with max_restarting every one gets its turn. Once they
+// have all ended, the tick's restarts are mailed as one batch.
 func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
-	w.Ticks.Add(1)
+	tick := w.Ticks.Add(1)
 	if w.tickHook != nil {
 		w.tickHook()
 	}
@@ -139,7 +143,7 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var restarts []overLimit
+	var due []overLimit
 	live := make(map[string]bool, len(targets))
 	for _, t := range targets {
 		live[t.Name] = true
@@ -157,22 +161,14 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		o := w.over[t.Name]
 		if o.pid != t.Pid {
-			o = overrun{pid: t.Pid}
+			o = overrun{pid: t.Pid, since: tick}
 		}
 		o.count++
 		w.over[t.Name] = o
 		if o.count < w.cfg.Samples || w.restarting[t.Name] {
 			continue
 		}
-		if w.busy[t.Program] >= w.cfg.MaxRestarting {
-			w.log.Warn("over its limit, but max_restarting processes of its program are already restarting; waiting",
-				"process", t.Name, "rss", rss, "limit", int64(rule.Limit), "max_restarting", w.cfg.MaxRestarting)
-			continue
-		}
-		w.restarting[t.Name] = true
-		w.busy[t.Program]++
-		delete(w.over, t.Name)
-		restarts = append(restarts, overLimit{t: t, rss: rss, rule: rule})
+		due = append(due, overLimit{t: t, rss: rss, rule: rule, since: o.since})
 	}
 	for name := range w.samples {
 		if !live[name] {
@@ -180,6 +176,23 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 			s.RSS = 0
 			w.samples[name] = s
 		}
+	}
+	// The longest over its limit first (config order among equals): with
+	// max_restarting, one that waited is not overtaken by one restarted
+	// already and over its limit again.
+	slices.SortStableFunc(due, func(a, b overLimit) int { return cmp.Compare(a.since, b.since) })
+	var restarts []overLimit
+	for _, d := range due {
+		t := d.t
+		if w.busy[t.Program] >= w.cfg.MaxRestarting {
+			w.log.Warn("over its limit, but max_restarting processes of its program are already restarting; waiting",
+				"process", t.Name, "rss", d.rss, "limit", int64(d.rule.Limit), "max_restarting", w.cfg.MaxRestarting)
+			continue
+		}
+		w.restarting[t.Name] = true
+		w.busy[t.Program]++
+		delete(w.over, t.Name)
+		restarts = append(restarts, d)
 	}
 	if len(restarts) == 0 {
 		return
@@ -193,9 +206,10 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 
 // overLimit is a process due for a restart.
 type overLimit struct {
-	t    Target
-	rss  int64
-	rule Rule
+	t     Target
+	rss   int64
+	rule  Rule
+	since int64 // the tick it went over its limit
 }
 
 // batch runs one tick's restarts side by side and, once all have ended,

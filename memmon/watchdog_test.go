@@ -86,6 +86,26 @@ func tick(w *Watchdog) {
 	wg.Wait()
 }
 
+// Four processes of one program stay over the limit, max_restarting = 1,
+// and memmon acts on one sample: each gets its turn, the one over its
+// limit longest first, instead of the first in config order every time.
+func TestTickRestartsInTurn(t *testing.T) {
+	h := newFakeHost(t, "a", "b", "c", "d")
+	cfg := DefaultSettings()
+	cfg.Any = 100 << 20
+	cfg.Samples = 1
+	cfg.MaxRestarting = 1
+	w := New(cfg, h, nil, h.root, quiet())
+	for range 8 {
+		tick(w)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if got, want := strings.Join(h.order, ""), "abcdabcd"; got != want {
+		t.Errorf("restart order over 8 ticks: want %s, have %s", want, got)
+	}
+}
+
 // runMailAlerter runs an alerter that mails through box, until the test's
 // bubble ends.
 func runMailAlerter(t *testing.T, rate time.Duration, box *mailbox) *Alerter {

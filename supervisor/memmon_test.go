@@ -321,3 +321,40 @@ sendmail = "%s -t -i"
 		}
 	}
 }
+
+// Four processes of one program stay over the limit; memmon acts on one
+// sample (what gosup import writes) and restarts one at a time. Each gets
+// its turn: the process over its limit longest goes first, not the first
+// in config order.
+func TestMemmonRestartsFairly(t *testing.T) {
+	file := writeConfig(t, program("pool", "hog 128", 4, "")+`
+[memmon]
+interval = "200ms"
+samples = 1
+max_restarting = 1
+any = "64MB"
+`)
+	cl, _ := startDaemon(t, file)
+	waitAll(t, cl, "RUNNING")
+	restarts := map[string]int{}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		all := true
+		for _, p := range mustStatus(t, cl) {
+			restarts[p.Name] = p.Restarts
+			all = all && p.Restarts > 0
+		}
+		if all {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("within 30s memmon did not restart every process over the limit: restarts %v", restarts)
+		}
+	}
+	// In turn: by the time the last one had its first restart, none had
+	// more than two (one, when the turns go exactly round).
+	for name, n := range restarts {
+		if n > 2 {
+			t.Errorf("%s restarted %d times before every process had its turn: %v", name, n, restarts)
+		}
+	}
+}
