@@ -17,7 +17,7 @@ import (
 	mail "github.com/wneessen/go-mail"
 )
 
-// Alert describes one memmon restart.
+// Alert describes one memmon restart, or memmon giving up on a process.
 type Alert struct {
 	Host      string
 	Name      string // group:process
@@ -31,16 +31,28 @@ type Alert struct {
 	Tail      string // last lines of the stderr log
 	At        time.Time
 	Err       error // the restart failed
+	// GaveUp: memmon did not restart the process, and will not: it was
+	// restarted Restarts (max_restarts) times within Window and is over
+	// its limit again.
+	GaveUp bool
+	Window time.Duration
 }
 
 func (a Alert) subject() string {
+	if a.GaveUp {
+		return fmt.Sprintf("memmon: %s on %s stays over its limit (RSS %s over %s); no more restarts after %d within %s",
+			a.Name, a.Host, fmtBytes(a.RSS), fmtBytes(int64(a.Rule.Limit)), a.Restarts, a.Window)
+	}
 	return fmt.Sprintf("memmon: %s restarted on %s (RSS %s over %s)", a.Name, a.Host, fmtBytes(a.RSS), fmtBytes(int64(a.Rule.Limit)))
 }
 
 // line is the alert in one line, for a digest.
 func (a Alert) line() string {
 	what := "restarted"
-	if a.Err != nil {
+	switch {
+	case a.GaveUp:
+		what = fmt.Sprintf("NOT restarted: gave up after %d restarts within %s", a.Restarts, a.Window)
+	case a.Err != nil:
 		what = "restart FAILED"
 	}
 	return fmt.Sprintf("- %s %s pid %d, RSS %s over %s (%s), up %s: %s", a.At.Format(time.RFC3339), a.Name, a.Pid, fmtBytes(a.RSS), fmtBytes(int64(a.Rule.Limit)), a.Rule.Name, a.Uptime.Round(time.Second), what)
@@ -48,7 +60,12 @@ func (a Alert) line() string {
 
 func (a Alert) body() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "gosup's memmon restarted %s on %s at %s.\n\n", a.Name, a.Host, a.At.Format(time.RFC3339))
+	if a.GaveUp {
+		fmt.Fprintf(&b, "gosup's memmon restarted %s on %s %d times within %s (max_restarts), and it is over its limit again at %s.\n", a.Name, a.Host, a.Restarts, a.Window, a.At.Format(time.RFC3339))
+		fmt.Fprintf(&b, "memmon does not restart it any more: it keeps running as pid %d. memmon watches it again once it is\nstarted by other means (gosup ctl restart %s, a crash, a reload that restarts it).\n\n", a.Pid, a.Name)
+	} else {
+		fmt.Fprintf(&b, "gosup's memmon restarted %s on %s at %s.\n\n", a.Name, a.Host, a.At.Format(time.RFC3339))
+	}
 	fmt.Fprintf(&b, "process:   %s\n", a.Name)
 	if a.Port > 0 {
 		fmt.Fprintf(&b, "port:      %d\n", a.Port)
@@ -57,7 +74,11 @@ func (a Alert) body() string {
 	fmt.Fprintf(&b, "rss:       %s (%d bytes)\n", fmtBytes(a.RSS), a.RSS)
 	fmt.Fprintf(&b, "limit:     %s, rule: %s\n", fmtBytes(int64(a.Rule.Limit)), a.Rule.Name)
 	fmt.Fprintf(&b, "uptime:    %s\n", a.Uptime.Round(time.Second))
-	fmt.Fprintf(&b, "restarts:  %d by memmon in the last hour\n", a.Restarts)
+	if a.GaveUp {
+		fmt.Fprintf(&b, "restarts:  %d by memmon within %s: memmon gave up\n", a.Restarts, a.Window)
+	} else {
+		fmt.Fprintf(&b, "restarts:  %d by memmon in the last hour\n", a.Restarts)
+	}
 	if a.Err != nil {
 		fmt.Fprintf(&b, "restart:   FAILED: %v\n", a.Err)
 	}
@@ -85,7 +106,9 @@ type SendmailFunc func(ctx context.Context, command string, msg []byte) error
 // queue drops and counts), every send has a deadline, a batch of alerts
 // (one watchdog tick's) goes out as one mail, and mail per process is rate
 // limited: within rate_limit of a mail that named a process, its further
-// alerts wait and go out as one digest when the window ends.
+// alerts wait and go out as one digest when the window ends. An alert that
+// memmon gave up on a process is never held back: it goes out at once,
+// with what the window held back of that process.
 type Alerter struct {
 	cfg      Email
 	maxUp    time.Duration
@@ -175,7 +198,7 @@ func (a *Alerter) Run(ctx context.Context) {
 			now := time.Now()
 			var mail []Alert
 			for _, al := range batch {
-				if a.maxUp > 0 && al.Uptime > a.maxUp && al.Err == nil {
+				if a.maxUp > 0 && al.Uptime > a.maxUp && al.Err == nil && !al.GaveUp {
 					a.Filtered.Add(1)
 					a.log.Info("no mail: the process had been up longer than alert_max_uptime", "process", al.Name, "uptime", al.Uptime.Round(time.Second))
 					continue
@@ -185,7 +208,11 @@ func (a *Alerter) Run(ctx context.Context) {
 					w = &window{}
 					windows[al.Name] = w
 				}
-				if rate > 0 && !w.sentAt.IsZero() && now.Sub(w.sentAt) < rate {
+				if al.GaveUp {
+					// The last word on this process: now, with what its window held back.
+					mail = append(mail, w.pending...)
+					w.pending = nil
+				} else if rate > 0 && !w.sentAt.IsZero() && now.Sub(w.sentAt) < rate {
 					if len(w.pending) == maxPending {
 						a.Dropped.Add(1)
 						a.log.Error("too many alerts held back for one process; the oldest dropped", "process", al.Name)
@@ -243,7 +270,18 @@ func compose(alerts []Alert) (subject, body string) {
 		return section(byName[names[0]])
 	}
 	host := alerts[0].Host
-	what := fmt.Sprintf("%d restarts of %d processes", len(alerts), len(names))
+	restarts, gaveUp := 0, 0
+	for _, al := range alerts {
+		if al.GaveUp {
+			gaveUp++
+		} else {
+			restarts++
+		}
+	}
+	what := fmt.Sprintf("%d restarts of %d processes", restarts, len(names))
+	if gaveUp > 0 {
+		what += fmt.Sprintf(", gave up on %d", gaveUp)
+	}
 	list := names
 	if len(list) > 5 {
 		list = append(slices.Clip(list[:5]), fmt.Sprintf("%d more", len(names)-5))
@@ -267,9 +305,20 @@ func section(alerts []Alert) (subject, body string) {
 	if len(alerts) == 1 {
 		return last.subject(), last.body()
 	}
-	subject = fmt.Sprintf("memmon: %s restarted %d more times on %s (digest)", last.Name, len(alerts), last.Host)
+	restarts := len(alerts)
+	if last.GaveUp {
+		restarts--
+	}
+	subject = fmt.Sprintf("memmon: %s restarted %d more times on %s (digest)", last.Name, restarts, last.Host)
+	if last.GaveUp {
+		subject = fmt.Sprintf("memmon: %s restarted %d more times on %s, then no more (digest)", last.Name, restarts, last.Host)
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d restarts of %s since the last mail (rate_limit holds back the rest):\n\n", len(alerts), last.Name)
+	if last.GaveUp {
+		fmt.Fprintf(&b, "%d restarts of %s since the last mail (rate_limit held them back), then memmon gave up on it:\n\n", restarts, last.Name)
+	} else {
+		fmt.Fprintf(&b, "%d restarts of %s since the last mail (rate_limit holds back the rest):\n\n", restarts, last.Name)
+	}
 	for _, al := range alerts {
 		b.WriteString(al.line() + "\n")
 	}

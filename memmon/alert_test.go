@@ -339,6 +339,43 @@ func TestAlertBatchIsOneMail(t *testing.T) {
 	}
 }
 
+// The give-up alert is neither held back by rate_limit nor filtered by
+// alert_max_uptime: it goes out at once, with what the window held back.
+func TestAlertGiveUpGoesOutAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		box := &mailbox{}
+		cfg := DefaultEmail()
+		cfg.To = []string{"ops@example.com"}
+		cfg.Sendmail = "sendmail -t -i"
+		a := NewAlerter(cfg, time.Hour, box.sendmail, quiet())
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go a.Run(ctx)
+		a.Enqueue(testAlert("web:web_01", time.Minute))
+		synctest.Wait()
+		time.Sleep(time.Minute)
+		a.Enqueue(testAlert("web:web_01", time.Minute)) // held back
+		synctest.Wait()
+		if n := len(box.all()); n != 1 {
+			t.Fatalf("within rate_limit: want 1 mail, have %d", n)
+		}
+		gave := testAlert("web:web_01", 2*time.Hour)
+		gave.GaveUp, gave.Restarts, gave.Window = true, 3, 10*time.Minute
+		a.Enqueue(gave)
+		synctest.Wait()
+		mails := box.all()
+		if len(mails) != 2 || !strings.Contains(mails[1], "restarted 1 more times on web-3.example.com, then no more (digest)") ||
+			!strings.Contains(mails[1], "NOT restarted: gave up after 3 restarts within 10m0s") {
+			t.Fatalf("want the give-up mailed at once with the held-back restart: %q", mails)
+		}
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if n := len(box.all()); n != 2 || a.Filtered.Load() != 0 {
+			t.Errorf("later: %d mails, filtered %d", n, a.Filtered.Load())
+		}
+	})
+}
+
 // What rate_limit holds back for one process is bounded; the excess is
 // dropped and counted.
 func TestAlertHeldBackIsBounded(t *testing.T) {

@@ -27,11 +27,17 @@ type Settings struct {
 	MaxRestarting  int
 	AlertMaxUptime time.Duration
 	Name           string
+
+	// MaxRestarts restarts of one process within RestartWindow, and memmon
+	// gives up on it (monit's "3 restarts within 5 cycles then
+	// unmonitor"); 0: no limit.
+	MaxRestarts   int
+	RestartWindow time.Duration
 }
 
 // DefaultSettings are the values of keys a [memmon] table leaves out.
 func DefaultSettings() Settings {
-	return Settings{Interval: 5 * time.Second, Samples: 3, MaxRestarting: 1}
+	return Settings{Interval: 5 * time.Second, Samples: 3, MaxRestarting: 1, MaxRestarts: 3, RestartWindow: 10 * time.Minute}
 }
 
 // Email says how alerts are mailed: the [email] table, as the config

@@ -43,6 +43,12 @@ type Sample struct {
 	RSS           int64     // last sample, cumulative when configured
 	LastRestartAt time.Time // last memmon restart
 	LastReason    string
+	// GaveUp says why memmon no longer restarts the process while it runs
+	// as GaveUpPid ("" while it does): max_restarts within
+	// restart_window, and over its limit again.
+	GaveUp    string
+	GaveUpAt  time.Time
+	GaveUpPid int
 }
 
 // Watchdog samples on its own goroutine. A restart runs on a goroutine of
@@ -61,7 +67,8 @@ type Watchdog struct {
 	over       map[string]overrun            // consecutive samples over the limit, by process
 	restarting map[string]bool               // processes being restarted
 	busy       map[procgroup.ProgramName]int // restarts in flight, by program
-	history    map[string][]time.Time
+	history    map[string][]time.Time        // restarts begun, by process
+	gaveUp     map[string]int                // pid memmon gave up on, by process
 
 	Restarts atomic.Int64 // memmon restarts done
 	Ticks    atomic.Int64
@@ -88,7 +95,7 @@ func New(cfg Settings, host Host, alerts *Alerter, procRoot string, log *slog.Lo
 	return &Watchdog{
 		cfg: cfg, host: host, alerts: alerts, reader: newReader(procRoot, cfg.Cumulative), log: log.With("component", "memmon"), name: name,
 		samples: map[string]Sample{}, over: map[string]overrun{}, restarting: map[string]bool{},
-		busy: map[procgroup.ProgramName]int{}, history: map[string][]time.Time{},
+		busy: map[procgroup.ProgramName]int{}, history: map[string][]time.Time{}, gaveUp: map[string]int{},
 	}
 }
 
@@ -119,8 +126,10 @@ func (w *Watchdog) Sample(name string) (Sample, bool) {
 
 // Tick takes one sample of every target and starts the restarts that are
 // due, on goroutines tracked by wg. The processes over their limit longest
-// go first, so that with max_restarting every one gets its turn. Once they
-// have all ended, the tick's restarts are mailed as one batch.
+// go first, so that with max_restarting every one gets its turn. A process
+// restarted max_restarts times within restart_window is given up on instead.
+// Once the restarts have all ended, the tick's restarts (and the processes
+// it gave up on) are mailed as one batch.
 func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 	tick := w.Ticks.Add(1)
 	if w.tickHook != nil {
@@ -141,6 +150,7 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		table = w.reader.readSome(pids)
 	}
+	now := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var due []overLimit
@@ -153,6 +163,14 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		s := w.samples[t.Name]
 		s.RSS = rss
+		if pid, ok := w.gaveUp[t.Name]; ok && pid != t.Pid {
+			// Started again by other means (ctl restart, a crash, a
+			// reload): watched afresh, with a new restart budget.
+			delete(w.gaveUp, t.Name)
+			delete(w.history, t.Name)
+			s.GaveUp, s.GaveUpAt, s.GaveUpPid = "", time.Time{}, 0
+			w.log.Info("watching again a process memmon had given up on", "process", t.Name, "pid", t.Pid)
+		}
 		w.samples[t.Name] = s
 		rule := w.cfg.LimitFor(t.ID)
 		if rule.Limit == 0 || rss <= int64(rule.Limit) {
@@ -165,7 +183,8 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		o.count++
 		w.over[t.Name] = o
-		if o.count < w.cfg.Samples || w.restarting[t.Name] {
+		_, gaveUp := w.gaveUp[t.Name]
+		if o.count < w.cfg.Samples || w.restarting[t.Name] || gaveUp {
 			continue
 		}
 		due = append(due, overLimit{t: t, rss: rss, rule: rule, since: o.since})
@@ -181,9 +200,15 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 	// max_restarting, one that waited is not overtaken by one restarted
 	// already and over its limit again.
 	slices.SortStableFunc(due, func(a, b overLimit) int { return cmp.Compare(a.since, b.since) })
-	var restarts []overLimit
+	var restarts, givenUp []overLimit
 	for _, d := range due {
 		t := d.t
+		if n := w.recentRestarts(t.Name, now); w.cfg.MaxRestarts > 0 && n >= w.cfg.MaxRestarts {
+			d.restarts = n
+			w.giveUp(d, now)
+			givenUp = append(givenUp, d)
+			continue
+		}
 		if w.busy[t.Program] >= w.cfg.MaxRestarting {
 			w.log.Warn("over its limit, but max_restarting processes of its program are already restarting; waiting",
 				"process", t.Name, "rss", d.rss, "limit", int64(d.rule.Limit), "max_restarting", w.cfg.MaxRestarting)
@@ -191,37 +216,73 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		w.restarting[t.Name] = true
 		w.busy[t.Program]++
+		w.history[t.Name] = append(w.history[t.Name], now)
 		delete(w.over, t.Name)
 		restarts = append(restarts, d)
 	}
-	if len(restarts) == 0 {
+	if len(restarts) == 0 && len(givenUp) == 0 {
 		return
 	}
 	wg.Add(1)
 	w.Guard.Go("memmon", "the alerts of that batch are lost", func() {
 		defer wg.Done()
-		w.batch(ctx, restarts)
+		w.batch(ctx, restarts, givenUp, now)
 	}, nil)
 }
 
 // overLimit is a process due for a restart.
 type overLimit struct {
-	t     Target
-	rss   int64
-	rule  Rule
-	since int64 // the tick it went over its limit
+	t        Target
+	rss      int64
+	rule     Rule
+	since    int64 // the tick it went over its limit
+	restarts int   // within restart_window, when memmon gives up on it
+}
+
+// recentRestarts counts the restarts of name within restart_window, and
+// forgets those older than both the window and the hour alerts count.
+// Called with w.mu held.
+func (w *Watchdog) recentRestarts(name string, now time.Time) int {
+	window := w.cfg.RestartWindow
+	h := w.history[name]
+	for len(h) > 0 && now.Sub(h[0]) >= max(window, time.Hour) {
+		h = h[1:]
+	}
+	w.history[name] = h
+	n := 0
+	for _, at := range h {
+		if now.Sub(at) < window {
+			n++
+		}
+	}
+	return n
+}
+
+// giveUp stops restarting a process that is over its limit again after
+// max_restarts restarts within restart_window. Called with w.mu held.
+func (w *Watchdog) giveUp(d overLimit, now time.Time) {
+	reason := fmt.Sprintf("%d restarts within %s (max_restarts), still over %s (%s)",
+		d.restarts, w.cfg.RestartWindow, fmtBytes(int64(d.rule.Limit)), d.rule.Name)
+	w.gaveUp[d.t.Name] = d.t.Pid
+	delete(w.over, d.t.Name)
+	s := w.samples[d.t.Name]
+	s.GaveUp, s.GaveUpAt, s.GaveUpPid = reason, now, d.t.Pid
+	w.samples[d.t.Name] = s
+	w.log.Error("memmon gives up on a process: it stays over its memory limit however often it is restarted; it keeps running",
+		"process", d.t.Name, "pid", d.t.Pid, "rss", d.rss, "limit", int64(d.rule.Limit), "reason", reason)
 }
 
 // batch runs one tick's restarts side by side and, once all have ended,
-// hands their alerts to the alerter as one batch: one mail.
-func (w *Watchdog) batch(ctx context.Context, restarts []overLimit) {
+// hands their alerts and those of the processes given up on to the
+// alerter as one batch: one mail.
+func (w *Watchdog) batch(ctx context.Context, restarts, givenUp []overLimit, now time.Time) {
 	alerts := make([]*Alert, len(restarts))
 	var wg sync.WaitGroup
 	for i, d := range restarts {
 		wg.Add(1)
 		w.Guard.With("process", d.t.Name).Go("memmon", "that restart was abandoned; memmon may try again", func() {
 			defer wg.Done()
-			alerts[i] = w.restart(ctx, d)
+			alerts[i] = w.restart(ctx, d, now)
 		}, nil)
 	}
 	wg.Wait()
@@ -234,16 +295,22 @@ func (w *Watchdog) batch(ctx context.Context, restarts []overLimit) {
 			out = append(out, *al)
 		}
 	}
+	for _, d := range givenUp {
+		out = append(out, Alert{
+			Host: w.name, Name: d.t.Name, Port: d.t.Port, Pid: d.t.Pid, RSS: d.rss, Rule: d.rule,
+			Uptime: now.Sub(d.t.StartedAt), Restarts: d.restarts, StderrLog: d.t.StderrLog,
+			Tail: w.host.StderrTail(d.t.Name, 20), At: now, GaveUp: true, Window: w.cfg.RestartWindow,
+		})
+	}
 	if len(out) > 0 {
 		w.alerts.Enqueue(out...)
 	}
 }
 
-// restart restarts one process and returns its alert: nil if there is
-// nothing to report.
-func (w *Watchdog) restart(ctx context.Context, d overLimit) *Alert {
+// restart restarts one process, whose restart Tick recorded at at, and
+// returns its alert: nil if there is nothing to report.
+func (w *Watchdog) restart(ctx context.Context, d overLimit, at time.Time) *Alert {
 	t, rss, rule := d.t, d.rss, d.rule
-	now := time.Now()
 	reason := fmt.Sprintf("RSS %s over %s (%s) for %d samples", fmtBytes(rss), fmtBytes(int64(rule.Limit)), rule.Name, w.cfg.Samples)
 	w.log.Warn("restarting a process over its memory limit", "process", t.Name, "pid", t.Pid, "rss", rss, "limit", int64(rule.Limit), "rule", rule.Name)
 	err := func() error {
@@ -257,18 +324,24 @@ func (w *Watchdog) restart(ctx context.Context, d overLimit) *Alert {
 		return w.host.Restart(ctx, t.Name, t.Pid, "memmon: "+reason)
 	}()
 	w.mu.Lock()
-	var restarts int
+	if h := w.history[t.Name]; errors.Is(err, ErrPidGone) {
+		// It exited or was replaced meanwhile: not a restart, and no
+		// part of max_restarts.
+		if i := slices.IndexFunc(h, at.Equal); i >= 0 {
+			w.history[t.Name] = slices.Delete(h, i, i+1)
+		}
+	}
+	restarts := 0 // within the hour, this one included
+	for _, r := range w.history[t.Name] {
+		if at.Sub(r) < time.Hour {
+			restarts++
+		}
+	}
 	if err == nil {
 		w.Restarts.Add(1)
 		s := w.samples[t.Name]
-		s.LastRestartAt, s.LastReason = now, reason
+		s.LastRestartAt, s.LastReason = at, reason
 		w.samples[t.Name] = s
-		h := append(w.history[t.Name], now)
-		for len(h) > 0 && now.Sub(h[0]) > time.Hour {
-			h = h[1:]
-		}
-		w.history[t.Name] = h
-		restarts = len(h)
 	}
 	w.mu.Unlock()
 	if err != nil {
@@ -279,8 +352,8 @@ func (w *Watchdog) restart(ctx context.Context, d overLimit) *Alert {
 	}
 	return &Alert{
 		Host: w.name, Name: t.Name, Port: t.Port, Pid: t.Pid, RSS: rss, Rule: rule,
-		Uptime: now.Sub(t.StartedAt), Restarts: restarts, StderrLog: t.StderrLog,
-		Tail: w.host.StderrTail(t.Name, 20), At: now, Err: err,
+		Uptime: at.Sub(t.StartedAt), Restarts: restarts, StderrLog: t.StderrLog,
+		Tail: w.host.StderrTail(t.Name, 20), At: at, Err: err,
 	}
 }
 

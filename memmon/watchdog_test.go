@@ -77,6 +77,23 @@ func (h *fakeHost) Restart(_ context.Context, name string, pid int, _ string) er
 
 func (h *fakeHost) StderrTail(string, int) string { return "MemoryError" }
 
+// replace gives a process a new pid, as ctl restart or a crash would.
+func (h *fakeHost) replace(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := range h.targets {
+		if h.targets[i].Name == name {
+			h.targets[i].Pid, h.targets[i].StartedAt = h.newPid(), time.Now()
+		}
+	}
+}
+
+func (h *fakeHost) count(name string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.restarts[name]
+}
+
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // tick runs one watchdog tick and waits for the restarts it started.
@@ -120,6 +137,91 @@ func runMailAlerter(t *testing.T, rate time.Duration, box *mailbox) *Alerter {
 	go func() { defer close(done); a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return a
+}
+
+// A process over its limit again after every restart is restarted
+// max_restarts times within restart_window, then left running: memmon
+// says so in its sample and in one alert, and however long it stays over
+// its limit, nothing more happens until it runs as another pid.
+func TestGiveUpAfterMaxRestarts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newFakeHost(t, "a")
+		box := &mailbox{}
+		alerts := runMailAlerter(t, 10*time.Minute, box)
+		cfg := DefaultSettings() // max_restarts 3 within 10m
+		cfg.Any = 100 << 20
+		cfg.Samples = 1
+		w := New(cfg, h, alerts, h.root, quiet())
+		step := func() {
+			time.Sleep(time.Minute)
+			tick(w)
+			synctest.Wait() // the alerter has mailed what it will
+		}
+		for range 4 {
+			step()
+		}
+		if n := h.count("pool:a"); n != 3 {
+			t.Fatalf("want 3 restarts, have %d", n)
+		}
+		s, _ := w.Sample("pool:a")
+		if s.GaveUp != "3 restarts within 10m0s (max_restarts), still over 100.0MB (any)" || s.GaveUpPid != h.Targets()[0].Pid {
+			t.Errorf("sample: %+v", s)
+		}
+		mails := box.all()
+		if len(mails) != 2 {
+			t.Fatalf("want 2 mails (the first restart; then the give-up with the 2 held back), have %d", len(mails))
+		}
+		for _, want := range []string{"Subject: memmon: pool:a restarted 2 more times on", "then no more (digest)",
+			"NOT restarted: gave up after 3 restarts within 10m0s", "memmon does not restart it any more", "gosup ctl restart pool:a"} {
+			if !strings.Contains(mails[1], want) {
+				t.Errorf("give-up mail lacks %q:\n%s", want, mails[1])
+			}
+		}
+		// An hour over the limit: no restart, no mail.
+		for range 60 {
+			step()
+		}
+		if n, m := h.count("pool:a"), len(box.all()); n != 3 || m != 2 {
+			t.Errorf("after giving up: %d restarts, %d mails", n, m)
+		}
+		// Started again by other means: watched afresh, with a new budget.
+		h.replace("pool:a")
+		for range 4 {
+			step()
+		}
+		if n := h.count("pool:a"); n != 6 {
+			t.Errorf("after a restart by hand: want 3 more restarts, have %d in all", n-3)
+		}
+		if s, _ := w.Sample("pool:a"); s.GaveUp == "" {
+			t.Errorf("did not give up again: %+v", s)
+		}
+	})
+}
+
+// Restarts further apart than restart_window never add up to a give-up.
+func TestRestartWindowSlides(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newFakeHost(t, "a")
+		cfg := DefaultSettings()
+		cfg.Any = 100 << 20
+		cfg.Samples = 1
+		w := New(cfg, h, nil, h.root, quiet())
+		for range 10 {
+			tick(w)
+			time.Sleep(4 * time.Minute) // at most 3 restarts in any 10 minutes
+		}
+		if n := h.count("pool:a"); n != 10 {
+			t.Errorf("want 10 restarts, have %d", n)
+		}
+		cfg.MaxRestarts = 0 // no limit
+		w = New(cfg, h, nil, h.root, quiet())
+		for range 10 {
+			tick(w)
+		}
+		if n := h.count("pool:a"); n != 20 {
+			t.Errorf("max_restarts = 0: want 10 more restarts, have %d", n-10)
+		}
+	})
 }
 
 // One tick's restarts of several processes go out as one mail.

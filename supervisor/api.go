@@ -80,6 +80,10 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 		if watchdog != nil {
 			if m, ok := watchdog.Sample(ps.Name); ok {
 				ps.RSSBytes, ps.MemmonRestartAt, ps.MemmonReason = m.RSS, m.LastRestartAt, m.LastReason
+				if m.GaveUp != "" && m.GaveUpPid == ps.Pid {
+					ps.MemmonGaveUp, ps.MemmonGaveUpAt = m.GaveUp, m.GaveUpAt
+					ps.Description += "; memmon gave up at " + m.GaveUpAt.Format(time.DateTime) + ": " + m.GaveUp
+				}
 			}
 		}
 		out = append(out, ps)

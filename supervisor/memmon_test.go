@@ -226,8 +226,10 @@ func TestMemmonRestartChecksPid(t *testing.T) {
 	}
 }
 
-// A child that overruns again and again is restarted every time; the first
-// restart is mailed at once, the next ones as one digest after rate_limit.
+// A child that overruns again and again is restarted max_restarts times;
+// the first restart is mailed at once, the next ones are held back by
+// rate_limit (an hour: however slow the machine, they fall in the window)
+// and go out as one digest with the mail that memmon gave up on it.
 func TestMemmonMailsAndDigests(t *testing.T) {
 	srv := smtptest.Start(t)
 	file := memmonConfig(t, program("hog", "hog 128", 1, "port_start = "+strconv.Itoa(freePort(t))+"\nready = \"startsecs\""), fmt.Sprintf(`any = "80MB"
@@ -237,7 +239,7 @@ name = "web-3.test"
 to = ["ops@example.com"]
 from = "gosup@web-3.test"
 smtp = %q
-rate_limit = "2s"
+rate_limit = "1h"
 `, srv.Addr))
 	cl, _ := startDaemon(t, file)
 	first := srv.Wait(t, 1, 10*time.Second)[0]
@@ -250,7 +252,7 @@ rate_limit = "2s"
 		}
 	}
 	digest := srv.Wait(t, 2, 10*time.Second)[1]
-	if !strings.Contains(digest.Subject, "(digest)") || !strings.Contains(digest.Subject, "hog:hog_0 restarted") {
+	if !strings.Contains(digest.Subject, "hog:hog_0 restarted 2 more times on web-3.test, then no more (digest)") {
 		t.Errorf("second mail is not a digest: %q", digest.Subject)
 	}
 	var info api.Info
@@ -357,4 +359,46 @@ any = "64MB"
 			t.Errorf("%s restarted %d times before every process had its turn: %v", name, n, restarts)
 		}
 	}
+}
+
+// A process that is over its limit again after every restart is restarted
+// max_restarts (3) times within restart_window (10m), then left running:
+// status says memmon gave up, one mail says so (with the restarts that
+// rate_limit held back), and nothing more happens however long it stays
+// over. A ctl restart gives it a new budget.
+func TestMemmonGivesUp(t *testing.T) {
+	srv := smtptest.Start(t)
+	file := memmonConfig(t, program("hog", "hog 128", 1, ""), fmt.Sprintf(`any = "64MB"
+
+[email]
+to = ["ops@example.com"]
+smtp = %q
+`, srv.Addr))
+	s, cl, _ := startSupervisor(t, file)
+	waitAll(t, cl, "RUNNING")
+	last := waitStatus(t, cl, "hog:hog_0", "given up on by memmon", func(p api.ProcStatus) bool { return p.MemmonGaveUp != "" })
+	if last.Restarts != 3 || last.State != "RUNNING" || !strings.HasPrefix(last.MemmonGaveUp, "3 restarts within 10m0s (max_restarts), still over 64.0MB (any)") ||
+		!strings.Contains(last.Description, "; memmon gave up at ") {
+		t.Errorf("status: %+v", last)
+	}
+	mails := srv.Wait(t, 2, 30*time.Second)
+	if !strings.Contains(mails[1].Subject, "hog:hog_0 restarted 2 more times") || !strings.Contains(mails[1].Subject, "then no more") ||
+		!strings.Contains(mails[1].Body, "memmon does not restart it any more") {
+		t.Errorf("give-up mail: %q\n%s", mails[1].Subject, mails[1].Body)
+	}
+	// Ten more samples over the limit: no restart, no mail.
+	waitTicks(t, s, 10)
+	if now := mustStatus(t, cl)[0]; now.Restarts != 3 || now.Pid != last.Pid {
+		t.Fatalf("restarted again past max_restarts = 3: %d restarts, pid %d then %d", now.Restarts, last.Pid, now.Pid)
+	}
+	if n := srv.Count(); n != 2 {
+		t.Errorf("want 2 mails, have %d", n)
+	}
+	// gosup ctl restart: memmon watches it again, with a new budget.
+	if _, err := cl.Action(context.Background(), "restart", api.ActionRequest{Patterns: []string{"hog:hog_0"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, cl, "hog:hog_0", "restarted by memmon again", func(p api.ProcStatus) bool {
+		return p.MemmonRestartAt.After(last.MemmonRestartAt) && p.MemmonGaveUp == ""
+	})
 }

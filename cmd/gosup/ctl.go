@@ -103,6 +103,8 @@ func printStatus(w io.Writer, st []api.ProcStatus) {
 		}
 		if p.Pid == 0 {
 			info = p.Description
+		} else if p.MemmonGaveUp != "" {
+			info = "memmon gave up " + p.MemmonGaveUpAt.Format(time.DateTime) + ": " + p.MemmonGaveUp
 		} else if p.MemmonReason != "" {
 			info = "memmon restart " + p.MemmonRestartAt.Format(time.DateTime) + ": " + p.MemmonReason
 		}

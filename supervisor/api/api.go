@@ -35,6 +35,10 @@ type ProcStatus struct {
 	RSSBytes        int64     `json:"rss_bytes"`
 	MemmonRestartAt time.Time `json:"memmon_restart_at,omitzero"`
 	MemmonReason    string    `json:"memmon_reason,omitempty"`
+	// MemmonGaveUp says why memmon no longer restarts the process
+	// (max_restarts within restart_window), since MemmonGaveUpAt.
+	MemmonGaveUp   string    `json:"memmon_gave_up,omitempty"`
+	MemmonGaveUpAt time.Time `json:"memmon_gave_up_at,omitzero"`
 	// IllegalMoves counts operations the process's state machine refused
 	// as illegal: each is a gosup bug, logged at ERROR.
 	IllegalMoves int `json:"illegal_moves,omitempty"`

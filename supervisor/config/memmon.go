@@ -81,6 +81,12 @@ func checkMemmonSettings(main *source, s *memmon.Settings) []error {
 	if s.MaxRestarting < 1 {
 		errs = append(errs, main.cerr("memmon.max_restarting", "must be at least 1, have %d", s.MaxRestarting))
 	}
+	if s.MaxRestarts < 0 {
+		errs = append(errs, main.cerr("memmon.max_restarts", "must not be negative (0: no limit), have %d", s.MaxRestarts))
+	}
+	if s.RestartWindow <= 0 {
+		errs = append(errs, main.cerr("memmon.restart_window", "must be positive, have %s", s.RestartWindow))
+	}
 	if s.Any == 0 && len(s.Program) == 0 && len(s.Group) == 0 {
 		errs = append(errs, main.cerr("memmon", "no limit: set any, program or group"))
 	}

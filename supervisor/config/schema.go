@@ -115,6 +115,8 @@ type rawMemmon struct {
 	MaxRestarting  int             `toml:"max_restarting"`
 	AlertMaxUptime duration        `toml:"alert_max_uptime"`
 	Name           string          `toml:"name"`
+	MaxRestarts    int             `toml:"max_restarts"`
+	RestartWindow  duration        `toml:"restart_window"`
 }
 
 // rawEmail is the [email] table (memmon.Email).

@@ -115,6 +115,15 @@ func TestMemmonAndEmailErrors(t *testing.T) {
 	if errs := checkMemmonSettings(src, &s); len(errs) == 0 {
 		t.Error("samples = 0 must be an error")
 	}
+	s.Samples = 3
+	if errs := checkMemmonSettings(src, &s); len(errs) != 0 {
+		t.Errorf("defaults with a limit: %v", errs)
+	}
+	s.MaxRestarts, s.RestartWindow = -1, 0
+	if errs := fmt.Sprint(checkMemmonSettings(src, &s)); !strings.Contains(errs, "memmon.max_restarts: must not be negative") ||
+		!strings.Contains(errs, "memmon.restart_window: must be positive") {
+		t.Errorf("max_restarts = -1, restart_window = 0: %v", errs)
+	}
 	e := memmon.DefaultEmail()
 	e.To = []string{"ops@example.com"}
 	if errs := checkEmail(src, &e); len(errs) == 0 {

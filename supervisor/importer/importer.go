@@ -901,6 +901,8 @@ func (c *conv) memmon(s *section) {
 	}
 	c.o.kv("samples", "1", "memmon restarts on the first sample over the limit; samples = 3 with a shorter interval ignores short spikes")
 	c.o.comment("max_restarting = 1 (gosup's default): at most one process of a program is restarted for memory at a time; memmon had no such limit")
+	c.o.comment("max_restarts = 3 within restart_window = \"10m\" (gosup's default): then memmon stops restarting that process and mails once;")
+	c.o.comment("memmon restarted it for ever (max_restarts = 0 does that)")
 	flags, err := getopt(argv)
 	if err != nil {
 		c.warn(cmdE, "[%s] command: %v", s.name, err)

@@ -212,6 +212,7 @@ buffer_size=100
 		"[memmon.program]", `web_00 = "200MB"`, `"sentry:web_01" = "210MB"`, "[memmon.group]", `sentry = "300MB"`,
 		"[email]", `to = ["ops@example.com"]`, `sendmail = "/usr/sbin/sendmail -t"`,
 		"# [eventlistener:memmon] buffer_size = 100: not needed",
+		"# max_restarts = 3 within restart_window = \"10m\" (gosup's default)",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("want %q in\n%s", want, got)
