@@ -139,139 +139,183 @@ func (s *Supervisor) config() *config.Config {
 func (s *Supervisor) Run(ctx context.Context) error {
 	cfg := s.cfg
 	st := cfg.Supervisor
-	dirMode := os.FileMode(0o700)
-	if st.SocketGroup != "" {
-		dirMode = 0o750
-	}
-	inst, err := claim(st.Socket, dirMode, s.log)
-	if err != nil {
-		return err
-	}
-	defer inst.release()
-	s.inst = inst
-	s.admin = loadAdminState(st.Socket)
-	// Children get stdin, stdout and stderr, nothing else: whatever the
-	// daemon inherited (a shell's redirections, a caller's pipe) must not
-	// leak into them and be held open for their lifetime.
-	if err := closeOnExecInherited(); err != nil {
-		s.log.Warn("could not mark inherited file descriptors close-on-exec; children may inherit them", "err", err)
-	}
-	if n := inst.killLeftovers(5 * time.Second); n > 0 {
-		s.log.Warn("killed processes left by a previous daemon", "count", n)
-	}
-	ln, err := listen(st.Socket, uint32(st.SocketPerm()), st.SocketGroup, s.log)
-	if err != nil {
-		return err
-	}
-	if s.rp == nil {
-		rp, err := reaper.New()
+	// The daemon's parts, started in this order and stopped in the
+	// reverse order (see runGroup).
+	g := runGroup{log: s.log}
+	g.add("instance lock", func() error {
+		dirMode := os.FileMode(0o700)
+		if st.SocketGroup != "" {
+			dirMode = 0o750
+		}
+		inst, err := claim(st.Socket, dirMode, s.log)
 		if err != nil {
-			ln.Close()
 			return err
 		}
-		rctx, rcancel := context.WithCancel(context.Background())
-		defer rcancel() // after every process is gone (defers run last-in first-out)
+		s.inst = inst
+		s.admin = loadAdminState(st.Socket)
+		// Children get stdin, stdout and stderr, nothing else: whatever the
+		// daemon inherited (a shell's redirections, a caller's pipe) must not
+		// leak into them and be held open for their lifetime.
+		if err := closeOnExecInherited(); err != nil {
+			s.log.Warn("could not mark inherited file descriptors close-on-exec; children may inherit them", "err", err)
+		}
+		if n := inst.killLeftovers(5 * time.Second); n > 0 {
+			s.log.Warn("killed processes left by a previous daemon", "count", n)
+		}
+		return nil
+	}, func() { s.inst.release() })
+	var stopReaper context.CancelFunc
+	g.add("reaper", func() error {
+		if s.rp != nil {
+			return nil
+		}
+		rp, err := reaper.New()
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithCancel(context.Background())
 		go rp.Run(rctx)
-		s.rp = rp
 		rp.Orphan = func(ex reaper.Exit) {
 			s.log.Debug("reaped orphan", "pid", ex.Pid, "status", ex.String())
 		}
-	}
-
-	notify, err := newNotifier(s.opts.NotifySocket)
-	if err != nil {
-		s.log.Warn("not telling systemd about readiness", "err", err)
-	}
-	defer notify.close()
-	s.notify = notify
-	// Processes outlive ctx: they are stopped in order below, then their
-	// owner goroutines end with pctx.
-	pctx, pcancel := context.WithCancel(context.Background())
-	s.pctx = pctx
-	for _, p := range cfg.Programs {
-		pool := s.newPool(procgroup.ProgramName(p.Name))
-		for i := range p.Procs {
-			proc := pool.Add(&p.Procs[i])
-			if p.Spec.Upstream != "" && s.admin.isStopped(proc.Spec().FullName()) {
-				s.down[proc.Spec().FullName()] = true // nginx need not try it
-			}
+		s.rp, stopReaper = rp, cancel
+		return nil
+	}, func() {
+		if stopReaper != nil {
+			stopReaper() // every process is gone
 		}
-		s.pools = append(s.pools, pool)
-	}
-	s.startedAt = time.Now()
-	if cfg.Nginx != nil {
-		s.nginx = s.newNginx(cfg.Nginx.Settings)
-		s.submitNginx()
-	}
-	defer func() {
-		if m := s.currentNginx(); m != nil {
+	})
+	g.add("sd_notify connection", func() error {
+		notify, err := newNotifier(s.opts.NotifySocket)
+		if err != nil {
+			s.log.Warn("not telling systemd about readiness", "err", err)
+		}
+		s.notify = notify
+		return nil
+	}, func() { s.notify.close() })
+	// Processes outlive ctx: they are stopped in order by "processes",
+	// then their owner goroutines end with pctx.
+	var endProcesses func()
+	g.add("process pools", func() error {
+		pctx, pcancel := context.WithCancel(context.Background())
+		s.pctx = pctx
+		for _, p := range cfg.Programs {
+			pool := s.newPool(procgroup.ProgramName(p.Name))
+			for i := range p.Procs {
+				proc := pool.Add(&p.Procs[i])
+				if p.Spec.Upstream != "" && s.admin.isStopped(proc.Spec().FullName()) {
+					s.down[proc.Spec().FullName()] = true // nginx need not try it
+				}
+			}
+			s.pools = append(s.pools, pool)
+		}
+		s.startedAt = time.Now()
+		endProcesses = sync.OnceFunc(func() {
+			pcancel() // anything still alive now is killed with its group
+			for _, pool := range s.snapshotPools() {
+				pool.Wait()
+			}
+			if n := s.inst.sweep(); n > 0 {
+				s.log.Warn("killed descendants that outlived their processes", "count", n)
+			}
+		})
+		return nil
+	}, func() { endProcesses() }) // done by "processes", unless a later start failed
+	g.add("nginx manager", func() error {
+		if cfg.Nginx != nil {
+			s.nginx = s.newNginx(cfg.Nginx.Settings)
+			s.submitNginx()
+		}
+		return nil
+	}, func() {
+		if m := s.currentNginx(); m != nil { // a reload may have replaced it
 			m.Stop()
 		}
-	}()
-
-	s.startMemmon(cfg)
-	nctx, stopNotify := context.WithCancel(context.Background())
-	notifyDone := make(chan struct{})
-	go func() {
-		defer close(notifyDone)
-		s.runNotify(nctx, notify, s.changed, s.opts.Watchdog, s.livenessChecks(st.Socket))
-	}()
-	srv := &http.Server{
-		Handler:           s.recovering(api.NewHandler(apiHost{s})),
-		ReadHeaderTimeout: 5 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	s.log.Info("gosup started", "config", cfg.File, "socket", st.Socket, "programs", len(cfg.Programs), "pid", os.Getpid())
-
-	// Spawn in ascending priority; within a level in parallel. Nothing
-	// waits for RUNNING here, as supervisord does not.
-	if procs, l, err := s.claim(context.Background(), []string{"all"}); err == nil {
-		s.autostart(procs)
-		l.release()
-	}
-
-	// Reloads asked for by SIGHUP or the file watcher run here, one at a time.
+	})
+	var srv *http.Server
+	g.add("control socket", func() error {
+		ln, err := listen(st.Socket, uint32(st.SocketPerm()), st.SocketGroup, s.log)
+		if err != nil {
+			return err
+		}
+		srv = &http.Server{
+			Handler:           s.recovering(api.NewHandler(apiHost{s})),
+			ReadHeaderTimeout: 5 * time.Second,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		}
+		go func() {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("control socket failed", "err", err)
+				s.requestShutdown()
+			}
+		}()
+		s.log.Info("gosup started", "config", cfg.File, "socket", st.Socket, "programs", len(cfg.Programs), "pid", os.Getpid())
+		return nil
+	}, func() {
+		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = srv.Shutdown(hctx)
+		cancel()
+	})
+	g.add("processes", func() error {
+		// Spawn in ascending priority; within a level in parallel. Nothing
+		// waits for RUNNING here, as supervisord does not.
+		if procs, l, err := s.claim(context.Background(), []string{"all"}); err == nil {
+			s.autostart(procs)
+			l.release()
+		}
+		return nil
+	}, func() {
+		timeout := s.config().Supervisor.ShutdownTimeout
+		s.log.Info("shutting down", "timeout", timeout)
+		sctx, cancel := context.WithTimeout(context.Background(), timeout)
+		s.stop(sctx, nil, s.all())
+		cancel()
+		endProcesses()
+	})
+	stopNotify, notifyDone := func() {}, make(chan struct{})
+	g.add("sd_notify", func() error {
+		nctx, cancel := context.WithCancel(context.Background())
+		stopNotify = cancel
+		go func() {
+			defer close(notifyDone)
+			s.runNotify(nctx, s.notify, s.changed, s.opts.Watchdog, s.livenessChecks(st.Socket))
+		}()
+		return nil
+	}, func() {
+		stopNotify()
+		<-notifyDone
+		_ = s.notify.send("STOPPING=1", "STATUS=stopping "+look(s.all()).summary)
+	})
+	g.add("memmon", func() error {
+		s.startMemmon(cfg)
+		return nil
+	}, func() {
+		s.mu.RLock()
+		stopMemmon := s.stopMemmon // a reload may have replaced it
+		s.mu.RUnlock()
+		stopMemmon() // no memmon restart during shutdown
+	})
 	var loops sync.WaitGroup
-	loops.Go(func() { s.guard.Run(s.opsCtx, "reload", s.reloadLoop) })
-	loops.Go(func() { s.guard.Run(s.opsCtx, "file watcher", s.watchLoop) })
-	loops.Go(func() { s.guard.Run(s.opsCtx, "touch_reload", s.touchLoop) })
+	g.add("operations", func() error {
+		// Reloads asked for by SIGHUP or the file watcher run one at a time.
+		loops.Go(func() { s.guard.Run(s.opsCtx, "reload", s.reloadLoop) })
+		loops.Go(func() { s.guard.Run(s.opsCtx, "file watcher", s.watchLoop) })
+		loops.Go(func() { s.guard.Run(s.opsCtx, "touch_reload", s.touchLoop) })
+		return nil
+	}, func() {
+		// Operations in flight stop waiting (for a lane, or for a process
+		// to change state) and end; new ones are refused. Then shutdown
+		// runs alone.
+		s.opsCancel()
+		loops.Wait()
+		s.lanes.wait()
+	})
 
-	select {
-	case <-ctx.Done():
-	case <-s.shutdownReq:
-	case err := <-served:
-		s.log.Error("control socket failed", "err", err)
+	defer context.AfterFunc(ctx, s.requestShutdown)()
+	if err := g.run(s.shutdownReq); err != nil {
+		return err
 	}
-	// Operations in flight stop waiting (for a lane, or for a process to
-	// change state) and end; new ones are refused. Then shutdown runs alone.
-	s.opsCancel()
-	loops.Wait()
-	s.lanes.wait()
-	s.mu.RLock()
-	stopMemmon := s.stopMemmon
-	s.mu.RUnlock()
-	stopMemmon() // no memmon restart during shutdown
-	stopNotify()
-	<-notifyDone
-	_ = notify.send("STOPPING=1", "STATUS=stopping "+look(s.all()).summary)
-	timeout := s.config().Supervisor.ShutdownTimeout
-	s.log.Info("shutting down", "timeout", timeout)
-	sctx, scancel := context.WithTimeout(context.Background(), timeout)
-	s.stop(sctx, nil, s.all())
-	scancel()
-	pcancel() // anything still alive now is killed with its group
-	for _, pool := range s.snapshotPools() {
-		pool.Wait()
-	}
-	if n := inst.sweep(); n > 0 {
-		s.log.Warn("killed descendants that outlived their processes", "count", n)
-	}
-	hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
-	_ = srv.Shutdown(hctx)
-	hcancel()
 	s.log.Info("gosup stopped")
 	return nil
 }
