@@ -65,7 +65,6 @@ func TestScripts(t *testing.T) {
 			"waitfor":   cmdWaitfor,
 			"exitcode":  cmdExitcode,
 			"waitfile":  cmdWaitfile,
-			"sleep":     cmdSleep,
 			"waitnginx": cmdWaitNginx,
 			"backends":  cmdBackends,
 			"load":      cmdLoad,
@@ -225,16 +224,6 @@ func cmdWaitfile(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// cmdSleep pauses the script: sleep DURATION.
-func cmdSleep(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 1 {
-		ts.Fatalf("usage: sleep DURATION")
-	}
-	d, err := time.ParseDuration(args[0])
-	ts.Check(err)
-	time.Sleep(d)
 }
 
 // cmdWaitNginx polls the daemon on SOCKET until its last nginx update has
