@@ -242,7 +242,9 @@ func TestReloadInvalidChangesNothing(t *testing.T) {
 	if _, err := cl.Reload(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, warnings, _ := cl.StatusWarning(ctx); len(warnings) != 0 {
+	if _, warnings, err := cl.StatusWarning(ctx); err != nil {
+		t.Fatal(err)
+	} else if len(warnings) != 0 {
 		t.Errorf("warning outlived a good reload: %q", warnings)
 	}
 }
