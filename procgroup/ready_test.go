@@ -51,19 +51,22 @@ func TestReadyHTTPNeeds2xx(t *testing.T) {
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, p, Running, 5*time.Second)
+	waitState(t, p, Running, 30*time.Second)
 
 	bad := helperSpec("serve", "0s", "503")
 	bad.PortStart = freePortRange(t, 1)
 	bad.Ready = "http:/healthz"
-	bad.ReadyTimeout = 500 * time.Millisecond
+	// Long enough for a race-built child on a loaded 2-core machine to be
+	// listening (and answering 503) before the check gives up: with 500ms
+	// the last error was sometimes "connection refused", not the 503.
+	bad.ReadyTimeout = 3 * time.Second
 	bad.StartRetries = 0
 	q := newTestPool(t, bad).Procs()[0]
 	if err := q.Start(); err != nil {
 		t.Fatal(err)
 	}
-	st := waitState(t, q, Fatal, 5*time.Second)
-	if !strings.Contains(st.Reason, "not ready within ready_timeout 500ms") || !strings.Contains(st.Reason, "503") {
+	st := waitState(t, q, Fatal, 30*time.Second)
+	if !strings.Contains(st.Reason, "not ready within ready_timeout 3s") || !strings.Contains(st.Reason, "503") {
 		t.Errorf("reason %q does not say the check failed with 503", st.Reason)
 	}
 	if st.Pid != 0 || st.ExitDesc == "" {
