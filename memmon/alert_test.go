@@ -21,6 +21,7 @@ import (
 
 	"github.com/gosup/gosup/memmon/smtptest"
 	"github.com/gosup/gosup/procgroup/guard"
+	"github.com/gosup/gosup/procgroup/guard/guardtest"
 )
 
 func testAlert(name string, uptime time.Duration) Alert {
@@ -176,7 +177,7 @@ func TestAlertRateLimitAndDigest(t *testing.T) {
 // mails the next one.
 func TestAlerterPanicIsContained(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var logs lockedBuffer
+		var logs guardtest.LogBuffer
 		log := slog.New(slog.NewTextHandler(&logs, nil))
 		g := guard.New(log)
 		box := &mailbox{panics: 1}

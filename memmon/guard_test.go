@@ -1,7 +1,6 @@
 package memmon
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -11,25 +10,8 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup/guard"
+	"github.com/gosup/gosup/procgroup/guard/guardtest"
 )
-
-// lockedBuffer collects log output from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // fixtureHost offers pid 200 of testdata/proc (1000 pages) as a target;
 // its first Restart panics.
@@ -61,7 +43,7 @@ func (h *fixtureHost) restarts() int {
 	return h.calls
 }
 
-func fixtureWatchdog(host Host, logs *lockedBuffer) (*Watchdog, *guard.Guard) {
+func fixtureWatchdog(host Host, logs *guardtest.LogBuffer) (*Watchdog, *guard.Guard) {
 	cfg := DefaultSettings()
 	cfg.Interval = time.Second
 	cfg.Samples = 1
@@ -77,7 +59,7 @@ func fixtureWatchdog(host Host, logs *lockedBuffer) (*Watchdog, *guard.Guard) {
 func TestRestartPanicFreesItsSlot(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		host := &fixtureHost{}
-		var logs lockedBuffer
+		var logs guardtest.LogBuffer
 		w, g := fixtureWatchdog(host, &logs)
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan struct{})
@@ -104,7 +86,7 @@ func TestRestartPanicFreesItsSlot(t *testing.T) {
 // after 1 s, then 2 s, and sampling goes on.
 func TestTickPanicRestartsTheWatchdog(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var logs lockedBuffer
+		var logs guardtest.LogBuffer
 		w, g := fixtureWatchdog(benchHost{}, &logs)
 		w.tickHook = func() {
 			if w.Ticks.Load() <= 2 {

@@ -1,7 +1,6 @@
 package procgroup
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -9,41 +8,23 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gosup/gosup/procgroup/guard"
+	"github.com/gosup/gosup/procgroup/guard/guardtest"
 )
-
-// lockedBuffer collects log output from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // guardedPool runs spec's processes with a Guard logging to logs, after
 // setup has prepared each (hooks), and ends them when the test ends.
-func guardedPool(t *testing.T, spec *Spec, setup func(*Process)) (*Pool, *guard.Guard, *lockedBuffer) {
+func guardedPool(t *testing.T, spec *Spec, setup func(*Process)) (*Pool, *guard.Guard, *guardtest.LogBuffer) {
 	t.Helper()
 	dir := t.TempDir()
 	procs, err := spec.Expand("t", ExpandContext{Here: dir, LogDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &guardtest.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil))
 	gd := guard.New(log)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosup/gosup/procgroup/guard/guardtest"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
 )
@@ -32,13 +33,13 @@ func (p *panicky) hit(what string) {
 
 // guardedDaemon runs the config in file with setup applied before Run,
 // logging into the returned buffer.
-func guardedDaemon(t *testing.T, file string, setup func(*Supervisor)) (*Supervisor, *api.Client, *lockedBuffer) {
+func guardedDaemon(t *testing.T, file string, setup func(*Supervisor)) (*Supervisor, *api.Client, *guardtest.LogBuffer) {
 	t.Helper()
 	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &guardtest.LogBuffer{}
 	var w io.Writer = logs
 	if testing.Verbose() {
 		w = io.MultiWriter(logs, os.Stderr)
@@ -61,7 +62,7 @@ func waitPanics(t *testing.T, s *Supervisor, component string, n int64) {
 // done: the processes of web keep their pids and stay RUNNING; ctl info
 // counts the panic; ctl status warns; the log has it at ERROR with its
 // stack, through frame.
-func leftAlone(t *testing.T, cl *api.Client, logs *lockedBuffer, before []api.ProcStatus, component, frame string) {
+func leftAlone(t *testing.T, cl *api.Client, logs *guardtest.LogBuffer, before []api.ProcStatus, component, frame string) {
 	t.Helper()
 	for _, p := range before {
 		if now := mustStatus(t, cl, p.Name)[0]; now.State != "RUNNING" || now.Pid != p.Pid || now.Restarts != p.Restarts {

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,12 +20,14 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/procgroup/guard/guardtest"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/procgroup/reaper/reapertest"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
-	"golang.org/x/sys/unix"
 )
 
 // testReaper is the one reaper of the test process (a process may have one).
@@ -670,7 +671,7 @@ startsecs = 0
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs guardtest.LogBuffer
 	run := func() (*api.Client, func()) {
 		_, cl, stop := runDaemon(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 		return cl, func() {
@@ -735,24 +736,6 @@ func TestSocketGroupReachesTheDirectory(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Dir(cfg.Supervisor.Socket)); fi.Mode().Perm() != 0o750 {
 		t.Errorf("socket directory mode %v, want 0750", fi.Mode().Perm())
 	}
-}
-
-// lockedBuffer collects a daemon's log for a test to read.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // A process waiting out the restart backoff says why in status.

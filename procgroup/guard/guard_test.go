@@ -1,37 +1,19 @@
 package guard
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/gosup/gosup/procgroup/guard/guardtest"
 )
 
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func newTestGuard() (*Guard, *syncBuffer) {
-	var buf syncBuffer
+func newTestGuard() (*Guard, *guardtest.LogBuffer) {
+	var buf guardtest.LogBuffer
 	return New(slog.New(slog.NewTextHandler(&buf, nil))), &buf
 }
 
