@@ -291,7 +291,7 @@ func TestAlertSendmail(t *testing.T) {
 	}
 	a := runAlerter(t, cfg, 0, run)
 	a.Enqueue(testAlert("web:web_01", time.Minute))
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	var b []byte
 	for time.Now().Before(deadline) {
 		if b, _ = os.ReadFile(out); strings.Contains(string(b), "MemoryError") {
@@ -332,7 +332,7 @@ func TestAlertBatchIsOneMail(t *testing.T) {
 			t.Errorf("body lacks %q:\n%s", want, m.Body)
 		}
 	}
-	for deadline := time.Now().Add(5 * time.Second); a.Sent.Load() == 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); a.Sent.Load() == 0 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond) // the server has the mail before the client has its reply
 	}
 	if a.Sent.Load() != 1 || srv.Count() != 1 {

@@ -23,7 +23,7 @@ func TestStartsecsThenRunning(t *testing.T) {
 	if st := p.Status(); st.State != Starting || st.Pid == 0 {
 		t.Fatalf("right after start: want STARTING with a pid, have %s pid %d", st.State, st.Pid)
 	}
-	st := waitState(t, p, Running, 3*time.Second)
+	st := waitState(t, p, Running, 30*time.Second)
 	if up := time.Since(st.StartedAt); up < time.Second {
 		t.Errorf("RUNNING after %s, before startsecs = 1", up)
 	}
@@ -155,7 +155,7 @@ func TestRespawnAfterCrashIsImmediate(t *testing.T) {
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	st := waitState(t, p, Running, 2*time.Second)
+	st := waitState(t, p, Running, 30*time.Second)
 	time.Sleep(DefaultFloor) // older than the floor: respawn at once
 	if err := syscallKill(st.Pid); err != nil {
 		t.Fatal(err)
@@ -182,9 +182,9 @@ func TestStopAsGroupKillsGrandchild(t *testing.T) {
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, p, Running, 2*time.Second)
+	waitState(t, p, Running, 30*time.Second)
 	var gc int
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for gc == 0 && time.Now().Before(deadline) {
 		b, _ := os.ReadFile(pidfile)
 		gc, _ = strconv.Atoi(string(b))
@@ -196,8 +196,8 @@ func TestStopAsGroupKillsGrandchild(t *testing.T) {
 	if err := p.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, p, Stopped, 3*time.Second)
-	deadline = time.Now().Add(2 * time.Second)
+	waitState(t, p, Stopped, 30*time.Second)
+	deadline = time.Now().Add(30 * time.Second)
 	for alive(gc) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -214,7 +214,7 @@ func TestStopWaitSecsThenKill(t *testing.T) {
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, p, Running, 3*time.Second)
+	waitState(t, p, Running, 30*time.Second)
 	start := time.Now()
 	if err := p.Stop(); err != nil {
 		t.Fatal(err)
@@ -222,7 +222,7 @@ func TestStopWaitSecsThenKill(t *testing.T) {
 	if st := p.Status(); st.State != Stopping {
 		t.Errorf("want STOPPING right after stop, have %s", st.State)
 	}
-	st := waitState(t, p, Stopped, 4*time.Second)
+	st := waitState(t, p, Stopped, 30*time.Second)
 	took := time.Since(start)
 	if took < time.Second {
 		t.Errorf("stopped after %s, before stopwaitsecs = 1", took)
@@ -243,7 +243,7 @@ func TestOrphansAreReaped(t *testing.T) {
 	if *st.ExitStatus != 0 {
 		t.Fatalf("helper failed: %+v", st)
 	}
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	var z []int
 	for time.Now().Before(deadline) {
 		if z = zombiesOf(os.Getpid()); len(z) == 0 {
@@ -285,7 +285,7 @@ func TestSpawnErrorsEndFatalAndOthersRun(t *testing.T) {
 	if err := good.Start(); err != nil {
 		t.Fatal(err)
 	}
-	goodSt := waitState(t, good, Running, 2*time.Second)
+	goodSt := waitState(t, good, Running, 30*time.Second)
 	for _, tc := range []struct {
 		name string
 		edit func(*Spec)
@@ -305,7 +305,7 @@ func TestSpawnErrorsEndFatalAndOthersRun(t *testing.T) {
 			if err := p.Start(); err != nil {
 				t.Fatal(err)
 			}
-			st := waitState(t, p, Fatal, 3*time.Second)
+			st := waitState(t, p, Fatal, 30*time.Second)
 			if !strings.Contains(st.SpawnError, tc.want) {
 				t.Errorf("spawn error %q does not contain %q", st.SpawnError, tc.want)
 			}
@@ -330,7 +330,7 @@ func TestPortInUseIsASpawnError(t *testing.T) {
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	st := waitState(t, p, Fatal, 3*time.Second)
+	st := waitState(t, p, Fatal, 30*time.Second)
 	want := fmt.Sprintf("port %d in use by pid %d", port, os.Getpid())
 	if !strings.Contains(st.SpawnError, want) {
 		t.Errorf("spawn error %q does not contain %q", st.SpawnError, want)
@@ -352,7 +352,7 @@ func TestPortAndEnvironmentReachTheChild(t *testing.T) {
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
-		st := waitState(t, p, Running, 2*time.Second)
+		st := waitState(t, p, Running, 30*time.Second)
 		vars := environ(t, st.Pid)
 		for _, want := range []string{
 			"PORT=" + strconv.Itoa(spec.PortStart+i),
@@ -407,7 +407,7 @@ func TestOutputCaptureAndRedirect(t *testing.T) {
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, p, Running, 2*time.Second)
+	waitState(t, p, Running, 30*time.Second)
 	waitFile(t, spec.StdoutLogfile, "to-stdout\n")
 	waitFile(t, spec.StderrLogfile, "to-stderr\n")
 
@@ -418,13 +418,13 @@ func TestOutputCaptureAndRedirect(t *testing.T) {
 	if err := p2.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, p2, Running, 2*time.Second)
+	waitState(t, p2, Running, 30*time.Second)
 	waitFile(t, spec2.StdoutLogfile, "one\ntwo\n")
 }
 
 func waitFile(t *testing.T, path, want string) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	var have []byte
 	for time.Now().Before(deadline) {
 		have, _ = os.ReadFile(path)
@@ -447,9 +447,9 @@ func TestLogRotationKeepsEveryByte(t *testing.T) {
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, p, Running, 2*time.Second)
+	waitState(t, p, Running, 30*time.Second)
 	var sum int64
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		sum = 0
 		files, _ := filepath.Glob(filepath.Join(dir, "spam.log*"))

@@ -21,7 +21,7 @@ func TestReadyTCPWaitsForThePort(t *testing.T) {
 	if st := p.Status(); st.State != Starting {
 		t.Fatalf("want STARTING while the port is closed, have %s", st.State)
 	}
-	waitState(t, p, Running, 5*time.Second)
+	waitState(t, p, Running, 30*time.Second)
 	if took := time.Since(start); took < 700*time.Millisecond {
 		t.Errorf("RUNNING after %s, before the child listened (700ms)", took)
 	}
@@ -37,7 +37,7 @@ func TestReadyAndStartSecsBothCount(t *testing.T) {
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, p, Running, 5*time.Second)
+	waitState(t, p, Running, 30*time.Second)
 	if took := time.Since(start); took < time.Second {
 		t.Errorf("RUNNING after %s, before startsecs", took)
 	}
@@ -82,7 +82,7 @@ func TestSetSpec(t *testing.T) {
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	st := waitState(t, p, Running, 2*time.Second)
+	st := waitState(t, p, Running, 30*time.Second)
 
 	next := *p.Spec()
 	prog := *next.Program
@@ -101,11 +101,11 @@ func TestSetSpec(t *testing.T) {
 	if err := p.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, p, Stopped, 3*time.Second)
+	waitState(t, p, Stopped, 30*time.Second)
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	st = waitState(t, p, Running, 2*time.Second)
+	st = waitState(t, p, Running, 30*time.Second)
 	if !containsString(environ(t, st.Pid), "NEXT=1") {
 		t.Errorf("the next spawn did not use the new environment: %q", environ(t, st.Pid))
 	}
@@ -121,7 +121,7 @@ func TestSetSpec(t *testing.T) {
 // yet (an empty environ): read again until it has.
 func environ(t *testing.T, pid int) []string {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 		if err != nil {

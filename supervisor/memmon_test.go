@@ -143,7 +143,7 @@ cumulative = true`)
 	if !strings.Contains(after.MemmonReason, "(any)") {
 		t.Errorf("reason: %q", after.MemmonReason)
 	}
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for alive(gc) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -174,7 +174,7 @@ func TestMemmonMaxRestarting(t *testing.T) {
 max_restarting = 1`)
 	cl, _ := startDaemon(t, file)
 	waitAll(t, cl, "RUNNING")
-	deadline := time.Now().Add(8 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	maxOut := 0
 	for time.Now().Before(deadline) {
 		st, err := cl.Status(context.Background())
@@ -312,7 +312,7 @@ sendmail = "%s -t -i"
 `, script))
 	startDaemon(t, file)
 	var b []byte
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if b, _ = os.ReadFile(out); len(b) > 0 {
 			break
 		}

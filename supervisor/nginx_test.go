@@ -97,7 +97,7 @@ http {
 			<-exitC
 		}
 	})
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := os.Stat(filepath.Join(prefix, "nginx.pid")); err == nil {
 			return n

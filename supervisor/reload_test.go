@@ -416,7 +416,7 @@ protocol = "http"
 
 func waitServers(t *testing.T, file string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		b, _ := os.ReadFile(file)
 		if strings.Count(string(b), "    server 127.0.0.1:") == n && !strings.Contains(string(b), " down;") {

@@ -226,7 +226,7 @@ func runDaemonWith(t *testing.T, cfg *config.Config, opts Options, setup func(*S
 		}
 	})
 	cl := api.NewClient(cfg.Supervisor.Socket)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := cl.Info(context.Background()); err == nil {
 			return sup, cl, stop
@@ -592,7 +592,7 @@ autorestart = false
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for alive(gc) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
