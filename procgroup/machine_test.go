@@ -3,8 +3,11 @@ package procgroup
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -202,4 +205,91 @@ func TestIllegalMovePanicsUnderTest(t *testing.T) {
 	}()
 	_ = p.setState(l, opExit, Running, nil)
 	t.Error("an illegal move did not panic under test")
+}
+
+// An exit is a fact. If the table refuses it (here: an exit arriving in a
+// state the table expects none, as a bug elsewhere would leave it), the
+// exit is still recorded: no child is claimed, no pid is shown, and a
+// later stop has nothing to signal.
+func TestRefusedExitIsStillRecorded(t *testing.T) {
+	var buf bytes.Buffer
+	p, l := illegalProcess(t, &buf)
+	p.strict = false // production
+	if err := p.spawn(l, opStart); err != nil || l.proc == nil {
+		t.Fatalf("spawn: %v, state %s", err, l.state)
+	}
+	pid := l.pid
+	l.state = Fatal // the bug: a state with no exit rule, while a child runs
+	if err := syscallKill(pid); err != nil {
+		t.Fatal(err)
+	}
+	p.onExit(l, <-l.exitC)
+	st := p.Status()
+	if l.proc != nil || st.Pid != 0 {
+		t.Errorf("after the refused exit the loop has a child %v, the status pid %d", l.proc != nil, st.Pid)
+	}
+	if l.state != Exited || st.State != Exited || st.Reason != ReasonRefusedExit {
+		t.Errorf("state %s, status %s (%q); want EXITED, not restarted", l.state, st.State, st.Reason)
+	}
+	if st.ExitStatus == nil || *st.ExitStatus != 128+9 {
+		t.Errorf("exit status not recorded: %+v", st)
+	}
+	if st.IllegalMoves != 1 || !strings.Contains(buf.String(), "level=ERROR") {
+		t.Errorf("IllegalMoves = %d; want 1, logged at ERROR:\n%s", st.IllegalMoves, buf.String())
+	}
+	if l.timerKind != timerNone {
+		t.Errorf("timer %d still armed", l.timerKind)
+	}
+}
+
+// A state that claims a child the loop does not have (what a refused exit
+// used to leave) must not crash the owner goroutine on a stop, nor signal
+// the group of the pid the status last showed: that pid may lead an
+// unrelated process's group by now.
+func TestStopWithoutChildSignalsNothing(t *testing.T) {
+	for _, asGroup := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stopasgroup=%v", asGroup), func(t *testing.T) {
+			var buf bytes.Buffer
+			p, l := illegalProcess(t, &buf)
+			p.strict = false // production
+			p.spec.Program.StopAsGroup = asGroup
+			// The unrelated process, leading its own group, that now has
+			// the old pid.
+			other, exitC, err := testReaper.Start(func() (*os.Process, error) {
+				return os.StartProcess(os.Args[0], []string{os.Args[0], "sleep"}, &os.ProcAttr{
+					Env: append(os.Environ(), "GO_WANT_HELPER_PROCESS=1"),
+					Sys: &syscall.SysProcAttr{Setpgid: true},
+				})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer other.Release()
+			l.state = Running
+			p.update(func(s *Status) { s.State, s.Pid = Running, other.Pid })
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						t.Errorf("stop without a child panicked: %v", r)
+					}
+				}()
+				_ = p.handle(l, request{op: opStop})
+			}()
+			if st := p.Status(); l.state != Stopped || st.State != Stopped || st.Pid != 0 {
+				t.Errorf("after the stop: loop %s, status %s pid %d; want STOPPED, no pid", l.state, st.State, st.Pid)
+			}
+			if n := p.Status().IllegalMoves; n != 1 {
+				t.Errorf("IllegalMoves = %d; want 1", n)
+			}
+			// A fatal signal sent to the group is recorded at once as the
+			// cause of death, so the SIGKILL sent now is what ends it only
+			// if the stop sent nothing.
+			if err := syscallKill(other.Pid); err != nil {
+				t.Fatal(err)
+			}
+			if ex := <-exitC; !ex.Status.Signaled() || ex.Status.Signal() != syscall.SIGKILL {
+				t.Errorf("the unrelated process ended with %s; the stop signalled it", ex)
+			}
+		})
+	}
 }

@@ -277,7 +277,7 @@ func (p *Process) Run(ctx context.Context) {
 		l.timer.Stop()
 		p.stopProbe(l)
 		if l.proc != nil {
-			p.killGroup(unix.SIGKILL)
+			p.killGroup(l, unix.SIGKILL)
 			<-l.exitC
 			l.proc.Release()
 		}
@@ -309,6 +309,23 @@ func (p *Process) setState(l *loop, o op, to State, f func(*Status)) error {
 	if l.state != to {
 		p.log.Debug("state", "from", l.state, "to", to, "op", o)
 	}
+	p.enter(l, to, f)
+	return nil
+}
+
+// force moves the process to state to without consulting the table. It is
+// only for a fact the table failed to expect (a child that exited, a stop
+// that finds no child), after illegal has reported the refusal: the loop
+// must never claim a child it does not have, nor a status a pid it no
+// longer owns.
+func (p *Process) force(l *loop, o op, to State, f func(*Status)) {
+	p.log.Warn("recorded what happened despite the refused move", "from", l.state, "to", to, "op", o)
+	l.disarm()
+	p.enter(l, to, f)
+}
+
+// enter sets the state, in the loop and in the status, and tells OnState.
+func (p *Process) enter(l *loop, to State, f func(*Status)) {
 	l.state = to
 	p.update(func(s *Status) {
 		s.State = to
@@ -320,7 +337,6 @@ func (p *Process) setState(l *loop, o op, to State, f func(*Status)) error {
 	if p.OnState != nil {
 		p.OnState(p, to)
 	}
-	return nil
 }
 
 // illegal reports an operation or a state change the state machine does not
@@ -388,8 +404,15 @@ func (p *Process) handle(l *loop, r request) error {
 	return p.illegal(fmt.Errorf("%w: %s in %s (rule %d)", ErrIllegalMove, r.op, l.state, ru.do))
 }
 
-// beginStop moves to STOPPING and sends the stop signal.
+// beginStop moves to STOPPING and sends the stop signal. A state that
+// claims a child the loop does not have is a bug: it is reported, and as
+// nothing runs the process is STOPPED at once; nothing is signalled.
 func (p *Process) beginStop(l *loop, o op) error {
+	if l.proc == nil {
+		_ = p.illegal(fmt.Errorf("%w: %s in %s without a child", ErrIllegalMove, o, l.state))
+		p.force(l, o, Stopped, func(s *Status) { s.Pid = 0; s.Reason = "stopped by request (no child was running)" })
+		return nil
+	}
 	if err := p.setState(l, o, Stopping, nil); err != nil {
 		return err
 	}
@@ -397,7 +420,7 @@ func (p *Process) beginStop(l *loop, o op) error {
 	l.disarm()
 	sig := unix.Signal(sp.StopSignal)
 	if sp.StopAsGroup {
-		p.killGroup(sig)
+		p.killGroup(l, sig)
 	} else if err := l.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		p.log.Warn("stop signal failed", "signal", sig, "err", err)
 	}
@@ -408,10 +431,11 @@ func (p *Process) beginStop(l *loop, o op) error {
 
 // killGroup signals the process group led by the current child. The child
 // leads its group (Setpgid) and is not yet reaped while l.proc is set, so the
-// group id cannot have been recycled.
-func (p *Process) killGroup(sig unix.Signal) {
-	pid := p.Status().Pid
-	if pid <= 0 {
+// group id cannot have been recycled. Without a child it does nothing: the
+// pid the status last showed may lead someone else's group by now.
+func (p *Process) killGroup(l *loop, sig unix.Signal) {
+	pid := l.pid
+	if l.proc == nil || pid <= 0 {
 		return
 	}
 	if err := unix.Kill(-pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
@@ -436,7 +460,7 @@ func (p *Process) onTimer(l *loop) {
 		if p.event(l, opKillTimer).do == actKill && l.proc != nil {
 			p.log.Warn("did not stop in time, sending SIGKILL", "stopwaitsecs", p.spec.Program.StopWaitSecs)
 			if p.spec.Program.KillAsGroup {
-				p.killGroup(unix.SIGKILL)
+				p.killGroup(l, unix.SIGKILL)
 			} else {
 				_ = l.proc.Signal(unix.SIGKILL)
 			}
@@ -471,39 +495,57 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 		s.ExitDesc = ex.String()
 	}
 	p.log.Info("exited", "pid", pid, "status", ex.String(), "uptime", uptime.Round(time.Millisecond), "state", l.state)
+	// An exit is a fact: if the table refuses it (a bug, already reported
+	// by event or setState), the exit is still recorded, and the process
+	// is left STOPPED or EXITED, not restarted, rather than in a state that
+	// claims a child.
+	var err error
 	switch p.event(l, opExit).do {
 	case actStopped:
 		l.disarm()
-		_ = p.setState(l, opExit, Stopped, func(s *Status) { setExit(s); s.Reason = "stopped" })
+		err = p.setState(l, opExit, Stopped, func(s *Status) { setExit(s); s.Reason = "stopped" })
 	case actStartFailed:
 		l.disarm()
 		d := p.policy.OnStartFailure(l.backoff, uptime, false)
 		if notReady != "" {
 			d.Reason = notReady
 		}
-		_ = p.applyFailure(l, opExit, d, setExit)
+		err = p.applyFailure(l, opExit, d, setExit)
 	case actExited:
 		d := p.policy.OnExit(code, ex.Status.Signaled(), uptime, l.crashes, rand.Float64()*2-1)
 		l.crashes = d.Crashes
 		if d.Respawn && d.Delay > 0 {
 			p.log.Info("respawn delayed", "reason", d.Reason, "delay", d.Delay.Round(time.Millisecond))
 		}
-		if p.setState(l, opExit, Exited, func(s *Status) {
+		err = p.setState(l, opExit, Exited, func(s *Status) {
 			setExit(s)
 			s.Reason = d.Reason
 			if d.Respawn && d.Delay > 0 {
 				s.RespawnAt = time.Now().Add(d.Delay)
 			}
-		}) != nil || !d.Respawn {
-			return
+		})
+		if err == nil && d.Respawn {
+			if d.Delay <= 0 {
+				_ = p.spawn(l, opRespawn)
+			} else {
+				l.arm(timerRespawn, d.Delay)
+			}
 		}
-		if d.Delay <= 0 {
-			_ = p.spawn(l, opRespawn)
-		} else {
-			l.arm(timerRespawn, d.Delay)
+	default:
+		err = ErrIllegalMove
+	}
+	if err != nil {
+		to := Exited
+		if l.state == Stopping || l.state == Stopped {
+			to = Stopped
 		}
+		p.force(l, opExit, to, func(s *Status) { setExit(s); s.Reason = ReasonRefusedExit })
 	}
 }
+
+// ReasonRefusedExit is the reason shown after an exit the state machine
+// refused (a bug in gosup, counted in Status.IllegalMoves).
+const ReasonRefusedExit = "exited, not restarted: the state machine refused the exit (a bug in gosup)"
 
 func (p *Process) applyFailure(l *loop, o op, d Decision, f func(*Status)) error {
 	if err := p.setState(l, o, d.Next, func(s *Status) {
@@ -538,7 +580,11 @@ func (p *Process) spawn(l *loop, o op) error {
 	if err != nil {
 		p.log.Error("spawn failed", "err", err)
 		d := p.policy.OnStartFailure(l.backoff, 0, true)
-		_ = p.applyFailure(l, opSpawnFailed, d, func(s *Status) { s.SpawnError = err.Error(); s.Pid = 0 })
+		setErr := func(s *Status) { s.SpawnError = err.Error(); s.Pid = 0 }
+		if p.applyFailure(l, opSpawnFailed, d, setErr) != nil {
+			// No child, whatever the table says: not left STARTING.
+			p.force(l, opSpawnFailed, Fatal, func(s *Status) { setErr(s); s.Reason = ReasonSpawnGiveUp })
+		}
 		return nil
 	}
 	l.proc, l.exitC, l.pid, l.spawnedAt = proc, exitC, proc.Pid, now
@@ -616,7 +662,7 @@ func (p *Process) onReady(l *loop, err error) {
 	// exit goes through the start-failure policy with this reason.
 	l.notReady = err.Error()
 	p.log.Warn("not ready; killing it", "err", err)
-	p.killGroup(unix.SIGKILL)
+	p.killGroup(l, unix.SIGKILL)
 }
 
 func (p *Process) stopProbe(l *loop) {
