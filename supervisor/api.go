@@ -52,7 +52,7 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 	if len(patterns) > 0 {
 		var err error
 		if procs, err = s.match(patterns); err != nil {
-			return nil, nil, api.NotFound(err)
+			return nil, nil, patternError(err)
 		}
 	}
 	s.mu.RLock()
@@ -150,11 +150,8 @@ func (h apiHost) Act(ctx context.Context, verb string, req api.ActionRequest) ([
 	// would leave processes stopped or out of nginx); only shutdown
 	// interrupts it.
 	procs, l, err := s.claim(ctx, req.Patterns)
-	switch {
-	case errors.Is(err, ErrNoMatch):
-		return nil, api.NotFound(err)
-	case err != nil:
-		return nil, api.Unavailable(err)
+	if err != nil {
+		return nil, patternError(err)
 	}
 	defer l.release()
 	octx := s.opsCtx
@@ -200,7 +197,7 @@ func (s *Supervisor) signal(req api.ActionRequest) ([]api.Result, error) {
 	}
 	procs, err := s.match(req.Patterns)
 	if err != nil {
-		return nil, api.NotFound(err)
+		return nil, patternError(err)
 	}
 	return s.parallel(nil, procs, func(p *procgroup.Process) (string, bool) {
 		if err := p.Signal(unix.Signal(sig)); err != nil {
@@ -240,7 +237,7 @@ func (h apiHost) Shutdown() { h.s.requestShutdown() }
 func (h apiHost) Tail(name, stream string, n int) (string, []byte, error) {
 	procs, err := h.s.match([]string{name})
 	if err != nil {
-		return "", nil, api.NotFound(err)
+		return "", nil, patternError(err)
 	}
 	if len(procs) != 1 {
 		return "", nil, api.Invalid(fmt.Errorf("%q names %d processes; tail needs exactly one", name, len(procs)))

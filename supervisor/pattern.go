@@ -7,10 +7,30 @@ import (
 	"strings"
 
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/supervisor/api"
 )
 
 // ErrNoMatch is returned when a pattern names no process.
 var ErrNoMatch = errors.New("no such process")
+
+// ErrBadPattern is returned when a pattern is not a well-formed glob: the
+// request is wrong, not the daemon unable to take it now.
+var ErrBadPattern = errors.New("bad pattern")
+
+// patternError is err from resolve as the control API serves it: a
+// malformed pattern is an invalid request (400), one that names nothing
+// is not found (404); anything else (the daemon shutting down, the client
+// giving up) is unavailable (503).
+func patternError(err error) error {
+	switch {
+	case errors.Is(err, ErrBadPattern):
+		return api.Invalid(err)
+	case errors.Is(err, ErrNoMatch):
+		return api.NotFound(err)
+	default:
+		return api.Unavailable(err)
+	}
+}
 
 // resolve selects processes by supervisorctl patterns: pattern by
 // pattern, each pattern's in the order of procs (configuration order),
@@ -62,7 +82,7 @@ func resolveOne(procs []*procgroup.Process, pat string) ([]*procgroup.Process, e
 	}
 	for _, glob := range []string{group, name} {
 		if _, err := path.Match(glob, ""); err != nil {
-			return nil, fmt.Errorf("bad pattern %q: %w", pat, err)
+			return nil, fmt.Errorf("%w %q: %w (patterns are shell globs: *, ?, [a-z], \\ quotes)", ErrBadPattern, pat, err)
 		}
 	}
 	sel := func(match func(*procgroup.ProcSpec) bool) []*procgroup.Process {

@@ -1,14 +1,17 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/supervisor/api"
 )
 
 // procsOf expands programs (name → group key, "" for none) of two
@@ -104,10 +107,51 @@ func TestResolve(t *testing.T) {
 	}
 	// A malformed glob is an error of its own; a program's name before the
 	// colon says which group to use.
-	if _, err := resolve(procs, []string{"web_[0"}); err == nil || errors.Is(err, ErrNoMatch) || !strings.Contains(err.Error(), "bad pattern") {
+	if _, err := resolve(procs, []string{"web_[0"}); !errors.Is(err, ErrBadPattern) || errors.Is(err, ErrNoMatch) || !strings.Contains(err.Error(), `bad pattern "web_[0"`) {
 		t.Errorf("malformed glob: %v", err)
 	}
 	if _, err := resolve(procs, []string{"web:*"}); err == nil || !strings.Contains(err.Error(), "program web is in group sentry: its processes are sentry:*") {
 		t.Errorf("program before the colon: %v", err)
+	}
+}
+
+// A malformed glob is a bad request (400) wherever a pattern is taken,
+// not "unavailable" (503, which tells a client to retry) nor "not found";
+// the running process is left alone.
+func TestBadPatternIsInvalid(t *testing.T) {
+	file := writeConfig(t, `
+[program.web]
+command = "@HELPER@ sleep"
+startsecs = 0
+`+helperEnv)
+	cl, _ := startDaemon(t, file)
+	before := waitAll(t, cl, "RUNNING")
+	ctx := context.Background()
+	check := func(what string, err error) {
+		t.Helper()
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Code != http.StatusBadRequest || !strings.Contains(ae.Msg, `bad pattern "web["`) {
+			t.Errorf("%s web[: want a 400 naming the bad pattern, have %#v", what, err)
+		}
+	}
+	for _, verb := range []string{"start", "stop", "restart", "signal"} {
+		_, err := cl.Action(ctx, verb, api.ActionRequest{Patterns: []string{"web["}, Signal: "HUP"})
+		check(verb, err)
+		_, err = cl.Action(ctx, verb, api.ActionRequest{Patterns: []string{"web", "web:["}, Signal: "HUP", Rolling: verb == "restart"})
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Code != http.StatusBadRequest {
+			t.Errorf("%s web web:[: want 400, have %#v", verb, err)
+		}
+	}
+	_, err := cl.Status(ctx, "web[")
+	check("status", err)
+	// Not a bad pattern: a well-formed one that matches nothing is 404.
+	_, err = cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{"nope"}})
+	if ae := (*api.Error)(nil); !errors.As(err, &ae) || ae.Code != http.StatusNotFound {
+		t.Errorf("stop nope: want 404, have %#v", err)
+	}
+	after := waitAll(t, cl, "RUNNING")
+	if after[0].Pid != before[0].Pid {
+		t.Errorf("the process was touched: pid %d, then %d", before[0].Pid, after[0].Pid)
 	}
 }
