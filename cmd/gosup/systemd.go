@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/supervisor/config"
 	"github.com/spf13/cobra"
 )
@@ -125,10 +124,7 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 		if !p.Spec.AutoStart {
 			continue
 		}
-		attempt, what := time.Duration(p.Spec.StartSecs)*time.Second, "startsecs"
-		if kind, _, _ := procgroup.ParseReady(p.Spec.Ready, p.Spec.PortStart); kind != procgroup.ReadyStartSecs {
-			attempt, what = max(attempt, p.Spec.ReadyTimeout), "ready_timeout"
-		}
+		attempt, what := p.StartAttempt()
 		tries := p.Spec.StartRetries + 1
 		backoff := time.Duration(tries*(tries-1)/2) * time.Second
 		if d := time.Duration(tries)*attempt + backoff; d > startWait {
@@ -186,12 +182,10 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 		if p.Spec.User != "" {
 			usesUser = true
 		}
+		for _, f := range p.LogFiles() {
+			writes = append(writes, filepath.Dir(f))
+		}
 		for _, ps := range p.Procs {
-			for _, l := range []procgroup.LogSpec{ps.Stdout, ps.Stderr} {
-				if l.Kind == procgroup.LogFile {
-					writes = append(writes, filepath.Dir(l.Path))
-				}
-			}
 			for _, pp := range []struct{ key, path string }{{"directory", ps.Dir}, {"command", firstWord(ps.Argv)}} {
 				if noHome == "" && filepath.IsAbs(pp.path) && underAny(pp.path, homePaths) {
 					noHome = fmt.Sprintf("program.%s.%s is %s", p.Name, pp.key, pp.path)

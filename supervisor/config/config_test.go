@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gosup/gosup/procgroup"
 )
@@ -433,5 +435,61 @@ func TestIncludeErrors(t *testing.T) {
 				t.Errorf("want exactly one error, have\n%v", err)
 			}
 		})
+	}
+}
+
+// What gosup systemd-unit reads of a program: how long one start attempt
+// may take (and which key says so), and the files its processes log to.
+func TestProgramStartAttemptAndLogFiles(t *testing.T) {
+	dir := writeTree(t, map[string]string{"gosup.toml": `
+[supervisor]
+socket = "s.sock"
+logdir = "auto"
+[program.plain]
+command = "app"
+startsecs = 4
+[program.web]
+command = "app"
+numprocs = 2
+process_name = "web_%(process_num)d"
+port_start = 9000
+startsecs = 2
+ready_timeout = "30s"
+stdout_logfile = "logs/%(process_num)d.out"
+stderr_logfile = "none"
+[program.quick]
+command = "app"
+port_start = 9100
+startsecs = 40
+ready = "tcp"
+ready_timeout = "50s"
+stdout_logfile = "none"
+redirect_stderr = true
+`})
+	cfg, err := Load(filepath.Join(dir, "gosup.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		d    time.Duration
+		key  string
+		logs []string
+	}{
+		{"plain", 4 * time.Second, "startsecs", []string{filepath.Join(dir, "auto/plain.stdout.log"), filepath.Join(dir, "auto/plain.stderr.log")}},
+		{"web", 30 * time.Second, "ready_timeout", []string{filepath.Join(dir, "logs/0.out"), filepath.Join(dir, "logs/1.out")}},
+		{"quick", 50 * time.Second, "ready_timeout", nil},
+	} {
+		i := slices.IndexFunc(cfg.Programs, func(p *Program) bool { return p.Name == tc.name })
+		if i < 0 {
+			t.Fatalf("no program %s", tc.name)
+		}
+		p := cfg.Programs[i]
+		if d, key := p.StartAttempt(); d != tc.d || key != tc.key {
+			t.Errorf("%s: StartAttempt = %s %s, want %s %s", tc.name, d, key, tc.d, tc.key)
+		}
+		if got := p.LogFiles(); !slices.Equal(got, tc.logs) {
+			t.Errorf("%s: LogFiles = %q, want %q", tc.name, got, tc.logs)
+		}
 	}
 }

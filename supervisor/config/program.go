@@ -91,3 +91,28 @@ func (src *source) checkProgram(name string, s *procgroup.Spec) []error {
 	}
 	return errs
 }
+
+// StartAttempt is the longest one start attempt of p waits before it
+// counts as failed, and the key that sets it: startsecs, or ready_timeout
+// (at least startsecs) when a tcp or http readiness check decides.
+func (p *Program) StartAttempt() (time.Duration, string) {
+	d := time.Duration(p.Spec.StartSecs) * time.Second
+	if kind, _, _ := procgroup.ParseReady(p.Spec.Ready, p.Spec.PortStart); kind != procgroup.ReadyStartSecs {
+		return max(d, p.Spec.ReadyTimeout), "ready_timeout"
+	}
+	return d, "startsecs"
+}
+
+// LogFiles are the files p's processes log to, in process order, stdout
+// before stderr (not syslog, none or the daemon's output).
+func (p *Program) LogFiles() []string {
+	var out []string
+	for _, ps := range p.Procs {
+		for _, l := range []procgroup.LogSpec{ps.Stdout, ps.Stderr} {
+			if l.Kind == procgroup.LogFile {
+				out = append(out, l.Path)
+			}
+		}
+	}
+	return out
+}
