@@ -227,7 +227,7 @@ func (h apiHost) Nginx() (api.NginxStatus, error) {
 	if m == nil {
 		return api.NginxStatus{}, api.NotFound(fmt.Errorf("%s has no [nginx] table", h.s.config().File))
 	}
-	return m.Status(), nil
+	return api.NginxStatus(m.Status()), nil
 }
 
 func (h apiHost) Shutdown() { h.s.requestShutdown() }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
 	"github.com/gosup/gosup/supervisor/nginx"
+	"github.com/gosup/gosup/templates"
 )
 
 // needTool finds a program the end-to-end tests need. Under CI (CI=true)
@@ -250,7 +252,7 @@ func TestNginxEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := nginx.New(bad.Nginx.Settings, testReaper, log)
+	m := nginx.New(nginxSettings(bad.Nginx), testReaper, log)
 	m.Start()
 	defer m.Stop()
 	applied := make(chan error, 1)
@@ -457,6 +459,23 @@ func waitListening(t *testing.T, base, n int) {
 				t.Fatalf("port %d never accepted a connection", base+i)
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// nginxSettings carries every field the manager has from the [nginx]
+// table: a field added to nginx.Settings and not copied shows up here.
+func TestNginxSettingsCopiesEverything(t *testing.T) {
+	n := config.Nginx{Output: "/o", Template: &templates.Template{}, TemplateFile: "/t",
+		TestCommand: "t", ReloadCommand: "r", CommandTimeout: time.Second}
+	got := reflect.ValueOf(nginxSettings(&n))
+	for i := range got.NumField() {
+		name := got.Type().Field(i).Name
+		if got.Field(i).IsZero() {
+			t.Errorf("nginx.Settings.%s is not set from config.Nginx", name)
+		}
+		if src := reflect.ValueOf(n).FieldByName(name); !src.IsValid() || !reflect.DeepEqual(src.Interface(), got.Field(i).Interface()) {
+			t.Errorf("nginx.Settings.%s: config.Nginx has no such field with that value", name)
 		}
 	}
 }

@@ -499,9 +499,9 @@ func (s *Supervisor) swapNginx(next *config.Config) (stop func()) {
 		s.nginx = nil
 		return m.Stop
 	case next.Nginx != nil && m == nil:
-		s.nginx = s.newNginx(next.Nginx.Settings)
+		s.nginx = s.newNginx(nginxSettings(next.Nginx))
 	case next.Nginx != nil:
-		m.SetSettings(next.Nginx.Settings)
+		m.SetSettings(nginxSettings(next.Nginx))
 	}
 	return func() {}
 }

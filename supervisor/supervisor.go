@@ -223,7 +223,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}, func() { endProcesses() }) // done by "processes", unless a later start failed
 	g.add("nginx manager", func() error {
 		if cfg.Nginx != nil {
-			s.nginx = s.newNginx(cfg.Nginx.Settings)
+			s.nginx = s.newNginx(nginxSettings(cfg.Nginx))
 			s.submitNginx()
 		}
 		return nil
@@ -425,6 +425,12 @@ func (s *Supervisor) startMemmon(cfg *config.Config) {
 		wg.Wait()
 	}
 	s.mu.Unlock()
+}
+
+// nginxSettings is what the nginx manager needs of a validated [nginx] table.
+func nginxSettings(n *config.Nginx) nginx.Settings {
+	return nginx.Settings{Output: n.Output, Template: n.Template,
+		TestCommand: n.TestCommand, ReloadCommand: n.ReloadCommand, CommandTimeout: n.CommandTimeout}
 }
 
 // newNginx starts a manager for settings, run by the guard.

@@ -1,7 +1,8 @@
 // Package config reads gosup's TOML configuration: the schema, the
 // defaults, every validation and the include logic. Load yields plain
-// runtime structs (procgroup.Spec, memmon.Settings, nginx.Settings); every
-// mistake is an *Error naming the file, the line and the key.
+// runtime structs (procgroup.Spec, memmon.Settings, the [nginx] table as
+// data); every mistake is an *Error naming the file, the line and the key.
+// It imports nothing of the daemon (layering_test.go checks it).
 package config
 
 import (

@@ -9,17 +9,22 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/gosup/gosup/procgroup"
-	"github.com/gosup/gosup/supervisor/nginx"
 	"github.com/gosup/gosup/templates"
 )
 
-// Nginx is the validated [nginx] table.
+// Nginx is the validated [nginx] table, with its defaults. It is plain
+// data: the daemon hands Output, Template and the commands to its nginx
+// manager (supervisor/nginx, which config does not import).
 type Nginx struct {
-	// Settings are what the nginx manager needs: the output file, the
-	// parsed template and the commands, with their defaults.
-	nginx.Settings
-	TemplateFile string // the user's template, absolute; "" for the built-in one
-	Upstream     map[string]Upstream
+	Output       string              // the file written, absolute
+	Template     *templates.Template // what renders it
+	TemplateFile string              // the user's template, absolute; "" for the built-in one
+	// TestCommand and ReloadCommand are operator command lines ("" skips
+	// the step), killed after CommandTimeout.
+	TestCommand    string
+	ReloadCommand  string
+	CommandTimeout time.Duration
+	Upstream       map[string]Upstream
 }
 
 // Upstream is one [nginx.upstream.NAME] table, with its defaults.
@@ -53,9 +58,9 @@ func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr 
 		return errs
 	}
 	n := &Nginx{
-		Settings: nginx.Settings{Output: raw.Output, TestCommand: raw.TestCommand, ReloadCommand: raw.ReloadCommand,
-			CommandTimeout: time.Duration(raw.CommandTimeout)},
-		TemplateFile: raw.Template, Upstream: map[string]Upstream{},
+		Output: raw.Output, TestCommand: raw.TestCommand, ReloadCommand: raw.ReloadCommand,
+		CommandTimeout: time.Duration(raw.CommandTimeout),
+		TemplateFile:   raw.Template, Upstream: map[string]Upstream{},
 	}
 	for name, ru := range raw.Upstream {
 		var u Upstream

@@ -1,4 +1,4 @@
-package templates_test
+package config_test
 
 import (
 	"bytes"
@@ -14,9 +14,11 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the expected output of the golden files")
 
-// Each testdata/*.txtar holds a gosup.toml and the nginx.conf it renders to.
+// Each testdata/render/*.txtar holds a gosup.toml and the nginx.conf it
+// renders to: the [nginx] table, validated here, through the template
+// package (which knows nothing of gosup.toml).
 func TestRenderGolden(t *testing.T) {
-	files, _ := filepath.Glob("testdata/*.txtar")
+	files, _ := filepath.Glob("testdata/render/*.txtar")
 	if len(files) == 0 {
 		t.Fatal("no golden files")
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/guard"
 	"github.com/gosup/gosup/procgroup/reaper"
-	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/internal/atomicfile"
 	"github.com/gosup/gosup/templates"
 )
@@ -32,6 +31,20 @@ type Settings struct {
 	TestCommand    string
 	ReloadCommand  string
 	CommandTimeout time.Duration
+}
+
+// Status is the outcome of the last update (api.NginxStatus has the same
+// fields, converted by the daemon: this package knows nothing of the API).
+type Status struct {
+	Output      string
+	OK          bool
+	Error       string
+	LastAttempt time.Time // when the last update finished
+	LastChange  time.Time // last time a new file went live
+	Reloads     int
+	Failures    int
+	RetryAt     time.Time // a failed reload is retried then
+	Servers     int
 }
 
 // Manager keeps nginx's upstream file in step with the processes. It runs
@@ -55,7 +68,7 @@ type Manager struct {
 	mu           sync.Mutex
 	settings     Settings // replaced by a reload
 	pending      *submission
-	status       api.NginxStatus
+	status       Status
 	reloadNeeded bool // the file on disk passed the test but nginx has not loaded it
 }
 
@@ -80,7 +93,7 @@ func New(s Settings, rp *reaper.Reaper, log *slog.Logger) *Manager {
 		rp:       rp,
 		log:      log.With("component", "nginx"),
 		kick:     make(chan struct{}, 1),
-		status:   api.NginxStatus{Output: s.Output},
+		status:   Status{Output: s.Output},
 	}
 }
 
@@ -131,7 +144,7 @@ func (m *Manager) Submit(d templates.Data, done chan<- error) {
 }
 
 // Status returns the last outcome.
-func (m *Manager) Status() api.NginxStatus {
+func (m *Manager) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.status
