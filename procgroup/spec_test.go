@@ -24,6 +24,8 @@ func TestPolicy(t *testing.T) {
 	never.AutoRestart = RestartNever
 	short := p
 	short.BackoffMax = 5 * time.Second
+	near := p
+	near.BackoffMax = 4200 * time.Millisecond
 	for _, tc := range []struct {
 		name string
 		got  Decision
@@ -41,29 +43,38 @@ func TestPolicy(t *testing.T) {
 			Decision{Next: Exited, Reason: ReasonExpected}},
 		{"expected exit ends a streak", p.OnExit(0, false, time.Second, 5, 0),
 			Decision{Next: Exited, Reason: ReasonExpected}},
-		{"unexpected code restarts at once", p.OnExit(1, false, time.Hour, 0, 0),
+		{"unexpected code restarts at once", p.OnExit(1, false, time.Hour, 0, -1),
 			Decision{Next: Exited, Respawn: true, Crashes: 1, Reason: ReasonUnexpected}},
-		{"killed by signal is unexpected", p.OnExit(0, true, time.Hour, 0, 0),
+		// The first respawn of a streak is spread over 0..100 ms.
+		{"first respawn, middle of the spread", p.OnExit(1, false, time.Hour, 0, 0),
+			Decision{Next: Exited, Respawn: true, Delay: 50 * time.Millisecond, Crashes: 1, Reason: ReasonUnexpected}},
+		{"first respawn, end of the spread", p.OnExit(1, false, time.Hour, 0, 1),
+			Decision{Next: Exited, Respawn: true, Delay: 100 * time.Millisecond, Crashes: 1, Reason: ReasonUnexpected}},
+		{"killed by signal is unexpected", p.OnExit(0, true, time.Hour, 0, -1),
 			Decision{Next: Exited, Respawn: true, Crashes: 1, Reason: ReasonUnexpected}},
-		{"young crash waits for the floor", p.OnExit(1, false, 300*time.Millisecond, 0, 0),
-			Decision{Next: Exited, Respawn: true, Delay: 700 * time.Millisecond, Crashes: 1, Reason: ReasonUnexpected}},
+		{"young crash waits for the floor, then the spread", p.OnExit(1, false, 300*time.Millisecond, 0, 0),
+			Decision{Next: Exited, Respawn: true, Delay: 750 * time.Millisecond, Crashes: 1, Reason: ReasonUnexpected}},
 
 		// The restart backoff: 1 s, 2 s, 4 s ... for exits in a row.
 		{"second exit in a row waits 1s", p.OnExit(3, false, 5*time.Second, 1, 0), crashLoop(2, time.Second)},
 		{"third waits 2s", p.OnExit(3, false, 5*time.Second, 2, 0), crashLoop(3, 2*time.Second)},
 		{"fourth waits 4s", p.OnExit(3, false, 5*time.Second, 3, 0), crashLoop(4, 4*time.Second)},
-		{"eighth waits 64s, capped at backoff_max", p.OnExit(3, false, 5*time.Second, 7, 0), crashLoop(8, time.Minute)},
-		{"the cap holds for ever", p.OnExit(3, false, 5*time.Second, 1000, 0), crashLoop(1001, time.Minute)},
-		{"a smaller cap", short.OnExit(3, false, 5*time.Second, 4, 0), crashLoop(5, 5*time.Second)},
+		{"eighth waits 64s, capped at backoff_max", p.OnExit(3, false, 5*time.Second, 7, -1), crashLoop(8, time.Minute)},
+		{"the cap holds for ever", p.OnExit(3, false, 5*time.Second, 1000, -1), crashLoop(1001, time.Minute)},
+		{"a smaller cap", short.OnExit(3, false, 5*time.Second, 4, -1), crashLoop(5, 5*time.Second)},
 		{"jitter +10 %", p.OnExit(3, false, 5*time.Second, 3, 1), crashLoop(4, 4400*time.Millisecond)},
 		{"jitter -10 %", p.OnExit(3, false, 5*time.Second, 3, -1), crashLoop(4, 3600*time.Millisecond)},
 		{"jitter -5 %", p.OnExit(3, false, 5*time.Second, 3, -0.5), crashLoop(4, 3800*time.Millisecond)},
 		{"jitter out of range is clamped", p.OnExit(3, false, 5*time.Second, 3, 7), crashLoop(4, 4400*time.Millisecond)},
-		{"jitter on the cap", p.OnExit(3, false, 5*time.Second, 20, -1), crashLoop(21, 54*time.Second)},
+		// At the cap the jitter only shortens: 54 s to 60 s, never 66 s.
+		{"jitter -1 on the cap", p.OnExit(3, false, 5*time.Second, 20, -1), crashLoop(21, time.Minute)},
+		{"jitter 0 on the cap", p.OnExit(3, false, 5*time.Second, 20, 0), crashLoop(21, 57*time.Second)},
+		{"jitter +1 on the cap", p.OnExit(3, false, 5*time.Second, 20, 1), crashLoop(21, 54*time.Second)},
+		{"jitter never lifts a wait over the cap", near.OnExit(3, false, 5*time.Second, 3, 1), crashLoop(4, 4200*time.Millisecond)},
 		{"signal in a row", p.OnExit(0, true, 5*time.Second, 1, 0), crashLoop(2, time.Second)},
 		{"young crash in a row: the backoff beats the floor", p.OnExit(3, false, 100*time.Millisecond, 1, 0), crashLoop(2, time.Second)},
 		{"young crash, jitter below the floor: the floor holds", p.OnExit(3, false, 0, 1, -1), crashLoop(2, time.Second)},
-		{"a run of backoff_reset ends the streak", p.OnExit(3, false, time.Minute, 9, 0),
+		{"a run of backoff_reset ends the streak", p.OnExit(3, false, time.Minute, 9, -1),
 			Decision{Next: Exited, Respawn: true, Crashes: 1, Reason: ReasonUnexpected}},
 		{"autorestart = true backs off on unexpected exits", always.OnExit(3, false, 5*time.Second, 2, 0), crashLoop(3, 2*time.Second)},
 		{"autorestart = true: an expected exit is no crash", always.OnExit(0, false, 5*time.Second, 2, 0),
@@ -97,16 +108,32 @@ func TestPolicyBackoffSpread(t *testing.T) {
 		d := p.OnExit(1, false, 5*time.Second, crashes, rng.Float64()*2-1)
 		crashes = d.Crashes
 		want *= time.Second
-		if d.Delay < want*9/10 || d.Delay > want*11/10 {
-			t.Errorf("exit %d: want %s ±10 %%, have %s", i+1, want, d.Delay)
+		least, most := want*9/10, min(want*11/10, p.BackoffMax)
+		if i == 0 {
+			least, most = 0, FirstRespawnSpread
+		}
+		if d.Delay < least || d.Delay > most {
+			t.Errorf("exit %d: want %s to %s, have %s", i+1, least, most, d.Delay)
 		}
 	}
-	seen := map[time.Duration]bool{}
-	for range 500 {
-		seen[p.OnExit(1, false, 5*time.Second, 5, rng.Float64()*2-1).Delay.Round(10*time.Millisecond)] = true
-	}
-	if len(seen) < 100 {
-		t.Errorf("500 processes at the 6th exit got only %d distinct waits (10 ms apart)", len(seen))
+	// 500 processes crashing together, at the first exit of a streak, at
+	// the 6th, and at the cap: spread, and never above the cap.
+	for _, tc := range []struct {
+		crashes int
+		spacing time.Duration
+		least   int
+	}{{0, time.Millisecond, 50}, {5, 10 * time.Millisecond, 100}, {20, 10 * time.Millisecond, 100}} {
+		seen := map[time.Duration]bool{}
+		for range 500 {
+			d := p.OnExit(1, false, 5*time.Second, tc.crashes, rng.Float64()*2-1).Delay
+			if d > p.BackoffMax {
+				t.Errorf("exit %d waits %s, above backoff_max %s", tc.crashes+1, d, p.BackoffMax)
+			}
+			seen[d.Round(tc.spacing)] = true
+		}
+		if len(seen) < tc.least {
+			t.Errorf("500 processes at exit %d got only %d distinct waits (%s apart)", tc.crashes+1, len(seen), tc.spacing)
+		}
 	}
 }
 

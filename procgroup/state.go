@@ -44,7 +44,7 @@ type Policy struct {
 	// young: a crash loop never respawns faster than this.
 	Floor time.Duration
 	// BackoffMax caps the wait before respawning a process that keeps
-	// exiting unexpectedly (1 s, 2 s, 4 s ... up to BackoffMax, ±10 %);
+	// exiting unexpectedly (1 s, 2 s, 4 s ... ±10 %, never above BackoffMax);
 	// 0 turns the backoff off: supervisord's immediate respawn, with only
 	// the Floor between spawns.
 	BackoffMax time.Duration
@@ -53,9 +53,15 @@ type Policy struct {
 	BackoffReset time.Duration
 }
 
-// BackoffJitter is the spread of a backoff wait, ±10 %, so that many
-// processes crashing together do not respawn in lockstep.
+// BackoffJitter is the spread of a backoff wait, ±10 % (at the cap, -10 %
+// only: a wait never exceeds BackoffMax), so that many processes crashing
+// together do not respawn in lockstep.
 const BackoffJitter = 0.1
+
+// FirstRespawnSpread spreads the first respawn of a streak (which does not
+// back off) over 0 to 100 ms, 10 % of the 1 s floor: processes that die
+// together do not respawn together even then.
+const FirstRespawnSpread = 100 * time.Millisecond
 
 // DefaultFloor is the respawn floor of daemontools, runit and s6.
 const DefaultFloor = time.Second
@@ -127,8 +133,9 @@ func (p Policy) OnStartFailure(backoff int, uptime time.Duration, spawnErr bool)
 //
 // An unexpected exit after a run shorter than BackoffReset extends the
 // streak. The first exit of a streak respawns at once (after the Floor, for
-// a process that died young); the n-th waits 2^(n-2) s, capped at
-// BackoffMax.
+// a process that died young), spread by up to FirstRespawnSpread; the n-th
+// waits 2^(n-2) s ±10 %, never more than BackoffMax. With BackoffMax = 0
+// (supervisord's behaviour) there is no backoff and no spread.
 func (p Policy) OnExit(code int, signaled bool, uptime time.Duration, crashes int, jitter float64) Decision {
 	d := Decision{Next: Exited, Delay: max(0, p.Floor-uptime)}
 	expected := !signaled && slices.Contains(p.ExitCodes, code)
@@ -153,6 +160,10 @@ func (p Policy) OnExit(code int, signaled bool, uptime time.Duration, crashes in
 		crashes = 0
 	}
 	d.Crashes = crashes + 1
+	jitter = min(1, max(-1, jitter))
+	if p.BackoffMax > 0 && d.Crashes == 1 {
+		d.Delay += time.Duration(float64(FirstRespawnSpread) * (jitter + 1) / 2)
+	}
 	if w := p.backoff(d.Crashes, jitter); w > 0 {
 		d.Delay = max(d.Delay, w)
 		d.Reason = fmt.Sprintf(ReasonCrashLoop, d.Crashes, d.Delay.Round(100*time.Millisecond))
@@ -161,7 +172,10 @@ func (p Policy) OnExit(code int, signaled bool, uptime time.Duration, crashes in
 }
 
 // backoff is the wait after the n-th unexpected exit in a row: none for the
-// first, then 1 s, 2 s, 4 s ... capped at BackoffMax, then spread by jitter.
+// first, then 1 s, 2 s, 4 s ..., spread by jitter (in [-1, 1]) and then
+// capped at BackoffMax. Once the doubling reaches the cap the jitter only
+// shortens the wait, so that capped processes still spread, over 90 % to
+// 100 % of BackoffMax.
 func (p Policy) backoff(n int, jitter float64) time.Duration {
 	if p.BackoffMax <= 0 || n < 2 {
 		return 0
@@ -170,6 +184,8 @@ func (p Policy) backoff(n int, jitter float64) time.Duration {
 	if shift := n - 2; shift < 32 {
 		w = min(w, time.Second<<shift)
 	}
-	jitter = min(1, max(-1, jitter))
-	return time.Duration(float64(w) * (1 + BackoffJitter*jitter))
+	if w == p.BackoffMax {
+		return time.Duration(float64(w) * (1 - BackoffJitter*(jitter+1)/2))
+	}
+	return min(p.BackoffMax, time.Duration(float64(w)*(1+BackoffJitter*jitter)))
 }
