@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -385,10 +386,36 @@ func (r *rotator) rotate() error {
 	} else if err := os.Remove(r.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("rotate %s: %w", r.path, err)
 	}
+	r.removeExtraBackups()
 	if err := r.open(); err != nil {
 		return fmt.Errorf("reopen %s: %w", r.path, err)
 	}
 	return nil
+}
+
+// removeExtraBackups removes path.N for every N above the backups kept: a
+// reload or a restart that lowered the count leaves them otherwise for
+// ever. It scans the directory rather than trusting a remembered count, so
+// it also catches those of an earlier daemon. A file it cannot remove is
+// left; the next rotation tries again.
+func (r *rotator) removeExtraBackups() {
+	dir, base := filepath.Split(r.path)
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		suffix, ok := strings.CutPrefix(e.Name(), base+".")
+		if !ok || e.IsDir() {
+			continue
+		}
+		if n, err := strconv.Atoi(suffix); err == nil && n > r.backups && strconv.Itoa(n) == suffix {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 func (r *rotator) Close() error {

@@ -2,8 +2,10 @@ package procgroup
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -290,5 +292,65 @@ func BenchmarkRotator(b *testing.B) {
 		if _, err := r.Write(buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Lowering *_logfile_backups (by reload, or for a new daemon) removes the
+// backups above the new count at the next rotation instead of leaving them
+// on disk for ever; files that only share the prefix are left alone.
+func TestRotatorBackupsLoweredRemovesTheRest(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "r.log")
+	r, err := newRotator(path, 10, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	write := func(n int) {
+		t.Helper()
+		for i := range n {
+			if _, err := fmt.Fprintf(r, "chunk %d..\n", i); err != nil { // 10 bytes: one rotation per write
+				t.Fatal(err)
+			}
+		}
+	}
+	files := func() []string {
+		t.Helper()
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	for _, name := range []string{"r.log.old", "r.log.05", "r.log.07", "r.log.5.gz", "r.logger.9"} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(6)
+	if got, want := files(), []string{"r.log", "r.log.05", "r.log.07", "r.log.1", "r.log.2", "r.log.3", "r.log.4", "r.log.5.gz", "r.log.old", "r.logger.9"}; !slices.Equal(got, want) {
+		t.Fatalf("with 4 backups: %v; want %v", got, want)
+	}
+	r.setLimits(10, 1)
+	write(1)
+	if got, want := files(), []string{"r.log", "r.log.05", "r.log.07", "r.log.1", "r.log.5.gz", "r.log.old", "r.logger.9"}; !slices.Equal(got, want) {
+		t.Errorf("backups lowered to 1: %v; want %v", got, want)
+	}
+	// A rotator of a new daemon, with no backups at all.
+	r2, err := newRotator(path, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	r.Close()
+	if _, err := fmt.Fprintf(r2, "chunk x..\nchunk y..\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := files(), []string{"r.log", "r.log.05", "r.log.07", "r.log.5.gz", "r.log.old", "r.logger.9"}; !slices.Equal(got, want) {
+		t.Errorf("backups lowered to 0: %v; want %v", got, want)
 	}
 }
