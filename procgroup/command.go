@@ -44,18 +44,21 @@ func RunCommand(ctx context.Context, rp *reaper.Reaper, command string, input []
 	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", argv[0], err)
+		return nil, fmt.Errorf("run %q: %w", command, err)
 	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("run %q: output pipe: %w", command, err)
 	}
 	defer pr.Close()
-	stdin, err := os.Open(os.DevNull)
-	var inW *os.File
-	if input != nil && err == nil {
-		stdin.Close()
+	var stdin, inW *os.File
+	if input != nil {
 		stdin, inW, err = os.Pipe()
+		if err != nil {
+			err = fmt.Errorf("run %q: input pipe: %w", command, err)
+		}
+	} else if stdin, err = os.Open(os.DevNull); err != nil {
+		err = fmt.Errorf("run %q: stdin: %w", command, err)
 	}
 	if err != nil {
 		pw.Close()
@@ -90,6 +93,7 @@ func RunCommand(ctx context.Context, rp *reaper.Reaper, command string, input []
 		_, _ = io.Copy(&out, io.LimitReader(pr, maxCommandOutput))
 		_, _ = io.Copy(io.Discard, pr)
 	}()
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var ex reaper.Exit
@@ -98,7 +102,12 @@ func RunCommand(ctx context.Context, rp *reaper.Reaper, command string, input []
 	case <-ctx.Done():
 		_ = unix.Kill(-proc.Pid, unix.SIGKILL)
 		ex = <-exitC
-		err = fmt.Errorf("%q did not finish within %s and was killed", command, timeout)
+		if perr := parent.Err(); perr != nil {
+			// Not its fault: the caller gave up (the daemon shutting down).
+			err = fmt.Errorf("%q was killed before it finished: %w", command, perr)
+		} else {
+			err = fmt.Errorf("%q did not finish within %s and was killed: %w", command, timeout, ctx.Err())
+		}
 	}
 	// Something it started may hold the pipe open: stop reading soon.
 	_ = pr.SetReadDeadline(time.Now().Add(time.Second))
