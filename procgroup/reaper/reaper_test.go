@@ -3,6 +3,7 @@ package reaper
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"sync"
@@ -108,25 +109,30 @@ func TestPingAnswersOnlyAFreeLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer child.Release()
-	// Once the loop is stuck, pings go unanswered; poll until one does not.
+	// The loop is stuck once it has reaped the child: it takes the exit
+	// (the child's /proc entry goes: nobody else waits for it) and then
+	// waits for the spawn in flight before it can look the pid up. Wait for
+	// that, not for a ping that happens to be slow.
+	stat := fmt.Sprintf("/proc/%d/stat", child.Pid)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		pctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-		err := testReaper.Ping(pctx)
-		cancel()
-		if err != nil {
-			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("stuck reaper: %v", err)
-			}
+		if _, err := os.Stat(stat); errors.Is(err, os.ErrNotExist) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the reaper kept answering while its reap was stuck")
+			t.Fatal("the reaper did not reap the child")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// Now no ping is answered, however long it waits.
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	err = testReaper.Ping(pctx)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("stuck reaper answered a ping: %v", err)
+	}
 	close(release)
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	pctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := testReaper.Ping(pctx); err != nil {
 		t.Fatalf("reaper after the spawn returned: %v", err)
