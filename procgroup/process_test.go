@@ -149,22 +149,50 @@ func TestCrashLoopFloor(t *testing.T) {
 	}
 }
 
+// A process that ran longer than the floor and crashes once is respawned
+// without a backoff wait: the decision says so (the plain reason, and a
+// respawn due within the first-respawn spread of the exit being handled).
+// How long the respawn then takes is the machine's business, not asserted.
 func TestRespawnAfterCrashIsImmediate(t *testing.T) {
 	spec := helperSpec("sleep")
 	p := newTestPool(t, spec).Procs()[0]
+	type exited struct {
+		st  Status
+		now time.Time
+	}
+	exits := make(chan exited, 4)
+	p.OnState = func(p *Process, to State) {
+		if to == Exited {
+			select {
+			case exits <- exited{p.Status(), time.Now()}:
+			default: // only the first is looked at
+			}
+		}
+	}
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
 	st := waitState(t, p, Running, 30*time.Second)
-	time.Sleep(DefaultFloor) // older than the floor: respawn at once
+	// Older than the floor, so the floor adds nothing: wait for it on the
+	// status's own clock rather than sleeping a fixed time.
+	time.Sleep(time.Until(st.StartedAt.Add(DefaultFloor)))
 	if err := syscallKill(st.Pid); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	after, err := p.Wait(ctx, func(s Status) bool { return s.State == Running && s.Pid != st.Pid })
 	if err != nil {
 		t.Fatalf("not respawned: %+v", after)
+	}
+	ex := <-exits
+	if ex.st.Reason != ReasonUnexpected {
+		t.Errorf("reason %q; want %q, no backoff", ex.st.Reason, ReasonUnexpected)
+	}
+	// RespawnAt was set from a clock read before ex.now, so this holds on
+	// any machine, however slow, unless the wait was longer than the spread.
+	if wait := ex.st.RespawnAt.Sub(ex.now); !ex.st.RespawnAt.IsZero() && wait > FirstRespawnSpread {
+		t.Errorf("respawn due %s after the exit was handled; want at most %s", wait, FirstRespawnSpread)
 	}
 	if after.Restarts != 1 {
 		t.Errorf("want restarts 1, have %d", after.Restarts)
@@ -508,14 +536,17 @@ func TestRotatorBackupsLimit(t *testing.T) {
 }
 
 // A process that keeps exiting soon after reaching RUNNING is respawned at
-// once the first time, then after 1 s, 2 s, 4 s ... (±10 %): the waits
-// between spawns grow, and status says why it waits. Timing is only
-// bounded from below, which a slow machine cannot break.
+// once the first time (after the 1 s floor, as it lived less), then after
+// 1 s, 2 s, 4 s ... (-10 % at most): the waits between spawns grow, and
+// status says why it waits. startsecs = 0 makes every spawn RUNNING before
+// its exit can be handled, so a slow machine cannot turn an exit into a
+// start failure; timing is only bounded from below, which a slow machine
+// cannot break.
 func TestCrashLoopBacksOff(t *testing.T) {
 	t.Parallel()
-	const up = 1500 * time.Millisecond
+	const up = 200 * time.Millisecond
 	spec := helperSpec("exitafter", up.String(), "3")
-	spec.StartSecs = 1 // RUNNING at 1 s, exit at 1.5 s: a crash after RUNNING
+	spec.StartSecs = 0
 	p := newTestPool(t, spec).Procs()[0]
 	var mu sync.Mutex
 	var spawns []time.Time
@@ -527,7 +558,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	st, err := p.Wait(ctx, func(s Status) bool { return s.State == Exited && strings.Contains(s.Reason, "3 times in a row") })
 	if err != nil {
@@ -543,10 +574,11 @@ func TestCrashLoopBacksOff(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	// spawn 0 → 1: the first exit respawns at once (after up); 1 → 2: up +
-	// 1 s; 2 → 3: up + 2 s. The jitter takes at most 10 % off a wait.
+	// spawn 0 → 1: the first exit respawns after the floor (each run lives
+	// at least up, less than the floor); 1 → 2: up + 1 s; 2 → 3: up + 2 s.
+	// The jitter takes at most 10 % off a wait.
 	for i, wait := range []time.Duration{0, time.Second, 2 * time.Second} {
-		least := up + wait*9/10
+		least := max(DefaultFloor, up+wait*9/10)
 		if gap := spawns[i+1].Sub(spawns[i]); gap < least {
 			t.Errorf("spawn %d came %s after spawn %d; want at least %s", i+1, gap, i, least)
 		}
