@@ -520,7 +520,9 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 		err = p.setState(l, opExit, Exited, func(s *Status) {
 			setExit(s)
 			s.Reason = d.Reason
-			if d.Respawn && d.Delay > 0 {
+			if d.Respawn {
+				// Also when it is at once: nobody reading this status
+				// takes the process for one that stays EXITED.
 				s.RespawnAt = time.Now().Add(d.Delay)
 			}
 		})

@@ -284,4 +284,5 @@ func (s *Supervisor) remember(stopped bool, results []api.Result) {
 	if err := s.admin.set(stopped, names...); err != nil {
 		s.log.Warn("could not save which processes are stopped", "path", s.admin.path, "err", err)
 	}
+	s.kickNotify() // STATUS= counts them as stopped by ctl stop
 }

@@ -56,32 +56,61 @@ func (n *notifier) close() {
 // that says some process is still starting.
 type picture struct {
 	summary string // the one-line STATUS= systemd shows
-	settled bool   // every autostart process is RUNNING or FATAL
+	settled bool   // no autostart process is still on its way anywhere
 }
 
-// look reads each process's status once.
-func look(procs []*procgroup.Process) picture {
-	var running, fatal, other int
+// look reads each process's status once. A process is settled when
+// nothing more happens to it without an operator: RUNNING, FATAL, EXITED
+// with no respawn due (a one-shot program), STOPPED (kept stopped by ctl
+// stop, remembered across daemon restarts; or an autostart = false
+// program). Everything else (STARTING, BACKOFF, STOPPING, an exit whose
+// respawn is pending) is still moving, and READY=1 waits for it if it
+// autostarts. ctlStopped says whether a process was stopped with ctl stop.
+func look(procs []*procgroup.Process, ctlStopped func(name string) bool) picture {
+	var running, fatal, exited, stopped, byCtl, starting, stopping int
 	settled := true
 	for _, p := range procs {
-		st := p.Status().State
-		switch st {
-		case procgroup.Running:
+		st := p.Status()
+		switch {
+		case st.State == procgroup.Running:
 			running++
-		case procgroup.Fatal:
+		case st.State == procgroup.Fatal:
 			fatal++
+		case (st.State == procgroup.Stopped || st.State == procgroup.Exited) && st.RespawnAt.IsZero():
+			switch {
+			case ctlStopped(st.FullName()):
+				byCtl++
+			case st.State == procgroup.Exited:
+				exited++
+			default:
+				stopped++
+			}
 		default:
-			other++
+			if st.State == procgroup.Stopping {
+				stopping++
+			} else {
+				starting++ // STARTING, BACKOFF, or a respawn due
+			}
 			if p.Spec().Program.AutoStart {
 				settled = false
 			}
 		}
 	}
 	s := fmt.Sprintf("%d running, %d fatal", running, fatal)
-	if other > 0 {
-		s += fmt.Sprintf(", %d other", other)
+	for _, c := range []struct {
+		n    int
+		what string
+	}{{exited, "exited"}, {stopped, "stopped"}, {byCtl, "stopped by ctl stop"}, {starting, "starting"}, {stopping, "stopping"}} {
+		if c.n > 0 {
+			s += fmt.Sprintf(", %d %s", c.n, c.what)
+		}
 	}
 	return picture{summary: s, settled: settled}
+}
+
+// look is the picture of the daemon's processes now.
+func (s *Supervisor) look() picture {
+	return look(s.all(), s.admin.isStopped) // all(): a reload changes them
 }
 
 // liveness is one of the daemon's own loops and how to ask it whether it
@@ -159,7 +188,7 @@ func unanswered(ctx context.Context, bound time.Duration, checks []liveness) ([]
 	return names, failed
 }
 
-// runNotify sends READY=1 once every autostart process is RUNNING or FATAL,
+// runNotify sends READY=1 once every autostart process has settled (look),
 // then STATUS= whenever the summary changes (changed is signalled on every
 // state change). When systemd asked for a watchdog it checks the daemon's
 // loops every watchdog/2, each bound to answer within watchdog/4, and
@@ -176,8 +205,8 @@ func (s *Supervisor) runNotify(ctx context.Context, n *notifier, changed <-chan 
 	bound := watchdog / 4
 	ready, last := false, ""
 	report := func() {
-		pic := look(s.all()) // all(): a reload changes them
-		if !ready && pic.settled {
+		pic := s.look()
+		if !ready && pic.settled && !s.applying.Load() {
 			ready = true
 			s.readySent.Store(true)
 			last = pic.summary
@@ -208,7 +237,7 @@ func (s *Supervisor) runNotify(ctx context.Context, n *notifier, changed <-chan 
 				if !failingSince.IsZero() {
 					s.log.Info("the daemon's loops answer again: pinging the systemd watchdog", "after", time.Since(failingSince).Round(time.Millisecond))
 					failingSince = time.Time{}
-					last = look(s.all()).summary
+					last = s.look().summary
 					_ = n.send("STATUS=" + last)
 				}
 				_ = n.send("WATCHDOG=1")

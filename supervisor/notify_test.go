@@ -98,8 +98,12 @@ startsecs = 1
 	if _, err := cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{"web:web_1"}}); err != nil {
 		t.Fatal(err)
 	}
-	if m := next("STATUS="); m.text != "STATUS=1 running, 0 fatal, 1 other" {
-		t.Errorf("status after a stop: %q", m.text)
+	// On its way: STOPPING, then STOPPED, then remembered as stopped by
+	// ctl stop (once the stop is done).
+	for m := next("STATUS="); m.text != "STATUS=1 running, 0 fatal, 1 stopped by ctl stop"; m = next("STATUS=") {
+		if m.text != "STATUS=1 running, 0 fatal, 1 stopping" && m.text != "STATUS=1 running, 0 fatal, 1 stopped" {
+			t.Fatalf("status after a stop: %q", m.text)
+		}
 	}
 	// A reload: RELOADING=1 with the monotonic clock, then READY=1 again.
 	rewriteConfig(t, file, strings.Replace(body, "numprocs = 2", "numprocs = 3", 1))
@@ -112,7 +116,7 @@ startsecs = 1
 	if _, err := fmt.Sscanf(reloading.text, "RELOADING=1\nMONOTONIC_USEC=%d\n", &usec); err != nil || usec < beforeReload || usec > monotonicUsec() {
 		t.Errorf("reloading message: %q (MONOTONIC_USEC %d, clock before %d)", reloading.text, usec, beforeReload)
 	}
-	if m := next("READY=1"); m.text != "READY=1\nSTATUS=2 running, 0 fatal, 1 other" {
+	if m := next("READY=1"); m.text != "READY=1\nSTATUS=2 running, 0 fatal, 1 stopped by ctl stop" {
 		t.Errorf("ready after reload: %q", m.text)
 	}
 	if err := stop(); err != nil {
@@ -283,4 +287,72 @@ func TestUnansweredNamesTheLoopsThatDoNotAnswer(t *testing.T) {
 			t.Errorf("took %s, want the slowest check's 1s", d)
 		}
 	})
+}
+
+// READY=1 waits only for what is still moving: a process kept stopped by
+// `ctl stop` (remembered across daemon restarts, not autostarted) and
+// one-shot programs that exited with no respawn due (autorestart = false;
+// autorestart = "unexpected" after an expected exit) are settled, and
+// STATUS= counts each kind. Without that, systemd times the start out and
+// restarts gosup for ever.
+func TestReadyWithStoppedAndOneShotPrograms(t *testing.T) {
+	sock, recv := listenNotify(t)
+	file := writeConfig(t, `
+[program.web]
+command = "@HELPER@ sleep"
+startsecs = 1
+`+helperEnv+`
+
+[program.kept]
+command = "@HELPER@ sleep"
+startsecs = 0
+`+helperEnv+`
+
+[program.migrate]
+command = "/bin/true"
+startsecs = 0
+autorestart = "unexpected"
+
+[program.report]
+command = "/bin/false"
+startsecs = 0
+autorestart = false
+`)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A first daemon, where the operator stops kept:kept.
+	_, cl, stop := runDaemon(t, cfg, Options{})
+	if _, err := cl.Action(context.Background(), "stop", api.ActionRequest{Patterns: []string{"kept"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The next daemon keeps it stopped and must still say READY=1.
+	cfg, err = config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cl, _ = runDaemon(t, cfg, Options{NotifySocket: sock})
+	var ready string
+	for ready == "" {
+		if m := recv(); strings.HasPrefix(m.text, "READY=1") {
+			ready = m.text
+		}
+	}
+	const want = "READY=1\nSTATUS=1 running, 0 fatal, 2 exited, 1 stopped by ctl stop"
+	if ready != want {
+		t.Errorf("ready message: %q, want %q", ready, want)
+	}
+	sts, err := cl.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range sts {
+		if want := map[string]string{"web:web": "RUNNING", "kept:kept": "STOPPED", "migrate:migrate": "EXITED", "report:report": "EXITED"}[st.Name]; st.State != want {
+			t.Errorf("%s is %s when READY=1 came, want %s", st.Name, st.State, want)
+		}
+	}
 }

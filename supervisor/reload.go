@@ -138,6 +138,10 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 		return nil, err
 	}
 	defer l.release() // also if apply panics: the lanes must not stay taken
+	// Processes the reload stops and starts again must not read as
+	// settled: no first READY=1 until it is done (see runNotify).
+	s.applying.Store(true)
+	defer func() { s.applying.Store(false); s.kickNotify() }()
 	_ = s.notify.send("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()), "STATUS=reloading "+file)
 	rp.Results = s.apply(ctx, l, prev, next, stopNginx, plans)
 	rp.Results = append(inPlace, rp.Results...)
@@ -164,7 +168,7 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 	default:
 	}
 	if s.readySent.Load() {
-		_ = s.notify.send("READY=1", "STATUS="+look(s.all()).summary)
+		_ = s.notify.send("READY=1", "STATUS="+s.look().summary)
 	}
 	s.log.Info("reloaded", "config", file)
 	return rp, nil

@@ -73,6 +73,9 @@ type Supervisor struct {
 	// readySent: sd_notify READY=1 has been sent once (a reload sends it
 	// again only after that).
 	readySent atomic.Bool
+	// applying: a reload is stopping and starting processes; the first
+	// READY=1 waits until it is done.
+	applying atomic.Bool
 	// watchdogMissed counts the WATCHDOG=1 pings withheld because one of
 	// the daemon's loops did not answer; watchdogLast is the last such.
 	watchdogMissed atomic.Int64
@@ -285,7 +288,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}, func() {
 		stopNotify()
 		<-notifyDone
-		_ = s.notify.send("STOPPING=1", "STATUS=stopping "+look(s.all()).summary)
+		_ = s.notify.send("STOPPING=1", "STATUS=stopping "+s.look().summary)
 	})
 	g.add("memmon", func() error {
 		s.startMemmon(cfg)
@@ -374,14 +377,17 @@ func (s *Supervisor) newPool(program procgroup.ProgramName) *procgroup.Pool {
 		proc.OnExit = func(p *procgroup.Process, _ int) { inst.recordExit(p.Spec().FullName()) }
 		proc.DaemonEnv = []string{"GOSUP_INSTANCE=" + inst.id}
 		proc.Guard = s.guard
-		proc.OnState = func(*procgroup.Process, procgroup.State) {
-			select {
-			case s.changed <- struct{}{}:
-			default:
-			}
-		}
+		proc.OnState = func(*procgroup.Process, procgroup.State) { s.kickNotify() }
 	}
 	return pool
+}
+
+// kickNotify tells runNotify to look at the processes again.
+func (s *Supervisor) kickNotify() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
 }
 
 // autostart starts, level by level in ascending priority, the processes

@@ -113,10 +113,11 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 	line("After=network.target")
 	line("")
 	line("[Service]")
-	line("# gosup sends READY=1 once every autostart process is RUNNING or FATAL.")
+	line("# gosup sends READY=1 once every autostart process is RUNNING, FATAL, or EXITED or STOPPED for good.")
 	line("Type=notify")
 	line("NotifyAccess=main")
-	// READY=1 waits for every autostart process to be RUNNING or FATAL:
+	// READY=1 waits for every autostart process to settle (RUNNING, FATAL,
+	// EXITED or STOPPED for good):
 	// the slowest program's worst case, every attempt running out its
 	// readiness wait (or startsecs), plus the backoff between attempts.
 	startWait, startProg, startWhy := time.Duration(0), "", ""
@@ -133,7 +134,7 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 		}
 	}
 	if startProg != "" && startWait+startMargin > 90*time.Second {
-		line("# READY=1 comes once every autostart process is RUNNING or FATAL; at worst")
+		line("# READY=1 waits for every autostart process to settle; at worst")
 		line("# (program.%s: %s) + %s.", startProg, startWhy, fmtSeconds(startMargin))
 		line("TimeoutStartSec=%d", int((startWait+startMargin)/time.Second))
 	}
