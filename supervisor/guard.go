@@ -4,17 +4,19 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/gosup/gosup/supervisor/api"
 )
 
-// testHooks inject panics into the side goroutines, for tests; set them
-// before Run.
+// testHooks inject panics into the side goroutines, and shorten the
+// watchdog's lease bound, for tests; set them before Run.
 type testHooks struct {
 	memmonTargets func()              // in every memmon tick, as it lists the processes
 	sendmail      func()              // in the alerter, before the sendmail command runs
 	watch         func()              // as the file watcher starts
 	request       func(*http.Request) // in every control socket request
+	leaseSlack    time.Duration       // replaces leaseSlack when not 0
 }
 
 // recovering serves h so that a handler that panics is caught by the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gosup/gosup/procgroup"
 )
@@ -33,13 +34,17 @@ type lanes struct {
 	held  sync.WaitGroup // one per reservation not yet released
 	// waiting counts the operations waiting for a lane right now.
 	waiting atomic.Int64
+	// live holds the leases not yet released, for the watchdog: a lease
+	// that works far longer than its programs can take is leaked or
+	// stuck (see busy).
+	live map[*lease]struct{}
 }
 
 // errShuttingDown is what an operation gets once shutdown has begun.
 var errShuttingDown = errors.New("gosup is shutting down")
 
 func newLanes(quit <-chan struct{}) *lanes {
-	return &lanes{quit: quit, tails: map[procgroup.ProgramName]chan struct{}{}}
+	return &lanes{quit: quit, tails: map[procgroup.ProgramName]chan struct{}{}, live: map[*lease]struct{}{}}
 }
 
 func (ls *lanes) quitting() bool {
@@ -64,6 +69,18 @@ type lease struct {
 	ctx     context.Context // waiting for a lane ends with it
 	tickets map[procgroup.ProgramName]*ticket
 	once    sync.Once // release
+
+	// progs are the programs reserved, in order; since is when.
+	progs []procgroup.ProgramName
+	since time.Time
+	// mu guards the time spent waiting for the operations before this
+	// one: waited in all, and since waitFrom while waiters > 0 (acquire
+	// runs from several goroutines at once).
+	mu       sync.Mutex
+	waiters  int
+	waitFrom time.Time
+	waited   time.Duration
+	bound    time.Duration // the watchdog's, never lowered (see raiseBound)
 }
 
 // reserve queues an operation in the lanes of progs (program names). It
@@ -74,16 +91,18 @@ func (ls *lanes) reserve(ctx context.Context, progs []procgroup.ProgramName) (*l
 	if ls.quitting() {
 		return nil, errShuttingDown
 	}
-	l := &lease{ls: ls, ctx: ctx, tickets: map[procgroup.ProgramName]*ticket{}}
+	l := &lease{ls: ls, ctx: ctx, tickets: map[procgroup.ProgramName]*ticket{}, since: time.Now()}
 	for _, prog := range progs {
 		if l.tickets[prog] != nil {
 			continue
 		}
+		l.progs = append(l.progs, prog)
 		t := &ticket{prev: ls.tails[prog], mine: make(chan struct{})}
 		ls.tails[prog] = t.mine
 		l.tickets[prog] = t
 	}
 	ls.held.Add(1)
+	ls.live[l] = struct{}{}
 	return l, nil
 }
 
@@ -105,6 +124,8 @@ func (l *lease) acquire(prog procgroup.ProgramName) error {
 	default:
 		l.ls.waiting.Add(1)
 		defer l.ls.waiting.Add(-1)
+		l.waiting(+1)
+		defer l.waiting(-1)
 		select {
 		case <-t.prev:
 		case <-l.ls.quit:
@@ -131,6 +152,9 @@ func (l *lease) release() {
 		for prog, t := range l.tickets {
 			l.ls.pass(prog, t)
 		}
+		l.ls.mu.Lock()
+		delete(l.ls.live, l)
+		l.ls.mu.Unlock()
 		l.ls.held.Done()
 	})
 }
@@ -166,4 +190,52 @@ func (ls *lanes) pass(prog procgroup.ProgramName, t *ticket) {
 func (ls *lanes) wait() {
 	<-ls.quit
 	ls.held.Wait()
+}
+
+// waiting counts a goroutine of the operation starting (+1) or ending (-1)
+// a wait for the operation before it.
+func (l *lease) waiting(d int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.waiters == 0 {
+		l.waitFrom = time.Now()
+	}
+	if l.waiters += d; l.waiters == 0 {
+		l.waited += time.Since(l.waitFrom)
+	}
+}
+
+// busy is how long the operation has been working at now: since it
+// reserved its lanes, less the time it waited for the operations before
+// it (those answer for that time themselves). A lease leaked by its
+// holder, or held by one that waits for ever, stays busy for ever.
+func (l *lease) busy(now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := now.Sub(l.since) - l.waited
+	if l.waiters > 0 {
+		b -= now.Sub(l.waitFrom)
+	}
+	return b
+}
+
+// raiseBound makes d the lease's bound if it is higher, and returns the
+// bound: a bound derived from programs a reload then removes must not
+// shrink under an operation already under way.
+func (l *lease) raiseBound(d time.Duration) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.bound = max(l.bound, d)
+	return l.bound
+}
+
+// leases lists the leases not yet released.
+func (ls *lanes) leases() []*lease {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	out := make([]*lease, 0, len(ls.live))
+	for l := range ls.live {
+		out = append(out, l)
+	}
+	return out
 }

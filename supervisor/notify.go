@@ -1,17 +1,20 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/supervisor/config"
 )
 
 // notifier speaks systemd's sd_notify protocol: datagrams of KEY=VALUE
@@ -120,11 +123,12 @@ type liveness struct {
 	ping func(ctx context.Context) error
 }
 
-// livenessChecks are what WATCHDOG=1 vouches for: operations can still be
-// decided (the decide lock that every lane reservation and reload plan
-// takes is free within the bound: a long stop holds a lane, never this),
-// the reaper's loop takes its next SIGCHLD, and the control socket
-// accepts a new connection and answers GET /v1/info.
+// livenessChecks are what WATCHDOG=1 vouches for: the operation lanes
+// move (the decide lock that every lane reservation and reload plan takes
+// is free within the bound, and no operation has held its lanes longer
+// than its programs can take: see overdueLeases), the reaper's loop takes
+// its next SIGCHLD, and the control socket accepts a new connection and
+// answers GET /v1/info.
 func (s *Supervisor) livenessChecks(socket string) []liveness {
 	return []liveness{
 		{"operation lanes", func(ctx context.Context) error {
@@ -132,11 +136,66 @@ func (s *Supervisor) livenessChecks(socket string) []liveness {
 				return err
 			}
 			<-s.decide
-			return nil
+			return s.overdueLeases(time.Now())
 		}},
 		{"reaper", s.rp.Ping},
 		{"control socket", func(ctx context.Context) error { return pingSocket(ctx, socket) }},
 	}
+}
+
+// leaseSlack is added to every operation's bound: scheduling, spawning,
+// reading /proc, a slow disk. nginxAllowance is added per nginx upstream
+// member, whose drain and return wait for nginx to reload.
+const (
+	leaseSlack     = 30 * time.Second
+	nginxAllowance = 10 * time.Second
+)
+
+// leaseBound is the longest an operation on progs can work: for each of
+// their processes, one after the other, its drain, its stopwaitsecs and
+// its worst start (every attempt running out ready_timeout or startsecs,
+// plus the backoff), plus leaseSlack. Generous on purpose: it catches an
+// operation that never ends (a lease its holder leaked, a wait that
+// cannot return), not a slow one.
+func (s *Supervisor) leaseBound(progs []procgroup.ProgramName) time.Duration {
+	b := cmp.Or(s.hooks.leaseSlack, leaseSlack)
+	cfg := s.config()
+	for _, prog := range progs {
+		i := slices.IndexFunc(cfg.Programs, func(p *config.Program) bool { return p.Name == string(prog) })
+		if i < 0 {
+			continue // removed by a reload (the bound seen before stays: raiseBound)
+		}
+		p := cfg.Programs[i]
+		each := p.Spec.Drain + time.Duration(p.Spec.StopWaitSecs)*time.Second + p.StartBound()
+		if p.Spec.Upstream != "" {
+			each += nginxAllowance
+		}
+		b += time.Duration(len(p.Procs)) * each
+	}
+	return b
+}
+
+// overdueLeases names the operations that have worked (held their lanes,
+// not counting their waits for the operations before them) longer than
+// leaseBound allows: a leaked or stuck lease holds its programs' lanes
+// for ever, and the watchdog must not vouch for that.
+func (s *Supervisor) overdueLeases(now time.Time) error {
+	var overdue []string
+	for _, l := range s.lanes.leases() {
+		bound := l.raiseBound(s.leaseBound(l.progs))
+		if busy := l.busy(now); busy > bound {
+			names := make([]string, len(l.progs))
+			for i, p := range l.progs {
+				names[i] = string(p)
+			}
+			overdue = append(overdue, fmt.Sprintf("an operation on %s has held its lanes for %s, longer than they can take (%s)",
+				strings.Join(names, ","), busy.Round(time.Second), bound))
+		}
+	}
+	if len(overdue) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(overdue, ", "))
 }
 
 // pingSocket asks the daemon for /v1/info over a new connection, so the
@@ -243,7 +302,7 @@ func (s *Supervisor) runNotify(ctx context.Context, n *notifier, changed <-chan 
 				_ = n.send("WATCHDOG=1")
 				continue
 			}
-			what := fmt.Sprintf("%s did not answer within %s", strings.Join(names, ", "), bound)
+			what := failures(names, errs, bound)
 			s.watchdogMissed.Add(1)
 			s.watchdogLast.Store(&watchdogFailure{At: time.Now(), What: what})
 			if failingSince.IsZero() {
@@ -253,6 +312,20 @@ func (s *Supervisor) runNotify(ctx context.Context, n *notifier, changed <-chan 
 			_ = n.send("STATUS=watchdog: " + what + "; not pinging systemd")
 		}
 	}
+}
+
+// failures says, on one line, what each failed check did: "NAME did not
+// answer within BOUND", or "NAME: why" when it answered with an error.
+func failures(names []string, errs []error, bound time.Duration) string {
+	parts := make([]string, len(names))
+	for i, err := range errs {
+		if errors.Is(err, context.DeadlineExceeded) {
+			parts[i] = fmt.Sprintf("%s did not answer within %s", names[i], bound)
+		} else {
+			parts[i] = strings.ReplaceAll(err.Error(), "\n", " ")
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // watchdogFailure is the last liveness check that failed.

@@ -125,12 +125,11 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 		if !p.Spec.AutoStart {
 			continue
 		}
-		attempt, what := p.StartAttempt()
-		tries := p.Spec.StartRetries + 1
-		backoff := time.Duration(tries*(tries-1)/2) * time.Second
-		if d := time.Duration(tries)*attempt + backoff; d > startWait {
+		if d := p.StartBound(); d > startWait {
+			attempt, what := p.StartAttempt()
+			tries := p.Spec.StartRetries + 1
 			startWait, startProg = d, p.Name
-			startWhy = fmt.Sprintf("%d attempts × %s %s + %s backoff", tries, what, attempt, fmtSeconds(backoff))
+			startWhy = fmt.Sprintf("%d attempts × %s %s + %s backoff", tries, what, attempt, fmtSeconds(d-time.Duration(tries)*attempt))
 		}
 	}
 	if startProg != "" && startWait+startMargin > 90*time.Second {

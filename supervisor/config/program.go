@@ -103,6 +103,15 @@ func (p *Program) StartAttempt() (time.Duration, string) {
 	return d, "startsecs"
 }
 
+// StartBound is the longest a start of one of p's processes can take
+// before it is RUNNING or FATAL: each of its startretries + 1 attempts
+// running out StartAttempt, plus the backoff between them (1 s, 2 s, ...).
+func (p *Program) StartBound() time.Duration {
+	attempt, _ := p.StartAttempt()
+	tries := p.Spec.StartRetries + 1
+	return time.Duration(tries)*attempt + time.Duration(tries*(tries-1)/2)*time.Second
+}
+
 // LogFiles are the files p's processes log to, in process order, stdout
 // before stderr (not syslog, none or the daemon's output).
 func (p *Program) LogFiles() []string {
