@@ -2,10 +2,10 @@ package memmon
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"os"
 	"slices"
@@ -103,39 +103,59 @@ func fmtBytes(n int64) string {
 type SendmailFunc func(ctx context.Context, command string, msg []byte) error
 
 // Alerter mails alerts from its own goroutine: Enqueue never blocks (a full
-// queue drops and counts), every send has a deadline, a batch of alerts
-// (one watchdog tick's) goes out as one mail, and mail per process is rate
-// limited: within rate_limit of a mail that named a process, its further
-// alerts wait and go out as one digest when the window ends. An alert that
-// memmon gave up on a process is never held back: it goes out at once,
-// with what the window held back of that process.
+// queue drops and counts), and every send has a deadline. Mail is rate
+// limited per host, not per process, so that a wave of restarts is a few
+// mails however many processes it hits:
+//
+//   - an alert after a quiet spell is held for the coalescing delay
+//     (Coalesce), and everything that comes in meanwhile (the other
+//     restarts of that tick, which end one by one) goes out with it, as one
+//     mail;
+//   - within rate_limit of a mail, further alerts wait, and all of them,
+//     whatever the process, go out as one digest when the window ends;
+//   - an alert that memmon gave up on a process is not held back by the
+//     window: it goes out after the coalescing delay, with everything the
+//     window held back, but at most one such mail per GiveUpGap (or
+//     rate_limit, if shorter), so give-ups a tick or two apart share one.
+//
+// What it holds is bounded (maxPending); an alert dropped, like a mail
+// that fails, is counted.
 type Alerter struct {
 	cfg      Email
 	maxUp    time.Duration
 	sendmail SendmailFunc
 	log      *slog.Logger
 	queue    chan []Alert
+	coalesce time.Duration
 
 	Sent, Failed, Dropped, Filtered atomic.Int64
 }
+
+// Coalesce is how long an alert after a quiet spell waits for others to
+// go out with it: the restarts one tick begins side by side end within
+// seconds of each other.
+const Coalesce = 5 * time.Second
+
+// GiveUpGap is the least time between two mails that a give-up hastens.
+const GiveUpGap = time.Minute
 
 // queueSize bounds the batches waiting for the mail goroutine.
 const queueSize = 64
 
 // maxBatch bounds the alerts of one batch, maxPending those held back for
-// one process; the rest are dropped and counted.
+// the next mail; the rest are dropped and counted.
 const (
 	maxBatch   = 1024
-	maxPending = 100
+	maxPending = 256
 )
 
 // NewAlerter makes an alerter; Run sends.
 func NewAlerter(cfg Email, maxUptime time.Duration, sendmail SendmailFunc, log *slog.Logger) *Alerter {
-	return &Alerter{cfg: cfg, maxUp: maxUptime, sendmail: sendmail, log: log, queue: make(chan []Alert, queueSize)}
+	return &Alerter{cfg: cfg, maxUp: maxUptime, sendmail: sendmail, log: log, queue: make(chan []Alert, queueSize), coalesce: Coalesce}
 }
 
-// Enqueue hands a batch of alerts to the mail goroutine without waiting;
-// they go out as one mail. Dropped counts each alert lost.
+// Enqueue hands alerts to the mail goroutine without waiting. Dropped
+// counts each alert lost.
 func (a *Alerter) Enqueue(batch ...Alert) {
 	if len(batch) == 0 {
 		return
@@ -153,42 +173,78 @@ func (a *Alerter) Enqueue(batch ...Alert) {
 	}
 }
 
-type window struct {
-	sentAt  time.Time
-	pending []Alert
+// held is what the alerter holds for its next mail.
+type held struct {
+	alerts []Alert
+	first  time.Time // when the oldest of alerts came in
+	urgent time.Time // when the oldest give-up came in; zero: none
+}
+
+// due is when the held alerts go out, given the last mail's time and
+// rate_limit; zero if there are none.
+func (h *held) due(sentAt time.Time, rate, coalesce time.Duration) time.Time {
+	if len(h.alerts) == 0 {
+		return time.Time{}
+	}
+	at := h.first.Add(coalesce)
+	if rate > 0 && !sentAt.IsZero() && sentAt.Add(rate).After(at) {
+		at = sentAt.Add(rate)
+	}
+	if h.urgent.IsZero() {
+		return at
+	}
+	urgent := h.urgent.Add(coalesce)
+	if rate > 0 && !sentAt.IsZero() {
+		if gap := sentAt.Add(min(rate, GiveUpGap)); gap.After(urgent) {
+			urgent = gap
+		}
+	}
+	if urgent.Before(at) {
+		at = urgent
+	}
+	return at
+}
+
+// add holds al; when maxPending are held, the oldest restart alert (a
+// give-up only if there is no other) is dropped and counted.
+func (a *Alerter) add(h *held, al Alert, now time.Time) {
+	if len(h.alerts) == maxPending {
+		i := max(slices.IndexFunc(h.alerts, func(al Alert) bool { return !al.GaveUp }), 0)
+		a.Dropped.Add(1)
+		a.log.Error("too many alerts held back for the next mail; the oldest dropped", "process", h.alerts[i].Name, "held", maxPending)
+		h.alerts = slices.Delete(h.alerts, i, i+1)
+	}
+	if len(h.alerts) == 0 {
+		h.first = now
+	}
+	if al.GaveUp && h.urgent.IsZero() {
+		h.urgent = now
+	}
+	h.alerts = append(h.alerts, al)
 }
 
 // Run sends until ctx ends. Alerts it holds when it returns (waiting for
-// their digest, or in a send that panicked) are counted as dropped.
+// their mail, or in a send that panicked) are counted as dropped.
 func (a *Alerter) Run(ctx context.Context) {
 	rate := time.Duration(a.cfg.RateLimit)
-	windows := map[string]*window{}
-	sending := 0 // alerts in the send under way
+	var (
+		pending held
+		sentAt  time.Time // the last mail
+		sending int       // alerts in the send under way
+	)
 	defer func() {
-		lost := sending
-		for _, w := range windows {
-			lost += len(w.pending)
-		}
-		if lost > 0 {
+		if lost := sending + len(pending.alerts); lost > 0 {
 			a.Dropped.Add(int64(lost))
 			a.log.Error("alerts not mailed", "count", lost)
 		}
 	}()
-	flush := time.NewTimer(time.Hour)
-	flush.Stop()
-	armed := time.Time{}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	arm := func() {
-		var next time.Time
-		for _, w := range windows {
-			if len(w.pending) > 0 && (next.IsZero() || w.sentAt.Add(rate).Before(next)) {
-				next = w.sentAt.Add(rate)
-			}
+		timer.Stop()
+		if at := pending.due(sentAt, rate, a.coalesce); !at.IsZero() {
+			timer.Reset(time.Until(at))
 		}
-		if next.IsZero() || next.Equal(armed) {
-			return
-		}
-		armed = next
-		flush.Reset(time.Until(next))
 	}
 	for {
 		select {
@@ -196,59 +252,33 @@ func (a *Alerter) Run(ctx context.Context) {
 			return
 		case batch := <-a.queue:
 			now := time.Now()
-			var mail []Alert
 			for _, al := range batch {
 				if a.maxUp > 0 && al.Uptime > a.maxUp && al.Err == nil && !al.GaveUp {
 					a.Filtered.Add(1)
 					a.log.Info("no mail: the process had been up longer than alert_max_uptime", "process", al.Name, "uptime", al.Uptime.Round(time.Second))
 					continue
 				}
-				w := windows[al.Name]
-				if w == nil {
-					w = &window{}
-					windows[al.Name] = w
-				}
-				if al.GaveUp {
-					// The last word on this process: now, with what its window held back.
-					mail = append(mail, w.pending...)
-					w.pending = nil
-				} else if rate > 0 && !w.sentAt.IsZero() && now.Sub(w.sentAt) < rate {
-					if len(w.pending) == maxPending {
-						a.Dropped.Add(1)
-						a.log.Error("too many alerts held back for one process; the oldest dropped", "process", al.Name)
-						w.pending = slices.Delete(w.pending, 0, 1)
-					}
-					w.pending = append(w.pending, al)
-					continue
-				}
-				w.sentAt = now
-				mail = append(mail, al)
+				a.add(&pending, al, now)
 			}
 			arm()
-			if len(mail) > 0 {
-				subject, body := compose(mail)
-				sending = len(mail)
-				a.send(ctx, subject, body)
-				sending = 0
-			}
-		case <-flush.C:
-			armed = time.Time{}
+		case <-timer.C:
 			now := time.Now()
-			var mail []Alert
-			for _, name := range slices.Sorted(maps.Keys(windows)) {
-				w := windows[name]
-				if len(w.pending) == 0 || now.Before(w.sentAt.Add(rate)) {
-					continue
-				}
-				mail = append(mail, w.pending...)
-				w.pending, w.sentAt = nil, now
+			if at := pending.due(sentAt, rate, a.coalesce); at.IsZero() || now.Before(at) {
+				arm()
+				continue
 			}
-			if len(mail) > 0 {
-				subject, body := compose(mail)
-				sending = len(mail)
-				a.send(ctx, subject, body)
-				sending = 0
-			}
+			// In the order the restarts began (those of one tick by
+			// name), not the order they ended in.
+			mail := pending.alerts
+			slices.SortStableFunc(mail, func(x, y Alert) int {
+				return cmp.Or(x.At.Compare(y.At), strings.Compare(x.Name, y.Name))
+			})
+			pending = held{}
+			subject, body := compose(mail)
+			sending = len(mail)
+			a.send(ctx, subject, body)
+			sending = 0
+			sentAt = now
 			arm()
 		}
 	}
@@ -309,15 +339,19 @@ func section(alerts []Alert) (subject, body string) {
 	if last.GaveUp {
 		restarts--
 	}
-	subject = fmt.Sprintf("memmon: %s restarted %d more times on %s (digest)", last.Name, restarts, last.Host)
+	times := "times"
+	if restarts == 1 {
+		times = "time"
+	}
+	subject = fmt.Sprintf("memmon: %s restarted %d %s on %s (digest)", last.Name, restarts, times, last.Host)
 	if last.GaveUp {
-		subject = fmt.Sprintf("memmon: %s restarted %d more times on %s, then no more (digest)", last.Name, restarts, last.Host)
+		subject = fmt.Sprintf("memmon: %s restarted %d %s on %s, then no more (digest)", last.Name, restarts, times, last.Host)
 	}
 	var b strings.Builder
 	if last.GaveUp {
-		fmt.Fprintf(&b, "%d restarts of %s since the last mail (rate_limit held them back), then memmon gave up on it:\n\n", restarts, last.Name)
+		fmt.Fprintf(&b, "%d restarts of %s in this mail (rate_limit held back those after the last mail), then memmon gave up on it:\n\n", restarts, last.Name)
 	} else {
-		fmt.Fprintf(&b, "%d restarts of %s since the last mail (rate_limit holds back the rest):\n\n", restarts, last.Name)
+		fmt.Fprintf(&b, "%d restarts of %s in this mail (rate_limit held back those after the last mail):\n\n", restarts, last.Name)
 	}
 	for _, al := range alerts {
 		b.WriteString(al.line() + "\n")
@@ -336,7 +370,7 @@ func dialClosingOnCancel(send context.Context) mail.DialContextFunc {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, network, addr)
 		if err != nil {
-			return nil, err
+			return nil, err // net's error names the address
 		}
 		context.AfterFunc(send, func() { c.Close() })
 		return c, nil
@@ -383,9 +417,12 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 	if a.cfg.Sendmail != "" {
 		var buf bytes.Buffer
 		if _, err := m.WriteTo(&buf); err != nil {
-			return err
+			return fmt.Errorf("compose mail: %w", err)
 		}
-		return a.sendmail(ctx, a.cfg.Sendmail, buf.Bytes())
+		if err := a.sendmail(ctx, a.cfg.Sendmail, buf.Bytes()); err != nil {
+			return fmt.Errorf("sendmail: %w", err)
+		}
+		return nil
 	}
 	host, portStr, _ := net.SplitHostPort(a.cfg.SMTP)
 	port, _ := strconv.Atoi(portStr)
@@ -405,7 +442,10 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 	}
 	c, err := mail.NewClient(host, opts...)
 	if err != nil {
-		return err
+		return fmt.Errorf("smtp %s: %w", a.cfg.SMTP, err)
 	}
-	return c.DialAndSendWithContext(ctx, m)
+	if err := c.DialAndSendWithContext(ctx, m); err != nil {
+		return fmt.Errorf("smtp %s: %w", a.cfg.SMTP, err)
+	}
+	return nil
 }

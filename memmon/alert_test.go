@@ -3,6 +3,7 @@ package memmon
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,14 +33,43 @@ func testAlert(name string, uptime time.Duration) Alert {
 	}
 }
 
+// runAlerter runs an alerter until the test ends. Outside a synctest
+// bubble (real time, a real SMTP server), it mails at once: the coalescing
+// delay is tested in bubbles.
 func runAlerter(t *testing.T, cfg Email, maxUp time.Duration, sendmail SendmailFunc) *Alerter {
 	t.Helper()
 	a := NewAlerter(cfg, maxUp, sendmail, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if !inBubble() {
+		a.coalesce = 0
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return a
+}
+
+// inBubble says whether the caller runs in a synctest bubble.
+func inBubble() (in bool) {
+	defer func() {
+		if recover() != nil {
+			in = false
+		}
+	}()
+	synctest.Wait() // panics outside a bubble
+	return true
+}
+
+// waitSent waits for n mails sent: the server has a mail before the client
+// has its reply.
+func waitSent(t *testing.T, a *Alerter, n int64) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); a.Sent.Load() < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("want %d mails sent within 30s, have %d (failed %d)", n, a.Sent.Load(), a.Failed.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func smtpConfig(addr string) Email {
@@ -55,7 +85,7 @@ func TestAlertMailOverSMTP(t *testing.T) {
 	srv := smtptest.Start(t)
 	a := runAlerter(t, smtpConfig(srv.Addr), 0, nil)
 	a.Enqueue(testAlert("web:web_01", 90*time.Minute))
-	m := srv.Wait(t, 1, 5*time.Second)[0]
+	m := srv.Wait(t, 1, 30*time.Second)[0]
 	if m.From != "gosup@web-3.example.com" || strings.Join(m.To, ",") != "ops@example.com,oncall@example.com" {
 		t.Errorf("envelope: from %q to %q", m.From, m.To)
 	}
@@ -67,9 +97,7 @@ func TestAlertMailOverSMTP(t *testing.T) {
 			t.Errorf("body lacks %q:\n%s", want, m.Body)
 		}
 	}
-	for deadline := time.Now().Add(30 * time.Second); a.Sent.Load() == 0 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond) // the server has the mail before the client has its reply
-	}
+	waitSent(t, a, 1)
 	if a.Sent.Load() != 1 || a.Failed.Load() != 0 {
 		t.Errorf("counters: sent %d failed %d", a.Sent.Load(), a.Failed.Load())
 	}
@@ -132,42 +160,51 @@ func sendmailConfig() Email {
 	return e
 }
 
-// Within rate_limit a process gets one mail; the rest arrive as one digest
-// when the window ends, and nothing more after it. The clock is synctest's:
-// the window is an hour and the test takes none.
+// Alerts that come in together are one mail, after Coalesce. Within
+// rate_limit of a mail, further alerts (of any process) wait and go out as
+// one digest when the window ends, and nothing more after it. The clock is
+// synctest's: the window is an hour and the test takes none.
 func TestAlertRateLimitAndDigest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := sendmailConfig()
 		cfg.RateLimit = time.Hour
 		box := &mailbox{}
 		a := runAlerter(t, cfg, 0, box.sendmail)
-		for range 4 {
-			a.Enqueue(testAlert("web:web_01", time.Minute))
+		a.Enqueue(testAlert("web:web_01", time.Minute))
+		time.Sleep(Coalesce - time.Second)
+		a.Enqueue(testAlert("web:web_02", time.Minute)) // comes in before the first is mailed
+		synctest.Wait()
+		if got := box.got(); len(got) != 0 {
+			t.Fatalf("within the coalescing delay: want no mail, have %q", got)
 		}
-		a.Enqueue(testAlert("web:web_02", time.Minute)) // another process has its own window
+		time.Sleep(time.Second)
 		synctest.Wait()
 		got := box.got()
-		if len(got) != 2 || got[0] == got[1] {
-			t.Fatalf("at once: want one mail per process, have %q", got)
+		if len(got) != 1 || !strings.Contains(got[0], "2 restarts of 2 processes") {
+			t.Fatalf("after the coalescing delay: want one mail of both, have %q", got)
 		}
-		time.Sleep(time.Hour - time.Nanosecond)
+		for range 3 {
+			a.Enqueue(testAlert("web:web_01", time.Minute))
+		}
+		a.Enqueue(testAlert("web:web_03", time.Minute)) // a process not mailed yet waits too
+		time.Sleep(time.Hour - time.Nanosecond)         // the first mail went out at Coalesce
 		synctest.Wait()
-		if got := box.got(); len(got) != 2 {
-			t.Fatalf("within the window: want 2 mails, have %q", got)
+		if got := box.got(); len(got) != 1 {
+			t.Fatalf("within the window: want 1 mail, have %q", got)
 		}
 		time.Sleep(time.Nanosecond)
 		synctest.Wait()
 		got = box.got()
-		if len(got) != 3 {
-			t.Fatalf("when the window ends: want the digest as a third mail, have %q", got)
+		if len(got) != 2 {
+			t.Fatalf("when the window ends: want the digest as a second mail, have %q", got)
 		}
-		if d := got[2]; !strings.Contains(d, "web:web_01 restarted 3 more times") || !strings.Contains(d, "(digest)") {
+		if d := got[1]; !strings.Contains(d, "4 restarts of 2 processes") {
 			t.Errorf("digest subject: %q", d)
 		}
 		time.Sleep(24 * time.Hour)
 		synctest.Wait()
-		if got := box.got(); len(got) != 3 || a.Sent.Load() != 3 {
-			t.Errorf("a day later: want exactly 3 mails, have %q (sent %d)", got, a.Sent.Load())
+		if got := box.got(); len(got) != 2 || a.Sent.Load() != 2 {
+			t.Errorf("a day later: want exactly 2 mails, have %q (sent %d)", got, a.Sent.Load())
 		}
 	})
 }
@@ -186,12 +223,13 @@ func TestAlerterPanicIsContained(t *testing.T) {
 		done := make(chan struct{})
 		go func() { defer close(done); g.Run(ctx, "alerter", a.Run) }()
 		a.Enqueue(testAlert("web:web_01", time.Minute))
+		time.Sleep(Coalesce)
 		synctest.Wait()
 		if g.Panics("alerter") != 1 || a.Dropped.Load() != 1 || a.Sent.Load() != 0 {
 			t.Fatalf("after the panic: panics %d, dropped %d, sent %d", g.Panics("alerter"), a.Dropped.Load(), a.Sent.Load())
 		}
 		a.Enqueue(testAlert("web:web_02", time.Minute)) // queued while the alerter is down
-		time.Sleep(time.Second)
+		time.Sleep(time.Second + Coalesce)
 		synctest.Wait()
 		if got := box.got(); len(got) != 1 || !strings.Contains(got[0], "web:web_02") || a.Sent.Load() != 1 {
 			t.Errorf("after the restart: mails %q, sent %d", got, a.Sent.Load())
@@ -227,13 +265,17 @@ func TestAlertFailingServers(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			cfg := smtpConfig(addr)
 			cfg.Timeout = 500 * time.Millisecond
+			cfg.RateLimit = 0
 			a := runAlerter(t, cfg, 0, nil)
 			start := time.Now()
-			a.Enqueue(testAlert("web:a", time.Minute))
-			a.Enqueue(testAlert("web:b", time.Minute))
-			deadline := time.Now().Add(30 * time.Second)
-			for a.Failed.Load() < 2 && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
+			for i, name := range []string{"web:a", "web:b"} {
+				a.Enqueue(testAlert(name, time.Minute))
+				for deadline := time.Now().Add(30 * time.Second); a.Failed.Load() <= int64(i); {
+					if time.Now().After(deadline) {
+						t.Fatalf("mail %d: not failed within 30s", i+1)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
 			}
 			if a.Failed.Load() != 2 || a.Sent.Load() != 0 {
 				t.Fatalf("failed %d sent %d", a.Failed.Load(), a.Sent.Load())
@@ -312,7 +354,7 @@ func TestAlertHeaderInjection(t *testing.T) {
 	srv := smtptest.Start(t)
 	a := runAlerter(t, smtpConfig(srv.Addr), 0, nil)
 	a.Enqueue(testAlert("web:evil\r\nBcc: victim@example.com", time.Minute))
-	m := srv.Wait(t, 1, 5*time.Second)[0]
+	m := srv.Wait(t, 1, 30*time.Second)[0]
 	if m.Header.Get("Bcc") != "" || len(m.To) != 2 {
 		t.Errorf("header injected: Bcc %q, rcpt %v", m.Header.Get("Bcc"), m.To)
 	}
@@ -323,7 +365,7 @@ func TestAlertBatchIsOneMail(t *testing.T) {
 	srv := smtptest.Start(t)
 	a := runAlerter(t, smtpConfig(srv.Addr), 0, nil)
 	a.Enqueue(testAlert("web:web_01", time.Minute), testAlert("web:web_02", time.Minute), testAlert("worker:w_0", time.Minute))
-	m := srv.Wait(t, 1, 5*time.Second)[0]
+	m := srv.Wait(t, 1, 30*time.Second)[0]
 	if want := "memmon: 3 restarts of 3 processes on web-3.example.com (web:web_01, web:web_02, worker:w_0)"; m.Subject != want {
 		t.Errorf("subject: want %q, have %q", want, m.Subject)
 	}
@@ -332,16 +374,15 @@ func TestAlertBatchIsOneMail(t *testing.T) {
 			t.Errorf("body lacks %q:\n%s", want, m.Body)
 		}
 	}
-	for deadline := time.Now().Add(30 * time.Second); a.Sent.Load() == 0 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond) // the server has the mail before the client has its reply
-	}
+	waitSent(t, a, 1)
 	if a.Sent.Load() != 1 || srv.Count() != 1 {
 		t.Errorf("sent %d, server has %d mails", a.Sent.Load(), srv.Count())
 	}
 }
 
 // The give-up alert is neither held back by rate_limit nor filtered by
-// alert_max_uptime: it goes out at once, with what the window held back.
+// alert_max_uptime: it goes out after the coalescing delay, with what the
+// window held back.
 func TestAlertGiveUpGoesOutAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		box := &mailbox{}
@@ -353,9 +394,9 @@ func TestAlertGiveUpGoesOutAtOnce(t *testing.T) {
 		defer cancel()
 		go a.Run(ctx)
 		a.Enqueue(testAlert("web:web_01", time.Minute))
-		synctest.Wait()
 		time.Sleep(time.Minute)
 		a.Enqueue(testAlert("web:web_01", time.Minute)) // held back
+		time.Sleep(time.Minute)
 		synctest.Wait()
 		if n := len(box.all()); n != 1 {
 			t.Fatalf("within rate_limit: want 1 mail, have %d", n)
@@ -363,9 +404,10 @@ func TestAlertGiveUpGoesOutAtOnce(t *testing.T) {
 		gave := testAlert("web:web_01", 2*time.Hour)
 		gave.GaveUp, gave.Restarts, gave.Window = true, 3, 10*time.Minute
 		a.Enqueue(gave)
+		time.Sleep(Coalesce)
 		synctest.Wait()
 		mails := box.all()
-		if len(mails) != 2 || !strings.Contains(mails[1], "restarted 1 more times on web-3.example.com, then no more (digest)") ||
+		if len(mails) != 2 || !strings.Contains(mails[1], "restarted 1 time on web-3.example.com, then no more (digest)") ||
 			!strings.Contains(mails[1], "NOT restarted: gave up after 3 restarts within 10m0s") {
 			t.Fatalf("want the give-up mailed at once with the held-back restart: %q", mails)
 		}
@@ -377,7 +419,7 @@ func TestAlertGiveUpGoesOutAtOnce(t *testing.T) {
 	})
 }
 
-// What rate_limit holds back for one process is bounded; the excess is
+// What rate_limit holds back is bounded; the excess is
 // dropped and counted.
 func TestAlertHeldBackIsBounded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -389,15 +431,31 @@ func TestAlertHeldBackIsBounded(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go a.Run(ctx)
-		for range maxPending + 6 {
+		a.Enqueue(testAlert("web:web_01", time.Minute))
+		time.Sleep(Coalesce)
+		for range maxPending + 5 {
 			a.Enqueue(testAlert("web:web_01", time.Minute))
 			synctest.Wait()
 		}
 		time.Sleep(time.Duration(cfg.RateLimit))
 		synctest.Wait()
 		mails := box.all()
-		if a.Dropped.Load() != 5 || len(mails) != 2 || !strings.Contains(mails[1], fmt.Sprintf("restarted %d more times", maxPending)) {
+		if a.Dropped.Load() != 5 || len(mails) != 2 || !strings.Contains(mails[1], fmt.Sprintf("restarted %d times", maxPending)) {
 			t.Errorf("dropped %d, %d mails", a.Dropped.Load(), len(mails))
 		}
 	})
+}
+
+// A failed mail's error says which way it went.
+func TestDeliverErrorsSayWhere(t *testing.T) {
+	addr := smtptest.Refusing(t)
+	a := NewAlerter(smtpConfig(addr), 0, nil, quiet())
+	if err := a.deliver(t.Context(), "s", "b"); err == nil || !strings.HasPrefix(err.Error(), "smtp "+addr+": ") {
+		t.Errorf("smtp: %v", err)
+	}
+	failing := func(context.Context, string, []byte) error { return errors.New("exit status 75") }
+	a = NewAlerter(sendmailConfig(), 0, failing, quiet())
+	if err := a.deliver(t.Context(), "s", "b"); err == nil || err.Error() != "sendmail: exit status 75" {
+		t.Errorf("sendmail: %v", err)
+	}
 }

@@ -160,6 +160,8 @@ func TestGiveUpAfterMaxRestarts(t *testing.T) {
 		for range 4 {
 			step()
 		}
+		time.Sleep(Coalesce) // the give-up's mail
+		synctest.Wait()
 		if n := h.count("pool:a"); n != 3 {
 			t.Fatalf("want 3 restarts, have %d", n)
 		}
@@ -171,7 +173,7 @@ func TestGiveUpAfterMaxRestarts(t *testing.T) {
 		if len(mails) != 2 {
 			t.Fatalf("want 2 mails (the first restart; then the give-up with the 2 held back), have %d", len(mails))
 		}
-		for _, want := range []string{"Subject: memmon: pool:a restarted 2 more times on", "then no more (digest)",
+		for _, want := range []string{"Subject: memmon: pool:a restarted 2 times on", "then no more (digest)",
 			"NOT restarted: gave up after 3 restarts within 10m0s", "memmon does not restart it any more", "gosup ctl restart pool:a"} {
 			if !strings.Contains(mails[1], want) {
 				t.Errorf("give-up mail lacks %q:\n%s", want, mails[1])
@@ -224,7 +226,8 @@ func TestRestartWindowSlides(t *testing.T) {
 	})
 }
 
-// One tick's restarts of several processes go out as one mail.
+// One tick's restarts of several processes go out as one mail, though each
+// hands its alert over as it ends.
 func TestTickMailsOneBatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newFakeHost(t, "a", "b", "c")
@@ -236,6 +239,7 @@ func TestTickMailsOneBatch(t *testing.T) {
 		cfg.MaxRestarting = 3
 		w := New(cfg, h, alerts, h.root, quiet())
 		tick(w)
+		time.Sleep(Coalesce)
 		synctest.Wait()
 		mails := box.all()
 		if len(mails) != 1 {
@@ -250,6 +254,51 @@ func TestTickMailsOneBatch(t *testing.T) {
 		}
 		if alerts.Sent.Load() != 1 {
 			t.Errorf("sent: %d", alerts.Sent.Load())
+		}
+	})
+}
+
+// Four processes of one program stay over their limits with max_restarting
+// = 1: each tick restarts one, another each time, then memmon gives up on
+// all four, one a tick. Mail is rate limited per host, not per process:
+// the first restart is mailed (alone: the next one is more than Coalesce
+// later); the first give-up takes what rate_limit held back with it; the
+// other give-ups, within GiveUpGap of that, share one more mail. Every
+// restart and every give-up is in one of the three mails; nothing after.
+func TestWaveOfRestartsIsThreeMails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newFakeHost(t, "a", "b", "c", "d")
+		box := &mailbox{}
+		alerts := runMailAlerter(t, 10*time.Minute, box)
+		cfg := DefaultSettings() // max_restarts 3 within 10m
+		cfg.Any = 100 << 20
+		cfg.Samples = 1
+		cfg.MaxRestarting = 1
+		w := New(cfg, h, alerts, h.root, quiet())
+		for range 13 { // 12 restarts, then 4 give-ups
+			tick(w)
+			time.Sleep(7 * time.Second)
+		}
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if n := len(h.order); n != 12 {
+			t.Fatalf("want 12 restarts, have %d", n)
+		}
+		mails := box.all()
+		if len(mails) != 3 {
+			t.Fatalf("want 3 mails, have %d:\n%s", len(mails), strings.Join(mails, "\n\n"))
+		}
+		for i, want := range []string{
+			"Subject: memmon: pool:a restarted on ",
+			"Subject: memmon: 9 restarts of 4 processes, gave up on 1 on ",
+			"Subject: memmon: 2 restarts of 3 processes, gave up on 3 on ",
+		} {
+			if !strings.HasPrefix(mails[i], want) {
+				t.Errorf("mail %d: want %q, have %.200q", i+1, want, mails[i])
+			}
+		}
+		if alerts.Sent.Load() != 3 || alerts.Dropped.Load() != 0 {
+			t.Errorf("sent %d, dropped %d", alerts.Sent.Load(), alerts.Dropped.Load())
 		}
 	})
 }
