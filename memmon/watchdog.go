@@ -69,6 +69,7 @@ type Watchdog struct {
 	busy       map[procgroup.ProgramName]int // restarts in flight, by program
 	history    map[string][]time.Time        // restarts begun, by process
 	gaveUp     map[string]int                // pid memmon gave up on, by process
+	seen       map[string]time.Time          // last time each process was a target (or ended a restart)
 
 	Restarts atomic.Int64 // memmon restarts done
 	Ticks    atomic.Int64
@@ -96,6 +97,7 @@ func New(cfg Settings, host Host, alerts *Alerter, procRoot string, log *slog.Lo
 		cfg: cfg, host: host, alerts: alerts, reader: newReader(procRoot, cfg.Cumulative), log: log.With("component", "memmon"), name: name,
 		samples: map[string]Sample{}, over: map[string]overrun{}, restarting: map[string]bool{},
 		busy: map[procgroup.ProgramName]int{}, history: map[string][]time.Time{}, gaveUp: map[string]int{},
+		seen: map[string]time.Time{},
 	}
 }
 
@@ -124,12 +126,13 @@ func (w *Watchdog) Sample(name string) (Sample, bool) {
 	return s, ok
 }
 
-// Tick takes one sample of every target and starts the restarts that are
-// due, on goroutines tracked by wg. The processes over their limit longest
-// go first, so that with max_restarting every one gets its turn. A process
-// restarted max_restarts times within restart_window is given up on instead.
-// Once the restarts have all ended, the tick's restarts (and the processes
-// it gave up on) are mailed as one batch.
+// Tick takes one sample of every target, starts the restarts that are due
+// on goroutines tracked by wg, and hands the alerter the processes it gave
+// up on at once. The processes over their limit longest go first, so that
+// with max_restarting every one gets its turn. A process restarted
+// max_restarts times within restart_window is given up on instead. Each
+// restart hands its alert to the alerter as it ends (the alerter mails
+// what comes in together as one mail).
 func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 	tick := w.Ticks.Add(1)
 	if w.tickHook != nil {
@@ -151,12 +154,63 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		table = w.reader.readSome(pids)
 	}
 	now := time.Now()
+	restarts, givenUp := w.plan(targets, table, tick, now)
+	// Every slot plan reserved is handed to its restart's goroutine, which
+	// gives it back however it ends; one this tick did not hand over (it
+	// panicked first) is given back here.
+	handed := 0
+	defer func() {
+		for _, d := range restarts[handed:] {
+			w.release(d.t, now, false)
+		}
+	}()
+	for _, d := range restarts {
+		wg.Add(1)
+		w.Guard.With("process", d.t.Name).Go(restartComponent, "that restart was abandoned; memmon may try again", func() {
+			defer wg.Done()
+			defer w.release(d.t, now, true)
+			w.restart(ctx, d, now)
+		}, nil)
+		handed++
+	}
+	if w.alerts == nil || len(givenUp) == 0 {
+		return
+	}
+	out := make([]Alert, 0, len(givenUp))
+	for _, d := range givenUp {
+		out = append(out, Alert{
+			Host: w.name, Name: d.t.Name, Port: d.t.Port, Pid: d.t.Pid, RSS: d.rss, Rule: d.rule,
+			Uptime: now.Sub(d.t.StartedAt), Restarts: d.restarts, StderrLog: d.t.StderrLog,
+			Tail: w.host.StderrTail(d.t.Name, 20), At: now, GaveUp: true, Window: w.cfg.RestartWindow,
+		})
+	}
+	w.alerts.Enqueue(out...)
+}
+
+// restartComponent is what the guard counts a restart's panic against:
+// not "memmon", the loop's own name, whose state it would overwrite.
+const restartComponent = "memmon restart"
+
+// plan records one sample of every target, forgets the processes gone
+// longer than restart_window, and returns the restarts due (their
+// max_restarting slots reserved) and the processes it gives up on. A panic
+// in it gives back the slots it reserved.
+func (w *Watchdog) plan(targets []Target, table *Table, tick int64, now time.Time) (restarts, givenUp []overLimit) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	planned := false
+	defer func() {
+		if !planned {
+			for _, d := range restarts {
+				w.unreserve(d.t, now, false)
+			}
+		}
+	}()
 	var due []overLimit
 	live := make(map[string]bool, len(targets))
 	for _, t := range targets {
 		live[t.Name] = true
+		w.seen[t.Name] = now
 		rss, ok := table.RSS(t.Pid, w.cfg.Cumulative)
 		if !ok {
 			continue
@@ -189,18 +243,11 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		due = append(due, overLimit{t: t, rss: rss, rule: rule, since: o.since})
 	}
-	for name := range w.samples {
-		if !live[name] {
-			s := w.samples[name]
-			s.RSS = 0
-			w.samples[name] = s
-		}
-	}
+	w.forget(live, now)
 	// The longest over its limit first (config order among equals): with
 	// max_restarting, one that waited is not overtaken by one restarted
 	// already and over its limit again.
 	slices.SortStableFunc(due, func(a, b overLimit) int { return cmp.Compare(a.since, b.since) })
-	var restarts, givenUp []overLimit
 	for _, d := range due {
 		t := d.t
 		if n := w.recentRestarts(t.Name, now); w.cfg.MaxRestarts > 0 && n >= w.cfg.MaxRestarts {
@@ -220,14 +267,59 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		delete(w.over, t.Name)
 		restarts = append(restarts, d)
 	}
-	if len(restarts) == 0 && len(givenUp) == 0 {
-		return
+	planned = true
+	return restarts, givenUp
+}
+
+// forget drops what the watchdog keeps of the processes not among live
+// (removed or renamed by a reload) once they have been gone longer than
+// restart_window; one gone for less (as during its own memmon restart)
+// keeps its restart budget. It zeroes the RSS of the others, and trims
+// every restart history. Called with w.mu held.
+func (w *Watchdog) forget(live map[string]bool, now time.Time) {
+	for name, at := range w.seen {
+		if !live[name] && !w.restarting[name] && now.Sub(at) > w.cfg.RestartWindow {
+			delete(w.seen, name)
+			delete(w.samples, name)
+			delete(w.over, name)
+			delete(w.restarting, name)
+			delete(w.history, name)
+			delete(w.gaveUp, name)
+			continue
+		}
+		if !live[name] {
+			if s, ok := w.samples[name]; ok {
+				s.RSS = 0
+				w.samples[name] = s
+			}
+		}
+		w.recentRestarts(name, now)
 	}
-	wg.Add(1)
-	w.Guard.Go("memmon", "the alerts of that batch are lost", func() {
-		defer wg.Done()
-		w.batch(ctx, restarts, givenUp, now)
-	}, nil)
+}
+
+// release gives back the max_restarting slot of a restart; done says the
+// restart ran (or was tried), and otherwise it is no part of the process's
+// restart history.
+func (w *Watchdog) release(t Target, at time.Time, done bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.unreserve(t, at, done)
+}
+
+// unreserve is release, called with w.mu held.
+func (w *Watchdog) unreserve(t Target, at time.Time, done bool) {
+	delete(w.restarting, t.Name)
+	if w.busy[t.Program]--; w.busy[t.Program] <= 0 {
+		delete(w.busy, t.Program)
+	}
+	if !done {
+		if h := w.history[t.Name]; len(h) > 0 {
+			if i := slices.IndexFunc(h, at.Equal); i >= 0 {
+				w.history[t.Name] = slices.Delete(h, i, i+1)
+			}
+		}
+	}
+	w.seen[t.Name] = time.Now() // forgotten restart_window from now at the earliest
 }
 
 // overLimit is a process due for a restart.
@@ -247,6 +339,10 @@ func (w *Watchdog) recentRestarts(name string, now time.Time) int {
 	h := w.history[name]
 	for len(h) > 0 && now.Sub(h[0]) >= max(window, time.Hour) {
 		h = h[1:]
+	}
+	if len(h) == 0 {
+		delete(w.history, name)
+		return 0
 	}
 	w.history[name] = h
 	n := 0
@@ -272,57 +368,14 @@ func (w *Watchdog) giveUp(d overLimit, now time.Time) {
 		"process", d.t.Name, "pid", d.t.Pid, "rss", d.rss, "limit", int64(d.rule.Limit), "reason", reason)
 }
 
-// batch runs one tick's restarts side by side and, once all have ended,
-// hands their alerts and those of the processes given up on to the
-// alerter as one batch: one mail.
-func (w *Watchdog) batch(ctx context.Context, restarts, givenUp []overLimit, now time.Time) {
-	alerts := make([]*Alert, len(restarts))
-	var wg sync.WaitGroup
-	for i, d := range restarts {
-		wg.Add(1)
-		w.Guard.With("process", d.t.Name).Go("memmon", "that restart was abandoned; memmon may try again", func() {
-			defer wg.Done()
-			alerts[i] = w.restart(ctx, d, now)
-		}, nil)
-	}
-	wg.Wait()
-	if w.alerts == nil {
-		return
-	}
-	var out []Alert
-	for _, al := range alerts {
-		if al != nil {
-			out = append(out, *al)
-		}
-	}
-	for _, d := range givenUp {
-		out = append(out, Alert{
-			Host: w.name, Name: d.t.Name, Port: d.t.Port, Pid: d.t.Pid, RSS: d.rss, Rule: d.rule,
-			Uptime: now.Sub(d.t.StartedAt), Restarts: d.restarts, StderrLog: d.t.StderrLog,
-			Tail: w.host.StderrTail(d.t.Name, 20), At: now, GaveUp: true, Window: w.cfg.RestartWindow,
-		})
-	}
-	if len(out) > 0 {
-		w.alerts.Enqueue(out...)
-	}
-}
-
 // restart restarts one process, whose restart Tick recorded at at, and
-// returns its alert: nil if there is nothing to report.
-func (w *Watchdog) restart(ctx context.Context, d overLimit, at time.Time) *Alert {
+// hands its alert to the alerter as soon as it ends (none if there is
+// nothing to report). Its caller gives back its slot.
+func (w *Watchdog) restart(ctx context.Context, d overLimit, at time.Time) {
 	t, rss, rule := d.t, d.rss, d.rule
 	reason := fmt.Sprintf("RSS %s over %s (%s) for %d samples", fmtBytes(rss), fmtBytes(int64(rule.Limit)), rule.Name, w.cfg.Samples)
 	w.log.Warn("restarting a process over its memory limit", "process", t.Name, "pid", t.Pid, "rss", rss, "limit", int64(rule.Limit), "rule", rule.Name)
-	err := func() error {
-		// Even a restart that panics gives its slot back.
-		defer func() {
-			w.mu.Lock()
-			w.restarting[t.Name] = false
-			w.busy[t.Program]--
-			w.mu.Unlock()
-		}()
-		return w.host.Restart(ctx, t.Name, t.Pid, "memmon: "+reason)
-	}()
+	err := w.host.Restart(ctx, t.Name, t.Pid, "memmon: "+reason)
 	w.mu.Lock()
 	if h := w.history[t.Name]; errors.Is(err, ErrPidGone) {
 		// It exited or was replaced meanwhile: not a restart, and no
@@ -347,14 +400,17 @@ func (w *Watchdog) restart(ctx context.Context, d overLimit, at time.Time) *Aler
 	if err != nil {
 		w.log.Error("memmon restart failed", "process", t.Name, "pid", t.Pid, "err", err)
 		if errors.Is(err, ErrPidGone) {
-			return nil // it exited or was replaced meanwhile: nothing to report
+			return // it exited or was replaced meanwhile: nothing to report
 		}
 	}
-	return &Alert{
+	if w.alerts == nil {
+		return
+	}
+	w.alerts.Enqueue(Alert{
 		Host: w.name, Name: t.Name, Port: t.Port, Pid: t.Pid, RSS: rss, Rule: rule,
 		Uptime: at.Sub(t.StartedAt), Restarts: restarts, StderrLog: t.StderrLog,
 		Tail: w.host.StderrTail(t.Name, 20), At: at, Err: err,
-	}
+	})
 }
 
 // ErrPidGone is what a Host's Restart returns (wrapped) when the process
