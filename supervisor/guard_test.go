@@ -129,14 +129,18 @@ any = "1GB"
 	}
 }
 
-// An alerter that panics: the alert in hand is counted as dropped, the
-// alerter runs again after the backoff and mails the next restart.
+// An alerter that panics: the alerts in hand are counted as dropped, the
+// alerter runs again after the backoff and mails the next restart (with
+// max_restarts = 0 there is always a next one: the first mail can hold
+// every restart up to the give-up, as they come within its coalescing
+// delay).
 func TestAlerterPanicLeavesProcessesAlone(t *testing.T) {
 	file := writeConfig(t, webSleepers+program("hog", "hog 128", 1, "")+`
 [memmon]
 interval = "200ms"
 samples = 3
 any = "80MB"
+max_restarts = 0
 
 [email]
 to = ["ops@example.com"]
