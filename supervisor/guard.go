@@ -17,6 +17,7 @@ type testHooks struct {
 	watch         func()              // as the file watcher starts
 	request       func(*http.Request) // in every control socket request
 	leaseSlack    time.Duration       // replaces leaseSlack when not 0
+	reloadPrepare func()              // in a reload's prepare, under s.mu, after its lanes are reserved
 }
 
 // recovering serves h so that a handler that panics is caught by the

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -221,4 +222,79 @@ func TestControlSocketPanicLeavesProcessesAlone(t *testing.T) {
 	if !strings.Contains(logs.String(), `request="GET /v1/nginx"`) {
 		t.Error("the log does not name the request")
 	}
+}
+
+// A reload that panics while it prepares (under the daemon's locks, with
+// its lanes reserved) is counted, and leaves nothing taken: ctl status
+// answers, a ctl restart of the program it was changing completes, a
+// later reload applies, and shutdown finishes.
+func TestReloadPreparePanicReleasesEverything(t *testing.T) {
+	body := func(mode string) string {
+		return program("web", mode, 1, "") + program("other", "sleep", 1, "")
+	}
+	file := writeConfig(t, body("sleep"))
+	hook := newPanicky(1)
+	s, cl, stop := runDaemonWith(t, mustLoad(t, file), Options{}, func(s *Supervisor) {
+		s.hooks.reloadPrepare = func() { hook.hit("reload prepare") }
+	})
+	waitAll(t, cl, "RUNNING")
+	// web gets a new command: the reload reserves its lane, then panics.
+	rewriteConfig(t, file, body("sleep x"))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := cl.Reload(ctx, false); err == nil || !strings.Contains(err.Error(), "gosup failed serving this request") {
+		t.Fatalf("reload that panics: want a 500 that says so, have %v", err)
+	}
+	if n := s.guard.Panics("control socket"); n != 1 {
+		t.Errorf("panics counted: %d, want 1", n)
+	}
+	if _, err := cl.Status(ctx); err != nil {
+		t.Fatalf("status after the panic: %v", err)
+	}
+	if _, err := cl.Info(ctx); err != nil {
+		t.Fatalf("info after the panic: %v", err)
+	}
+	res, err := cl.Action(ctx, "restart", api.ActionRequest{Patterns: []string{"web"}})
+	if err != nil || len(res) == 0 {
+		t.Fatalf("ctl restart web after the panic: %+v %v", res, err)
+	}
+	for _, r := range res {
+		if !r.OK {
+			t.Errorf("ctl restart web after the panic: %+v", r)
+		}
+	}
+	plan, err := cl.Reload(ctx, false)
+	if err != nil {
+		t.Fatalf("the next reload: %v", err)
+	}
+	for _, r := range plan.Results {
+		if !r.OK {
+			t.Errorf("the next reload: %+v", r)
+		}
+	}
+	// The panicking reload never got to web's restart: this one does.
+	if got := changeOf(plan, "web"); len(got.Restart) != 1 {
+		t.Errorf("the next reload does not restart web: %+v", got)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("shutdown after the panic: %v", err)
+	}
+}
+
+func changeOf(plan *api.ReloadPlan, prog string) api.Change {
+	for _, c := range plan.Changes {
+		if c.Program == prog {
+			return c
+		}
+	}
+	return api.Change{}
+}
+
+func mustLoad(t *testing.T, file string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

@@ -105,9 +105,7 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 	next, err := config.Load(file)
 	if err != nil {
 		err = &ConfigInvalidError{Err: err}
-		s.mu.Lock()
-		s.lastReload = api.ReloadStatus{At: time.Now(), Error: err.Error()}
-		s.mu.Unlock()
+		s.setLastReload(api.ReloadStatus{At: time.Now(), Error: err.Error()})
 		return nil, err
 	}
 	var rp *api.ReloadPlan
@@ -143,6 +141,13 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 	s.applying.Store(true)
 	defer func() { s.applying.Store(false); s.kickNotify() }()
 	_ = s.notify.send("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()), "STATUS=reloading "+file)
+	// systemd is told the reload ended however it ends (a panic too),
+	// else it would show the daemon reloading for ever.
+	defer func() {
+		if s.readySent.Load() {
+			_ = s.notify.send("READY=1", "STATUS="+s.look().summary)
+		}
+	}()
 	rp.Results = s.apply(ctx, l, prev, next, stopNginx, plans)
 	rp.Results = append(inPlace, rp.Results...)
 	l.release()
@@ -160,18 +165,19 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 		last = api.ReloadStatus{At: last.At, Error: fmt.Sprintf("configuration applied, but %d processes failed: %s", len(failed), strings.Join(failed, "; "))}
 		s.log.Error("reload applied with failures", "failed", strings.Join(failed, "; "))
 	}
-	s.mu.Lock()
-	s.lastReload = last
-	s.mu.Unlock()
+	s.setLastReload(last)
 	select {
 	case s.watchReset <- struct{}{}:
 	default:
 	}
-	if s.readySent.Load() {
-		_ = s.notify.send("READY=1", "STATUS="+s.look().summary)
-	}
 	s.log.Info("reloaded", "config", file)
 	return rp, nil
+}
+
+func (s *Supervisor) setLastReload(st api.ReloadStatus) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastReload = st
 }
 
 func monotonicUsec() int64 {
@@ -336,13 +342,18 @@ func (s *Supervisor) prepare(ctx context.Context, next *config.Config, plans []*
 	if l, err = s.lanes.reserve(ctx, progs); err != nil {
 		return nil, nil, nil, nil, err
 	}
+	// Whatever panics from here on must not keep the lanes: nothing
+	// else would ever give them back (shutdown waits for them). The panic
+	// goes on to the guard, which counts it.
+	defer func() {
+		if r := recover(); r != nil {
+			l.release()
+			panic(r)
+		}
+	}()
 	// The configuration and its nginx manager change together: a
 	// rendering never pairs one with the other's predecessor.
-	s.mu.Lock()
-	prev = s.cfg
-	s.cfg = next
-	stopNginx = s.swapNginx(next)
-	s.mu.Unlock()
+	prev, stopNginx = s.swapConfig(next)
 	// In-place settings need no lane: they stop or start nothing, and only
 	// a reload (one at a time) changes a spec.
 	for _, pp := range plans {
@@ -368,7 +379,26 @@ func (s *Supervisor) prepare(ctx context.Context, next *config.Config, plans []*
 	if err := s.admin.set(true, stayStopped...); err != nil {
 		s.log.Warn("could not save which processes are stopped", "path", s.admin.path, "err", err)
 	}
+	s.addProcesses(plans)
+	return l, prev, stopNginx, failed, nil
+}
+
+// swapConfig puts next in force with its nginx manager, under s.mu (also
+// given back if that panics), and returns the configuration it replaced
+// and what stops a manager no longer needed.
+func (s *Supervisor) swapConfig(next *config.Config) (prev *config.Config, stopNginx func()) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev = s.cfg
+	s.cfg = next
+	return prev, s.swapNginx(next)
+}
+
+// addProcesses adds the processes of plans' additions to their programs'
+// pools (new pools for new programs), STOPPED, under s.mu.
+func (s *Supervisor) addProcesses(plans []*progPlan) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, pp := range plans {
 		if len(pp.add) == 0 {
 			continue
@@ -383,9 +413,10 @@ func (s *Supervisor) prepare(ctx context.Context, next *config.Config, plans []*
 			pp.added = append(pp.added, pool.Add(ps))
 		}
 	}
+	if s.hooks.reloadPrepare != nil {
+		s.hooks.reloadPrepare()
+	}
 	s.sortPools()
-	s.mu.Unlock()
-	return l, prev, stopNginx, failed, nil
 }
 
 // apply does the rest of a reload, through the lanes prepare reserved:
@@ -475,12 +506,20 @@ func (s *Supervisor) forget(procs []*procgroup.Process) {
 	if err := s.admin.set(false, names...); err != nil {
 		s.log.Warn("could not save which processes are stopped", "path", s.admin.path, "err", err)
 	}
+	for _, pool := range s.dropEmptyPools() {
+		pool.Wait()
+	}
+}
+
+// dropEmptyPools drops, under s.mu, the empty pools of programs that the
+// configuration no longer has, and returns them.
+func (s *Supervisor) dropEmptyPools() (gone []*procgroup.Pool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	keep := map[procgroup.ProgramName]bool{}
 	for _, p := range s.cfg.Programs {
 		keep[procgroup.ProgramName(p.Name)] = true
 	}
-	var gone []*procgroup.Pool
 	s.pools = slices.DeleteFunc(s.pools, func(pool *procgroup.Pool) bool {
 		if !keep[pool.Program] && len(pool.Procs()) == 0 {
 			gone = append(gone, pool)
@@ -488,10 +527,7 @@ func (s *Supervisor) forget(procs []*procgroup.Process) {
 		}
 		return false
 	})
-	s.mu.Unlock()
-	for _, pool := range gone {
-		pool.Wait()
-	}
+	return gone
 }
 
 // swapNginx makes the nginx manager match next; s.mu must be held. It
