@@ -199,7 +199,7 @@ func (s *Supervisor) signal(req api.ActionRequest) ([]api.Result, error) {
 	if err != nil {
 		return nil, patternError(err)
 	}
-	return s.parallel(nil, procs, func(p *procgroup.Process) (string, bool) {
+	return s.parallel(context.Background(), nil, procs, func(p *procgroup.Process) (string, bool) {
 		if err := p.Signal(unix.Signal(sig)); err != nil {
 			return err.Error(), false
 		}

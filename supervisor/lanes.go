@@ -117,6 +117,9 @@ func (l *lease) acquire(prog procgroup.ProgramName) error {
 		return fmt.Errorf("bug: program %s was not reserved for this operation", prog)
 	}
 	if t.prev == nil {
+		if l.ls.quitting() {
+			return fmt.Errorf("not starting on %s: %w", prog, errShuttingDown)
+		}
 		return nil
 	}
 	select {
@@ -189,6 +192,12 @@ func (ls *lanes) pass(prog procgroup.ProgramName, t *ticket) {
 // its lanes.
 func (ls *lanes) wait() {
 	<-ls.quit
+	// A reserve that saw quit still open has added to held under ls.mu:
+	// once we have had ls.mu, every later reserve sees quit closed, so
+	// held only goes down from here (sync.WaitGroup's rule for Wait).
+	ls.mu.Lock()
+	//lint:ignore SA2001 empty on purpose: it orders us after every reserve in progress
+	ls.mu.Unlock()
 	ls.held.Wait()
 }
 

@@ -359,3 +359,74 @@ func TestLanes(t *testing.T) {
 		<-waited
 	})
 }
+
+// Once shutdown has begun, no operation starts on a lane, not even one
+// whose turn came at once (nobody before it in that lane).
+func TestLanesNoStartAfterQuit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		quit := make(chan struct{})
+		ls := newLanes(quit)
+		l, err := ls.reserve(context.Background(), []procgroup.ProgramName{"x", "y"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.acquire("x"); err != nil {
+			t.Fatal(err)
+		}
+		close(quit)
+		if err := l.acquire("y"); !errors.Is(err, errShuttingDown) {
+			t.Errorf("a free lane after shutdown began: %v, want %v", err, errShuttingDown)
+		}
+		waited := make(chan struct{})
+		go func() {
+			ls.wait()
+			close(waited)
+		}()
+		synctest.Wait()
+		select {
+		case <-waited:
+			t.Fatal("wait returned while a lease is held")
+		default:
+		}
+		l.release()
+		<-waited
+	})
+}
+
+// Shutdown during a `ctl start` of two priority levels: the first level
+// gives up, and the second is never spawned (before, the operation went
+// on to it after shutdown had begun).
+func TestShutdownStopsMultiLevelStart(t *testing.T) {
+	file := writeConfig(t, fmt.Sprintf(`
+[program.first]
+command = "@HELPER@ sleep"
+priority = 1
+autostart = false
+startsecs = 600
+%s
+
+[program.late]
+command = "@HELPER@ sleep"
+priority = 2
+autostart = false
+startsecs = 0
+%s
+`, helperEnv, helperEnv))
+	sup, cl, stopDaemon := startSupervisorStop(t, file)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	started := make(chan error, 1)
+	go func() {
+		_, err := cl.Action(ctx, "start", api.ActionRequest{Patterns: []string{"all"}})
+		started <- err
+	}()
+	waitState(t, cl, "first:first", "STARTING")
+	late := sup.process("late:late")
+	if err := stopDaemon(); err != nil {
+		t.Fatal(err)
+	}
+	<-started // answered or cut off: either way the operation has ended
+	if n := late.Status().Spawns; n != 0 {
+		t.Errorf("late was spawned %d times after shutdown began", n)
+	}
+}

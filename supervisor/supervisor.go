@@ -525,7 +525,7 @@ func stoppedish(st procgroup.Status) bool {
 func (s *Supervisor) stop(ctx context.Context, l *lease, procs []*procgroup.Process) []api.Result {
 	var results []api.Result
 	for _, level := range s.levels(procs, true) {
-		results = append(results, s.parallel(l, level, func(p *procgroup.Process) (string, bool) {
+		results = append(results, s.parallel(ctx, l, level, func(p *procgroup.Process) (string, bool) {
 			err := p.Stop()
 			if errors.Is(err, procgroup.ErrNotRunning) {
 				return "not running", true
@@ -549,7 +549,7 @@ func (s *Supervisor) stop(ctx context.Context, l *lease, procs []*procgroup.Proc
 func (s *Supervisor) start(ctx context.Context, l *lease, procs []*procgroup.Process) []api.Result {
 	var results []api.Result
 	for _, level := range s.levels(procs, false) {
-		results = append(results, s.parallel(l, level, func(p *procgroup.Process) (string, bool) {
+		results = append(results, s.parallel(ctx, l, level, func(p *procgroup.Process) (string, bool) {
 			before := p.Status().Spawns
 			err := p.Start()
 			if errors.Is(err, procgroup.ErrAlreadyStarted) {
@@ -588,8 +588,10 @@ func waitStarted(ctx context.Context, p *procgroup.Process, spawnsBefore int) (s
 }
 
 // parallel runs f for each of procs at once, each once its program's lane
-// in l is its turn, and collects one result per process.
-func (s *Supervisor) parallel(l *lease, procs []*procgroup.Process, f func(*procgroup.Process) (string, bool)) []api.Result {
+// in l is its turn, and collects one result per process. Once ctx has
+// ended f runs no more: an operation cut short by shutdown does not go on
+// to its next priority level.
+func (s *Supervisor) parallel(ctx context.Context, l *lease, procs []*procgroup.Process, f func(*procgroup.Process) (string, bool)) []api.Result {
 	results := make([]api.Result, len(procs))
 	var wg sync.WaitGroup
 	for i, p := range procs {
@@ -599,6 +601,8 @@ func (s *Supervisor) parallel(l *lease, procs []*procgroup.Process, f func(*proc
 				msg = err.Error()
 			} else if gone(p) {
 				msg = "no longer configured: removed by a reload"
+			} else if err := ctx.Err(); err != nil {
+				msg = "not done: " + err.Error()
 			} else {
 				msg, ok = f(p)
 			}
