@@ -18,6 +18,7 @@ type testHooks struct {
 	request       func(*http.Request) // in every control socket request
 	leaseSlack    time.Duration       // replaces leaseSlack when not 0
 	reloadPrepare func()              // in a reload's prepare, under s.mu, after its lanes are reserved
+	touchLoop     func()              // in the touch_reload loop, each time it wakes
 }
 
 // recovering serves h so that a handler that panics is caught by the

@@ -3,10 +3,13 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -297,4 +300,58 @@ func mustLoad(t *testing.T, file string) *config.Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// The touch_reload loop panicking while one of its restarts is stuck (a
+// child that ignores SIGTERM, stopwaitsecs = 600) comes back after the
+// guard's backoff and restarts another touched program; it does not wait
+// for the stuck restart first.
+func TestTouchLoopPanicDoesNotWaitForRestarts(t *testing.T) {
+	dir := t.TempDir()
+	pidfile := filepath.Join(dir, "stuck.pid")
+	stuckTouch, otherTouch := filepath.Join(dir, "stuck.touch"), filepath.Join(dir, "other.touch")
+	file := writeConfig(t, fmt.Sprintf(`
+[program.stuck]
+command = "@HELPER@ ignore-term %s"
+startsecs = 0
+stopwaitsecs = 600
+touch_reload = [%q]
+%s
+`, pidfile, stuckTouch, helperEnv)+program("other", "sleep", 1, fmt.Sprintf("touch_reload = [%q]", otherTouch)))
+	var wakes atomic.Int64
+	s, cl, _ := guardedDaemon(t, file, func(s *Supervisor) {
+		s.hooks.touchLoop = func() {
+			if wakes.Add(1) == 2 { // the wake-up after stuck's restart began
+				panic("touch loop bug")
+			}
+		}
+	})
+	waitAll(t, cl, "RUNNING")
+	stuckPid := readPidfile(t, pidfile)
+	if err := os.WriteFile(stuckTouch, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, cl, "stuck:stuck", "STOPPING")
+	before := mustStatus(t, cl, "other")[0]
+	if err := os.WriteFile(otherTouch, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitPanics(t, s, "touch_reload", 1)
+	// The loop comes back after 1 s; a touch it missed meanwhile is
+	// made again until other restarts.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if now := mustStatus(t, cl, "other")[0]; now.State == "RUNNING" && now.Pid != before.Pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("after the panic, touching other never restarted it")
+		}
+		if err := os.WriteFile(otherTouch, []byte(time.Now().String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stillStopping(t, cl, "stuck:stuck", "touch_reload of other after the loop's panic")
+	if err := unix.Kill(stuckPid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
 }

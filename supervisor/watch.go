@@ -174,18 +174,33 @@ func (s *Supervisor) rewatch(w *fsnotify.Watcher, watched []string) watchSet {
 // in its own lane: a program stuck in a long stop holds up only itself. A
 // program touched again while its restart runs is restarted once more
 // after it.
+//
+// If the loop itself panics it does not wait for its restarts in flight
+// (one may be a 600 s stop): the guard restarts it at once, and those
+// restarts end on their own, in their lanes, which shutdown waits for.
 func (s *Supervisor) touchLoop(ctx context.Context) {
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	exited := make(chan struct{}) // a restart ending after the loop tells nobody
+	clean := false
+	defer func() {
+		close(exited)
+		if clean {
+			wg.Wait()
+		}
+	}()
 	running := map[procgroup.ProgramName]bool{}
 	finished := make(chan procgroup.ProgramName)
 	for {
 		select {
 		case <-ctx.Done():
+			clean = true
 			return
 		case <-s.touchKick:
 		case prog := <-finished:
 			delete(running, prog)
+		}
+		if s.hooks.touchLoop != nil {
+			s.hooks.touchLoop()
 		}
 		s.touchMu.Lock()
 		for _, prog := range slices.Sorted(maps.Keys(s.touchPending)) {
@@ -198,6 +213,7 @@ func (s *Supervisor) touchLoop(ctx context.Context) {
 				s.guard.Do("touch_reload", "that restart was abandoned; touching the file again retries it", func() { s.touchRestart(ctx, prog) })
 				select {
 				case finished <- prog:
+				case <-exited:
 				case <-ctx.Done():
 				}
 			})
