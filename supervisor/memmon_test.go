@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -444,4 +445,50 @@ smtp = %q
 	waitStatus(t, cl, "hog:hog_0", "restarted by memmon again", func(p api.ProcStatus) bool {
 		return p.MemmonRestartAt.After(last.MemmonRestartAt) && p.MemmonGaveUp == ""
 	})
+}
+
+// A reload that changes [memmon] while memmon's restart of a process is
+// stuck in its stop (SIGTERM ignored, stopwaitsecs = 600) completes, and
+// restarts the other program it changes, while the stop goes on.
+func TestReloadMemmonDoesNotWaitForItsRestarts(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "stuck.pid")
+	body := func(other, limits string) string {
+		return fmt.Sprintf(`
+[program.stuck]
+command = "@HELPER@ ignore-term %s"
+startsecs = 0
+stopwaitsecs = 600
+%s
+`, pidfile, helperEnv) + program("other", other, 1, "") + `
+[memmon]
+interval = "200ms"
+samples = 1
+` + limits
+	}
+	file := writeConfig(t, body("sleep", `program = { stuck = "1KB" }`))
+	cl, _ := startDaemon(t, file)
+	waitAll(t, cl, "RUNNING")
+	stuckPid := readPidfile(t, pidfile)
+	waitState(t, cl, "stuck:stuck", "STOPPING") // memmon's restart
+	before := mustStatus(t, cl, "other")[0]
+	rewriteConfig(t, file, body("sleep x", `any = "1GB"`))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	plan, err := cl.Reload(ctx, false)
+	if err != nil {
+		t.Fatalf("reload while memmon's restart of stuck is stopping: %v", err)
+	}
+	for _, r := range plan.Results {
+		if !r.OK {
+			t.Errorf("reload: %+v", r)
+		}
+	}
+	if now := mustStatus(t, cl, "other")[0]; now.State != "RUNNING" || now.Pid == before.Pid {
+		t.Errorf("other was not restarted by the reload: %+v", now)
+	}
+	stillStopping(t, cl, "stuck:stuck", "the reload")
+	if err := unix.Kill(stuckPid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, cl, "stuck:stuck", "RUNNING") // memmon's restart ends
 }

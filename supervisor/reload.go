@@ -426,12 +426,7 @@ func (s *Supervisor) addProcesses(plans []*progPlan) {
 func (s *Supervisor) apply(ctx context.Context, l *lease, prev, next *config.Config, stopNginx func(), plans []*progPlan) []api.Result {
 	stopNginx()
 	if !reflect.DeepEqual(prev.Memmon, next.Memmon) || !reflect.DeepEqual(prev.Email, next.Email) {
-		s.mu.Lock()
-		stop := s.stopMemmon
-		s.watchdog, s.alerter, s.stopMemmon = nil, nil, func() {}
-		s.mu.Unlock()
-		stop()
-		s.startMemmon(next)
+		s.swapMemmon(next)
 	}
 
 	var results []api.Result

@@ -291,7 +291,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		_ = s.notify.send("STOPPING=1", "STATUS=stopping "+s.look().summary)
 	})
 	g.add("memmon", func() error {
-		s.startMemmon(cfg)
+		s.startMemmon(cfg, nil)
 		return nil
 	}, func() {
 		s.mu.RLock()
@@ -409,9 +409,18 @@ func (s *Supervisor) autostart(procs []*procgroup.Process) {
 }
 
 // startMemmon runs the watchdog and the alerter, if cfg has them, and
-// keeps what stops them (and waits for restarts in flight).
-func (s *Supervisor) startMemmon(cfg *config.Config) {
+// keeps what stops them (and waits for their restarts in flight, and for
+// prev, the previous watchdog's stop, if not nil).
+func (s *Supervisor) startMemmon(cfg *config.Config, prev <-chan struct{}) {
+	waitPrev := func() {
+		if prev != nil {
+			<-prev
+		}
+	}
 	if cfg.Memmon == nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.stopMemmon = waitPrev
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -425,12 +434,30 @@ func (s *Supervisor) startMemmon(cfg *config.Config) {
 	watchdog.Guard = s.guard
 	wg.Go(func() { s.guard.Run(ctx, "memmon", watchdog.Run) })
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.watchdog, s.alerter = watchdog, alerter
 	s.stopMemmon = func() {
 		cancel()
 		wg.Wait()
+		waitPrev()
 	}
+}
+
+// swapMemmon replaces the watchdog and the alerter with next's. It does
+// not wait for the old watchdog's restarts in flight (one may be a stop of
+// stopwaitsecs = 600): they end on their own, in their programs' lanes,
+// and shutdown waits for them with the new watchdog.
+func (s *Supervisor) swapMemmon(next *config.Config) {
+	s.mu.Lock()
+	stop := s.stopMemmon
+	s.watchdog, s.alerter, s.stopMemmon = nil, nil, func() {}
 	s.mu.Unlock()
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		stop()
+	}()
+	s.startMemmon(next, stopped)
 }
 
 // nginxSettings is what the nginx manager needs of a validated [nginx] table.
