@@ -21,7 +21,9 @@ import (
 // other; two on the same program run one after the other, in the order
 // they reserved. Because every operation reserves all its lanes in one
 // step, the reservation order is one total order and two operations
-// never wait for each other in a circle.
+// never wait for each other in a circle. An operation gives back all its
+// places at its end (release), or one program's place as soon as its part
+// there is done (done: a reload's parts).
 type lanes struct {
 	// quit is closed when shutdown begins: no new reservation, nobody
 	// waits for a lane any more.
@@ -81,6 +83,9 @@ type lease struct {
 	waitFrom time.Time
 	waited   time.Duration
 	bound    time.Duration // the watchdog's, never lowered (see raiseBound)
+	// doneMu guards passed: the places given back early, by done.
+	doneMu sync.Mutex
+	passed map[procgroup.ProgramName]bool
 }
 
 // reserve queues an operation in the lanes of progs (program names). It
@@ -91,7 +96,7 @@ func (ls *lanes) reserve(ctx context.Context, progs []procgroup.ProgramName) (*l
 	if ls.quitting() {
 		return nil, errShuttingDown
 	}
-	l := &lease{ls: ls, ctx: ctx, tickets: map[procgroup.ProgramName]*ticket{}, since: time.Now()}
+	l := &lease{ls: ls, ctx: ctx, tickets: map[procgroup.ProgramName]*ticket{}, passed: map[procgroup.ProgramName]bool{}, since: time.Now()}
 	for _, prog := range progs {
 		if l.tickets[prog] != nil {
 			continue
@@ -152,14 +157,33 @@ func (l *lease) release() {
 		return
 	}
 	l.once.Do(func() {
-		for prog, t := range l.tickets {
-			l.ls.pass(prog, t)
+		for prog := range l.tickets {
+			l.done(prog)
 		}
 		l.ls.mu.Lock()
 		delete(l.ls.live, l)
 		l.ls.mu.Unlock()
 		l.ls.held.Done()
 	})
+}
+
+// done ends the operation in prog's lane only, as soon as its part there
+// is over (a reload's part for one program): the next operation on prog
+// need not wait for the rest. The operation must not use prog's lane any
+// more. Safe to call more than once, and before release.
+func (l *lease) done(prog procgroup.ProgramName) {
+	if l == nil {
+		return
+	}
+	l.doneMu.Lock()
+	t := l.tickets[prog]
+	if t == nil || l.passed[prog] {
+		l.doneMu.Unlock()
+		return
+	}
+	l.passed[prog] = true
+	l.doneMu.Unlock()
+	l.ls.pass(prog, t)
 }
 
 // pass ends t's turn in prog's lane: now if the turn has come, else as

@@ -430,3 +430,117 @@ startsecs = 0
 		t.Errorf("late was spawned %d times after shutdown began", n)
 	}
 }
+
+// A reload that restarts stuck (its child ignores SIGTERM, stopwaitsecs =
+// 600) and other holds up neither: once other's part is done, ctl restart
+// other completes, and a later reload (here a new program) applies, both
+// while stuck is still STOPPING. The first reload answers once stuck's
+// restart ends.
+func TestReloadPartsDoNotWaitForEachOther(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "stuck.pid")
+	body := func(arg string, extra string) string {
+		return fmt.Sprintf(`
+[program.stuck]
+command = "@HELPER@ ignore-term %s %s"
+startsecs = 0
+stopwaitsecs = 600
+%s
+`, pidfile, arg, helperEnv) + program("other", "sleep "+arg, 1, "") + extra
+	}
+	file := writeConfig(t, body("a", ""))
+	_, cl, _ := startSupervisor(t, file)
+	waitAll(t, cl, "RUNNING")
+	stuckPid := readPidfile(t, pidfile)
+	otherPid := mustStatus(t, cl, "other")[0].Pid
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rewriteConfig(t, file, body("b", ""))
+	type outcome struct {
+		plan *api.ReloadPlan
+		err  error
+	}
+	first := make(chan outcome, 1)
+	go func() {
+		plan, err := cl.Reload(ctx, false)
+		first <- outcome{plan, err}
+	}()
+	waitState(t, cl, "stuck:stuck", "STOPPING")
+	waitNewPid(t, cl, "other:other_0", otherPid) // other's part of the reload is done
+	res, err := cl.Action(ctx, "restart", api.ActionRequest{Patterns: []string{"other"}})
+	if err != nil || len(res) == 0 {
+		t.Fatalf("ctl restart other during the reload: %+v %v", res, err)
+	}
+	for _, r := range res {
+		if !r.OK {
+			t.Errorf("ctl restart other during the reload: %+v", r)
+		}
+	}
+	stillStopping(t, cl, "stuck:stuck", "ctl restart other")
+	// A second reload plans against the first (stuck's restart to the
+	// same command is under way: not planned again) and applies.
+	rewriteConfig(t, file, body("b", program("added", "sleep", 1, "")))
+	plan, err := cl.Reload(ctx, false)
+	if err != nil {
+		t.Fatalf("a second reload during the first: %v", err)
+	}
+	for _, r := range plan.Results {
+		if !r.OK {
+			t.Errorf("the second reload: %+v", r)
+		}
+	}
+	if c := changeOf(plan, "stuck"); c.Action != "unchanged" {
+		t.Errorf("the second reload plans stuck's restart again: %+v", c)
+	}
+	waitAll(t, cl, "RUNNING", "added")
+	stillStopping(t, cl, "stuck:stuck", "the second reload")
+	if err := unix.Kill(stuckPid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	o := <-first
+	if o.err != nil {
+		t.Fatalf("the first reload: %v", o.err)
+	}
+	for _, r := range o.plan.Results {
+		if !r.OK {
+			t.Errorf("the first reload: %+v", r)
+		}
+	}
+	waitState(t, cl, "stuck:stuck", "RUNNING")
+}
+
+// A reload that removes a program and adds another on the same port
+// starts the new one only once the old one has let the port go, though
+// each program's part runs on its own (the old one ignores SIGTERM and
+// holds the port until it is killed after stopwaitsecs).
+func TestReloadAddWaitsForRemovalOfItsPort(t *testing.T) {
+	port := freePort(t)
+	prog := func(name, mode string) string {
+		return fmt.Sprintf(`
+[program.%s]
+command = "@HELPER@ %s"
+port_start = %d
+startsecs = 1
+startretries = 0
+stopwaitsecs = 2
+%s
+`, name, mode, port, helperEnv)
+	}
+	file := writeConfig(t, prog("old", "listen-ignore-term"))
+	_, cl, _ := startSupervisor(t, file)
+	waitAll(t, cl, "RUNNING")
+	rewriteConfig(t, file, prog("new", "listen"))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	plan, err := cl.Reload(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range plan.Results {
+		if !r.OK {
+			t.Errorf("reload: %+v", r)
+		}
+	}
+	if st := mustStatus(t, cl, "new")[0]; st.State != "RUNNING" || st.Restarts != 0 {
+		t.Errorf("new: %+v", st)
+	}
+}

@@ -80,12 +80,21 @@ func (s *Supervisor) reloadLoop(ctx context.Context) {
 // (or with dryRun only reports it). An invalid file changes nothing and
 // returns a *ConfigInvalidError.
 //
-// One reload runs at a time. It plans under the decide lock: it swaps the
-// configuration, applies in-place changes, adds the new processes
-// (STOPPED) and reserves the lanes of the programs whose processes it
-// starts, stops or restarts. Then it works through those lanes like any
-// other operation: programs it does not touch are never held up, and
-// operations on the ones it touches run before or after it.
+// It plans under the decide lock: it swaps the configuration, applies
+// in-place changes, adds the new processes (STOPPED), records the
+// restarts it will make (pending) and reserves the lanes of the programs
+// whose processes it starts, stops or restarts. Then each program's part
+// runs in that program's lane like any other operation, and gives the lane
+// back when it ends (see apply): programs it does not touch are never held
+// up, and operations on the ones it touches run before or after their part.
+//
+// Reloads plan one at a time (s.reloading), and a reload holds that lock
+// until its removals are done as well: a removed process stays in its pool
+// until it has stopped, and a reload planning meanwhile would plan its
+// removal again, or pair a program re-added with the old one's process.
+// Restarts and additions need no such wait: the processes added are in
+// their pools from the start, and a later plan compares a process whose
+// restart is under way with the spec it is being restarted into.
 func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, error) {
 	file := s.config().File
 	if dryRun {
@@ -99,7 +108,10 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 	if err := lock(ctx, s.reloading); err != nil {
 		return nil, err
 	}
-	defer func() { <-s.reloading }()
+	// Let go once this reload's removals are done (see apply), or when it
+	// ends, however it ends.
+	unlockReload := sync.OnceFunc(func() { <-s.reloading })
+	defer unlockReload()
 	// Read the file only now: a reload queued behind another must apply
 	// what the file says when its turn comes, never an older reading.
 	next, err := config.Load(file)
@@ -148,7 +160,7 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 			_ = s.notify.send("READY=1", "STATUS="+s.look().summary)
 		}
 	}()
-	rp.Results = s.apply(ctx, l, prev, next, stopNginx, plans)
+	rp.Results = s.apply(ctx, l, prev, next, stopNginx, plans, unlockReload)
 	rp.Results = append(inPlace, rp.Results...)
 	l.release()
 	// The caller learns what nginx made of the result, not only that it
@@ -241,6 +253,21 @@ func (s *Supervisor) plan(next *config.Config) ([]*progPlan, []string) {
 				pp.Start = append(pp.Start, ps.Name)
 				if s.admin.isStopped(old.FullName()) {
 					pp.stayStopped = append(pp.stayStopped, ps.FullName())
+				}
+				continue
+			}
+			if pending := s.pendingSpec(p); pending != nil {
+				// A reload in progress restarts it into pending: nothing to
+				// do if that is what next wants, else one more restart,
+				// after that one (even for a setting applied in place: it
+				// must not be lost when the restart sets pending).
+				w := append(procgroup.SpawnChanges(pending, ps), config.ChangedKeys(pending.Program, ps.Program)...)
+				if len(w) > 0 {
+					pp.restart = append(pp.restart, step{p, ps})
+					pp.Restart = append(pp.Restart, ps.Name)
+					for _, k := range w {
+						why[k] = true
+					}
 				}
 				continue
 			}
@@ -380,6 +407,9 @@ func (s *Supervisor) prepare(ctx context.Context, next *config.Config, plans []*
 		s.log.Warn("could not save which processes are stopped", "path", s.admin.path, "err", err)
 	}
 	s.addProcesses(plans)
+	for _, pp := range plans {
+		s.setPending(pp.restart)
+	}
 	return l, prev, stopNginx, failed, nil
 }
 
@@ -419,22 +449,115 @@ func (s *Supervisor) addProcesses(plans []*progPlan) {
 	s.sortPools()
 }
 
+// part is one program's share of a reload's work.
+type part struct {
+	pp    *progPlan
+	start []*procgroup.Process // the added processes to start
+	// removed is closed once the program's removals are done, added once
+	// its additions have started (or failed).
+	removed, added chan struct{}
+}
+
+// removePrio is the priority its removals stop at.
+func (pt *part) removePrio() int { return pt.pp.remove[0].Spec().Program.Priority }
+
+// ports are the ports the program's new and restarted processes take.
+func (pt *part) ports() map[int]bool {
+	out := map[int]bool{}
+	for _, ps := range pt.pp.add {
+		if ps.Port > 0 {
+			out[ps.Port] = true
+		}
+	}
+	for _, st := range pt.pp.restart {
+		if spec := cmp.Or(st.spec, st.p.Spec()); spec.Port > 0 {
+			out[spec.Port] = true
+		}
+	}
+	return out
+}
+
+// frees reports whether pt's removals free one of ports.
+func (pt *part) frees(ports map[int]bool) bool {
+	for _, p := range pt.pp.remove {
+		if ports[p.Spec().Port] {
+			return true
+		}
+	}
+	return false
+}
+
 // apply does the rest of a reload, through the lanes prepare reserved:
-// the watchdog's settings, then removals (drained, descending priority),
-// rolling restarts (programs in parallel), and additions (ascending
-// priority, put into nginx once ready).
-func (s *Supervisor) apply(ctx context.Context, l *lease, prev, next *config.Config, stopNginx func(), plans []*progPlan) []api.Result {
+// the watchdog's settings, then each changed program's part on its own
+// goroutine, in its own lane, given back (l.done) as soon as that part is
+// over. A part removes (drained), then restarts (rolling), then adds (put
+// into nginx once ready). The parts wait for one another only where the
+// order matters: removals in descending priority, additions in ascending
+// priority, and a program that takes a port waits for the removal that
+// frees it. removed is called once every removal is done.
+func (s *Supervisor) apply(ctx context.Context, l *lease, prev, next *config.Config, stopNginx func(), plans []*progPlan, removed func()) []api.Result {
 	stopNginx()
 	if !reflect.DeepEqual(prev.Memmon, next.Memmon) || !reflect.DeepEqual(prev.Email, next.Email) {
 		s.swapMemmon(next)
 	}
-
-	var results []api.Result
-	var retire []*procgroup.Process
+	var parts []*part
 	for _, pp := range plans {
-		retire = append(retire, pp.remove...)
+		if len(pp.add)+len(pp.remove)+len(pp.restart) == 0 {
+			continue
+		}
+		pt := &part{pp: pp, removed: make(chan struct{}), added: make(chan struct{})}
+		for _, p := range pp.added {
+			if p.Spec().Program.AutoStart && !s.admin.isStopped(p.Spec().FullName()) {
+				pt.start = append(pt.start, p)
+			}
+		}
+		parts = append(parts, pt)
 	}
-	if len(retire) > 0 {
+	var removals sync.WaitGroup
+	removals.Add(len(parts))
+	go func() {
+		removals.Wait()
+		removed()
+	}()
+	var mu sync.Mutex
+	var results []api.Result
+	var wg sync.WaitGroup
+	for _, pt := range parts {
+		prog := procgroup.ProgramName(pt.pp.Program)
+		wg.Go(func() {
+			// However the part ends (a panic too), the parts waiting for it
+			// go on and its lane is given back.
+			removedDone := sync.OnceFunc(func() {
+				close(pt.removed)
+				removals.Done()
+			})
+			defer l.done(prog)
+			defer close(pt.added)
+			defer removedDone()
+			s.guard.Do("reload", "that program's part of the reload was abandoned; the next reload plans it again", func() {
+				r := s.applyPart(ctx, l, pt, parts, removedDone)
+				mu.Lock()
+				results = append(results, r...)
+				mu.Unlock()
+			})
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// applyPart is one program's part of a reload (see apply); removedDone
+// is called once its removals are done.
+func (s *Supervisor) applyPart(ctx context.Context, l *lease, pt *part, parts []*part, removedDone func()) []api.Result {
+	pp := pt.pp
+	var results []api.Result
+	if len(pp.remove) > 0 {
+		for _, q := range parts {
+			if q != pt && len(q.pp.remove) > 0 && q.removePrio() > pt.removePrio() {
+				<-q.removed
+			}
+		}
+		retire := slices.Clone(pp.remove)
 		stopped := s.plannedStop(ctx, l, retire)
 		results = append(results, stopped...)
 		// Only what did stop is forgotten; the rest stays for shutdown or
@@ -442,29 +565,61 @@ func (s *Supervisor) apply(ctx context.Context, l *lease, prev, next *config.Con
 		ok := byName(stopped)
 		s.forget(slices.DeleteFunc(retire, func(p *procgroup.Process) bool { return !ok[p.Spec().FullName()].OK }))
 	}
-	var rolls [][]step
-	for _, pp := range plans {
-		if len(pp.restart) > 0 {
-			rolls = append(rolls, pp.restart)
-		}
-	}
-	results = append(results, s.rollPrograms(ctx, l, rolls, false)...)
-
-	var start []*procgroup.Process
-	for _, pp := range plans {
-		for _, p := range pp.added {
-			if p.Spec().Program.AutoStart && !s.admin.isStopped(p.Spec().FullName()) {
-				start = append(start, p)
+	removedDone()
+	if ports := pt.ports(); len(ports) > 0 {
+		for _, q := range parts {
+			if q != pt && q.frees(ports) {
+				<-q.removed
 			}
 		}
 	}
-	if len(start) > 0 {
-		started := s.start(ctx, l, start)
+	if len(pp.restart) > 0 {
+		results = append(results, s.roll(ctx, l, pp.restart, false)...)
+		s.clearPending(pp.restart)
+	}
+	if len(pt.start) > 0 {
+		for _, q := range parts {
+			if q != pt && len(q.start) > 0 && q.pp.prog.Spec.Priority < pp.prog.Spec.Priority {
+				<-q.added
+			}
+		}
+		started := s.start(ctx, l, pt.start)
 		results = append(results, started...)
 		ok := byName(started)
-		s.setDown(slices.DeleteFunc(start, func(p *procgroup.Process) bool { return !ok[p.Spec().FullName()].OK }), false)
+		s.setDown(slices.DeleteFunc(slices.Clone(pt.start), func(p *procgroup.Process) bool { return !ok[p.Spec().FullName()].OK }), false)
+		s.submitNginx()
 	}
 	return results
+}
+
+// pendingSpec is the spec a reload in progress is restarting p into, nil if none.
+func (s *Supervisor) pendingSpec(p *procgroup.Process) *procgroup.ProcSpec {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	return s.pending[p]
+}
+
+// setPending records the specs that steps' restarts are under way to.
+func (s *Supervisor) setPending(steps []step) {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	for _, st := range steps {
+		if st.spec != nil {
+			s.pending[st.p] = st.spec
+		}
+	}
+}
+
+// clearPending forgets steps' restarts, unless a later reload has
+// recorded its own since.
+func (s *Supervisor) clearPending(steps []step) {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	for _, st := range steps {
+		if s.pending[st.p] == st.spec {
+			delete(s.pending, st.p)
+		}
+	}
 }
 
 // sortPools orders the pools by priority, then program name; s.mu must be held.

@@ -67,9 +67,14 @@ type Supervisor struct {
 	decide chan struct{}
 	// lanes serialize the operations on each program (see lanes.go).
 	lanes *lanes
-	// reloading is held for a whole reload: one at a time, and each plans
-	// against what the previous one left.
+	// reloading is held while a reload plans, prepares and removes: one
+	// at a time, and each plans against what the previous one left. Its
+	// restarts and additions go on in their lanes after it is let go;
+	// pending tells a later reload which restarts are under way, and to
+	// which spec.
 	reloading chan struct{}
+	pendingMu sync.Mutex
+	pending   map[*procgroup.Process]*procgroup.ProcSpec
 	// readySent: sd_notify READY=1 has been sent once (a reload sends it
 	// again only after that).
 	readySent atomic.Bool
@@ -124,7 +129,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		cfg: cfg, log: log, rp: opts.Reaper, opts: opts, shutdownReq: make(chan struct{}),
 		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[procgroup.ProgramName]bool{},
 		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
-		down: map[string]bool{}, stopMemmon: func() {},
+		down: map[string]bool{}, stopMemmon: func() {}, pending: map[*procgroup.Process]*procgroup.ProcSpec{},
 	}
 }
 

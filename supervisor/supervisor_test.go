@@ -56,6 +56,15 @@ func helperMain(args []string) int {
 		}
 		defer ln.Close()
 		select {}
+	case "listen-ignore-term": // listen on $PORT, ignoring SIGTERM, until killed
+		signal.Ignore(syscall.SIGTERM)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer ln.Close()
+		select {}
 	case "listen-grandchild": // a grandchild in our process group holds $PORT
 		cmd := exec.Command(os.Args[0], "listen")
 		if err := cmd.Start(); err != nil {
