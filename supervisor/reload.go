@@ -550,6 +550,9 @@ func (s *Supervisor) apply(ctx context.Context, l *lease, prev, next *config.Con
 // is called once its removals are done.
 func (s *Supervisor) applyPart(ctx context.Context, l *lease, pt *part, parts []*part, removedDone func()) []api.Result {
 	pp := pt.pp
+	// However the part ends (a panic too), its restarts are no longer
+	// under way: a later plan compares with the spec each process has.
+	defer s.clearPending(pp.restart)
 	var results []api.Result
 	if len(pp.remove) > 0 {
 		for _, q := range parts {
@@ -575,7 +578,6 @@ func (s *Supervisor) applyPart(ctx context.Context, l *lease, pt *part, parts []
 	}
 	if len(pp.restart) > 0 {
 		results = append(results, s.roll(ctx, l, pp.restart, false)...)
-		s.clearPending(pp.restart)
 	}
 	if len(pt.start) > 0 {
 		for _, q := range parts {
