@@ -11,8 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -171,4 +173,21 @@ func alive(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
+
+// recordSpawns notes when p spawns (set before p starts); the func returns
+// the times so far.
+func recordSpawns(p *Process) func() []time.Time {
+	var mu sync.Mutex
+	var spawns []time.Time
+	p.OnSpawn = func(_ *Process, _ int, at time.Time) {
+		mu.Lock()
+		spawns = append(spawns, at)
+		mu.Unlock()
+	}
+	return func() []time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(spawns)
+	}
 }

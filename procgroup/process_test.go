@@ -125,23 +125,16 @@ func TestCrashLoopFloor(t *testing.T) {
 	spec.AutoRestart = RestartAlways
 	g := newTestPool(t, spec)
 	p := g.Procs()[0]
-	var mu sync.Mutex
-	var spawns []time.Time
-	p.OnSpawn = func(_ *Process, _ int, at time.Time) {
-		mu.Lock()
-		spawns = append(spawns, at)
-		mu.Unlock()
-	}
+	spawnTimes := recordSpawns(p)
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := p.Wait(ctx, func(s Status) bool { return s.Spawns >= 3 }); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	spawns := spawnTimes()
 	for i := 1; i < len(spawns); i++ {
 		if gap := spawns[i].Sub(spawns[i-1]); gap < DefaultFloor {
 			t.Errorf("spawn %d came %s after the previous one; the floor is %s", i, gap, DefaultFloor)
@@ -548,13 +541,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 	spec := helperSpec("exitafter", up.String(), "3")
 	spec.StartSecs = 0
 	p := newTestPool(t, spec).Procs()[0]
-	var mu sync.Mutex
-	var spawns []time.Time
-	p.OnSpawn = func(_ *Process, _ int, at time.Time) {
-		mu.Lock()
-		spawns = append(spawns, at)
-		mu.Unlock()
-	}
+	spawnTimes := recordSpawns(p)
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -562,9 +549,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 	defer cancel()
 	st, err := p.Wait(ctx, func(s Status) bool { return s.State == Exited && strings.Contains(s.Reason, "3 times in a row") })
 	if err != nil {
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("no backoff after 3 exits in a row: %d spawns, %+v", len(spawns), st)
+		t.Fatalf("no backoff after 3 exits in a row: %d spawns, %+v", len(spawnTimes()), st)
 	}
 	if !strings.Contains(st.Reason, "exited 3 times in a row, restarting in ") {
 		t.Errorf("reason: %q", st.Reason)
@@ -572,8 +557,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 	if _, err := p.Wait(ctx, func(s Status) bool { return s.Spawns >= 4 }); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	spawns := spawnTimes()
 	// spawn 0 → 1: the first exit respawns after the floor (each run lives
 	// at least up, less than the floor); 1 → 2: up + 1 s; 2 → 3: up + 2 s.
 	// The jitter takes at most 10 % off a wait.
