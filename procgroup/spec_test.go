@@ -45,15 +45,13 @@ func TestPolicy(t *testing.T) {
 			Decision{Next: Exited, Reason: ReasonExpected}},
 		{"unexpected code restarts at once", p.OnExit(1, false, time.Hour, 0, -1),
 			Decision{Next: Exited, Respawn: true, Crashes: 1, Reason: ReasonUnexpected}},
-		// The first respawn of a streak is spread over 0..100 ms.
-		{"first respawn, middle of the spread", p.OnExit(1, false, time.Hour, 0, 0),
-			Decision{Next: Exited, Respawn: true, Delay: 50 * time.Millisecond, Crashes: 1, Reason: ReasonUnexpected}},
-		{"first respawn, end of the spread", p.OnExit(1, false, time.Hour, 0, 1),
-			Decision{Next: Exited, Respawn: true, Delay: 100 * time.Millisecond, Crashes: 1, Reason: ReasonUnexpected}},
+		// The first respawn of a streak is immediate, whatever the jitter.
+		{"first respawn takes no jitter", p.OnExit(1, false, time.Hour, 0, 1),
+			Decision{Next: Exited, Respawn: true, Crashes: 1, Reason: ReasonUnexpected}},
 		{"killed by signal is unexpected", p.OnExit(0, true, time.Hour, 0, -1),
 			Decision{Next: Exited, Respawn: true, Crashes: 1, Reason: ReasonUnexpected}},
-		{"young crash waits for the floor, then the spread", p.OnExit(1, false, 300*time.Millisecond, 0, 0),
-			Decision{Next: Exited, Respawn: true, Delay: 750 * time.Millisecond, Crashes: 1, Reason: ReasonUnexpected}},
+		{"young crash waits for the floor", p.OnExit(1, false, 300*time.Millisecond, 0, 0),
+			Decision{Next: Exited, Respawn: true, Delay: 700 * time.Millisecond, Crashes: 1, Reason: ReasonUnexpected}},
 
 		// The restart backoff: 1 s, 2 s, 4 s ... for exits in a row.
 		{"second exit in a row waits 1s", p.OnExit(3, false, 5*time.Second, 1, 0), crashLoop(2, time.Second)},
@@ -109,20 +107,17 @@ func TestPolicyBackoffSpread(t *testing.T) {
 		crashes = d.Crashes
 		want *= time.Second
 		least, most := want*9/10, min(want*11/10, p.BackoffMax)
-		if i == 0 {
-			least, most = 0, FirstRespawnSpread
-		}
 		if d.Delay < least || d.Delay > most {
 			t.Errorf("exit %d: want %s to %s, have %s", i+1, least, most, d.Delay)
 		}
 	}
-	// 500 processes crashing together, at the first exit of a streak, at
-	// the 6th, and at the cap: spread, and never above the cap.
+	// 500 processes crashing together, at the 2nd exit of a streak, at the
+	// 6th, and at the cap: spread, and never above the cap.
 	for _, tc := range []struct {
 		crashes int
 		spacing time.Duration
 		least   int
-	}{{0, time.Millisecond, 50}, {5, 10 * time.Millisecond, 100}, {20, 10 * time.Millisecond, 100}} {
+	}{{1, time.Millisecond, 100}, {5, 10 * time.Millisecond, 100}, {20, 10 * time.Millisecond, 100}} {
 		seen := map[time.Duration]bool{}
 		for range 500 {
 			d := p.OnExit(1, false, 5*time.Second, tc.crashes, rng.Float64()*2-1).Delay

@@ -58,11 +58,6 @@ type Policy struct {
 // together do not respawn in lockstep.
 const BackoffJitter = 0.1
 
-// FirstRespawnSpread spreads the first respawn of a streak (which does not
-// back off) over 0 to 100 ms, 10 % of the 1 s floor: processes that die
-// together do not respawn together even then.
-const FirstRespawnSpread = 100 * time.Millisecond
-
 // DefaultFloor is the respawn floor of daemontools, runit and s6.
 const DefaultFloor = time.Second
 
@@ -133,9 +128,10 @@ func (p Policy) OnStartFailure(backoff int, uptime time.Duration, spawnErr bool)
 //
 // An unexpected exit after a run shorter than BackoffReset extends the
 // streak. The first exit of a streak respawns at once (after the Floor, for
-// a process that died young), spread by up to FirstRespawnSpread; the n-th
-// waits 2^(n-2) s ±10 %, never more than BackoffMax. With BackoffMax = 0
-// (supervisord's behaviour) there is no backoff and no spread.
+// a process that died young): a single crash costs milliseconds, not a
+// wait. The n-th waits 2^(n-2) s ±10 %, never more than BackoffMax, so a
+// crash loop is spread from its second exit on. With BackoffMax = 0
+// (supervisord's behaviour) there is no backoff.
 func (p Policy) OnExit(code int, signaled bool, uptime time.Duration, crashes int, jitter float64) Decision {
 	d := Decision{Next: Exited, Delay: max(0, p.Floor-uptime)}
 	expected := !signaled && slices.Contains(p.ExitCodes, code)
@@ -161,9 +157,6 @@ func (p Policy) OnExit(code int, signaled bool, uptime time.Duration, crashes in
 	}
 	d.Crashes = crashes + 1
 	jitter = min(1, max(-1, jitter))
-	if p.BackoffMax > 0 && d.Crashes == 1 {
-		d.Delay += time.Duration(float64(FirstRespawnSpread) * (jitter + 1) / 2)
-	}
 	if w := p.backoff(d.Crashes, jitter); w > 0 {
 		d.Delay = max(d.Delay, w)
 		d.Reason = fmt.Sprintf(ReasonCrashLoop, d.Crashes, d.Delay.Round(100*time.Millisecond))

@@ -62,6 +62,9 @@ numprocs = %d
 process_name = "sl_%%(process_num)d"
 startsecs = 0
 autostart = %v
+# BenchmarkCrashRespawn kills a child that has been up over a second each
+# time: each crash is then the first of its streak, respawned at once.
+backoff_reset = "1s"
 `, sleeper(b), n, autostart)
 	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
 		b.Fatal(err)
