@@ -52,7 +52,6 @@ func benchDaemon(b *testing.B, n int, autostart bool) (*Supervisor, *api.Client,
 	if err != nil {
 		b.Fatal(err)
 	}
-	file := filepath.Join(dir, "gosup.toml")
 	body := fmt.Sprintf(`[supervisor]
 socket = "gosup.sock"
 logdir = "log"
@@ -66,6 +65,18 @@ autostart = %v
 # time: each crash is then the first of its streak, respawned at once.
 backoff_reset = "1s"
 `, sleeper(b), n, autostart)
+	s, cl, stop := runBenchDaemon(b, dir, body)
+	return s, cl, func() {
+		stop()
+		os.RemoveAll(dir)
+	}
+}
+
+// runBenchDaemon writes body as dir/gosup.toml, runs a daemon on it and
+// returns it once its socket answers, with what stops it.
+func runBenchDaemon(b *testing.B, dir, body string) (*Supervisor, *api.Client, func()) {
+	b.Helper()
+	file := filepath.Join(dir, "gosup.toml")
 	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
 		b.Fatal(err)
 	}
@@ -87,7 +98,6 @@ backoff_reset = "1s"
 	return s, cl, func() {
 		cancel()
 		<-done
-		os.RemoveAll(dir)
 	}
 }
 
@@ -246,7 +256,6 @@ func BenchmarkStopWhileOtherStops(b *testing.B) {
 	}
 	defer os.RemoveAll(dir)
 	pidfile := filepath.Join(dir, "stuck.pid")
-	file := filepath.Join(dir, "gosup.toml")
 	body := fmt.Sprintf(`[supervisor]
 socket = "gosup.sock"
 logdir = "log"
@@ -260,28 +269,8 @@ environment = { GO_WANT_HELPER_PROCESS = "1" }
 command = %q
 startsecs = 0
 `, os.Args[0], pidfile, sleeper(b))
-	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := config.Load(file)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := New(cfg, Options{Reaper: testReaper, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	rctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(rctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	cl := api.NewClient(cfg.Supervisor.Socket)
-	for {
-		if _, err := cl.Info(context.Background()); err == nil {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	s, cl, stop := runBenchDaemon(b, dir, body)
+	defer stop()
 	ctx := context.Background()
 	act := func(verb, pattern string) {
 		res, err := cl.Action(ctx, verb, api.ActionRequest{Patterns: []string{pattern}})
