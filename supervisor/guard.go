@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"time"
 
@@ -41,7 +40,7 @@ func (s *Supervisor) recovering(h http.Handler) http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusInternalServerError)
-		_ = json.NewEncoder(w).Encode(api.ErrorResponse{Error: errors.New("gosup failed serving this request (a panic: a bug, see gosup ctl info and the daemon's log)").Error()})
+		_ = json.NewEncoder(w).Encode(api.ErrorResponse{Error: "gosup failed serving this request (a panic: a bug, see gosup ctl info and the daemon's log)"})
 	})
 }
 
