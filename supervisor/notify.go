@@ -5,15 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
 )
 
@@ -198,31 +197,13 @@ func (s *Supervisor) overdueLeases(now time.Time) error {
 	return errors.New(strings.Join(overdue, ", "))
 }
 
-// pingSocket asks the daemon for /v1/info over a new connection, so the
-// accept loop answers as well as a handler.
+// pingSocket asks the daemon for /v1/info with a client of its own, so
+// over a new connection: the accept loop answers as well as a handler.
 func pingSocket(ctx context.Context, socket string) error {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		DisableKeepAlives: true,
-	}
-	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://gosup/v1/info", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /v1/info: %s", resp.Status)
-	}
-	return nil
+	cl := api.NewClient(socket)
+	defer cl.Close()
+	_, err := cl.Info(ctx)
+	return err
 }
 
 // unanswered asks every check at once and names those that have not

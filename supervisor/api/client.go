@@ -35,6 +35,9 @@ func NewClient(socket string) *Client {
 	return &Client{Socket: socket, hc: &http.Client{Transport: tr}}
 }
 
+// Close closes the client's idle connections; the client stays usable.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
 	resp, err := c.raw(ctx, method, path, query, body)
 	if err != nil {
