@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gosup/gosup/procgroup/proctree"
 	"golang.org/x/sys/unix"
 )
 
@@ -153,7 +154,7 @@ func (in *instance) writer() {
 				if c.StartTime == 0 {
 					// Read here, off the spawn path. A child that already
 					// exited is recorded without one and matches nothing.
-					c.StartTime, _ = procStartTime(c.Pid)
+					c.StartTime, _ = proctree.StartTime(c.Pid)
 					in.children[name] = c
 				}
 				sf.Children = append(sf.Children, c)
@@ -191,19 +192,19 @@ func (in *instance) killLeftovers(timeout time.Duration) int {
 		in.log.Warn("ignoring unreadable state file", "path", in.statePath, "err", err)
 		return 0
 	}
-	procs := scanProcs()
-	byPid := map[int]procInfo{}
+	procs := proctree.Scan()
+	byPid := map[int]proctree.Proc{}
 	for _, p := range procs {
-		byPid[p.pid] = p
+		byPid[p.Pid] = p
 	}
 	victims := marked(sf.Instance)
 	for _, c := range sf.Children {
-		if leader, ok := byPid[c.Pid]; ok && leader.start != c.StartTime {
+		if leader, ok := byPid[c.Pid]; ok && leader.Start != c.StartTime {
 			continue // pid recycled: the group is not ours
 		}
 		for _, p := range procs {
-			if p.pgrp == c.Pid && p.start >= c.StartTime && !slices.Contains(victims, p.pid) {
-				victims = append(victims, p.pid)
+			if p.Pgrp == c.Pid && p.Start >= c.StartTime && !slices.Contains(victims, p.Pid) {
+				victims = append(victims, p.Pid)
 			}
 		}
 	}
@@ -213,7 +214,7 @@ func (in *instance) killLeftovers(timeout time.Duration) int {
 	}
 	deadline := time.Now().Add(timeout)
 	for _, pid := range victims {
-		for time.Now().Before(deadline) && !exited(pid) {
+		for time.Now().Before(deadline) && !proctree.Exited(pid) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
@@ -237,94 +238,5 @@ func marked(id string) []int {
 	if id == "" {
 		return nil
 	}
-	marker := []byte("GOSUP_INSTANCE=" + id + "\x00")
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err != nil {
-			continue
-		}
-		if i := bytes.Index(env, marker); i == 0 || i > 0 && env[i-1] == 0 {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-type procInfo struct {
-	pid, pgrp int
-	start     uint64
-}
-
-func scanProcs() []procInfo {
-	ents, _ := os.ReadDir("/proc")
-	var out []procInfo
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		f, err := readStat(pid)
-		if err != nil {
-			continue
-		}
-		pgrp, _ := strconv.Atoi(f[2])
-		st, _ := strconv.ParseUint(f[19], 10, 64)
-		out = append(out, procInfo{pid: pid, pgrp: pgrp, start: st})
-	}
-	return out
-}
-
-// readStat returns the fields of /proc/PID/stat after the command name:
-// f[0] is the state (field 3), f[2] the pgrp (field 5), f[19] the start time (field 22).
-func readStat(pid int) ([]string, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return nil, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	return f, nil
-}
-
-func procStartTime(pid int) (uint64, error) {
-	f, err := readStat(pid)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseUint(f[19], 10, 64)
-}
-
-// exited reports whether pid is gone or a zombie whose threads have all
-// exited: a thread group leader turns Z before its other threads have
-// closed the files they share, sockets included.
-func exited(pid int) bool {
-	st, err := procState(pid)
-	if err != nil {
-		return true
-	}
-	if st != 'Z' {
-		return false
-	}
-	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-	return err != nil || len(tasks) <= 1
-}
-
-func procState(pid int) (byte, error) {
-	f, err := readStat(pid)
-	if err != nil {
-		return 0, err
-	}
-	return f[0][0], nil
+	return proctree.Marked("GOSUP_INSTANCE=" + id)
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/guard/guardtest"
+	"github.com/gosup/gosup/procgroup/proctree"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/procgroup/reaper/reapertest"
 	"github.com/gosup/gosup/supervisor/api"
@@ -524,8 +525,8 @@ func portBusy(port int) bool {
 }
 
 func alive(pid int) bool {
-	st, err := procState(pid)
-	return err == nil && st != 'Z'
+	p, err := proctree.Stat(pid)
+	return err == nil && p.State != 'Z'
 }
 
 func TestPeerCredentialsAreChecked(t *testing.T) {

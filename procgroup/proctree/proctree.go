@@ -1,0 +1,231 @@
+// Package proctree reads the Linux process table from /proc: the stat
+// fields of one process or of all of them (pid, parent, process group,
+// state, start time), whether a process carries an environment entry (the
+// markers gosup gives its children), and whether a process has exited.
+//
+// Everything here reads a live table that changes under it: a process
+// listed may be gone by the time it is looked at again, and a pid may be
+// reused. Callers that act on a pid check its start time.
+package proctree
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// Proc is one process's entry in /proc/PID/stat.
+type Proc struct {
+	Pid  int
+	PPid int // field 4: the parent (a subreaper after re-parenting)
+	Pgrp int // field 5: the process group
+	// State is field 3: R, S, D, Z (zombie), T, ...
+	State byte
+	// Start is field 22, clock ticks since boot: with the pid, it names
+	// one process for good.
+	Start uint64
+}
+
+// statMax bounds one read of /proc/PID/stat: 52 numeric fields and a
+// command name of at most 64 bytes fit in well under 1 KiB.
+const statMax = 1024
+
+// Stat reads /proc/PID/stat.
+func Stat(pid int) (Proc, error) {
+	var buf [statMax]byte
+	return stat(pid, buf[:])
+}
+
+func stat(pid int, buf []byte) (Proc, error) {
+	n, err := readInto("/proc/"+strconv.Itoa(pid)+"/stat", buf)
+	if err != nil {
+		return Proc{}, err
+	}
+	p, ok := parseStat(buf[:n])
+	if !ok {
+		return Proc{}, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	p.Pid = pid
+	return p, nil
+}
+
+// readInto reads the file at path into buf with one read: /proc files
+// are generated whole on the first read of a small buffer.
+func readInto(path string, buf []byte) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	for {
+		n, err := unix.Read(fd, buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return 0, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		return n, nil
+	}
+}
+
+// parseStat parses the fields after the command name, which is in
+// parentheses and may itself hold spaces and parentheses.
+func parseStat(b []byte) (Proc, bool) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return Proc{}, false
+	}
+	var p Proc
+	// Fields from 3 on, separated by single spaces.
+	rest := b[i+1:]
+	for field := 3; field <= 22; field++ {
+		rest = bytes.TrimLeft(rest, " ")
+		j := bytes.IndexAny(rest, " \n")
+		if j < 0 {
+			j = len(rest)
+		}
+		f := rest[:j]
+		rest = rest[j:]
+		if len(f) == 0 {
+			return Proc{}, false
+		}
+		switch field {
+		case 3:
+			p.State = f[0]
+		case 4:
+			p.PPid = atoi(f)
+		case 5:
+			p.Pgrp = atoi(f)
+		case 22:
+			n, err := strconv.ParseUint(string(f), 10, 64)
+			if err != nil {
+				return Proc{}, false
+			}
+			p.Start = n
+		}
+	}
+	return p, true
+}
+
+// atoi parses a decimal int, negative or not, without allocating; junk is 0.
+func atoi(b []byte) int {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	if neg {
+		return -n
+	}
+	return n
+}
+
+// Scan lists every process /proc shows. /proc lists pids in increasing
+// order, so a process that lives through the whole scan is never missed;
+// one that starts or ends meanwhile may or may not be listed.
+func Scan() []Proc {
+	return ScanInto(nil)
+}
+
+// ScanInto is Scan appending to out[:0], reusing its storage.
+func ScanInto(out []Proc) []Proc {
+	out = out[:0]
+	pids, _ := Pids()
+	var buf [statMax]byte
+	for _, pid := range pids {
+		if p, err := stat(pid, buf[:]); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Pids lists the pids in /proc (processes, not threads), in increasing order.
+func Pids() ([]int, error) {
+	d, err := os.Open("/proc")
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	out := make([]int, 0, len(names))
+	for _, name := range names {
+		if name[0] < '0' || name[0] > '9' {
+			continue
+		}
+		if pid, err := strconv.Atoi(name); err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out, err
+}
+
+// StartTime is pid's start time (field 22 of /proc/PID/stat).
+func StartTime(pid int) (uint64, error) {
+	p, err := Stat(pid)
+	return p.Start, err
+}
+
+// Exited reports whether pid is gone or a zombie whose threads have all
+// exited: a thread group leader turns Z before its other threads have
+// closed the files they share, sockets included.
+func Exited(pid int) bool {
+	p, err := Stat(pid)
+	if err != nil {
+		return true
+	}
+	if p.State != 'Z' {
+		return false
+	}
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	return err != nil || len(tasks) <= 1
+}
+
+// HasEnv reports whether pid's environment (as it was at exec, in
+// /proc/PID/environ) holds the entry kv ("NAME=value") exactly. A process
+// that cannot be read (gone, or not ours to read) does not.
+func HasEnv(pid int, kv string) bool {
+	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	return err == nil && hasEntry(env, kv)
+}
+
+// hasEntry reports whether the NUL-separated env holds the entry kv.
+func hasEntry(env []byte, kv string) bool {
+	for len(env) > 0 {
+		e := env
+		if i := bytes.IndexByte(env, 0); i >= 0 {
+			e, env = env[:i], env[i+1:]
+		} else {
+			env = nil
+		}
+		if string(e) == kv {
+			return true
+		}
+	}
+	return false
+}
+
+// Marked lists the processes, other than the caller, whose environment
+// holds the entry kv.
+func Marked(kv string) []int {
+	pids, _ := Pids()
+	self := os.Getpid()
+	var out []int
+	for _, pid := range pids {
+		if pid != self && HasEnv(pid, kv) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
