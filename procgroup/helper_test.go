@@ -96,6 +96,17 @@ func helperMain(args []string) int {
 		}
 		_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(code) }))
 		return 1
+	case "probe": // probe PORT PATH TIMEOUT: run an HTTP readiness probe, print its outcome
+		port, _ := strconv.Atoi(arg(0))
+		timeout, _ := time.ParseDuration(arg(2))
+		out := make(chan error, 1)
+		probe(context.Background(), out, ReadyHTTP, arg(1), port, timeout)
+		if err := <-out; err != nil {
+			fmt.Println("not ready:", err)
+		} else {
+			fmt.Println("ready")
+		}
+		return 0
 	case "spamdone": // spamdone BYTES: write that many bytes to stdout, then "done" to stderr
 		n, _ := strconv.Atoi(arg(0))
 		_, _ = os.Stdout.Write(bytes.Repeat([]byte("0123456789abcdef\n"), n/17+1)[:n])

@@ -20,8 +20,14 @@ const (
 
 // probe checks 127.0.0.1:port until it is ready or timeout passes, and
 // sends the outcome (nil: ready) on out. It ends early with ctx.
+//
+// At the deadline it makes one last check, with a whole attempt of its own:
+// a daemon frozen past the deadline (SIGSTOP, a VM pause) has not been
+// checking meanwhile, and its last check before the freeze, or one cut
+// short by the expired deadline after it, says nothing about a process that
+// may have been listening for seconds.
 func probe(ctx context.Context, out chan<- error, kind, path string, port int, timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	check := func(ctx context.Context) error { return checkTCP(ctx, addr) }
@@ -31,21 +37,30 @@ func probe(ctx context.Context, out chan<- error, kind, path string, port int, t
 		url := "http://" + addr + path
 		check = func(ctx context.Context) error { return checkHTTP(ctx, client, url) }
 	}
-	wait := probeFirst
-	var last error
-	for {
+	attempt := func(ctx context.Context) error {
 		actx, acancel := context.WithTimeout(ctx, probeAttempt)
-		last = check(actx)
-		acancel()
-		if last == nil {
+		defer acancel()
+		return check(actx)
+	}
+	wait := probeFirst
+	for {
+		if err := attempt(tctx); err == nil {
 			out <- nil
 			return
 		}
 		select {
-		case <-ctx.Done():
-			if ctx.Err() == context.DeadlineExceeded {
-				out <- fmt.Errorf("not ready within ready_timeout %s: %w", timeout, last)
+		case <-tctx.Done():
+			if ctx.Err() != nil {
+				return // stopped: no judgement
 			}
+			err := attempt(ctx)
+			if err != nil && ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				err = fmt.Errorf("not ready within ready_timeout %s: %w", timeout, err)
+			}
+			out <- err
 			return
 		case <-time.After(wait):
 		}

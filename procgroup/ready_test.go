@@ -2,8 +2,16 @@ package procgroup
 
 import (
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -129,6 +137,99 @@ func environ(t *testing.T, pid int) []string {
 		}
 		if len(b) > 0 || time.Now().After(deadline) {
 			return strings.Split(string(b), "\x00")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A daemon frozen (SIGSTOP, a VM pause) past ready_timeout while its
+// process became ready must not fail that process when it runs again: the
+// probe makes one last check at the deadline. The probe runs in a helper
+// process that the check server itself stops while answering 503, so the
+// freeze falls inside the probe's loop; the server answers 200 from then on,
+// and the helper is resumed only once its deadline has passed.
+func TestReadyProbeFrozenPastDeadline(t *testing.T) {
+	const timeout = time.Second
+	pidC := make(chan int, 1)
+	stopped := make(chan time.Time, 1)
+	var ready atomic.Bool
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if ready.Load() {
+			return // 200
+		}
+		once.Do(func() {
+			pid := <-pidC
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+				t.Error(err)
+			}
+			waitProcState(t, pid, 'T')
+			stopped <- time.Now()
+		})
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	proc, exitC, err := testReaper.Start(func() (*os.Process, error) {
+		return os.StartProcess(os.Args[0], []string{os.Args[0], "probe", strconv.Itoa(port), "/healthz", timeout.String()}, &os.ProcAttr{
+			Env:   append(os.Environ(), "GO_WANT_HELPER_PROCESS=1"),
+			Files: []*os.File{nil, w, os.Stderr},
+		})
+	})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proc.Release()
+	defer func() {
+		_ = syscall.Kill(proc.Pid, syscall.SIGKILL)
+		_ = syscall.Kill(proc.Pid, syscall.SIGCONT)
+	}()
+	pidC <- proc.Pid
+	var at time.Time
+	select {
+	case at = <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the probe never asked")
+	}
+	ready.Store(true)
+	// The probe's deadline is at most timeout after its first request.
+	time.Sleep(time.Until(at.Add(timeout + 500*time.Millisecond)))
+	if err := syscall.Kill(proc.Pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-exitC
+	if got := strings.TrimSpace(string(out)); got != "ready" {
+		t.Errorf("a probe frozen past its deadline, with the server ready meanwhile, said %q; want ready", got)
+	}
+}
+
+// waitProcState waits until /proc says pid is in state (R, S, T, Z...).
+func waitProcState(t *testing.T, pid int, state byte) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) && b[i+2] == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("pid %d not in state %c within 30s: %s", pid, state, b)
+			return
 		}
 		time.Sleep(time.Millisecond)
 	}
