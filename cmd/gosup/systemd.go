@@ -21,9 +21,10 @@ func newSystemdUnitCmd(g *globalFlags) *cobra.Command {
 		Use:   "systemd-unit",
 		Short: "Print a systemd service unit that runs the configuration",
 		Long: "systemd-unit validates the configuration like `gosup check` and prints a systemd service unit\n" +
-			"(Type=notify, KillMode=mixed, TimeoutStopSec from the largest stopwaitsecs, hardening that\n" +
-			"fits the programs) that runs `gosup start -c FILE`, for /etc/systemd/system/gosup.service.\n" +
-			"Regenerate it when stopwaitsecs, shutdown_timeout, user, directory, log paths or the socket change.",
+			"(Type=notify, KillMode=mixed, TimeoutStopSec from the largest stopwaitsecs, TasksMax from\n" +
+			"the processes, hardening that fits the programs) that runs `gosup start -c FILE`, for\n" +
+			"/etc/systemd/system/gosup.service. Regenerate it when stopwaitsecs, shutdown_timeout,\n" +
+			"numprocs, tasks_max, user, directory, log paths or the socket change.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.loadConfig()
@@ -104,8 +105,9 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 	bin, conf := exec(binary), exec(cfg.File)
 
 	line("# Written by gosup systemd-unit for %s.", cfg.File)
-	line("# Regenerate it when stopwaitsecs, shutdown_timeout, user, directory, log")
-	line("# paths or the socket change: the values below are derived from them.")
+	line("# Regenerate it when stopwaitsecs, shutdown_timeout, numprocs, tasks_max,")
+	line("# user, directory, log paths or the socket change: the values below are")
+	line("# derived from them.")
 	line("")
 	line("[Unit]")
 	line("Description=gosup process supervisor (%s)", desc)
@@ -168,6 +170,14 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 	line("WatchdogSec=30")
 	line("# gosup holds every child's log files and pipes; children inherit the limit.")
 	line("LimitNOFILE=65536")
+	tasks, why := cfg.TasksMax()
+	if cfg.Supervisor.TasksMax == 0 {
+		why += " ([supervisor] tasks_max sets it)"
+	}
+	line("# Tasks (processes and threads) of gosup and all its children together, so")
+	line("# that a fork bomb in one child cannot take every pid of the host:")
+	line("# %s.", why)
+	line("TasksMax=%d", tasks)
 
 	// The hardening must leave gosup and its children working: gosup writes
 	// next to its socket, into its logs and the nginx file; children write

@@ -34,6 +34,9 @@ type Settings struct {
 	// Watch reloads the configuration when the main file or an included
 	// file changes (the watcher uses Config.Files and Config.Include).
 	Watch bool
+	// TasksMax is the unit's TasksMax= (gosup systemd-unit); 0: derived
+	// from the programs (see Config.TasksMax).
+	TasksMax int
 }
 
 // SocketPerm is SocketMode as permission bits.
@@ -103,6 +106,29 @@ func defaultLogDir() string {
 		return "/var/log/gosup"
 	}
 	return filepath.Join(os.TempDir(), fmt.Sprintf("gosup-%d", os.Getuid()), "log")
+}
+
+// What a derived TasksMax allows: gosup's own threads and the commands it
+// runs (nginx tests and reloads, sendmail), and each process with its
+// threads and children.
+const (
+	TasksDaemon     = 256
+	TasksPerProcess = 512
+)
+
+// TasksMax is the most tasks (processes and threads) the daemon and all its
+// children may have together, for systemd's TasksMax=: [supervisor]
+// tasks_max, or TasksDaemon plus TasksPerProcess for each process of every
+// program (autostart or not). why says which, for the unit's comment.
+func (cfg *Config) TasksMax() (n int, why string) {
+	if cfg.Supervisor.TasksMax > 0 {
+		return cfg.Supervisor.TasksMax, "[supervisor] tasks_max"
+	}
+	procs := 0
+	for _, p := range cfg.Programs {
+		procs += len(p.Procs)
+	}
+	return TasksDaemon + TasksPerProcess*procs, fmt.Sprintf("%d for gosup + %d for each of its %d processes", TasksDaemon, TasksPerProcess, procs)
 }
 
 // maxSocketPath is the room in sockaddr_un.sun_path, less the NUL.
@@ -314,6 +340,9 @@ func parse(file string, data []byte) (*Config, error) {
 	st.LogDir = absTo(here, st.LogDir)
 	if !md.IsDefined("supervisor", "shutdown_timeout") {
 		st.ShutdownTimeout = 30 * time.Second
+	}
+	if md.IsDefined("supervisor", "tasks_max") && st.TasksMax < 1 {
+		errs = append(errs, cerr("supervisor.tasks_max", "must be at least 1, have %d", st.TasksMax))
 	}
 	switch strings.ToLower(st.LogLevel) {
 	case "", "info", "debug", "warn", "error":

@@ -42,6 +42,7 @@ type rawSettings struct {
 	ShutdownTimeout duration `toml:"shutdown_timeout"`
 	LogLevel        string   `toml:"loglevel"`
 	Watch           bool     `toml:"watch"`
+	TasksMax        int      `toml:"tasks_max"`
 }
 
 // rawProgram is a [program.NAME] table (procgroup.Spec).
