@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	mail "github.com/wneessen/go-mail"
 )
@@ -377,6 +378,17 @@ func dialClosingOnCancel(send context.Context) mail.DialContextFunc {
 	}
 }
 
+// defaultFrom is the sender without [email] from: gosup@ the host name,
+// without its control characters and spaces.
+func defaultFrom(host string) string {
+	return "gosup@" + strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || unicode.IsSpace(r) {
+			return -1
+		}
+		return r
+	}, host)
+}
+
 // send mails one message with a deadline; failures are logged and counted.
 func (a *Alerter) send(ctx context.Context, subject, body string) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.Timeout))
@@ -395,7 +407,15 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 	from := a.cfg.From
 	if from == "" {
 		host, _ := os.Hostname()
-		from = "gosup@" + host
+		from = defaultFrom(host)
+	}
+	// The config package refuses control characters in addresses; they
+	// are refused here as well, whatever go-mail makes of them, so that
+	// nothing can start a header or an SMTP command of its own.
+	for _, addr := range append([]string{from}, a.cfg.To...) {
+		if strings.ContainsFunc(addr, unicode.IsControl) {
+			return fmt.Errorf("address %q contains a control character", addr)
+		}
 	}
 	if err := m.From(from); err != nil {
 		return fmt.Errorf("from %q: %w", from, err)
@@ -403,10 +423,10 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 	if err := m.To(a.cfg.To...); err != nil {
 		return fmt.Errorf("to %v: %w", a.cfg.To, err)
 	}
-	// Header values are encoded by go-mail; control characters are dropped
-	// here as well, so nothing can start a header of its own.
+	// Header values are encoded by go-mail; control characters (of the
+	// host name, a process name) are made spaces here as well.
 	m.Subject(strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) {
 			return ' '
 		}
 		return r

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"unicode"
 
 	"github.com/gosup/gosup/memmon/smtptest"
 	"github.com/gosup/gosup/procgroup/guard"
@@ -349,14 +350,49 @@ func TestAlertSendmail(t *testing.T) {
 	}
 }
 
-// A name with a line break cannot add a header.
+// A name or host name with a line break cannot add a header.
 func TestAlertHeaderInjection(t *testing.T) {
 	srv := smtptest.Start(t)
 	a := runAlerter(t, smtpConfig(srv.Addr), 0, nil)
-	a.Enqueue(testAlert("web:evil\r\nBcc: victim@example.com", time.Minute))
+	al := testAlert("web:evil\r\nBcc: victim@example.com", time.Minute)
+	al.Host = "web-3\nX-Injected: 1\x00\x85"
+	a.Enqueue(al)
 	m := srv.Wait(t, 1, 30*time.Second)[0]
-	if m.Header.Get("Bcc") != "" || len(m.To) != 2 {
-		t.Errorf("header injected: Bcc %q, rcpt %v", m.Header.Get("Bcc"), m.To)
+	if m.Header.Get("Bcc") != "" || m.Header.Get("X-Injected") != "" || len(m.To) != 2 {
+		t.Errorf("header injected: Bcc %q, X-Injected %q, rcpt %v", m.Header.Get("Bcc"), m.Header.Get("X-Injected"), m.To)
+	}
+	if strings.ContainsFunc(m.Subject, unicode.IsControl) {
+		t.Errorf("subject %q has a control character", m.Subject)
+	}
+}
+
+// An address with a control character (which the config package refuses)
+// is not sent, and the failure is counted.
+func TestAlertAddressControlCharacter(t *testing.T) {
+	for _, bad := range []func(*Email){
+		func(e *Email) { e.From = "gosup@web-3\r\nBcc: victim@example.com" },
+		func(e *Email) { e.To = append(e.To, "victim@example.com\x00") },
+	} {
+		srv := smtptest.Start(t)
+		cfg := smtpConfig(srv.Addr)
+		bad(&cfg)
+		a := runAlerter(t, cfg, 0, nil)
+		a.Enqueue(testAlert("web:web_01", time.Minute))
+		for deadline := time.Now().Add(30 * time.Second); a.Failed.Load() == 0; {
+			if time.Now().After(deadline) {
+				t.Fatalf("from %q to %q: no failure counted within 30s (sent %d)", cfg.From, cfg.To, a.Sent.Load())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n := srv.Count(); n != 0 || a.Sent.Load() != 0 {
+			t.Errorf("from %q to %q: %d mails received, %d sent", cfg.From, cfg.To, n, a.Sent.Load())
+		}
+	}
+}
+
+func TestDefaultFromHost(t *testing.T) {
+	if got := defaultFrom("web-3\r\nBcc: x@y\x00"); got != "gosup@web-3Bcc:x@y" {
+		t.Errorf("defaultFrom = %q", got)
 	}
 }
 

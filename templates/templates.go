@@ -126,14 +126,15 @@ func (t *Template) Render(d Data) ([]byte, error) {
 }
 
 // tokenRE is what a name, host or directive argument may look like when it
-// reaches nginx's configuration: no whitespace, ';', '{', '}', quotes,
-// backslashes or '#', so no value can end a directive or open a block.
-var tokenRE = regexp.MustCompile(`^[^\s;{}"'\\#]+$`)
+// reaches nginx's configuration: no whitespace, control characters (\p{Cc}:
+// C0 with \v, DEL, C1), ';', '{', '}', quotes, backslashes or '#', so no
+// value can end a directive or open a block.
+var tokenRE = regexp.MustCompile(`^[^\s\p{Cc};{}"'\\#]+$`)
 
 // ValidToken reports whether s can be written into an nginx directive as is.
 func ValidToken(s string) bool { return tokenRE.MatchString(s) }
 
-var hashRE = regexp.MustCompile(`^hash [^\s;{}"'\\#]+( consistent)?$`)
+var hashRE = regexp.MustCompile(`^hash [^\s\p{Cc};{}"'\\#]+( consistent)?$`)
 
 // ValidBalance reports whether b is a balancing method gosup renders.
 func ValidBalance(b string) bool {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/procgroup"
@@ -87,10 +88,26 @@ func checkMemmonSettings(main *source, s *memmon.Settings) []error {
 	if s.RestartWindow <= 0 {
 		errs = append(errs, main.cerr("memmon.restart_window", "must be positive, have %s", s.RestartWindow))
 	}
+	if r, ok := controlChar(s.Name); ok {
+		errs = append(errs, main.cerr("memmon.name", "%q contains control character %U: the name goes into the alerts' Subject header", s.Name, r))
+	}
 	if s.Any == 0 && len(s.Program) == 0 && len(s.Group) == 0 {
 		errs = append(errs, main.cerr("memmon", "no limit: set any, program or group"))
 	}
 	return errs
+}
+
+// controlChar returns the first control character in s (C0 including tab,
+// DEL, C1): no value that reaches a mail header or nginx's configuration
+// may hold one, since a line break there starts a header or a directive of
+// its own.
+func controlChar(s string) (rune, bool) {
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return r, true
+		}
+	}
+	return 0, false
 }
 
 // checkEmail checks the [email] table.
@@ -99,9 +116,15 @@ func checkEmail(main *source, e *memmon.Email) []error {
 	if len(e.To) == 0 {
 		errs = append(errs, main.cerr("email.to", "is required: who gets the alerts"))
 	}
-	for _, a := range append(append([]string(nil), e.To...), e.From) {
-		if strings.ContainsAny(a, "\r\n") {
-			errs = append(errs, main.cerr("email", "address %q contains a line break", a))
+	// Values that reach a mail header, or the SMTP conversation.
+	for _, f := range []struct {
+		key  string
+		vals []string
+	}{{"email.to", e.To}, {"email.from", []string{e.From}}, {"email.smtp", []string{e.SMTP}}} {
+		for _, v := range f.vals {
+			if r, ok := controlChar(v); ok {
+				errs = append(errs, main.cerr(f.key, "%q contains control character %U: it would reach a mail header", v, r))
+			}
 		}
 	}
 	switch {

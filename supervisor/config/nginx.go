@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 	"github.com/gosup/gosup/procgroup"
@@ -134,7 +135,7 @@ func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr 
 		}
 		for _, f := range []struct{ key, v string }{{"host", u.Host}, {"listen", u.Listen}, {"server_name", u.ServerName}, {"location", u.Location}} {
 			if f.v != "" && !templates.ValidToken(f.v) {
-				errs = append(errs, cerr(key+"."+f.key, "%q cannot go into nginx's configuration: no spaces, quotes, '#', ';', '{' or '}'", f.v))
+				errs = append(errs, cerr(key+"."+f.key, "%q cannot go into nginx's configuration: no spaces, control characters, quotes, '#', ';', '{' or '}'", f.v))
 			}
 		}
 		n.Upstream[name] = u
@@ -154,7 +155,9 @@ func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr 
 // the processes (group:process) to render as down.
 func (cfg *Config) NginxData(down map[string]bool) templates.Data {
 	host, _ := os.Hostname()
-	d := templates.Data{Source: cfg.File, Hostname: host, Time: time.Now()}
+	// Neither comes from a checked value: a control character in the
+	// file's name or the host name could end the template's comment line.
+	d := templates.Data{Source: printable(cfg.File), Hostname: printable(host), Time: time.Now()}
 	n := cfg.Nginx
 	programs := slices.Clone(cfg.Programs)
 	slices.SortFunc(programs, func(a, b *Program) int { return strings.Compare(a.Name, b.Name) })
@@ -191,6 +194,16 @@ func (cfg *Config) NginxData(down map[string]bool) templates.Data {
 		}
 	}
 	return d
+}
+
+// printable replaces each control character of s with '?'.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // RenderNginx renders the nginx configuration for cfg as the daemon would
