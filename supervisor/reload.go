@@ -76,6 +76,11 @@ func (s *Supervisor) reloadLoop(ctx context.Context) {
 	}
 }
 
+// loadOptions are those of the daemon's first load, for every reload.
+func (s *Supervisor) loadOptions() config.LoadOptions {
+	return config.LoadOptions{InsecureFiles: s.opts.InsecureConfig}
+}
+
 // Reload reads the configuration file again and applies the difference
 // (or with dryRun only reports it). An invalid file changes nothing and
 // returns a *ConfigInvalidError.
@@ -98,7 +103,7 @@ func (s *Supervisor) reloadLoop(ctx context.Context) {
 func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, error) {
 	file := s.config().File
 	if dryRun {
-		next, err := config.Load(file)
+		next, err := config.LoadWith(file, s.loadOptions())
 		if err != nil {
 			return nil, &ConfigInvalidError{Err: err}
 		}
@@ -114,7 +119,7 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 	defer unlockReload()
 	// Read the file only now: a reload queued behind another must apply
 	// what the file says when its turn comes, never an older reading.
-	next, err := config.Load(file)
+	next, err := config.LoadWith(file, s.loadOptions())
 	if err != nil {
 		err = &ConfigInvalidError{Err: err}
 		s.setLastReload(api.ReloadStatus{At: time.Now(), Error: err.Error()})

@@ -36,6 +36,10 @@ type Options struct {
 	// Watchdog its WatchdogSec ($WATCHDOG_USEC; 0: none).
 	NotifySocket string
 	Watchdog     time.Duration
+	// InsecureConfig makes every reload read the configuration as the
+	// daemon's first load did with --insecure-config: as root, also files
+	// others than root can change (config.LoadOptions.InsecureFiles).
+	InsecureConfig bool
 }
 
 // Supervisor is a running daemon. Create it with New and call Run once.

@@ -100,14 +100,19 @@ type Template struct {
 
 // Load parses the template at path, or the embedded default when path is "".
 func Load(path string) (*Template, error) {
-	text, name := defaultTemplate, "default"
-	if path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("read template: %w", err)
-		}
-		text, name = string(b), path
+	if path == "" {
+		return Parse("default", defaultTemplate)
 	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read template: %w", err)
+	}
+	return Parse(path, string(b))
+}
+
+// Parse parses text, a template read from the file name (the config
+// package reads it, checking who may change it).
+func Parse(name, text string) (*Template, error) {
 	t, err := template.New(name).Option("missingkey=error").Funcs(sprig.TxtFuncMap()).Parse(text)
 	if err != nil {
 		return nil, fmt.Errorf("parse template: %w", err)

@@ -32,7 +32,7 @@ func (g *globalFlags) loadConfig() (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := config.Load(path)
+	cfg, err := config.LoadWith(path, config.LoadOptions{InsecureFiles: g.insecure})
 	if err != nil {
 		return nil, usage(err)
 	}

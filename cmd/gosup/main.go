@@ -64,6 +64,9 @@ func run(args []string) int {
 type globalFlags struct {
 	config string
 	socket string
+	// insecure accepts configuration files others than root can change,
+	// when running as root (config.LoadOptions.InsecureFiles).
+	insecure bool
 }
 
 func newRootCmd() *cobra.Command {
@@ -78,6 +81,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVarP(&g.config, "config", "c", "", "configuration file (default ./gosup.toml, then /etc/gosup/gosup.toml)")
 	root.PersistentFlags().StringVar(&g.socket, "socket", "", "control socket of the daemon (default: from the config, or $GOSUP_SOCKET)")
+	root.PersistentFlags().BoolVar(&g.insecure, "insecure-config", false, "as root, read configuration files that others than root can change (refused otherwise); the daemon remembers it for its reloads")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usage(err) })
 	root.AddCommand(newStartCmd(g), newCtlCmd(g), newStatusCmd(g), newCheckCmd(g), newRenderCmd(g), newSystemdUnitCmd(g), newImportCmd(), newDemoAppCmd(), newDemoWorkerCmd())
 	return root

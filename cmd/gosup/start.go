@@ -30,7 +30,10 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 			signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			opts := supervisor.Options{Logger: log, NotifySocket: os.Getenv("NOTIFY_SOCKET")}
+			opts := supervisor.Options{Logger: log, NotifySocket: os.Getenv("NOTIFY_SOCKET"), InsecureConfig: g.insecure}
+			if g.insecure && os.Geteuid() == 0 {
+				log.Warn("--insecure-config: configuration files are read whoever can change them, now and at every reload", "config", cfg.File)
+			}
 			// WATCHDOG_USEC applies to us only if WATCHDOG_PID is unset or ours.
 			if pid := os.Getenv("WATCHDOG_PID"); pid == "" || pid == strconv.Itoa(os.Getpid()) {
 				if usec, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64); err == nil && usec > 0 {

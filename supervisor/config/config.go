@@ -134,19 +134,38 @@ func (cfg *Config) TasksMax() (n int, why string) {
 // maxSocketPath is the room in sockaddr_un.sun_path, less the NUL.
 const maxSocketPath = 107
 
+// LoadOptions change what LoadWith accepts.
+type LoadOptions struct {
+	// InsecureFiles reads files that others than root can change, or
+	// replace, when running as root (gosup's --insecure-config): see
+	// trust.go.
+	InsecureFiles bool
+}
+
 // Load reads, decodes and validates a configuration file. Every error names
 // the file, the line where one is known, and the key; all problems found are
-// reported together.
+// reported together. Running as root, it reads only files that root alone
+// can change (see LoadOptions).
 func Load(path string) (*Config, error) {
+	return LoadWith(path, LoadOptions{})
+}
+
+// LoadWith is Load with options.
+func LoadWith(path string, o LoadOptions) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	data, err := os.ReadFile(abs)
+	strict := !o.InsecureFiles && os.Geteuid() == 0
+	data, err := readFile(abs, strict)
 	if err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			return nil, ce
+		}
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return parse(abs, data)
+	return parse(abs, data, strict)
 }
 
 // source is one file Load read: the main file or an included one.
@@ -181,6 +200,7 @@ type programTable struct {
 // loader is the state of one Load: the files read and which one defines
 // each program, so that every error points into the right file.
 type loader struct {
+	strict  bool // read only files root alone can change (readFile)
 	main    *source
 	sources []*source          // main first, then included files in reading order
 	from    map[string]*source // program name → the file that defines it
@@ -282,9 +302,14 @@ func (l *loader) readIncludes(cfg *Config, patterns []string) ([]programTable, [
 				continue
 			}
 			seen[m] = true
-			data, err := os.ReadFile(m)
+			data, err := readFile(m, l.strict)
 			if err != nil {
-				errs = append(errs, l.main.cerr("include", "%v", err))
+				var ce *Error
+				if errors.As(err, &ce) {
+					errs = append(errs, ce)
+				} else {
+					errs = append(errs, l.main.cerr("include", "%v", err))
+				}
 				continue
 			}
 			cfg.Files = append(cfg.Files, m)
@@ -304,14 +329,14 @@ func (l *loader) readIncludes(cfg *Config, patterns []string) ([]programTable, [
 	return progs, errs
 }
 
-func parse(file string, data []byte) (*Config, error) {
+func parse(file string, data []byte, strict bool) (*Config, error) {
 	var raw rawConfig
 	md, err := toml.Decode(string(data), &raw)
 	if err != nil {
 		return nil, decodeError(file, "", err)
 	}
 	main := &source{file: file, dir: filepath.Dir(file), lines: keyLines(data), md: md, clashed: map[string]bool{}}
-	l := &loader{main: main, sources: []*source{main}, from: map[string]*source{}}
+	l := &loader{strict: strict, main: main, sources: []*source{main}, from: map[string]*source{}}
 	cerr := main.cerr
 	var errs []error
 	cfg := &Config{File: file, Files: []string{file}}
@@ -417,7 +442,7 @@ func parse(file string, data []byte) (*Config, error) {
 	}
 	errs = append(errs, l.crossCheck(cfg)...)
 	if len(errs) == 0 {
-		errs = append(errs, checkNginx(cfg, md, raw.Nginx, here, l.cerr)...)
+		errs = append(errs, checkNginx(cfg, md, raw.Nginx, here, l.cerr, func(p string) ([]byte, error) { return readFile(p, strict) })...)
 	}
 
 	if len(errs) > 0 {

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"slices"
@@ -48,7 +50,7 @@ const (
 // checkNginx fills in defaults, validates the [nginx] table and the
 // programs' upstream keys against it, and renders once so that a template
 // that cannot execute is a configuration error.
-func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr func(key, format string, args ...any) *Error) []error {
+func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr func(key, format string, args ...any) *Error, read func(string) ([]byte, error)) []error {
 	var errs []error
 	if raw == nil {
 		for _, p := range cfg.Programs {
@@ -90,7 +92,22 @@ func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr 
 	if n.TemplateFile != "" {
 		n.TemplateFile = absTo(here, n.TemplateFile)
 	}
-	tmpl, err := templates.Load(n.TemplateFile)
+	var tmpl *templates.Template
+	var err error
+	if n.TemplateFile == "" {
+		tmpl, err = templates.Load("")
+	} else if text, rerr := read(n.TemplateFile); rerr != nil {
+		// A refused file is its own error, naming it; nginx.template says
+		// which key named it.
+		var ce *Error
+		if errors.As(rerr, &ce) {
+			errs = append(errs, ce)
+			rerr = errors.New("refused (see above)")
+		}
+		err = fmt.Errorf("read template: %w", rerr)
+	} else {
+		tmpl, err = templates.Parse(n.TemplateFile, string(text))
+	}
 	if err != nil {
 		errs = append(errs, cerr("nginx.template", "%v", err))
 	}
