@@ -25,8 +25,9 @@ func SpawnChanges(a, b *ProcSpec) []string {
 	return out
 }
 
-// logMoved reports a change of destination, or between a file handed to
-// the child (maxbytes 0) and a rotated one fed through a pipe.
+// logMoved reports a change of destination. A change of maxbytes alone
+// (even to or from 0) is not one: every log file goes through the same
+// pipe and copier, only the rotator's limit changes.
 func logMoved(a, b LogSpec) bool {
-	return a.Kind != b.Kind || a.Path != b.Path || (a.MaxBytes == 0) != (b.MaxBytes == 0)
+	return a.Kind != b.Kind || a.Path != b.Path
 }

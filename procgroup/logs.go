@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"log/syslog"
 	"os"
 	"path/filepath"
@@ -13,29 +14,43 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gosup/gosup/procgroup/guard"
 	"golang.org/x/sys/unix"
 )
 
 // outputs owns where one process's stdout and stderr go, across spawns.
-// A file without rotation is handed to the child directly (the child's
-// writes go straight to the page cache); a rotated file or syslog gets a
-// pipe and a copier goroutine per spawn, writing into a sink that lives as
-// long as the process slot.
+// A device (/dev/stdout in a container) is handed to the child directly;
+// a log file or syslog gets a pipe and a copier goroutine per spawn,
+// writing into a sink that lives as long as the process slot, so that
+// the file can be rotated by size, reopened at its path after an external
+// rotation (ReopenLogs), and every byte a failing disk refuses is counted.
 type outputs struct {
-	spec    *ProcSpec
-	guard   *guard.Guard  // starts the copiers; set by the owner goroutine before files
-	dropped *atomic.Int64 // bytes of output lost (the process's counter, across outputs)
+	spec  *ProcSpec
+	guard *guard.Guard // starts the copiers; set by the owner goroutine before files
+	drops *logDrops    // bytes of output lost (the process's counters, across outputs)
+	log   *slog.Logger
 
 	mu      sync.Mutex
-	sinks   map[string]io.WriteCloser // stream → rotator or syslog writer
+	sinks   map[string]io.WriteCloser // stream → *streamSink (tests may plant others)
 	devnull *os.File
 	closed  bool
 }
 
-func newOutputs(spec *ProcSpec, dropped *atomic.Int64) *outputs {
-	return &outputs{spec: spec, dropped: dropped, sinks: map[string]io.WriteCloser{}}
+// logDrops counts the bytes of one process's output that reached no log,
+// per stream (stderr redirected to stdout counts as stdout).
+type logDrops struct{ stdout, stderr atomic.Int64 }
+
+func (d *logDrops) of(stream string) *atomic.Int64 {
+	if stream == "stderr" {
+		return &d.stderr
+	}
+	return &d.stdout
+}
+
+func newOutputs(spec *ProcSpec, drops *logDrops, log *slog.Logger) *outputs {
+	return &outputs{spec: spec, drops: drops, log: log, sinks: map[string]io.WriteCloser{}}
 }
 
 // files returns stdin, stdout and stderr for a spawn and a func that closes
@@ -85,7 +100,7 @@ func (o *outputs) stream(name string, ls LogSpec, opened *[]*os.File) (*os.File,
 	switch {
 	case ls.Kind == LogNone:
 		return o.nullFile()
-	case ls.Kind == LogFile && ls.MaxBytes == 0:
+	case ls.direct():
 		f, err := openLog(ls.Path)
 		if err != nil {
 			return nil, fmt.Errorf("%s_logfile: %w", name, err)
@@ -107,14 +122,15 @@ func (o *outputs) stream(name string, ls LogSpec, opened *[]*os.File) (*os.File,
 	// programs): it keeps reading and discards, counting the bytes, until
 	// the child and its descendants close their ends. The next spawn gets
 	// a copier of its own.
+	dropped := o.drops.of(name)
 	o.guard.With("process", o.spec.FullName(), "stream", name).Go("log copier",
 		"the rest of that spawn's output is discarded (counted in its status) until it respawns",
 		func() {
-			copyOut(sink, r, o.dropped)
+			copyOut(sink, r, dropped)
 			r.Close()
 		},
 		func() {
-			discard(r, o.dropped)
+			discard(r, dropped)
 			r.Close()
 		})
 	return w, nil
@@ -208,7 +224,9 @@ func (o *outputs) sink(name string, ls LogSpec) (io.Writer, error) {
 		return s, nil
 	}
 	var s io.WriteCloser
+	path := ls.Path
 	if ls.Kind == LogSyslog {
+		path = "syslog"
 		prio := syslog.LOG_INFO
 		if name == "stderr" {
 			prio = syslog.LOG_ERR
@@ -225,8 +243,9 @@ func (o *outputs) sink(name string, ls LogSpec) (io.Writer, error) {
 		}
 		s = r
 	}
-	o.sinks[name] = s
-	return s, nil
+	ss := &streamSink{w: s, stream: name, path: path, log: o.log}
+	o.sinks[name] = ss
+	return ss, nil
 }
 
 // setSpec applies a new spec's log limits to the open rotators; the
@@ -236,11 +255,121 @@ func (o *outputs) setSpec(spec *ProcSpec) {
 	defer o.mu.Unlock()
 	o.spec = spec
 	for name, ls := range map[string]LogSpec{"stdout": spec.Stdout, "stderr": spec.Stderr} {
-		if r, ok := o.sinks[name].(*rotator); ok {
+		if r := rotatorOf(o.sinks[name]); r != nil {
 			r.setLimits(int64(ls.MaxBytes), ls.Backups)
 		}
 	}
 }
+
+func rotatorOf(w io.Writer) *rotator {
+	if s, ok := w.(*streamSink); ok {
+		w = s.w
+	}
+	r, _ := w.(*rotator)
+	return r
+}
+
+// reopen closes the log files the copiers write and opens them again at
+// their paths: after an external rotation (logrotate renamed the file) the
+// output goes to a file at the configured path again. It returns the paths
+// reopened, and what failed; a file that could not be opened is opened
+// again at the next write.
+func (o *outputs) reopen() (paths []string, errs []error) {
+	// Opening may wait on a slow disk: not under o.mu, which status takes.
+	var rs []*rotator
+	o.mu.Lock()
+	for _, name := range []string{"stdout", "stderr"} {
+		if r := rotatorOf(o.sinks[name]); r != nil && !o.closed {
+			rs = append(rs, r)
+		}
+	}
+	o.mu.Unlock()
+	for _, r := range rs {
+		if err := r.Reopen(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, err)
+		} else if err == nil {
+			paths = append(paths, r.path)
+		}
+	}
+	return paths, errs
+}
+
+// failures lists the streams whose log is failing now.
+func (o *outputs) failures() []LogFailure {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []LogFailure
+	for _, name := range []string{"stdout", "stderr"} {
+		if s, ok := o.sinks[name].(*streamSink); ok {
+			if f, failing := s.failure(); failing {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// LogFailure is a log that refuses output now: since when, why, and how
+// many bytes it has lost since.
+type LogFailure struct {
+	Stream  string
+	Path    string
+	Since   time.Time
+	Err     string
+	Dropped int64
+}
+
+// streamSink is one stream's log (a rotator or syslog) as the copiers see
+// it. It notices when the log starts refusing output and when it takes it
+// again, and says so in the daemon log once each per episode (WARN with
+// the path and the error; INFO with the bytes lost meanwhile), never per
+// write. The bytes themselves are counted by the copier.
+type streamSink struct {
+	w      io.WriteCloser
+	stream string
+	path   string
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	failing bool
+	since   time.Time
+	lastErr string
+	lost    int64 // bytes lost in the current (or last) episode
+}
+
+func (s *streamSink) Write(b []byte) (int, error) {
+	n, err := s.w.Write(b)
+	s.mu.Lock()
+	var started, ended bool
+	lost, since := s.lost, s.since
+	switch {
+	case err != nil:
+		if !s.failing {
+			s.failing, s.since, s.lost, started = true, time.Now(), 0, true
+		}
+		s.lastErr = err.Error()
+		s.lost += int64(len(b) - min(max(n, 0), len(b)))
+	case s.failing:
+		s.failing, ended = false, true
+	}
+	s.mu.Unlock()
+	switch {
+	case started && s.log != nil:
+		s.log.Warn("log write failed; the output is dropped (and counted) until the log takes it again", "stream", s.stream, "path", s.path, "err", err)
+	case ended && s.log != nil:
+		s.log.Info("log writable again", "stream", s.stream, "path", s.path, "dropped_bytes", lost, "failed_for", time.Since(since).Round(time.Millisecond))
+	}
+	return n, err
+}
+
+// failure is the current episode, if the log is failing.
+func (s *streamSink) failure() (LogFailure, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return LogFailure{Stream: s.stream, Path: s.path, Since: s.since, Err: s.lastErr, Dropped: s.lost}, s.failing
+}
+
+func (s *streamSink) Close() error { return s.w.Close() }
 
 func (o *outputs) close() {
 	o.mu.Lock()
@@ -288,6 +417,33 @@ func (r *rotator) setLimits(maxBytes int64, backups int) {
 	r.maxBytes, r.backups = maxBytes, backups
 }
 
+// Reopen closes the file and opens the one at the path now (a new one if
+// it was renamed away): what logrotate's postrotate asks for. If the open
+// fails the next write tries again.
+func (r *rotator) Reopen() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return os.ErrClosed
+	}
+	if r.f != nil {
+		r.f.Close()
+		r.f = nil
+	}
+	return r.open() // its error names the path
+}
+
+// resync learns the file's size again: a copytruncate rotation (or anyone
+// truncating the file) makes the size counted so far too large, and the
+// file would rotate early. Writes need no fixing: the file is opened with
+// O_APPEND, so they go to its end whatever happened to it. Called with
+// r.mu held, only when a write would rotate.
+func (r *rotator) resync() {
+	if fi, err := r.f.Stat(); err == nil && fi.Size() < r.size {
+		r.size = fi.Size()
+	}
+}
+
 // open opens (or creates) the file and learns its size; called with r.mu held.
 func (r *rotator) open() error {
 	f, err := openLog(r.path)
@@ -333,6 +489,9 @@ func (r *rotator) Write(b []byte) (int, error) {
 			}
 		}
 		chunk := b
+		if r.maxBytes > 0 && int64(len(b)) > r.maxBytes-r.size {
+			r.resync()
+		}
 		if r.maxBytes > 0 {
 			room := r.maxBytes - r.size
 			switch {
@@ -387,10 +546,7 @@ func (r *rotator) rotate() error {
 		return fmt.Errorf("rotate %s: %w", r.path, err)
 	}
 	r.removeExtraBackups()
-	if err := r.open(); err != nil {
-		return fmt.Errorf("reopen %s: %w", r.path, err)
-	}
-	return nil
+	return r.open() // its error names the path
 }
 
 // removeExtraBackups removes path.N for every N above the backups kept: a

@@ -354,3 +354,72 @@ func TestRotatorBackupsLoweredRemovesTheRest(t *testing.T) {
 		t.Errorf("backups lowered to 0: %v; want %v", got, want)
 	}
 }
+
+// After an external rotation renamed the file (logrotate's create), Reopen
+// makes the next write land at the path again; what was written before is
+// in the renamed file, nothing lost.
+func TestRotatorReopenAfterRename(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "r.log")
+	r, err := newRotator(path, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Write([]byte("before\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Write([]byte("between\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("Reopen did not create %s: %v", path, err)
+	}
+	if _, err := r.Write([]byte("after\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readLog(t, path+".1"); got != "before\nbetween\n" {
+		t.Errorf("renamed file = %q", got)
+	}
+	if got := readLog(t, path); got != "after\n" {
+		t.Errorf("file at the path = %q", got)
+	}
+}
+
+// A copytruncate rotation truncates the file under the rotator: the next
+// writes go to the start of the file (O_APPEND: no hole of NUL bytes), and
+// the size limit counts from there (no early rotation).
+func TestRotatorAfterCopyTruncate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.log")
+	r, err := newRotator(path, 100, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	line := strings.Repeat("x", 39) + "\n" // 40 bytes
+	for range 2 {
+		if _, err := r.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := r.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := readLog(t, path); got != line+line {
+		t.Errorf("after truncation the file holds %q; want two lines from its start", got)
+	}
+	if _, err := os.Stat(path + ".1"); !os.IsNotExist(err) {
+		t.Errorf("rotated early (80 bytes in a 100-byte file): %s.1: %v", path, err)
+	}
+}

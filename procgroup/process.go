@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -46,8 +45,12 @@ type Status struct {
 	Stdout     string
 	Stderr     string
 	// LogDropped is how many bytes of output were lost: a log sink that
-	// failed (disk full), or a log copier that panicked.
-	LogDropped int64
+	// failed (disk full), or a log copier that panicked; StdoutDropped
+	// and StderrDropped split it by stream (stderr redirected to stdout
+	// counts as stdout).
+	LogDropped, StdoutDropped, StderrDropped int64
+	// LogFailing lists the logs that refuse output now.
+	LogFailing []LogFailure
 	// IllegalMoves counts operations and state changes the state machine
 	// refused: each is a bug in gosup, logged at ERROR.
 	IllegalMoves int
@@ -113,7 +116,7 @@ type Process struct {
 	// not counted).
 	Guard *guard.Guard
 
-	logDropped atomic.Int64
+	logDrops logDrops
 	// strict makes an illegal state move panic instead of being refused
 	// and counted: on under test, so a test that provokes one fails.
 	strict bool
@@ -138,7 +141,7 @@ func NewProcess(spec *ProcSpec, rp *reaper.Reaper, log *slog.Logger) *Process {
 		changed: make(chan struct{}),
 		strict:  testing.Testing(),
 	}
-	p.out = newOutputs(spec, &p.logDropped)
+	p.out = newOutputs(spec, &p.logDrops, p.log)
 	p.status = Status{Program: spec.ProgramName, Group: spec.Group, Name: spec.Name, State: Stopped}
 	p.status.setSpec(spec)
 	return p
@@ -159,10 +162,25 @@ func (p *Process) Spec() *ProcSpec {
 // Status returns a snapshot.
 func (p *Process) Status() Status {
 	p.mu.Lock()
-	st := p.status
+	st, out := p.status, p.out
 	p.mu.Unlock()
-	st.LogDropped = p.logDropped.Load()
+	st.StdoutDropped, st.StderrDropped = p.logDrops.stdout.Load(), p.logDrops.stderr.Load()
+	st.LogDropped = st.StdoutDropped + st.StderrDropped
+	st.LogFailing = out.failures()
 	return st
+}
+
+// ReopenLogs closes the process's log files and opens them again at their
+// paths (after an external rotation renamed them). It returns the paths
+// reopened, and an error naming each that failed (the next write tries it
+// again). A log the process has not written yet, a device, syslog or none
+// has nothing to reopen. It may be called from any goroutine.
+func (p *Process) ReopenLogs() ([]string, error) {
+	p.mu.Lock()
+	out := p.out
+	p.mu.Unlock()
+	paths, errs := out.reopen()
+	return paths, errors.Join(errs...)
 }
 
 // Changed returns a channel closed at the next status change.
@@ -681,8 +699,11 @@ func (p *Process) setSpec(l *loop, spec *ProcSpec) {
 	old := p.spec
 	if l.proc == nil && (logMoved(old.Stdout, spec.Stdout) || logMoved(old.Stderr, spec.Stderr) || old.Program.RedirectStderr != spec.Program.RedirectStderr) {
 		// New destinations, and no child writing: start afresh.
-		p.out.close()
-		p.out = newOutputs(spec, &p.logDropped)
+		old := p.out
+		p.mu.Lock()
+		p.out = newOutputs(spec, &p.logDrops, p.log)
+		p.mu.Unlock()
+		old.close()
 	} else {
 		// Same destinations (a copier may still be draining the last
 		// child's pipe into them): only the limits change.

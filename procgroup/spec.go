@@ -142,6 +142,13 @@ type LogSpec struct {
 	Backups  int
 }
 
+// direct says the stream is handed to the child as an open file rather
+// than through a pipe: only a device (/dev/stdout in a container), which
+// is never rotated nor reopened, and may be shared by several processes.
+func (l LogSpec) direct() bool {
+	return l.Kind == LogFile && strings.HasPrefix(l.Path, "/dev/")
+}
+
 func (l LogSpec) String() string {
 	switch l.Kind {
 	case LogNone:

@@ -39,6 +39,14 @@ func (h apiHost) Info() api.Info {
 	for _, r := range s.guard.Records() {
 		info.Panics = append(info.Panics, api.Panic{Component: r.Component, Count: r.Panics, LastAt: r.LastAt, Last: r.Last, State: r.State})
 	}
+	for _, p := range s.all() {
+		st := p.Status()
+		if st.LogDropped > 0 {
+			info.LogDroppedBytes += st.LogDropped
+			info.LogDroppedProcesses++
+		}
+		info.LogsFailing += len(st.LogFailing)
+	}
 	info.WatchdogMissed = s.watchdogMissed.Load()
 	if f := s.watchdogLast.Load(); f != nil {
 		info.WatchdogLastFailure = f.At.Format(time.DateTime) + ": " + f.What
@@ -72,8 +80,17 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 	}
 	now := time.Now()
 	out := make([]api.ProcStatus, 0, len(procs))
+	failing := 0
 	for _, p := range procs {
 		ps := toProcStatus(p.Status(), now)
+		for _, f := range ps.LogFailing {
+			// A full disk fails every log on it: a few lines say so,
+			// one more counts the rest.
+			if failing++; failing <= maxLogWarnings {
+				warnings = append(warnings, fmt.Sprintf("%s %s log %s failing since %s: %s; %d bytes dropped since",
+					ps.Name, f.Stream, f.Path, f.Since.Format(time.DateTime), oneLine(f.Error), f.DroppedBytes))
+			}
+		}
 		if ps.Description == "not started" && s.admin.isStopped(ps.Name) {
 			ps.Description = "stopped with gosup ctl stop (kept across daemon restarts until gosup ctl start)"
 		}
@@ -88,8 +105,14 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 		}
 		out = append(out, ps)
 	}
+	if failing > maxLogWarnings {
+		warnings = append(warnings, fmt.Sprintf("%d more logs failing (see log_failing in gosup ctl status --json)", failing-maxLogWarnings))
+	}
 	return out, warnings, nil
 }
+
+// maxLogWarnings bounds the failing-log lines under the status table.
+const maxLogWarnings = 5
 
 func toProcStatus(st procgroup.Status, now time.Time) api.ProcStatus {
 	ps := api.ProcStatus{
@@ -97,6 +120,10 @@ func toProcStatus(st procgroup.Status, now time.Time) api.ProcStatus {
 		Pid: st.Pid, Port: st.Port, Restarts: st.Restarts, ExitStatus: st.ExitStatus,
 		SpawnError: st.SpawnError, Stdout: st.Stdout, Stderr: st.Stderr,
 		IllegalMoves: st.IllegalMoves, LogDroppedBytes: st.LogDropped,
+		StdoutDroppedBytes: st.StdoutDropped, StderrDroppedBytes: st.StderrDropped,
+	}
+	for _, f := range st.LogFailing {
+		ps.LogFailing = append(ps.LogFailing, api.LogFailure{Stream: f.Stream, Path: f.Path, Since: f.Since, Error: f.Err, DroppedBytes: f.Dropped})
 	}
 	switch st.State {
 	case procgroup.Starting, procgroup.Running, procgroup.Stopping:
@@ -231,6 +258,48 @@ func (h apiHost) Nginx() (api.NginxStatus, error) {
 }
 
 func (h apiHost) Shutdown() { h.s.requestShutdown() }
+
+func (h apiHost) ReopenLogs(patterns []string) ([]api.Result, error) {
+	return h.s.ReopenLogs(patterns)
+}
+
+// ReopenLogs closes the log files of the processes matching patterns (all
+// when none) and opens them again at their configured paths: what an
+// external rotation (logrotate's postrotate, SIGUSR1) asks for. Each
+// failure is logged; a file that could not be opened is tried again at
+// the process's next write.
+func (s *Supervisor) ReopenLogs(patterns []string) ([]api.Result, error) {
+	procs := s.all()
+	if len(patterns) > 0 {
+		var err error
+		if procs, err = s.match(patterns); err != nil {
+			return nil, patternError(err)
+		}
+	}
+	results := make([]api.Result, 0, len(procs))
+	files := 0
+	for _, p := range procs {
+		name := p.Spec().FullName()
+		paths, err := p.ReopenLogs()
+		files += len(paths)
+		res := api.Result{Name: name, OK: err == nil, State: p.Status().State.String()}
+		switch {
+		case err != nil:
+			s.log.Warn("reopen logs failed; the next write tries again", "process", name, "err", err)
+			res.Message = err.Error()
+			if len(paths) > 0 {
+				res.Message += " (reopened " + strings.Join(paths, ", ") + ")"
+			}
+		case len(paths) == 0:
+			res.Message = "no log file open"
+		default:
+			res.Message = "reopened " + strings.Join(paths, ", ")
+		}
+		results = append(results, res)
+	}
+	s.log.Info("log files reopened", "files", files, "processes", len(procs))
+	return results, nil
+}
 
 // Tail finds the log file of one process's stream and reads its last n
 // lines. Only files named in the configuration are ever read.

@@ -24,9 +24,16 @@ stderr_logfile = "none"
 // Lowering stdout_logfile_maxbytes by reload below the size of the log a
 // child is writing is an in-place change: the daemon and the child live on
 // (same pid, no respawn), the oversize file is rotated away, and rotation
-// goes on at the new limit.
+// goes on at the new limit. From 0 (no rotation, for an external rotator)
+// too: every log file goes through the copier, so only the limit changes.
 func TestReloadLowersLogMaxBytesUnderChattyChild(t *testing.T) {
-	file := writeConfig(t, fmt.Sprintf(chattyConfig, "10MB"))
+	for _, from := range []string{"10MB", "0"} {
+		t.Run("from "+from, func(t *testing.T) { reloadLowersLogMaxBytes(t, from) })
+	}
+}
+
+func reloadLowersLogMaxBytes(t *testing.T, from string) {
+	file := writeConfig(t, fmt.Sprintf(chattyConfig, from))
 	_, cl, _ := startSupervisor(t, file)
 	ctx := context.Background()
 	before := waitAll(t, cl, "RUNNING", "chatty")[0]

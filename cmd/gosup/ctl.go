@@ -34,6 +34,7 @@ func newCtlCmd(g *globalFlags) *cobra.Command {
 		newSignalCmd(g),
 		newPidCmd(g),
 		newTailCmd(g),
+		newReopenLogsCmd(g),
 		newShutdownCmd(g),
 		newNginxCmd(g),
 		newInfoCmd(g),
@@ -109,7 +110,7 @@ func printStatus(w io.Writer, st []api.ProcStatus) {
 			info = "memmon restart " + p.MemmonRestartAt.Format(time.DateTime) + ": " + p.MemmonReason
 		}
 		if p.LogDroppedBytes > 0 {
-			info = strings.TrimPrefix(info+fmt.Sprintf("; %d bytes of output dropped", p.LogDroppedBytes), "; ")
+			info = strings.TrimPrefix(info+"; "+droppedInfo(p), "; ")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t", p.Name, p.State, pid, port, up, p.Restarts)
 		if withRSS {
@@ -122,6 +123,26 @@ func printStatus(w io.Writer, st []api.ProcStatus) {
 		fmt.Fprintln(tw, info)
 	}
 	tw.Flush()
+}
+
+// droppedInfo says how much output a process lost, per stream, and which
+// of its logs fail now.
+func droppedInfo(p api.ProcStatus) string {
+	var streams []string
+	if p.StdoutDroppedBytes > 0 {
+		streams = append(streams, fmt.Sprintf("stdout %d", p.StdoutDroppedBytes))
+	}
+	if p.StderrDroppedBytes > 0 {
+		streams = append(streams, fmt.Sprintf("stderr %d", p.StderrDroppedBytes))
+	}
+	s := fmt.Sprintf("%d bytes of output dropped", p.LogDroppedBytes)
+	if len(streams) > 0 {
+		s += " (" + strings.Join(streams, ", ") + ")"
+	}
+	for _, f := range p.LogFailing {
+		s += fmt.Sprintf("; %s log failing: %s", f.Stream, f.Error)
+	}
+	return s
 }
 
 func newActionCmd(g *globalFlags, verb, short string) *cobra.Command {
@@ -334,6 +355,36 @@ func newTailCmd(g *globalFlags) *cobra.Command {
 	return c
 }
 
+func newReopenLogsCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "reopen-logs [PATTERN...]",
+		Short: "Reopen the log files of processes (all when no PATTERN) at their paths, after an external rotation (as SIGUSR1 to the daemon)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			results, err := cl.ReopenLogs(cmd.Context(), args...)
+			if err != nil {
+				return clientErr(err)
+			}
+			bad := 0
+			for _, r := range results {
+				if r.OK {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", r.Name, r.Message)
+				} else {
+					bad++
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: ERROR (%s)\n", r.Name, r.Message)
+				}
+			}
+			if bad > 0 {
+				return silent(exitFailed)
+			}
+			return nil
+		},
+	}
+}
+
 func newShutdownCmd(g *globalFlags) *cobra.Command {
 	var timeout time.Duration
 	c := &cobra.Command{
@@ -372,7 +423,7 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "info",
-		Short: "Show the daemon: pid, config, socket, uptime, memmon and alert counters, last reload, panics recovered",
+		Short: "Show the daemon: pid, config, socket, uptime, memmon and alert counters, last reload, log output dropped, panics recovered",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := g.client()
@@ -404,6 +455,14 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 				last = "FAILED at " + r.At.Format(time.DateTime) + ": " + r.Error
 			}
 			fmt.Fprintf(out, "last reload:     %s\n", last)
+			dropped := "none"
+			if info.LogDroppedBytes > 0 || info.LogsFailing > 0 {
+				dropped = fmt.Sprintf("%d bytes by %d processes", info.LogDroppedBytes, info.LogDroppedProcesses)
+				if info.LogsFailing > 0 {
+					dropped += fmt.Sprintf("; %d logs failing now (see gosup ctl status)", info.LogsFailing)
+				}
+			}
+			fmt.Fprintf(out, "log dropped:     %s\n", dropped)
 			if len(info.Panics) == 0 {
 				fmt.Fprintf(out, "panics:          none\n")
 			}

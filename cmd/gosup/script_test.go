@@ -71,12 +71,14 @@ func TestScripts(t *testing.T) {
 			"hupstorm":  cmdHupstorm,
 			"sighup":    cmdSighup,
 			"envsubst":  cmdEnvsubst,
+			"jobseq":    cmdJobseq,
 		},
 		Condition: func(cond string) (bool, error) {
 			// [nginx]: nginx can run here. Under CI=true it always holds,
 			// so a missing nginx fails the script instead of skipping it.
-			if cond == "nginx" {
-				_, err := exec.LookPath("nginx")
+			// [logrotate] likewise for Debian's logrotate.
+			if cond == "nginx" || cond == "logrotate" {
+				_, err := exec.LookPath(cond)
 				return err == nil || os.Getenv("CI") == "true", nil
 			}
 			// [root]: the script runs as root (CI does: there it always
@@ -338,5 +340,48 @@ func cmdEnvsubst(ts *testscript.TestScript, neg bool, args []string) {
 			return []byte(v)
 		})
 		ts.Check(os.WriteFile(path, out, 0o644))
+	}
+}
+
+// cmdJobseq checks that FILEs, read in order, hold NAME's demo-worker
+// output whole: "job 1 done" to "job N done" with none missing, repeated
+// or cut, each file holding some, then at most its "worker stopping" line.
+//
+//	jobseq NAME FILE...
+func cmdJobseq(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: jobseq NAME FILE...")
+	}
+	job := regexp.MustCompile(`^` + regexp.QuoteMeta(args[0]) + ` worker pid [0-9]+: job ([0-9]+) done$`)
+	next, stopped := 1, false
+	for _, f := range args[1:] {
+		b, err := os.ReadFile(ts.MkAbs(f))
+		ts.Check(err)
+		if len(b) == 0 || b[len(b)-1] != '\n' {
+			ts.Fatalf("jobseq: %s is empty or ends in a cut line", f)
+		}
+		jobs := 0
+		for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+			if stopped {
+				ts.Fatalf("jobseq: %s: %q after the worker stopped", f, line)
+			}
+			if line == args[0]+" worker stopping" {
+				stopped = true
+				continue
+			}
+			m := job.FindStringSubmatch(line)
+			if m == nil {
+				ts.Fatalf("jobseq: %s: unexpected line %q", f, line)
+			}
+			if n, _ := strconv.Atoi(m[1]); n != next {
+				ts.Fatalf("jobseq: %s: job %d where job %d was due", f, n, next)
+			}
+			next++
+			jobs++
+		}
+		if jobs == 0 {
+			ts.Fatalf("jobseq: %s holds no job line", f)
+		}
+		ts.Logf("%s: %d jobs, up to job %d", f, jobs, next-1)
 	}
 }

@@ -44,6 +44,12 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 			for _, k := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} {
 				os.Unsetenv(k)
 			}
+			// SIGUSR1 reopens the log files at their paths, as for
+			// nginx (logrotate's postrotate); registered before the
+			// daemon runs, so an early one does not kill it.
+			usr1 := make(chan os.Signal, 1)
+			signal.Notify(usr1, syscall.SIGUSR1)
+			defer signal.Stop(usr1)
 			d := supervisor.New(cfg, opts)
 			// SIGHUP reloads, as for supervisord and nginx; a storm of them
 			// coalesces into one reload running and one pending.
@@ -54,6 +60,12 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 				for range hup {
 					log.Info("SIGHUP received: reloading the configuration")
 					d.RequestReload()
+				}
+			}()
+			go func() {
+				for range usr1 {
+					log.Info("SIGUSR1 received: reopening log files")
+					_, _ = d.ReopenLogs(nil)
 				}
 			}()
 			err = d.Run(ctx)

@@ -46,6 +46,24 @@ type ProcStatus struct {
 	// a log file that refused it (disk full), or a log copier that
 	// panicked and discarded the rest of that spawn's output.
 	LogDroppedBytes int64 `json:"log_dropped_bytes,omitempty"`
+	// StdoutDroppedBytes and StderrDroppedBytes split LogDroppedBytes by
+	// stream (stderr redirected to stdout counts as stdout).
+	StdoutDroppedBytes int64 `json:"stdout_dropped_bytes,omitempty"`
+	StderrDroppedBytes int64 `json:"stderr_dropped_bytes,omitempty"`
+	// LogFailing lists the logs that refuse output now (disk full,
+	// read-only): their output is dropped and counted until they take it
+	// again.
+	LogFailing []LogFailure `json:"log_failing,omitempty"`
+}
+
+// LogFailure is one log that refuses output now.
+type LogFailure struct {
+	Stream string    `json:"stream"` // stdout or stderr
+	Path   string    `json:"path"`   // the file, or "syslog"
+	Since  time.Time `json:"since"`
+	Error  string    `json:"error"` // the last write's error
+	// DroppedBytes is what was lost since then.
+	DroppedBytes int64 `json:"dropped_bytes"`
 }
 
 // Info describes the daemon.
@@ -67,6 +85,12 @@ type Info struct {
 	WatchdogLastFailure string `json:"watchdog_last_failure,omitempty"`
 	// LastReload is the outcome of the last reload (zero before any).
 	LastReload ReloadStatus `json:"last_reload"`
+	// LogDroppedBytes is the output lost by all processes (the sum of
+	// their log_dropped_bytes), LogDroppedProcesses how many lost some,
+	// and LogsFailing how many logs refuse output now.
+	LogDroppedBytes     int64 `json:"log_dropped_bytes"`
+	LogDroppedProcesses int   `json:"log_dropped_processes"`
+	LogsFailing         int   `json:"logs_failing"`
 	// Panics lists the side features that panicked (each a gosup bug),
 	// by component: the processes were left alone.
 	Panics []Panic `json:"panics,omitempty"`
@@ -103,6 +127,12 @@ type Result struct {
 	OK      bool   `json:"ok"`
 	State   string `json:"state"`
 	Message string `json:"message,omitempty"`
+}
+
+// ReopenRequest is the body of reopen-logs: the processes whose logs to
+// reopen (all when none).
+type ReopenRequest struct {
+	Patterns []string `json:"patterns,omitempty"`
 }
 
 // ReloadRequest is the body of reload.

@@ -153,6 +153,14 @@ func (c *Client) Action(ctx context.Context, verb string, req ActionRequest) ([]
 	return out.Results, err
 }
 
+// ReopenLogs has the daemon reopen the log files of the processes matching
+// patterns (all when none) at their paths, after an external rotation.
+func (c *Client) ReopenLogs(ctx context.Context, patterns ...string) ([]Result, error) {
+	var out ActionResponse
+	err := c.do(ctx, http.MethodPost, "/v1/reopen-logs", nil, ReopenRequest{Patterns: patterns}, &out)
+	return out.Results, err
+}
+
 // Shutdown asks the daemon to stop everything and exit.
 func (c *Client) Shutdown(ctx context.Context) (Info, error) {
 	var out Info

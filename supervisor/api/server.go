@@ -31,6 +31,10 @@ type Daemon interface {
 	// Tail returns the log file of one process's stream (stdout or
 	// stderr) and its last n lines.
 	Tail(name, stream string, n int) (path string, last []byte, err error)
+	// ReopenLogs closes the log files of the processes matching patterns
+	// (all when none) and opens them again at their paths, one result per
+	// process.
+	ReopenLogs(patterns []string) ([]Result, error)
 	// Shutdown makes the daemon stop everything and exit; it does not wait.
 	Shutdown()
 }
@@ -74,6 +78,7 @@ func NewHandler(d Daemon) http.Handler {
 	mux.HandleFunc("POST /v1/shutdown", s.shutdown)
 	mux.HandleFunc("GET /v1/nginx", s.nginx)
 	mux.HandleFunc("POST /v1/reload", s.reload)
+	mux.HandleFunc("POST /v1/reopen-logs", s.reopenLogs)
 	return mux
 }
 
@@ -143,6 +148,22 @@ func (s server) reload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, plan)
+}
+
+// reopenLogs reopens log files at their paths (after an external
+// rotation); an empty body means every process.
+func (s server) reopenLogs(w http.ResponseWriter, r *http.Request) {
+	var req ReopenRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		writeErr(w, Invalid(fmt.Errorf("bad request body: %w", err)))
+		return
+	}
+	results, err := s.d.ReopenLogs(req.Patterns)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ActionResponse{Results: results})
 }
 
 func (s server) nginx(w http.ResponseWriter, r *http.Request) {
