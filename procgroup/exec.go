@@ -17,10 +17,11 @@ import (
 )
 
 // childEnv is the daemon's environment plus daemonEnv, supervisord's
-// SUPERVISOR_* variables, PORT, GOSUP_PROCESS and the program's environment, later
-// entries replacing earlier ones (execve keeps duplicates and getenv takes
-// the first, so they are merged here).
-func childEnv(s *ProcSpec, daemonEnv []string) []string {
+// SUPERVISOR_* variables, PORT, GOSUP_PROCESS, the program's environment
+// and last the spawn's own entries (its GOSUP_SPAWN marker), later entries
+// replacing earlier ones (execve keeps duplicates and getenv takes the
+// first, so they are merged here).
+func childEnv(s *ProcSpec, daemonEnv []string, spawnEnv ...string) []string {
 	base := os.Environ()
 	extra := slices.Concat(daemonEnv, []string{
 		"SUPERVISOR_ENABLED=1",
@@ -32,6 +33,7 @@ func childEnv(s *ProcSpec, daemonEnv []string) []string {
 		extra = append(extra, "PORT="+strconv.Itoa(s.Port))
 	}
 	extra = append(extra, s.Env...)
+	extra = append(extra, spawnEnv...)
 	idx := make(map[string]int, len(base)+len(extra))
 	out := make([]string, 0, len(base)+len(extra))
 	for _, kv := range append(base, extra...) {
@@ -148,7 +150,7 @@ func checkPort(port int) error {
 		return fmt.Errorf("port %d: %w", port, err)
 	}
 	if pid, comm := portOwner(port); pid > 0 {
-		return fmt.Errorf("port %d in use by pid %d (%s)", port, pid, comm)
+		return &portBusyError{port: port, pid: pid, comm: comm}
 	}
 	return fmt.Errorf("port %d in use by another process (not visible to gosup)", port)
 }
@@ -193,4 +195,14 @@ func portOwner(port int) (int, string) {
 		}
 	}
 	return 0, ""
+}
+
+// portBusyError is a port another process listens on.
+type portBusyError struct {
+	port, pid int
+	comm      string
+}
+
+func (e *portBusyError) Error() string {
+	return fmt.Sprintf("port %d in use by pid %d (%s)", e.port, e.pid, e.comm)
 }

@@ -81,6 +81,50 @@ func helperMain(args []string) int {
 		os.Stdout.Close()
 		// Exit without waiting: the grandchildren are re-parented to the subreaper.
 		return 0
+	case "forkmany": // forkmany N PIDFILE CODE: start N sleeping grandchildren in our group (holding our stdout), list their pids, then exit CODE (or sleep if CODE is "-")
+		n, _ := strconv.Atoi(arg(0))
+		var pids strings.Builder
+		for range n {
+			cmd := exec.Command("/bin/sleep", "3600")
+			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+			if err := cmd.Start(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			fmt.Fprintln(&pids, cmd.Process.Pid)
+		}
+		if err := writeFileAtomic(arg(1), pids.String()); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if arg(2) == "-" {
+			select {}
+		}
+		code, _ := strconv.Atoi(arg(2))
+		return code
+	case "daemonize": // daemonize PIDFILE: start a daemon by double fork and setsid, append its pid to PIDFILE, exit 1
+		cmd := exec.Command(os.Args[0], "setsid-fork", arg(0))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "daemonize:", err)
+			return 2
+		}
+		return 1
+	case "setsid-fork": // setsid-fork PIDFILE: start a sleeping daemon with no stdio, append its pid to PIDFILE, exit
+		cmd := exec.Command("/bin/sleep", "3600")
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		f, err := os.OpenFile(arg(0), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return 1
+		}
+		_, err = fmt.Fprintln(f, cmd.Process.Pid)
+		if f.Close() != nil || err != nil {
+			return 1
+		}
+		return 0
 	case "echo": // echo OUT ERR: one line to each stream
 		fmt.Fprintln(os.Stdout, arg(0))
 		fmt.Fprintln(os.Stderr, arg(1))
@@ -201,4 +245,12 @@ func recordSpawns(p *Process) func() []time.Time {
 		defer mu.Unlock()
 		return slices.Clone(spawns)
 	}
+}
+
+// writeFileAtomic writes a whole file that a reader never sees half-written.
+func writeFileAtomic(path, content string) error {
+	if err := os.WriteFile(path+".tmp", []byte(content), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
 }

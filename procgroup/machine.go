@@ -31,11 +31,12 @@ const (
 	opSpawnFailed // the spawn itself failed
 	opExit        // the child exited
 	opKillTimer   // stopwaitsecs passed while stopping
+	opSwept       // the last child's leftovers are gone
 	numOps
 )
 
 var opNames = [numOps]string{"start", "stop", "stop-pid", "signal", "set-spec",
-	"respawn-timer", "startsecs-timer", "ready-check", "spawn-failed", "exit", "kill-timer"}
+	"respawn-timer", "startsecs-timer", "ready-check", "spawn-failed", "exit", "kill-timer", "swept"}
 
 func (o op) String() string {
 	if o < numOps {
@@ -56,8 +57,8 @@ const (
 	actRefuse                    // refused with the rule's error; nothing changes
 	actNone                      // accepted; nothing to do
 	actSpawn                     // spawn: STARTING (BACKOFF or FATAL at once if the spawn fails)
-	actStop                      // send stopsignal: STOPPING, SIGKILL after stopwaitsecs
-	actCancel                    // no child: drop the pending respawn, STOPPED
+	actStop                      // send stopsignal: STOPPING, SIGKILL after stopwaitsecs (STOPPING until the leftovers are gone, if the launch waited for them)
+	actCancel                    // no child: drop the pending respawn, STOPPED (STOPPING while the last child's leftovers are being stopped)
 	actCancelIf                  // as actCancel if a respawn is pending, else refuse with the rule's error
 	actSignal                    // signal the child
 	actSetSpec                   // take the new spec (limits now, the rest at the next spawn)
@@ -67,6 +68,7 @@ const (
 	actExited                    // the exit policy: EXITED, respawned later or not
 	actStopped                   // STOPPED
 	actKill                      // SIGKILL the child (or its group); still STOPPING
+	actLaunch                    // start the child that waited for the leftovers; still STARTING
 )
 
 // rule is what an operation does in a state.
@@ -109,6 +111,7 @@ var machine = [...][numOps]rule{
 		opReady:       {do: actReady, to: to(Running)},
 		opSpawnFailed: failRule,
 		opExit:        failRule,
+		opSwept:       {do: actLaunch},
 	},
 	Running: {
 		opStart:   refuse(ErrAlreadyStarted),
@@ -120,11 +123,12 @@ var machine = [...][numOps]rule{
 	},
 	Backoff: {
 		opStart:   refuse(ErrAlreadyStarted), // supervisord: BACKOFF is a running state
-		opStop:    {do: actCancel, to: to(Stopped)},
+		opStop:    {do: actCancel, to: to(Stopped, Stopping)},
 		opStopPid: refuse(ErrPidChanged),
 		opSignal:  refuse(ErrNotRunning),
 		opSetSpec: setSpecRule,
 		opRespawn: spawnRule,
+		opSwept:   {do: actNone},
 	},
 	Stopping: {
 		opStart:     refuse(ErrStopping),
@@ -134,14 +138,16 @@ var machine = [...][numOps]rule{
 		opSetSpec:   setSpecRule,
 		opExit:      {do: actStopped, to: to(Stopped)},
 		opKillTimer: {do: actKill},
+		opSwept:     {do: actStopped, to: to(Stopped)},
 	},
 	Exited: {
 		opStart:   spawnRule,
-		opStop:    {do: actCancelIf, to: to(Stopped), err: ErrNotRunning},
+		opStop:    {do: actCancelIf, to: to(Stopped, Stopping), err: ErrNotRunning},
 		opStopPid: refuse(ErrPidChanged),
 		opSignal:  refuse(ErrNotRunning),
 		opSetSpec: setSpecRule,
 		opRespawn: spawnRule,
+		opSwept:   {do: actNone},
 	},
 	Fatal: {
 		opStart:   spawnRule,
@@ -149,6 +155,7 @@ var machine = [...][numOps]rule{
 		opStopPid: refuse(ErrPidChanged),
 		opSignal:  refuse(ErrNotRunning),
 		opSetSpec: setSpecRule,
+		opSwept:   {do: actNone},
 	},
 	Unknown: {
 		opStart:   refuse(ErrUnknownState),

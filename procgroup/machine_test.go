@@ -32,11 +32,12 @@ var wantRequests = map[State]map[op]any{
 
 // The events each state expects; any other event there is a bug.
 var wantEvents = map[State]map[op]action{
-	Starting: {opStartSecs: actStartSecs, opReady: actReady, opSpawnFailed: actStartFailed, opExit: actStartFailed},
+	Starting: {opStartSecs: actStartSecs, opReady: actReady, opSpawnFailed: actStartFailed, opExit: actStartFailed, opSwept: actLaunch},
 	Running:  {opExit: actExited},
-	Backoff:  {opRespawn: actSpawn},
-	Stopping: {opExit: actStopped, opKillTimer: actKill},
-	Exited:   {opRespawn: actSpawn},
+	Backoff:  {opRespawn: actSpawn, opSwept: actNone},
+	Stopping: {opExit: actStopped, opKillTimer: actKill, opSwept: actStopped},
+	Exited:   {opRespawn: actSpawn, opSwept: actNone},
+	Fatal:    {opSwept: actNone},
 }
 
 // Every legal move from one state to another.
@@ -44,9 +45,9 @@ var wantMoves = map[State][]State{
 	Stopped:  {Starting},
 	Starting: {Running, Backoff, Fatal, Stopping},
 	Running:  {Stopping, Exited},
-	Backoff:  {Starting, Stopped},
+	Backoff:  {Starting, Stopped, Stopping},
 	Stopping: {Stopped},
-	Exited:   {Starting, Stopped},
+	Exited:   {Starting, Stopped, Stopping},
 	Fatal:    {Starting},
 }
 
@@ -55,7 +56,7 @@ var actionNames = map[string]action{"spawn": actSpawn, "stop": actStop, "cancel"
 
 // The states each action may lead to.
 var wantTargets = map[action][]State{
-	actSpawn: {Starting}, actStop: {Stopping}, actCancel: {Stopped}, actCancelIf: {Stopped},
+	actSpawn: {Starting}, actStop: {Stopping}, actCancel: {Stopped, Stopping}, actCancelIf: {Stopped, Stopping},
 	actStartSecs: {Running}, actReady: {Running}, actStartFailed: {Backoff, Fatal},
 	actExited: {Exited}, actStopped: {Stopped},
 }

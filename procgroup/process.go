@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup/guard"
+	"github.com/gosup/gosup/procgroup/proctree"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"golang.org/x/sys/unix"
 )
@@ -272,6 +273,20 @@ type loop struct {
 	ready       bool
 	startWaited bool
 	notReady    string // why the current spawn was killed while STARTING
+	// marker is the current (or last) spawn's GOSUP_SPAWN entry.
+	marker string
+	// groupStopped says the stop signal went to the child's whole group.
+	groupStopped bool
+	// Leftovers of the last child (or the own orphan holding the port)
+	// are being stopped while sweepC is set; its result arrives there.
+	// No child is spawned meanwhile: a spawn waits in STARTING with
+	// launchPending, and a stop waits in STOPPING.
+	sweepC        chan sweepResult
+	sweepCancel   context.CancelFunc
+	launchPending bool
+	// reclaimed says this start already stopped an own orphan that held
+	// the port: the port is not reclaimed twice in a row.
+	reclaimed bool
 }
 
 func (l *loop) arm(kind timerKind, d time.Duration) {
@@ -295,9 +310,17 @@ func (p *Process) Run(ctx context.Context) {
 		l.timer.Stop()
 		p.stopProbe(l)
 		if l.proc != nil {
+			pid := l.pid
 			p.killGroup(l, unix.SIGKILL)
 			<-l.exitC
 			l.proc.Release()
+			if found := findLeftovers(pid, l.marker, p.rp.Subscribed); len(found) > 0 {
+				p.startSweep(l, "leftover processes of the killed child", found, p.leftoversOf(pid, l.marker), 0)
+			}
+		}
+		if l.sweepC != nil {
+			l.sweepCancel() // SIGKILL whatever is left, at once
+			p.sweepDone(<-l.sweepC)
 		}
 		p.out.close()
 	}()
@@ -313,6 +336,8 @@ func (p *Process) Run(ctx context.Context) {
 			p.onTimer(l)
 		case err := <-l.readyC:
 			p.onReady(l, err)
+		case res := <-l.sweepC:
+			p.onSwept(l, res)
 		}
 	}
 }
@@ -406,8 +431,15 @@ func (p *Process) handle(l *loop, r request) error {
 		fallthrough
 	case actCancel:
 		l.disarm()
+		if l.sweepC != nil {
+			// STOPPED once the last child's leftovers are gone.
+			return p.setState(l, r.op, Stopping, func(s *Status) { s.Reason = ReasonSweeping })
+		}
 		return p.setState(l, r.op, Stopped, func(s *Status) { s.Reason = "stopped by request" })
 	case actSignal:
+		if l.proc == nil && l.launchPending {
+			return ErrNotRunning
+		}
 		if l.proc == nil {
 			return p.illegal(fmt.Errorf("%w: %s in %s without a child", ErrIllegalMove, r.op, l.state))
 		}
@@ -426,6 +458,13 @@ func (p *Process) handle(l *loop, r request) error {
 // claims a child the loop does not have is a bug: it is reported, and as
 // nothing runs the process is STOPPED at once; nothing is signalled.
 func (p *Process) beginStop(l *loop, o op) error {
+	if l.proc == nil && l.launchPending {
+		// Nothing spawned yet: the launch is dropped, and the process is
+		// STOPPED once the leftovers it waited for are gone.
+		l.launchPending = false
+		l.disarm()
+		return p.setState(l, o, Stopping, func(s *Status) { s.Reason = ReasonSweeping })
+	}
 	if l.proc == nil {
 		_ = p.illegal(fmt.Errorf("%w: %s in %s without a child", ErrIllegalMove, o, l.state))
 		p.force(l, o, Stopped, func(s *Status) { s.Pid = 0; s.Reason = "stopped by request (no child was running)" })
@@ -437,6 +476,7 @@ func (p *Process) beginStop(l *loop, o op) error {
 	sp := p.spec.Program
 	l.disarm()
 	sig := unix.Signal(sp.StopSignal)
+	l.groupStopped = sp.StopAsGroup
 	if sp.StopAsGroup {
 		p.killGroup(l, sig)
 	} else if err := l.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
@@ -513,6 +553,16 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 		s.ExitDesc = ex.String()
 	}
 	p.log.Info("exited", "pid", pid, "status", ex.String(), "uptime", uptime.Round(time.Millisecond), "state", l.state)
+	// What the child started and left running is stopped before the
+	// process is STOPPED or spawned again.
+	if found := findLeftovers(pid, l.marker, p.rp.Subscribed); len(found) > 0 {
+		skip := 0
+		if l.state == Stopping && l.groupStopped {
+			skip = pid // they have had the stop signal with the child
+		}
+		p.startSweep(l, fmt.Sprintf("leftover processes of pid %d", pid), found, p.leftoversOf(pid, l.marker), skip)
+	}
+	l.groupStopped = false
 	// An exit is a fact: if the table refuses it (a bug, already reported
 	// by event or setState), the exit is still recorded, and the process
 	// is left STOPPED or EXITED, not restarted, rather than in a state that
@@ -521,6 +571,11 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 	switch p.event(l, opExit).do {
 	case actStopped:
 		l.disarm()
+		if l.sweepC != nil {
+			// Still STOPPING, until the leftovers are gone.
+			p.update(func(s *Status) { setExit(s); s.Reason = ReasonSweeping })
+			break
+		}
 		err = p.setState(l, opExit, Stopped, func(s *Status) { setExit(s); s.Reason = "stopped" })
 	case actStartFailed:
 		l.disarm()
@@ -590,13 +645,46 @@ func (p *Process) applyFailure(l *loop, o op, d Decision, f func(*Status)) error
 }
 
 // spawn moves to STARTING as part of o and starts the child; a failed spawn
-// goes through the start-failure policy at once.
+// goes through the start-failure policy at once. While the last child's
+// leftovers are being stopped, the child starts once they are gone.
 func (p *Process) spawn(l *loop, o op) error {
 	if err := p.setState(l, o, Starting, nil); err != nil {
 		return err
 	}
-	proc, exitC, err := p.launch()
+	l.reclaimed = false
+	if l.sweepC != nil {
+		l.launchPending = true
+		p.update(func(s *Status) { s.Reason = ReasonSweepFirst })
+		return nil
+	}
+	p.startChild(l)
+	return nil
+}
+
+// startChild starts the child of a process in STARTING.
+func (p *Process) startChild(l *loop) {
+	marker := newSpawnMarker(p.spec.FullName())
+	proc, exitC, err := p.launch(marker)
 	now := time.Now()
+	var busy *portBusyError
+	if errors.As(err, &busy) && !l.reclaimed && p.ownOrphan(busy.pid) {
+		// One of this daemon's own orphans holds the port: stop it (and
+		// what it started), then start.
+		if st, serr := proctree.Stat(busy.pid); serr == nil {
+			l.reclaimed = true
+			l.launchPending = true
+			found := appendTree(nil, map[int]bool{}, st)
+			p.log.Warn("port held by an orphan of this daemon; stopping it", "port", busy.port, "pid", busy.pid)
+			p.startSweep(l, fmt.Sprintf("orphan holding port %d", busy.port), found, func() []leftover {
+				if cur, err := proctree.Stat(st.Pid); err == nil && cur.Start == st.Start && cur.State != 'Z' {
+					return appendTree(nil, map[int]bool{}, cur)
+				}
+				return nil
+			}, 0)
+			p.update(func(s *Status) { s.Reason = ReasonSweepFirst })
+			return
+		}
+	}
 	if err != nil {
 		p.log.Error("spawn failed", "err", err)
 		d := p.policy.OnStartFailure(l.backoff, 0, true)
@@ -605,9 +693,9 @@ func (p *Process) spawn(l *loop, o op) error {
 			// No child, whatever the table says: not left STARTING.
 			p.force(l, opSpawnFailed, Fatal, func(s *Status) { setErr(s); s.Reason = ReasonSpawnGiveUp })
 		}
-		return nil
+		return
 	}
-	l.proc, l.exitC, l.pid, l.spawnedAt = proc, exitC, proc.Pid, now
+	l.proc, l.exitC, l.pid, l.spawnedAt, l.marker = proc, exitC, proc.Pid, now, marker
 	p.log.Info("spawned", "pid", proc.Pid)
 	if p.OnSpawn != nil {
 		p.OnSpawn(p, proc.Pid, now)
@@ -650,10 +738,9 @@ func (p *Process) spawn(l *loop, o op) error {
 		// startsecs = 0 has passed already.
 		l.startWaited = true
 		p.maybeRunning(l, opStartSecs)
-		return nil
+		return
 	}
 	l.arm(timerStartSecs, p.policy.StartWait)
-	return nil
 }
 
 // maybeRunning moves STARTING to RUNNING, as part of o (startsecs passing
@@ -715,10 +802,10 @@ func (p *Process) setSpec(l *loop, spec *ProcSpec) {
 	p.update(func(s *Status) { s.setSpec(spec) })
 }
 
-// launch prepares and spawns the child through the reaper.
-func (p *Process) launch() (*os.Process, <-chan reaper.Exit, error) {
+// launch prepares and spawns the child, marked with marker, through the reaper.
+func (p *Process) launch(marker string) (*os.Process, <-chan reaper.Exit, error) {
 	s := p.spec
-	env := childEnv(s, p.DaemonEnv)
+	env := childEnv(s, p.DaemonEnv, marker)
 	if s.Dir != "" {
 		if fi, err := os.Stat(s.Dir); err != nil {
 			return nil, nil, fmt.Errorf("directory: %w", err)
@@ -766,4 +853,97 @@ func (p *Process) launch() (*os.Process, <-chan reaper.Exit, error) {
 		return nil, nil, fmt.Errorf("spawn %s: %w", path, err)
 	}
 	return proc, exitC, nil
+}
+
+// Reasons shown while leftovers are being stopped.
+const (
+	ReasonSweeping   = "stopping the processes its last child left running"
+	ReasonSweepFirst = "waiting for the processes its last child left running to stop"
+)
+
+// leftoversOf looks for what the child leader, marked with marker, left.
+func (p *Process) leftoversOf(leader int, marker string) func() []leftover {
+	rp := p.rp
+	return func() []leftover { return findLeftovers(leader, marker, rp.Subscribed) }
+}
+
+// startSweep stops found (and what find finds later) on a goroutine: the
+// program's stop signal (not to members of group skipGroup, which had it),
+// SIGKILL after stopwaitsecs. Its result arrives on l.sweepC.
+func (p *Process) startSweep(l *loop, what string, found []leftover, find func() []leftover, skipGroup int) {
+	sp := p.spec.Program
+	ctx, cancel := context.WithCancel(context.Background())
+	c := make(chan sweepResult, 1)
+	l.sweepC, l.sweepCancel = c, cancel
+	sig, wait := unix.Signal(sp.StopSignal), time.Duration(sp.StopWaitSecs)*time.Second
+	p.log.Info("stopping "+what, "count", len(found), "signal", unix.SignalName(sig))
+	p.guard().Go("leftover sweep", "its leftover processes were left running",
+		func() { c <- sweep(ctx, found, find, sig, skipGroup, wait) },
+		func() {
+			select {
+			case c <- sweepResult{left: -1}:
+			default:
+			}
+		})
+}
+
+// onSwept takes the result of the sweep: the process may now be STOPPED,
+// or spawn.
+func (p *Process) onSwept(l *loop, res sweepResult) {
+	p.sweepDone(res)
+	l.sweepC, l.sweepCancel = nil, nil
+	switch p.event(l, opSwept).do {
+	case actStopped:
+		_ = p.setState(l, opSwept, Stopped, func(s *Status) { s.Reason = "stopped" })
+	case actLaunch:
+		if l.launchPending {
+			l.launchPending = false
+			p.startChild(l)
+		}
+	}
+}
+
+// sweepDone logs what a sweep did.
+func (p *Process) sweepDone(res sweepResult) {
+	switch {
+	case res.left < 0:
+		// The sweep panicked; the guard logged it.
+	case res.left > 0:
+		p.log.Error("leftover processes survived SIGKILL; they run unsupervised", "count", res.left, "found", res.found)
+	case res.killed > 0:
+		p.log.Warn("leftover processes did not stop in time, killed them", "found", res.found, "killed", res.killed, "stopwaitsecs", p.spec.Program.StopWaitSecs)
+	default:
+		p.log.Info("leftover processes stopped", "found", res.found)
+	}
+}
+
+// ownOrphan reports whether pid is an orphan of this daemon: it carries
+// the daemon's marker (every entry of DaemonEnv) in its environment, and
+// it descends from the daemon through processes the daemon did not spawn
+// (so it is no running process's child: a port clash between two
+// programs is still reported, not settled by killing one of them).
+func (p *Process) ownOrphan(pid int) bool {
+	if len(p.DaemonEnv) == 0 {
+		return false
+	}
+	for _, kv := range p.DaemonEnv {
+		if !proctree.HasEnv(pid, kv) {
+			return false
+		}
+	}
+	self := os.Getpid()
+	for range 1000 { // a bound, should /proc show a loop mid-change
+		if pid == self || p.rp.Subscribed(pid) {
+			return false
+		}
+		st, err := proctree.Stat(pid)
+		if err != nil {
+			return false
+		}
+		if st.PPid == self {
+			return true
+		}
+		pid = st.PPid
+	}
+	return false
 }

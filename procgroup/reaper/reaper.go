@@ -163,6 +163,16 @@ func (r *Reaper) StartUmask(mask int, fn func() (*os.Process, error)) (*os.Proce
 	return res.proc, res.exit, res.err
 }
 
+// Subscribed reports whether pid is a child spawned through Start whose
+// exit has not been handed out yet: a child the daemon spawned, not an
+// orphan re-parented to it.
+func (r *Reaper) Subscribed(pid int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.subs[pid]
+	return ok
+}
+
 func (r *Reaper) spawner(ctx context.Context) {
 	// Never unlocked: the thread dies with the daemon, and with it the
 	// parent-death signal fires for every child spawned here.

@@ -1,0 +1,364 @@
+package procgroup
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gosup/gosup/procgroup/reaper"
+	"golang.org/x/sys/unix"
+)
+
+// The tests below check "no orphans": whatever a process started is gone
+// when the process is reported STOPPED, and before it is spawned again.
+
+// readPids waits for path to list at least n pids, one a line.
+func readPids(t *testing.T, path string, n int) []int {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		var pids []int
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+		if len(pids) >= n {
+			return pids
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s lists %d pids, want %d", path, len(pids), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func aliveOf(pids []int) []int {
+	var out []int
+	for _, pid := range pids {
+		if alive(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// killAtEnd SIGKILLs whatever a test's processes left, so a failing test
+// does not leave 200 sleeps behind.
+func killAtEnd(t *testing.T, pidfile string) {
+	t.Cleanup(func() {
+		b, _ := os.ReadFile(pidfile)
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil && alive(pid) {
+				_ = syscallKill(pid)
+			}
+		}
+	})
+}
+
+// A shell wrapper without exec: stopping it must stop the app it runs, so
+// the port is free when the process is STOPPED and the next start works.
+func TestShellWrapperChildStopsWithIt(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "wrapper.sh")
+	// The line after the app keeps the shell from exec'ing it.
+	body := "#!/bin/sh\n\"$HELPER_BIN\" serve 0s 200\necho \"app exited: $?\"\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := helperSpec()
+	spec.Command = script
+	spec.Environment["HELPER_BIN"] = os.Args[0]
+	spec.PortStart = freePortRange(t, 1)
+	p := newTestPool(t, spec).Procs()[0]
+	for round := range 2 {
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		st := waitState(t, p, Running, 30*time.Second)
+		if st.Spawns != round+1 {
+			t.Fatalf("round %d: %d spawns", round, st.Spawns)
+		}
+		// RUNNING: the app listens (the tcp check passed).
+		app, _ := portOwner(spec.PortStart)
+		if app == 0 || app == st.Pid {
+			t.Fatalf("round %d: the port is held by pid %d, want the wrapper's child (wrapper %d)", round, app, st.Pid)
+		}
+		t.Cleanup(func() {
+			if alive(app) {
+				_ = syscallKill(app)
+			}
+		})
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, p, Stopped, 30*time.Second)
+		// STOPPED means everything is gone: no waiting here.
+		if err := checkPort(spec.PortStart); err != nil {
+			t.Fatalf("round %d: STOPPED, but the wrapper's app still holds the port: %v", round, err)
+		}
+		if alive(app) {
+			t.Fatalf("round %d: STOPPED, but the wrapper's app (pid %d) lives", round, app)
+		}
+	}
+}
+
+// A child that started 200 grandchildren in its group and keeps running:
+// a plain stop (no stopasgroup) signals the child only, and STOPPED must
+// still mean that all 200 are gone.
+func TestStopStopsEveryDescendant(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "gc.pids")
+	killAtEnd(t, pidfile)
+	spec := helperSpec("forkmany", "200", pidfile, "-")
+	p := newTestPool(t, spec).Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Running, 30*time.Second)
+	gcs := readPids(t, pidfile, 200)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Stopped, 60*time.Second)
+	if left := aliveOf(gcs); len(left) > 0 {
+		t.Fatalf("STOPPED, but %d of 200 grandchildren live, e.g. pid %d", len(left), left[0])
+	}
+}
+
+// A child that starts 200 grandchildren and exits: they are stopped when
+// it exits (killasgroup or not), and the process is not spawned again
+// before they are gone.
+func TestExitStopsEveryDescendantBeforeRespawn(t *testing.T) {
+	dir := t.TempDir()
+	pidfile := filepath.Join(dir, "gc.pids")
+	killAtEnd(t, pidfile)
+	spec := helperSpec("forkmany", "200", pidfile, "3")
+	spec.KillAsGroup = true
+	spec.AutoRestart = RestartAlways
+	spec.BackoffMax = 0
+	p := newTestPool(t, spec).Procs()[0]
+	var leftAtRespawn atomic.Int64
+	leftAtRespawn.Store(-1)
+	p.OnSpawn = func(_ *Process, _ int, _ time.Time) {
+		if b, err := os.ReadFile(pidfile); err == nil && leftAtRespawn.Load() < 0 {
+			// The second spawn: count the first one's survivors.
+			var pids []int
+			for _, f := range strings.Fields(string(b)) {
+				pid, _ := strconv.Atoi(f)
+				pids = append(pids, pid)
+			}
+			leftAtRespawn.Store(int64(len(aliveOf(pids))))
+			_ = os.Rename(pidfile, pidfile+".1")
+		}
+	}
+	killAtEnd(t, pidfile+".1")
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	first := readPids(t, pidfile, 200)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := p.Wait(ctx, func(s Status) bool { return s.Spawns >= 2 }); err != nil {
+		t.Fatalf("not respawned: %v (%d of the first spawn's 200 grandchildren alive)", err, len(aliveOf(first)))
+	}
+	if n := leftAtRespawn.Load(); n != 0 {
+		t.Fatalf("respawned while %d of the first spawn's 200 grandchildren lived", n)
+	}
+	if err := p.Stop(); err != nil && err != ErrNotRunning {
+		t.Fatal(err)
+	}
+	waitState(t, p, Stopped, 60*time.Second)
+}
+
+// Daemons that double-fork and setsid out of the child's process group are
+// stopped with it: they do not pile up across respawns.
+func TestDaemonizedDescendantsDoNotPileUp(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "daemons.pids")
+	killAtEnd(t, pidfile)
+	spec := helperSpec("daemonize", pidfile)
+	spec.AutoRestart = RestartAlways
+	spec.BackoffMax = 0 // respawn after the 1 s floor
+	p := newTestPool(t, spec).Procs()[0]
+	var maxAlive atomic.Int64
+	p.OnSpawn = func(_ *Process, _ int, _ time.Time) {
+		b, _ := os.ReadFile(pidfile)
+		var pids []int
+		for _, f := range strings.Fields(string(b)) {
+			pid, _ := strconv.Atoi(f)
+			pids = append(pids, pid)
+		}
+		if n := int64(len(aliveOf(pids))); n > maxAlive.Load() {
+			maxAlive.Store(n)
+		}
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := p.Wait(ctx, func(s Status) bool { return s.Spawns >= 3 }); err != nil {
+		t.Fatal(err)
+	}
+	daemons := readPids(t, pidfile, 2)
+	if n := maxAlive.Load(); n > 0 {
+		t.Errorf("a respawn found %d daemons of earlier spawns alive", n)
+	}
+	if err := p.Stop(); err != nil && err != ErrNotRunning {
+		t.Fatal(err)
+	}
+	waitState(t, p, Stopped, 60*time.Second)
+	daemons = readPids(t, pidfile, len(daemons))
+	if left := aliveOf(daemons); len(left) > 0 {
+		t.Fatalf("STOPPED, but %d of %d daemons live: %v", len(left), len(daemons), left)
+	}
+}
+
+// A port held by one of this daemon's own orphans (a process carrying its
+// instance marker) is reclaimed: the orphan is stopped, the process runs.
+func TestOwnOrphanHoldingThePortIsReclaimed(t *testing.T) {
+	port := freePortRange(t, 1)
+	marker := "GOSUP_INSTANCE=test-" + t.Name()
+	// A shell starts the server in the background and exits: the server
+	// is re-parented to this process, the subreaper, as an orphan.
+	_, exitC, err := testReaper.Start(func() (*os.Process, error) {
+		return os.StartProcess("/bin/sh", []string{"sh", "-c", `"$HELPER_BIN" serve 0s 200 &`}, &os.ProcAttr{
+			Env:   append(os.Environ(), "GO_WANT_HELPER_PROCESS=1", "HELPER_BIN="+os.Args[0], "PORT="+strconv.Itoa(port), marker),
+			Files: []*os.File{nil, os.Stdout, os.Stderr},
+			Sys:   &syscall.SysProcAttr{Setpgid: true},
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-exitC
+	deadline := time.Now().Add(30 * time.Second)
+	for checkPort(port) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the orphan never listened")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	orphan, _ := portOwner(port)
+	if orphan <= 0 || testReaper.Subscribed(orphan) {
+		t.Fatalf("port held by %d, not an orphan", orphan)
+	}
+	t.Cleanup(func() {
+		if alive(orphan) {
+			_ = syscallKill(orphan)
+		}
+	})
+	spec := helperSpec("serve", "0s", "200")
+	spec.PortStart = port
+	spec.StartRetries = 0
+	p := newTestPool(t, spec).Procs()[0]
+	p.DaemonEnv = []string{marker}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := p.Wait(ctx, func(s Status) bool { return s.State == Running || s.State == Fatal })
+	if err != nil || st.State != Running {
+		t.Fatalf("want RUNNING, have %s: %s (%v)", st.State, st.SpawnError, err)
+	}
+	if alive(orphan) {
+		t.Fatalf("RUNNING, but the orphan %d that held the port lives", orphan)
+	}
+	if owner, _ := portOwner(port); owner != st.Pid {
+		t.Errorf("port held by %d, want the new child %d", owner, st.Pid)
+	}
+}
+
+// BenchmarkFindLeftovers measures the look for leftovers that follows every
+// exit, with 1,000 children: spawned ones (the usual case: nothing to
+// find), orphans of another process (each is looked at and passed over),
+// and the exited child's own 1,000 leftovers.
+func BenchmarkFindLeftovers(b *testing.B) {
+	const n = 1000
+	b.Run("managed1000", func(b *testing.B) {
+		var exits []<-chan reaper.Exit
+		var procs []*os.Process
+		for range n {
+			proc, exitC, err := testReaper.Start(func() (*os.Process, error) {
+				return os.StartProcess("/bin/sleep", []string{"sleep", "3600"}, &os.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true}})
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			procs, exits = append(procs, proc), append(exits, exitC)
+		}
+		b.Cleanup(func() {
+			for i, p := range procs {
+				_ = p.Kill()
+				<-exits[i]
+			}
+		})
+		for b.Loop() {
+			if found := findLeftovers(1<<30, "GOSUP_SPAWN=bench/none", testReaper.Subscribed); len(found) != 0 {
+				b.Fatalf("found %d", len(found))
+			}
+		}
+	})
+	// The orphans: a helper starts n sleeps in its group and exits.
+	pidfile := filepath.Join(b.TempDir(), "pids")
+	_, exitC, err := testReaper.Start(func() (*os.Process, error) {
+		return os.StartProcess(os.Args[0], []string{os.Args[0], "forkmany", strconv.Itoa(n), pidfile, "0"}, &os.ProcAttr{
+			Env:   append(os.Environ(), "GO_WANT_HELPER_PROCESS=1", "GOSUP_SPAWN=bench/orphans"),
+			Files: []*os.File{nil, nil, os.Stderr},
+			Sys:   &syscall.SysProcAttr{Setpgid: true},
+		})
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	leader := (<-exitC).Pid
+	b.Cleanup(func() { _ = unix.Kill(-leader, unix.SIGKILL) })
+	b.Run("others1000", func(b *testing.B) {
+		for b.Loop() {
+			if found := findLeftovers(1<<30, "GOSUP_SPAWN=bench/none", testReaper.Subscribed); len(found) != 0 {
+				b.Fatalf("found %d", len(found))
+			}
+		}
+	})
+	b.Run("own1000", func(b *testing.B) {
+		for b.Loop() {
+			if found := findLeftovers(leader, "GOSUP_SPAWN=bench/orphans", testReaper.Subscribed); len(found) != n {
+				b.Fatalf("found %d, want %d", len(found), n)
+			}
+		}
+	})
+}
+
+// A port clash between two running processes of this daemon is reported,
+// not settled by killing the other one: only orphans are reclaimed.
+func TestPortOfARunningProcessIsNotReclaimed(t *testing.T) {
+	marker := "GOSUP_INSTANCE=test-" + t.Name()
+	spec := helperSpec("serve", "0s", "200")
+	spec.PortStart = freePortRange(t, 1)
+	spec.StartRetries = 0
+	a := newTestPool(t, spec).Procs()[0]
+	b := newTestPool(t, spec).Procs()[0]
+	a.DaemonEnv, b.DaemonEnv = []string{marker}, []string{marker}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	running := waitState(t, a, Running, 30*time.Second)
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, b, Fatal, 30*time.Second)
+	if want := fmt.Sprintf("port %d in use by pid %d", spec.PortStart, running.Pid); !strings.Contains(st.SpawnError, want) {
+		t.Errorf("spawn error %q, want %q", st.SpawnError, want)
+	}
+	if now := a.Status(); now.State != Running || now.Pid != running.Pid {
+		t.Errorf("the running process was disturbed: %s pid %d (was %d)", now.State, now.Pid, running.Pid)
+	}
+}
