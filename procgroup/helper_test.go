@@ -81,7 +81,7 @@ func helperMain(args []string) int {
 		os.Stdout.Close()
 		// Exit without waiting: the grandchildren are re-parented to the subreaper.
 		return 0
-	case "forkmany": // forkmany N PIDFILE CODE: start N sleeping grandchildren in our group (holding our stdout), list their pids, then exit CODE (or sleep if CODE is "-")
+	case "forkmany": // forkmany N PREFIX CODE: start N sleeping grandchildren in our group (holding our stdout), list their pids in PREFIX.OURPID, then exit CODE (or sleep if CODE is "-")
 		n, _ := strconv.Atoi(arg(0))
 		var pids strings.Builder
 		for range n {
@@ -93,7 +93,7 @@ func helperMain(args []string) int {
 			}
 			fmt.Fprintln(&pids, cmd.Process.Pid)
 		}
-		if err := writeFileAtomic(arg(1), pids.String()); err != nil {
+		if err := writeFileAtomic(arg(1)+"."+strconv.Itoa(os.Getpid()), pids.String()); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
@@ -102,15 +102,15 @@ func helperMain(args []string) int {
 		}
 		code, _ := strconv.Atoi(arg(2))
 		return code
-	case "daemonize": // daemonize PIDFILE: start a daemon by double fork and setsid, append its pid to PIDFILE, exit 1
-		cmd := exec.Command(os.Args[0], "setsid-fork", arg(0))
+	case "daemonize": // daemonize PIDFILE: start a daemon by double fork and setsid, append "OURPID DAEMONPID" to PIDFILE, exit 1
+		cmd := exec.Command(os.Args[0], "setsid-fork", arg(0), strconv.Itoa(os.Getpid()))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "daemonize:", err)
 			return 2
 		}
 		return 1
-	case "setsid-fork": // setsid-fork PIDFILE: start a sleeping daemon with no stdio, append its pid to PIDFILE, exit
+	case "setsid-fork": // setsid-fork PIDFILE PARENT: start a sleeping daemon with no stdio, append "PARENT DAEMONPID" to PIDFILE, exit
 		cmd := exec.Command("/bin/sleep", "3600")
 		if err := cmd.Start(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -120,7 +120,7 @@ func helperMain(args []string) int {
 		if err != nil {
 			return 1
 		}
-		_, err = fmt.Fprintln(f, cmd.Process.Pid)
+		_, err = fmt.Fprintln(f, arg(1), cmd.Process.Pid)
 		if f.Close() != nil || err != nil {
 			return 1
 		}

@@ -51,14 +51,18 @@ func aliveOf(pids []int) []int {
 	return out
 }
 
-// killAtEnd SIGKILLs whatever a test's processes left, so a failing test
-// does not leave 200 sleeps behind.
-func killAtEnd(t *testing.T, pidfile string) {
+// killAtEnd SIGKILLs whatever a test's processes left (listed in the
+// files matching pattern), so a failing test does not leave 200 sleeps
+// behind.
+func killAtEnd(t *testing.T, pattern string) {
 	t.Cleanup(func() {
-		b, _ := os.ReadFile(pidfile)
-		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil && alive(pid) {
-				_ = syscallKill(pid)
+		files, _ := filepath.Glob(pattern)
+		for _, file := range files {
+			b, _ := os.ReadFile(file)
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil && alive(pid) {
+					_ = syscallKill(pid)
+				}
 			}
 		}
 	})
@@ -115,15 +119,15 @@ func TestShellWrapperChildStopsWithIt(t *testing.T) {
 // a plain stop (no stopasgroup) signals the child only, and STOPPED must
 // still mean that all 200 are gone.
 func TestStopStopsEveryDescendant(t *testing.T) {
-	pidfile := filepath.Join(t.TempDir(), "gc.pids")
-	killAtEnd(t, pidfile)
-	spec := helperSpec("forkmany", "200", pidfile, "-")
+	prefix := filepath.Join(t.TempDir(), "gc.pids")
+	killAtEnd(t, prefix+".*")
+	spec := helperSpec("forkmany", "200", prefix, "-")
 	p := newTestPool(t, spec).Procs()[0]
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, p, Running, 30*time.Second)
-	gcs := readPids(t, pidfile, 200)
+	st := waitState(t, p, Running, 30*time.Second)
+	gcs := readPids(t, prefix+"."+strconv.Itoa(st.Pid), 200)
 	if err := p.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -137,39 +141,50 @@ func TestStopStopsEveryDescendant(t *testing.T) {
 // it exits (killasgroup or not), and the process is not spawned again
 // before they are gone.
 func TestExitStopsEveryDescendantBeforeRespawn(t *testing.T) {
-	dir := t.TempDir()
-	pidfile := filepath.Join(dir, "gc.pids")
-	killAtEnd(t, pidfile)
-	spec := helperSpec("forkmany", "200", pidfile, "3")
+	prefix := filepath.Join(t.TempDir(), "gc.pids")
+	killAtEnd(t, prefix+".*")
+	spec := helperSpec("forkmany", "200", prefix, "3")
 	spec.KillAsGroup = true
 	spec.AutoRestart = RestartAlways
 	spec.BackoffMax = 0
 	p := newTestPool(t, spec).Procs()[0]
-	var leftAtRespawn atomic.Int64
+	var firstPid, leftAtRespawn atomic.Int64
 	leftAtRespawn.Store(-1)
-	p.OnSpawn = func(_ *Process, _ int, _ time.Time) {
-		if b, err := os.ReadFile(pidfile); err == nil && leftAtRespawn.Load() < 0 {
-			// The second spawn: count the first one's survivors.
+	p.OnSpawn = func(_ *Process, pid int, _ time.Time) {
+		if !firstPid.CompareAndSwap(0, int64(pid)) && leftAtRespawn.Load() < 0 {
+			// The second spawn: count the first one's survivors (the
+			// first spawn listed them before it exited).
+			b, _ := os.ReadFile(prefix + "." + strconv.FormatInt(firstPid.Load(), 10))
 			var pids []int
 			for _, f := range strings.Fields(string(b)) {
 				pid, _ := strconv.Atoi(f)
 				pids = append(pids, pid)
 			}
+			if len(pids) != 200 {
+				leftAtRespawn.Store(-2) // the first spawn did not list them
+				return
+			}
 			leftAtRespawn.Store(int64(len(aliveOf(pids))))
-			_ = os.Rename(pidfile, pidfile+".1")
 		}
 	}
-	killAtEnd(t, pidfile+".1")
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	first := readPids(t, pidfile, 200)
+	ctx0, cancel0 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel0()
+	if _, err := p.Wait(ctx0, func(s Status) bool { return s.Spawns >= 1 }); err != nil {
+		t.Fatal(err)
+	}
+	first := readPids(t, prefix+"."+strconv.FormatInt(firstPid.Load(), 10), 200)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := p.Wait(ctx, func(s Status) bool { return s.Spawns >= 2 }); err != nil {
 		t.Fatalf("not respawned: %v (%d of the first spawn's 200 grandchildren alive)", err, len(aliveOf(first)))
 	}
-	if n := leftAtRespawn.Load(); n != 0 {
+	switch n := leftAtRespawn.Load(); {
+	case n < 0:
+		t.Fatalf("the second spawn found no list of the first one's grandchildren (%d)", n)
+	case n > 0:
 		t.Fatalf("respawned while %d of the first spawn's 200 grandchildren lived", n)
 	}
 	if err := p.Stop(); err != nil && err != ErrNotRunning {
@@ -182,20 +197,38 @@ func TestExitStopsEveryDescendantBeforeRespawn(t *testing.T) {
 // stopped with it: they do not pile up across respawns.
 func TestDaemonizedDescendantsDoNotPileUp(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "daemons.pids")
-	killAtEnd(t, pidfile)
+	// daemons lists the daemons started so far, by the child that started them.
+	daemons := func() map[int]int {
+		b, _ := os.ReadFile(pidfile)
+		out := map[int]int{}
+		for line := range strings.Lines(string(b)) {
+			var child, daemon int
+			if _, err := fmt.Sscan(line, &child, &daemon); err == nil {
+				out[daemon] = child
+			}
+		}
+		return out
+	}
+	t.Cleanup(func() {
+		for daemon := range daemons() {
+			if alive(daemon) {
+				_ = syscallKill(daemon)
+			}
+		}
+	})
 	spec := helperSpec("daemonize", pidfile)
 	spec.AutoRestart = RestartAlways
 	spec.BackoffMax = 0 // respawn after the 1 s floor
 	p := newTestPool(t, spec).Procs()[0]
 	var maxAlive atomic.Int64
-	p.OnSpawn = func(_ *Process, _ int, _ time.Time) {
-		b, _ := os.ReadFile(pidfile)
-		var pids []int
-		for _, f := range strings.Fields(string(b)) {
-			pid, _ := strconv.Atoi(f)
-			pids = append(pids, pid)
+	p.OnSpawn = func(_ *Process, pid int, _ time.Time) {
+		n := int64(0)
+		for daemon, child := range daemons() {
+			if child != pid && alive(daemon) {
+				n++ // a daemon of an earlier spawn
+			}
 		}
-		if n := int64(len(aliveOf(pids))); n > maxAlive.Load() {
+		if n > maxAlive.Load() {
 			maxAlive.Store(n)
 		}
 	}
@@ -207,7 +240,6 @@ func TestDaemonizedDescendantsDoNotPileUp(t *testing.T) {
 	if _, err := p.Wait(ctx, func(s Status) bool { return s.Spawns >= 3 }); err != nil {
 		t.Fatal(err)
 	}
-	daemons := readPids(t, pidfile, 2)
 	if n := maxAlive.Load(); n > 0 {
 		t.Errorf("a respawn found %d daemons of earlier spawns alive", n)
 	}
@@ -215,9 +247,14 @@ func TestDaemonizedDescendantsDoNotPileUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, p, Stopped, 60*time.Second)
-	daemons = readPids(t, pidfile, len(daemons))
-	if left := aliveOf(daemons); len(left) > 0 {
-		t.Fatalf("STOPPED, but %d of %d daemons live: %v", len(left), len(daemons), left)
+	all := daemons()
+	if len(all) < 2 {
+		t.Fatalf("%d daemons started, want at least 2", len(all))
+	}
+	for daemon := range all {
+		if alive(daemon) {
+			t.Errorf("STOPPED, but daemon %d (of %d) lives", daemon, len(all))
+		}
 	}
 }
 
