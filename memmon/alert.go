@@ -150,6 +150,15 @@ const (
 	maxPending = 256
 )
 
+// An alert quotes the end of the process's stderr log: excerptLines lines,
+// at most excerptBytes of them. One mail quotes at most mailExcerptBytes in
+// all: the sections past that say they left theirs out.
+const (
+	excerptLines     = 20
+	excerptBytes     = 4 << 10
+	mailExcerptBytes = 64 << 10
+)
+
 // NewAlerter makes an alerter; Run sends.
 func NewAlerter(cfg Email, maxUptime time.Duration, sendmail SendmailFunc, log *slog.Logger) *Alerter {
 	return &Alerter{cfg: cfg, maxUp: maxUptime, sendmail: sendmail, log: log, queue: make(chan []Alert, queueSize), coalesce: Coalesce}
@@ -323,7 +332,12 @@ func compose(alerts []Alert) (subject, body string) {
 	for _, al := range alerts {
 		b.WriteString(al.line() + "\n")
 	}
+	quoted := 0
 	for _, name := range names {
+		last := &byName[name][len(byName[name])-1] // a copy: the one whose body is in full
+		if quoted += len(last.Tail); quoted > mailExcerptBytes {
+			last.Tail = fmt.Sprintf("[gosup: left out: this mail quotes %s of logs already]", fmtBytes(mailExcerptBytes))
+		}
 		_, body := section(byName[name])
 		fmt.Fprintf(&b, "\n==== %s ====\n\n%s", name, body)
 	}

@@ -495,3 +495,24 @@ func TestDeliverErrorsSayWhere(t *testing.T) {
 		t.Errorf("sendmail: %v", err)
 	}
 }
+
+// A stderr line of any length is quoted by its last excerptBytes; a mail
+// about many processes quotes at most mailExcerptBytes in all.
+func TestAlertExcerptsAreBounded(t *testing.T) {
+	var alerts []Alert
+	for i := range maxPending {
+		al := testAlert(fmt.Sprintf("web:web_%03d", i), time.Minute)
+		al.Tail = strings.Repeat("e", excerptBytes)
+		alerts = append(alerts, al)
+	}
+	_, body := compose(alerts)
+	if len(body) > mailExcerptBytes+maxPending*1024 {
+		t.Errorf("a mail about %d processes is %s", maxPending, fmtBytes(int64(len(body))))
+	}
+	if n := strings.Count(body, "[gosup: left out: this mail quotes 64.0KB of logs already]"); n != maxPending-mailExcerptBytes/excerptBytes {
+		t.Errorf("%d excerpts left out, want %d", n, maxPending-mailExcerptBytes/excerptBytes)
+	}
+	if n := strings.Count(body, strings.Repeat("e", excerptBytes)); n != mailExcerptBytes/excerptBytes {
+		t.Errorf("%d excerpts quoted, want %d", n, mailExcerptBytes/excerptBytes)
+	}
+}

@@ -35,7 +35,7 @@ func (h *fixtureHost) Restart(context.Context, string, int, string) error {
 	return nil
 }
 
-func (h *fixtureHost) StderrTail(string, int) string { return "" }
+func (h *fixtureHost) StderrTail(string, int, int) string { return "" }
 
 func (h *fixtureHost) restarts() int {
 	h.mu.Lock()

@@ -95,7 +95,7 @@ func (h *recordHost) Restart(_ context.Context, name string, _ int, _ string) er
 	h.calls = append(h.calls, name)
 	return nil
 }
-func (h *recordHost) StderrTail(string, int) string { return "" }
+func (h *recordHost) StderrTail(string, int, int) string { return "" }
 
 // max_restarting counts per program, as documented: with 1, one process of
 // a and one of b are restarted in the same tick while a's second waits,

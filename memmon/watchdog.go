@@ -34,8 +34,9 @@ type Host interface {
 	// then SIGKILL of its group) and starts it again, but only if its pid
 	// is still pid: a recycled or already replaced pid is left alone.
 	Restart(ctx context.Context, name string, pid int, reason string) error
-	// StderrTail returns the last lines of a process's stderr log.
-	StderrTail(name string, lines int) string
+	// StderrTail returns the last lines of a process's stderr log, at
+	// most maxBytes of them (cutting, and saying so, at the front).
+	StderrTail(name string, lines, maxBytes int) string
 }
 
 // Sample is what the watchdog knows of one process, for status.
@@ -181,7 +182,7 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		out = append(out, Alert{
 			Host: w.name, Name: d.t.Name, Port: d.t.Port, Pid: d.t.Pid, RSS: d.rss, Rule: d.rule,
 			Uptime: now.Sub(d.t.StartedAt), Restarts: d.restarts, StderrLog: d.t.StderrLog,
-			Tail: w.host.StderrTail(d.t.Name, 20), At: now, GaveUp: true, Window: w.cfg.RestartWindow,
+			Tail: w.host.StderrTail(d.t.Name, excerptLines, excerptBytes), At: now, GaveUp: true, Window: w.cfg.RestartWindow,
 		})
 	}
 	w.alerts.Enqueue(out...)
@@ -409,7 +410,7 @@ func (w *Watchdog) restart(ctx context.Context, d overLimit, at time.Time) {
 	w.alerts.Enqueue(Alert{
 		Host: w.name, Name: t.Name, Port: t.Port, Pid: t.Pid, RSS: rss, Rule: rule,
 		Uptime: at.Sub(t.StartedAt), Restarts: restarts, StderrLog: t.StderrLog,
-		Tail: w.host.StderrTail(t.Name, 20), At: at, Err: err,
+		Tail: w.host.StderrTail(t.Name, excerptLines, excerptBytes), At: at, Err: err,
 	})
 }
 

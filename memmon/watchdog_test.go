@@ -75,7 +75,7 @@ func (h *fakeHost) Restart(_ context.Context, name string, pid int, _ string) er
 	return fmt.Errorf("no process %s", name)
 }
 
-func (h *fakeHost) StderrTail(string, int) string { return "MemoryError" }
+func (h *fakeHost) StderrTail(string, int, int) string { return "MemoryError" }
 
 // replace gives a process a new pid, as ctl restart or a crash would.
 func (h *fakeHost) replace(name string) {

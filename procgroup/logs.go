@@ -1,7 +1,6 @@
 package procgroup
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -613,43 +612,3 @@ func (l *lineWriter) Write(b []byte) (int, error) {
 }
 
 func (l *lineWriter) Close() error { return l.w.Close() }
-
-// TailLines returns at most the last n lines of the file at path.
-func TailLines(path string, n int) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	const chunk = 64 << 10
-	size := fi.Size()
-	var data []byte
-	for off := size; off > 0 && bytes.Count(data, []byte{'\n'}) <= n; {
-		step := min(int64(chunk), off)
-		off -= step
-		b := make([]byte, step)
-		if _, err := f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
-			return nil, err
-		}
-		data = append(b, data...)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64<<10), len(data)+1)
-	var lines [][]byte
-	for sc.Scan() {
-		lines = append(lines, append([]byte(nil), sc.Bytes()...))
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	var out bytes.Buffer
-	for _, l := range lines {
-		out.Write(l)
-		out.WriteByte('\n')
-	}
-	return out.Bytes(), nil
-}

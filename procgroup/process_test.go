@@ -496,7 +496,7 @@ func TestLogRotationKeepsEveryByte(t *testing.T) {
 			t.Errorf("backup %s has %d bytes; want maxbytes (65536) less at most one partial line", f, fi.Size())
 		}
 	}
-	tail, err := TailLines(spec.StdoutLogfile, 2)
+	tail, err := TailLines(spec.StdoutLogfile, 2, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

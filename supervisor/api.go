@@ -301,15 +301,15 @@ func (s *Supervisor) ReopenLogs(patterns []string) ([]api.Result, error) {
 	return results, nil
 }
 
-// Tail finds the log file of one process's stream and reads its last n
-// lines. Only files named in the configuration are ever read.
-func (h apiHost) Tail(name, stream string, n int) (string, []byte, error) {
+// LogPath finds the log file of one process's stream. Only files named in
+// the configuration are ever read.
+func (h apiHost) LogPath(name, stream string) (string, error) {
 	procs, err := h.s.match([]string{name})
 	if err != nil {
-		return "", nil, patternError(err)
+		return "", patternError(err)
 	}
 	if len(procs) != 1 {
-		return "", nil, api.Invalid(fmt.Errorf("%q names %d processes; tail needs exactly one", name, len(procs)))
+		return "", api.Invalid(fmt.Errorf("%q names %d processes; tail needs exactly one", name, len(procs)))
 	}
 	spec := procs[0].Spec()
 	ls := spec.Stdout
@@ -319,19 +319,15 @@ func (h apiHost) Tail(name, stream string, n int) (string, []byte, error) {
 	case "stderr":
 		ls = spec.Stderr
 		if spec.Program.RedirectStderr {
-			return "", nil, api.Invalid(fmt.Errorf("%s has redirect_stderr = true: its stderr is in its stdout log", spec.FullName()))
+			return "", api.Invalid(fmt.Errorf("%s has redirect_stderr = true: its stderr is in its stdout log", spec.FullName()))
 		}
 	default:
-		return "", nil, api.Invalid(fmt.Errorf("unknown stream %q: want stdout or stderr", stream))
+		return "", api.Invalid(fmt.Errorf("unknown stream %q: want stdout or stderr", stream))
 	}
 	if ls.Kind != procgroup.LogFile {
-		return "", nil, api.Invalid(fmt.Errorf("%s sends %s to %s, not to a file; nothing to tail", spec.FullName(), stream, ls))
+		return "", api.Invalid(fmt.Errorf("%s sends %s to %s, not to a file; nothing to tail", spec.FullName(), stream, ls))
 	}
-	data, err := procgroup.TailLines(ls.Path, n)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", nil, err
-	}
-	return ls.Path, data, nil
+	return ls.Path, nil
 }
 
 func oneLine(s string) string {

@@ -105,7 +105,7 @@ func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason st
 	return nil
 }
 
-func (h memmonHost) StderrTail(name string, lines int) string {
+func (h memmonHost) StderrTail(name string, lines, maxBytes int) string {
 	p := h.s.process(name)
 	if p == nil {
 		return ""
@@ -114,7 +114,7 @@ func (h memmonHost) StderrTail(name string, lines int) string {
 	if path == "" {
 		return ""
 	}
-	b, _ := procgroup.TailLines(path, lines)
+	b, _ := procgroup.TailLines(path, lines, maxBytes)
 	return strings.TrimRight(string(b), "\n")
 }
 

@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -491,4 +492,26 @@ samples = 1
 		t.Fatal(err)
 	}
 	waitState(t, cl, "stuck:stuck", "RUNNING") // memmon's restart ends
+}
+
+// A 12 MB stderr line without a newline (each spawn adds 12 MB more to
+// it) makes an alert mail of a few KiB: the excerpt is the end of the
+// line, after a marker saying how much was cut.
+func TestMemmonMailExcerptIsBounded(t *testing.T) {
+	srv := smtptest.Start(t)
+	file := memmonConfig(t, program("hog", "shout-hog 12582912 128", 1, ""), fmt.Sprintf(`any = "80MB"
+
+[email]
+to = ["ops@example.com"]
+smtp = %q
+rate_limit = "1h"
+`, srv.Addr))
+	startDaemon(t, file)
+	m := srv.Wait(t, 1, 60*time.Second)[0]
+	if len(m.Body) > 8<<10 {
+		t.Fatalf("alert mail body is %d bytes, want at most 8 KiB", len(m.Body))
+	}
+	if !regexp.MustCompile(`\n\[gosup: [0-9.]+MB cut\]\r?\nx+ and its end\r?\n`).MatchString(m.Body) {
+		t.Errorf("the excerpt does not say it was cut, or lacks the line's end:\n%s", m.Body)
+	}
 }

@@ -109,6 +109,12 @@ func helperMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "hog pid %d: holding %d MB\n", os.Getpid(), mb)
 		hold(mb)
 		select {}
+	case "shout-hog": // shout-hog BYTES MB: one line of BYTES bytes on stderr, no newline, then hog MB
+		n, _ := strconv.Atoi(args[1])
+		mb, _ := strconv.Atoi(args[2])
+		os.Stderr.WriteString("the start of a long line " + strings.Repeat("x", n) + " and its end")
+		hold(mb)
+		select {}
 	case "spike": // spike MB D: after 300ms hold MB for D, free it, sleep
 		mb, _ := strconv.Atoi(args[1])
 		d, _ := time.ParseDuration(args[2])

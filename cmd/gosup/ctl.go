@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/spf13/cobra"
 )
@@ -323,8 +324,9 @@ func newPidCmd(g *globalFlags) *cobra.Command {
 func newTailCmd(g *globalFlags) *cobra.Command {
 	var follow bool
 	var n int
+	var maxBytes string
 	c := &cobra.Command{
-		Use:   "tail [-f] [-n N] NAME [stdout|stderr]",
+		Use:   "tail [-f] [-n N] [--bytes SIZE] NAME [stdout|stderr]",
 		Short: "Print the end of a process's log; -f keeps following it",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -336,9 +338,16 @@ func newTailCmd(g *globalFlags) *cobra.Command {
 			if len(args) == 2 {
 				stream = args[1]
 			}
+			size, err := procgroup.ParseSize(maxBytes)
+			if err == nil && (size < 1 || size > procgroup.MaxTailBytes) {
+				err = fmt.Errorf("want 1 to %s", procgroup.Size(procgroup.MaxTailBytes))
+			}
+			if err != nil {
+				return usage(fmt.Errorf("--bytes %s: %w", maxBytes, err))
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			body, err := cl.Tail(ctx, args[0], stream, n, follow)
+			body, err := cl.Tail(ctx, args[0], stream, n, int(size), follow)
 			if err != nil {
 				return clientErr(err)
 			}
@@ -352,6 +361,7 @@ func newTailCmd(g *globalFlags) *cobra.Command {
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what is appended")
 	c.Flags().IntVarP(&n, "lines", "n", 10, "number of lines")
+	c.Flags().StringVar(&maxBytes, "bytes", procgroup.Size(procgroup.TailBytes).String(), "at most this much of them, and of each read with -f (at most "+procgroup.Size(procgroup.MaxTailBytes).String()+"); a line \"[gosup: SIZE cut]\" stands for the rest")
 	return c
 }
 

@@ -168,10 +168,14 @@ func (c *Client) Shutdown(ctx context.Context) (Info, error) {
 	return out, err
 }
 
-// Tail returns a log's last n lines; with follow the body keeps streaming.
-// The caller closes the returned reader.
-func (c *Client) Tail(ctx context.Context, name, stream string, n int, follow bool) (io.ReadCloser, error) {
+// Tail returns a log's last n lines, at most maxBytes of them (0: the
+// daemon's default); with follow the body keeps streaming, at most
+// maxBytes per read. The caller closes the returned reader.
+func (c *Client) Tail(ctx context.Context, name, stream string, n, maxBytes int, follow bool) (io.ReadCloser, error) {
 	q := url.Values{"name": {name}, "stream": {stream}, "n": {strconv.Itoa(n)}}
+	if maxBytes > 0 {
+		q.Set("bytes", strconv.Itoa(maxBytes))
+	}
 	if follow {
 		q.Set("follow", "1")
 	}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/gosup/gosup/procgroup"
 )
 
 // Daemon is what the control API serves; the supervisor implements it.
@@ -28,9 +30,9 @@ type Daemon interface {
 	// reports the difference); it runs to its end whoever waits for it.
 	Reload(dryRun bool) (*ReloadPlan, error)
 	Nginx() (NginxStatus, error)
-	// Tail returns the log file of one process's stream (stdout or
-	// stderr) and its last n lines.
-	Tail(name, stream string, n int) (path string, last []byte, err error)
+	// LogPath returns the log file of one process's stream (stdout or
+	// stderr), which the server tails.
+	LogPath(name, stream string) (path string, err error)
 	// ReopenLogs closes the log files of the processes matching patterns
 	// (all when none) and opens them again at their paths, one result per
 	// process.
@@ -180,87 +182,142 @@ func (s server) shutdown(w http.ResponseWriter, r *http.Request) {
 	s.d.Shutdown()
 }
 
-// tail serves the last n lines of a process's log, then with follow=1
-// streams what is appended until the client goes away.
+// tail serves the last n lines of a process's log, at most bytes (64 KiB
+// by default) of them, then with follow=1 streams what is appended, at
+// most bytes per read, until the client goes away. A marker line stands
+// where bytes were left out.
 func (s server) tail(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	n, err := strconv.Atoi(q.Get("n"))
 	if err != nil || n < 0 {
 		n = 10
 	}
-	path, data, err := s.d.Tail(q.Get("name"), q.Get("stream"), n)
+	limit := procgroup.TailBytes
+	if v := q.Get("bytes"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > procgroup.MaxTailBytes {
+			writeErr(w, Invalid(fmt.Errorf("bytes %q: want 1 to %d (%s)", v, procgroup.MaxTailBytes, procgroup.Size(procgroup.MaxTailBytes))))
+			return
+		}
+	}
+	path, err := s.d.LogPath(q.Get("name"), q.Get("stream"))
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	_, _ = w.Write(data)
-	if q.Get("follow") != "1" {
+	// A log not written yet is an empty one.
+	f, err := os.Open(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		writeErr(w, err)
 		return
 	}
-	follow(r, w, path)
-}
-
-// follow streams bytes appended to path, reopening it after rotation, until
-// the client disconnects. It checks four times a second, like tail -F.
-func follow(r *http.Request, w http.ResponseWriter, path string) {
-	fl, _ := w.(http.Flusher)
-	if fl != nil {
-		fl.Flush()
+	var t procgroup.Tail
+	if f != nil {
+		fi, err := f.Stat()
+		if err == nil {
+			t, err = procgroup.FindTail(f, 0, fi.Size(), n, limit)
+		}
+		if err != nil {
+			f.Close()
+			writeErr(w, fmt.Errorf("tail %s: %w", path, err))
+			return
+		}
 	}
-	var f *os.File
-	var off int64
-	open := func() {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if f != nil {
+		if _, err := t.Copy(w, f); err != nil {
+			f.Close()
+			return
+		}
+	}
+	if q.Get("follow") != "1" {
 		if f != nil {
+			// A last line without its newline gets one.
+			var last [1]byte
+			if t.End > t.Start {
+				if _, err := f.ReadAt(last[:], t.End-1); err == nil && last[0] != '\n' {
+					_, _ = w.Write([]byte{'\n'})
+				}
+			}
 			f.Close()
 		}
-		f, off = nil, 0
-		if nf, err := os.Open(path); err == nil {
-			f = nf
-		}
+		return
 	}
-	open()
-	if f != nil {
-		off, _ = f.Seek(0, io.SeekEnd)
+	follow(r, w, path, f, t.End, limit)
+}
+
+// follow streams bytes appended to path from off in f (nil: not there
+// yet), at most limit of them per read (a marker line stands for the
+// rest), reopening it after rotation, until the client disconnects. It
+// checks four times a second, like tail -F.
+func follow(r *http.Request, w http.ResponseWriter, path string, f *os.File, off int64, limit int) {
+	fl, _ := w.(http.Flusher)
+	flush := func() {
+		if fl != nil {
+			fl.Flush()
+		}
 	}
 	defer func() {
 		if f != nil {
 			f.Close()
 		}
 	}()
+	// send writes what f holds past off, at most limit of it.
+	send := func() bool {
+		fi, err := f.Stat()
+		if err != nil {
+			return false
+		}
+		if fi.Size() < off {
+			off = 0 // truncated (copytruncate): start again at its beginning
+		}
+		if fi.Size() == off {
+			return true
+		}
+		t, err := procgroup.FindTail(f, off, fi.Size(), -1, limit)
+		if err != nil {
+			return false
+		}
+		if _, err := t.Copy(w, f); err != nil {
+			return false
+		}
+		off = t.End
+		flush()
+		return true
+	}
+	flush()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	buf := make([]byte, 64<<10)
 	for {
 		select {
 		case <-r.Context().Done():
 			return
 		case <-tick.C:
 		}
-		if fi, err := os.Stat(path); err == nil && f != nil {
-			if cur, err := f.Stat(); err == nil && (!os.SameFile(fi, cur) || fi.Size() < off) {
-				open()
-			}
-		} else if f == nil {
-			open()
-		}
-		if f == nil {
-			continue
-		}
-		for {
-			n, err := f.ReadAt(buf, off)
-			if n > 0 {
-				if _, werr := w.Write(buf[:n]); werr != nil {
+		if fi, err := os.Stat(path); err == nil && !isFile(f, fi) {
+			// Rotated: what was appended before the rename, then the
+			// new file from its beginning.
+			if f != nil {
+				if !send() {
 					return
 				}
-				off += int64(n)
+				f.Close()
 			}
-			if err != nil || n == 0 {
-				break
+			f, off = nil, 0
+			if nf, err := os.Open(path); err == nil {
+				f = nf
 			}
 		}
-		if fl != nil {
-			fl.Flush()
+		if f != nil && !send() {
+			return
 		}
 	}
+}
+
+// isFile tells whether f (nil: none) is the file fi describes.
+func isFile(f *os.File, fi os.FileInfo) bool {
+	if f == nil {
+		return false
+	}
+	cur, err := f.Stat()
+	return err == nil && os.SameFile(fi, cur)
 }

@@ -1,0 +1,185 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tailConfig runs one quiet program whose stdout log is returned; the test
+// writes into it.
+func tailConfig(t *testing.T) (file, log string) {
+	t.Helper()
+	log = filepath.Join(t.TempDir(), "quiet.log")
+	return writeConfig(t, `
+[program.quiet]
+command = "@HELPER@ sleep"
+startsecs = 0
+stdout_logfile = "`+log+`"
+`+helperEnv), log
+}
+
+// rawTail is GET /v1/tail with query q on the daemon's socket.
+func rawTail(t *testing.T, ctx context.Context, socket, q string) *http.Response {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}}
+	t.Cleanup(hc.CloseIdleConnections)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://gosup/v1/tail?"+q, nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func appendLog(t *testing.T, path, s string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var cutMarker = regexp.MustCompile(`\[gosup: [0-9.]+[KMG]?B cut\]\n`)
+
+// ctl tail -f sends at most its byte limit per read: a 1 MB line appended
+// at once comes as a marker and the line's end; a short line after it
+// comes whole.
+func TestTailFollowIsBoundedPerRead(t *testing.T) {
+	file, log := tailConfig(t)
+	cl, _ := startDaemon(t, file)
+	waitAll(t, cl, "RUNNING")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	resp := rawTail(t, ctx, cl.Socket, "name=quiet&n=0&follow=1&bytes=4096")
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("tail: %s", resp.Status)
+	}
+	body := bufio.NewReader(resp.Body)
+	appendLog(t, log, "first\n"+strings.Repeat("x", 1<<20)+" end\n")
+	got := readUntil(t, body, " end\n")
+	pieces := cutMarker.Split(got, -1)
+	if len(pieces) < 2 {
+		t.Fatalf("no cut marker in %d bytes: %.80q", len(got), got)
+	}
+	for _, p := range pieces {
+		if len(p) > 4096 {
+			t.Fatalf("%d bytes in one read, want at most 4096 (bytes=4096)", len(p))
+		}
+	}
+	appendLog(t, log, "second line\n")
+	if got := readUntil(t, body, "\n"); got != "second line\n" {
+		t.Errorf("after the cut: %q", got)
+	}
+}
+
+// readUntil reads r until what it read ends with end.
+func readUntil(t *testing.T, br *bufio.Reader, end string) string {
+	t.Helper()
+	var sb strings.Builder
+	for !strings.HasSuffix(sb.String(), end) {
+		b, err := br.ReadByte()
+		if err != nil {
+			t.Fatalf("after %d bytes (%.80q): %v", sb.Len(), sb.String(), err)
+		}
+		sb.WriteByte(b)
+	}
+	return sb.String()
+}
+
+// ctl tail -f across rotation: what was appended to the old file before
+// the new one appeared, then the new file from its start; after a
+// truncation (copytruncate), the file from its start.
+func TestTailFollowRotation(t *testing.T) {
+	file, log := tailConfig(t)
+	cl, _ := startDaemon(t, file)
+	waitAll(t, cl, "RUNNING")
+	appendLog(t, log, "old\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rc, err := cl.Tail(ctx, "quiet", "stdout", 1, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	body := bufio.NewReader(rc)
+	if got := readUntil(t, body, "\n"); got != "old\n" {
+		t.Fatalf("tail: %q", got)
+	}
+	appendLog(t, log, "a\n")
+	if got := readUntil(t, body, "\n"); got != "a\n" {
+		t.Fatalf("follow: %q", got)
+	}
+	if err := os.Rename(log, log+".1"); err != nil {
+		t.Fatal(err)
+	}
+	appendLog(t, log+".1", "b\n")
+	appendLog(t, log, "c\n")
+	if got := readUntil(t, body, "c\n"); got != "b\nc\n" {
+		t.Fatalf("across rotation: %q", got)
+	}
+	appendLog(t, log, "some more\n")
+	if got := readUntil(t, body, "more\n"); got != "some more\n" {
+		t.Fatalf("after rotation: %q", got)
+	}
+	if err := os.Truncate(log, 0); err != nil {
+		t.Fatal(err)
+	}
+	appendLog(t, log, "d\n")
+	if got := readUntil(t, body, "\n"); got != "d\n" {
+		t.Fatalf("after truncation: %q", got)
+	}
+}
+
+// ctl tail caps what it returns (64 KiB by default, bytes= up to 4 MiB)
+// and refuses a cap outside 1..4 MiB.
+func TestTailBytes(t *testing.T) {
+	file, log := tailConfig(t)
+	cl, _ := startDaemon(t, file)
+	waitAll(t, cl, "RUNNING")
+	appendLog(t, log, "first\n"+strings.Repeat("x", 1<<20)+" end\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		bytes int
+		want  string
+	}{
+		{0, "[gosup: 960.0KB cut]\n" + strings.Repeat("x", 64<<10-5) + " end\n"},
+		{100, "[gosup: 1023.9KB cut]\n" + strings.Repeat("x", 95) + " end\n"},
+		{2 << 20, "first\n" + strings.Repeat("x", 1<<20) + " end\n"},
+	} {
+		rc, err := cl.Tail(ctx, "quiet", "stdout", 10, tc.bytes, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || string(got) != tc.want {
+			t.Errorf("bytes %d: %d bytes %.40q, want %d bytes %.40q (%v)", tc.bytes, len(got), got, len(tc.want), tc.want, err)
+		}
+	}
+	for _, q := range []string{"bytes=0", "bytes=4194305", "bytes=lots"} {
+		resp := rawTail(t, ctx, cl.Socket, "name=quiet&"+q)
+		msg, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(msg), "want 1 to 4194304 (4MB)") {
+			t.Errorf("%s: %s %s", q, resp.Status, msg)
+		}
+	}
+}
