@@ -159,6 +159,11 @@ const (
 	mailExcerptBytes = 64 << 10
 )
 
+// maxServerBytes bounds what one SMTP conversation may read from the
+// server (its replies are a few lines each): a server that talks on is cut
+// off, not buffered.
+const maxServerBytes = 1 << 20
+
 // NewAlerter makes an alerter; Run sends.
 func NewAlerter(cfg Email, maxUptime time.Duration, sendmail SendmailFunc, log *slog.Logger) *Alerter {
 	return &Alerter{cfg: cfg, maxUp: maxUptime, sendmail: sendmail, log: log, queue: make(chan []Alert, queueSize), coalesce: Coalesce}
@@ -388,7 +393,7 @@ func dialClosingOnCancel(send context.Context) mail.DialContextFunc {
 			return nil, err // net's error names the address
 		}
 		context.AfterFunc(send, func() { c.Close() })
-		return c, nil
+		return &boundedConn{Conn: c, left: maxServerBytes}, nil
 	}
 }
 
@@ -401,6 +406,26 @@ func defaultFrom(host string) string {
 		}
 		return r
 	}, host)
+}
+
+// boundedConn fails reads once the server has sent left bytes: go-mail
+// (net/textproto) buffers a reply line, and all the lines of a reply,
+// whatever their length.
+type boundedConn struct {
+	net.Conn
+	left int64
+}
+
+func (c *boundedConn) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, fmt.Errorf("the server sent more than %s in one conversation; an SMTP server's replies are a few lines", fmtBytes(maxServerBytes))
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.Conn.Read(p)
+	c.left -= int64(n)
+	return n, err
 }
 
 // send mails one message with a deadline; failures are logged and counted.

@@ -496,6 +496,20 @@ func TestDeliverErrorsSayWhere(t *testing.T) {
 	}
 }
 
+// A server whose reply never ends is cut off after maxServerBytes, with an
+// error that says so, not buffered until the send's timeout.
+func TestDeliverBoundsServerReplies(t *testing.T) {
+	addr, written := smtptest.Chatty(t)
+	cfg := smtpConfig(addr)
+	cfg.Timeout = 5 * time.Minute // only the bound can end it early
+	a := NewAlerter(cfg, 0, nil, quiet())
+	err := a.deliver(t.Context(), "s", "b")
+	if err == nil || !strings.Contains(err.Error(), "the server sent more than 1.0MB in one conversation") {
+		t.Fatalf("want the reply bound, have %v", err)
+	}
+	t.Logf("the server wrote %s before the client hung up", fmtBytes(written()))
+}
+
 // A stderr line of any length is quoted by its last excerptBytes; a mail
 // about many processes quotes at most mailExcerptBytes in all.
 func TestAlertExcerptsAreBounded(t *testing.T) {

@@ -1,6 +1,7 @@
 // Package smtptest runs real SMTP servers for tests: one that keeps what it
-// receives (emersion/go-smtp), one that refuses every connection, and one
-// that accepts connections and never answers.
+// receives (emersion/go-smtp), one that refuses every connection, one
+// that accepts connections and never answers, and one that never stops
+// answering.
 package smtptest
 
 import (
@@ -11,6 +12,7 @@ import (
 	"net/mail"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,4 +177,52 @@ func Silent(t testing.TB) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// Chatty starts a server that greets every connection with a reply that
+// never ends ("220-" lines, then one line without an end) and returns
+// its address and a func giving the bytes it has written so far.
+func Chatty(t testing.TB) (string, func() int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var written atomic.Int64
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	lines := []byte(strings.Repeat("220-chatty.test says more\r\n", 1000))
+	endless := []byte("220 " + strings.Repeat("x", 32<<10))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				// Until the client hangs up, or for a minute at most.
+				_ = c.SetWriteDeadline(time.Now().Add(time.Minute))
+				for i := 0; ; i++ {
+					b := lines
+					if i >= 100 {
+						b = endless
+					}
+					n, err := c.Write(b)
+					written.Add(int64(n))
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), written.Load
 }
