@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gosup/gosup/logtail"
 )
 
 func TestStartsecsThenRunning(t *testing.T) {
@@ -496,7 +498,7 @@ func TestLogRotationKeepsEveryByte(t *testing.T) {
 			t.Errorf("backup %s has %d bytes; want maxbytes (65536) less at most one partial line", f, fi.Size())
 		}
 	}
-	tail, err := TailLines(spec.StdoutLogfile, 2, 0)
+	tail, err := logtail.Lines(spec.StdoutLogfile, 2, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

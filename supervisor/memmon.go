@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gosup/gosup/logtail"
 	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/procgroup"
 )
@@ -114,7 +115,7 @@ func (h memmonHost) StderrTail(name string, lines, maxBytes int) string {
 	if path == "" {
 		return ""
 	}
-	b, _ := procgroup.TailLines(path, lines, maxBytes)
+	b, _ := logtail.Lines(path, lines, maxBytes)
 	return strings.TrimRight(string(b), "\n")
 }
 

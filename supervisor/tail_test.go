@@ -174,11 +174,11 @@ func TestTailBytes(t *testing.T) {
 			t.Errorf("bytes %d: %d bytes %.40q, want %d bytes %.40q (%v)", tc.bytes, len(got), got, len(tc.want), tc.want, err)
 		}
 	}
-	for _, q := range []string{"bytes=0", "bytes=4194305", "bytes=lots"} {
+	for _, q := range []string{"bytes=0", "bytes=4194305", "bytes=5MB", "bytes=lots"} {
 		resp := rawTail(t, ctx, cl.Socket, "name=quiet&"+q)
 		msg, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(msg), "want 1 to 4194304 (4MB)") {
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(msg), ": want 1 to 4MB: a number of bytes, or one with KB or MB") {
 			t.Errorf("%s: %s %s", q, resp.Status, msg)
 		}
 	}

@@ -12,7 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/logtail"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/spf13/cobra"
 )
@@ -338,16 +338,13 @@ func newTailCmd(g *globalFlags) *cobra.Command {
 			if len(args) == 2 {
 				stream = args[1]
 			}
-			size, err := procgroup.ParseSize(maxBytes)
-			if err == nil && (size < 1 || size > procgroup.MaxTailBytes) {
-				err = fmt.Errorf("want 1 to %s", procgroup.Size(procgroup.MaxTailBytes))
-			}
+			size, err := logtail.ParseLimit(maxBytes)
 			if err != nil {
-				return usage(fmt.Errorf("--bytes %s: %w", maxBytes, err))
+				return usage(fmt.Errorf("--bytes %w", err))
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			body, err := cl.Tail(ctx, args[0], stream, n, int(size), follow)
+			body, err := cl.Tail(ctx, args[0], stream, n, size, follow)
 			if err != nil {
 				return clientErr(err)
 			}
@@ -361,7 +358,7 @@ func newTailCmd(g *globalFlags) *cobra.Command {
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what is appended")
 	c.Flags().IntVarP(&n, "lines", "n", 10, "number of lines")
-	c.Flags().StringVar(&maxBytes, "bytes", procgroup.Size(procgroup.TailBytes).String(), "at most this much of them, and of each read with -f (at most "+procgroup.Size(procgroup.MaxTailBytes).String()+"); a line \"[gosup: SIZE cut]\" stands for the rest")
+	c.Flags().StringVar(&maxBytes, "bytes", logtail.SizeString(logtail.DefaultBytes), "at most this much of them, and of each read with -f (at most "+logtail.SizeString(logtail.MaxBytes)+"); a line \"[gosup: SIZE cut]\" stands for the rest")
 	return c
 }
 

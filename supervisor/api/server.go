@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/logtail"
 )
 
 // Daemon is what the control API serves; the supervisor implements it.
@@ -192,10 +192,10 @@ func (s server) tail(w http.ResponseWriter, r *http.Request) {
 	if err != nil || n < 0 {
 		n = 10
 	}
-	limit := procgroup.TailBytes
+	limit := logtail.DefaultBytes
 	if v := q.Get("bytes"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > procgroup.MaxTailBytes {
-			writeErr(w, Invalid(fmt.Errorf("bytes %q: want 1 to %d (%s)", v, procgroup.MaxTailBytes, procgroup.Size(procgroup.MaxTailBytes))))
+		if limit, err = logtail.ParseLimit(v); err != nil {
+			writeErr(w, Invalid(fmt.Errorf("bytes %w", err)))
 			return
 		}
 	}
@@ -210,11 +210,11 @@ func (s server) tail(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	var t procgroup.Tail
+	var t logtail.Tail
 	if f != nil {
 		fi, err := f.Stat()
 		if err == nil {
-			t, err = procgroup.FindTail(f, 0, fi.Size(), n, limit)
+			t, err = logtail.Find(f, 0, fi.Size(), n, limit)
 		}
 		if err != nil {
 			f.Close()
@@ -273,7 +273,7 @@ func follow(r *http.Request, w http.ResponseWriter, path string, f *os.File, off
 		if fi.Size() == off {
 			return true
 		}
-		t, err := procgroup.FindTail(f, off, fi.Size(), -1, limit)
+		t, err := logtail.Find(f, off, fi.Size(), -1, limit)
 		if err != nil {
 			return false
 		}

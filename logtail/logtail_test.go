@@ -1,4 +1,4 @@
-package procgroup
+package logtail
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 	"unicode/utf8"
 )
 
-// One 10 MB line without a newline: the tail is its last TailBytes, after
+// One 10 MB line without a newline: the tail is its last DefaultBytes, after
 // a marker saying how much of the lines asked for was cut.
 func TestTailLinesLongLineIsCapped(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "long.log")
@@ -19,7 +19,7 @@ func TestTailLinesLongLineIsCapped(t *testing.T) {
 	if err := os.WriteFile(path, []byte("before\n"+line), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got, err := TailLines(path, 10, 0)
+	got, err := Lines(path, 10, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,16 +27,16 @@ func TestTailLinesLongLineIsCapped(t *testing.T) {
 	if marker != "[gosup: 9.9MB cut]" {
 		t.Errorf("marker %q, want [gosup: 9.9MB cut]", marker)
 	}
-	if rest != line[len(line)-TailBytes:]+"\n" {
-		t.Errorf("tail of a 10 MB line is %d bytes after the marker, want its last %d and a newline", len(rest), TailBytes)
+	if rest != line[len(line)-DefaultBytes:]+"\n" {
+		t.Errorf("tail of a 10 MB line is %d bytes after the marker, want its last %d and a newline", len(rest), DefaultBytes)
 	}
-	// Asked for more, up to MaxTailBytes.
+	// Asked for more, up to MaxBytes.
 	for _, limit := range []int{1 << 20, 64 << 20} {
-		got, err := TailLines(path, 10, limit)
+		got, err := Lines(path, 10, limit)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := min(limit, MaxTailBytes) + len("[gosup: 9.0MB cut]\n") + 1; len(got) != want || !strings.HasPrefix(string(got), "[gosup: ") {
+		if want := min(limit, MaxBytes) + len("[gosup: 9.0MB cut]\n") + 1; len(got) != want || !strings.HasPrefix(string(got), "[gosup: ") {
 			t.Errorf("limit %d: %d bytes, want %d: %.40q", limit, len(got), want, got)
 		}
 	}
@@ -50,7 +50,7 @@ func TestTailLinesCutsAtRune(t *testing.T) {
 		t.Fatal(err)
 	}
 	for limit := 1; limit < 20; limit++ {
-		got, err := TailLines(path, 1, limit)
+		got, err := Lines(path, 1, limit)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +81,7 @@ func TestTailLinesDropsWholeLines(t *testing.T) {
 		{2, 16, "[gosup: 7B cut]\nthree 333\n"},
 		{1, 4, "[gosup: 6B cut]\n333\n"},
 	} {
-		got, err := TailLines(path, tc.n, tc.limit)
+		got, err := Lines(path, tc.n, tc.limit)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,7 +91,7 @@ func TestTailLinesDropsWholeLines(t *testing.T) {
 	}
 }
 
-// FindTail agrees with a model that splits the whole region into lines,
+// Find agrees with a model that splits the whole region into lines,
 // for random bytes, regions, line counts, limits, chunk sizes and scan
 // bounds.
 func TestFindTailModel(t *testing.T) {
@@ -109,7 +109,7 @@ func TestFindTailModel(t *testing.T) {
 		limit := 1 + rng.IntN(60)
 		chunk := int64(1 + rng.IntN(20))
 		scan := int64(1 + rng.IntN(300))
-		got, err := findTail(bytes.NewReader(data), from, end, n, limit, chunk, scan)
+		got, err := find(bytes.NewReader(data), from, end, n, limit, chunk, scan)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +119,7 @@ func TestFindTailModel(t *testing.T) {
 	}
 }
 
-// modelTail is FindTail the simple way: every line of the region, the
+// modelTail is Find the simple way: every line of the region, the
 // last n of them, then whole lines dropped from the front until the rest
 // fits.
 func modelTail(data []byte, from, end int64, n, limit int, scan int64) Tail {
@@ -177,6 +177,31 @@ func TestTailMarker(t *testing.T) {
 	}
 }
 
+// ParseLimit reads what an operator writes, from 1 byte to MaxBytes;
+// SizeString writes it back.
+func TestParseLimit(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int
+	}{
+		{"1", 1}, {"4096", 4096}, {"64KB", 64 << 10}, {"64kb", 64 << 10}, {" 1 MB ", 1 << 20}, {"100B", 100}, {"4MB", MaxBytes}, {"4194304", MaxBytes},
+		{"0", 0}, {"4194305", 0}, {"5MB", 0}, {"-1", 0}, {"", 0}, {"lots", 0}, {"1GB", 0}, {"9999999999999999999KB", 0},
+	} {
+		got, err := ParseLimit(tc.in)
+		if got != tc.want || (err == nil) != (tc.want > 0) {
+			t.Errorf("ParseLimit(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+		if err != nil && !strings.Contains(err.Error(), "want 1 to 4MB") {
+			t.Errorf("ParseLimit(%q): %v", tc.in, err)
+		}
+	}
+	for n, want := range map[int]string{DefaultBytes: "64KB", MaxBytes: "4MB", 1000: "1000"} {
+		if got := SizeString(n); got != want {
+			t.Errorf("SizeString(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
 // BenchmarkTailLongLine tails 10 lines of a 10 MB file that is one line.
 func BenchmarkTailLongLine(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "long.log")
@@ -185,7 +210,7 @@ func BenchmarkTailLongLine(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := TailLines(path, 10, 0); err != nil {
+		if _, err := Lines(path, 10, 0); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -202,7 +227,7 @@ func BenchmarkTailLines(b *testing.B) {
 		b.Run("n="+strconv.Itoa(n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := TailLines(path, n, 0); err != nil {
+				if _, err := Lines(path, n, 0); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,4 +1,8 @@
-package procgroup
+// Package logtail reads the end of a log file within a byte bound, from
+// the end backwards, and says what it left out: what ctl tail, ctl tail
+// -f and memmon's alert excerpts show. It uses only the standard library,
+// so that the control API (and its clients) need nothing of the daemon.
+package logtail
 
 import (
 	"bytes"
@@ -7,23 +11,24 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
 // Bounds of a tail: what `ctl tail`, `ctl tail -f` (per read) and memmon's
 // alert excerpts show of a log.
 const (
-	// TailBytes is the most a tail holds unless asked for more.
-	TailBytes = 64 << 10
-	// MaxTailBytes is the most a tail may be asked to hold.
-	MaxTailBytes = 4 << 20
-	// tailScan bounds how far back from the end a tail reads to find
+	// DefaultBytes is the most a tail holds unless asked for more.
+	DefaultBytes = 64 << 10
+	// MaxBytes is the most a tail may be asked to hold.
+	MaxBytes = 4 << 20
+	// maxScan bounds how far back from the end a tail reads to find
 	// where the lines asked for begin, which only sizes the cut (the
 	// marker then says "more than").
-	tailScan = 64 << 20
-	// tailChunk is what one read takes: a tail's memory is this buffer
+	maxScan = 64 << 20
+	// chunkBytes is what one read takes: a tail's memory is this buffer
 	// and what it returns.
-	tailChunk = 64 << 10
+	chunkBytes = 64 << 10
 )
 
 // A Tail is where the last lines of a file are and which of their bytes
@@ -32,41 +37,41 @@ type Tail struct {
 	Start, End int64 // the bytes to show: [Start, End)
 	// Cut is how many bytes of the lines asked for, before Start, are
 	// left out; with CutAtLeast the lines begin further back than a tail
-	// looks (tailScan) and Cut is only a lower bound.
+	// looks (maxScan) and Cut is only a lower bound.
 	Cut        int64
 	CutAtLeast bool
 }
 
-// TailLimit is limit as a tail's byte cap: TailBytes when limit <= 0,
-// MaxTailBytes at most.
-func TailLimit(limit int) int {
+// Limit is limit as a tail's byte cap: DefaultBytes when limit <= 0,
+// MaxBytes at most.
+func Limit(limit int) int {
 	if limit <= 0 {
-		return TailBytes
+		return DefaultBytes
 	}
-	return min(limit, MaxTailBytes)
+	return min(limit, MaxBytes)
 }
 
-// FindTail locates the last n lines (every line when n < 0) of the bytes
-// [from, end) of r, of which it keeps at most limit bytes (see TailLimit):
+// Find locates the last n lines (every line when n < 0) of the bytes
+// [from, end) of r, of which it keeps at most limit bytes (see Limit):
 // whole lines are left out from the front while they do not fit, and when
 // even the last line does not, its front is cut, at a UTF-8 boundary. A
 // final newline ends the last line; a missing one leaves it partial. It
-// reads backwards in chunks of tailChunk bytes, at most tailScan of them
+// reads backwards in chunks of chunkBytes bytes, at most maxScan of them
 // (plus what it keeps), and holds nothing it reads.
-func FindTail(r io.ReaderAt, from, end int64, n, limit int) (Tail, error) {
-	return findTail(r, from, end, n, limit, tailChunk, tailScan)
+func Find(r io.ReaderAt, from, end int64, n, limit int) (Tail, error) {
+	return find(r, from, end, n, limit, chunkBytes, maxScan)
 }
 
-// findTail is FindTail reading at most maxChunk bytes at a time, at most scan bytes
+// find is Find reading at most maxChunk bytes at a time, at most scan bytes
 // back from end before the limit (tests make them small).
-func findTail(r io.ReaderAt, from, end int64, n, limit int, maxChunk, scan int64) (Tail, error) {
+func find(r io.ReaderAt, from, end int64, n, limit int, maxChunk, scan int64) (Tail, error) {
 	t := Tail{Start: end, End: end}
 	if n == 0 || end <= from {
 		return t, nil
 	}
-	low := max(from, end-int64(TailLimit(limit))) // the earliest byte that fits
-	floor := max(from, min(end-scan, low-1))      // the earliest byte read: low-1 tells whether low starts a line
-	start, startKnown := from, false              // where the lines asked for begin
+	low := max(from, end-int64(Limit(limit))) // the earliest byte that fits
+	floor := max(from, min(end-scan, low-1))  // the earliest byte read: low-1 tells whether low starts a line
+	start, startKnown := from, false          // where the lines asked for begin
 	if n < 0 {
 		// Every line: they begin at from; only the line starts at or
 		// after low matter (a newline at low-1 makes low one).
@@ -179,20 +184,20 @@ func (t Tail) Marker() string {
 }
 
 // Copy writes the marker, if any, and the bytes of the tail, read from r
-// in chunks of at most tailChunk.
+// in chunks of at most chunkBytes.
 func (t Tail) Copy(w io.Writer, r io.ReaderAt) (int64, error) {
 	m, err := io.WriteString(w, t.Marker())
 	if err != nil {
 		return int64(m), err
 	}
-	k, err := io.CopyBuffer(w, io.NewSectionReader(r, t.Start, t.End-t.Start), make([]byte, min(tailChunk, max(t.End-t.Start, 1))))
+	k, err := io.CopyBuffer(w, io.NewSectionReader(r, t.Start, t.End-t.Start), make([]byte, min(chunkBytes, max(t.End-t.Start, 1))))
 	return int64(m) + k, err
 }
 
-// TailLines returns the last n lines of the file at path, at most limit
-// bytes of them (see FindTail and TailLimit), after a marker line when it
+// Lines returns the last n lines of the file at path, at most limit
+// bytes of them (see Find and Limit), after a marker line when it
 // cut any. A last line without its newline gets one.
-func TailLines(path string, n, limit int) ([]byte, error) {
+func Lines(path string, n, limit int) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -202,7 +207,7 @@ func TailLines(path string, n, limit int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := FindTail(f, 0, fi.Size(), n, limit)
+	t, err := Find(f, 0, fi.Size(), n, limit)
 	if err != nil {
 		return nil, fmt.Errorf("tail %s: %w", path, err)
 	}
@@ -230,4 +235,36 @@ func FormatBytes(n int64) string {
 		return strconv.FormatFloat(float64(n)/(1<<10), 'f', 1, 64) + "KB"
 	}
 	return strconv.FormatInt(n, 10) + "B"
+}
+
+// ParseLimit reads a tail's byte cap as an operator writes it: "4096",
+// "64KB", "1MB" (1024-based), from 1 byte to MaxBytes.
+func ParseLimit(s string) (int, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KB", 1 << 10}, {"MB", 1 << 20}, {"B", 1}} {
+		if rest, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n < 1 || n > MaxBytes/mult {
+		return 0, fmt.Errorf("%q: want 1 to %s: a number of bytes, or one with KB or MB", s, SizeString(MaxBytes))
+	}
+	return n * mult, nil
+}
+
+// SizeString writes n as ParseLimit reads it: 64KB, 4MB, 1000.
+func SizeString(n int) string {
+	switch {
+	case n != 0 && n%(1<<20) == 0:
+		return strconv.Itoa(n>>20) + "MB"
+	case n != 0 && n%(1<<10) == 0:
+		return strconv.Itoa(n>>10) + "KB"
+	}
+	return strconv.Itoa(n)
 }
