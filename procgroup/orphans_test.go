@@ -399,3 +399,94 @@ func TestPortOfARunningProcessIsNotReclaimed(t *testing.T) {
 		t.Errorf("the running process was disturbed: %s pid %d (was %d)", now.State, now.Pid, running.Pid)
 	}
 }
+
+// A leftover that ignores the stop signal is SIGKILLed, and the process
+// is STOPPED only once it is gone.
+func TestLeftoverIgnoringTheStopSignalIsKilled(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "wrapper.sh")
+	pidfile := filepath.Join(dir, "app.pid")
+	body := "#!/bin/sh\n\"$HELPER_BIN\" ignore-term &\necho $! > " + pidfile + "\nwait\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	killAtEnd(t, pidfile)
+	spec := helperSpec()
+	spec.Command = script
+	spec.Environment["HELPER_BIN"] = os.Args[0]
+	spec.StopWaitSecs = 1
+	p := newTestPool(t, spec).Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Running, 30*time.Second)
+	app := readPids(t, pidfile, 1)[0]
+	// The app says it ignores TERM once it does.
+	logf := p.Status().Stdout
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, _ := os.ReadFile(logf); strings.Contains(string(b), "ignoring TERM") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the app never said it ignores TERM")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, p, Stopped, 60*time.Second)
+	if alive(app) {
+		t.Fatalf("STOPPED, but the app %d that ignores TERM lives", app)
+	}
+	if st.ExitDesc != "terminated by SIGTERM" {
+		t.Errorf("the wrapper: %s, want terminated by SIGTERM", st.ExitDesc)
+	}
+}
+
+// A respawn waits in STARTING for the leftovers of the last run; a stop
+// then drops the spawn, and the process is STOPPED once they are gone.
+func TestStopWhileTheRespawnWaitsForLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "leave.sh")
+	pidfile := filepath.Join(dir, "left.pids")
+	// Three sleeps that ignore TERM (an ignored signal stays ignored
+	// across fork and exec), then exit 3.
+	body := "#!/bin/sh\ntrap '' TERM\nfor i in 1 2 3; do sleep 3600 & echo $! >> " + pidfile + "; done\nexit 3\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	killAtEnd(t, pidfile)
+	spec := helperSpec()
+	spec.Command = script
+	spec.AutoRestart = RestartAlways
+	spec.BackoffMax = 0
+	// Far longer than the 1 s respawn floor: the respawn comes due while
+	// the leftovers are still there.
+	spec.StopWaitSecs = 6
+	p := newTestPool(t, spec).Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := p.Wait(ctx, func(s Status) bool { return s.State == Starting && s.Reason == ReasonSweepFirst })
+	if err != nil {
+		t.Fatalf("no respawn waiting for the leftovers: %s %q (%v)", st.State, st.Reason, err)
+	}
+	left := readPids(t, pidfile, 3)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Status(); st.State != Stopping {
+		t.Fatalf("want STOPPING while the leftovers are stopped, have %s", st.State)
+	}
+	st = waitState(t, p, Stopped, 60*time.Second)
+	if n := aliveOf(left); len(n) > 0 {
+		t.Fatalf("STOPPED, but leftovers %v live", n)
+	}
+	if st.Spawns != 1 {
+		t.Errorf("spawned %d times; the stop should have dropped the waiting spawn", st.Spawns)
+	}
+}

@@ -275,8 +275,10 @@ type loop struct {
 	notReady    string // why the current spawn was killed while STARTING
 	// marker is the current (or last) spawn's GOSUP_SPAWN entry.
 	marker string
-	// groupStopped says the stop signal went to the child's whole group.
+	// groupStopped says the stop signal went to the child's whole group;
+	// stopDeadline is when a requested stop SIGKILLs.
 	groupStopped bool
+	stopDeadline time.Time
 	// Leftovers of the last child (or the own orphan holding the port)
 	// are being stopped while sweepC is set; its result arrives there.
 	// No child is spawned meanwhile: a spawn waits in STARTING with
@@ -315,7 +317,7 @@ func (p *Process) Run(ctx context.Context) {
 			<-l.exitC
 			l.proc.Release()
 			if found := findLeftovers(pid, l.marker, p.rp.Subscribed); len(found) > 0 {
-				p.startSweep(l, "leftover processes of the killed child", found, p.leftoversOf(pid, l.marker), 0)
+				p.startSweep(l, "leftover processes of the killed child", found, p.leftoversOf(pid, l.marker), 0, 0)
 			}
 		}
 		if l.sweepC != nil {
@@ -477,6 +479,7 @@ func (p *Process) beginStop(l *loop, o op) error {
 	l.disarm()
 	sig := unix.Signal(sp.StopSignal)
 	l.groupStopped = sp.StopAsGroup
+	l.stopDeadline = time.Now().Add(time.Duration(sp.StopWaitSecs) * time.Second)
 	if sp.StopAsGroup {
 		p.killGroup(l, sig)
 	} else if err := l.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
@@ -555,14 +558,20 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 	p.log.Info("exited", "pid", pid, "status", ex.String(), "uptime", uptime.Round(time.Millisecond), "state", l.state)
 	// What the child started and left running is stopped before the
 	// process is STOPPED or spawned again.
+	// A requested stop keeps its deadline: the leftovers are SIGKILLed
+	// when the child would have been, so a stop takes no longer than
+	// stopwaitsecs (and the SIGKILL) as before.
 	if found := findLeftovers(pid, l.marker, p.rp.Subscribed); len(found) > 0 {
-		skip := 0
-		if l.state == Stopping && l.groupStopped {
-			skip = pid // they have had the stop signal with the child
+		skip, wait := 0, time.Duration(p.spec.Program.StopWaitSecs)*time.Second
+		if l.state == Stopping {
+			wait = max(0, time.Until(l.stopDeadline))
+			if l.groupStopped {
+				skip = pid // they have had the stop signal with the child
+			}
 		}
-		p.startSweep(l, fmt.Sprintf("leftover processes of pid %d", pid), found, p.leftoversOf(pid, l.marker), skip)
+		p.startSweep(l, fmt.Sprintf("leftover processes of pid %d", pid), found, p.leftoversOf(pid, l.marker), skip, wait)
 	}
-	l.groupStopped = false
+	l.groupStopped, l.stopDeadline = false, time.Time{}
 	// An exit is a fact: if the table refuses it (a bug, already reported
 	// by event or setState), the exit is still recorded, and the process
 	// is left STOPPED or EXITED, not restarted, rather than in a state that
@@ -680,7 +689,7 @@ func (p *Process) startChild(l *loop) {
 					return appendTree(nil, map[int]bool{}, cur)
 				}
 				return nil
-			}, 0)
+			}, 0, time.Duration(p.spec.Program.StopWaitSecs)*time.Second)
 			p.update(func(s *Status) { s.Reason = ReasonSweepFirst })
 			return
 		}
@@ -869,13 +878,13 @@ func (p *Process) leftoversOf(leader int, marker string) func() []leftover {
 
 // startSweep stops found (and what find finds later) on a goroutine: the
 // program's stop signal (not to members of group skipGroup, which had it),
-// SIGKILL after stopwaitsecs. Its result arrives on l.sweepC.
-func (p *Process) startSweep(l *loop, what string, found []leftover, find func() []leftover, skipGroup int) {
+// SIGKILL after wait. Its result arrives on l.sweepC.
+func (p *Process) startSweep(l *loop, what string, found []leftover, find func() []leftover, skipGroup int, wait time.Duration) {
 	sp := p.spec.Program
 	ctx, cancel := context.WithCancel(context.Background())
 	c := make(chan sweepResult, 1)
 	l.sweepC, l.sweepCancel = c, cancel
-	sig, wait := unix.Signal(sp.StopSignal), time.Duration(sp.StopWaitSecs)*time.Second
+	sig := unix.Signal(sp.StopSignal)
 	p.log.Info("stopping "+what, "count", len(found), "signal", unix.SignalName(sig))
 	p.guard().Go("leftover sweep", "its leftover processes were left running",
 		func() { c <- sweep(ctx, found, find, sig, skipGroup, wait) },
