@@ -18,6 +18,8 @@ type testHooks struct {
 	leaseSlack    time.Duration       // replaces leaseSlack when not 0
 	reloadPrepare func()              // in a reload's prepare, under s.mu, after its lanes are reserved
 	touchLoop     func()              // in the touch_reload loop, each time it wakes
+	// socketTimeouts replace the control socket's timeouts when set.
+	socketTimeouts *api.Timeouts
 }
 
 // recovering serves h so that a handler that panics is caught by the

@@ -250,12 +250,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		srv = &http.Server{
-			Handler:           s.recovering(api.NewHandler(apiHost{s})),
-			ReadHeaderTimeout: 5 * time.Second,
-			MaxHeaderBytes:    16 << 10,
-			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		timeouts := api.DefaultTimeouts()
+		if s.hooks.socketTimeouts != nil {
+			timeouts = *s.hooks.socketTimeouts
 		}
+		srv = api.NewServer(s.recovering(api.NewHandler(apiHost{s})), timeouts, slog.NewLogLogger(s.log.Handler(), slog.LevelWarn))
 		go func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				s.log.Error("control socket failed", "err", err)

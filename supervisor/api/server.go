@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"os"
 	"strconv"
@@ -82,6 +83,24 @@ func NewHandler(d Daemon) http.Handler {
 	mux.HandleFunc("POST /v1/reload", s.reload)
 	mux.HandleFunc("POST /v1/reopen-logs", s.reopenLogs)
 	return mux
+}
+
+// NewServer is the control socket's server for h (what NewHandler
+// returns, possibly wrapped), with timeouts t; errorLog gets net/http's
+// own complaints. It closes idle keep-alive connections and clients slow
+// to send a request. It has no WriteTimeout, and Timeouts.Read does not
+// reach into a response either: net/http lifts the read deadline once
+// the request's body is read, so `ctl tail -f` and a stop waiting out
+// stopwaitsecs are never cut.
+func NewServer(h http.Handler, t Timeouts, errorLog *log.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		IdleTimeout:       t.Idle,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          errorLog,
+	}
 }
 
 type server struct{ d Daemon }
@@ -320,4 +339,17 @@ func isFile(f *os.File, fi os.FileInfo) bool {
 	}
 	cur, err := f.Stat()
 	return err == nil && os.SameFile(fi, cur)
+}
+
+// Timeouts bound how long the control socket waits for a client: for a
+// request's header, for its whole request (header and body), and for the
+// next request on an idle keep-alive connection. Nothing bounds a
+// response: `ctl tail -f` streams and a stop waits out stopwaitsecs.
+type Timeouts struct {
+	ReadHeader, Read, Idle time.Duration
+}
+
+// DefaultTimeouts are the control socket's timeouts.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{ReadHeader: 5 * time.Second, Read: 30 * time.Second, Idle: 30 * time.Second}
 }

@@ -1,0 +1,117 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/gosup/gosup/supervisor/api"
+)
+
+// shortTimeouts makes the control socket give up on idle clients fast.
+func shortTimeouts(s *Supervisor) {
+	s.hooks.socketTimeouts = &api.Timeouts{ReadHeader: 300 * time.Millisecond, Read: 300 * time.Millisecond, Idle: 300 * time.Millisecond}
+}
+
+// A keep-alive connection left idle after a request is closed by the
+// daemon: the client's next read returns EOF.
+func TestIdleControlConnectionIsClosed(t *testing.T) {
+	file := writeConfig(t, program("a", "sleep", 1, ""))
+	_, cl, _ := guardedDaemon(t, file, shortTimeouts)
+	c, err := net.Dial("unix", cl.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /v1/info HTTP/1.1\r\nHost: gosup\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil || resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("first request: %d close=%v %v", resp.StatusCode, resp.Close, err)
+	}
+	// Idle now; the daemon must close the connection (well before 20 s).
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, err := br.Read(make([]byte, 1))
+	if !errors.Is(err, io.EOF) {
+		t.Fatalf("idle connection: want EOF from the daemon closing it, have %d bytes, %v", n, err)
+	}
+}
+
+// A connection that sends half a request header and stops is closed too.
+func TestSlowRequestHeaderIsCut(t *testing.T) {
+	file := writeConfig(t, program("a", "sleep", 1, ""))
+	_, cl, _ := guardedDaemon(t, file, shortTimeouts)
+	c, err := net.Dial("unix", cl.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /v1/info HTTP/1.1\r\nHo"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("half a header: want the daemon to close the connection, have %q, %v", b, err)
+	}
+}
+
+// The timeouts bound reading requests, never responses: `ctl tail -f`
+// goes on streaming, and a stop that waits out stopwaitsecs answers, long
+// after the read and idle timeouts have passed.
+func TestControlTimeoutsDoNotCutLongResponses(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "stuck.pid")
+	file := writeConfig(t, fmt.Sprintf(chattyConfig, "100MB")+fmt.Sprintf(`
+[program.stuck]
+command = "@HELPER@ ignore-term %s"
+startsecs = 0
+stopwaitsecs = 2
+%s
+`, pidfile, helperEnv))
+	_, cl, _ := guardedDaemon(t, file, shortTimeouts)
+	waitAll(t, cl, "RUNNING")
+	readPidfile(t, pidfile) // SIGTERM is ignored from here on
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tail, err := cl.Tail(ctx, "chatty", "stdout", 1, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tail.Close()
+	streamed := make(chan error, 1)
+	go func() {
+		// chatty writes a line a millisecond: bytes keep coming for 2 s,
+		// several times the timeouts, or the stream was cut.
+		start := time.Now()
+		buf := make([]byte, 4096)
+		for time.Since(start) < 2*time.Second {
+			if _, err := tail.Read(buf); err != nil {
+				streamed <- fmt.Errorf("after %s: %w", time.Since(start).Round(time.Millisecond), err)
+				return
+			}
+		}
+		streamed <- nil
+	}()
+
+	res, err := cl.Action(context.Background(), "stop", api.ActionRequest{Patterns: []string{"stuck"}})
+	if err != nil || len(res) != 1 || !res[0].OK {
+		t.Errorf("stop waiting out stopwaitsecs = 2: %+v %v", res, err)
+	}
+	if err := <-streamed; err != nil {
+		t.Errorf("tail -f was cut: %v", err)
+	}
+	waitState(t, cl, "stuck:stuck", "STOPPED")
+}
