@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"encoding/json"
+	"log/slog"
 	"os"
 	"slices"
 	"sync"
@@ -19,9 +20,15 @@ type adminState struct {
 	stopped map[string]bool
 }
 
-func loadAdminState(socket string) *adminState {
+func loadAdminState(socket string, log *slog.Logger) *adminState {
 	a := &adminState{path: socket + ".stopped", stopped: map[string]bool{}}
-	if b, err := os.ReadFile(a.path); err == nil {
+	// Read as the state file is: never through a symlink, and only if
+	// it is gosup's own.
+	b, err := readOwn(a.path, maxStateBytes)
+	if err != nil {
+		log.Warn("ignoring the processes stopped with ctl stop before: the file is not gosup's own", "path", a.path, "err", err)
+	}
+	if b != nil {
 		var names []string
 		if json.Unmarshal(b, &names) == nil {
 			for _, n := range names {

@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +34,7 @@ type instance struct {
 	statePath string
 	lock      *os.File
 	log       *slog.Logger
+	started   bool // the state writer runs
 
 	mu       sync.Mutex
 	children map[string]childRecord // by group:name
@@ -55,11 +56,13 @@ type stateFile struct {
 }
 
 // claim takes the lock next to socket. It fails with ErrAlreadyRunning, and
-// touches nothing, if another daemon holds it.
+// touches nothing, if another daemon holds it. The socket's directory must
+// be safe (see secureSocketDir), and the lock file, if it exists, a
+// regular file of ours (see openOwn).
 func claim(socket string, dirMode os.FileMode, log *slog.Logger) (*instance, error) {
 	dir := filepath.Dir(socket)
-	if err := os.MkdirAll(dir, dirMode); err != nil {
-		return nil, fmt.Errorf("create socket directory: %w", err)
+	if err := secureSocketDir(dir, dirMode); err != nil {
+		return nil, err
 	}
 	in := &instance{
 		id:        fmt.Sprintf("%d-%s", os.Getpid(), rand.Text()[:10]),
@@ -71,12 +74,12 @@ func claim(socket string, dirMode os.FileMode, log *slog.Logger) (*instance, err
 		stop:      make(chan struct{}),
 		stopped:   make(chan struct{}),
 	}
-	f, err := os.OpenFile(in.lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openOwn(in.lockPath, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		b, _ := os.ReadFile(in.lockPath)
+		b, _ := io.ReadAll(io.LimitReader(f, 32))
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			pid := strings.TrimSpace(string(b))
@@ -88,14 +91,22 @@ func claim(socket string, dirMode os.FileMode, log *slog.Logger) (*instance, err
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	in.lock = f
-	go in.writer()
 	return in, nil
+}
+
+// start begins recording children in a new state file, replacing the
+// predecessor's (read by killLeftovers before).
+func (in *instance) start() {
+	in.started = true
+	go in.writer()
 }
 
 // release removes the state and lock files and drops the lock.
 func (in *instance) release() {
-	close(in.stop)
-	<-in.stopped
+	if in.started {
+		close(in.stop)
+		<-in.stopped
+	}
 	os.Remove(in.statePath)
 	os.Remove(in.lockPath)
 	in.lock.Close()
@@ -134,7 +145,7 @@ const stateWriteGap = 20 * time.Millisecond
 // possibly followed by stale bytes that the reader ignores.
 func (in *instance) writer() {
 	defer close(in.stopped)
-	f, err := os.OpenFile(in.statePath, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := createOwn(in.statePath, 0o600)
 	if err != nil {
 		in.log.Warn("could not open state file; a crash will leave children behind", "path", in.statePath, "err", err)
 	} else {
@@ -176,14 +187,22 @@ func (in *instance) writer() {
 	}
 }
 
-// killLeftovers kills the process groups of children that a crashed
-// predecessor left behind: those whose leader still has the recorded start
-// time, and the members of a group whose leader is gone (a process group id
-// cannot be recycled while the group has members). It waits up to timeout
-// for them to disappear, so their ports are free before anything spawns.
+// killLeftovers kills what a crashed predecessor left behind: every
+// process that still carries the predecessor's instance marker
+// (GOSUP_INSTANCE) in its environment, its recorded children and whatever
+// they forked. A recorded child whose start time differs from the record
+// is spared (its pid was recycled). Nothing is killed unless the state
+// file is ours (a regular file of our uid, writable by no one else, see
+// openOwn): a file planted by another user, or a process without the
+// marker, gets no one killed. It waits up to timeout for them to
+// disappear, so their ports are free before anything spawns.
 func (in *instance) killLeftovers(timeout time.Duration) int {
-	b, err := os.ReadFile(in.statePath)
-	if err != nil || len(b) == 0 {
+	b, err := readOwn(in.statePath, maxStateBytes)
+	if err != nil {
+		in.log.Warn("ignoring a state file that is not gosup's own; killing no leftovers", "path", in.statePath, "err", err)
+		return 0
+	}
+	if len(b) == 0 {
 		return 0
 	}
 	var sf stateFile
@@ -192,21 +211,18 @@ func (in *instance) killLeftovers(timeout time.Duration) int {
 		in.log.Warn("ignoring unreadable state file", "path", in.statePath, "err", err)
 		return 0
 	}
-	procs := proctree.Scan()
-	byPid := map[int]proctree.Proc{}
-	for _, p := range procs {
-		byPid[p.Pid] = p
-	}
-	victims := marked(sf.Instance)
+	recorded := map[int]uint64{}
 	for _, c := range sf.Children {
-		if leader, ok := byPid[c.Pid]; ok && leader.Start != c.StartTime {
-			continue // pid recycled: the group is not ours
-		}
-		for _, p := range procs {
-			if p.Pgrp == c.Pid && p.Start >= c.StartTime && !slices.Contains(victims, p.Pid) {
-				victims = append(victims, p.Pid)
+		recorded[c.Pid] = c.StartTime
+	}
+	var victims []int
+	for _, pid := range marked(sf.Instance) {
+		if want, ok := recorded[pid]; ok && want != 0 {
+			if st, err := proctree.StartTime(pid); err != nil || st != want {
+				continue // pid recycled since it was recorded
 			}
 		}
+		victims = append(victims, pid)
 	}
 	for _, pid := range victims {
 		in.log.Warn("killing leftover child of a previous gosup daemon", "pid", pid, "daemon_pid", sf.DaemonPid)

@@ -164,7 +164,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			return err
 		}
 		s.inst = inst
-		s.admin = loadAdminState(st.Socket)
+		s.admin = loadAdminState(st.Socket, s.log)
 		// Children get stdin, stdout and stderr, nothing else: whatever the
 		// daemon inherited (a shell's redirections, a caller's pipe) must not
 		// leak into them and be held open for their lifetime.
@@ -174,6 +174,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if n := inst.killLeftovers(5 * time.Second); n > 0 {
 			s.log.Warn("killed processes left by a previous daemon", "count", n)
 		}
+		inst.start()
 		return nil
 	}, func() { s.inst.release() })
 	var stopReaper context.CancelFunc

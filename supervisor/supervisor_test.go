@@ -135,6 +135,8 @@ func helperMain(args []string) int {
 			fmt.Printf("line %08d %s\n", i, strings.Repeat("x", 49))
 			time.Sleep(time.Millisecond)
 		}
+	case "claim": // claim the default socket, print the outcome
+		return claimHelper()
 	case "connect": // connect SOCKET: try the API, print the outcome
 		_, err := api.NewClient(args[1]).Info(context.Background())
 		fmt.Println("result:", err)
