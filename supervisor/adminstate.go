@@ -63,7 +63,18 @@ func (a *adminState) set(stopped bool, names ...string) error {
 	if !changed {
 		return nil
 	}
-	names = names[:0:0]
+	return a.saveLocked()
+}
+
+// save writes the set again (after the socket directory was removed).
+func (a *adminState) save() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.saveLocked()
+}
+
+func (a *adminState) saveLocked() error {
+	names := make([]string, 0, len(a.stopped))
 	for n := range a.stopped {
 		names = append(names, n)
 	}

@@ -3,11 +3,14 @@ package supervisor
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -35,6 +38,11 @@ type instance struct {
 	lock      *os.File
 	log       *slog.Logger
 	started   bool // the state writer runs
+	dirMode   os.FileMode
+	// abstract is bound for the daemon's life to a name in the abstract
+	// unix socket namespace derived from the socket's path: unlike the
+	// lock file, nobody can delete it (nil if another user holds it).
+	abstract net.Listener
 
 	mu       sync.Mutex
 	children map[string]childRecord // by group:name
@@ -60,11 +68,23 @@ type stateFile struct {
 // be safe (see secureSocketDir), and the lock file, if it exists, a
 // regular file of ours (see openOwn).
 func claim(socket string, dirMode os.FileMode, log *slog.Logger) (*instance, error) {
+	abstract, err := bindAbstract(socket, log)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok && abstract != nil {
+			abstract.Close()
+		}
+	}()
 	dir := filepath.Dir(socket)
 	if err := secureSocketDir(dir, dirMode); err != nil {
 		return nil, err
 	}
 	in := &instance{
+		dirMode:   dirMode,
+		abstract:  abstract,
 		id:        fmt.Sprintf("%d-%s", os.Getpid(), rand.Text()[:10]),
 		lockPath:  socket + ".lock",
 		statePath: socket + ".state",
@@ -91,7 +111,93 @@ func claim(socket string, dirMode os.FileMode, log *slog.Logger) (*instance, err
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	in.lock = f
+	ok = true
 	return in, nil
+}
+
+// abstractName is the abstract unix socket name of the daemon on socket
+// (an absolute path).
+func abstractName(socket string) string {
+	sum := sha256.Sum256([]byte(socket))
+	return "@gosup/" + hex.EncodeToString(sum[:16])
+}
+
+// bindAbstract binds the daemon's abstract name for socket. If a daemon
+// of our user holds it, that is ErrAlreadyRunning with its pid (from
+// SO_PEERCRED), whether or not the socket's directory still exists. A
+// holder of another user is no daemon of ours (those refuse a directory
+// that is not theirs) and cannot stop us: we go on with the lock file
+// alone, saying so.
+func bindAbstract(socket string, log *slog.Logger) (net.Listener, error) {
+	name := abstractName(socket)
+	ln, err := net.Listen("unix", name)
+	if err == nil {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		return ln, nil
+	}
+	if !errors.Is(err, unix.EADDRINUSE) {
+		log.Warn("could not bind the daemon's abstract socket; only the lock file keeps a second daemon out", "name", name, "err", err)
+		return nil, nil
+	}
+	c, derr := net.Dial("unix", name)
+	if derr != nil {
+		log.Warn("the daemon's abstract socket is taken but does not answer; only the lock file keeps a second daemon out", "name", name, "err", derr)
+		return nil, nil
+	}
+	defer c.Close()
+	cred, cerr := peerCred(c)
+	if cerr != nil {
+		return nil, fmt.Errorf("check who holds %s: %w", name, cerr)
+	}
+	if int(cred.Uid) != os.Geteuid() {
+		log.Warn("the daemon's abstract socket is held by another user; only the lock file keeps a second daemon out", "name", name, "uid", cred.Uid, "pid", cred.Pid)
+		return nil, nil
+	}
+	return nil, fmt.Errorf("%w (pid %d) on %s; stop it with `gosup ctl shutdown --socket %s`", ErrAlreadyRunning, cred.Pid, socket, socket)
+}
+
+// lockLost reports whether the lock file is no longer at its path:
+// removed (with its directory, maybe) or replaced.
+func (in *instance) lockLost() bool {
+	var fst, pst unix.Stat_t
+	if err := unix.Fstat(int(in.lock.Fd()), &fst); err != nil || fst.Nlink == 0 {
+		return true
+	}
+	if err := unix.Lstat(in.lockPath, &pst); err != nil {
+		return true
+	}
+	return pst.Dev != fst.Dev || pst.Ino != fst.Ino
+}
+
+// relock recreates the socket directory (checked as claim does) and the
+// lock file after they were removed from under the running daemon, and
+// has the state file written again. The abstract socket kept any other
+// daemon out meanwhile. Only the socket watch calls it, before release.
+func (in *instance) relock() error {
+	if err := secureSocketDir(filepath.Dir(in.lockPath), in.dirMode); err != nil {
+		return err
+	}
+	f, err := createOwn(in.lockPath, 0o600)
+	if err != nil {
+		return fmt.Errorf("recreate lock file: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("lock %s: %w", in.lockPath, err)
+	}
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	in.lock.Close()
+	in.lock = f
+	in.markDirty()
+	return nil
 }
 
 // start begins recording children in a new state file, replacing the
@@ -110,6 +216,9 @@ func (in *instance) release() {
 	os.Remove(in.statePath)
 	os.Remove(in.lockPath)
 	in.lock.Close()
+	if in.abstract != nil {
+		in.abstract.Close()
+	}
 }
 
 func (in *instance) recordSpawn(name string, pid int) {
@@ -146,17 +255,36 @@ const stateWriteGap = 20 * time.Millisecond
 func (in *instance) writer() {
 	defer close(in.stopped)
 	f, err := createOwn(in.statePath, 0o600)
-	if err != nil {
-		in.log.Warn("could not open state file; a crash will leave children behind", "path", in.statePath, "err", err)
-	} else {
-		defer f.Close()
+	failed := err != nil // logged once, until a create succeeds
+	if failed {
+		in.log.Warn("could not create the state file; a crash will leave children behind", "path", in.statePath, "err", err)
 	}
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
 	gap := time.NewTimer(0)
 	for {
 		select {
 		case <-in.stop:
 			return
 		case <-in.dirty:
+		}
+		var st unix.Stat_t
+		if f != nil && unix.Fstat(int(f.Fd()), &st) == nil && st.Nlink == 0 {
+			// Removed (with the socket directory, which the socket
+			// watch recreates): write a new one.
+			f.Close()
+			f = nil
+		}
+		if f == nil {
+			if f, err = createOwn(in.statePath, 0o600); err == nil {
+				failed = false
+			} else if !failed {
+				failed = true
+				in.log.Warn("could not create the state file; a crash will leave children behind", "path", in.statePath, "err", err)
+			}
 		}
 		if f != nil {
 			in.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -17,7 +18,7 @@ import (
 
 // listen creates the control socket. The caller holds the instance lock, so
 // a socket file already there is a stale one from a dead daemon.
-func listen(path string, mode uint32, group string, log *slog.Logger) (net.Listener, error) {
+func listen(path string, mode uint32, group string, log *slog.Logger) (*credListener, error) {
 	pol := &peerPolicy{uid: uint32(os.Getuid()), gid: -1}
 	gid := -1
 	if group != "" {
@@ -40,7 +41,7 @@ func listen(path string, mode uint32, group string, log *slog.Logger) (net.Liste
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(true)
 	if gid >= 0 {
-		if err := os.Chown(path, -1, gid); err != nil {
+		if err := os.Lchown(path, -1, gid); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("set group %s on %s: %w", group, path, err)
 		}
@@ -59,7 +60,27 @@ func listen(path string, mode uint32, group string, log *slog.Logger) (net.Liste
 		ln.Close()
 		return nil, fmt.Errorf("unable to set permissions (%04o) on %s: %w", mode, path, err)
 	}
-	return &credListener{Listener: ln, pol: pol, log: log}, nil
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return &credListener{Listener: ln, pol: pol, log: log, dev: st.Dev, ino: st.Ino}, nil
+}
+
+// gone reports whether the socket file this listener created is no
+// longer at path (removed, maybe with its directory, or replaced).
+func (l *credListener) gone(path string) bool {
+	var st unix.Stat_t
+	return unix.Lstat(path, &st) != nil || st.Dev != l.dev || st.Ino != l.ino
+}
+
+// retire closes a listener whose socket file is gone, leaving alone the
+// path, where a new socket may be.
+func (l *credListener) retire() {
+	l.retired.Store(true)
+	l.Listener.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Listener.Close()
 }
 
 // peerPolicy says who may use the control socket: root, the daemon's own
@@ -91,8 +112,10 @@ func (p *peerPolicy) allows(c *unix.Ucred) bool {
 // checked with SO_PEERCRED before any byte is read.
 type credListener struct {
 	net.Listener
-	pol *peerPolicy
-	log *slog.Logger
+	pol      *peerPolicy
+	log      *slog.Logger
+	dev, ino uint64      // of the socket file
+	retired  atomic.Bool // replaced: its Serve ending is no failure
 }
 
 func (l *credListener) Accept() (net.Conn, error) {

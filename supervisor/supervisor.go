@@ -246,6 +246,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 	})
 	var srv *http.Server
+	stopWatch, watchDone := func() {}, make(chan struct{})
 	g.add("control socket", func() error {
 		ln, err := listen(st.Socket, uint32(st.SocketPerm()), st.SocketGroup, s.log)
 		if err != nil {
@@ -256,15 +257,19 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			timeouts = *s.hooks.socketTimeouts
 		}
 		srv = api.NewServer(s.recovering(api.NewHandler(apiHost{s})), timeouts, slog.NewLogLogger(s.log.Handler(), slog.LevelWarn))
+		w := &socketWatch{s: s, st: st, srv: srv, cur: ln}
+		w.serve(ln)
+		wctx, cancel := context.WithCancel(context.Background())
+		stopWatch = cancel
 		go func() {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error("control socket failed", "err", err)
-				s.requestShutdown()
-			}
+			defer close(watchDone)
+			s.guard.Run(wctx, "socket watch", w.run)
 		}()
 		s.log.Info("gosup started", "config", cfg.File, "socket", st.Socket, "programs", len(cfg.Programs), "pid", os.Getpid())
 		return nil
 	}, func() {
+		stopWatch()
+		<-watchDone
 		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = srv.Shutdown(hctx)
 		cancel()

@@ -137,6 +137,14 @@ func helperMain(args []string) int {
 		}
 	case "claim": // claim the default socket, print the outcome
 		return claimHelper()
+	case "bind": // bind NAME: listen on a unix socket NAME, say so, wait
+		ln, err := net.Listen("unix", args[1])
+		fmt.Println("bound:", err)
+		if err != nil {
+			return 1
+		}
+		defer ln.Close()
+		select {}
 	case "connect": // connect SOCKET: try the API, print the outcome
 		_, err := api.NewClient(args[1]).Info(context.Background())
 		fmt.Println("result:", err)

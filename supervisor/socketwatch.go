@@ -1,0 +1,92 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/gosup/gosup/supervisor/config"
+)
+
+// socketCheckEvery is how often the daemon checks that its socket
+// directory, lock file and socket are still there (three stat calls).
+const socketCheckEvery = time.Second
+
+// socketWatch keeps the control socket reachable when its directory, its
+// lock file or the socket file is removed from under the daemon (a /tmp
+// cleaner, logout removing $XDG_RUNTIME_DIR, an operator clearing /run):
+// it recreates them, as claim and listen first made them, and serves on
+// the new socket. Another daemon is kept out meanwhile by the abstract
+// socket (see bindAbstract). A periodic check rather than inotify: a
+// watch on the directory dies with it, and one on every ancestor would
+// cost more than a stat a second.
+type socketWatch struct {
+	s     *Supervisor
+	st    config.Settings
+	srv   *http.Server
+	cur   *credListener
+	fault string // the last failure logged, so it is logged once
+}
+
+// serve serves the control API on ln until it is retired or the server
+// shuts down; anything else ends the daemon.
+func (w *socketWatch) serve(ln *credListener) {
+	go func() {
+		if err := w.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) && !ln.retired.Load() {
+			w.s.log.Error("control socket failed", "err", err)
+			w.s.requestShutdown()
+		}
+	}()
+}
+
+func (w *socketWatch) run(ctx context.Context) {
+	t := time.NewTicker(socketCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.check()
+	}
+}
+
+// check repairs what is missing, logging one warning per repair, and a
+// failure to repair once until it changes or is over.
+func (w *socketWatch) check() {
+	path := w.st.Socket
+	lockLost, socketGone := w.s.inst.lockLost(), w.cur.gone(path)
+	if !lockLost && !socketGone {
+		w.fault = ""
+		return
+	}
+	fail := func(err error) {
+		if msg := err.Error(); msg != w.fault {
+			w.fault = msg
+			w.s.log.Error("the socket directory, lock file or socket was removed and cannot be recreated; gosup ctl cannot reach this daemon until it is", "socket", path, "err", err)
+		}
+	}
+	if lockLost {
+		if err := w.s.inst.relock(); err != nil {
+			fail(err)
+			return
+		}
+	}
+	if socketGone {
+		ln, err := listen(path, uint32(w.st.SocketPerm()), w.st.SocketGroup, w.s.log)
+		if err != nil {
+			fail(err)
+			return
+		}
+		w.cur.retire()
+		w.cur = ln
+		w.serve(ln)
+	}
+	if err := w.s.admin.save(); err != nil {
+		w.s.log.Warn("could not save the processes stopped with ctl stop", "err", err)
+	}
+	w.fault = ""
+	w.s.log.Warn("the socket directory, lock file or socket was removed from under the running daemon; recreated them", "socket", path, "lock_file", lockLost, "socket_file", socketGone)
+}
