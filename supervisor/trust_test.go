@@ -277,3 +277,54 @@ func writeDir(t *testing.T) string {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }
+
+// In a socket directory of our own, a .lock that is a symlink or a hard
+// link to another file is refused, naming it, and the file behind it is
+// left alone; a .state symlink is neither read nor followed: the new
+// state file replaces the link.
+func TestLinksInOurSocketDirAreNotFollowed(t *testing.T) {
+	dir := writeDir(t)
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "s", "gosup.sock")
+	mkdir(t, filepath.Dir(sock), 0o700)
+	for _, link := range []struct {
+		name string
+		make func(old, new string) error
+		want string
+	}{{"symlink", os.Symlink, "is a symlink"}, {"hard link", os.Link, "has 2 links"}} {
+		if err := link.make(victim, sock+".lock"); err != nil {
+			t.Fatal(err)
+		}
+		in, err := claim(sock, 0o700, discardLog())
+		if err == nil {
+			in.release()
+			t.Errorf("a .lock %s was accepted", link.name)
+		} else if !strings.Contains(err.Error(), sock+".lock") || !strings.Contains(err.Error(), link.want) {
+			t.Errorf("a .lock %s: want an error naming it and saying %q, have %v", link.name, link.want, err)
+		}
+		if err := os.Remove(sock + ".lock"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(victim, sock+".state"); err != nil {
+		t.Fatal(err)
+	}
+	in, err := claim(sock, 0o700, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.killLeftovers(time.Second)
+	in.start()
+	in.recordSpawn("a:a_0", os.Getpid())
+	waitLog(t, "the new state file", func() bool {
+		fi, err := os.Lstat(sock + ".state")
+		return err == nil && fi.Mode().IsRegular() && fi.Size() > 0
+	})
+	in.release()
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Errorf("the file behind the links was changed: %q", b)
+	}
+}
