@@ -132,3 +132,29 @@ func TestAbstractNameOfAnotherUserDoesNotBlock(t *testing.T) {
 		t.Errorf("no warning about the squatter: %s", logs)
 	}
 }
+
+// BenchmarkSocketCheck is what the socket watch costs each second when
+// nothing was removed: the lock file and the socket are still there.
+func BenchmarkSocketCheck(b *testing.B) {
+	dir, err := os.MkdirTemp("", "gs")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "s", "gosup.sock")
+	in, err := claim(sock, 0o700, discardLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer in.release()
+	ln, err := listen(sock, 0o600, "", discardLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	for b.Loop() {
+		if in.lockLost() || ln.gone(sock) {
+			b.Fatal("lock or socket reported gone")
+		}
+	}
+}
