@@ -669,8 +669,12 @@ func SocketOf(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("config %s: %w", path, err)
 	}
-	data, err := os.ReadFile(abs)
+	data, err := readFile(abs, false)
 	if err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			return "", ce
+		}
 		return "", fmt.Errorf("read config: %w", err)
 	}
 	var raw struct {

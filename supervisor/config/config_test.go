@@ -493,3 +493,47 @@ redirect_stderr = true
 		}
 	}
 }
+
+// A configuration file over 4 MiB (a log matched by an include by
+// mistake) is refused, naming it, rather than read whole; so is a link to
+// /dev/zero, which would never end, when files are not checked for their
+// owner (as root, a device is refused as not a regular file).
+func TestFileSizeBound(t *testing.T) {
+	big := strings.Repeat("# "+strings.Repeat("x", 97)+"\n", 5<<20/100)
+	const want = ": more than 4 MiB: too large for a configuration file (is it one?)"
+	t.Run("included", func(t *testing.T) {
+		dir := writeTree(t, map[string]string{
+			"gosup.toml":      "include = [\"conf.d/*.toml\"]\n\n[program.web]\ncommand = \"web\"\n",
+			"conf.d/big.toml": big,
+		})
+		for _, o := range []LoadOptions{{}, {InsecureFiles: true}} {
+			_, err := LoadWith(filepath.Join(dir, "gosup.toml"), o)
+			if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "conf.d/big.toml")+want) {
+				t.Errorf("%+v: %v", o, err)
+			}
+		}
+	})
+	t.Run("main", func(t *testing.T) {
+		dir := writeTree(t, map[string]string{"gosup.toml": "[program.web]\ncommand = \"web\"\n" + big})
+		file := filepath.Join(dir, "gosup.toml")
+		if _, err := Load(file); err == nil || err.Error() != file+want {
+			t.Errorf("Load: %v", err)
+		}
+		if _, err := SocketOf(file); err == nil || err.Error() != file+want {
+			t.Errorf("SocketOf: %v", err)
+		}
+	})
+	t.Run("devzero", func(t *testing.T) {
+		dir := writeTree(t, map[string]string{"gosup.toml": "include = [\"conf.d/*.toml\"]\n"})
+		if err := os.Mkdir(filepath.Join(dir, "conf.d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("/dev/zero", filepath.Join(dir, "conf.d/zero.toml")); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadWith(filepath.Join(dir, "gosup.toml"), LoadOptions{InsecureFiles: true})
+		if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "conf.d/zero.toml")+want) {
+			t.Errorf("%v", err)
+		}
+	})
+}

@@ -38,12 +38,24 @@ const maxLinks = 40
 // insecureHint is what every refusal ends with.
 const insecureHint = "or pass --insecure-config to accept it anyway"
 
-// readFile reads a configuration file; with strict, only one that root
-// alone can change (see above). A file that fails the check is an *Error
-// naming it, what is wrong and what to do.
+// maxFileBytes bounds a configuration file (the main one, an included
+// one, the nginx template): far above any real one, so that a mistaken
+// include (a log, a link to /dev/zero) is refused instead of read into
+// memory.
+const maxFileBytes = 4 << 20
+
+// readFile reads a configuration file, at most maxFileBytes; with strict,
+// only one that root alone can change (see above). A file that fails the
+// check, or is too large, is an *Error naming it, what is wrong and what
+// to do.
 func readFile(path string, strict bool) ([]byte, error) {
 	if !strict {
-		return os.ReadFile(path)
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return readBounded(path, f)
 	}
 	real, err := resolveTrusted(path)
 	if err != nil {
@@ -81,7 +93,19 @@ func readFile(path string, strict bool) ([]byte, error) {
 		}
 		return nil, untrusted(path, what, strings.Join(fixes, " and "))
 	}
-	return io.ReadAll(f)
+	return readBounded(path, f)
+}
+
+// readBounded reads f, the file at path, refusing more than maxFileBytes.
+func readBounded(path string, f *os.File) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxFileBytes {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("more than %d MiB: too large for a configuration file (is it one?)", maxFileBytes>>20)}
+	}
+	return b, nil
 }
 
 // untrusted is the refusal of path: what is wrong and what to do.

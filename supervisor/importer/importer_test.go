@@ -391,3 +391,32 @@ func TestIncludeLikeSupervisord(t *testing.T) {
 		t.Errorf("warnings: %s", w)
 	}
 }
+
+// A file over 4 MiB, the main one or an included one, is refused with
+// its name rather than read whole; so is a link to /dev/zero, which would
+// never end.
+func TestFileSizeBound(t *testing.T) {
+	dir := t.TempDir()
+	big := strings.Repeat("; "+strings.Repeat("x", 97)+"\n", 5<<20/100)
+	const want = "more than 4 MiB: too large for a supervisord configuration (is it one?)"
+	main := filepath.Join(dir, "big.conf")
+	if err := os.WriteFile(main, []byte("[program:web]\ncommand=web\n"+big), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Import(main); err == nil || err.Error() != "read "+main+": "+want {
+		t.Errorf("main: %v", err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "conf.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/zero", filepath.Join(dir, "conf.d/zero.conf")); err != nil {
+		t.Fatal(err)
+	}
+	top := filepath.Join(dir, "supervisord.conf")
+	if err := os.WriteFile(top, []byte("[program:web]\ncommand=web\n\n[include]\nfiles = conf.d/*.conf\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Import(top); err == nil || err.Error() != top+":5: [include] files: "+filepath.Join(dir, "conf.d/zero.conf")+": "+want {
+		t.Errorf("include: %v", err)
+	}
+}

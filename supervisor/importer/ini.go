@@ -3,7 +3,9 @@ package importer
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -161,6 +163,31 @@ func merge(into, from []*section) []*section {
 	return into
 }
 
+// maxFileBytes bounds a file import reads: far above any supervisord.conf,
+// so that a mistake (a log, a link to /dev/zero) is refused instead of read
+// into memory.
+const maxFileBytes = 4 << 20
+
+var errTooLarge = fmt.Errorf("more than %d MiB: too large for a supervisord configuration (is it one?)", maxFileBytes>>20)
+
+// readBounded reads the file at path, refusing more than maxFileBytes
+// (errTooLarge).
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxFileBytes {
+		return nil, errTooLarge
+	}
+	return b, nil
+}
+
 // readConfig reads a supervisord.conf and the files its [include] files=
 // globs name (relative to it), as supervisord does: matches in sorted
 // order, directories and unreadable files skipped, dotfiles only for a
@@ -173,7 +200,7 @@ func readConfig(path string, expand func(string) string) ([]*section, []string, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	data, err := os.ReadFile(abs)
+	data, err := readBounded(abs)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("read %s: %w", path, err)
 	}
@@ -205,7 +232,10 @@ func readConfig(path string, expand func(string) string) ([]*section, []string, 
 				if fi, err := os.Stat(m); err != nil || fi.IsDir() {
 					continue
 				}
-				b, err := os.ReadFile(m)
+				b, err := readBounded(m)
+				if errors.Is(err, errTooLarge) {
+					return nil, nil, nil, &ParseError{File: inc.file, Line: inc.line, Msg: fmt.Sprintf("[include] files: %s: %v", m, err)}
+				}
 				if err != nil {
 					warnings = append(warnings, Warning{File: inc.file, Line: inc.line, Msg: fmt.Sprintf("[include] files: %v (skipped, as supervisord does)", err)})
 					continue
