@@ -18,6 +18,14 @@ const (
 	probeAttempt  = time.Second
 )
 
+// What an HTTP check reads of the answer: a health check's headers are a
+// few hundred bytes (net/http would take 10 MiB); the body is read to
+// maxProbeBodyBytes and the rest left unread.
+const (
+	maxProbeHeaderBytes = 64 << 10
+	maxProbeBodyBytes   = 64 << 10
+)
+
 // probe checks 127.0.0.1:port until it is ready or timeout passes, and
 // sends the outcome (nil: ready) on out. It ends early with ctx.
 //
@@ -32,7 +40,7 @@ func probe(ctx context.Context, out chan<- error, kind, path string, port int, t
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	check := func(ctx context.Context) error { return checkTCP(ctx, addr) }
 	if kind == ReadyHTTP {
-		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil, MaxResponseHeaderBytes: maxProbeHeaderBytes}}
 		defer client.CloseIdleConnections()
 		url := "http://" + addr + path
 		check = func(ctx context.Context) error { return checkHTTP(ctx, client, url) }
@@ -86,7 +94,7 @@ func checkHTTP(ctx context.Context, client *http.Client, url string) error {
 	if err != nil {
 		return err
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxProbeBodyBytes))
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)

@@ -234,3 +234,17 @@ func waitProcState(t *testing.T, pid int, state byte) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// An HTTP check reads at most 64 KiB of headers: an answer with more is
+// not ready, and the reason says why.
+func TestReadyHTTPHeadersAreBounded(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Big", strings.Repeat("x", 1<<20))
+	}))
+	defer srv.Close()
+	out := make(chan error, 1)
+	probe(t.Context(), out, ReadyHTTP, "/healthz", srv.Listener.Addr().(*net.TCPAddr).Port, 500*time.Millisecond)
+	if err := <-out; err == nil || !strings.Contains(err.Error(), "server response headers exceeded 65536 bytes") {
+		t.Errorf("want the header bound, have %v", err)
+	}
+}
