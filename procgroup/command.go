@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gosup/gosup/logtail"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"golang.org/x/sys/unix"
 )
@@ -33,7 +34,8 @@ const maxCommandOutput = 64 << 10
 
 // RunCommand runs a short-lived command line through the reaper (the
 // daemon's only waiter) with input, if not nil, on its stdin and stdout and
-// stderr captured together (the first 64 KiB of them), in its
+// stderr captured together (the first 64 KiB of them, then a line
+// "[gosup: 9.9MB cut]" when there was more), in its
 // own process group, killed with that group if it outlives timeout. It
 // never waits for more than timeout plus a second. A command that runs and
 // fails is a *CommandError.
@@ -87,11 +89,12 @@ func RunCommand(ctx context.Context, rp *reaper.Reaper, command string, input []
 	}
 	defer proc.Release()
 	var out bytes.Buffer
+	var cut int64 // output past maxCommandOutput
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
 		_, _ = io.Copy(&out, io.LimitReader(pr, maxCommandOutput))
-		_, _ = io.Copy(io.Discard, pr)
+		cut, _ = io.Copy(io.Discard, pr)
 	}()
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -113,6 +116,9 @@ func RunCommand(ctx context.Context, rp *reaper.Reaper, command string, input []
 	_ = pr.SetReadDeadline(time.Now().Add(time.Second))
 	<-copied
 	text := bytes.TrimSpace(out.Bytes())
+	if cut > 0 {
+		text = append(text, "\n[gosup: "+logtail.FormatBytes(cut)+" cut]"...)
+	}
 	if err != nil {
 		return text, err
 	}

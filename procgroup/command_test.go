@@ -27,3 +27,25 @@ func TestRunCommandCutShortSaysWhy(t *testing.T) {
 		t.Errorf("missing command: %v", err)
 	}
 }
+
+// A command's captured output (nginx -t's, sendmail's) is its first 64 KiB,
+// and a line at the end says how much more there was; a failure's error
+// carries the same.
+func TestRunCommandOutputIsBounded(t *testing.T) {
+	for _, tc := range []struct{ command, exit string }{
+		{"head -c 1048576 /dev/zero | tr '\\0' x", ""},
+		{"head -c 1048576 /dev/zero | tr '\\0' x; exit 3", "exit status 3"},
+	} {
+		out, err := RunCommand(context.Background(), testReaper, tc.command, nil, time.Minute)
+		want := strings.Repeat("x", maxCommandOutput) + "\n[gosup: 960.0KB cut]"
+		if string(out) != want {
+			t.Errorf("%s: %d bytes ending %q, want %d ending %q", tc.command, len(out), out[max(len(out)-30, 0):], len(want), want[len(want)-30:])
+		}
+		var ce *CommandError
+		if tc.exit != "" && (!errors.As(err, &ce) || ce.Exit != tc.exit || ce.Output != want) {
+			t.Errorf("%s: %v", tc.command, err)
+		} else if tc.exit == "" && err != nil {
+			t.Errorf("%s: %v", tc.command, err)
+		}
+	}
+}
