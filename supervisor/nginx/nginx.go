@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -265,7 +266,7 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 	if err != nil {
 		return err
 	}
-	old, readErr := os.ReadFile(n.Output)
+	old, readErr := readOutput(n.Output)
 	existed := readErr == nil
 	if readErr != nil && !errors.Is(readErr, os.ErrNotExist) {
 		return fmt.Errorf("read %s: %w", n.Output, readErr)
@@ -312,4 +313,27 @@ func restore(path string, old []byte, existed bool) error {
 		return os.Remove(path)
 	}
 	return atomicfile.Write(path, old)
+}
+
+// maxOutputBytes bounds what an update reads of the file at output (to
+// compare with the new rendering, and to put back if nginx rejects that):
+// gosup writes a few hundred bytes a server, so a larger file is not one
+// it wrote.
+const maxOutputBytes = 16 << 20
+
+// readOutput reads the file at path, refusing more than maxOutputBytes.
+func readOutput(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxOutputBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxOutputBytes {
+		return nil, fmt.Errorf("more than %d MiB, so not a file gosup wrote: remove it, or set [nginx] output to a path of gosup's own", maxOutputBytes>>20)
+	}
+	return b, nil
 }

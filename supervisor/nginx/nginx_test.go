@@ -1,6 +1,7 @@
 package nginx
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -164,3 +165,34 @@ func TestManagerPanicRetriesAfterBackoff(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// An update reads at most 16 MiB of the file at output: a larger one (not
+// a file gosup wrote; a link to /dev/zero would never end) is left alone
+// and the update fails, saying why.
+func TestManagerOutputReadIsBounded(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.conf")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("# not ours\n"), 17<<20/11), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	zero := filepath.Join(dir, "zero.conf")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := templates.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{big, zero} {
+		m := New(Settings{Output: out, Template: tmpl}, testReaper, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		m.Start()
+		err := apply(t, m, upstream(8001))
+		m.Stop()
+		if want := "read " + out + ": more than 16 MiB, so not a file gosup wrote"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: want %q, have %v", out, want, err)
+		}
+	}
+	if fi, err := os.Stat(big); err != nil || fi.Size() != 17<<20/11*11 {
+		t.Errorf("the file was touched: %v %v", fi, err)
+	}
+}
