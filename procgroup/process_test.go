@@ -232,12 +232,14 @@ func TestStopAsGroupKillsGrandchild(t *testing.T) {
 func TestStopWaitSecsThenKill(t *testing.T) {
 	spec := helperSpec("ignore-term")
 	spec.StopWaitSecs = 1
-	spec.StartSecs = 1 // gives the helper time to ignore TERM
+	spec.StdoutLogfile = filepath.Join(t.TempDir(), "out.log")
 	p := newTestPool(t, spec).Procs()[0]
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, p, Running, 30*time.Second)
+	// The helper says so once it ignores TERM: no time assumed enough.
+	waitFile(t, spec.StdoutLogfile, "ignoring TERM\n")
 	start := time.Now()
 	if err := p.Stop(); err != nil {
 		t.Fatal(err)

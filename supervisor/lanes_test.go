@@ -203,6 +203,7 @@ startsecs = 0
 	waitState(t, cl, "stuck:stuck", "STOPPING")
 	start := act("start")
 	waitWaiting(t, sup, 1) // the start waits for the stop
+	os.Remove(pidfile)     // before the next spawn can write its own
 	if res, err := cl.Action(ctx, "signal", api.ActionRequest{Patterns: []string{"stuck"}, Signal: "KILL"}); err != nil || !res[0].OK {
 		t.Fatalf("signal KILL: %+v %v", res, err)
 	}
@@ -215,8 +216,7 @@ startsecs = 0
 
 	// Shutdown with a stop in progress and a restart waiting for its lane.
 	st := waitState(t, cl, "stuck:stuck", "RUNNING")
-	os.Remove(pidfile)
-	readPidfile(t, pidfile)
+	readPidfile(t, pidfile) // the new spawn's: SIGTERM is ignored from here on
 	stop = act("stop")
 	waitState(t, cl, "stuck:stuck", "STOPPING")
 	restart := act("restart")

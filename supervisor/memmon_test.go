@@ -453,14 +453,21 @@ smtp = %q
 // restarts the other program it changes, while the stop goes on.
 func TestReloadMemmonDoesNotWaitForItsRestarts(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "stuck.pid")
+	// memmon stops stuck as soon as it is RUNNING: RUNNING must mean the
+	// child ignores SIGTERM, so it waits for its port (listened on after
+	// the Ignore). With startsecs = 0 alone, a slow machine let memmon's
+	// SIGTERM land before the Ignore, three times, and memmon gave up.
+	port := freePort(t)
 	body := func(other, limits string) string {
 		return fmt.Sprintf(`
 [program.stuck]
 command = "@HELPER@ ignore-term %s"
 startsecs = 0
 stopwaitsecs = 600
+port_start = %d
+ready = "tcp"
 %s
-`, pidfile, helperEnv) + program("other", other, 1, "") + `
+`, pidfile, port, helperEnv) + program("other", other, 1, "") + `
 [memmon]
 interval = "200ms"
 samples = 1
@@ -468,9 +475,11 @@ samples = 1
 	}
 	file := writeConfig(t, body("sleep", `program = { stuck = "1KB" }`))
 	cl, _ := startDaemon(t, file)
-	waitAll(t, cl, "RUNNING")
-	stuckPid := readPidfile(t, pidfile)
+	waitAll(t, cl, "RUNNING", "other")
+	// stuck may be RUNNING only for memmon's first sample: its restart is
+	// the state to wait for (and stays, SIGTERM being ignored).
 	waitState(t, cl, "stuck:stuck", "STOPPING") // memmon's restart
+	stuckPid := readPidfile(t, pidfile)
 	before := mustStatus(t, cl, "other")[0]
 	rewriteConfig(t, file, body("sleep x", `any = "1GB"`))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

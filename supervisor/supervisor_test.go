@@ -42,11 +42,25 @@ func helperMain(args []string) int {
 	switch args[0] {
 	case "sleep":
 		select {}
-	case "ignore-term": // ignore-term PIDFILE: ignore SIGTERM, then write our pid
+	case "ignore-term": // ignore-term PIDFILE: ignore SIGTERM, then write our pid (and listen on $PORT if set)
+		// Everything that says "ready" comes after the Ignore: the pid
+		// file for the test, the port for the daemon (ready = "tcp"), so
+		// a SIGTERM from anyone who waited for either finds it ignored.
+		// A config where the daemon itself may stop the process as soon
+		// as it is RUNNING (memmon) needs the port: with startsecs = 0
+		// alone, RUNNING comes before the child's runtime is even up.
 		signal.Ignore(syscall.SIGTERM)
 		tmp := args[1] + ".tmp" // renamed: a reader never sees half a pid
 		if os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())), 0o644) != nil || os.Rename(tmp, args[1]) != nil {
 			return 1
+		}
+		if port := os.Getenv("PORT"); port != "" {
+			ln, err := net.Listen("tcp", "127.0.0.1:"+port)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer ln.Close()
 		}
 		select {}
 	case "listen": // listen on $PORT until killed
@@ -312,7 +326,7 @@ func waitStatus(t *testing.T, cl *api.Client, name, what string, cond func(api.P
 // waitAll polls status until every process matching pattern is in state.
 func waitAll(t *testing.T, cl *api.Client, state string, patterns ...string) []api.ProcStatus {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st, err := cl.Status(context.Background(), patterns...)
 		if err != nil {
