@@ -156,6 +156,11 @@ func helperMain(args []string) int {
 		_, _ = os.Stdout.Write(bytes.Repeat([]byte("0123456789abcdef\n"), n/17+1)[:n])
 		fmt.Fprintln(os.Stderr, "done")
 		select {}
+	case "tick": // tick: a numbered line every 20 ms, for ever
+		for i := 0; ; i++ {
+			fmt.Printf("tick %d\n", i)
+			time.Sleep(20 * time.Millisecond)
+		}
 	case "spam": // spam BYTES: write that many bytes of numbered lines to stdout
 		n, _ := strconv.Atoi(arg(0))
 		var b strings.Builder

@@ -31,6 +31,16 @@ type outputs struct {
 	drops *logDrops    // bytes of output lost (the process's counters, across outputs)
 	log   *slog.Logger
 
+	// syslogAddr, when set (by tests), is the unix datagram socket that
+	// stands for the local syslog; empty: the system's (/dev/log).
+	syslogAddr string
+
+	// The streams' sinks again, for status: read without o.mu, which
+	// may be held while a sink is created (see failures).
+	stdoutSink, stderrSink atomic.Pointer[streamSink]
+
+	// mu is never held across a call into a sink: a sink's writer may
+	// be stuck on a hung disk, and status must not wait for it.
 	mu      sync.Mutex
 	sinks   map[string]io.WriteCloser // stream → *streamSink (tests may plant others)
 	devnull *os.File
@@ -183,7 +193,7 @@ func copyOut(sink io.Writer, r *os.File, dropped *atomic.Int64) {
 			// bytes are dropped, counted, and reading goes on.
 			inFlight = n
 			if w, err := sink.Write(buf[:n]); err != nil {
-				dropped.Add(int64(n - min(max(w, 0), n)))
+				dropped.Add(int64(lostBytes(err, w, n)))
 			}
 			inFlight = 0
 		}
@@ -230,7 +240,11 @@ func (o *outputs) sink(name string, ls LogSpec) (io.Writer, error) {
 		if name == "stderr" {
 			prio = syslog.LOG_ERR
 		}
-		w, err := syslog.New(prio|syslog.LOG_DAEMON, o.spec.FullName())
+		network := ""
+		if o.syslogAddr != "" {
+			network = "unixgram"
+		}
+		w, err := syslog.Dial(network, o.syslogAddr, prio|syslog.LOG_DAEMON, o.spec.FullName())
 		if err != nil {
 			return nil, fmt.Errorf("%s_logfile = syslog: %w", name, err)
 		}
@@ -244,19 +258,29 @@ func (o *outputs) sink(name string, ls LogSpec) (io.Writer, error) {
 	}
 	ss := &streamSink{w: s, stream: name, path: path, log: o.log}
 	o.sinks[name] = ss
+	if name == "stderr" {
+		o.stderrSink.Store(ss)
+	} else {
+		o.stdoutSink.Store(ss)
+	}
 	return ss, nil
 }
 
 // setSpec applies a new spec's log limits to the open rotators; the
-// destinations themselves change only with a new outputs.
+// destinations themselves change only with a new outputs. It never waits
+// for a write in progress (the owner goroutine calls it).
 func (o *outputs) setSpec(spec *ProcSpec) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	o.spec = spec
+	rs := map[*rotator]LogSpec{}
 	for name, ls := range map[string]LogSpec{"stdout": spec.Stdout, "stderr": spec.Stderr} {
 		if r := rotatorOf(o.sinks[name]); r != nil {
-			r.setLimits(int64(ls.MaxBytes), ls.Backups)
+			rs[r] = ls
 		}
+	}
+	o.mu.Unlock()
+	for r, ls := range rs {
+		r.setLimits(int64(ls.MaxBytes), ls.Backups)
 	}
 }
 
@@ -293,16 +317,14 @@ func (o *outputs) reopen() (paths []string, errs []error) {
 	return paths, errs
 }
 
-// failures lists the streams whose log is failing now.
+// failures lists the streams whose log is failing now. It takes no lock
+// (Status calls it): a copier stuck writing to a hung disk holds its
+// log's locks, and one hung log must not hold up the status of any.
 func (o *outputs) failures() []LogFailure {
-	o.mu.Lock()
-	defer o.mu.Unlock()
 	var out []LogFailure
-	for _, name := range []string{"stdout", "stderr"} {
-		if s, ok := o.sinks[name].(*streamSink); ok {
-			if f, failing := s.failure(); failing {
-				out = append(out, f)
-			}
+	for _, s := range []*streamSink{o.stdoutSink.Load(), o.stderrSink.Load()} {
+		if f := s.failure(); f != nil {
+			out = append(out, *f)
 		}
 	}
 	return out
@@ -329,15 +351,20 @@ type streamSink struct {
 	path   string
 	log    *slog.Logger
 
+	// mu orders the bookkeeping of concurrent writes (two copiers share
+	// a sink when stderr goes to stdout); it is never held across I/O.
 	mu      sync.Mutex
 	failing bool
 	since   time.Time
 	lastErr string
 	lost    int64 // bytes lost in the current (or last) episode
+	// now is the current episode as status sees it (nil: not failing),
+	// replaced (never changed) under mu, read without it.
+	now atomic.Pointer[LogFailure]
 }
 
 func (s *streamSink) Write(b []byte) (int, error) {
-	n, err := s.w.Write(b)
+	n, tried, err := s.write(b)
 	s.mu.Lock()
 	var started, ended bool
 	lost, since := s.lost, s.since
@@ -347,9 +374,11 @@ func (s *streamSink) Write(b []byte) (int, error) {
 			s.failing, s.since, s.lost, started = true, time.Now(), 0, true
 		}
 		s.lastErr = err.Error()
-		s.lost += int64(len(b) - min(max(n, 0), len(b)))
-	case s.failing:
+		s.lost += int64(lostBytes(err, n, len(b)))
+		s.now.Store(&LogFailure{Stream: s.stream, Path: s.path, Since: s.since, Err: s.lastErr, Dropped: s.lost})
+	case s.failing && tried:
 		s.failing, ended = false, true
+		s.now.Store(nil)
 	}
 	s.mu.Unlock()
 	switch {
@@ -361,24 +390,64 @@ func (s *streamSink) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// failure is the current episode, if the log is failing.
-func (s *streamSink) failure() (LogFailure, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return LogFailure{Stream: s.stream, Path: s.path, Since: s.since, Err: s.lastErr, Dropped: s.lost}, s.failing
+// write writes b to the log and says whether anything was delivered (or
+// tried): syslog may only buffer a partial line, which proves nothing about
+// a failing log.
+func (s *streamSink) write(b []byte) (n int, tried bool, err error) {
+	if l, ok := s.w.(*lineWriter); ok {
+		return l.write(b)
+	}
+	n, err = s.w.Write(b)
+	return n, true, err
+}
+
+// failure is the current episode if the log is failing (nil otherwise),
+// read without a lock.
+func (s *streamSink) failure() *LogFailure {
+	if s == nil {
+		return nil
+	}
+	return s.now.Load()
 }
 
 func (s *streamSink) Close() error { return s.w.Close() }
 
+// lostBytes is how many of the size bytes handed to a log that returned
+// n, err were lost; a log that also lost bytes it had taken earlier (a
+// partial syslog line) says how many in all with a lostError.
+func lostBytes(err error, n, size int) int {
+	var le *lostError
+	if errors.As(err, &le) {
+		return le.lost
+	}
+	return size - min(max(n, 0), size)
+}
+
+// lostError is a write error that lost lost bytes, some of them (held
+// from earlier writes) beyond what the failed write handed over.
+type lostError struct {
+	err  error
+	lost int
+}
+
+func (e *lostError) Error() string { return e.err.Error() }
+func (e *lostError) Unwrap() error { return e.err }
+
+// close closes the sinks and /dev/null. It closes them outside o.mu: a
+// sink's Close waits for a write in progress, which a hung disk may hold.
 func (o *outputs) close() {
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	o.closed = true
+	var cs []io.Closer
 	for _, s := range o.sinks {
-		s.Close()
+		cs = append(cs, s)
 	}
 	if o.devnull != nil {
-		o.devnull.Close()
+		cs = append(cs, o.devnull)
+	}
+	o.mu.Unlock()
+	for _, c := range cs {
+		c.Close()
 	}
 }
 
@@ -400,6 +469,14 @@ type rotator struct {
 	f        *os.File // nil until the first write, and after Close
 	size     int64
 	closed   bool
+	// limits set while a write may be in progress, taken up by the
+	// next write (setLimits must not wait for a hung disk).
+	next atomic.Pointer[rotatorLimits]
+}
+
+type rotatorLimits struct {
+	maxBytes int64
+	backups  int
 }
 
 // newRotator makes a rotator; the file is opened at the first write, so a
@@ -409,11 +486,16 @@ func newRotator(path string, maxBytes int64, backups int) (*rotator, error) {
 }
 
 // setLimits changes the size limit and the number of backups; they apply
-// from the next write.
+// from the next write. It does not wait for a write in progress.
 func (r *rotator) setLimits(maxBytes int64, backups int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.maxBytes, r.backups = maxBytes, backups
+	r.next.Store(&rotatorLimits{maxBytes: maxBytes, backups: backups})
+}
+
+// takeLimits applies limits set since; called with r.mu held.
+func (r *rotator) takeLimits() {
+	if l := r.next.Swap(nil); l != nil {
+		r.maxBytes, r.backups = l.maxBytes, l.backups
+	}
 }
 
 // Reopen closes the file and opens the one at the path now (a new one if
@@ -480,6 +562,7 @@ func (r *rotator) Write(b []byte) (int, error) {
 	if r.closed {
 		return 0, os.ErrClosed
 	}
+	r.takeLimits()
 	idle := 0 // rotations in a row that added nothing
 	for len(b) > 0 {
 		if r.f == nil {
@@ -593,22 +676,43 @@ type lineWriter struct {
 }
 
 func (l *lineWriter) Write(b []byte) (int, error) {
+	n, _, err := l.write(b)
+	return n, err
+}
+
+// write sends every complete line of what it holds and b, and says
+// whether it sent (or tried to send) anything. A line syslog refuses is
+// lost, newline included: the error is a *lostError counting every byte
+// lost (a partial line taken by an earlier write included), and n is what
+// of b was not lost.
+func (l *lineWriter) write(b []byte) (n int, tried bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.buf = append(l.buf, b...)
+	lost := 0
+	send := func(msg []byte, size int) {
+		tried = true
+		if _, werr := l.w.Write(msg); werr != nil {
+			lost += size
+			err = werr
+		}
+	}
 	for {
 		i := bytes.IndexByte(l.buf, '\n')
 		if i < 0 {
 			break
 		}
-		_, _ = l.w.Write(l.buf[:i])
+		send(l.buf[:i], i+1)
 		l.buf = l.buf[i+1:]
 	}
 	if len(l.buf) > 8<<10 { // an endless line: flush it in pieces
-		_, _ = l.w.Write(l.buf)
+		send(l.buf, len(l.buf))
 		l.buf = l.buf[:0]
 	}
-	return len(b), nil
+	if err != nil {
+		return len(b) - min(lost, len(b)), tried, &lostError{err: err, lost: lost}
+	}
+	return len(b), tried, nil
 }
 
 func (l *lineWriter) Close() error { return l.w.Close() }

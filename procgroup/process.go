@@ -798,6 +798,7 @@ func (p *Process) setSpec(l *loop, spec *ProcSpec) {
 		old := p.out
 		p.mu.Lock()
 		p.out = newOutputs(spec, &p.logDrops, p.log)
+		p.out.syslogAddr = old.syslogAddr
 		p.mu.Unlock()
 		old.close()
 	} else {
