@@ -117,7 +117,9 @@ type SendmailFunc func(ctx context.Context, command string, msg []byte) error
 //   - an alert that memmon gave up on a process is not held back by the
 //     window: it goes out after the coalescing delay, with everything the
 //     window held back, but at most one such mail per GiveUpGap (or
-//     rate_limit, if shorter), so give-ups a tick or two apart share one.
+//     rate_limit, if shorter) after the last mail that carried a give-up,
+//     so give-ups a tick or two apart share one. A mail of restarts only
+//     does not hold a give-up back.
 //
 // What it holds is bounded (maxPending); an alert dropped, like a mail
 // that fails, is counted.
@@ -137,7 +139,9 @@ type Alerter struct {
 // seconds of each other.
 const Coalesce = 5 * time.Second
 
-// GiveUpGap is the least time between two mails that a give-up hastens.
+// GiveUpGap is the least time between two mails that carry a give-up: a
+// give-up is held back by the last mail that carried one, not by a mail of
+// restarts.
 const GiveUpGap = time.Minute
 
 // queueSize bounds the batches waiting for the mail goroutine.
@@ -195,9 +199,9 @@ type held struct {
 	urgent time.Time // when the oldest give-up came in; zero: none
 }
 
-// due is when the held alerts go out, given the last mail's time and
-// rate_limit; zero if there are none.
-func (h *held) due(sentAt time.Time, rate, coalesce time.Duration) time.Time {
+// due is when the held alerts go out, given the last mail's time, the last
+// mail with a give-up's time and rate_limit; zero if there are none.
+func (h *held) due(sentAt, gaveUpAt time.Time, rate, coalesce time.Duration) time.Time {
 	if len(h.alerts) == 0 {
 		return time.Time{}
 	}
@@ -209,8 +213,8 @@ func (h *held) due(sentAt time.Time, rate, coalesce time.Duration) time.Time {
 		return at
 	}
 	urgent := h.urgent.Add(coalesce)
-	if rate > 0 && !sentAt.IsZero() {
-		if gap := sentAt.Add(min(rate, GiveUpGap)); gap.After(urgent) {
+	if rate > 0 && !gaveUpAt.IsZero() {
+		if gap := gaveUpAt.Add(min(rate, GiveUpGap)); gap.After(urgent) {
 			urgent = gap
 		}
 	}
@@ -243,9 +247,10 @@ func (a *Alerter) add(h *held, al Alert, now time.Time) {
 func (a *Alerter) Run(ctx context.Context) {
 	rate := time.Duration(a.cfg.RateLimit)
 	var (
-		pending held
-		sentAt  time.Time // the last mail
-		sending int       // alerts in the send under way
+		pending  held
+		sentAt   time.Time // the last mail
+		gaveUpAt time.Time // the last mail that carried a give-up
+		sending  int       // alerts in the send under way
 	)
 	defer func() {
 		if lost := sending + len(pending.alerts); lost > 0 {
@@ -257,7 +262,7 @@ func (a *Alerter) Run(ctx context.Context) {
 	timer.Stop()
 	arm := func() {
 		timer.Stop()
-		if at := pending.due(sentAt, rate, a.coalesce); !at.IsZero() {
+		if at := pending.due(sentAt, gaveUpAt, rate, a.coalesce); !at.IsZero() {
 			timer.Reset(time.Until(at))
 		}
 	}
@@ -278,13 +283,16 @@ func (a *Alerter) Run(ctx context.Context) {
 			arm()
 		case <-timer.C:
 			now := time.Now()
-			if at := pending.due(sentAt, rate, a.coalesce); at.IsZero() || now.Before(at) {
+			if at := pending.due(sentAt, gaveUpAt, rate, a.coalesce); at.IsZero() || now.Before(at) {
 				arm()
 				continue
 			}
 			// In the order the restarts began (those of one tick by
 			// name), not the order they ended in.
 			mail := pending.alerts
+			if !pending.urgent.IsZero() {
+				gaveUpAt = now
+			}
 			slices.SortStableFunc(mail, func(x, y Alert) int {
 				return cmp.Or(x.At.Compare(y.At), strings.Compare(x.Name, y.Name))
 			})

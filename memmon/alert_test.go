@@ -530,3 +530,47 @@ func TestAlertExcerptsAreBounded(t *testing.T) {
 		t.Errorf("%d excerpts quoted, want %d", n, mailExcerptBytes/excerptBytes)
 	}
 }
+
+// A give-up that comes in soon after a restart's mail is not held for
+// GiveUpGap after that mail: the gap is between two mails that give-ups
+// hasten, so the give-up goes out after the coalescing delay. A second
+// give-up within GiveUpGap of the first one's mail waits for the gap.
+func TestAlertGiveUpSoonAfterARestartMail(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		box := &mailbox{}
+		cfg := sendmailConfig()
+		cfg.RateLimit = 10 * time.Minute
+		a := runAlerter(t, cfg, 0, box.sendmail)
+		gaveUp := func(name string) Alert {
+			al := testAlert(name, time.Minute)
+			al.GaveUp, al.Restarts, al.Window = true, 3, 10*time.Minute
+			return al
+		}
+		a.Enqueue(testAlert("web:web_01", time.Minute))
+		time.Sleep(Coalesce)
+		synctest.Wait()
+		if n := len(box.all()); n != 1 {
+			t.Fatalf("the first restart: want 1 mail, have %d", n)
+		}
+		time.Sleep(10 * time.Second)
+		a.Enqueue(testAlert("web:web_01", time.Minute)) // held back by rate_limit
+		a.Enqueue(gaveUp("web:web_01"))
+		time.Sleep(Coalesce)
+		synctest.Wait()
+		mails := box.all()
+		if len(mails) != 2 || !strings.Contains(mails[1], "then no more (digest)") {
+			t.Fatalf("a give-up %s after a restart's mail: want it mailed %s after it came in, have %d mails", 10*time.Second, Coalesce, len(mails))
+		}
+		a.Enqueue(gaveUp("web:web_02"))
+		time.Sleep(GiveUpGap - time.Second)
+		synctest.Wait()
+		if n := len(box.all()); n != 2 {
+			t.Fatalf("a second give-up within %s of the first one's mail: want it held, have %d mails", GiveUpGap, n)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if mails := box.all(); len(mails) != 3 || !strings.Contains(mails[2], "web:web_02 on web-3.example.com stays over its limit") {
+			t.Fatalf("the second give-up %s after the first one's mail: want it mailed, have %q", GiveUpGap, mails)
+		}
+	})
+}
