@@ -9,8 +9,11 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gosup/gosup/supervisor/api"
 )
@@ -114,4 +117,74 @@ stopwaitsecs = 2
 		t.Errorf("tail -f was cut: %v", err)
 	}
 	waitState(t, cl, "stuck:stuck", "STOPPED")
+}
+
+// A `ctl tail -f` client that stops reading is dropped once a write has
+// waited Timeouts.Write: the daemon closes the connection (so the handler
+// has ended), logs it, and goes on serving.
+func TestTailFollowClientThatStopsReadingIsDropped(t *testing.T) {
+	file := writeConfig(t, fmt.Sprintf(chattyConfig, "100MB"))
+	_, cl, logs := guardedDaemon(t, file, func(s *Supervisor) {
+		s.hooks.socketTimeouts = &api.Timeouts{ReadHeader: 5 * time.Second, Read: 30 * time.Second, Idle: 30 * time.Second, Write: 500 * time.Millisecond}
+	})
+	waitAll(t, cl, "RUNNING")
+	c, err := net.Dial("unix", cl.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	uc := c.(*net.UnixConn)
+	if err := uc.SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "GET /v1/tail?name=chatty&stream=stdout&n=10&follow=1 HTTP/1.1\r\nHost: gosup\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Read nothing: chatty writes a line a millisecond, the socket's
+	// buffers fill, and a write waits. The daemon must close its end
+	// (poll sees the hang-up without reading) well within 30 s.
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revents int16
+	deadline := time.Now().Add(30 * time.Second)
+	for revents&(unix.POLLRDHUP|unix.POLLHUP) == 0 {
+		left := time.Until(deadline)
+		if left <= 0 {
+			t.Fatalf("a tail -f client that reads nothing was not dropped within 30s (Timeouts.Write = 500ms)")
+		}
+		var perr error
+		if err := raw.Control(func(fd uintptr) {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+			if _, perr = unix.Poll(fds, int(left/time.Millisecond)+1); perr == nil {
+				revents = fds[0].Revents
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if perr != nil && !errors.Is(perr, unix.EINTR) {
+			t.Fatal(perr)
+		}
+	}
+	// What the buffers held, then the end of the connection.
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if n, err := io.Copy(io.Discard, c); err != nil {
+		t.Fatalf("after %d bytes: want the daemon's end closed, have %v", n, err)
+	}
+	waitLog(t, "the daemon's log of the dropped client", func() bool {
+		return strings.Contains(logs.String(), "tail of chatty stdout: the client took no bytes for 500ms; dropped")
+	})
+	// The daemon goes on serving, tails included.
+	if _, err := cl.Status(context.Background()); err != nil {
+		t.Fatalf("status after dropping a tail client: %v", err)
+	}
+	tail, err := cl.Tail(context.Background(), "chatty", "stdout", 1, 0, false)
+	if err != nil {
+		t.Fatalf("tail after dropping a tail client: %v", err)
+	}
+	defer tail.Close()
+	if b, err := io.ReadAll(tail); err != nil || len(b) == 0 {
+		t.Fatalf("tail after dropping a tail client: %q, %v", b, err)
+	}
 }

@@ -70,4 +70,11 @@ func (t *trackingWriter) Flush() {
 	}
 }
 
+// FlushError is Flush that reports a failed write (a tail's client that
+// stopped reading, past its write deadline).
+func (t *trackingWriter) FlushError() error {
+	t.wrote = true
+	return http.NewResponseController(t.ResponseWriter).Flush()
+}
+
 func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -87,11 +88,13 @@ func NewHandler(d Daemon) http.Handler {
 
 // NewServer is the control socket's server for h (what NewHandler
 // returns, possibly wrapped), with timeouts t; errorLog gets net/http's
-// own complaints. It closes idle keep-alive connections and clients slow
-// to send a request. It has no WriteTimeout, and Timeouts.Read does not
-// reach into a response either: net/http lifts the read deadline once
-// the request's body is read, so `ctl tail -f` and a stop waiting out
-// stopwaitsecs are never cut.
+// own complaints, and says when a tail's client is dropped. It closes
+// idle keep-alive connections and clients slow to send a request. It has
+// no WriteTimeout, and Timeouts.Read does not reach into a response
+// either: net/http lifts the read deadline once the request's body is
+// read, so `ctl tail -f` and a stop waiting out stopwaitsecs are never
+// cut. A tail bounds each of its writes by Timeouts.Write instead, so a
+// client that stops reading is dropped.
 func NewServer(h http.Handler, t Timeouts, errorLog *log.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -100,7 +103,61 @@ func NewServer(h http.Handler, t Timeouts, errorLog *log.Logger) *http.Server {
 		IdleTimeout:       t.Idle,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          errorLog,
+		BaseContext: func(net.Listener) context.Context {
+			return context.WithValue(context.Background(), writeTimeoutKey{}, t.Write)
+		},
 	}
+}
+
+// writeTimeoutKey is the request context's key of Timeouts.Write.
+type writeTimeoutKey struct{}
+
+// deadlineWriter gives each write (and flush) of a response its own
+// deadline, d from when it begins: a client that takes no bytes for d
+// fails the write, and the handler ends. Zero d: no deadline.
+type deadlineWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+// newDeadlineWriter bounds the writes of w by the server's
+// Timeouts.Write (DefaultTimeouts' without NewServer). done lifts the
+// deadline, for the next request on the connection.
+func newDeadlineWriter(w http.ResponseWriter, r *http.Request) (dw *deadlineWriter, done func()) {
+	d, ok := r.Context().Value(writeTimeoutKey{}).(time.Duration)
+	if !ok {
+		d = DefaultTimeouts().Write
+	}
+	dw = &deadlineWriter{w: w, rc: http.NewResponseController(w), d: d}
+	return dw, func() {
+		if d > 0 {
+			_ = dw.rc.SetWriteDeadline(time.Time{})
+		}
+	}
+}
+
+func (dw *deadlineWriter) arm() {
+	if dw.d > 0 {
+		// ErrNotSupported (a writer without a connection, in tests):
+		// nothing to bound.
+		_ = dw.rc.SetWriteDeadline(time.Now().Add(dw.d))
+	}
+}
+
+func (dw *deadlineWriter) Write(b []byte) (int, error) {
+	dw.arm()
+	return dw.w.Write(b)
+}
+
+func (dw *deadlineWriter) Flush() error {
+	dw.arm()
+	return dw.rc.Flush()
+}
+
+// timedOut reports whether err is a write that ran past its deadline.
+func timedOut(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 type server struct{ d Daemon }
@@ -242,8 +299,16 @@ func (s server) tail(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	dw, done := newDeadlineWriter(w, r)
+	defer done()
+	dropped := func(err error) {
+		if timedOut(err) {
+			logf(r, "control socket: tail of %s %s: the client took no bytes for %s; dropped", q.Get("name"), q.Get("stream"), dw.d)
+		}
+	}
 	if f != nil {
-		if _, err := t.Copy(w, f); err != nil {
+		if _, err := t.Copy(dw, f); err != nil {
+			dropped(err)
 			f.Close()
 			return
 		}
@@ -254,70 +319,74 @@ func (s server) tail(w http.ResponseWriter, r *http.Request) {
 			var last [1]byte
 			if t.End > t.Start {
 				if _, err := f.ReadAt(last[:], t.End-1); err == nil && last[0] != '\n' {
-					_, _ = w.Write([]byte{'\n'})
+					_, err = dw.Write([]byte{'\n'})
+					dropped(err)
 				}
 			}
 			f.Close()
 		}
 		return
 	}
-	follow(r, w, path, f, t.End, limit)
+	dropped(follow(r, dw, path, f, t.End, limit))
+}
+
+// logf logs to the server's ErrorLog, if it has one.
+func logf(r *http.Request, format string, args ...any) {
+	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.ErrorLog != nil {
+		srv.ErrorLog.Printf(format, args...)
+	}
 }
 
 // follow streams bytes appended to path from off in f (nil: not there
 // yet), at most limit of them per read (a marker line stands for the
-// rest), reopening it after rotation, until the client disconnects. It
-// checks four times a second, like tail -F.
-func follow(r *http.Request, w http.ResponseWriter, path string, f *os.File, off int64, limit int) {
-	fl, _ := w.(http.Flusher)
-	flush := func() {
-		if fl != nil {
-			fl.Flush()
-		}
-	}
+// rest), reopening it after rotation, until the client disconnects or a
+// write fails (a client that stops reading: w's deadline), which it
+// returns. It checks four times a second, like tail -F.
+func follow(r *http.Request, w *deadlineWriter, path string, f *os.File, off int64, limit int) error {
 	defer func() {
 		if f != nil {
 			f.Close()
 		}
 	}()
 	// send writes what f holds past off, at most limit of it.
-	send := func() bool {
+	send := func() error {
 		fi, err := f.Stat()
 		if err != nil {
-			return false
+			return err
 		}
 		if fi.Size() < off {
 			off = 0 // truncated (copytruncate): start again at its beginning
 		}
 		if fi.Size() == off {
-			return true
+			return nil
 		}
 		t, err := logtail.Find(f, off, fi.Size(), -1, limit)
 		if err != nil {
-			return false
+			return err
 		}
 		if _, err := t.Copy(w, f); err != nil {
-			return false
+			return err
 		}
 		off = t.End
-		flush()
-		return true
+		return w.Flush()
 	}
-	flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
 		case <-r.Context().Done():
-			return
+			return nil
 		case <-tick.C:
 		}
 		if fi, err := os.Stat(path); err == nil && !isFile(f, fi) {
 			// Rotated: what was appended before the rename, then the
 			// new file from its beginning.
 			if f != nil {
-				if !send() {
-					return
+				if err := send(); err != nil {
+					return err
 				}
 				f.Close()
 			}
@@ -326,8 +395,10 @@ func follow(r *http.Request, w http.ResponseWriter, path string, f *os.File, off
 				f = nf
 			}
 		}
-		if f != nil && !send() {
-			return
+		if f != nil {
+			if err := send(); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -342,14 +413,16 @@ func isFile(f *os.File, fi os.FileInfo) bool {
 }
 
 // Timeouts bound how long the control socket waits for a client: for a
-// request's header, for its whole request (header and body), and for the
-// next request on an idle keep-alive connection. Nothing bounds a
-// response: `ctl tail -f` streams and a stop waits out stopwaitsecs.
+// request's header, for its whole request (header and body), for the
+// next request on an idle keep-alive connection, and for each write of a
+// tail (Write: a `ctl tail -f` whose client takes no bytes for that long
+// is dropped). Nothing bounds a whole response: `ctl tail -f` streams and
+// a stop waits out stopwaitsecs. Zero: no bound.
 type Timeouts struct {
-	ReadHeader, Read, Idle time.Duration
+	ReadHeader, Read, Idle, Write time.Duration
 }
 
 // DefaultTimeouts are the control socket's timeouts.
 func DefaultTimeouts() Timeouts {
-	return Timeouts{ReadHeader: 5 * time.Second, Read: 30 * time.Second, Idle: 30 * time.Second}
+	return Timeouts{ReadHeader: 5 * time.Second, Read: 30 * time.Second, Idle: 30 * time.Second, Write: 30 * time.Second}
 }
