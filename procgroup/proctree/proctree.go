@@ -194,26 +194,75 @@ func Exited(pid int) bool {
 
 // HasEnv reports whether pid's environment (as it was at exec, in
 // /proc/PID/environ) holds the entry kv ("NAME=value") exactly. A process
-// that cannot be read (gone, or not ours to read) does not.
+// that cannot be read (gone, or not ours to read) does not. It streams
+// the file through a buffer of envChunk bytes, however large the
+// environment (several MiB at most), and stops at the entry.
 func HasEnv(pid int, kv string) bool {
-	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-	return err == nil && hasEntry(env, kv)
+	var buf [envChunk]byte
+	return hasEnv(pid, kv, buf[:])
 }
 
-// hasEntry reports whether the NUL-separated env holds the entry kv.
-func hasEntry(env []byte, kv string) bool {
-	for len(env) > 0 {
-		e := env
-		if i := bytes.IndexByte(env, 0); i >= 0 {
-			e, env = env[:i], env[i+1:]
-		} else {
-			env = nil
+// envChunk is the buffer HasEnv reads /proc/PID/environ through: a page,
+// which holds a usual environment whole.
+const envChunk = 4096
+
+func hasEnv(pid int, kv string, buf []byte) bool {
+	path := "/proc/" + strconv.Itoa(pid) + "/environ"
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	found, err := scanEnv(func(b []byte) (int, error) {
+		for {
+			n, err := unix.Read(fd, b)
+			if !errors.Is(err, unix.EINTR) {
+				return n, err
+			}
 		}
-		if string(e) == kv {
-			return true
+	}, kv, buf)
+	return err == nil && found
+}
+
+// scanEnv reports whether the NUL-separated entries that read returns,
+// chunk by chunk into buf, hold the entry kv; an entry may span chunks.
+// read returns 0 at the end.
+func scanEnv(read func([]byte) (int, error), kv string, buf []byte) (bool, error) {
+	if kv == "" {
+		return false, nil
+	}
+	pos := 0 // bytes of the current entry, all equal to kv's so far; -1: it is not kv
+	for {
+		n, err := read(buf)
+		if err != nil {
+			return false, err
+		}
+		if n == 0 {
+			return pos == len(kv), nil // the last entry, without its NUL
+		}
+		b := buf[:n]
+		for len(b) > 0 {
+			i := bytes.IndexByte(b, 0)
+			seg := b
+			if i >= 0 {
+				seg = b[:i]
+			}
+			if pos >= 0 {
+				if len(seg) <= len(kv)-pos && string(seg) == kv[pos:pos+len(seg)] {
+					pos += len(seg)
+				} else {
+					pos = -1
+				}
+			}
+			if i < 0 {
+				break
+			}
+			if pos == len(kv) {
+				return true, nil
+			}
+			pos, b = 0, b[i+1:]
 		}
 	}
-	return false
 }
 
 // Marked lists the processes, other than the caller, whose environment
@@ -222,8 +271,9 @@ func Marked(kv string) []int {
 	pids, _ := Pids()
 	self := os.Getpid()
 	var out []int
+	var buf [envChunk]byte
 	for _, pid := range pids {
-		if pid != self && HasEnv(pid, kv) {
+		if pid != self && hasEnv(pid, kv, buf[:]) {
 			out = append(out, pid)
 		}
 	}

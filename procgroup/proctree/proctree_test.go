@@ -1,9 +1,12 @@
 package proctree
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -26,12 +29,68 @@ func TestParseStatOddName(t *testing.T) {
 	}
 }
 
-func TestHasEntry(t *testing.T) {
-	env := []byte("A=1\x00GOSUP_X=ab\x00B=2")
-	for kv, want := range map[string]bool{"A=1": true, "GOSUP_X=ab": true, "B=2": true, "GOSUP_X=a": false, "X=ab": false, "=1": false} {
-		if hasEntry(env, kv) != want {
-			t.Errorf("hasEntry(%q) = %v, want %v", kv, !want, want)
+// scanEnv finds an entry whatever the chunks the file comes in: an entry
+// may be split across reads anywhere, a prefix or an extension of kv is
+// not kv.
+func TestScanEnvChunks(t *testing.T) {
+	env := "A=1\x00GOSUP_X=ab\x00\x00GOSUP_X=abc\x00B=2"
+	cases := map[string]bool{"A=1": true, "GOSUP_X=ab": true, "GOSUP_X=abc": true, "B=2": true,
+		"GOSUP_X=a": false, "X=ab": false, "=1": false, "B=": false, "B=22": false, "A=1\x00GOSUP_X=ab": false, "": false}
+	for size := 1; size <= len(env)+1; size++ {
+		for kv, want := range cases {
+			rest := env
+			got, err := scanEnv(func(b []byte) (int, error) {
+				n := copy(b, rest)
+				rest = rest[n:]
+				return n, nil
+			}, kv, make([]byte, size))
+			if err != nil || got != want {
+				t.Errorf("chunks of %d: scanEnv(%q) = %v, %v; want %v", size, kv, got, err, want)
+			}
 		}
+	}
+}
+
+// HasEnv finds a marker in a real process's environment of 1.5 MiB,
+// where it spans two reads, and the one at its very end, and reads it
+// through its bounded buffer: a check allocates far less than the
+// environment's size.
+func TestHasEnvLargeEnvironment(t *testing.T) {
+	head := "PAD=" + strings.Repeat("x", envChunk-4-1-3) // its NUL at envChunk-4: the marker spans the first two reads
+	var env []string
+	env = append(env, head, "PROCTREE_MARK="+t.Name())
+	for i := range 12 {
+		env = append(env, fmt.Sprintf("BIG%d=%s", i, strings.Repeat("y", 128<<10-16)))
+	}
+	env = append(env, "PROCTREE_LAST="+t.Name())
+	cmd := exec.Command("/bin/sleep", "60")
+	cmd.Env = env
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(30 * time.Second)
+	for !HasEnv(pid, "PROCTREE_LAST="+t.Name()) { // as of exec
+		if time.Now().After(deadline) {
+			t.Fatal("the child's last entry never showed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !HasEnv(pid, "PROCTREE_MARK="+t.Name()) {
+		t.Error("a marker split across two reads was missed")
+	}
+	if HasEnv(pid, "PROCTREE_MARK="+t.Name()+"x") || HasEnv(pid, "PROCTREE_MARK=") {
+		t.Error("an entry that is not the marker matched")
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 10 {
+		HasEnv(pid, "PROCTREE_ABSENT=1")
+	}
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 256<<10 {
+		t.Errorf("10 checks of a 1.5 MiB environment allocated %d bytes: the environment is read whole", n)
 	}
 }
 
