@@ -2,9 +2,9 @@ package procgroup
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -158,23 +158,13 @@ func checkPort(port int) error {
 // portOwner finds the pid listening on port through /proc.
 func portOwner(port int) (int, string) {
 	inodes := map[string]bool{}
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		b, err := os.ReadFile(f)
+	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		f, err := os.Open(name)
 		if err != nil {
 			continue
 		}
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		sc.Scan() // header
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 10 || fields[3] != "0A" { // 0A = LISTEN
-				continue
-			}
-			_, hexPort, _ := strings.Cut(fields[1], ":")
-			if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil && int(p) == port {
-				inodes["socket:["+fields[9]+"]"] = true
-			}
-		}
+		_ = listenInodes(f, port, inodes) // a file cut short: what it showed
+		f.Close()
 	}
 	if len(inodes) == 0 {
 		return 0, ""
@@ -195,6 +185,30 @@ func portOwner(port int) (int, string) {
 		}
 	}
 	return 0, ""
+}
+
+// maxSocketLine bounds a line of /proc/net/tcp{,6}: the kernel writes
+// them at a fixed width of about 150 bytes.
+const maxSocketLine = 4 << 10
+
+// listenInodes adds to inodes ("socket:[INODE]") the sockets of a
+// /proc/net/tcp{,6} table read line by line from r, within maxSocketLine
+// each, that listen on port. A longer line ends the table with an error.
+func listenInodes(r io.Reader, port int, inodes map[string]bool) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 512), maxSocketLine)
+	sc.Scan() // header
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 || fields[3] != "0A" { // 0A = LISTEN
+			continue
+		}
+		_, hexPort, _ := strings.Cut(fields[1], ":")
+		if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil && int(p) == port {
+			inodes["socket:["+fields[9]+"]"] = true
+		}
+	}
+	return sc.Err()
 }
 
 // portBusyError is a port another process listens on.
