@@ -177,7 +177,11 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 	line("# Tasks (processes and threads) of gosup and all its children together, so")
 	line("# that a fork bomb in one child cannot take every pid of the host:")
 	line("# %s.", why)
-	line("TasksMax=%d", tasks)
+	if tasks == config.TasksInfinity {
+		line("TasksMax=infinity")
+	} else {
+		line("TasksMax=%d", tasks)
+	}
 
 	// The hardening must leave gosup and its children working: gosup writes
 	// next to its socket, into its logs and the nginx file; children write

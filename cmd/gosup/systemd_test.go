@@ -69,7 +69,9 @@ func TestSystemdUnitVerify(t *testing.T) {
 	home := loadExample(t)
 	home.File = "/home/app/gosup conf/100% $HOME.toml"
 	home.Supervisor.Socket = "/home/app/gosup.sock"
-	for name, cfg := range map[string]*config.Config{"example": loadExample(t), "home": home} {
+	unlimited := loadExample(t)
+	unlimited.Supervisor.TasksMax = config.TasksInfinity
+	for name, cfg := range map[string]*config.Config{"example": loadExample(t), "home": home, "tasks_max=infinity": unlimited} {
 		t.Run(name, func(t *testing.T) {
 			unit, err := systemdUnit(bin, cfg)
 			if err != nil {

@@ -35,7 +35,7 @@ type Settings struct {
 	// file changes (the watcher uses Config.Files and Config.Include).
 	Watch bool
 	// TasksMax is the unit's TasksMax= (gosup systemd-unit); 0: derived
-	// from the programs (see Config.TasksMax).
+	// from the programs (see Config.TasksMax); TasksInfinity: no limit.
 	TasksMax int
 }
 
@@ -114,14 +114,17 @@ func defaultLogDir() string {
 const (
 	TasksDaemon     = 256
 	TasksPerProcess = 512
+	// TasksInfinity is tasks_max = "infinity": TasksMax=infinity.
+	TasksInfinity = -1
 )
 
 // TasksMax is the most tasks (processes and threads) the daemon and all its
 // children may have together, for systemd's TasksMax=: [supervisor]
-// tasks_max, or TasksDaemon plus TasksPerProcess for each process of every
-// program (autostart or not). why says which, for the unit's comment.
+// tasks_max (TasksInfinity: no limit), or TasksDaemon plus TasksPerProcess
+// for each process of every program (autostart or not). why says which,
+// for the unit's comment.
 func (cfg *Config) TasksMax() (n int, why string) {
-	if cfg.Supervisor.TasksMax > 0 {
+	if cfg.Supervisor.TasksMax != 0 {
 		return cfg.Supervisor.TasksMax, "[supervisor] tasks_max"
 	}
 	procs := 0
@@ -366,9 +369,6 @@ func parse(file string, data []byte, strict bool) (*Config, error) {
 	if !md.IsDefined("supervisor", "shutdown_timeout") {
 		st.ShutdownTimeout = 30 * time.Second
 	}
-	if md.IsDefined("supervisor", "tasks_max") && st.TasksMax < 1 {
-		errs = append(errs, cerr("supervisor.tasks_max", "must be at least 1, have %d", st.TasksMax))
-	}
 	switch strings.ToLower(st.LogLevel) {
 	case "", "info", "debug", "warn", "error":
 	default:
@@ -434,6 +434,17 @@ func parse(file string, data []byte, strict bool) (*Config, error) {
 			touch = append(touch, filepath.Clean(absTo(src.dir, f)))
 		}
 		cfg.Programs = append(cfg.Programs, &Program{Name: name, File: src.file, Spec: &spec, Procs: procs, TouchReload: touch})
+	}
+	if md.IsDefined("supervisor", "tasks_max") && st.TasksMax != TasksInfinity {
+		// Below this the Go runtime cannot even start gosup's threads, or
+		// a process cannot be spawned at all.
+		procs := 0
+		for _, p := range cfg.Programs {
+			procs += len(p.Procs)
+		}
+		if least := TasksDaemon + procs; st.TasksMax < least {
+			errs = append(errs, cerr("supervisor.tasks_max", "must be at least %d (%d for gosup + 1 for each of its %d processes) or \"infinity\", have %d", least, TasksDaemon, procs, st.TasksMax))
+		}
 	}
 	// Before the unknown-key check: decoding marks [memmon] and [email] keys known.
 	errs = append(errs, checkMemmon(cfg, main, raw)...)

@@ -18,6 +18,9 @@ func TestBadConfigs(t *testing.T) {
 	// Every testdata/*.bad.toml is loaded; a fixture without an expectation
 	// here, or an expectation without a fixture, fails the test.
 	expected := map[string]string{
+		"tasks_max_one.bad.toml":           `tasks_max_one.bad.toml:3: supervisor.tasks_max: must be at least 258 (256 for gosup + 1 for each of its 2 processes) or "infinity", have 1`,
+		"tasks_max_word.bad.toml":          `tasks_max_word.bad.toml:3: supervisor.tasks_max: invalid tasks_max "unlimited": want a number of tasks or "infinity"`,
+		"tasks_max_negative.bad.toml":      `tasks_max_negative.bad.toml:3: supervisor.tasks_max: must be a number of tasks or "infinity", have -1`,
 		"unknown_key.bad.toml":             `unknown_key.bad.toml:3: program.web.comand: unknown key (did you mean "command"?)`,
 		"unknown_section.bad.toml":         `unknown_section.bad.toml:1: programs.web: unknown key (did you mean "program"?)`,
 		"bad_type.bad.toml":                `bad_type.bad.toml:3: program.web.numprocs: incompatible types`,

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -42,7 +43,7 @@ type rawSettings struct {
 	ShutdownTimeout duration `toml:"shutdown_timeout"`
 	LogLevel        string   `toml:"loglevel"`
 	Watch           bool     `toml:"watch"`
-	TasksMax        int      `toml:"tasks_max"`
+	TasksMax        tasksMax `toml:"tasks_max"`
 }
 
 // rawProgram is a [program.NAME] table (procgroup.Spec).
@@ -279,6 +280,30 @@ func (s *signal) UnmarshalText(b []byte) error {
 	sig, err := procgroup.ParseSignal(string(b))
 	*s = signal(sig)
 	return err
+}
+
+// tasksMax is [supervisor] tasks_max: a number, or "infinity" (systemd's
+// word for no limit), kept as TasksInfinity.
+type tasksMax int
+
+// UnmarshalTOML accepts 4096 or "infinity"; the lower bound is checked
+// with the processes known (Load).
+func (t *tasksMax) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case int64:
+		if v < 0 {
+			return fmt.Errorf("must be a number of tasks or \"infinity\", have %d", v)
+		}
+		*t = tasksMax(min(v, math.MaxInt32))
+		return nil
+	case string:
+		if strings.EqualFold(v, "infinity") {
+			*t = TasksInfinity
+			return nil
+		}
+		return fmt.Errorf("invalid tasks_max %q: want a number of tasks or \"infinity\"", v)
+	}
+	return fmt.Errorf("want a number of tasks or \"infinity\", have %v", v)
 }
 
 // autoRestart is supervisord's autorestart: true, false or "unexpected".
