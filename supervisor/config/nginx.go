@@ -182,7 +182,14 @@ func (cfg *Config) NginxData(down map[string]bool) templates.Data {
 	for _, p := range programs {
 		tp := templates.Program{Name: p.Name, NumProcs: p.Spec.NumProcs, PortStart: p.Spec.PortStart, Upstream: p.Spec.Upstream}
 		for _, ps := range p.Procs {
-			tp.Processes = append(tp.Processes, templates.Process{Name: ps.FullName(), Process: ps.Name, Port: ps.Port, Command: ps.Argv})
+			// The command's words may hold a line break (sh -c with a
+			// script of several lines) the program needs: it runs as
+			// written, and the template sees '?' in its place.
+			command := make([]string, len(ps.Argv))
+			for i, arg := range ps.Argv {
+				command[i] = printable(arg)
+			}
+			tp.Processes = append(tp.Processes, templates.Process{Name: ps.FullName(), Process: ps.Name, Port: ps.Port, Command: command})
 			if n == nil {
 				continue
 			}
