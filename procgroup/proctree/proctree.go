@@ -213,56 +213,60 @@ func hasEnv(pid int, kv string, buf []byte) bool {
 		return false
 	}
 	defer unix.Close(fd)
-	found, err := scanEnv(func(b []byte) (int, error) {
-		for {
-			n, err := unix.Read(fd, b)
-			if !errors.Is(err, unix.EINTR) {
-				return n, err
-			}
+	m := envMatch{kv: kv}
+	for {
+		n, err := unix.Read(fd, buf)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return false
+		case n == 0:
+			return m.end()
+		case m.feed(buf[:n]):
+			return true
 		}
-	}, kv, buf)
-	return err == nil && found
+	}
 }
 
-// scanEnv reports whether the NUL-separated entries that read returns,
-// chunk by chunk into buf, hold the entry kv; an entry may span chunks.
-// read returns 0 at the end.
-func scanEnv(read func([]byte) (int, error), kv string, buf []byte) (bool, error) {
-	if kv == "" {
-		return false, nil
+// envMatch looks for the entry kv in NUL-separated entries fed to it chunk
+// by chunk: an entry may span chunks.
+type envMatch struct {
+	kv  string
+	pos int // bytes of the current entry, all equal to kv's so far; -1: it is not kv
+}
+
+// feed takes the next chunk, and reports whether an entry that ended in
+// it is kv.
+func (m *envMatch) feed(b []byte) bool {
+	kv := m.kv
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, 0)
+		seg := b
+		if i >= 0 {
+			seg = b[:i]
+		}
+		if m.pos >= 0 {
+			if len(seg) <= len(kv)-m.pos && string(seg) == kv[m.pos:m.pos+len(seg)] {
+				m.pos += len(seg)
+			} else {
+				m.pos = -1
+			}
+		}
+		if i < 0 {
+			break
+		}
+		if m.pos == len(kv) && kv != "" {
+			return true
+		}
+		m.pos, b = 0, b[i+1:]
 	}
-	pos := 0 // bytes of the current entry, all equal to kv's so far; -1: it is not kv
-	for {
-		n, err := read(buf)
-		if err != nil {
-			return false, err
-		}
-		if n == 0 {
-			return pos == len(kv), nil // the last entry, without its NUL
-		}
-		b := buf[:n]
-		for len(b) > 0 {
-			i := bytes.IndexByte(b, 0)
-			seg := b
-			if i >= 0 {
-				seg = b[:i]
-			}
-			if pos >= 0 {
-				if len(seg) <= len(kv)-pos && string(seg) == kv[pos:pos+len(seg)] {
-					pos += len(seg)
-				} else {
-					pos = -1
-				}
-			}
-			if i < 0 {
-				break
-			}
-			if pos == len(kv) {
-				return true, nil
-			}
-			pos, b = 0, b[i+1:]
-		}
-	}
+	return false
+}
+
+// end reports whether the last entry, without its NUL, is kv.
+func (m *envMatch) end() bool {
+	return m.kv != "" && m.pos == len(m.kv)
 }
 
 // Marked lists the processes, other than the caller, whose environment

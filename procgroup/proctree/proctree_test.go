@@ -29,23 +29,26 @@ func TestParseStatOddName(t *testing.T) {
 	}
 }
 
-// scanEnv finds an entry whatever the chunks the file comes in: an entry
+// envMatch finds an entry whatever the chunks the file comes in: an entry
 // may be split across reads anywhere, a prefix or an extension of kv is
 // not kv.
-func TestScanEnvChunks(t *testing.T) {
+func TestEnvMatchChunks(t *testing.T) {
 	env := "A=1\x00GOSUP_X=ab\x00\x00GOSUP_X=abc\x00B=2"
 	cases := map[string]bool{"A=1": true, "GOSUP_X=ab": true, "GOSUP_X=abc": true, "B=2": true,
 		"GOSUP_X=a": false, "X=ab": false, "=1": false, "B=": false, "B=22": false, "A=1\x00GOSUP_X=ab": false, "": false}
 	for size := 1; size <= len(env)+1; size++ {
 		for kv, want := range cases {
-			rest := env
-			got, err := scanEnv(func(b []byte) (int, error) {
-				n := copy(b, rest)
-				rest = rest[n:]
-				return n, nil
-			}, kv, make([]byte, size))
-			if err != nil || got != want {
-				t.Errorf("chunks of %d: scanEnv(%q) = %v, %v; want %v", size, kv, got, err, want)
+			m, got := envMatch{kv: kv}, false
+			for rest := env; !got; {
+				n := min(size, len(rest))
+				if n == 0 {
+					got = m.end()
+					break
+				}
+				got, rest = m.feed([]byte(rest[:n])), rest[n:]
+			}
+			if got != want {
+				t.Errorf("chunks of %d: %q found %v, want %v", size, kv, got, want)
 			}
 		}
 	}
