@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup/guard"
+	"github.com/gosup/gosup/procgroup/safefile"
 	"golang.org/x/sys/unix"
 )
 
@@ -116,6 +117,14 @@ func (o *outputs) stream(name string, ls LogSpec, opened *[]*os.File) (*os.File,
 		}
 		*opened = append(*opened, f)
 		return f, nil
+	}
+	if ls.Kind == LogFile {
+		// A log directory another user could change refuses the start
+		// (the error names it, its owner and mode); one that becomes so
+		// later fails that log's writes, counted (see safefile).
+		if err := safefile.Dir(filepath.Dir(ls.Path), safefile.ProgramUser(o.spec.User), true); err != nil {
+			return nil, fmt.Errorf("%s_logfile: %w", name, err)
+		}
 	}
 	sink, err := o.sink(name, ls)
 	if err != nil {
@@ -254,6 +263,7 @@ func (o *outputs) sink(name string, ls LogSpec) (io.Writer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s_logfile: %w", name, err)
 		}
+		r.program = safefile.ProgramUser(o.spec.User)
 		s = r
 	}
 	ss := &streamSink{w: s, stream: name, path: path, log: o.log}
@@ -451,6 +461,8 @@ func (o *outputs) close() {
 	}
 }
 
+// openLog opens a device log (/dev/stdout in a container), which the
+// child writes directly: a symlink is followed there (/dev/stdout is one).
 func openLog(path string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
@@ -466,6 +478,7 @@ type rotator struct {
 	path     string
 	maxBytes int64
 	backups  int
+	program  int      // the program's uid, which may own the log's directory (safefile.NoUser: none)
 	f        *os.File // nil until the first write, and after Close
 	size     int64
 	closed   bool
@@ -482,7 +495,7 @@ type rotatorLimits struct {
 // newRotator makes a rotator; the file is opened at the first write, so a
 // spawn never waits for a log file to be created.
 func newRotator(path string, maxBytes int64, backups int) (*rotator, error) {
-	return &rotator{path: path, maxBytes: maxBytes, backups: backups}, nil
+	return &rotator{path: path, maxBytes: maxBytes, backups: backups, program: safefile.NoUser}, nil
 }
 
 // setLimits changes the size limit and the number of backups; they apply
@@ -525,9 +538,12 @@ func (r *rotator) resync() {
 	}
 }
 
-// open opens (or creates) the file and learns its size; called with r.mu held.
+// open opens (or creates) the file and learns its size; called with r.mu
+// held. The file and its directory are checked every time (safefile): a
+// symlink or a hard link planted at the path, or a directory another user
+// can now change, fails the open, and the writes are counted as dropped.
 func (r *rotator) open() error {
-	f, err := openLog(r.path)
+	f, err := safefile.OpenAppend(r.path, r.program)
 	if err != nil {
 		return err
 	}
@@ -617,6 +633,12 @@ func (r *rotator) Write(b []byte) (int, error) {
 func (r *rotator) rotate() error {
 	r.f.Close()
 	r.f = nil
+	// Renames follow no symlink (a planted path.N is moved or replaced,
+	// never what it points to), but they are made only in a directory
+	// that no other user can change.
+	if err := safefile.Dir(filepath.Dir(r.path), r.program, false); err != nil {
+		return fmt.Errorf("rotate %s: %w", r.path, err)
+	}
 	if r.backups > 0 {
 		for i := r.backups - 1; i >= 1; i-- {
 			_ = os.Rename(r.path+"."+strconv.Itoa(i), r.path+"."+strconv.Itoa(i+1))

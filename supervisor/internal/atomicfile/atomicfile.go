@@ -5,17 +5,28 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/gosup/gosup/procgroup/safefile"
 )
 
 // Write replaces path with data through a temporary file in the same
 // directory and a rename, keeping the old file's mode (0644 for a new one):
 // a reader (nginx, the next daemon) never reads a half-written file.
+//
+// The directory must be one no other user can change (safefile.Dir): the
+// file written (nginx's configuration, run by root) is then the file read.
+// The temporary file is created with O_EXCL|O_NOFOLLOW, and the rename
+// replaces a symlink at path rather than writing through it.
 func Write(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := safefile.Dir(dir, safefile.NoUser, false); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
 	mode := os.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() {
 		mode = fi.Mode().Perm()
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	f, err := safefile.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}

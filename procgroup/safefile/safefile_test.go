@@ -1,0 +1,113 @@
+package safefile
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const nobody = 65534
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 && os.Getenv("CI") == "" {
+		t.Skip("needs root to chown to another user")
+	}
+}
+
+// mkdir makes base/name with mode, owned by uid.
+func mkdir(t *testing.T, base, name string, mode os.FileMode, uid int) string {
+	t.Helper()
+	d := filepath.Join(base, name)
+	if err := os.Mkdir(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(d, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestDirRule(t *testing.T) {
+	needRoot(t)
+	base := t.TempDir()
+	mine := mkdir(t, base, "mine", 0o755, 0)
+	his := mkdir(t, base, "his", 0o755, nobody)
+	world := mkdir(t, base, "world", 0o777, 0)
+	group := mkdir(t, base, "group", 0o775, 0)
+	if err := os.Chown(group, 0, nobody); err != nil {
+		t.Fatal(err)
+	}
+	rootGroup := mkdir(t, base, "rootgroup", 0o775, 0)
+	sticky := mkdir(t, base, "sticky", 0o777|os.ModeSticky, 0)
+	hisInSticky := mkdir(t, sticky, "his", 0o755, nobody)
+	mineInSticky := mkdir(t, sticky, "mine", 0o755, 0)
+	underHis := mkdir(t, his, "sub", 0o755, 0)
+	linkToHis := filepath.Join(mine, "tohis")
+	if err := os.Symlink(his, linkToHis); err != nil {
+		t.Fatal(err)
+	}
+	hisLink := filepath.Join(sticky, "hislink")
+	if err := os.Symlink(mine, hisLink); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(hisLink, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		dir     string
+		program int
+		want    string // "" accepted, else a part of the refusal
+	}{
+		{mine, NoUser, ""},
+		{rootGroup, NoUser, ""},
+		{sticky, NoUser, ""},
+		{mineInSticky, NoUser, ""},
+		{filepath.Join(mine, "new", "deeper"), NoUser, ""},
+		{his, NoUser, "directory " + his + " is owned by nobody (mode 0755)"},
+		{his, nobody, ""}, // the program's own log directory
+		{underHis, nobody, "directory " + his + " is owned by nobody"},
+		{world, NoUser, "directory " + world + " (owner root, mode 0777) is writable by every user"},
+		{group, NoUser, "is writable by group nogroup"},
+		{hisInSticky, NoUser, "is owned by nobody"},
+		{linkToHis, NoUser, "directory " + his + " is owned by nobody"},
+		{hisLink, NoUser, "is a symlink owned by nobody in the sticky directory " + sticky},
+	} {
+		err := Dir(c.dir, c.program, true)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s (program %d): refused: %v", c.dir, c.program, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s (program %d): want a refusal saying %q, have %v", c.dir, c.program, c.want, err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(mine, "new", "deeper")); err != nil || !fi.IsDir() {
+		t.Errorf("missing directories not made: %v", err)
+	}
+}
+
+// A file someone else owns in a sticky directory (/tmp) is not appended
+// to; one owned by the program's user is.
+func TestOpenAppendFileOwner(t *testing.T) {
+	needRoot(t)
+	sticky := mkdir(t, t.TempDir(), "sticky", 0o777|os.ModeSticky, 0)
+	f := filepath.Join(sticky, "app.log")
+	if err := os.WriteFile(f, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(f, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenAppend(f, NoUser); err == nil || !strings.Contains(err.Error(), "owned by nobody") {
+		t.Errorf("appended to another user's file in a sticky directory: %v", err)
+	}
+	w, err := OpenAppend(f, nobody)
+	if err != nil {
+		t.Fatalf("the program's own file: %v", err)
+	}
+	w.Close()
+}
