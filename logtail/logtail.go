@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"unicode/utf8"
 )
 
@@ -198,7 +199,7 @@ func (t Tail) Copy(w io.Writer, r io.ReaderAt) (int64, error) {
 // bytes of them (see Find and Limit), after a marker line when it
 // cut any. A last line without its newline gets one.
 func Lines(path string, n, limit int) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -222,6 +223,29 @@ func Lines(path string, n, limit int) ([]byte, error) {
 		out = append(out, '\n')
 	}
 	return out, nil
+}
+
+// Open opens a log file to read it (ctl tail, alert excerpts) as the
+// daemon writes it: never through a symlink at its path, never blocking on
+// a FIFO, and only a regular file. In a log directory that belongs to the
+// program's user, that user could otherwise have ctl tail or an alert mail
+// show a file of root's (app.log -> /etc/shadow).
+func Open(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("open %s: it is a symbolic link; gosup reads a log only at its own path", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("open %s: not a regular file (%s)", path, fi.Mode().Type())
+		}
+		return nil, err
+	}
+	return f, nil
 }
 
 // FormatBytes writes n as 512B, 64.0KB, 9.9MB or 1.2GB (1024-based).

@@ -281,7 +281,7 @@ func (s server) tail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A log not written yet is an empty one.
-	f, err := os.Open(path)
+	f, err := logtail.Open(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		writeErr(w, err)
 		return
@@ -391,7 +391,7 @@ func follow(r *http.Request, w *deadlineWriter, path string, f *os.File, off int
 				f.Close()
 			}
 			f, off = nil, 0
-			if nf, err := os.Open(path); err == nil {
+			if nf, err := logtail.Open(path); err == nil {
 				f = nf
 			}
 		}
