@@ -167,17 +167,20 @@ func (m *Manager) run(ctx context.Context) {
 			return
 		}
 		const failed = "update not applied: the nginx manager failed (a panic, see ctl info and the daemon's log); it tries again after a backoff"
-		for _, w := range applying.waiters {
-			w <- errors.New(failed)
-		}
-		applying.waiters = nil
+		// The status first: a waiter that hears of the failure and asks
+		// for the status sees it.
 		m.mu.Lock()
 		m.status.OK, m.status.Error = false, failed
 		m.status.Failures++
+		waiters := applying.waiters
+		applying.waiters = nil
 		if m.pending == nil {
 			m.pending = applying
 		}
 		m.mu.Unlock()
+		for _, w := range waiters {
+			w <- errors.New(failed)
+		}
 		select {
 		case m.kick <- struct{}{}:
 		default:
