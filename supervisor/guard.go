@@ -18,6 +18,7 @@ type testHooks struct {
 	leaseSlack    time.Duration       // replaces leaseSlack when not 0
 	reloadPrepare func()              // in a reload's prepare, under s.mu, after its lanes are reserved
 	touchLoop     func()              // in the touch_reload loop, each time it wakes
+	socketCheck   func()              // in the socket watch, before each check
 	// socketTimeouts replace the control socket's timeouts when set.
 	socketTimeouts *api.Timeouts
 }

@@ -107,6 +107,15 @@ func claim(socket string, dirMode os.FileMode, log *slog.Logger) (*instance, err
 		}
 		return nil, fmt.Errorf("lock %s: %w", in.lockPath, err)
 	}
+	if abstract == nil {
+		// Without the abstract name, the lock file alone would let a
+		// second daemon in once the directory was removed: look for a
+		// daemon that still holds a lock on this path.
+		if pid, found := lockHolder(in.lockPath, f); found {
+			f.Close()
+			return nil, fmt.Errorf("%w (%s) on %s, holding the lock of a removed socket directory; stop it with `gosup ctl shutdown --socket %s`", ErrAlreadyRunning, pidText(pid), socket, socket)
+		}
+	}
 	if err := f.Truncate(0); err == nil {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
@@ -115,19 +124,37 @@ func claim(socket string, dirMode os.FileMode, log *slog.Logger) (*instance, err
 	return in, nil
 }
 
+// pidText names a peer daemon by pid; SO_PEERCRED says pid 0 for a
+// process in a pid namespace we cannot see.
+func pidText(pid int32) string {
+	if pid == 0 {
+		return "in another pid namespace"
+	}
+	return fmt.Sprintf("pid %d", pid)
+}
+
 // abstractName is the abstract unix socket name of the daemon on socket
-// (an absolute path).
+// (an absolute path). Abstract names are per network namespace, paths
+// per mount namespace: the name includes the mount namespace (its
+// device and inode), so that a daemon in another mount namespace, whose
+// socket path names another file, is not taken for ours.
 func abstractName(socket string) string {
-	sum := sha256.Sum256([]byte(socket))
-	return "@gosup/" + hex.EncodeToString(sum[:16])
+	h := sha256.New()
+	var st unix.Stat_t
+	if unix.Stat("/proc/self/ns/mnt", &st) == nil {
+		fmt.Fprintf(h, "mnt:%d:%d\x00", st.Dev, st.Ino)
+	}
+	h.Write([]byte(socket))
+	return "@gosup/" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // bindAbstract binds the daemon's abstract name for socket. If a daemon
 // of our user holds it, that is ErrAlreadyRunning with its pid (from
 // SO_PEERCRED), whether or not the socket's directory still exists. A
 // holder of another user is no daemon of ours (those refuse a directory
-// that is not theirs) and cannot stop us: we go on with the lock file
-// alone, saying so.
+// that is not theirs) and cannot stop us, nor let a second daemon in:
+// anyone can compute the name, so claim then looks for a live
+// predecessor through /proc instead (see lockHolder).
 func bindAbstract(socket string, log *slog.Logger) (net.Listener, error) {
 	name := abstractName(socket)
 	ln, err := net.Listen("unix", name)
@@ -144,12 +171,12 @@ func bindAbstract(socket string, log *slog.Logger) (net.Listener, error) {
 		return ln, nil
 	}
 	if !errors.Is(err, unix.EADDRINUSE) {
-		log.Warn("could not bind the daemon's abstract socket; only the lock file keeps a second daemon out", "name", name, "err", err)
+		log.Warn("could not bind the daemon's abstract socket; looking for a live predecessor in /proc instead", "name", name, "err", err)
 		return nil, nil
 	}
 	c, derr := net.Dial("unix", name)
 	if derr != nil {
-		log.Warn("the daemon's abstract socket is taken but does not answer; only the lock file keeps a second daemon out", "name", name, "err", derr)
+		log.Warn("the daemon's abstract socket is taken but does not answer; looking for a live predecessor in /proc instead", "name", name, "err", derr)
 		return nil, nil
 	}
 	defer c.Close()
@@ -158,10 +185,10 @@ func bindAbstract(socket string, log *slog.Logger) (net.Listener, error) {
 		return nil, fmt.Errorf("check who holds %s: %w", name, cerr)
 	}
 	if int(cred.Uid) != os.Geteuid() {
-		log.Warn("the daemon's abstract socket is held by another user; only the lock file keeps a second daemon out", "name", name, "uid", cred.Uid, "pid", cred.Pid)
+		log.Warn("the daemon's abstract socket is held by another user; looking for a live predecessor in /proc instead", "name", name, "uid", cred.Uid, "pid", cred.Pid)
 		return nil, nil
 	}
-	return nil, fmt.Errorf("%w (pid %d) on %s; stop it with `gosup ctl shutdown --socket %s`", ErrAlreadyRunning, cred.Pid, socket, socket)
+	return nil, fmt.Errorf("%w (%s) on %s; stop it with `gosup ctl shutdown --socket %s`", ErrAlreadyRunning, pidText(cred.Pid), socket, socket)
 }
 
 // lockLost reports whether the lock file is no longer at its path:
@@ -177,23 +204,36 @@ func (in *instance) lockLost() bool {
 	return pst.Dev != fst.Dev || pst.Ino != fst.Ino
 }
 
+// errLockHeld means another process holds the lock file at our lock's
+// path: a second daemon that got in while our directory was gone. Its
+// lock and socket are left alone.
+var errLockHeld = errors.New("another process holds the lock file")
+
 // relock recreates the socket directory (checked as claim does) and the
 // lock file after they were removed from under the running daemon, and
 // has the state file written again. The abstract socket kept any other
-// daemon out meanwhile. Only the socket watch calls it, before release.
+// daemon out meanwhile. A lock file at the path that another process
+// holds is never unlinked (errLockHeld): two daemons would take turns
+// deleting each other's. Only the socket watch calls it, before release.
 func (in *instance) relock() error {
 	if err := secureSocketDir(filepath.Dir(in.lockPath), in.dirMode); err != nil {
 		return err
 	}
-	f, err := createOwn(in.lockPath, 0o600)
+	f, err := openOwn(in.lockPath, unix.O_RDWR|unix.O_CREAT, 0o600)
 	if err != nil {
 		return fmt.Errorf("recreate lock file: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		b, _ := io.ReadAll(io.LimitReader(f, 32))
 		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("%w %s (pid %s): leaving it and the socket alone", errLockHeld, in.lockPath, strings.TrimSpace(string(b)))
+		}
 		return fmt.Errorf("lock %s: %w", in.lockPath, err)
 	}
-	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
 	in.lock.Close()
 	in.lock = f
 	in.markDirty()
@@ -213,8 +253,12 @@ func (in *instance) release() {
 		close(in.stop)
 		<-in.stopped
 	}
-	os.Remove(in.statePath)
-	os.Remove(in.lockPath)
+	// What is at the paths is ours only while our lock is: otherwise
+	// they are another daemon's (see relock), or nobody's.
+	if !in.lockLost() {
+		os.Remove(in.statePath)
+		os.Remove(in.lockPath)
+	}
 	in.lock.Close()
 	if in.abstract != nil {
 		in.abstract.Close()

@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,13 +28,15 @@ import (
 // its log.
 func TestRemovedSocketDirKeepsSecondDaemonOut(t *testing.T) {
 	file := writeConfig(t, program("a", "sleep", 1, ""))
-	_, cl, logs := guardedDaemon(t, file, nil)
+	var pause, resume func()
+	_, cl, logs := guardedDaemon(t, file, func(s *Supervisor) { pause, resume = pauseSocketWatch(s) })
 	before := waitAll(t, cl, "RUNNING")
 	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Dir(cfg.Supervisor.Socket)
+	pause()
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -44,14 +48,20 @@ func TestRemovedSocketDirKeepsSecondDaemonOut(t *testing.T) {
 	go func() { done <- second.Run(ctx) }()
 	select {
 	case err := <-done:
+		// The lock file is gone (the watch waits): the abstract
+		// socket refused it.
 		if !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), fmt.Sprintf("(pid %d)", os.Getpid())) {
 			t.Fatalf("second daemon: want ErrAlreadyRunning naming pid %d, have %v", os.Getpid(), err)
+		}
+		if _, err := os.Stat(cfg.Supervisor.Socket + ".lock"); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("the lock file came back while the watch was paused: %v", err)
 		}
 	case <-time.After(20 * time.Second):
 		cancel()
 		err := <-done
 		t.Fatalf("a second daemon ran for 20 s on the socket whose directory was removed (it returned %v once cancelled)", err)
 	}
+	resume()
 
 	// The first daemon is reachable again (by a new connection: an
 	// open one still reaches the old socket), with its lock file back.
@@ -97,6 +107,23 @@ func TestRemovedSocketDirKeepsSecondDaemonOut(t *testing.T) {
 // another user refuses our socket directory) does not keep the daemon
 // from starting: it says so and relies on the lock file.
 func TestAbstractNameOfAnotherUserDoesNotBlock(t *testing.T) {
+	sock := filepath.Join(writeDir(t), "s", "gosup.sock")
+	squat(t, sock)
+	logs := &guardtest.LogBuffer{}
+	in, err := claim(sock, 0o700, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatalf("a squatter (uid 65534) on the abstract name kept the daemon out: %v", err)
+	}
+	in.release()
+	if !strings.Contains(logs.String(), "held by another user") || !strings.Contains(logs.String(), "uid=65534") {
+		t.Errorf("no warning about the squatter: %s", logs)
+	}
+}
+
+// squat binds the abstract name of the daemon on sock as uid 65534, as
+// anyone can (the name is computed from the socket's path).
+func squat(t *testing.T, sock string) {
+	t.Helper()
 	needRoot(t)
 	dir := writeDir(t)
 	if err := os.Chmod(dir, 0o755); err != nil {
@@ -110,27 +137,89 @@ func TestAbstractNameOfAnotherUserDoesNotBlock(t *testing.T) {
 	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "s", "gosup.sock")
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pr.Close()
-	proc, _ := spawnBinary(t, bin, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, pw, "bind", abstractName(sock))
+	spawnBinary(t, bin, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, pw, "bind", abstractName(sock))
 	pw.Close()
 	line, err := bufio.NewReader(pr).ReadString('\n')
 	if line != "bound: <nil>\n" {
 		t.Fatalf("helper as uid 65534 did not bind %s: %q %v", abstractName(sock), line, err)
 	}
-	logs := &guardtest.LogBuffer{}
-	in, err := claim(sock, 0o700, slog.New(slog.NewTextHandler(logs, nil)))
+}
+
+// Another user squatting the abstract name, then rm -rf of the socket
+// directory: a second daemon is still refused, naming the first one,
+// and the first one repairs its directory once, with no fight over the
+// lock file and the socket.
+func TestSquattedNameAndRemovedDirKeepSecondDaemonOut(t *testing.T) {
+	file := writeConfig(t, program("a", "sleep", 1, ""))
+	cfg, err := config.Load(file)
 	if err != nil {
-		t.Fatalf("a squatter (pid %d, uid 65534) on the abstract name kept the daemon out: %v", proc.Pid, err)
+		t.Fatal(err)
 	}
-	in.release()
-	if !strings.Contains(logs.String(), "held by another user") || !strings.Contains(logs.String(), "uid=65534") {
-		t.Errorf("no warning about the squatter: %s", logs)
+	squat(t, cfg.Supervisor.Socket)
+	var pause, resume func()
+	_, cl, logs := guardedDaemon(t, file, func(s *Supervisor) { pause, resume = pauseSocketWatch(s) })
+	waitAll(t, cl, "RUNNING")
+	pause()
+	if err := os.RemoveAll(filepath.Dir(cfg.Supervisor.Socket)); err != nil {
+		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	second := New(cfg, Options{Reaper: testReaper, Logger: discardLog()})
+	go func() { done <- second.Run(ctx) }()
+	select {
+	case err := <-done:
+		// Neither the lock file (gone: the watch waits) nor the
+		// abstract name (squatted) refused it: /proc did.
+		if !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), fmt.Sprintf("(pid %d)", os.Getpid())) || !strings.Contains(err.Error(), "holding the lock of a removed socket directory") {
+			t.Fatalf("second daemon: want ErrAlreadyRunning naming pid %d and the removed directory, have %v", os.Getpid(), err)
+		}
+	case <-time.After(20 * time.Second):
+		cancel()
+		err := <-done
+		t.Fatalf("a second daemon ran for 20 s beside a squatted abstract name and a removed socket directory (it returned %v once cancelled)", err)
+	}
+	resume()
+	waitLog(t, "the first daemon's repair", func() bool { return strings.Contains(logs.String(), "recreated them") })
+	c := api.NewClient(cl.Socket)
+	defer c.Close()
+	if _, err := c.Info(context.Background()); err != nil {
+		t.Fatalf("the first daemon is not reachable after its repair: %v", err)
+	}
+	if n := strings.Count(logs.String(), "level=WARN msg=\"the socket directory"); n != 1 || strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("want one warning about the removed socket directory and no error, have %d:\n%s", n, logs)
+	}
+}
+
+// pauseSocketWatch has the daemon's socket watch wait, before its next
+// check, until resume is called: what a second daemon meets then is the
+// removed directory, not one the watch already repaired.
+func pauseSocketWatch(s *Supervisor) (pause func(), resume func()) {
+	var mu sync.Mutex
+	entered := make(chan struct{}, 1)
+	s.hooks.socketCheck = func() {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		mu.Lock()
+		defer mu.Unlock()
+	}
+	pause = func() {
+		mu.Lock()
+		select {
+		case <-entered:
+		default:
+		}
+		<-entered // a check that began after mu was taken: it waits
+	}
+	return pause, mu.Unlock
 }
 
 // BenchmarkSocketCheck is what the socket watch costs each second when
@@ -156,5 +245,74 @@ func BenchmarkSocketCheck(b *testing.B) {
 		if in.lockLost() || ln.gone(sock) {
 			b.Fatal("lock or socket reported gone")
 		}
+	}
+}
+
+// A lock file that another process holds at our lock's path (a second
+// daemon that got in while our directory was gone) is left alone by
+// relock and by release: neither unlinks it, so two daemons cannot take
+// turns deleting each other's.
+func TestRelockLeavesAHeldLockAlone(t *testing.T) {
+	sock := filepath.Join(writeDir(t), "s", "gosup.sock")
+	in, err := claim(sock, 0o700, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock := sock + ".lock"
+	if err := os.Remove(lock); err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.OpenFile(lock, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := syscall.Flock(int(other.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.WriteString("4242\n"); err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := os.Stat(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := func(when string) {
+		t.Helper()
+		if fi, err := os.Stat(lock); err != nil || !os.SameFile(fi, theirs) {
+			t.Errorf("%s: the other daemon's lock file was replaced or removed (%v)", when, err)
+		}
+	}
+	if err := in.relock(); err == nil || !strings.Contains(err.Error(), "pid 4242") {
+		t.Errorf("relock over a held lock file: want a refusal naming pid 4242, have %v", err)
+	}
+	same("after relock")
+	in.release()
+	same("after release")
+}
+
+// A daemon in another mount namespace (and pid namespace), on the same
+// socket path but with another directory mounted there, is another
+// daemon's peer in nothing: it starts (the lock files differ, and the
+// abstract name includes the mount namespace).
+func TestDaemonInAnotherMountNamespaceStarts(t *testing.T) {
+	needRoot(t)
+	sock := filepath.Join(writeDir(t), "s", "gosup.sock")
+	in, err := claim(sock, 0o700, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.release()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	_, exitC := spawnBinary(t, os.Args[0], &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID}, pw, "claim-ns", sock)
+	pw.Close()
+	out, _ := io.ReadAll(pr)
+	<-exitC
+	if string(out) != "result: <nil>\n" {
+		t.Errorf("a daemon in another mount namespace, over its own directory: %q", out)
 	}
 }

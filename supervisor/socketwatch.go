@@ -3,7 +3,9 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/gosup/gosup/supervisor/config"
@@ -29,6 +31,15 @@ type socketWatch struct {
 	fault string // the last failure logged, so it is logged once
 }
 
+// close keeps the listener's socket file if it is no longer ours (the
+// watch could not replace it: another daemon's socket may be there), so
+// that shutting the server down unlinks only our own.
+func (w *socketWatch) close() {
+	if w.cur.gone(w.st.Socket) {
+		w.cur.Listener.(*net.UnixListener).SetUnlinkOnClose(false)
+	}
+}
+
 // serve serves the control API on ln until it is retired or the server
 // shuts down; anything else ends the daemon.
 func (w *socketWatch) serve(ln *credListener) {
@@ -48,6 +59,9 @@ func (w *socketWatch) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if w.s.hooks.socketCheck != nil {
+			w.s.hooks.socketCheck()
 		}
 		w.check()
 	}
@@ -69,7 +83,15 @@ func (w *socketWatch) check() {
 		}
 	}
 	if lockLost {
-		if err := w.s.inst.relock(); err != nil {
+		if err := w.s.inst.relock(); errors.Is(err, errLockHeld) {
+			// Another daemon got in: its lock and socket stay, and
+			// this daemon, unreachable, says so once.
+			if msg := err.Error(); msg != w.fault {
+				w.fault = msg
+				w.s.log.Error("another gosup daemon took this daemon's socket path after its lock file was removed; leaving that daemon's lock and socket alone: gosup ctl cannot reach this daemon (stop it by its pid)", "socket", path, "pid", os.Getpid(), "err", err)
+			}
+			return
+		} else if err != nil {
 			fail(err)
 			return
 		}

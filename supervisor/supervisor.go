@@ -246,6 +246,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 	})
 	var srv *http.Server
+	var watch *socketWatch
 	stopWatch, watchDone := func() {}, make(chan struct{})
 	g.add("control socket", func() error {
 		ln, err := listen(st.Socket, uint32(st.SocketPerm()), st.SocketGroup, s.log)
@@ -258,6 +259,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		srv = api.NewServer(s.recovering(api.NewHandler(apiHost{s})), timeouts, slog.NewLogLogger(s.log.Handler(), slog.LevelWarn))
 		w := &socketWatch{s: s, st: st, srv: srv, cur: ln}
+		watch = w
 		w.serve(ln)
 		wctx, cancel := context.WithCancel(context.Background())
 		stopWatch = cancel
@@ -270,6 +272,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}, func() {
 		stopWatch()
 		<-watchDone
+		watch.close()
 		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = srv.Shutdown(hctx)
 		cancel()
