@@ -6,8 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
+	"github.com/gosup/gosup/supervisor/internal/pathtrust"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,30 +15,33 @@ import (
 // processes for a successor to kill) and the socket: whoever can write in
 // it can turn the daemon against the host. So, as sshd's StrictModes:
 // the directory must be the daemon's user's, not writable by group or
-// others, and not a symlink; every directory above it must belong to root
-// or the daemon's user and be writable by group or others only with the
-// sticky bit (as /tmp), since whoever may rename an entry of an ancestor
-// may swap the whole tree. Symlinks among the ancestors are followed, and
-// every directory they lead through is checked the same way.
+// others (by its mode or an ACL), and not a symlink; on the way to it,
+// from / and through every symlink, every directory must belong to root
+// or the daemon's user, and every entry (directory or symlink) of a
+// directory that others may write must be sticky-protected and belong to
+// root or the daemon's user, since whoever may replace an entry may swap
+// the whole tree: see supervisor/internal/pathtrust, which the
+// configuration's check as root shares.
 
 // secureSocketDir creates dir (mode) if it is missing and checks it and
-// its ancestors; the error says what is wrong and what to do.
+// the way to it; the error says what is wrong and what to do.
 func secureSocketDir(dir string, mode os.FileMode) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
 	euid := os.Geteuid()
+	pol := pathtrust.Policy{Owners: []uint32{0, uint32(euid)}}
 	// Checked before creating anything: nothing is made under a
 	// directory someone else controls.
-	if err := checkAncestors(filepath.Dir(dir), euid); err != nil {
-		return err
+	if _, err := pathtrust.Resolve(dir, pol, true); err != nil {
+		return socketPathError(err)
 	}
 	if err := os.MkdirAll(dir, mode); err != nil {
 		return fmt.Errorf("create socket directory: %w", err)
 	}
-	if err := checkAncestors(filepath.Dir(dir), euid); err != nil {
-		return err
+	if _, err := pathtrust.Resolve(dir, pol, false); err != nil {
+		return socketPathError(err)
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(dir, &st); err != nil {
@@ -50,79 +53,53 @@ func secureSocketDir(dir string, mode os.FileMode) error {
 	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
 		return fmt.Errorf("socket directory %s is a symlink (owned by uid %d); gosup uses only a real directory of its own: %s", dir, st.Uid, fix)
 	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
-		return fmt.Errorf("socket directory %s is not a directory: %s", dir, fix)
+		return fmt.Errorf("socket directory %s is %s, not a directory: %s", dir, fileType(st.Mode), fix)
 	case int(st.Uid) != euid:
 		return fmt.Errorf("socket directory %s is owned by uid %d (mode %04o), not by gosup's uid %d: %s", dir, st.Uid, st.Mode&0o7777, euid, fix)
 	case st.Mode&0o022 != 0:
 		return fmt.Errorf("socket directory %s (uid %d, mode %04o) is writable by group or others: %s", dir, st.Uid, st.Mode&0o7777, fix)
 	}
+	acl, err := pathtrust.ACL(dir)
+	if err != nil {
+		return fmt.Errorf("socket directory %s: %w", dir, err)
+	}
+	if w := pathtrust.Writers(&st, acl, pol); w.Who != "" {
+		return fmt.Errorf("socket directory %s has an ACL that lets %s write it: run `setfacl -b %s`, or choose another socket", dir, w.Who, dir)
+	}
 	return nil
 }
 
-// checkAncestors checks dir and every directory above it, resolving
-// symlinks one component at a time; it stops at the first component that
-// does not exist (secureSocketDir creates it, as ours).
-func checkAncestors(dir string, euid int) error {
-	check := func(path string, st *unix.Stat_t) error {
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			return fmt.Errorf("%s, above the socket, is not a directory", path)
-		}
-		if st.Uid != 0 && int(st.Uid) != euid {
-			return fmt.Errorf("%s, above the socket, is owned by uid %d (mode %04o): every directory above the socket must belong to root or gosup's uid %d; choose another socket",
-				path, st.Uid, st.Mode&0o7777, euid)
-		}
-		if st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0 {
-			return fmt.Errorf("%s, above the socket, is writable by group or others without the sticky bit (uid %d, mode %04o): run `chmod go-w %s`, or choose another socket",
-				path, st.Uid, st.Mode&0o7777, path)
-		}
-		return nil
+// socketPathError is a refusal of the way to the socket directory.
+func socketPathError(err error) error {
+	var p *pathtrust.Problem
+	if !errors.As(err, &p) {
+		return fmt.Errorf("check the way to the socket: %w", err)
 	}
-	var st unix.Stat_t
-	if err := unix.Stat("/", &st); err != nil {
-		return err
+	if p.Fix != "" {
+		return fmt.Errorf("%s, on the way to the socket: run `%s`, or choose another socket", p.What, p.Fix)
 	}
-	if err := check("/", &st); err != nil {
-		return err
+	return fmt.Errorf("%s, on the way to the socket: choose another socket", p.What)
+}
+
+// fileType names the type of a file of mode st_mode.
+func fileType(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFLNK:
+		return "a symlink"
+	case unix.S_IFIFO:
+		return "a FIFO"
+	case unix.S_IFSOCK:
+		return "a socket"
+	case unix.S_IFCHR:
+		return "a character device"
+	case unix.S_IFBLK:
+		return "a block device"
+	case unix.S_IFREG:
+		return "a regular file"
 	}
-	resolved := "/"
-	rest := strings.Split(filepath.Clean(dir), "/")
-	for hops := 0; len(rest) > 0; {
-		c := rest[0]
-		rest = rest[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			resolved = filepath.Dir(resolved)
-			continue
-		}
-		next := filepath.Join(resolved, c)
-		if err := unix.Lstat(next, &st); err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				return nil
-			}
-			return fmt.Errorf("check %s, above the socket: %w", next, err)
-		}
-		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
-			if hops++; hops > 40 {
-				return fmt.Errorf("check %s, above the socket: too many symlinks", dir)
-			}
-			target, err := os.Readlink(next)
-			if err != nil {
-				return fmt.Errorf("check %s, above the socket: %w", next, err)
-			}
-			if filepath.IsAbs(target) {
-				resolved = "/"
-			}
-			rest = append(strings.Split(target, "/"), rest...)
-			continue
-		}
-		if err := check(next, &st); err != nil {
-			return err
-		}
-		resolved = next
-	}
-	return nil
+	return fmt.Sprintf("of type %o", mode&unix.S_IFMT)
 }
 
 // openOwn opens a file in the socket directory that may already exist
@@ -154,7 +131,7 @@ func checkOwn(f *os.File) error {
 	}
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return fmt.Errorf("%s is not a regular file (mode %o): remove it", f.Name(), st.Mode)
+		return fmt.Errorf("%s is %s (mode %04o), not a regular file: remove it", f.Name(), fileType(st.Mode), st.Mode&0o7777)
 	case int(st.Uid) != os.Geteuid():
 		return fmt.Errorf("%s is owned by uid %d, not by gosup's uid %d: remove it", f.Name(), st.Uid, os.Geteuid())
 	case st.Mode&0o022 != 0:

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -103,7 +104,7 @@ func TestClaimRefusesUnsafeSocketDirs(t *testing.T) {
 		{"under a world-writable directory", func(t *testing.T, dir string) string {
 			open := mkdir(t, filepath.Join(dir, "open"), 0o777)
 			return mkdir(t, filepath.Join(open, "s"), 0o700)
-		}, "writable by group or others"},
+		}, "(mode 0777) lets every user replace s"},
 		{"under a directory of another user", func(t *testing.T, dir string) string {
 			theirs := mkdir(t, filepath.Join(dir, "theirs"), 0o755)
 			s := mkdir(t, filepath.Join(theirs, "s"), 0o700)
@@ -326,5 +327,50 @@ func TestLinksInOurSocketDirAreNotFollowed(t *testing.T) {
 	in.release()
 	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
 		t.Errorf("the file behind the links was changed: %q", b)
+	}
+}
+
+// A symlink on the way to the socket, in a sticky world-writable
+// directory (/tmp) and owned by another user, who may repoint it at a
+// directory of theirs (and run an impostor daemon there), is refused,
+// also when it dangles (MkdirAll would follow it); root's own link there
+// is followed.
+func TestSocketPathThroughAnotherUsersSymlink(t *testing.T) {
+	needRoot(t)
+	dir := writeDir(t)
+	tmp := mkdir(t, filepath.Join(dir, "x"), 0o777|os.ModeSticky)
+	rootDir := mkdir(t, filepath.Join(dir, "rootdir"), 0o755)
+	for _, tc := range []struct {
+		name, target string
+		uid          int
+	}{
+		{"link", rootDir, 65534},
+		{"dangling", filepath.Join(dir, "nowhere"), 65534},
+		{"roots", rootDir, 0},
+	} {
+		link := filepath.Join(tmp, tc.name)
+		if err := os.Symlink(tc.target, link); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(link, tc.uid, tc.uid); err != nil {
+			t.Fatal(err)
+		}
+		sock := filepath.Join(link, "s"+tc.name, "gosup.sock")
+		in, err := claim(sock, 0o700, discardLog())
+		if err == nil {
+			in.release()
+		}
+		if tc.uid == 0 {
+			if err != nil {
+				t.Errorf("%s: root's link in a sticky directory: %v", tc.name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), link) || !strings.Contains(err.Error(), "uid 65534") {
+			t.Errorf("%s: want a refusal naming the link %s and its owner uid 65534, have %v", tc.name, link, err)
+		}
+		if _, err := os.Lstat(filepath.Join(tc.target, "s"+tc.name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: the socket directory was created through the link: %v", tc.name, err)
+		}
 	}
 }

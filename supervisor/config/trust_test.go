@@ -1,10 +1,13 @@
 package config
 
 import (
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // nobody is the other user (and nogroup the other group) of these tests.
@@ -222,4 +225,53 @@ func TestTrustTemplate(t *testing.T) {
 	conf := "[program.web]\ncommand = \"sleep 1\"\nport_start = 9000\nupstream = \"web\"\n\n[nginx]\noutput = \"nginx.conf\"\ntemplate = \"nginx.tmpl\"\n\n[nginx.upstream.web]\n"
 	f := writeFile(t, filepath.Join(dir, "gosup.toml"), conf, 0o644, 0, 0)
 	wantRefused(t, f, tmpl, "owned by uid 65534", "chown root "+tmpl)
+}
+
+// aclBlob is a system.posix_acl_access value as setfacl writes it:
+// version 2, then entries of tag, permission (16 bits each) and id,
+// little-endian.
+func aclBlob(entries ...[3]uint32) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, 2)
+	for _, e := range entries {
+		b = binary.LittleEndian.AppendUint16(b, uint16(e[0]))
+		b = binary.LittleEndian.AppendUint16(b, uint16(e[1]))
+		b = binary.LittleEndian.AppendUint32(b, e[2])
+	}
+	return b
+}
+
+// A POSIX ACL entry that lets another user write the file (here
+// u:nobody:rw, so that the mode, -rw-rw-r--+ root root, shows only the
+// mask in its group bits), or a directory on the way, is refused, naming
+// the ACL; one that lets nobody only read is fine.
+func TestTrustACL(t *testing.T) {
+	needRoot(t)
+	const (
+		userObj, user, groupObj, mask, other = 0x01, 0x02, 0x04, 0x10, 0x20
+		undef                                = 0xffffffff
+	)
+	dir := trustDir(t)
+	f := writeFile(t, filepath.Join(dir, "gosup.toml"), trustConf, 0o644, 0, 0)
+	set := func(path string, perm uint32) {
+		t.Helper()
+		acl := aclBlob([3]uint32{userObj, 7, undef}, [3]uint32{user, perm, nobody}, [3]uint32{groupObj, 4, undef}, [3]uint32{mask, 7, undef}, [3]uint32{other, 4, undef})
+		if err := unix.Setxattr(path, "system.posix_acl_access", acl, 0); err != nil {
+			t.Fatalf("set an ACL on %s: %v", path, err)
+		}
+	}
+	set(f, 4)
+	wantLoaded(t, f)
+	set(f, 6)
+	wantRefused(t, f, f, "its ACL lets uid 65534", "setfacl -b "+f)
+	if err := unix.Removexattr(f, "system.posix_acl_access"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(f, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantLoaded(t, f)
+	d := mkdir(t, filepath.Join(dir, "d"), 0o755, 0, 0)
+	g := writeFile(t, filepath.Join(d, "gosup.toml"), trustConf, 0o644, 0, 0)
+	set(d, 7)
+	wantRefused(t, g, g, "directory "+d+" has an ACL that lets uid 65534 (nobody) replace gosup.toml", "setfacl -b "+d)
 }
