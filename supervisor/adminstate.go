@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"slices"
@@ -25,8 +26,10 @@ func loadAdminState(socket string, log *slog.Logger) *adminState {
 	// Read as the state file is: never through a symlink, and only if
 	// it is gosup's own.
 	b, err := readOwn(a.path, maxStateBytes)
-	if err != nil {
+	if errors.Is(err, errNotOwn) {
 		log.Warn("ignoring the processes stopped with ctl stop before: the file is not gosup's own", "path", a.path, "err", err)
+	} else if err != nil {
+		log.Warn("ignoring the processes stopped with ctl stop before: could not read the file", "path", a.path, "err", err)
 	}
 	if b != nil {
 		var names []string

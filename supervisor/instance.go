@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gosup/gosup/procgroup/proctree"
@@ -46,9 +47,13 @@ type instance struct {
 
 	mu       sync.Mutex
 	children map[string]childRecord // by group:name
-	dirty    chan struct{}
-	stop     chan struct{}
-	stopped  chan struct{}
+	// stateDev and stateIno identify the state file the writer has
+	// open (0 when none).
+	stateDev, stateIno uint64
+	passes             atomic.Uint64 // the writer's passes, for tests
+	dirty              chan struct{}
+	stop               chan struct{}
+	stopped            chan struct{}
 }
 
 type childRecord struct {
@@ -194,6 +199,8 @@ func bindAbstract(socket string, log *slog.Logger) (net.Listener, error) {
 // lockLost reports whether the lock file is no longer at its path:
 // removed (with its directory, maybe) or replaced.
 func (in *instance) lockLost() bool {
+	in.mu.Lock() // relock replaces in.lock
+	defer in.mu.Unlock()
 	var fst, pst unix.Stat_t
 	if err := unix.Fstat(int(in.lock.Fd()), &fst); err != nil || fst.Nlink == 0 {
 		return true
@@ -234,10 +241,29 @@ func (in *instance) relock() error {
 	if err := f.Truncate(0); err == nil {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
+	in.mu.Lock()
 	in.lock.Close()
 	in.lock = f
+	in.mu.Unlock()
 	in.markDirty()
 	return nil
+}
+
+// stateLost reports whether the state file the writer has open is no
+// longer at its path (a /tmp cleaner removed the aged file, say), and
+// its inode; the socket watch then has the writer create it again.
+func (in *instance) stateLost() (bool, uint64) {
+	in.mu.Lock()
+	dev, ino := in.stateDev, in.stateIno
+	in.mu.Unlock()
+	if ino == 0 {
+		return false, 0 // none open: the writer said why
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(in.statePath, &st); err != nil || st.Dev != dev || st.Ino != ino {
+		return true, ino
+	}
+	return false, 0
 }
 
 // start begins recording children in a new state file, replacing the
@@ -298,16 +324,34 @@ const stateWriteGap = 20 * time.Millisecond
 // possibly followed by stale bytes that the reader ignores.
 func (in *instance) writer() {
 	defer close(in.stopped)
-	f, err := createOwn(in.statePath, 0o600)
-	failed := err != nil // logged once, until a create succeeds
-	if failed {
-		in.log.Warn("could not create the state file; a crash will leave children behind", "path", in.statePath, "err", err)
+	var f *os.File
+	failed := false // a failure to create is logged once, until a create succeeds
+	create := func() {
+		var err error
+		if f, err = createOwn(in.statePath, 0o600); err == nil {
+			failed = false
+			var st unix.Stat_t
+			if unix.Fstat(int(f.Fd()), &st) == nil {
+				in.mu.Lock()
+				in.stateDev, in.stateIno = st.Dev, st.Ino
+				in.mu.Unlock()
+			}
+		} else if !failed {
+			failed = true
+			in.log.Warn("could not create the state file; a crash will leave children behind", "path", in.statePath, "err", err)
+		}
 	}
-	defer func() {
+	drop := func() {
 		if f != nil {
 			f.Close()
+			f = nil
+			in.mu.Lock()
+			in.stateDev, in.stateIno = 0, 0
+			in.mu.Unlock()
 		}
-	}()
+	}
+	create()
+	defer drop()
 	gap := time.NewTimer(0)
 	for {
 		select {
@@ -315,20 +359,15 @@ func (in *instance) writer() {
 			return
 		case <-in.dirty:
 		}
-		var st unix.Stat_t
-		if f != nil && unix.Fstat(int(f.Fd()), &st) == nil && st.Nlink == 0 {
-			// Removed (with the socket directory, which the socket
-			// watch recreates): write a new one.
-			f.Close()
-			f = nil
+		if lost, _ := in.stateLost(); lost {
+			drop() // removed, alone or with the socket directory
 		}
-		if f == nil {
-			if f, err = createOwn(in.statePath, 0o600); err == nil {
-				failed = false
-			} else if !failed {
-				failed = true
-				in.log.Warn("could not create the state file; a crash will leave children behind", "path", in.statePath, "err", err)
-			}
+		// A new file only where our lock still is: then the directory
+		// is the one claim or relock checked, not one another user
+		// made in its place after it was removed (relock checks it and
+		// has this run again).
+		if f == nil && !in.lockLost() {
+			create()
 		}
 		if f != nil {
 			in.mu.Lock()
@@ -350,6 +389,7 @@ func (in *instance) writer() {
 				_ = f.Truncate(int64(len(b)))
 			}
 		}
+		in.passes.Add(1)
 		gap.Reset(stateWriteGap)
 		select {
 		case <-in.stop:
@@ -370,8 +410,11 @@ func (in *instance) writer() {
 // disappear, so their ports are free before anything spawns.
 func (in *instance) killLeftovers(timeout time.Duration) int {
 	b, err := readOwn(in.statePath, maxStateBytes)
-	if err != nil {
+	if errors.Is(err, errNotOwn) {
 		in.log.Warn("ignoring a state file that is not gosup's own; killing no leftovers", "path", in.statePath, "err", err)
+		return 0
+	} else if err != nil {
+		in.log.Warn("could not read the state file; killing no leftovers", "path", in.statePath, "err", err)
 		return 0
 	}
 	if len(b) == 0 {

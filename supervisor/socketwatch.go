@@ -29,6 +29,9 @@ type socketWatch struct {
 	srv   *http.Server
 	cur   *credListener
 	fault string // the last failure logged, so it is logged once
+	// stateIno is the inode of the last state file found removed, so
+	// that it is said once while the writer replaces it.
+	stateIno uint64
 }
 
 // close keeps the listener's socket file if it is no longer ours (the
@@ -74,12 +77,22 @@ func (w *socketWatch) check() {
 	lockLost, socketGone := w.s.inst.lockLost(), w.cur.gone(path)
 	if !lockLost && !socketGone {
 		w.fault = ""
+		// The state file alone (a /tmp cleaner removing the aged
+		// file): the writer creates it again, the lock showing that
+		// the directory is still the one checked. Said once per file.
+		if lost, ino := w.s.inst.stateLost(); lost {
+			w.s.inst.markDirty()
+			if ino != w.stateIno {
+				w.stateIno = ino
+				w.s.log.Warn("the state file was removed or replaced from under the running daemon; recreated it", "path", w.s.inst.statePath)
+			}
+		}
 		return
 	}
 	fail := func(err error) {
 		if msg := err.Error(); msg != w.fault {
 			w.fault = msg
-			w.s.log.Error("the socket directory, lock file or socket was removed and cannot be recreated; gosup ctl cannot reach this daemon until it is", "socket", path, "err", err)
+			w.s.log.Error("the socket directory, lock file or socket was removed or replaced and cannot be recreated; gosup ctl cannot reach this daemon until it is", "socket", path, "err", err)
 		}
 	}
 	if lockLost {
@@ -110,5 +123,5 @@ func (w *socketWatch) check() {
 		w.s.log.Warn("could not save the processes stopped with ctl stop", "err", err)
 	}
 	w.fault = ""
-	w.s.log.Warn("the socket directory, lock file or socket was removed from under the running daemon; recreated them", "socket", path, "lock_file", lockLost, "socket_file", socketGone)
+	w.s.log.Warn("the socket directory, lock file or socket was removed or replaced from under the running daemon; recreated them", "socket", path, "lock_file", lockLost, "socket_file", socketGone)
 }

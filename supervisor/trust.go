@@ -111,7 +111,7 @@ func openOwn(path string, flags int, perm uint32) (*os.File, error) {
 	fd, err := unix.Open(path, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, perm)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) {
-			return nil, fmt.Errorf("%s is a symlink; gosup follows none in its socket directory: remove it", path)
+			return nil, notOwnError{fmt.Errorf("%s is a symlink; gosup follows none in its socket directory: remove it", path)}
 		}
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
@@ -123,6 +123,14 @@ func openOwn(path string, flags int, perm uint32) (*os.File, error) {
 	return f, nil
 }
 
+// errNotOwn matches the refusals of openOwn and checkOwn: a file that is
+// not gosup's own, as opposed to one that could not be read.
+var errNotOwn = errors.New("not gosup's own file")
+
+type notOwnError struct{ error }
+
+func (notOwnError) Is(target error) bool { return target == errNotOwn }
+
 // checkOwn checks an open file of the socket directory (see openOwn).
 func checkOwn(f *os.File) error {
 	var st unix.Stat_t
@@ -131,13 +139,13 @@ func checkOwn(f *os.File) error {
 	}
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return fmt.Errorf("%s is %s (mode %04o), not a regular file: remove it", f.Name(), fileType(st.Mode), st.Mode&0o7777)
+		return notOwnError{fmt.Errorf("%s is %s (mode %04o), not a regular file: remove it", f.Name(), fileType(st.Mode), st.Mode&0o7777)}
 	case int(st.Uid) != os.Geteuid():
-		return fmt.Errorf("%s is owned by uid %d, not by gosup's uid %d: remove it", f.Name(), st.Uid, os.Geteuid())
+		return notOwnError{fmt.Errorf("%s is owned by uid %d, not by gosup's uid %d: remove it", f.Name(), st.Uid, os.Geteuid())}
 	case st.Mode&0o022 != 0:
-		return fmt.Errorf("%s (mode %04o) is writable by group or others: remove it", f.Name(), st.Mode&0o7777)
+		return notOwnError{fmt.Errorf("%s (mode %04o) is writable by group or others: remove it", f.Name(), st.Mode&0o7777)}
 	case st.Nlink != 1:
-		return fmt.Errorf("%s has %d links; gosup uses only a file of its own: remove it", f.Name(), st.Nlink)
+		return notOwnError{fmt.Errorf("%s has %d links; gosup uses only a file of its own: remove it", f.Name(), st.Nlink)}
 	}
 	return nil
 }
