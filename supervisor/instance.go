@@ -430,38 +430,41 @@ func (in *instance) killLeftovers(timeout time.Duration) int {
 	for _, c := range sf.Children {
 		recorded[c.Pid] = c.StartTime
 	}
-	var victims []int
+	// Each victim is signalled through a pidfd, after checking again,
+	// on the process the pidfd names, that it carries the marker (and
+	// still has its recorded start time): a pid recycled since the scan
+	// is never hit.
+	marker := "GOSUP_INSTANCE=" + sf.Instance
+	var fds []int
 	for _, pid := range marked(sf.Instance) {
-		if want, ok := recorded[pid]; ok && want != 0 {
-			if st, err := proctree.StartTime(pid); err != nil || st != want {
-				continue // pid recycled since it was recorded
-			}
+		fd := proctree.Signal(pid, recorded[pid], marker, unix.SIGKILL)
+		if fd < 0 {
+			continue // gone, recycled, or its recorded start time differs
 		}
-		victims = append(victims, pid)
+		in.log.Warn("killed a leftover child of a previous gosup daemon", "pid", pid, "daemon_pid", sf.DaemonPid)
+		fds = append(fds, fd)
 	}
-	for _, pid := range victims {
-		in.log.Warn("killing leftover child of a previous gosup daemon", "pid", pid, "daemon_pid", sf.DaemonPid)
-		_ = unix.Kill(pid, unix.SIGKILL)
+	proctree.WaitExit(fds, time.Now().Add(timeout))
+	for _, fd := range fds {
+		unix.Close(fd)
 	}
-	deadline := time.Now().Add(timeout)
-	for _, pid := range victims {
-		for time.Now().Before(deadline) && !proctree.Exited(pid) {
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	return len(victims)
+	return len(fds)
 }
 
 // sweep kills whatever still carries this daemon's marker: descendants
 // that left their process group (setsid, double fork) and outlived their
 // parent. Called once every process has been stopped.
 func (in *instance) sweep() int {
-	victims := marked(in.id)
-	for _, pid := range victims {
-		in.log.Warn("killing a leftover descendant of a stopped child", "pid", pid)
-		_ = unix.Kill(pid, unix.SIGKILL)
+	n := 0
+	for _, pid := range marked(in.id) {
+		// Checked again through a pidfd, as killLeftovers does.
+		if fd := proctree.Signal(pid, 0, "GOSUP_INSTANCE="+in.id, unix.SIGKILL); fd >= 0 {
+			unix.Close(fd)
+			in.log.Warn("killed a leftover descendant of a stopped child", "pid", pid)
+			n++
+		}
 	}
-	return len(victims)
+	return n
 }
 
 // marked lists the processes whose environment carries GOSUP_INSTANCE=id.

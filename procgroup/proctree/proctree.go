@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -311,4 +312,57 @@ func Children(pid int) []int {
 		}
 	}
 	return out
+}
+
+// Signal sends sig to pid only if pid is still the process that was
+// found: it opens a pidfd first (which names one process for good), then
+// checks that process's start time (unless start is 0) and that its
+// environment holds the entry kv (unless kv is ""), and signals it
+// through the pidfd, so a pid recycled between a /proc scan and the kill
+// is never hit. It returns the pidfd (for the caller to wait on, see
+// WaitExit, and close), or -1 if nothing was sent.
+func Signal(pid int, start uint64, kv string, sig unix.Signal) int {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1 // gone
+	}
+	if st, err := StartTime(pid); err != nil || (start != 0 && st != start) || (kv != "" && !HasEnv(pid, kv)) {
+		unix.Close(fd)
+		return -1
+	}
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil {
+		unix.Close(fd)
+		return -1
+	}
+	return fd
+}
+
+// WaitExit waits until the processes behind the pidfds have exited, or
+// until deadline. It closes nothing.
+func WaitExit(fds []int, deadline time.Time) {
+	pfds := make([]unix.PollFd, 0, len(fds))
+	for _, fd := range fds {
+		pfds = append(pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
+	for len(pfds) > 0 {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		n, err := unix.Poll(pfds, int(left/time.Millisecond)+1)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return
+		}
+		if n <= 0 {
+			continue
+		}
+		live := pfds[:0]
+		for _, p := range pfds {
+			if p.Revents == 0 {
+				p.Revents = 0
+				live = append(live, p)
+			}
+		}
+		pfds = live
+	}
 }

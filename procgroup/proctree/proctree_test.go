@@ -162,3 +162,47 @@ func BenchmarkScan(b *testing.B) {
 		Scan()
 	}
 }
+
+// Signal hits the process found only: not one whose start time differs
+// from the one found (a recycled pid), nor one without the marker; the
+// pidfd it returns tells when the process has gone.
+func TestSignalChecksThroughThePidfd(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	cmd.Env = []string{"GOSUP_TEST_MARK=yes"}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	pid := cmd.Process.Pid
+	start, err := StartTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fd := Signal(pid, start+1, "GOSUP_TEST_MARK=yes", syscall.SIGKILL); fd >= 0 {
+		t.Error("signalled a process whose start time differs")
+	}
+	if fd := Signal(pid, start, "GOSUP_TEST_MARK=no", syscall.SIGKILL); fd >= 0 {
+		t.Error("signalled a process without the marker")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the child ended: %v", err)
+	default:
+	}
+	fd := Signal(pid, start, "GOSUP_TEST_MARK=yes", syscall.SIGKILL)
+	if fd < 0 {
+		t.Fatal("did not signal the process found")
+	}
+	defer syscall.Close(fd)
+	WaitExit([]int{fd}, time.Now().Add(30*time.Second))
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "killed") {
+			t.Errorf("the child ended with %v, want killed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the child was not killed")
+	}
+}
