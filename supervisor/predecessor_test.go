@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -314,5 +315,54 @@ func TestDaemonInAnotherMountNamespaceStarts(t *testing.T) {
 	<-exitC
 	if string(out) != "result: <nil>\n" {
 		t.Errorf("a daemon in another mount namespace, over its own directory: %q", out)
+	}
+}
+
+// A running daemon whose lock file was replaced by one another process
+// holds (a second daemon that got in) leaves that lock and its own
+// socket path alone, check after check, and says so once: no fight.
+func TestWatchLeavesAHeldLockAloneOnce(t *testing.T) {
+	file := writeConfig(t, program("a", "sleep", 1, ""))
+	var checks atomic.Int64
+	_, cl, logs := guardedDaemon(t, file, func(s *Supervisor) { s.hooks.socketCheck = func() { checks.Add(1) } })
+	waitAll(t, cl, "RUNNING")
+	lock := cl.Socket + ".lock"
+	if err := os.Remove(lock); err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.OpenFile(lock, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := syscall.Flock(int(other.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.WriteString("4242\n"); err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := os.Stat(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockBefore, err := os.Lstat(cl.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const said = "another gosup daemon took this daemon's socket path"
+	waitLog(t, "the error", func() bool { return strings.Contains(logs.String(), said) })
+	n := checks.Load()
+	waitLog(t, "two more checks", func() bool { return checks.Load() >= n+2 })
+	if c := strings.Count(logs.String(), said); c != 1 {
+		t.Errorf("want the error once, have it %d times:\n%s", c, logs)
+	}
+	if strings.Contains(logs.String(), "recreated them") {
+		t.Errorf("the watch recreated what another daemon holds:\n%s", logs)
+	}
+	if fi, err := os.Stat(lock); err != nil || !os.SameFile(fi, theirs) {
+		t.Errorf("the held lock file was replaced or removed: %v", err)
+	}
+	if fi, err := os.Lstat(cl.Socket); err != nil || !os.SameFile(fi, sockBefore) {
+		t.Errorf("the socket was replaced or removed: %v", err)
 	}
 }
