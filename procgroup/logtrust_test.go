@@ -81,7 +81,7 @@ func TestLogInAnotherUsersDirectoryRefusesTheStart(t *testing.T) {
 	if st.State != Fatal {
 		t.Fatalf("want FATAL, have %s (%s)", st.State, st.SpawnError)
 	}
-	for _, want := range []string{"stdout_logfile", dir, "owned by nobody", "mode 0755"} {
+	for _, want := range []string{"stdout_logfile", dir, "owned by uid 65534 (nobody)", "mode 0755"} {
 		if !strings.Contains(st.SpawnError, want) {
 			t.Errorf("spawn error %q does not say %q", st.SpawnError, want)
 		}

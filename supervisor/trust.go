@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/gosup/gosup/supervisor/internal/pathtrust"
+	"github.com/gosup/gosup/procgroup/pathtrust"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,7 +20,7 @@ import (
 // or the daemon's user, and every entry (directory or symlink) of a
 // directory that others may write must be sticky-protected and belong to
 // root or the daemon's user, since whoever may replace an entry may swap
-// the whole tree: see supervisor/internal/pathtrust, which the
+// the whole tree: see procgroup/pathtrust, which the
 // configuration's check as root shares.
 
 // secureSocketDir creates dir (mode) if it is missing and checks it and

@@ -7,16 +7,18 @@
 // The rule, checked at every open (a directory's owner or mode may change
 // while the daemon runs):
 //
-//   - every directory on the way to the file, from / and through every
-//     symlink, is owned by root or the daemon's user, and is not writable
-//     by group (unless the group is root) or others, unless it is sticky
-//     (/tmp), where what the path goes through must then be owned by root
-//     or the daemon's user too: nobody else can then replace a directory
-//     on the way;
-//   - the file's own directory may also belong to the program's user
-//     (`user = app` with /var/log/app owned by app, as supervisord setups
-//     often have): that user could only swap the files in it, which the
-//     next rule covers;
+//   - the way to the file's directory, from / and through every symlink,
+//     passes the walk of procgroup/pathtrust with root and the daemon's
+//     user as owners and root's group as a writer: every directory on the
+//     way is theirs, and one that anyone else may write (by its mode or a
+//     POSIX ACL) is sticky (/tmp) and what the path goes through in it (a
+//     directory or a symlink) is theirs: nobody else can then replace a
+//     directory on the way;
+//   - the file's own directory is owned by root, the daemon's user or the
+//     program's user (`user = app` with /var/log/app owned by app, as
+//     supervisord setups often have: that user could only swap the files
+//     in it, which the next rule covers), and writable by no one else,
+//     by its mode or an ACL, unless sticky;
 //   - the file itself is opened without following a symlink at its name
 //     (O_NOFOLLOW) and without blocking on a FIFO (O_NONBLOCK), and must be
 //     a regular file with a single link, owned by root, the daemon's user
@@ -33,10 +35,12 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/gosup/gosup/procgroup/pathtrust"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,111 +48,85 @@ import (
 // nginx file), or of a program that runs as the daemon's user.
 const NoUser = -1
 
-// maxLinks bounds the symlinks followed on the way to one directory, as
-// the kernel's ELOOP does.
-const maxLinks = 40
-
 // ours reports whether uid is root or the daemon's user.
 func ours(uid uint32) bool { return uid == 0 || int(uid) == os.Geteuid() }
 
+// policy is whom the walk to a directory trusts: root and the daemon's
+// user may own what is on the way, root's group may write it.
+func policy() pathtrust.Policy {
+	return pathtrust.Policy{Owners: []uint32{0, uint32(os.Geteuid())}, Groups: []uint32{0}}
+}
+
 // Dir checks dir (see the package rule; program is the uid that may also
 // own dir itself, or NoUser). With mkdir, missing directories are made
-// (mode 0755, owned by the daemon's user) as the walk reaches them.
+// (mode 0755, owned by the daemon's user) once the way to them is checked.
 func Dir(dir string, program int, mkdir bool) error {
-	abs, err := filepath.Abs(dir)
+	pol := policy()
+	real, err := pathtrust.Resolve(dir, pol, mkdir)
 	if err != nil {
-		return err
+		return walkError(err)
 	}
-	cur := "/"
-	fi, err := os.Lstat(cur)
-	if err != nil {
-		return err
-	}
-	if err := checkDir(cur, fi, NoUser); err != nil {
-		return err
-	}
-	rest := strings.Split(abs, "/")
-	links := 0
-	for len(rest) > 0 {
-		name := rest[0]
-		rest = rest[1:]
-		switch name {
-		case "", ".":
-			continue
-		case "..":
-			cur = filepath.Dir(cur)
-			continue
-		}
-		next := filepath.Join(cur, name)
-		fi, err := os.Lstat(next)
-		if errors.Is(err, os.ErrNotExist) && mkdir {
-			if err := os.Mkdir(next, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-				return err
-			}
-			fi, err = os.Lstat(next)
-		}
-		if err != nil {
+	if mkdir {
+		// Only under what was checked: nothing is made in a directory
+		// someone else controls.
+		if err := os.MkdirAll(real, 0o755); err != nil {
 			return err
 		}
-		owner := fi.Sys().(*syscall.Stat_t).Uid
-		last := len(strings.Join(rest, "")) == 0
-		switch {
-		case fi.Mode()&os.ModeSymlink != 0:
-			// cur is checked: only its owner, or in a sticky cur the
-			// link's owner, can replace the link.
-			if !ours(owner) {
-				return refuse(next, fmt.Sprintf("is a symlink owned by %s in the sticky directory %s", userName(owner), cur))
-			}
-			if links++; links > maxLinks {
-				return fmt.Errorf("%s: too many levels of symbolic links", dir)
-			}
-			target, err := os.Readlink(next)
-			if err != nil {
-				return err
-			}
-			if filepath.IsAbs(target) {
-				cur = "/"
-			}
-			rest = append(strings.Split(target, "/"), rest...)
-		case fi.IsDir():
-			p := NoUser
-			if last {
-				p = program
-			}
-			if err := checkDir(next, fi, p); err != nil {
-				return err
-			}
-			cur = next
-		default:
-			return fmt.Errorf("%s: not a directory", next)
+		if real, err = pathtrust.Resolve(dir, pol, false); err != nil {
+			return walkError(err)
 		}
 	}
-	return nil
+	return checkDir(real, program, pol)
 }
 
-// checkDir checks one directory: owned by root, the daemon's user (or
-// program), not writable by others unless sticky.
-func checkDir(path string, fi os.FileInfo, program int) error {
-	st := fi.Sys().(*syscall.Stat_t)
-	if !ours(st.Uid) && (program == NoUser || int(st.Uid) != program) {
-		return refuse(path, fmt.Sprintf("is owned by %s (mode %04o)", userName(st.Uid), fi.Mode().Perm()))
+// checkDir checks the directory the files are in (dir, with no symlink in
+// it): owned by root, the daemon's user or program, and writable by no
+// one else (by its mode or an ACL) unless sticky.
+func checkDir(dir string, program int, pol pathtrust.Policy) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: dir, Err: err}
 	}
-	if fi.Mode()&os.ModeSticky != 0 {
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("%s: not a directory", dir)
+	}
+	if program != NoUser {
+		pol.Owners = append(pol.Owners, uint32(program))
+	}
+	mode := st.Mode & 0o7777
+	if !slices.Contains(pol.Owners, st.Uid) {
+		return refuse(fmt.Sprintf("directory %s is owned by %s, mode %04o", dir, pathtrust.UserName(st.Uid), mode), "chown root "+dir)
+	}
+	if st.Mode&unix.S_ISVTX != 0 {
 		return nil
 	}
-	switch m := fi.Mode().Perm(); {
-	case m&0o002 != 0:
-		return refuse(path, fmt.Sprintf("(owner %s, mode %04o) is writable by every user", userName(st.Uid), m))
-	case m&0o020 != 0 && st.Gid != 0:
-		return refuse(path, fmt.Sprintf("(owner %s, mode %04o) is writable by group %s", userName(st.Uid), m, groupName(st.Gid)))
+	acl, err := pathtrust.ACL(dir)
+	if err != nil {
+		return refuse(fmt.Sprintf("directory %s: %v", dir, err), "setfacl -b "+dir)
+	}
+	switch w := pathtrust.Writers(&st, acl, pol); {
+	case w.ACL:
+		return refuse(fmt.Sprintf("directory %s has an ACL that lets %s write it", dir, w.Who), "setfacl -b "+dir)
+	case w.Who != "":
+		return refuse(fmt.Sprintf("directory %s is writable by %s (owner %s, mode %04o)", dir, w.Who, pathtrust.UserName(st.Uid), mode), "chmod go-w "+dir)
 	}
 	return nil
 }
 
-// refuse is the error for a directory another user could change.
-func refuse(path, what string) error {
-	return fmt.Errorf("directory %s %s: another user could replace the files gosup writes there; "+
-		"make it owned by root or gosup's user (or, for a log, the program's user) and not writable by group or others (chown, chmod go-w)", path, what)
+// walkError is a refusal of the way to a directory, or err as it is.
+func walkError(err error) error {
+	var p *pathtrust.Problem
+	if errors.As(err, &p) {
+		return refuse(p.What, p.Fix)
+	}
+	return err
+}
+
+// refuse is the error for a directory another user could change: what is
+// wrong, and fix, a command that repairs it.
+func refuse(what, fix string) error {
+	return fmt.Errorf("%s: another user could replace the files gosup writes there; "+
+		"make it owned by root or gosup's user (or, for a log, the program's user) and not writable by group or others (%s)", what, fix)
 }
 
 // OpenAppend opens path to append to it, creating it (mode 0644) and its
@@ -194,7 +172,7 @@ func checkFile(path string, f *os.File, program int) error {
 	case st.Nlink > 1:
 		return fmt.Errorf("open %s: the file has %d hard links; gosup writes only a file with one", path, st.Nlink)
 	case !ours(st.Uid) && (program == NoUser || int(st.Uid) != program):
-		return fmt.Errorf("open %s: the file is owned by %s; gosup writes only its own files or the program's", path, userName(st.Uid))
+		return fmt.Errorf("open %s: the file is owned by %s; gosup writes only its own files or the program's", path, pathtrust.UserName(st.Uid))
 	}
 	return nil
 }
@@ -236,18 +214,4 @@ func ProgramUser(name string) int {
 		return NoUser
 	}
 	return uid
-}
-
-func userName(uid uint32) string {
-	if u, err := user.LookupId(strconv.Itoa(int(uid))); err == nil {
-		return u.Username
-	}
-	return "uid " + strconv.Itoa(int(uid))
-}
-
-func groupName(gid uint32) string {
-	if g, err := user.LookupGroupId(strconv.Itoa(int(gid))); err == nil {
-		return g.Name
-	}
-	return "gid " + strconv.Itoa(int(gid))
 }

@@ -1,10 +1,13 @@
 package safefile
 
 import (
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 const nobody = 65534
@@ -30,6 +33,23 @@ func mkdir(t *testing.T, base, name string, mode os.FileMode, uid int) string {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// setUserWriteACL gives uid a POSIX ACL entry that lets it write path
+// (the xattr setfacl -m u:UID:rwx writes; the mode's group bits are the
+// mask).
+func setUserWriteACL(t *testing.T, path string, uid uint32) {
+	t.Helper()
+	const undef = 0xffffffff
+	acl := binary.LittleEndian.AppendUint32(nil, 2) // version
+	for _, e := range [][3]uint32{{0x01, 7, undef}, {0x02, 7, uid}, {0x04, 5, undef}, {0x10, 7, undef}, {0x20, 5, undef}} {
+		acl = binary.LittleEndian.AppendUint16(acl, uint16(e[0])) // tag: user_obj, user, group_obj, mask, other
+		acl = binary.LittleEndian.AppendUint16(acl, uint16(e[1]))
+		acl = binary.LittleEndian.AppendUint32(acl, e[2])
+	}
+	if err := unix.Setxattr(path, "system.posix_acl_access", acl, 0); err != nil {
+		t.Fatalf("set ACL on %s: %v", path, err)
+	}
 }
 
 func TestDirRule(t *testing.T) {
@@ -58,6 +78,16 @@ func TestDirRule(t *testing.T) {
 	if err := os.Lchown(hisLink, nobody, nobody); err != nil {
 		t.Fatal(err)
 	}
+	hisLinkInMine := filepath.Join(mine, "hislink")
+	if err := os.Symlink(rootGroup, hisLinkInMine); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(hisLinkInMine, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	aclDir := mkdir(t, base, "acl", 0o775, 0)
+	mkdir(t, aclDir, "sub", 0o755, 0)
+	setUserWriteACL(t, aclDir, nobody)
 	for _, c := range []struct {
 		dir     string
 		program int
@@ -68,14 +98,22 @@ func TestDirRule(t *testing.T) {
 		{sticky, NoUser, ""},
 		{mineInSticky, NoUser, ""},
 		{filepath.Join(mine, "new", "deeper"), NoUser, ""},
-		{his, NoUser, "directory " + his + " is owned by nobody (mode 0755)"},
+		{his, NoUser, "directory " + his + " is owned by uid 65534 (nobody), mode 0755"},
 		{his, nobody, ""}, // the program's own log directory
-		{underHis, nobody, "directory " + his + " is owned by nobody"},
-		{world, NoUser, "directory " + world + " (owner root, mode 0777) is writable by every user"},
-		{group, NoUser, "is writable by group nogroup"},
-		{hisInSticky, NoUser, "is owned by nobody"},
-		{linkToHis, NoUser, "directory " + his + " is owned by nobody"},
-		{hisLink, NoUser, "is a symlink owned by nobody in the sticky directory " + sticky},
+		{underHis, nobody, "directory " + his + " is owned by uid 65534 (nobody)"},
+		{world, NoUser, "directory " + world + " is writable by every user (owner uid 0 (root), mode 0777)"},
+		{group, NoUser, "is writable by group 65534 (nogroup)"},
+		{hisInSticky, NoUser, "is owned by uid 65534 (nobody) in the sticky directory " + sticky},
+		// In a sticky directory its owner may rename the program's
+		// directory and put a symlink in its place: not its to own.
+		{hisInSticky, nobody, "is owned by uid 65534 (nobody) in the sticky directory " + sticky},
+		{linkToHis, NoUser, "directory " + his + " is owned by uid 65534 (nobody)"},
+		{hisLink, NoUser, "the symlink " + hisLink + " is owned by uid 65534 (nobody) in the sticky directory " + sticky},
+		// A symlink of another user's in a directory only root may
+		// write cannot be repointed or replaced: it is followed.
+		{hisLinkInMine, NoUser, ""},
+		{aclDir, NoUser, "directory " + aclDir + " has an ACL that lets uid 65534 (nobody) write it"},
+		{filepath.Join(aclDir, "sub"), NoUser, "directory " + aclDir + " has an ACL that lets uid 65534 (nobody) replace sub"},
 	} {
 		err := Dir(c.dir, c.program, true)
 		switch {
@@ -102,7 +140,7 @@ func TestOpenAppendFileOwner(t *testing.T) {
 	if err := os.Chown(f, nobody, nobody); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenAppend(f, NoUser); err == nil || !strings.Contains(err.Error(), "owned by nobody") {
+	if _, err := OpenAppend(f, NoUser); err == nil || !strings.Contains(err.Error(), "owned by uid 65534 (nobody)") {
 		t.Errorf("appended to another user's file in a sticky directory: %v", err)
 	}
 	w, err := OpenAppend(f, nobody)

@@ -20,7 +20,7 @@ func TestConfigImportsNoRuntime(t *testing.T) {
 	}
 	allowed := func(path string) bool {
 		rel := strings.TrimPrefix(path, module)
-		for _, ok := range []string{"procgroup", "memmon", "templates", "logtail", "supervisor/internal/pathtrust"} {
+		for _, ok := range []string{"procgroup", "memmon", "templates", "logtail"} {
 			if rel == ok || strings.HasPrefix(rel, ok+"/") {
 				return true
 			}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/gosup/gosup/supervisor/internal/pathtrust"
+	"github.com/gosup/gosup/procgroup/pathtrust"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,7 +27,7 @@ import (
 //     file) is root's, which others then cannot rename or remove;
 //   - a POSIX ACL counts as the mode does: an entry that lets another
 //     user or group write the file or a directory on the way refuses it
-//     (see supervisor/internal/pathtrust, shared with the socket
+//     (see procgroup/pathtrust, shared with the socket
 //     directory's check);
 //   - the file is opened without following a symlink at its end and
 //     checked through that descriptor, so the bytes read are the file

@@ -2,8 +2,9 @@
 // other than root and the users a caller trusts: whether the file it
 // names could be replaced, through a directory on the way or a symlink,
 // or written, through its mode or a POSIX ACL. The configuration loader
-// (as root) and the daemon's socket directory check use it, with their
-// own policies.
+// (as root), the daemon's socket directory check and procgroup/safefile
+// (the logs and the nginx file gosup writes) use it, with their own
+// policies. It is a leaf on the standard library and x/sys.
 package pathtrust
 
 import (
