@@ -3,7 +3,6 @@ package supervisor
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,10 +15,7 @@ func TestControlAPIBoundsRequests(t *testing.T) {
 	file := writeConfig(t, "")
 	cl, _ := startDaemon(t, file)
 	ctx := context.Background()
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", cl.Socket)
-	}}}
+	hc := socketHTTPClient(cl.Socket)
 	defer hc.CloseIdleConnections()
 	big := `{"patterns":["` + strings.Repeat("a", 1<<20) + `"]}`
 	for _, tc := range []struct {

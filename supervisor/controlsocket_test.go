@@ -23,19 +23,28 @@ func shortTimeouts(s *Supervisor) {
 	s.hooks.socketTimeouts = &api.Timeouts{ReadHeader: 300 * time.Millisecond, Read: 300 * time.Millisecond, Idle: 300 * time.Millisecond}
 }
 
-// A keep-alive connection left idle after a request is closed by the
-// daemon: the client's next read returns EOF.
-func TestIdleControlConnectionIsClosed(t *testing.T) {
+// sendRaw starts a daemon with short control socket timeouts, connects to
+// its socket and sends req as it is; the connection is closed at the end
+// of the test.
+func sendRaw(t *testing.T, req string) net.Conn {
+	t.Helper()
 	file := writeConfig(t, program("a", "sleep", 1, ""))
 	_, cl, _ := guardedDaemon(t, file, shortTimeouts)
 	c, err := net.Dial("unix", cl.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	if _, err := io.WriteString(c, "GET /v1/info HTTP/1.1\r\nHost: gosup\r\n\r\n"); err != nil {
+	t.Cleanup(func() { c.Close() })
+	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// A keep-alive connection left idle after a request is closed by the
+// daemon: the client's next read returns EOF.
+func TestIdleControlConnectionIsClosed(t *testing.T) {
+	c := sendRaw(t, "GET /v1/info HTTP/1.1\r\nHost: gosup\r\n\r\n")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -54,16 +63,7 @@ func TestIdleControlConnectionIsClosed(t *testing.T) {
 
 // A connection that sends half a request header and stops is closed too.
 func TestSlowRequestHeaderIsCut(t *testing.T) {
-	file := writeConfig(t, program("a", "sleep", 1, ""))
-	_, cl, _ := guardedDaemon(t, file, shortTimeouts)
-	c, err := net.Dial("unix", cl.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, "GET /v1/info HTTP/1.1\r\nHo"); err != nil {
-		t.Fatal(err)
-	}
+	c := sendRaw(t, "GET /v1/info HTTP/1.1\r\nHo")
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	b, err := io.ReadAll(c)
 	if err != nil {

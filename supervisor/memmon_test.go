@@ -3,7 +3,6 @@ package supervisor
 import (
 	"context"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gosup/gosup/memmon/smtptest"
 	"github.com/gosup/gosup/supervisor/api"

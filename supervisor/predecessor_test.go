@@ -42,25 +42,11 @@ func TestRemovedSocketDirKeepsSecondDaemonOut(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	second := New(cfg, Options{Reaper: testReaper, Logger: discardLog()})
-	go func() { done <- second.Run(ctx) }()
-	select {
-	case err := <-done:
-		// The lock file is gone (the watch waits): the abstract
-		// socket refused it.
-		if !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), fmt.Sprintf("(pid %d)", os.Getpid())) {
-			t.Fatalf("second daemon: want ErrAlreadyRunning naming pid %d, have %v", os.Getpid(), err)
-		}
-		if _, err := os.Stat(cfg.Supervisor.Socket + ".lock"); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("the lock file came back while the watch was paused: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		cancel()
-		err := <-done
-		t.Fatalf("a second daemon ran for 20 s on the socket whose directory was removed (it returned %v once cancelled)", err)
+	// The lock file is gone (the watch waits): the abstract socket
+	// refuses it.
+	secondDaemonRefused(t, cfg, "on the socket whose directory was removed")
+	if _, err := os.Stat(cfg.Supervisor.Socket + ".lock"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the lock file came back while the watch was paused: %v", err)
 	}
 	resume()
 
@@ -130,24 +116,37 @@ func squat(t *testing.T, sock string) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "helper")
-	data, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
-	spawnBinary(t, bin, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, pw, "bind", abstractName(sock))
-	pw.Close()
+	pr, _ := spawnAsNobody(t, dir, "bind", abstractName(sock))
 	line, err := bufio.NewReader(pr).ReadString('\n')
 	if line != "bound: <nil>\n" {
 		t.Fatalf("helper as uid 65534 did not bind %s: %q %v", abstractName(sock), line, err)
+	}
+}
+
+// secondDaemonRefused runs a second daemon on cfg and wants it refused
+// within 20 s: ErrAlreadyRunning naming this process (the first daemon)
+// and saying each of want. where says where it ran, if it did.
+func secondDaemonRefused(t *testing.T, cfg *config.Config, where string, want ...string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	second := New(cfg, Options{Reaper: testReaper, Logger: discardLog()})
+	go func() { done <- second.Run(ctx) }()
+	select {
+	case err := <-done:
+		want = append(want, fmt.Sprintf("(pid %d)", os.Getpid()))
+		if !errors.Is(err, ErrAlreadyRunning) {
+			t.Fatalf("second daemon: want ErrAlreadyRunning saying %q, have %v", want, err)
+		}
+		for _, w := range want {
+			if !strings.Contains(err.Error(), w) {
+				t.Fatalf("second daemon: want ErrAlreadyRunning saying %q, have %v", want, err)
+			}
+		}
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatalf("a second daemon ran for 20 s %s (it returned %v once cancelled)", where, <-done)
 	}
 }
 
@@ -169,23 +168,9 @@ func TestSquattedNameAndRemovedDirKeepSecondDaemonOut(t *testing.T) {
 	if err := os.RemoveAll(filepath.Dir(cfg.Supervisor.Socket)); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	second := New(cfg, Options{Reaper: testReaper, Logger: discardLog()})
-	go func() { done <- second.Run(ctx) }()
-	select {
-	case err := <-done:
-		// Neither the lock file (gone: the watch waits) nor the
-		// abstract name (squatted) refused it: /proc did.
-		if !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), fmt.Sprintf("(pid %d)", os.Getpid())) || !strings.Contains(err.Error(), "holding the lock of a removed socket directory") {
-			t.Fatalf("second daemon: want ErrAlreadyRunning naming pid %d and the removed directory, have %v", os.Getpid(), err)
-		}
-	case <-time.After(20 * time.Second):
-		cancel()
-		err := <-done
-		t.Fatalf("a second daemon ran for 20 s beside a squatted abstract name and a removed socket directory (it returned %v once cancelled)", err)
-	}
+	// Neither the lock file (gone: the watch waits) nor the abstract
+	// name (squatted) refuses it: /proc does.
+	secondDaemonRefused(t, cfg, "beside a squatted abstract name and a removed socket directory", "holding the lock of a removed socket directory")
 	resume()
 	waitLog(t, "the first daemon's repair", func() bool { return strings.Contains(logs.String(), "recreated them") })
 	c := api.NewClient(cl.Socket)
@@ -260,6 +245,21 @@ func TestRelockLeavesAHeldLockAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	lock := sock + ".lock"
+	same := lockHeldByAnother(t, lock)
+	if err := in.relock(); err == nil || !strings.Contains(err.Error(), "pid 4242") {
+		t.Errorf("relock over a held lock file: want a refusal naming pid 4242, have %v", err)
+	}
+	same("after relock")
+	in.release()
+	same("after release")
+}
+
+// lockHeldByAnother replaces the lock file with one that another process
+// (pid 4242 by its content) holds until the test ends, as a second daemon
+// that got in would; same then reports if that file was replaced or
+// removed since.
+func lockHeldByAnother(t *testing.T, lock string) (same func(when string)) {
+	t.Helper()
 	if err := os.Remove(lock); err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +267,7 @@ func TestRelockLeavesAHeldLockAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.Close()
+	t.Cleanup(func() { other.Close() })
 	if err := syscall.Flock(int(other.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		t.Fatal(err)
 	}
@@ -278,18 +278,25 @@ func TestRelockLeavesAHeldLockAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	same := func(when string) {
+	return func(when string) {
 		t.Helper()
 		if fi, err := os.Stat(lock); err != nil || !os.SameFile(fi, theirs) {
 			t.Errorf("%s: the other daemon's lock file was replaced or removed (%v)", when, err)
 		}
 	}
-	if err := in.relock(); err == nil || !strings.Contains(err.Error(), "pid 4242") {
-		t.Errorf("relock over a held lock file: want a refusal naming pid 4242, have %v", err)
+}
+
+// claimNew claims the socket s/gosup.sock of a new directory, as a
+// daemon does when it starts; the claim is released when the test ends.
+func claimNew(t *testing.T) (sock string, in *instance) {
+	t.Helper()
+	sock = filepath.Join(writeDir(t), "s", "gosup.sock")
+	in, err := claim(sock, 0o700, discardLog())
+	if err != nil {
+		t.Fatal(err)
 	}
-	same("after relock")
-	in.release()
-	same("after release")
+	t.Cleanup(in.release)
+	return sock, in
 }
 
 // A daemon in another mount namespace (and pid namespace), on the same
@@ -298,12 +305,7 @@ func TestRelockLeavesAHeldLockAlone(t *testing.T) {
 // abstract name includes the mount namespace).
 func TestDaemonInAnotherMountNamespaceStarts(t *testing.T) {
 	needRoot(t)
-	sock := filepath.Join(writeDir(t), "s", "gosup.sock")
-	in, err := claim(sock, 0o700, discardLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.release()
+	sock, _ := claimNew(t)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -327,24 +329,7 @@ func TestWatchLeavesAHeldLockAloneOnce(t *testing.T) {
 	_, cl, logs := guardedDaemon(t, file, func(s *Supervisor) { s.hooks.socketCheck = func() { checks.Add(1) } })
 	waitAll(t, cl, "RUNNING")
 	lock := cl.Socket + ".lock"
-	if err := os.Remove(lock); err != nil {
-		t.Fatal(err)
-	}
-	other, err := os.OpenFile(lock, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	if err := syscall.Flock(int(other.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := other.WriteString("4242\n"); err != nil {
-		t.Fatal(err)
-	}
-	theirs, err := os.Stat(lock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	same := lockHeldByAnother(t, lock)
 	sockBefore, err := os.Lstat(cl.Socket)
 	if err != nil {
 		t.Fatal(err)
@@ -359,9 +344,7 @@ func TestWatchLeavesAHeldLockAloneOnce(t *testing.T) {
 	if strings.Contains(logs.String(), "recreated them") {
 		t.Errorf("the watch recreated what another daemon holds:\n%s", logs)
 	}
-	if fi, err := os.Stat(lock); err != nil || !os.SameFile(fi, theirs) {
-		t.Errorf("the held lock file was replaced or removed: %v", err)
-	}
+	same("at the end")
 	if fi, err := os.Lstat(cl.Socket); err != nil || !os.SameFile(fi, sockBefore) {
 		t.Errorf("the socket was replaced or removed: %v", err)
 	}

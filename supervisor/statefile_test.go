@@ -44,12 +44,7 @@ func TestRemovedStateFileIsRewritten(t *testing.T) {
 // only relock, once it has checked the directory, lets it.
 func TestStateWriterKeepsOutOfADirectoryItDidNotCheck(t *testing.T) {
 	needRoot(t)
-	sock := filepath.Join(writeDir(t), "s", "gosup.sock")
-	in, err := claim(sock, 0o700, discardLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.release()
+	sock, in := claimNew(t)
 	in.start()
 	waitLog(t, "the state file", func() bool { _, err := os.Stat(sock + ".state"); return err == nil })
 	dir := filepath.Dir(sock)

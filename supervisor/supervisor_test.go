@@ -428,15 +428,21 @@ startsecs = 0
 	}
 }
 
+// socketHTTPClient is a plain HTTP client over the unix socket at path,
+// for raw requests the API's client would never send.
+func socketHTTPClient(path string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}}
+}
+
 func TestControlAPIRejectsWhatItShould(t *testing.T) {
 	file := writeConfig(t, "")
 	cl, _ := startDaemon(t, file)
 	ctx := context.Background()
 	// Raw requests, which the client would never send.
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", cl.Socket)
-	}}}
+	hc := socketHTTPClient(cl.Socket)
 	for _, tc := range []struct {
 		method, path, body string
 		code               int
@@ -548,6 +554,29 @@ func spawnBinary(t *testing.T, bin string, sys *syscall.SysProcAttr, stdout *os.
 	return proc, exitC
 }
 
+// spawnAsNobody runs a copy of the test binary, put in dir (which uid
+// 65534 must be able to reach), as uid and gid 65534 with args; out is
+// its stdout, closed when the test ends.
+func spawnAsNobody(t *testing.T, dir string, args ...string) (out *os.File, exitC <-chan reaper.Exit) {
+	t.Helper()
+	bin := filepath.Join(dir, "helper")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pr.Close() })
+	_, exitC = spawnBinary(t, bin, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, pw, args...)
+	pw.Close()
+	return pr, exitC
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -601,20 +630,7 @@ func TestPeerCredentialsAreChecked(t *testing.T) {
 		t.Fatalf("root refused: %v", err)
 	}
 	// The helper runs as nobody, from a copy of the test binary nobody may execute.
-	bin := filepath.Join(dir, "helper")
-	data, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, exitC := spawnBinary(t, bin, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, pw, "connect", sock)
-	pw.Close()
+	pr, exitC := spawnAsNobody(t, dir, "connect", sock)
 	out, _ := io.ReadAll(pr)
 	<-exitC
 	if !strings.Contains(string(out), "result:") || strings.Contains(string(out), "result: <nil>") {

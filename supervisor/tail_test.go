@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -30,10 +29,7 @@ stdout_logfile = "`+log+`"
 // rawTail is GET /v1/tail with query q on the daemon's socket.
 func rawTail(t *testing.T, ctx context.Context, socket, q string) *http.Response {
 	t.Helper()
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", socket)
-	}}}
+	hc := socketHTTPClient(socket)
 	t.Cleanup(hc.CloseIdleConnections)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://gosup/v1/tail?"+q, nil)
 	resp, err := hc.Do(req)

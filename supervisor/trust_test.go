@@ -158,22 +158,9 @@ func TestDefaultSocketDirPrecreatedByAnotherUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	planted := mkdir(t, filepath.Join(tmp, "gosup-65534"), 0o777)
-	bin := filepath.Join(tmp, "helper")
-	data, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	t.Setenv("TMPDIR", tmp)
 	t.Setenv("XDG_RUNTIME_DIR", "")
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, exitC := spawnBinary(t, bin, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, pw, "claim")
-	pw.Close()
+	pr, exitC := spawnAsNobody(t, tmp, "claim")
 	out, _ := io.ReadAll(pr)
 	<-exitC
 	if !strings.Contains(string(out), "result: ") || strings.Contains(string(out), "result: <nil>") ||

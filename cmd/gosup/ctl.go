@@ -168,6 +168,12 @@ func runAction(cmd *cobra.Command, g *globalFlags, verb string, req api.ActionRe
 	if err != nil {
 		return clientErr(err)
 	}
+	return printResults(cmd, results)
+}
+
+// printResults prints one line a result, "NAME: ERROR (...)" for a
+// failure, and fails (exit 1) if any did.
+func printResults(cmd *cobra.Command, results []api.Result) error {
 	bad := 0
 	for _, r := range results {
 		if r.OK {
@@ -375,19 +381,7 @@ func newReopenLogsCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return clientErr(err)
 			}
-			bad := 0
-			for _, r := range results {
-				if r.OK {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", r.Name, r.Message)
-				} else {
-					bad++
-					fmt.Fprintf(cmd.OutOrStdout(), "%s: ERROR (%s)\n", r.Name, r.Message)
-				}
-			}
-			if bad > 0 {
-				return silent(exitFailed)
-			}
-			return nil
+			return printResults(cmd, results)
 		},
 	}
 }
