@@ -26,6 +26,9 @@ import (
 // testReaper is the one reaper of the test process (a process may have one).
 var testReaper *reaper.Reaper
 
+// testSpawns is the live spawns of every test pool, as a daemon's.
+var testSpawns = NewSpawns()
+
 func TestMain(m *testing.M) {
 	reapertest.Main(m, helperMain, func(rp *reaper.Reaper) { testReaper = rp })
 }
@@ -196,6 +199,7 @@ func newTestPool(t *testing.T, spec *Spec) *Pool {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	g := NewPool(ctx, "t", testReaper, log)
+	g.Setup = func(p *Process) { p.Spawns = testSpawns }
 	for i := range procs {
 		g.Add(&procs[i])
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/gosup/gosup/procgroup/proctree"
@@ -29,6 +30,51 @@ const SpawnEnv = "GOSUP_SPAWN"
 // named name: the name, for an operator reading /proc, and a random token.
 func newSpawnMarker(name string) string {
 	return SpawnEnv + "=" + name + "/" + rand.Text()[:10]
+}
+
+// Spawns is the set of a daemon's live spawns, by their GOSUP_SPAWN
+// entry: a spawn is live from just before its child starts until the
+// daemon has seen the child exit. What carries the marker of a live spawn
+// belongs to a running process. It is safe for concurrent use; a nil
+// *Spawns is empty and ignores additions.
+type Spawns struct {
+	mu sync.Mutex
+	m  map[string]struct{}
+}
+
+// NewSpawns makes an empty set.
+func NewSpawns() *Spawns { return &Spawns{m: map[string]struct{}{}} }
+
+func (s *Spawns) add(marker string) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.m[marker] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *Spawns) remove(marker string) {
+	if s == nil || marker == "" {
+		return
+	}
+	s.mu.Lock()
+	delete(s.m, marker)
+	s.mu.Unlock()
+}
+
+// markers lists the live spawns' entries.
+func (s *Spawns) markers() []string {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.m))
+	for m := range s.m {
+		out = append(out, m)
+	}
+	return out
 }
 
 // leftover is one process to stop, named for good by pid and start time.

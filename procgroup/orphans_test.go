@@ -400,6 +400,126 @@ func TestPortOfARunningProcessIsNotReclaimed(t *testing.T) {
 	}
 }
 
+// A server that a running process started by double fork is an orphan of
+// the daemon (re-parented to it, carrying its marker), but it belongs to a
+// live spawn: another process clashing on its port is refused, not settled
+// by killing it.
+func TestDoubleForkedServerOfARunningProcessIsNotReclaimed(t *testing.T) {
+	marker := "GOSUP_INSTANCE=test-" + t.Name()
+	port := freePortRange(t, 1)
+	bspec := helperSpec()
+	bspec.Command = "/bin/sh -c '( \"$HELPER_BIN\" serve 0s 200 & ); exec sleep 3600'"
+	bspec.Environment["HELPER_BIN"] = os.Args[0]
+	bspec.Environment["PORT"] = strconv.Itoa(port)
+	b := newTestPool(t, bspec).Procs()[0]
+	b.DaemonEnv = []string{marker}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	brun := waitState(t, b, Running, 30*time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	for checkPort(port) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("B's server never listened")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	server, _ := portOwner(port)
+	if server <= 0 || testReaper.Subscribed(server) || server == brun.Pid {
+		t.Fatalf("port held by %d, not B's double-forked server", server)
+	}
+	t.Cleanup(func() {
+		if alive(server) {
+			_ = syscallKill(server)
+		}
+	})
+	aspec := helperSpec("serve", "0s", "200")
+	aspec.PortStart = port
+	aspec.StartRetries = 0
+	a := newTestPool(t, aspec).Procs()[0]
+	a.DaemonEnv = []string{marker}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, a, Fatal, 30*time.Second)
+	if want := fmt.Sprintf("port %d in use by pid %d", port, server); !strings.Contains(st.SpawnError, want) {
+		t.Errorf("spawn error %q, want %q", st.SpawnError, want)
+	}
+	if !alive(server) {
+		t.Errorf("B's server %d was killed", server)
+	}
+	if now := b.Status(); now.State != Running || now.Pid != brun.Pid {
+		t.Errorf("B was disturbed: %s pid %d (was %d)", now.State, now.Pid, brun.Pid)
+	}
+}
+
+// appIgnoringTerm starts a process whose #!/bin/sh wrapper runs, in the
+// background, an app that ignores SIGTERM: stopping the process ends the
+// wrapper, and the app is left for the sweep. It returns the process
+// (RUNNING) and the app's pid.
+func appIgnoringTerm(t *testing.T, stopWait int) (*Process, int) {
+	t.Helper()
+	dir := t.TempDir()
+	script := filepath.Join(dir, "wrapper.sh")
+	pidfile := filepath.Join(dir, "app.pid")
+	body := "#!/bin/sh\n\"$HELPER_BIN\" ignore-term &\necho $! > " + pidfile + "\nwait\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	killAtEnd(t, pidfile)
+	spec := helperSpec()
+	spec.Command = script
+	spec.Environment["HELPER_BIN"] = os.Args[0]
+	spec.StopWaitSecs = stopWait
+	p := newTestPool(t, spec).Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Running, 30*time.Second)
+	app := readPids(t, pidfile, 1)[0]
+	// The app says it ignores TERM once it does.
+	logf := p.Status().Stdout
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, _ := os.ReadFile(logf); strings.Contains(string(b), "ignoring TERM") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the app never said it ignores TERM")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return p, app
+}
+
+// A signal request while the leftovers of a stopped child are being
+// stopped finds no child: it is refused with ErrNotRunning, not taken for
+// a bug in the state machine.
+func TestSignalWhileLeftoversAreStopped(t *testing.T) {
+	p, app := appIgnoringTerm(t, 3600)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := p.Wait(ctx, func(s Status) bool { return s.State == Stopping && s.Pid == 0 })
+	if err != nil {
+		t.Fatalf("the wrapper did not exit: %s pid %d (%v)", st.State, st.Pid, err)
+	}
+	if st.Reason != ReasonSweeping {
+		t.Errorf("reason %q, want %q", st.Reason, ReasonSweeping)
+	}
+	if err := p.Signal(unix.SIGHUP); err != ErrNotRunning {
+		t.Errorf("signal while the leftovers are stopped: %v, want %v", err, ErrNotRunning)
+	}
+	if n := p.Status().IllegalMoves; n != 0 {
+		t.Errorf("IllegalMoves = %d", n)
+	}
+	// The test ends the wait for the app itself.
+	_ = syscallKill(app)
+	waitState(t, p, Stopped, 30*time.Second)
+}
+
 // A leftover that ignores the stop signal is SIGKILLed, and the process
 // is STOPPED only once it is gone.
 func TestLeftoverIgnoringTheStopSignalIsKilled(t *testing.T) {

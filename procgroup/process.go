@@ -112,6 +112,10 @@ type Process struct {
 	// DaemonEnv, when set before Run, is added to every child's
 	// environment (the daemon's instance marker).
 	DaemonEnv []string
+	// Spawns, when set before Run, is the daemon's set of live spawns,
+	// shared by all its processes: an orphan holding a port is reclaimed
+	// only if it belongs to none of them (nil: never reclaimed).
+	Spawns *Spawns
 	// Guard, when set before Run, starts the log copiers and the
 	// readiness probes and counts their panics (nil: recovered, logged,
 	// not counted).
@@ -316,6 +320,7 @@ func (p *Process) Run(ctx context.Context) {
 			p.killGroup(l, unix.SIGKILL)
 			<-l.exitC
 			l.proc.Release()
+			p.Spawns.remove(l.marker)
 			if found := findLeftovers(pid, l.marker, p.rp.Subscribed); len(found) > 0 {
 				p.startSweep(l, "leftover processes of the killed child", found, p.leftoversOf(pid, l.marker), 0, 0)
 			}
@@ -439,7 +444,9 @@ func (p *Process) handle(l *loop, r request) error {
 		}
 		return p.setState(l, r.op, Stopped, func(s *Status) { s.Reason = "stopped by request" })
 	case actSignal:
-		if l.proc == nil && l.launchPending {
+		if l.proc == nil && (l.launchPending || l.sweepC != nil) {
+			// No child: a launch waits for the last child's leftovers,
+			// or a stop for them to go.
 			return ErrNotRunning
 		}
 		if l.proc == nil {
@@ -542,6 +549,7 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 	}
 	l.proc.Release()
 	l.proc, l.exitC, l.pid = nil, nil, 0
+	p.Spawns.remove(l.marker)
 	p.stopProbe(l)
 	notReady := l.notReady
 	l.notReady = ""
@@ -673,7 +681,13 @@ func (p *Process) spawn(l *loop, o op) error {
 // startChild starts the child of a process in STARTING.
 func (p *Process) startChild(l *loop) {
 	marker := newSpawnMarker(p.spec.FullName())
+	// Live from before the child can fork, so nothing it starts is ever
+	// taken for the leftover of an ended spawn.
+	p.Spawns.add(marker)
 	proc, exitC, err := p.launch(marker)
+	if err != nil {
+		p.Spawns.remove(marker)
+	}
 	now := time.Now()
 	var busy *portBusyError
 	if errors.As(err, &busy) && !l.reclaimed && p.ownOrphan(busy.pid) {
@@ -927,17 +941,24 @@ func (p *Process) sweepDone(res sweepResult) {
 	}
 }
 
-// ownOrphan reports whether pid is an orphan of this daemon: it carries
-// the daemon's marker (every entry of DaemonEnv) in its environment, and
-// it descends from the daemon through processes the daemon did not spawn
-// (so it is no running process's child: a port clash between two
-// programs is still reported, not settled by killing one of them).
+// ownOrphan reports whether pid is a leftover of this daemon: it carries
+// the daemon's marker (every entry of DaemonEnv) in its environment, it
+// carries the marker of no live spawn (a server that a running process
+// started by double fork is that process's, not a leftover), and it
+// descends from the daemon through processes the daemon did not spawn (so
+// it is no running process's child). A port clash between two programs is
+// reported, never settled by killing one of them.
 func (p *Process) ownOrphan(pid int) bool {
-	if len(p.DaemonEnv) == 0 {
+	if len(p.DaemonEnv) == 0 || p.Spawns == nil {
 		return false
 	}
 	for _, kv := range p.DaemonEnv {
 		if !proctree.HasEnv(pid, kv) {
+			return false
+		}
+	}
+	for _, m := range p.Spawns.markers() {
+		if proctree.HasEnv(pid, m) {
 			return false
 		}
 	}

@@ -52,6 +52,7 @@ type Supervisor struct {
 	guard     *guard.Guard
 	hooks     testHooks
 	rp        *reaper.Reaper
+	spawns    *procgroup.Spawns // live spawns of every process, for port reclaims
 	admin     *adminState
 	inst      *instance
 	notify    *notifier
@@ -130,7 +131,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 	opsCtx, opsCancel := context.WithCancel(context.Background())
 	return &Supervisor{
 		opsCtx: opsCtx, opsCancel: opsCancel, guard: guard.New(log),
-		cfg: cfg, log: log, rp: opts.Reaper, opts: opts, shutdownReq: make(chan struct{}),
+		cfg: cfg, log: log, rp: opts.Reaper, spawns: procgroup.NewSpawns(), opts: opts, shutdownReq: make(chan struct{}),
 		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[procgroup.ProgramName]bool{},
 		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		down: map[string]bool{}, stopMemmon: func() {}, pending: map[*procgroup.Process]*procgroup.ProcSpec{},
@@ -393,6 +394,7 @@ func (s *Supervisor) newPool(program procgroup.ProgramName) *procgroup.Pool {
 		proc.OnSpawn = func(p *procgroup.Process, pid int, _ time.Time) { inst.recordSpawn(p.Spec().FullName(), pid) }
 		proc.OnExit = func(p *procgroup.Process, _ int) { inst.recordExit(p.Spec().FullName()) }
 		proc.DaemonEnv = []string{"GOSUP_INSTANCE=" + inst.id}
+		proc.Spawns = s.spawns
 		proc.Guard = s.guard
 		proc.OnState = func(*procgroup.Process, procgroup.State) { s.kickNotify() }
 	}
