@@ -128,7 +128,13 @@ func toProcStatus(st procgroup.Status, now time.Time) api.ProcStatus {
 	switch st.State {
 	case procgroup.Starting, procgroup.Running, procgroup.Stopping:
 		if st.Pid == 0 {
+			// No child: a spawn under way, or one that waits for the
+			// last child's leftovers to go (the reason says so), or a
+			// stop that does.
 			ps.Description = "spawning"
+			if st.Reason != "" {
+				ps.Description = st.Reason
+			}
 			break
 		}
 		ps.UptimeS = now.Sub(st.StartedAt).Seconds()
