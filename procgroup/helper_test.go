@@ -41,6 +41,9 @@ func helperMain(args []string) int {
 		return 2
 	}
 	mode, args := args[0], args[1:]
+	if code, ok := sweepHelper(mode, args); ok {
+		return code
+	}
 	arg := func(i int) string {
 		if i < len(args) {
 			return args[i]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"sync"
@@ -128,9 +129,10 @@ func appendTree(out []leftover, seen map[int]bool, p proctree.Proc) []leftover {
 
 // sweepResult is what a sweep did.
 type sweepResult struct {
-	found  int // processes found, in every round
-	killed int // of which were SIGKILLed
-	left   int // still alive when the sweep gave up
+	found  int   // processes found, in every round
+	killed int   // of which were SIGKILLed
+	left   int   // still alive (or not known gone) when the sweep gave up
+	err    error // why a process could not be tracked (a pidfd not opened)
 }
 
 // sweepKillWait bounds how long a sweep waits for SIGKILLed processes to
@@ -138,81 +140,159 @@ type sweepResult struct {
 // up on them.
 const sweepKillWait = 5 * time.Second
 
-// sweep stops the processes found (and whatever find finds later): the
-// stop signal sig, except to members of the group skipGroup (already sent
-// it), then SIGKILL for those still alive after wait, or at once when ctx
-// ends. It returns when find finds nothing alive, or when SIGKILLed
-// processes are still there sweepKillWait later.
+// sweepRound bounds one wait of a sweep: what the processes found start
+// meanwhile is found, and gets the stop signal, at the next look.
+const sweepRound = 250 * time.Millisecond
+
+// procKey names one process for good: its pid and start time.
+type procKey struct {
+	pid   int
+	start uint64
+}
+
+// sweep stops the processes found and whatever find finds later: each
+// gets the stop signal sig when found (except members of the group
+// skipGroup, which had it), and SIGKILL once wait has passed since the
+// sweep began, or at once when ctx ends. It returns when find has twice
+// in a row found nothing alive (a look can miss a child while a sibling
+// exits), or when SIGKILLed processes are still there sweepKillWait
+// later. A process is tracked through a pidfd, so no signal can reach a
+// process that reused its pid; one whose pidfd cannot be opened (EMFILE,
+// ENFILE, ...) is not taken for gone: it is tried again at each look, and
+// counted as left if it never could be.
 func sweep(ctx context.Context, found []leftover, find func() []leftover, sig unix.Signal, skipGroup int, wait time.Duration) sweepResult {
 	var res sweepResult
-	fds := map[int]int{} // pid → pidfd, of the processes found so far
+	fds := map[procKey]int{}        // the processes tracked, by pidfd
+	unopened := map[procKey]error{} // the processes not tracked, and why
+	killed := map[procKey]bool{}
 	defer func() {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
 	}()
-	// track opens pidfds for the processes not tracked yet and returns
-	// them: the pidfd names the process for good once its start time
-	// matches what was found.
-	track := func(ls []leftover) []int {
-		var fresh []int
+	deadline := time.Now().Add(wait)
+	var killDeadline time.Time // set when the SIGKILLs begin
+	killing := func() bool { return !killDeadline.IsZero() }
+	kill := func(k procKey, fd int) {
+		if !killed[k] {
+			killed[k] = true
+			res.killed++
+		}
+		_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	}
+	// track opens a pidfd for each process not tracked yet (the pidfd
+	// names it for good once its start time matches what was found), and
+	// sends it the stop signal, or SIGKILL once they are due. It returns
+	// how many it began to track.
+	track := func(ls []leftover) int {
+		fresh := 0
 		for _, l := range ls {
-			if _, ok := fds[l.pid]; ok {
+			k := procKey{l.pid, l.start}
+			if _, ok := fds[k]; ok {
 				continue
 			}
 			fd, err := unix.PidfdOpen(l.pid, 0)
 			if err != nil {
-				continue // gone
+				if errors.Is(err, unix.ESRCH) {
+					delete(unopened, k) // gone
+				} else {
+					unopened[k] = fmt.Errorf("pidfd of pid %d: %w", l.pid, err)
+				}
+				continue
 			}
 			if st, err := proctree.StartTime(l.pid); err != nil || st != l.start {
 				unix.Close(fd)
-				continue // gone, its pid reused
+				if err != nil && !gone(err) {
+					unopened[k] = fmt.Errorf("start time of pid %d: %w", l.pid, err)
+				} else {
+					delete(unopened, k) // gone, its pid maybe reused
+				}
+				continue
 			}
-			fds[l.pid] = fd
-			fresh = append(fresh, l.pid)
+			delete(unopened, k)
+			fds[k] = fd
 			res.found++
+			fresh++
+			if skipGroup <= 0 || l.pgrp != skipGroup {
+				_ = unix.PidfdSendSignal(fd, sig, nil, 0)
+			}
+			if killing() {
+				kill(k, fd)
+			}
 		}
 		return fresh
 	}
-	signal := func(pids []int, sig unix.Signal) {
-		for _, pid := range pids {
-			if fd, ok := fds[pid]; ok {
-				_ = unix.PidfdSendSignal(fd, sig, nil, 0)
+	track(found)
+	empty := 0
+	for {
+		if !killing() && (!time.Now().Before(deadline) || ctx.Err() != nil) {
+			killDeadline = time.Now().Add(sweepKillWait)
+		}
+		alive := livePidfds(fds)
+		if killing() {
+			for k, fd := range alive {
+				kill(k, fd)
 			}
 		}
-	}
-	track(found)
-	var first []int
-	for _, l := range found {
-		if skipGroup <= 0 || l.pgrp != skipGroup {
-			first = append(first, l.pid)
+		until := deadline
+		if killing() {
+			until = killDeadline
 		}
-	}
-	signal(first, sig)
-	waitPidfds(ctx, fds, wait)
-	killDeadline := time.Now().Add(sweepKillWait)
-	for {
-		track(find())
-		alive := livePidfds(fds)
-		if len(alive) == 0 {
+		d := min(time.Until(until), sweepRound)
+		switch {
+		case len(alive) > 0:
+			wctx := ctx
+			if killing() {
+				wctx = context.Background()
+			}
+			waitPidfds(wctx, alive, d)
+		case len(unopened) > 0:
+			sleepCtx(ctx, min(d, 100*time.Millisecond))
+		}
+		if killing() && !time.Now().Before(killDeadline) {
+			res.left = len(livePidfds(fds)) + len(unopened)
+			for _, err := range unopened {
+				res.err = err
+				break
+			}
 			return res
 		}
-		if time.Now().After(killDeadline) {
-			res.left = len(alive)
-			return res
+		fresh := track(find())
+		if fresh == 0 && len(unopened) == 0 && len(livePidfds(fds)) == 0 {
+			if empty++; empty >= 2 {
+				return res
+			}
+		} else {
+			empty = 0
 		}
-		signal(alive, unix.SIGKILL)
-		res.killed += len(alive)
-		waitPidfds(context.Background(), fds, time.Until(killDeadline))
 	}
 }
 
-// livePidfds lists the pids whose process has not exited.
-func livePidfds(fds map[int]int) []int {
-	var out []int
-	for pid, fd := range fds {
+// gone says whether err, from reading /proc/PID, means that the process
+// is gone (rather than that it could not be read).
+func gone(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
+}
+
+// sleepCtx sleeps for d, or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// livePidfds lists the tracked processes that have not exited.
+func livePidfds(fds map[procKey]int) map[procKey]int {
+	out := map[procKey]int{}
+	for k, fd := range fds {
 		if !pidfdExited(fd) {
-			out = append(out, pid)
+			out[k] = fd
 		}
 	}
 	return out
@@ -228,7 +308,7 @@ func pidfdExited(fd int) bool {
 
 // waitPidfds waits until every process in fds has exited, d has passed or
 // ctx ends.
-func waitPidfds(ctx context.Context, fds map[int]int, d time.Duration) {
+func waitPidfds(ctx context.Context, fds map[procKey]int, d time.Duration) {
 	deadline := time.Now().Add(d)
 	pfds := make([]unix.PollFd, 0, len(fds))
 	for _, fd := range fds {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -608,5 +609,96 @@ func TestStopWhileTheRespawnWaitsForLeftovers(t *testing.T) {
 	}
 	if st.Spawns != 1 {
 		t.Errorf("spawned %d times; the stop should have dropped the waiting spawn", st.Spawns)
+	}
+}
+
+// startTracked starts a helper in mode args through the test reaper (in
+// its own group) and returns it as a leftover, with its exit channel.
+func startTracked(t *testing.T, args ...string) (leftover, <-chan reaper.Exit) {
+	t.Helper()
+	proc, exitC, err := testReaper.Start(func() (*os.Process, error) {
+		return os.StartProcess(os.Args[0], append([]string{os.Args[0]}, args...), &os.ProcAttr{
+			Env:   append(os.Environ(), "GO_WANT_HELPER_PROCESS=1"),
+			Files: []*os.File{nil, os.Stdout, os.Stderr},
+			Sys:   &syscall.SysProcAttr{Setpgid: true},
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The exit channel holds the exit (buffered): the test may take it.
+	t.Cleanup(func() { _ = proc.Kill() })
+	st, err := proctreeStat(proc.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leftover{pid: st.Pid, start: st.Start, pgrp: st.Pgrp}, exitC
+}
+
+// waitFileHolds waits for path to hold want.
+func waitFileHolds(t *testing.T, path, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, _ := os.ReadFile(path); strings.Contains(string(b), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never held %q", path, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A process that a sweep finds after its first round gets the stop signal
+// too (and SIGKILL only if it does not stop in time), and a sweep looks
+// again after finding nothing once, since a look can miss a child.
+func TestSweepStopsLateFinds(t *testing.T) {
+	dir := t.TempDir()
+	first, _ := startTracked(t, "sleep")
+	late, lateExit := startTracked(t, "term-log", filepath.Join(dir, "late"))
+	waitFileHolds(t, filepath.Join(dir, "late"), "ready")
+	missed, missedExit := startTracked(t, "term-log", filepath.Join(dir, "missed"))
+	waitFileHolds(t, filepath.Join(dir, "missed"), "ready")
+	var looks atomic.Int32
+	find := func() []leftover {
+		switch looks.Add(1) {
+		case 1: // after the first round: a process it had not seen
+			return []leftover{late}
+		case 2: // an empty look, as when a sibling's exit hid a child
+			return nil
+		case 3:
+			return []leftover{missed}
+		}
+		return nil
+	}
+	res := sweep(context.Background(), []leftover{first}, find, unix.SIGTERM, 0, 60*time.Second)
+	for name, exitC := range map[string]<-chan reaper.Exit{"late": lateExit, "missed": missedExit} {
+		b, _ := os.ReadFile(filepath.Join(dir, name))
+		select {
+		case ex := <-exitC:
+			if !strings.Contains(string(b), "got TERM") {
+				t.Errorf("the %s find never got the stop signal (%s): %q", name, ex.String(), b)
+			}
+		case <-time.After(30 * time.Second): // the sweep saw it exit: the reaper tells soon
+			t.Errorf("the sweep returned, but the %s find lives: %q", name, b)
+		}
+	}
+	if res.found != 3 || res.killed != 0 || res.left != 0 {
+		t.Errorf("sweep: %+v, want 3 found, none killed or left", res)
+	}
+}
+
+// A pidfd that cannot be opened (EMFILE) does not mean the process is
+// gone: the sweep reports it as left, with the error.
+func TestSweepCountsWhatItCannotOpen(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "sweep-emfile")
+	cmd.Env = append(os.Environ(), "GO_WANT_HELPER_PROCESS=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "left=1 ") || !strings.Contains(string(out), "too many open files") {
+		t.Errorf("sweep under EMFILE: %s; want the process counted as left, with the error", out)
 	}
 }

@@ -915,6 +915,7 @@ func (p *Process) startSweep(l *loop, what string, found []leftover, find func()
 // or spawn.
 func (p *Process) onSwept(l *loop, res sweepResult) {
 	p.sweepDone(res)
+	l.sweepCancel() // the sweep has returned: this only frees its context
 	l.sweepC, l.sweepCancel = nil, nil
 	switch p.event(l, opSwept).do {
 	case actStopped:
@@ -932,6 +933,8 @@ func (p *Process) sweepDone(res sweepResult) {
 	switch {
 	case res.left < 0:
 		// The sweep panicked; the guard logged it.
+	case res.left > 0 && res.err != nil:
+		p.log.Error("leftover processes could not be tracked or survived SIGKILL; they run unsupervised", "count", res.left, "found", res.found, "err", res.err)
 	case res.left > 0:
 		p.log.Error("leftover processes survived SIGKILL; they run unsupervised", "count", res.left, "found", res.found)
 	case res.killed > 0:
