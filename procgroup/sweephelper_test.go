@@ -66,4 +66,3 @@ func sweepHelper(mode string, args []string) (int, bool) {
 	}
 	return 0, false
 }
-
