@@ -90,6 +90,15 @@ type leftover struct {
 // children that it spawned itself. When the daemon has no orphans, which
 // is the usual case, it costs one read per daemon thread.
 func findLeftovers(leader int, marker string, managed func(int) bool) []leftover {
+	return findOrphans(managed, func(st proctree.Proc) bool {
+		return st.Pgrp == leader || marker != "" && proctree.HasEnv(st.Pid, marker)
+	})
+}
+
+// findOrphans lists the daemon's living children that it did not spawn
+// (managed tells those it did) and for which keep is true, with their
+// living descendants.
+func findOrphans(managed func(int) bool, keep func(proctree.Proc) bool) []leftover {
 	var out []leftover
 	seen := map[int]bool{}
 	for _, pid := range proctree.Children(os.Getpid()) {
@@ -100,11 +109,32 @@ func findLeftovers(leader int, marker string, managed func(int) bool) []leftover
 		if err != nil || st.State == 'Z' {
 			continue
 		}
-		if st.Pgrp == leader || marker != "" && proctree.HasEnv(pid, marker) {
+		if keep(st) {
 			out = appendTree(out, seen, st)
 		}
 	}
 	return out
+}
+
+// OrphanSweep is what StopOrphans did.
+type OrphanSweep struct {
+	Found, Killed, Left int
+	Err                 error // why a process could not be tracked
+}
+
+// StopOrphans stops every living child of the daemon that it did not
+// spawn itself (managed tells those it did), and everything below them:
+// sig, then SIGKILL after wait (at once when ctx ends), through pidfds.
+// The daemon is a child subreaper, so every process that its children
+// left behind is re-parented to it, whatever its environment and process
+// group: once every process has stopped, all its unmanaged children are
+// such leftovers.
+func StopOrphans(ctx context.Context, managed func(int) bool, sig unix.Signal, wait time.Duration) OrphanSweep {
+	find := func() []leftover {
+		return findOrphans(managed, func(proctree.Proc) bool { return true })
+	}
+	res := sweep(ctx, find(), find, sig, 0, wait)
+	return OrphanSweep{Found: res.found, Killed: res.killed, Left: res.left, Err: res.err}
 }
 
 // appendTree appends p and its living descendants to out, unless seen.

@@ -24,6 +24,7 @@ import (
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
 	"github.com/gosup/gosup/supervisor/nginx"
+	"golang.org/x/sys/unix"
 )
 
 // Options are the daemon's dependencies.
@@ -229,6 +230,16 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			for _, pool := range s.snapshotPools() {
 				pool.Wait()
 			}
+			// Every process has stopped: whatever is still below the
+			// daemon was left by one of them, even what cleared both its
+			// environment and its process group.
+			if res := procgroup.StopOrphans(context.Background(), s.rp.Subscribed, unix.SIGTERM, s.maxStopWait()); res.Found > 0 || res.Left > 0 {
+				lvl := slog.LevelWarn
+				if res.Left > 0 {
+					lvl = slog.LevelError
+				}
+				s.log.Log(context.Background(), lvl, "stopped processes that outlived their processes", "found", res.Found, "killed", res.Killed, "left", res.Left, "err", res.Err)
+			}
 			if n := s.inst.sweep(); n > 0 {
 				s.log.Warn("killed descendants that outlived their processes", "count", n)
 			}
@@ -384,6 +395,18 @@ func programsOf(procs []*procgroup.Process) []procgroup.ProgramName {
 		}
 	}
 	return out
+}
+
+// maxStopWait is the longest stopwaitsecs of the processes: how long the
+// orphans left at shutdown have to stop before they are SIGKILLed.
+func (s *Supervisor) maxStopWait() time.Duration {
+	var secs int
+	for _, pool := range s.snapshotPools() {
+		for _, p := range pool.Procs() {
+			secs = max(secs, p.Spec().Program.StopWaitSecs)
+		}
+	}
+	return time.Duration(secs) * time.Second
 }
 
 // newPool makes an empty pool for a program whose processes report to the daemon.
