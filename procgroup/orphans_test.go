@@ -583,9 +583,10 @@ func TestStopWhileTheRespawnWaitsForLeftovers(t *testing.T) {
 	spec.Command = script
 	spec.AutoRestart = RestartAlways
 	spec.BackoffMax = 0
-	// Far longer than the 1 s respawn floor: the respawn comes due while
-	// the leftovers are still there.
-	spec.StopWaitSecs = 6
+	// The leftovers are never SIGKILLed during the test: the respawn comes
+	// due while they are there, and the stop finds them there however
+	// slow the machine; the test ends them itself.
+	spec.StopWaitSecs = 3600
 	p := newTestPool(t, spec).Procs()[0]
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
@@ -600,8 +601,11 @@ func TestStopWhileTheRespawnWaitsForLeftovers(t *testing.T) {
 	if err := p.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if st := p.Status(); st.State != Stopping {
-		t.Fatalf("want STOPPING while the leftovers are stopped, have %s", st.State)
+	if st := p.Status(); st.State != Stopping || st.Reason != ReasonSweeping {
+		t.Fatalf("want STOPPING while the leftovers are stopped, have %s %q", st.State, st.Reason)
+	}
+	for _, pid := range left {
+		_ = syscallKill(pid)
 	}
 	st = waitState(t, p, Stopped, 60*time.Second)
 	if n := aliveOf(left); len(n) > 0 {
@@ -700,5 +704,47 @@ func TestSweepCountsWhatItCannotOpen(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "left=1 ") || !strings.Contains(string(out), "too many open files") {
 		t.Errorf("sweep under EMFILE: %s; want the process counted as left, with the error", out)
+	}
+}
+
+// A requested stop keeps its deadline: a wrapper that ignores the stop
+// signal is SIGKILLed stopwaitsecs after the stop began, and what it left
+// is SIGKILLed then too, not given stopwaitsecs more from the wrapper's
+// exit.
+func TestStopDeadlineHoldsForTheLeftovers(t *testing.T) {
+	const stopWait = 10
+	dir := t.TempDir()
+	script := filepath.Join(dir, "wrapper.sh")
+	pidfile := filepath.Join(dir, "app.pid")
+	// An ignored signal stays ignored in the children: neither the
+	// wrapper nor its sleep stops on TERM.
+	body := "#!/bin/sh\ntrap '' TERM\nsleep 3600 &\necho $! > " + pidfile + "\nwait\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	killAtEnd(t, pidfile)
+	spec := helperSpec()
+	spec.Command = script
+	spec.StopWaitSecs = stopWait
+	p := newTestPool(t, spec).Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Running, 30*time.Second)
+	app := readPids(t, pidfile, 1)[0]
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, p, Stopped, 60*time.Second)
+	if st.ExitDesc != "terminated by SIGKILL" {
+		t.Errorf("the wrapper: %s, want terminated by SIGKILL", st.ExitDesc)
+	}
+	if alive(app) {
+		t.Fatalf("STOPPED, but the wrapper's sleep %d lives", app)
+	}
+	// The wrapper was SIGKILLed at the deadline: STOPPED follows its exit
+	// at once (a SIGKILL and a reap), not stopwaitsecs later.
+	if d := time.Since(st.StoppedAt); d >= stopWait*time.Second {
+		t.Errorf("STOPPED %s after the wrapper's exit: its leftovers had a fresh stopwaitsecs (%d s)", d.Round(time.Millisecond), stopWait)
 	}
 }
