@@ -106,7 +106,7 @@ func findOrphans(managed func(int) bool, keep func(proctree.Proc) bool) []leftov
 			continue
 		}
 		st, err := proctree.Stat(pid)
-		if err != nil || st.State == 'Z' {
+		if err != nil || proctree.Gone(st) {
 			continue
 		}
 		if keep(st) {
@@ -149,7 +149,7 @@ func appendTree(out []leftover, seen map[int]bool, p proctree.Proc) []leftover {
 		seen[p.Pid] = true
 		out = append(out, leftover{pid: p.Pid, start: p.Start, pgrp: p.Pgrp})
 		for _, c := range proctree.Children(p.Pid) {
-			if st, err := proctree.Stat(c); err == nil && st.State != 'Z' && st.PPid == p.Pid {
+			if st, err := proctree.Stat(c); err == nil && !proctree.Gone(st) && st.PPid == p.Pid {
 				todo = append(todo, st)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -747,4 +748,60 @@ func TestStopDeadlineHoldsForTheLeftovers(t *testing.T) {
 	if d := time.Since(st.StoppedAt); d >= stopWait*time.Second {
 		t.Errorf("STOPPED %s after the wrapper's exit: its leftovers had a fresh stopwaitsecs (%d s)", d.Round(time.Millisecond), stopWait)
 	}
+}
+
+// A thread group leader that has exited while its other threads run is a
+// zombie that is not gone: it is a leftover, and so is what it started.
+func TestZombieLeaderWithLiveThreadsIsALeftover(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "pids")
+	proc, exitC, err := testReaper.Start(func() (*os.Process, error) {
+		return os.StartProcess("/bin/sh", []string{"sh", "-c", `"$HELPER_BIN" zombie-leader "$PIDFILE" &`}, &os.ProcAttr{
+			Env:   append(os.Environ(), "GO_WANT_HELPER_PROCESS=1", "HELPER_BIN="+os.Args[0], "PIDFILE="+pidfile),
+			Files: []*os.File{nil, os.Stdout, os.Stderr},
+			Sys:   &syscall.SysProcAttr{Setpgid: true},
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := proc.Pid
+	<-exitC
+	t.Cleanup(func() { _ = unix.Kill(-leader, unix.SIGKILL) })
+	pids := readPids(t, pidfile, 2)
+	zombie, sleep := pids[0], pids[1]
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := proctreeStat(zombie)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State == 'Z' {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the helper's main thread never exited: state %c", st.State)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := strings.Count(readTasks(zombie), " "); n < 2 {
+		t.Fatalf("the helper %d has %d threads, want its leader and more", zombie, n)
+	}
+	found := findLeftovers(leader, "", testReaper.Subscribed)
+	var got []int
+	for _, l := range found {
+		got = append(got, l.pid)
+	}
+	if !slices.Contains(got, zombie) || !slices.Contains(got, sleep) {
+		t.Errorf("leftovers %v, want the zombie leader %d and its sleep %d", got, zombie, sleep)
+	}
+}
+
+// readTasks lists pid's threads, space-separated.
+func readTasks(pid int) string {
+	es, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	var b strings.Builder
+	for _, e := range es {
+		b.WriteString(e.Name() + " ")
+	}
+	return b.String()
 }

@@ -6,11 +6,21 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
+	"strconv"
 	"syscall"
 
 	"github.com/gosup/gosup/procgroup/proctree"
 	"golang.org/x/sys/unix"
 )
+
+// A helper process runs its main goroutine on the main thread, so that
+// zombie-leader can end that thread alone.
+func init() {
+	if os.Getenv("GO_WANT_HELPER_PROCESS") == "1" {
+		runtime.LockOSThread()
+	}
+}
 
 func proctreeStat(pid int) (proctree.Proc, error) { return proctree.Stat(pid) }
 
@@ -31,6 +41,19 @@ func sweepHelper(mode string, args []string) (int, bool) {
 		fmt.Fprintln(f, "got TERM")
 		f.Close()
 		return 0, true
+	case "zombie-leader": // zombie-leader PIDFILE: start a sleep, write "OURPID\nSLEEPPID" to PIDFILE, then end the main thread alone
+		cmd := exec.Command("/bin/sleep", "3600")
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1, true
+		}
+		if err := writeFileAtomic(args[0], strconv.Itoa(os.Getpid())+"\n"+strconv.Itoa(cmd.Process.Pid)+"\n"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1, true
+		}
+		// The thread group leader exits; the runtime's other threads run on.
+		_, _, _ = unix.RawSyscall(unix.SYS_EXIT, 0, 0, 0)
+		return 1, true
 	case "sweep-emfile": // start a sleep, then sweep it with no file descriptor to spare
 		cmd := exec.Command("/bin/sleep", "3600")
 		if err := cmd.Start(); err != nil {

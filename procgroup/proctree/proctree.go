@@ -183,13 +183,18 @@ func StartTime(pid int) (uint64, error) {
 // closed the files they share, sockets included.
 func Exited(pid int) bool {
 	p, err := Stat(pid)
-	if err != nil {
-		return true
-	}
+	return err != nil || Gone(p)
+}
+
+// Gone reports whether the process p, as Stat read it, has exited: it is
+// a zombie whose threads have all exited. A zombie thread group leader
+// whose other threads still run is not gone: they hold its files, and can
+// fork.
+func Gone(p Proc) bool {
 	if p.State != 'Z' {
 		return false
 	}
-	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(p.Pid) + "/task")
 	return err != nil || len(tasks) <= 1
 }
 
