@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -444,7 +445,7 @@ func (in *instance) killLeftovers(timeout time.Duration) int {
 		in.log.Warn("killed a leftover child of a previous gosup daemon", "pid", pid, "daemon_pid", sf.DaemonPid)
 		fds = append(fds, fd)
 	}
-	proctree.WaitExit(fds, time.Now().Add(timeout))
+	proctree.WaitExit(context.Background(), fds, time.Now().Add(timeout))
 	for _, fd := range fds {
 		unix.Close(fd)
 	}

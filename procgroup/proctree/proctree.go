@@ -1,7 +1,9 @@
 // Package proctree reads the Linux process table from /proc: the stat
 // fields of one process or of all of them (pid, parent, process group,
 // state, start time), whether a process carries an environment entry (the
-// markers gosup gives its children), and whether a process has exited.
+// markers gosup gives its children), and whether a process has exited;
+// and it acts on one process found there through a pidfd (Open, Signal,
+// FdExited, WaitExit), so that a pid reused meanwhile is never hit.
 //
 // Everything here reads a live table that changes under it: a process
 // listed may be gone by the time it is looked at again, and a pid may be
@@ -10,9 +12,11 @@ package proctree
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -319,55 +323,88 @@ func Children(pid int) []int {
 	return out
 }
 
-// Signal sends sig to pid only if pid is still the process that was
-// found: it opens a pidfd first (which names one process for good), then
-// checks that process's start time (unless start is 0) and that its
-// environment holds the entry kv (unless kv is ""), and signals it
-// through the pidfd, so a pid recycled between a /proc scan and the kill
-// is never hit. It returns the pidfd (for the caller to wait on, see
-// WaitExit, and close), or -1 if nothing was sent.
-func Signal(pid int, start uint64, kv string, sig unix.Signal) int {
+// ErrGone is Open's error for a process that is gone, or that is not the
+// one found any more (its pid reused, or without the environment entry).
+var ErrGone = errors.New("process gone")
+
+// Open opens a pidfd on pid, which names one process for good, then
+// checks on the process it names that it is the one found: its start time
+// (unless start is 0) and that its environment holds the entry kv
+// (unless kv is ""). Acting through the pidfd, a caller never hits a pid
+// recycled between a /proc scan and the act. The error is ErrGone when
+// the process is gone or is another, or says why it could not be checked
+// (EMFILE, ENFILE, ...): the process may still be there.
+func Open(pid int, start uint64, kv string) (int, error) {
 	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return -1 // gone
+	switch {
+	case errors.Is(err, unix.ESRCH):
+		return -1, ErrGone
+	case err != nil:
+		return -1, fmt.Errorf("pidfd of pid %d: %w", pid, err)
 	}
-	if st, err := StartTime(pid); err != nil || (start != 0 && st != start) || (kv != "" && !HasEnv(pid, kv)) {
+	st, err := StartTime(pid)
+	switch {
+	case err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH):
 		unix.Close(fd)
+		return -1, fmt.Errorf("start time of pid %d: %w", pid, err)
+	case err != nil, start != 0 && st != start, kv != "" && !HasEnv(pid, kv):
+		unix.Close(fd)
+		return -1, ErrGone
+	}
+	return fd, nil
+}
+
+// Send sends sig to the process behind the pidfd fd.
+func Send(fd int, sig unix.Signal) error {
+	return unix.PidfdSendSignal(fd, sig, nil, 0)
+}
+
+// Signal sends sig to pid only if pid is still the process that was
+// found (see Open), through a pidfd. It returns the pidfd (for the caller
+// to wait on, see WaitExit, and close), or -1 if nothing was sent.
+func Signal(pid int, start uint64, kv string, sig unix.Signal) int {
+	fd, err := Open(pid, start, kv)
+	if err != nil {
 		return -1
 	}
-	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil {
+	if err := Send(fd, sig); err != nil {
 		unix.Close(fd)
 		return -1
 	}
 	return fd
 }
 
-// WaitExit waits until the processes behind the pidfds have exited, or
-// until deadline. It closes nothing.
-func WaitExit(fds []int, deadline time.Time) {
+// FdExited reports whether the process behind the pidfd fd has exited
+// (its whole thread group: a zombie holds no files, ports included).
+func FdExited(fd int) bool {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(pfd, 0)
+	return err == nil && n > 0
+}
+
+// WaitExit waits until the processes behind the pidfds have exited,
+// until deadline, or until ctx ends. It closes nothing.
+func WaitExit(ctx context.Context, fds []int, deadline time.Time) {
 	pfds := make([]unix.PollFd, 0, len(fds))
 	for _, fd := range fds {
 		pfds = append(pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
 	}
 	for len(pfds) > 0 {
 		left := time.Until(deadline)
-		if left <= 0 {
+		if left <= 0 || ctx.Err() != nil {
 			return
 		}
-		n, err := unix.Poll(pfds, int(left/time.Millisecond)+1)
+		// Wake at least every 100 ms to notice ctx.
+		n, err := unix.Poll(pfds, int(min(left, 100*time.Millisecond)/time.Millisecond)+1)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return
 		}
 		if n <= 0 {
 			continue
 		}
-		live := pfds[:0]
-		for _, p := range pfds {
-			if p.Revents == 0 {
-				p.Revents = 0
-				live = append(live, p)
-			}
+		pfds = slices.DeleteFunc(pfds, func(p unix.PollFd) bool { return p.Revents != 0 })
+		for i := range pfds {
+			pfds[i].Revents = 0
 		}
-		pfds = live
 	}
 }

@@ -1,6 +1,7 @@
 package proctree
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -196,7 +197,7 @@ func TestSignalChecksThroughThePidfd(t *testing.T) {
 		t.Fatal("did not signal the process found")
 	}
 	defer syscall.Close(fd)
-	WaitExit([]int{fd}, time.Now().Add(30*time.Second))
+	WaitExit(context.Background(), []int{fd}, time.Now().Add(30*time.Second))
 	select {
 	case err := <-done:
 		if err == nil || !strings.Contains(err.Error(), "killed") {
