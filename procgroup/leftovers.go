@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -208,7 +208,7 @@ func sweep(ctx context.Context, found []leftover, find func() []leftover, sig un
 			killed[k] = true
 			res.killed++
 		}
-		_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+		_ = proctree.Send(fd, unix.SIGKILL)
 	}
 	// track opens a pidfd for each process not tracked yet (the pidfd
 	// names it for good once its start time matches what was found), and
@@ -221,22 +221,12 @@ func sweep(ctx context.Context, found []leftover, find func() []leftover, sig un
 			if _, ok := fds[k]; ok {
 				continue
 			}
-			fd, err := unix.PidfdOpen(l.pid, 0)
-			if err != nil {
-				if errors.Is(err, unix.ESRCH) {
-					delete(unopened, k) // gone
-				} else {
-					unopened[k] = fmt.Errorf("pidfd of pid %d: %w", l.pid, err)
-				}
+			fd, err := proctree.Open(l.pid, l.start, "")
+			if errors.Is(err, proctree.ErrGone) {
+				delete(unopened, k) // gone, its pid maybe reused
 				continue
-			}
-			if st, err := proctree.StartTime(l.pid); err != nil || st != l.start {
-				unix.Close(fd)
-				if err != nil && !gone(err) {
-					unopened[k] = fmt.Errorf("start time of pid %d: %w", l.pid, err)
-				} else {
-					delete(unopened, k) // gone, its pid maybe reused
-				}
+			} else if err != nil {
+				unopened[k] = err
 				continue
 			}
 			delete(unopened, k)
@@ -244,7 +234,7 @@ func sweep(ctx context.Context, found []leftover, find func() []leftover, sig un
 			res.found++
 			fresh++
 			if skipGroup <= 0 || l.pgrp != skipGroup {
-				_ = unix.PidfdSendSignal(fd, sig, nil, 0)
+				_ = proctree.Send(fd, sig)
 			}
 			if killing() {
 				kill(k, fd)
@@ -298,12 +288,6 @@ func sweep(ctx context.Context, found []leftover, find func() []leftover, sig un
 	}
 }
 
-// gone says whether err, from reading /proc/PID, means that the process
-// is gone (rather than that it could not be read).
-func gone(err error) bool {
-	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
-}
-
 // sleepCtx sleeps for d, or until ctx ends.
 func sleepCtx(ctx context.Context, d time.Duration) {
 	if d <= 0 {
@@ -321,46 +305,15 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 func livePidfds(fds map[procKey]int) map[procKey]int {
 	out := map[procKey]int{}
 	for k, fd := range fds {
-		if !pidfdExited(fd) {
+		if !proctree.FdExited(fd) {
 			out[k] = fd
 		}
 	}
 	return out
 }
 
-// pidfdExited reports whether the process behind fd has exited (its whole
-// thread group: a zombie holds no files, ports included).
-func pidfdExited(fd int) bool {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(pfd, 0)
-	return err == nil && n > 0
-}
-
 // waitPidfds waits until every process in fds has exited, d has passed or
 // ctx ends.
 func waitPidfds(ctx context.Context, fds map[procKey]int, d time.Duration) {
-	deadline := time.Now().Add(d)
-	pfds := make([]unix.PollFd, 0, len(fds))
-	for _, fd := range fds {
-		pfds = append(pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
-	}
-	for len(pfds) > 0 {
-		left := time.Until(deadline)
-		if left <= 0 || ctx.Err() != nil {
-			return
-		}
-		// Wake at least every 100 ms to notice ctx.
-		ms := int(min(left, 100*time.Millisecond)/time.Millisecond) + 1
-		n, err := unix.Poll(pfds, ms)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return
-		}
-		if n <= 0 {
-			continue
-		}
-		pfds = slices.DeleteFunc(pfds, func(p unix.PollFd) bool { return p.Revents != 0 })
-		for i := range pfds {
-			pfds[i].Revents = 0
-		}
-	}
+	proctree.WaitExit(ctx, slices.Collect(maps.Values(fds)), time.Now().Add(d))
 }
