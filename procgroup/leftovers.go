@@ -133,7 +133,7 @@ func StopOrphans(ctx context.Context, managed func(int) bool, sig unix.Signal, w
 	find := func() []leftover {
 		return findOrphans(managed, func(proctree.Proc) bool { return true })
 	}
-	res := sweep(ctx, find(), find, sig, 0, wait)
+	res := sweep(ctx, find(), find, sig, 0, 0, wait)
 	return OrphanSweep{Found: res.found, Killed: res.killed, Left: res.left, Err: res.err}
 }
 
@@ -183,14 +183,15 @@ type procKey struct {
 // sweep stops the processes found and whatever find finds later: each
 // gets the stop signal sig when found (except members of the group
 // skipGroup, which had it), and SIGKILL once wait has passed since the
-// sweep began, or at once when ctx ends. It returns when find has twice
+// sweep began, or at once when ctx ends; members of the group killGroup
+// get SIGKILL when found (killasgroup). It returns when find has twice
 // in a row found nothing alive (a look can miss a child while a sibling
 // exits), or when SIGKILLed processes are still there sweepKillWait
 // later. A process is tracked through a pidfd, so no signal can reach a
 // process that reused its pid; one whose pidfd cannot be opened (EMFILE,
 // ENFILE, ...) is not taken for gone: it is tried again at each look, and
 // counted as left if it never could be.
-func sweep(ctx context.Context, found []leftover, find func() []leftover, sig unix.Signal, skipGroup int, wait time.Duration) sweepResult {
+func sweep(ctx context.Context, found []leftover, find func() []leftover, sig unix.Signal, skipGroup, killGroup int, wait time.Duration) sweepResult {
 	var res sweepResult
 	fds := map[procKey]int{}        // the processes tracked, by pidfd
 	unopened := map[procKey]error{} // the processes not tracked, and why
@@ -236,7 +237,7 @@ func sweep(ctx context.Context, found []leftover, find func() []leftover, sig un
 			if skipGroup <= 0 || l.pgrp != skipGroup {
 				_ = proctree.Send(fd, sig)
 			}
-			if killing() {
+			if killing() || killGroup > 0 && l.pgrp == killGroup {
 				kill(k, fd)
 			}
 		}

@@ -677,7 +677,7 @@ func TestSweepStopsLateFinds(t *testing.T) {
 		}
 		return nil
 	}
-	res := sweep(context.Background(), []leftover{first}, find, unix.SIGTERM, 0, 60*time.Second)
+	res := sweep(context.Background(), []leftover{first}, find, unix.SIGTERM, 0, 0, 60*time.Second)
 	for name, exitC := range map[string]<-chan reaper.Exit{"late": lateExit, "missed": missedExit} {
 		b, _ := os.ReadFile(filepath.Join(dir, name))
 		select {
@@ -804,4 +804,50 @@ func readTasks(pid int) string {
 		b.WriteString(e.Name() + " ")
 	}
 	return b.String()
+}
+
+// killasgroup: once the leader of a stopped process is gone, what it left
+// in its group is SIGKILLed at once (through pidfds, never by a group id
+// that may have been freed and reused), not given stopwaitsecs.
+func TestKillAsGroupKillsTheGroupWhenTheLeaderIsGone(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "wrapper.sh")
+	pidfile := filepath.Join(dir, "app.pid")
+	// The app ignores TERM; the wrapper exits on it.
+	body := "#!/bin/sh\n(trap '' TERM; exec sleep 3600) &\necho $! > " + pidfile + "\nwait\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	killAtEnd(t, pidfile)
+	spec := helperSpec()
+	spec.Command = script
+	spec.KillAsGroup = true
+	spec.StopWaitSecs = 3600 // never reached: the test would time out
+	p := newTestPool(t, spec).Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Running, 30*time.Second)
+	app := readPids(t, pidfile, 1)[0]
+	// The subshell has exec'd sleep once its command line says so.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(app) + "/cmdline"); strings.HasPrefix(string(b), "sleep\x00") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the app never ran sleep")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, p, Stopped, 60*time.Second)
+	if st.ExitDesc != "terminated by SIGTERM" {
+		t.Errorf("the wrapper: %s, want terminated by SIGTERM", st.ExitDesc)
+	}
+	if alive(app) {
+		t.Fatalf("STOPPED, but the app %d lives", app)
+	}
 }

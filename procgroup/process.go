@@ -322,7 +322,7 @@ func (p *Process) Run(ctx context.Context) {
 			l.proc.Release()
 			p.Spawns.remove(l.marker)
 			if found := findLeftovers(pid, l.marker, p.rp.Subscribed); len(found) > 0 {
-				p.startSweep(l, "leftover processes of the killed child", found, p.leftoversOf(pid, l.marker), 0, 0)
+				p.startSweep(l, "leftover processes of the killed child", found, p.leftoversOf(pid, l.marker), 0, 0, 0)
 			}
 		}
 		if l.sweepC != nil {
@@ -539,14 +539,6 @@ func (p *Process) onTimer(l *loop) {
 func (p *Process) onExit(l *loop, ex reaper.Exit) {
 	uptime := ex.ExitedAt.Sub(l.spawnedAt)
 	pid := l.pid
-	if l.state == Stopping && p.spec.Program.KillAsGroup {
-		// The leader is gone; take whatever it left in its group with it.
-		// The pgid stays reserved while any member lives, so this reaches
-		// only our stragglers.
-		if err := unix.Kill(-pid, unix.SIGKILL); err == nil {
-			p.log.Info("killed leftover members of the process group", "pgid", pid)
-		}
-	}
 	l.proc.Release()
 	l.proc, l.exitC, l.pid = nil, nil, 0
 	p.Spawns.remove(l.marker)
@@ -570,14 +562,20 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 	// when the child would have been, so a stop takes no longer than
 	// stopwaitsecs (and the SIGKILL) as before.
 	if found := findLeftovers(pid, l.marker, p.rp.Subscribed); len(found) > 0 {
-		skip, wait := 0, time.Duration(p.spec.Program.StopWaitSecs)*time.Second
+		skip, kill, wait := 0, 0, time.Duration(p.spec.Program.StopWaitSecs)*time.Second
 		if l.state == Stopping {
 			wait = max(0, time.Until(l.stopDeadline))
 			if l.groupStopped {
 				skip = pid // they have had the stop signal with the child
 			}
+			if p.spec.Program.KillAsGroup {
+				// killasgroup: the leader is gone, and what it left in
+				// its group goes with it, SIGKILLed through pidfds (the
+				// group id may be free by now, even reused).
+				kill = pid
+			}
 		}
-		p.startSweep(l, fmt.Sprintf("leftover processes of pid %d", pid), found, p.leftoversOf(pid, l.marker), skip, wait)
+		p.startSweep(l, fmt.Sprintf("leftover processes of pid %d", pid), found, p.leftoversOf(pid, l.marker), skip, kill, wait)
 	}
 	l.groupStopped, l.stopDeadline = false, time.Time{}
 	// An exit is a fact: if the table refuses it (a bug, already reported
@@ -703,7 +701,7 @@ func (p *Process) startChild(l *loop) {
 					return appendTree(nil, map[int]bool{}, cur)
 				}
 				return nil
-			}, 0, time.Duration(p.spec.Program.StopWaitSecs)*time.Second)
+			}, 0, 0, time.Duration(p.spec.Program.StopWaitSecs)*time.Second)
 			p.update(func(s *Status) { s.Reason = ReasonSweepFirst })
 			return
 		}
@@ -893,8 +891,9 @@ func (p *Process) leftoversOf(leader int, marker string) func() []leftover {
 
 // startSweep stops found (and what find finds later) on a goroutine: the
 // program's stop signal (not to members of group skipGroup, which had it),
-// SIGKILL after wait. Its result arrives on l.sweepC.
-func (p *Process) startSweep(l *loop, what string, found []leftover, find func() []leftover, skipGroup int, wait time.Duration) {
+// SIGKILL after wait (at once to members of group killGroup). Its result
+// arrives on l.sweepC.
+func (p *Process) startSweep(l *loop, what string, found []leftover, find func() []leftover, skipGroup, killGroup int, wait time.Duration) {
 	sp := p.spec.Program
 	ctx, cancel := context.WithCancel(context.Background())
 	c := make(chan sweepResult, 1)
@@ -902,7 +901,7 @@ func (p *Process) startSweep(l *loop, what string, found []leftover, find func()
 	sig := unix.Signal(sp.StopSignal)
 	p.log.Info("stopping "+what, "count", len(found), "signal", unix.SignalName(sig))
 	p.guard().Go("leftover sweep", "its leftover processes were left running",
-		func() { c <- sweep(ctx, found, find, sig, skipGroup, wait) },
+		func() { c <- sweep(ctx, found, find, sig, skipGroup, killGroup, wait) },
 		func() {
 			select {
 			case c <- sweepResult{left: -1}:

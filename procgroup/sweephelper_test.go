@@ -81,7 +81,7 @@ func sweepHelper(mode string, args []string) (int, bool) {
 			fmt.Println(err)
 			return 1, true
 		}
-		res := sweep(context.Background(), l, func() []leftover { return l }, unix.SIGTERM, 0, 0)
+		res := sweep(context.Background(), l, func() []leftover { return l }, unix.SIGTERM, 0, 0, 0)
 		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
 		alive := cmd.Process.Signal(syscall.Signal(0)) == nil
 		fmt.Printf("found=%d killed=%d left=%d alive=%v err=%v\n", res.found, res.killed, res.left, alive, res.err)
