@@ -278,22 +278,7 @@ func TestOwnOrphanHoldingThePortIsReclaimed(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-exitC
-	deadline := time.Now().Add(30 * time.Second)
-	for checkPort(port) == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the orphan never listened")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	orphan, _ := portOwner(port)
-	if orphan <= 0 || testReaper.Subscribed(orphan) {
-		t.Fatalf("port held by %d, not an orphan", orphan)
-	}
-	t.Cleanup(func() {
-		if alive(orphan) {
-			_ = syscallKill(orphan)
-		}
-	})
+	orphan := portOrphan(t, port, "the orphan")
 	spec := helperSpec("serve", "0s", "200")
 	spec.PortStart = port
 	spec.StartRetries = 0
@@ -419,22 +404,10 @@ func TestDoubleForkedServerOfARunningProcessIsNotReclaimed(t *testing.T) {
 		t.Fatal(err)
 	}
 	brun := waitState(t, b, Running, 30*time.Second)
-	deadline := time.Now().Add(30 * time.Second)
-	for checkPort(port) == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("B's server never listened")
-		}
-		time.Sleep(10 * time.Millisecond)
+	server := portOrphan(t, port, "B's double-forked server")
+	if server == brun.Pid {
+		t.Fatalf("port held by B's child %d, not B's double-forked server", server)
 	}
-	server, _ := portOwner(port)
-	if server <= 0 || testReaper.Subscribed(server) || server == brun.Pid {
-		t.Fatalf("port held by %d, not B's double-forked server", server)
-	}
-	t.Cleanup(func() {
-		if alive(server) {
-			_ = syscallKill(server)
-		}
-	})
 	aspec := helperSpec("serve", "0s", "200")
 	aspec.PortStart = port
 	aspec.StartRetries = 0
@@ -455,22 +428,54 @@ func TestDoubleForkedServerOfARunningProcessIsNotReclaimed(t *testing.T) {
 	}
 }
 
+// portOrphan waits until something listens on port and returns its pid,
+// which must be an orphan (no spawned child of the test reaper's), what
+// the test calls it; it is killed when the test ends, if still alive.
+func portOrphan(t *testing.T, port int, what string) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for checkPort(port) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never listened", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	pid, _ := portOwner(port)
+	if pid <= 0 || testReaper.Subscribed(pid) {
+		t.Fatalf("port held by %d, not %s", pid, what)
+	}
+	t.Cleanup(func() {
+		if alive(pid) {
+			_ = syscallKill(pid)
+		}
+	})
+	return pid
+}
+
+// scriptSpec is the spec of a process that runs the #!/bin/sh script
+// body, in which PIDFILE names a file for the pids of what it leaves
+// running: those are killed when the test ends.
+func scriptSpec(t *testing.T, body string) (spec *Spec, pidfile string) {
+	t.Helper()
+	dir := t.TempDir()
+	script := filepath.Join(dir, "script.sh")
+	pidfile = filepath.Join(dir, "left.pids")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n"+strings.ReplaceAll(body, "PIDFILE", pidfile)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	killAtEnd(t, pidfile)
+	spec = helperSpec()
+	spec.Command = script
+	return spec, pidfile
+}
+
 // appIgnoringTerm starts a process whose #!/bin/sh wrapper runs, in the
 // background, an app that ignores SIGTERM: stopping the process ends the
 // wrapper, and the app is left for the sweep. It returns the process
 // (RUNNING) and the app's pid.
 func appIgnoringTerm(t *testing.T, stopWait int) (*Process, int) {
 	t.Helper()
-	dir := t.TempDir()
-	script := filepath.Join(dir, "wrapper.sh")
-	pidfile := filepath.Join(dir, "app.pid")
-	body := "#!/bin/sh\n\"$HELPER_BIN\" ignore-term &\necho $! > " + pidfile + "\nwait\n"
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	killAtEnd(t, pidfile)
-	spec := helperSpec()
-	spec.Command = script
+	spec, pidfile := scriptSpec(t, "\"$HELPER_BIN\" ignore-term &\necho $! > PIDFILE\nwait\n")
 	spec.Environment["HELPER_BIN"] = os.Args[0]
 	spec.StopWaitSecs = stopWait
 	p := newTestPool(t, spec).Procs()[0]
@@ -525,36 +530,7 @@ func TestSignalWhileLeftoversAreStopped(t *testing.T) {
 // A leftover that ignores the stop signal is SIGKILLed, and the process
 // is STOPPED only once it is gone.
 func TestLeftoverIgnoringTheStopSignalIsKilled(t *testing.T) {
-	dir := t.TempDir()
-	script := filepath.Join(dir, "wrapper.sh")
-	pidfile := filepath.Join(dir, "app.pid")
-	body := "#!/bin/sh\n\"$HELPER_BIN\" ignore-term &\necho $! > " + pidfile + "\nwait\n"
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	killAtEnd(t, pidfile)
-	spec := helperSpec()
-	spec.Command = script
-	spec.Environment["HELPER_BIN"] = os.Args[0]
-	spec.StopWaitSecs = 1
-	p := newTestPool(t, spec).Procs()[0]
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, p, Running, 30*time.Second)
-	app := readPids(t, pidfile, 1)[0]
-	// The app says it ignores TERM once it does.
-	logf := p.Status().Stdout
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if b, _ := os.ReadFile(logf); strings.Contains(string(b), "ignoring TERM") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the app never said it ignores TERM")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	p, app := appIgnoringTerm(t, 1)
 	if err := p.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -570,18 +546,9 @@ func TestLeftoverIgnoringTheStopSignalIsKilled(t *testing.T) {
 // A respawn waits in STARTING for the leftovers of the last run; a stop
 // then drops the spawn, and the process is STOPPED once they are gone.
 func TestStopWhileTheRespawnWaitsForLeftovers(t *testing.T) {
-	dir := t.TempDir()
-	script := filepath.Join(dir, "leave.sh")
-	pidfile := filepath.Join(dir, "left.pids")
 	// Three sleeps that ignore TERM (an ignored signal stays ignored
 	// across fork and exec), then exit 3.
-	body := "#!/bin/sh\ntrap '' TERM\nfor i in 1 2 3; do sleep 3600 & echo $! >> " + pidfile + "; done\nexit 3\n"
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	killAtEnd(t, pidfile)
-	spec := helperSpec()
-	spec.Command = script
+	spec, pidfile := scriptSpec(t, "trap '' TERM\nfor i in 1 2 3; do sleep 3600 & echo $! >> PIDFILE; done\nexit 3\n")
 	spec.AutoRestart = RestartAlways
 	spec.BackoffMax = 0
 	// The leftovers are never SIGKILLed during the test: the respawn comes
@@ -714,18 +681,9 @@ func TestSweepCountsWhatItCannotOpen(t *testing.T) {
 // exit.
 func TestStopDeadlineHoldsForTheLeftovers(t *testing.T) {
 	const stopWait = 10
-	dir := t.TempDir()
-	script := filepath.Join(dir, "wrapper.sh")
-	pidfile := filepath.Join(dir, "app.pid")
 	// An ignored signal stays ignored in the children: neither the
 	// wrapper nor its sleep stops on TERM.
-	body := "#!/bin/sh\ntrap '' TERM\nsleep 3600 &\necho $! > " + pidfile + "\nwait\n"
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	killAtEnd(t, pidfile)
-	spec := helperSpec()
-	spec.Command = script
+	spec, pidfile := scriptSpec(t, "trap '' TERM\nsleep 3600 &\necho $! > PIDFILE\nwait\n")
 	spec.StopWaitSecs = stopWait
 	p := newTestPool(t, spec).Procs()[0]
 	if err := p.Start(); err != nil {
