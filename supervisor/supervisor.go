@@ -238,7 +238,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 				if res.Left > 0 {
 					lvl = slog.LevelError
 				}
-				s.log.Log(context.Background(), lvl, "stopped processes that outlived their processes", "found", res.Found, "killed", res.Killed, "left", res.Left, "err", res.Err)
+				attrs := []any{"found", res.Found, "killed", res.Killed, "left", res.Left}
+				if res.Err != nil {
+					attrs = append(attrs, "err", res.Err)
+				}
+				s.log.Log(context.Background(), lvl, "stopped processes that outlived their processes", attrs...)
 			}
 			if n := s.inst.sweep(); n > 0 {
 				s.log.Warn("killed descendants that outlived their processes", "count", n)
