@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosup/gosup/procgroup/safefile"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,7 +56,7 @@ func TestStatusDoesNotWaitForAHungLogWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := NewProcess(&procs[0], testReaper, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-	sink, err := p.out.sink("stdout", procs[0].Stdout)
+	sink, err := p.out.sink("stdout", procs[0].Stdout, safefile.NoUser)
 	if err != nil {
 		t.Fatal(err)
 	}

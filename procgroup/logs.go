@@ -76,14 +76,17 @@ func (o *outputs) files() ([]*os.File, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	stdout, err := o.stream("stdout", o.spec.Stdout, &opened)
+	// The program's user may own its logs' directory (see safefile):
+	// looked up once a spawn, for both streams.
+	program := safefile.ProgramUser(o.spec.User)
+	stdout, err := o.stream("stdout", o.spec.Stdout, program, &opened)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
 	stderr := stdout
 	if !o.spec.Program.RedirectStderr {
-		if stderr, err = o.stream("stderr", o.spec.Stderr, &opened); err != nil {
+		if stderr, err = o.stream("stderr", o.spec.Stderr, program, &opened); err != nil {
 			cleanup()
 			return nil, nil, err
 		}
@@ -106,7 +109,7 @@ func (o *outputs) nullFile() (*os.File, error) {
 	return o.devnull, nil
 }
 
-func (o *outputs) stream(name string, ls LogSpec, opened *[]*os.File) (*os.File, error) {
+func (o *outputs) stream(name string, ls LogSpec, program int, opened *[]*os.File) (*os.File, error) {
 	switch {
 	case ls.Kind == LogNone:
 		return o.nullFile()
@@ -122,11 +125,11 @@ func (o *outputs) stream(name string, ls LogSpec, opened *[]*os.File) (*os.File,
 		// A log directory another user could change refuses the start
 		// (the error names it, its owner and mode); one that becomes so
 		// later fails that log's writes, counted (see safefile).
-		if err := safefile.Dir(filepath.Dir(ls.Path), safefile.ProgramUser(o.spec.User), true); err != nil {
+		if err := safefile.Dir(filepath.Dir(ls.Path), program, true); err != nil {
 			return nil, fmt.Errorf("%s_logfile: %w", name, err)
 		}
 	}
-	sink, err := o.sink(name, ls)
+	sink, err := o.sink(name, ls, program)
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +235,7 @@ func discard(r *os.File, dropped *atomic.Int64) {
 	}
 }
 
-func (o *outputs) sink(name string, ls LogSpec) (io.Writer, error) {
+func (o *outputs) sink(name string, ls LogSpec, program int) (io.Writer, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
@@ -263,7 +266,7 @@ func (o *outputs) sink(name string, ls LogSpec) (io.Writer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s_logfile: %w", name, err)
 		}
-		r.program = safefile.ProgramUser(o.spec.User)
+		r.program = program
 		s = r
 	}
 	ss := &streamSink{w: s, stream: name, path: path, log: o.log}
