@@ -65,6 +65,14 @@ type Config struct {
 	Nginx      *Nginx           // nil without an [nginx] table
 	Memmon     *memmon.Settings // nil without a [memmon] table
 	Email      *memmon.Email    // nil without an [email] table
+	// Sources is the content of every file the load read, keyed by its
+	// absolute path as in File, Files and Nginx.TemplateFile: the main
+	// file, the included files and the nginx template. Each is at most
+	// 4 MiB (a larger file is refused). It is what an upgrade hands the
+	// next daemon image (LoadOptions.Sources), so that it loads the
+	// configuration this one runs even if the files changed on disk since.
+	// Like the rest of Config it must not be modified.
+	Sources map[string][]byte
 }
 
 // Error is one mistake in a configuration file.
@@ -143,6 +151,22 @@ type LoadOptions struct {
 	// replace, when running as root (gosup's --insecure-config): see
 	// trust.go.
 	InsecureFiles bool
+	// Sources, when not nil, is where every file comes from instead of
+	// the disk: the main file, the included files and the nginx template
+	// (the Config.Sources of the load being reproduced, handed over by an
+	// upgrade). Nothing is checked for who may change it (see trust.go):
+	// each file was checked when the load that made Sources read it.
+	// Include patterns match the keys as filepath.Glob matches files on
+	// disk (a directory is never a key); a file named by the configuration
+	// (the main file, the template) that is not a key is an error naming
+	// it.
+	Sources map[string][]byte
+	// Files, with Sources, is the Config.Files of the load that made
+	// Sources. Sources alone cannot tell an included file left out of it
+	// from one that was not there: each of Files that Sources lacks is an
+	// error naming it, and so is a load that reads other files than Files.
+	// Nil skips that check.
+	Files []string
 }
 
 // Load reads, decodes and validates a configuration file. Every error names
@@ -159,8 +183,19 @@ func LoadWith(path string, o LoadOptions) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	strict := !o.InsecureFiles && os.Geteuid() == 0
-	data, err := readFile(abs, strict)
+	fr := &fileReader{strict: !o.InsecureFiles && os.Geteuid() == 0, from: o.Sources, read: map[string][]byte{}}
+	if o.Sources != nil && o.Files != nil {
+		var errs []error
+		for _, f := range o.Files {
+			if _, ok := o.Sources[f]; !ok {
+				errs = append(errs, notHandedOver(f))
+			}
+		}
+		if len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
+	}
+	data, err := fr.readFile(abs)
 	if err != nil {
 		var ce *Error
 		if errors.As(err, &ce) {
@@ -168,7 +203,76 @@ func LoadWith(path string, o LoadOptions) (*Config, error) {
 		}
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return parse(abs, data, strict)
+	cfg, err := parse(abs, data, fr)
+	if err != nil {
+		return nil, err
+	}
+	if o.Sources != nil && o.Files != nil && !slices.Equal(cfg.Files, o.Files) {
+		return nil, &Error{File: abs, Msg: fmt.Sprintf("the configuration handed over reads %q, not %q as the running one did", cfg.Files, o.Files)}
+	}
+	cfg.Sources = fr.read
+	return cfg, nil
+}
+
+// fileReader reads the files of one load, from the disk or from
+// LoadOptions.Sources, and keeps what it read for Config.Sources.
+type fileReader struct {
+	strict bool              // read only files root alone can change (readFile)
+	from   map[string][]byte // LoadOptions.Sources; nil: the disk
+	read   map[string][]byte // every file read, by absolute path
+}
+
+func (fr *fileReader) readFile(path string) ([]byte, error) {
+	var data []byte
+	if fr.from != nil {
+		var ok bool
+		if data, ok = fr.from[path]; !ok {
+			return nil, notHandedOver(path)
+		}
+	} else {
+		var err error
+		if data, err = readFile(path, fr.strict); err != nil {
+			return nil, err
+		}
+	}
+	fr.read[path] = data
+	return data, nil
+}
+
+// notHandedOver is the error for a file LoadOptions.Sources lacks.
+func notHandedOver(path string) *Error {
+	return &Error{File: path, Msg: "not in the configuration handed over (it was not read when the running configuration was loaded)"}
+}
+
+// includeMatches is what pattern matches on disk (includeMatches) or,
+// with Sources, what filepath.Glob would match on a disk that holds only
+// the files of Sources.
+func (fr *fileReader) includeMatches(pattern string) ([]string, error) {
+	if fr.from == nil {
+		return includeMatches(pattern)
+	}
+	// Glob fails on a bad pattern whatever matches.
+	if _, err := filepath.Match(pattern, ""); err != nil {
+		return nil, err
+	}
+	// Glob returns a pattern without metacharacters as written when it
+	// exists, and otherwise each match joined to its directory, so cleaned
+	// (a pattern written with "//" or "/./" matches cleaned paths).
+	if !strings.ContainsAny(pattern, `*?[\`) {
+		if _, ok := fr.from[pattern]; ok {
+			return []string{pattern}, nil
+		}
+		return nil, nil
+	}
+	clean := filepath.Clean(pattern)
+	var matches []string
+	for k := range fr.from {
+		if ok, _ := filepath.Match(clean, k); ok {
+			matches = append(matches, k)
+		}
+	}
+	slices.Sort(matches)
+	return matches, nil
 }
 
 // source is one file Load read: the main file or an included one.
@@ -203,7 +307,7 @@ type programTable struct {
 // loader is the state of one Load: the files read and which one defines
 // each program, so that every error points into the right file.
 type loader struct {
-	strict  bool // read only files root alone can change (readFile)
+	files   *fileReader
 	main    *source
 	sources []*source          // main first, then included files in reading order
 	from    map[string]*source // program name → the file that defines it
@@ -294,7 +398,7 @@ func (l *loader) readIncludes(cfg *Config, patterns []string) ([]programTable, [
 			continue
 		}
 		abs := absTo(l.main.dir, pat)
-		matches, err := includeMatches(abs)
+		matches, err := l.files.includeMatches(abs)
 		if err != nil {
 			errs = append(errs, l.main.cerr("include", "pattern %q: %v", pat, err))
 			continue
@@ -305,7 +409,7 @@ func (l *loader) readIncludes(cfg *Config, patterns []string) ([]programTable, [
 				continue
 			}
 			seen[m] = true
-			data, err := readFile(m, l.strict)
+			data, err := l.files.readFile(m)
 			if err != nil {
 				var ce *Error
 				if errors.As(err, &ce) {
@@ -332,14 +436,14 @@ func (l *loader) readIncludes(cfg *Config, patterns []string) ([]programTable, [
 	return progs, errs
 }
 
-func parse(file string, data []byte, strict bool) (*Config, error) {
+func parse(file string, data []byte, files *fileReader) (*Config, error) {
 	var raw rawConfig
 	md, err := toml.Decode(string(data), &raw)
 	if err != nil {
 		return nil, decodeError(file, "", err)
 	}
 	main := &source{file: file, dir: filepath.Dir(file), lines: keyLines(data), md: md, clashed: map[string]bool{}}
-	l := &loader{strict: strict, main: main, sources: []*source{main}, from: map[string]*source{}}
+	l := &loader{files: files, main: main, sources: []*source{main}, from: map[string]*source{}}
 	cerr := main.cerr
 	var errs []error
 	cfg := &Config{File: file, Files: []string{file}}
@@ -453,7 +557,7 @@ func parse(file string, data []byte, strict bool) (*Config, error) {
 	}
 	errs = append(errs, l.crossCheck(cfg)...)
 	if len(errs) == 0 {
-		errs = append(errs, checkNginx(cfg, md, raw.Nginx, here, l.cerr, func(p string) ([]byte, error) { return readFile(p, strict) })...)
+		errs = append(errs, checkNginx(cfg, md, raw.Nginx, here, l.cerr, files.readFile)...)
 	}
 
 	if len(errs) > 0 {
