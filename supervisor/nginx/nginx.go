@@ -37,15 +37,39 @@ type Settings struct {
 // Status is the outcome of the last update (api.NginxStatus has the same
 // fields, converted by the daemon: this package knows nothing of the API).
 type Status struct {
-	Output      string
-	OK          bool
-	Error       string
-	LastAttempt time.Time // when the last update finished
-	LastChange  time.Time // last time a new file went live
-	Reloads     int
-	Failures    int
-	RetryAt     time.Time // a failed reload is retried then
-	Servers     int
+	Output      string    `json:"output"`
+	OK          bool      `json:"ok"`
+	Error       string    `json:"error,omitempty"`
+	LastAttempt time.Time `json:"last_attempt"` // when the last update finished
+	LastChange  time.Time `json:"last_change"`  // last time a new file went live
+	Reloads     int       `json:"reloads"`
+	Failures    int       `json:"failures"`
+	RetryAt     time.Time `json:"retry_at"` // a failed reload is retried then
+	Servers     int       `json:"servers"`
+}
+
+// State is what a Manager hands to its successor in the daemon's new image
+// across an in-place upgrade (State, then Restore): plain values, so that
+// it goes through encoding/json unchanged. Settings are not part of it:
+// the new manager has its own, from the configuration.
+type State struct {
+	Status Status `json:"status"`
+	// ReloadNeeded says the file on disk passed nginx's test but nginx
+	// has not loaded it: the reload failed. The new manager retries the
+	// update of Last at Status.RetryAt (at once if that has passed),
+	// without waiting for a submission.
+	ReloadNeeded bool `json:"reload_needed"`
+	// RetryDelay is the backoff after the next failed retry (0: the
+	// least, 1 s).
+	RetryDelay time.Duration `json:"retry_delay,omitempty"`
+	// Last is the data of the last update applied or tried (nil: none
+	// yet).
+	Last *templates.Data `json:"last,omitempty"`
+	// Pending is the data of a submission queued but not applied when the
+	// manager stopped (its waiters heard "nginx updates stopped"): the
+	// new manager applies it as soon as it starts, unless the daemon
+	// submits newer data first.
+	Pending *templates.Data `json:"pending,omitempty"`
 }
 
 // Manager keeps nginx's upstream file in step with the processes. It runs
@@ -71,6 +95,11 @@ type Manager struct {
 	pending      *submission
 	status       Status
 	reloadNeeded bool // the file on disk passed the test but nginx has not loaded it
+	// last is the update last applied or tried, retried while a reload
+	// is owed, and delay the backoff after its next failed retry: run's,
+	// kept here for State and Restore.
+	last  *submission
+	delay time.Duration
 }
 
 // submission is one rendering to apply, and who waits for its outcome.
@@ -144,6 +173,51 @@ func (m *Manager) Submit(d templates.Data, done chan<- error) {
 	}
 }
 
+// State returns what a manager in a new image of the daemon needs to
+// carry on where this one stopped (see State). Call it after Stop
+// returned: it is consistent at any time, but a manager still running
+// changes it at once.
+func (m *Manager) State() State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := State{Status: m.status, ReloadNeeded: m.reloadNeeded, RetryDelay: m.delay}
+	if m.last != nil {
+		d := m.last.data
+		st.Last = &d
+	}
+	if m.pending != nil {
+		d := m.pending.data
+		st.Pending = &d
+	}
+	return st
+}
+
+// Restore makes a new manager carry on from st, the State of the manager
+// it replaces: its status and counters continue, a reload owed is retried
+// at st.Status.RetryAt (at once if that has passed) and a pending
+// submission is applied once the manager starts. Call it after New and
+// SetSettings, before Start. The status names the output of this
+// manager's settings.
+func (m *Manager) Restore(st State) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.status = st.Status
+	m.status.Output = m.settings.Output
+	m.reloadNeeded = st.ReloadNeeded
+	m.delay = st.RetryDelay
+	m.last = nil
+	if st.Last != nil {
+		m.last = &submission{settings: m.settings, data: *st.Last}
+	}
+	if st.Pending != nil {
+		m.pending = &submission{settings: m.settings, data: *st.Pending}
+		select {
+		case m.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // Status returns the last outcome.
 func (m *Manager) Status() Status {
 	m.mu.Lock()
@@ -156,8 +230,23 @@ func (m *Manager) Status() Status {
 func (m *Manager) run(ctx context.Context) {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
-	delay := retryMin
-	var last *submission
+	// last and delay carry on from a previous run (after a panic) or the
+	// manager this one replaced (Restore): a reload owed is retried when
+	// it was due.
+	m.mu.Lock()
+	last, delay := m.last, m.delay
+	if last != nil && m.reloadNeeded {
+		retry.Reset(max(time.Until(m.status.RetryAt), 0))
+	}
+	m.mu.Unlock()
+	if delay == 0 {
+		delay = retryMin
+	}
+	keep := func() {
+		m.mu.Lock()
+		m.last, m.delay = last, delay
+		m.mu.Unlock()
+	}
 	// applying is the update under way. If it panics, its waiters hear so
 	// at once, and it is queued again (unless something newer is) for the
 	// run the guard starts after its backoff.
@@ -189,13 +278,14 @@ func (m *Manager) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			// Nobody waits forever on a manager that is gone.
+			// Nobody waits forever on a manager that is gone. What was
+			// pending stays, for State.
 			m.mu.Lock()
 			if m.pending != nil {
 				for _, w := range m.pending.waiters {
 					w <- errors.New("nginx updates stopped")
 				}
-				m.pending = nil
+				m.pending.waiters = nil
 			}
 			m.mu.Unlock()
 			return
@@ -209,6 +299,7 @@ func (m *Manager) run(ctx context.Context) {
 			}
 			last = job
 			delay = retryMin
+			keep()
 		case <-retry.C:
 			if last == nil {
 				continue
@@ -237,6 +328,7 @@ func (m *Manager) run(ctx context.Context) {
 			m.log.Warn("nginx reload failed; will retry", "in", delay, "err", err)
 			retry.Reset(delay)
 			delay = min(delay*2, retryMax)
+			keep()
 		}
 	}
 }

@@ -2,6 +2,7 @@ package nginx
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -194,5 +195,107 @@ func TestManagerOutputReadIsBounded(t *testing.T) {
 	}
 	if fi, err := os.Stat(big); err != nil || fi.Size() != 17<<20/11*11 {
 		t.Errorf("the file was touched: %v %v", fi, err)
+	}
+}
+
+// A manager whose reload failed hands its state (through JSON, as the
+// daemon's handover does) to a new manager, which retries the reload it
+// owes without a submission, once the reload command works, with the
+// counters carried on. The reload command is a real script: it fails until
+// a file "ok" exists.
+func TestManagerStateCarriesAnOwedReload(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "gosup.conf")
+	ok := filepath.Join(dir, "ok")
+	reloads := filepath.Join(dir, "reloads")
+	tmpl, err := templates.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := Settings{
+		Output: out, Template: tmpl,
+		TestCommand:    "true",
+		ReloadCommand:  fmt.Sprintf("test -e %s && echo reload >> %s", ok, reloads),
+		CommandTimeout: 10 * time.Second,
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m := New(settings, testReaper, quiet)
+	m.Start()
+	if err := apply(t, m, upstream(8001, 8002)); err == nil || !strings.Contains(err.Error(), "reload failed") {
+		t.Fatalf("want the reload's failure, have %v", err)
+	}
+	m.Stop()
+	b, err := json.Marshal(m.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	failures := st.Status.Failures // 1, or more if a retry ran before Stop
+	if !st.ReloadNeeded || st.Last == nil || failures < 1 || st.Status.Reloads != 0 || st.Status.OK || st.Status.RetryAt.IsZero() {
+		t.Fatalf("state of the manager whose reload failed: %s", b)
+	}
+
+	if err := os.WriteFile(ok, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m2 := New(settings, testReaper, quiet)
+	m2.Restore(st)
+	m2.Start()
+	defer m2.Stop()
+	for deadline := time.Now().Add(30 * time.Second); m2.Status().Reloads == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the owed reload was not retried within 30s: %+v", m2.Status())
+		}
+	}
+	if s := m2.Status(); !s.OK || s.Reloads != 1 || s.Failures != failures || s.Servers != 2 || !s.RetryAt.IsZero() || s.Output != out {
+		t.Errorf("status after the retry: %+v (failures before: %d)", s, failures)
+	}
+	if got, _ := os.ReadFile(reloads); string(got) != "reload\n" {
+		t.Errorf("reload command ran %q, want once", got)
+	}
+	if st := m2.State(); st.ReloadNeeded {
+		t.Errorf("a reload still owed: %+v", st)
+	}
+}
+
+// A submission queued but not applied is in the manager's State (one
+// never started stands for one stopped before it took the submission:
+// which of the two comes first in a running manager is up to its
+// goroutine), and a manager restored from it applies it once started.
+func TestManagerStateCarriesAPendingSubmission(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "gosup.conf")
+	tmpl, err := templates.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := Settings{Output: out, Template: tmpl}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m := New(settings, testReaper, quiet)
+	m.Submit(upstream(8003), nil)
+	b, err := json.Marshal(m.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Pending == nil {
+		t.Fatalf("no pending submission in %s", b)
+	}
+	m2 := New(settings, testReaper, quiet)
+	m2.Restore(st)
+	m2.Start()
+	defer m2.Stop()
+	for deadline := time.Now().Add(30 * time.Second); m2.Status().Reloads == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pending submission was not applied within 30s: %+v", m2.Status())
+		}
+	}
+	if b, err := os.ReadFile(out); err != nil || !strings.Contains(string(b), "server 127.0.0.1:8003") {
+		t.Errorf("file: %v\n%s", err, b)
 	}
 }
