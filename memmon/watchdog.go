@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,15 +43,15 @@ type Host interface {
 
 // Sample is what the watchdog knows of one process, for status.
 type Sample struct {
-	RSS           int64     // last sample, cumulative when configured
-	LastRestartAt time.Time // last memmon restart
-	LastReason    string
+	RSS           int64     `json:"rss"`             // last sample, cumulative when configured
+	LastRestartAt time.Time `json:"last_restart_at"` // last memmon restart
+	LastReason    string    `json:"last_reason,omitempty"`
 	// GaveUp says why memmon no longer restarts the process while it runs
 	// as GaveUpPid ("" while it does): max_restarts within
 	// restart_window, and over its limit again.
-	GaveUp    string
-	GaveUpAt  time.Time
-	GaveUpPid int
+	GaveUp    string    `json:"gave_up,omitempty"`
+	GaveUpAt  time.Time `json:"gave_up_at"`
+	GaveUpPid int       `json:"gave_up_pid,omitempty"`
 }
 
 // Watchdog samples on its own goroutine. A restart runs on a goroutine of
@@ -117,6 +119,100 @@ func (w *Watchdog) Run(ctx context.Context) {
 			w.Tick(ctx, &wg)
 		}
 	}
+}
+
+// WatchdogState is what a Watchdog hands to its successor in the daemon's
+// new image across an in-place upgrade (State, then Restore): plain
+// values, so that it goes through encoding/json unchanged. Maps are keyed
+// by process name (group:process). Pids stay valid across the upgrade:
+// the children are the same processes.
+type WatchdogState struct {
+	// Ticks and Restarts are the counters; ticks carry on from Ticks, so
+	// that the ticks in Over stay comparable.
+	Ticks    int64 `json:"ticks"`
+	Restarts int64 `json:"restarts"`
+	// Samples is what the watchdog last saw of each process, with its
+	// last memmon restart and give-up.
+	Samples map[string]Sample `json:"samples,omitempty"`
+	// Over counts the consecutive samples over the limit of the processes
+	// over it now.
+	Over map[string]Overrun `json:"over,omitempty"`
+	// History holds the times of the memmon restarts begun, within
+	// max(restart_window, 1h): max_restarts counts them.
+	History map[string][]time.Time `json:"history,omitempty"`
+	// GaveUp holds the pid memmon gave up on, by process: it stays given
+	// up on while the process runs as that pid.
+	GaveUp map[string]int `json:"gave_up,omitempty"`
+	// Seen is when each process was last a target: one gone longer than
+	// restart_window is forgotten.
+	Seen map[string]time.Time `json:"seen,omitempty"`
+}
+
+// Overrun is a run of consecutive samples over the limit, of one pid (a
+// run of another pid counts from 1 again).
+type Overrun struct {
+	Pid   int   `json:"pid"`
+	Count int   `json:"count"`
+	Since int64 `json:"since"` // the tick it went over its limit (WatchdogState.Ticks counts them)
+}
+
+// State returns what a watchdog in a new image of the daemon needs to
+// carry on where this one stopped. Call it after Run returned (and with
+// no Tick running): restarts in flight are not carried, so State refuses,
+// naming them, while one is (the daemon lets them end before it hands
+// over).
+func (w *Watchdog) State() (WatchdogState, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.restarting) > 0 {
+		names := slices.Sorted(maps.Keys(w.restarting))
+		return WatchdogState{}, fmt.Errorf("memmon restarts in flight: %s", strings.Join(names, ", "))
+	}
+	st := WatchdogState{
+		Ticks: w.Ticks.Load(), Restarts: w.Restarts.Load(),
+		Samples: maps.Clone(w.samples), History: make(map[string][]time.Time, len(w.history)),
+		GaveUp: maps.Clone(w.gaveUp), Seen: maps.Clone(w.seen), Over: make(map[string]Overrun, len(w.over)),
+	}
+	for name, o := range w.over {
+		st.Over[name] = Overrun{Pid: o.pid, Count: o.count, Since: o.since}
+	}
+	for name, h := range w.history {
+		st.History[name] = slices.Clone(h)
+	}
+	return st, nil
+}
+
+// Restore makes a new watchdog carry on from st, the State of the watchdog
+// it replaces: a process over its limit for some samples is restarted
+// when the samples it still lacks are over it too, its restart budget and
+// a give-up stay, and the counters continue. Call it after New, before
+// Run.
+func (w *Watchdog) Restore(st WatchdogState) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.Ticks.Store(st.Ticks)
+	w.Restarts.Store(st.Restarts)
+	w.samples = orEmpty(maps.Clone(st.Samples))
+	w.gaveUp = orEmpty(maps.Clone(st.GaveUp))
+	w.seen = orEmpty(maps.Clone(st.Seen))
+	w.over = make(map[string]overrun, len(st.Over))
+	for name, o := range st.Over {
+		w.over[name] = overrun{pid: o.Pid, count: o.Count, since: o.Since}
+	}
+	w.history = make(map[string][]time.Time, len(st.History))
+	for name, h := range st.History {
+		if len(h) > 0 {
+			w.history[name] = slices.Clone(h)
+		}
+	}
+}
+
+// orEmpty is m, or an empty map if m is nil.
+func orEmpty[K comparable, V any](m map[K]V) map[K]V {
+	if m == nil {
+		return map[K]V{}
+	}
+	return m
 }
 
 // Sample returns what the watchdog last saw of a process.

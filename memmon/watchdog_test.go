@@ -2,6 +2,7 @@ package memmon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -301,4 +302,111 @@ func TestWaveOfRestartsIsThreeMails(t *testing.T) {
 			t.Errorf("sent %d, dropped %d", alerts.Sent.Load(), alerts.Dropped.Load())
 		}
 	})
+}
+
+// roundTrip hands w's state, through JSON as the daemon's handover does,
+// to a new watchdog of the same settings and host.
+func roundTrip(t *testing.T, w *Watchdog, cfg Settings, h Host, root string) *Watchdog {
+	t.Helper()
+	st, err := w.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back WatchdogState
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	next := New(cfg, h, nil, root, quiet())
+	next.Restore(back)
+	return next
+}
+
+// A watchdog handed over to a new one (an upgrade of the daemon) carries
+// on: a process 2 samples of 3 over its limit is restarted at the next
+// sample over it, the restart budget and a give-up survive (a process
+// memmon gave up on stays given up on while it runs as that pid), and the
+// counters continue.
+func TestWatchdogStateRoundTrip(t *testing.T) {
+	h := newFakeHost(t, "a")
+	cfg := DefaultSettings() // 3 samples; max_restarting 1
+	cfg.Any = 100 << 20
+	cfg.MaxRestarts = 2
+	w := New(cfg, h, nil, h.root, quiet())
+	for range 5 { // a restart at tick 3, then 2 samples over the limit
+		tick(w)
+	}
+	if n := h.count("pool:a"); n != 1 {
+		t.Fatalf("before the handover: want 1 restart, have %d", n)
+	}
+	w = roundTrip(t, w, cfg, h, h.root)
+	tick(w)
+	if n := h.count("pool:a"); n != 2 || w.Restarts.Load() != 2 || w.Ticks.Load() != 6 {
+		t.Fatalf("the sample after the handover: want restart 2 (counters 2 restarts, 6 ticks), have %d (%d, %d)", n, w.Restarts.Load(), w.Ticks.Load())
+	}
+	if s, _ := w.Sample("pool:a"); s.LastRestartAt.IsZero() || !strings.Contains(s.LastReason, "for 3 samples") {
+		t.Errorf("sample: %+v", s)
+	}
+	tick(w)
+	tick(w)
+	w = roundTrip(t, w, cfg, h, h.root)
+	tick(w) // over its limit for 3 samples, after 2 restarts: given up on
+	pid := h.Targets()[0].Pid
+	if s, _ := w.Sample("pool:a"); h.count("pool:a") != 2 || s.GaveUpPid != pid || !strings.HasPrefix(s.GaveUp, "2 restarts within 10m0s") {
+		t.Fatalf("after the second handover: %d restarts, sample %+v", h.count("pool:a"), s)
+	}
+	gaveUpAt := func() time.Time { s, _ := w.Sample("pool:a"); return s.GaveUpAt }()
+	w = roundTrip(t, w, cfg, h, h.root)
+	for range 6 {
+		tick(w)
+	}
+	// Not given up on again either (that would mail again).
+	if s, _ := w.Sample("pool:a"); h.count("pool:a") != 2 || s.GaveUpPid != pid || !s.GaveUpAt.Equal(gaveUpAt) {
+		t.Fatalf("given up on at %s before the handover, 6 samples over the limit after it: %d restarts, sample %+v", gaveUpAt, h.count("pool:a"), s)
+	}
+	// Another pid: watched afresh.
+	h.replace("pool:a")
+	for range 3 {
+		tick(w)
+	}
+	if s, _ := w.Sample("pool:a"); h.count("pool:a") != 3 || s.GaveUp != "" {
+		t.Errorf("running as another pid: want a restart after 3 samples, have %d restarts in all, sample %+v", h.count("pool:a"), s)
+	}
+}
+
+// blockingHost holds every Restart until release is closed.
+type blockingHost struct {
+	*fakeHost
+	entered chan string
+	release chan struct{}
+}
+
+func (h *blockingHost) Restart(ctx context.Context, name string, pid int, reason string) error {
+	h.entered <- name
+	<-h.release
+	return h.fakeHost.Restart(ctx, name, pid, reason)
+}
+
+// State refuses while a restart is in flight, naming the process: the
+// daemon hands over only once they ended.
+func TestWatchdogStateRefusesRestartInFlight(t *testing.T) {
+	h := &blockingHost{fakeHost: newFakeHost(t, "a"), entered: make(chan string, 1), release: make(chan struct{})}
+	cfg := DefaultSettings()
+	cfg.Any = 100 << 20
+	cfg.Samples = 1
+	w := New(cfg, h, nil, h.root, quiet())
+	var wg sync.WaitGroup
+	w.Tick(context.Background(), &wg)
+	<-h.entered
+	if _, err := w.State(); err == nil || err.Error() != "memmon restarts in flight: pool:a" {
+		t.Errorf("state during a restart: %v", err)
+	}
+	close(h.release)
+	wg.Wait()
+	if st, err := w.State(); err != nil || st.Restarts != 1 || len(st.History["pool:a"]) != 1 {
+		t.Errorf("state after the restart: %+v, %v", st, err)
+	}
 }
