@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -19,24 +22,59 @@ import (
 )
 
 // Alert describes one memmon restart, or memmon giving up on a process.
+//
+// In JSON (an upgrade's handover carries the alerts not mailed yet), Err
+// is its text: the error an Alert decoded from JSON has has only that.
 type Alert struct {
-	Host      string
-	Name      string // group:process
-	Port      int
-	Pid       int
-	RSS       int64
-	Rule      Rule
-	Uptime    time.Duration
-	Restarts  int // memmon restarts of this process in the last hour, this one included
-	StderrLog string
-	Tail      string // last lines of the stderr log
-	At        time.Time
-	Err       error // the restart failed
+	Host      string        `json:"host"`
+	Name      string        `json:"name"` // group:process
+	Port      int           `json:"port,omitempty"`
+	Pid       int           `json:"pid"`
+	RSS       int64         `json:"rss"`
+	Rule      Rule          `json:"rule"`
+	Uptime    time.Duration `json:"uptime"`
+	Restarts  int           `json:"restarts"` // memmon restarts of this process in the last hour, this one included
+	StderrLog string        `json:"stderr_log,omitempty"`
+	Tail      string        `json:"tail,omitempty"` // last lines of the stderr log
+	At        time.Time     `json:"at"`
+	Err       error         `json:"-"` // the restart failed
 	// GaveUp: memmon did not restart the process, and will not: it was
 	// restarted Restarts (max_restarts) times within Window and is over
 	// its limit again.
-	GaveUp bool
-	Window time.Duration
+	GaveUp bool          `json:"gave_up,omitempty"`
+	Window time.Duration `json:"window,omitempty"`
+}
+
+// alertJSON is an Alert in JSON: its fields, and its error's text.
+type alertJSON struct {
+	alertFields
+	Err string `json:"err,omitempty"`
+}
+
+// alertFields is Alert without its JSON methods.
+type alertFields Alert
+
+// MarshalJSON encodes the alert with its error's text.
+func (al Alert) MarshalJSON() ([]byte, error) {
+	j := alertJSON{alertFields: alertFields(al)}
+	if al.Err != nil {
+		j.Err = al.Err.Error()
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes; the error, if any, is
+// one with the text of the encoded one.
+func (al *Alert) UnmarshalJSON(b []byte) error {
+	var j alertJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*al = Alert(j.alertFields)
+	if j.Err != "" {
+		al.Err = errors.New(j.Err)
+	}
+	return nil
 }
 
 func (a Alert) subject() string {
@@ -131,7 +169,41 @@ type Alerter struct {
 	queue    chan []Alert
 	coalesce time.Duration
 
+	// What Run holds for the next mail, and the times the rate limiting
+	// goes by: kept here, not in Run, so that a Run the guard starts again
+	// after a panic, or the alerter of a new image of the daemon (State,
+	// Restore), carries on with them.
+	mu       sync.Mutex
+	held     held
+	sentAt   time.Time // the last mail
+	gaveUpAt time.Time // the last mail that carried a give-up
+
 	Sent, Failed, Dropped, Filtered atomic.Int64
+}
+
+// AlerterState is what an Alerter hands to its successor in the daemon's
+// new image across an in-place upgrade (State, then Restore): plain
+// values, so that it goes through encoding/json unchanged. It is bounded
+// as the alerter is: at most maxPending (256) alerts held, and the queue's
+// 64 batches of at most 1024 alerts.
+type AlerterState struct {
+	// The counters.
+	Sent     int64 `json:"sent"`
+	Failed   int64 `json:"failed"`
+	Dropped  int64 `json:"dropped"`
+	Filtered int64 `json:"filtered"`
+	// Held are the alerts held for the next mail, in the order they came
+	// in; First is when the first of them came in, Urgent when the first
+	// give-up among them did (zero: none).
+	Held   []Alert   `json:"held,omitempty"`
+	First  time.Time `json:"first"`
+	Urgent time.Time `json:"urgent"`
+	// SentAt is the time of the last mail, GaveUpAt of the last that
+	// carried a give-up: the rate limiting goes by them.
+	SentAt   time.Time `json:"sent_at"`
+	GaveUpAt time.Time `json:"gave_up_at"`
+	// Queue holds the batches enqueued that Run had not taken yet.
+	Queue [][]Alert `json:"queue,omitempty"`
 }
 
 // Coalesce is how long an alert after a quiet spell waits for others to
@@ -192,6 +264,56 @@ func (a *Alerter) Enqueue(batch ...Alert) {
 	}
 }
 
+// State returns what an alerter in a new image of the daemon needs to
+// carry on where this one stopped, and takes the batches waiting in the
+// queue out of it. Call it after Run returned, once: while Run runs,
+// alerts come and go.
+func (a *Alerter) State() AlerterState {
+	a.mu.Lock()
+	st := AlerterState{
+		Sent: a.Sent.Load(), Failed: a.Failed.Load(), Dropped: a.Dropped.Load(), Filtered: a.Filtered.Load(),
+		Held: slices.Clone(a.held.alerts), First: a.held.first, Urgent: a.held.urgent,
+		SentAt: a.sentAt, GaveUpAt: a.gaveUpAt,
+	}
+	a.mu.Unlock()
+	for {
+		select {
+		case batch := <-a.queue:
+			st.Queue = append(st.Queue, batch)
+		default:
+			return st
+		}
+	}
+}
+
+// Restore makes a new alerter carry on from st, the State of the alerter
+// it replaces: the counters continue, the held alerts go out in one mail
+// when they would have, with those of the queue (which Run takes first),
+// and the rate limiting goes by the last mails. Call it after NewAlerter,
+// before Run. What is past the alerter's bounds is dropped and counted.
+func (a *Alerter) Restore(st AlerterState) {
+	a.Sent.Store(st.Sent)
+	a.Failed.Store(st.Failed)
+	a.Dropped.Store(st.Dropped)
+	a.Filtered.Store(st.Filtered)
+	alerts := st.Held
+	if over := len(alerts) - maxPending; over > 0 {
+		a.Dropped.Add(int64(over))
+		a.log.Error("too many alerts handed over for the next mail; the oldest dropped", "dropped", over, "held", maxPending)
+		alerts = alerts[over:]
+	}
+	a.mu.Lock()
+	a.held = held{}
+	if len(alerts) > 0 {
+		a.held = held{alerts: slices.Clone(alerts), first: st.First, urgent: st.Urgent}
+	}
+	a.sentAt, a.gaveUpAt = st.SentAt, st.GaveUpAt
+	a.mu.Unlock()
+	for _, batch := range st.Queue {
+		a.Enqueue(batch...)
+	}
+}
+
 // held is what the alerter holds for its next mail.
 type held struct {
 	alerts []Alert
@@ -242,67 +364,81 @@ func (a *Alerter) add(h *held, al Alert, now time.Time) {
 	h.alerts = append(h.alerts, al)
 }
 
-// Run sends until ctx ends. Alerts it holds when it returns (waiting for
-// their mail, or in a send that panicked) are counted as dropped.
+// Run sends until ctx ends. The alerts it holds for the next mail stay
+// in the alerter when it returns (for State, or for Run again after a
+// panic), and it says so in the log; those of a send that panicked are
+// counted as dropped.
 func (a *Alerter) Run(ctx context.Context) {
 	rate := time.Duration(a.cfg.RateLimit)
-	var (
-		pending  held
-		sentAt   time.Time // the last mail
-		gaveUpAt time.Time // the last mail that carried a give-up
-		sending  int       // alerts in the send under way
-	)
+	sending := 0 // alerts in the send under way
 	defer func() {
-		if lost := sending + len(pending.alerts); lost > 0 {
-			a.Dropped.Add(int64(lost))
-			a.log.Error("alerts not mailed", "count", lost)
+		if sending > 0 {
+			a.Dropped.Add(int64(sending))
+			a.log.Error("alerts not mailed", "count", sending)
+		}
+		a.mu.Lock()
+		n := len(a.held.alerts)
+		a.mu.Unlock()
+		if n > 0 {
+			a.log.Warn("alerts not mailed yet when the alerter stopped: held for its next run, or handed over by an upgrade", "count", n)
 		}
 	}()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	// arm sets the timer for the next mail. Called with a.mu held.
 	arm := func() {
 		timer.Stop()
-		if at := pending.due(sentAt, gaveUpAt, rate, a.coalesce); !at.IsZero() {
+		if at := a.held.due(a.sentAt, a.gaveUpAt, rate, a.coalesce); !at.IsZero() {
 			timer.Reset(time.Until(at))
 		}
 	}
+	a.mu.Lock()
+	arm() // what a previous run, or Restore, left
+	a.mu.Unlock()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case batch := <-a.queue:
 			now := time.Now()
+			a.mu.Lock()
 			for _, al := range batch {
 				if a.maxUp > 0 && al.Uptime > a.maxUp && al.Err == nil && !al.GaveUp {
 					a.Filtered.Add(1)
 					a.log.Info("no mail: the process had been up longer than alert_max_uptime", "process", al.Name, "uptime", al.Uptime.Round(time.Second))
 					continue
 				}
-				a.add(&pending, al, now)
+				a.add(&a.held, al, now)
 			}
 			arm()
+			a.mu.Unlock()
 		case <-timer.C:
 			now := time.Now()
-			if at := pending.due(sentAt, gaveUpAt, rate, a.coalesce); at.IsZero() || now.Before(at) {
+			a.mu.Lock()
+			if at := a.held.due(a.sentAt, a.gaveUpAt, rate, a.coalesce); at.IsZero() || now.Before(at) {
 				arm()
+				a.mu.Unlock()
 				continue
 			}
 			// In the order the restarts began (those of one tick by
 			// name), not the order they ended in.
-			mail := pending.alerts
-			if !pending.urgent.IsZero() {
-				gaveUpAt = now
+			mail := a.held.alerts
+			if !a.held.urgent.IsZero() {
+				a.gaveUpAt = now
 			}
+			a.held = held{}
+			a.mu.Unlock()
 			slices.SortStableFunc(mail, func(x, y Alert) int {
 				return cmp.Or(x.At.Compare(y.At), strings.Compare(x.Name, y.Name))
 			})
-			pending = held{}
 			subject, body := compose(mail)
 			sending = len(mail)
 			a.send(ctx, subject, body)
 			sending = 0
-			sentAt = now
+			a.mu.Lock()
+			a.sentAt = now
 			arm()
+			a.mu.Unlock()
 		}
 	}
 }

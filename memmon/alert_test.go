@@ -3,6 +3,7 @@ package memmon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -571,6 +572,120 @@ func TestAlertGiveUpSoonAfterARestartMail(t *testing.T) {
 		synctest.Wait()
 		if mails := box.all(); len(mails) != 3 || !strings.Contains(mails[2], "web:web_02 on web-3.example.com stays over its limit") {
 			t.Fatalf("the second give-up %s after the first one's mail: want it mailed, have %q", GiveUpGap, mails)
+		}
+	})
+}
+
+// handOver returns a's State, through JSON as the daemon's handover does.
+func handOver(t *testing.T, a *Alerter) AlerterState {
+	t.Helper()
+	b, err := json.Marshal(a.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st AlerterState
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// An alerter stopped while alerts wait (two held back by rate_limit, one
+// in the queue) hands them, through JSON, to a new alerter, which mails
+// them to a real SMTP server in one mail when the first would have gone
+// out (the end of the window after the last mail), and nothing more; the
+// counters carry on. The server runs outside the synctest bubble: the
+// clock waits for the conversation.
+func TestAlerterStateRoundTrip(t *testing.T) {
+	srv := smtptest.Start(t)
+	synctest.Test(t, func(t *testing.T) {
+		cfg := smtpConfig(srv.Addr)
+		cfg.RateLimit = 10 * time.Minute
+		start := time.Now()
+		a := NewAlerter(cfg, 0, nil, quiet())
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); a.Run(ctx) }()
+		a.Enqueue(testAlert("web:web_01", time.Minute))
+		time.Sleep(Coalesce)
+		synctest.Wait()
+		if srv.Count() != 1 || a.Sent.Load() != 1 {
+			t.Fatalf("first alert: %d mails, sent %d", srv.Count(), a.Sent.Load())
+		}
+		time.Sleep(time.Minute)
+		a.Enqueue(testAlert("web:web_02", time.Minute))
+		time.Sleep(time.Minute)
+		failed := testAlert("web:web_03", time.Minute)
+		failed.Err = errors.New("stop timed out")
+		a.Enqueue(failed)
+		synctest.Wait()
+		cancel()
+		<-done
+		a.Enqueue(testAlert("web:web_04", time.Minute)) // after Run returned: stays in the queue
+		st := handOver(t, a)
+		if len(st.Held) != 2 || len(st.Queue) != 1 || st.Sent != 1 || !st.SentAt.Equal(start.Add(Coalesce)) || !st.First.Equal(start.Add(Coalesce+time.Minute)) ||
+			st.Held[1].Err == nil || st.Held[1].Err.Error() != "stop timed out" {
+			t.Fatalf("state: %+v", st)
+		}
+
+		b := NewAlerter(cfg, 0, nil, quiet())
+		b.Restore(st)
+		ctx, cancel = context.WithCancel(t.Context())
+		defer cancel()
+		go b.Run(ctx)
+		due := start.Add(Coalesce + 10*time.Minute) // rate_limit after the first mail
+		time.Sleep(time.Until(due) - time.Nanosecond)
+		synctest.Wait()
+		if srv.Count() != 1 {
+			t.Fatalf("%d mails before the window's end", srv.Count())
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if srv.Count() != 2 || b.Sent.Load() != 2 || b.Failed.Load() != 0 {
+			t.Fatalf("at the window's end: %d mails, sent %d, failed %d", srv.Count(), b.Sent.Load(), b.Failed.Load())
+		}
+		m := srv.Wait(t, 2, time.Second)[1]
+		if !strings.HasPrefix(m.Subject, "memmon: 3 restarts of 3 processes on web-3.example.com (web:web_02, web:web_03, web:web_04)") {
+			t.Errorf("subject: %q", m.Subject)
+		}
+		for _, want := range []string{"restart FAILED", "restart:   FAILED: stop timed out"} {
+			if !strings.Contains(m.Body, want) {
+				t.Errorf("body lacks %q:\n%s", want, m.Body)
+			}
+		}
+		if strings.Contains(m.Body, "web:web_01") {
+			t.Errorf("the first alert mailed again:\n%s", m.Body)
+		}
+		time.Sleep(24 * time.Hour)
+		synctest.Wait()
+		if srv.Count() != 2 || b.Sent.Load() != 2 {
+			t.Errorf("a day later: %d mails, sent %d", srv.Count(), b.Sent.Load())
+		}
+	})
+}
+
+// Restore keeps an alerter's bounds: at most maxPending held, the rest
+// (the oldest) dropped and counted.
+func TestAlerterRestoreIsBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		box := &mailbox{}
+		st := AlerterState{Dropped: 3, First: time.Now()}
+		for i := range maxPending + 5 {
+			st.Held = append(st.Held, testAlert(fmt.Sprintf("web:web_%03d", i), time.Minute))
+		}
+		b := NewAlerter(sendmailConfig(), 0, box.sendmail, quiet())
+		b.Restore(st)
+		if b.Dropped.Load() != 8 {
+			t.Errorf("dropped: want 3+5, have %d", b.Dropped.Load())
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go b.Run(ctx)
+		time.Sleep(Coalesce)
+		synctest.Wait()
+		mails := box.all()
+		if len(mails) != 1 || !strings.Contains(mails[0], fmt.Sprintf("%d restarts of %d processes", maxPending, maxPending)) || strings.Contains(mails[0], "web:web_004 ") || !strings.Contains(mails[0], "web:web_005 ") {
+			t.Errorf("want one mail of the %d newest, have %d:\n%s", maxPending, len(mails), strings.Join(mails, "\n----\n"))
 		}
 	})
 }

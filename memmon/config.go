@@ -78,8 +78,8 @@ func (id ID) programKeys() [3]string {
 
 // Rule says which limit applies to a process, and why.
 type Rule struct {
-	Limit procgroup.Size
-	Name  string // "program web_00", "group web", "any"
+	Limit procgroup.Size `json:"limit"`
+	Name  string         `json:"name"` // "program web_00", "group web", "any"
 }
 
 // LimitFor returns the most specific limit for a process: a program key
