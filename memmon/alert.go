@@ -367,7 +367,9 @@ func (a *Alerter) add(h *held, al Alert, now time.Time) {
 // Run sends until ctx ends. The alerts it holds for the next mail stay
 // in the alerter when it returns (for State, or for Run again after a
 // panic), and it says so in the log; those of a send that panicked are
-// counted as dropped.
+// counted as dropped. An alerter replaced without State and Restore (as
+// by a reload that changes [memmon] or [email]) does not mail what it
+// held: the log says how many.
 func (a *Alerter) Run(ctx context.Context) {
 	rate := time.Duration(a.cfg.RateLimit)
 	sending := 0 // alerts in the send under way
@@ -380,7 +382,7 @@ func (a *Alerter) Run(ctx context.Context) {
 		n := len(a.held.alerts)
 		a.mu.Unlock()
 		if n > 0 {
-			a.log.Warn("alerts not mailed yet when the alerter stopped: held for its next run, or handed over by an upgrade", "count", n)
+			a.log.Warn("alerts held for the next mail when the alerter stopped: mailed by its next run after a panic, or by the alerter an upgrade hands them to; otherwise not mailed", "count", n)
 		}
 	}()
 	timer := time.NewTimer(time.Hour)
