@@ -3,6 +3,7 @@ package procgroup
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -44,6 +45,19 @@ func RunCommand(ctx context.Context, rp *reaper.Reaper, command string, input []
 	if err != nil {
 		return nil, err
 	}
+	return runArgv(ctx, rp, command, argv, input, timeout)
+}
+
+// RunArgv is RunCommand with the command given as its arguments, argv[0]
+// a path or a name looked up in $PATH.
+func RunArgv(ctx context.Context, rp *reaper.Reaper, argv []string, input []byte, timeout time.Duration) ([]byte, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("run: no command")
+	}
+	return runArgv(ctx, rp, strings.Join(argv, " "), argv, input, timeout)
+}
+
+func runArgv(ctx context.Context, rp *reaper.Reaper, command string, argv []string, input []byte, timeout time.Duration) ([]byte, error) {
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		return nil, fmt.Errorf("run %q: %w", command, err)

@@ -130,7 +130,7 @@ func TestReadinessProbePanicLeavesTheProcessAlone(t *testing.T) {
 		t.Errorf("records: %+v", r)
 	}
 	out := logs.String()
-	for _, want := range []string{`level=ERROR msg="panic recovered"`, `component="readiness probe"`, "process=t:t", "panic=\"probe bug\"", "procgroup.(*Process).startChild"} {
+	for _, want := range []string{`level=ERROR msg="panic recovered"`, `component="readiness probe"`, "process=t:t", "panic=\"probe bug\"", "procgroup.(*Process).startProbe"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q", want)
 		}

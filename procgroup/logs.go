@@ -46,7 +46,29 @@ type outputs struct {
 	sinks   map[string]io.WriteCloser // stream → *streamSink (tests may plant others)
 	devnull *os.File
 	closed  bool
+	// copiers are the live log copiers: this spawn's, and an earlier
+	// spawn's whose pipe a grandchild still holds open.
+	copiers map[*copier]struct{}
 }
+
+// copier is one goroutine copying one pipe into a stream's sink.
+type copier struct {
+	stream string
+	r      *os.File
+	// inFlight is what the copier has read and the sink not yet taken.
+	inFlight atomic.Int64
+	// handOff says the copier is being stopped for a handover: r stays
+	// open, for the next image.
+	handOff atomic.Bool
+	// finished says the goroutine has ended, kept that it left r open
+	// (a handover stopped it); both guarded by outputs.mu.
+	finished, kept bool
+	done           chan struct{}
+}
+
+// stopping reports whether a read deadline means a handover stops the
+// copier (otherwise it was a handover undone: read on).
+func (c *copier) stopping() bool { return c.handOff.Load() }
 
 // logDrops counts the bytes of one process's output that reached no log,
 // per stream (stderr redirected to stdout counts as stdout).
@@ -60,7 +82,7 @@ func (d *logDrops) of(stream string) *atomic.Int64 {
 }
 
 func newOutputs(spec *ProcSpec, drops *logDrops, log *slog.Logger) *outputs {
-	return &outputs{spec: spec, drops: drops, log: log, sinks: map[string]io.WriteCloser{}}
+	return &outputs{spec: spec, drops: drops, log: log, sinks: map[string]io.WriteCloser{}, copiers: map[*copier]struct{}{}}
 }
 
 // files returns stdin, stdout and stderr for a spawn and a func that closes
@@ -138,6 +160,27 @@ func (o *outputs) stream(name string, ls LogSpec, program int, opened *[]*os.Fil
 		return nil, fmt.Errorf("%s pipe: %w", name, err)
 	}
 	*opened = append(*opened, w)
+	o.startCopier(name, sink, r)
+	return w, nil
+}
+
+// startCopier copies r into sink on a goroutine until every writer has
+// closed r, or a handover stops it.
+func (o *outputs) startCopier(name string, sink io.Writer, r *os.File) {
+	c := &copier{stream: name, r: r, done: make(chan struct{})}
+	o.mu.Lock()
+	o.copiers[c] = struct{}{}
+	o.mu.Unlock()
+	finish := func() {
+		o.mu.Lock()
+		delete(o.copiers, c)
+		c.finished, c.kept = true, c.handOff.Load()
+		o.mu.Unlock()
+		if !c.kept {
+			r.Close()
+		}
+		close(c.done)
+	}
 	// A copier that panics must not leave the child writing into a full
 	// pipe (it would block) or a closed one (SIGPIPE kills most
 	// programs): it keeps reading and discards, counting the bytes, until
@@ -147,14 +190,13 @@ func (o *outputs) stream(name string, ls LogSpec, program int, opened *[]*os.Fil
 	o.guard.With("process", o.spec.FullName(), "stream", name).Go("log copier",
 		"the rest of that spawn's output is discarded (counted in its status) until it respawns",
 		func() {
-			copyOut(sink, r, dropped)
-			r.Close()
+			copyOut(sink, r, dropped, c)
+			finish()
 		},
 		func() {
-			discard(r, dropped)
-			r.Close()
+			discard(r, dropped, c)
+			finish()
 		})
-	return w, nil
 }
 
 // childPipe makes a pipe whose write end stays blocking (the child's
@@ -187,13 +229,16 @@ var largeBufs = sync.Pool{New: func() any { return new([largeBuf]byte) }}
 // copyOut copies a child's output into sink until every writer has closed
 // the pipe (the child and any grandchild that inherited it); what the sink
 // does not take is counted in dropped.
-func copyOut(sink io.Writer, r *os.File, dropped *atomic.Int64) {
+//
+// A read deadline in the past stops it (a handover), with nothing read
+// left unwritten.
+func copyOut(sink io.Writer, r *os.File, dropped *atomic.Int64, c *copier) {
+	inFlight := &c.inFlight
 	small := make([]byte, smallBuf)
 	buf := small
 	var large *[largeBuf]byte
-	inFlight := 0 // bytes handed to a sink that has not returned
 	defer func() {
-		dropped.Add(int64(inFlight)) // lost to a panicking sink
+		dropped.Add(inFlight.Swap(0)) // lost to a panicking sink
 		if large != nil {
 			largeBufs.Put(large)
 		}
@@ -203,13 +248,13 @@ func copyOut(sink io.Writer, r *os.File, dropped *atomic.Int64) {
 		if n > 0 {
 			// A failing sink (disk full) must not stall the child: the
 			// bytes are dropped, counted, and reading goes on.
-			inFlight = n
+			inFlight.Store(int64(n))
 			if w, err := sink.Write(buf[:n]); err != nil {
 				dropped.Add(int64(lostBytes(err, w, n)))
 			}
-			inFlight = 0
+			inFlight.Store(0)
 		}
-		if err != nil {
+		if err != nil && !(errors.Is(err, os.ErrDeadlineExceeded) && !c.stopping()) {
 			return
 		}
 		switch {
@@ -224,12 +269,12 @@ func copyOut(sink io.Writer, r *os.File, dropped *atomic.Int64) {
 }
 
 // discard reads r until every writer has closed it, counting the bytes.
-func discard(r *os.File, dropped *atomic.Int64) {
+func discard(r *os.File, dropped *atomic.Int64, c *copier) {
 	buf := make([]byte, smallBuf)
 	for {
 		n, err := r.Read(buf)
 		dropped.Add(int64(n))
-		if err != nil {
+		if err != nil && !(errors.Is(err, os.ErrDeadlineExceeded) && (c == nil || !c.stopping())) {
 			return
 		}
 	}

@@ -129,6 +129,11 @@ type Process struct {
 	// readiness probe.
 	probeHook func()
 
+	// freezes takes Freeze requests; adopt, set by Adopt before Run, is
+	// a process handed over by the previous image.
+	freezes chan freezeReq
+	adopt   *adoption
+
 	mu      sync.Mutex
 	status  Status
 	changed chan struct{}
@@ -144,6 +149,7 @@ func NewProcess(spec *ProcSpec, rp *reaper.Reaper, log *slog.Logger) *Process {
 		reqs:    make(chan request),
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
+		freezes: make(chan freezeReq),
 		strict:  testing.Testing(),
 	}
 	p.out = newOutputs(spec, &p.logDrops, p.log)
@@ -331,10 +337,16 @@ func (p *Process) Run(ctx context.Context) {
 		}
 		p.out.close()
 	}()
+	if p.adopt != nil {
+		p.adopted(l, p.adopt)
+		p.adopt = nil
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case req := <-p.freezes:
+			p.freeze(l, req)
 		case r := <-p.reqs:
 			r.reply <- p.handle(l, r)
 		case ex := <-l.exitC:
@@ -730,6 +742,19 @@ func (p *Process) startChild(l *loop) {
 		s.Restarts = max(0, s.Spawns-1)
 	})
 	l.ready, l.startWaited = false, false
+	p.startProbe(l)
+	if p.policy.StartWait == 0 {
+		// startsecs = 0 has passed already.
+		l.startWaited = true
+		p.maybeRunning(l, opStartSecs)
+		return
+	}
+	l.arm(timerStartSecs, p.policy.StartWait)
+}
+
+// startProbe starts the readiness check of the current spawn, or, for a
+// program without one, counts it as ready.
+func (p *Process) startProbe(l *loop) {
 	kind, path, _ := ParseReady(p.spec.Program.Ready, p.spec.Port)
 	if kind == ReadyStartSecs {
 		l.ready = true
@@ -755,13 +780,6 @@ func (p *Process) startChild(l *loop) {
 				}
 			})
 	}
-	if p.policy.StartWait == 0 {
-		// startsecs = 0 has passed already.
-		l.startWaited = true
-		p.maybeRunning(l, opStartSecs)
-		return
-	}
-	l.arm(timerStartSecs, p.policy.StartWait)
 }
 
 // maybeRunning moves STARTING to RUNNING, as part of o (startsecs passing

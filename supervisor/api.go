@@ -16,18 +16,22 @@ import (
 // apiHost is the supervisor as the control API (package api) sees it.
 type apiHost struct{ s *Supervisor }
 
-// Version is the daemon's version, set by main.
-var Version = "dev"
-
 func (h apiHost) Info() api.Info {
 	s := h.s
 	s.mu.RLock()
 	cfg, watchdog, alerter, last := s.cfg, s.watchdog, s.alerter, s.lastReload
 	s.mu.RUnlock()
+	b := s.opts.Build
 	info := api.Info{
 		Pid: os.Getpid(), Config: cfg.File, Socket: cfg.Supervisor.Socket,
-		UptimeS: time.Since(s.startedAt).Seconds(), Version: Version, LastReload: last,
+		UptimeS: time.Since(s.startedAt).Seconds(), Version: b.Version, LastReload: last,
+		Revision: b.Revision, GoVersion: b.Go, Binary: s.opts.Binary,
 	}
+	s.up.mu.Lock()
+	info.StartedAt, info.Upgrades, info.UpgradedAt, info.Rescues = s.up.firstStart, s.up.upgrades, s.up.upgradedAt, s.up.rescues
+	info.UpgradedFrom = s.up.from.Version
+	info.UpgradeFailures, info.LastUpgradeError = s.up.failures, s.up.lastErr
+	s.up.mu.Unlock()
 	if watchdog != nil {
 		info.MemmonRestarts = watchdog.Restarts.Load()
 	}
@@ -52,6 +56,14 @@ func (h apiHost) Info() api.Info {
 		info.WatchdogLastFailure = f.At.Format(time.DateTime) + ": " + f.What
 	}
 	return info
+}
+
+func (h apiHost) Upgrade(ctx context.Context, binary string) (api.UpgradeReply, error) {
+	reply, err := h.s.Upgrade(ctx, binary)
+	if err != nil {
+		return reply, api.Invalid(err)
+	}
+	return reply, nil
 }
 
 func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {

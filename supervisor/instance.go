@@ -18,9 +18,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gosup/gosup/procgroup/proctree"
+	"github.com/gosup/gosup/supervisor/handover"
 	"golang.org/x/sys/unix"
 )
 
@@ -88,18 +90,7 @@ func claim(socket string, dirMode os.FileMode, log *slog.Logger) (*instance, err
 	if err := secureSocketDir(dir, dirMode); err != nil {
 		return nil, err
 	}
-	in := &instance{
-		dirMode:   dirMode,
-		abstract:  abstract,
-		id:        fmt.Sprintf("%d-%s", os.Getpid(), rand.Text()[:10]),
-		lockPath:  socket + ".lock",
-		statePath: socket + ".state",
-		log:       log,
-		children:  map[string]childRecord{},
-		dirty:     make(chan struct{}, 1),
-		stop:      make(chan struct{}),
-		stopped:   make(chan struct{}),
-	}
+	in := newInstance(socket, dirMode, fmt.Sprintf("%d-%s", os.Getpid(), rand.Text()[:10]), abstract, log)
 	f, err := openOwn(in.lockPath, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
@@ -128,6 +119,88 @@ func claim(socket string, dirMode os.FileMode, log *slog.Logger) (*instance, err
 	in.lock = f
 	ok = true
 	return in, nil
+}
+
+func newInstance(socket string, dirMode os.FileMode, id string, abstract net.Listener, log *slog.Logger) *instance {
+	return &instance{
+		dirMode:   dirMode,
+		abstract:  abstract,
+		id:        id,
+		lockPath:  socket + ".lock",
+		statePath: socket + ".state",
+		log:       log,
+		children:  map[string]childRecord{},
+		dirty:     make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		stopped:   make(chan struct{}),
+	}
+}
+
+// handover describes the claim for the next image: the descriptors of the
+// lock file and the abstract socket, which it inherits.
+func (in *instance) handover() (handover.Instance, error) {
+	h := handover.Instance{ID: in.id, AbstractFD: -1}
+	fd, err := rawFD(in.lock)
+	if err != nil {
+		return h, fmt.Errorf("lock file: %w", err)
+	}
+	h.LockFD = fd
+	if in.abstract != nil {
+		if h.AbstractFD, err = rawFD(in.abstract.(syscall.Conn)); err != nil {
+			return h, fmt.Errorf("abstract socket: %w", err)
+		}
+	}
+	return h, nil
+}
+
+// adoptInstance takes over the claim an earlier image handed over: its
+// lock (still held: an flock belongs to the open file, which the exec
+// kept) and its abstract socket, and its id, which every child carries.
+func adoptInstance(h handover.Instance, socket string, dirMode os.FileMode, log *slog.Logger) (*instance, error) {
+	lock, err := inheritedFile(h.LockFD, socket+".lock")
+	if err != nil {
+		return nil, fmt.Errorf("lock file: %w", err)
+	}
+	var abstract net.Listener
+	if h.AbstractFD >= 0 {
+		f, err := inheritedFile(h.AbstractFD, "abstract socket")
+		if err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("abstract socket: %w", err)
+		}
+		abstract, err = net.FileListener(f)
+		f.Close()
+		if err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("abstract socket: %w", err)
+		}
+	}
+	in := newInstance(socket, dirMode, h.ID, abstract, log)
+	in.lock = lock
+	return in, nil
+}
+
+// inheritedFile wraps a descriptor inherited across an exec, marking it
+// close-on-exec again.
+func inheritedFile(fd int, name string) (*os.File, error) {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("descriptor %d: %w", fd, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// rawFD is the descriptor number of c, left in its mode (File.Fd would
+// make it blocking).
+func rawFD(c syscall.Conn) (int, error) {
+	sc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := sc.Control(func(u uintptr) { fd = int(u) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
 }
 
 // pidText names a peer daemon by pid; SO_PEERCRED says pid 0 for a

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,8 +11,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,16 +22,11 @@ import (
 // listen creates the control socket. The caller holds the instance lock, so
 // a socket file already there is a stale one from a dead daemon.
 func listen(path string, mode uint32, group string, log *slog.Logger) (*credListener, error) {
-	pol := &peerPolicy{uid: uint32(os.Getuid()), gid: -1}
-	gid := -1
-	if group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			return nil, fmt.Errorf("socket_group %q: %w", group, err)
-		}
-		gid, _ = strconv.Atoi(g.Gid)
-		pol.gid = gid
+	pol, err := newPeerPolicy(group)
+	if err != nil {
+		return nil, err
 	}
+	gid := pol.gid
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
 	}
@@ -66,6 +64,45 @@ func listen(path string, mode uint32, group string, log *slog.Logger) (*credList
 		return nil, fmt.Errorf("stat %s: %w", path, err)
 	}
 	return &credListener{Listener: ln, pol: pol, log: log, dev: st.Dev, ino: st.Ino}, nil
+}
+
+// newPeerPolicy allows root, the daemon's user and group's members.
+func newPeerPolicy(group string) (*peerPolicy, error) {
+	pol := &peerPolicy{uid: uint32(os.Getuid()), gid: -1}
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			return nil, fmt.Errorf("socket_group %q: %w", group, err)
+		}
+		pol.gid, _ = strconv.Atoi(g.Gid)
+	}
+	return pol, nil
+}
+
+// adoptListener serves the control socket an earlier image listened on,
+// inherited as descriptor fd across an exec; dev and ino identify its
+// socket file.
+func adoptListener(fd int, dev, ino uint64, group string, log *slog.Logger) (*credListener, error) {
+	pol, err := newPeerPolicy(group)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "control socket")
+	if f == nil {
+		return nil, fmt.Errorf("control socket descriptor %d: not open", fd)
+	}
+	ln, err := net.FileListener(f) // a duplicate, close-on-exec
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("control socket descriptor %d: %w", fd, err)
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("control socket descriptor %d: not a unix socket", fd)
+	}
+	ul.SetUnlinkOnClose(true)
+	return &credListener{Listener: ul, pol: pol, log: log, dev: dev, ino: ino}, nil
 }
 
 // gone reports whether the socket file this listener created is no
@@ -116,12 +153,64 @@ type credListener struct {
 	log      *slog.Logger
 	dev, ino uint64      // of the socket file
 	retired  atomic.Bool // replaced: its Serve ending is no failure
+
+	// gate, while set, holds Accept: new connections wait in the
+	// kernel's backlog (during an upgrade, for the next image).
+	gateMu sync.Mutex
+	gate   *acceptGate
+}
+
+// acceptGate is one pause of Accept.
+type acceptGate struct {
+	parked, resume chan struct{}
+	parkOnce       sync.Once
+}
+
+// pause stops accepting connections, without closing the socket: they
+// wait in the backlog. It returns once Accept is held, and the func that
+// lets it go on.
+func (l *credListener) pause(ctx context.Context) (resume func(), err error) {
+	ul, ok := l.Listener.(*net.UnixListener)
+	if !ok {
+		return nil, errors.New("pause: not a unix socket")
+	}
+	g := &acceptGate{parked: make(chan struct{}), resume: make(chan struct{})}
+	l.gateMu.Lock()
+	l.gate = g
+	l.gateMu.Unlock()
+	resume = sync.OnceFunc(func() {
+		l.gateMu.Lock()
+		l.gate = nil
+		l.gateMu.Unlock()
+		_ = ul.SetDeadline(time.Time{})
+		close(g.resume)
+	})
+	// A deadline in the past wakes an Accept blocked in the poller.
+	if err := ul.SetDeadline(time.Unix(1, 0)); err != nil {
+		resume()
+		return nil, fmt.Errorf("pause the control socket: %w", err)
+	}
+	select {
+	case <-g.parked:
+		return resume, nil
+	case <-ctx.Done():
+		resume()
+		return nil, fmt.Errorf("pause the control socket: %w", ctx.Err())
+	}
 }
 
 func (l *credListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
+			l.gateMu.Lock()
+			g := l.gate
+			l.gateMu.Unlock()
+			if g != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				g.parkOnce.Do(func() { close(g.parked) })
+				<-g.resume
+				continue
+			}
 			return nil, err
 		}
 		cred, err := peerCred(c)

@@ -3,12 +3,15 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/gosup/gosup/supervisor/config"
+	"github.com/gosup/gosup/supervisor/handover"
 )
 
 // socketCheckEvery is how often the daemon checks that its socket
@@ -124,4 +127,65 @@ func (w *socketWatch) check() {
 	}
 	w.fault = ""
 	w.s.log.Warn("the socket directory, lock file or socket was removed or replaced from under the running daemon; recreated them", "socket", path, "lock_file", lockLost, "socket_file", socketGone)
+}
+
+// controlSocket is the control socket's server and the watch that keeps
+// it reachable; an upgrade stops the watch and pauses the listener.
+type controlSocket struct {
+	s     *Supervisor
+	srv   *http.Server
+	watch *socketWatch
+
+	mu   sync.Mutex
+	stop func() // ends the running watch and waits for it; nil when none runs
+}
+
+// startWatch runs the watch (if it is not running).
+func (c *controlSocket) startWatch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stop != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.s.guard.Run(ctx, "socket watch", c.watch.run)
+	}()
+	c.stop = func() {
+		cancel()
+		<-done
+	}
+}
+
+// stopWatch ends the watch and returns what starts it again.
+func (c *controlSocket) stopWatch() (restart func()) {
+	c.mu.Lock()
+	stop := c.stop
+	c.stop = nil
+	c.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	return c.startWatch
+}
+
+// pause stops accepting connections (see credListener.pause); call it
+// with the watch stopped, which could replace the listener.
+func (c *controlSocket) pause(ctx context.Context) (func(), error) {
+	return c.watch.cur.pause(ctx)
+}
+
+// handover describes the listener for the next image.
+func (c *controlSocket) handover() (handover.Socket, error) {
+	ul, ok := c.watch.cur.Listener.(*net.UnixListener)
+	if !ok {
+		return handover.Socket{}, errors.New("control socket: not a unix socket")
+	}
+	fd, err := rawFD(ul)
+	if err != nil {
+		return handover.Socket{}, fmt.Errorf("control socket: %w", err)
+	}
+	return handover.Socket{FD: fd, Path: c.watch.st.Socket, Dev: c.watch.cur.dev, Ino: c.watch.cur.ino}, nil
 }

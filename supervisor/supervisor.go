@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"slices"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
+	"github.com/gosup/gosup/supervisor/handover"
 	"github.com/gosup/gosup/supervisor/nginx"
 	"golang.org/x/sys/unix"
 )
@@ -41,6 +41,19 @@ type Options struct {
 	// daemon's first load did with --insecure-config: as root, also files
 	// others than root can change (config.LoadOptions.InsecureFiles).
 	InsecureConfig bool
+	// Binary is the absolute path of the file the daemon was started
+	// from (not /proc/self/exe, which names the old file once a package
+	// upgrade has replaced it): what an upgrade executes by default. Args
+	// are the daemon's arguments after the program name, given again to
+	// the new image.
+	Binary string
+	Args   []string
+	// Build is this binary's version.
+	Build handover.Build
+	// Handover, when set, is what the previous image handed over: the
+	// daemon adopts its processes, descriptors and state instead of
+	// claiming the socket and starting programs.
+	Handover *handover.Doc
 }
 
 // Supervisor is a running daemon. Create it with New and call Run once.
@@ -121,6 +134,19 @@ type Supervisor struct {
 
 	shutdownOnce sync.Once
 	shutdownReq  chan struct{}
+
+	// sock is the control socket (set by Run).
+	sock *controlSocket
+	// requests counts the control requests in flight; upgrading is held
+	// by the upgrade under way; up is what info says of upgrades.
+	requests  requestCount
+	upgrading chan struct{}
+	up        upgradeState
+	// adoptions are the processes the previous image handed over, by
+	// group:process (nil without a handover).
+	adoptions map[string]*adoption
+	// adoptedNames are the processes adopted (not autostarted).
+	adoptedNames map[string]bool
 }
 
 // New prepares a daemon for cfg; nothing runs until Run.
@@ -132,7 +158,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 	opsCtx, opsCancel := context.WithCancel(context.Background())
 	return &Supervisor{
 		opsCtx: opsCtx, opsCancel: opsCancel, guard: guard.New(log),
-		cfg: cfg, log: log, rp: opts.Reaper, spawns: procgroup.NewSpawns(), opts: opts, shutdownReq: make(chan struct{}),
+		cfg: cfg, log: log, rp: opts.Reaper, spawns: procgroup.NewSpawns(), opts: opts, shutdownReq: make(chan struct{}), upgrading: make(chan struct{}, 1),
 		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[procgroup.ProgramName]bool{},
 		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		down: map[string]bool{}, stopMemmon: func() {}, pending: map[*procgroup.Process]*procgroup.ProcSpec{},
@@ -150,7 +176,38 @@ func (s *Supervisor) config() *config.Config {
 // priority and serves the control API until ctx ends or a client asks for
 // shutdown; then it stops every process in descending priority and returns.
 // It returns ErrAlreadyRunning, touching nothing, if another daemon owns the socket.
+//
+// Unless Options.Reaper is set, the calling goroutine becomes the daemon's
+// spawning thread (see package reaper) until Run returns: gosup calls Run on
+// its main goroutine, locked to the main thread, so that an upgrade can
+// re-execute the daemon without losing a child.
 func (s *Supervisor) Run(ctx context.Context) error {
+	if s.rp != nil {
+		return s.run(ctx)
+	}
+	rp, err := reaper.New()
+	if err != nil {
+		return err
+	}
+	rp.Orphan = func(ex reaper.Exit) {
+		s.log.Debug("reaped orphan", "pid", ex.Pid, "status", ex.String())
+	}
+	s.rp = rp
+	if h := s.opts.Handover; h != nil {
+		// Before the first reap: an exit during the handover is a zombie
+		// waiting for its process.
+		s.adoptions, s.adoptedNames = s.takeHandover(h, rp), map[string]bool{}
+	}
+	rctx, stopReaper := context.WithCancel(context.Background())
+	go func() {
+		defer stopReaper() // every process is gone
+		err = s.run(ctx)
+	}()
+	rp.Run(rctx)
+	return err
+}
+
+func (s *Supervisor) run(ctx context.Context) error {
 	cfg := s.cfg
 	st := cfg.Supervisor
 	// The daemon's parts, started in this order and stopped in the
@@ -161,7 +218,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if st.SocketGroup != "" {
 			dirMode = 0o750
 		}
-		inst, err := claim(st.Socket, dirMode, s.log)
+		var inst *instance
+		var err error
+		if h := s.opts.Handover; h != nil {
+			inst, err = adoptInstance(h.Instance, st.Socket, dirMode, s.log)
+		} else {
+			inst, err = claim(st.Socket, dirMode, s.log)
+		}
 		if err != nil {
 			return err
 		}
@@ -173,33 +236,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if err := closeOnExecInherited(); err != nil {
 			s.log.Warn("could not mark inherited file descriptors close-on-exec; children may inherit them", "err", err)
 		}
-		if n := inst.killLeftovers(5 * time.Second); n > 0 {
-			s.log.Warn("killed processes left by a previous daemon", "count", n)
+		if s.opts.Handover == nil {
+			if n := inst.killLeftovers(5 * time.Second); n > 0 {
+				s.log.Warn("killed processes left by a previous daemon", "count", n)
+			}
 		}
 		inst.start()
 		return nil
 	}, func() { s.inst.release() })
-	var stopReaper context.CancelFunc
-	g.add("reaper", func() error {
-		if s.rp != nil {
-			return nil
-		}
-		rp, err := reaper.New()
-		if err != nil {
-			return err
-		}
-		rctx, cancel := context.WithCancel(context.Background())
-		go rp.Run(rctx)
-		rp.Orphan = func(ex reaper.Exit) {
-			s.log.Debug("reaped orphan", "pid", ex.Pid, "status", ex.String())
-		}
-		s.rp, stopReaper = rp, cancel
-		return nil
-	}, func() {
-		if stopReaper != nil {
-			stopReaper() // every process is gone
-		}
-	})
 	g.add("sd_notify connection", func() error {
 		notify, err := newNotifier(s.opts.NotifySocket)
 		if err != nil {
@@ -225,6 +269,17 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.pools = append(s.pools, pool)
 		}
 		s.startedAt = time.Now()
+		s.up.firstStart = s.startedAt
+		if h := s.opts.Handover; h != nil {
+			s.dropUnadopted()
+			s.startedAt, s.up.firstStart = h.StartedAt, h.StartedAt
+			s.up.upgrades, s.up.rescues, s.up.upgradedAt, s.up.from = h.Upgrades, h.Rescues, h.UpgradedAt, h.From
+			s.lastReload = h.Reload
+			s.watchdogMissed.Store(h.WatchdogMissed)
+			for _, name := range h.Down {
+				s.down[name] = true
+			}
+		}
 		endProcesses = sync.OnceFunc(func() {
 			pcancel() // anything still alive now is killed with its group
 			for _, pool := range s.snapshotPools() {
@@ -252,7 +307,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}, func() { endProcesses() }) // done by "processes", unless a later start failed
 	g.add("nginx manager", func() error {
 		if cfg.Nginx != nil {
-			s.nginx = s.newNginx(nginxSettings(cfg.Nginx))
+			var st *nginx.State
+			if h := s.opts.Handover; h != nil {
+				st = h.Nginx
+			}
+			s.nginx = s.newNginxFrom(nginxSettings(cfg.Nginx), st)
 			s.submitNginx()
 		}
 		return nil
@@ -261,11 +320,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			m.Stop()
 		}
 	})
-	var srv *http.Server
-	var watch *socketWatch
-	stopWatch, watchDone := func() {}, make(chan struct{})
 	g.add("control socket", func() error {
-		ln, err := listen(st.Socket, uint32(st.SocketPerm()), st.SocketGroup, s.log)
+		var ln *credListener
+		var err error
+		if h := s.opts.Handover; h != nil {
+			ln, err = adoptListener(h.Socket.FD, h.Socket.Dev, h.Socket.Ino, st.SocketGroup, s.log)
+		} else {
+			ln, err = listen(st.Socket, uint32(st.SocketPerm()), st.SocketGroup, s.log)
+		}
 		if err != nil {
 			return err
 		}
@@ -273,31 +335,28 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if s.hooks.socketTimeouts != nil {
 			timeouts = *s.hooks.socketTimeouts
 		}
-		srv = api.NewServer(s.recovering(api.NewHandler(apiHost{s})), timeouts, slog.NewLogLogger(s.log.Handler(), slog.LevelWarn))
-		w := &socketWatch{s: s, st: st, srv: srv, cur: ln}
-		watch = w
-		w.serve(ln)
-		wctx, cancel := context.WithCancel(context.Background())
-		stopWatch = cancel
-		go func() {
-			defer close(watchDone)
-			s.guard.Run(wctx, "socket watch", w.run)
-		}()
-		s.log.Info("gosup started", "config", cfg.File, "socket", st.Socket, "programs", len(cfg.Programs), "pid", os.Getpid())
+		srv := api.NewServer(s.counting(s.recovering(api.NewHandler(apiHost{s}))), timeouts, slog.NewLogLogger(s.log.Handler(), slog.LevelWarn))
+		s.sock = &controlSocket{s: s, srv: srv, watch: &socketWatch{s: s, st: st, srv: srv, cur: ln}}
+		s.sock.watch.serve(ln)
+		s.sock.startWatch()
+		if h := s.opts.Handover; h != nil {
+			s.log.Info("gosup upgraded in place", "from", h.From.Version, "to", s.opts.Build.Version, "binary", s.opts.Binary, "config", cfg.File, "socket", st.Socket, "processes", len(h.Processes), "pid", os.Getpid())
+		} else {
+			s.log.Info("gosup started", "config", cfg.File, "socket", st.Socket, "programs", len(cfg.Programs), "pid", os.Getpid())
+		}
 		return nil
 	}, func() {
-		stopWatch()
-		<-watchDone
-		watch.close()
+		s.sock.stopWatch()
+		s.sock.watch.close()
 		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = srv.Shutdown(hctx)
+		_ = s.sock.srv.Shutdown(hctx)
 		cancel()
 	})
 	g.add("processes", func() error {
 		// Spawn in ascending priority; within a level in parallel. Nothing
 		// waits for RUNNING here, as supervisord does not.
 		if procs, l, err := s.claim(context.Background(), []string{"all"}); err == nil {
-			s.autostart(procs)
+			s.autostart(slices.DeleteFunc(procs, s.adopted))
 			l.release()
 		}
 		return nil
@@ -324,7 +383,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		_ = s.notify.send("STOPPING=1", "STATUS=stopping "+s.look().summary)
 	})
 	g.add("memmon", func() error {
-		s.startMemmon(cfg, nil)
+		if h := s.opts.Handover; h != nil {
+			s.startMemmonFrom(cfg, nil, h.Memmon, h.Alerter)
+		} else {
+			s.startMemmon(cfg, nil)
+		}
 		return nil
 	}, func() {
 		s.mu.RLock()
@@ -424,6 +487,7 @@ func (s *Supervisor) newPool(program procgroup.ProgramName) *procgroup.Pool {
 		proc.Spawns = s.spawns
 		proc.Guard = s.guard
 		proc.OnState = func(*procgroup.Process, procgroup.State) { s.kickNotify() }
+		s.adopt(proc)
 	}
 	return pool
 }
@@ -458,6 +522,12 @@ func (s *Supervisor) autostart(procs []*procgroup.Process) {
 // keeps what stops them (and waits for their restarts in flight, and for
 // prev, the previous watchdog's stop, if not nil).
 func (s *Supervisor) startMemmon(cfg *config.Config, prev <-chan struct{}) {
+	s.startMemmonFrom(cfg, prev, nil, nil)
+}
+
+// startMemmonFrom is startMemmon with the watchdog and the alerter taking
+// up ws and as (when not nil): what an upgrade handed over.
+func (s *Supervisor) startMemmonFrom(cfg *config.Config, prev <-chan struct{}, ws *memmon.WatchdogState, as *memmon.AlerterState) {
 	waitPrev := func() {
 		if prev != nil {
 			<-prev
@@ -474,10 +544,16 @@ func (s *Supervisor) startMemmon(cfg *config.Config, prev <-chan struct{}) {
 	var alerter *memmon.Alerter
 	if cfg.Email != nil {
 		alerter = memmon.NewAlerter(*cfg.Email, cfg.Memmon.AlertMaxUptime, s.sendmail, s.log.With("component", "alerts"))
+		if as != nil {
+			alerter.Restore(*as)
+		}
 		wg.Go(func() { s.guard.Run(ctx, "alerter", alerter.Run) })
 	}
 	watchdog := memmon.New(*cfg.Memmon, memmonHost{s}, alerter, "/proc", s.log)
 	watchdog.Guard = s.guard
+	if ws != nil {
+		watchdog.Restore(*ws)
+	}
 	wg.Go(func() { s.guard.Run(ctx, "memmon", watchdog.Run) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -514,8 +590,17 @@ func nginxSettings(n *config.Nginx) nginx.Settings {
 
 // newNginx starts a manager for settings, run by the guard.
 func (s *Supervisor) newNginx(settings nginx.Settings) *nginx.Manager {
+	return s.newNginxFrom(settings, nil)
+}
+
+// newNginxFrom is newNginx with the manager taking up st (when not nil):
+// what an upgrade handed over.
+func (s *Supervisor) newNginxFrom(settings nginx.Settings, st *nginx.State) *nginx.Manager {
 	m := nginx.New(settings, s.rp, s.log)
 	m.Guard = s.guard
+	if st != nil {
+		m.Restore(*st)
+	}
 	m.Start()
 	return m
 }

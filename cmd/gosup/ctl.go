@@ -39,6 +39,7 @@ func newCtlCmd(g *globalFlags) *cobra.Command {
 		newShutdownCmd(g),
 		newNginxCmd(g),
 		newInfoCmd(g),
+		newUpgradeCmd(g),
 	)
 	return ctl
 }
@@ -439,8 +440,20 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 			if asJSON {
 				return printJSON(out, info)
 			}
-			fmt.Fprintf(out, "pid:             %d\nversion:         %s\nconfig:          %s\nsocket:          %s\nuptime:          %s\n",
-				info.Pid, info.Version, info.Config, info.Socket, api.FormatUptime(time.Duration(info.UptimeS*float64(time.Second))))
+			fmt.Fprintf(out, "pid:             %d\nversion:         %s\nbinary:          %s\nconfig:          %s\nsocket:          %s\nstarted:         %s (uptime %s)\n",
+				info.Pid, describeBuild(api.Build{Version: info.Version, Revision: info.Revision}), info.Binary, info.Config, info.Socket,
+				info.StartedAt.Format(time.DateTime), api.FormatUptime(time.Duration(info.UptimeS*float64(time.Second))))
+			upgrades := "none"
+			if info.Upgrades > 0 {
+				upgrades = fmt.Sprintf("%d, last at %s from %s", info.Upgrades, info.UpgradedAt.Format(time.DateTime), info.UpgradedFrom)
+			}
+			if info.Rescues > 0 {
+				upgrades += fmt.Sprintf("; %d of them after a panic in the daemon's core (see its log)", info.Rescues)
+			}
+			if info.UpgradeFailures > 0 {
+				upgrades += fmt.Sprintf("; %d failed, last: %s", info.UpgradeFailures, info.LastUpgradeError)
+			}
+			fmt.Fprintf(out, "upgrades:        %s\n", upgrades)
 			fmt.Fprintf(out, "memmon restarts: %d\nalerts sent:     %d\nalert failures:  %d\nalerts dropped:  %d\n",
 				info.MemmonRestarts, info.AlertsSent, info.AlertFailures, info.AlertsDropped)
 			missed := strconv.FormatInt(info.WatchdogMissed, 10)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/spf13/cobra"
 )
@@ -36,6 +37,14 @@ func usage(err error) error  { return &exitError{code: exitUsage, err: err} }
 func silent(code int) error { return &exitError{code: code, err: errSilent} }
 
 var errSilent = errors.New("")
+
+func init() {
+	// The daemon's main goroutine is its spawning thread (see package
+	// reaper): locked to the main thread from the start, so that every
+	// child is the main thread's, which survives the execve of an
+	// in-place upgrade, and the new image spawns from it again.
+	runtime.LockOSThread()
+}
 
 func main() {
 	os.Exit(run(os.Args[1:]))
@@ -75,7 +84,7 @@ func newRootCmd() *cobra.Command {
 		Use:           "gosup",
 		Short:         "Process supervisor and fan-out launcher",
 		Long:          "gosup runs N children per program on sequential ports with supervisord's semantics,\nkeeps them alive, and is driven by `gosup ctl`.",
-		Version:       version,
+		Version:       buildInfo().Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -83,11 +92,9 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.socket, "socket", "", "control socket of the daemon (default: from the config, or $GOSUP_SOCKET)")
 	root.PersistentFlags().BoolVar(&g.insecure, "insecure-config", false, "as root, read configuration files that others than root can change (refused otherwise); the daemon remembers it for its reloads")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usage(err) })
-	root.AddCommand(newStartCmd(g), newCtlCmd(g), newStatusCmd(g), newCheckCmd(g), newRenderCmd(g), newSystemdUnitCmd(g), newImportCmd(), newDemoAppCmd(), newDemoWorkerCmd())
+	root.AddCommand(newStartCmd(g), newCtlCmd(g), newStatusCmd(g), newCheckCmd(g), newRenderCmd(g), newSystemdUnitCmd(g), newImportCmd(), newDemoAppCmd(), newDemoWorkerCmd(), newUpgradeCheckCmd())
 	return root
 }
-
-var version = "dev"
 
 // printJSON is every command's --json output: indented, one value.
 func printJSON(w io.Writer, v any) error {

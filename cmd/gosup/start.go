@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/supervisor"
+	"github.com/gosup/gosup/supervisor/config"
 	"github.com/spf13/cobra"
 )
 
@@ -20,8 +22,20 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 		Short: "Run the supervisor in the foreground (what a systemd unit's ExecStart calls)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.loadConfig()
+			// After an in-place upgrade: the previous image's handover,
+			// and the configuration it ran, from the bytes it read.
+			doc, err := readHandover()
 			if err != nil {
+				return failed(fmt.Errorf("in-place upgrade: %w", err))
+			}
+			var cfg *config.Config
+			if doc != nil {
+				cfg, err = loadHandedConfig(doc)
+				if err != nil {
+					return failed(fmt.Errorf("in-place upgrade: the running configuration does not load: %w", err))
+				}
+				g.insecure = doc.Config.Insecure
+			} else if cfg, err = g.loadConfig(); err != nil {
 				return err
 			}
 			log := newLogger(cfg.Supervisor.LogLevel)
@@ -30,8 +44,9 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 			signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			opts := supervisor.Options{Logger: log, NotifySocket: os.Getenv("NOTIFY_SOCKET"), InsecureConfig: g.insecure}
-			if g.insecure && os.Geteuid() == 0 {
+			opts := supervisor.Options{Logger: log, NotifySocket: os.Getenv("NOTIFY_SOCKET"), InsecureConfig: g.insecure,
+				Binary: startedBinary(), Args: os.Args[1:], Build: buildInfo(), Handover: doc}
+			if g.insecure && os.Geteuid() == 0 && doc == nil {
 				log.Warn("--insecure-config: configuration files are read whoever can change them, now and at every reload", "config", cfg.File)
 			}
 			// WATCHDOG_USEC applies to us only if WATCHDOG_PID is unset or ours.
@@ -50,6 +65,11 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 			usr1 := make(chan os.Signal, 1)
 			signal.Notify(usr1, syscall.SIGUSR1)
 			defer signal.Stop(usr1)
+			// SIGUSR2 upgrades in place, as for nginx (from the binary the
+			// daemon was started as).
+			usr2 := make(chan os.Signal, 1)
+			signal.Notify(usr2, syscall.SIGUSR2)
+			defer signal.Stop(usr2)
 			d := supervisor.New(cfg, opts)
 			// SIGHUP reloads, as for supervisord and nginx; a storm of them
 			// coalesces into one reload running and one pending.
@@ -60,6 +80,12 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 				for range hup {
 					log.Info("SIGHUP received: reloading the configuration")
 					d.RequestReload()
+				}
+			}()
+			go func() {
+				for range usr2 {
+					log.Info("SIGUSR2 received: upgrading in place", "binary", opts.Binary)
+					d.RequestUpgrade()
 				}
 			}()
 			go func() {

@@ -1,4 +1,5 @@
-// Package reaper is the single waiter for every child of the gosup daemon.
+// Package reaper is the single waiter for every child of the gosup daemon,
+// and owns the one thread that spawns them.
 //
 // Exactly one goroutine calls wait4 in the process: it runs on SIGCHLD, reaps
 // every exited child (including orphaned grandchildren re-parented to a child
@@ -7,10 +8,33 @@
 // can look the pid up, so an instant exit is never missed. Nothing else in a
 // process that uses a Reaper may call wait4, waitpid or exec.Cmd.Wait.
 //
-// Start runs every spawn on goroutines locked to their OS threads for the
-// Reaper's lifetime, so a parent-death signal set in SysProcAttr.Pdeathsig
-// fires when the daemon dies and not when some Go thread happens to exit
-// (golang/go#27505).
+// # One spawning thread, which is also the one that execs
+//
+// Children are spawned with a parent-death signal (SysProcAttr.Pdeathsig =
+// SIGKILL), so that they die with the daemon instead of running on
+// unsupervised. Linux sends that signal when the *thread* that forked the
+// child exits, not the process (golang/go#27505); and execve ends every
+// thread of the process except the caller, so a child forked by any other
+// thread gets SIGKILL when the daemon re-executes itself. An in-place
+// upgrade must keep every child, so:
+//
+//   - Every spawn runs on one goroutine locked to one OS thread for the
+//     Reaper's life: the goroutine that calls Run. The daemon calls Run on
+//     its main goroutine, which gosup's main package locks to the main
+//     thread in an init function, so the spawning thread is the thread
+//     group leader (tid == pid).
+//   - Exec runs execve on that same thread. The caller of execve survives
+//     it (it becomes the leader, keeping the pid), so no child's
+//     parent-death signal fires; the threads that die had forked nothing.
+//   - After execve the new image starts on that thread as its main thread,
+//     locks it again, and spawns from it: the children of every image have
+//     the same parent thread, across any number of upgrades.
+//   - The daemon dying (a crash, SIGKILL, a runtime fatal error) ends the
+//     thread, and the signal fires for every child, as before.
+//
+// Spawns are serialized on the one thread; a fork with CLONE_VFORK blocks
+// its caller only until the child execs, as a loop of vfork and exec in C
+// does.
 package reaper
 
 import (
@@ -21,6 +45,7 @@ import (
 	"os/signal"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,12 +82,21 @@ type spawnReq struct {
 	fn    func() (*os.Process, error)
 	umask int // -1: inherit
 	reply chan spawnRes
+	// exec, when set, makes the request an Exec instead of a spawn.
+	exec *execReq
 }
 
 type spawnRes struct {
 	proc *os.Process
 	exit <-chan Exit
 	err  error
+}
+
+type execReq struct {
+	path       string
+	argv, env  []string
+	keep       []int
+	beforeExec func()
 }
 
 // Reaper owns wait4 for the whole process. Create it with New, run it with Run.
@@ -74,17 +108,22 @@ type Reaper struct {
 	inflight sync.RWMutex
 	mu       sync.Mutex // guards subs
 	subs     map[int]chan Exit
-	// umask is process-wide: a spawn that sets it holds this exclusively,
-	// every other spawn holds it shared.
-	umask    sync.RWMutex
-	spawners int
 	spawns   chan spawnReq
 	sigc     chan os.Signal
 	pings    chan struct{} // received by the reaping loop between reaps
+	holds    chan hold     // received by the reaping loop between reaps
 	done     chan struct{}
+	// thread is the spawning thread's id, once Run has locked it.
+	thread atomic.Int64
 	// Orphan, when set, is called (from the reaper goroutine) for exits
 	// nobody subscribed to: re-parented grandchildren.
 	Orphan func(Exit)
+}
+
+// hold parks the reaping loop: it says so on parked and waits for release.
+type hold struct {
+	parked  chan struct{}
+	release chan struct{}
 }
 
 // New makes the process a child subreaper and starts listening for SIGCHLD.
@@ -98,24 +137,38 @@ func New() (*Reaper, error) {
 		spawns: make(chan spawnReq),
 		sigc:   make(chan os.Signal, 1),
 		pings:  make(chan struct{}),
+		holds:  make(chan hold),
 		done:   make(chan struct{}),
-		// Spawning is mostly kernel work (clone, exec): one thread per
-		// CPU keeps every CPU busy.
-		spawners: max(2, runtime.GOMAXPROCS(0)),
 	}
 	signal.Notify(r.sigc, syscall.SIGCHLD)
 	return r, nil
 }
 
-// Run reaps until ctx is cancelled, then stops accepting spawns. Cancelling
-// ctx ends the spawning threads, which fires the parent-death signal of any
-// child still alive: cancel only after every child has been stopped.
+// Run reaps, on a goroutine of its own, and runs every spawn and Exec on
+// the calling goroutine, which it locks to its OS thread for good: that
+// thread is the parent of every child (see the package comment). It
+// returns when ctx is cancelled, after the last reap. If the calling
+// goroutine then ends, its thread ends with it and the parent-death
+// signal fires for any child still alive: cancel only after every child
+// has been stopped.
 func (r *Reaper) Run(ctx context.Context) {
-	defer close(r.done)
+	// Never unlocked: the thread dies with the goroutine (for the daemon,
+	// the main goroutine: with the process), and with it the parent-death
+	// signal fires for every child spawned here.
+	runtime.LockOSThread()
+	r.thread.Store(int64(unix.Gettid()))
+	reaped := make(chan struct{})
+	go func() {
+		defer close(reaped)
+		r.reapLoop(ctx)
+	}()
+	r.serve(ctx)
+	<-reaped
+	close(r.done)
+}
+
+func (r *Reaper) reapLoop(ctx context.Context) {
 	defer signal.Stop(r.sigc)
-	for range r.spawners {
-		go r.spawner(ctx)
-	}
 	r.reapAll()
 	for {
 		select {
@@ -125,6 +178,14 @@ func (r *Reaper) Run(ctx context.Context) {
 		case <-r.sigc:
 			r.reapAll()
 		case <-r.pings:
+		case h := <-r.holds:
+			close(h.parked)
+			select {
+			case <-h.release:
+			case <-ctx.Done():
+				return
+			}
+			r.reapAll()
 		}
 	}
 }
@@ -144,6 +205,49 @@ func (r *Reaper) Ping(ctx context.Context) error {
 	}
 }
 
+// Hold stops reaping until release is called: a child that exits
+// meanwhile stays a zombie, its exit kept by the kernel (for the next
+// image, after an Exec). It returns once the reaping loop is parked, or
+// ctx's error. Spawns go on while reaping is held.
+func (r *Reaper) Hold(ctx context.Context) (release func(), err error) {
+	h := hold{parked: make(chan struct{}), release: make(chan struct{})}
+	select {
+	case r.holds <- h:
+	case <-r.done:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, fmt.Errorf("reaper did not answer: %w", ctx.Err())
+	}
+	<-h.parked
+	return sync.OnceFunc(func() { close(h.release) }), nil
+}
+
+// Adopt subscribes to the exit of pid, a child of this process that an
+// earlier image of it spawned (before an Exec): the returned channel
+// receives exactly one Exit, also if the child has exited already (a
+// zombie). It fails if pid is not an unreaped child of this process.
+// Call it before Run reaps, or while reaping is held: an exit reaped
+// before the subscription goes to Orphan.
+func (r *Reaper) Adopt(pid int) (<-chan Exit, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("adopt pid %d: not a pid", pid)
+	}
+	// WNOWAIT: look, leave the zombie for the reaping loop. ECHILD says
+	// the kernel knows no such child of ours.
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err != nil {
+		return nil, fmt.Errorf("adopt pid %d: not a child of this process: %w", pid, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.subs[pid]; ok {
+		return nil, fmt.Errorf("adopt pid %d: already subscribed", pid)
+	}
+	ch := make(chan Exit, 1)
+	r.subs[pid] = ch
+	return ch, nil
+}
+
 // Start runs fn on the spawning thread and subscribes to the exit of the
 // process it returns. The returned channel receives exactly one Exit.
 func (r *Reaper) Start(fn func() (*os.Process, error)) (*os.Process, <-chan Exit, error) {
@@ -151,7 +255,7 @@ func (r *Reaper) Start(fn func() (*os.Process, error)) (*os.Process, <-chan Exit
 }
 
 // StartUmask is Start with the process umask set to mask (when mask >= 0)
-// while fn runs, so the child inherits it. No other spawn runs meanwhile.
+// while fn runs, so the child inherits it. Spawns run one at a time.
 func (r *Reaper) StartUmask(mask int, fn func() (*os.Process, error)) (*os.Process, <-chan Exit, error) {
 	req := spawnReq{fn: fn, umask: mask, reply: make(chan spawnRes, 1)}
 	select {
@@ -161,6 +265,34 @@ func (r *Reaper) StartUmask(mask int, fn func() (*os.Process, error)) (*os.Proce
 	}
 	res := <-req.reply
 	return res.proc, res.exit, res.err
+}
+
+// ErrNotLeader is returned by Exec when the spawning thread is not the
+// process's main thread: an image that spawned from elsewhere would give
+// the next one children of a thread it does not run on.
+var ErrNotLeader = errors.New("the spawning thread is not the main thread")
+
+// Exec replaces the process image (execve) from the spawning thread, so
+// that every child keeps its parent (see the package comment). keep are
+// the descriptors the new image inherits: their close-on-exec flag is
+// cleared while syscall.ForkLock is held, so no fork elsewhere in the
+// process inherits them meanwhile. beforeExec, if set, runs last, on the
+// spawning thread, with the lock held. Exec returns only if execve failed,
+// with the flags set again.
+func (r *Reaper) Exec(path string, argv, env []string, keep []int, beforeExec func()) error {
+	req := spawnReq{exec: &execReq{path: path, argv: argv, env: env, keep: keep, beforeExec: beforeExec}, reply: make(chan spawnRes, 1)}
+	select {
+	case r.spawns <- req:
+	case <-r.done:
+		return ErrClosed
+	}
+	return (<-req.reply).err
+}
+
+// Leader reports whether the spawning thread is the process's main
+// thread (tid == pid): what an Exec that keeps every child needs.
+func (r *Reaper) Leader() bool {
+	return r.thread.Load() == int64(os.Getpid())
 }
 
 // Subscribed reports whether pid is a child spawned through Start whose
@@ -173,15 +305,17 @@ func (r *Reaper) Subscribed(pid int) bool {
 	return ok
 }
 
-func (r *Reaper) spawner(ctx context.Context) {
-	// Never unlocked: the thread dies with the daemon, and with it the
-	// parent-death signal fires for every child spawned here.
-	runtime.LockOSThread()
+// serve runs spawns and Execs on the calling (locked) thread until ctx ends.
+func (r *Reaper) serve(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case req := <-r.spawns:
+			if req.exec != nil {
+				req.reply <- spawnRes{err: r.execve(req.exec)}
+				continue
+			}
 			p, err := r.spawn(req)
 			var ch chan Exit
 			if err == nil {
@@ -200,16 +334,42 @@ func (r *Reaper) spawner(ctx context.Context) {
 // r.inflight for reading; the caller registers the pid and releases it.
 func (r *Reaper) spawn(req spawnReq) (*os.Process, error) {
 	if req.umask >= 0 {
-		r.umask.Lock()
-		defer r.umask.Unlock()
 		old := unix.Umask(req.umask)
 		defer unix.Umask(old)
-	} else {
-		r.umask.RLock()
-		defer r.umask.RUnlock()
 	}
 	r.inflight.RLock()
 	return req.fn()
+}
+
+// execve runs on the spawning thread.
+func (r *Reaper) execve(e *execReq) error {
+	if int64(unix.Gettid()) != r.thread.Load() {
+		return errors.New("exec: not on the spawning thread") // a bug in this package
+	}
+	if !r.Leader() {
+		return ErrNotLeader
+	}
+	syscall.ForkLock.Lock()
+	defer syscall.ForkLock.Unlock()
+	var cleared []int
+	defer func() {
+		for _, fd := range cleared {
+			_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+		}
+	}()
+	for _, fd := range e.keep {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			return fmt.Errorf("exec %s: keep descriptor %d open: %w", e.path, fd, err)
+		}
+		cleared = append(cleared, fd)
+	}
+	if e.beforeExec != nil {
+		e.beforeExec()
+	}
+	if err := syscall.Exec(e.path, e.argv, e.env); err != nil {
+		return fmt.Errorf("exec %s: %w", e.path, err)
+	}
+	return nil // not reached
 }
 
 func (r *Reaper) reapAll() {

@@ -73,6 +73,26 @@ type Info struct {
 	Socket  string  `json:"socket"`
 	UptimeS float64 `json:"uptime_s"`
 	Version string  `json:"version"`
+	// Revision is the build's VCS revision ("" if unknown); Binary the
+	// file the daemon runs (its next upgrade's default), GoVersion the
+	// toolchain that built it.
+	Revision  string `json:"revision,omitempty"`
+	GoVersion string `json:"go_version,omitempty"`
+	Binary    string `json:"binary"`
+	// StartedAt is when the daemon first started (an upgrade keeps it);
+	// UptimeS counts from then. Upgrades counts the in-place upgrades
+	// since, UpgradedAt is the last one and UpgradedFrom the version it
+	// replaced; Rescues counts the re-executions after a panic in the
+	// daemon's core. UpgradeFailures counts the upgrades that failed
+	// after their check (the daemon went on as before), LastUpgradeError
+	// says why the last did.
+	StartedAt        time.Time `json:"started_at"`
+	Upgrades         int       `json:"upgrades"`
+	UpgradedAt       time.Time `json:"upgraded_at,omitzero"`
+	UpgradedFrom     string    `json:"upgraded_from,omitempty"`
+	Rescues          int       `json:"rescues,omitempty"`
+	UpgradeFailures  int       `json:"upgrade_failures"`
+	LastUpgradeError string    `json:"last_upgrade_error,omitempty"`
 	// memmon's counters (zero without [memmon] / [email]).
 	MemmonRestarts int64 `json:"memmon_restarts"`
 	AlertsSent     int64 `json:"alerts_sent"`
@@ -94,6 +114,33 @@ type Info struct {
 	// Panics lists the side features that panicked (each a gosup bug),
 	// by component: the processes were left alone.
 	Panics []Panic `json:"panics,omitempty"`
+}
+
+// Build names a gosup build.
+type Build struct {
+	Version  string `json:"version"`
+	Revision string `json:"revision,omitempty"`
+	Go       string `json:"go,omitempty"`
+}
+
+// UpgradeRequest is the body of upgrade.
+type UpgradeRequest struct {
+	// Binary is the file to execute ("": the one the daemon was started
+	// from).
+	Binary string `json:"binary,omitempty"`
+}
+
+// UpgradeReply says an upgrade passed its checks and is under way: the
+// daemon re-executes once the reply is sent. The client then waits until
+// Info shows Upgrades above this (done) or UpgradeFailures above this
+// (failed, with LastUpgradeError).
+type UpgradeReply struct {
+	Pid      int    `json:"pid"`
+	Binary   string `json:"binary"`
+	From     Build  `json:"from"`
+	To       Build  `json:"to"`
+	Upgrades int    `json:"upgrades"`
+	Failures int    `json:"failures"`
 }
 
 // Panic is what the panics of one component (log copier, readiness

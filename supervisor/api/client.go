@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // ErrNotRunning means nothing listens on the control socket.
@@ -166,6 +167,39 @@ func (c *Client) Shutdown(ctx context.Context) (Info, error) {
 	var out Info
 	err := c.do(ctx, http.MethodPost, "/v1/shutdown", nil, struct{}{}, &out)
 	return out, err
+}
+
+// Upgrade asks the daemon to re-execute itself in place from binary (""
+// for the file it was started from). It returns once the daemon has
+// checked the binary; WaitUpgrade waits for the outcome.
+func (c *Client) Upgrade(ctx context.Context, binary string) (UpgradeReply, error) {
+	var out UpgradeReply
+	err := c.do(ctx, http.MethodPost, "/v1/upgrade", nil, UpgradeRequest{Binary: binary}, &out)
+	return out, err
+}
+
+// WaitUpgrade waits until the upgrade that reply started is done (the new
+// image answers, and its Info is returned) or has failed (an error with
+// the daemon's reason), or ctx ends. Connections wait meanwhile in the
+// socket's backlog; a connection the exec cuts is tried again.
+func (c *Client) WaitUpgrade(ctx context.Context, reply UpgradeReply) (Info, error) {
+	for {
+		info, err := c.Info(ctx)
+		switch {
+		case err == nil && info.Upgrades > reply.Upgrades:
+			return info, nil
+		case err == nil && info.UpgradeFailures > reply.Failures:
+			return info, fmt.Errorf("upgrade failed, the daemon goes on as before: %s", info.LastUpgradeError)
+		case ctx.Err() != nil:
+			return info, fmt.Errorf("waiting for the upgrade: %w", ctx.Err())
+		}
+		t := time.NewTimer(10 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
 }
 
 // Tail returns a log's last n lines, at most maxBytes of them (0: the

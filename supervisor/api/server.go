@@ -41,6 +41,9 @@ type Daemon interface {
 	ReopenLogs(patterns []string) ([]Result, error)
 	// Shutdown makes the daemon stop everything and exit; it does not wait.
 	Shutdown()
+	// Upgrade checks the binary and, if it passes, re-executes the daemon
+	// from it in place after the reply; ctx ends when the client goes away.
+	Upgrade(ctx context.Context, binary string) (UpgradeReply, error)
 }
 
 // statusError is a daemon's error and the HTTP status it is served with.
@@ -83,6 +86,7 @@ func NewHandler(d Daemon) http.Handler {
 	mux.HandleFunc("GET /v1/nginx", s.nginx)
 	mux.HandleFunc("POST /v1/reload", s.reload)
 	mux.HandleFunc("POST /v1/reopen-logs", s.reopenLogs)
+	mux.HandleFunc("POST /v1/upgrade", s.upgrade)
 	return mux
 }
 
@@ -226,6 +230,21 @@ func (s server) reload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, plan)
+}
+
+// upgrade starts an in-place upgrade; the reply says it passed its checks.
+func (s server) upgrade(w http.ResponseWriter, r *http.Request) {
+	var req UpgradeRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		writeErr(w, Invalid(fmt.Errorf("bad request body: %w", err)))
+		return
+	}
+	reply, err := s.d.Upgrade(r.Context(), req.Binary)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, reply)
 }
 
 // reopenLogs reopens log files at their paths (after an external

@@ -1,0 +1,385 @@
+package procgroup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/gosup/gosup/procgroup/proctree"
+	"github.com/gosup/gosup/procgroup/reaper"
+	"github.com/gosup/gosup/procgroup/safefile"
+	"golang.org/x/sys/unix"
+)
+
+// Handover is one process as the daemon hands it to its next image across
+// an exec (an in-place upgrade): what its owner goroutine knew, and the log
+// pipes that carry its child's output. It is plain data (JSON); the pipes
+// are descriptor numbers the next image inherits.
+type Handover struct {
+	Name  string `json:"name"` // group:process
+	State State  `json:"state"`
+	// The child, if one runs (or has exited unreaped): Pid 0 if none.
+	Pid int `json:"pid,omitempty"`
+	// StartTicks is the child's start time (/proc/PID/stat field 22): the
+	// next image checks that Pid is still that process.
+	StartTicks uint64    `json:"start_ticks,omitempty"`
+	Marker     string    `json:"marker,omitempty"` // its GOSUP_SPAWN entry
+	SpawnedAt  time.Time `json:"spawned_at"`
+	// What the status shows.
+	StartedAt    time.Time `json:"started_at"`
+	StoppedAt    time.Time `json:"stopped_at"`
+	Spawns       int       `json:"spawns"`
+	ExitStatus   *int      `json:"exit_status,omitempty"`
+	ExitDesc     string    `json:"exit_desc,omitempty"`
+	SpawnError   string    `json:"spawn_error,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	RespawnAt    time.Time `json:"respawn_at"`
+	IllegalMoves int       `json:"illegal_moves,omitempty"`
+	// StdoutDropped and StderrDropped continue the counts of lost output.
+	StdoutDropped int64 `json:"stdout_dropped,omitempty"`
+	StderrDropped int64 `json:"stderr_dropped,omitempty"`
+	// The restart policy's counters.
+	Backoff int `json:"backoff"`
+	Crashes int `json:"crashes"`
+	// Readiness of the current spawn, and a stop in progress.
+	Ready        bool      `json:"ready"`
+	StartWaited  bool      `json:"start_waited"`
+	NotReady     string    `json:"not_ready,omitempty"`
+	GroupStopped bool      `json:"group_stopped,omitempty"`
+	StopDeadline time.Time `json:"stop_deadline"`
+	// Pipes are the read ends of the child's (and an earlier child's)
+	// output pipes, still open.
+	Pipes []Pipe `json:"pipes,omitempty"`
+}
+
+// Pipe is one output pipe handed over: the stream it carries and the
+// descriptor number it has (in the image that wrote the Handover, and so
+// in the next, which inherits it).
+type Pipe struct {
+	Stream string `json:"stream"` // stdout or stderr
+	FD     int    `json:"fd"`
+}
+
+// MarshalText names the state as the status does.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a state's name.
+func (s *State) UnmarshalText(b []byte) error {
+	i := slices.Index(stateNames[:], string(b))
+	if i < 0 {
+		return fmt.Errorf("unknown process state %q", b)
+	}
+	*s = State(i)
+	return nil
+}
+
+// ErrHandedOver is what requests to a process get while it is frozen for a
+// handover.
+var ErrHandedOver = errors.New("the daemon is being upgraded")
+
+// Frozen is a process stopped for a handover: its owner goroutine waits,
+// doing nothing, until Resume (the upgrade failed before the exec) or the
+// exec. Files are the pipes of Handover.Pipes, open.
+type Frozen struct {
+	Handover Handover
+	Files    []*os.File
+	resume   chan struct{}
+}
+
+// Resume lets the process go on as before the freeze.
+func (f *Frozen) Resume() { close(f.resume) }
+
+type freezeReq struct {
+	wait  time.Duration
+	reply chan freezeRes
+}
+
+type freezeRes struct {
+	f   *Frozen
+	err error
+}
+
+// Freeze stops the process for a handover: the owner goroutine first takes
+// the exit already reaped for it, if any, and waits for a leftover sweep in
+// progress to end; then it stops its timers and readiness check and the
+// log copiers (each after it has written what it read) and describes the
+// process. The child is not touched. Until Resume, the process takes no
+// request and no event. The caller must hold the reaper (reaper.Hold) so
+// that no exit is reaped meanwhile. A log copier that does not stop within
+// wait (a write stuck on a hung disk) fails the freeze, leaving the
+// process as it was.
+func (p *Process) Freeze(ctx context.Context, wait time.Duration) (*Frozen, error) {
+	req := freezeReq{wait: wait, reply: make(chan freezeRes, 1)}
+	select {
+	case p.freezes <- req:
+	case <-p.done:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	res := <-req.reply
+	return res.f, res.err
+}
+
+// freeze runs on the owner goroutine; it returns once the process may go
+// on (Resume), or never (an exec).
+func (p *Process) freeze(l *loop, req freezeReq) {
+	for {
+		if l.sweepC != nil {
+			select {
+			case ex := <-l.exitC:
+				p.onExit(l, ex)
+			case res := <-l.sweepC:
+				p.onSwept(l, res)
+			}
+			continue
+		}
+		select {
+		case ex := <-l.exitC:
+			p.onExit(l, ex)
+			continue
+		default:
+		}
+		break
+	}
+	pipes, files, err := p.out.handOver(req.wait)
+	if err != nil {
+		req.reply <- freezeRes{err: fmt.Errorf("%s: %w", p.spec.FullName(), err)}
+		return
+	}
+	// Timers and the readiness check stop; their state is in the Handover.
+	kind := l.timerKind
+	l.timer.Stop()
+	p.stopProbe(l)
+	st := p.Status()
+	h := Handover{
+		Name: p.spec.FullName(), State: l.state, Pid: l.pid, Marker: l.marker, SpawnedAt: l.spawnedAt,
+		StartedAt: st.StartedAt, StoppedAt: st.StoppedAt, Spawns: st.Spawns, ExitStatus: st.ExitStatus,
+		ExitDesc: st.ExitDesc, SpawnError: st.SpawnError, Reason: st.Reason, RespawnAt: st.RespawnAt,
+		IllegalMoves: st.IllegalMoves, StdoutDropped: st.StdoutDropped, StderrDropped: st.StderrDropped,
+		Backoff: l.backoff, Crashes: l.crashes, Ready: l.ready, StartWaited: l.startWaited, NotReady: l.notReady,
+		GroupStopped: l.groupStopped, StopDeadline: l.stopDeadline, Pipes: pipes,
+	}
+	if l.proc == nil {
+		h.Pid = 0
+	} else if ps, err := proctree.Stat(l.pid); err == nil {
+		h.StartTicks = ps.Start
+	}
+	if kind != timerRespawn {
+		h.RespawnAt = time.Time{}
+	}
+	f := &Frozen{Handover: h, Files: files, resume: make(chan struct{})}
+	req.reply <- freezeRes{f: f}
+	<-f.resume
+	l.timerKind = timerNone
+	p.restore(l, h, files)
+}
+
+// Adopt makes a new process (before Run) take over one handed over by the
+// previous image: its child (whose exit arrives on exitC, from
+// reaper.Adopt), its counters and timers, and its output pipes (files, in
+// the order of h.Pipes). The spec must be the one the child was spawned
+// with.
+func (p *Process) Adopt(h Handover, exitC <-chan reaper.Exit, files []*os.File) error {
+	if h.Name != p.spec.FullName() {
+		return fmt.Errorf("handover of %s given to %s", h.Name, p.spec.FullName())
+	}
+	if h.Pid > 0 && exitC == nil {
+		return fmt.Errorf("%s: pid %d handed over without its exit channel", h.Name, h.Pid)
+	}
+	p.adopt = &adoption{h: h, exitC: exitC, files: files}
+	return nil
+}
+
+// adoption is what Adopt gave Run.
+type adoption struct {
+	h     Handover
+	exitC <-chan reaper.Exit
+	files []*os.File
+}
+
+// adopted sets up the loop from an adoption, at the start of Run.
+func (p *Process) adopted(l *loop, a *adoption) {
+	h := a.h
+	if h.Pid > 0 {
+		proc, err := os.FindProcess(h.Pid)
+		if err != nil {
+			// Not possible for an unreaped child of ours; the exit still
+			// arrives, and is handled without the handle.
+			p.log.Error("adopted child has no handle", "pid", h.Pid, "err", err)
+		}
+		l.proc, l.exitC, l.pid, l.marker = proc, a.exitC, h.Pid, h.Marker
+		p.Spawns.add(h.Marker)
+	}
+	p.update(func(s *Status) {
+		s.Pid = l.pid
+		s.StartedAt, s.StoppedAt, s.Spawns = h.StartedAt, h.StoppedAt, h.Spawns
+		s.Restarts = max(0, h.Spawns-1)
+		s.ExitStatus, s.ExitDesc, s.SpawnError, s.Reason = h.ExitStatus, h.ExitDesc, h.SpawnError, h.Reason
+		s.RespawnAt, s.IllegalMoves = h.RespawnAt, h.IllegalMoves
+		s.State = h.State
+	})
+	p.logDrops.stdout.Store(h.StdoutDropped)
+	p.logDrops.stderr.Store(h.StderrDropped)
+	l.state = h.State
+	if p.OnState != nil {
+		p.OnState(p, h.State)
+	}
+	if l.proc != nil && p.OnSpawn != nil {
+		p.OnSpawn(p, l.pid, h.SpawnedAt)
+	}
+	p.restore(l, h, a.files)
+}
+
+// restore takes up the loop's timers, readiness check and log copiers from
+// h: after a Resume, or in the image that adopted the process.
+func (p *Process) restore(l *loop, h Handover, files []*os.File) {
+	l.spawnedAt, l.backoff, l.crashes = h.SpawnedAt, h.Backoff, h.Crashes
+	l.ready, l.startWaited, l.notReady = h.Ready, h.StartWaited, h.NotReady
+	l.groupStopped, l.stopDeadline = h.GroupStopped, h.StopDeadline
+	p.out.guard = p.Guard
+	for i, pipe := range h.Pipes {
+		if i < len(files) {
+			p.out.adoptPipe(pipe.Stream, files[i])
+		}
+	}
+	l.disarm()
+	switch l.state {
+	case Starting:
+		if l.proc == nil {
+			// Frozen between a sweep and its launch: not possible (a
+			// freeze waits for the sweep), but never left STARTING
+			// without a child.
+			p.startChild(l)
+			return
+		}
+		if !l.ready {
+			p.startProbe(l)
+		}
+		if !l.startWaited {
+			l.arm(timerStartSecs, max(0, time.Until(l.spawnedAt.Add(p.policy.StartWait))))
+		}
+	case Stopping:
+		if l.proc != nil {
+			l.arm(timerKill, max(0, time.Until(l.stopDeadline)))
+		}
+	case Exited, Backoff:
+		if !h.RespawnAt.IsZero() {
+			l.arm(timerRespawn, max(0, time.Until(h.RespawnAt)))
+		}
+	}
+}
+
+// handOver stops every log copier, each after it has written what it read,
+// and returns their pipes, open. A copier still writing after wait (a hung
+// disk) fails it: every copier goes on as before.
+func (o *outputs) handOver(wait time.Duration) ([]Pipe, []*os.File, error) {
+	o.mu.Lock()
+	var cs []*copier
+	for c := range o.copiers {
+		cs = append(cs, c)
+	}
+	o.mu.Unlock()
+	past := time.Unix(1, 0)
+	for _, c := range cs {
+		c.handOff.Store(true)
+		if err := c.r.SetReadDeadline(past); err != nil {
+			o.resumeCopiers(cs)
+			return nil, nil, fmt.Errorf("stop %s log copier: %w", c.stream, err)
+		}
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var pipes []Pipe
+	var files []*os.File
+	for _, c := range cs {
+		select {
+		case <-c.done:
+		case <-timer.C:
+			o.resumeCopiers(cs)
+			return nil, nil, fmt.Errorf("its %s log copier is still writing after %s (a hung disk?)", c.stream, wait)
+		}
+		if !c.kept {
+			continue // it had reached the end of its pipe
+		}
+		if err := c.r.SetReadDeadline(time.Time{}); err != nil {
+			o.resumeCopiers(cs)
+			return nil, nil, fmt.Errorf("stop %s log copier: %w", c.stream, err)
+		}
+		fd, err := rawFD(c.r)
+		if err != nil {
+			o.resumeCopiers(cs)
+			return nil, nil, err
+		}
+		pipes = append(pipes, Pipe{Stream: c.stream, FD: fd})
+		files = append(files, c.r)
+	}
+	return pipes, files, nil
+}
+
+// resumeCopiers undoes a handOver that failed: a copier that has not
+// stopped goes on; one that stopped is started again on its pipe.
+func (o *outputs) resumeCopiers(cs []*copier) {
+	for _, c := range cs {
+		_ = c.r.SetReadDeadline(time.Time{})
+		o.mu.Lock()
+		c.handOff.Store(false)
+		stopped := c.finished && c.kept
+		o.mu.Unlock()
+		if stopped {
+			o.adoptPipe(c.stream, c.r)
+		}
+	}
+}
+
+// adoptPipe starts a copier on a pipe handed over (or handed back).
+func (o *outputs) adoptPipe(stream string, r *os.File) {
+	o.mu.Lock()
+	ls := o.spec.Stdout
+	if stream == "stderr" {
+		ls = o.spec.Stderr
+	}
+	o.mu.Unlock()
+	sink, err := o.sink(stream, ls, safefile.ProgramUser(o.spec.User))
+	if err != nil {
+		// The output has nowhere to go: read and count it, so the child
+		// never blocks on a full pipe.
+		o.log.Error("log of an adopted process cannot be opened; its output is discarded (counted)", "stream", stream, "err", err)
+		dropped := o.drops.of(stream)
+		go func() {
+			discard(r, dropped, nil)
+			r.Close()
+		}()
+		return
+	}
+	o.startCopier(stream, sink, r)
+}
+
+// rawFD is f's descriptor number, leaving f as it is (File.Fd would make
+// it blocking).
+func rawFD(f *os.File) (int, error) {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := sc.Control(func(u uintptr) { fd = int(u) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// PipeFile makes a pipe read end inherited across an exec into a file the
+// poller reads (non-blocking, close-on-exec again).
+func PipeFile(fd int, name string) (*os.File, error) {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("pipe %d: %w", fd, err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("pipe %d: %w", fd, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}

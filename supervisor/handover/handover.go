@@ -1,0 +1,198 @@
+// Package handover is the document one image of the gosup daemon hands the
+// next across execve, in an in-place upgrade: every process with its pid,
+// counters, timers and log pipes, the descriptors of the lock, the
+// abstract socket and the control socket, the configuration as it was
+// read, and the state of nginx and memmon.
+//
+// The document is JSON, written to a memfd whose descriptor number the new
+// image finds in $GOSUP_HANDOVER_FD; the descriptors it names are
+// inherited (their close-on-exec flag cleared for the exec). Version is
+// bumped whenever a change to the document would be misread by an image
+// that knows an earlier one: before the exec, the old image asks the new
+// binary (`gosup upgrade-check`) which versions it reads, and refuses an
+// upgrade to one that cannot read this image's.
+package handover
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/gosup/gosup/memmon"
+	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/supervisor/nginx"
+	"github.com/gosup/gosup/supervisor/api"
+	"golang.org/x/sys/unix"
+)
+
+// Version is the version of the document this build writes.
+const Version = 1
+
+// Readable lists the document versions this build reads.
+var Readable = []int{Version}
+
+// Env names the environment variable that carries the descriptor number
+// of the document to the new image.
+const Env = "GOSUP_HANDOVER_FD"
+
+// MaxBytes bounds the document: a few hundred bytes a process, the
+// configuration files (4 MiB each at most) and memmon's samples.
+const MaxBytes = 256 << 20
+
+// Why the daemon re-executed.
+const (
+	ReasonUpgrade = "upgrade"
+	// ReasonRescue: a panic in the daemon's core; the document was
+	// rebuilt from what the kernel knows.
+	ReasonRescue = "rescue"
+)
+
+// Doc is the whole handover.
+type Doc struct {
+	Version int    `json:"version"`
+	Reason  string `json:"reason"`
+	// From is the build that wrote the document; Binary the file it
+	// executed.
+	From   Build  `json:"from"`
+	Binary string `json:"binary"`
+	// StartedAt is when the daemon's first image started; Upgrades
+	// counts the re-executions since, this one included, and UpgradedAt
+	// is when this one began.
+	StartedAt  time.Time `json:"started_at"`
+	Upgrades   int       `json:"upgrades"`
+	UpgradedAt time.Time `json:"upgraded_at"`
+	// Rescues counts the re-executions after a panic in the core.
+	Rescues int `json:"rescues,omitempty"`
+
+	Config    Config               `json:"config"`
+	Instance  Instance             `json:"instance"`
+	Socket    Socket               `json:"socket"`
+	Processes []procgroup.Handover `json:"processes"`
+
+	// The state of nginx's manager, memmon's watchdog and its alerter
+	// (nil without [nginx], [memmon], [email]).
+	Nginx   *nginx.State          `json:"nginx,omitempty"`
+	Memmon  *memmon.WatchdogState `json:"memmon,omitempty"`
+	Alerter *memmon.AlerterState  `json:"alerter,omitempty"`
+	Reload  api.ReloadStatus `json:"reload"`
+	// Down names the processes rendered down in nginx.
+	Down []string `json:"down,omitempty"`
+	// WatchdogMissed continues the count of withheld watchdog pings.
+	WatchdogMissed int64 `json:"watchdog_missed,omitempty"`
+}
+
+// Build names a gosup build.
+type Build struct {
+	Version  string `json:"version"`
+	Revision string `json:"revision,omitempty"`
+	Go       string `json:"go,omitempty"`
+}
+
+// Config is the configuration the daemon runs: the bytes of every file it
+// read, so that the new image parses the same configuration whatever was
+// edited on disk since.
+type Config struct {
+	File string `json:"file"`
+	// Files are the files read, main first (config.Config.Files): the
+	// new image refuses a configuration that would read others.
+	Files    []string          `json:"files"`
+	Sources  map[string][]byte `json:"sources"`
+	Insecure bool              `json:"insecure,omitempty"`
+}
+
+// Instance is the daemon's claim on its socket.
+type Instance struct {
+	ID         string `json:"id"`
+	LockFD     int    `json:"lock_fd"`
+	AbstractFD int    `json:"abstract_fd"` // -1: none (the name was squatted)
+}
+
+// Socket is the control socket's listener.
+type Socket struct {
+	FD   int    `json:"fd"`
+	Path string `json:"path"`
+	Dev  uint64 `json:"dev"`
+	Ino  uint64 `json:"ino"`
+}
+
+// ErrIncompatible says a document's version is not one this build reads.
+var ErrIncompatible = errors.New("incompatible handover version")
+
+// FDs lists every descriptor the document hands over.
+func (d *Doc) FDs() []int {
+	fds := []int{d.Instance.LockFD, d.Socket.FD}
+	if d.Instance.AbstractFD >= 0 {
+		fds = append(fds, d.Instance.AbstractFD)
+	}
+	for _, p := range d.Processes {
+		for _, pipe := range p.Pipes {
+			fds = append(fds, pipe.FD)
+		}
+	}
+	return fds
+}
+
+// Decode reads a document, refusing a version this build does not read.
+func Decode(b []byte) (*Doc, error) {
+	var v struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("handover document: %w", err)
+	}
+	if !slices.Contains(Readable, v.Version) {
+		return nil, fmt.Errorf("%w %d: this build reads %v", ErrIncompatible, v.Version, Readable)
+	}
+	var d Doc
+	if err := json.Unmarshal(b, &d); err != nil {
+		return nil, fmt.Errorf("handover document: %w", err)
+	}
+	return &d, nil
+}
+
+// Memfd writes b to a new memfd (close-on-exec: the caller clears the flag
+// for the exec) and returns it positioned at its start.
+func Memfd(b []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate("gosup-handover", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "gosup-handover")
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write handover: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write handover: %w", err)
+	}
+	return f, nil
+}
+
+// Read reads the document from the inherited descriptor fd and closes it.
+func Read(fd int) ([]byte, error) {
+	f := os.NewFile(uintptr(fd), "gosup-handover")
+	if f == nil {
+		return nil, fmt.Errorf("handover descriptor %d: not open", fd)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read handover: %w", err)
+	}
+	if len(b) > MaxBytes {
+		return nil, fmt.Errorf("read handover: more than %d MiB", MaxBytes>>20)
+	}
+	return b, nil
+}
+
+// Check is what `gosup upgrade-check` prints: the build, and the document
+// versions it reads.
+type Check struct {
+	Build    Build `json:"build"`
+	Readable []int `json:"readable"`
+}

@@ -1,0 +1,466 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gosup/gosup/memmon"
+	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/procgroup/pathtrust"
+	"github.com/gosup/gosup/procgroup/reaper"
+	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/handover"
+	"github.com/gosup/gosup/supervisor/nginx"
+	"golang.org/x/sys/unix"
+)
+
+// An in-place upgrade re-executes the daemon (execve, same pid) from a new
+// binary, which takes over every child: see package reaper for why no
+// child's parent-death signal fires, and package handover for what
+// crosses the exec. It goes in two steps:
+//
+//  1. Upgrade, answering the client: the binary is checked (a regular,
+//     executable file that, as root, only root can change), the operations
+//     in flight are waited for (every program's lane is taken, and the
+//     reload lock), and the new binary runs `gosup upgrade-check` on the
+//     handover document of this daemon: it must read its version and
+//     parse the running configuration. Any failure refuses the upgrade,
+//     and nothing has changed.
+//  2. reexec, after the answer: the control socket stops accepting (new
+//     connections wait in its backlog) and the requests in flight end;
+//     nginx and memmon stop and give their state; reaping is held (an exit
+//     now waits, a zombie, for the new image); every process freezes and
+//     describes itself; the document goes into a memfd; execve. Until the
+//     execve, a failure undoes every step in reverse and the daemon goes on
+//     as before; the failure is logged and shown by ctl info.
+
+// upgradeState is what ctl info says of the daemon's binary and its
+// re-executions.
+type upgradeState struct {
+	mu         sync.Mutex
+	firstStart time.Time // when the daemon's first image started
+	upgrades   int
+	rescues    int
+	upgradedAt time.Time
+	from       handover.Build // the build before the last upgrade
+	failures   int
+	lastErr    string
+}
+
+// requestCount counts the control socket's requests in flight, so that an
+// upgrade execs only once they have been answered.
+type requestCount struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0
+}
+
+func (c *requestCount) add(d int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n += d
+	if c.n == 0 && c.zero != nil {
+		close(c.zero)
+		c.zero = nil
+	}
+}
+
+// wait waits until no request is in flight, or ctx ends; it says how many
+// still are.
+func (c *requestCount) wait(ctx context.Context) int {
+	c.mu.Lock()
+	if c.n == 0 {
+		c.mu.Unlock()
+		return 0
+	}
+	if c.zero == nil {
+		c.zero = make(chan struct{})
+	}
+	zero := c.zero
+	c.mu.Unlock()
+	select {
+	case <-zero:
+		return 0
+	case <-ctx.Done():
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.n
+	}
+}
+
+// counting counts h's requests in flight, except those that stream for as
+// long as the client likes (tail --follow): an upgrade does not wait for
+// those, which the exec cuts (the client reconnects).
+func (s *Supervisor) counting(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/tail" && r.URL.Query().Get("follow") != "" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		s.requests.add(1)
+		defer s.requests.add(-1)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Timeouts of an upgrade's steps.
+const (
+	// upgradeCheckTimeout bounds the new binary's self-check.
+	upgradeCheckTimeout = 10 * time.Second
+	// upgradeDrain bounds the wait for the requests in flight.
+	upgradeDrain = 2 * time.Second
+	// upgradeFreeze bounds the wait for each log copier to stop.
+	upgradeFreeze = 5 * time.Second
+	// upgradeQuiesce bounds the whole of step 2 before the exec.
+	upgradeQuiesce = 30 * time.Second
+)
+
+// RequestUpgrade upgrades to the binary the daemon was started from, as
+// SIGUSR2 asks; the outcome is logged (and shown by ctl info).
+func (s *Supervisor) RequestUpgrade() {
+	go func() {
+		ctx, cancel := context.WithTimeout(s.opsCtx, time.Minute)
+		defer cancel()
+		if _, err := s.Upgrade(ctx, ""); err != nil {
+			s.log.Error("upgrade refused", "err", err)
+		}
+	}()
+}
+
+// Upgrade checks binary ("" for the path the daemon was started from) and,
+// if it passes, re-executes the daemon from it once the answer is sent: it
+// returns the builds from and to. ctx bounds the wait for operations in
+// flight and the check. An upgrade it refuses changes nothing.
+func (s *Supervisor) Upgrade(ctx context.Context, binary string) (api.UpgradeReply, error) {
+	var reply api.UpgradeReply
+	if binary == "" {
+		binary = s.opts.Binary
+	}
+	if binary == "" {
+		return reply, errors.New("the path of the binary this daemon was started from is not known: give one with --binary PATH")
+	}
+	if !s.rp.Leader() {
+		return reply, fmt.Errorf("cannot upgrade in place: %w (children would get their parent-death signal); restart the daemon instead", reaper.ErrNotLeader)
+	}
+	select {
+	case s.upgrading <- struct{}{}:
+	default:
+		return reply, errors.New("an upgrade is already under way")
+	}
+	handed := false
+	defer func() {
+		if !handed {
+			<-s.upgrading
+		}
+	}()
+	path, err := checkBinary(binary)
+	if err != nil {
+		return reply, err
+	}
+	// Wait for every operation in flight: a reload, then each program's
+	// lane. They are held until the exec (or the upgrade fails).
+	if err := lock(ctx, s.reloading); err != nil {
+		return reply, fmt.Errorf("waiting for the reload in progress: %w", err)
+	}
+	unlockReload := func() { <-s.reloading }
+	_, lease, err := s.claim(ctx, []string{"all"})
+	if err != nil {
+		unlockReload()
+		return reply, fmt.Errorf("waiting for the operations in progress: %w", err)
+	}
+	release := func() {
+		lease.release()
+		unlockReload()
+	}
+	for _, pool := range s.snapshotPools() {
+		if err := lease.acquire(pool.Program); err != nil {
+			release()
+			return reply, fmt.Errorf("waiting for the operations in progress on %s: %w", pool.Program, err)
+		}
+	}
+	check, err := s.selfCheck(ctx, path)
+	if err != nil {
+		release()
+		return reply, err
+	}
+	s.up.mu.Lock()
+	reply = api.UpgradeReply{Pid: os.Getpid(), Binary: path, From: apiBuild(s.opts.Build), To: apiBuild(check.Build), Upgrades: s.up.upgrades, Failures: s.up.failures}
+	s.up.mu.Unlock()
+	handed = true
+	s.log.Info("upgrading in place", "binary", path, "from", s.opts.Build.Version, "to", check.Build.Version)
+	go func() {
+		defer func() { <-s.upgrading }()
+		defer release()
+		err := s.reexec(path, handover.ReasonUpgrade)
+		s.up.mu.Lock()
+		s.up.failures++
+		s.up.lastErr = fmt.Sprintf("%s: %v", time.Now().Format(time.DateTime), err)
+		s.up.mu.Unlock()
+		s.log.Error("upgrade failed; the daemon goes on as before", "binary", path, "err", err)
+	}()
+	return reply, nil
+}
+
+func apiBuild(b handover.Build) api.Build {
+	return api.Build{Version: b.Version, Revision: b.Revision, Go: b.Go}
+}
+
+// binaryPolicy: as root, the new binary (and every directory on its way)
+// must be changeable by root alone, or anyone who could would run code
+// as root.
+var binaryPolicy = pathtrust.Policy{Owners: []uint32{0}, Groups: []uint32{0}}
+
+// checkBinary says why path cannot be the daemon's next image, or returns
+// it resolved.
+func checkBinary(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("binary %s: %w", path, err)
+	}
+	real := abs
+	if os.Geteuid() == 0 {
+		real, err = pathtrust.Resolve(abs, binaryPolicy, false)
+		if p := (*pathtrust.Problem)(nil); errors.As(err, &p) {
+			return "", fmt.Errorf("binary %s: %s; %s", abs, p.What, p.Fix)
+		}
+	} else {
+		real, err = filepath.EvalSymlinks(abs)
+	}
+	if err != nil {
+		return "", fmt.Errorf("binary %s: %w", abs, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(real, &st); err != nil {
+		return "", fmt.Errorf("binary %s: %w", real, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return "", fmt.Errorf("binary %s: not a regular file", real)
+	}
+	if st.Mode&0o111 == 0 || unix.Access(real, unix.X_OK) != nil {
+		return "", fmt.Errorf("binary %s: not executable (mode %04o); chmod +x it", real, st.Mode&0o7777)
+	}
+	if os.Geteuid() == 0 {
+		if st.Uid != 0 {
+			return "", fmt.Errorf("binary %s: owned by %s, not root: chown root %s", real, pathtrust.UserName(st.Uid), real)
+		}
+		acl, err := pathtrust.ACL(real)
+		if err != nil {
+			return "", fmt.Errorf("binary %s: %w", real, err)
+		}
+		if w := pathtrust.Writers(&st, acl, binaryPolicy); w.Who != "" {
+			return "", fmt.Errorf("binary %s: %s may write it: chmod go-w %s", real, w.Who, real)
+		}
+	}
+	return real, nil
+}
+
+// selfCheck runs `BINARY upgrade-check` with this daemon's handover
+// document (without its processes) on its stdin: the new binary must read
+// the document's version and parse the running configuration.
+func (s *Supervisor) selfCheck(ctx context.Context, path string) (handover.Check, error) {
+	var check handover.Check
+	doc := s.baseDoc(path, handover.ReasonUpgrade)
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return check, fmt.Errorf("handover document: %w", err)
+	}
+	out, err := procgroup.RunArgv(ctx, s.rp, []string{path, "upgrade-check"}, b, upgradeCheckTimeout)
+	if err != nil {
+		return check, fmt.Errorf("the new binary failed its check, so it was not executed: %w", err)
+	}
+	if err := json.Unmarshal(out, &check); err != nil {
+		return check, fmt.Errorf("the new binary's check said %q, not what gosup upgrade-check prints: is %s a gosup binary new enough to upgrade in place?", cut(out, 200), path)
+	}
+	if !slices.Contains(check.Readable, handover.Version) {
+		return check, fmt.Errorf("%w: %s (%s) reads handover versions %v, this daemon writes %d", handover.ErrIncompatible, path, check.Build.Version, check.Readable, handover.Version)
+	}
+	return check, nil
+}
+
+func cut(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
+}
+
+// baseDoc is the handover document without what only a freeze knows.
+func (s *Supervisor) baseDoc(binary, reason string) *handover.Doc {
+	cfg := s.config()
+	s.up.mu.Lock()
+	defer s.up.mu.Unlock()
+	s.mu.RLock()
+	last := s.lastReload
+	s.mu.RUnlock()
+	return &handover.Doc{
+		Version: handover.Version, Reason: reason, From: s.opts.Build, Binary: binary,
+		StartedAt: s.up.firstStart, Upgrades: s.up.upgrades, Rescues: s.up.rescues, UpgradedAt: time.Now(),
+		Config:         handover.Config{File: cfg.File, Files: cfg.Files, Sources: cfg.Sources, Insecure: s.opts.InsecureConfig},
+		Reload:         last,
+		WatchdogMissed: s.watchdogMissed.Load(),
+	}
+}
+
+// reexec quiesces the daemon, writes the handover and executes binary. It
+// returns only if that failed, having undone everything.
+func (s *Supervisor) reexec(binary, reason string) (err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), upgradeQuiesce)
+	defer cancel()
+	var undo []func()
+	defer func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}()
+	_ = s.notify.send("RELOADING=1", monotonic(), "STATUS=upgrading in place to "+binary)
+	undo = append(undo, func() {
+		_ = s.notify.send("READY=1", "STATUS=upgrade failed: "+err.Error())
+	})
+	// The control socket: new connections wait in its backlog for the
+	// next image; the requests in flight are answered first.
+	undo = append(undo, s.sock.stopWatch())
+	resume, err := s.sock.pause(ctx)
+	if err != nil {
+		return err
+	}
+	undo = append(undo, resume)
+	dctx, dcancel := context.WithTimeout(ctx, upgradeDrain)
+	if n := s.requests.wait(dctx); n > 0 {
+		s.log.Warn("requests still in flight are cut by the upgrade; their clients see an error", "count", n)
+	}
+	dcancel()
+	// nginx and memmon.
+	side, err := s.stopSideParts()
+	if err != nil {
+		return err
+	}
+	undo = append(undo, func() { s.startSideParts(side, true) })
+	// Reaping, then each process.
+	releaseReaper, err := s.rp.Hold(ctx)
+	if err != nil {
+		return err
+	}
+	undo = append(undo, releaseReaper)
+	doc := s.baseDoc(binary, reason)
+	doc.Nginx, doc.Memmon, doc.Alerter = side.nginx, side.memmon, side.alerter
+	var files []*os.File
+	for _, p := range s.all() {
+		f, err := p.Freeze(ctx, upgradeFreeze)
+		if err != nil {
+			return fmt.Errorf("freeze %s: %w", p.Spec().FullName(), err)
+		}
+		undo = append(undo, f.Resume)
+		doc.Processes = append(doc.Processes, f.Handover)
+		files = append(files, f.Files...)
+	}
+	if doc.Instance, err = s.inst.handover(); err != nil {
+		return err
+	}
+	if doc.Socket, err = s.sock.handover(); err != nil {
+		return err
+	}
+	s.downMu.Lock()
+	for name := range s.down {
+		doc.Down = append(doc.Down, name)
+	}
+	s.downMu.Unlock()
+	slices.Sort(doc.Down)
+	doc.Upgrades++
+	if reason == handover.ReasonRescue {
+		doc.Rescues++
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return fmt.Errorf("handover document: %w", err)
+	}
+	mf, err := handover.Memfd(b)
+	if err != nil {
+		return err
+	}
+	defer mf.Close()
+	mfd, err := rawFD(mf)
+	if err != nil {
+		return err
+	}
+	env := append(os.Environ(), handover.Env+"="+strconv.Itoa(mfd))
+	if s.opts.NotifySocket != "" {
+		env = append(env, "NOTIFY_SOCKET="+s.opts.NotifySocket)
+		if s.opts.Watchdog > 0 {
+			env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(s.opts.Watchdog.Microseconds(), 10), "WATCHDOG_PID="+strconv.Itoa(os.Getpid()))
+		}
+	}
+	argv := append([]string{binary}, s.opts.Args...)
+	s.log.Info("executing the new binary", "binary", binary, "processes", len(doc.Processes), "handover_bytes", len(b))
+	err = s.rp.Exec(binary, argv, env, append(doc.FDs(), mfd), nil)
+	_ = files // kept open (and alive) until here
+	return err
+}
+
+// monotonic is sd_notify's MONOTONIC_USEC, which systemd wants with
+// RELOADING=1.
+func monotonic() string {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return "MONOTONIC_USEC=" + strconv.FormatInt(ts.Nano()/1000, 10)
+}
+
+// sideState is nginx's and memmon's state between stopSideParts and
+// startSideParts (or the next image).
+type sideState struct {
+	nginx   *nginx.State
+	memmon  *memmon.WatchdogState
+	alerter *memmon.AlerterState
+}
+
+// stopSideParts stops the nginx manager and memmon and takes their state.
+// A memmon restart in flight refuses it (none can be: the upgrade holds
+// every program's lane, which a restart takes first); memmon then goes
+// on as before.
+func (s *Supervisor) stopSideParts() (sideState, error) {
+	var st sideState
+	s.mu.RLock()
+	stopMemmon, m, w, a := s.stopMemmon, s.nginx, s.watchdog, s.alerter
+	s.mu.RUnlock()
+	stopMemmon()
+	if a != nil {
+		as := a.State()
+		st.alerter = &as
+	}
+	if w != nil {
+		ws, err := w.State()
+		if err != nil {
+			s.startSideParts(st, false)
+			return st, err
+		}
+		st.memmon = &ws
+	}
+	if m != nil {
+		m.Stop()
+		ns := m.State()
+		st.nginx = &ns
+	}
+	return st, nil
+}
+
+// startSideParts starts memmon (and nginx's manager, with withNginx) again
+// from st, after an upgrade that failed.
+func (s *Supervisor) startSideParts(st sideState, withNginx bool) {
+	cfg := s.config()
+	if withNginx && cfg.Nginx != nil {
+		m := s.newNginxFrom(nginxSettings(cfg.Nginx), st.nginx)
+		s.mu.Lock()
+		s.nginx = m
+		s.mu.Unlock()
+		s.submitNginx()
+	}
+	s.startMemmonFrom(cfg, nil, st.memmon, st.alerter)
+}
