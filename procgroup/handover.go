@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -382,4 +383,73 @@ func PipeFile(fd int, name string) (*os.File, error) {
 		return nil, fmt.Errorf("pipe %d: %w", fd, err)
 	}
 	return os.NewFile(uintptr(fd), name), nil
+}
+
+// Panic makes the owner goroutine panic with v, as a bug in it would: for
+// tests of the daemon's recovery. It returns once the panic has begun, or
+// at once if the process has ended.
+func (p *Process) Panic(v any) {
+	select {
+	case p.panics <- v:
+	case <-p.done:
+	}
+}
+
+// recoverCore hands a panic of the owner goroutine to OnPanic, with the
+// process described from what the loop held and what the kernel says.
+func (p *Process) recoverCore(l *loop) {
+	if p.OnPanic == nil {
+		return
+	}
+	v := recover()
+	if v == nil {
+		return
+	}
+	stack := debug.Stack()
+	f := p.rescue(l)
+	p.OnPanic(p, v, stack, f)
+	panic(v)
+}
+
+// rescueWait bounds the wait for the log copiers in a rescue.
+const rescueWait = 2 * time.Second
+
+// rescue describes the process after its owner goroutine panicked: the
+// loop may be half-way through a change, so the child is taken from the
+// kernel (an unreaped child of ours, or none), and a state that claims a
+// child the kernel does not show becomes EXITED, respawning at once. Its
+// log copiers are stopped as for a freeze (their pipes stay open); one that
+// does not stop leaves its pipe out (the next image cannot read it).
+func (p *Process) rescue(l *loop) *Frozen {
+	st := p.Status()
+	h := Handover{
+		Name: p.spec.FullName(), State: l.state, Marker: l.marker, SpawnedAt: l.spawnedAt,
+		StartedAt: st.StartedAt, StoppedAt: st.StoppedAt, Spawns: st.Spawns, ExitStatus: st.ExitStatus,
+		ExitDesc: st.ExitDesc, SpawnError: st.SpawnError, Reason: st.Reason, RespawnAt: st.RespawnAt,
+		IllegalMoves: st.IllegalMoves, StdoutDropped: st.StdoutDropped, StderrDropped: st.StderrDropped,
+		Backoff: l.backoff, Crashes: l.crashes, Ready: l.ready, StartWaited: l.startWaited, NotReady: l.notReady,
+		GroupStopped: l.groupStopped, StopDeadline: l.stopDeadline,
+	}
+	if l.pid > 0 && l.proc != nil {
+		var info unix.Siginfo
+		if err := unix.Waitid(unix.P_PID, l.pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err == nil {
+			h.Pid = l.pid
+			if ps, err := proctree.Stat(l.pid); err == nil {
+				h.StartTicks = ps.Start
+			}
+		}
+	}
+	switch {
+	case h.Pid == 0 && (h.State == Starting || h.State == Running || h.State == Stopping):
+		h.State, h.RespawnAt = Exited, time.Now()
+		h.Reason = "its child was lost when the daemon recovered from a panic"
+	case h.State == Stopping && h.StopDeadline.IsZero():
+		h.StopDeadline = time.Now()
+	}
+	pipes, files, err := p.out.handOver(rescueWait)
+	if err != nil {
+		p.log.Error("log copiers did not stop; that output will not reach the log after the recovery", "err", err)
+	}
+	h.Pipes = pipes
+	return &Frozen{Handover: h, Files: files, resume: make(chan struct{})}
 }

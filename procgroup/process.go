@@ -109,6 +109,12 @@ type Process struct {
 	OnExit  func(p *Process, pid int)
 	// OnState, when set before Run, is told about every state change.
 	OnState func(p *Process, to State)
+	// OnPanic, when set before Run, is called (on the owner goroutine)
+	// when the owner goroutine panics, with the panic's value and stack
+	// and the process described for a handover from what is left: the
+	// daemon re-executes itself to recover (it does not return then). If
+	// it returns, or is not set, the panic goes on and ends the daemon.
+	OnPanic func(p *Process, v any, stack []byte, f *Frozen)
 	// DaemonEnv, when set before Run, is added to every child's
 	// environment (the daemon's instance marker).
 	DaemonEnv []string
@@ -133,6 +139,7 @@ type Process struct {
 	// a process handed over by the previous image.
 	freezes chan freezeReq
 	adopt   *adoption
+	panics  chan any
 
 	mu      sync.Mutex
 	status  Status
@@ -150,6 +157,7 @@ func NewProcess(spec *ProcSpec, rp *reaper.Reaper, log *slog.Logger) *Process {
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
 		freezes: make(chan freezeReq),
+		panics:  make(chan any),
 		strict:  testing.Testing(),
 	}
 	p.out = newOutputs(spec, &p.logDrops, p.log)
@@ -337,6 +345,7 @@ func (p *Process) Run(ctx context.Context) {
 		}
 		p.out.close()
 	}()
+	defer p.recoverCore(l)
 	if p.adopt != nil {
 		p.adopted(l, p.adopt)
 		p.adopt = nil
@@ -347,6 +356,8 @@ func (p *Process) Run(ctx context.Context) {
 			return
 		case req := <-p.freezes:
 			p.freeze(l, req)
+		case v := <-p.panics:
+			panic(v)
 		case r := <-p.reqs:
 			r.reply <- p.handle(l, r)
 		case ex := <-l.exitC:

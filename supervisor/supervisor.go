@@ -142,6 +142,8 @@ type Supervisor struct {
 	requests  requestCount
 	upgrading chan struct{}
 	up        upgradeState
+	// rescueMu lets one rescue (see rescue) run at a time.
+	rescueMu sync.Mutex
 	// adoptions are the processes the previous image handed over, by
 	// group:process (nil without a handover).
 	adoptions map[string]*adoption
@@ -339,7 +341,9 @@ func (s *Supervisor) run(ctx context.Context) error {
 		s.sock = &controlSocket{s: s, srv: srv, watch: &socketWatch{s: s, st: st, srv: srv, cur: ln}}
 		s.sock.watch.serve(ln)
 		s.sock.startWatch()
-		if h := s.opts.Handover; h != nil {
+		if h := s.opts.Handover; h != nil && h.Reason == handover.ReasonRescue {
+			s.log.Warn("gosup re-executed in place after a panic; every process kept", "config", cfg.File, "socket", st.Socket, "processes", len(h.Processes), "pid", os.Getpid())
+		} else if h != nil {
 			s.log.Info("gosup upgraded in place", "from", h.From.Version, "to", s.opts.Build.Version, "binary", s.opts.Binary, "config", cfg.File, "socket", st.Socket, "processes", len(h.Processes), "pid", os.Getpid())
 		} else {
 			s.log.Info("gosup started", "config", cfg.File, "socket", st.Socket, "programs", len(cfg.Programs), "pid", os.Getpid())
@@ -487,6 +491,7 @@ func (s *Supervisor) newPool(program procgroup.ProgramName) *procgroup.Pool {
 		proc.Spawns = s.spawns
 		proc.Guard = s.guard
 		proc.OnState = func(*procgroup.Process, procgroup.State) { s.kickNotify() }
+		proc.OnPanic = s.rescue
 		s.adopt(proc)
 	}
 	return pool

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -200,7 +201,7 @@ func (s *Supervisor) Upgrade(ctx context.Context, binary string) (api.UpgradeRep
 	go func() {
 		defer func() { <-s.upgrading }()
 		defer release()
-		err := s.reexec(path, handover.ReasonUpgrade)
+		err := s.reexec(path, handover.ReasonUpgrade, nil)
 		s.up.mu.Lock()
 		s.up.failures++
 		s.up.lastErr = fmt.Sprintf("%s: %v", time.Now().Format(time.DateTime), err)
@@ -311,8 +312,11 @@ func (s *Supervisor) baseDoc(binary, reason string) *handover.Doc {
 }
 
 // reexec quiesces the daemon, writes the handover and executes binary. It
-// returns only if that failed, having undone everything.
-func (s *Supervisor) reexec(binary, reason string) (err error) {
+// returns only if that failed, having undone everything. given are
+// processes already described (a rescue: the one whose owner panicked),
+// not frozen again.
+func (s *Supervisor) reexec(binary, reason string, given map[*procgroup.Process]*procgroup.Frozen) (err error) {
+	rescue := reason == handover.ReasonRescue
 	ctx, cancel := context.WithTimeout(context.Background(), upgradeQuiesce)
 	defer cancel()
 	var undo []func()
@@ -321,9 +325,9 @@ func (s *Supervisor) reexec(binary, reason string) (err error) {
 			undo[i]()
 		}
 	}()
-	_ = s.notify.send("RELOADING=1", monotonic(), "STATUS=upgrading in place to "+binary)
+	_ = s.notify.send("RELOADING=1", monotonic(), "STATUS=re-executing in place ("+reason+")")
 	undo = append(undo, func() {
-		_ = s.notify.send("READY=1", "STATUS=upgrade failed: "+err.Error())
+		_ = s.notify.send("READY=1", "STATUS=in-place re-execution failed: "+err.Error())
 	})
 	// The control socket: new connections wait in its backlog for the
 	// next image; the requests in flight are answered first.
@@ -340,25 +344,35 @@ func (s *Supervisor) reexec(binary, reason string) (err error) {
 	dcancel()
 	// nginx and memmon.
 	side, err := s.stopSideParts()
-	if err != nil {
+	if err != nil && !rescue {
 		return err
 	}
 	undo = append(undo, func() { s.startSideParts(side, true) })
 	// Reaping, then each process.
-	releaseReaper, err := s.rp.Hold(ctx)
-	if err != nil {
+	hctx, hcancel := context.WithTimeout(ctx, upgradeFreeze)
+	releaseReaper, err := s.rp.Hold(hctx)
+	hcancel()
+	switch {
+	case err == nil:
+		undo = append(undo, releaseReaper)
+	case rescue:
+		// A reaping loop that does not answer (it may be what
+		// panicked) reaps nothing: the exits wait for the next image.
+		s.log.Error("the reaper did not answer; re-executing without it", "err", err)
+	default:
 		return err
 	}
-	undo = append(undo, releaseReaper)
 	doc := s.baseDoc(binary, reason)
 	doc.Nginx, doc.Memmon, doc.Alerter = side.nginx, side.memmon, side.alerter
 	var files []*os.File
 	for _, p := range s.all() {
-		f, err := p.Freeze(ctx, upgradeFreeze)
-		if err != nil {
-			return fmt.Errorf("freeze %s: %w", p.Spec().FullName(), err)
+		f := given[p]
+		if f == nil {
+			if f, err = p.Freeze(ctx, upgradeFreeze); err != nil {
+				return fmt.Errorf("freeze %s: %w", p.Spec().FullName(), err)
+			}
+			undo = append(undo, f.Resume)
 		}
-		undo = append(undo, f.Resume)
 		doc.Processes = append(doc.Processes, f.Handover)
 		files = append(files, f.Files...)
 	}
@@ -374,9 +388,10 @@ func (s *Supervisor) reexec(binary, reason string) (err error) {
 	}
 	s.downMu.Unlock()
 	slices.Sort(doc.Down)
-	doc.Upgrades++
-	if reason == handover.ReasonRescue {
+	if rescue {
 		doc.Rescues++
+	} else {
+		doc.Upgrades++
 	}
 	b, err := json.Marshal(doc)
 	if err != nil {
@@ -398,7 +413,7 @@ func (s *Supervisor) reexec(binary, reason string) (err error) {
 			env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(s.opts.Watchdog.Microseconds(), 10), "WATCHDOG_PID="+strconv.Itoa(os.Getpid()))
 		}
 	}
-	argv := append([]string{binary}, s.opts.Args...)
+	argv := append([]string{cmp.Or(s.opts.Binary, binary)}, s.opts.Args...)
 	s.log.Info("executing the new binary", "binary", binary, "processes", len(doc.Processes), "handover_bytes", len(b))
 	err = s.rp.Exec(binary, argv, env, append(doc.FDs(), mfd), nil)
 	_ = files // kept open (and alive) until here
@@ -463,4 +478,39 @@ func (s *Supervisor) startSideParts(st sideState, withNginx bool) {
 		s.submitNginx()
 	}
 	s.startMemmonFrom(cfg, nil, st.memmon, st.alerter)
+}
+
+// selfExe is the running image's own file, even when a package upgrade has
+// replaced or removed it at its path: what a rescue executes.
+const selfExe = "/proc/self/exe"
+
+// rescue recovers from a panic in a process's owner goroutine, which
+// containment cannot: the process is half-way through a change and has no
+// owner. The daemon re-executes its own image (not a new binary: the
+// same code) with a handover in which that process is described from what
+// its loop held and the kernel knows (see procgroup.Process.OnPanic); every
+// child stays. The operations in flight are not waited for (one may wait
+// for the dead owner): their clients see an error. It returns only if the
+// re-execution failed; the panic then ends the daemon, as before.
+func (s *Supervisor) rescue(p *procgroup.Process, v any, stack []byte, f *procgroup.Frozen) {
+	s.rescueMu.Lock()
+	defer s.rescueMu.Unlock()
+	s.log.Error("a process's owner goroutine panicked (a bug in gosup); re-executing the daemon in place to recover, keeping every process",
+		"process", p.Spec().FullName(), "panic", v, "stack", string(stack))
+	if err := s.reexec(selfExe, handover.ReasonRescue, map[*procgroup.Process]*procgroup.Frozen{p: f}); err != nil {
+		s.log.Error("could not re-execute the daemon after the panic; it ends, and with it every process", "err", err)
+	}
+}
+
+// InjectPanic makes the owner goroutine of the process named (group:name)
+// panic, as a bug in it would: for tests of the recovery (gosup built with
+// the gosup_testhooks tag calls it).
+func (s *Supervisor) InjectPanic(name string) error {
+	for _, p := range s.all() {
+		if p.Spec().FullName() == name {
+			p.Panic("injected panic (gosup_testhooks)")
+			return nil
+		}
+	}
+	return fmt.Errorf("no process %q", name)
 }

@@ -447,13 +447,13 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 			if info.Upgrades > 0 {
 				upgrades = fmt.Sprintf("%d, last at %s from %s", info.Upgrades, info.UpgradedAt.Format(time.DateTime), info.UpgradedFrom)
 			}
-			if info.Rescues > 0 {
-				upgrades += fmt.Sprintf("; %d of them after a panic in the daemon's core (see its log)", info.Rescues)
-			}
 			if info.UpgradeFailures > 0 {
 				upgrades += fmt.Sprintf("; %d failed, last: %s", info.UpgradeFailures, info.LastUpgradeError)
 			}
 			fmt.Fprintf(out, "upgrades:        %s\n", upgrades)
+			if info.Rescues > 0 {
+				fmt.Fprintf(out, "rescues:         %d (re-executed after a panic in the daemon's core, a bug in gosup: see its log)\n", info.Rescues)
+			}
 			fmt.Fprintf(out, "memmon restarts: %d\nalerts sent:     %d\nalert failures:  %d\nalerts dropped:  %d\n",
 				info.MemmonRestarts, info.AlertsSent, info.AlertFailures, info.AlertsDropped)
 			missed := strconv.FormatInt(info.WatchdogMissed, 10)

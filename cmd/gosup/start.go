@@ -71,6 +71,9 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 			signal.Notify(usr2, syscall.SIGUSR2)
 			defer signal.Stop(usr2)
 			d := supervisor.New(cfg, opts)
+			if testHooks != nil {
+				testHooks(log, d)
+			}
 			// SIGHUP reloads, as for supervisord and nginx; a storm of them
 			// coalesces into one reload running and one pending.
 			hup := make(chan os.Signal, 1)
@@ -102,6 +105,10 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 }
+
+// testHooks, set only in a binary built with -tags gosup_testhooks (see
+// testhooks.go), installs the end-to-end tests' hooks into the daemon.
+var testHooks func(*slog.Logger, *supervisor.Supervisor)
 
 func newLogger(level string) *slog.Logger {
 	var l slog.Level
