@@ -9,7 +9,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/gosup/gosup/procgroup/proctree"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/procgroup/safefile"
 	"golang.org/x/sys/unix"
@@ -24,20 +23,17 @@ type Handover struct {
 	State State  `json:"state"`
 	// The child, if one runs (or has exited unreaped): Pid 0 if none.
 	Pid int `json:"pid,omitempty"`
-	// StartTicks is the child's start time (/proc/PID/stat field 22): the
-	// next image checks that Pid is still that process.
-	StartTicks uint64    `json:"start_ticks,omitempty"`
-	Marker     string    `json:"marker,omitempty"` // its GOSUP_SPAWN entry
-	SpawnedAt  time.Time `json:"spawned_at"`
+	Marker    string    `json:"marker,omitempty"` // its GOSUP_SPAWN entry
+	SpawnedAt time.Time `json:"spawned_at,omitzero"`
 	// What the status shows.
-	StartedAt    time.Time `json:"started_at"`
-	StoppedAt    time.Time `json:"stopped_at"`
+	StartedAt    time.Time `json:"started_at,omitzero"`
+	StoppedAt    time.Time `json:"stopped_at,omitzero"`
 	Spawns       int       `json:"spawns"`
 	ExitStatus   *int      `json:"exit_status,omitempty"`
 	ExitDesc     string    `json:"exit_desc,omitempty"`
 	SpawnError   string    `json:"spawn_error,omitempty"`
 	Reason       string    `json:"reason,omitempty"`
-	RespawnAt    time.Time `json:"respawn_at"`
+	RespawnAt    time.Time `json:"respawn_at,omitzero"`
 	IllegalMoves int       `json:"illegal_moves,omitempty"`
 	// StdoutDropped and StderrDropped continue the counts of lost output.
 	StdoutDropped int64 `json:"stdout_dropped,omitempty"`
@@ -50,7 +46,7 @@ type Handover struct {
 	StartWaited  bool      `json:"start_waited"`
 	NotReady     string    `json:"not_ready,omitempty"`
 	GroupStopped bool      `json:"group_stopped,omitempty"`
-	StopDeadline time.Time `json:"stop_deadline"`
+	StopDeadline time.Time `json:"stop_deadline,omitzero"`
 	// Pipes are the read ends of the child's (and an earlier child's)
 	// output pipes, still open.
 	Pipes []Pipe `json:"pipes,omitempty"`
@@ -166,8 +162,6 @@ func (p *Process) freeze(l *loop, req freezeReq) {
 	}
 	if l.proc == nil {
 		h.Pid = 0
-	} else if ps, err := proctree.Stat(l.pid); err == nil {
-		h.StartTicks = ps.Start
 	}
 	if kind != timerRespawn {
 		h.RespawnAt = time.Time{}
@@ -434,9 +428,6 @@ func (p *Process) rescue(l *loop) *Frozen {
 		var info unix.Siginfo
 		if err := unix.Waitid(unix.P_PID, l.pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err == nil {
 			h.Pid = l.pid
-			if ps, err := proctree.Stat(l.pid); err == nil {
-				h.StartTicks = ps.Start
-			}
 		}
 	}
 	switch {

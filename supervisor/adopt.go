@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
-	"github.com/gosup/gosup/procgroup/proctree"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/supervisor/handover"
 	"golang.org/x/sys/unix"
@@ -40,12 +39,9 @@ func (s *Supervisor) takeHandover(doc *handover.Doc, rp *reaper.Reaper) map[stri
 			a.files = append(a.files, f)
 		}
 		if h.Pid > 0 {
+			// An unreaped child keeps its pid: the kernel's word
+			// that it is ours is enough.
 			exitC, err := rp.Adopt(h.Pid)
-			if err == nil && h.StartTicks != 0 {
-				if st, serr := proctree.Stat(h.Pid); serr != nil || st.Start != h.StartTicks {
-					err = errNotSameProcess
-				}
-			}
 			if err != nil {
 				s.log.Error("a child handed over is not this daemon's; its process starts afresh", "process", h.Name, "pid", h.Pid, "err", err)
 				a.h.Pid, a.h.State = 0, procgroup.Stopped
@@ -58,12 +54,6 @@ func (s *Supervisor) takeHandover(doc *handover.Doc, rp *reaper.Reaper) map[stri
 	}
 	return out
 }
-
-var errNotSameProcess = errorString("its start time is not the one handed over")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
 
 // adopt gives p what the previous image handed over for it, if anything.
 func (s *Supervisor) adopt(p *procgroup.Process) {

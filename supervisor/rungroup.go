@@ -1,6 +1,9 @@
 package supervisor
 
-import "log/slog"
+import (
+	"log/slog"
+	"time"
+)
 
 // runGroup is the daemon's parts in one list: each actor is brought up in
 // list order and brought down in the reverse order, each stop returning
@@ -41,7 +44,10 @@ func (g *runGroup) run(done <-chan struct{}) error {
 		if a.start == nil {
 			continue
 		}
-		if err := a.start(); err != nil {
+		t0 := time.Now()
+		err := a.start()
+		g.log.Debug("started", "part", a.name, "took", time.Since(t0))
+		if err != nil {
 			g.stop(i)
 			return err
 		}

@@ -54,6 +54,9 @@ type Options struct {
 	// daemon adopts its processes, descriptors and state instead of
 	// claiming the socket and starting programs.
 	Handover *handover.Doc
+	// Serving, when set, is called once every part of the daemon runs
+	// (the control socket answers, the processes are started or adopted).
+	Serving func()
 }
 
 // Supervisor is a running daemon. Create it with New and call Run once.
@@ -344,7 +347,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 		if h := s.opts.Handover; h != nil && h.Reason == handover.ReasonRescue {
 			s.log.Warn("gosup re-executed in place after a panic; every process kept", "config", cfg.File, "socket", st.Socket, "processes", len(h.Processes), "pid", os.Getpid())
 		} else if h != nil {
-			s.log.Info("gosup upgraded in place", "from", h.From.Version, "to", s.opts.Build.Version, "binary", s.opts.Binary, "config", cfg.File, "socket", st.Socket, "processes", len(h.Processes), "pid", os.Getpid())
+			s.log.Info("gosup upgraded in place", "took", time.Since(h.UpgradedAt).Round(time.Millisecond), "from", h.From.Version, "to", s.opts.Build.Version, "binary", s.opts.Binary, "config", cfg.File, "socket", st.Socket, "processes", len(h.Processes), "pid", os.Getpid())
 		} else {
 			s.log.Info("gosup started", "config", cfg.File, "socket", st.Socket, "programs", len(cfg.Programs), "pid", os.Getpid())
 		}
@@ -416,6 +419,9 @@ func (s *Supervisor) run(ctx context.Context) error {
 	})
 
 	defer context.AfterFunc(ctx, s.requestShutdown)()
+	if s.opts.Serving != nil {
+		g.add("serving", func() error { s.opts.Serving(); return nil }, nil)
+	}
 	if err := g.run(s.shutdownReq); err != nil {
 		return err
 	}

@@ -364,15 +364,33 @@ func (s *Supervisor) reexec(binary, reason string, given map[*procgroup.Process]
 	}
 	doc := s.baseDoc(binary, reason)
 	doc.Nginx, doc.Memmon, doc.Alerter = side.nginx, side.memmon, side.alerter
-	var files []*os.File
-	for _, p := range s.all() {
-		f := given[p]
-		if f == nil {
-			if f, err = p.Freeze(ctx, upgradeFreeze); err != nil {
-				return fmt.Errorf("freeze %s: %w", p.Spec().FullName(), err)
+	// Every process at once: each freeze waits for its log copiers.
+	procs := s.all()
+	frozen := make([]*procgroup.Frozen, len(procs))
+	errs := make([]error, len(procs))
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		if f := given[p]; f != nil {
+			frozen[i] = f
+			continue
+		}
+		wg.Go(func() {
+			if frozen[i], errs[i] = p.Freeze(ctx, upgradeFreeze); errs[i] != nil {
+				errs[i] = fmt.Errorf("freeze %s: %w", p.Spec().FullName(), errs[i])
 			}
+		})
+	}
+	wg.Wait()
+	var files []*os.File
+	for i, p := range procs {
+		if f := frozen[i]; f != nil && given[p] == nil {
 			undo = append(undo, f.Resume)
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, f := range frozen {
 		doc.Processes = append(doc.Processes, f.Handover)
 		files = append(files, f.Files...)
 	}

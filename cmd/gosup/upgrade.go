@@ -105,6 +105,9 @@ func newUpgradeCheckCmd() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Short-lived, and on the upgrade's critical path: no
+			// collection (what it allocates is bounded by the document).
+			debug.SetGCPercent(-1)
 			b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), handover.MaxBytes+1))
 			if err != nil {
 				return failed(fmt.Errorf("read the handover document: %w", err))

@@ -193,7 +193,7 @@ func (c *Client) WaitUpgrade(ctx context.Context, reply UpgradeReply) (Info, err
 		case ctx.Err() != nil:
 			return info, fmt.Errorf("waiting for the upgrade: %w", ctx.Err())
 		}
-		t := time.NewTimer(10 * time.Millisecond)
+		t := time.NewTimer(2 * time.Millisecond)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
