@@ -22,7 +22,7 @@ type Handover struct {
 	Name  string `json:"name"` // group:process
 	State State  `json:"state"`
 	// The child, if one runs (or has exited unreaped): Pid 0 if none.
-	Pid int `json:"pid,omitempty"`
+	Pid       int       `json:"pid,omitempty"`
 	Marker    string    `json:"marker,omitempty"` // its GOSUP_SPAWN entry
 	SpawnedAt time.Time `json:"spawned_at,omitzero"`
 	// What the status shows.

@@ -24,8 +24,8 @@ import (
 
 	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/procgroup"
-	"github.com/gosup/gosup/supervisor/nginx"
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/nginx"
 	"golang.org/x/sys/unix"
 )
 
@@ -78,7 +78,7 @@ type Doc struct {
 	Nginx   *nginx.State          `json:"nginx,omitempty"`
 	Memmon  *memmon.WatchdogState `json:"memmon,omitempty"`
 	Alerter *memmon.AlerterState  `json:"alerter,omitempty"`
-	Reload  api.ReloadStatus `json:"reload"`
+	Reload  api.ReloadStatus      `json:"reload"`
 	// Down names the processes rendered down in nginx.
 	Down []string `json:"down,omitempty"`
 	// WatchdogMissed continues the count of withheld watchdog pings.
