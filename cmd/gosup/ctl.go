@@ -351,16 +351,43 @@ func newTailCmd(g *globalFlags) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			body, err := cl.Tail(ctx, args[0], stream, n, size, follow)
-			if err != nil {
-				return clientErr(err)
+			var before api.Info
+			if follow {
+				// To tell a stream cut by an in-place upgrade (the
+				// daemon re-executed: same pid, one more upgrade) from
+				// the daemon going away.
+				if before, err = cl.Info(ctx); err != nil {
+					return clientErr(err)
+				}
 			}
-			defer body.Close()
-			_, err = io.Copy(cmd.OutOrStdout(), body)
-			if err != nil && ctx.Err() == nil {
-				return failed(err)
+			for {
+				body, err := cl.Tail(ctx, args[0], stream, n, size, follow)
+				if err != nil {
+					return clientErr(err)
+				}
+				_, err = io.Copy(cmd.OutOrStdout(), body)
+				body.Close()
+				if ctx.Err() != nil {
+					return nil
+				}
+				if !follow {
+					if err != nil {
+						return failed(err)
+					}
+					return nil
+				}
+				info, ierr := cl.Info(ctx)
+				if ierr != nil || info.Pid != before.Pid || info.Upgrades+info.Rescues == before.Upgrades+before.Rescues {
+					if err == nil {
+						err = errors.New("the daemon ended the stream")
+					}
+					return failed(err)
+				}
+				// Output written while the stream was cut may be
+				// missing here (never from the log file).
+				fmt.Fprintf(cmd.ErrOrStderr(), "gosup: the daemon was upgraded in place (%s); following again\n", info.Version)
+				before, n = info, 0
 			}
-			return nil
 		},
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what is appended")
