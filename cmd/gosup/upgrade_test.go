@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gosup/gosup/supervisor/api"
+	"golang.org/x/sys/unix"
+)
+
+// buildGosup builds a real gosup binary (not the test binary: an upgrade
+// executes it by its path) with version and build tags, into dir.
+func buildGosup(tb testing.TB, dir, version string, tags ...string) string {
+	tb.Helper()
+	bin := filepath.Join(dir, "gosup")
+	args := []string{"build", "-ldflags", "-X main.version=" + version, "-o", bin}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	out, err := exec.Command("go", append(args, "github.com/gosup/gosup/cmd/gosup")...).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// upgradeDaemon is a real gosup daemon run from a built binary, with n
+// sleep children in program sl.
+type upgradeDaemon struct {
+	cmd  *exec.Cmd
+	cl   *api.Client
+	log  string
+	pids map[string]int
+}
+
+func startUpgradeDaemon(t testing.TB, bin string, n int, env ...string) *upgradeDaemon {
+	t.Helper()
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "run", "gosup.sock")
+	cfg := filepath.Join(dir, "gosup.toml")
+	body := fmt.Sprintf(`[supervisor]
+socket = %q
+logdir = %q
+shutdown_timeout = "30s"
+[program.sl]
+command = "sleep 3600"
+numprocs = %d
+process_name = "sl_%%(process_num)d"
+startsecs = 0
+stopsignal = "KILL"
+`, sock, filepath.Join(dir, "log"), n)
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := &upgradeDaemon{cmd: exec.Command(bin, "start", "-c", cfg), cl: api.NewClient(sock), log: filepath.Join(dir, "daemon.log")}
+	logf, err := os.Create(d.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	d.cmd.Stderr = logf
+	d.cmd.Env = append(os.Environ(), env...)
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := d.cl.Shutdown(ctx); err != nil {
+			_ = d.cmd.Process.Kill()
+		}
+		_ = d.cmd.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(d.log)
+			t.Logf("daemon log:\n%s", b)
+		}
+	})
+	d.pids = d.waitRunning(t, n)
+	return d
+}
+
+// waitRunning waits until the n processes are RUNNING and returns their pids.
+func (d *upgradeDaemon) waitRunning(t testing.TB, n int) map[string]int {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, err := d.cl.Status(context.Background())
+		pids := map[string]int{}
+		for _, p := range st {
+			if p.State == "RUNNING" {
+				pids[p.Name] = p.Pid
+			}
+		}
+		if err == nil && len(pids) == n {
+			return pids
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d RUNNING after a minute: %v %v", len(pids), n, st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// notifyListener is a NOTIFY_SOCKET as systemd has it: a datagram socket
+// that learns each sender's pid (SO_PASSCRED).
+type notifyListener struct {
+	conn *net.UnixConn
+	path string
+}
+
+func listenNotify(t *testing.T) *notifyListener {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	return &notifyListener{conn: conn, path: path}
+}
+
+// next reads the next message and its sender's pid.
+func (l *notifyListener) next(t *testing.T) (string, int) {
+	t.Helper()
+	buf, oob := make([]byte, 4096), make([]byte, 1024)
+	_ = l.conn.SetReadDeadline(time.Now().Add(time.Minute))
+	n, oobn, _, _, err := l.conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		t.Fatalf("no sd_notify message: %v", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) == 0 {
+		t.Fatalf("no credentials with the message: %v", err)
+	}
+	cred, err := unix.ParseUnixCredentials(&msgs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(buf[:n]), int(cred.Pid)
+}
+
+// until reads messages until one has the line want, checking that every
+// message came from pid; it returns the messages read.
+func (l *notifyListener) until(t *testing.T, pid int, want string) []string {
+	t.Helper()
+	var got []string
+	for {
+		msg, from := l.next(t)
+		if from != pid {
+			t.Fatalf("sd_notify message %q from pid %d, not the daemon's %d: systemd would take it for another MAINPID", msg, from, pid)
+		}
+		got = append(got, msg)
+		if slices.Contains(strings.Split(msg, "\n"), want) {
+			return got
+		}
+	}
+}
+
+// TestUpgradeKeepsSystemdInformed: systemd hears RELOADING=1 (with
+// MONOTONIC_USEC) before the exec and READY=1 from the new image, every
+// message from the one pid, which never changes.
+func TestUpgradeKeepsSystemdInformed(t *testing.T) {
+	bin := buildGosup(t, t.TempDir(), "notify-test")
+	nl := listenNotify(t)
+	d := startUpgradeDaemon(t, bin, 3, "NOTIFY_SOCKET="+nl.path)
+	pid := d.cmd.Process.Pid
+	nl.until(t, pid, "READY=1")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	reply, err := d.cl.Upgrade(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := d.cl.WaitUpgrade(ctx, reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := nl.until(t, pid, "RELOADING=1")
+	if last := msgs[len(msgs)-1]; !strings.Contains(last, "MONOTONIC_USEC=") {
+		t.Errorf("RELOADING=1 without MONOTONIC_USEC: %q", last)
+	}
+	nl.until(t, pid, "READY=1")
+	if info.Pid != pid || info.Upgrades != 1 {
+		t.Errorf("after the upgrade: pid %d (want %d), upgrades %d (want 1)", info.Pid, pid, info.Upgrades)
+	}
+	if got := d.waitRunning(t, 3); !maps.Equal(got, d.pids) {
+		t.Errorf("children changed across the upgrade: %v, were %v", got, d.pids)
+	}
+}
+
+// TestCorePanicRescuesEveryChild: a panic injected in a process's owner
+// goroutine (the gosup_testhooks build, SIGTTIN) makes the daemon
+// re-execute itself; it keeps its pid and every child, and the process
+// whose owner panicked is still supervised: killed, it is respawned.
+func TestCorePanicRescuesEveryChild(t *testing.T) {
+	bin := buildGosup(t, t.TempDir(), "rescue-test", "gosup_testhooks")
+	d := startUpgradeDaemon(t, bin, 3, "GOSUP_TEST_PANIC=sl:sl_1")
+	pid := d.cmd.Process.Pid
+	if err := d.cmd.Process.Signal(syscall.SIGTTIN); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var info api.Info
+	for info.Rescues == 0 {
+		var err error
+		if info, err = d.cl.Info(ctx); err != nil {
+			t.Fatalf("the daemon did not answer after the panic: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if info.Pid != pid || info.Rescues != 1 {
+		t.Fatalf("after the rescue: pid %d (want %d), rescues %d (want 1)", info.Pid, pid, info.Rescues)
+	}
+	if got := d.waitRunning(t, 3); !maps.Equal(got, d.pids) {
+		t.Fatalf("children changed across the rescue: %v, were %v", got, d.pids)
+	}
+	old := d.pids["sl:sl_1"]
+	if err := unix.Kill(old, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, err := d.cl.Status(ctx, "sl:sl_1")
+		if err == nil && len(st) == 1 && st[0].State == "RUNNING" && st[0].Pid != old && st[0].Restarts == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sl:sl_1 not respawned after the rescue: %+v %v", st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
