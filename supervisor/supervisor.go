@@ -54,6 +54,10 @@ type Options struct {
 	// daemon adopts its processes, descriptors and state instead of
 	// claiming the socket and starting programs.
 	Handover *handover.Doc
+	// BeforeExec, when set (a test hook of gosup_testhooks builds), runs
+	// in an upgrade after everything is frozen, just before the exec,
+	// with the handover document.
+	BeforeExec func(*handover.Doc)
 	// Serving, when set, is called once every part of the daemon runs
 	// (the control socket answers, the processes are started or adopted).
 	Serving func()

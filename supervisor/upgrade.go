@@ -432,6 +432,9 @@ func (s *Supervisor) reexec(binary, reason string, given map[*procgroup.Process]
 		}
 	}
 	argv := append([]string{cmp.Or(s.opts.Binary, binary)}, s.opts.Args...)
+	if s.opts.BeforeExec != nil {
+		s.opts.BeforeExec(doc)
+	}
 	s.log.Info("executing the new binary", "binary", binary, "processes", len(doc.Processes), "handover_bytes", len(b))
 	err = s.rp.Exec(binary, argv, env, append(doc.FDs(), mfd), nil)
 	_ = files // kept open (and alive) until here

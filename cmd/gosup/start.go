@@ -80,6 +80,9 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 			usr2 := make(chan os.Signal, 1)
 			signal.Notify(usr2, syscall.SIGUSR2)
 			defer signal.Stop(usr2)
+			if testOptions != nil {
+				testOptions(log, &opts)
+			}
 			d := supervisor.New(cfg, opts)
 			if testHooks != nil {
 				testHooks(log, d)
@@ -118,7 +121,11 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 
 // testHooks, set only in a binary built with -tags gosup_testhooks (see
 // testhooks.go), installs the end-to-end tests' hooks into the daemon.
-var testHooks func(*slog.Logger, *supervisor.Supervisor)
+// testOptions likewise sets the daemon's test options.
+var (
+	testHooks   func(*slog.Logger, *supervisor.Supervisor)
+	testOptions func(*slog.Logger, *supervisor.Options)
+)
 
 func newLogger(level string) *slog.Logger {
 	var l slog.Level

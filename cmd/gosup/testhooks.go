@@ -3,19 +3,49 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/gosup/gosup/supervisor"
+	"github.com/gosup/gosup/supervisor/handover"
 )
 
-// A binary built with -tags gosup_testhooks makes, on SIGTTIN, the owner
-// goroutine of the process $GOSUP_TEST_PANIC (group:name) panic: the
-// end-to-end tests of the daemon's recovery from a panic in its core use
-// it. Release builds have no such hook.
+// A binary built with -tags gosup_testhooks has two hooks for the
+// end-to-end tests; release builds have neither:
+//   - on SIGTTIN, the owner goroutine of the process $GOSUP_TEST_PANIC
+//     (group:name) panics: the daemon's recovery from a panic in its core;
+//   - in an upgrade, just before the exec, the child of the process
+//     $GOSUP_TEST_KILL_BEFORE_EXEC is killed and left a zombie: an exit
+//     in the handover window, which the new image must reap and act on.
 func init() {
+	testOptions = func(log *slog.Logger, o *supervisor.Options) {
+		name := os.Getenv("GOSUP_TEST_KILL_BEFORE_EXEC")
+		if name == "" {
+			return
+		}
+		o.BeforeExec = func(doc *handover.Doc) {
+			for _, p := range doc.Processes {
+				if p.Name != name || p.Pid <= 0 {
+					continue
+				}
+				log.Warn("test hook: killing a child in the handover window", "process", name, "pid", p.Pid)
+				_ = syscall.Kill(p.Pid, syscall.SIGKILL)
+				// Reaping is held: the child stays a zombie.
+				for range 1000 {
+					if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid)); err == nil && zombie(b) {
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+				log.Error("test hook: the child did not become a zombie", "pid", p.Pid)
+			}
+		}
+	}
 	testHooks = func(log *slog.Logger, d *supervisor.Supervisor) {
 		c := make(chan os.Signal, 1)
 		signal.Notify(c, syscall.SIGTTIN)
@@ -29,4 +59,10 @@ func init() {
 			}
 		}()
 	}
+}
+
+// zombie reports whether a /proc/PID/stat line says state Z.
+func zombie(stat []byte) bool {
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }

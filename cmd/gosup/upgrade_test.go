@@ -249,3 +249,38 @@ func TestCorePanicRescuesEveryChild(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestExitInHandoverWindowIsNotLost: a child that dies after the old image
+// stopped reaping and before the exec (the gosup_testhooks build kills it
+// there and waits for the zombie) is reaped by the new image, which
+// applies the restart policy: it is respawned; the others are untouched.
+func TestExitInHandoverWindowIsNotLost(t *testing.T) {
+	bin := buildGosup(t, t.TempDir(), "window-test", "gosup_testhooks")
+	d := startUpgradeDaemon(t, bin, 3, "GOSUP_TEST_KILL_BEFORE_EXEC=sl:sl_2")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	reply, err := d.cl.Upgrade(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.cl.WaitUpgrade(ctx, reply); err != nil {
+		t.Fatal(err)
+	}
+	got := d.waitRunning(t, 3)
+	for name, pid := range d.pids {
+		switch {
+		case name == "sl:sl_2" && got[name] == pid:
+			t.Errorf("%s still shows pid %d, killed in the handover window", name, pid)
+		case name != "sl:sl_2" && got[name] != pid:
+			t.Errorf("%s: pid %d, was %d", name, got[name], pid)
+		}
+	}
+	st, err := d.cl.Status(ctx, "sl:sl_2")
+	if err != nil || len(st) != 1 || st[0].Restarts != 1 {
+		t.Fatalf("sl:sl_2 after its exit in the handover window: %+v %v (want RUNNING, restarts 1)", st, err)
+	}
+	log, _ := os.ReadFile(d.log)
+	if !strings.Contains(string(log), "test hook: killing a child in the handover window") || strings.Contains(string(log), "did not become a zombie") {
+		t.Fatalf("the hook did not kill the child in the window:\n%s", log)
+	}
+}
