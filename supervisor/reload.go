@@ -110,7 +110,10 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 		plans, notes := s.plan(next)
 		return report(file, true, plans, notes), nil
 	}
-	if err := lock(ctx, s.reloading); err != nil {
+	s.reloadsWaiting.Add(1)
+	err := lock(ctx, s.reloading)
+	s.reloadsWaiting.Add(-1)
+	if err != nil {
 		return nil, err
 	}
 	// Let go once this reload's removals are done (see apply), or when it

@@ -99,6 +99,9 @@ type Supervisor struct {
 	// pending tells a later reload which restarts are under way, and to
 	// which spec.
 	reloading chan struct{}
+	// reloadsWaiting counts the reloads waiting for reloading (an upgrade
+	// holding it hands them to the new image).
+	reloadsWaiting atomic.Int32
 	pendingMu sync.Mutex
 	pending   map[*procgroup.Process]*procgroup.ProcSpec
 	// readySent: sd_notify READY=1 has been sent once (a reload sends it
@@ -287,6 +290,9 @@ func (s *Supervisor) run(ctx context.Context) error {
 			s.watchdogMissed.Store(h.WatchdogMissed)
 			for _, name := range h.Down {
 				s.down[name] = true
+			}
+			if h.ReloadPending {
+				s.RequestReload()
 			}
 		}
 		endProcesses = sync.OnceFunc(func() {

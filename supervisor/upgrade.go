@@ -432,8 +432,26 @@ func (s *Supervisor) reexec(binary, reason string, given map[*procgroup.Process]
 		}
 	}
 	argv := append([]string{cmp.Or(s.opts.Binary, binary)}, s.opts.Args...)
+	// A reload asked for meanwhile (SIGHUP, the file watcher) is the
+	// new image's to run.
+	select {
+	case <-s.reloadKick:
+		doc.ReloadPending = true
+	default:
+		doc.ReloadPending = s.reloadsWaiting.Load() > 0
+	}
 	if s.opts.BeforeExec != nil {
 		s.opts.BeforeExec(doc)
+	}
+	// A shutdown asked for meanwhile (SIGTERM: systemctl stop) wins: the
+	// new image would never hear of it.
+	select {
+	case <-s.shutdownReq:
+		if doc.ReloadPending {
+			s.RequestReload()
+		}
+		return errors.New("a shutdown was asked for")
+	default:
 	}
 	s.log.Info("executing the new binary", "binary", binary, "processes", len(doc.Processes), "handover_bytes", len(b))
 	err = s.rp.Exec(binary, argv, env, append(doc.FDs(), mfd), nil)

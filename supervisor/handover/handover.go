@@ -79,6 +79,9 @@ type Doc struct {
 	Memmon  *memmon.WatchdogState `json:"memmon,omitempty"`
 	Alerter *memmon.AlerterState  `json:"alerter,omitempty"`
 	Reload  api.ReloadStatus      `json:"reload"`
+	// ReloadPending says a reload was asked for (SIGHUP, the file
+	// watcher) and not yet begun: the new image runs it.
+	ReloadPending bool `json:"reload_pending,omitempty"`
 	// Down names the processes rendered down in nginx.
 	Down []string `json:"down,omitempty"`
 	// WatchdogMissed continues the count of withheld watchdog pings.
