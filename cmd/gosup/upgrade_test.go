@@ -284,3 +284,50 @@ func TestExitInHandoverWindowIsNotLost(t *testing.T) {
 		t.Fatalf("the hook did not kill the child in the window:\n%s", log)
 	}
 }
+
+// TestSIGUSR2UpgradesFromTheStartedPath: SIGUSR2 upgrades, as for nginx,
+// from the path the daemon was started as: after a package manager renamed
+// a new file over it, that is the new binary (not /proc/self/exe, the
+// deleted old one).
+func TestSIGUSR2UpgradesFromTheStartedPath(t *testing.T) {
+	dir := t.TempDir()
+	v1 := buildGosup(t, t.TempDir(), "usr2-v1")
+	v2 := buildGosup(t, t.TempDir(), "usr2-v2")
+	bin := filepath.Join(dir, "gosup")
+	copyFile(t, v1, bin)
+	d := startUpgradeDaemon(t, bin, 2)
+	tmp := filepath.Join(dir, ".gosup.new")
+	copyFile(t, v2, tmp)
+	if err := os.Rename(tmp, bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	info, err := d.cl.WaitUpgrade(ctx, api.UpgradeReply{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Version != "usr2-v2" || info.UpgradedFrom != "usr2-v1" || info.Binary != bin || info.Pid != d.cmd.Process.Pid {
+		t.Errorf("after SIGUSR2: version %q from %q, binary %q, pid %d; want usr2-v2 from usr2-v1, %s, %d", info.Version, info.UpgradedFrom, info.Binary, info.Pid, bin, d.cmd.Process.Pid)
+	}
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", info.Pid)); err != nil || exe != bin {
+		t.Errorf("/proc/%d/exe is %q (%v), want the new file %s", info.Pid, exe, err, bin)
+	}
+	if got := d.waitRunning(t, 2); !maps.Equal(got, d.pids) {
+		t.Errorf("children changed across the upgrade: %v, were %v", got, d.pids)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
