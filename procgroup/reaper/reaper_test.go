@@ -15,6 +15,9 @@ import (
 var testReaper *Reaper
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(execHelperEnv); mode != "" {
+		os.Exit(execHelper(mode, os.Args[1:]))
+	}
 	if mode := os.Getenv("REAPER_HELPER"); mode != "" {
 		code, _ := strconv.Atoi(mode)
 		os.Exit(code)
