@@ -167,6 +167,13 @@ func helperMain(args []string) int {
 			fmt.Printf("tick %d\n", i)
 			time.Sleep(20 * time.Millisecond)
 		}
+	case "count": // count: numbered lines ("n 0", "n 1", …) as fast as a few thousand a second, for ever
+		for i := 0; ; i++ {
+			fmt.Printf("n %d\n", i) // one write per line: a line is never split
+			if i%20 == 19 {
+				time.Sleep(time.Millisecond)
+			}
+		}
 	case "spam": // spam BYTES: write that many bytes of numbered lines to stdout
 		n, _ := strconv.Atoi(arg(0))
 		var b strings.Builder

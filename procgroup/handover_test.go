@@ -1,0 +1,287 @@
+package procgroup
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// freezeHeld freezes p the way an upgrade does, with reaping held; the
+// returned func resumes it and releases the reaper (at the end of the test
+// if not called before).
+func freezeHeld(t *testing.T, p *Process, wait time.Duration) (*Frozen, func(), error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	release, err := testReaper.Hold(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := p.Freeze(ctx, wait)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	resume := sync.OnceFunc(func() {
+		f.Resume()
+		release()
+	})
+	t.Cleanup(resume) // a test that fails while frozen
+	return f, resume, nil
+}
+
+// checkCount fails unless text is the lines "n 0", "n 1", … "n K", each
+// once, in order (K >= min), and returns K+1.
+func checkCount(t *testing.T, text string, min int) int {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	for i, l := range lines {
+		if l != "n "+strconv.Itoa(i) {
+			t.Fatalf("line %d of the log is %q, want %q (lines %d in all)", i, l, "n "+strconv.Itoa(i), len(lines))
+		}
+	}
+	if len(lines) < min {
+		t.Fatalf("%d lines, want at least %d", len(lines), min)
+	}
+	return len(lines)
+}
+
+// rotatedLog is the whole of a rotated log: its backups, oldest first, then
+// the file itself.
+func rotatedLog(t *testing.T, path string, backups int) string {
+	t.Helper()
+	var all bytes.Buffer
+	for i := backups; i >= 0; i-- {
+		name := path
+		if i > 0 {
+			name += "." + strconv.Itoa(i)
+		}
+		b, err := os.ReadFile(name)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		all.Write(b)
+	}
+	if _, err := os.Stat(path + "." + strconv.Itoa(backups)); err == nil {
+		t.Fatalf("%s.%d exists: the log rotated out of the backups the test reads", path, backups)
+	}
+	return all.String()
+}
+
+// logSize is the bytes in path and its backups.
+func logSize(path string) int64 {
+	matches, _ := filepath.Glob(path + "*")
+	var n int64
+	for _, m := range matches {
+		if fi, err := os.Stat(m); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+// A running process writing fast through its pipe into a rotated log,
+// frozen and resumed again and again (a failed upgrade, each time): the
+// child keeps its pid, its output is read again after each Resume (the
+// log grows), and the log has every line exactly once, in order.
+func TestFreezeResumeLosesNoOutput(t *testing.T) {
+	const backups = 200
+	dir := t.TempDir()
+	spec := helperSpec("count")
+	spec.StdoutLogfile = filepath.Join(dir, "out.log")
+	spec.StdoutLogfileMaxBytes = 8 << 10
+	spec.StdoutLogfileBackups = backups
+	p := newTestPool(t, spec).Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := waitState(t, p, Running, 30*time.Second).Pid
+	path := spec.StdoutLogfile
+	for i := range 50 {
+		f, resume, err := freezeHeld(t, p, 30*time.Second)
+		if err != nil {
+			t.Fatalf("freeze %d: %v", i, err)
+		}
+		h := f.Handover
+		if h.State != Running || h.Pid != pid || len(h.Pipes) != 2 || len(f.Files) != 2 || h.Pipes[0].Stream == h.Pipes[1].Stream {
+			t.Fatalf("freeze %d: handover %+v, %d files", i, h, len(f.Files))
+		}
+		// Frozen: requests wait (none is made here); the size now is
+		// what the copier wrote before it stopped.
+		size := logSize(path)
+		resume()
+		waitFor(t, "the log to grow after resume "+strconv.Itoa(i), func() bool { return logSize(path) > size })
+	}
+	if st := p.Status(); st.Pid != pid || st.State != Running || st.StdoutDropped != 0 {
+		t.Fatalf("after 50 freezes: %+v", st)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Stopped, 30*time.Second)
+	n := checkCount(t, rotatedLog(t, path, backups), 50)
+	if _, err := os.Stat(path + ".1"); err != nil {
+		t.Errorf("the log never rotated: %v", err)
+	}
+	t.Logf("%d lines, %d bytes", n, logSize(path))
+}
+
+// A process in BACKOFF, waiting to respawn, frozen and resumed: it still
+// respawns, not before the time it had.
+func TestFreezeResumeKeepsARespawn(t *testing.T) {
+	spec := helperSpec("exit", "1")
+	spec.StartSecs = 1 // an exit at once is a failed start: BACKOFF
+	spec.StartRetries = 100
+	p := newTestPool(t, spec).Procs()[0]
+	spawns := recordSpawns(p)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Catch it in BACKOFF (it may be spawning again when the freeze
+	// comes: try the next backoff, which is longer).
+	var h Handover
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_, err := p.Wait(ctx, func(s Status) bool { return s.State == Backoff })
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, resume, err := freezeHeld(t, p, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h = f.Handover
+		before := len(spawns())
+		if h.State == Backoff {
+			if h.RespawnAt.IsZero() || h.Pid != 0 || len(f.Files) != 0 {
+				resume()
+				t.Fatalf("handover in BACKOFF: %+v, %d files", h, len(f.Files))
+			}
+			resume()
+			waitFor(t, "a respawn after the resume", func() bool { return len(spawns()) > before })
+			if at := spawns()[before]; at.Before(h.RespawnAt) {
+				t.Fatalf("respawned at %s, before its time %s", at, h.RespawnAt)
+			}
+			return
+		}
+		resume()
+		if attempt == 5 {
+			t.Fatalf("never frozen in BACKOFF: last %s", h.State)
+		}
+	}
+}
+
+// A process STARTING, its startsecs not yet passed, frozen and resumed:
+// it still becomes RUNNING (the startsecs timer is taken up again).
+func TestFreezeResumeKeepsStartSecs(t *testing.T) {
+	spec := helperSpec("sleep")
+	spec.StartSecs = 10 // long enough to be frozen in STARTING on a slow machine
+	p := newTestPool(t, spec).Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := waitState(t, p, Starting, 30*time.Second).Pid
+	f, resume, err := freezeHeld(t, p, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := f.Handover
+	resume()
+	if h.State != Starting || h.StartWaited || h.Pid != pid {
+		t.Fatalf("handover: %+v", h)
+	}
+	if st := waitState(t, p, Running, time.Minute); st.Pid != pid {
+		t.Fatalf("RUNNING with pid %d, spawned %d", st.Pid, pid)
+	}
+}
+
+// hangSink is a log whose writes hang while gate is held (a disk that
+// stopped answering), and otherwise keeps what it is given.
+type hangSink struct {
+	gate    sync.Mutex
+	waiting atomic.Int32 // writes waiting at the gate
+	mu      sync.Mutex
+	buf     bytes.Buffer
+}
+
+func (s *hangSink) Write(b []byte) (int, error) {
+	s.waiting.Add(1)
+	s.gate.Lock()
+	defer s.gate.Unlock()
+	s.waiting.Add(-1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(b)
+}
+
+func (s *hangSink) Close() error { return nil }
+
+func (s *hangSink) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// A log copier stuck writing to a hung log fails the freeze, naming the
+// stream, after the wait given; the process goes on: status answers, the
+// output flows again when the log does, nothing is lost, and a later
+// freeze succeeds.
+func TestFreezeFailsOnAHungLog(t *testing.T) {
+	dir := t.TempDir()
+	spec := helperSpec("count")
+	spec.StdoutLogfile = filepath.Join(dir, "out.log")
+	sink := &hangSink{}
+	g, _, _ := guardedPool(t, spec, func(p *Process) {
+		p.out.mu.Lock()
+		p.out.sinks["stdout"] = sink
+		p.out.mu.Unlock()
+	})
+	p := g.Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := waitState(t, p, Running, 30*time.Second).Pid
+	waitFor(t, "output in the log", func() bool { return strings.Contains(sink.String(), "n 1\n") })
+	sink.gate.Lock()
+	waitFor(t, "a write stuck in the log", func() bool { return sink.waiting.Load() > 0 })
+	_, _, err := freezeHeld(t, p, 500*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "stdout log copier is still writing after 500ms") {
+		sink.gate.Unlock()
+		t.Fatalf("freeze with a hung log: %v", err)
+	}
+	if !returnsWithin(10*time.Second, func() { p.Status() }) {
+		t.Fatal("status waits after a failed freeze")
+	}
+	if st := p.Status(); st.State != Running || st.Pid != pid {
+		t.Fatalf("after a failed freeze: %+v", st)
+	}
+	mark := len(sink.String())
+	sink.gate.Unlock()
+	waitFor(t, "output after the log is back", func() bool { return len(sink.String()) > mark+100 })
+	f, resume, err := freezeHeld(t, p, 30*time.Second)
+	if err != nil {
+		t.Fatalf("freeze with the log back: %v", err)
+	}
+	if len(f.Files) != 2 {
+		t.Fatalf("freeze with the log back: %d files (stdout and stderr)", len(f.Files))
+	}
+	resume()
+	mark = len(sink.String())
+	waitFor(t, "output after the resume", func() bool { return len(sink.String()) > mark+100 })
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Stopped, 30*time.Second)
+	if st := p.Status(); st.StdoutDropped != 0 {
+		t.Fatalf("dropped %d bytes", st.StdoutDropped)
+	}
+	checkCount(t, sink.String(), 100)
+}
