@@ -280,7 +280,9 @@ func (o *outputs) handOver(wait time.Duration) ([]Pipe, []*os.File, error) {
 	o.mu.Unlock()
 	past := time.Unix(1, 0)
 	for _, c := range cs {
-		c.handOff.Store(true)
+		o.mu.Lock()
+		c.handOff = true
+		o.mu.Unlock()
 		if err := c.r.SetReadDeadline(past); err != nil {
 			o.resumeCopiers(cs)
 			return nil, nil, fmt.Errorf("stop %s log copier: %w", c.stream, err)
@@ -297,7 +299,7 @@ func (o *outputs) handOver(wait time.Duration) ([]Pipe, []*os.File, error) {
 			o.resumeCopiers(cs)
 			return nil, nil, fmt.Errorf("its %s log copier is still writing after %s (a hung disk?)", c.stream, wait)
 		}
-		if !c.kept {
+		if !c.kept { // set before done was closed
 			continue // it had reached the end of its pipe
 		}
 		if err := c.r.SetReadDeadline(time.Time{}); err != nil {
@@ -316,13 +318,14 @@ func (o *outputs) handOver(wait time.Duration) ([]Pipe, []*os.File, error) {
 }
 
 // resumeCopiers undoes a handOver that failed: a copier that has not
-// stopped goes on; one that stopped is started again on its pipe.
+// decided to stop goes on; one that has (it may not have returned yet) is
+// started again on its pipe, which it leaves open.
 func (o *outputs) resumeCopiers(cs []*copier) {
 	for _, c := range cs {
 		_ = c.r.SetReadDeadline(time.Time{})
 		o.mu.Lock()
-		c.handOff.Store(false)
-		stopped := c.finished && c.kept
+		c.handOff = false
+		stopped := c.kept
 		o.mu.Unlock()
 		if stopped {
 			o.adoptPipe(c.stream, c.r)

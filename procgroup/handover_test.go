@@ -285,3 +285,48 @@ func TestFreezeFailsOnAHungLog(t *testing.T) {
 	}
 	checkCount(t, sink.String(), 100)
 }
+
+// A freeze that gives up at once (a wait too short for the copiers to
+// stop, as on a loaded machine) fails or succeeds, and either way the
+// process goes on: every copier is reading again (output flows, on both
+// streams), the child lives, and no line is lost or repeated.
+func TestFreezeGivingUpLeavesEveryCopierReading(t *testing.T) {
+	dir := t.TempDir()
+	spec := helperSpec("count")
+	spec.StdoutLogfile = filepath.Join(dir, "out.log")
+	spec.StdoutLogfileMaxBytes = 0
+	p := newTestPool(t, spec).Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := waitState(t, p, Running, 30*time.Second).Pid
+	failed := 0
+	for i := range 500 {
+		_, resume, err := freezeHeld(t, p, time.Nanosecond)
+		if err != nil {
+			failed++
+		} else {
+			resume()
+		}
+		size := logSize(spec.StdoutLogfile)
+		waitFor(t, "output after freeze "+strconv.Itoa(i)+" (failed: "+strconv.FormatBool(err != nil)+")", func() bool {
+			return logSize(spec.StdoutLogfile) > size
+		})
+		if st := p.Status(); st.Pid != pid {
+			t.Fatalf("freeze %d (failed: %v): the child %d is gone (%s), pid now %d", i, err, pid, st.ExitDesc, st.Pid)
+		}
+	}
+	if st := p.Status(); st.Pid != pid || st.State != Running || st.StdoutDropped != 0 {
+		t.Fatalf("after the freezes: %+v", st)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Stopped, 30*time.Second)
+	b, err := os.ReadFile(spec.StdoutLogfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCount(t, string(b), 500)
+	t.Logf("%d of 500 freezes failed", failed)
+}

@@ -57,18 +57,29 @@ type copier struct {
 	r      *os.File
 	// inFlight is what the copier has read and the sink not yet taken.
 	inFlight atomic.Int64
+	// mu is the outputs' mu, which guards handOff and kept.
+	mu *sync.Mutex
 	// handOff says the copier is being stopped for a handover: r stays
 	// open, for the next image.
-	handOff atomic.Bool
-	// finished says the goroutine has ended, kept that it left r open
-	// (a handover stopped it); both guarded by outputs.mu.
-	finished, kept bool
-	done           chan struct{}
+	handOff bool
+	// kept says the copier has stopped (or is stopping) for a handover,
+	// leaving r open: decided once, under mu, so that a handover undone
+	// meanwhile (resumeCopiers) knows whether to start a copier again.
+	kept bool
+	done chan struct{}
 }
 
 // stopping reports whether a read deadline means a handover stops the
-// copier (otherwise it was a handover undone: read on).
-func (c *copier) stopping() bool { return c.handOff.Load() }
+// copier (otherwise it was a handover undone: read on). A true answer is
+// final: the copier returns and leaves r open.
+func (c *copier) stopping() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.handOff {
+		c.kept = true
+	}
+	return c.kept
+}
 
 // logDrops counts the bytes of one process's output that reached no log,
 // per stream (stderr redirected to stdout counts as stdout).
@@ -167,16 +178,16 @@ func (o *outputs) stream(name string, ls LogSpec, program int, opened *[]*os.Fil
 // startCopier copies r into sink on a goroutine until every writer has
 // closed r, or a handover stops it.
 func (o *outputs) startCopier(name string, sink io.Writer, r *os.File) {
-	c := &copier{stream: name, r: r, done: make(chan struct{})}
+	c := &copier{stream: name, r: r, mu: &o.mu, done: make(chan struct{})}
 	o.mu.Lock()
 	o.copiers[c] = struct{}{}
 	o.mu.Unlock()
 	finish := func() {
 		o.mu.Lock()
 		delete(o.copiers, c)
-		c.finished, c.kept = true, c.handOff.Load()
+		kept := c.kept
 		o.mu.Unlock()
-		if !c.kept {
+		if !kept {
 			r.Close()
 		}
 		close(c.done)
