@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,9 +59,21 @@ func (h apiHost) Info() api.Info {
 	return info
 }
 
+// Upgrade is for root and the daemon's own user only: it runs a binary as
+// the daemon, which socket_group's members may not make it do.
 func (h apiHost) Upgrade(ctx context.Context, binary string) (api.UpgradeReply, error) {
+	if cred := peerOf(ctx); cred == nil || (cred.Uid != 0 && int(cred.Uid) != os.Getuid()) {
+		uid := "unknown"
+		if cred != nil {
+			uid = strconv.Itoa(int(cred.Uid))
+		}
+		return api.UpgradeReply{}, api.Forbidden(fmt.Errorf("only root or the daemon's user may upgrade it (you are uid %s)", uid))
+	}
 	reply, err := h.s.Upgrade(ctx, binary)
-	if err != nil {
+	switch {
+	case errors.Is(err, errUpgradeBusy), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return reply, api.Unavailable(err)
+	case err != nil:
 		return reply, api.Invalid(err)
 	}
 	return reply, nil

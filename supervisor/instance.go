@@ -174,6 +174,7 @@ func adoptInstance(h handover.Instance, socket string, dirMode os.FileMode, log 
 			lock.Close()
 			return nil, fmt.Errorf("abstract socket: %w", err)
 		}
+		go answerAbstract(abstract)
 	}
 	in := newInstance(socket, dirMode, h.ID, abstract, log)
 	in.lock = lock
@@ -234,19 +235,23 @@ func abstractName(socket string) string {
 // that is not theirs) and cannot stop us, nor let a second daemon in:
 // anyone can compute the name, so claim then looks for a live
 // predecessor through /proc instead (see lockHolder).
+// answerAbstract accepts and closes the probes of a second daemon (which
+// learns the holder's pid from the connection) until ln is closed.
+func answerAbstract(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
 func bindAbstract(socket string, log *slog.Logger) (net.Listener, error) {
 	name := abstractName(socket)
 	ln, err := net.Listen("unix", name)
 	if err == nil {
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
+		go answerAbstract(ln)
 		return ln, nil
 	}
 	if !errors.Is(err, unix.EADDRINUSE) {

@@ -81,16 +81,11 @@ func newPeerPolicy(group string) (*peerPolicy, error) {
 
 // adoptListener serves the control socket an earlier image listened on,
 // inherited as descriptor fd across an exec; dev and ino identify its
-// socket file.
-func adoptListener(fd int, dev, ino uint64, group string, log *slog.Logger) (*credListener, error) {
-	pol, err := newPeerPolicy(group)
-	if err != nil {
-		return nil, err
-	}
+// socket file, gid is socket_group's (-1: none), as the earlier image
+// looked it up.
+func adoptListener(fd int, dev, ino uint64, gid int, log *slog.Logger) (*credListener, error) {
+	pol := &peerPolicy{uid: uint32(os.Getuid()), gid: gid}
 	f := os.NewFile(uintptr(fd), "control socket")
-	if f == nil {
-		return nil, fmt.Errorf("control socket descriptor %d: not open", fd)
-	}
 	ln, err := net.FileListener(f) // a duplicate, close-on-exec
 	f.Close()
 	if err != nil {
@@ -242,4 +237,23 @@ func peerCred(c net.Conn) (*unix.Ucred, error) {
 		return nil, err
 	}
 	return cred, cerr
+}
+
+// peerKey keys a control connection's peer credentials in its requests'
+// contexts.
+type peerKey struct{}
+
+// withPeer puts the connection's peer credentials (SO_PEERCRED, as the
+// listener checked them) in its requests' contexts.
+func withPeer(ctx context.Context, c net.Conn) context.Context {
+	if cred, err := peerCred(c); err == nil {
+		return context.WithValue(ctx, peerKey{}, cred)
+	}
+	return ctx
+}
+
+// peerOf is the peer of the connection a request came on (nil: unknown).
+func peerOf(ctx context.Context) *unix.Ucred {
+	cred, _ := ctx.Value(peerKey{}).(*unix.Ucred)
+	return cred
 }

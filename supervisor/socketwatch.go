@@ -187,5 +187,5 @@ func (c *controlSocket) handover() (handover.Socket, error) {
 	if err != nil {
 		return handover.Socket{}, fmt.Errorf("control socket: %w", err)
 	}
-	return handover.Socket{FD: fd, Path: c.watch.st.Socket, Dev: c.watch.cur.dev, Ino: c.watch.cur.ino}, nil
+	return handover.Socket{FD: fd, Path: c.watch.st.Socket, Dev: c.watch.cur.dev, Ino: c.watch.cur.ino, Gid: c.watch.cur.pol.gid}, nil
 }

@@ -120,6 +120,10 @@ type Supervisor struct {
 	touchKick    chan struct{}
 	touchMu      sync.Mutex
 	touchPending map[procgroup.ProgramName]bool
+	// touchRunning are the touch_reload restarts begun and not finished
+	// (an upgrade hands those still waiting for their lane to the new
+	// image), guarded by touchMu.
+	touchRunning map[procgroup.ProgramName]bool
 	// reloadKick holds at most one pending reload request (SIGHUP, file
 	// watcher): a storm coalesces into one running and one pending.
 	reloadKick chan struct{}
@@ -171,7 +175,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 	return &Supervisor{
 		opsCtx: opsCtx, opsCancel: opsCancel, guard: guard.New(log),
 		cfg: cfg, log: log, rp: opts.Reaper, spawns: procgroup.NewSpawns(), opts: opts, shutdownReq: make(chan struct{}), upgrading: make(chan struct{}, 1),
-		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[procgroup.ProgramName]bool{},
+		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[procgroup.ProgramName]bool{}, touchRunning: map[procgroup.ProgramName]bool{},
 		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		down: map[string]bool{}, stopMemmon: func() {}, pending: map[*procgroup.Process]*procgroup.ProcSpec{},
 	}
@@ -294,6 +298,18 @@ func (s *Supervisor) run(ctx context.Context) error {
 			if h.ReloadPending {
 				s.RequestReload()
 			}
+			if len(h.TouchPending) > 0 {
+				s.touchMu.Lock()
+				for _, name := range h.TouchPending {
+					s.touchPending[procgroup.ProgramName(name)] = true
+				}
+				s.touchMu.Unlock()
+				select {
+				case s.touchKick <- struct{}{}:
+				default:
+				}
+			}
+			s.up.rescuedAt = h.RescuedAt
 		}
 		endProcesses = sync.OnceFunc(func() {
 			pcancel() // anything still alive now is killed with its group
@@ -339,7 +355,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 		var ln *credListener
 		var err error
 		if h := s.opts.Handover; h != nil {
-			ln, err = adoptListener(h.Socket.FD, h.Socket.Dev, h.Socket.Ino, st.SocketGroup, s.log)
+			ln, err = adoptListener(h.Socket.FD, h.Socket.Dev, h.Socket.Ino, h.Socket.Gid, s.log)
 		} else {
 			ln, err = listen(st.Socket, uint32(st.SocketPerm()), st.SocketGroup, s.log)
 		}
@@ -351,6 +367,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 			timeouts = *s.hooks.socketTimeouts
 		}
 		srv := api.NewServer(s.counting(s.recovering(api.NewHandler(apiHost{s}))), timeouts, slog.NewLogLogger(s.log.Handler(), slog.LevelWarn))
+		srv.ConnContext = withPeer
 		s.sock = &controlSocket{s: s, srv: srv, watch: &socketWatch{s: s, st: st, srv: srv, cur: ln}}
 		s.sock.watch.serve(ln)
 		s.sock.startWatch()

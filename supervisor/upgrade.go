@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -55,6 +56,7 @@ type upgradeState struct {
 	from       handover.Build // the build before the last upgrade
 	failures   int
 	lastErr    string
+	rescuedAt  time.Time // when the last rescue began
 }
 
 // requestCount counts the control socket's requests in flight, so that an
@@ -125,6 +127,8 @@ const (
 	upgradeQuiesce = 30 * time.Second
 )
 
+var errUpgradeBusy = errors.New("an upgrade is already under way")
+
 // RequestUpgrade upgrades to the binary the daemon was started from, as
 // SIGUSR2 asks; the outcome is logged (and shown by ctl info).
 func (s *Supervisor) RequestUpgrade() {
@@ -155,7 +159,7 @@ func (s *Supervisor) Upgrade(ctx context.Context, binary string) (api.UpgradeRep
 	select {
 	case s.upgrading <- struct{}{}:
 	default:
-		return reply, errors.New("an upgrade is already under way")
+		return reply, errUpgradeBusy
 	}
 	handed := false
 	defer func() {
@@ -163,7 +167,7 @@ func (s *Supervisor) Upgrade(ctx context.Context, binary string) (api.UpgradeRep
 			<-s.upgrading
 		}
 	}()
-	path, err := checkBinary(binary)
+	path, id, err := checkBinary(binary)
 	if err != nil {
 		return reply, err
 	}
@@ -189,6 +193,12 @@ func (s *Supervisor) Upgrade(ctx context.Context, binary string) (api.UpgradeRep
 		}
 	}
 	check, err := s.selfCheck(ctx, path)
+	if err == nil {
+		// What ran the check is what the exec runs (see reexec).
+		if now, serr := idOf(path); serr != nil || now != id {
+			err = fmt.Errorf("binary %s was replaced while it was checked; try again", path)
+		}
+	}
 	if err != nil {
 		release()
 		return reply, err
@@ -201,7 +211,7 @@ func (s *Supervisor) Upgrade(ctx context.Context, binary string) (api.UpgradeRep
 	go func() {
 		defer func() { <-s.upgrading }()
 		defer release()
-		err := s.reexec(path, handover.ReasonUpgrade, nil)
+		err := s.reexec(path, &id, handover.ReasonUpgrade, nil)
 		s.up.mu.Lock()
 		s.up.failures++
 		s.up.lastErr = fmt.Sprintf("%s: %v", time.Now().Format(time.DateTime), err)
@@ -220,56 +230,76 @@ func apiBuild(b handover.Build) api.Build {
 // as root.
 var binaryPolicy = pathtrust.Policy{Owners: []uint32{0}, Groups: []uint32{0}}
 
+// fileID identifies the file a checked path named: an exec checks, last
+// thing before execve, that the path still names it.
+type fileID struct{ dev, ino uint64 }
+
+// idOf is what path names now.
+func idOf(path string) (fileID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fileID{}, err
+	}
+	return fileID{st.Dev, st.Ino}, nil
+}
+
 // checkBinary says why path cannot be the daemon's next image, or returns
-// it resolved.
-func checkBinary(path string) (string, error) {
+// it absolute and what file it names.
+func checkBinary(path string) (string, fileID, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return "", fmt.Errorf("binary %s: %w", path, err)
+		return "", fileID{}, fmt.Errorf("binary %s: %w", path, err)
 	}
 	real := abs
 	if os.Geteuid() == 0 {
 		real, err = pathtrust.Resolve(abs, binaryPolicy, false)
 		if p := (*pathtrust.Problem)(nil); errors.As(err, &p) {
-			return "", fmt.Errorf("binary %s: %s; %s", abs, p.What, p.Fix)
+			return "", fileID{}, fmt.Errorf("binary %s: %s; %s", abs, p.What, p.Fix)
 		}
 	} else {
 		real, err = filepath.EvalSymlinks(abs)
 	}
 	if err != nil {
-		return "", fmt.Errorf("binary %s: %w", abs, err)
+		return "", fileID{}, fmt.Errorf("binary %s: %w", abs, err)
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(real, &st); err != nil {
-		return "", fmt.Errorf("binary %s: %w", real, err)
+		return "", fileID{}, fmt.Errorf("binary %s: %w", real, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return "", fmt.Errorf("binary %s: not a regular file", real)
+		return "", fileID{}, fmt.Errorf("binary %s: not a regular file", real)
 	}
 	if st.Mode&0o111 == 0 || unix.Access(real, unix.X_OK) != nil {
-		return "", fmt.Errorf("binary %s: not executable (mode %04o); chmod +x it", real, st.Mode&0o7777)
+		return "", fileID{}, fmt.Errorf("binary %s: not executable (mode %04o); chmod +x it", real, st.Mode&0o7777)
 	}
 	if os.Geteuid() == 0 {
 		if st.Uid != 0 {
-			return "", fmt.Errorf("binary %s: owned by %s, not root: chown root %s", real, pathtrust.UserName(st.Uid), real)
+			return "", fileID{}, fmt.Errorf("binary %s: owned by %s, not root: chown root %s", real, pathtrust.UserName(st.Uid), real)
 		}
 		acl, err := pathtrust.ACL(real)
 		if err != nil {
-			return "", fmt.Errorf("binary %s: %w", real, err)
+			return "", fileID{}, fmt.Errorf("binary %s: %w", real, err)
 		}
 		if w := pathtrust.Writers(&st, acl, binaryPolicy); w.Who != "" {
-			return "", fmt.Errorf("binary %s: %s may write it: chmod go-w %s", real, w.Who, real)
+			return "", fileID{}, fmt.Errorf("binary %s: %s may write it: chmod go-w %s", real, w.Who, real)
 		}
 	}
-	return real, nil
+	return abs, fileID{st.Dev, st.Ino}, nil
 }
 
 // selfCheck runs `BINARY upgrade-check` with this daemon's handover
-// document (without its processes) on its stdin: the new binary must read
-// the document's version and parse the running configuration.
+// document on its stdin (its processes as their status shows them, without
+// descriptors): the new binary must read the document, processes included,
+// and parse the running configuration.
 func (s *Supervisor) selfCheck(ctx context.Context, path string) (handover.Check, error) {
 	var check handover.Check
 	doc := s.baseDoc(path, handover.ReasonUpgrade)
+	for _, p := range s.all() {
+		st := p.Status()
+		doc.Processes = append(doc.Processes, procgroup.Handover{Name: st.FullName(), State: st.State, Pid: st.Pid,
+			StartedAt: st.StartedAt, StoppedAt: st.StoppedAt, Spawns: st.Spawns, ExitStatus: st.ExitStatus, ExitDesc: st.ExitDesc,
+			SpawnError: st.SpawnError, Reason: st.Reason, RespawnAt: st.RespawnAt})
+	}
 	b, err := json.Marshal(doc)
 	if err != nil {
 		return check, fmt.Errorf("handover document: %w", err)
@@ -305,6 +335,7 @@ func (s *Supervisor) baseDoc(binary, reason string) *handover.Doc {
 	return &handover.Doc{
 		Version: handover.Version, Reason: reason, From: s.opts.Build, Binary: binary,
 		StartedAt: s.up.firstStart, Upgrades: s.up.upgrades, Rescues: s.up.rescues, UpgradedAt: time.Now(),
+		RescuedAt:      s.up.rescuedAt,
 		Config:         handover.Config{File: cfg.File, Files: cfg.Files, Sources: cfg.Sources, Insecure: s.opts.InsecureConfig},
 		Reload:         last,
 		WatchdogMissed: s.watchdogMissed.Load(),
@@ -315,7 +346,10 @@ func (s *Supervisor) baseDoc(binary, reason string) *handover.Doc {
 // returns only if that failed, having undone everything. given are
 // processes already described (a rescue: the one whose owner panicked),
 // not frozen again.
-func (s *Supervisor) reexec(binary, reason string, given map[*procgroup.Process]*procgroup.Frozen) (err error) {
+//
+// want, when set, is the file binary named when it was checked: the exec
+// is refused if the path names another by then.
+func (s *Supervisor) reexec(binary string, want *fileID, reason string, given map[*procgroup.Process]*procgroup.Frozen) (err error) {
 	rescue := reason == handover.ReasonRescue
 	ctx, cancel := context.WithTimeout(context.Background(), upgradeQuiesce)
 	defer cancel()
@@ -337,6 +371,11 @@ func (s *Supervisor) reexec(binary, reason string, given map[*procgroup.Process]
 		return err
 	}
 	undo = append(undo, resume)
+	// Keep-alive connections would send their next request after the
+	// drain, to be cut by the exec: idle ones are closed, busy ones close
+	// after their answer.
+	s.sock.srv.SetKeepAlivesEnabled(false)
+	undo = append(undo, func() { s.sock.srv.SetKeepAlivesEnabled(true) })
 	dctx, dcancel := context.WithTimeout(ctx, upgradeDrain)
 	if n := s.requests.wait(dctx); n > 0 {
 		s.log.Warn("requests still in flight are cut by the upgrade; their clients see an error", "count", n)
@@ -408,54 +447,93 @@ func (s *Supervisor) reexec(binary, reason string, given map[*procgroup.Process]
 	slices.Sort(doc.Down)
 	if rescue {
 		doc.Rescues++
+		doc.RescuedAt = time.Now()
 	} else {
 		doc.Upgrades++
 	}
-	b, err := json.Marshal(doc)
-	if err != nil {
-		return fmt.Errorf("handover document: %w", err)
+	s.touchMu.Lock()
+	for name := range s.touchPending {
+		doc.TouchPending = append(doc.TouchPending, string(name))
 	}
-	mf, err := handover.Memfd(b)
-	if err != nil {
-		return err
+	for name := range s.touchRunning {
+		// Still waiting for its lane, which the upgrade holds: not begun.
+		doc.TouchPending = append(doc.TouchPending, string(name))
 	}
-	defer mf.Close()
-	mfd, err := rawFD(mf)
-	if err != nil {
-		return err
-	}
-	env := append(os.Environ(), handover.Env+"="+strconv.Itoa(mfd))
+	s.touchMu.Unlock()
+	slices.Sort(doc.TouchPending)
+	doc.TouchPending = slices.Compact(doc.TouchPending)
+	env := os.Environ()
+	slot := len(env) // for the document's descriptor, known last
+	env = append(env, "")
 	if s.opts.NotifySocket != "" {
 		env = append(env, "NOTIFY_SOCKET="+s.opts.NotifySocket)
 		if s.opts.Watchdog > 0 {
 			env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(s.opts.Watchdog.Microseconds(), 10), "WATCHDOG_PID="+strconv.Itoa(os.Getpid()))
 		}
 	}
-	argv := append([]string{cmp.Or(s.opts.Binary, binary)}, s.opts.Args...)
-	// A reload asked for meanwhile (SIGHUP, the file watcher) is the
-	// new image's to run.
-	select {
-	case <-s.reloadKick:
-		doc.ReloadPending = true
-	default:
-		doc.ReloadPending = s.reloadsWaiting.Load() > 0
+	argv0 := binary
+	if rescue {
+		argv0 = cmp.Or(s.opts.Binary, os.Args[0])
 	}
-	if s.opts.BeforeExec != nil {
-		s.opts.BeforeExec(doc)
-	}
-	// A shutdown asked for meanwhile (SIGTERM: systemctl stop) wins: the
-	// new image would never hear of it.
-	select {
-	case <-s.shutdownReq:
-		if doc.ReloadPending {
-			s.RequestReload()
+	argv := append([]string{argv0}, s.opts.Args...)
+	// The last checks run on the spawning thread just before execve, with
+	// the document written then: a reload or a shutdown asked for up to
+	// that moment is not lost, and the path still names the checked file.
+	var b []byte
+	var mf *os.File
+	defer func() {
+		if mf != nil {
+			mf.Close()
 		}
-		return errors.New("a shutdown was asked for")
-	default:
+	}()
+	lastLook := func() ([]int, []string, error) {
+		select {
+		case <-s.shutdownReq:
+			// systemctl stop: the new image would never hear of it.
+			return nil, nil, errors.New("a shutdown was asked for")
+		default:
+		}
+		select {
+		case <-s.reloadKick:
+			doc.ReloadPending = true
+		default:
+			doc.ReloadPending = s.reloadsWaiting.Load() > 0
+		}
+		if want != nil {
+			if now, err := idOf(binary); err != nil || now != *want {
+				return nil, nil, fmt.Errorf("binary %s was replaced after its check; try again", binary)
+			}
+		}
+		if s.opts.BeforeExec != nil {
+			s.opts.BeforeExec(doc)
+		}
+		var err error
+		if b, err = json.Marshal(doc); err != nil {
+			return nil, nil, fmt.Errorf("handover document: %w", err)
+		}
+		if len(b) > handover.MaxBytes {
+			return nil, nil, fmt.Errorf("handover document of %d MiB, more than the %d MiB a new image reads", len(b)>>20, handover.MaxBytes>>20)
+		}
+		if mf, err = handover.Memfd(b); err != nil {
+			return nil, nil, err
+		}
+		mfd, err := rawFD(mf)
+		if err != nil {
+			return nil, nil, err
+		}
+		env[slot] = handover.Env + "=" + strconv.Itoa(mfd)
+		s.log.Info("executing the new binary", "binary", binary, "processes", len(doc.Processes), "handover_bytes", len(b))
+		return []int{mfd}, env, nil
 	}
-	s.log.Info("executing the new binary", "binary", binary, "processes", len(doc.Processes), "handover_bytes", len(b))
-	err = s.rp.Exec(binary, argv, env, append(doc.FDs(), mfd), nil)
-	_ = files // kept open (and alive) until here
+	err = s.rp.ExecWith(binary, argv, doc.FDs(), lastLook)
+	if doc.ReloadPending {
+		s.RequestReload() // asked for, and not handed over after all
+	}
+	// Alive until the exec: a finalizer must not close a descriptor the
+	// document names.
+	runtime.KeepAlive(files)
+	runtime.KeepAlive(frozen)
+	runtime.KeepAlive(given)
 	return err
 }
 
@@ -531,15 +609,32 @@ const selfExe = "/proc/self/exe"
 // child stays. The operations in flight are not waited for (one may wait
 // for the dead owner): their clients see an error. It returns only if the
 // re-execution failed; the panic then ends the daemon, as before.
+//
+// A panic within rescueGap of the last rescue is not rescued: it may be
+// the new image's own, and re-executing again would loop.
 func (s *Supervisor) rescue(p *procgroup.Process, v any, stack []byte, f *procgroup.Frozen) {
 	s.rescueMu.Lock()
 	defer s.rescueMu.Unlock()
-	s.log.Error("a process's owner goroutine panicked (a bug in gosup); re-executing the daemon in place to recover, keeping every process",
-		"process", p.Spec().FullName(), "panic", v, "stack", string(stack))
-	if err := s.reexec(selfExe, handover.ReasonRescue, map[*procgroup.Process]*procgroup.Frozen{p: f}); err != nil {
+	s.log.Error("a process's owner goroutine panicked (a bug in gosup)", "process", p.Spec().FullName(), "panic", v, "stack", string(stack))
+	s.up.mu.Lock()
+	last := s.up.rescuedAt
+	s.up.mu.Unlock()
+	if !last.IsZero() && time.Since(last) < rescueGap {
+		s.log.Error("the daemon panicked again within a minute of re-executing after a panic; not re-executing again: it ends, and with it every process (systemd starts it afresh)", "last_rescue", last)
+		return
+	}
+	// One re-execution at a time: an upgrade under way ends first (it
+	// cannot freeze this process and gives up within its bounds).
+	s.upgrading <- struct{}{}
+	defer func() { <-s.upgrading }()
+	s.log.Error("re-executing the daemon in place to recover, keeping every process", "process", p.Spec().FullName())
+	if err := s.reexec(selfExe, nil, handover.ReasonRescue, map[*procgroup.Process]*procgroup.Frozen{p: f}); err != nil {
 		s.log.Error("could not re-execute the daemon after the panic; it ends, and with it every process", "err", err)
 	}
 }
+
+// rescueGap is the least time between two rescues.
+const rescueGap = time.Minute
 
 // InjectPanic makes the owner goroutine of the process named (group:name)
 // panic, as a bug in it would: for tests of the recovery (gosup built with

@@ -198,6 +198,9 @@ func (s *Supervisor) touchLoop(ctx context.Context) {
 		case <-s.touchKick:
 		case prog := <-finished:
 			delete(running, prog)
+			s.touchMu.Lock()
+			delete(s.touchRunning, prog)
+			s.touchMu.Unlock()
 		}
 		if s.hooks.touchLoop != nil {
 			s.hooks.touchLoop()
@@ -209,6 +212,7 @@ func (s *Supervisor) touchLoop(ctx context.Context) {
 			}
 			delete(s.touchPending, prog)
 			running[prog] = true
+			s.touchRunning[prog] = true
 			wg.Go(func() {
 				s.guard.Do("touch_reload", "that restart was abandoned; touching the file again retries it", func() { s.touchRestart(ctx, prog) })
 				select {

@@ -23,6 +23,28 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 		Short: "Run the supervisor in the foreground (what a systemd unit's ExecStart calls)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Every signal the daemon handles is caught first thing:
+			// until then SIGTERM or SIGHUP would end the process, and in
+			// the new image of an upgrade every child with it (their
+			// parent-death signal). What arrives before the daemon runs
+			// waits in these channels.
+			// A closed stderr must not kill the daemon; a handled (not
+			// ignored) SIGPIPE is reset to default in every child.
+			signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			// SIGUSR1 reopens the log files at their paths, as for nginx
+			// (logrotate's postrotate); SIGUSR2 upgrades in place, as for
+			// nginx (from the binary the daemon was started as); SIGHUP
+			// reloads, as for supervisord and nginx (a storm of them
+			// coalesces into one reload running and one pending).
+			usr1, usr2, hup := make(chan os.Signal, 1), make(chan os.Signal, 1), make(chan os.Signal, 1)
+			signal.Notify(usr1, syscall.SIGUSR1)
+			signal.Notify(usr2, syscall.SIGUSR2)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(usr1)
+			defer signal.Stop(usr2)
+			defer signal.Stop(hup)
 			// After an in-place upgrade: the previous image's handover,
 			// and the configuration it ran, from the bytes it read.
 			// A new image allocates much, from nothing, while it adopts
@@ -48,11 +70,6 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			log := newLogger(cfg.Supervisor.LogLevel)
-			// A closed stderr must not kill the daemon; a handled (not
-			// ignored) SIGPIPE is reset to default in every child.
-			signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-			defer stop()
 			opts := supervisor.Options{Logger: log, NotifySocket: os.Getenv("NOTIFY_SOCKET"), InsecureConfig: g.insecure,
 				Binary: startedBinary(), Args: os.Args[1:], Build: buildInfo(), Handover: doc,
 				Serving: func() { debug.SetGCPercent(gcPercent) }}
@@ -69,17 +86,6 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 			for _, k := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} {
 				os.Unsetenv(k)
 			}
-			// SIGUSR1 reopens the log files at their paths, as for
-			// nginx (logrotate's postrotate); registered before the
-			// daemon runs, so an early one does not kill it.
-			usr1 := make(chan os.Signal, 1)
-			signal.Notify(usr1, syscall.SIGUSR1)
-			defer signal.Stop(usr1)
-			// SIGUSR2 upgrades in place, as for nginx (from the binary the
-			// daemon was started as).
-			usr2 := make(chan os.Signal, 1)
-			signal.Notify(usr2, syscall.SIGUSR2)
-			defer signal.Stop(usr2)
 			if testOptions != nil {
 				testOptions(log, &opts)
 			}
@@ -87,11 +93,6 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 			if testHooks != nil {
 				testHooks(log, d)
 			}
-			// SIGHUP reloads, as for supervisord and nginx; a storm of them
-			// coalesces into one reload running and one pending.
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
 			go func() {
 				for range hup {
 					log.Info("SIGHUP received: reloading the configuration")

@@ -93,10 +93,10 @@ type spawnRes struct {
 }
 
 type execReq struct {
-	path       string
-	argv, env  []string
-	keep       []int
-	beforeExec func()
+	path    string
+	argv    []string
+	keep    []int
+	prepare func() (keep []int, env []string, err error)
 }
 
 // Reaper owns wait4 for the whole process. Create it with New, run it with Run.
@@ -280,7 +280,20 @@ var ErrNotLeader = errors.New("the spawning thread is not the main thread")
 // spawning thread, with the lock held. Exec returns only if execve failed,
 // with the flags set again.
 func (r *Reaper) Exec(path string, argv, env []string, keep []int, beforeExec func()) error {
-	req := spawnReq{exec: &execReq{path: path, argv: argv, env: env, keep: keep, beforeExec: beforeExec}, reply: make(chan spawnRes, 1)}
+	return r.ExecWith(path, argv, keep, func() ([]int, []string, error) {
+		if beforeExec != nil {
+			beforeExec()
+		}
+		return nil, env, nil
+	})
+}
+
+// ExecWith is Exec with the environment, and more descriptors to keep,
+// given by prepare, which runs on the spawning thread with the lock held,
+// just before execve: what it decides is the last word. An error from it
+// refuses the exec, which then returns that error.
+func (r *Reaper) ExecWith(path string, argv []string, keep []int, prepare func() (keep []int, env []string, err error)) error {
+	req := spawnReq{exec: &execReq{path: path, argv: argv, keep: keep, prepare: prepare}, reply: make(chan spawnRes, 1)}
 	select {
 	case r.spawns <- req:
 	case <-r.done:
@@ -351,22 +364,23 @@ func (r *Reaper) execve(e *execReq) error {
 	}
 	syscall.ForkLock.Lock()
 	defer syscall.ForkLock.Unlock()
+	more, env, err := e.prepare()
+	if err != nil {
+		return err
+	}
 	var cleared []int
 	defer func() {
 		for _, fd := range cleared {
 			_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
 		}
 	}()
-	for _, fd := range e.keep {
+	for _, fd := range append(e.keep, more...) {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 			return fmt.Errorf("exec %s: keep descriptor %d open: %w", e.path, fd, err)
 		}
 		cleared = append(cleared, fd)
 	}
-	if e.beforeExec != nil {
-		e.beforeExec()
-	}
-	if err := syscall.Exec(e.path, e.argv, e.env); err != nil {
+	if err := syscall.Exec(e.path, e.argv, env); err != nil {
 		return fmt.Errorf("exec %s: %w", e.path, err)
 	}
 	return nil // not reached

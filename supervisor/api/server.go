@@ -64,6 +64,9 @@ func Invalid(err error) error { return &statusError{http.StatusBadRequest, err} 
 // Refused marks err as a configuration that does not load (422).
 func Refused(err error) error { return &statusError{http.StatusUnprocessableEntity, err} }
 
+// Forbidden marks err as a request this client may not make (403).
+func Forbidden(err error) error { return &statusError{http.StatusForbidden, err} }
+
 // Unavailable marks err as the daemon unable to take the request now:
 // shutting down, or the client gave up waiting (503).
 func Unavailable(err error) error { return &statusError{http.StatusServiceUnavailable, err} }

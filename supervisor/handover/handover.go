@@ -79,6 +79,13 @@ type Doc struct {
 	Memmon  *memmon.WatchdogState `json:"memmon,omitempty"`
 	Alerter *memmon.AlerterState  `json:"alerter,omitempty"`
 	Reload  api.ReloadStatus      `json:"reload"`
+	// TouchPending are the programs whose touch_reload restart was asked
+	// for and not yet begun: the new image restarts them.
+	TouchPending []string `json:"touch_pending,omitempty"`
+	// RescuedAt is when the last rescue began (zero: none): a panic
+	// again within a minute of it is not rescued (it may be the new
+	// image's own, in a loop).
+	RescuedAt time.Time `json:"rescued_at,omitzero"`
 	// ReloadPending says a reload was asked for (SIGHUP, the file
 	// watcher) and not yet begun: the new image runs it.
 	ReloadPending bool `json:"reload_pending,omitempty"`
@@ -120,6 +127,9 @@ type Socket struct {
 	Path string `json:"path"`
 	Dev  uint64 `json:"dev"`
 	Ino  uint64 `json:"ino"`
+	// Gid is socket_group's gid (-1: none), looked up by the first
+	// image: the new one must not fail on a name service that is down.
+	Gid int `json:"gid"`
 }
 
 // ErrIncompatible says a document's version is not one this build reads.
