@@ -102,8 +102,8 @@ type Supervisor struct {
 	// reloadsWaiting counts the reloads waiting for reloading (an upgrade
 	// holding it hands them to the new image).
 	reloadsWaiting atomic.Int32
-	pendingMu sync.Mutex
-	pending   map[*procgroup.Process]*procgroup.ProcSpec
+	pendingMu      sync.Mutex
+	pending        map[*procgroup.Process]*procgroup.ProcSpec
 	// readySent: sd_notify READY=1 has been sent once (a reload sends it
 	// again only after that).
 	readySent atomic.Bool
