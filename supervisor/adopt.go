@@ -23,7 +23,7 @@ type adoption struct {
 // handed over and wraps their pipes, before the reaper reaps anything: an
 // exit during the handover waits, a zombie, for this. A child that is not
 // ours (not possible after an exec: an unreaped child keeps its pid) is
-// left out, and its process starts afresh.
+// left out, and its process is EXITED, respawning at once.
 func (s *Supervisor) takeHandover(doc *handover.Doc, rp *reaper.Reaper) map[string]*adoption {
 	out := map[string]*adoption{}
 	for _, h := range doc.Processes {
@@ -44,7 +44,9 @@ func (s *Supervisor) takeHandover(doc *handover.Doc, rp *reaper.Reaper) map[stri
 			exitC, err := rp.Adopt(h.Pid)
 			if err != nil {
 				s.log.Error("a child handed over is not this daemon's; its process starts afresh", "process", h.Name, "pid", h.Pid, "err", err)
-				a.h.Pid, a.h.State = 0, procgroup.Stopped
+				// As after an exit: respawned at once (if its
+				// policy says so, which adopted() leaves to it).
+				a.h.Pid, a.h.State, a.h.RespawnAt = 0, procgroup.Exited, time.Now()
 				a.h.Reason = "its child was lost in the upgrade"
 			} else {
 				a.exitC = exitC
