@@ -3,6 +3,8 @@ package procgroup
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +13,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gosup/gosup/procgroup/reaper"
+	"golang.org/x/sys/unix"
 )
 
 // freezeHeld freezes p the way an upgrade does, with reaping held; the
@@ -329,4 +334,140 @@ func TestFreezeGivingUpLeavesEveryCopierReading(t *testing.T) {
 	}
 	checkCount(t, string(b), 500)
 	t.Logf("%d of 500 freezes failed", failed)
+}
+
+// handedChild starts the helper in mode as the previous image would have
+// (outside this image's spawns: a child whose exit nobody here is
+// subscribed to), its stdout and stderr on a pipe, and subscribes to its
+// exit with reaper.Adopt while reaping is held, as the next image does. It
+// returns the handover describing it, the pipe's read end and the exit.
+func handedChild(t *testing.T, spec *ProcSpec, mode ...string) (Handover, *os.File, <-chan reaper.Exit) {
+	t.Helper()
+	r, w, err := childPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := newSpawnMarker(spec.FullName())
+	release, err := testReaper.Hold(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	proc, err := os.StartProcess(os.Args[0], append([]string{os.Args[0]}, mode...), &os.ProcAttr{
+		Env:   append(os.Environ(), "GO_WANT_HELPER_PROCESS=1", marker),
+		Files: []*os.File{nil, w, w},
+	})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exitC, err := testReaper.Adopt(proc.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	h := Handover{
+		Name: spec.FullName(), State: Running, Pid: proc.Pid, Marker: marker, SpawnedAt: now, StartedAt: now,
+		Spawns: 1, Ready: true, StartWaited: true, Pipes: []Pipe{{Stream: "stdout", FD: int(r.Fd())}},
+	}
+	// What crosses the exec is JSON.
+	b, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Handover
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	return back, r, exitC
+}
+
+// adoptingProcess is a new process for spec (its spawns in testSpawns)
+// that adopts h, running until the test ends.
+func adoptingProcess(t *testing.T, spec *ProcSpec, h Handover, exitC <-chan reaper.Exit, files []*os.File) *Process {
+	t.Helper()
+	p := NewProcess(spec, testReaper, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	p.Spawns = testSpawns
+	if err := p.Adopt(h, exitC, files); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go p.Run(ctx)
+	t.Cleanup(func() {
+		_ = p.Stop()
+		waitState(t, p, Stopped, 30*time.Second)
+		cancel()
+		<-p.Done()
+	})
+	return p
+}
+
+// A process adopted from a handover (a child this image did not spawn, its
+// output pipe, its counters) runs on as RUNNING with that pid, its output
+// goes on into its log from the pipe in order, and when the child dies the
+// restart policy applies: it is respawned.
+func TestAdoptTakesOverARunningChild(t *testing.T) {
+	dir := t.TempDir()
+	spec := helperSpec("count")
+	spec.StdoutLogfile = filepath.Join(dir, "out.log")
+	spec.AutoRestart = RestartAlways
+	procs, err := spec.Expand("t", ExpandContext{Here: dir, LogDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, r, exitC := handedChild(t, &procs[0], "count")
+	p := adoptingProcess(t, &procs[0], h, exitC, []*os.File{r})
+	if st := waitState(t, p, Running, 30*time.Second); st.Pid != h.Pid || st.Spawns != 1 {
+		t.Fatalf("adopted: %+v", st)
+	}
+	waitFor(t, "the adopted child's output in the log", func() bool { return logSize(spec.StdoutLogfile) > 1000 })
+	if err := unix.Kill(h.Pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := p.Wait(ctx, func(s Status) bool { return s.State == Running && s.Pid != h.Pid && s.Pid != 0 })
+	if err != nil {
+		t.Fatalf("no respawn after the adopted child died: %+v", st)
+	}
+	if st.Spawns != 2 || st.ExitDesc != "terminated by SIGKILL" {
+		t.Fatalf("after the respawn: %+v", st)
+	}
+	// The log has the adopted child's lines, whole and in order, then the
+	// new child's from "n 0" again.
+	waitFor(t, "the new child's output in the log", func() bool {
+		b, _ := os.ReadFile(spec.StdoutLogfile)
+		return strings.Contains(string(b), "\nn 0\n")
+	})
+	b, err := os.ReadFile(spec.StdoutLogfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adopted, _, _ := strings.Cut(string(b), "\nn 0\n")
+	checkCount(t, adopted+"\n", 50)
+}
+
+// A child that exited in the handover window (a zombie when adopted) has
+// its exit handled by the new process: the status shows it and the
+// restart policy respawns it.
+func TestAdoptHandlesAnExitFromTheWindow(t *testing.T) {
+	dir := t.TempDir()
+	spec := helperSpec("sleep")
+	spec.AutoRestart = RestartUnexpected
+	procs, err := spec.Expand("t", ExpandContext{Here: dir, LogDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, r, exitC := handedChild(t, &procs[0], "exit", "3")
+	// Reaping is no longer held: the exit waits on exitC.
+	p := adoptingProcess(t, &procs[0], h, exitC, []*os.File{r})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := p.Wait(ctx, func(s Status) bool { return s.Spawns == 2 && s.State == Running })
+	if err != nil {
+		t.Fatalf("no respawn after the exit in the window: %+v", st)
+	}
+	if st.ExitStatus == nil || *st.ExitStatus != 3 || st.Pid == h.Pid {
+		t.Fatalf("after the exit in the window: %+v", st)
+	}
 }
