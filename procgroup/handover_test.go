@@ -471,3 +471,37 @@ func TestAdoptHandlesAnExitFromTheWindow(t *testing.T) {
 		t.Fatalf("after the exit in the window: %+v", st)
 	}
 }
+
+// A process STOPPING (its child ignores SIGTERM), frozen and resumed: the
+// SIGKILL still comes at the stop's deadline, and it reaches STOPPED.
+func TestFreezeResumeKeepsAStopDeadline(t *testing.T) {
+	spec := helperSpec("ignore-term")
+	spec.StopWaitSecs = 3
+	p := newTestPool(t, spec).Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := waitState(t, p, Running, 30*time.Second).Pid
+	// The child says it ignores TERM (in its log) before the stop.
+	waitFor(t, "the child to ignore TERM", func() bool {
+		b, _ := os.ReadFile(p.Spec().Stdout.Path)
+		return strings.Contains(string(b), "ignoring TERM")
+	})
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Stopping, 30*time.Second)
+	f, resume, err := freezeHeld(t, p, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := f.Handover
+	resume()
+	if h.State != Stopping || h.Pid != pid || h.StopDeadline.IsZero() {
+		t.Fatalf("handover: %+v", h)
+	}
+	st := waitState(t, p, Stopped, time.Minute)
+	if st.ExitDesc != "terminated by SIGKILL" {
+		t.Fatalf("stopped: %+v", st)
+	}
+}
