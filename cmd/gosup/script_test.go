@@ -37,6 +37,10 @@ func TestMain(m *testing.M) {
 const maxWorkLen = 90
 
 func TestScripts(t *testing.T) {
+	up, err := newUpgradeCmds(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := testscript.Params{
 		Dir:                 filepath.Join("testdata", "script"),
 		RequireExplicitExec: true,
@@ -89,6 +93,7 @@ func TestScripts(t *testing.T) {
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 	}
+	maps.Copy(p.Cmds, up.cmds())
 	// Work directories live under $GOTMPDIR or the temp dir; if that is
 	// long (a deep $TMPDIR), use a short root under /tmp so socket paths
 	// stay short.
@@ -138,6 +143,7 @@ func cmdWaitfor(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("usage: waitfor [-t D] [-restarts N] SOCKET STATE [PATTERN...]")
 	}
 	cl := api.NewClient(ts.MkAbs(args[0]))
+	defer cl.Close() // an idle connection would count as the daemon's fd
 	want, patterns := args[1], args[2:]
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
