@@ -112,6 +112,10 @@ func (s *Supervisor) counting(h http.Handler) http.Handler {
 		s.requests.add(1)
 		defer s.requests.add(-1)
 		h.ServeHTTP(w, r)
+		// The answer goes out before the count drops: an upgrade execs
+		// once it is 0, which would close the connection on an answer
+		// still in net/http's buffer (ctl upgrade's own reply).
+		_ = http.NewResponseController(w).Flush()
 	})
 }
 
