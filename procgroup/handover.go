@@ -1,6 +1,7 @@
 package procgroup
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,10 @@ type Handover struct {
 	// Pipes are the read ends of the child's (and an earlier child's)
 	// output pipes, still open.
 	Pipes []Pipe `json:"pipes,omitempty"`
+	// StdoutPartial and StderrPartial are output a syslog log held as the
+	// start of a line not ended yet: the next image's log goes on from it.
+	StdoutPartial []byte `json:"stdout_partial,omitempty"`
+	StderrPartial []byte `json:"stderr_partial,omitempty"`
 }
 
 // Pipe is one output pipe handed over: the stream it carries and the
@@ -166,6 +171,7 @@ func (p *Process) freeze(l *loop, req freezeReq) {
 	if kind != timerRespawn {
 		h.RespawnAt = time.Time{}
 	}
+	h.StdoutPartial, h.StderrPartial = p.out.partial("stdout"), p.out.partial("stderr")
 	f := &Frozen{Handover: h, Files: files, resume: make(chan struct{})}
 	req.reply <- freezeRes{f: f}
 	<-f.resume
@@ -226,6 +232,8 @@ func (p *Process) adopted(l *loop, a *adoption) {
 	if l.proc != nil && p.OnSpawn != nil {
 		p.OnSpawn(p, l.pid, h.SpawnedAt)
 	}
+	p.out.seedPartial("stdout", h.StdoutPartial)
+	p.out.seedPartial("stderr", h.StderrPartial)
 	p.restore(l, h, a.files)
 }
 
@@ -330,6 +338,61 @@ func (o *outputs) resumeCopiers(cs []*copier) {
 		if stopped {
 			o.adoptPipe(c.stream, c.r)
 		}
+	}
+}
+
+// partial is what stream's log holds of a line not ended yet: only a
+// syslog log holds any (it sends whole lines).
+func (o *outputs) partial(stream string) []byte {
+	o.mu.Lock()
+	s := o.sinks[stream]
+	o.mu.Unlock()
+	if ss, ok := s.(*streamSink); ok {
+		if lw, ok := ss.w.(*lineWriter); ok {
+			lw.mu.Lock()
+			defer lw.mu.Unlock()
+			if len(lw.buf) > 0 {
+				return bytes.Clone(lw.buf)
+			}
+		}
+	}
+	return nil
+}
+
+// seedPartial gives stream's log the start of a line that the previous
+// image's log held (see partial), before any copier writes to it: the
+// line goes out whole when it ends. Bytes no log takes are counted lost.
+func (o *outputs) seedPartial(stream string, b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	o.mu.Lock()
+	ls := o.spec.Stdout
+	if stream == "stderr" {
+		ls = o.spec.Stderr
+	}
+	o.mu.Unlock()
+	dropped := o.drops.of(stream)
+	if ls.Kind == LogNone || ls.direct() {
+		dropped.Add(int64(len(b)))
+		return
+	}
+	sink, err := o.sink(stream, ls, safefile.ProgramUser(o.spec.User))
+	if err != nil {
+		dropped.Add(int64(len(b)))
+		return
+	}
+	if ss, ok := sink.(*streamSink); ok {
+		if lw, ok := ss.w.(*lineWriter); ok {
+			lw.mu.Lock()
+			lw.buf = append(bytes.Clone(b), lw.buf...)
+			lw.mu.Unlock()
+			return
+		}
+	}
+	// The log is a file now (a changed spec): the bytes go to it as they are.
+	if n, err := sink.Write(b); err != nil {
+		dropped.Add(int64(lostBytes(err, n, len(b))))
 	}
 }
 

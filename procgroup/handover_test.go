@@ -505,3 +505,77 @@ func TestFreezeResumeKeepsAStopDeadline(t *testing.T) {
 		t.Fatalf("stopped: %+v", st)
 	}
 }
+
+// A syslog log holds the start of a line until the line ends. Handed over
+// in the middle of one (the child wrote "abc", not yet "def\n"), the next
+// image's log goes on from it: syslog gets "abcdef", nothing is lost.
+func TestHandoverKeepsAPartialSyslogLine(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "log")
+	sd := listenSyslog(t, sock)
+	spec := helperSpec("partial", "abc", "def")
+	spec.StdoutLogfile = "syslog"
+	g, _, _ := guardedPool(t, spec, func(p *Process) { p.out.syslogAddr = sock })
+	p := g.Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := waitState(t, p, Running, 30*time.Second).Pid
+	waitFor(t, `"abc" held by the syslog log`, func() bool {
+		p.out.mu.Lock()
+		s, _ := p.out.sinks["stdout"].(*streamSink)
+		p.out.mu.Unlock()
+		if s == nil {
+			return false
+		}
+		lw := s.w.(*lineWriter)
+		lw.mu.Lock()
+		defer lw.mu.Unlock()
+		return string(lw.buf) == "abc"
+	})
+	f, _, err := freezeHeld(t, p, 30*time.Second) // frozen until the test ends
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The next image: a process that takes the handover (as JSON) and the
+	// pipe. The child stays the frozen process's; this one only has the
+	// pipe, as for an earlier spawn's pipe that a grandchild holds.
+	b, err := json.Marshal(f.Handover)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h Handover
+	if err := json.Unmarshal(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	h.Pid, h.State = 0, Exited
+	next := NewProcess(p.Spec(), testReaper, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	next.Spawns = testSpawns
+	next.out.syslogAddr = sock
+	if err := next.Adopt(h, nil, f.Files); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go next.Run(ctx)
+	t.Cleanup(func() {
+		cancel()
+		<-next.Done()
+	})
+	if err := unix.Kill(pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case m := <-sd.got:
+			if !strings.Contains(m, "def") {
+				continue
+			}
+			if !strings.HasSuffix(strings.TrimSpace(m), "abcdef") {
+				t.Fatalf("syslog got %q, want the line abcdef", m)
+			}
+			return
+		case <-deadline:
+			t.Fatal("the line never reached syslog")
+		}
+	}
+}

@@ -174,6 +174,13 @@ func helperMain(args []string) int {
 				time.Sleep(time.Millisecond)
 			}
 		}
+	case "partial": // partial A B: write A (no newline), and on SIGUSR1 "B\n"
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		fmt.Print(arg(0))
+		<-usr1
+		fmt.Println(arg(1))
+		select {}
 	case "spam": // spam BYTES: write that many bytes of numbered lines to stdout
 		n, _ := strconv.Atoi(arg(0))
 		var b strings.Builder
