@@ -122,30 +122,37 @@ func (p *Process) Freeze(ctx context.Context, wait time.Duration) (*Frozen, erro
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	res := <-req.reply
-	return res.f, res.err
+	select {
+	case res := <-req.reply:
+		return res.f, res.err
+	case <-ctx.Done():
+		// Too late for the caller, which undoes its handover: the
+		// process goes on once it has frozen.
+		go func() {
+			if res := <-req.reply; res.f != nil {
+				res.f.Resume()
+			}
+		}()
+		return nil, ctx.Err()
+	}
 }
+
+// ErrSweeping refuses a freeze while the processes a process's last child
+// left running are being stopped: that takes up to its stopwaitsecs, too
+// long to hold everything else frozen.
+var ErrSweeping = errors.New("it is stopping the processes its last child left running (up to its stopwaitsecs); try again once they are gone")
 
 // freeze runs on the owner goroutine; it returns once the process may go
 // on (Resume), or never (an exec).
 func (p *Process) freeze(l *loop, req freezeReq) {
-	for {
-		if l.sweepC != nil {
-			select {
-			case ex := <-l.exitC:
-				p.onExit(l, ex)
-			case res := <-l.sweepC:
-				p.onSwept(l, res)
-			}
-			continue
-		}
-		select {
-		case ex := <-l.exitC:
-			p.onExit(l, ex)
-			continue
-		default:
-		}
-		break
+	select {
+	case ex := <-l.exitC:
+		p.onExit(l, ex)
+	default:
+	}
+	if l.sweepC != nil {
+		req.reply <- freezeRes{err: fmt.Errorf("%s: %w", p.spec.FullName(), ErrSweeping)}
+		return
 	}
 	pipes, files, err := p.out.handOver(req.wait)
 	if err != nil {
@@ -174,7 +181,18 @@ func (p *Process) freeze(l *loop, req freezeReq) {
 	h.StdoutPartial, h.StderrPartial = p.out.partial("stdout"), p.out.partial("stderr")
 	f := &Frozen{Handover: h, Files: files, resume: make(chan struct{})}
 	req.reply <- freezeRes{f: f}
-	<-f.resume
+	// Frozen: a request is answered at once (none should come: the
+	// upgrade holds every lane), a second freeze refused.
+	for frozen := true; frozen; {
+		select {
+		case <-f.resume:
+			frozen = false
+		case r := <-p.reqs:
+			r.reply <- ErrHandedOver
+		case again := <-p.freezes:
+			again.reply <- freezeRes{err: fmt.Errorf("%s: already frozen", p.spec.FullName())}
+		}
+	}
 	l.timerKind = timerNone
 	p.restore(l, h, files)
 }
@@ -260,7 +278,8 @@ func (p *Process) restore(l *loop, h Handover, files []*os.File) {
 			return
 		}
 		if !l.ready {
-			p.startProbe(l)
+			// What is left of ready_timeout, as if nothing happened.
+			p.startProbe(l, time.Until(l.spawnedAt.Add(time.Duration(p.spec.Program.ReadyTimeout))))
 		}
 		if !l.startWaited {
 			l.arm(timerStartSecs, max(0, time.Until(l.spawnedAt.Add(p.policy.StartWait))))
@@ -408,16 +427,19 @@ func (o *outputs) adoptPipe(stream string, r *os.File) {
 	if err != nil {
 		// The output has nowhere to go: read and count it, so the child
 		// never blocks on a full pipe.
+		// A copier like any other, so that the next upgrade hands the
+		// pipe over too.
 		o.log.Error("log of an adopted process cannot be opened; its output is discarded (counted)", "stream", stream, "err", err)
-		dropped := o.drops.of(stream)
-		go func() {
-			discard(r, dropped, nil)
-			r.Close()
-		}()
+		o.startCopier(stream, noLog{err}, r)
 		return
 	}
 	o.startCopier(stream, sink, r)
 }
+
+// noLog takes nothing: the copier counts every byte as dropped.
+type noLog struct{ err error }
+
+func (n noLog) Write([]byte) (int, error) { return 0, n.err }
 
 // rawFD is f's descriptor number, leaving f as it is (File.Fd would make
 // it blocking).
@@ -440,6 +462,7 @@ func PipeFile(fd int, name string) (*os.File, error) {
 		return nil, fmt.Errorf("pipe %d: %w", fd, err)
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
 		return nil, fmt.Errorf("pipe %d: %w", fd, err)
 	}
 	return os.NewFile(uintptr(fd), name), nil
@@ -497,7 +520,11 @@ func (p *Process) rescue(l *loop) *Frozen {
 		}
 	}
 	switch {
-	case h.Pid == 0 && (h.State == Starting || h.State == Running || h.State == Stopping):
+	case h.Pid == 0 && h.State == Stopping:
+		// Asked to stop, and nothing is left to stop.
+		h.State, h.RespawnAt = Stopped, time.Time{}
+		h.Reason = "stopped"
+	case h.Pid == 0 && (h.State == Starting || h.State == Running):
 		h.State, h.RespawnAt = Exited, time.Now()
 		h.Reason = "its child was lost when the daemon recovered from a panic"
 	case h.State == Stopping && h.StopDeadline.IsZero():

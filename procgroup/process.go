@@ -753,7 +753,7 @@ func (p *Process) startChild(l *loop) {
 		s.Restarts = max(0, s.Spawns-1)
 	})
 	l.ready, l.startWaited = false, false
-	p.startProbe(l)
+	p.startProbe(l, time.Duration(p.spec.Program.ReadyTimeout))
 	if p.policy.StartWait == 0 {
 		// startsecs = 0 has passed already.
 		l.startWaited = true
@@ -763,9 +763,10 @@ func (p *Process) startChild(l *loop) {
 	l.arm(timerStartSecs, p.policy.StartWait)
 }
 
-// startProbe starts the readiness check of the current spawn, or, for a
-// program without one, counts it as ready.
-func (p *Process) startProbe(l *loop) {
+// startProbe starts the readiness check of the current spawn, which has
+// left of its ready_timeout to pass, or, for a program without one, counts
+// it as ready.
+func (p *Process) startProbe(l *loop, left time.Duration) {
 	kind, path, _ := ParseReady(p.spec.Program.Ready, p.spec.Port)
 	if kind == ReadyStartSecs {
 		l.ready = true
@@ -782,7 +783,7 @@ func (p *Process) startProbe(l *loop) {
 				if hook != nil {
 					hook()
 				}
-				probe(ctx, readyC, kind, path, port, timeout)
+				probeLeft(ctx, readyC, kind, path, port, timeout, left)
 			},
 			func() {
 				select {

@@ -35,7 +35,13 @@ const (
 // short by the expired deadline after it, says nothing about a process that
 // may have been listening for seconds.
 func probe(ctx context.Context, out chan<- error, kind, path string, port int, timeout time.Duration) {
-	tctx, cancel := context.WithTimeout(ctx, timeout)
+	probeLeft(ctx, out, kind, path, port, timeout, timeout)
+}
+
+// probeLeft is probe with left of timeout still to run (a check taken up
+// again after an upgrade): the final check comes when left has passed.
+func probeLeft(ctx context.Context, out chan<- error, kind, path string, port int, timeout, left time.Duration) {
+	tctx, cancel := context.WithTimeout(ctx, left)
 	defer cancel()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	check := func(ctx context.Context) error { return checkTCP(ctx, addr) }
