@@ -210,6 +210,21 @@ func (p *Process) Adopt(h Handover, exitC <-chan reaper.Exit, files []*os.File) 
 		return fmt.Errorf("%s: pid %d handed over without its exit channel", h.Name, h.Pid)
 	}
 	p.adopt = &adoption{h: h, exitC: exitC, files: files}
+	// The status shows the process as handed over from now on, not as
+	// STOPPED until Run starts: the control socket may already answer.
+	p.update(func(s *Status) {
+		s.Pid = 0
+		if exitC != nil {
+			s.Pid = h.Pid
+		}
+		s.StartedAt, s.StoppedAt, s.Spawns = h.StartedAt, h.StoppedAt, h.Spawns
+		s.Restarts = max(0, h.Spawns-1)
+		s.ExitStatus, s.ExitDesc, s.SpawnError, s.Reason = h.ExitStatus, h.ExitDesc, h.SpawnError, h.Reason
+		s.RespawnAt, s.IllegalMoves = h.RespawnAt, h.IllegalMoves
+		s.State = h.State
+	})
+	p.logDrops.stdout.Store(h.StdoutDropped)
+	p.logDrops.stderr.Store(h.StderrDropped)
 	return nil
 }
 
@@ -233,16 +248,6 @@ func (p *Process) adopted(l *loop, a *adoption) {
 		l.proc, l.exitC, l.pid, l.marker = proc, a.exitC, h.Pid, h.Marker
 		p.Spawns.add(h.Marker)
 	}
-	p.update(func(s *Status) {
-		s.Pid = l.pid
-		s.StartedAt, s.StoppedAt, s.Spawns = h.StartedAt, h.StoppedAt, h.Spawns
-		s.Restarts = max(0, h.Spawns-1)
-		s.ExitStatus, s.ExitDesc, s.SpawnError, s.Reason = h.ExitStatus, h.ExitDesc, h.SpawnError, h.Reason
-		s.RespawnAt, s.IllegalMoves = h.RespawnAt, h.IllegalMoves
-		s.State = h.State
-	})
-	p.logDrops.stdout.Store(h.StdoutDropped)
-	p.logDrops.stderr.Store(h.StderrDropped)
 	l.state = h.State
 	if p.OnState != nil {
 		p.OnState(p, h.State)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"sync"
@@ -151,9 +152,10 @@ type Supervisor struct {
 
 	// sock is the control socket (set by Run).
 	sock *controlSocket
-	// requests counts the control requests in flight; upgrading is held
-	// by the upgrade under way; up is what info says of upgrades.
-	requests  requestCount
+	// conns counts the control connections busy with a request;
+	// upgrading is held by the upgrade under way; up is what info says of
+	// upgrades.
+	conns     connCount
 	upgrading chan struct{}
 	up        upgradeState
 	// rescueMu lets one rescue (see rescue) run at a time.
@@ -214,6 +216,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		// waiting for its process.
 		s.adoptions, s.adoptedNames = s.takeHandover(h, rp), map[string]bool{}
 	}
+	rp.Bind() // before anything can ask whether an upgrade may exec
 	rctx, stopReaper := context.WithCancel(context.Background())
 	go func() {
 		defer stopReaper() // every process is gone
@@ -367,7 +370,10 @@ func (s *Supervisor) run(ctx context.Context) error {
 			timeouts = *s.hooks.socketTimeouts
 		}
 		srv := api.NewServer(s.counting(s.recovering(api.NewHandler(apiHost{s}))), timeouts, slog.NewLogLogger(s.log.Handler(), slog.LevelWarn))
-		srv.ConnContext = withPeer
+		srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(withPeer(ctx, c), connKey{}, c)
+		}
+		srv.ConnState = s.conns.state
 		s.sock = &controlSocket{s: s, srv: srv, watch: &socketWatch{s: s, st: st, srv: srv, cur: ln}}
 		s.sock.watch.serve(ln)
 		s.sock.startWatch()

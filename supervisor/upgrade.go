@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -59,29 +60,59 @@ type upgradeState struct {
 	rescuedAt  time.Time // when the last rescue began
 }
 
-// requestCount counts the control socket's requests in flight, so that an
-// upgrade execs only once they have been answered.
-type requestCount struct {
-	mu   sync.Mutex
-	n    int
-	zero chan struct{} // closed when n drops to 0
+// connCount counts the control connections busy with a request: from the
+// accept until the answer has gone out (net/http's ConnState), so that an
+// upgrade execs only once every request it let in has been answered. A
+// connection streaming for as long as its client likes (tail --follow) is
+// not counted once its stream begins: the exec cuts it and the client
+// reconnects.
+type connCount struct {
+	mu        sync.Mutex
+	busy      map[net.Conn]bool // new or active
+	streaming map[net.Conn]bool
+	zero      chan struct{} // closed when no connection is busy
 }
 
-func (c *requestCount) add(d int) {
+// state is the server's ConnState.
+func (c *connCount) state(conn net.Conn, st http.ConnState) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.n += d
-	if c.n == 0 && c.zero != nil {
+	if c.busy == nil {
+		c.busy, c.streaming = map[net.Conn]bool{}, map[net.Conn]bool{}
+	}
+	switch st {
+	case http.StateNew, http.StateActive:
+		c.busy[conn] = true
+	default: // idle, closed, hijacked
+		delete(c.busy, conn)
+		delete(c.streaming, conn)
+	}
+	c.check()
+}
+
+// stream marks conn as streaming.
+func (c *connCount) stream(conn net.Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.streaming != nil && c.busy[conn] {
+		c.streaming[conn] = true
+		c.check()
+	}
+}
+
+// check closes zero when nothing is busy; called with mu held.
+func (c *connCount) check() {
+	if c.zero != nil && len(c.busy) == len(c.streaming) {
 		close(c.zero)
 		c.zero = nil
 	}
 }
 
-// wait waits until no request is in flight, or ctx ends; it says how many
+// wait waits until no connection is busy, or ctx ends; it says how many
 // still are.
-func (c *requestCount) wait(ctx context.Context) int {
+func (c *connCount) wait(ctx context.Context) int {
 	c.mu.Lock()
-	if c.n == 0 {
+	if len(c.busy) == len(c.streaming) {
 		c.mu.Unlock()
 		return 0
 	}
@@ -96,26 +127,23 @@ func (c *requestCount) wait(ctx context.Context) int {
 	case <-ctx.Done():
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.n
+		return len(c.busy) - len(c.streaming)
 	}
 }
 
-// counting counts h's requests in flight, except those that stream for as
-// long as the client likes (tail --follow): an upgrade does not wait for
-// those, which the exec cuts (the client reconnects).
+// connKey keys a control request's connection in its context.
+type connKey struct{}
+
+// counting marks the connections of h's requests that stream for as long
+// as the client likes (tail --follow), which an upgrade does not wait for.
 func (s *Supervisor) counting(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v1/tail" && r.URL.Query().Get("follow") != "" {
-			h.ServeHTTP(w, r)
-			return
+			if conn, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+				s.conns.stream(conn)
+			}
 		}
-		s.requests.add(1)
-		defer s.requests.add(-1)
 		h.ServeHTTP(w, r)
-		// The answer goes out before the count drops: an upgrade execs
-		// once it is 0, which would close the connection on an answer
-		// still in net/http's buffer (ctl upgrade's own reply).
-		_ = http.NewResponseController(w).Flush()
 	})
 }
 
@@ -381,7 +409,7 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 	s.sock.srv.SetKeepAlivesEnabled(false)
 	undo = append(undo, func() { s.sock.srv.SetKeepAlivesEnabled(true) })
 	dctx, dcancel := context.WithTimeout(ctx, upgradeDrain)
-	if n := s.requests.wait(dctx); n > 0 {
+	if n := s.conns.wait(dctx); n > 0 {
 		s.log.Warn("requests still in flight are cut by the upgrade; their clients see an error", "count", n)
 	}
 	dcancel()

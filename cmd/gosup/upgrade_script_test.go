@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -215,13 +213,7 @@ type statusLoop struct {
 	mu      sync.Mutex
 	errs    []string
 	failed  atomic.Int64
-	cut     atomic.Int64 // connections the exec closed before an answer
-	cutErrs []string
 }
-
-// cutErr tells the errors of a connection that the old image accepted and
-// closed by its exec without answering.
-var cutErr = regexp.MustCompile(`server closed idle connection|connection reset by peer|: EOF$`)
 
 func (l *statusLoop) fail(msg string) {
 	l.failed.Add(1)
@@ -257,15 +249,12 @@ func (l *statusLoop) waitCalls(ts *testscript.TestScript, want [2]int64) {
 // cmdStatusloop starts the loops (start: it returns once each has been
 // answered), or stops them and checks that every status answered (check:
 // each loop is answered once more first): none failed, not even with "not
-// running". Each loop's calls follow one another without a pause, so
-// together they cover every moment between start and check. With
-// -cut-ok, a `ctl status` whose new connection the old image accepted and
-// the exec closed unanswered (EOF, reset, "server closed idle
-// connection": the control socket's requests are counted from the
-// handler on, not from the accept) is logged, not failed.
+// running", nor cut by the exec. Each loop's calls follow one another
+// without a pause, so together they cover every moment between start and
+// check.
 //
 //	statusloop start SOCKET
-//	statusloop check [-cut-ok]
+//	statusloop check
 func (u *upgradeCmds) cmdStatusloop(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) == 0 {
 		ts.Fatalf("usage: statusloop start SOCKET | statusloop check")
@@ -305,13 +294,6 @@ func (u *upgradeCmds) cmdStatusloop(ts *testscript.TestScript, neg bool, args []
 				err := cmd.Run()
 				switch {
 				case ctx.Err() != nil:
-				case err != nil && cutErr.MatchString(strings.TrimSpace(out.String())):
-					l.cut.Add(1)
-					l.mu.Lock()
-					if len(l.cutErrs) < 5 {
-						l.cutErrs = append(l.cutErrs, strings.TrimSpace(out.String()))
-					}
-					l.mu.Unlock()
 				case err != nil:
 					l.fail(fmt.Sprintf("gosup ctl status: %v: %s", err, strings.TrimSpace(out.String())))
 				default:
@@ -329,7 +311,7 @@ func (u *upgradeCmds) cmdStatusloop(ts *testscript.TestScript, neg bool, args []
 		// Each loop has answered before the script goes on (to the
 		// upgrade), so that the loops cover all of it.
 		l.waitCalls(ts, [2]int64{1, 1})
-	case args[0] == "check" && (len(args) == 1 || len(args) == 2 && args[1] == "-cut-ok"):
+	case args[0] == "check" && len(args) == 1:
 		u.mu.Lock()
 		l := u.loops[ts]
 		delete(u.loops, ts)
@@ -347,12 +329,6 @@ func (u *upgradeCmds) cmdStatusloop(ts *testscript.TestScript, neg bool, args []
 			l.calls[1].Load(), time.Duration(l.slowest[1].Load()).Round(time.Millisecond), l.failed.Load())
 		if n := l.failed.Load(); n > 0 {
 			ts.Fatalf("statusloop: %d status calls failed: %s", n, strings.Join(l.errs, "; "))
-		}
-		if n := l.cut.Load(); n > 0 {
-			if len(args) == 1 {
-				ts.Fatalf("statusloop: %d ctl status runs cut by the exec: %s", n, strings.Join(l.cutErrs, "; "))
-			}
-			ts.Logf("statusloop: %d ctl status runs cut by the exec (a known defect, allowed by -cut-ok): %s", n, strings.Join(l.cutErrs, "; "))
 		}
 	default:
 		ts.Fatalf("usage: statusloop start SOCKET | statusloop check")
@@ -384,19 +360,10 @@ func cmdUpgrades(ts *testscript.TestScript, neg bool, args []string) {
 	cl := api.NewClient(ts.MkAbs(args[0]))
 	defer cl.Close()
 	var took []time.Duration
-	notYet := 0
 	for i := range n {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		start := time.Now()
 		reply, err := cl.Upgrade(ctx, "")
-		// The new image answers before its main goroutine has become the
-		// spawning thread (reaper.Run), and meanwhile refuses an upgrade
-		// as if it never would (a known defect): ask again.
-		for err != nil && strings.Contains(err.Error(), reaper.ErrNotLeader.Error()) && ctx.Err() == nil {
-			notYet++
-			time.Sleep(10 * time.Millisecond)
-			reply, err = cl.Upgrade(ctx, "")
-		}
 		if err == nil {
 			_, err = cl.WaitUpgrade(ctx, reply)
 		}
@@ -407,8 +374,8 @@ func cmdUpgrades(ts *testscript.TestScript, neg bool, args []string) {
 		took = append(took, time.Since(start))
 	}
 	slices.Sort(took)
-	ts.Logf("upgrades: %d, each took min %s, median %s, max %s; refused %d times as not yet the spawning thread", n, took[0].Round(time.Millisecond),
-		took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond), notYet)
+	ts.Logf("upgrades: %d, each took min %s, median %s, max %s", n, took[0].Round(time.Millisecond),
+		took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
 }
 
 // cmdWaitupgrades waits (up to a minute) until the daemon on SOCKET says it

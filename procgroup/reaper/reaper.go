@@ -152,11 +152,7 @@ func New() (*Reaper, error) {
 // signal fires for any child still alive: cancel only after every child
 // has been stopped.
 func (r *Reaper) Run(ctx context.Context) {
-	// Never unlocked: the thread dies with the goroutine (for the daemon,
-	// the main goroutine: with the process), and with it the parent-death
-	// signal fires for every child spawned here.
-	runtime.LockOSThread()
-	r.thread.Store(int64(unix.Gettid()))
+	r.Bind()
 	reaped := make(chan struct{})
 	go func() {
 		defer close(reaped)
@@ -188,6 +184,17 @@ func (r *Reaper) reapLoop(ctx context.Context) {
 			r.reapAll()
 		}
 	}
+}
+
+// Bind locks the calling goroutine to its thread and makes that thread the
+// spawning thread, as Run does. Call it before Run, on the goroutine that
+// will call Run, when something may ask for Leader before Run starts.
+func (r *Reaper) Bind() {
+	// Never unlocked: the thread dies with the goroutine (for the daemon,
+	// the main goroutine: with the process), and with it the parent-death
+	// signal fires for every child spawned here.
+	runtime.LockOSThread()
+	r.thread.Store(int64(unix.Gettid()))
 }
 
 // Ping returns once the reaping loop is free to take its next SIGCHLD, or
