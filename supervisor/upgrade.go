@@ -519,6 +519,9 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 		}
 	}()
 	lastLook := func() ([]int, []string, error) {
+		if s.opts.BeforeExec != nil {
+			s.opts.BeforeExec(doc)
+		}
 		select {
 		case <-s.shutdownReq:
 			// systemctl stop: the new image would never hear of it.
@@ -535,9 +538,6 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 			if now, err := idOf(binary); err != nil || now != *want {
 				return nil, nil, fmt.Errorf("binary %s was replaced after its check; try again", binary)
 			}
-		}
-		if s.opts.BeforeExec != nil {
-			s.opts.BeforeExec(doc)
 		}
 		var err error
 		if b, err = json.Marshal(doc); err != nil {

@@ -21,9 +21,32 @@ import (
 //     (group:name) panics: the daemon's recovery from a panic in its core;
 //   - in an upgrade, just before the exec, the child of the process
 //     $GOSUP_TEST_KILL_BEFORE_EXEC is killed and left a zombie: an exit
-//     in the handover window, which the new image must reap and act on.
+//     in the handover window, which the new image must reap and act on;
+//   - in an upgrade, just before the exec, if the file
+//     $GOSUP_TEST_REPLACE_BEFORE_EXEC exists, it is removed and the binary
+//     is replaced by a copy of itself (a new inode): the exec is refused,
+//     and the daemon must undo everything.
 func init() {
 	testOptions = func(log *slog.Logger, o *supervisor.Options) {
+		if flag := os.Getenv("GOSUP_TEST_REPLACE_BEFORE_EXEC"); flag != "" {
+			o.BeforeExec = func(doc *handover.Doc) {
+				if os.Remove(flag) != nil {
+					return
+				}
+				log.Warn("test hook: replacing the binary just before the exec", "binary", doc.Binary)
+				b, err := os.ReadFile(doc.Binary)
+				if err == nil {
+					err = os.WriteFile(doc.Binary+".tmp", b, 0o755)
+				}
+				if err == nil {
+					err = os.Rename(doc.Binary+".tmp", doc.Binary)
+				}
+				if err != nil {
+					log.Error("test hook", "err", err)
+				}
+			}
+			return
+		}
 		name := os.Getenv("GOSUP_TEST_KILL_BEFORE_EXEC")
 		if name == "" {
 			return

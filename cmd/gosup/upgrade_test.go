@@ -37,13 +37,20 @@ func buildGosup(tb testing.TB, dir, version string, tags ...string) string {
 // upgradeDaemon is a real gosup daemon run from a built binary, with n
 // sleep children in program sl.
 type upgradeDaemon struct {
-	cmd  *exec.Cmd
-	cl   *api.Client
-	log  string
-	pids map[string]int
+	cmd    *exec.Cmd
+	cl     *api.Client
+	log    string // the daemon's own
+	logDir string // the children's
+	pids   map[string]int
 }
 
 func startUpgradeDaemon(t testing.TB, bin string, n int, env ...string) *upgradeDaemon {
+	t.Helper()
+	return startUpgradeDaemonCmd(t, bin, "sleep 3600", n, env...)
+}
+
+// startUpgradeDaemonCmd is startUpgradeDaemon with the children's command.
+func startUpgradeDaemonCmd(t testing.TB, bin, command string, n int, env ...string) *upgradeDaemon {
 	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "run", "gosup.sock")
@@ -53,16 +60,16 @@ socket = %q
 logdir = %q
 shutdown_timeout = "30s"
 [program.sl]
-command = "sleep 3600"
+command = %q
 numprocs = %d
 process_name = "sl_%%(process_num)d"
 startsecs = 0
 stopsignal = "KILL"
-`, sock, filepath.Join(dir, "log"), n)
+`, sock, filepath.Join(dir, "log"), command, n)
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := &upgradeDaemon{cmd: exec.Command(bin, "start", "-c", cfg), cl: api.NewClient(sock), log: filepath.Join(dir, "daemon.log")}
+	d := &upgradeDaemon{cmd: exec.Command(bin, "start", "-c", cfg), cl: api.NewClient(sock), log: filepath.Join(dir, "daemon.log"), logDir: filepath.Join(dir, "log")}
 	logf, err := os.Create(d.log)
 	if err != nil {
 		t.Fatal(err)
@@ -329,5 +336,93 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o755); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFailedExecUndoesEverything: an upgrade that fails after everything
+// was frozen (a gosup_testhooks hook replaces the binary just before the
+// exec, which the last check refuses) leaves the daemon as it was: ctl
+// upgrade says why, info counts the failure, systemd hears READY=1 again,
+// every child keeps its pid and its output reaches its log with no line
+// lost or doubled, a crash is respawned (reaping goes on), and the next
+// upgrade goes through (the locks, the socket and its watch are back).
+func TestFailedExecUndoesEverything(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "gosup")
+	copyFile(t, buildGosup(t, t.TempDir(), "undo-test", "gosup_testhooks"), bin)
+	flag := filepath.Join(dir, "fail-once")
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nl := listenNotify(t)
+	counter := `i=0; while :; do i=$((i+1)); echo "line $i"; sleep 0.002; done`
+	d := startUpgradeDaemonCmd(t, bin, "/bin/sh -c '"+counter+"'", 2, "NOTIFY_SOCKET="+nl.path, "GOSUP_TEST_REPLACE_BEFORE_EXEC="+flag)
+	pid := d.cmd.Process.Pid
+	nl.until(t, pid, "READY=1")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	reply, err := d.cl.Upgrade(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := d.cl.WaitUpgrade(ctx, reply)
+	if err == nil || !strings.Contains(err.Error(), "replaced after its check") {
+		t.Fatalf("upgrade with the binary replaced before the exec: %v, want it failed as replaced after its check", err)
+	}
+	if info.Upgrades != 0 || info.UpgradeFailures != 1 || info.Pid != pid {
+		t.Errorf("after the failed upgrade: upgrades %d, failures %d, pid %d; want 0, 1, %d", info.Upgrades, info.UpgradeFailures, info.Pid, pid)
+	}
+	nl.until(t, pid, "RELOADING=1")
+	nl.until(t, pid, "READY=1")
+	if got := d.waitRunning(t, 2); !maps.Equal(got, d.pids) {
+		t.Fatalf("children changed across the failed upgrade: %v, were %v", got, d.pids)
+	}
+	// The copiers were resumed: the log grows on, every line once.
+	logf := filepath.Join(d.logDir, "sl_0.stdout.log")
+	grown := func(n int) bool {
+		b, _ := os.ReadFile(logf)
+		return strings.Count(string(b), "\n") > n
+	}
+	b, _ := os.ReadFile(logf)
+	before := strings.Count(string(b), "\n")
+	for deadline := time.Now().Add(time.Minute); !grown(before + 50); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s stopped growing after the failed upgrade (%d lines)", logf, before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Reaping goes on.
+	old := d.pids["sl:sl_1"]
+	if err := unix.Kill(old, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		st, err := d.cl.Status(ctx, "sl:sl_1")
+		if err == nil && len(st) == 1 && st[0].State == "RUNNING" && st[0].Pid != old {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sl:sl_1 not respawned after the failed upgrade: %+v %v", st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// And the next upgrade goes through.
+	reply, err = d.cl.Upgrade(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err = d.cl.WaitUpgrade(ctx, reply); err != nil || info.Upgrades != 1 {
+		t.Fatalf("the upgrade after the failed one: %+v, %v", info, err)
+	}
+	b, _ = os.ReadFile(logf)
+	var want int
+	for i, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if line != fmt.Sprintf("line %d", i+1) {
+			t.Fatalf("%s line %d is %q: a line lost or doubled", logf, i+1, line)
+		}
+		want = i + 1
+	}
+	if want < before+50 {
+		t.Fatalf("%s has %d lines", logf, want)
 	}
 }
