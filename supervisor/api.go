@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,6 +71,9 @@ func (h apiHost) Upgrade(ctx context.Context, binary string) (api.UpgradeReply, 
 		return api.UpgradeReply{}, api.Forbidden(fmt.Errorf("only root or the daemon's user may upgrade it (you are uid %s)", uid))
 	}
 	reply, err := h.s.Upgrade(ctx, binary)
+	if err != nil {
+		h.s.log.Warn("upgrade refused", "binary", cmp.Or(binary, h.s.opts.Binary), "err", err)
+	}
 	switch {
 	case errors.Is(err, errUpgradeBusy), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return reply, api.Unavailable(err)

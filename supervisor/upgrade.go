@@ -415,10 +415,10 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 	dcancel()
 	// nginx and memmon.
 	side, err := s.stopSideParts()
+	undo = append(undo, func() { s.startSideParts(side) })
 	if err != nil && !rescue {
 		return err
 	}
-	undo = append(undo, func() { s.startSideParts(side, true) })
 	// Reaping, then each process.
 	hctx, hcancel := context.WithTimeout(ctx, upgradeFreeze)
 	releaseReaper, err := s.rp.Hold(hctx)
@@ -585,16 +585,22 @@ type sideState struct {
 	alerter *memmon.AlerterState
 }
 
-// stopSideParts stops the nginx manager and memmon and takes their state.
-// A memmon restart in flight refuses it (none can be: the upgrade holds
-// every program's lane, which a restart takes first); memmon then goes
-// on as before.
+// stopSideParts stops the nginx manager and memmon and takes their state:
+// both are stopped whatever it returns (startSideParts starts them again).
+// A memmon restart in flight is an error, with memmon's state left out
+// (none can be: the upgrade holds every program's lane, which a restart
+// takes first).
 func (s *Supervisor) stopSideParts() (sideState, error) {
 	var st sideState
 	s.mu.RLock()
 	stopMemmon, m, w, a := s.stopMemmon, s.nginx, s.watchdog, s.alerter
 	s.mu.RUnlock()
 	stopMemmon()
+	if m != nil {
+		m.Stop()
+		ns := m.State()
+		st.nginx = &ns
+	}
 	if a != nil {
 		as := a.State()
 		st.alerter = &as
@@ -602,24 +608,18 @@ func (s *Supervisor) stopSideParts() (sideState, error) {
 	if w != nil {
 		ws, err := w.State()
 		if err != nil {
-			s.startSideParts(st, false)
 			return st, err
 		}
 		st.memmon = &ws
 	}
-	if m != nil {
-		m.Stop()
-		ns := m.State()
-		st.nginx = &ns
-	}
 	return st, nil
 }
 
-// startSideParts starts memmon (and nginx's manager, with withNginx) again
-// from st, after an upgrade that failed.
-func (s *Supervisor) startSideParts(st sideState, withNginx bool) {
+// startSideParts starts memmon and nginx's manager again from st, after an
+// upgrade that failed.
+func (s *Supervisor) startSideParts(st sideState) {
 	cfg := s.config()
-	if withNginx && cfg.Nginx != nil {
+	if cfg.Nginx != nil {
 		m := s.newNginxFrom(nginxSettings(cfg.Nginx), st.nginx)
 		s.mu.Lock()
 		s.nginx = m

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -159,10 +158,6 @@ this daemon's handover and configuration); if it fails, nothing changes.`,
 			}
 			info, err := cl.WaitUpgrade(ctx, reply)
 			if err != nil {
-				var ae *api.Error
-				if errors.As(err, &ae) {
-					return failed(err)
-				}
 				return failed(err)
 			}
 			out := cmd.OutOrStdout()

@@ -14,12 +14,14 @@
 package handover
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gosup/gosup/memmon"
@@ -186,12 +188,13 @@ func Memfd(b []byte) (*os.File, error) {
 	return f, nil
 }
 
-// Read reads the document from the inherited descriptor fd and closes it.
+// Read reads the document from the inherited descriptor fd, which must be
+// the memfd an earlier image wrote (Memfd), and closes it.
 func Read(fd int) ([]byte, error) {
-	f := os.NewFile(uintptr(fd), "gosup-handover")
-	if f == nil {
-		return nil, fmt.Errorf("handover descriptor %d: not open", fd)
+	if link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); err != nil || !strings.HasPrefix(link, "/memfd:gosup-handover") {
+		return nil, fmt.Errorf("handover descriptor %d: not a handover written by gosup (%s)", fd, cmp.Or(link, fmt.Sprint(err)))
 	}
+	f := os.NewFile(uintptr(fd), "gosup-handover")
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, MaxBytes+1))
 	if err != nil {
