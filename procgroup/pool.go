@@ -45,8 +45,12 @@ func (pl *Pool) Add(spec *ProcSpec) *Process {
 	}
 	ctx, cancel := context.WithCancel(pl.ctx)
 	pl.mu.Lock()
+	// In process_num order; processes mostly come in that order (a start,
+	// a reload adding to the end), so the slice is sorted only when not.
 	pl.procs = append(pl.procs, p)
-	slices.SortStableFunc(pl.procs, func(a, b *Process) int { return a.Spec().Index - b.Spec().Index })
+	if n := len(pl.procs); n > 1 && pl.procs[n-2].Spec().Index > spec.Index {
+		slices.SortStableFunc(pl.procs, func(a, b *Process) int { return a.Spec().Index - b.Spec().Index })
+	}
 	pl.cancels[p] = cancel
 	pl.mu.Unlock()
 	pl.wg.Go(func() { p.Run(ctx) })

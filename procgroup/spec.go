@@ -226,20 +226,23 @@ func (s *Spec) Expand(program string, xc ExpandContext) ([]ProcSpec, error) {
 	var errs []error
 	procs := make([]ProcSpec, 0, s.NumProcs)
 	seen := make(map[string]bool, s.NumProcs)
+	// The variables are the same for every process but process_num and
+	// port: one map, updated for each (the environment alone is tens of
+	// entries, times numprocs).
+	vars := map[string]any{
+		"program_name":   program,
+		"group_name":     group,
+		"numprocs":       s.NumProcs,
+		"host_node_name": xc.Host,
+		"here":           xc.Here,
+	}
+	for k, v := range xc.Env {
+		vars["ENV_"+k] = v
+	}
 	for i := range s.NumProcs {
-		vars := map[string]any{
-			"program_name":   program,
-			"group_name":     group,
-			"process_num":    s.NumProcsStart + i,
-			"numprocs":       s.NumProcs,
-			"host_node_name": xc.Host,
-			"here":           xc.Here,
-		}
+		vars["process_num"] = s.NumProcsStart + i
 		if s.PortStart > 0 {
 			vars["port"] = s.PortStart + i
-		}
-		for k, v := range xc.Env {
-			vars["ENV_"+k] = v
 		}
 		exp := func(key, v string) string {
 			out, err := Expand(v, vars)
