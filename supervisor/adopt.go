@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"os"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
@@ -25,36 +27,54 @@ type adoption struct {
 // ours (not possible after an exec: an unreaped child keeps its pid) is
 // left out, and its process is EXITED, respawning at once.
 func (s *Supervisor) takeHandover(doc *handover.Doc, rp *reaper.Reaper) map[string]*adoption {
-	out := map[string]*adoption{}
-	for _, h := range doc.Processes {
-		a := &adoption{h: h}
-		a.h.Pipes = nil
-		for _, pipe := range h.Pipes {
-			f, err := procgroup.PipeFile(pipe.FD, h.Name+" "+pipe.Stream)
-			if err != nil {
-				s.log.Error("a log pipe handed over is unusable; that output is lost", "process", h.Name, "stream", pipe.Stream, "err", err)
-				continue
+	// A few syscalls a process, on the upgrade's critical path: spread
+	// over the CPUs.
+	adopted := make([]*adoption, len(doc.Processes))
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(doc.Processes)/64))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(doc.Processes); i += workers {
+				adopted[i] = s.takeProcess(doc.Processes[i], rp)
 			}
-			a.h.Pipes = append(a.h.Pipes, pipe)
-			a.files = append(a.files, f)
-		}
-		if h.Pid > 0 {
-			// An unreaped child keeps its pid: the kernel's word
-			// that it is ours is enough.
-			exitC, err := rp.Adopt(h.Pid)
-			if err != nil {
-				s.log.Error("a child handed over is not this daemon's; its process starts afresh", "process", h.Name, "pid", h.Pid, "err", err)
-				// As after an exit: respawned at once (if its
-				// policy says so, which adopted() leaves to it).
-				a.h.Pid, a.h.State, a.h.RespawnAt = 0, procgroup.Exited, time.Now()
-				a.h.Reason = "its child was lost in the upgrade"
-			} else {
-				a.exitC = exitC
-			}
-		}
-		out[h.Name] = a
+		})
+	}
+	wg.Wait()
+	out := make(map[string]*adoption, len(adopted))
+	for _, a := range adopted {
+		out[a.h.Name] = a
 	}
 	return out
+}
+
+// takeProcess wraps one process's pipes and subscribes to its child's exit.
+func (s *Supervisor) takeProcess(h procgroup.Handover, rp *reaper.Reaper) *adoption {
+	a := &adoption{h: h}
+	a.h.Pipes = nil
+	for _, pipe := range h.Pipes {
+		f, err := procgroup.PipeFile(pipe.FD, h.Name+" "+pipe.Stream)
+		if err != nil {
+			s.log.Error("a log pipe handed over is unusable; that output is lost", "process", h.Name, "stream", pipe.Stream, "err", err)
+			continue
+		}
+		a.h.Pipes = append(a.h.Pipes, pipe)
+		a.files = append(a.files, f)
+	}
+	if h.Pid > 0 {
+		// An unreaped child keeps its pid: the kernel's word that it is
+		// ours is enough.
+		exitC, err := rp.Adopt(h.Pid)
+		if err != nil {
+			s.log.Error("a child handed over is not this daemon's; its process starts afresh", "process", h.Name, "pid", h.Pid, "err", err)
+			// As after an exit: respawned at once (if its policy says
+			// so, which adopted() leaves to it).
+			a.h.Pid, a.h.State, a.h.RespawnAt = 0, procgroup.Exited, time.Now()
+			a.h.Reason = "its child was lost in the upgrade"
+		} else {
+			a.exitC = exitC
+		}
+	}
+	return a
 }
 
 // adopt gives p what the previous image handed over for it, if anything.

@@ -224,6 +224,7 @@ func (s *Supervisor) Upgrade(ctx context.Context, binary string) (api.UpgradeRep
 			return reply, fmt.Errorf("waiting for the operations in progress on %s: %w", pool.Program, err)
 		}
 	}
+	checkStart := time.Now()
 	check, err := s.selfCheck(ctx, path)
 	if err == nil {
 		// What ran the check is what the exec runs (see reexec).
@@ -239,7 +240,7 @@ func (s *Supervisor) Upgrade(ctx context.Context, binary string) (api.UpgradeRep
 	reply = api.UpgradeReply{Pid: os.Getpid(), Binary: path, From: apiBuild(s.opts.Build), To: apiBuild(check.Build), Upgrades: s.up.upgrades, Failures: s.up.failures}
 	s.up.mu.Unlock()
 	handed = true
-	s.log.Info("upgrading in place", "binary", path, "from", s.opts.Build.Version, "to", check.Build.Version)
+	s.log.Info("upgrading in place", "binary", path, "from", s.opts.Build.Version, "to", check.Build.Version, "check_took", time.Since(checkStart).Round(time.Millisecond))
 	go func() {
 		defer func() { <-s.upgrading }()
 		defer release()
@@ -383,6 +384,8 @@ func (s *Supervisor) baseDoc(binary, reason string) *handover.Doc {
 // is refused if the path names another by then.
 func (s *Supervisor) reexec(binary string, want *fileID, reason string, given map[*procgroup.Process]*procgroup.Frozen) (err error) {
 	rescue := reason == handover.ReasonRescue
+	begun := time.Now()
+	var freezeTook time.Duration
 	ctx, cancel := context.WithTimeout(context.Background(), upgradeQuiesce)
 	defer cancel()
 	var undo []func()
@@ -436,6 +439,7 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 	doc := s.baseDoc(binary, reason)
 	doc.Nginx, doc.Memmon, doc.Alerter = side.nginx, side.memmon, side.alerter
 	// Every process at once: each freeze waits for its log copiers.
+	freezeStart := time.Now()
 	procs := s.all()
 	frozen := make([]*procgroup.Frozen, len(procs))
 	errs := make([]error, len(procs))
@@ -452,6 +456,7 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 		})
 	}
 	wg.Wait()
+	freezeTook = time.Since(freezeStart)
 	var files []*os.File
 	for i, p := range procs {
 		if f := frozen[i]; f != nil && given[p] == nil {
@@ -554,7 +559,8 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 			return nil, nil, err
 		}
 		env[slot] = handover.Env + "=" + strconv.Itoa(mfd)
-		s.log.Info("executing the new binary", "binary", binary, "processes", len(doc.Processes), "handover_bytes", len(b))
+		s.log.Info("executing the new binary", "binary", binary, "processes", len(doc.Processes), "handover_bytes", len(b),
+			"quiesce_took", time.Since(begun).Round(time.Millisecond), "freeze_took", freezeTook.Round(time.Millisecond))
 		return []int{mfd}, env, nil
 	}
 	err = s.rp.ExecWith(binary, argv, doc.FDs(), lastLook)

@@ -151,19 +151,15 @@ func (d *Doc) FDs() []int {
 	return fds
 }
 
-// Decode reads a document, refusing a version this build does not read.
+// Decode reads a document, refusing a version this build does not read
+// (whatever else it says: a later version may not decode as this one).
 func Decode(b []byte) (*Doc, error) {
-	var v struct {
-		Version int `json:"version"`
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return nil, fmt.Errorf("handover document: %w", err)
-	}
-	if !slices.Contains(Readable, v.Version) {
-		return nil, fmt.Errorf("%w %d: this build reads %v", ErrIncompatible, v.Version, Readable)
-	}
 	var d Doc
-	if err := json.Unmarshal(b, &d); err != nil {
+	err := json.Unmarshal(b, &d)
+	if !slices.Contains(Readable, d.Version) {
+		return nil, fmt.Errorf("%w %d: this build reads %v", ErrIncompatible, d.Version, Readable)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("handover document: %w", err)
 	}
 	return &d, nil
