@@ -424,7 +424,7 @@ func (a *Alerter) Run(ctx context.Context) {
 			}
 			// In the order the restarts began (those of one tick by
 			// name), not the order they ended in.
-			mail := a.held.alerts
+			mail, was, gaveUpAt := a.held.alerts, a.held, a.gaveUpAt
 			if !a.held.urgent.IsZero() {
 				a.gaveUpAt = now
 			}
@@ -435,8 +435,20 @@ func (a *Alerter) Run(ctx context.Context) {
 			})
 			subject, body := compose(mail)
 			sending = len(mail)
-			a.send(ctx, subject, body)
+			ok := a.send(ctx, subject, body)
 			sending = 0
+			if !ok && ctx.Err() != nil {
+				// Cut short by the alerter's stop (an upgrade, a
+				// reload): the alerts are held again, not lost, for
+				// State (or the next run) to mail.
+				a.mu.Lock()
+				for _, al := range a.held.alerts {
+					a.add(&was, al, now)
+				}
+				a.held, a.gaveUpAt = was, gaveUpAt
+				a.mu.Unlock()
+				return
+			}
 			a.mu.Lock()
 			a.sentAt = now
 			arm()
@@ -575,16 +587,23 @@ func (c *boundedConn) Read(p []byte) (int, error) {
 }
 
 // send mails one message with a deadline; failures are logged and counted.
-func (a *Alerter) send(ctx context.Context, subject, body string) {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.Timeout))
+// send mails one message and says whether it went. One cut short by
+// parent's end is not counted as failed: the caller holds it again.
+func (a *Alerter) send(parent context.Context, subject, body string) bool {
+	ctx, cancel := context.WithTimeout(parent, time.Duration(a.cfg.Timeout))
 	defer cancel()
 	if err := a.deliver(ctx, subject, body); err != nil {
+		if parent.Err() != nil {
+			a.log.Warn("alert mail cut short by the alerter's stop; held for the next mail", "subject", subject, "err", err)
+			return false
+		}
 		a.Failed.Add(1)
 		a.log.Error("alert mail failed", "subject", subject, "err", err)
-		return
+		return false
 	}
 	a.Sent.Add(1)
 	a.log.Info("alert mailed", "subject", subject, "to", strings.Join(a.cfg.To, ","))
+	return true
 }
 
 func (a *Alerter) deliver(ctx context.Context, subject, body string) error {

@@ -689,3 +689,46 @@ func TestAlerterRestoreIsBounded(t *testing.T) {
 		}
 	})
 }
+
+// An alerter stopped while a mail is on its way (an upgrade stops it)
+// holds that mail's alerts again instead of counting a failure: the next
+// alerter, restored from its state, mails them.
+func TestAlerterStoppedMidSendHandsTheMailOver(t *testing.T) {
+	cfg := smtpConfig(smtptest.Silent(t))
+	cfg.Timeout = time.Hour // the silent server would hold the send for ever
+	a := NewAlerter(cfg, 0, nil, quiet())
+	a.coalesce = time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(ctx) }()
+	a.Enqueue(testAlert("web:web_01", time.Minute))
+	// The mail is on its way once the alert has left the held ones.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		a.mu.Lock()
+		n := len(a.held.alerts)
+		a.mu.Unlock()
+		if n == 0 && len(a.queue) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the alert was never taken for a mail")
+		}
+	}
+	cancel()
+	<-done
+	st := handOver(t, a)
+	if len(st.Held) != 1 || st.Held[0].Name != "web:web_01" || st.Failed != 0 || st.Dropped != 0 || st.Sent != 0 {
+		t.Fatalf("state after a stop mid-send: %+v", st)
+	}
+	srv := smtptest.Start(t)
+	b := NewAlerter(smtpConfig(srv.Addr), 0, nil, quiet())
+	b.coalesce = 0
+	b.Restore(st)
+	bctx, bcancel := context.WithCancel(t.Context())
+	bdone := make(chan struct{})
+	go func() { defer close(bdone); b.Run(bctx) }()
+	t.Cleanup(func() { bcancel(); <-bdone })
+	if m := srv.Wait(t, 1, time.Minute)[0]; !strings.Contains(m.Subject, "web:web_01") {
+		t.Errorf("mailed: %q", m.Subject)
+	}
+}
