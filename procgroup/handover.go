@@ -95,7 +95,11 @@ type Frozen struct {
 func (f *Frozen) Resume() { close(f.resume) }
 
 type freezeReq struct {
-	wait  time.Duration
+	wait time.Duration
+	// force: a rescue, which cannot refuse. Leftovers being stopped are
+	// SIGKILLed at once, and a copier stuck writing has its pipe handed
+	// over anyway (what it holds is counted as dropped).
+	force bool
 	reply chan freezeRes
 }
 
@@ -114,11 +118,29 @@ type freezeRes struct {
 // wait (a write stuck on a hung disk) fails the freeze, leaving the
 // process as it was.
 func (p *Process) Freeze(ctx context.Context, wait time.Duration) (*Frozen, error) {
-	req := freezeReq{wait: wait, reply: make(chan freezeRes, 1)}
+	return p.freezeWith(ctx, freezeReq{wait: wait})
+}
+
+// FreezeForRescue is Freeze for a rescue after a panic elsewhere, which
+// must not fail for a slow part: the processes its last child left running
+// are SIGKILLed at once rather than waited for, and a log copier stuck in a
+// write has its pipe handed over anyway, what it holds counted as dropped.
+func (p *Process) FreezeForRescue(ctx context.Context, wait time.Duration) (*Frozen, error) {
+	return p.freezeWith(ctx, freezeReq{wait: wait, force: true})
+}
+
+// ErrPanicked is what a Freeze of a process whose owner goroutine has
+// panicked gets.
+var ErrPanicked = errors.New("its owner goroutine panicked")
+
+func (p *Process) freezeWith(ctx context.Context, req freezeReq) (*Frozen, error) {
+	req.reply = make(chan freezeRes, 1)
 	select {
 	case p.freezes <- req:
 	case <-p.done:
 		return nil, ErrClosed
+	case <-p.panicking:
+		return nil, ErrPanicked
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -150,11 +172,20 @@ func (p *Process) freeze(l *loop, req freezeReq) {
 		p.onExit(l, ex)
 	default:
 	}
+	if l.sweepC != nil && req.force {
+		l.sweepCancel() // SIGKILL what is left, at once
+		p.onSwept(l, <-l.sweepC)
+		select {
+		case ex := <-l.exitC:
+			p.onExit(l, ex)
+		default:
+		}
+	}
 	if l.sweepC != nil {
 		req.reply <- freezeRes{err: fmt.Errorf("%s: %w", p.spec.FullName(), ErrSweeping)}
 		return
 	}
-	pipes, files, err := p.out.handOver(req.wait)
+	pipes, files, err := p.out.handOver(req.wait, req.force)
 	if err != nil {
 		req.reply <- freezeRes{err: fmt.Errorf("%s: %w", p.spec.FullName(), err)}
 		return
@@ -302,8 +333,10 @@ func (p *Process) restore(l *loop, h Handover, files []*os.File) {
 
 // handOver stops every log copier, each after it has written what it read,
 // and returns their pipes, open. A copier still writing after wait (a hung
-// disk) fails it: every copier goes on as before.
-func (o *outputs) handOver(wait time.Duration) ([]Pipe, []*os.File, error) {
+// disk) fails it, and every copier goes on as before; with force (a
+// rescue), its pipe is handed over anyway, a duplicate, and what it holds
+// is counted as dropped.
+func (o *outputs) handOver(wait time.Duration, force bool) ([]Pipe, []*os.File, error) {
 	o.mu.Lock()
 	var cs []*copier
 	for c := range o.copiers {
@@ -311,25 +344,53 @@ func (o *outputs) handOver(wait time.Duration) ([]Pipe, []*os.File, error) {
 	}
 	o.mu.Unlock()
 	past := time.Unix(1, 0)
+	live := cs[:0:0]
 	for _, c := range cs {
 		o.mu.Lock()
 		c.handOff = true
 		o.mu.Unlock()
-		if err := c.r.SetReadDeadline(past); err != nil {
+		if err := c.r.SetReadDeadline(past); errors.Is(err, os.ErrClosed) {
+			continue // it reached the end of its pipe and closed it
+		} else if err != nil {
 			o.resumeCopiers(cs)
 			return nil, nil, fmt.Errorf("stop %s log copier: %w", c.stream, err)
 		}
+		live = append(live, c)
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	timedOut := false
 	var pipes []Pipe
 	var files []*os.File
-	for _, c := range cs {
-		select {
-		case <-c.done:
-		case <-timer.C:
-			o.resumeCopiers(cs)
-			return nil, nil, fmt.Errorf("its %s log copier is still writing after %s (a hung disk?)", c.stream, wait)
+	for _, c := range live {
+		if !timedOut {
+			select {
+			case <-c.done:
+			case <-timer.C:
+				timedOut = true
+			}
+		}
+		if timedOut {
+			select {
+			case <-c.done:
+			default:
+				if !force {
+					o.resumeCopiers(cs)
+					return nil, nil, fmt.Errorf("its %s log copier is still writing after %s (a hung disk?)", c.stream, wait)
+				}
+				dup, err := dupPipe(c.r)
+				if err != nil {
+					o.log.Error("a log pipe could not be handed over; its writer gets SIGPIPE after the re-execution", "stream", c.stream, "err", err)
+					continue
+				}
+				held := c.inFlight.Load()
+				o.drops.of(c.stream).Add(held)
+				o.log.Error("a log copier is stuck writing; its pipe is handed over anyway and what it held is counted as dropped", "stream", c.stream, "dropped_bytes", held)
+				fd, _ := rawFD(dup)
+				pipes = append(pipes, Pipe{Stream: c.stream, FD: fd})
+				files = append(files, dup)
+				continue
+			}
 		}
 		if !c.kept { // set before done was closed
 			continue // it had reached the end of its pipe
@@ -347,6 +408,20 @@ func (o *outputs) handOver(wait time.Duration) ([]Pipe, []*os.File, error) {
 		files = append(files, c.r)
 	}
 	return pipes, files, nil
+}
+
+// dupPipe duplicates a pipe's read end (close-on-exec, like every
+// descriptor until the exec clears it).
+func dupPipe(f *os.File) (*os.File, error) {
+	fd, err := rawFD(f)
+	if err != nil {
+		return nil, err
+	}
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("duplicate pipe %d: %w", fd, err)
+	}
+	return os.NewFile(uintptr(nfd), f.Name()), nil
 }
 
 // resumeCopiers undoes a handOver that failed: a copier that has not
@@ -493,6 +568,7 @@ func (p *Process) recoverCore(l *loop) {
 	if v == nil {
 		return
 	}
+	close(p.panicking)
 	stack := debug.Stack()
 	f := p.rescue(l)
 	p.OnPanic(p, v, stack, f)
@@ -535,7 +611,7 @@ func (p *Process) rescue(l *loop) *Frozen {
 	case h.State == Stopping && h.StopDeadline.IsZero():
 		h.StopDeadline = time.Now()
 	}
-	pipes, files, err := p.out.handOver(rescueWait)
+	pipes, files, err := p.out.handOver(rescueWait, true)
 	if err != nil {
 		p.log.Error("log copiers did not stop; that output will not reach the log after the recovery", "err", err)
 	}

@@ -140,6 +140,9 @@ type Process struct {
 	freezes chan freezeReq
 	adopt   *adoption
 	panics  chan any
+	// panicking is closed when the owner goroutine has panicked: a
+	// Freeze fails at once instead of waiting for it.
+	panicking chan struct{}
 
 	mu      sync.Mutex
 	status  Status
@@ -158,6 +161,7 @@ func NewProcess(spec *ProcSpec, rp *reaper.Reaper, log *slog.Logger) *Process {
 		changed: make(chan struct{}),
 		freezes: make(chan freezeReq),
 		panics:  make(chan any),
+		panicking: make(chan struct{}),
 		strict:  testing.Testing(),
 	}
 	p.out = newOutputs(spec, &p.logDrops, p.log)
@@ -873,6 +877,9 @@ func (p *Process) launch(marker string) (*os.Process, <-chan reaper.Exit, error)
 	if err != nil {
 		return nil, nil, err
 	}
+	// After the user lookup, which may wait on a name service: one stuck
+	// there must not hold up the others' spawns.
+	defer p.rp.Prepare()()
 	if s.Port > 0 {
 		if err := checkPort(s.Port); err != nil {
 			return nil, nil, err

@@ -75,7 +75,7 @@ func (h apiHost) Upgrade(ctx context.Context, binary string) (api.UpgradeReply, 
 		h.s.log.Warn("upgrade refused", "binary", cmp.Or(binary, h.s.opts.Binary), "err", err)
 	}
 	switch {
-	case errors.Is(err, errUpgradeBusy), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, errUpgradeBusy), errors.Is(err, errStarting), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return reply, api.Unavailable(err)
 	case err != nil:
 		return reply, api.Invalid(err)

@@ -65,7 +65,11 @@ func (s *Supervisor) reloadLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.reloadKick:
+			// Counted from the kick on: an upgrade between the kick and
+			// the reload's wait for its lock hands it over all the same.
+			s.reloadsWaiting.Add(1)
 			plan, err := s.Reload(ctx, false)
+			s.reloadsWaiting.Add(-1)
 			switch {
 			case err != nil:
 				s.log.Error("reload failed", "err", err)

@@ -59,6 +59,9 @@ type Options struct {
 	// in an upgrade after everything is frozen, just before the exec,
 	// with the handover document.
 	BeforeExec func(*handover.Doc)
+	// RestoreSignals, when set, is called after an upgrade's exec failed
+	// having ignored SIGHUP: it handles it again (signal.Notify).
+	RestoreSignals func()
 	// Serving, when set, is called once every part of the daemon runs
 	// (the control socket answers, the processes are started or adopted).
 	Serving func()
@@ -158,6 +161,9 @@ type Supervisor struct {
 	conns     connCount
 	upgrading chan struct{}
 	up        upgradeState
+	// serving is closed once every part of the daemon runs: an upgrade
+	// waits for it (what it hands over is all there then).
+	serving chan struct{}
 	// rescueMu lets one rescue (see rescue) run at a time.
 	rescueMu sync.Mutex
 	// adoptions are the processes the previous image handed over, by
@@ -176,7 +182,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 	opsCtx, opsCancel := context.WithCancel(context.Background())
 	return &Supervisor{
 		opsCtx: opsCtx, opsCancel: opsCancel, guard: guard.New(log),
-		cfg: cfg, log: log, rp: opts.Reaper, spawns: procgroup.NewSpawns(), opts: opts, shutdownReq: make(chan struct{}), upgrading: make(chan struct{}, 1),
+		cfg: cfg, log: log, rp: opts.Reaper, spawns: procgroup.NewSpawns(), opts: opts, shutdownReq: make(chan struct{}), upgrading: make(chan struct{}, 1), serving: make(chan struct{}),
 		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[procgroup.ProgramName]bool{}, touchRunning: map[procgroup.ProgramName]bool{},
 		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		down: map[string]bool{}, stopMemmon: func() {}, pending: map[*procgroup.Process]*procgroup.ProcSpec{},
@@ -452,9 +458,13 @@ func (s *Supervisor) run(ctx context.Context) error {
 	})
 
 	defer context.AfterFunc(ctx, s.requestShutdown)()
-	if s.opts.Serving != nil {
-		g.add("serving", func() error { s.opts.Serving(); return nil }, nil)
-	}
+	g.add("serving", func() error {
+		close(s.serving)
+		if s.opts.Serving != nil {
+			s.opts.Serving()
+		}
+		return nil
+	}, nil)
 	if err := g.run(s.shutdownReq); err != nil {
 		return err
 	}

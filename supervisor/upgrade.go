@@ -9,11 +9,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gosup/gosup/memmon"
@@ -138,7 +140,7 @@ type connKey struct{}
 // as the client likes (tail --follow), which an upgrade does not wait for.
 func (s *Supervisor) counting(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/tail" && r.URL.Query().Get("follow") != "" {
+		if api.Follows(r) {
 			if conn, ok := r.Context().Value(connKey{}).(net.Conn); ok {
 				s.conns.stream(conn)
 			}
@@ -159,14 +161,26 @@ const (
 	upgradeQuiesce = 30 * time.Second
 )
 
-var errUpgradeBusy = errors.New("an upgrade is already under way")
+var (
+	errUpgradeBusy = errors.New("an upgrade is already under way")
+	errStarting    = errors.New("the daemon is still starting; try again once it runs")
+)
 
 // RequestUpgrade upgrades to the binary the daemon was started from, as
 // SIGUSR2 asks; the outcome is logged (and shown by ctl info).
+//
+// One asked for while the daemon is starting (a signal that waited for the
+// handlers) waits until it runs.
 func (s *Supervisor) RequestUpgrade() {
 	go func() {
 		ctx, cancel := context.WithTimeout(s.opsCtx, time.Minute)
 		defer cancel()
+		select {
+		case <-s.serving:
+		case <-ctx.Done():
+			s.log.Error("upgrade not done: the daemon did not finish starting", "err", ctx.Err())
+			return
+		}
 		if _, err := s.Upgrade(ctx, ""); err != nil {
 			s.log.Error("upgrade refused", "err", err)
 		}
@@ -179,6 +193,11 @@ func (s *Supervisor) RequestUpgrade() {
 // flight and the check. An upgrade it refuses changes nothing.
 func (s *Supervisor) Upgrade(ctx context.Context, binary string) (api.UpgradeReply, error) {
 	var reply api.UpgradeReply
+	select {
+	case <-s.serving:
+	default:
+		return reply, errStarting
+	}
 	if binary == "" {
 		binary = s.opts.Binary
 	}
@@ -450,7 +469,11 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 			continue
 		}
 		wg.Go(func() {
-			if frozen[i], errs[i] = p.Freeze(ctx, upgradeFreeze); errs[i] != nil {
+			freeze := p.Freeze
+			if rescue {
+				freeze = p.FreezeForRescue
+			}
+			if frozen[i], errs[i] = freeze(ctx, upgradeFreeze); errs[i] != nil {
 				errs[i] = fmt.Errorf("freeze %s: %w", p.Spec().FullName(), errs[i])
 			}
 		})
@@ -463,12 +486,19 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 			undo = append(undo, f.Resume)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(errs...); err != nil && !rescue {
 		return err
+	} else if err != nil {
+		// A rescue goes on without them rather than end every process:
+		// their children run on, unsupervised, and the new image starts
+		// them afresh (a port they hold is reported).
+		s.log.Error("processes left out of the rescue; their children run on unsupervised", "err", err)
 	}
 	for _, f := range frozen {
-		doc.Processes = append(doc.Processes, f.Handover)
-		files = append(files, f.Files...)
+		if f != nil {
+			doc.Processes = append(doc.Processes, f.Handover)
+			files = append(files, f.Files...)
+		}
 	}
 	if doc.Instance, err = s.inst.handover(); err != nil {
 		return err
@@ -523,6 +553,7 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 			mf.Close()
 		}
 	}()
+	hupIgnored := false
 	lastLook := func() ([]int, []string, error) {
 		if s.opts.BeforeExec != nil {
 			s.opts.BeforeExec(doc)
@@ -559,11 +590,21 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 			return nil, nil, err
 		}
 		env[slot] = handover.Env + "=" + strconv.Itoa(mfd)
+		// A SIGHUP (systemctl reload) between the exec and the new
+		// image's signal handlers would end it, and every child with it:
+		// ignored, which the new image inherits until it handles SIGHUP
+		// again (Go keeps an inherited SIG_IGN for SIGHUP). That reload
+		// is lost; systemctl reload during an upgrade says so in the log.
+		signal.Ignore(syscall.SIGHUP)
+		hupIgnored = true
 		s.log.Info("executing the new binary", "binary", binary, "processes", len(doc.Processes), "handover_bytes", len(b),
 			"quiesce_took", time.Since(begun).Round(time.Millisecond), "freeze_took", freezeTook.Round(time.Millisecond))
 		return []int{mfd}, env, nil
 	}
 	err = s.rp.ExecWith(binary, argv, doc.FDs(), lastLook)
+	if hupIgnored && s.opts.RestoreSignals != nil {
+		s.opts.RestoreSignals()
+	}
 	if doc.ReloadPending {
 		s.RequestReload() // asked for, and not handed over after all
 	}

@@ -72,7 +72,7 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 			log := newLogger(cfg.Supervisor.LogLevel)
 			opts := supervisor.Options{Logger: log, NotifySocket: os.Getenv("NOTIFY_SOCKET"), InsecureConfig: g.insecure,
 				Binary: startedBinary(), Args: os.Args[1:], Build: buildInfo(), Handover: doc,
-				Serving: func() { debug.SetGCPercent(gcPercent) }}
+				Serving: func() { debug.SetGCPercent(gcPercent) }, RestoreSignals: func() { signal.Notify(hup, syscall.SIGHUP) }}
 			if g.insecure && os.Geteuid() == 0 && doc == nil {
 				log.Warn("--insecure-config: configuration files are read whoever can change them, now and at every reload", "config", cfg.File)
 			}

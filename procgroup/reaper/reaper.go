@@ -113,6 +113,9 @@ type Reaper struct {
 	pings    chan struct{} // received by the reaping loop between reaps
 	holds    chan hold     // received by the reaping loop between reaps
 	done     chan struct{}
+	// preparing bounds the spawns being prepared or made at once (see
+	// Prepare).
+	preparing chan struct{}
 	// thread is the spawning thread's id, once Run has locked it.
 	thread atomic.Int64
 	// Orphan, when set, is called (from the reaper goroutine) for exits
@@ -139,6 +142,8 @@ func New() (*Reaper, error) {
 		pings:  make(chan struct{}),
 		holds:  make(chan hold),
 		done:   make(chan struct{}),
+		// Two per CPU: one preparing while one forks.
+		preparing: make(chan struct{}, 2*runtime.GOMAXPROCS(0)),
 	}
 	signal.Notify(r.sigc, syscall.SIGCHLD)
 	return r, nil
@@ -272,6 +277,16 @@ func (r *Reaper) StartUmask(mask int, fn func() (*os.Process, error)) (*os.Proce
 	}
 	res := <-req.reply
 	return res.proc, res.exit, res.err
+}
+
+// Prepare waits for a turn to prepare a spawn (open its files, check its
+// paths) and make it, and returns what ends the turn. Every spawn is made
+// on the one spawning thread: hundreds of goroutines preparing theirs at
+// once (a daemon starting 500 processes) only crowd that thread off the
+// CPUs, and the spawns come later, not sooner.
+func (r *Reaper) Prepare() (done func()) {
+	r.preparing <- struct{}{}
+	return func() { <-r.preparing }
 }
 
 // ErrNotLeader is returned by Exec when the spawning thread is not the

@@ -335,7 +335,7 @@ func (s server) tail(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if q.Get("follow") != "1" {
+	if !Follows(r) {
 		if f != nil {
 			// A last line without its newline gets one.
 			var last [1]byte
@@ -357,6 +357,12 @@ func logf(r *http.Request, format string, args ...any) {
 	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.ErrorLog != nil {
 		srv.ErrorLog.Printf(format, args...)
 	}
+}
+
+// Follows reports whether r is a tail that streams what is appended for as
+// long as the client likes (follow=1).
+func Follows(r *http.Request) bool {
+	return r.URL.Path == "/v1/tail" && r.URL.Query().Get("follow") == "1"
 }
 
 // follow streams bytes appended to path from off in f (nil: not there

@@ -156,6 +156,9 @@ func (d *Doc) FDs() []int {
 func Decode(b []byte) (*Doc, error) {
 	var d Doc
 	err := json.Unmarshal(b, &d)
+	if err != nil && d.Version == 0 {
+		return nil, fmt.Errorf("handover document: %w", err)
+	}
 	if !slices.Contains(Readable, d.Version) {
 		return nil, fmt.Errorf("%w %d: this build reads %v", ErrIncompatible, d.Version, Readable)
 	}
