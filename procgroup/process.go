@@ -152,17 +152,17 @@ type Process struct {
 // NewProcess makes the slot for spec in state STOPPED. Call Run to start its owner goroutine.
 func NewProcess(spec *ProcSpec, rp *reaper.Reaper, log *slog.Logger) *Process {
 	p := &Process{
-		spec:    spec,
-		policy:  PolicyOf(spec.Program),
-		rp:      rp,
-		log:     log.With("process", spec.FullName()),
-		reqs:    make(chan request),
-		done:    make(chan struct{}),
-		changed: make(chan struct{}),
-		freezes: make(chan freezeReq),
-		panics:  make(chan any),
+		spec:      spec,
+		policy:    PolicyOf(spec.Program),
+		rp:        rp,
+		log:       log.With("process", spec.FullName()),
+		reqs:      make(chan request),
+		done:      make(chan struct{}),
+		changed:   make(chan struct{}),
+		freezes:   make(chan freezeReq),
+		panics:    make(chan any),
 		panicking: make(chan struct{}),
-		strict:  testing.Testing(),
+		strict:    testing.Testing(),
 	}
 	p.out = newOutputs(spec, &p.logDrops, p.log)
 	p.status = Status{Program: spec.ProgramName, Group: spec.Group, Name: spec.Name, State: Stopped}
