@@ -474,9 +474,10 @@ func (w *Watchdog) restart(ctx context.Context, d overLimit, at time.Time) {
 	w.log.Warn("restarting a process over its memory limit", "process", t.Name, "pid", t.Pid, "rss", rss, "limit", int64(rule.Limit), "rule", rule.Name)
 	err := w.host.Restart(ctx, t.Name, t.Pid, "memmon: "+reason)
 	w.mu.Lock()
-	if h := w.history[t.Name]; errors.Is(err, ErrPidGone) {
-		// It exited or was replaced meanwhile: not a restart, and no
-		// part of max_restarts.
+	if h := w.history[t.Name]; errors.Is(err, ErrPidGone) || errors.Is(err, ErrNotBegun) {
+		// It exited or was replaced meanwhile, or the restart was
+		// called off before it began: not a restart, and no part of
+		// max_restarts.
 		if i := slices.IndexFunc(h, at.Equal); i >= 0 {
 			w.history[t.Name] = slices.Delete(h, i, i+1)
 		}
@@ -494,6 +495,12 @@ func (w *Watchdog) restart(ctx context.Context, d overLimit, at time.Time) {
 		w.samples[t.Name] = s
 	}
 	w.mu.Unlock()
+	if errors.Is(err, ErrNotBegun) {
+		// The watchdog stopped (an upgrade, a reload, shutdown) before
+		// the restart began: the next watchdog samples it again.
+		w.log.Info("memmon restart called off before it began", "process", t.Name, "pid", t.Pid)
+		return
+	}
 	if err != nil {
 		w.log.Error("memmon restart failed", "process", t.Name, "pid", t.Pid, "err", err)
 		if errors.Is(err, ErrPidGone) {
@@ -513,3 +520,8 @@ func (w *Watchdog) restart(ctx context.Context, d overLimit, at time.Time) {
 // ErrPidGone is what a Host's Restart returns (wrapped) when the process
 // no longer runs as the sampled pid: it exited or was replaced meanwhile.
 var ErrPidGone = errors.New("no longer runs as pid")
+
+// ErrNotBegun is what a Host's Restart returns (wrapped) when its context
+// ended before it stopped anything: the watchdog stopped (an upgrade, a
+// reload, shutdown) while the restart waited for its turn.
+var ErrNotBegun = errors.New("restart called off before it began")

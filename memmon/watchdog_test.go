@@ -29,6 +29,9 @@ type fakeHost struct {
 	next     int
 	restarts map[string]int
 	order    []string // restarts, in order
+	// callOff makes Restart answer that it was called off before it
+	// began (the watchdog stopped while it waited for its lane).
+	callOff bool
 }
 
 func newFakeHost(t *testing.T, names ...string) *fakeHost {
@@ -62,6 +65,9 @@ func (h *fakeHost) Targets() []Target {
 func (h *fakeHost) Restart(_ context.Context, name string, pid int, _ string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.callOff {
+		return fmt.Errorf("%w: waiting for its lane: %w", ErrNotBegun, context.Canceled)
+	}
 	for i := range h.targets {
 		if h.targets[i].Name == name {
 			if h.targets[i].Pid != pid {
@@ -408,5 +414,34 @@ func TestWatchdogStateRefusesRestartInFlight(t *testing.T) {
 	wg.Wait()
 	if st, err := w.State(); err != nil || st.Restarts != 1 || len(st.History["pool:a"]) != 1 {
 		t.Errorf("state after the restart: %+v, %v", st, err)
+	}
+}
+
+// A restart called off before it began (the watchdog stopped, for an
+// upgrade, while it waited for its program's lane) is no restart: not
+// counted towards max_restarts, no alert, and the process is restarted
+// by a later sample as if it had not been tried.
+func TestRestartCalledOffIsNotARestart(t *testing.T) {
+	h := newFakeHost(t, "a")
+	h.callOff = true
+	cfg := DefaultSettings() // 3 samples
+	cfg.Any = 100 << 20
+	cfg.MaxRestarts = 1
+	a := NewAlerter(DefaultEmail(), 0, nil, quiet())
+	w := New(cfg, h, a, h.root, quiet())
+	for range 4 {
+		tick(w)
+	}
+	if st, _ := w.State(); w.Restarts.Load() != 0 || len(st.History["pool:a"]) != 0 || len(a.queue) != 0 {
+		t.Fatalf("after a restart called off: %d restarts, history %v, %d alerts queued", w.Restarts.Load(), st.History, len(a.queue))
+	}
+	h.mu.Lock()
+	h.callOff = false
+	h.mu.Unlock()
+	for range 3 { // its samples over the limit counted afresh
+		tick(w)
+	}
+	if n := h.count("pool:a"); n != 1 || w.Restarts.Load() != 1 {
+		t.Fatalf("the next sample over the limit: %d restarts (counted %d), want 1: max_restarts 1 not used up by the one called off", n, w.Restarts.Load())
 	}
 }

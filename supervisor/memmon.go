@@ -55,7 +55,15 @@ func stderrPath(spec *procgroup.ProcSpec) string {
 // nginx, stops it and starts it again. Once the stop is sent it runs to
 // the end (only shutdown cuts it short), so a process is never left
 // stopped because memmon was reconfigured meanwhile.
-func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason string) error {
+func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason string) (err error) {
+	// Called off before anything was stopped (the watchdog stopped while
+	// this waited for its lane): no restart, nothing to report.
+	begun := false
+	defer func() {
+		if err != nil && !begun && ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", memmon.ErrNotBegun, err)
+		}
+	}()
 	procs, l, err := h.s.claimFunc(ctx, func() ([]*procgroup.Process, error) {
 		if p := h.s.process(name); p != nil {
 			return []*procgroup.Process{p}, nil
@@ -83,6 +91,7 @@ func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason st
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	begun = true
 	if err := p.StopPid(pid); err != nil {
 		if errors.Is(err, procgroup.ErrPidChanged) {
 			return fmt.Errorf("%s %w %d", name, memmon.ErrPidGone, pid)
