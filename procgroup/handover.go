@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/gosup/gosup/procgroup/reaper"
@@ -386,7 +387,7 @@ func (o *outputs) handOver(wait time.Duration, force bool) ([]Pipe, []*os.File, 
 				held := c.inFlight.Load()
 				o.drops.of(c.stream).Add(held)
 				o.log.Error("a log copier is stuck writing; its pipe is handed over anyway and what it held is counted as dropped", "stream", c.stream, "dropped_bytes", held)
-				fd, _ := rawFD(dup)
+				fd, _ := RawFD(dup)
 				pipes = append(pipes, Pipe{Stream: c.stream, FD: fd})
 				files = append(files, dup)
 				continue
@@ -399,7 +400,7 @@ func (o *outputs) handOver(wait time.Duration, force bool) ([]Pipe, []*os.File, 
 			o.resumeCopiers(cs)
 			return nil, nil, fmt.Errorf("stop %s log copier: %w", c.stream, err)
 		}
-		fd, err := rawFD(c.r)
+		fd, err := RawFD(c.r)
 		if err != nil {
 			o.resumeCopiers(cs)
 			return nil, nil, err
@@ -413,7 +414,7 @@ func (o *outputs) handOver(wait time.Duration, force bool) ([]Pipe, []*os.File, 
 // dupPipe duplicates a pipe's read end (close-on-exec, like every
 // descriptor until the exec clears it).
 func dupPipe(f *os.File) (*os.File, error) {
-	fd, err := rawFD(f)
+	fd, err := RawFD(f)
 	if err != nil {
 		return nil, err
 	}
@@ -521,10 +522,10 @@ type noLog struct{ err error }
 
 func (n noLog) Write([]byte) (int, error) { return 0, n.err }
 
-// rawFD is f's descriptor number, leaving f as it is (File.Fd would make
-// it blocking).
-func rawFD(f *os.File) (int, error) {
-	sc, err := f.SyscallConn()
+// RawFD is c's descriptor number, leaving c as it is (File.Fd would make
+// it blocking): what a handover names.
+func RawFD(c syscall.Conn) (int, error) {
+	sc, err := c.SyscallConn()
 	if err != nil {
 		return -1, err
 	}

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/proctree"
 	"github.com/gosup/gosup/supervisor/handover"
 	"golang.org/x/sys/unix"
@@ -140,13 +141,13 @@ func newInstance(socket string, dirMode os.FileMode, id string, abstract net.Lis
 // lock file and the abstract socket, which it inherits.
 func (in *instance) handover() (handover.Instance, error) {
 	h := handover.Instance{ID: in.id, AbstractFD: -1}
-	fd, err := rawFD(in.lock)
+	fd, err := procgroup.RawFD(in.lock)
 	if err != nil {
 		return h, fmt.Errorf("lock file: %w", err)
 	}
 	h.LockFD = fd
 	if in.abstract != nil {
-		if h.AbstractFD, err = rawFD(in.abstract.(syscall.Conn)); err != nil {
+		if h.AbstractFD, err = procgroup.RawFD(in.abstract.(syscall.Conn)); err != nil {
 			return h, fmt.Errorf("abstract socket: %w", err)
 		}
 	}
@@ -188,20 +189,6 @@ func inheritedFile(fd int, name string) (*os.File, error) {
 		return nil, fmt.Errorf("descriptor %d: %w", fd, err)
 	}
 	return os.NewFile(uintptr(fd), name), nil
-}
-
-// rawFD is the descriptor number of c, left in its mode (File.Fd would
-// make it blocking).
-func rawFD(c syscall.Conn) (int, error) {
-	sc, err := c.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	if err := sc.Control(func(u uintptr) { fd = int(u) }); err != nil {
-		return -1, err
-	}
-	return fd, nil
 }
 
 // pidText names a peer daemon by pid; SO_PEERCRED says pid 0 for a

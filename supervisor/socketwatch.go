@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/supervisor/config"
 	"github.com/gosup/gosup/supervisor/handover"
 )
@@ -183,7 +184,7 @@ func (c *controlSocket) handover() (handover.Socket, error) {
 	if !ok {
 		return handover.Socket{}, errors.New("control socket: not a unix socket")
 	}
-	fd, err := rawFD(ul)
+	fd, err := procgroup.RawFD(ul)
 	if err != nil {
 		return handover.Socket{}, fmt.Errorf("control socket: %w", err)
 	}

@@ -256,7 +256,7 @@ func (s *Supervisor) Upgrade(ctx context.Context, binary string) (api.UpgradeRep
 		return reply, err
 	}
 	s.up.mu.Lock()
-	reply = api.UpgradeReply{Pid: os.Getpid(), Binary: path, From: apiBuild(s.opts.Build), To: apiBuild(check.Build), Upgrades: s.up.upgrades, Failures: s.up.failures}
+	reply = api.UpgradeReply{Pid: os.Getpid(), Binary: path, From: s.opts.Build, To: check.Build, Upgrades: s.up.upgrades, Failures: s.up.failures}
 	s.up.mu.Unlock()
 	handed = true
 	s.log.Info("upgrading in place", "binary", path, "from", s.opts.Build.Version, "to", check.Build.Version, "check_took", time.Since(checkStart).Round(time.Millisecond))
@@ -271,10 +271,6 @@ func (s *Supervisor) Upgrade(ctx context.Context, binary string) (api.UpgradeRep
 		s.log.Error("upgrade failed; the daemon goes on as before", "binary", path, "err", err)
 	}()
 	return reply, nil
-}
-
-func apiBuild(b handover.Build) api.Build {
-	return api.Build{Version: b.Version, Revision: b.Revision, Go: b.Go}
 }
 
 // binaryPolicy: as root, the new binary (and every directory on its way)
@@ -585,7 +581,7 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 		if mf, err = handover.Memfd(b); err != nil {
 			return nil, nil, err
 		}
-		mfd, err := rawFD(mf)
+		mfd, err := procgroup.RawFD(mf)
 		if err != nil {
 			return nil, nil, err
 		}

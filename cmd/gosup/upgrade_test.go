@@ -96,6 +96,32 @@ stopsignal = "KILL"
 	return d
 }
 
+// upgrade asks for an upgrade to the binary the daemon runs, failing the
+// test if it is refused, and waits for its outcome.
+func (d *upgradeDaemon) upgrade(t testing.TB, ctx context.Context) (api.Info, error) {
+	t.Helper()
+	reply, err := d.cl.Upgrade(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.cl.WaitUpgrade(ctx, reply)
+}
+
+// waitRespawned waits until the process name is RUNNING as another pid
+// than old, and returns its status.
+func (d *upgradeDaemon) waitRespawned(t testing.TB, name string, old int) api.ProcStatus {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		st, err := d.cl.Status(context.Background(), name)
+		if err == nil && len(st) == 1 && st[0].State == "RUNNING" && st[0].Pid != old {
+			return st[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not respawned (was pid %d): %+v %v", name, old, st, err)
+		}
+	}
+}
+
 // waitRunning waits until the n processes are RUNNING and returns their pids.
 func (d *upgradeDaemon) waitRunning(t testing.TB, n int) map[string]int {
 	t.Helper()
@@ -192,11 +218,7 @@ func TestUpgradeKeepsSystemdInformed(t *testing.T) {
 	nl.until(t, pid, "READY=1")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	reply, err := d.cl.Upgrade(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := d.cl.WaitUpgrade(ctx, reply)
+	info, err := d.upgrade(t, ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,16 +266,8 @@ func TestCorePanicRescuesEveryChild(t *testing.T) {
 	if err := unix.Kill(old, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		st, err := d.cl.Status(ctx, "sl:sl_1")
-		if err == nil && len(st) == 1 && st[0].State == "RUNNING" && st[0].Pid != old && st[0].Restarts == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sl:sl_1 not respawned after the rescue: %+v %v", st, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if st := d.waitRespawned(t, "sl:sl_1", old); st.Restarts != 1 {
+		t.Errorf("sl:sl_1 after the rescue: restarts %d, want 1", st.Restarts)
 	}
 }
 
@@ -266,28 +280,13 @@ func TestExitInHandoverWindowIsNotLost(t *testing.T) {
 	d := startUpgradeDaemon(t, bin, 3, "GOSUP_TEST_KILL_BEFORE_EXEC=sl:sl_2")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	reply, err := d.cl.Upgrade(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.cl.WaitUpgrade(ctx, reply); err != nil {
+	if _, err := d.upgrade(t, ctx); err != nil {
 		t.Fatal(err)
 	}
 	// The new image reaps the exit and respawns sl:sl_2 (after the
 	// backoff of a crash); the others keep their pids.
-	old := d.pids["sl:sl_2"]
-	var st []api.ProcStatus
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
-		st, err = d.cl.Status(ctx, "sl:sl_2")
-		if err == nil && len(st) == 1 && st[0].State == "RUNNING" && st[0].Pid != old {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sl:sl_2 not respawned after its exit in the handover window: %+v %v", st, err)
-		}
-	}
-	if st[0].Restarts != 1 {
-		t.Errorf("sl:sl_2 after its exit in the handover window: restarts %d, want 1", st[0].Restarts)
+	if st := d.waitRespawned(t, "sl:sl_2", d.pids["sl:sl_2"]); st.Restarts != 1 {
+		t.Errorf("sl:sl_2 after its exit in the handover window: restarts %d, want 1", st.Restarts)
 	}
 	got := d.waitRunning(t, 3)
 	for name, pid := range d.pids {
@@ -370,11 +369,7 @@ func TestFailedExecUndoesEverything(t *testing.T) {
 	nl.until(t, pid, "READY=1")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	reply, err := d.cl.Upgrade(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := d.cl.WaitUpgrade(ctx, reply)
+	info, err := d.upgrade(t, ctx)
 	if err == nil || !strings.Contains(err.Error(), "replaced after its check") {
 		t.Fatalf("upgrade with the binary replaced before the exec: %v, want it failed as replaced after its check", err)
 	}
@@ -405,22 +400,9 @@ func TestFailedExecUndoesEverything(t *testing.T) {
 	if err := unix.Kill(old, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(time.Minute); ; {
-		st, err := d.cl.Status(ctx, "sl:sl_1")
-		if err == nil && len(st) == 1 && st[0].State == "RUNNING" && st[0].Pid != old {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sl:sl_1 not respawned after the failed upgrade: %+v %v", st, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	d.waitRespawned(t, "sl:sl_1", old)
 	// And the next upgrade goes through.
-	reply, err = d.cl.Upgrade(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, err = d.cl.WaitUpgrade(ctx, reply); err != nil || info.Upgrades != 1 {
+	if info, err = d.upgrade(t, ctx); err != nil || info.Upgrades != 1 {
 		t.Fatalf("the upgrade after the failed one: %+v, %v", info, err)
 	}
 	b, _ = os.ReadFile(logf)

@@ -97,12 +97,8 @@ type Doc struct {
 	WatchdogMissed int64 `json:"watchdog_missed,omitempty"`
 }
 
-// Build names a gosup build.
-type Build struct {
-	Version  string `json:"version"`
-	Revision string `json:"revision,omitempty"`
-	Go       string `json:"go,omitempty"`
-}
+// Build names a gosup build (the API's type: ctl info shows it too).
+type Build = api.Build
 
 // Config is the configuration the daemon runs: the bytes of every file it
 // read, so that the new image parses the same configuration whatever was
