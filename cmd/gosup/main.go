@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -60,7 +61,9 @@ func run(args []string) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != errSilent {
-			fmt.Fprintln(os.Stderr, "gosup:", ee.err)
+			for _, line := range strings.Split(hintNotRunning(ee.err).Error(), "\n") {
+				fmt.Fprintln(os.Stderr, "gosup:", line)
+			}
 		}
 		return ee.code
 	}
@@ -91,8 +94,9 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVarP(&g.config, "config", "c", "", "configuration file (default ./gosup.toml, then /etc/gosup/gosup.toml)")
 	root.PersistentFlags().StringVar(&g.socket, "socket", "", "control socket of the daemon (default: from the config, or $GOSUP_SOCKET)")
 	root.PersistentFlags().BoolVar(&g.insecure, "insecure-config", false, "as root, read configuration files that others than root can change (refused otherwise); the daemon remembers it for its reloads")
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usage(err) })
-	root.AddCommand(newStartCmd(g), newCtlCmd(g), newStatusCmd(g), newCheckCmd(g), newRenderCmd(g), newSystemdUnitCmd(g), newImportCmd(), newDemoAppCmd(), newDemoWorkerCmd(), newUpgradeCheckCmd())
+	root.SetFlagErrorFunc(flagError)
+	root.AddCommand(newStartCmd(g), newCtlCmd(g), newStatusCmd(g), newCheckCmd(g), newRenderCmd(g), newSystemdUnitCmd(g), newImportCmd(), newDemoAppCmd(), newDemoWorkerCmd(), newUpgradeCheckCmd(), newVersionCmd())
+	explainArgs(root)
 	return root
 }
 

@@ -182,3 +182,19 @@ func describeBuild(b api.Build) string {
 	}
 	return fmt.Sprintf("%s (%s)", b.Version, b.Revision[:min(12, len(b.Revision))])
 }
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print gosup's version, VCS revision and Go version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			b := buildInfo()
+			rev := b.Revision
+			if rev == "" {
+				rev = "no VCS revision: built with -buildvcs=false or outside a checkout"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "gosup %s (%s) %s\n", b.Version, rev, b.Go)
+		},
+	}
+}

@@ -74,6 +74,9 @@ func (u *upgradeCmds) cmds() map[string]func(*testscript.TestScript, bool, []str
 // build with the go in $PATH; the build cache makes it a link step).
 //
 //	buildgosup VERSION PATH
+//
+// VERSION vcs builds with -buildvcs=true and no version of its own: the
+// README's build command, versioned by the checkout.
 func (u *upgradeCmds) cmdBuildgosup(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: buildgosup VERSION PATH")
@@ -89,7 +92,12 @@ func (u *upgradeCmds) cmdBuildgosup(ts *testscript.TestScript, neg bool, args []
 	b.once.Do(func() {
 		start := time.Now()
 		b.path = filepath.Join(u.binDir, "gosup-"+version)
-		cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-o", b.path, ".")
+		args := []string{"build", "-ldflags", "-X main.version=" + version, "-o", b.path, "."}
+		if version == "vcs" {
+			// Versioned by the checkout, as the README's build command.
+			args = []string{"build", "-buildvcs=true", "-o", b.path, "."}
+		}
+		cmd := exec.Command("go", args...)
 		cmd.Dir = u.pkgDir
 		out, err := cmd.CombinedOutput()
 		if err != nil {

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/config"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+)
+
+// explainArgs makes every command's argument errors say what is missing or
+// extra by the argument's name (from its usage line), with the usage line,
+// instead of cobra's "requires at least 1 arg(s)"; and an unknown
+// subcommand gets a did-you-mean, as at the top level.
+func explainArgs(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usage(argsError(cmd, args))
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		explainArgs(sub)
+	}
+}
+
+// argsError says what is wrong with args for cmd.
+func argsError(cmd *cobra.Command, args []string) error {
+	line := "usage: " + strings.TrimSuffix(cmd.UseLine(), " [flags]")
+	if cmd.HasAvailableSubCommands() && len(args) > 0 {
+		msg := fmt.Sprintf("%s: unknown command %q", cmd.CommandPath(), args[0])
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			cmd.SuggestionsMinimumDistance = 2 // cobra's own, at the top level
+		}
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+		}
+		return fmt.Errorf("%s; `%s --help` lists them", msg, cmd.CommandPath())
+	}
+	names := strings.Fields(cmd.Use)[1:]
+	var required []string
+	for _, n := range strings.Fields(optionalArgs.ReplaceAllString(cmd.Use, ""))[1:] {
+		required = append(required, strings.TrimSuffix(n, "..."))
+	}
+	switch {
+	case len(names) == 0:
+		return fmt.Errorf("%s takes no arguments, got %q\n%s", cmd.CommandPath(), strings.Join(args, " "), line)
+	case len(args) < len(required):
+		return fmt.Errorf("%s: missing %s\n%s", cmd.CommandPath(), strings.Join(required[len(args):], " "), line)
+	}
+	return fmt.Errorf("%s: too many arguments (%q)\n%s", cmd.CommandPath(), strings.Join(args, " "), line)
+}
+
+// optionalArgs are the bracketed parts of a usage line: optional arguments
+// and flags.
+var optionalArgs = regexp.MustCompile(`\[[^\]]*\]`)
+
+// pflag's value errors: invalid argument "x" for "-n, --lines" flag: ...
+var flagValueErr = regexp.MustCompile(`^invalid argument "(.*)" for "(.*)" flag: (.*)$`)
+
+// flagError says a flag parse error in words, with the usage line.
+func flagError(cmd *cobra.Command, err error) error {
+	msg := err.Error()
+	if m := flagValueErr.FindStringSubmatch(msg); m != nil {
+		value, name, why := m[1], strings.ReplaceAll(m[2], ", ", "/"), m[3]
+		want := "a valid value"
+		if f := cmd.Flags().Lookup(strings.TrimLeft(name[strings.LastIndex(name, "/")+1:], "-")); f != nil {
+			switch f.Value.Type() {
+			case "int", "int64", "uint", "uint64":
+				want = "a whole number"
+			case "duration":
+				want = "a duration such as 30s or 2m"
+			case "bool":
+				want = "true or false"
+			}
+		}
+		msg = fmt.Sprintf("%s wants %s, not %q", name, want, value)
+		if strings.Contains(why, "out of range") {
+			msg = fmt.Sprintf("%s: %q is out of range", name, value)
+		}
+	}
+	return usage(fmt.Errorf("%s\nusage: %s (see `%s --help`)", msg, strings.TrimSuffix(cmd.UseLine(), " [flags]")+" [flags]", cmd.CommandPath()))
+}
+
+// notRunningHint says, after "no daemon listens on SOCKET", how to point at
+// another daemon, and which configurations this user's running daemons
+// use (found in /proc: processes of ours running `gosup start`).
+func notRunningHint(tried string) string {
+	var b strings.Builder
+	b.WriteString("point at another daemon with -c CONFIG (its [supervisor] socket), --socket PATH or $GOSUP_SOCKET")
+	for _, d := range ownDaemons(3) {
+		if d.socket == tried {
+			continue
+		}
+		fmt.Fprintf(&b, "\na gosup daemon of yours runs (pid %d)", d.pid)
+		switch {
+		case d.config != "":
+			fmt.Fprintf(&b, " with -c %s: gosup ctl -c %s ...", d.config, d.config)
+		case d.socket != "":
+			fmt.Fprintf(&b, " on %s: gosup ctl --socket %s ...", d.socket, d.socket)
+		}
+	}
+	return b.String()
+}
+
+// daemonSeen is a running `gosup start` of this user.
+type daemonSeen struct {
+	pid            int
+	config, socket string
+}
+
+// ownDaemons finds up to limit running `gosup start` processes of this
+// user: their configuration file (absolute) and socket, as far as their
+// command line says. Only /proc entries owned by this user are read.
+func ownDaemons(limit int) []daemonSeen {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self, uid := os.Getpid(), uint32(os.Getuid())
+	var out []daemonSeen
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self || len(out) >= limit {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat("/proc/"+e.Name(), &st) != nil || st.Uid != uid {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || len(b) > 64<<10 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) < 2 || filepath.Base(args[0]) != "gosup" || !containsArg(args[1:], "start") {
+			continue
+		}
+		d := daemonSeen{pid: pid}
+		cwd, _ := os.Readlink("/proc/" + e.Name() + "/cwd")
+		for i := 1; i < len(args); i++ {
+			name, value, ok := strings.Cut(args[i], "=")
+			if !ok && i+1 < len(args) {
+				value = args[i+1]
+			}
+			switch name {
+			case "-c", "--config":
+				d.config = absFrom(cwd, value)
+			case "--socket":
+				d.socket = absFrom(cwd, value)
+			}
+		}
+		if d.socket == "" && d.config != "" {
+			d.socket, _ = config.SocketOf(d.config)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func containsArg(args []string, want string) bool {
+	for _, a := range args {
+		if a == want {
+			return true
+		}
+	}
+	return false
+}
+
+func absFrom(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) || dir == "" {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// triedSocket is the socket named in an api.ErrNotRunning error.
+var triedSocket = regexp.MustCompile(`no daemon listens on (.*)\)$`)
+
+// hintNotRunning adds to an api.ErrNotRunning error how to point at
+// another daemon (see notRunningHint); other errors pass.
+func hintNotRunning(err error) error {
+	if !errors.Is(err, api.ErrNotRunning) {
+		return err
+	}
+	tried := ""
+	if m := triedSocket.FindStringSubmatch(err.Error()); m != nil {
+		tried = m[1]
+	}
+	return fmt.Errorf("%w\n%s", err, notRunningHint(tried))
+}
