@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
@@ -197,4 +199,82 @@ func hintNotRunning(err error) error {
 		tried = m[1]
 	}
 	return fmt.Errorf("%w\n%s", err, notRunningHint(tried))
+}
+
+// completeNames completes the commands that take process patterns or a
+// process name from the running daemon (`gosup completion` installs the
+// shell side): names as group:process, each group:*, the programs and all.
+// Without a daemon it offers nothing (and no file names).
+func completeNames(g *globalFlags, c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		completeNames(g, sub)
+	}
+	if c.ValidArgsFunction != nil || !strings.Contains(c.Use, "PATTERN") && !strings.Contains(c.Use, " NAME") {
+		return // not a command on processes: files complete as usual
+	}
+	c.ValidArgsFunction = func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		// Which argument this is, as the usage line names it.
+		var kind string
+		pos := 0
+		for _, w := range strings.Fields(flagArgs.ReplaceAllString(c.Use, ""))[1:] {
+			kind = strings.Trim(w, "[]")
+			if pos >= len(args) || strings.HasSuffix(kind, "...") {
+				break
+			}
+			pos++
+			kind = ""
+		}
+		switch {
+		case kind == "SIGNAL" && len(args) == 0:
+			return prefixed([]string{"TERM", "HUP", "INT", "QUIT", "KILL", "USR1", "USR2"}, toComplete), cobra.ShellCompDirectiveNoFileComp
+		case kind == "stdout|stderr":
+			return prefixed([]string{"stdout", "stderr"}, toComplete), cobra.ShellCompDirectiveNoFileComp
+		case !strings.HasPrefix(kind, "PATTERN") && kind != "NAME" && !(kind == "SIGNAL" && len(args) > 0):
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		cl, err := g.client()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
+		defer cancel()
+		st, err := cl.Status(ctx)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []string
+		seen := map[string]bool{}
+		add := func(s string) {
+			if !seen[s] {
+				seen[s] = true
+				out = append(out, s)
+			}
+		}
+		for _, p := range st {
+			add(p.Name)
+		}
+		if kind != "NAME" {
+			for _, p := range st {
+				add(p.Group + ":*")
+				add(p.Program)
+			}
+			add("all")
+		}
+		return prefixed(out, toComplete), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// flagArgs are the flags a usage line shows, with their values.
+var flagArgs = regexp.MustCompile(`\[-[^\]]*\]`)
+
+// prefixed keeps the words that start with prefix.
+func prefixed(words []string, prefix string) []string {
+	var out []string
+	for _, w := range words {
+		if strings.HasPrefix(w, prefix) {
+			out = append(out, w)
+		}
+	}
+	return out
 }

@@ -97,6 +97,7 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(newStartCmd(g), newCtlCmd(g), newStatusCmd(g), newCheckCmd(g), newRenderCmd(g), newSystemdUnitCmd(g), newImportCmd(), newDemoAppCmd(), newDemoWorkerCmd(), newUpgradeCheckCmd(), newVersionCmd())
 	explainArgs(root)
+	completeNames(g, root)
 	return root
 }
 
