@@ -79,6 +79,27 @@ func (s *State) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// StatusHandover is a process as its status shows it, for a handover:
+// without its child (Pid 0 unless the caller knows it is still a child),
+// its pipes or what only its owner goroutine knows.
+func StatusHandover(st Status) Handover {
+	return Handover{
+		Name: st.FullName(), State: st.State, StartedAt: st.StartedAt, StoppedAt: st.StoppedAt,
+		Spawns: st.Spawns, ExitStatus: st.ExitStatus, ExitDesc: st.ExitDesc, SpawnError: st.SpawnError,
+		Reason: st.Reason, RespawnAt: st.RespawnAt, IllegalMoves: st.IllegalMoves,
+		StdoutDropped: st.StdoutDropped, StderrDropped: st.StderrDropped,
+	}
+}
+
+// handover adds to h what the owner goroutine knows (not the pid: the
+// callers decide whether the child is still one).
+func (l *loop) handover(h Handover) Handover {
+	h.State, h.Marker, h.SpawnedAt = l.state, l.marker, l.spawnedAt
+	h.Backoff, h.Crashes, h.Ready, h.StartWaited, h.NotReady = l.backoff, l.crashes, l.ready, l.startWaited, l.notReady
+	h.GroupStopped, h.StopDeadline = l.groupStopped, l.stopDeadline
+	return h
+}
+
 // ErrHandedOver is what requests to a process get while it is frozen for a
 // handover.
 var ErrHandedOver = errors.New("the daemon is being upgraded")
@@ -196,16 +217,10 @@ func (p *Process) freeze(l *loop, req freezeReq) {
 	l.timer.Stop()
 	p.stopProbe(l)
 	st := p.Status()
-	h := Handover{
-		Name: p.spec.FullName(), State: l.state, Pid: l.pid, Marker: l.marker, SpawnedAt: l.spawnedAt,
-		StartedAt: st.StartedAt, StoppedAt: st.StoppedAt, Spawns: st.Spawns, ExitStatus: st.ExitStatus,
-		ExitDesc: st.ExitDesc, SpawnError: st.SpawnError, Reason: st.Reason, RespawnAt: st.RespawnAt,
-		IllegalMoves: st.IllegalMoves, StdoutDropped: st.StdoutDropped, StderrDropped: st.StderrDropped,
-		Backoff: l.backoff, Crashes: l.crashes, Ready: l.ready, StartWaited: l.startWaited, NotReady: l.notReady,
-		GroupStopped: l.groupStopped, StopDeadline: l.stopDeadline, Pipes: pipes,
-	}
-	if l.proc == nil {
-		h.Pid = 0
+	h := l.handover(StatusHandover(st))
+	h.Pipes = pipes
+	if l.proc != nil {
+		h.Pid = l.pid
 	}
 	if kind != timerRespawn {
 		h.RespawnAt = time.Time{}
@@ -536,6 +551,15 @@ func RawFD(c syscall.Conn) (int, error) {
 	return fd, nil
 }
 
+// InheritedFile wraps a descriptor inherited across an exec, marking it
+// close-on-exec again.
+func InheritedFile(fd int, name string) (*os.File, error) {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("descriptor %d: %w", fd, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
 // PipeFile makes a pipe read end inherited across an exec into a file the
 // poller reads (non-blocking, close-on-exec again).
 func PipeFile(fd int, name string) (*os.File, error) {
@@ -587,14 +611,7 @@ const rescueWait = 2 * time.Second
 // does not stop leaves its pipe out (the next image cannot read it).
 func (p *Process) rescue(l *loop) *Frozen {
 	st := p.Status()
-	h := Handover{
-		Name: p.spec.FullName(), State: l.state, Marker: l.marker, SpawnedAt: l.spawnedAt,
-		StartedAt: st.StartedAt, StoppedAt: st.StoppedAt, Spawns: st.Spawns, ExitStatus: st.ExitStatus,
-		ExitDesc: st.ExitDesc, SpawnError: st.SpawnError, Reason: st.Reason, RespawnAt: st.RespawnAt,
-		IllegalMoves: st.IllegalMoves, StdoutDropped: st.StdoutDropped, StderrDropped: st.StderrDropped,
-		Backoff: l.backoff, Crashes: l.crashes, Ready: l.ready, StartWaited: l.startWaited, NotReady: l.notReady,
-		GroupStopped: l.groupStopped, StopDeadline: l.stopDeadline,
-	}
+	h := l.handover(StatusHandover(st))
 	if l.pid > 0 && l.proc != nil {
 		var info unix.Siginfo
 		if err := unix.Waitid(unix.P_PID, l.pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err == nil {

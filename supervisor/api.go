@@ -30,7 +30,7 @@ func (h apiHost) Info() api.Info {
 		Revision: b.Revision, GoVersion: b.Go, Binary: s.opts.Binary,
 	}
 	s.up.mu.Lock()
-	info.StartedAt, info.Upgrades, info.UpgradedAt, info.Rescues = s.up.firstStart, s.up.upgrades, s.up.upgradedAt, s.up.rescues
+	info.StartedAt, info.Upgrades, info.UpgradedAt, info.Rescues = s.startedAt, s.up.upgrades, s.up.upgradedAt, s.up.rescues
 	info.UpgradedFrom = s.up.from.Version
 	info.UpgradeFailures, info.LastUpgradeError = s.up.failures, s.up.lastErr
 	s.up.mu.Unlock()

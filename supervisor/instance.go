@@ -158,13 +158,13 @@ func (in *instance) handover() (handover.Instance, error) {
 // lock (still held: an flock belongs to the open file, which the exec
 // kept) and its abstract socket, and its id, which every child carries.
 func adoptInstance(h handover.Instance, socket string, dirMode os.FileMode, log *slog.Logger) (*instance, error) {
-	lock, err := inheritedFile(h.LockFD, socket+".lock")
+	lock, err := procgroup.InheritedFile(h.LockFD, socket+".lock")
 	if err != nil {
 		return nil, fmt.Errorf("lock file: %w", err)
 	}
 	var abstract net.Listener
 	if h.AbstractFD >= 0 {
-		f, err := inheritedFile(h.AbstractFD, "abstract socket")
+		f, err := procgroup.InheritedFile(h.AbstractFD, "abstract socket")
 		if err != nil {
 			lock.Close()
 			return nil, fmt.Errorf("abstract socket: %w", err)
@@ -180,15 +180,6 @@ func adoptInstance(h handover.Instance, socket string, dirMode os.FileMode, log 
 	in := newInstance(socket, dirMode, h.ID, abstract, log)
 	in.lock = lock
 	return in, nil
-}
-
-// inheritedFile wraps a descriptor inherited across an exec, marking it
-// close-on-exec again.
-func inheritedFile(fd int, name string) (*os.File, error) {
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
-		return nil, fmt.Errorf("descriptor %d: %w", fd, err)
-	}
-	return os.NewFile(uintptr(fd), name), nil
 }
 
 // pidText names a peer daemon by pid; SO_PEERCRED says pid 0 for a

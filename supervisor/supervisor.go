@@ -81,7 +81,7 @@ type Supervisor struct {
 	admin     *adminState
 	inst      *instance
 	notify    *notifier
-	startedAt time.Time
+	startedAt time.Time // when the daemon's first image started (an upgrade keeps it)
 	opts      Options
 	pctx      context.Context // the processes' lifetime
 	// opsCtx ends when shutdown begins: operations in flight (a rolling
@@ -294,10 +294,9 @@ func (s *Supervisor) run(ctx context.Context) error {
 			s.pools = append(s.pools, pool)
 		}
 		s.startedAt = time.Now()
-		s.up.firstStart = s.startedAt
 		if h := s.opts.Handover; h != nil {
 			s.dropUnadopted()
-			s.startedAt, s.up.firstStart = h.StartedAt, h.StartedAt
+			s.startedAt = h.StartedAt
 			s.up.upgrades, s.up.rescues, s.up.upgradedAt, s.up.from = h.Upgrades, h.Rescues, h.UpgradedAt, h.From
 			s.lastReload = h.Reload
 			s.watchdogMissed.Store(h.WatchdogMissed)
@@ -375,7 +374,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 		if s.hooks.socketTimeouts != nil {
 			timeouts = *s.hooks.socketTimeouts
 		}
-		srv := api.NewServer(s.counting(s.recovering(api.NewHandler(apiHost{s}))), timeouts, slog.NewLogLogger(s.log.Handler(), slog.LevelWarn))
+		srv := api.NewServer(s.markStreams(s.recovering(api.NewHandler(apiHost{s}))), timeouts, slog.NewLogLogger(s.log.Handler(), slog.LevelWarn))
 		srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(withPeer(ctx, c), connKey{}, c)
 		}

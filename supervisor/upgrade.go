@@ -52,7 +52,6 @@ import (
 // re-executions.
 type upgradeState struct {
 	mu         sync.Mutex
-	firstStart time.Time // when the daemon's first image started
 	upgrades   int
 	rescues    int
 	upgradedAt time.Time
@@ -136,9 +135,9 @@ func (c *connCount) wait(ctx context.Context) int {
 // connKey keys a control request's connection in its context.
 type connKey struct{}
 
-// counting marks the connections of h's requests that stream for as long
+// markStreams marks the connections of h's requests that stream for as long
 // as the client likes (tail --follow), which an upgrade does not wait for.
-func (s *Supervisor) counting(h http.Handler) http.Handler {
+func (s *Supervisor) markStreams(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if api.Follows(r) {
 			if conn, ok := r.Context().Value(connKey{}).(net.Conn); ok {
@@ -344,9 +343,9 @@ func (s *Supervisor) selfCheck(ctx context.Context, path string) (handover.Check
 	doc := s.baseDoc(path, handover.ReasonUpgrade)
 	for _, p := range s.all() {
 		st := p.Status()
-		doc.Processes = append(doc.Processes, procgroup.Handover{Name: st.FullName(), State: st.State, Pid: st.Pid,
-			StartedAt: st.StartedAt, StoppedAt: st.StoppedAt, Spawns: st.Spawns, ExitStatus: st.ExitStatus, ExitDesc: st.ExitDesc,
-			SpawnError: st.SpawnError, Reason: st.Reason, RespawnAt: st.RespawnAt})
+		h := procgroup.StatusHandover(st)
+		h.Pid = st.Pid
+		doc.Processes = append(doc.Processes, h)
 	}
 	b, err := json.Marshal(doc)
 	if err != nil {
@@ -382,7 +381,7 @@ func (s *Supervisor) baseDoc(binary, reason string) *handover.Doc {
 	s.mu.RUnlock()
 	return &handover.Doc{
 		Version: handover.Version, Reason: reason, From: s.opts.Build, Binary: binary,
-		StartedAt: s.up.firstStart, Upgrades: s.up.upgrades, Rescues: s.up.rescues, UpgradedAt: time.Now(),
+		StartedAt: s.startedAt, Upgrades: s.up.upgrades, Rescues: s.up.rescues, UpgradedAt: time.Now(),
 		RescuedAt:      s.up.rescuedAt,
 		Config:         handover.Config{File: cfg.File, Files: cfg.Files, Sources: cfg.Sources, Insecure: s.opts.InsecureConfig},
 		Reload:         last,
@@ -409,7 +408,7 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 			undo[i]()
 		}
 	}()
-	_ = s.notify.send("RELOADING=1", monotonic(), "STATUS=re-executing in place ("+reason+")")
+	_ = s.notify.send("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()), "STATUS=re-executing in place ("+reason+")")
 	undo = append(undo, func() {
 		_ = s.notify.send("READY=1", "STATUS=in-place re-execution failed: "+err.Error())
 	})
@@ -610,14 +609,6 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 	runtime.KeepAlive(frozen)
 	runtime.KeepAlive(given)
 	return err
-}
-
-// monotonic is sd_notify's MONOTONIC_USEC, which systemd wants with
-// RELOADING=1.
-func monotonic() string {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return "MONOTONIC_USEC=" + strconv.FormatInt(ts.Nano()/1000, 10)
 }
 
 // sideState is nginx's and memmon's state between stopSideParts and

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -144,7 +145,7 @@ func ownDaemons(limit int) []daemonSeen {
 			continue
 		}
 		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) < 2 || filepath.Base(args[0]) != "gosup" || !containsArg(args[1:], "start") {
+		if len(args) < 2 || filepath.Base(args[0]) != "gosup" || !slices.Contains(args[1:], "start") {
 			continue
 		}
 		d := daemonSeen{pid: pid}
@@ -167,15 +168,6 @@ func ownDaemons(limit int) []daemonSeen {
 		out = append(out, d)
 	}
 	return out
-}
-
-func containsArg(args []string, want string) bool {
-	for _, a := range args {
-		if a == want {
-			return true
-		}
-	}
-	return false
 }
 
 func absFrom(dir, p string) string {
