@@ -8,19 +8,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gosup/gosup/procgroup/pathtrust/pathtrusttest"
 )
 
-// nobody is "another user" in these tests (the daemon runs as root here).
-const nobody = 65534
-
-// needRoot skips a test that must chown to another user, unless CI is set:
-// there it must run.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 && os.Getenv("CI") == "" {
-		t.Skip("needs root to chown to another user")
-	}
-}
+const nobody = pathtrusttest.Nobody
 
 // othersDir makes a directory owned by nobody, mode 0755, in a directory
 // of root's, and a root-owned file beside it with the content the test
@@ -55,7 +47,7 @@ func untouched(t *testing.T, path string) {
 // directory, its owner and mode) and root's file stays untouched. On main
 // the child's output was appended to root's file.
 func TestLogInAnotherUsersDirectoryRefusesTheStart(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	dir, secret := othersDir(t)
 	log := filepath.Join(dir, "app.log")
 	if err := os.Symlink(secret, log); err != nil {
@@ -94,7 +86,7 @@ func TestLogInAnotherUsersDirectoryRefusesTheStart(t *testing.T) {
 // main: written, written, and the open blocked for ever). Planted backups
 // (path.1, path.2 -> root's file) are moved by rotation, never followed.
 func TestLogInTheProgramsDirectoryWritesOnlyARealFile(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	dir, secret := othersDir(t)
 	log := filepath.Join(dir, "app.log")
 	write := func(r *rotator, line string) error {
@@ -159,7 +151,7 @@ func TestLogInTheProgramsDirectoryWritesOnlyARealFile(t *testing.T) {
 // fails the log's next open (at rotation), counted, without stopping the
 // process's output elsewhere or touching what is planted.
 func TestLogDirectoryTakenOverLaterFailsTheLog(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	base := t.TempDir()
 	dir := filepath.Join(base, "logs")
 	log := filepath.Join(dir, "app.log")

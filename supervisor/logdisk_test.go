@@ -9,23 +9,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gosup/gosup/procgroup/pathtrust/pathtrusttest"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/gosup/gosup/supervisor/api"
 )
-
-// needRoot skips a test that needs root (to mount a filesystem) when not
-// root, except under CI=true, where it fails instead.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("this test needs root (it mounts a tmpfs), and CI is set")
-	}
-	t.Skip("needs root: it mounts a tmpfs")
-}
 
 // mountTmpfs mounts a tmpfs of the given size (and flags) on dir, which it
 // creates; the test's cleanup unmounts it.
@@ -80,7 +69,7 @@ stderr_logfile = "none"
 // when it starts failing (WARN, with the path and the error) and once
 // when it recovers (INFO, with the bytes dropped meanwhile), not per write.
 func TestFailingLogDiskIsCountedAndReported(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	cases := []struct {
 		name    string
 		errText string

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup/guard/guardtest"
+	"github.com/gosup/gosup/procgroup/pathtrust/pathtrusttest"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
 )
@@ -111,7 +112,7 @@ func TestAbstractNameOfAnotherUserDoesNotBlock(t *testing.T) {
 // anyone can (the name is computed from the socket's path).
 func squat(t *testing.T, sock string) {
 	t.Helper()
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	dir := writeDir(t)
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -304,7 +305,7 @@ func claimNew(t *testing.T) (sock string, in *instance) {
 // daemon's peer in nothing: it starts (the lock files differ, and the
 // abstract name includes the mount namespace).
 func TestDaemonInAnotherMountNamespaceStarts(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	sock, _ := claimNew(t)
 	pr, pw, err := os.Pipe()
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup/guard/guardtest"
+	"github.com/gosup/gosup/procgroup/pathtrust/pathtrusttest"
 	"github.com/gosup/gosup/supervisor/config"
 	"golang.org/x/sys/unix"
 )
@@ -43,7 +44,7 @@ func TestRemovedStateFileIsRewritten(t *testing.T) {
 // (0777, uid 65534), the state writer does not create its file in it:
 // only relock, once it has checked the directory, lets it.
 func TestStateWriterKeepsOutOfADirectoryItDidNotCheck(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	sock, in := claimNew(t)
 	in.start()
 	waitLog(t, "the state file", func() bool { _, err := os.Stat(sock + ".state"); return err == nil })

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosup/gosup/procgroup/pathtrust/pathtrusttest"
 	"github.com/gosup/gosup/procgroup/proctree"
 	"github.com/gosup/gosup/supervisor/config"
 )
@@ -35,7 +36,7 @@ func claimHelper() int {
 // neither the root-owned file its .lock and .state symlinks point at, nor
 // the symlinks.
 func TestClaimRefusesSocketDirOfAnotherUser(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	dir := t.TempDir()
 	victim := filepath.Join(dir, "victim")
 	if err := os.WriteFile(victim, []byte("precious\n"), 0o644); err != nil {
@@ -75,7 +76,7 @@ func TestClaimRefusesSocketDirOfAnotherUser(t *testing.T) {
 // world-writable one, or one under a directory another user may write
 // to, is refused too; a sticky world-writable ancestor (/tmp) is not.
 func TestClaimRefusesUnsafeSocketDirs(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	for _, tc := range []struct {
 		name  string
 		setup func(t *testing.T, dir string) string // returns the socket directory
@@ -152,7 +153,7 @@ func mkdir(t *testing.T, path string, mode os.FileMode) string {
 // created beforehand by another user, open to the daemon's user, is
 // refused.
 func TestDefaultSocketDirPrecreatedByAnotherUser(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	tmp := writeDir(t)
 	if err := os.Chmod(tmp, 0o777|os.ModeSticky); err != nil {
 		t.Fatal(err)
@@ -239,7 +240,7 @@ func TestLeftoversNeedOurStateAndTheMarker(t *testing.T) {
 }
 
 func TestLeftoversOfAStateFileNotOursAreSpared(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	sock := filepath.Join(writeDir(t), "gosup.sock")
 	const id = "4242-planted0002"
 	marked := groupLeader(t, "GOSUP_INSTANCE="+id)
@@ -323,7 +324,7 @@ func TestLinksInOurSocketDirAreNotFollowed(t *testing.T) {
 // also when it dangles (MkdirAll would follow it); root's own link there
 // is followed.
 func TestSocketPathThroughAnotherUsersSymlink(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	dir := writeDir(t)
 	tmp := mkdir(t, filepath.Join(dir, "x"), 0o777|os.ModeSticky)
 	rootDir := mkdir(t, filepath.Join(dir, "rootdir"), 0o755)

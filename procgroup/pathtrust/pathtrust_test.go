@@ -8,21 +8,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gosup/gosup/procgroup/pathtrust/pathtrusttest"
+
 	"golang.org/x/sys/unix"
 )
 
-const nobody = 65534
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("this test needs root (it chowns files to uid 65534), and CI is set")
-	}
-	t.Skip("needs root: it chowns files to uid 65534")
-}
+const nobody = pathtrusttest.Nobody
 
 var rootOnly = Policy{Owners: []uint32{0}, Groups: []uint32{0}}
 
@@ -55,7 +46,7 @@ func wantProblem(t *testing.T, err error, want ...string) {
 // refused, even when it points at a root-owned directory, and also when
 // it dangles; owned by root, it is followed.
 func TestSymlinkInStickyDirectory(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	dir := t.TempDir()
 	tmp := mkdir(t, filepath.Join(dir, "tmp"), 0o777|os.ModeSticky)
 	rootDir := mkdir(t, filepath.Join(dir, "rootdir"), 0o755)
@@ -111,7 +102,7 @@ const undef = 0xffffffff
 // masked as the kernel masks it; one for a trusted id, or masked
 // read-only, is not.
 func TestACLWriters(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	f := filepath.Join(t.TempDir(), "f")
 	if err := os.WriteFile(f, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -154,7 +145,7 @@ func TestACLWriters(t *testing.T) {
 // A directory that an ACL entry lets another user write does not keep
 // what is in it: it is refused on the way, naming the ACL.
 func TestACLOnDirectory(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	dir := mkdir(t, filepath.Join(t.TempDir(), "d"), 0o755)
 	if err := os.WriteFile(filepath.Join(dir, "f"), nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -170,7 +161,7 @@ func TestACLOnDirectory(t *testing.T) {
 // Directories owned by someone outside the policy are refused, naming
 // who may own them.
 func TestDirectoryOwner(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	dir := mkdir(t, filepath.Join(t.TempDir(), "d"), 0o755)
 	if err := os.Chown(dir, nobody, nobody); err != nil {
 		t.Fatal(err)

@@ -7,17 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gosup/gosup/procgroup/pathtrust/pathtrusttest"
+
 	"golang.org/x/sys/unix"
 )
 
-const nobody = 65534
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 && os.Getenv("CI") == "" {
-		t.Skip("needs root to chown to another user")
-	}
-}
+const nobody = pathtrusttest.Nobody
 
 // mkdir makes base/name with mode, owned by uid.
 func mkdir(t *testing.T, base, name string, mode os.FileMode, uid int) string {
@@ -53,7 +48,7 @@ func setUserWriteACL(t *testing.T, path string, uid uint32) {
 }
 
 func TestDirRule(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	base := t.TempDir()
 	mine := mkdir(t, base, "mine", 0o755, 0)
 	his := mkdir(t, base, "his", 0o755, nobody)
@@ -131,7 +126,7 @@ func TestDirRule(t *testing.T) {
 // A file someone else owns in a sticky directory (/tmp) is not appended
 // to; one owned by the program's user is.
 func TestOpenAppendFileOwner(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	sticky := mkdir(t, t.TempDir(), "sticky", 0o777|os.ModeSticky, 0)
 	f := filepath.Join(sticky, "app.log")
 	if err := os.WriteFile(f, nil, 0o666); err != nil {

@@ -7,24 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gosup/gosup/procgroup/pathtrust/pathtrusttest"
+
 	"golang.org/x/sys/unix"
 )
 
-// nobody is the other user (and nogroup the other group) of these tests.
-const nobody = 65534
-
-// needRoot skips a test that must run as root, except under CI, where it
-// fails instead.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("this test needs root (CI runs as root)")
-	}
-	t.Skip("needs root")
-}
+const nobody = pathtrusttest.Nobody
 
 const trustConf = "[program.web]\ncommand = \"sleep 1\"\n"
 
@@ -99,7 +87,7 @@ func wantLoaded(t *testing.T, path string) {
 // As root, a configuration file that another user owns, or may write, is
 // refused: whoever can change it runs commands as root.
 func TestTrustFileOwnerAndMode(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	dir := trustDir(t)
 	f := writeFile(t, filepath.Join(dir, "other.toml"), trustConf, 0o644, nobody, 0)
 	wantRefused(t, f, f, "owned by uid 65534", "not root", "chown root "+f)
@@ -120,7 +108,7 @@ func TestTrustFileOwnerAndMode(t *testing.T) {
 
 // An included file is checked like the main file, and the error names it.
 func TestTrustIncludedFile(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	dir := trustDir(t)
 	confd := mkdir(t, filepath.Join(dir, "conf.d"), 0o755, 0, 0)
 	writeFile(t, filepath.Join(confd, "a.toml"), "[program.a]\ncommand = \"sleep 1\"\n", 0o644, 0, 0)
@@ -138,7 +126,7 @@ func TestTrustIncludedFile(t *testing.T) {
 // Every directory on the way to the file is root's and closed to others:
 // the owner of any of them could swap the file.
 func TestTrustDirectories(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	dir := trustDir(t)
 	owned := mkdir(t, filepath.Join(dir, "owned"), 0o755, nobody, nobody)
 	sub := mkdir(t, filepath.Join(owned, "sub"), 0o755, 0, 0)
@@ -163,7 +151,7 @@ func TestTrustDirectories(t *testing.T) {
 // A symlink to a root-owned file is fine; what counts is who can replace
 // the link, and the directories on the way to its target.
 func TestTrustSymlinks(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	dir := trustDir(t)
 	real := mkdir(t, filepath.Join(dir, "real"), 0o755, 0, 0)
 	target := writeFile(t, filepath.Join(real, "gosup.toml"), trustConf, 0o644, 0, 0)
@@ -219,7 +207,7 @@ func TestTrustSymlinks(t *testing.T) {
 
 // The nginx template becomes root's nginx configuration: it is checked too.
 func TestTrustTemplate(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	dir := trustDir(t)
 	tmpl := writeFile(t, filepath.Join(dir, "nginx.tmpl"), "# {{ .Source }}\n", 0o644, nobody, 0)
 	conf := "[program.web]\ncommand = \"sleep 1\"\nport_start = 9000\nupstream = \"web\"\n\n[nginx]\noutput = \"nginx.conf\"\ntemplate = \"nginx.tmpl\"\n\n[nginx.upstream.web]\n"
@@ -245,7 +233,7 @@ func aclBlob(entries ...[3]uint32) []byte {
 // mask in its group bits), or a directory on the way, is refused, naming
 // the ACL; one that lets nobody only read is fine.
 func TestTrustACL(t *testing.T) {
-	needRoot(t)
+	pathtrusttest.NeedRoot(t)
 	const (
 		userObj, user, groupObj, mask, other = 0x01, 0x02, 0x04, 0x10, 0x20
 		undef                                = 0xffffffff
