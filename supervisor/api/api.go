@@ -30,9 +30,15 @@ type ProcStatus struct {
 	Description string  `json:"description"`
 	Stdout      string  `json:"stdout_logfile,omitempty"`
 	Stderr      string  `json:"stderr_logfile,omitempty"`
-	// RSSBytes is memmon's last sample (with descendants when cumulative);
-	// 0 without [memmon].
+	// CPUPercent is the process's CPU use, in percent of one core (as
+	// top: 200 is two cores busy), since the last status sample, or since
+	// it started for its first. RSSBytes is its own resident memory, and
+	// TreeRSSBytes that of it and its descendants when it has any (0
+	// otherwise). All three are read at each status, whether or not
+	// [memmon] is configured; 0 when no process runs.
+	CPUPercent      float64   `json:"cpu_percent"`
 	RSSBytes        int64     `json:"rss_bytes"`
+	TreeRSSBytes    int64     `json:"tree_rss_bytes,omitempty"`
 	MemmonRestartAt time.Time `json:"memmon_restart_at,omitzero"`
 	MemmonReason    string    `json:"memmon_reason,omitempty"`
 	// MemmonGaveUp says why memmon no longer restarts the process
