@@ -28,6 +28,7 @@ func newCtlCmd(g *globalFlags) *cobra.Command {
 	}
 	ctl.AddCommand(
 		newStatusCmd(g),
+		newTopCmd(g),
 		newActionCmd(g, "start", "Start processes and wait until they are RUNNING"),
 		newActionCmd(g, "stop", "Stop processes and wait until they are stopped"),
 		newRestartCmd(g),

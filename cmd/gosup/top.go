@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/gosup/gosup/supervisor/api"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+)
+
+// gosup ctl top: a live full-screen view of the processes, like pm2 monit
+// or top, drawn with Bubble Tea. The library's terminal work (raw mode,
+// size, color profile) happens in Program.Run, only for this command;
+// what it does at package init is measured in the README's figures.
+
+func newTopCmd(g *globalFlags) *cobra.Command {
+	var interval time.Duration
+	var sortBy string
+	c := &cobra.Command{
+		Use:   "top [PATTERN...]",
+		Short: "Live full-screen view of the processes: state, pid, port, CPU, memory, restarts, uptime (q quits)",
+		Long: `Live full-screen view of the processes, refreshed every --interval.
+Keys: c sort by CPU, m by memory, n by name; j/k or up/down scroll a row,
+PgUp/PgDn a page, g/G or Home/End to the top/bottom; q or Ctrl-C quits.
+MEM is the resident memory (RSS), of the process and its descendants when it
+has any (marked +). When the daemon goes away (an in-place upgrade is a short
+gap), the view says so and keeps retrying. Needs a terminal: in scripts use
+gosup ctl status (--json).`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if interval < 100*time.Millisecond {
+				return usage(fmt.Errorf("--interval %s: want at least 100ms", interval))
+			}
+			order, err := parseTopSort(sortBy)
+			if err != nil {
+				return usage(err)
+			}
+			if !isTerminal(os.Stdout) {
+				return usage(errors.New("gosup ctl top draws a live full-screen view and needs a terminal on stdout; in scripts and pipes use `gosup ctl status` (or `gosup ctl status --json`)"))
+			}
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ctx := cmd.Context()
+			// The first answer decides: no daemon or a bad pattern is an
+			// error before the screen is taken.
+			snap, err := fetchTop(ctx, cl, args, interval)
+			if err != nil {
+				return clientErr(err)
+			}
+			m := &topModel{ctx: ctx, cl: cl, patterns: args, screen: topScreen{
+				Snap: snap, Socket: cl.Socket, Interval: interval, Sort: order, Width: 80, Height: 24,
+			}}
+			if _, err := tea.NewProgram(m, tea.WithContext(ctx)).Run(); err != nil && !errors.Is(err, tea.ErrInterrupted) {
+				return failed(fmt.Errorf("ctl top: %w", err))
+			}
+			return nil
+		},
+	}
+	c.Flags().DurationVar(&interval, "interval", time.Second, "time between refreshes (at least 100ms)")
+	c.Flags().StringVar(&sortBy, "sort", "cpu", "initial order: cpu, mem or name (keys c, m, n)")
+	return c
+}
+
+// isTerminal says whether f is a terminal.
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// fetchTop asks the daemon for its info and the processes matching
+// patterns, within a timeout so that a daemon that hangs shows as one
+// that does not answer.
+func fetchTop(ctx context.Context, cl *api.Client, patterns []string, interval time.Duration) (topSnapshot, error) {
+	ctx, cancel := context.WithTimeout(ctx, max(2*interval, 3*time.Second))
+	defer cancel()
+	info, err := cl.Info(ctx)
+	if err != nil {
+		return topSnapshot{}, err
+	}
+	procs, err := cl.Status(ctx, patterns...)
+	if err != nil {
+		return topSnapshot{}, err
+	}
+	return topSnapshot{Info: info, Procs: procs, At: time.Now()}, nil
+}
+
+// topModel is the Bubble Tea model: the screen, and the daemon it polls.
+// One poll at a time: the next is scheduled when the last has answered.
+type topModel struct {
+	ctx      context.Context
+	cl       *api.Client
+	patterns []string
+	screen   topScreen
+}
+
+type (
+	topTickMsg    struct{}
+	topFetchedMsg struct {
+		snap topSnapshot
+		err  error
+	}
+)
+
+func (m *topModel) tick() tea.Cmd {
+	return tea.Tick(m.screen.Interval, func(time.Time) tea.Msg { return topTickMsg{} })
+}
+
+func (m *topModel) fetch() tea.Cmd {
+	return func() tea.Msg {
+		snap, err := fetchTop(m.ctx, m.cl, m.patterns, m.screen.Interval)
+		return topFetchedMsg{snap, err}
+	}
+}
+
+func (m *topModel) Init() tea.Cmd { return m.tick() }
+
+func (m *topModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	s := &m.screen
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		s.Width, s.Height = msg.Width, msg.Height
+	case topTickMsg:
+		return m, m.fetch()
+	case topFetchedMsg:
+		if msg.err != nil {
+			if s.Err == nil {
+				s.ErrSince = time.Now()
+			}
+			s.Err = msg.err
+		} else {
+			s.Snap, s.Err = msg.snap, nil
+		}
+		s.Scroll = clampScroll(len(s.Snap.Procs), s.Height, s.Scroll)
+		return m, m.tick()
+	case tea.KeyPressMsg:
+		page := topBodyRows(s.Height)
+		switch msg.String() {
+		case "q", "ctrl+c", "esc":
+			return m, tea.Quit
+		case "c":
+			s.Sort = sortCPU
+		case "m":
+			s.Sort = sortMem
+		case "n":
+			s.Sort = sortName
+		case "j", "down":
+			s.Scroll++
+		case "k", "up":
+			s.Scroll--
+		case "pgdown", "space", "f":
+			s.Scroll += page
+		case "pgup", "b":
+			s.Scroll -= page
+		case "g", "home":
+			s.Scroll = 0
+		case "G", "end":
+			s.Scroll = len(s.Snap.Procs)
+		}
+	}
+	s.Scroll = clampScroll(len(s.Snap.Procs), s.Height, s.Scroll)
+	return m, nil
+}
+
+func (m *topModel) View() tea.View {
+	v := tea.NewView(m.screen.render())
+	v.AltScreen = true
+	v.WindowTitle = "gosup ctl top"
+	return v
+}

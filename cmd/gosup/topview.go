@@ -1,0 +1,329 @@
+package main
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/charmbracelet/x/ansi"
+	"github.com/gosup/gosup/supervisor/api"
+)
+
+// The view of gosup ctl top: a pure function of what the daemon said last,
+// the sort, the terminal's size and the scroll offset (topScreen.render),
+// so that it is unit tested without a terminal. top.go drives it.
+
+// topSort is the order of ctl top's rows.
+type topSort int
+
+const (
+	sortCPU  topSort = iota // CPU% descending, then MEM, then name
+	sortMem                 // MEM descending, then CPU%, then name
+	sortName                // name ascending
+)
+
+func (s topSort) String() string {
+	switch s {
+	case sortMem:
+		return "mem"
+	case sortName:
+		return "name"
+	}
+	return "cpu"
+}
+
+// parseTopSort reads --sort.
+func parseTopSort(s string) (topSort, error) {
+	for _, o := range []topSort{sortCPU, sortMem, sortName} {
+		if s == o.String() {
+			return o, nil
+		}
+	}
+	return 0, fmt.Errorf("--sort %q: want cpu, mem or name", s)
+}
+
+// topSnapshot is one answer of the daemon: its info and its processes.
+type topSnapshot struct {
+	Info  api.Info
+	Procs []api.ProcStatus
+	At    time.Time // when it answered
+}
+
+// topScreen is all that the screen shows.
+type topScreen struct {
+	Snap topSnapshot // the last answer (shown, stale, while Err is set)
+	// Err is why the last poll failed (nil when it was answered), since
+	// ErrSince; the view says so and that it retries every Interval.
+	Err      error
+	ErrSince time.Time
+	Socket   string
+	Interval time.Duration
+	Sort     topSort
+	Width    int
+	Height   int
+	Scroll   int // index of the first row shown
+}
+
+// The screen's lines besides the rows: two of header, one of column
+// headings, one of help at the bottom.
+const topChrome = 4
+
+// topBodyRows is how many process rows fit in height lines (at least one).
+func topBodyRows(height int) int {
+	return max(1, height-topChrome)
+}
+
+// clampScroll keeps scroll within the rows: the last page is full when
+// there are more rows than fit.
+func clampScroll(rows, height, scroll int) int {
+	return max(0, min(scroll, rows-topBodyRows(height)))
+}
+
+// memOf is what MEM shows and sorts by: the process's tree when it has
+// descendants, else its own RSS.
+func memOf(p api.ProcStatus) int64 {
+	return max(p.TreeRSSBytes, p.RSSBytes)
+}
+
+// sortProcs returns procs in the order s, ties by name.
+func sortProcs(procs []api.ProcStatus, s topSort) []api.ProcStatus {
+	out := slices.Clone(procs)
+	slices.SortStableFunc(out, func(a, b api.ProcStatus) int {
+		var c int
+		switch s {
+		case sortCPU:
+			c = cmp.Or(cmp.Compare(b.CPUPercent, a.CPUPercent), cmp.Compare(memOf(b), memOf(a)))
+		case sortMem:
+			c = cmp.Or(cmp.Compare(memOf(b), memOf(a)), cmp.Compare(b.CPUPercent, a.CPUPercent))
+		}
+		return cmp.Or(c, strings.Compare(a.Name, b.Name))
+	})
+	return out
+}
+
+// Column widths (NAME takes the rest, at least topMinName).
+const (
+	colState    = 8 // STOPPING
+	colPid      = 7
+	colPort     = 5
+	colCPU      = 6 // 1234.5
+	colMem      = 8 // 1023.9M+
+	colRestarts = 8 // the heading
+	colUptime   = 9 // 23:59:59, 12d 03:04
+	topMinName  = 8
+	// The fixed columns and the space before each.
+	topFixed = colState + colPid + colPort + colCPU + colMem + colRestarts + colUptime + 7
+)
+
+// stateOrder is the order of the per-state counts in the header.
+var stateOrder = []string{"RUNNING", "STARTING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "STOPPED"}
+
+var (
+	styleHeading = ansi.NewStyle().Reverse(true)
+	styleAlert   = ansi.NewStyle().Bold().ForegroundColor(ansi.Red)
+	styleStale   = ansi.NewStyle().Faint()
+	styleState   = map[string]ansi.Style{
+		"RUNNING":  ansi.NewStyle().ForegroundColor(ansi.Green),
+		"STARTING": ansi.NewStyle().ForegroundColor(ansi.Yellow),
+		"STOPPING": ansi.NewStyle().ForegroundColor(ansi.Yellow),
+		"BACKOFF":  ansi.NewStyle().ForegroundColor(ansi.Red),
+		"FATAL":    ansi.NewStyle().Bold().ForegroundColor(ansi.Red),
+		"EXITED":   ansi.NewStyle().ForegroundColor(ansi.Red),
+	}
+)
+
+// render draws the screen: exactly Height lines, none wider than Width
+// cells (escape sequences aside).
+func (s topScreen) render() string {
+	w, h := max(s.Width, 1), max(s.Height, 1)
+	procs := sortProcs(s.Snap.Procs, s.Sort)
+	body := topBodyRows(h)
+	scroll := clampScroll(len(procs), h, s.Scroll)
+	nameW := max(topMinName, w-topFixed-1)
+	if longest := longestName(procs); longest < nameW {
+		// Wide terminals: the numbers stay near the names.
+		nameW = max(topMinName, longest)
+	}
+
+	lines := make([]string, 0, h)
+	lines = append(lines, fit(s.daemonLine(procs), w))
+	if s.Err != nil {
+		lines = append(lines, styleAlert.Styled(fit(s.errLine(), w)))
+	} else {
+		lines = append(lines, fit(countsLine(procs, scroll, body), w))
+	}
+	heading := fmt.Sprintf("%-*s %-*s %*s %*s %*s %*s %*s %*s", nameW, "NAME", colState, "STATE", colPid, "PID",
+		colPort, "PORT", colCPU, "CPU%", colMem, "MEM", colRestarts, "RESTARTS", colUptime, "UPTIME")
+	lines = append(lines, styleHeading.Styled(pad(fit(heading, w), w)))
+	end := min(len(procs), scroll+body)
+	for _, p := range procs[scroll:end] {
+		row := s.row(p, nameW, w)
+		if s.Err != nil {
+			row = styleStale.Styled(ansi.Strip(row))
+		}
+		lines = append(lines, row)
+	}
+	if len(procs) == 0 {
+		lines = append(lines, fit("no processes", w))
+	}
+	for len(lines) < h-1 {
+		lines = append(lines, "")
+	}
+	lines = lines[:h-1]
+	lines = append(lines, fit(s.helpLine(), w))
+	return strings.Join(lines, "\n")
+}
+
+// daemonLine: the daemon's pid, uptime, the processes' total CPU and
+// memory, the sort, and its version last (cut first when narrow).
+func (s topScreen) daemonLine(procs []api.ProcStatus) string {
+	in := s.Snap.Info
+	if in.Pid == 0 {
+		return "gosup: waiting for the daemon"
+	}
+	var cpu float64
+	var mem int64
+	for _, p := range procs {
+		cpu += p.CPUPercent
+		mem += memOf(p)
+	}
+	up := time.Duration(in.UptimeS * float64(time.Second))
+	return fmt.Sprintf("gosup pid %d up %s | CPU %.1f%% MEM %s | sort: %s | %s",
+		in.Pid, compactUptime(up), cpu, formatMem(mem, false), s.Sort, printable(in.Version))
+}
+
+// countsLine: how many processes in each state, and which rows show.
+func countsLine(procs []api.ProcStatus, scroll, body int) string {
+	n := map[string]int{}
+	for _, p := range procs {
+		n[p.State]++
+	}
+	var parts []string
+	for _, st := range stateOrder {
+		if n[st] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n[st], st))
+			delete(n, st)
+		}
+	}
+	for _, st := range slices.Sorted(maps.Keys(n)) {
+		parts = append(parts, fmt.Sprintf("%d %s", n[st], st))
+	}
+	line := fmt.Sprintf("%d processes", len(procs))
+	if len(procs) == 1 {
+		line = "1 process"
+	}
+	if len(parts) > 0 {
+		line += ": " + strings.Join(parts, ", ")
+	}
+	if len(procs) > body {
+		line += fmt.Sprintf(" | rows %d-%d of %d", scroll+1, min(len(procs), scroll+body), len(procs))
+	}
+	return line
+}
+
+// errLine says that the daemon does not answer, since when, and that the
+// view retries (an in-place upgrade is a short gap).
+func (s topScreen) errLine() string {
+	why := s.Err.Error()
+	if errors.Is(s.Err, api.ErrNotRunning) {
+		why = "no daemon listens on " + s.Socket
+	}
+	return fmt.Sprintf("DAEMON GONE since %s, retrying every %s: %s", s.ErrSince.Format(time.TimeOnly), s.Interval, printable(why))
+}
+
+func (s topScreen) helpLine() string {
+	return fmt.Sprintf("q quit | sort c cpu, m mem, n name: %s | scroll j/k up/down PgUp/PgDn", s.Sort)
+}
+
+func (s topScreen) row(p api.ProcStatus, nameW, w int) string {
+	pid, port, cpu, mem, up := "-", "-", "-", "-", "-"
+	if p.Pid > 0 {
+		pid = strconv.Itoa(p.Pid)
+		cpu = strconv.FormatFloat(p.CPUPercent, 'f', 1, 64)
+		up = compactUptime(time.Duration(p.UptimeS * float64(time.Second)))
+		if m := memOf(p); m > 0 {
+			mem = formatMem(m, p.TreeRSSBytes > p.RSSBytes)
+		}
+	}
+	if p.Port > 0 {
+		port = strconv.Itoa(p.Port)
+	}
+	state := ansi.Truncate(p.State, colState, "")
+	styled := state
+	if st, ok := styleState[p.State]; ok {
+		styled = st.Styled(state)
+	}
+	name := pad(ansi.Truncate(printable(p.Name), nameW, "~"), nameW)
+	rest := fmt.Sprintf(" %*s %*s %*s %*s %*d %*s", colPid, pid, colPort, port, colCPU, cpu, colMem, mem, colRestarts, p.Restarts, colUptime, up)
+	plain := name + " " + pad(state, colState) + rest
+	if ansi.StringWidth(plain) > w {
+		// Narrower than the columns: cut, unstyled.
+		return ansi.Truncate(plain, w, "")
+	}
+	return name + " " + styled + strings.Repeat(" ", colState-ansi.StringWidth(state)) + rest
+}
+
+func longestName(procs []api.ProcStatus) int {
+	n := 0
+	for _, p := range procs {
+		n = max(n, ansi.StringWidth(printable(p.Name)))
+	}
+	return n
+}
+
+// printable replaces control characters (an escape sequence would drive
+// the terminal) with '?': what the daemon says is shown, never obeyed.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// fit cuts s to w cells.
+func fit(s string, w int) string {
+	return ansi.Truncate(s, w, "")
+}
+
+// pad fills s with spaces to w cells.
+func pad(s string, w int) string {
+	if n := ansi.StringWidth(s); n < w {
+		return s + strings.Repeat(" ", w-n)
+	}
+	return s
+}
+
+// formatMem: 512K, 123.4M, 12.34G; tree marks memory counting the
+// process's descendants.
+func formatMem(b int64, tree bool) string {
+	var s string
+	switch {
+	case b < 1<<20:
+		s = fmt.Sprintf("%dK", b>>10)
+	case b < 1<<30:
+		s = fmt.Sprintf("%.1fM", float64(b)/(1<<20))
+	default:
+		s = fmt.Sprintf("%.2fG", float64(b)/(1<<30))
+	}
+	if tree {
+		s += "+"
+	}
+	return s
+}
+
+// compactUptime: 0:04:05 under a day, 12d 03:04 from then on.
+func compactUptime(d time.Duration) string {
+	secs := int64(d.Seconds())
+	if secs < 86400 {
+		return fmt.Sprintf("%d:%02d:%02d", secs/3600, secs%3600/60, secs%60)
+	}
+	return fmt.Sprintf("%dd %02d:%02d", secs/86400, secs%86400/3600, secs%3600/60)
+}

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
+	"github.com/gosup/gosup/supervisor/api"
+)
+
+// topProcs makes n processes web:web_00 … with distinct CPU and memory:
+// CPU grows with the index, memory shrinks.
+func topProcs(n int) []api.ProcStatus {
+	var out []api.ProcStatus
+	for i := range n {
+		out = append(out, api.ProcStatus{
+			Name: fmt.Sprintf("web:web_%02d", i), State: "RUNNING", Pid: 1000 + i, Port: 9000 + i,
+			UptimeS: 3661, Restarts: i % 3, CPUPercent: float64(i) * 1.5, RSSBytes: int64(n-i) << 20,
+		})
+	}
+	return out
+}
+
+func topTestScreen(procs []api.ProcStatus, w, h int) topScreen {
+	return topScreen{
+		Snap:   topSnapshot{Info: api.Info{Pid: 42, Version: "v1.2.3", UptimeS: 90061}, Procs: procs},
+		Socket: "/run/gosup.sock", Interval: time.Second, Width: w, Height: h,
+	}
+}
+
+// screenLines renders s and checks the frame: exactly Height lines, none
+// wider than Width cells.
+func screenLines(t *testing.T, s topScreen) []string {
+	t.Helper()
+	lines := strings.Split(s.render(), "\n")
+	if len(lines) != s.Height {
+		t.Fatalf("%dx%d: %d lines, want %d:\n%s", s.Width, s.Height, len(lines), s.Height, strings.Join(lines, "\n"))
+	}
+	for i, l := range lines {
+		if n := ansi.StringWidth(l); n > s.Width {
+			t.Errorf("%dx%d: line %d is %d cells wide: %q", s.Width, s.Height, i, n, ansi.Strip(l))
+		}
+	}
+	for i := range lines {
+		lines[i] = ansi.Strip(lines[i])
+	}
+	return lines
+}
+
+// rowNames are the names in the rows shown, in order.
+func rowNames(lines []string) []string {
+	var out []string
+	for _, l := range lines[3 : len(lines)-1] {
+		if f := strings.Fields(l); len(f) > 0 && strings.Contains(f[0], ":") {
+			out = append(out, f[0])
+		}
+	}
+	return out
+}
+
+func TestTopRenderFits(t *testing.T) {
+	long := topProcs(30)
+	long[0].Name = "a-very-long-group-name:a-very-long-process-name_with_more"
+	long[1].Name = "日本語のグループ:プロセス名前が長い_01"
+	long[2].CPUPercent, long[2].RSSBytes, long[2].TreeRSSBytes = 1234.5, 900<<30, 1000<<30
+	long[3].UptimeS = 400 * 86400
+	long[4].Restarts = 123456789
+	long[5].State, long[5].Pid = "STOPPED", 0
+	long[6].Pid = 4194304
+	long[7].Name = "web:\x1b[2J\x1b]0;pwned\x07\r\nweb"
+	gone := topTestScreen(long, 80, 24)
+	gone.Err, gone.ErrSince = fmt.Errorf("talk to gosup: %w", api.ErrNotRunning), time.Now()
+	gone.Snap.Info.Version = strings.Repeat("v0.0.0-20261130075125-fc9e448abcde", 3)
+	for _, s := range []topScreen{topTestScreen(long, 80, 24), gone, topTestScreen(nil, 80, 24)} {
+		for _, size := range [][2]int{{80, 24}, {20, 5}, {1, 1}, {40, 10}, {60, 24}, {79, 24}, {120, 40}, {250, 60}} {
+			s.Width, s.Height = size[0], size[1]
+			for _, scroll := range []int{-5, 0, 7, 100} {
+				s.Scroll = scroll
+				screenLines(t, s)
+			}
+		}
+	}
+	byName := topTestScreen(long, 80, 24)
+	byName.Sort = sortName
+	lines := screenLines(t, byName)
+	// Control characters show as ?, never reach the terminal.
+	if !slices.Contains(rowNames(lines), "web:?[2J?]0;pwned???~") || strings.Contains(byName.render(), "\x1b[2J") {
+		t.Errorf("an escape sequence in a name reached the screen: %q", rowNames(lines))
+	}
+	// Names are cut with a ~, the columns stay.
+	if !slices.ContainsFunc(lines, func(l string) bool {
+		return regexp.MustCompile(`^a-very-long-group-na~ RUNNING +1000 +9000 +0\.0 +30\.0M +0 +1:01:01$`).MatchString(l)
+	}) {
+		t.Errorf("no cut row for the long name:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+func TestTopRender80x24(t *testing.T) {
+	procs := topProcs(3)
+	procs[1].TreeRSSBytes = 5 << 30
+	procs[2].State, procs[2].Pid, procs[2].CPUPercent, procs[2].RSSBytes, procs[2].UptimeS = "BACKOFF", 0, 0, 0, 0
+	procs[2].Port = 0
+	lines := screenLines(t, topTestScreen(procs, 80, 24))
+	want := []string{
+		`^gosup pid 42 up 1d 01:01 \| CPU 1\.5% MEM 5\.00G \| sort: cpu \| v1\.2\.3$`,
+		`^3 processes: 2 RUNNING, 1 BACKOFF$`,
+		`^NAME +STATE +PID +PORT +CPU% +MEM +RESTARTS +UPTIME *$`,
+		`^web:web_01 +RUNNING +1001 +9001 +1\.5 +5\.00G\+ +1 +1:01:01$`,
+		`^web:web_00 +RUNNING +1000 +9000 +0\.0 +3\.0M +0 +1:01:01$`,
+		`^web:web_02 +BACKOFF +- +- +- +- +2 +-$`,
+	}
+	for i, re := range want {
+		if !regexp.MustCompile(re).MatchString(lines[i]) {
+			t.Errorf("line %d: %q does not match %s", i, lines[i], re)
+		}
+	}
+	if l := lines[23]; !strings.HasPrefix(l, "q quit | sort c cpu, m mem, n name: cpu |") {
+		t.Errorf("help line: %q", l)
+	}
+	for _, l := range lines[6:23] {
+		if l != "" {
+			t.Errorf("want blank lines under the rows, got %q", l)
+		}
+	}
+}
+
+func TestTopSort(t *testing.T) {
+	procs := topProcs(4) // CPU 0, 1.5, 3, 4.5; memory 4M, 3M, 2M, 1M
+	procs[0].Name, procs[3].Name = "z:z", "a:a"
+	procs = append(procs, api.ProcStatus{Name: "m:stopped", State: "STOPPED"}, api.ProcStatus{Name: "b:stopped", State: "STOPPED"})
+	for _, tc := range []struct {
+		sort topSort
+		want []string
+	}{
+		{sortCPU, []string{"a:a", "web:web_02", "web:web_01", "z:z", "b:stopped", "m:stopped"}},
+		{sortMem, []string{"z:z", "web:web_01", "web:web_02", "a:a", "b:stopped", "m:stopped"}},
+		{sortName, []string{"a:a", "b:stopped", "m:stopped", "web:web_01", "web:web_02", "z:z"}},
+	} {
+		s := topTestScreen(procs, 80, 24)
+		s.Sort = tc.sort
+		lines := screenLines(t, s)
+		if got := rowNames(lines); !slices.Equal(got, tc.want) {
+			t.Errorf("sort %s: rows %v, want %v", tc.sort, got, tc.want)
+		}
+		if !strings.Contains(lines[0], "| sort: "+tc.sort.String()+" |") || !strings.HasSuffix(strings.Split(lines[23], " | ")[1], ": "+tc.sort.String()) {
+			t.Errorf("sort %s: header %q, help %q", tc.sort, lines[0], lines[23])
+		}
+	}
+	// Memory is the tree's when the process has descendants.
+	procs[3].TreeRSSBytes = 10 << 20
+	if got := sortProcs(procs, sortMem)[0].Name; got != "a:a" {
+		t.Errorf("tree memory: %s first, want a:a", got)
+	}
+}
+
+func TestTopScroll(t *testing.T) {
+	procs := topProcs(45)
+	for _, tc := range []struct {
+		scroll      int
+		first, last string
+		rows        string
+	}{
+		{0, "web:web_00", "web:web_19", "rows 1-20 of 45"},
+		{-3, "web:web_00", "web:web_19", "rows 1-20 of 45"},
+		{7, "web:web_07", "web:web_26", "rows 8-27 of 45"},
+		{25, "web:web_25", "web:web_44", "rows 26-45 of 45"},
+		{100, "web:web_25", "web:web_44", "rows 26-45 of 45"}, // the last page stays full
+	} {
+		s := topTestScreen(procs, 80, 24)
+		s.Sort, s.Scroll = sortName, tc.scroll
+		lines := screenLines(t, s)
+		names := rowNames(lines)
+		if len(names) != 20 || names[0] != tc.first || names[19] != tc.last || !strings.HasSuffix(lines[1], "| "+tc.rows) {
+			t.Errorf("scroll %d: %d rows %s…%s, %q; want 20 rows %s…%s, %s", tc.scroll, len(names), names[0], names[len(names)-1], lines[1], tc.first, tc.last, tc.rows)
+		}
+	}
+	// All fit: no scrolling, no row range.
+	lines := screenLines(t, topTestScreen(topProcs(20), 80, 24))
+	if n := len(rowNames(lines)); n != 20 || strings.Contains(lines[1], "rows") {
+		t.Errorf("20 processes in 24 lines: %d rows, %q", n, lines[1])
+	}
+}
+
+// The keys move the model's sort and scroll; the scroll stays in range.
+func TestTopKeys(t *testing.T) {
+	m := &topModel{screen: topTestScreen(topProcs(45), 80, 24)}
+	press := func(k tea.KeyPressMsg) {
+		t.Helper()
+		if _, cmd := m.Update(k); cmd != nil {
+			t.Fatalf("key %s: a command", k)
+		}
+	}
+	char := func(r rune) tea.KeyPressMsg { return tea.KeyPressMsg{Code: r, Text: string(r)} }
+	for _, tc := range []struct {
+		key    tea.KeyPressMsg
+		sort   topSort
+		scroll int
+	}{
+		{char('m'), sortMem, 0},
+		{char('j'), sortMem, 1},
+		{tea.KeyPressMsg{Code: tea.KeyDown}, sortMem, 2},
+		{tea.KeyPressMsg{Code: tea.KeyPgDown}, sortMem, 22},
+		{tea.KeyPressMsg{Code: tea.KeyPgDown}, sortMem, 25},
+		{char('k'), sortMem, 24},
+		{tea.KeyPressMsg{Code: tea.KeyPgUp}, sortMem, 4},
+		{char('n'), sortName, 4},
+		{char('g'), sortName, 0},
+		{tea.KeyPressMsg{Code: tea.KeyUp}, sortName, 0},
+		{char('G'), sortName, 25},
+		{char('c'), sortCPU, 25},
+		{tea.KeyPressMsg{Code: tea.KeyHome}, sortCPU, 0},
+	} {
+		press(tc.key)
+		if m.screen.Sort != tc.sort || m.screen.Scroll != tc.scroll {
+			t.Fatalf("after %s: sort %s scroll %d, want %s %d", tc.key, m.screen.Sort, m.screen.Scroll, tc.sort, tc.scroll)
+		}
+	}
+	// A smaller window keeps the last page full.
+	press(char('G'))
+	m.Update(tea.WindowSizeMsg{Width: 80, Height: 44})
+	if m.screen.Scroll != 5 {
+		t.Errorf("after growing to 44 lines: scroll %d, want 5", m.screen.Scroll)
+	}
+	for _, k := range []tea.KeyPressMsg{char('q'), {Code: 'c', Mod: tea.ModCtrl}} {
+		if _, cmd := m.Update(k); cmd == nil {
+			t.Errorf("%s: no command", k)
+		} else if _, ok := cmd().(tea.QuitMsg); !ok {
+			t.Errorf("%s: not quit", k)
+		}
+	}
+}
+
+// A failed poll keeps the last rows, says the daemon is gone and since
+// when; the next answer clears it.
+func TestTopDaemonGone(t *testing.T) {
+	m := &topModel{screen: topTestScreen(topProcs(2), 80, 24)}
+	m.screen.Socket = "/run/x.sock"
+	m.Update(topFetchedMsg{err: fmt.Errorf("talk: %w", api.ErrNotRunning)})
+	since := m.screen.ErrSince
+	m.Update(topFetchedMsg{err: errors.New("connection reset")})
+	if m.screen.ErrSince != since {
+		t.Errorf("ErrSince moved on a second failure")
+	}
+	lines := screenLines(t, m.screen)
+	if want := `^DAEMON GONE since [0-9:]{8}, retrying every 1s: connection reset$`; !regexp.MustCompile(want).MatchString(lines[1]) {
+		t.Errorf("line 1: %q, want %s", lines[1], want)
+	}
+	if got := rowNames(lines); len(got) != 2 {
+		t.Errorf("rows while gone: %v", got)
+	}
+	m.screen.Err = fmt.Errorf("talk: %w", api.ErrNotRunning)
+	if l := screenLines(t, m.screen)[1]; !strings.HasSuffix(l, ": no daemon listens on /run/x.sock") {
+		t.Errorf("not running: %q", l)
+	}
+	procs := topProcs(3)
+	m.Update(topFetchedMsg{snap: topSnapshot{Info: api.Info{Pid: 43, Version: "v2"}, Procs: procs}})
+	lines = screenLines(t, m.screen)
+	if m.screen.Err != nil || !strings.HasPrefix(lines[0], "gosup pid 43 ") || lines[1] != "3 processes: 3 RUNNING" {
+		t.Errorf("after the daemon answered again: %q %q", lines[0], lines[1])
+	}
+}
