@@ -80,8 +80,9 @@ func TestScripts(t *testing.T) {
 		Condition: func(cond string) (bool, error) {
 			// [nginx]: nginx can run here. Under CI=true it always holds,
 			// so a missing nginx fails the script instead of skipping it.
-			// [logrotate] likewise for Debian's logrotate.
-			if cond == "nginx" || cond == "logrotate" {
+			// [logrotate] and [tmux] likewise for Debian's logrotate
+			// and tmux.
+			if cond == "nginx" || cond == "logrotate" || cond == "tmux" {
 				_, err := exec.LookPath(cond)
 				return err == nil || os.Getenv("CI") == "true", nil
 			}
@@ -94,6 +95,7 @@ func TestScripts(t *testing.T) {
 		},
 	}
 	maps.Copy(p.Cmds, up.cmds())
+	maps.Copy(p.Cmds, tmuxCmds())
 	// Work directories live under $GOTMPDIR or the temp dir; if that is
 	// long (a deep $TMPDIR), use a short root under /tmp so socket paths
 	// stay short.
