@@ -26,7 +26,8 @@ func newTopCmd(g *globalFlags) *cobra.Command {
 		Short: "Live full-screen view of the processes: state, pid, port, CPU, memory, restarts, uptime (q quits)",
 		Long: `Live full-screen view of the processes, refreshed every --interval.
 Keys: c sort by CPU, m by memory, n by name; j/k or up/down scroll a row,
-PgUp/PgDn a page, g/G or Home/End to the top/bottom; q or Ctrl-C quits.
+PgUp/PgDn a page, g/G or Home/End to the top/bottom; q or Ctrl-C quits,
+Ctrl-Z suspends.
 MEM is the resident memory (RSS), of the process and its descendants when it
 has any (marked +). When the daemon goes away (an in-place upgrade is a short
 gap), the view says so and keeps retrying. Needs a terminal: in scripts use
@@ -144,6 +145,10 @@ func (m *topModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		switch msg.String() {
 		case "q", "ctrl+c", "esc":
 			return m, tea.Quit
+		case "ctrl+z":
+			// As top: back to the shell, the screen restored; fg
+			// redraws it.
+			return m, tea.Suspend
 		case "c":
 			s.Sort = sortCPU
 		case "m":

@@ -227,11 +227,19 @@ func TestTopKeys(t *testing.T) {
 	if m.screen.Scroll != 5 {
 		t.Errorf("after growing to 44 lines: scroll %d, want 5", m.screen.Scroll)
 	}
-	for _, k := range []tea.KeyPressMsg{char('q'), {Code: 'c', Mod: tea.ModCtrl}} {
-		if _, cmd := m.Update(k); cmd == nil {
-			t.Errorf("%s: no command", k)
-		} else if _, ok := cmd().(tea.QuitMsg); !ok {
-			t.Errorf("%s: not quit", k)
+	for _, tc := range []struct {
+		key  tea.KeyPressMsg
+		want tea.Msg
+	}{
+		{char('q'), tea.QuitMsg{}},
+		{tea.KeyPressMsg{Code: 'c', Mod: tea.ModCtrl}, tea.QuitMsg{}},
+		{tea.KeyPressMsg{Code: tea.KeyEscape}, tea.QuitMsg{}},
+		{tea.KeyPressMsg{Code: 'z', Mod: tea.ModCtrl}, tea.SuspendMsg{}},
+	} {
+		if _, cmd := m.Update(tc.key); cmd == nil {
+			t.Errorf("%s: no command", tc.key)
+		} else if got := cmd(); got != tc.want {
+			t.Errorf("%s: %T, want %T", tc.key, got, tc.want)
 		}
 	}
 }
