@@ -22,6 +22,7 @@ func SpawnChanges(a, b *ProcSpec) []string {
 	add(logMoved(a.Stdout, b.Stdout), "stdout_logfile")
 	add(logMoved(a.Stderr, b.Stderr), "stderr_logfile")
 	add(a.Program.RedirectStderr != b.Program.RedirectStderr, "redirect_stderr")
+	add(a.Program.LogTimestamps != b.Program.LogTimestamps, "log_timestamps")
 	return out
 }
 

@@ -81,6 +81,13 @@ func (c *copier) stopping() bool {
 	return c.kept
 }
 
+// wasKept reports whether the copier stopped for a handover, r left open.
+func (c *copier) wasKept() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.kept
+}
+
 // logDrops counts the bytes of one process's output that reached no log,
 // per stream (stderr redirected to stdout counts as stdout).
 type logDrops struct{ stdout, stderr atomic.Int64 }
@@ -198,10 +205,20 @@ func (o *outputs) startCopier(name string, sink io.Writer, r *os.File) {
 	// the child and its descendants close their ends. The next spawn gets
 	// a copier of its own.
 	dropped := o.drops.of(name)
+	// log_timestamps: a stamp before each line this spawn writes to a
+	// file (syslog stamps its messages itself).
+	var st *stamper
+	if o.spec.Program.LogTimestamps && rotatorOf(sink) != nil {
+		st = newStamper(sink)
+		sink = st
+	}
 	o.guard.With("process", o.spec.FullName(), "stream", name).Go("log copier",
 		"the rest of that spawn's output is discarded (counted in its status) until it respawns",
 		func() {
 			copyOut(sink, r, dropped, c)
+			if st != nil && !c.wasKept() {
+				st.end()
+			}
 			finish()
 		},
 		func() {

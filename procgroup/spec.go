@@ -72,6 +72,9 @@ type Spec struct {
 	StderrLogfile         string
 	StderrLogfileMaxBytes Size
 	StderrLogfileBackups  int
+	// LogTimestamps starts each line the processes write to a log file
+	// with the time gosup wrote it (StampFormat).
+	LogTimestamps bool
 }
 
 // DefaultSpec returns supervisord's defaults, which the config package
@@ -147,6 +150,12 @@ type LogSpec struct {
 // is never rotated nor reopened, and may be shared by several processes.
 func (l LogSpec) direct() bool {
 	return l.Kind == LogFile && strings.HasPrefix(l.Path, "/dev/")
+}
+
+// copied reports whether the output goes to a file through gosup's copier
+// (which log_timestamps stamps).
+func (l LogSpec) copied() bool {
+	return l.Kind == LogFile && !l.direct()
 }
 
 func (l LogSpec) String() string {
@@ -287,6 +296,9 @@ func (s *Spec) Expand(program string, xc ExpandContext) ([]ProcSpec, error) {
 		p.Stderr = xc.logSpec(exp("stderr_logfile", s.StderrLogfile), p.Name, "stderr", s.StderrLogfileMaxBytes, s.StderrLogfileBackups)
 		if s.RedirectStderr {
 			p.Stderr = LogSpec{Kind: LogNone}
+		}
+		if s.LogTimestamps && !p.Stdout.copied() && !p.Stderr.copied() {
+			return nil, fieldErr("log_timestamps", "stamps the lines of a log file gosup writes, and this program has none: stdout_logfile is %s, stderr_logfile %s (syslog stamps its messages itself; a device such as /dev/stdout is handed to the process as it is)", p.Stdout, p.Stderr)
 		}
 		if len(errs) > 0 {
 			return nil, errors.Join(errs...)

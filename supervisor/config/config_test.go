@@ -36,6 +36,7 @@ func TestBadConfigs(t *testing.T) {
 		"no_command.bad.toml":              `no_command.bad.toml:1: program.web.command: is required`,
 		"port_no_start.bad.toml":           `port_no_start.bad.toml:2: program.web.command: uses %(port)d but the program has no port_start`,
 		"bad_umask.bad.toml":               `bad_umask.bad.toml:3: program.web.umask: invalid umask "099"`,
+		"log_timestamps_no_file.bad.toml":  `log_timestamps_no_file.bad.toml:5: program.web.log_timestamps: stamps the lines of a log file gosup writes, and this program has none: stdout_logfile is /dev/stdout, stderr_logfile none`,
 		"bad_program_name.bad.toml":        `bad_program_name.bad.toml:1: program.web;evil: program name "web;evil" may only contain`,
 		"long_socket.bad.toml":             `long_socket.bad.toml:2: supervisor.socket: path "/tmp/aaaa`,
 		"shared_log.bad.toml":              `shared_log.bad.toml:5: program.b: log file /tmp/same.log is also written by a:a`,

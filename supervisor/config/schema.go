@@ -84,6 +84,7 @@ type rawProgram struct {
 	StderrLogfile         string            `toml:"stderr_logfile"`
 	StderrLogfileMaxBytes size              `toml:"stderr_logfile_maxbytes"`
 	StderrLogfileBackups  int               `toml:"stderr_logfile_backups"`
+	LogTimestamps         bool              `toml:"log_timestamps"`
 }
 
 // rawNginx is the [nginx] table (Nginx).
