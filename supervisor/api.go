@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gosup/gosup/logtail"
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/supervisor/api"
 	"golang.org/x/sys/unix"
@@ -346,7 +347,14 @@ func (h apiHost) LogPath(name, stream string) (string, error) {
 	if len(procs) != 1 {
 		return "", api.Invalid(fmt.Errorf("%q names %d processes; tail needs exactly one", name, len(procs)))
 	}
-	spec := procs[0].Spec()
+	return logPath(procs[0].Spec(), stream)
+}
+
+// errUnknownStream is a stream neither stdout nor stderr.
+var errUnknownStream = errors.New("unknown stream")
+
+// logPath is the log file of spec's stream, or why there is none.
+func logPath(spec *procgroup.ProcSpec, stream string) (string, error) {
 	ls := spec.Stdout
 	switch stream {
 	case "", "stdout":
@@ -357,13 +365,48 @@ func (h apiHost) LogPath(name, stream string) (string, error) {
 			return "", api.Invalid(fmt.Errorf("%s has redirect_stderr = true: its stderr is in its stdout log", spec.FullName()))
 		}
 	default:
-		return "", api.Invalid(fmt.Errorf("unknown stream %q: want stdout or stderr", stream))
+		return "", api.Invalid(fmt.Errorf("%w %q: want stdout or stderr", errUnknownStream, stream))
 	}
 	if ls.Kind != procgroup.LogFile {
 		return "", api.Invalid(fmt.Errorf("%s sends %s to %s, not to a file; nothing to tail", spec.FullName(), stream, ls))
 	}
 	return ls.Path, nil
 }
+
+// TailLogs finds the log files of stream of the processes matching
+// patterns: only files named in the configuration are ever read. A
+// process whose stream goes to no file of its own gets a note, or is the
+// error when it is the only one matched.
+func (h apiHost) TailLogs(patterns []string, stream string) ([]api.TailLog, []string, error) {
+	procs, err := h.s.match(patterns)
+	if err != nil {
+		return nil, nil, patternError(err)
+	}
+	var logs []api.TailLog
+	var notes []string
+	var first error
+	for _, p := range procs {
+		path, err := logPath(p.Spec(), stream)
+		if err != nil {
+			if errors.Is(err, errUnknownStream) {
+				return nil, nil, err
+			}
+			first = cmp.Or(first, err)
+			notes = append(notes, strings.TrimSuffix(err.Error(), "; nothing to tail")+"; not tailed")
+			continue
+		}
+		logs = append(logs, api.TailLog{Name: p.Spec().FullName(), Path: path})
+	}
+	switch {
+	case len(logs) == 0 && len(procs) == 1:
+		return nil, nil, first
+	case len(logs) == 0:
+		return nil, nil, api.Invalid(fmt.Errorf("none of the %d processes %s names sends %s to a file; nothing to tail", len(procs), strings.Join(patterns, " "), cmp.Or(stream, "stdout")))
+	}
+	return logs, notes, nil
+}
+
+func (h apiHost) DaemonLog() *logtail.Ring { return h.s.opts.DaemonLog }
 
 func oneLine(s string) string {
 	s = strings.ReplaceAll(s, "\n", " | ")

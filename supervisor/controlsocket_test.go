@@ -123,6 +123,17 @@ stopwaitsecs = 2
 // waited Timeouts.Write: the daemon closes the connection (so the handler
 // has ended), logs it, and goes on serving.
 func TestTailFollowClientThatStopsReadingIsDropped(t *testing.T) {
+	// One process's log as it is (name=), and the tail of several logs,
+	// line by line, prefixed (p=): the same bound.
+	t.Run("one", func(t *testing.T) {
+		testTailDropped(t, "name=chatty", "tail of chatty stdout: the client took no bytes for 500ms; dropped")
+	})
+	t.Run("many", func(t *testing.T) {
+		testTailDropped(t, "p=chatty&prefix=1&timestamps=1", "tail of chatty:chatty (stdout): the client took no bytes for 500ms; dropped")
+	})
+}
+
+func testTailDropped(t *testing.T, query, logged string) {
 	file := writeConfig(t, fmt.Sprintf(chattyConfig, "100MB"))
 	_, cl, logs := guardedDaemon(t, file, func(s *Supervisor) {
 		s.hooks.socketTimeouts = &api.Timeouts{ReadHeader: 5 * time.Second, Read: 30 * time.Second, Idle: 30 * time.Second, Write: 500 * time.Millisecond}
@@ -137,7 +148,7 @@ func TestTailFollowClientThatStopsReadingIsDropped(t *testing.T) {
 	if err := uc.SetReadBuffer(4096); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.WriteString(c, "GET /v1/tail?name=chatty&stream=stdout&n=10&follow=1 HTTP/1.1\r\nHost: gosup\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(c, "GET /v1/tail?"+query+"&stream=stdout&n=10&follow=1 HTTP/1.1\r\nHost: gosup\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	// Read nothing: chatty writes a line a millisecond, the socket's
@@ -173,7 +184,7 @@ func TestTailFollowClientThatStopsReadingIsDropped(t *testing.T) {
 		t.Fatalf("after %d bytes: want the daemon's end closed, have %v", n, err)
 	}
 	waitLog(t, "the daemon's log of the dropped client", func() bool {
-		return strings.Contains(logs.String(), "tail of chatty stdout: the client took no bytes for 500ms; dropped")
+		return strings.Contains(logs.String(), logged)
 	})
 	// The daemon goes on serving, tails included.
 	if _, err := cl.Status(context.Background()); err != nil {

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gosup/gosup/logtail"
 	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/guard"
@@ -34,6 +35,9 @@ type Options struct {
 	// only one Reaper; tests that run several daemons in one process share it.
 	Reaper *reaper.Reaper
 	Logger *slog.Logger
+	// DaemonLog, when set, holds the recent records Logger wrote (`ctl
+	// tail --daemon`); an upgrade hands them to the next image.
+	DaemonLog *logtail.Ring
 	// NotifySocket is systemd's $NOTIFY_SOCKET ("" outside systemd), and
 	// Watchdog its WatchdogSec ($WATCHDOG_USEC; 0: none).
 	NotifySocket string
@@ -300,6 +304,9 @@ func (s *Supervisor) run(ctx context.Context) error {
 			s.up.upgrades, s.up.rescues, s.up.upgradedAt, s.up.from = h.Upgrades, h.Rescues, h.UpgradedAt, h.From
 			s.lastReload = h.Reload
 			s.watchdogMissed.Store(h.WatchdogMissed)
+			if dl := h.DaemonLog; dl != nil && s.opts.DaemonLog != nil {
+				s.opts.DaemonLog.Restore(dl.Records, dl.Overwritten, dl.OverwrittenBytes)
+			}
 			for _, name := range h.Down {
 				s.down[name] = true
 			}

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gosup/gosup/supervisor/api"
 )
 
 // tailConfig runs one quiet program whose stdout log is returned; the test
@@ -177,5 +180,109 @@ func TestTailBytes(t *testing.T) {
 		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(msg), ": want 1 to 4MB: a number of bytes, or one with KB or MB") {
 			t.Errorf("%s: %s %s", q, resp.Status, msg)
 		}
+	}
+}
+
+// A tail of several logs (p=, prefix) follows each across rotation and
+// truncation as one log's tail does, line by line (lineSplitter's tests
+// show a line read in pieces comes whole): a line without its newline
+// comes once it has waited partialWait; a line over MaxLineBytes is cut,
+// and says how much.
+func TestTailManyFollowRotation(t *testing.T) {
+	dir := t.TempDir()
+	logA, logB := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
+	file := writeConfig(t, `
+[program.a]
+command = "@HELPER@ sleep"
+startsecs = 0
+stdout_logfile = "`+logA+`"
+
+[program.bb]
+command = "@HELPER@ sleep"
+startsecs = 0
+stdout_logfile = "`+logB+`"
+`+helperEnv)
+	cl, _ := startDaemon(t, file)
+	waitAll(t, cl, "RUNNING")
+	appendLog(t, logA, "old a\n")
+	appendLog(t, logB, "old b\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rc, notes, err := cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"all"}, Lines: 1, Follow: true})
+	if err != nil || len(notes) > 0 {
+		t.Fatal(err, notes)
+	}
+	defer rc.Close()
+	body := bufio.NewReader(rc)
+	if got := readUntil(t, body, "old b\n"); got != "a:a   | old a\nbb:bb | old b\n" {
+		t.Fatalf("tail: %q", got)
+	}
+	appendLog(t, logB, "b1\n")
+	if got := readUntil(t, body, "\n"); got != "bb:bb | b1\n" {
+		t.Fatalf("follow: %q", got)
+	}
+	if err := os.Rename(logA, logA+".1"); err != nil {
+		t.Fatal(err)
+	}
+	appendLog(t, logA+".1", "last of the old\n")
+	appendLog(t, logA, "first of the new\n")
+	if got := readUntil(t, body, "new\n"); got != "a:a   | last of the old\na:a   | first of the new\n" {
+		t.Fatalf("across rotation: %q", got)
+	}
+	if err := os.Truncate(logB, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Shorter than what was read: a truncation shows as a file smaller
+	// than the offset read (as for tail -F).
+	appendLog(t, logB, "t\n")
+	if got := readUntil(t, body, "\n"); got != "bb:bb | t\n" {
+		t.Fatalf("after truncation: %q", got)
+	}
+	appendLog(t, logB, "a prompt> ")
+	if got := readUntil(t, body, "\n"); got != "bb:bb | a prompt> \n" {
+		t.Fatalf("a line without its newline: %q", got)
+	}
+	appendLog(t, logA, strings.Repeat("x", api.MaxLineBytes+1000)+"\n")
+	if got := readUntil(t, body, "\n"); got != "a:a   | "+strings.Repeat("x", api.MaxLineBytes)+" [gosup: 1000B of this line cut]\n" {
+		t.Fatalf("a long line: %.60q…%q", got, got[max(len(got)-60, 0):])
+	}
+}
+
+// Of the processes a pattern names, those whose stream goes to no file are
+// named in a note and left out; a stream name is checked.
+func TestTailManyNotes(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "a.log")
+	file := writeConfig(t, `
+[program.a]
+command = "@HELPER@ sleep"
+startsecs = 0
+stdout_logfile = "`+log+`"
+
+[program.quiet]
+command = "@HELPER@ sleep"
+startsecs = 0
+stdout_logfile = "none"
+`+helperEnv)
+	cl, _ := startDaemon(t, file)
+	waitAll(t, cl, "RUNNING")
+	appendLog(t, log, "x\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rc, notes, err := cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"all"}, Lines: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || string(got) != "x\n" || len(notes) != 1 || notes[0] != "quiet:quiet sends stdout to none, not to a file; not tailed" {
+		t.Fatalf("all: %q %v, notes %q", got, err, notes)
+	}
+	_, _, err = cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"quiet"}})
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != http.StatusBadRequest || !strings.Contains(err.Error(), "quiet:quiet sends stdout to none") {
+		t.Fatalf("quiet: %v", err)
+	}
+	if _, _, err := cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"all"}, Stream: "stdin"}); err == nil || !strings.Contains(err.Error(), `unknown stream "stdin"`) {
+		t.Fatalf("stdin: %v", err)
 	}
 }

@@ -570,6 +570,10 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 				return nil, nil, fmt.Errorf("binary %s was replaced after its check; try again", binary)
 			}
 		}
+		if ring := s.opts.DaemonLog; ring != nil {
+			recs, over, overBytes := ring.Snapshot(handover.DaemonLogBytes)
+			doc.DaemonLog = &handover.DaemonLog{Records: recs, Overwritten: over, OverwrittenBytes: overBytes}
+		}
 		var err error
 		if b, err = json.Marshal(doc); err != nil {
 			return nil, nil, fmt.Errorf("handover document: %w", err)

@@ -330,24 +330,50 @@ func newPidCmd(g *globalFlags) *cobra.Command {
 }
 
 func newTailCmd(g *globalFlags) *cobra.Command {
-	var follow bool
+	var follow, prefix, noPrefix, timestamps, daemon bool
 	var n int
 	var maxBytes string
 	c := &cobra.Command{
-		Use:   "tail [-f] [-n N] [--bytes SIZE] NAME [stdout|stderr]",
-		Short: "Print the end of a process's log; -f keeps following it",
-		Args:  cobra.RangeArgs(1, 2),
+		Use:   "tail [-f] [-n N] [--bytes SIZE] [-t] [--prefix|--no-prefix] [--daemon] PATTERN [stdout|stderr]",
+		Short: "Print the end of the logs of the processes PATTERN names (or of the daemon's own, --daemon); -f keeps following them",
+		Long: `Print the last lines of the log of every process PATTERN names (group:process,
+group:*, group, program, process or all; stdout unless stderr is asked for),
+log by log; with -f keep printing what each gets appended, line by line, as
+it comes. With more than one log each line starts with its process's name
+("web:web_03 | ..."); one process's log is printed as it is, unless
+--prefix or --timestamps. The processes are those PATTERN names when the
+tail begins: one a reload adds later is not followed (run ctl tail again).
+A line longer than 16KB in prefixed output is cut, and its end says how much
+was left out.
+
+--daemon prints the daemon's own recent log too (what it writes to stderr
+or the journal), as "gosup | ..." among processes; it is kept in memory,
+the last 1MB of it; an in-place upgrade hands the newest 32KB to the new image.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if daemon {
+				return cobra.RangeArgs(0, 2)(cmd, args)
+			}
+			return cobra.RangeArgs(1, 2)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := g.client()
 			if err != nil {
 				return err
 			}
-			stream := "stdout"
-			if len(args) == 2 {
-				stream = args[1]
+			req := api.TailRequest{Lines: n, Follow: follow, Timestamps: timestamps, Daemon: daemon}
+			if len(args) > 0 {
+				req.Patterns = args[:1]
 			}
-			size, err := logtail.ParseLimit(maxBytes)
-			if err != nil {
+			if len(args) == 2 {
+				req.Stream = args[1]
+			}
+			switch {
+			case prefix && noPrefix:
+				return usage(errors.New("--prefix and --no-prefix: give one"))
+			case prefix || noPrefix:
+				req.Prefix = &prefix
+			}
+			if req.MaxBytes, err = logtail.ParseLimit(maxBytes); err != nil {
 				return usage(fmt.Errorf("--bytes %w", err))
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
@@ -362,9 +388,12 @@ func newTailCmd(g *globalFlags) *cobra.Command {
 				}
 			}
 			for {
-				body, err := cl.Tail(ctx, args[0], stream, n, size, follow)
+				body, notes, err := cl.TailLogs(ctx, req)
 				if err != nil {
 					return clientErr(err)
+				}
+				for _, note := range notes {
+					fmt.Fprintln(cmd.ErrOrStderr(), "gosup:", note)
 				}
 				_, err = io.Copy(cmd.OutOrStdout(), body)
 				body.Close()
@@ -387,13 +416,17 @@ func newTailCmd(g *globalFlags) *cobra.Command {
 				// Output written while the stream was cut may be
 				// missing here (never from the log file).
 				fmt.Fprintf(cmd.ErrOrStderr(), "gosup: the daemon was upgraded in place (%s); following again\n", info.Version)
-				before, n = info, 0
+				before, req.Lines = info, 0
 			}
 		},
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what is appended")
-	c.Flags().IntVarP(&n, "lines", "n", 10, "number of lines")
-	c.Flags().StringVar(&maxBytes, "bytes", logtail.SizeString(logtail.DefaultBytes), "at most this much of them, and of each read with -f (at most "+logtail.SizeString(logtail.MaxBytes)+"); a line \"[gosup: SIZE cut]\" stands for the rest")
+	c.Flags().IntVarP(&n, "lines", "n", 10, "number of lines of each log")
+	c.Flags().StringVar(&maxBytes, "bytes", logtail.SizeString(logtail.DefaultBytes), "at most this much of each log's lines, and of each read with -f (at most "+logtail.SizeString(logtail.MaxBytes)+"); a line \"[gosup: SIZE cut]\" stands for the rest")
+	c.Flags().BoolVarP(&timestamps, "timestamps", "t", false, "start each line with the time the daemon read it (RFC 3339, milliseconds)")
+	c.Flags().BoolVar(&prefix, "prefix", false, "start each line with its process's name even for one process")
+	c.Flags().BoolVar(&noPrefix, "no-prefix", false, "print lines without their process's name even for several")
+	c.Flags().BoolVar(&daemon, "daemon", false, "the daemon's own recent log (with PATTERN: besides the processes')")
 	return c
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gosup/gosup/logtail"
 	"github.com/gosup/gosup/supervisor"
 	"github.com/gosup/gosup/supervisor/config"
 	"github.com/spf13/cobra"
@@ -69,8 +71,11 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 			} else if cfg, err = g.loadConfig(); err != nil {
 				return err
 			}
-			log := newLogger(cfg.Supervisor.LogLevel)
-			opts := supervisor.Options{Logger: log, NotifySocket: os.Getenv("NOTIFY_SOCKET"), InsecureConfig: g.insecure,
+			// The daemon's log goes to stderr (the journal), and its
+			// recent records to memory too, for ctl tail --daemon.
+			ring := logtail.NewRing(logtail.RingBytes)
+			log := newLogger(cfg.Supervisor.LogLevel, teeWriter{ring, os.Stderr})
+			opts := supervisor.Options{Logger: log, DaemonLog: ring, NotifySocket: os.Getenv("NOTIFY_SOCKET"), InsecureConfig: g.insecure,
 				Binary: startedBinary(), Args: os.Args[1:], Build: buildInfo(), Handover: doc,
 				Serving: func() { debug.SetGCPercent(gcPercent) }, RestoreSignals: func() { signal.Notify(hup, syscall.SIGHUP) }}
 			if g.insecure && os.Geteuid() == 0 && doc == nil {
@@ -128,7 +133,19 @@ var (
 	testOptions func(*slog.Logger, *supervisor.Options)
 )
 
-func newLogger(level string) *slog.Logger {
+// teeWriter writes each record to the ring, then to w: a stderr that
+// fails (closed, or a pipe nobody reads) does not keep it from the ring.
+type teeWriter struct {
+	ring *logtail.Ring
+	w    io.Writer
+}
+
+func (t teeWriter) Write(b []byte) (int, error) {
+	_, _ = t.ring.Write(b)
+	return t.w.Write(b)
+}
+
+func newLogger(level string, w io.Writer) *slog.Logger {
 	var l slog.Level
 	switch strings.ToLower(level) {
 	case "debug":
@@ -138,5 +155,5 @@ func newLogger(level string) *slog.Logger {
 	case "error":
 		l = slog.LevelError
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }

@@ -219,3 +219,57 @@ func (c *Client) Tail(ctx context.Context, name, stream string, n, maxBytes int,
 	}
 	return resp.Body, nil
 }
+
+// TailRequest asks for the logs of several processes, the daemon's own, or
+// both (see Client.TailLogs).
+type TailRequest struct {
+	// Patterns name the processes (as for start); Stream is stdout (the
+	// default) or stderr; Daemon adds the daemon's own recent log.
+	Patterns []string
+	Stream   string
+	Daemon   bool
+	// Lines is how many of the last lines of each log to print first;
+	// MaxBytes bounds them, and each read with Follow (0: the daemon's
+	// default).
+	Lines    int
+	MaxBytes int
+	Follow   bool
+	// Prefix puts each log's name before its lines (nil: when there is
+	// more than one log); Timestamps the time the daemon read each line.
+	Prefix     *bool
+	Timestamps bool
+}
+
+// TailLogs returns the logs req names, merged line by line, and the
+// daemon's notes on processes left out (a stream that goes to no file).
+// The caller closes the returned reader.
+func (c *Client) TailLogs(ctx context.Context, req TailRequest) (io.ReadCloser, []string, error) {
+	q := url.Values{"p": req.Patterns, "n": {strconv.Itoa(req.Lines)}}
+	if len(req.Patterns) == 1 && !req.Daemon && req.Prefix == nil && !req.Timestamps {
+		// A daemon older than p= reads name= (one process, as it is).
+		q.Set("name", req.Patterns[0])
+	}
+	if req.Stream != "" {
+		q.Set("stream", req.Stream)
+	}
+	if req.Daemon {
+		q.Set("daemon", "1")
+	}
+	if req.MaxBytes > 0 {
+		q.Set("bytes", strconv.Itoa(req.MaxBytes))
+	}
+	if req.Follow {
+		q.Set("follow", "1")
+	}
+	if req.Prefix != nil {
+		q.Set("prefix", map[bool]string{true: "1", false: "0"}[*req.Prefix])
+	}
+	if req.Timestamps {
+		q.Set("timestamps", "1")
+	}
+	resp, err := c.raw(ctx, http.MethodGet, "/v1/tail", q, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return resp.Body, resp.Header.Values(WarningHeader), nil
+}

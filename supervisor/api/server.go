@@ -35,6 +35,13 @@ type Daemon interface {
 	// LogPath returns the log file of one process's stream (stdout or
 	// stderr), which the server tails.
 	LogPath(name, stream string) (path string, err error)
+	// TailLogs returns the log files of stream of the processes matching
+	// patterns, in the order of Status, and one note for each matching
+	// process whose stream goes to no file of its own (an error when
+	// none does).
+	TailLogs(patterns []string, stream string) (logs []TailLog, notes []string, err error)
+	// DaemonLog is the daemon's own recent log, nil when it keeps none.
+	DaemonLog() *logtail.Ring
 	// ReopenLogs closes the log files of the processes matching patterns
 	// (all when none) and opens them again at their paths, one result per
 	// process.
@@ -280,10 +287,11 @@ func (s server) shutdown(w http.ResponseWriter, r *http.Request) {
 	s.d.Shutdown()
 }
 
-// tail serves the last n lines of a process's log, at most bytes (64 KiB
-// by default) of them, then with follow=1 streams what is appended, at
-// most bytes per read, until the client goes away. A marker line stands
-// where bytes were left out.
+// tail serves the last n lines of a process's log (name=, exactly one
+// process), at most bytes (64 KiB by default) of them, then with follow=1
+// streams what is appended, at most bytes per read, until the client goes
+// away. A marker line stands where bytes were left out. With p= (patterns,
+// any number of processes) or daemon=1, see tailMany.
 func (s server) tail(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	n, err := strconv.Atoi(q.Get("n"))
@@ -297,11 +305,21 @@ func (s server) tail(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if len(q["p"]) > 0 || q.Get("daemon") == "1" {
+		s.tailMany(w, r, n, limit)
+		return
+	}
 	path, err := s.d.LogPath(q.Get("name"), q.Get("stream"))
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
+	s.tailFile(w, r, q.Get("name"), q.Get("stream"), path, n, limit)
+}
+
+// tailFile serves the tail of one log file, as it is: the last n lines,
+// at most limit bytes of them, then with follow=1 what is appended.
+func (s server) tailFile(w http.ResponseWriter, r *http.Request, name, stream, path string, n, limit int) {
 	// A log not written yet is an empty one.
 	f, err := logtail.Open(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -325,7 +343,7 @@ func (s server) tail(w http.ResponseWriter, r *http.Request) {
 	defer done()
 	dropped := func(err error) {
 		if timedOut(err) {
-			logf(r, "control socket: tail of %s %s: the client took no bytes for %s; dropped", q.Get("name"), q.Get("stream"), dw.d)
+			logf(r, "control socket: tail of %s %s: the client took no bytes for %s; dropped", name, stream, dw.d)
 		}
 	}
 	if f != nil {
