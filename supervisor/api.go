@@ -28,7 +28,14 @@ func (h apiHost) Info() api.Info {
 	info := api.Info{
 		Pid: os.Getpid(), Config: cfg.File, Socket: cfg.Supervisor.Socket,
 		UptimeS: time.Since(s.startedAt).Seconds(), Version: b.Version, LastReload: last,
-		Revision: b.Revision, GoVersion: b.Go, Binary: s.opts.Binary,
+		Revision: b.Revision, GoVersion: b.Go, Binary: s.opts.Binary, State: "running",
+	}
+	select {
+	case <-s.shutdownReq:
+		info.State = "stopping"
+	case <-s.serving:
+	default:
+		info.State = "starting"
 	}
 	s.up.mu.Lock()
 	info.StartedAt, info.Upgrades, info.UpgradedAt, info.Rescues = s.startedAt, s.up.upgrades, s.up.upgradedAt, s.up.rescues

@@ -66,6 +66,9 @@ type Options struct {
 	// RestoreSignals, when set, is called after an upgrade's exec failed
 	// having ignored SIGHUP: it handles it again (signal.Notify).
 	RestoreSignals func()
+	// BeforeServing, when set (a test hook of gosup_testhooks builds),
+	// runs once every part runs, before the daemon counts as serving.
+	BeforeServing func()
 	// Serving, when set, is called once every part of the daemon runs
 	// (the control socket answers, the processes are started or adopted).
 	Serving func()
@@ -465,6 +468,9 @@ func (s *Supervisor) run(ctx context.Context) error {
 
 	defer context.AfterFunc(ctx, s.requestShutdown)()
 	g.add("serving", func() error {
+		if s.opts.BeforeServing != nil {
+			s.opts.BeforeServing()
+		}
 		close(s.serving)
 		if s.opts.Serving != nil {
 			s.opts.Serving()

@@ -501,6 +501,9 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 			if asJSON {
 				return printJSON(out, info)
 			}
+			if info.State != "" {
+				fmt.Fprintf(out, "state:           %s\n", info.State)
+			}
 			fmt.Fprintf(out, "pid:             %d\nversion:         %s\nbinary:          %s\nconfig:          %s\nsocket:          %s\nstarted:         %s (uptime %s)\n",
 				info.Pid, describeBuild(api.Build{Version: info.Version, Revision: info.Revision}), info.Binary, info.Config, info.Socket,
 				info.StartedAt.Format(time.DateTime), api.FormatUptime(time.Duration(info.UptimeS*float64(time.Second))))

@@ -15,19 +15,28 @@ import (
 	"github.com/gosup/gosup/supervisor/handover"
 )
 
-// A binary built with -tags gosup_testhooks has two hooks for the
+// A binary built with -tags gosup_testhooks has hooks for the
 // end-to-end tests; release builds have neither:
 //   - on SIGTTIN, the owner goroutine of the process $GOSUP_TEST_PANIC
 //     (group:name) panics: the daemon's recovery from a panic in its core;
 //   - in an upgrade, just before the exec, the child of the process
 //     $GOSUP_TEST_KILL_BEFORE_EXEC is killed and left a zombie: an exit
 //     in the handover window, which the new image must reap and act on;
+//   - $GOSUP_TEST_SERVING_DELAY (a duration) holds the daemon that long
+//     between answering on its socket and serving in full: the window in
+//     which an upgrade is refused as "still starting";
 //   - in an upgrade, just before the exec, if the file
 //     $GOSUP_TEST_REPLACE_BEFORE_EXEC exists, it is removed and the binary
 //     is replaced by a copy of itself (a new inode): the exec is refused,
 //     and the daemon must undo everything.
 func init() {
 	testOptions = func(log *slog.Logger, o *supervisor.Options) {
+		if d, err := time.ParseDuration(os.Getenv("GOSUP_TEST_SERVING_DELAY")); err == nil {
+			o.BeforeServing = func() {
+				log.Warn("test hook: holding the daemon before it serves", "for", d)
+				time.Sleep(d)
+			}
+		}
 		if flag := os.Getenv("GOSUP_TEST_REPLACE_BEFORE_EXEC"); flag != "" {
 			o.BeforeExec = func(doc *handover.Doc) {
 				if os.Remove(flag) != nil {

@@ -417,3 +417,29 @@ func TestFailedExecUndoesEverything(t *testing.T) {
 		t.Fatalf("%s has %d lines", logf, want)
 	}
 }
+
+// TestUpgradeReturnsOnceServing: `gosup ctl upgrade` returns only once the
+// new image serves in full, so a second upgrade right after it is not
+// refused as "still starting" (upgrade_many failed so: WaitUpgrade took
+// the new image's first answer, sent before it served, for the end). The
+// test hook makes the new image take a second between answering and
+// serving.
+func TestUpgradeReturnsOnceServing(t *testing.T) {
+	bin := buildGosup(t, t.TempDir(), "v-serving", "gosup_testhooks")
+	d := startUpgradeDaemon(t, bin, 2, "GOSUP_TEST_SERVING_DELAY=1s")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// The first start is held too: wait until it serves.
+	for info, err := d.cl.Info(ctx); err != nil || info.State != "running"; info, err = d.cl.Info(ctx) {
+		if ctx.Err() != nil {
+			t.Fatalf("the daemon never ran: %+v, %v", info, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := range 2 {
+		info, err := d.upgrade(t, ctx)
+		if err != nil || info.Upgrades != i+1 || info.State != "running" {
+			t.Fatalf("upgrade %d: %+v, %v; want upgrades %d, state running", i+1, info, err, i+1)
+		}
+	}
+}

@@ -78,7 +78,11 @@ type Info struct {
 	Config  string  `json:"config"`
 	Socket  string  `json:"socket"`
 	UptimeS float64 `json:"uptime_s"`
-	Version string  `json:"version"`
+	// State is starting (the socket answers, the processes are being
+	// started or adopted), running or stopping (shut down); "" from a
+	// daemon older than the field.
+	State   string `json:"state,omitempty"`
+	Version string `json:"version"`
 	// Revision is the build's VCS revision ("" if unknown); Binary the
 	// file the daemon runs (its next upgrade's default), GoVersion the
 	// toolchain that built it.

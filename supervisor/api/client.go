@@ -179,14 +179,16 @@ func (c *Client) Upgrade(ctx context.Context, binary string) (UpgradeReply, erro
 }
 
 // WaitUpgrade waits until the upgrade that reply started is done (the new
-// image answers, and its Info is returned) or has failed (an error with
+// image serves in full, and its Info is returned) or has failed (an error with
 // the daemon's reason), or ctx ends. Connections wait meanwhile in the
 // socket's backlog; a connection the exec cuts is tried again.
 func (c *Client) WaitUpgrade(ctx context.Context, reply UpgradeReply) (Info, error) {
 	for {
 		info, err := c.Info(ctx)
 		switch {
-		case err == nil && info.Upgrades > reply.Upgrades:
+		case err == nil && info.Upgrades > reply.Upgrades && info.State != "starting":
+			// The new image answers before it has adopted everything:
+			// an upgrade or a stop asked for then would be refused.
 			return info, nil
 		case err == nil && info.UpgradeFailures > reply.Failures:
 			return info, fmt.Errorf("upgrade failed, the daemon goes on as before: %s", info.LastUpgradeError)
