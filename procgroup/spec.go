@@ -61,7 +61,7 @@ type Spec struct {
 	// a planned stop. MaxUnavailable bounds how many processes of the
 	// program a rolling restart takes out at once.
 	Drain          time.Duration
-	MaxUnavailable int
+	MaxUnavailable Unavailable
 	// TouchReload lists files whose change restarts the program's
 	// processes, rolling (uWSGI's touch-reload). Relative to the config file.
 	TouchReload []string
@@ -102,8 +102,33 @@ func DefaultSpec() Spec {
 		StderrLogfileBackups:  10,
 		ReadyTimeout:          60 * time.Second,
 		Drain:                 2 * time.Second,
-		MaxUnavailable:        1,
+		MaxUnavailable:        Unavailable{N: 1},
 	}
+}
+
+// Unavailable is max_unavailable: a number of processes, or (Percent) a
+// percentage of the program's numprocs.
+type Unavailable struct {
+	N       int
+	Percent bool
+}
+
+// Of is how many of a program's numprocs processes a rolling restart may
+// take out at once: N, or N percent of numprocs rounded down but at least
+// 1 (Kubernetes' rule for maxUnavailable); never less than 1.
+func (u Unavailable) Of(numprocs int) int {
+	if u.Percent {
+		return max(1, numprocs*u.N/100)
+	}
+	return max(1, u.N)
+}
+
+// String is the value as written: "3" or "25%".
+func (u Unavailable) String() string {
+	if u.Percent {
+		return strconv.Itoa(u.N) + "%"
+	}
+	return strconv.Itoa(u.N)
 }
 
 // FieldError is a problem Expand found with one key of a program: Key is

@@ -731,7 +731,8 @@ func (s *Supervisor) roll(ctx context.Context, l *lease, steps []step, startStop
 		}
 		return results
 	}
-	batch := max(1, cmp.Or(steps[0].spec, steps[0].p.Spec()).Program.MaxUnavailable)
+	spec := cmp.Or(steps[0].spec, steps[0].p.Spec()).Program
+	batch := spec.MaxUnavailable.Of(spec.NumProcs)
 	for i := 0; i < len(steps); i += batch {
 		chunk := steps[i:min(i+batch, len(steps))]
 		var live, idle []step

@@ -33,6 +33,9 @@ func TestBadConfigs(t *testing.T) {
 		"bad_duration.bad.toml":            `bad_duration.bad.toml:2: supervisor.shutdown_timeout: invalid duration "30 seconds"`,
 		"bad_autorestart.bad.toml":         `bad_autorestart.bad.toml:3: program.web.autorestart: invalid autorestart sometimes`,
 		"numprocs_zero.bad.toml":           `numprocs_zero.bad.toml:3: program.web.numprocs: must be at least 1, have 0`,
+		"max_unavailable_word.bad.toml":    `max_unavailable_word.bad.toml:3: program.web.max_unavailable: invalid max_unavailable "a quarter": want a number of processes such as 2 or a percentage of numprocs such as "25%"`,
+		"max_unavailable_percent.bad.toml": `max_unavailable_percent.bad.toml:5: program.web.max_unavailable: a percentage of numprocs must be 1%-100%, have 150%`,
+		"max_unavailable_zero.bad.toml":    `max_unavailable_zero.bad.toml:4: program.web.max_unavailable: must be at least 1 (or a percentage of numprocs such as "25%"), have 0`,
 		"no_command.bad.toml":              `no_command.bad.toml:1: program.web.command: is required`,
 		"port_no_start.bad.toml":           `port_no_start.bad.toml:2: program.web.command: uses %(port)d but the program has no port_start`,
 		"bad_umask.bad.toml":               `bad_umask.bad.toml:3: program.web.umask: invalid umask "099"`,
@@ -540,4 +543,38 @@ func TestFileSizeBound(t *testing.T) {
 			t.Errorf("%v", err)
 		}
 	})
+}
+
+// max_unavailable is a number of processes or a percentage of numprocs,
+// rounded down and at least 1 (Kubernetes' maxUnavailable).
+func TestMaxUnavailablePercent(t *testing.T) {
+	for _, tc := range []struct {
+		value    string
+		numprocs int
+		want     int
+	}{
+		{`2`, 10, 2},
+		{`"3"`, 10, 3},
+		{`"25%"`, 20, 5},
+		{`"25%"`, 10, 2}, // 2.5, rounded down
+		{`"25%"`, 3, 1},  // 0.75: at least 1
+		{`"100%"`, 7, 7},
+		{`" 50 % "`, 5, 2},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "gosup.toml")
+			body := fmt.Sprintf("[program.web]\ncommand = \"app\"\nprocess_name = \"web_%%(process_num)d\"\nnumprocs = %d\nmax_unavailable = %s\n", tc.numprocs, tc.value)
+			if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := Load(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec := cfg.Programs[0].Spec
+			if got := spec.MaxUnavailable.Of(spec.NumProcs); got != tc.want {
+				t.Errorf("max_unavailable = %s with numprocs = %d: got %d at once, want %d", tc.value, tc.numprocs, got, tc.want)
+			}
+		})
+	}
 }

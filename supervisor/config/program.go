@@ -67,8 +67,11 @@ func (src *source) checkProgram(name string, s *procgroup.Spec) []error {
 	if s.Drain < 0 {
 		add("drain", "must not be negative, have %s", s.Drain)
 	}
-	if s.MaxUnavailable < 1 {
-		add("max_unavailable", "must be at least 1, have %d", s.MaxUnavailable)
+	switch mu := s.MaxUnavailable; {
+	case mu.Percent && (mu.N < 1 || mu.N > 100):
+		add("max_unavailable", "a percentage of numprocs must be 1%%-100%%, have %s", mu)
+	case !mu.Percent && mu.N < 1:
+		add("max_unavailable", "must be at least 1 (or a percentage of numprocs such as \"25%%\"), have %s", mu)
 	}
 	for _, f := range s.TouchReload {
 		if strings.TrimSpace(f) == "" {

@@ -76,7 +76,7 @@ type rawProgram struct {
 	Ready                 string            `toml:"ready"`
 	ReadyTimeout          duration          `toml:"ready_timeout"`
 	Drain                 duration          `toml:"drain"`
-	MaxUnavailable        int               `toml:"max_unavailable"`
+	MaxUnavailable        maxUnavailable    `toml:"max_unavailable"`
 	TouchReload           []string          `toml:"touch_reload"`
 	StdoutLogfile         string            `toml:"stdout_logfile"`
 	StdoutLogfileMaxBytes size              `toml:"stdout_logfile_maxbytes"`
@@ -305,6 +305,28 @@ func (t *tasksMax) UnmarshalTOML(v any) error {
 		return fmt.Errorf("invalid tasks_max %q: want a number of tasks or \"infinity\"", v)
 	}
 	return fmt.Errorf("want a number of tasks or \"infinity\", have %v", v)
+}
+
+// maxUnavailable is max_unavailable: a number of processes (3) or a
+// percentage of numprocs ("25%"); the bounds are checked by checkProgram.
+type maxUnavailable procgroup.Unavailable
+
+// UnmarshalTOML accepts 3 or "25%" (a number alone in a string too).
+func (m *maxUnavailable) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case int64:
+		*m = maxUnavailable{N: int(max(min(v, math.MaxInt32), math.MinInt32))}
+		return nil
+	case string:
+		num, pct := strings.CutSuffix(strings.TrimSpace(v), "%")
+		n, err := strconv.Atoi(strings.TrimSpace(num))
+		if err != nil {
+			return fmt.Errorf("invalid max_unavailable %q: want a number of processes such as 2 or a percentage of numprocs such as \"25%%\"", v)
+		}
+		*m = maxUnavailable{N: n, Percent: pct}
+		return nil
+	}
+	return fmt.Errorf("invalid max_unavailable %v: want a number of processes such as 2 or a percentage of numprocs such as \"25%%\"", v)
 }
 
 // autoRestart is supervisord's autorestart: true, false or "unexpected".
