@@ -128,6 +128,7 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 					ps.Name, f.Stream, f.Path, f.Since.Format(time.DateTime), oneLine(f.Error), f.DroppedBytes))
 			}
 		}
+		ps.OldSpec = s.onOldSpec(p)
 		if ps.Description == "not started" && s.admin.isStopped(ps.Name) {
 			ps.Description = "stopped with gosup ctl stop (kept across daemon restarts until gosup ctl start)"
 		}
@@ -208,7 +209,11 @@ func toProcStatus(st procgroup.Status, now time.Time) api.ProcStatus {
 
 // Act runs start, stop or restart on the processes req names, each
 // program's part in its lane, or signal at once.
-func (h apiHost) Act(ctx context.Context, verb string, req api.ActionRequest) ([]api.Result, error) {
+//
+// Each step is reported to progress (nil: nobody watches) as it happens.
+// A client that goes away (Ctrl-C) stops the wait for a lane, as before;
+// a part already begun runs to its end.
+func (h apiHost) Act(ctx context.Context, verb string, req api.ActionRequest, progress *api.Progress) ([]api.Result, error) {
 	s := h.s
 	if verb == "signal" {
 		return s.signal(req)
@@ -224,6 +229,7 @@ func (h apiHost) Act(ctx context.Context, verb string, req api.ActionRequest) ([
 		return nil, patternError(err)
 	}
 	defer l.release()
+	l.watch(progress)
 	octx := s.opsCtx
 	var results []api.Result
 	switch {
@@ -279,8 +285,8 @@ func (s *Supervisor) signal(req api.ActionRequest) ([]api.Result, error) {
 
 // Reload runs a reload for a client: once begun it is not undone by the
 // client going away; it runs to its end (or to shutdown).
-func (h apiHost) Reload(dryRun bool) (*api.ReloadPlan, error) {
-	plan, err := h.s.Reload(h.s.opsCtx, dryRun)
+func (h apiHost) Reload(dryRun bool, progress *api.Progress) (*api.ReloadPlan, error) {
+	plan, err := h.s.Reload(h.s.opsCtx, dryRun, progress)
 	var invalid *ConfigInvalidError
 	switch {
 	case errors.As(err, &invalid):

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/supervisor/api"
 )
 
 // Operations that change which processes run (ctl start, stop, restart,
@@ -86,6 +87,26 @@ type lease struct {
 	// doneMu guards passed: the places given back early, by done.
 	doneMu sync.Mutex
 	passed map[procgroup.ProgramName]bool
+	// progress receives the operation's steps as they happen, for the
+	// request that asked for it (nil: nobody watches). Set once, before
+	// the operation's work begins.
+	progress *api.Progress
+}
+
+// emit reports one step of the operation to whoever watches it; it never
+// blocks (see api.Progress).
+func (l *lease) emit(ev api.Event) {
+	if l != nil {
+		l.progress.Emit(ev)
+	}
+}
+
+// watch makes p receive the operation's steps; call it before the work
+// begins. Safe on a nil lease (nothing is reported).
+func (l *lease) watch(p *api.Progress) {
+	if l != nil {
+		l.progress = p
+	}
 }
 
 // reserve queues an operation in the lanes of progs (program names). It

@@ -109,7 +109,7 @@ func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason st
 	if err := p.Start(); err != nil && !errors.Is(err, procgroup.ErrAlreadyStarted) {
 		return err
 	}
-	if msg, ok := waitStarted(octx, p, before); !ok {
+	if msg, ok := waitStarted(octx, l, p, before); !ok {
 		return errors.New(msg)
 	}
 	return nil

@@ -68,7 +68,7 @@ func (s *Supervisor) reloadLoop(ctx context.Context) {
 			// Counted from the kick on: an upgrade between the kick and
 			// the reload's wait for its lock hands it over all the same.
 			s.reloadsWaiting.Add(1)
-			plan, err := s.Reload(ctx, false)
+			plan, err := s.Reload(ctx, false, nil)
 			s.reloadsWaiting.Add(-1)
 			switch {
 			case err != nil:
@@ -104,7 +104,10 @@ func (s *Supervisor) loadOptions() config.LoadOptions {
 // Restarts and additions need no such wait: the processes added are in
 // their pools from the start, and a later plan compares a process whose
 // restart is under way with the spec it is being restarted into.
-func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, error) {
+//
+// It reports its plan, each step and the nginx update to progress (nil:
+// nobody watches) as they happen.
+func (s *Supervisor) Reload(ctx context.Context, dryRun bool, progress *api.Progress) (*api.ReloadPlan, error) {
 	file := s.config().File
 	if dryRun {
 		next, err := config.LoadWith(file, s.loadOptions())
@@ -159,6 +162,12 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 	if err != nil {
 		return nil, err
 	}
+	l.watch(progress)
+	shown := *rp
+	l.emit(api.Event{Step: api.StepPlan, Plan: &shown})
+	for _, r := range inPlace {
+		l.emit(api.Event{Process: r.Name, Step: api.StepFailed, Message: r.Message})
+	}
 	defer l.release() // also if apply panics: the lanes must not stay taken
 	// Processes the reload stops and starts again must not read as
 	// settled: no first READY=1 until it is done (see runNotify).
@@ -177,7 +186,22 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool) (*api.ReloadPlan, 
 	l.release()
 	// The caller learns what nginx made of the result, not only that it
 	// was queued.
-	rp.Nginx = s.nginxOutcome(ctx)
+	if m := s.currentNginx(); m != nil {
+		before := m.Status().Reloads
+		l.emit(api.Event{Step: api.StepNginx, Message: "rendering " + m.Status().Output + ", testing it and reloading nginx"})
+		began := time.Now()
+		rp.Nginx = s.nginxOutcome(ctx)
+		ev := api.Event{Step: api.StepNginx, TookS: time.Since(began).Seconds()}
+		switch st := m.Status(); {
+		case rp.Nginx != "ok":
+			ev.Step, ev.Message = api.StepFailed, "nginx: "+rp.Nginx
+		case st.Reloads > before:
+			ev.Message = fmt.Sprintf("ok: %s rendered, tested and loaded by nginx (%d servers)", st.Output, st.Servers)
+		default:
+			ev.Message = "ok: " + st.Output + " unchanged, nginx not reloaded"
+		}
+		l.emit(ev)
+	}
 	last := api.ReloadStatus{At: time.Now(), OK: true}
 	var failed []string
 	for _, r := range rp.Results {
@@ -421,6 +445,7 @@ func (s *Supervisor) prepare(ctx context.Context, next *config.Config, plans []*
 	s.addProcesses(plans)
 	for _, pp := range plans {
 		s.setPending(pp.restart)
+		s.markOld(l, pp.restart)
 	}
 	return l, prev, stopNginx, failed, nil
 }
@@ -565,6 +590,7 @@ func (s *Supervisor) applyPart(ctx context.Context, l *lease, pt *part, parts []
 	// However the part ends (a panic too), its restarts are no longer
 	// under way: a later plan compares with the spec each process has.
 	defer s.clearPending(pp.restart)
+	defer s.unmarkOld(l, pp.restart)
 	var results []api.Result
 	if len(pp.remove) > 0 {
 		for _, q := range parts {
@@ -611,6 +637,37 @@ func (s *Supervisor) pendingSpec(p *procgroup.Process) *procgroup.ProcSpec {
 	s.pendingMu.Lock()
 	defer s.pendingMu.Unlock()
 	return s.pending[p]
+}
+
+// markOld marks steps' processes as still on the spec a rollout (a
+// rolling restart, or a reload's restarts) of l is about to replace:
+// status shows it until roll restarts them (unmarkOld).
+func (s *Supervisor) markOld(l *lease, steps []step) {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	for _, st := range steps {
+		s.oldSpec[st.p] = l
+	}
+}
+
+// unmarkOld clears l's marks of steps' processes, unless a later
+// operation has marked them since. Safe to call more than once.
+func (s *Supervisor) unmarkOld(l *lease, steps []step) {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	for _, st := range steps {
+		if s.oldSpec[st.p] == l {
+			delete(s.oldSpec, st.p)
+		}
+	}
+}
+
+// onOldSpec reports whether a rollout has yet to restart p.
+func (s *Supervisor) onOldSpec(p *procgroup.Process) bool {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	_, ok := s.oldSpec[p]
+	return ok
 }
 
 // setPending records the specs that steps' restarts are under way to.
@@ -725,9 +782,13 @@ func (s *Supervisor) roll(ctx context.Context, l *lease, steps []step, startStop
 		return nil
 	}
 	prog := steps[0].p.Spec().ProgramName
+	// However the rollout ends, none of its processes is pending any
+	// more: those not restarted keep running as they are.
+	defer s.unmarkOld(l, steps)
 	if err := l.acquire(prog); err != nil {
 		for _, st := range steps {
 			results = append(results, api.Result{Name: st.name(), State: st.p.Status().State.String(), Message: err.Error()})
+			l.emit(api.Event{Process: st.name(), Step: api.StepFailed, Message: err.Error()})
 		}
 		return results
 	}
@@ -758,15 +819,19 @@ func (s *Supervisor) roll(ctx context.Context, l *lease, steps []step, startStop
 			if st.spec != nil {
 				if err := st.p.SetSpec(st.spec); err != nil {
 					results = append(results, api.Result{Name: st.name(), Message: err.Error()})
+					l.emit(api.Event{Process: st.name(), Step: api.StepFailed, Message: err.Error()})
 					continue
 				}
 			}
+			// Stopped, and given its new spec: what starts now is the new.
+			s.unmarkOld(l, []step{st})
 			again = append(again, st.p)
 		}
 		for _, st := range idle {
 			if st.spec != nil {
 				_ = st.p.SetSpec(st.spec)
 			}
+			s.unmarkOld(l, []step{st})
 		}
 		started := s.start(ctx, l, again)
 		results = append(results, started...)
@@ -785,8 +850,9 @@ func (s *Supervisor) roll(ctx context.Context, l *lease, steps []step, startStop
 			var rest []string
 			for _, st := range steps[i+len(chunk):] {
 				rest = append(rest, st.p.Spec().Name)
-				results = append(results, api.Result{Name: st.name(), State: st.p.Status().State.String(),
-					Message: "not restarted: the rolling restart halted because a replacement did not become ready"})
+				const halted = "not restarted: the rolling restart halted because a replacement did not become ready"
+				results = append(results, api.Result{Name: st.name(), State: st.p.Status().State.String(), Message: halted})
+				l.emit(api.Event{Process: st.name(), Step: api.StepFailed, Message: halted})
 			}
 			if len(rest) > 0 {
 				s.log.Error("rolling restart halted", "program", prog, "not_restarted", strings.Join(rest, ","))
@@ -813,6 +879,7 @@ func (s *Supervisor) rollingRestart(ctx context.Context, l *lease, procs []*proc
 	rolls := make([][]step, len(order))
 	for i, name := range order {
 		rolls[i] = byProg[name]
+		s.markOld(l, rolls[i])
 	}
 	return s.rollPrograms(ctx, l, rolls, startStopped)
 }
@@ -875,15 +942,26 @@ func (s *Supervisor) drain(ctx context.Context, l *lease, procs []*procgroup.Pro
 	if len(members) == 0 || s.currentNginx() == nil {
 		return
 	}
+	began := time.Now()
 	s.setDown(members, true)
+	unconfirmed := ""
 	if err := s.syncNginx(ctx); err != nil {
 		s.log.Warn("draining without nginx's confirmation", "err", err)
+		unconfirmed = " (nginx did not confirm: " + oneLine(err.Error()) + ")"
+	}
+	for _, p := range members {
+		spec := p.Spec()
+		l.emit(api.Event{Process: spec.FullName(), Step: api.StepDraining, Pid: p.Status().Pid,
+			Message: fmt.Sprintf("down in nginx upstream %s, waiting %s for requests in flight%s", spec.Program.Upstream, wait, unconfirmed)})
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-ctx.Done():
+	}
+	for _, p := range members {
+		l.emit(api.Event{Process: p.Spec().FullName(), Step: api.StepDrained, Pid: p.Status().Pid, TookS: time.Since(began).Seconds()})
 	}
 }
 

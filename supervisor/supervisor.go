@@ -115,6 +115,10 @@ type Supervisor struct {
 	reloadsWaiting atomic.Int32
 	pendingMu      sync.Mutex
 	pending        map[*procgroup.Process]*procgroup.ProcSpec
+	// oldSpec marks, guarded by pendingMu, the processes a rollout
+	// (rolling restart, a reload's restarts) has yet to restart, with the
+	// rollout's lease: status shows them as on the old spec.
+	oldSpec map[*procgroup.Process]*lease
 	// readySent: sd_notify READY=1 has been sent once (a reload sends it
 	// again only after that).
 	readySent atomic.Bool
@@ -193,6 +197,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[procgroup.ProgramName]bool{}, touchRunning: map[procgroup.ProgramName]bool{},
 		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		down: map[string]bool{}, stopMemmon: func() {}, pending: map[*procgroup.Process]*procgroup.ProcSpec{},
+		oldSpec: map[*procgroup.Process]*lease{},
 	}
 }
 
@@ -750,6 +755,7 @@ func (s *Supervisor) stop(ctx context.Context, l *lease, procs []*procgroup.Proc
 	var results []api.Result
 	for _, level := range s.levels(procs, true) {
 		results = append(results, s.parallel(ctx, l, level, func(p *procgroup.Process) (string, bool) {
+			name, before := p.Spec().FullName(), p.Status()
 			err := p.Stop()
 			if errors.Is(err, procgroup.ErrNotRunning) {
 				return "not running", true
@@ -757,10 +763,21 @@ func (s *Supervisor) stop(ctx context.Context, l *lease, procs []*procgroup.Proc
 			if err != nil {
 				return err.Error(), false
 			}
+			began := time.Now()
+			how := "SIG" + p.Spec().Program.StopSignal.String() + " sent"
+			if before.Pid == 0 {
+				how = "no child running (was " + before.State.String() + ")"
+			}
+			l.emit(api.Event{Process: name, Step: api.StepStopping, Pid: before.Pid, Message: how})
 			st, err := p.Wait(ctx, stoppedish)
 			if err != nil {
 				return fmt.Sprintf("still %s: %v", st.State, err), false
 			}
+			how = "stopped"
+			if before.Pid != 0 && st.ExitDesc != "" {
+				how = st.ExitDesc
+			}
+			l.emit(api.Event{Process: name, Step: api.StepStopped, Pid: before.Pid, TookS: time.Since(began).Seconds(), Message: how})
 			return "stopped", true
 		})...)
 	}
@@ -782,14 +799,26 @@ func (s *Supervisor) start(ctx context.Context, l *lease, procs []*procgroup.Pro
 			if err != nil {
 				return err.Error(), false
 			}
-			return waitStarted(ctx, p, before)
+			return waitStarted(ctx, l, p, before)
 		})...)
 	}
 	return results
 }
 
-func waitStarted(ctx context.Context, p *procgroup.Process, spawnsBefore int) (string, bool) {
+// waitStarted waits until p, asked to start after spawnsBefore spawns, is
+// RUNNING or has failed for good, reporting each child it spawns meanwhile
+// and its readiness to l's watcher (l may be nil).
+func waitStarted(ctx context.Context, l *lease, p *procgroup.Process, spawnsBefore int) (string, bool) {
+	name, began, lastPid := p.Spec().FullName(), time.Now(), 0
 	st, err := p.Wait(ctx, func(st procgroup.Status) bool {
+		if st.Spawns > spawnsBefore && st.Pid != 0 && st.Pid != lastPid {
+			lastPid = st.Pid
+			msg := ""
+			if n := st.Spawns - spawnsBefore; n > 1 {
+				msg = fmt.Sprintf("attempt %d", n)
+			}
+			l.emit(api.Event{Process: name, Step: api.StepStarted, Pid: st.Pid, Message: msg})
+		}
 		switch st.State {
 		case procgroup.Running, procgroup.Fatal, procgroup.Stopped:
 			return true
@@ -802,6 +831,7 @@ func waitStarted(ctx context.Context, p *procgroup.Process, spawnsBefore int) (s
 	case err != nil:
 		return fmt.Sprintf("still %s: %v", st.State, err), false
 	case st.State == procgroup.Running:
+		l.emit(api.Event{Process: name, Step: api.StepReady, Pid: st.Pid, TookS: time.Since(began).Seconds()})
 		return "started", true
 	case st.SpawnError != "":
 		return "spawn error: " + st.SpawnError, false
@@ -831,6 +861,9 @@ func (s *Supervisor) parallel(ctx context.Context, l *lease, procs []*procgroup.
 				msg, ok = f(p)
 			}
 			results[i] = api.Result{Name: p.Spec().FullName(), OK: ok, State: p.Status().State.String(), Message: msg}
+			if !ok {
+				l.emit(api.Event{Process: results[i].Name, Step: api.StepFailed, Message: msg})
+			}
 		})
 	}
 	wg.Wait()

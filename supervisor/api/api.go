@@ -60,6 +60,10 @@ type ProcStatus struct {
 	// read-only): their output is dropped and counted until they take it
 	// again.
 	LogFailing []LogFailure `json:"log_failing,omitempty"`
+	// OldSpec says a rollout under way (ctl restart --rolling, a reload's
+	// restarts, touch_reload) has yet to restart the process: it still
+	// runs the spec the rollout replaces.
+	OldSpec bool `json:"old_spec,omitempty"`
 }
 
 // LogFailure is one log that refuses output now.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -56,6 +58,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 
 // raw sends a request and returns a 2xx response, or the API's error.
 func (c *Client) raw(ctx context.Context, method, path string, query url.Values, body any) (*http.Response, error) {
+	return c.rawAccept(ctx, method, path, query, body, "")
+}
+
+// rawAccept is raw with an Accept header ("": none).
+func (c *Client) rawAccept(ctx context.Context, method, path string, query url.Values, body any, accept string) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -74,6 +81,9 @@ func (c *Client) raw(ctx context.Context, method, path string, query url.Values,
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -138,6 +148,87 @@ func (c *Client) Reload(ctx context.Context, dryRun bool) (*ReloadPlan, error) {
 		return nil, err
 	}
 	return &out, nil
+}
+
+// ReloadStream is Reload with its plan and steps passed to each as they
+// happen (see Event), before it returns the outcome. A daemon that does
+// not stream (an older one) sends only the outcome.
+func (c *Client) ReloadStream(ctx context.Context, dryRun bool, each func(Event)) (*ReloadPlan, error) {
+	var out ReloadPlan
+	final, err := c.stream(ctx, "/v1/reload", ReloadRequest{DryRun: dryRun}, &out, each)
+	if err != nil {
+		return nil, err
+	}
+	if final != nil {
+		if final.Plan == nil {
+			return nil, fmt.Errorf("decode response from %s: the outcome has no plan", c.Socket)
+		}
+		return final.Plan, nil
+	}
+	return &out, nil
+}
+
+// ActionStream is Action with the steps (start, stop, restart) passed to
+// each as they happen (see Event), before it returns the outcome.
+func (c *Client) ActionStream(ctx context.Context, verb string, req ActionRequest, each func(Event)) ([]Result, error) {
+	var out ActionResponse
+	final, err := c.stream(ctx, "/v1/"+verb, req, &out, each)
+	if err != nil {
+		return nil, err
+	}
+	if final != nil {
+		return final.Results, nil
+	}
+	return out.Results, nil
+}
+
+// MaxEventBytes bounds one line of a progress stream (a reload's outcome
+// for thousands of processes is the longest).
+const MaxEventBytes = 16 << 20
+
+// stream posts body asking for a progress stream and passes each event to
+// each; it returns the outcome's event (step "result"), or an *Error for
+// step "error". A plain reply (a daemon that does not stream) is decoded
+// into plain instead, and the returned event is nil.
+func (c *Client) stream(ctx context.Context, path string, body, plain any, each func(Event)) (*Event, error) {
+	resp, err := c.rawAccept(ctx, http.MethodPost, path, nil, body, StreamType)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";"); mt != StreamType {
+		if err := json.NewDecoder(resp.Body).Decode(plain); err != nil {
+			return nil, fmt.Errorf("decode response from %s: %w", c.Socket, err)
+		}
+		return nil, nil
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), MaxEventBytes)
+	for sc.Scan() {
+		var ev Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return nil, fmt.Errorf("decode progress from %s: %w", c.Socket, err)
+		}
+		switch ev.Step {
+		case StepResult:
+			if each != nil {
+				each(ev)
+			}
+			return &ev, nil
+		case StepError:
+			if each != nil {
+				each(ev)
+			}
+			return nil, &Error{Code: ev.Code, Msg: ev.Error}
+		}
+		if each != nil {
+			each(ev)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read progress from %s: %w", c.Socket, err)
+	}
+	return nil, fmt.Errorf("read progress from %s: the stream ended without the outcome", c.Socket)
 }
 
 // Nginx returns the outcome of the last nginx update.

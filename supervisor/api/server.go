@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/gosup/gosup/logtail"
@@ -26,11 +28,13 @@ type Daemon interface {
 	// one-line warnings for the status table.
 	Status(patterns []string) ([]ProcStatus, []string, error)
 	// Act runs start, stop, restart or signal on the processes req names;
-	// ctx ends when the client goes away.
-	Act(ctx context.Context, verb string, req ActionRequest) ([]Result, error)
+	// ctx ends when the client goes away. It emits its steps on p (nil:
+	// nobody watches).
+	Act(ctx context.Context, verb string, req ActionRequest, p *Progress) ([]Result, error)
 	// Reload re-reads the configuration and applies it (dryRun: only
 	// reports the difference); it runs to its end whoever waits for it.
-	Reload(dryRun bool) (*ReloadPlan, error)
+	// It emits its plan and steps on p (nil: nobody watches).
+	Reload(dryRun bool, p *Progress) (*ReloadPlan, error)
 	Nginx() (NginxStatus, error)
 	// LogPath returns the log file of one process's stream (stdout or
 	// stderr), which the server tails.
@@ -218,7 +222,14 @@ func (s server) action(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	verb := r.URL.Path[len("/v1/"):]
-	results, err := s.d.Act(r.Context(), verb, req)
+	if verb != "signal" && wantsStream(r) {
+		streamOutcome(w, r, DefaultProgressBound, func(p *Progress) (Event, error) {
+			results, err := s.d.Act(r.Context(), verb, req, p)
+			return Event{Step: StepResult, Results: results}, err
+		})
+		return
+	}
+	results, err := s.d.Act(r.Context(), verb, req, nil)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -234,12 +245,154 @@ func (s server) reload(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, Invalid(fmt.Errorf("bad request body: %w", err)))
 		return
 	}
-	plan, err := s.d.Reload(req.DryRun)
+	if wantsStream(r) {
+		streamOutcome(w, r, DefaultProgressBound, func(p *Progress) (Event, error) {
+			plan, err := s.d.Reload(req.DryRun, p)
+			return Event{Step: StepResult, Plan: plan}, err
+		})
+		return
+	}
+	plan, err := s.d.Reload(req.DryRun, nil)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, plan)
+}
+
+// wantsStream reports whether the client asked for the steps as they
+// happen (Accept: application/x-ndjson).
+func wantsStream(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		for _, t := range strings.Split(v, ",") {
+			if mt, _, _ := strings.Cut(strings.TrimSpace(t), ";"); strings.EqualFold(strings.TrimSpace(mt), StreamType) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// streamOutcome runs op with a Progress of its own (holding bound events
+// not yet sent) and streams its events, one JSON object a line, as they
+// come, then its outcome as the last line: final (step "result") or, for
+// an error, step "error" with the error and the status it would have had.
+// An error before any event is the plain error response, as without a
+// stream. The operation never waits for the client: events it emits while
+// the client is slow are dropped and counted (a "dropped" line says how
+// many), and a client that takes no bytes for the write timeout, or goes
+// away, is written to no more; the request still lasts until op ends, as
+// without a stream. op runs on the handler's goroutine, so a panic in it
+// reaches the handler's callers as before (the stream is cut short).
+func streamOutcome(w http.ResponseWriter, r *http.Request, bound int, op func(*Progress) (Event, error)) {
+	p := NewProgress(bound)
+	dw, lift := newDeadlineWriter(w, r)
+	defer lift()
+	st := &streamer{w: w, r: r, dw: dw, enc: json.NewEncoder(dw), p: p}
+	quit, pumped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(pumped)
+		st.pump(quit)
+	}()
+	// However op ends (a panic too), the pump is done with w before the
+	// handler returns.
+	stop := sync.OnceFunc(func() {
+		close(quit)
+		<-pumped
+	})
+	defer stop()
+	final, err := op(p)
+	stop()
+	if err != nil && !st.started {
+		writeErr(w, err)
+		return
+	}
+	st.flush()
+	if err != nil {
+		code := http.StatusInternalServerError
+		var se *statusError
+		if errors.As(err, &se) {
+			code = se.code
+		}
+		final = Event{Step: StepError, Error: err.Error(), Code: code}
+	}
+	final.Time, final.ElapsedS = time.Now(), p.Since().Seconds()
+	st.write(final)
+	st.flush()
+}
+
+// streamer writes a progress stream: the pump's goroutine while the
+// operation runs, then the handler's (never both at once).
+type streamer struct {
+	w   http.ResponseWriter
+	r   *http.Request
+	dw  *deadlineWriter
+	enc *json.Encoder
+	p   *Progress
+	// started: the header is sent; broken: a write failed (the client is
+	// gone or too slow), nothing more is written.
+	started, broken bool
+	reported        int64 // the drops already reported
+}
+
+// pump writes the events as they come until quit is closed, then those
+// still waiting.
+func (st *streamer) pump(quit <-chan struct{}) {
+	for {
+		select {
+		case ev := <-st.p.Events():
+			st.write(ev)
+			st.drain()
+			st.flush()
+		case <-quit:
+			st.drain()
+			return
+		}
+	}
+}
+
+// drain writes the events waiting now.
+func (st *streamer) drain() {
+	for {
+		select {
+		case ev := <-st.p.Events():
+			st.write(ev)
+		default:
+			return
+		}
+	}
+}
+
+func (st *streamer) write(ev Event) {
+	if st.broken {
+		return
+	}
+	if !st.started {
+		st.started = true
+		st.w.Header().Set("Content-Type", StreamType)
+		st.w.WriteHeader(http.StatusOK)
+	}
+	if err := st.enc.Encode(ev); err != nil {
+		st.broken = true
+		if timedOut(err) {
+			logf(st.r, "control socket: %s: the client took no bytes for %s; its progress is no longer sent", st.r.URL.Path, st.dw.d)
+		}
+	}
+}
+
+// flush says how many events were dropped since it last did, if any, and
+// sends what is written.
+func (st *streamer) flush() {
+	if n := st.p.Dropped(); n > st.reported {
+		st.write(Event{Time: time.Now(), ElapsedS: st.p.Since().Seconds(), Step: StepDropped, Dropped: n - st.reported,
+			Message: fmt.Sprintf("%d progress events dropped: the client read too slowly", n-st.reported)})
+		st.reported = n
+	}
+	if st.started && !st.broken {
+		if err := st.dw.Flush(); err != nil {
+			st.broken = true
+		}
+	}
 }
 
 // upgrade starts an in-place upgrade; the reply says it passed its checks.
