@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -115,6 +116,9 @@ func printStatus(w io.Writer, st []api.ProcStatus) {
 		if p.LogDroppedBytes > 0 {
 			info = strings.TrimPrefix(info+"; "+droppedInfo(p), "; ")
 		}
+		if p.OldSpec {
+			info = strings.TrimSuffix(oldSpecInfo+"; "+info, "; ")
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t", p.Name, p.State, pid, port, up, p.Restarts)
 		if withRSS {
 			rss := "-"
@@ -127,6 +131,10 @@ func printStatus(w io.Writer, st []api.ProcStatus) {
 	}
 	tw.Flush()
 }
+
+// oldSpecInfo marks, in INFO, a process that a rollout under way has yet
+// to restart.
+const oldSpecInfo = "old spec (rolling restart pending)"
 
 // droppedInfo says how much output a process lost, per stream, and which
 // of its logs fail now.
@@ -149,26 +157,53 @@ func droppedInfo(p api.ProcStatus) string {
 }
 
 func newActionCmd(g *globalFlags, verb, short string) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	c := &cobra.Command{
 		Use:   verb + " PATTERN...",
 		Short: short + " (PATTERN: group:process, group:*, group, program, process or all)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runAction(cmd, g, verb, api.ActionRequest{Patterns: args})
+			return runAction(cmd, g, verb, api.ActionRequest{Patterns: args}, asJSON)
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, jsonStepsUsage)
+	return c
 }
 
-func runAction(cmd *cobra.Command, g *globalFlags, verb string, req api.ActionRequest) error {
+// jsonStepsUsage is the --json of the commands that print their steps.
+const jsonStepsUsage = "print each step as one JSON object a line as it happens, the outcome last (see the README)"
+
+// runAction runs start, stop, restart or signal, printing each step of
+// the first three as it happens (see progressPrinter), then one line a
+// process. Ctrl-C stops the wait for processes an operation in progress
+// holds; what has begun runs to its end in the daemon.
+func runAction(cmd *cobra.Command, g *globalFlags, verb string, req api.ActionRequest, asJSON bool) error {
 	cl, err := g.client()
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	results, err := cl.Action(ctx, verb, req)
+	if verb == "signal" {
+		results, err := cl.Action(ctx, verb, req)
+		if err != nil {
+			return clientErr(err)
+		}
+		return printResults(cmd, results)
+	}
+	pp := &progressPrinter{w: cmd.OutOrStdout(), asJSON: asJSON}
+	results, err := cl.ActionStream(ctx, verb, req, pp.event)
 	if err != nil {
 		return clientErr(err)
+	}
+	if asJSON {
+		if err := pp.final(api.Event{Step: api.StepResult, Results: results}); err != nil {
+			return failed(err)
+		}
+		if slices.ContainsFunc(results, func(r api.Result) bool { return !r.OK }) {
+			return silent(exitFailed)
+		}
+		return nil
 	}
 	return printResults(cmd, results)
 }
@@ -192,16 +227,17 @@ func printResults(cmd *cobra.Command, results []api.Result) error {
 }
 
 func newRestartCmd(g *globalFlags) *cobra.Command {
-	var rolling bool
+	var rolling, asJSON bool
 	c := &cobra.Command{
 		Use:   "restart PATTERN...",
 		Short: "Stop, then start processes (PATTERN: group:process, group:*, group, program, process or all)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runAction(cmd, g, "restart", api.ActionRequest{Patterns: args, Rolling: rolling})
+			return runAction(cmd, g, "restart", api.ActionRequest{Patterns: args, Rolling: rolling}, asJSON)
 		},
 	}
 	c.Flags().BoolVar(&rolling, "rolling", false, "restart at most max_unavailable processes of a program at a time, drained from nginx, each waited for until ready")
+	c.Flags().BoolVar(&asJSON, "json", false, jsonStepsUsage)
 	return c
 }
 
@@ -216,15 +252,22 @@ func newReloadCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			plan, err := cl.Reload(cmd.Context(), dryRun)
+			out := cmd.OutOrStdout()
+			pp := &progressPrinter{w: out, asJSON: asJSON}
+			plan, err := cl.ReloadStream(cmd.Context(), dryRun, pp.event)
 			if err != nil {
 				return clientErr(err)
 			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				return printJSON(out, plan)
+			switch {
+			case asJSON:
+				if err := pp.final(api.Event{Step: api.StepResult, Plan: plan}); err != nil {
+					return failed(err)
+				}
+			case pp.planShown:
+				printOutcome(out, plan)
+			default:
+				printPlan(out, plan)
 			}
-			printPlan(out, plan)
 			for _, r := range plan.Results {
 				if !r.OK {
 					return silent(exitFailed)
@@ -237,12 +280,18 @@ func newReloadCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
-	c.Flags().BoolVar(&asJSON, "json", false, "print the plan and results as JSON")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the plan, each step and the outcome as one JSON object a line as they happen, the outcome last (see the README)")
 	return c
 }
 
 // printPlan prints one line per program (and note), then each failed result.
 func printPlan(w io.Writer, plan *api.ReloadPlan) {
+	printChanges(w, plan)
+	printOutcome(w, plan)
+}
+
+// printChanges prints a plan: one line per program, and the notes.
+func printChanges(w io.Writer, plan *api.ReloadPlan) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, c := range plan.Changes {
 		var what []string
@@ -264,6 +313,11 @@ func printPlan(w io.Writer, plan *api.ReloadPlan) {
 	for _, n := range plan.Notes {
 		fmt.Fprintln(w, "note:", n)
 	}
+}
+
+// printOutcome prints what a plan's application did wrong, and nginx's
+// outcome.
+func printOutcome(w io.Writer, plan *api.ReloadPlan) {
 	if plan.DryRun {
 		fmt.Fprintln(w, "dry run: nothing changed")
 	}
@@ -295,7 +349,7 @@ func newSignalCmd(g *globalFlags) *cobra.Command {
 		Short: "Send a signal (HUP, USR1, ...) to processes",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runAction(cmd, g, "signal", api.ActionRequest{Signal: args[0], Patterns: args[1:]})
+			return runAction(cmd, g, "signal", api.ActionRequest{Signal: args[0], Patterns: args[1:]}, false)
 		},
 	}
 }

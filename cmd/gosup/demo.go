@@ -19,7 +19,7 @@ import (
 // with its port and pid. It exits 0 on TERM, INT or QUIT.
 func newDemoAppCmd() *cobra.Command {
 	var port int
-	var host string
+	var host, gate string
 	c := &cobra.Command{
 		Use:    "demo-app --port N",
 		Short:  "Serve GET / with this process's port and pid (a test child)",
@@ -32,6 +32,23 @@ func newDemoAppCmd() *cobra.Command {
 			if port <= 0 {
 				return usage(errors.New("demo-app needs --port N or $PORT"))
 			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
+			defer stop()
+			if gate != "" {
+				// Not ready (not listening) until the gate file exists:
+				// tests hold a start in STARTING for as long as they like.
+				fmt.Fprintf(cmd.OutOrStdout(), "demo-app waiting for %s\n", gate)
+				for {
+					if _, err := os.Stat(gate); err == nil {
+						break
+					}
+					select {
+					case <-ctx.Done():
+						return nil
+					case <-time.After(20 * time.Millisecond):
+					}
+				}
+			}
 			ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 			if err != nil {
 				return failed(err)
@@ -42,8 +59,6 @@ func newDemoAppCmd() *cobra.Command {
 				fmt.Fprintf(w, "port %d pid %d\n", port, pid)
 			})
 			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
-			defer stop()
 			go func() {
 				<-ctx.Done()
 				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -60,6 +75,7 @@ func newDemoAppCmd() *cobra.Command {
 	}
 	c.Flags().IntVar(&port, "port", 0, "TCP port (default $PORT)")
 	c.Flags().StringVar(&host, "host", "127.0.0.1", "address to listen on")
+	c.Flags().StringVar(&gate, "listen-when", "", "listen only once this file exists (a readiness tests control)")
 	return c
 }
 

@@ -76,6 +76,7 @@ func TestScripts(t *testing.T) {
 			"sighup":    cmdSighup,
 			"envsubst":  cmdEnvsubst,
 			"jobseq":    cmdJobseq,
+			"steps":     cmdSteps,
 		},
 		Condition: func(cond string) (bool, error) {
 			// [nginx]: nginx can run here. Under CI=true it always holds,
