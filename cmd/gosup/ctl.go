@@ -193,6 +193,9 @@ func runAction(cmd *cobra.Command, g *globalFlags, verb string, req api.ActionRe
 	}
 	pp := &progressPrinter{w: cmd.OutOrStdout(), asJSON: asJSON}
 	results, err := cl.ActionStream(ctx, verb, req, pp.event)
+	if err != nil && ctx.Err() != nil && cmd.Context().Err() == nil {
+		return failed(fmt.Errorf("interrupted: what the daemon had begun goes on to its end (gosup ctl status shows it); %w", err))
+	}
 	if err != nil {
 		return clientErr(err)
 	}
