@@ -162,13 +162,14 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool, progress *api.Prog
 	if err != nil {
 		return nil, err
 	}
+	defer l.release() // also if apply panics: the lanes must not stay taken
+	// The plan first (a copy: the pump encodes it while rp fills in).
 	l.watch(progress)
 	shown := *rp
 	l.emit(api.Event{Step: api.StepPlan, Plan: &shown})
 	for _, r := range inPlace {
 		l.emit(api.Event{Process: r.Name, Step: api.StepFailed, Message: r.Message})
 	}
-	defer l.release() // also if apply panics: the lanes must not stay taken
 	// Processes the reload stops and starts again must not read as
 	// settled: no first READY=1 until it is done (see runNotify).
 	s.applying.Store(true)
