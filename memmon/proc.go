@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+
+	"github.com/gosup/gosup/procgroup/proctree"
 )
 
 // entry is what one /proc/PID/stat says.
@@ -165,21 +167,13 @@ func atoi(b []byte) int64 {
 	return n
 }
 
-// parseStat reads ppid (field 4) and rss in pages (24)
-// from a /proc/PID/stat line; the command name (field 2) may hold spaces
-// and parentheses, so fields are counted after its last ')'.
+// parseStat reads ppid and rss from a /proc/PID/stat line.
 func parseStat(b []byte, pageSize int64) (entry, bool) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
+	p, ok := proctree.ParseStat(b)
+	if !ok {
 		return entry{}, false
 	}
-	// After ')' field 3 is the first; ppid is field 4, rss 24.
-	rest := b[i+1:]
-	ppid, rss := field(rest, 2), field(rest, 22)
-	if rss == nil {
-		return entry{}, false
-	}
-	return entry{ppid: int(atoi(ppid)), rss: atoi(rss) * pageSize}, true
+	return entry{ppid: p.PPid, rss: p.RSSPages * pageSize}, true
 }
 
 // RSS is pid's resident set, with all its descendants when cumulative.

@@ -33,6 +33,10 @@ type Proc struct {
 	// Start is field 22, clock ticks since boot: with the pid, it names
 	// one process for good.
 	Start uint64
+	// Threads is field 20; RSSPages is field 24, the resident set in
+	// pages.
+	Threads  int
+	RSSPages int64
 }
 
 // statMax bounds one read of /proc/PID/stat: 52 numeric fields and a
@@ -78,8 +82,14 @@ func readInto(path string, buf []byte) (int, error) {
 	}
 }
 
-// parseStat parses the fields after the command name, which is in
-// parentheses and may itself hold spaces and parentheses.
+// ParseStat parses a /proc/PID/stat line (all but the pid, which the
+// caller knows). The command name, in parentheses, may itself hold spaces
+// and parentheses: fields are counted from the last ')'. It does not
+// allocate.
+func ParseStat(b []byte) (Proc, bool) {
+	return parseStat(b)
+}
+
 func parseStat(b []byte) (Proc, bool) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
@@ -88,7 +98,7 @@ func parseStat(b []byte) (Proc, bool) {
 	var p Proc
 	// Fields from 3 on, separated by single spaces.
 	rest := b[i+1:]
-	for field := 3; field <= 22; field++ {
+	for field := 3; field <= 24; field++ {
 		rest = bytes.TrimLeft(rest, " ")
 		j := bytes.IndexAny(rest, " \n")
 		if j < 0 {
@@ -106,12 +116,16 @@ func parseStat(b []byte) (Proc, bool) {
 			p.PPid = atoi(f)
 		case 5:
 			p.Pgrp = atoi(f)
+		case 20:
+			p.Threads = atoi(f)
 		case 22:
 			n, err := strconv.ParseUint(string(f), 10, 64)
 			if err != nil {
 				return Proc{}, false
 			}
 			p.Start = n
+		case 24:
+			p.RSSPages = int64(atoi(f))
 		}
 	}
 	return p, true

@@ -21,12 +21,14 @@ func TestParseStatOddName(t *testing.T) {
 	if !ok {
 		t.Fatal("not parsed")
 	}
-	want := Proc{PPid: 17, Pgrp: 4242, State: 'S', Start: 987654}
+	want := Proc{PPid: 17, Pgrp: 4242, State: 'S', Start: 987654, Threads: 1, RSSPages: 10}
 	if p != want {
 		t.Fatalf("parsed %+v, want %+v", p, want)
 	}
-	if _, ok := parseStat([]byte("1 (x) S 0 1")); ok {
-		t.Fatal("a truncated line parsed")
+	for _, short := range []string{"1 (x) S 0 1", "4242 (a) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000"} {
+		if _, ok := parseStat([]byte(short)); ok {
+			t.Fatalf("a truncated line parsed: %q", short)
+		}
 	}
 }
 
