@@ -1,0 +1,500 @@
+// Package procstat samples the CPU use and resident memory of the
+// processes gosup owns, and the resident memory of their descendants.
+//
+// It reads only those processes: a /proc/PID/statm file is kept open for
+// each and re-read with one pread at each sample (a third of the cost of
+// open, read and close), and its CPU time is read from its CPU clock
+// (clock_gettime of the process's CPUCLOCK_SCHED, the nanoseconds its
+// threads have run); descendants are found through
+// /proc/PID/task/TID/children, never by a scan of /proc. An open
+// /proc/PID file stays bound to its process: once that process is gone
+// the read fails (ESRCH), even if the pid has been reused. The CPU clock
+// is named by pid, so it is read before the bound file: if that read
+// succeeds, the pid still named the same process when the clock was read.
+// Each process's figures are kept with its start time, from
+// /proc/PID/stat when it is first seen, so a sample never mixes two
+// processes.
+package procstat
+
+import (
+	"errors"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gosup/gosup/procgroup/proctree"
+)
+
+const (
+	// ticksPerSecond is USER_HZ, the unit of the start time in
+	// /proc/PID/stat: 100 on every architecture Go runs Linux on (it is
+	// part of the ABI, whatever the kernel's own HZ).
+	ticksPerSecond = 100
+	// MinWindow is the shortest interval CPU use is measured over: a
+	// sample taken sooner after the previous one measures from the one
+	// before, so that two status calls in a row do not divide a
+	// scheduler tick by a few microseconds.
+	MinWindow = time.Second
+	// TreeEvery is how often the descendants of a process are looked for
+	// again; between two looks the ones known are read at each sample,
+	// and those gone drop out at once.
+	TreeEvery = 5 * time.Second
+	// MaxTracked bounds the descendants followed over all processes (each
+	// holds an open file); those beyond are counted in Sample.Untracked.
+	MaxTracked = 4096
+	// statMax bounds one read of /proc/PID/stat: 52 numeric fields and a
+	// command name of at most 64 bytes fit in well under 1 KiB; statm
+	// has 7 numbers.
+	statMax = 1024
+	// childrenMax bounds one read of a children file: 4096 pids of up to
+	// 7 digits and a space. A fuller list is cut (and counted).
+	childrenMax = 32 << 10
+	// threadsMax bounds the threads of one process whose children are
+	// looked at.
+	threadsMax = 4096
+)
+
+// Sample is one process's figures.
+type Sample struct {
+	// OK: the process was read. A process gone, or not readable, has
+	// no figures.
+	OK bool
+	// CPUPercent is its CPU use in percent of one core (as top: 200 is
+	// two cores busy), since the previous sample at least MinWindow
+	// older, or since it started.
+	CPUPercent float64
+	// RSS is its own resident set in bytes; TreeRSS that of it and its
+	// descendants when it has any, else 0.
+	RSS, TreeRSS int64
+	// Untracked counts the descendants left out of TreeRSS: beyond
+	// MaxTracked, or in a children list over its bound.
+	Untracked int
+}
+
+// point is a process's CPU time at a moment.
+type point struct {
+	cpu, at time.Duration // CPU time; when, since boot
+}
+
+// proc is an owned process: its open statm file and its last samples.
+type proc struct {
+	fd    int    // statm
+	start uint64 // ticks since boot: with the pid, the process's name
+	// old and cur are the last two samples at least MinWindow apart
+	// (both the start, with no CPU time, before the first).
+	old, cur point
+	tree     []*member // descendants, as last looked for
+	treeAt   time.Duration
+	looked   bool // tree was looked for
+	lost     int  // descendants not tracked at the last look
+	gen      uint64
+}
+
+// member is a descendant of an owned process.
+type member struct {
+	pid, fd int // fd: statm
+	start   uint64
+	rss     int64 // bytes, when last read
+}
+
+// Sampler samples processes. It is safe for concurrent use; samples are
+// taken one at a time.
+type Sampler struct {
+	mu       sync.Mutex
+	root     string // "/proc", or a copy of its layout in tests
+	pageSize int64
+	now      func() time.Duration // since boot
+	// cpu is a process's CPU time (its CPU clock); false when it cannot
+	// be read.
+	cpu     func(pid int) (time.Duration, bool)
+	procs   map[int]*proc
+	tracked int // open files of members
+	gen     uint64
+	buf     []byte // statMax
+	cbuf    []byte // childrenMax
+}
+
+// New returns a Sampler reading /proc.
+func New() *Sampler {
+	return newSampler("/proc", sinceBoot, cpuClock)
+}
+
+func newSampler(root string, now func() time.Duration, cpu func(int) (time.Duration, bool)) *Sampler {
+	return &Sampler{root: root, pageSize: int64(os.Getpagesize()), now: now, cpu: cpu, procs: map[int]*proc{},
+		buf: make([]byte, statMax), cbuf: make([]byte, childrenMax)}
+}
+
+// sinceBoot reads CLOCK_BOOTTIME: the clock /proc's start times count in.
+func sinceBoot() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
+
+// cpuClock reads the CPU clock of process pid: the time all its threads,
+// live and ended, have run (clock_getcpuclockid(3): CPUCLOCK_SCHED of
+// pid, which any process may read).
+func cpuClock(pid int) (time.Duration, bool) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(int32(^pid<<3|2), &ts); err != nil {
+		return 0, false
+	}
+	return time.Duration(ts.Nano()), true
+}
+
+func ticks(t uint64) time.Duration {
+	return time.Duration(t) * (time.Second / ticksPerSecond)
+}
+
+// Sample reads the processes pids, in one pass, and returns their figures
+// in the same order (0 pids have none). They should be all the processes
+// the caller owns: the files of processes not listed are closed, and
+// their CPU baselines forgotten.
+func (s *Sampler) Sample(pids []int) []Sample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	now := s.now()
+	out := make([]Sample, len(pids))
+	for i, pid := range pids {
+		if pid > 0 {
+			out[i] = s.sample(pid, now)
+		}
+	}
+	for pid, p := range s.procs {
+		if p.gen != s.gen {
+			s.drop(pid, p)
+		}
+	}
+	return out
+}
+
+// Close closes every file.
+func (s *Sampler) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for pid, p := range s.procs {
+		s.drop(pid, p)
+	}
+}
+
+// Open reports the files open: the owned processes' and their
+// descendants'.
+func (s *Sampler) Open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.procs) + s.tracked
+}
+
+func (s *Sampler) sample(pid int, now time.Duration) Sample {
+	p := s.procs[pid]
+	// The clock first, then the bound file: see the package comment.
+	cpu, cpuOK := s.cpu(pid)
+	var rss int64
+	threads := -1 // not known: read at the look
+	if p != nil {
+		var ok bool
+		if rss, ok = s.statm(p.fd); !ok {
+			// Gone, and maybe its pid reused: a new process.
+			s.drop(pid, p)
+			p = nil
+		}
+	}
+	if p == nil {
+		fd, st, ok := s.open(pid)
+		if !ok {
+			return Sample{}
+		}
+		// The clock again, now that the file names the process.
+		cpu, cpuOK = s.cpu(pid)
+		if rss, ok = s.statm(fd); !ok {
+			unix.Close(fd)
+			return Sample{}
+		}
+		born := point{at: ticks(st.Start)}
+		p = &proc{fd: fd, start: st.Start, old: born, cur: born}
+		s.procs[pid] = p
+		threads = st.Threads
+	}
+	p.gen = s.gen
+	out := Sample{OK: true, RSS: rss}
+	if cpuOK {
+		if now-p.cur.at >= MinWindow {
+			p.old, p.cur = p.cur, point{cpu: cpu, at: now}
+		}
+		if dt := now - p.old.at; dt > 0 && cpu >= p.old.cpu {
+			out.CPUPercent = float64(cpu-p.old.cpu) / float64(dt) * 100
+		}
+	}
+	if !p.looked || now-p.treeAt >= TreeEvery {
+		// Each member is read as it is found.
+		s.look(pid, p, threads)
+		p.looked, p.treeAt = true, now
+	} else {
+		s.refresh(p)
+	}
+	tree := out.RSS
+	for _, m := range p.tree {
+		tree += m.rss
+	}
+	if len(p.tree) > 0 {
+		out.TreeRSS = tree
+	}
+	out.Untracked = p.lost
+	return out
+}
+
+// refresh reads p's members again, and drops those gone.
+func (s *Sampler) refresh(p *proc) {
+	live := p.tree[:0]
+	for _, m := range p.tree {
+		rss, ok := s.statm(m.fd)
+		if !ok {
+			s.closeMember(m)
+			continue
+		}
+		m.rss = rss
+		live = append(live, m)
+	}
+	clear(p.tree[len(live):])
+	p.tree = live
+}
+
+// look finds p's descendants again, breadth first from pid: the children
+// of each thread of each (threads: pid's, or -1 if not known). The
+// members already known keep their files.
+func (s *Sampler) look(pid int, p *proc, threads int) {
+	if threads < 0 {
+		st, ok := s.stat(pid)
+		if !ok || st.Start != p.start {
+			return // gone: the next sample drops it
+		}
+		threads = st.Threads
+	}
+	known := make(map[int]*member, len(p.tree))
+	for _, m := range p.tree {
+		known[m.pid] = m
+	}
+	tree := p.tree[:0:0]
+	lost := 0
+	type node struct{ pid, threads int }
+	queue := []node{{pid, threads}}
+	seen := map[int]bool{pid: true}
+	var kids []int
+	for len(queue) > 0 {
+		n := queue[0]
+		queue = queue[1:]
+		var cut bool
+		kids, cut = s.children(n.pid, n.threads, kids[:0])
+		if cut {
+			lost++
+		}
+		for _, c := range kids {
+			if seen[c] {
+				continue
+			}
+			seen[c] = true
+			m := known[c]
+			delete(known, c)
+			fd := -1
+			if m == nil {
+				if s.tracked >= MaxTracked {
+					lost++
+					continue
+				}
+				// Opened before the stat is read: if the stat is
+				// this child's, so is the file.
+				var ok bool
+				if fd, ok = s.openStatm(c); !ok {
+					continue
+				}
+			}
+			st, ok := s.stat(c)
+			if !ok || st.PPid != n.pid || m != nil && st.Start != m.start {
+				// Gone, listed before it was re-parented, or its pid
+				// reused.
+				if m != nil {
+					s.closeMember(m)
+				} else {
+					unix.Close(fd)
+				}
+				continue
+			}
+			if m == nil {
+				m = &member{pid: c, fd: fd, start: st.Start}
+				s.tracked++
+			}
+			if m.rss, ok = s.statm(m.fd); !ok {
+				s.closeMember(m)
+				continue
+			}
+			tree = append(tree, m)
+			queue = append(queue, node{c, st.Threads})
+		}
+	}
+	for _, m := range known {
+		s.closeMember(m)
+	}
+	p.tree, p.lost = tree, lost
+}
+
+// children appends to out the children of pid's threads, from their
+// children files; cut: a list was over its bound, or the threads were.
+func (s *Sampler) children(pid, threads int, out []int) ([]int, bool) {
+	dir := s.root + "/" + strconv.Itoa(pid) + "/task/"
+	if threads == 1 {
+		// The usual worker: its one thread has the pid's number.
+		return s.childrenOf(dir+strconv.Itoa(pid)+"/children", out)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return out, false
+	}
+	defer d.Close()
+	cut := false
+	for seen := 0; seen < threadsMax; {
+		tids, err := d.Readdirnames(min(256, threadsMax-seen))
+		for _, tid := range tids {
+			var c bool
+			out, c = s.childrenOf(dir+tid+"/children", out)
+			cut = cut || c
+		}
+		seen += len(tids)
+		if err != nil {
+			return out, cut
+		}
+	}
+	if more, _ := d.Readdirnames(1); len(more) > 0 {
+		cut = true
+	}
+	return out, cut
+}
+
+// childrenOf appends the pids in one children file to out.
+func (s *Sampler) childrenOf(path string, out []int) ([]int, bool) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return out, false
+	}
+	defer unix.Close(fd)
+	n := 0
+	for n < len(s.cbuf) {
+		k, err := unix.Read(fd, s.cbuf[n:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || k <= 0 {
+			break
+		}
+		n += k
+	}
+	b := s.cbuf[:n]
+	cut := n == len(s.cbuf)
+	if cut {
+		// The last pid may be cut in two: leave it out.
+		for len(b) > 0 && b[len(b)-1] != ' ' {
+			b = b[:len(b)-1]
+		}
+	}
+	pid := 0
+	for _, c := range b {
+		if c >= '0' && c <= '9' {
+			pid = pid*10 + int(c-'0')
+			continue
+		}
+		if pid > 0 {
+			out = append(out, pid)
+		}
+		pid = 0
+	}
+	if pid > 0 {
+		out = append(out, pid)
+	}
+	return out, cut
+}
+
+// open opens pid's statm file, then reads its stat: the file is bound to
+// the process the stat describes if a read of the file succeeds after.
+func (s *Sampler) open(pid int) (int, proctree.Proc, bool) {
+	fd, ok := s.openStatm(pid)
+	if !ok {
+		return -1, proctree.Proc{}, false
+	}
+	st, ok := s.stat(pid)
+	if !ok {
+		unix.Close(fd)
+		return -1, proctree.Proc{}, false
+	}
+	return fd, st, true
+}
+
+func (s *Sampler) openStatm(pid int) (int, bool) {
+	fd, err := unix.Open(s.root+"/"+strconv.Itoa(pid)+"/statm", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	return fd, err == nil
+}
+
+// stat reads /proc/PID/stat (open, read, close): when a process is first
+// seen, and at each look for descendants.
+func (s *Sampler) stat(pid int) (proctree.Proc, bool) {
+	fd, err := unix.Open(s.root+"/"+strconv.Itoa(pid)+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return proctree.Proc{}, false
+	}
+	defer unix.Close(fd)
+	n, ok := s.pread(fd)
+	if !ok {
+		return proctree.Proc{}, false
+	}
+	return proctree.ParseStat(s.buf[:n])
+}
+
+// statm re-reads an open statm file with one pread: the resident set
+// (its second field, in pages), in bytes. It fails once the process is
+// gone.
+func (s *Sampler) statm(fd int) (int64, bool) {
+	n, ok := s.pread(fd)
+	if !ok {
+		return 0, false
+	}
+	b := s.buf[:n]
+	i := 0
+	for i < len(b) && b[i] != ' ' { // size
+		i++
+	}
+	if i == len(b) {
+		return 0, false
+	}
+	var pages int64
+	for i++; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		pages = pages*10 + int64(b[i]-'0')
+	}
+	return pages * s.pageSize, true
+}
+
+func (s *Sampler) pread(fd int) (int, bool) {
+	for {
+		n, err := unix.Pread(fd, s.buf, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return n, err == nil && n > 0
+	}
+}
+
+func (s *Sampler) closeMember(m *member) {
+	unix.Close(m.fd)
+	s.tracked--
+}
+
+func (s *Sampler) drop(pid int, p *proc) {
+	unix.Close(p.fd)
+	for _, m := range p.tree {
+		s.closeMember(m)
+	}
+	delete(s.procs, pid)
+}

@@ -1,0 +1,351 @@
+package procstat
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeProc is a copy of /proc's layout that a test writes, with the
+// processes' CPU clocks and the time since boot.
+type fakeProc struct {
+	t    *testing.T
+	root string
+	now  time.Duration
+	cpu  map[int]time.Duration
+	// ended counts the processes gone.
+	ended int
+}
+
+func newFake(t *testing.T) (*fakeProc, *Sampler) {
+	f := &fakeProc{t: t, root: t.TempDir(), cpu: map[int]time.Duration{}}
+	s := newSampler(f.root, func() time.Duration { return f.now }, func(pid int) (time.Duration, bool) {
+		d, ok := f.cpu[pid]
+		return d, ok
+	})
+	t.Cleanup(s.Close)
+	return f, s
+}
+
+// proc writes pid's stat file (parent, threads, start in ticks since
+// boot, under a command name with spaces and parentheses) and its statm
+// (RSS in pages).
+func (f *fakeProc) proc(pid, ppid, threads int, start uint64, rssPages int64) {
+	f.t.Helper()
+	dir := filepath.Join(f.root, strconv.Itoa(pid))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		f.t.Fatal(err)
+	}
+	line := fmt.Sprintf("%d (a (b) c) S %d %d %d 0 -1 4194560 100 0 0 0 7 8 0 0 20 0 %d 0 %d 1000 %d 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n",
+		pid, ppid, pid, pid, threads, start, rssPages)
+	if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(line), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	f.rss(pid, rssPages)
+}
+
+// rss rewrites pid's statm in place, as the kernel does: a file kept open
+// reads the new text.
+func (f *fakeProc) rss(pid int, pages int64) {
+	f.t.Helper()
+	line := fmt.Sprintf("%d %d 100 10 0 200 0\n", pages*4, pages)
+	if err := os.WriteFile(filepath.Join(f.root, strconv.Itoa(pid), "statm"), []byte(line), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// gone makes pid's files read as those of a process gone: a real one
+// fails with ESRCH, these have nothing to read. They are moved away, so
+// that a new process on the pid has new files, and the files open stay
+// bound to the old one, as in /proc.
+func (f *fakeProc) gone(pid int) {
+	f.t.Helper()
+	dir := filepath.Join(f.root, strconv.Itoa(pid))
+	for _, name := range []string{"stat", "statm"} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	f.ended++
+	if err := os.Rename(dir, filepath.Join(f.root, fmt.Sprintf("gone-%d", f.ended))); err != nil {
+		f.t.Fatal(err)
+	}
+	delete(f.cpu, pid)
+}
+
+// children writes the children file of pid's thread tid.
+func (f *fakeProc) children(pid, tid int, kids ...int) {
+	f.t.Helper()
+	dir := filepath.Join(f.root, strconv.Itoa(pid), "task", strconv.Itoa(tid))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		f.t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, k := range kids {
+		fmt.Fprintf(&b, "%d ", k)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "children"), []byte(b.String()), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func sec(n float64) time.Duration { return time.Duration(n * float64(time.Second)) }
+
+func one(t *testing.T, s *Sampler, pid int) Sample {
+	t.Helper()
+	out := s.Sample([]int{pid})
+	if len(out) != 1 {
+		t.Fatalf("%d samples for one pid", len(out))
+	}
+	return out[0]
+}
+
+func near(a, b float64) bool { return a-b < 0.01 && b-a < 0.01 }
+
+// CPU is of one core: its first sample measures since the process
+// started (as ps), the next ones since the previous sample at least
+// MinWindow older; RSS is in bytes.
+func TestSampleCPUAndRSS(t *testing.T) {
+	f, s := newFake(t)
+	// Started 10 s after boot, 20 s ago; 5 s of CPU since.
+	f.now = sec(30)
+	f.proc(42, 1, 1, 1000, 256)
+	f.cpu[42] = sec(5)
+	got := one(t, s, 42)
+	if !got.OK || !near(got.CPUPercent, 25) || got.RSS != 256*int64(os.Getpagesize()) || got.TreeRSS != 0 {
+		t.Fatalf("first sample: %+v, want 25%% (5 s over 20 s) and 256 pages", got)
+	}
+	// 2 s later, 3 s more CPU: 150%, two cores busy half the time.
+	f.now, f.cpu[42] = sec(32), sec(8)
+	f.rss(42, 300)
+	if got := one(t, s, 42); !near(got.CPUPercent, 150) || got.RSS != 300*int64(os.Getpagesize()) {
+		t.Fatalf("second sample: %+v, want 150%% and 300 pages", got)
+	}
+	// 100 ms later, 10 ms more: too short a window to say anything by
+	// itself, so measured from the sample before (3.01 s over 2.1 s).
+	f.now, f.cpu[42] = sec(32.1), sec(8.01)
+	if got := one(t, s, 42); !near(got.CPUPercent, 301.0/2.1) {
+		t.Fatalf("sample 100ms later: %v%%, want %v", got.CPUPercent, 301.0/2.1)
+	}
+	// A second after the last full sample, idle since: 10 ms over 1.1 s.
+	f.now = sec(33.1)
+	if got := one(t, s, 42); !near(got.CPUPercent, 1/1.1) {
+		t.Fatalf("idle: %v%%, want %v", got.CPUPercent, 1/1.1)
+	}
+	// A clock that cannot be read: RSS, and no CPU figure.
+	delete(f.cpu, 42)
+	f.now = sec(40)
+	if got := one(t, s, 42); !got.OK || got.CPUPercent != 0 {
+		t.Fatalf("without a CPU clock: %+v", got)
+	}
+}
+
+// A pid reused by another process starts afresh, from the new process's
+// start: never the difference with the other's CPU time.
+func TestSamplePidReuse(t *testing.T) {
+	f, s := newFake(t)
+	f.now = sec(100)
+	f.proc(42, 1, 1, 1000, 512)
+	f.cpu[42] = sec(90) // 90 s over 90 s
+	if got := one(t, s, 42); !near(got.CPUPercent, 100) {
+		t.Fatalf("first process: %v%%", got.CPUPercent)
+	}
+	f.gone(42)
+	f.now = sec(109)
+	if got := one(t, s, 42); got.OK {
+		t.Fatalf("a process gone sampled: %+v", got)
+	}
+	if n := s.Open(); n != 0 {
+		t.Errorf("%d files open for a process gone", n)
+	}
+	// The new process on the same pid started at 108 s; 1 s of CPU at
+	// 110 s. It is sampled the first time at 110 s.
+	f.now = sec(110)
+	f.proc(42, 1, 1, 10800, 64)
+	f.cpu[42] = sec(1)
+	got := one(t, s, 42)
+	if !near(got.CPUPercent, 50) || got.RSS != 64*int64(os.Getpagesize()) {
+		t.Fatalf("the new process: %+v, want 50%% (1 s over 2 s) and its own 64 pages", got)
+	}
+	// Gone and replaced between two samples: the same.
+	f.gone(42)
+	f.proc(42, 1, 1, 10900, 32)
+	f.cpu[42] = sec(0.5)
+	f.now = sec(111)
+	got = one(t, s, 42)
+	if !near(got.CPUPercent, 25) || got.RSS != 32*int64(os.Getpagesize()) {
+		t.Fatalf("replaced between samples: %+v, want 25%% (0.5 s over 2 s) and 32 pages", got)
+	}
+	if n := s.Open(); n != 1 {
+		t.Errorf("%d files open, want 1", n)
+	}
+}
+
+// TreeRSS sums the descendants found through the children files, of
+// every thread, down the tree; a listed child that is not (or no longer)
+// the parent's is left out; a member gone drops out at the next sample,
+// one appearing is found at the next look.
+func TestSampleTree(t *testing.T) {
+	f, s := newFake(t)
+	page := int64(os.Getpagesize())
+	f.now = sec(50)
+	f.proc(10, 1, 2, 100, 100) // two threads
+	f.children(10, 10, 11)
+	f.children(10, 12, 13, 14) // 14 was re-parented meanwhile
+	f.proc(11, 10, 1, 200, 10)
+	f.proc(13, 10, 1, 200, 20)
+	f.proc(14, 1, 1, 200, 1000)
+	f.children(13, 13, 15)
+	f.proc(15, 13, 1, 300, 5)
+	got := one(t, s, 10)
+	if got.RSS != 100*page || got.TreeRSS != 135*page || got.Untracked != 0 {
+		t.Fatalf("tree: %+v, want own 100 pages, tree 135", got)
+	}
+	if n := s.Open(); n != 4 {
+		t.Errorf("%d files open, want 4 (10, 11, 13, 15)", n)
+	}
+	// 15 exits: out before the next look.
+	f.now = sec(51)
+	f.gone(15)
+	f.rss(11, 30) // 11 grew
+	f.children(11, 11, 16)
+	f.proc(16, 11, 1, 5000, 8) // and forked
+	if got := one(t, s, 10); got.TreeRSS != 150*page {
+		t.Fatalf("after 15 left: tree %d pages, want 150", got.TreeRSS/page)
+	}
+	if n := s.Open(); n != 3 {
+		t.Errorf("%d files open, want 3", n)
+	}
+	// At the next look 16 is found; 15's pid, still listed by 13, is
+	// now another process's, and left out.
+	f.proc(15, 1, 1, 5000, 7)
+	f.now = sec(50) + TreeEvery
+	if got := one(t, s, 10); got.TreeRSS != 158*page {
+		t.Fatalf("after the next look: tree %d pages, want 158 (16 found)", got.TreeRSS/page)
+	}
+	// 10 started in a thread-group of one: the children of its one
+	// thread are read without listing its threads.
+	f.proc(20, 1, 1, 100, 1)
+	f.children(20, 20, 21)
+	f.proc(21, 20, 1, 200, 2)
+	if got := s.Sample([]int{10, 20}); got[1].TreeRSS != 3*page {
+		t.Fatalf("single thread: %+v, want a tree of 3 pages", got[1])
+	}
+}
+
+// Files of processes no longer sampled are closed; a process gone has no
+// figures.
+func TestSampleCloses(t *testing.T) {
+	f, s := newFake(t)
+	f.proc(1, 0, 1, 1, 1)
+	f.proc(2, 0, 1, 1, 1)
+	f.children(2, 2, 3)
+	f.proc(3, 2, 1, 2, 1)
+	out := s.Sample([]int{1, 0, 2, 99})
+	if !out[0].OK || out[1].OK || !out[2].OK || out[3].OK {
+		t.Fatalf("samples: %+v", out)
+	}
+	if n := s.Open(); n != 3 {
+		t.Fatalf("%d files open, want 3", n)
+	}
+	s.Sample([]int{1})
+	if n := s.Open(); n != 1 {
+		t.Fatalf("after 2 left: %d files open, want 1", n)
+	}
+	s.Close()
+	if n := s.Open(); n != 0 {
+		t.Fatalf("after Close: %d files open", n)
+	}
+}
+
+// A children list over its bound is cut, and counted.
+func TestSampleChildrenBound(t *testing.T) {
+	f, s := newFake(t)
+	f.proc(10, 1, 1, 1, 1)
+	var kids []int
+	for i := 0; i < childrenMax/7+10; i++ {
+		kids = append(kids, 100000+i)
+	}
+	f.children(10, 10, kids...)
+	f.proc(100000, 10, 1, 1, 1)
+	got := one(t, s, 10)
+	if got.Untracked == 0 || got.TreeRSS == 0 {
+		t.Fatalf("cut list: %+v, want the one child found and the cut counted", got)
+	}
+}
+
+// On the real /proc: a shell with a sleeping child shows its own RSS, and
+// a tree larger than it; once killed, it has no figures and its files are
+// closed.
+func TestSampleRealProcess(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "sleep 1000 & echo started; wait")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	// "started": the sleep is forked.
+	if _, err := out.Read(make([]byte, 8)); err != nil {
+		t.Fatal(err)
+	}
+	s := New()
+	defer s.Close()
+	pid := cmd.Process.Pid
+	got := one(t, s, pid)
+	if !got.OK || got.RSS <= 0 || got.TreeRSS <= got.RSS || got.CPUPercent < 0 {
+		t.Fatalf("sh with a child: %+v, want RSS and a larger tree RSS", got)
+	}
+	if n := s.Open(); n != 2 {
+		t.Errorf("%d files open, want 2 (sh and sleep)", n)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	for _, p := range s.Sample([]int{pid}) {
+		if p.OK {
+			t.Fatalf("a reaped process sampled: %+v", p)
+		}
+	}
+	if n := s.Open(); n != 0 {
+		t.Errorf("%d files open after it was reaped", n)
+	}
+}
+
+// BenchmarkSample100 samples 100 real processes without children, as a
+// status of 100 does (ns/op over 100 is the cost of one).
+func BenchmarkSample100(b *testing.B) {
+	var pids []int
+	for range 100 {
+		cmd := exec.Command("sleep", "1000")
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+		pids = append(pids, cmd.Process.Pid)
+	}
+	s := New()
+	defer s.Close()
+	s.Sample(pids)
+	b.ResetTimer()
+	for b.Loop() {
+		for _, p := range s.Sample(pids) {
+			if !p.OK {
+				b.Fatal("a sleeper not sampled")
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/100, "ns/process")
+}
