@@ -12,6 +12,7 @@ import (
 
 	"github.com/gosup/gosup/logtail"
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/procgroup/procstat"
 	"github.com/gosup/gosup/supervisor/api"
 	"golang.org/x/sys/unix"
 )
@@ -93,13 +94,15 @@ func (h apiHost) Upgrade(ctx context.Context, binary string) (api.UpgradeReply, 
 
 func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 	s := h.s
-	procs := s.all()
+	all := s.all()
+	procs := all
 	if len(patterns) > 0 {
 		var err error
 		if procs, err = s.match(patterns); err != nil {
 			return nil, nil, patternError(err)
 		}
 	}
+	sts, figures := s.sample(all, procs)
 	s.mu.RLock()
 	m, watchdog, last := s.nginx, s.watchdog, s.lastReload
 	s.mu.RUnlock()
@@ -118,8 +121,15 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 	now := time.Now()
 	out := make([]api.ProcStatus, 0, len(procs))
 	failing := 0
-	for _, p := range procs {
-		ps := toProcStatus(p.Status(), now)
+	untracked, untrackedOf := 0, 0
+	for i, p := range procs {
+		ps := toProcStatus(sts[i], now)
+		if f := figures[i]; f.OK {
+			ps.CPUPercent, ps.RSSBytes, ps.TreeRSSBytes = f.CPUPercent, f.RSS, f.TreeRSS
+			if f.Untracked > 0 {
+				untracked, untrackedOf = untracked+f.Untracked, untrackedOf+1
+			}
+		}
 		for _, f := range ps.LogFailing {
 			// A full disk fails every log on it: a few lines say so,
 			// one more counts the rest.
@@ -134,7 +144,9 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 		}
 		if watchdog != nil {
 			if m, ok := watchdog.Sample(ps.Name); ok {
-				ps.RSSBytes, ps.MemmonRestartAt, ps.MemmonReason = m.RSS, m.LastRestartAt, m.LastReason
+				// RSS is the sample just taken: memmon's is up to its
+				// interval old, and maybe of the pid before.
+				ps.MemmonRestartAt, ps.MemmonReason = m.LastRestartAt, m.LastReason
 				if m.GaveUp != "" && m.GaveUpPid == ps.Pid {
 					ps.MemmonGaveUp, ps.MemmonGaveUpAt = m.GaveUp, m.GaveUpAt
 					ps.Description += "; memmon gave up at " + m.GaveUpAt.Format(time.DateTime) + ": " + m.GaveUp
@@ -146,7 +158,45 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 	if failing > maxLogWarnings {
 		warnings = append(warnings, fmt.Sprintf("%d more logs failing (see log_failing in gosup ctl status --json)", failing-maxLogWarnings))
 	}
+	if untracked > 0 {
+		warnings = append(warnings, fmt.Sprintf("tree RSS of %d processes leaves out %d descendants: gosup follows at most %d, over all processes", untrackedOf, untracked, procstat.MaxTracked))
+	}
 	return out, warnings, nil
+}
+
+// sample reads the status of every process in all and in procs (a
+// subset, unless a reload came in between), and samples all their pids
+// in one pass: the sampler keeps the files of those alone. It returns
+// the statuses and the figures of procs, in order.
+func (s *Supervisor) sample(all, procs []*procgroup.Process) ([]procgroup.Status, []procstat.Sample) {
+	index := make(map[*procgroup.Process]int, len(all))
+	sts := make([]procgroup.Status, 0, len(all))
+	add := func(p *procgroup.Process) int {
+		i, ok := index[p]
+		if !ok {
+			i = len(sts)
+			index[p] = i
+			sts = append(sts, p.Status())
+		}
+		return i
+	}
+	for _, p := range all {
+		add(p)
+	}
+	want := make([]int, len(procs))
+	for j, p := range procs {
+		want[j] = add(p)
+	}
+	pids := make([]int, len(sts))
+	for i, st := range sts {
+		pids[i] = st.Pid
+	}
+	figures := s.stats.Sample(pids)
+	outSt, outFig := make([]procgroup.Status, len(procs)), make([]procstat.Sample, len(procs))
+	for j, i := range want {
+		outSt[j], outFig[j] = sts[i], figures[i]
+	}
+	return outSt, outFig
 }
 
 // maxLogWarnings bounds the failing-log lines under the status table.

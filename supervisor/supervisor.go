@@ -21,6 +21,7 @@ import (
 	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/guard"
+	"github.com/gosup/gosup/procgroup/procstat"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
@@ -96,6 +97,8 @@ type Supervisor struct {
 	opsCtx    context.Context
 	opsCancel context.CancelFunc
 	changed   chan struct{} // a process changed state (for sd_notify)
+	// stats samples the processes' CPU and RSS for status.
+	stats *procstat.Sampler
 
 	// decide is held while an operation resolves what it touches and
 	// reserves its places in the program lanes, and while a reload plans:
@@ -198,6 +201,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		down: map[string]bool{}, stopMemmon: func() {}, pending: map[*procgroup.Process]*procgroup.ProcSpec{},
 		oldSpec: map[*procgroup.Process]*lease{},
+		stats:   procstat.New(),
 	}
 }
 
@@ -245,6 +249,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 func (s *Supervisor) run(ctx context.Context) error {
+	defer s.stats.Close()
 	cfg := s.cfg
 	st := cfg.Supervisor
 	// The daemon's parts, started in this order and stopped in the

@@ -123,6 +123,17 @@ func helperMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "hog pid %d: holding %d MB\n", os.Getpid(), mb)
 		hold(mb)
 		select {}
+	case "hog-once": // hog-once MB FLAG PIDFILE: the first to create FLAG holds MB, then writes its pid; the next ones only wait
+		f, err := os.OpenFile(args[2], os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err == nil {
+			f.Close()
+			mb, _ := strconv.Atoi(args[1])
+			hold(mb)
+			if os.WriteFile(args[3]+".tmp", []byte(strconv.Itoa(os.Getpid())), 0o644) != nil || os.Rename(args[3]+".tmp", args[3]) != nil {
+				return 1
+			}
+		}
+		select {}
 	case "shout-hog": // shout-hog BYTES MB: one line of BYTES bytes on stderr, no newline, then hog MB
 		n, _ := strconv.Atoi(args[1])
 		mb, _ := strconv.Atoi(args[2])

@@ -60,7 +60,7 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "status [PATTERN...]",
-		Short: "Show processes: NAME STATE PID PORT UPTIME RESTARTS INFO",
+		Short: "Show processes: NAME STATE PID PORT UPTIME RESTARTS CPU MEM INFO",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := g.client()
 			if err != nil {
@@ -86,17 +86,8 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 }
 
 func printStatus(w io.Writer, st []api.ProcStatus) {
-	// The RSS column appears when memmon samples.
-	withRSS := false
-	for _, p := range st {
-		withRSS = withRSS || p.RSSBytes > 0
-	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	head := "NAME\tSTATE\tPID\tPORT\tUPTIME\tRESTARTS\t"
-	if withRSS {
-		head += "RSS\t"
-	}
-	fmt.Fprintln(tw, head+"INFO")
+	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tPORT\tUPTIME\tRESTARTS\tCPU\tMEM\tINFO")
 	for _, p := range st {
 		pid, port, up, info := "-", "-", "-", ""
 		if p.Pid > 0 {
@@ -119,15 +110,15 @@ func printStatus(w io.Writer, st []api.ProcStatus) {
 		if p.OldSpec {
 			info = strings.TrimSuffix(oldSpecInfo+"; "+info, "; ")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t", p.Name, p.State, pid, port, up, p.Restarts)
-		if withRSS {
-			rss := "-"
-			if p.RSSBytes > 0 {
-				rss = fmt.Sprintf("%.1fM", float64(p.RSSBytes)/(1<<20))
+		cpu, mem := "-", "-"
+		if p.Pid > 0 && p.RSSBytes > 0 {
+			cpu = fmt.Sprintf("%.1f%%", p.CPUPercent)
+			mem = fmtMem(p.RSSBytes)
+			if p.TreeRSSBytes > p.RSSBytes {
+				mem += " (tree " + fmtMem(p.TreeRSSBytes) + ")"
 			}
-			fmt.Fprintf(tw, "%s\t", rss)
 		}
-		fmt.Fprintln(tw, info)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, p.State, pid, port, up, p.Restarts, cpu, mem, info)
 	}
 	tw.Flush()
 }
@@ -135,6 +126,15 @@ func printStatus(w io.Writer, st []api.ProcStatus) {
 // oldSpecInfo marks, in INFO, a process that a rollout under way has yet
 // to restart.
 const oldSpecInfo = "old spec (rolling restart pending)"
+
+// fmtMem is a resident set as top shows it: MiB to a tenth, GiB to a
+// hundredth from 1 GiB.
+func fmtMem(b int64) string {
+	if b >= 1<<30 {
+		return fmt.Sprintf("%.2fG", float64(b)/(1<<30))
+	}
+	return fmt.Sprintf("%.1fM", float64(b)/(1<<20))
+}
 
 // droppedInfo says how much output a process lost, per stream, and which
 // of its logs fail now.

@@ -28,7 +28,8 @@ import (
 // children are looked up in its PATH) run `gosup ...` as a real process.
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"gosup": func() { os.Exit(run(os.Args[1:])) },
+		"gosup":    func() { os.Exit(run(os.Args[1:])) },
+		"figchild": func() { os.Exit(figChild(os.Args[1:])) },
 	})
 }
 
@@ -77,6 +78,7 @@ func TestScripts(t *testing.T) {
 			"envsubst":  cmdEnvsubst,
 			"jobseq":    cmdJobseq,
 			"steps":     cmdSteps,
+			"figures":   cmdFigures,
 		},
 		Condition: func(cond string) (bool, error) {
 			// [nginx]: nginx can run here. Under CI=true it always holds,

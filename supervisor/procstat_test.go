@@ -1,0 +1,58 @@
+package supervisor
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gosup/gosup/supervisor/api"
+)
+
+// A process replaced after a crash shows its own RSS at once, not what
+// memmon last sampled of the pid before it: memmon here samples once an
+// hour (the test takes one sample by hand), so the old figure would stay
+// for the whole hour.
+func TestStatusRSSIsTheNewPidsOwn(t *testing.T) {
+	dir := t.TempDir()
+	flag, pidfile := filepath.Join(dir, "flag"), filepath.Join(dir, "pid")
+	file := writeConfig(t, program("w", "hog-once 96 "+flag+" "+pidfile, 1, "")+`
+[memmon]
+interval = "1h"
+any = "10GB"
+`)
+	s, cl, _ := startSupervisor(t, file)
+	old := readPidfile(t, pidfile) // written once the 96 MiB are held
+	s.mu.RLock()
+	w := s.watchdog
+	s.mu.RUnlock()
+	var wg sync.WaitGroup
+	w.Tick(context.Background(), &wg)
+	wg.Wait()
+	st := waitStatus(t, cl, "w:w_0", "showing the 96 MiB held", func(p api.ProcStatus) bool { return p.Pid == old && p.RSSBytes >= 96<<20 })
+	if st.TreeRSSBytes != 0 {
+		t.Errorf("tree RSS %d for a process without descendants, want 0", st.TreeRSSBytes)
+	}
+	if err := unix.Kill(old, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st = waitNewPid(t, cl, "w:w_0", old)
+	// The new process holds nothing: its RSS is the Go runtime's few MiB.
+	if st.RSSBytes <= 0 || st.RSSBytes >= 48<<20 {
+		t.Errorf("new pid %d shows RSS %d, want its own (a few MiB; the old pid held 96 MiB)", st.Pid, st.RSSBytes)
+	}
+}
+
+// Without [memmon], status shows every running process's RSS.
+func TestStatusFiguresWithoutMemmon(t *testing.T) {
+	file := writeConfig(t, program("hog", "hog 64", 1, "")+program("idle", "sleep", 1, ""))
+	_, cl, _ := startSupervisor(t, file)
+	waitAll(t, cl, "RUNNING")
+	waitStatus(t, cl, "hog:hog_0", "showing the 64 MiB it holds", func(p api.ProcStatus) bool { return p.RSSBytes >= 64<<20 })
+	st := waitStatus(t, cl, "idle:idle_0", "showing its RSS", func(p api.ProcStatus) bool { return p.RSSBytes > 0 })
+	if st.RSSBytes >= 64<<20 || st.TreeRSSBytes != 0 {
+		t.Errorf("idle: RSS %d, tree %d: want its own few MiB, and no tree", st.RSSBytes, st.TreeRSSBytes)
+	}
+}
