@@ -162,7 +162,7 @@ func (s server) tailMany(w http.ResponseWriter, r *http.Request, n, limit int) {
 	if err == nil && Follows(r) {
 		err = mt.follow()
 	}
-	if timedOut(err) {
+	if err != nil && (timedOut(err) || r.Context().Err() == nil) {
 		var names []string
 		for _, tf := range mt.files {
 			names = append(names, tf.Name)
@@ -174,7 +174,11 @@ func (s server) tailMany(w http.ResponseWriter, r *http.Request, n, limit int) {
 		if len(names) > 3 {
 			what += fmt.Sprintf(" and %d more", len(names)-3)
 		}
-		logf(r, "control socket: tail of %s (%s): the client took no bytes for %s; dropped", what, cmp.Or(q.Get("stream"), "stdout"), dw.d)
+		if timedOut(err) {
+			logf(r, "control socket: tail of %s (%s): the client took no bytes for %s; dropped", what, cmp.Or(q.Get("stream"), "stdout"), dw.d)
+		} else {
+			logf(r, "control socket: tail of %s (%s) ended: %v", what, cmp.Or(q.Get("stream"), "stdout"), err)
+		}
 	}
 }
 
@@ -190,6 +194,11 @@ func (mt *multiTail) first(n int, follow bool) error {
 			return err
 		}
 		t, err := logtail.Find(tf.f, 0, fi.Size(), n, mt.limit)
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			// Truncated under it: nothing of it before now.
+			tf.off = 0
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("tail %s: %w", tf.Path, err)
 		}
@@ -199,7 +208,6 @@ func (mt *multiTail) first(n int, follow bool) error {
 		if err := mt.feed(tf, t.Start, t.End); err != nil {
 			return err
 		}
-		tf.off = t.End
 		if !follow {
 			if err := tf.lines.flush(tf.emit); err != nil {
 				return err
@@ -240,19 +248,37 @@ func (mt *multiTail) marker(name string, t logtail.Tail) error {
 	return mt.lw.line(name, []byte(m[:len(m)-1]), 0, mt.now)
 }
 
-// feed reads [from, to) of a log into its lines.
+// feed reads [from, to) of a log into its lines, and sets the log's
+// offset past it. A file that holds less than to by the read was truncated
+// under it (copytruncate between the fstat and the read): what was read
+// goes out, the line begun with it too, and the next poll reads the file
+// from its start.
 func (mt *multiTail) feed(tf *tailFile, from, to int64) error {
 	for from < to {
 		b := mt.buf[:min(int64(len(mt.buf)), to-from)]
-		if _, err := io.ReadFull(io.NewSectionReader(tf.f, from, int64(len(b))), b); err != nil {
-			return fmt.Errorf("read %s at %d: %w", tf.Path, from, err)
+		k, err := tf.f.ReadAt(b, from)
+		if k > 0 {
+			if err := tf.lines.feed(b[:k], mt.now, tf.emit); err != nil {
+				return err
+			}
+			from += int64(k)
 		}
-		if err := tf.lines.feed(b, mt.now, tf.emit); err != nil {
-			return err
+		if k < len(b) {
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read %s at %d: %w", tf.Path, from, err)
+			}
+			return mt.truncated(tf)
 		}
-		from += int64(len(b))
 	}
+	tf.off = to
 	return nil
+}
+
+// truncated starts tf again at its file's start: the line begun goes out
+// as it is.
+func (mt *multiTail) truncated(tf *tailFile) error {
+	tf.off = 0
+	return tf.lines.flush(tf.emit)
 }
 
 // records writes records of the daemon's log.
@@ -357,15 +383,18 @@ func (mt *multiTail) send(tf *tailFile) error {
 	size := st.Size
 	if size < tf.off {
 		// Truncated (copytruncate): start again at its beginning.
-		if err := tf.lines.flush(tf.emit); err != nil {
+		if err := mt.truncated(tf); err != nil {
 			return err
 		}
-		tf.off = 0
 	}
 	if size == tf.off {
 		return nil
 	}
 	t, err := logtail.Find(tf.f, tf.off, size, -1, mt.limit)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		// Truncated since the fstat: the next poll starts again.
+		return mt.truncated(tf)
+	}
 	if err != nil {
 		return fmt.Errorf("tail %s: %w", tf.Path, err)
 	}
@@ -377,9 +406,5 @@ func (mt *multiTail) send(tf *tailFile) error {
 			return err
 		}
 	}
-	if err := mt.feed(tf, t.Start, t.End); err != nil {
-		return err
-	}
-	tf.off = t.End
-	return nil
+	return mt.feed(tf, t.Start, t.End)
 }
