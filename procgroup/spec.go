@@ -177,6 +177,11 @@ func (l LogSpec) direct() bool {
 	return l.Kind == LogFile && strings.HasPrefix(l.Path, "/dev/")
 }
 
+// Device reports whether the output goes to a device (/dev/...), handed
+// to the child as it is: no file gosup reads, or opens for anyone but the
+// child.
+func (l LogSpec) Device() bool { return l.direct() }
+
 // copied reports whether the output goes to a file through gosup's copier
 // (which log_timestamps stamps).
 func (l LogSpec) copied() bool {

@@ -430,7 +430,9 @@ func logPath(spec *procgroup.ProcSpec, stream string) (string, error) {
 	default:
 		return "", api.Invalid(fmt.Errorf("%w %q: want stdout or stderr", errUnknownStream, stream))
 	}
-	if ls.Kind != procgroup.LogFile {
+	// A device is never opened here (as root, O_RDONLY): opening
+	// /dev/watchdog arms it, opening a tty raises DTR.
+	if ls.Kind != procgroup.LogFile || ls.Device() {
 		return "", api.Invalid(fmt.Errorf("%s sends %s to %s, not to a file; nothing to tail", spec.FullName(), stream, ls))
 	}
 	return ls.Path, nil

@@ -262,6 +262,11 @@ stdout_logfile = "`+log+`"
 command = "@HELPER@ sleep"
 startsecs = 0
 stdout_logfile = "none"
+
+[program.dev]
+command = "@HELPER@ sleep"
+startsecs = 0
+stdout_logfile = "/dev/null"
 `+helperEnv)
 	cl, _ := startDaemon(t, file)
 	waitAll(t, cl, "RUNNING")
@@ -274,8 +279,15 @@ stdout_logfile = "none"
 	}
 	got, err := io.ReadAll(rc)
 	rc.Close()
-	if err != nil || string(got) != "x\n" || len(notes) != 1 || notes[0] != "quiet:quiet sends stdout to none, not to a file; not tailed" {
+	// A device is never opened by the daemon (root): opening
+	// /dev/watchdog arms it, a tty raises DTR.
+	if err != nil || string(got) != "x\n" || len(notes) != 2 ||
+		notes[0] != "dev:dev sends stdout to /dev/null, not to a file; not tailed" ||
+		notes[1] != "quiet:quiet sends stdout to none, not to a file; not tailed" {
 		t.Fatalf("all: %q %v, notes %q", got, err, notes)
+	}
+	if _, _, err := cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"dev"}, Follow: true}); err == nil || !strings.Contains(err.Error(), "dev:dev sends stdout to /dev/null, not to a file") {
+		t.Fatalf("dev: %v", err)
 	}
 	_, _, err = cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"quiet"}})
 	var ae *api.Error
