@@ -157,6 +157,10 @@ scan:
 	return t, nil
 }
 
+// TimeFormat is the time of a line, in `ctl tail --timestamps` and in a
+// log written with log_timestamps: RFC 3339 with milliseconds, local time.
+const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
 var nl = []byte{'\n'}
 
 // readFull fills b from r at off; a file that shrank under it is an error.

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/gosup/gosup/logtail"
 )
 
 // BenchmarkChildLogFile measures a child writing 64 MiB to its stdout log
@@ -29,7 +31,7 @@ func benchChildLog(b *testing.B, stamps bool) {
 	if stamps {
 		// spamdone writes 17-byte lines: every one begun gets a stamp.
 		lines := int64((total + 16) / 17)
-		want += lines * int64(len(time.Now().Format(StampFormat))+1)
+		want += lines * int64(len(time.Now().Format(logtail.TimeFormat))+1)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b.SetBytes(total)

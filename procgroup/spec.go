@@ -73,7 +73,7 @@ type Spec struct {
 	StderrLogfileMaxBytes Size
 	StderrLogfileBackups  int
 	// LogTimestamps starts each line the processes write to a log file
-	// with the time gosup wrote it (StampFormat).
+	// with the time gosup wrote it (logtail.TimeFormat).
 	LogTimestamps bool
 }
 

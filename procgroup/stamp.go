@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"io"
 	"time"
-)
 
-// StampFormat is the time log_timestamps puts before each line of a log
-// file: RFC 3339 with milliseconds, local time (as ctl tail --timestamps).
-const StampFormat = "2006-01-02T15:04:05.000Z07:00"
+	"github.com/gosup/gosup/logtail"
+)
 
 // stampOut bounds what a stamper gathers before writing: a read of short
 // lines grows by a stamp a line.
@@ -34,7 +32,7 @@ func newStamper(w io.Writer) *stamper {
 // refused is reported as b's bytes not written (n), for the copier to
 // count.
 func (s *stamper) Write(b []byte) (int, error) {
-	s.stamp = append(time.Now().AppendFormat(s.stamp[:0], StampFormat), ' ')
+	s.stamp = append(time.Now().AppendFormat(s.stamp[:0], logtail.TimeFormat), ' ')
 	done := 0 // bytes of b whose output has been written
 	out := s.out[:0]
 	in := 0 // bytes of b in out

@@ -89,7 +89,7 @@ stopwaitsecs = 2
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	tail, err := cl.Tail(ctx, "chatty", "stdout", 1, 0, true)
+	tail, _, err := cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"chatty"}, Lines: 1, Follow: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func testTailDropped(t *testing.T, query, logged string) {
 	if _, err := cl.Status(context.Background()); err != nil {
 		t.Fatalf("status after dropping a tail client: %v", err)
 	}
-	tail, err := cl.Tail(context.Background(), "chatty", "stdout", 1, 0, false)
+	tail, _, err := cl.TailLogs(context.Background(), api.TailRequest{Patterns: []string{"chatty"}, Lines: 1})
 	if err != nil {
 		t.Fatalf("tail after dropping a tail client: %v", err)
 	}

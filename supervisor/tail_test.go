@@ -112,7 +112,7 @@ func TestTailFollowRotation(t *testing.T) {
 	appendLog(t, log, "old\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	rc, err := cl.Tail(ctx, "quiet", "stdout", 1, 0, true)
+	rc, _, err := cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"quiet"}, Lines: 1, Follow: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestTailBytes(t *testing.T) {
 		{100, "[gosup: 1023.9KB cut]\n" + strings.Repeat("x", 95) + " end\n"},
 		{2 << 20, "first\n" + strings.Repeat("x", 1<<20) + " end\n"},
 	} {
-		rc, err := cl.Tail(ctx, "quiet", "stdout", 10, tc.bytes, false)
+		rc, _, err := cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"quiet"}, Lines: 10, MaxBytes: tc.bytes})
 		if err != nil {
 			t.Fatal(err)
 		}

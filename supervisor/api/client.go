@@ -295,24 +295,6 @@ func (c *Client) WaitUpgrade(ctx context.Context, reply UpgradeReply) (Info, err
 	}
 }
 
-// Tail returns a log's last n lines, at most maxBytes of them (0: the
-// daemon's default); with follow the body keeps streaming, at most
-// maxBytes per read. The caller closes the returned reader.
-func (c *Client) Tail(ctx context.Context, name, stream string, n, maxBytes int, follow bool) (io.ReadCloser, error) {
-	q := url.Values{"name": {name}, "stream": {stream}, "n": {strconv.Itoa(n)}}
-	if maxBytes > 0 {
-		q.Set("bytes", strconv.Itoa(maxBytes))
-	}
-	if follow {
-		q.Set("follow", "1")
-	}
-	resp, err := c.raw(ctx, http.MethodGet, "/v1/tail", q, nil)
-	if err != nil {
-		return nil, err
-	}
-	return resp.Body, nil
-}
-
 // TailRequest asks for the logs of several processes, the daemon's own, or
 // both (see Client.TailLogs).
 type TailRequest struct {

@@ -20,10 +20,6 @@ const MaxLineBytes = 16 << 10
 // of its own.
 const partialWait = time.Second
 
-// TimeFormat is the time of a line, in a tail with --timestamps and in a
-// log written with log_timestamps: RFC 3339 with milliseconds, local time.
-const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
-
 // lineSplitter cuts one log's bytes into whole lines. It holds the line
 // begun and not yet ended, at most max bytes of it; what is past max is
 // counted, not held.
@@ -114,9 +110,6 @@ type lineWriter struct {
 	timestamps bool
 	buf        []byte // what is not yet written, flushed past lineWriterBuf
 	wrote      bool   // something was written since the last flush of the response
-	// CutLines and CutBytes count the lines cut to MaxLineBytes and what
-	// was left out of them.
-	CutLines, CutBytes int64
 }
 
 // lineWriterBuf is how much the writer gathers before a write.
@@ -133,13 +126,11 @@ func (lw *lineWriter) line(name string, line []byte, cut int64, now time.Time) e
 		lw.buf = append(lw.buf, " | "...)
 	}
 	if lw.timestamps {
-		lw.buf = now.AppendFormat(lw.buf, TimeFormat)
+		lw.buf = now.AppendFormat(lw.buf, logtail.TimeFormat)
 		lw.buf = append(lw.buf, ' ')
 	}
 	lw.buf = append(lw.buf, line...)
 	if cut > 0 {
-		lw.CutLines++
-		lw.CutBytes += cut
 		lw.buf = append(lw.buf, " [gosup: "+logtail.FormatBytes(cut)+" of this line cut]"...)
 	}
 	lw.buf = append(lw.buf, '\n')
