@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -13,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosup/gosup/logtail"
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/config"
 )
 
 // tailConfig runs one quiet program whose stdout log is returned; the test
@@ -296,5 +299,74 @@ stdout_logfile = "/dev/null"
 	}
 	if _, _, err := cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"all"}, Stream: "stdin"}); err == nil || !strings.Contains(err.Error(), `unknown stream "stdin"`) {
 		t.Fatalf("stdin: %v", err)
+	}
+}
+
+// stampRE is a line's stamp of ctl tail -t: RFC 3339 with milliseconds.
+const stampRE = `[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}(Z|[+-][0-9]{2}:[0-9]{2})`
+
+// -t stamps a line with a time it is known for: a line read live with the
+// time the daemon read it, a record of the daemon's log with its own time.
+// A log file keeps no times, so the lines from before the tail began
+// (-n) have "-" in its place, never the request's time for them all.
+// A ring that overwrote records says so, over the socket.
+func TestTailManyTimestamps(t *testing.T) {
+	file, log := tailConfig(t)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring := logtail.NewRing(400)
+	_, cl, _ := runDaemon(t, cfg, Options{DaemonLog: ring})
+	waitAll(t, cl, "RUNNING")
+	appendLog(t, log, "old 1\nold 2\n")
+	for i := range 20 {
+		fmt.Fprintf(ring, "time=2020-01-02T03:04:05.%03dZ level=INFO msg=record%d\n", i, i)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rc, _, err := cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"quiet"}, Daemon: true, Lines: -1, Timestamps: true, Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	body := bufio.NewReader(rc)
+	at := func(ms int) string {
+		return time.Date(2020, 1, 2, 3, 4, 5, ms*1e6, time.UTC).Local().Format(logtail.TimeFormat)
+	}
+	got := readUntil(t, body, "msg=record19\n")
+	want := regexp.MustCompile(`\Aquiet:quiet \| -` + ` +old 1\nquiet:quiet \| - +old 2\n` +
+		`gosup       \| - +\[gosup: [0-9]+ earlier records \([0-9]+B\) of the daemon's log were overwritten in memory\]\n` +
+		`(gosup       \| ([^ ]+) time=\S+ level=INFO msg=record[0-9]+\n)+\z`)
+	if !want.MatchString(got) {
+		t.Fatalf("history:\n%s", got)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(got, "\n"), "\n") {
+		i := strings.Index(l, "msg=record")
+		if i < 0 {
+			continue
+		}
+		var ms int
+		if _, err := fmt.Sscanf(l[i:], "msg=record%d", &ms); err != nil {
+			t.Fatal(err)
+		}
+		if f := strings.Fields(l); f[2] != at(ms) {
+			t.Fatalf("record %d stamped %s, want its own time %s: %q", ms, f[2], at(ms), l)
+		}
+	}
+	// The stamp's width is kept: the text starts in one column.
+	lines := strings.Split(got, "\n")
+	if strings.Index(lines[0], "old 1") != len("quiet:quiet | ")+len(at(0))+1 {
+		t.Fatalf("history line not aligned with stamped ones:\n%s", got)
+	}
+	before := time.Now().Add(-time.Millisecond)
+	appendLog(t, log, "live\n")
+	l := readUntil(t, body, "live\n")
+	m := regexp.MustCompile(`\Aquiet:quiet \| (` + stampRE + `) live\n\z`).FindStringSubmatch(l)
+	if m == nil {
+		t.Fatalf("live line %q", l)
+	}
+	if read, err := time.Parse(logtail.TimeFormat, m[1]); err != nil || read.Before(before.Truncate(time.Millisecond)) {
+		t.Fatalf("live line stamped %s, before it was written (%s): %v", m[1], before, err)
 	}
 }

@@ -480,7 +480,7 @@ the last 1MB of it; an in-place upgrade hands the newest 32KB to the new image.`
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what is appended")
 	c.Flags().IntVarP(&n, "lines", "n", 10, "number of lines of each log")
 	c.Flags().StringVar(&maxBytes, "bytes", logtail.SizeString(logtail.DefaultBytes), "at most this much of each log's lines, and of each read with -f (at most "+logtail.SizeString(logtail.MaxBytes)+"); a line \"[gosup: SIZE cut]\" stands for the rest")
-	c.Flags().BoolVarP(&timestamps, "timestamps", "t", false, "start each line with the time the daemon read it (RFC 3339, milliseconds)")
+	c.Flags().BoolVarP(&timestamps, "timestamps", "t", false, "start each line with the time the daemon read it as -f follows (RFC 3339, milliseconds); \"-\" for a line from before the tail began (a log file keeps no times), a daemon's record's own time")
 	c.Flags().BoolVar(&prefix, "prefix", false, "start each line with its process's name even for one process")
 	c.Flags().BoolVar(&noPrefix, "no-prefix", false, "print lines without their process's name even for several")
 	c.Flags().BoolVar(&daemon, "daemon", false, "the daemon's own recent log (with PATTERN: besides the processes')")

@@ -108,6 +108,7 @@ type lineWriter struct {
 	prefix     bool
 	width      int
 	timestamps bool
+	unknown    []byte // a stamp's place on a line whose time is not known: "-", padded
 	buf        []byte // what is not yet written, flushed past lineWriterBuf
 	wrote      bool   // something was written since the last flush of the response
 }
@@ -126,7 +127,14 @@ func (lw *lineWriter) line(name string, line []byte, cut int64, now time.Time) e
 		lw.buf = append(lw.buf, " | "...)
 	}
 	if lw.timestamps {
-		lw.buf = now.AppendFormat(lw.buf, logtail.TimeFormat)
+		if now.IsZero() {
+			if lw.unknown == nil {
+				lw.unknown = append([]byte{'-'}, bytes.Repeat([]byte{' '}, len(time.Now().Format(logtail.TimeFormat))-1)...)
+			}
+			lw.buf = append(lw.buf, lw.unknown...)
+		} else {
+			lw.buf = now.AppendFormat(lw.buf, logtail.TimeFormat)
+		}
 		lw.buf = append(lw.buf, ' ')
 	}
 	lw.buf = append(lw.buf, line...)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -38,6 +39,10 @@ type multiTail struct {
 	limit int    // bytes per log per read
 	buf   []byte // the reads' buffer, shared by every log
 	now   time.Time
+	// stamp is the time of the lines being written (-t): mt.now for
+	// those read live, a record's own for the daemon's log, zero (not
+	// known: "-") for the lines of a file from before the tail began.
+	stamp time.Time
 	polls int // polls so far: the paths are checked for rotation every fourth
 }
 
@@ -218,7 +223,7 @@ func (mt *multiTail) first(n int, follow bool) error {
 		recs, next := rt.ring.Last(n)
 		if over, overBytes := rt.ring.Overwritten(); over > 0 && (n < 0 || n > len(recs)) {
 			line := fmt.Sprintf("[gosup: %d earlier records (%s) of the daemon's log were overwritten in memory]", over, logtail.FormatBytes(overBytes))
-			if err := mt.lw.line(DaemonLogName, []byte(line), 0, mt.now); err != nil {
+			if err := mt.lw.line(DaemonLogName, []byte(line), 0, time.Time{}); err != nil {
 				return err
 			}
 		}
@@ -233,9 +238,9 @@ func (mt *multiTail) first(n int, follow bool) error {
 	return mt.dw.Flush()
 }
 
-// emitter writes the lines of the log name, as read at mt.now.
+// emitter writes the lines of the log name, stamped with mt.stamp.
 func (mt *multiTail) emitter(name string) emitFunc {
-	return func(line []byte, cut int64) error { return mt.lw.line(name, line, cut, mt.now) }
+	return func(line []byte, cut int64) error { return mt.lw.line(name, line, cut, mt.stamp) }
 }
 
 // marker writes the line that says what a read of a log left out, if it
@@ -245,7 +250,7 @@ func (mt *multiTail) marker(name string, t logtail.Tail) error {
 	if m == "" {
 		return nil
 	}
-	return mt.lw.line(name, []byte(m[:len(m)-1]), 0, mt.now)
+	return mt.lw.line(name, []byte(m[:len(m)-1]), 0, mt.stamp)
 }
 
 // feed reads [from, to) of a log into its lines, and sets the log's
@@ -281,14 +286,36 @@ func (mt *multiTail) truncated(tf *tailFile) error {
 	return tf.lines.flush(tf.emit)
 }
 
-// records writes records of the daemon's log.
+// records writes records of the daemon's log, each stamped with its own
+// time.
 func (mt *multiTail) records(rt *ringTail, recs [][]byte) error {
+	live := mt.stamp
+	defer func() { mt.stamp = live }()
 	for _, rec := range recs {
+		mt.stamp = recordTime(rec)
 		if err := rt.lines.feed(rec, mt.now, rt.emit); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// recordTime is the time a record of the daemon's log says it was
+// written (log/slog's text: "time=2026-11-30T07:51:25.123Z ..."); zero
+// when it says none.
+func recordTime(rec []byte) time.Time {
+	v, ok := bytes.CutPrefix(rec, []byte("time="))
+	if !ok {
+		return time.Time{}
+	}
+	if i := bytes.IndexByte(v, ' '); i >= 0 {
+		v = v[:i]
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(v))
+	if err != nil {
+		return time.Time{}
+	}
+	return t.Local()
 }
 
 // follow writes what every log gets appended, whole lines, checking four
@@ -306,6 +333,7 @@ func (mt *multiTail) follow() error {
 		case <-tick.C:
 		}
 		mt.now = time.Now()
+		mt.stamp = mt.now
 		mt.polls++
 		for _, tf := range mt.files {
 			if err := mt.poll(tf); err != nil {
