@@ -19,6 +19,7 @@ type testHooks struct {
 	reloadPrepare func()              // in a reload's prepare, under s.mu, after its lanes are reserved
 	touchLoop     func()              // in the touch_reload loop, each time it wakes
 	socketCheck   func()              // in the socket watch, before each check
+	tailFiles     int                 // replaces the bound of the files open for tails when not 0
 	// socketTimeouts replace the control socket's timeouts when set.
 	socketTimeouts *api.Timeouts
 }

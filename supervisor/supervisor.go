@@ -394,7 +394,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 		if s.hooks.socketTimeouts != nil {
 			timeouts = *s.hooks.socketTimeouts
 		}
-		srv := api.NewServer(s.markStreams(s.recovering(api.NewHandler(apiHost{s}))), timeouts, slog.NewLogLogger(s.log.Handler(), slog.LevelWarn))
+		srv := api.NewServer(s.markStreams(s.recovering(api.NewHandler(apiHost{s}, s.hooks.tailFiles))), timeouts, slog.NewLogLogger(s.log.Handler(), slog.LevelWarn))
 		srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(withPeer(ctx, c), connKey{}, c)
 		}

@@ -370,3 +370,75 @@ func TestTailManyTimestamps(t *testing.T) {
 		t.Fatalf("live line stamped %s, before it was written (%s): %v", m[1], before, err)
 	}
 }
+
+// The log files open for tails are bounded across every request (each
+// ctl tail -f all holds one a log): past the bound a tail is refused, 503,
+// saying how many are open and for how many tails, and ctl info counts
+// them; the children's spawns keep their descriptors.
+func TestTailFilesBounded(t *testing.T) {
+	dir := t.TempDir()
+	file := writeConfig(t, `
+[program.a]
+command = "@HELPER@ sleep"
+startsecs = 0
+stdout_logfile = "`+filepath.Join(dir, "a.log")+`"
+
+[program.b]
+command = "@HELPER@ sleep"
+startsecs = 0
+stdout_logfile = "`+filepath.Join(dir, "b.log")+`"
+`+helperEnv)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cl, _ := runDaemonWith(t, cfg, Options{}, func(s *Supervisor) { s.hooks.tailFiles = 3 })
+	waitAll(t, cl, "RUNNING")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	follow, cancelFollow := context.WithCancel(ctx)
+	rc, _, err := cl.TailLogs(follow, api.TailRequest{Patterns: []string{"all"}, Lines: 1, Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	info, err := cl.Info(ctx)
+	if err != nil || info.TailFiles != 2 || info.Tails != 1 || info.TailFilesMax != 3 {
+		t.Fatalf("info: %d files for %d tails (at most %d), %v; want 2 for 1 (3)", info.TailFiles, info.Tails, info.TailFilesMax, err)
+	}
+	_, _, err = cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"all"}, Lines: 1, Follow: true})
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != http.StatusServiceUnavailable ||
+		!strings.Contains(err.Error(), "2 log files are open for 1 tail already, and this one needs 2: at most 3 at once") {
+		t.Fatalf("a tail past the bound: %v", err)
+	}
+	// One file still fits.
+	one, _, err := cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"a"}, Lines: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, one)
+	one.Close()
+	if info, err = cl.Info(ctx); err != nil || info.TailsRefused != 1 {
+		t.Fatalf("info: %d refused, %v; want 1", info.TailsRefused, err)
+	}
+	// Once the first tail ends, its files are given back.
+	cancelFollow()
+	for {
+		if info, err = cl.Info(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if info.TailFiles == 0 && info.Tails == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("after the tail ended: %d files for %d tails", info.TailFiles, info.Tails)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	again, _, err := cl.TailLogs(ctx, api.TailRequest{Patterns: []string{"all"}, Lines: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again.Close()
+}

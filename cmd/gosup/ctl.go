@@ -598,6 +598,13 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 				}
 			}
 			fmt.Fprintf(out, "log dropped:     %s\n", dropped)
+			if info.TailFilesMax > 0 {
+				tails := fmt.Sprintf("%d following %d log files (at most %d at once)", info.Tails, info.TailFiles, info.TailFilesMax)
+				if info.TailsRefused > 0 {
+					tails += fmt.Sprintf("; %d refused", info.TailsRefused)
+				}
+				fmt.Fprintf(out, "tails:           %s\n", tails)
+			}
 			if len(info.Panics) == 0 {
 				fmt.Fprintf(out, "panics:          none\n")
 			}

@@ -107,6 +107,13 @@ type Info struct {
 	Rescues          int       `json:"rescues,omitempty"`
 	UpgradeFailures  int       `json:"upgrade_failures"`
 	LastUpgradeError string    `json:"last_upgrade_error,omitempty"`
+	// TailFiles is how many log files tails hold open now, for how many
+	// Tails; TailFilesMax bounds them, all tails together, and
+	// TailsRefused counts the tails refused for it.
+	TailFiles    int   `json:"tail_files"`
+	Tails        int   `json:"tails"`
+	TailFilesMax int   `json:"tail_files_max"`
+	TailsRefused int64 `json:"tails_refused"`
 	// memmon's counters (zero without [memmon] / [email]).
 	MemmonRestarts int64 `json:"memmon_restarts"`
 	AlertsSent     int64 `json:"alerts_sent"`

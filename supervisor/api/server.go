@@ -85,9 +85,13 @@ func Unavailable(err error) error { return &statusError{http.StatusServiceUnavai
 // maxRequestBytes bounds a request body.
 const maxRequestBytes = 64 << 10
 
-// NewHandler serves the control API of d.
-func NewHandler(d Daemon) http.Handler {
-	s := server{d}
+// NewHandler serves the control API of d; tails keep at most tailFiles log
+// files open at once, all requests together (<= 0: DefaultTailFiles).
+func NewHandler(d Daemon, tailFiles int) http.Handler {
+	if tailFiles <= 0 {
+		tailFiles = DefaultTailFiles()
+	}
+	s := server{d: d, tails: &tailBudget{max: tailFiles}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/info", s.info)
 	mux.HandleFunc("GET /v1/status", s.status)
@@ -178,7 +182,10 @@ func timedOut(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-type server struct{ d Daemon }
+type server struct {
+	d     Daemon
+	tails *tailBudget // the log files open for tails
+}
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -196,7 +203,9 @@ func writeErr(w http.ResponseWriter, err error) {
 }
 
 func (s server) info(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.d.Info())
+	info := s.d.Info()
+	s.tails.count(&info)
+	writeJSON(w, http.StatusOK, info)
 }
 
 func (s server) status(w http.ResponseWriter, r *http.Request) {
@@ -473,6 +482,12 @@ func (s server) tail(w http.ResponseWriter, r *http.Request) {
 // tailFile serves the tail of one log file, as it is: the last n lines,
 // at most limit bytes of them, then with follow=1 what is appended.
 func (s server) tailFile(w http.ResponseWriter, r *http.Request, name, stream, path string, n, limit int) {
+	release, err := s.tails.take(1)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	defer release()
 	// A log not written yet is an empty one.
 	f, err := logtail.Open(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -125,6 +126,14 @@ func (s server) tailMany(w http.ResponseWriter, r *http.Request, n, limit int) {
 	if len(logs) == 1 && ring == nil && !prefix && !timestamps {
 		s.tailFile(w, r, logs[0].Name, q.Get("stream"), logs[0].Path, n, limit)
 		return
+	}
+	if len(logs) > 0 {
+		release, err := s.tails.take(len(logs))
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		defer release()
 	}
 	mt := &multiTail{r: r, limit: limit, now: time.Now()}
 	defer func() {
@@ -435,4 +444,57 @@ func (mt *multiTail) send(tf *tailFile) error {
 		}
 	}
 	return mt.feed(tf, t.Start, t.End)
+}
+
+// tailBudget bounds the log files open for tails, all requests together:
+// each log a tail follows holds a descriptor (and up to MaxLineBytes of a
+// line begun) for as long as it runs, and scripted tails of every log
+// must not take the descriptors the processes' spawns need.
+type tailBudget struct {
+	mu      sync.Mutex
+	max     int
+	files   int   // open now
+	tails   int   // the tails holding them
+	refused int64 // tails refused since the start
+}
+
+// DefaultTailFiles is the bound of the log files open for tails: a
+// quarter of the descriptors the daemon may open (RLIMIT_NOFILE), at most
+// 4,096, so that spawning always keeps the rest.
+func DefaultTailFiles() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 256
+	}
+	return int(min(4096, max(rl.Cur/4, 16)))
+}
+
+// take reserves n files for a tail, or refuses it (503) when they would
+// go past the bound; release gives them back.
+func (b *tailBudget) take(n int) (release func(), err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.files+n > b.max {
+		b.refused++
+		tails := "tails"
+		if b.tails == 1 {
+			tails = "tail"
+		}
+		return nil, Unavailable(fmt.Errorf("%d log files are open for %d %s already, and this one needs %d: at most %d at once, the descriptors the processes need are kept; end a ctl tail -f, or tail fewer processes", b.files, b.tails, tails, n, b.max))
+	}
+	b.files += n
+	b.tails++
+	return func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.files -= n
+		b.tails--
+	}, nil
+}
+
+// count puts the budget's figures in info.
+func (b *tailBudget) count(info *Info) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	info.TailFiles, info.Tails, info.TailFilesMax, info.TailsRefused = b.files, b.tails, b.max, b.refused
 }
