@@ -570,13 +570,22 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 				return nil, nil, fmt.Errorf("binary %s was replaced after its check; try again", binary)
 			}
 		}
-		if ring := s.opts.DaemonLog; ring != nil {
-			recs, over, overBytes := ring.Snapshot(handover.DaemonLogBytes)
-			doc.DaemonLog = &handover.DaemonLog{Records: recs, Overwritten: over, OverwrittenBytes: overBytes}
-		}
 		var err error
 		if b, err = json.Marshal(doc); err != nil {
 			return nil, nil, fmt.Errorf("handover document: %w", err)
+		}
+		// Logged before the daemon's log is snapshot for the new image,
+		// so that this record is the last the old image hands over.
+		s.log.Info("executing the new binary", "binary", binary, "processes", len(doc.Processes), "handover_bytes", len(b),
+			"quiesce_took", time.Since(begun).Round(time.Millisecond), "freeze_took", freezeTook.Round(time.Millisecond))
+		if ring := s.opts.DaemonLog; ring != nil {
+			recs, over, overBytes := ring.Snapshot(handover.DaemonLogBytes)
+			dl, err := json.Marshal(&handover.DaemonLog{Records: recs, Overwritten: over, OverwrittenBytes: overBytes})
+			if err != nil {
+				return nil, nil, fmt.Errorf("handover document: %w", err)
+			}
+			// doc.DaemonLog is nil, so left out: added as its last field.
+			b = append(append(append(b[:len(b)-1:len(b)-1], `,"daemon_log":`...), dl...), '}')
 		}
 		if len(b) > handover.MaxBytes {
 			return nil, nil, fmt.Errorf("handover document of %d MiB, more than the %d MiB a new image reads", len(b)>>20, handover.MaxBytes>>20)
@@ -596,8 +605,6 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 		// is lost; systemctl reload during an upgrade says so in the log.
 		signal.Ignore(syscall.SIGHUP)
 		hupIgnored = true
-		s.log.Info("executing the new binary", "binary", binary, "processes", len(doc.Processes), "handover_bytes", len(b),
-			"quiesce_took", time.Since(begun).Round(time.Millisecond), "freeze_took", freezeTook.Round(time.Millisecond))
 		return []int{mfd}, env, nil
 	}
 	err = s.rp.ExecWith(binary, argv, doc.FDs(), lastLook)

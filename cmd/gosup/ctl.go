@@ -470,8 +470,10 @@ the last 1MB of it; an in-place upgrade hands the newest 32KB to the new image.`
 					}
 					return failed(err)
 				}
-				// Output written while the stream was cut may be
-				// missing here (never from the log file).
+				// Followed on from the logs' ends: what was written
+				// since the old image's last read (up to 250 ms before
+				// it stopped), and a line it held unfinished, are
+				// missing here (never from the log files).
 				fmt.Fprintf(cmd.ErrOrStderr(), "gosup: the daemon was upgraded in place (%s); following again\n", info.Version)
 				before, req.Lines = info, 0
 			}
