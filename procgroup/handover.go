@@ -64,6 +64,10 @@ type Handover struct {
 type Pipe struct {
 	Stream string `json:"stream"` // stdout or stderr
 	FD     int    `json:"fd"`
+	// Mid says the log (log_timestamps) holds the start of a line the
+	// child has not ended: the next copier stamps no line until its
+	// newline.
+	Mid bool `json:"mid,omitempty"`
 }
 
 // MarshalText names the state as the status does.
@@ -316,7 +320,7 @@ func (p *Process) restore(l *loop, h Handover, files []*os.File) {
 	p.out.guard = p.Guard
 	for i, pipe := range h.Pipes {
 		if i < len(files) {
-			p.out.adoptPipe(pipe.Stream, files[i])
+			p.out.adoptPipe(pipe, files[i])
 		}
 	}
 	l.disarm()
@@ -403,7 +407,7 @@ func (o *outputs) handOver(wait time.Duration, force bool) ([]Pipe, []*os.File, 
 				o.drops.of(c.stream).Add(held)
 				o.log.Error("a log copier is stuck writing; its pipe is handed over anyway and what it held is counted as dropped", "stream", c.stream, "dropped_bytes", held)
 				fd, _ := RawFD(dup)
-				pipes = append(pipes, Pipe{Stream: c.stream, FD: fd})
+				pipes = append(pipes, Pipe{Stream: c.stream, FD: fd, Mid: c.mid()})
 				files = append(files, dup)
 				continue
 			}
@@ -420,7 +424,7 @@ func (o *outputs) handOver(wait time.Duration, force bool) ([]Pipe, []*os.File, 
 			o.resumeCopiers(cs)
 			return nil, nil, err
 		}
-		pipes = append(pipes, Pipe{Stream: c.stream, FD: fd})
+		pipes = append(pipes, Pipe{Stream: c.stream, FD: fd, Mid: c.mid()})
 		files = append(files, c.r)
 	}
 	return pipes, files, nil
@@ -451,7 +455,7 @@ func (o *outputs) resumeCopiers(cs []*copier) {
 		stopped := c.kept
 		o.mu.Unlock()
 		if stopped {
-			o.adoptPipe(c.stream, c.r)
+			o.adoptPipe(Pipe{Stream: c.stream, Mid: c.mid()}, c.r)
 		}
 	}
 }
@@ -512,7 +516,8 @@ func (o *outputs) seedPartial(stream string, b []byte) {
 }
 
 // adoptPipe starts a copier on a pipe handed over (or handed back).
-func (o *outputs) adoptPipe(stream string, r *os.File) {
+func (o *outputs) adoptPipe(pipe Pipe, r *os.File) {
+	stream := pipe.Stream
 	o.mu.Lock()
 	ls := o.spec.Stdout
 	if stream == "stderr" {
@@ -526,10 +531,10 @@ func (o *outputs) adoptPipe(stream string, r *os.File) {
 		// A copier like any other, so that the next upgrade hands the
 		// pipe over too.
 		o.log.Error("log of an adopted process cannot be opened; its output is discarded (counted)", "stream", stream, "err", err)
-		o.startCopier(stream, noLog{err}, r)
+		o.startCopier(stream, noLog{err}, r, false)
 		return
 	}
-	o.startCopier(stream, sink, r)
+	o.startCopier(stream, sink, r, pipe.Mid)
 }
 
 // noLog takes nothing: the copier counts every byte as dropped.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -579,5 +580,69 @@ func TestHandoverKeepsAPartialSyslogLine(t *testing.T) {
 		case <-deadline:
 			t.Fatal("the line never reached syslog")
 		}
+	}
+}
+
+// log_timestamps across a handover, undone (a failed upgrade) or taken by
+// the next image: a line the child began before it ("abc") and ends after
+// ("def\n") has one stamp, at its start; the copier that goes on knows the
+// line is begun.
+func TestHandoverKeepsAStampedLineWhole(t *testing.T) {
+	for _, adopt := range []bool{false, true} {
+		t.Run(map[bool]string{false: "undone", true: "adopted"}[adopt], func(t *testing.T) {
+			dir := t.TempDir()
+			spec := helperSpec("partial", "abc", "def")
+			spec.StdoutLogfile = filepath.Join(dir, "out.log")
+			spec.LogTimestamps = true
+			p := newTestPool(t, spec).Procs()[0]
+			if err := p.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pid := waitState(t, p, Running, 30*time.Second).Pid
+			path := p.Spec().Stdout.Path
+			waitFor(t, `"abc" in the log`, func() bool {
+				b, _ := os.ReadFile(path)
+				return strings.HasSuffix(string(b), " abc")
+			})
+			f, resume, err := freezeHeld(t, p, 30*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if adopt {
+				b, err := json.Marshal(f.Handover)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var h Handover
+				if err := json.Unmarshal(b, &h); err != nil {
+					t.Fatal(err)
+				}
+				h.Pid, h.State = 0, Exited
+				next := NewProcess(p.Spec(), testReaper, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+				next.Spawns = testSpawns
+				if err := next.Adopt(h, nil, f.Files); err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				go next.Run(ctx)
+				t.Cleanup(func() {
+					cancel()
+					<-next.Done()
+				})
+			} else {
+				resume()
+			}
+			if err := unix.Kill(pid, unix.SIGUSR1); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, `"def" in the log`, func() bool {
+				b, _ := os.ReadFile(path)
+				return strings.HasSuffix(string(b), "def\n")
+			})
+			b, _ := os.ReadFile(path)
+			if !regexp.MustCompile(`\A[0-9T:.+Z-]+ abcdef\n\z`).Match(b) {
+				t.Fatalf("log %q: want one line abcdef, one stamp", b)
+			}
+		})
 	}
 }

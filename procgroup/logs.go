@@ -67,7 +67,13 @@ type copier struct {
 	// meanwhile (resumeCopiers) knows whether to start a copier again.
 	kept bool
 	done chan struct{}
+	// st stamps the lines (log_timestamps), nil when off.
+	st *stamper
 }
+
+// mid reports whether the copier's log holds the start of a line the
+// child has not ended (log_timestamps).
+func (c *copier) mid() bool { return c.st != nil && c.st.mid.Load() }
 
 // stopping reports whether a read deadline means a handover stops the
 // copier (otherwise it was a handover undone: read on). A true answer is
@@ -178,14 +184,23 @@ func (o *outputs) stream(name string, ls LogSpec, program int, opened *[]*os.Fil
 		return nil, fmt.Errorf("%s pipe: %w", name, err)
 	}
 	*opened = append(*opened, w)
-	o.startCopier(name, sink, r)
+	o.startCopier(name, sink, r, false)
 	return w, nil
 }
 
 // startCopier copies r into sink on a goroutine until every writer has
-// closed r, or a handover stops it.
-func (o *outputs) startCopier(name string, sink io.Writer, r *os.File) {
+// closed r, or a handover stops it. mid says the log holds the start of a
+// line (log_timestamps: the copier it takes over from stamped it).
+func (o *outputs) startCopier(name string, sink io.Writer, r *os.File, mid bool) {
 	c := &copier{stream: name, r: r, mu: &o.mu, done: make(chan struct{})}
+	// log_timestamps: a stamp before each line this spawn writes to a
+	// file (syslog stamps its messages itself).
+	if o.spec.Program.LogTimestamps && rotatorOf(sink) != nil {
+		c.st = newStamper(sink)
+		c.st.mid.Store(mid)
+		sink = c.st
+	}
+	st := c.st
 	o.mu.Lock()
 	o.copiers[c] = struct{}{}
 	o.mu.Unlock()
@@ -205,13 +220,6 @@ func (o *outputs) startCopier(name string, sink io.Writer, r *os.File) {
 	// the child and its descendants close their ends. The next spawn gets
 	// a copier of its own.
 	dropped := o.drops.of(name)
-	// log_timestamps: a stamp before each line this spawn writes to a
-	// file (syslog stamps its messages itself).
-	var st *stamper
-	if o.spec.Program.LogTimestamps && rotatorOf(sink) != nil {
-		st = newStamper(sink)
-		sink = st
-	}
 	o.guard.With("process", o.spec.FullName(), "stream", name).Go("log copier",
 		"the rest of that spawn's output is discarded (counted in its status) until it respawns",
 		func() {

@@ -3,6 +3,7 @@ package procgroup
 import (
 	"bytes"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/gosup/gosup/logtail"
@@ -19,9 +20,9 @@ const stampOut = 64 << 10
 // stamper serves one copier (one stream of one spawn).
 type stamper struct {
 	w     io.Writer
-	mid   bool   // a line is begun and not ended
-	stamp []byte // the stamp of the current write, and a space
-	out   []byte // what is gathered for the sink, at most about stampOut
+	mid   atomic.Bool // a line is begun and not ended (read by a handover)
+	stamp []byte      // the stamp of the current write, and a space
+	out   []byte      // what is gathered for the sink, at most about stampOut
 }
 
 func newStamper(w io.Writer) *stamper {
@@ -47,14 +48,16 @@ func (s *stamper) Write(b []byte) (int, error) {
 		out, in = out[:0], 0
 		return nil
 	}
+	mid := s.mid.Load()
+	defer func() { s.mid.Store(mid) }()
 	for rest := b; len(rest) > 0; {
-		if !s.mid {
+		if !mid {
 			out = append(out, s.stamp...)
-			s.mid = true
+			mid = true
 		}
 		line := rest
 		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			line, s.mid = rest[:i+1], false
+			line, mid = rest[:i+1], false
 		}
 		out = append(out, line...)
 		in += len(line)
@@ -85,8 +88,8 @@ func (s *stamper) keep(out []byte) {
 // closed its output): the next spawn's first line starts a line of its
 // own, with its stamp.
 func (s *stamper) end() {
-	if s.mid {
-		s.mid = false
+	if s.mid.Load() {
+		s.mid.Store(false)
 		_, _ = s.w.Write([]byte{'\n'})
 	}
 }
