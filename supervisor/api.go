@@ -464,9 +464,9 @@ func (h apiHost) TailLogs(patterns []string, stream string) ([]api.TailLog, []st
 	}
 	switch {
 	case len(logs) == 0 && len(procs) == 1:
-		return nil, nil, first
+		return nil, notes, api.NoLogFile(first)
 	case len(logs) == 0:
-		return nil, nil, api.Invalid(fmt.Errorf("none of the %d processes %s names sends %s to a file; nothing to tail", len(procs), strings.Join(patterns, " "), cmp.Or(stream, "stdout")))
+		return nil, notes, api.NoLogFile(fmt.Errorf("none of the %d processes %s names sends %s to a file; nothing to tail", len(procs), strings.Join(patterns, " "), cmp.Or(stream, "stdout")))
 	}
 	return logs, notes, nil
 }

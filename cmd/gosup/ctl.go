@@ -405,7 +405,10 @@ was left out.
 
 --daemon prints the daemon's own recent log too (what it writes to stderr
 or the journal), as "gosup | ..." among processes; it is kept in memory,
-the last 1MB of it; an in-place upgrade hands the newest 32KB to the new image.`,
+the last 1MB of it; an in-place upgrade hands the newest 32KB to the new image.
+If none of PATTERN's processes sends the stream to a file, the daemon's log
+is printed alone (and a note says why); "--daemon stderr" (or stdout) is the
+daemon's log alone: the word is a stream, not a pattern.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if daemon {
 				return cobra.RangeArgs(0, 2)(cmd, args)
@@ -418,7 +421,11 @@ the last 1MB of it; an in-place upgrade hands the newest 32KB to the new image.`
 				return err
 			}
 			req := api.TailRequest{Lines: n, Follow: follow, Timestamps: timestamps, Daemon: daemon}
-			if len(args) > 0 {
+			switch {
+			case daemon && len(args) == 1 && (args[0] == "stdout" || args[0] == "stderr"):
+				// A stream, not a pattern: the daemon's log alone
+				// (what it writes to stderr).
+			case len(args) > 0:
 				req.Patterns = args[:1]
 			}
 			if len(args) == 2 {

@@ -41,8 +41,8 @@ type Daemon interface {
 	LogPath(name, stream string) (path string, err error)
 	// TailLogs returns the log files of stream of the processes matching
 	// patterns, in the order of Status, and one note for each matching
-	// process whose stream goes to no file of its own (an error when
-	// none does).
+	// process whose stream goes to no file of its own (when none does:
+	// the notes, and an error marked NoLogFile).
 	TailLogs(patterns []string, stream string) (logs []TailLog, notes []string, err error)
 	// DaemonLog is the daemon's own recent log, nil when it keeps none.
 	DaemonLog() *logtail.Ring
@@ -81,6 +81,15 @@ func Forbidden(err error) error { return &statusError{http.StatusForbidden, err}
 // Unavailable marks err as the daemon unable to take the request now:
 // shutting down, or the client gave up waiting (503).
 func Unavailable(err error) error { return &statusError{http.StatusServiceUnavailable, err} }
+
+// NoLogFile marks err as a tail none of whose processes sends the stream
+// to a file of its own (400): with the daemon's log asked for too, that
+// log is tailed alone, and the notes say why.
+func NoLogFile(err error) error { return Invalid(noLogFile{err}) }
+
+type noLogFile struct{ error }
+
+func (e noLogFile) Unwrap() error { return e.error }
 
 // maxRequestBytes bounds a request body.
 const maxRequestBytes = 64 << 10

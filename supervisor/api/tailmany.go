@@ -93,8 +93,12 @@ func (s server) tailMany(w http.ResponseWriter, r *http.Request, n, limit int) {
 	if patterns := q["p"]; len(patterns) > 0 {
 		var err error
 		if logs, notes, err = s.d.TailLogs(patterns, q.Get("stream")); err != nil {
-			writeErr(w, err)
-			return
+			// With the daemon's log: that one alone, and the notes.
+			if !errors.As(err, new(noLogFile)) || q.Get("daemon") != "1" {
+				writeErr(w, err)
+				return
+			}
+			logs = nil
 		}
 	}
 	var ring *logtail.Ring
