@@ -227,10 +227,20 @@ stdout_logfile = "`+logB+`"
 	if err := os.Rename(logA, logA+".1"); err != nil {
 		t.Fatal(err)
 	}
-	appendLog(t, logA+".1", "last of the old\n")
+	// A line the old file leaves unfinished is a line of its own: never
+	// the start of the new file's first.
+	appendLog(t, logA+".1", "last of the old\nheld ")
 	appendLog(t, logA, "first of the new\n")
-	if got := readUntil(t, body, "new\n"); got != "a:a   | last of the old\na:a   | first of the new\n" {
+	if got := readUntil(t, body, "new\n"); got != "a:a   | last of the old\na:a   | held \na:a   | first of the new\n" {
 		t.Fatalf("across rotation: %q", got)
+	}
+	// The same across a truncation: "half " is read (a line from a,
+	// written after it, has come: the poll that read it read bb too) and
+	// held, then bb is truncated.
+	appendLog(t, logB, "half ")
+	appendLog(t, logA, "mark\n")
+	if got := readUntil(t, body, "mark\n"); !strings.HasSuffix(got, "a:a   | mark\n") {
+		t.Fatalf("mark: %q", got)
 	}
 	if err := os.Truncate(logB, 0); err != nil {
 		t.Fatal(err)
@@ -238,7 +248,7 @@ stdout_logfile = "`+logB+`"
 	// Shorter than what was read: a truncation shows as a file smaller
 	// than the offset read (as for tail -F).
 	appendLog(t, logB, "t\n")
-	if got := readUntil(t, body, "\n"); got != "bb:bb | t\n" {
+	if got := readUntil(t, body, "| t\n"); got != "bb:bb | half \nbb:bb | t\n" && got != "a:a   | mark\nbb:bb | half \nbb:bb | t\n" {
 		t.Fatalf("after truncation: %q", got)
 	}
 	appendLog(t, logB, "a prompt> ")
