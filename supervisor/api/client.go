@@ -228,7 +228,7 @@ func (c *Client) stream(ctx context.Context, path string, body, plain any, each 
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read progress from %s: %w", c.Socket, err)
 	}
-	return nil, fmt.Errorf("read progress from %s: the stream ended without the outcome", c.Socket)
+	return nil, fmt.Errorf("read progress from %s: the stream ended without the outcome; the operation carries on in the daemon (gosup ctl status shows where it is)", c.Socket)
 }
 
 // Nginx returns the outcome of the last nginx update.

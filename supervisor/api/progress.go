@@ -14,6 +14,7 @@ const StreamType = "application/x-ndjson"
 // The steps of an Event.
 const (
 	StepPlan     = "plan"     // a reload's plan (Plan), before it applies it
+	StepWaiting  = "waiting"  // waiting for another operation to end first (Message: which)
 	StepDraining = "draining" // marked down in nginx, waiting its drain time
 	StepDrained  = "drained"  // out of nginx, requests in flight done (TookS)
 	StepStopping = "stopping" // its stopsignal sent (Pid)
@@ -61,7 +62,9 @@ const DefaultProgressBound = 1024
 // for it. Emit never blocks: an event that finds the channel full (a
 // client reading more slowly than the operation goes) is dropped and
 // counted, and the stream says how many. The operation's outcome does not
-// go through it and is never dropped. A nil *Progress takes and drops
+// go through it, so it is not dropped for a slow client (only a client
+// that takes no bytes for the write timeout, or is gone, misses it). A
+// nil *Progress takes and drops
 // nothing: an operation nobody watches.
 type Progress struct {
 	start   time.Time

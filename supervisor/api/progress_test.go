@@ -3,10 +3,12 @@ package api
 import (
 	"context"
 	"errors"
+	"log"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -125,11 +127,9 @@ func TestStreamErrors(t *testing.T) {
 	}
 
 	cl = serveStream(t, 8, func(p *Progress) (Event, error) {
+		// Sent before the error line even if the pump has not taken it
+		// yet: streamOutcome drains the events before the outcome.
 		p.Emit(Event{Step: StepPlan, Plan: &ReloadPlan{Config: "gosup.toml"}})
-		// The plan is sent before the error: wait for it to be taken.
-		for len(p.Events()) > 0 {
-			time.Sleep(time.Millisecond)
-		}
 		return Event{}, Unavailable(errors.New("gosup is shutting down"))
 	})
 	var steps []string
@@ -139,5 +139,130 @@ func TestStreamErrors(t *testing.T) {
 	}
 	if strings.Join(steps, ",") != "plan,error" {
 		t.Errorf("steps %v, want plan then error", steps)
+	}
+}
+
+// Only an Accept that takes the stream with a quality above 0 asks for
+// it.
+func TestWantsStream(t *testing.T) {
+	for accept, want := range map[string]bool{
+		"":                     false,
+		"application/json":     false,
+		"application/x-ndjson": true,
+		"Application/X-NDJSON": true,
+		"application/json, application/x-ndjson;q=0.5": true,
+		"application/x-ndjson;q=0":                     false,
+		"application/x-ndjson; q=0.0":                  false,
+		"application/x-ndjson;q=1":                     true,
+		"application/x-ndjson;q=nonsense":              false,
+		"application/x-ndjsonx":                        false,
+	} {
+		r, _ := http.NewRequest(http.MethodPost, "/v1/start", nil)
+		if accept != "" {
+			r.Header.Set("Accept", accept)
+		}
+		if got := wantsStream(r); got != want {
+			t.Errorf("Accept %q: wantsStream %v, want %v", accept, got, want)
+		}
+	}
+}
+
+// A stream that ends without its outcome (the daemon cut it) tells the
+// user the operation goes on in the daemon and where to look.
+func TestStreamEndedWithoutOutcome(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", StreamType)
+		_, _ = w.Write([]byte(`{"time":"2026-11-30T08:00:00Z","elapsed_s":0.1,"process":"web:web_0","step":"stopping"}` + "\n"))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	cl := NewClient(sock)
+	t.Cleanup(cl.Close)
+	var steps []string
+	_, err = cl.ActionStream(context.Background(), "restart", ActionRequest{Patterns: []string{"web"}}, func(ev Event) { steps = append(steps, ev.Step) })
+	if err == nil || !strings.Contains(err.Error(), "the stream ended without the outcome; the operation carries on in the daemon (gosup ctl status shows where it is)") {
+		t.Errorf("got %v, want the stream ended, the operation carries on, see gosup ctl status", err)
+	}
+	if strings.Join(steps, ",") != StepStopping {
+		t.Errorf("steps %v, want the stopping step", steps)
+	}
+}
+
+// syncBuffer is a log's output, read while it is written; seen is
+// closed once it contains want.
+type syncBuffer struct {
+	mu   sync.Mutex
+	b    strings.Builder
+	want string
+	seen chan struct{}
+}
+
+func (sb *syncBuffer) Write(p []byte) (int, error) {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	sb.b.Write(p)
+	if sb.seen != nil && strings.Contains(sb.b.String(), sb.want) {
+		close(sb.seen)
+		sb.seen = nil
+	}
+	return len(p), nil
+}
+
+func (sb *syncBuffer) String() string {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return sb.b.String()
+}
+
+// A client that asks for the stream and then reads nothing at all is
+// written to no more once a write has waited the write timeout: the
+// operation runs to its end without waiting for it (every Emit returns),
+// the handler returns, and the daemon's log says why.
+func TestStreamStalledClientDropped(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := make(chan struct{})
+	logs := &syncBuffer{want: "the client took no bytes for 200ms; its progress is no longer sent", seen: logged}
+	opDone, handlerDone := make(chan struct{}), make(chan struct{})
+	// Events big enough that the first fills the socket's buffers.
+	big := strings.Repeat("x", 4<<20)
+	const n = 50
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(handlerDone)
+		streamOutcome(w, r, 4, func(p *Progress) (Event, error) {
+			defer close(opDone)
+			for i := range n {
+				p.Emit(Event{Process: "web:web_0", Step: StepStarted, Pid: i + 1, Message: big})
+			}
+			return Event{Step: StepResult}, nil
+		})
+	})
+	srv := NewServer(h, Timeouts{ReadHeader: time.Minute, Read: time.Minute, Idle: time.Minute, Write: 200 * time.Millisecond}, log.New(logs, "", 0))
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := "POST /v1/start HTTP/1.1\r\nHost: gosup\r\nAccept: " + StreamType + "\r\nContent-Length: 2\r\n\r\n{}"
+	if _, err := conn.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	// The connection is never read from.
+	for what, ch := range map[string]chan struct{}{"the operation's end": opDone, "the handler's return": handlerDone, "the log line": logged} {
+		select {
+		case <-ch:
+		case <-time.After(time.Minute):
+			t.Fatalf("a client that reads nothing: no sign of %s in a minute; log: %s", what, logs.String())
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"mime"
 	"net"
 	"net/http"
 	"os"
@@ -203,13 +204,22 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeErr(w http.ResponseWriter, err error) {
-	code := http.StatusInternalServerError
+	writeJSON(w, statusOf(err), ErrorResponse{Error: err.Error()})
+}
+
+// statusOf is the HTTP status err is served with: the one NotFound,
+// Invalid, Refused, Forbidden or Unavailable marked it with, else 500.
+func statusOf(err error) int {
 	var se *statusError
 	if errors.As(err, &se) {
-		code = se.code
+		return se.code
 	}
-	writeJSON(w, code, ErrorResponse{Error: err.Error()})
+	return http.StatusInternalServerError
 }
+
+// PanicMessage is what a client gets for a request whose handler
+// panicked: the 500's error, or a stream's last line.
+const PanicMessage = "gosup failed serving this request (a panic: a bug, see gosup ctl info and the daemon's log)"
 
 func (s server) info(w http.ResponseWriter, r *http.Request) {
 	info := s.d.Info()
@@ -279,13 +289,21 @@ func (s server) reload(w http.ResponseWriter, r *http.Request) {
 }
 
 // wantsStream reports whether the client asked for the steps as they
-// happen (Accept: application/x-ndjson).
+// happen (Accept: application/x-ndjson), with a quality above 0
+// (RFC 9110: q=0 means "not acceptable").
 func wantsStream(r *http.Request) bool {
 	for _, v := range r.Header.Values("Accept") {
 		for _, t := range strings.Split(v, ",") {
-			if mt, _, _ := strings.Cut(strings.TrimSpace(t), ";"); strings.EqualFold(strings.TrimSpace(mt), StreamType) {
-				return true
+			mt, params, err := mime.ParseMediaType(strings.TrimSpace(t))
+			if err != nil || mt != StreamType {
+				continue
 			}
+			if q, ok := params["q"]; ok {
+				if f, err := strconv.ParseFloat(q, 64); err != nil || f <= 0 {
+					continue
+				}
+			}
+			return true
 		}
 	}
 	return false
@@ -300,8 +318,10 @@ func wantsStream(r *http.Request) bool {
 // the client is slow are dropped and counted (a "dropped" line says how
 // many), and a client that takes no bytes for the write timeout, or goes
 // away, is written to no more; the request still lasts until op ends, as
-// without a stream. op runs on the handler's goroutine, so a panic in it
-// reaches the handler's callers as before (the stream is cut short).
+// without a stream. op runs on the handler's goroutine: a panic in it
+// ends a stream already begun with an "error" line (500, PanicMessage),
+// then goes on to the handler's callers, which log and count it (before
+// the stream began, they answer the 500 themselves).
 func streamOutcome(w http.ResponseWriter, r *http.Request, bound int, op func(*Progress) (Event, error)) {
 	p := NewProgress(bound)
 	dw, lift := newDeadlineWriter(w, r)
@@ -319,6 +339,19 @@ func streamOutcome(w http.ResponseWriter, r *http.Request, bound int, op func(*P
 		<-pumped
 	})
 	defer stop()
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		stop()
+		if st.started {
+			st.flush()
+			st.write(Event{Time: time.Now(), ElapsedS: p.Since().Seconds(), Step: StepError, Error: PanicMessage, Code: http.StatusInternalServerError})
+			st.flush()
+		}
+		panic(r)
+	}()
 	final, err := op(p)
 	stop()
 	if err != nil && !st.started {
@@ -327,12 +360,7 @@ func streamOutcome(w http.ResponseWriter, r *http.Request, bound int, op func(*P
 	}
 	st.flush()
 	if err != nil {
-		code := http.StatusInternalServerError
-		var se *statusError
-		if errors.As(err, &se) {
-			code = se.code
-		}
-		final = Event{Step: StepError, Error: err.Error(), Code: code}
+		final = Event{Step: StepError, Error: err.Error(), Code: statusOf(err)}
 	}
 	final.Time, final.ElapsedS = time.Now(), p.Since().Seconds()
 	st.write(final)
