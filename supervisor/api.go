@@ -274,7 +274,11 @@ func (h apiHost) Act(ctx context.Context, verb string, req api.ActionRequest, pr
 	// the operation, once begun, runs to its end (a half-done restart
 	// would leave processes stopped or out of nginx); only shutdown
 	// interrupts it.
-	procs, l, err := s.claim(ctx, req.Patterns)
+	what := "ctl " + verb
+	if req.Rolling {
+		what += " --rolling"
+	}
+	procs, l, err := s.claim(withOp(ctx, what+" "+strings.Join(req.Patterns, " ")), req.Patterns)
 	if err != nil {
 		return nil, patternError(err)
 	}

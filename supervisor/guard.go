@@ -17,6 +17,7 @@ type testHooks struct {
 	request       func(*http.Request) // in every control socket request
 	leaseSlack    time.Duration       // replaces leaseSlack when not 0
 	reloadPrepare func()              // in a reload's prepare, under s.mu, after its lanes are reserved
+	reloadApply   func()              // in a reload, once its plan is reported, before apply
 	touchLoop     func()              // in the touch_reload loop, each time it wakes
 	socketCheck   func()              // in the socket watch, before each check
 	tailFiles     int                 // replaces the bound of the files open for tails when not 0
@@ -44,7 +45,7 @@ func (s *Supervisor) recovering(h http.Handler) http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusInternalServerError)
-		_ = json.NewEncoder(w).Encode(api.ErrorResponse{Error: "gosup failed serving this request (a panic: a bug, see gosup ctl info and the daemon's log)"})
+		_ = json.NewEncoder(w).Encode(api.ErrorResponse{Error: api.PanicMessage})
 	})
 }
 

@@ -287,6 +287,62 @@ func TestReloadPreparePanicReleasesEverything(t *testing.T) {
 	}
 }
 
+// A reload that panics after its plan went out on the stream: the
+// client's last line is an error that says so (a 500, as without a
+// stream), not a stream cut short; the panic is still counted, and the
+// reload leaves nothing behind: no lane taken, no process marked as on
+// the old spec, no restart recorded as under way (the next reload makes
+// it).
+func TestReloadStreamPanicAfterPlanEndsWithError(t *testing.T) {
+	body := func(mode string) string {
+		return program("web", mode, 2, "") + program("other", "sleep", 1, "")
+	}
+	file := writeConfig(t, body("sleep"))
+	hook := newPanicky(1)
+	s, cl, stop := runDaemonWith(t, mustLoad(t, file), Options{}, func(s *Supervisor) {
+		s.hooks.reloadApply = func() { hook.hit("reload apply") }
+	})
+	waitAll(t, cl, "RUNNING")
+	rewriteConfig(t, file, body("sleep x"))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var steps []string
+	_, err := cl.ReloadStream(ctx, false, func(ev api.Event) { steps = append(steps, ev.Step) })
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != http.StatusInternalServerError || ae.Msg != api.PanicMessage {
+		t.Fatalf("reload that panics after its plan: want the stream's error line (500, %q), have %v", api.PanicMessage, err)
+	}
+	if strings.Join(steps, ",") != "plan,error" {
+		t.Errorf("steps %v, want plan then error", steps)
+	}
+	// Counted once the handler has returned, just after the last line.
+	waitPanics(t, s, "control socket", 1)
+	st, err := cl.Status(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range st {
+		if p.OldSpec {
+			t.Errorf("%s still marked as on the old spec after the reload panicked", p.Name)
+		}
+	}
+	plan, err := cl.Reload(ctx, false)
+	if err != nil {
+		t.Fatalf("the next reload: %v", err)
+	}
+	if got := changeOf(plan, "web"); len(got.Restart) != 2 {
+		t.Errorf("the next reload does not restart web: %+v", got)
+	}
+	for _, r := range plan.Results {
+		if !r.OK {
+			t.Errorf("the next reload: %+v", r)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("shutdown after the panic: %v", err)
+	}
+}
+
 func changeOf(plan *api.ReloadPlan, prog string) api.Change {
 	for _, c := range plan.Changes {
 		if c.Program == prog {

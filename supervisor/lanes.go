@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,7 +35,10 @@ type lanes struct {
 	// tails holds, per program, the channel closed when the last
 	// reservation in its lane ends (absent: the lane is free).
 	tails map[procgroup.ProgramName]chan struct{}
-	held  sync.WaitGroup // one per reservation not yet released
+	// owners names, per program, the operation of the last reservation
+	// in its lane (the one tails' channel belongs to).
+	owners map[procgroup.ProgramName]opInfo
+	held   sync.WaitGroup // one per reservation not yet released
 	// waiting counts the operations waiting for a lane right now.
 	waiting atomic.Int64
 	// live holds the leases not yet released, for the watchdog: a lease
@@ -43,11 +47,26 @@ type lanes struct {
 	live map[*lease]struct{}
 }
 
+// opKey is the context key of an operation's name (withOp).
+type opKey struct{}
+
+// withOp names the operation that reserves lanes with ctx ("ctl stop"),
+// for the steps of the operations that then wait for it.
+func withOp(ctx context.Context, what string) context.Context {
+	return context.WithValue(ctx, opKey{}, what)
+}
+
+// opOf is the name withOp gave ctx's operation, "" if none.
+func opOf(ctx context.Context) string {
+	what, _ := ctx.Value(opKey{}).(string)
+	return what
+}
+
 // errShuttingDown is what an operation gets once shutdown has begun.
 var errShuttingDown = errors.New("gosup is shutting down")
 
 func newLanes(quit <-chan struct{}) *lanes {
-	return &lanes{quit: quit, tails: map[procgroup.ProgramName]chan struct{}{}, live: map[*lease]struct{}{}}
+	return &lanes{quit: quit, tails: map[procgroup.ProgramName]chan struct{}{}, owners: map[procgroup.ProgramName]opInfo{}, live: map[*lease]struct{}{}}
 }
 
 func (ls *lanes) quitting() bool {
@@ -59,10 +78,17 @@ func (ls *lanes) quitting() bool {
 	}
 }
 
+// opInfo names an operation and says since when it holds its place.
+type opInfo struct {
+	what  string
+	since time.Time
+}
+
 // ticket is one operation's place in one lane.
 type ticket struct {
-	prev <-chan struct{} // closed when the operation before ends; nil: none
-	mine chan struct{}   // closed when this operation is done with the lane
+	prev   <-chan struct{} // closed when the operation before ends; nil: none
+	before opInfo          // the operation before (prev's), to name it
+	mine   chan struct{}   // closed when this operation is done with the lane
 }
 
 // lease is an operation's places in the lanes of the programs it touches.
@@ -76,6 +102,9 @@ type lease struct {
 	// progs are the programs reserved, in order; since is when.
 	progs []procgroup.ProgramName
 	since time.Time
+	// what names the operation ("ctl stop"), for the operations that
+	// wait for it (see withOp).
+	what string
 	// mu guards the time spent waiting for the operations before this
 	// one: waited in all, and since waitFrom while waiters > 0 (acquire
 	// runs from several goroutines at once).
@@ -84,6 +113,8 @@ type lease struct {
 	waitFrom time.Time
 	waited   time.Duration
 	bound    time.Duration // the watchdog's, never lowered (see raiseBound)
+	// waitShown: the programs whose lane it was seen waiting for.
+	waitShown map[procgroup.ProgramName]bool
 	// doneMu guards passed: the places given back early, by done.
 	doneMu sync.Mutex
 	passed map[procgroup.ProgramName]bool
@@ -117,14 +148,15 @@ func (ls *lanes) reserve(ctx context.Context, progs []procgroup.ProgramName) (*l
 	if ls.quitting() {
 		return nil, errShuttingDown
 	}
-	l := &lease{ls: ls, ctx: ctx, tickets: map[procgroup.ProgramName]*ticket{}, passed: map[procgroup.ProgramName]bool{}, since: time.Now()}
+	l := &lease{ls: ls, ctx: ctx, tickets: map[procgroup.ProgramName]*ticket{}, passed: map[procgroup.ProgramName]bool{}, since: time.Now(), what: opOf(ctx)}
 	for _, prog := range progs {
 		if l.tickets[prog] != nil {
 			continue
 		}
 		l.progs = append(l.progs, prog)
-		t := &ticket{prev: ls.tails[prog], mine: make(chan struct{})}
+		t := &ticket{prev: ls.tails[prog], before: ls.owners[prog], mine: make(chan struct{})}
 		ls.tails[prog] = t.mine
+		ls.owners[prog] = opInfo{what: l.what, since: l.since}
 		l.tickets[prog] = t
 	}
 	ls.held.Add(1)
@@ -151,6 +183,10 @@ func (l *lease) acquire(prog procgroup.ProgramName) error {
 	select {
 	case <-t.prev:
 	default:
+		// It has to wait: its watcher learns for what (once a program).
+		if l.firstWait(prog) {
+			l.emitWaiting(prog, t)
+		}
 		l.ls.waiting.Add(1)
 		defer l.ls.waiting.Add(-1)
 		l.waiting(+1)
@@ -168,6 +204,35 @@ func (l *lease) acquire(prog procgroup.ProgramName) error {
 		return fmt.Errorf("gave up waiting for the operation in progress on %s: %w", prog, errShuttingDown)
 	}
 	return nil
+}
+
+// firstWait reports whether this is the operation's first wait for
+// prog's lane (the goroutines of its processes each wait for it).
+func (l *lease) firstWait(prog procgroup.ProgramName) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.waitShown[prog] {
+		return false
+	}
+	if l.waitShown == nil {
+		l.waitShown = map[procgroup.ProgramName]bool{}
+	}
+	l.waitShown[prog] = true
+	return true
+}
+
+// emitWaiting tells the operation's watcher that it waits for the
+// operation before it in prog's lane (t), naming it.
+func (l *lease) emitWaiting(prog procgroup.ProgramName, t *ticket) {
+	if l.progress == nil {
+		return
+	}
+	what := cmp.Or(l.what, "this operation")
+	msg := fmt.Sprintf("%s waits for the operation in progress on %s to end first", what, prog)
+	if b := t.before; !b.since.IsZero() {
+		msg = fmt.Sprintf("%s waits for %s on %s (begun %s ago) to end first", what, cmp.Or(b.what, "another operation"), prog, time.Since(b.since).Round(100*time.Millisecond))
+	}
+	l.emit(api.Event{Step: api.StepWaiting, Message: msg})
 }
 
 // release ends the operation in every lane. A place never waited for is
@@ -215,6 +280,7 @@ func (ls *lanes) pass(prog procgroup.ProgramName, t *ticket) {
 		ls.mu.Lock()
 		if ls.tails[prog] == t.mine {
 			delete(ls.tails, prog)
+			delete(ls.owners, prog)
 		}
 		ls.mu.Unlock()
 	}

@@ -64,7 +64,7 @@ func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason st
 			err = fmt.Errorf("%w: %w", memmon.ErrNotBegun, err)
 		}
 	}()
-	procs, l, err := h.s.claimFunc(ctx, func() ([]*procgroup.Process, error) {
+	procs, l, err := h.s.claimFunc(withOp(ctx, "a memmon restart"), func() ([]*procgroup.Process, error) {
 		if p := h.s.process(name); p != nil {
 			return []*procgroup.Process{p}, nil
 		}

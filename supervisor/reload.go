@@ -118,7 +118,14 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool, progress *api.Prog
 		return report(file, true, plans, notes), nil
 	}
 	s.reloadsWaiting.Add(1)
-	err := lock(ctx, s.reloading)
+	var err error
+	select {
+	case s.reloading <- struct{}{}:
+	default:
+		// Another reload (or an upgrade) holds it: say so, then wait.
+		progress.Emit(api.Event{Step: api.StepWaiting, Message: "a reload waits for the reload (or upgrade) in progress to end first: reloads apply one at a time"})
+		err = lock(ctx, s.reloading)
+	}
 	s.reloadsWaiting.Add(-1)
 	if err != nil {
 		return nil, err
@@ -162,13 +169,25 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool, progress *api.Prog
 	if err != nil {
 		return nil, err
 	}
-	defer l.release() // also if apply panics: the lanes must not stay taken
+	// Also if apply panics, or anything before it: the lanes must not
+	// stay taken, nor status mark processes as about to be restarted by
+	// a reload that is over.
+	defer func() {
+		l.release()
+		for _, pp := range plans {
+			s.unmarkOld(l, pp.restart)
+			s.clearPending(pp.restart)
+		}
+	}()
 	// The plan first (a copy: the pump encodes it while rp fills in).
 	l.watch(progress)
 	shown := *rp
 	l.emit(api.Event{Step: api.StepPlan, Plan: &shown})
 	for _, r := range inPlace {
 		l.emit(api.Event{Process: r.Name, Step: api.StepFailed, Message: r.Message})
+	}
+	if s.hooks.reloadApply != nil {
+		s.hooks.reloadApply()
 	}
 	// Processes the reload stops and starts again must not read as
 	// settled: no first READY=1 until it is done (see runNotify).
@@ -403,7 +422,7 @@ func (s *Supervisor) prepare(ctx context.Context, next *config.Config, plans []*
 			progs = append(progs, procgroup.ProgramName(pp.Program))
 		}
 	}
-	if l, err = s.lanes.reserve(ctx, progs); err != nil {
+	if l, err = s.lanes.reserve(withOp(ctx, "a reload"), progs); err != nil {
 		return nil, nil, nil, nil, err
 	}
 	// Whatever panics from here on must not keep the lanes: nothing
@@ -647,18 +666,25 @@ func (s *Supervisor) markOld(l *lease, steps []step) {
 	s.pendingMu.Lock()
 	defer s.pendingMu.Unlock()
 	for _, st := range steps {
-		s.oldSpec[st.p] = l
+		if s.oldSpec[st.p] == nil {
+			s.oldSpec[st.p] = map[*lease]bool{}
+		}
+		s.oldSpec[st.p][l] = true
 	}
 }
 
-// unmarkOld clears l's marks of steps' processes, unless a later
-// operation has marked them since. Safe to call more than once.
+// unmarkOld clears l's marks of steps' processes; those of another
+// rollout (one queued behind l, or before it) stay. Safe to call more
+// than once.
 func (s *Supervisor) unmarkOld(l *lease, steps []step) {
 	s.pendingMu.Lock()
 	defer s.pendingMu.Unlock()
 	for _, st := range steps {
-		if s.oldSpec[st.p] == l {
-			delete(s.oldSpec, st.p)
+		if m := s.oldSpec[st.p]; m != nil {
+			delete(m, l)
+			if len(m) == 0 {
+				delete(s.oldSpec, st.p)
+			}
 		}
 	}
 }

@@ -121,7 +121,7 @@ type Supervisor struct {
 	// oldSpec marks, guarded by pendingMu, the processes a rollout
 	// (rolling restart, a reload's restarts) has yet to restart, with the
 	// rollout's lease: status shows them as on the old spec.
-	oldSpec map[*procgroup.Process]*lease
+	oldSpec map[*procgroup.Process]map[*lease]bool
 	// readySent: sd_notify READY=1 has been sent once (a reload sends it
 	// again only after that).
 	readySent atomic.Bool
@@ -200,7 +200,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[procgroup.ProgramName]bool{}, touchRunning: map[procgroup.ProgramName]bool{},
 		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		down: map[string]bool{}, stopMemmon: func() {}, pending: map[*procgroup.Process]*procgroup.ProcSpec{},
-		oldSpec: map[*procgroup.Process]*lease{},
+		oldSpec: map[*procgroup.Process]map[*lease]bool{},
 		stats:   procstat.New(),
 	}
 }
@@ -420,7 +420,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 	g.add("processes", func() error {
 		// Spawn in ascending priority; within a level in parallel. Nothing
 		// waits for RUNNING here, as supervisord does not.
-		if procs, l, err := s.claim(context.Background(), []string{"all"}); err == nil {
+		if procs, l, err := s.claim(withOp(context.Background(), "the daemon's start"), []string{"all"}); err == nil {
 			s.autostart(slices.DeleteFunc(procs, s.adopted))
 			l.release()
 		}

@@ -227,7 +227,7 @@ func (s *Supervisor) Upgrade(ctx context.Context, binary string) (api.UpgradeRep
 		return reply, fmt.Errorf("waiting for the reload in progress: %w", err)
 	}
 	unlockReload := func() { <-s.reloading }
-	_, lease, err := s.claim(ctx, []string{"all"})
+	_, lease, err := s.claim(withOp(ctx, "an upgrade"), []string{"all"})
 	if err != nil {
 		unlockReload()
 		return reply, fmt.Errorf("waiting for the operations in progress: %w", err)

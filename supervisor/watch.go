@@ -228,7 +228,7 @@ func (s *Supervisor) touchLoop(ctx context.Context) {
 
 // touchRestart restarts a program's processes, rolling, for touch_reload.
 func (s *Supervisor) touchRestart(ctx context.Context, prog procgroup.ProgramName) {
-	procs, l, err := s.claimFunc(ctx, func() ([]*procgroup.Process, error) {
+	procs, l, err := s.claimFunc(withOp(ctx, "a touch_reload restart"), func() ([]*procgroup.Process, error) {
 		pool := s.pool(prog)
 		if pool == nil {
 			return nil, errors.New("the program is no longer configured")
