@@ -191,7 +191,7 @@ func runAction(cmd *cobra.Command, g *globalFlags, verb string, req api.ActionRe
 		}
 		return printResults(cmd, results)
 	}
-	pp := &progressPrinter{w: cmd.OutOrStdout(), asJSON: asJSON}
+	pp := newProgressPrinter(cmd.OutOrStdout(), asJSON)
 	results, err := cl.ActionStream(ctx, verb, req, pp.event)
 	if err != nil && ctx.Err() != nil && cmd.Context().Err() == nil {
 		return failed(fmt.Errorf("interrupted: what the daemon had begun goes on to its end (gosup ctl status shows it); %w", err))
@@ -256,8 +256,21 @@ func newReloadCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			pp := &progressPrinter{w: out, asJSON: asJSON}
-			plan, err := cl.ReloadStream(cmd.Context(), dryRun, pp.event)
+			if dryRun {
+				// Nothing happens, so nothing streams: the plan alone,
+				// as it always was.
+				plan, err := cl.Reload(cmd.Context(), true)
+				if err != nil {
+					return clientErr(err)
+				}
+				if asJSON {
+					return printJSON(out, plan)
+				}
+				printPlan(out, plan)
+				return nil
+			}
+			pp := newProgressPrinter(out, asJSON)
+			plan, err := cl.ReloadStream(cmd.Context(), false, pp.event)
 			if err != nil {
 				return clientErr(err)
 			}
@@ -267,7 +280,7 @@ func newReloadCmd(g *globalFlags) *cobra.Command {
 					return failed(err)
 				}
 			case pp.planShown:
-				printOutcome(out, plan)
+				printOutcome(out, plan, pp)
 			default:
 				printPlan(out, plan)
 			}
@@ -283,14 +296,14 @@ func newReloadCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
-	c.Flags().BoolVar(&asJSON, "json", false, "print the plan, each step and the outcome as one JSON object a line as they happen, the outcome last (see the README)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the plan, each step and the outcome as one JSON object a line as they happen, the outcome last (see the README); with --dry-run, the plan as one JSON object")
 	return c
 }
 
 // printPlan prints one line per program (and note), then each failed result.
 func printPlan(w io.Writer, plan *api.ReloadPlan) {
 	printChanges(w, plan)
-	printOutcome(w, plan)
+	printOutcome(w, plan, nil)
 }
 
 // printChanges prints a plan: one line per program, and the notes.
@@ -319,13 +332,14 @@ func printChanges(w io.Writer, plan *api.ReloadPlan) {
 }
 
 // printOutcome prints what a plan's application did wrong, and nginx's
-// outcome.
-func printOutcome(w io.Writer, plan *api.ReloadPlan) {
+// outcome; the failures shown already as steps by pp (nil: none) are not
+// printed again.
+func printOutcome(w io.Writer, plan *api.ReloadPlan, pp *progressPrinter) {
 	if plan.DryRun {
 		fmt.Fprintln(w, "dry run: nothing changed")
 	}
 	for _, r := range plan.Results {
-		if !r.OK {
+		if !r.OK && (pp == nil || !pp.shownFailed(r)) {
 			fmt.Fprintf(w, "%s: ERROR (%s)\n", r.Name, r.Message)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/gosup/gosup/supervisor/api"
 )
@@ -22,6 +23,25 @@ type progressPrinter struct {
 	// finalShown: the outcome's line went out (--json).
 	finalShown bool
 	err        error // the first write error (--json)
+	// began is when the command sent its request: the elapsed time of
+	// an outcome the daemon sent without a stream (an older daemon).
+	began time.Time
+	// failedShown holds the failures printed as "failed" steps
+	// (process, then message), nginxFailShown that nginx's was: a
+	// reload's outcome does not print them again.
+	failedShown    map[[2]string]bool
+	nginxFailShown bool
+}
+
+// newProgressPrinter prints to w, as JSON lines with asJSON; call it as
+// the request is sent.
+func newProgressPrinter(w io.Writer, asJSON bool) *progressPrinter {
+	return &progressPrinter{w: w, asJSON: asJSON, began: time.Now(), failedShown: map[[2]string]bool{}}
+}
+
+// shownFailed reports whether r's failure was printed as a step already.
+func (pp *progressPrinter) shownFailed(r api.Result) bool {
+	return pp.failedShown[[2]string{r.Name, r.Message}]
 }
 
 func (pp *progressPrinter) event(ev api.Event) {
@@ -65,7 +85,21 @@ func (pp *progressPrinter) event(ev api.Event) {
 	case api.StepReady:
 		text = fmt.Sprintf("%s ready in %s (pid %d)", name, took(ev.TookS), ev.Pid)
 	case api.StepFailed:
+		if name == "" && strings.HasPrefix(ev.Message, "nginx: ") {
+			// Its text is the outcome's "nginx: FAILED (...)" line,
+			// printed next: said once.
+			pp.nginxFailShown = true
+			text = "nginx: FAILED"
+			if ev.TookS > 0 {
+				text += " after " + took(ev.TookS)
+			}
+			text += " (below)"
+			break
+		}
+		pp.failedShown[[2]string{name, ev.Message}] = true
 		text = strings.TrimPrefix(name+" FAILED: "+ev.Message, " ")
+	case api.StepWaiting:
+		text = strings.TrimPrefix(name+" waiting: "+ev.Message, " ")
 	case api.StepNginx:
 		text = "nginx: " + ev.Message
 		if ev.TookS > 0 {
@@ -97,6 +131,8 @@ func (pp *progressPrinter) line(ev api.Event) {
 // stream (an older daemon answers with the outcome alone).
 func (pp *progressPrinter) final(ev api.Event) error {
 	if pp.asJSON && !pp.finalShown {
+		ev.Time = time.Now()
+		ev.ElapsedS = ev.Time.Sub(pp.began).Seconds()
 		pp.line(ev)
 	}
 	return pp.err
