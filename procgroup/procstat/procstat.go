@@ -2,11 +2,13 @@
 // processes gosup owns, and the resident memory of their descendants.
 //
 // It reads only those processes: a /proc/PID/statm file is kept open for
-// each and re-read with one pread at each sample (a third of the cost of
-// open, read and close), and its CPU time is read from its CPU clock
-// (clock_gettime of the process's CPUCLOCK_SCHED, the nanoseconds its
-// threads have run); descendants are found through
-// /proc/PID/task/TID/children, never by a scan of /proc. An open
+// each owned process and re-read with one pread at each sample (a third
+// of the cost of open, read and close), and its CPU time is read from its
+// CPU clock (clock_gettime of the process's CPUCLOCK_SCHED, the
+// nanoseconds its threads have run); descendants are found through
+// /proc/PID/task/TID/children, never by a scan of /proc, and their
+// /proc/PID/stat is read (open, read, close) at each sample: no
+// descriptor is kept for a process gosup does not own. An open
 // /proc/PID file stays bound to its process: once that process is gone
 // the read fails (ESRCH), even if the pid has been reused. The CPU clock
 // is named by pid, so it is read before the bound file: if that read
@@ -43,7 +45,8 @@ const (
 	// and those gone drop out at once.
 	TreeEvery = 5 * time.Second
 	// MaxTracked bounds the descendants followed over all processes (each
-	// holds an open file); those beyond are counted in Sample.Untracked.
+	// costs a read of its stat at each sample); those beyond are counted
+	// in Sample.Untracked.
 	MaxTracked = 4096
 	// statMax bounds one read of /proc/PID/stat: 52 numeric fields and a
 	// command name of at most 64 bytes fit in well under 1 KiB; statm
@@ -93,11 +96,12 @@ type proc struct {
 	gen      uint64
 }
 
-// member is a descendant of an owned process.
+// member is a descendant of an owned process: no file of it is kept
+// open.
 type member struct {
-	pid, fd int // fd: statm
-	start   uint64
-	rss     int64 // bytes, when last read
+	pid   int
+	start uint64
+	rss   int64 // bytes, when last read
 }
 
 // Sampler samples processes. It is safe for concurrent use; samples are
@@ -111,7 +115,7 @@ type Sampler struct {
 	// be read.
 	cpu     func(pid int) (time.Duration, bool)
 	procs   map[int]*proc
-	tracked int // open files of members
+	tracked int // members, over all processes
 	gen     uint64
 	buf     []byte // statMax
 	cbuf    []byte // childrenMax
@@ -183,12 +187,18 @@ func (s *Sampler) Close() {
 	}
 }
 
-// Open reports the files open: the owned processes' and their
-// descendants'.
+// Open reports the files open: one per owned process sampled.
 func (s *Sampler) Open() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.procs) + s.tracked
+	return len(s.procs)
+}
+
+// Tracked reports the descendants followed, over all processes.
+func (s *Sampler) Tracked() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tracked
 }
 
 func (s *Sampler) sample(pid int, now time.Duration) Sample {
@@ -249,16 +259,17 @@ func (s *Sampler) sample(pid int, now time.Duration) Sample {
 	return out
 }
 
-// refresh reads p's members again, and drops those gone.
+// refresh reads p's members again, and drops those gone (or whose pid
+// names another process now).
 func (s *Sampler) refresh(p *proc) {
 	live := p.tree[:0]
 	for _, m := range p.tree {
-		rss, ok := s.statm(m.fd)
-		if !ok {
-			s.closeMember(m)
+		st, ok := s.stat(m.pid)
+		if !ok || st.Start != m.start {
+			s.tracked--
 			continue
 		}
-		m.rss = rss
+		m.rss = st.RSSPages * s.pageSize
 		live = append(live, m)
 	}
 	clear(p.tree[len(live):])
@@ -266,8 +277,8 @@ func (s *Sampler) refresh(p *proc) {
 }
 
 // look finds p's descendants again, breadth first from pid: the children
-// of each thread of each (threads: pid's, or -1 if not known). The
-// members already known keep their files.
+// of each thread of each (threads: pid's, or -1 if not known), each read
+// (its stat: parent, start, RSS) as it is found.
 func (s *Sampler) look(pid int, p *proc, threads int) {
 	if threads < 0 {
 		st, ok := s.stat(pid)
@@ -301,45 +312,29 @@ func (s *Sampler) look(pid int, p *proc, threads int) {
 			seen[c] = true
 			m := known[c]
 			delete(known, c)
-			fd := -1
-			if m == nil {
-				if s.tracked >= MaxTracked {
-					lost++
-					continue
-				}
-				// Opened before the stat is read: if the stat is
-				// this child's, so is the file.
-				var ok bool
-				if fd, ok = s.openStatm(c); !ok {
-					continue
-				}
+			if m == nil && s.tracked >= MaxTracked {
+				lost++
+				continue
 			}
 			st, ok := s.stat(c)
 			if !ok || st.PPid != n.pid || m != nil && st.Start != m.start {
 				// Gone, listed before it was re-parented, or its pid
 				// reused.
 				if m != nil {
-					s.closeMember(m)
-				} else {
-					unix.Close(fd)
+					s.tracked--
 				}
 				continue
 			}
 			if m == nil {
-				m = &member{pid: c, fd: fd, start: st.Start}
+				m = &member{pid: c, start: st.Start}
 				s.tracked++
 			}
-			if m.rss, ok = s.statm(m.fd); !ok {
-				s.closeMember(m)
-				continue
-			}
+			m.rss = st.RSSPages * s.pageSize
 			tree = append(tree, m)
 			queue = append(queue, node{c, st.Threads})
 		}
 	}
-	for _, m := range known {
-		s.closeMember(m)
-	}
+	s.tracked -= len(known)
 	p.tree, p.lost = tree, lost
 }
 
@@ -439,7 +434,8 @@ func (s *Sampler) openStatm(pid int) (int, bool) {
 }
 
 // stat reads /proc/PID/stat (open, read, close): when a process is first
-// seen, and at each look for descendants.
+// seen, at each look for descendants, and of each descendant at each
+// sample.
 func (s *Sampler) stat(pid int) (proctree.Proc, bool) {
 	fd, err := unix.Open(s.root+"/"+strconv.Itoa(pid)+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -486,15 +482,8 @@ func (s *Sampler) pread(fd int) (int, bool) {
 	}
 }
 
-func (s *Sampler) closeMember(m *member) {
-	unix.Close(m.fd)
-	s.tracked--
-}
-
 func (s *Sampler) drop(pid int, p *proc) {
 	unix.Close(p.fd)
-	for _, m := range p.tree {
-		s.closeMember(m)
-	}
+	s.tracked -= len(p.tree)
 	delete(s.procs, pid)
 }

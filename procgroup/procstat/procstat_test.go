@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -18,12 +19,19 @@ type fakeProc struct {
 	root string
 	now  time.Duration
 	cpu  map[int]time.Duration
+	// procs are the stat fields written, by pid.
+	procs map[int]fakeStat
 	// ended counts the processes gone.
 	ended int
 }
 
+type fakeStat struct {
+	ppid, threads int
+	start         uint64
+}
+
 func newFake(t *testing.T) (*fakeProc, *Sampler) {
-	f := &fakeProc{t: t, root: t.TempDir(), cpu: map[int]time.Duration{}}
+	f := &fakeProc{t: t, root: t.TempDir(), cpu: map[int]time.Duration{}, procs: map[int]fakeStat{}}
 	s := newSampler(f.root, func() time.Duration { return f.now }, func(pid int) (time.Duration, bool) {
 		d, ok := f.cpu[pid]
 		return d, ok
@@ -41,20 +49,23 @@ func (f *fakeProc) proc(pid, ppid, threads int, start uint64, rssPages int64) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		f.t.Fatal(err)
 	}
-	line := fmt.Sprintf("%d (a (b) c) S %d %d %d 0 -1 4194560 100 0 0 0 7 8 0 0 20 0 %d 0 %d 1000 %d 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n",
-		pid, ppid, pid, pid, threads, start, rssPages)
-	if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(line), 0o644); err != nil {
-		f.t.Fatal(err)
-	}
+	f.procs[pid] = fakeStat{ppid, threads, start}
 	f.rss(pid, rssPages)
 }
 
-// rss rewrites pid's statm in place, as the kernel does: a file kept open
-// reads the new text.
+// rss rewrites pid's stat and statm in place, as the kernel does: a file
+// kept open reads the new text.
 func (f *fakeProc) rss(pid int, pages int64) {
 	f.t.Helper()
-	line := fmt.Sprintf("%d %d 100 10 0 200 0\n", pages*4, pages)
-	if err := os.WriteFile(filepath.Join(f.root, strconv.Itoa(pid), "statm"), []byte(line), 0o644); err != nil {
+	dir := filepath.Join(f.root, strconv.Itoa(pid))
+	st := f.procs[pid]
+	line := fmt.Sprintf("%d (a (b) c) S %d %d %d 0 -1 4194560 100 0 0 0 7 8 0 0 20 0 %d 0 %d 1000 %d 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n",
+		pid, st.ppid, pid, pid, st.threads, st.start, pages)
+	if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(line), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	line = fmt.Sprintf("%d %d 100 10 0 200 0\n", pages*4, pages)
+	if err := os.WriteFile(filepath.Join(dir, "statm"), []byte(line), 0o644); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -76,6 +87,7 @@ func (f *fakeProc) gone(pid int) {
 		f.t.Fatal(err)
 	}
 	delete(f.cpu, pid)
+	delete(f.procs, pid)
 }
 
 // children writes the children file of pid's thread tid.
@@ -206,8 +218,8 @@ func TestSampleTree(t *testing.T) {
 	if got.RSS != 100*page || got.TreeRSS != 135*page || got.Untracked != 0 {
 		t.Fatalf("tree: %+v, want own 100 pages, tree 135", got)
 	}
-	if n := s.Open(); n != 4 {
-		t.Errorf("%d files open, want 4 (10, 11, 13, 15)", n)
+	if n, m := s.Open(), s.Tracked(); n != 1 || m != 3 {
+		t.Errorf("%d files open, %d descendants followed: want 1 (10's) and 3 (11, 13, 15)", n, m)
 	}
 	// 15 exits: out before the next look.
 	f.now = sec(51)
@@ -218,8 +230,8 @@ func TestSampleTree(t *testing.T) {
 	if got := one(t, s, 10); got.TreeRSS != 150*page {
 		t.Fatalf("after 15 left: tree %d pages, want 150", got.TreeRSS/page)
 	}
-	if n := s.Open(); n != 3 {
-		t.Errorf("%d files open, want 3", n)
+	if n, m := s.Open(), s.Tracked(); n != 1 || m != 2 {
+		t.Errorf("%d files open, %d descendants followed: want 1 and 2", n, m)
 	}
 	// At the next look 16 is found; 15's pid, still listed by 13, is
 	// now another process's, and left out.
@@ -250,16 +262,16 @@ func TestSampleCloses(t *testing.T) {
 	if !out[0].OK || out[1].OK || !out[2].OK || out[3].OK {
 		t.Fatalf("samples: %+v", out)
 	}
-	if n := s.Open(); n != 3 {
-		t.Fatalf("%d files open, want 3", n)
+	if n, m := s.Open(), s.Tracked(); n != 2 || m != 1 {
+		t.Fatalf("%d files open, %d descendants followed: want 2 and 1", n, m)
 	}
 	s.Sample([]int{1})
-	if n := s.Open(); n != 1 {
-		t.Fatalf("after 2 left: %d files open, want 1", n)
+	if n, m := s.Open(), s.Tracked(); n != 1 || m != 0 {
+		t.Fatalf("after 2 left: %d files open, %d descendants followed, want 1 and 0", n, m)
 	}
 	s.Close()
-	if n := s.Open(); n != 0 {
-		t.Fatalf("after Close: %d files open", n)
+	if n, m := s.Open(), s.Tracked(); n != 0 || m != 0 {
+		t.Fatalf("after Close: %d files open, %d descendants followed", n, m)
 	}
 }
 
@@ -279,11 +291,14 @@ func TestSampleChildrenBound(t *testing.T) {
 	}
 }
 
-// On the real /proc: a shell with a sleeping child shows its own RSS, and
-// a tree larger than it; once killed, it has no figures and its files are
-// closed.
-func TestSampleRealProcess(t *testing.T) {
-	cmd := exec.Command("sh", "-c", "sleep 1000 & echo started; wait")
+// startTree starts sh running n sleeps in the background, in a process
+// group of its own, and returns once they are forked. Cleanup kills the
+// whole group and waits until no member is left: the sleeps are not the
+// test's children, and would outlive a kill of sh alone.
+func startTree(t testing.TB, n int) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", strings.Repeat("sleep 1000 & ", n)+"echo started; wait")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -291,14 +306,45 @@ func TestSampleRealProcess(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	// "started": the sleep is forked.
+	t.Cleanup(func() { killGroup(t, cmd) })
+	// "started": the sleeps are forked.
 	if _, err := out.Read(make([]byte, 8)); err != nil {
 		t.Fatal(err)
 	}
+	return cmd
+}
+
+// killGroup kills cmd's process group, reaps cmd and waits until the
+// group has no member left.
+func killGroup(t testing.TB, cmd *exec.Cmd) {
+	t.Helper()
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	_ = cmd.Wait()
+	for deadline := time.Now().Add(30 * time.Second); syscall.Kill(-pgid, 0) == nil; {
+		if time.Now().After(deadline) {
+			t.Errorf("process group %d still has members 30 s after SIGKILL", pgid)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// openFiles counts this process's open descriptors.
+func openFiles(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(fds)
+}
+
+// On the real /proc: a shell with a sleeping child shows its own RSS, and
+// a tree larger than it; once killed, it has no figures and its files are
+// closed.
+func TestSampleRealProcess(t *testing.T) {
+	cmd := startTree(t, 1)
 	s := New()
 	defer s.Close()
 	pid := cmd.Process.Pid
@@ -306,11 +352,7 @@ func TestSampleRealProcess(t *testing.T) {
 	if !got.OK || got.RSS <= 0 || got.TreeRSS <= got.RSS || got.CPUPercent < 0 {
 		t.Fatalf("sh with a child: %+v, want RSS and a larger tree RSS", got)
 	}
-	if n := s.Open(); n != 2 {
-		t.Errorf("%d files open, want 2 (sh and sleep)", n)
-	}
-	cmd.Process.Kill()
-	cmd.Wait()
+	killGroup(t, cmd)
 	for _, p := range s.Sample([]int{pid}) {
 		if p.OK {
 			t.Fatalf("a reaped process sampled: %+v", p)
@@ -318,6 +360,26 @@ func TestSampleRealProcess(t *testing.T) {
 	}
 	if n := s.Open(); n != 0 {
 		t.Errorf("%d files open after it was reaped", n)
+	}
+}
+
+// Descendants, which gosup does not own, hold no descriptor of the
+// daemon's: one file stays open per owned process, whatever its tree
+// (descriptors are what spawns and accepts need).
+func TestSampleKeepsNoFileOfDescendants(t *testing.T) {
+	cmd := startTree(t, 3)
+	s := New()
+	defer s.Close()
+	before := openFiles(t)
+	got := one(t, s, cmd.Process.Pid)
+	if !got.OK || got.TreeRSS <= got.RSS {
+		t.Fatalf("sh with 3 children: %+v, want a tree larger than sh", got)
+	}
+	if n := openFiles(t) - before; n != 1 {
+		t.Errorf("%d descriptors more after a sample of sh and its 3 children, want 1 (sh's)", n)
+	}
+	if n := s.Open(); n != 1 {
+		t.Errorf("Open: %d, want 1", n)
 	}
 }
 
