@@ -24,7 +24,10 @@ type Handover struct {
 	Name  string `json:"name"` // group:process
 	State State  `json:"state"`
 	// The child, if one runs (or has exited unreaped): Pid 0 if none.
-	Pid       int       `json:"pid,omitempty"`
+	Pid int `json:"pid,omitempty"`
+	// PidStart is the child's start time (see Status.PidStart); the next
+	// image reads it again from the child it adopts.
+	PidStart  uint64    `json:"pid_start,omitempty"`
 	Marker    string    `json:"marker,omitempty"` // its GOSUP_SPAWN entry
 	SpawnedAt time.Time `json:"spawned_at,omitzero"`
 	// What the status shows.
@@ -88,7 +91,7 @@ func (s *State) UnmarshalText(b []byte) error {
 // its pipes or what only its owner goroutine knows.
 func StatusHandover(st Status) Handover {
 	return Handover{
-		Name: st.FullName(), State: st.State, StartedAt: st.StartedAt, StoppedAt: st.StoppedAt,
+		Name: st.FullName(), State: st.State, PidStart: st.PidStart, StartedAt: st.StartedAt, StoppedAt: st.StoppedAt,
 		Spawns: st.Spawns, ExitStatus: st.ExitStatus, ExitDesc: st.ExitDesc, SpawnError: st.SpawnError,
 		Reason: st.Reason, RespawnAt: st.RespawnAt, IllegalMoves: st.IllegalMoves,
 		StdoutDropped: st.StdoutDropped, StderrDropped: st.StderrDropped,
@@ -266,7 +269,7 @@ func (p *Process) Adopt(h Handover, exitC <-chan reaper.Exit, files []*os.File) 
 	p.update(func(s *Status) {
 		s.Pid = 0
 		if exitC != nil {
-			s.Pid = h.Pid
+			s.Pid, s.PidStart = h.Pid, h.PidStart
 		}
 		s.StartedAt, s.StoppedAt, s.Spawns = h.StartedAt, h.StoppedAt, h.Spawns
 		s.Restarts = max(0, h.Spawns-1)

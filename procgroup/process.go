@@ -29,11 +29,16 @@ var (
 
 // Status is a snapshot of one process, safe to read from any goroutine.
 type Status struct {
-	Program    ProgramName
-	Group      GroupName
-	Name       string
-	State      State
-	Pid        int
+	Program ProgramName
+	Group   GroupName
+	Name    string
+	State   State
+	Pid     int
+	// PidStart is the child's start time (field 22 of /proc/PID/stat,
+	// clock ticks since boot), read when it was spawned or adopted: with
+	// Pid, it names the child for good. 0 if it could not be read (the
+	// child was gone already).
+	PidStart   uint64
 	Port       int
 	StartedAt  time.Time
 	StoppedAt  time.Time
@@ -744,12 +749,15 @@ func (p *Process) startChild(l *loop) {
 		return
 	}
 	l.proc, l.exitC, l.pid, l.spawnedAt, l.marker = proc, exitC, proc.Pid, now, marker
+	// Its exit is not handed out before this goroutine takes it: unless
+	// it was reaped already, the pid names it.
+	pidStart, _ := proctree.StartTime(proc.Pid)
 	p.log.Info("spawned", "pid", proc.Pid)
 	if p.OnSpawn != nil {
 		p.OnSpawn(p, proc.Pid, now)
 	}
 	p.update(func(s *Status) {
-		s.Pid = proc.Pid
+		s.Pid, s.PidStart = proc.Pid, pidStart
 		s.StartedAt = now
 		s.SpawnError = ""
 		s.Reason = ""

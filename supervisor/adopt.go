@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/procgroup/proctree"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/supervisor/handover"
 	"golang.org/x/sys/unix"
@@ -72,6 +73,9 @@ func (s *Supervisor) takeProcess(h procgroup.Handover, rp *reaper.Reaper) *adopt
 			a.h.Reason = "its child was lost in the upgrade"
 		} else {
 			a.exitC = exitC
+			// Unreaped, the pid names the child: its start time names it
+			// for status's sampler (0, and no figures, if unreadable).
+			a.h.PidStart, _ = proctree.StartTime(h.Pid)
 		}
 	}
 	return a

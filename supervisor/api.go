@@ -187,11 +187,11 @@ func (s *Supervisor) sample(all, procs []*procgroup.Process) ([]procgroup.Status
 	for j, p := range procs {
 		want[j] = add(p)
 	}
-	pids := make([]int, len(sts))
+	ts := make([]procstat.Target, len(sts))
 	for i, st := range sts {
-		pids[i] = st.Pid
+		ts[i] = procstat.Target{Pid: st.Pid, Start: st.PidStart}
 	}
-	figures := s.stats.Sample(pids)
+	figures := s.stats.Sample(ts)
 	outSt, outFig := make([]procgroup.Status, len(procs)), make([]procstat.Sample, len(procs))
 	for j, i := range want {
 		outSt[j], outFig[j] = sts[i], figures[i]

@@ -16,6 +16,13 @@
 // Each process's figures are kept with its start time, from
 // /proc/PID/stat when it is first seen, so a sample never mixes two
 // processes.
+//
+// A pid is sampled only if it names a child of the caller (its parent in
+// /proc/PID/stat is the caller's pid: every child the daemon spawned, and
+// every one an earlier image of it handed over across an exec) started at
+// the time the caller gives: a stale pid, reused by another process, is
+// refused, and its CPU clock (which any user may read), files and tree
+// are never read.
 package procstat
 
 import (
@@ -59,6 +66,15 @@ const (
 	// looked at.
 	threadsMax = 4096
 )
+
+// Target names one process to sample: its pid, and its start time (field
+// 22 of /proc/PID/stat, clock ticks since boot) as the caller knows it; a
+// process with another start time on that pid is not sampled. Start 0
+// (not known) samples nothing.
+type Target struct {
+	Pid   int
+	Start uint64
+}
 
 // Sample is one process's figures.
 type Sample struct {
@@ -109,6 +125,7 @@ type member struct {
 type Sampler struct {
 	mu       sync.Mutex
 	root     string // "/proc", or a copy of its layout in tests
+	self     int    // the pid whose children are sampled
 	pageSize int64
 	now      func() time.Duration // since boot
 	// cpu is a process's CPU time (its CPU clock); false when it cannot
@@ -123,11 +140,11 @@ type Sampler struct {
 
 // New returns a Sampler reading /proc.
 func New() *Sampler {
-	return newSampler("/proc", sinceBoot, cpuClock)
+	return newSampler("/proc", os.Getpid(), sinceBoot, cpuClock)
 }
 
-func newSampler(root string, now func() time.Duration, cpu func(int) (time.Duration, bool)) *Sampler {
-	return &Sampler{root: root, pageSize: int64(os.Getpagesize()), now: now, cpu: cpu, procs: map[int]*proc{},
+func newSampler(root string, self int, now func() time.Duration, cpu func(int) (time.Duration, bool)) *Sampler {
+	return &Sampler{root: root, self: self, pageSize: int64(os.Getpagesize()), now: now, cpu: cpu, procs: map[int]*proc{},
 		buf: make([]byte, statMax), cbuf: make([]byte, childrenMax)}
 }
 
@@ -155,19 +172,20 @@ func ticks(t uint64) time.Duration {
 	return time.Duration(t) * (time.Second / ticksPerSecond)
 }
 
-// Sample reads the processes pids, in one pass, and returns their figures
-// in the same order (0 pids have none). They should be all the processes
-// the caller owns: the files of processes not listed are closed, and
-// their CPU baselines forgotten.
-func (s *Sampler) Sample(pids []int) []Sample {
+// Sample reads the processes ts, in one pass, and returns their figures
+// in the same order (pid 0 has none, nor a process that is not the
+// caller's child started at Start). They should be all the processes the
+// caller owns: the files of processes not listed are closed, and their
+// CPU baselines forgotten.
+func (s *Sampler) Sample(ts []Target) []Sample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
 	now := s.now()
-	out := make([]Sample, len(pids))
-	for i, pid := range pids {
-		if pid > 0 {
-			out[i] = s.sample(pid, now)
+	out := make([]Sample, len(ts))
+	for i, t := range ts {
+		if t.Pid > 0 && t.Start > 0 {
+			out[i] = s.sample(t, now)
 		}
 	}
 	for pid, p := range s.procs {
@@ -201,8 +219,14 @@ func (s *Sampler) Tracked() int {
 	return s.tracked
 }
 
-func (s *Sampler) sample(pid int, now time.Duration) Sample {
+func (s *Sampler) sample(t Target, now time.Duration) Sample {
+	pid := t.Pid
 	p := s.procs[pid]
+	if p != nil && p.start != t.Start {
+		// The caller's process on this pid is another one now.
+		s.drop(pid, p)
+		p = nil
+	}
 	// The clock first, then the bound file: see the package comment.
 	cpu, cpuOK := s.cpu(pid)
 	var rss int64
@@ -216,7 +240,7 @@ func (s *Sampler) sample(pid int, now time.Duration) Sample {
 		}
 	}
 	if p == nil {
-		fd, st, ok := s.open(pid)
+		fd, st, ok := s.open(t)
 		if !ok {
 			return Sample{}
 		}
@@ -413,15 +437,16 @@ func (s *Sampler) childrenOf(path string, out []int) ([]int, bool) {
 	return out, cut
 }
 
-// open opens pid's statm file, then reads its stat: the file is bound to
-// the process the stat describes if a read of the file succeeds after.
-func (s *Sampler) open(pid int) (int, proctree.Proc, bool) {
-	fd, ok := s.openStatm(pid)
+// open opens t's statm file, then reads its stat: the file is bound to
+// the process the stat describes if a read of the file succeeds after. It
+// fails unless that process is the caller's child started at t.Start.
+func (s *Sampler) open(t Target) (int, proctree.Proc, bool) {
+	fd, ok := s.openStatm(t.Pid)
 	if !ok {
 		return -1, proctree.Proc{}, false
 	}
-	st, ok := s.stat(pid)
-	if !ok {
+	st, ok := s.stat(t.Pid)
+	if !ok || st.PPid != s.self || st.Start != t.Start {
 		unix.Close(fd)
 		return -1, proctree.Proc{}, false
 	}

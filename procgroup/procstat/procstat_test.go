@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gosup/gosup/procgroup/proctree"
 )
 
 // fakeProc is a copy of /proc's layout that a test writes, with the
@@ -30,9 +32,13 @@ type fakeStat struct {
 	start         uint64
 }
 
+// fakeSelf is the sampler's pid in a fake /proc: the parent of the
+// processes it samples.
+const fakeSelf = 1
+
 func newFake(t *testing.T) (*fakeProc, *Sampler) {
 	f := &fakeProc{t: t, root: t.TempDir(), cpu: map[int]time.Duration{}, procs: map[int]fakeStat{}}
-	s := newSampler(f.root, func() time.Duration { return f.now }, func(pid int) (time.Duration, bool) {
+	s := newSampler(f.root, fakeSelf, func() time.Duration { return f.now }, func(pid int) (time.Duration, bool) {
 		d, ok := f.cpu[pid]
 		return d, ok
 	})
@@ -110,11 +116,22 @@ func sec(n float64) time.Duration { return time.Duration(n * float64(time.Second
 
 func one(t *testing.T, s *Sampler, pid int) Sample {
 	t.Helper()
-	out := s.Sample([]int{pid})
+	out := sampleAll(s, pid)
 	if len(out) != 1 {
 		t.Fatalf("%d samples for one pid", len(out))
 	}
 	return out[0]
+}
+
+// sampleAll samples pids, each with the start time its stat shows now
+// (as the caller knows it: the process it spawned).
+func sampleAll(s *Sampler, pids ...int) []Sample {
+	ts := make([]Target, len(pids))
+	for i, pid := range pids {
+		st, _ := s.stat(pid)
+		ts[i] = Target{pid, st.Start}
+	}
+	return s.Sample(ts)
 }
 
 func near(a, b float64) bool { return a-b < 0.01 && b-a < 0.01 }
@@ -245,7 +262,7 @@ func TestSampleTree(t *testing.T) {
 	f.proc(20, 1, 1, 100, 1)
 	f.children(20, 20, 21)
 	f.proc(21, 20, 1, 200, 2)
-	if got := s.Sample([]int{10, 20}); got[1].TreeRSS != 3*page {
+	if got := sampleAll(s, 10, 20); got[1].TreeRSS != 3*page {
 		t.Fatalf("single thread: %+v, want a tree of 3 pages", got[1])
 	}
 }
@@ -254,24 +271,51 @@ func TestSampleTree(t *testing.T) {
 // figures.
 func TestSampleCloses(t *testing.T) {
 	f, s := newFake(t)
-	f.proc(1, 0, 1, 1, 1)
-	f.proc(2, 0, 1, 1, 1)
+	f.proc(4, 1, 1, 1, 1)
+	f.proc(2, 1, 1, 1, 1)
 	f.children(2, 2, 3)
 	f.proc(3, 2, 1, 2, 1)
-	out := s.Sample([]int{1, 0, 2, 99})
+	out := sampleAll(s, 4, 0, 2, 99)
 	if !out[0].OK || out[1].OK || !out[2].OK || out[3].OK {
 		t.Fatalf("samples: %+v", out)
 	}
 	if n, m := s.Open(), s.Tracked(); n != 2 || m != 1 {
 		t.Fatalf("%d files open, %d descendants followed: want 2 and 1", n, m)
 	}
-	s.Sample([]int{1})
+	sampleAll(s, 4)
 	if n, m := s.Open(), s.Tracked(); n != 1 || m != 0 {
 		t.Fatalf("after 2 left: %d files open, %d descendants followed, want 1 and 0", n, m)
 	}
 	s.Close()
 	if n, m := s.Open(), s.Tracked(); n != 0 || m != 0 {
 		t.Fatalf("after Close: %d files open, %d descendants followed", n, m)
+	}
+}
+
+// A pid whose process is not the caller's child, or started at another
+// time than the caller says, is refused: its pid went stale and was
+// reused.
+func TestSampleRefusesAStalePid(t *testing.T) {
+	f, s := newFake(t)
+	f.now = sec(100)
+	f.proc(42, fakeSelf, 1, 1000, 10)
+	f.cpu[42] = sec(1)
+	f.proc(43, 7, 1, 1000, 10) // another's child
+	f.cpu[43] = sec(1)
+	out := s.Sample([]Target{{42, 999}, {43, 1000}})
+	if out[0].OK || out[1].OK {
+		t.Fatalf("stale pids sampled: %+v", out)
+	}
+	if n := s.Open(); n != 0 {
+		t.Fatalf("%d files open for stale pids", n)
+	}
+	// Sampled as the right process, then the caller's process on that
+	// pid changes: the files of the earlier one are not read for it.
+	if got := s.Sample([]Target{{42, 1000}}); !got[0].OK {
+		t.Fatalf("our child not sampled: %+v", got[0])
+	}
+	if got := s.Sample([]Target{{42, 1001}}); got[0].OK || s.Open() != 0 {
+		t.Fatalf("another start time on the same pid sampled: %+v, %d files open", got[0], s.Open())
 	}
 }
 
@@ -314,17 +358,39 @@ func startTree(t testing.TB, n int) *exec.Cmd {
 	return cmd
 }
 
-// killGroup kills cmd's process group, reaps cmd and waits until the
-// group has no member left.
+// killGroup kills cmd's process group, reaps cmd and waits until every
+// child of it has exited (is gone, or a zombie its new parent has yet to
+// reap).
 func killGroup(t testing.TB, cmd *exec.Cmd) {
 	t.Helper()
-	pgid := cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	sh := cmd.Process.Pid
+	kids := proctree.Children(sh)
+	_ = syscall.Kill(-sh, syscall.SIGKILL)
 	_ = cmd.Wait()
-	for deadline := time.Now().Add(30 * time.Second); syscall.Kill(-pgid, 0) == nil; {
+	deadline := time.Now().Add(30 * time.Second)
+	for _, pid := range kids {
+		for !proctree.Exited(pid) {
+			if time.Now().After(deadline) {
+				t.Errorf("pid %d, sh's child, still runs 30 s after SIGKILL", pid)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// waitTree samples pid until its tree is larger than itself: a child
+// forked, not yet through its exec, may show no RSS.
+func waitTree(t *testing.T, s *Sampler, pid int) Sample {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := one(t, s, pid)
+		if got.OK && got.TreeRSS > got.RSS {
+			return got
+		}
 		if time.Now().After(deadline) {
-			t.Errorf("process group %d still has members 30 s after SIGKILL", pgid)
-			return
+			t.Fatalf("pid %d: %+v 30 s on, want a tree larger than the process", pid, got)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -348,12 +414,12 @@ func TestSampleRealProcess(t *testing.T) {
 	s := New()
 	defer s.Close()
 	pid := cmd.Process.Pid
-	got := one(t, s, pid)
-	if !got.OK || got.RSS <= 0 || got.TreeRSS <= got.RSS || got.CPUPercent < 0 {
+	got := waitTree(t, s, pid)
+	if !got.OK || got.RSS <= 0 {
 		t.Fatalf("sh with a child: %+v, want RSS and a larger tree RSS", got)
 	}
 	killGroup(t, cmd)
-	for _, p := range s.Sample([]int{pid}) {
+	for _, p := range sampleAll(s, pid) {
 		if p.OK {
 			t.Fatalf("a reaped process sampled: %+v", p)
 		}
@@ -371,10 +437,7 @@ func TestSampleKeepsNoFileOfDescendants(t *testing.T) {
 	s := New()
 	defer s.Close()
 	before := openFiles(t)
-	got := one(t, s, cmd.Process.Pid)
-	if !got.OK || got.TreeRSS <= got.RSS {
-		t.Fatalf("sh with 3 children: %+v, want a tree larger than sh", got)
-	}
+	waitTree(t, s, cmd.Process.Pid)
 	if n := openFiles(t) - before; n != 1 {
 		t.Errorf("%d descriptors more after a sample of sh and its 3 children, want 1 (sh's)", n)
 	}
@@ -400,14 +463,46 @@ func BenchmarkSample100(b *testing.B) {
 	}
 	s := New()
 	defer s.Close()
-	s.Sample(pids)
+	ts := make([]Target, len(pids))
+	for i, pid := range pids {
+		st, _ := s.stat(pid)
+		ts[i] = Target{pid, st.Start}
+	}
+	s.Sample(ts)
 	b.ResetTimer()
 	for b.Loop() {
-		for _, p := range s.Sample(pids) {
+		for _, p := range s.Sample(ts) {
 			if !p.OK {
 				b.Fatal("a sleeper not sampled")
 			}
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/100, "ns/process")
+}
+
+// Only the daemon's own children are sampled: a pid that names another
+// process (the caller's pid went stale, and was reused) is refused, its
+// figures, files and tree never read. Any user may read any process's CPU
+// clock, so nothing else would stop it.
+func TestSampleRefusesWhatIsNotOurChild(t *testing.T) {
+	cmd := startTree(t, 1)
+	sh := cmd.Process.Pid
+	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", sh, sh))
+	sleep, err := strconv.Atoi(strings.TrimSpace(string(kids)))
+	if err != nil {
+		t.Fatalf("sh's children %q: %v", kids, err)
+	}
+	s := New()
+	defer s.Close()
+	for _, c := range []struct {
+		what string
+		pid  int
+	}{{"the test's own pid", os.Getpid()}, {"a grandchild", sleep}, {"init", 1}} {
+		if got := one(t, s, c.pid); got.OK {
+			t.Errorf("%s (pid %d) sampled: %+v", c.what, c.pid, got)
+		}
+	}
+	if n := s.Open(); n != 0 {
+		t.Errorf("%d files open for processes refused", n)
+	}
 }
