@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"time"
 
@@ -56,7 +57,7 @@ gosup ctl status (--json).`,
 				return clientErr(err)
 			}
 			m := &topModel{ctx: ctx, cl: cl, patterns: args, screen: topScreen{
-				Snap: snap, Socket: cl.Socket, Interval: interval, Sort: order, Width: 80, Height: 24,
+				Snap: snap, Patterns: args, Socket: cl.Socket, Interval: interval, Sort: order, Width: 80, Height: 24,
 			}}
 			if _, err := tea.NewProgram(m, tea.WithContext(ctx)).Run(); err != nil && !errors.Is(err, tea.ErrInterrupted) {
 				return failed(fmt.Errorf("ctl top: %w", err))
@@ -77,7 +78,9 @@ func isTerminal(f *os.File) bool {
 
 // fetchTop asks the daemon for its info and the processes matching
 // patterns, within a timeout so that a daemon that hangs shows as one
-// that does not answer.
+// that does not answer. When the daemon refuses the status (an
+// *api.Error: no process matches, the daemon stopping), the snapshot
+// still has the info it answered.
 func fetchTop(ctx context.Context, cl *api.Client, patterns []string, interval time.Duration) (topSnapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, max(2*interval, 3*time.Second))
 	defer cancel()
@@ -87,7 +90,7 @@ func fetchTop(ctx context.Context, cl *api.Client, patterns []string, interval t
 	}
 	procs, err := cl.Status(ctx, patterns...)
 	if err != nil {
-		return topSnapshot{}, err
+		return topSnapshot{Info: info}, err
 	}
 	return topSnapshot{Info: info, Procs: procs, At: time.Now()}, nil
 }
@@ -130,13 +133,27 @@ func (m *topModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case topTickMsg:
 		return m, m.fetch()
 	case topFetchedMsg:
-		if msg.err != nil {
+		var refused *api.Error
+		switch {
+		case msg.err == nil:
+			s.Snap, s.Err, s.Refused = msg.snap, nil, nil
+		case errors.As(msg.err, &refused):
+			// The daemon answered: it is there, and says why it
+			// shows no processes (none matches now, after a
+			// reload) or no status (it is starting or stopping:
+			// the last rows stay, dimmed).
+			s.Err, s.Refused = nil, refused
+			if refused.Code == http.StatusNotFound {
+				s.Snap = msg.snap
+			} else if msg.snap.Info.Pid != 0 {
+				s.Snap.Info = msg.snap.Info
+			}
+		default:
+			// No answer: no daemon, or one that hangs.
 			if s.Err == nil {
 				s.ErrSince = time.Now()
 			}
 			s.Err = msg.err
-		} else {
-			s.Snap, s.Err = msg.snap, nil
 		}
 		s.Scroll = clampScroll(len(s.Snap.Procs), s.Height, s.Scroll)
 		return m, m.tick()

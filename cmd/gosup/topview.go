@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,6 +63,11 @@ type topScreen struct {
 	// ErrSince; the view says so and that it retries every Interval.
 	Err      error
 	ErrSince time.Time
+	// Refused is the daemon's answer when it refused the status (Err is
+	// then nil): a 404 when no process matches Patterns (a reload removed
+	// them), a 503 while it starts or stops.
+	Refused  *api.Error
+	Patterns []string
 	Socket   string
 	Interval time.Duration
 	Sort     topSort
@@ -153,9 +159,16 @@ func (s topScreen) render() string {
 
 	lines := make([]string, 0, h)
 	lines = append(lines, fit(s.daemonLine(procs), w))
-	if s.Err != nil {
+	stale := s.Err != nil || s.Refused != nil
+	switch {
+	case s.Err != nil:
 		lines = append(lines, styleAlert.Styled(fit(s.errLine(), w)))
-	} else {
+	case s.Refused != nil && s.Refused.Code == http.StatusNotFound:
+		stale = false
+		lines = append(lines, fit(s.noMatchLine(), w))
+	case s.Refused != nil:
+		lines = append(lines, styleAlert.Styled(fit(fmt.Sprintf("the daemon answers: %s (asking again every %s)", printable(s.Refused.Msg), s.Interval), w)))
+	default:
 		lines = append(lines, fit(countsLine(procs, scroll, body), w))
 	}
 	heading := fmt.Sprintf("%-*s %-*s %*s %*s %*s %*s %*s %*s", nameW, "NAME", colState, "STATE", colPid, "PID",
@@ -164,7 +177,7 @@ func (s topScreen) render() string {
 	end := min(len(procs), scroll+body)
 	for _, p := range procs[scroll:end] {
 		row := s.row(p, nameW, w)
-		if s.Err != nil {
+		if stale {
 			row = styleStale.Styled(ansi.Strip(row))
 		}
 		lines = append(lines, row)
@@ -235,6 +248,12 @@ func (s topScreen) errLine() string {
 		why = "no daemon listens on " + s.Socket
 	}
 	return fmt.Sprintf("DAEMON GONE since %s, retrying every %s: %s", s.ErrSince.Format(time.TimeOnly), s.Interval, printable(why))
+}
+
+// noMatchLine: the daemon knows no process matching the patterns (a
+// reload removed them); the view shows them again when they come back.
+func (s topScreen) noMatchLine() string {
+	return "no process matches " + printable(strings.Join(s.Patterns, " "))
 }
 
 func (s topScreen) helpLine() string {

@@ -273,3 +273,26 @@ func TestTopDaemonGone(t *testing.T) {
 		t.Errorf("after the daemon answered again: %q %q", lines[0], lines[1])
 	}
 }
+
+// An error the daemon answers with is an answer, not a daemon gone: a
+// reload that removed the pattern's processes (404) shows that nothing
+// matches, with no rows and the header of the answer; the daemon starting
+// or stopping (503) says so. The next answer with processes clears it.
+func TestTopDaemonAnswers(t *testing.T) {
+	m := &topModel{patterns: []string{"web:*"}, screen: topTestScreen(topProcs(2), 80, 24)}
+	m.screen.Patterns = m.patterns
+	m.Update(topFetchedMsg{snap: topSnapshot{Info: api.Info{Pid: 43, Version: "v2"}}, err: &api.Error{Code: 404, Msg: "no such process: web:*"}})
+	lines := screenLines(t, m.screen)
+	if lines[1] != "no process matches web:*" || !strings.HasPrefix(lines[0], "gosup pid 43 ") || len(rowNames(lines)) != 0 || strings.Contains(strings.Join(lines, "\n"), "DAEMON GONE") {
+		t.Errorf("after a 404:\n%s", strings.Join(lines, "\n"))
+	}
+	m.Update(topFetchedMsg{snap: topSnapshot{Info: api.Info{Pid: 43, Version: "v2"}}, err: &api.Error{Code: 503, Msg: "gosup is stopping"}})
+	lines = screenLines(t, m.screen)
+	if want := `^the daemon answers: gosup is stopping \(asking again every 1s\)$`; !regexp.MustCompile(want).MatchString(lines[1]) {
+		t.Errorf("after a 503: line 1 %q, want %s", lines[1], want)
+	}
+	m.Update(topFetchedMsg{snap: topSnapshot{Info: api.Info{Pid: 43, Version: "v2"}, Procs: topProcs(3)}})
+	if lines = screenLines(t, m.screen); lines[1] != "3 processes: 3 RUNNING" || len(rowNames(lines)) != 3 {
+		t.Errorf("after the processes came back:\n%s", strings.Join(lines, "\n"))
+	}
+}
