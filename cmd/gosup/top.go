@@ -30,7 +30,9 @@ Keys: c sort by CPU, m by memory, n by name; j/k or up/down scroll a row,
 PgUp/PgDn a page, g/G or Home/End to the top/bottom; q or Ctrl-C quits,
 Ctrl-Z suspends.
 MEM is the resident memory (RSS), of the process and its descendants when it
-has any (marked +). When the daemon goes away (an in-place upgrade is a short
+has any (marked +). Header line 2 ends with the daemon's warnings (ctl
+status prints them all); a mark after STATE: ! output dropped or a log
+failing, M memmon gave up, * old spec (a rollout under way). When the daemon goes away (an in-place upgrade is a short
 gap), the view says so and keeps retrying. Needs a terminal: in scripts use
 gosup ctl status (--json).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -88,11 +90,11 @@ func fetchTop(ctx context.Context, cl *api.Client, patterns []string, interval t
 	if err != nil {
 		return topSnapshot{}, err
 	}
-	procs, err := cl.Status(ctx, patterns...)
+	procs, warnings, err := cl.StatusWarning(ctx, patterns...)
 	if err != nil {
 		return topSnapshot{Info: info}, err
 	}
-	return topSnapshot{Info: info, Procs: procs, At: time.Now()}, nil
+	return topSnapshot{Info: info, Procs: procs, Warnings: warnings, At: time.Now()}, nil
 }
 
 // topModel is the Bubble Tea model: the screen, and the daemon it polls.

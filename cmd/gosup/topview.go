@@ -53,7 +53,11 @@ func parseTopSort(s string) (topSort, error) {
 type topSnapshot struct {
 	Info  api.Info
 	Procs []api.ProcStatus
-	At    time.Time // when it answered
+	// Warnings are the daemon's, as ctl status prints them: nginx
+	// failing, a failed reload, logs failing, a guard's panic, tree RSS
+	// leaving descendants out.
+	Warnings []string
+	At       time.Time // when it answered
 }
 
 // topScreen is all that the screen shows.
@@ -115,7 +119,7 @@ func sortProcs(procs []api.ProcStatus, s topSort) []api.ProcStatus {
 
 // Column widths (NAME takes the rest, at least topMinName).
 const (
-	colState    = 8 // STOPPING
+	colState    = 9 // STOPPING and a mark (topMark)
 	colPid      = 7
 	colPort     = 5
 	colCPU      = 6 // 1234.5
@@ -169,7 +173,13 @@ func (s topScreen) render() string {
 	case s.Refused != nil:
 		lines = append(lines, styleAlert.Styled(fit(fmt.Sprintf("the daemon answers: %s (asking again every %s)", printable(s.Refused.Msg), s.Interval), w)))
 	default:
-		lines = append(lines, fit(countsLine(procs, scroll, body), w))
+		line := countsLine(procs, scroll, body)
+		if n := len(s.Snap.Warnings); n > 0 {
+			// The first warning, cut first when narrow; ctl status
+			// prints them all.
+			line += " | " + styleAlert.Styled(countsPlural(n, "warning", "warnings")+": "+printable(s.Snap.Warnings[0]))
+		}
+		lines = append(lines, fit(line, w))
 	}
 	heading := fmt.Sprintf("%-*s %-*s %*s %*s %*s %*s %*s %*s", nameW, "NAME", colState, "STATE", colPid, "PID",
 		colPort, "PORT", colCPU, "CPU%", colMem, "MEM", colRestarts, "RESTARTS", colUptime, "UPTIME")
@@ -189,7 +199,7 @@ func (s topScreen) render() string {
 		lines = append(lines, "")
 	}
 	lines = lines[:h-1]
-	lines = append(lines, fit(s.helpLine(), w))
+	lines = append(lines, fit(s.helpLine(procs), w))
 	return strings.Join(lines, "\n")
 }
 
@@ -227,10 +237,7 @@ func countsLine(procs []api.ProcStatus, scroll, body int) string {
 	for _, st := range slices.Sorted(maps.Keys(n)) {
 		parts = append(parts, fmt.Sprintf("%d %s", n[st], st))
 	}
-	line := fmt.Sprintf("%d processes", len(procs))
-	if len(procs) == 1 {
-		line = "1 process"
-	}
+	line := countsPlural(len(procs), "process", "processes")
 	if len(parts) > 0 {
 		line += ": " + strings.Join(parts, ", ")
 	}
@@ -238,6 +245,43 @@ func countsLine(procs []api.ProcStatus, scroll, body int) string {
 		line += fmt.Sprintf(" | rows %d-%d of %d", scroll+1, min(len(procs), scroll+body), len(procs))
 	}
 	return line
+}
+
+func countsPlural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// topMark marks, after its state, a process that needs a look: ! it lost
+// output (a log refused it) or a log fails now, M memmon gave up
+// restarting it, * it still runs the spec a rollout under way replaces.
+func topMark(p api.ProcStatus) string {
+	switch {
+	case p.LogDroppedBytes > 0 || len(p.LogFailing) > 0:
+		return "!"
+	case p.MemmonGaveUp != "":
+		return "M"
+	case p.OldSpec:
+		return "*"
+	}
+	return ""
+}
+
+// topMarks is the legend of the marks procs show, in topMark's order.
+func topMarks(procs []api.ProcStatus) string {
+	seen := map[string]bool{}
+	for _, p := range procs {
+		seen[topMark(p)] = true
+	}
+	var out []string
+	for _, m := range []struct{ mark, what string }{{"!", "output dropped"}, {"M", "memmon gave up"}, {"*", "old spec"}} {
+		if seen[m.mark] {
+			out = append(out, m.mark+" "+m.what)
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // errLine says that the daemon does not answer, since when, and that the
@@ -256,8 +300,14 @@ func (s topScreen) noMatchLine() string {
 	return "no process matches " + printable(strings.Join(s.Patterns, " "))
 }
 
-func (s topScreen) helpLine() string {
-	return fmt.Sprintf("q quit | sort c cpu, m mem, n name: %s | scroll j/k up/down PgUp/PgDn", s.Sort)
+// helpLine: the keys, and the legend of the marks shown (before the
+// scroll keys, which a narrow terminal cuts first).
+func (s topScreen) helpLine(procs []api.ProcStatus) string {
+	line := fmt.Sprintf("q quit | sort c cpu, m mem, n name: %s | ", s.Sort)
+	if marks := topMarks(procs); marks != "" {
+		line += marks + " | "
+	}
+	return line + "scroll j/k up/down PgUp/PgDn"
 }
 
 func (s topScreen) row(p api.ProcStatus, nameW, w int) string {
@@ -273,11 +323,14 @@ func (s topScreen) row(p api.ProcStatus, nameW, w int) string {
 	if p.Port > 0 {
 		port = strconv.Itoa(p.Port)
 	}
-	state := ansi.Truncate(p.State, colState, "")
+	mark := topMark(p)
+	state := ansi.Truncate(p.State, colState-len(mark), "")
 	styled := state
 	if st, ok := styleState[p.State]; ok {
 		styled = st.Styled(state)
 	}
+	state += mark
+	styled += styleAlert.Styled(mark)
 	name := pad(ansi.Truncate(printable(p.Name), nameW, "~"), nameW)
 	rest := fmt.Sprintf(" %*s %*s %*s %*s %*d %*s", colPid, pid, colPort, port, colCPU, cpu, colMem, mem, colRestarts, p.Restarts, colUptime, up)
 	plain := name + " " + pad(state, colState) + rest

@@ -90,12 +90,12 @@ func TestTopRenderFits(t *testing.T) {
 	byName.Sort = sortName
 	lines := screenLines(t, byName)
 	// Control characters show as ?, never reach the terminal.
-	if !slices.Contains(rowNames(lines), "web:?[2J?]0;pwned???~") || strings.Contains(byName.render(), "\x1b[2J") {
+	if !slices.Contains(rowNames(lines), "web:?[2J?]0;pwned??~") || strings.Contains(byName.render(), "\x1b[2J") {
 		t.Errorf("an escape sequence in a name reached the screen: %q", rowNames(lines))
 	}
 	// Names are cut with a ~, the columns stay.
 	if !slices.ContainsFunc(lines, func(l string) bool {
-		return regexp.MustCompile(`^a-very-long-group-na~ RUNNING +1000 +9000 +0\.0 +30\.0M +0 +1:01:01$`).MatchString(l)
+		return regexp.MustCompile(`^a-very-long-group-n~ RUNNING +1000 +9000 +0\.0 +30\.0M +0 +1:01:01$`).MatchString(l)
 	}) {
 		t.Errorf("no cut row for the long name:\n%s", strings.Join(lines, "\n"))
 	}
@@ -294,5 +294,46 @@ func TestTopDaemonAnswers(t *testing.T) {
 	m.Update(topFetchedMsg{snap: topSnapshot{Info: api.Info{Pid: 43, Version: "v2"}, Procs: topProcs(3)}})
 	if lines = screenLines(t, m.screen); lines[1] != "3 processes: 3 RUNNING" || len(rowNames(lines)) != 3 {
 		t.Errorf("after the processes came back:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// The daemon's warnings show on header line 2 (how many, the first); a
+// process that lost output, that memmon gave up on or on the old spec of
+// a rollout is marked after its state, with a legend in the help line.
+func TestTopWarningsAndMarks(t *testing.T) {
+	procs := topProcs(5)
+	procs[0].OldSpec = true
+	procs[1].LogDroppedBytes, procs[1].OldSpec = 512, true
+	procs[2].LogFailing = []api.LogFailure{{Stream: "stdout", Path: "/var/log/x", Error: "no space left on device"}}
+	procs[3].MemmonGaveUp = "3 restarts in 1h"
+	procs[4].State = "STOPPING"
+	procs[4].OldSpec = true
+	s := topTestScreen(procs, 120, 24)
+	s.Sort = sortName
+	s.Snap.Warnings = []string{"reload at 2026-11-30 08:00:00 failed: gosup.toml:3: bad\x1b[2J", "nginx: down"}
+	lines := screenLines(t, s)
+	want := []string{
+		`^5 processes: 4 RUNNING, 1 STOPPING \| 2 warnings: reload at 2026-11-30 08:00:00 failed: gosup\.toml:3: bad\?\[2J$`,
+		`^NAME +STATE +PID `,
+		`^web:web_00 +RUNNING\* +1000 `,
+		`^web:web_01 +RUNNING! +1001 `,
+		`^web:web_02 +RUNNING! +1002 `,
+		`^web:web_03 +RUNNINGM +1003 `,
+		`^web:web_04 +STOPPING\* +1004 `,
+	}
+	for i, re := range want {
+		if !regexp.MustCompile(re).MatchString(lines[i+1]) {
+			t.Errorf("line %d: %q does not match %s", i+1, lines[i+1], re)
+		}
+	}
+	if want := "q quit | sort c cpu, m mem, n name: name | ! output dropped, M memmon gave up, * old spec | scroll j/k up/down PgUp/PgDn"; lines[23] != want {
+		t.Errorf("help line %q, want %q", lines[23], want)
+	}
+	// No marks, no legend; one warning.
+	s = topTestScreen(topProcs(2), 80, 24)
+	s.Snap.Warnings = []string{"nginx: down"}
+	lines = screenLines(t, s)
+	if lines[1] != "2 processes: 2 RUNNING | 1 warning: nginx: down" || strings.Contains(lines[23], "old spec") {
+		t.Errorf("one warning: %q, help %q", lines[1], lines[23])
 	}
 }
