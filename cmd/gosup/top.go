@@ -36,8 +36,8 @@ failing, M memmon gave up, * old spec (a rollout under way). When the daemon goe
 gap), the view says so and keeps retrying. Needs a terminal: in scripts use
 gosup ctl status (--json).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if interval < 100*time.Millisecond {
-				return usage(fmt.Errorf("--interval %s: want at least 100ms", interval))
+			if interval < topMinInterval {
+				return usage(fmt.Errorf("--interval %s: want at least %s", interval, topMinInterval))
 			}
 			order, err := parseTopSort(sortBy)
 			if err != nil {
@@ -54,11 +54,11 @@ gosup ctl status (--json).`,
 			ctx := cmd.Context()
 			// The first answer decides: no daemon or a bad pattern is an
 			// error before the screen is taken.
-			snap, err := fetchTop(ctx, cl, args, interval)
+			snap, err := fetchTop(ctx, cl, args, interval, nil, time.Time{})
 			if err != nil {
 				return clientErr(err)
 			}
-			m := &topModel{ctx: ctx, cl: cl, patterns: args, screen: topScreen{
+			m := &topModel{ctx: ctx, cl: cl, patterns: args, info: snap.Info, infoAt: time.Now(), screen: topScreen{
 				Snap: snap, Patterns: args, Socket: cl.Socket, Interval: interval, Sort: order, Width: 80, Height: 24,
 			}}
 			if _, err := tea.NewProgram(m, tea.WithContext(ctx)).Run(); err != nil && !errors.Is(err, tea.ErrInterrupted) {
@@ -67,7 +67,7 @@ gosup ctl status (--json).`,
 			return nil
 		},
 	}
-	c.Flags().DurationVar(&interval, "interval", time.Second, "time between refreshes (at least 100ms)")
+	c.Flags().DurationVar(&interval, "interval", time.Second, "time between refreshes (at least 250ms)")
 	c.Flags().StringVar(&sortBy, "sort", "cpu", "initial order: cpu, mem or name (keys c, m, n)")
 	return c
 }
@@ -78,24 +78,41 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-// fetchTop asks the daemon for its info and the processes matching
-// patterns, within a timeout so that a daemon that hangs shows as one
+// fetchTop asks the daemon for the processes matching patterns, and for
+// its info when info is nil (else *info is shown, its uptime counted on
+// from infoAt), within a timeout so that a daemon that hangs shows as one
 // that does not answer. When the daemon refuses the status (an
 // *api.Error: no process matches, the daemon stopping), the snapshot
-// still has the info it answered.
-func fetchTop(ctx context.Context, cl *api.Client, patterns []string, interval time.Duration) (topSnapshot, error) {
+// still has the info.
+func fetchTop(ctx context.Context, cl *api.Client, patterns []string, interval time.Duration, info *api.Info, infoAt time.Time) (topSnapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, max(2*interval, 3*time.Second))
 	defer cancel()
-	info, err := cl.Info(ctx)
-	if err != nil {
-		return topSnapshot{}, err
+	if info == nil {
+		in, err := cl.Info(ctx)
+		if err != nil {
+			return topSnapshot{}, err
+		}
+		info = &in
+	} else {
+		in := *info
+		in.UptimeS += time.Since(infoAt).Seconds()
+		info = &in
 	}
 	procs, warnings, err := cl.StatusWarning(ctx, patterns...)
 	if err != nil {
-		return topSnapshot{Info: info}, err
+		return topSnapshot{Info: *info}, err
 	}
-	return topSnapshot{Info: info, Procs: procs, Warnings: warnings, At: time.Now()}, nil
+	return topSnapshot{Info: *info, Procs: procs, Warnings: warnings}, nil
 }
+
+// topMinInterval bounds --interval: each refresh is a status of every
+// process shown, sampled by the daemon (see the README's figures).
+const topMinInterval = 250 * time.Millisecond
+
+// topInfoEvery: the daemon's info (pid, version, uptime) is asked for
+// once in so many refreshes, and after any failed one (a new daemon, an
+// upgrade); in between its uptime is counted on here.
+const topInfoEvery = 10
 
 // topModel is the Bubble Tea model: the screen, and the daemon it polls.
 // One poll at a time: the next is scheduled when the last has answered.
@@ -104,6 +121,17 @@ type topModel struct {
 	cl       *api.Client
 	patterns []string
 	screen   topScreen
+	// info is the daemon's last info, asked for at infoAt; sinceInfo
+	// counts the polls since.
+	info      api.Info
+	infoAt    time.Time
+	sinceInfo int
+}
+
+// wantInfo says whether the next poll asks for the daemon's info too: at
+// the topInfoEvery'th, and after a poll that failed or was refused.
+func (m *topModel) wantInfo() bool {
+	return m.sinceInfo+1 >= topInfoEvery || m.info.Pid == 0 || m.screen.Err != nil || m.screen.Refused != nil
 }
 
 type (
@@ -111,6 +139,9 @@ type (
 	topFetchedMsg struct {
 		snap topSnapshot
 		err  error
+		// info: the poll asked for the daemon's info, at infoAt.
+		info   bool
+		infoAt time.Time
 	}
 )
 
@@ -119,9 +150,18 @@ func (m *topModel) tick() tea.Cmd {
 }
 
 func (m *topModel) fetch() tea.Cmd {
+	// What the command needs, read here: it runs on another goroutine.
+	ctx, cl, patterns, interval := m.ctx, m.cl, m.patterns, m.screen.Interval
+	var info *api.Info
+	if !m.wantInfo() {
+		in := m.info
+		info = &in
+	}
+	infoAt := m.infoAt
 	return func() tea.Msg {
-		snap, err := fetchTop(m.ctx, m.cl, m.patterns, m.screen.Interval)
-		return topFetchedMsg{snap, err}
+		at := time.Now()
+		snap, err := fetchTop(ctx, cl, patterns, interval, info, infoAt)
+		return topFetchedMsg{snap: snap, err: err, info: info == nil, infoAt: at}
 	}
 }
 
@@ -135,6 +175,10 @@ func (m *topModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case topTickMsg:
 		return m, m.fetch()
 	case topFetchedMsg:
+		m.sinceInfo++
+		if msg.info && msg.snap.Info.Pid != 0 {
+			m.info, m.infoAt, m.sinceInfo = msg.snap.Info, msg.infoAt, 0
+		}
 		var refused *api.Error
 		switch {
 		case msg.err == nil:

@@ -57,7 +57,6 @@ type topSnapshot struct {
 	// failing, a failed reload, logs failing, a guard's panic, tree RSS
 	// leaving descendants out.
 	Warnings []string
-	At       time.Time // when it answered
 }
 
 // topScreen is all that the screen shows.

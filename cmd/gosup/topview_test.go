@@ -337,3 +337,36 @@ func TestTopWarningsAndMarks(t *testing.T) {
 		t.Errorf("one warning: %q, help %q", lines[1], lines[23])
 	}
 }
+
+// A poll asks for the daemon's info only every topInfoEvery polls and
+// after one that failed or was refused; the others are one status each.
+func TestTopInfoPolls(t *testing.T) {
+	m := &topModel{screen: topTestScreen(topProcs(2), 80, 24)}
+	if !m.wantInfo() {
+		t.Fatalf("no info yet, and not asked for")
+	}
+	ok := func(info bool) topFetchedMsg {
+		return topFetchedMsg{snap: topSnapshot{Info: api.Info{Pid: 42}, Procs: topProcs(2)}, info: info, infoAt: time.Now()}
+	}
+	m.Update(ok(true))
+	var asked []int
+	for i := range 3 * topInfoEvery {
+		want := m.wantInfo()
+		if want {
+			asked = append(asked, i)
+		}
+		m.Update(ok(want))
+	}
+	if want := []int{topInfoEvery - 1, 2*topInfoEvery - 1, 3*topInfoEvery - 1}; !slices.Equal(asked, want) {
+		t.Errorf("info asked at polls %v, want %v", asked, want)
+	}
+	m.Update(topFetchedMsg{err: errors.New("connection reset")})
+	if !m.wantInfo() {
+		t.Errorf("after a failed poll, the info is not asked for")
+	}
+	m.Update(ok(true))
+	m.Update(topFetchedMsg{snap: topSnapshot{Info: api.Info{Pid: 42}}, err: &api.Error{Code: 503, Msg: "gosup is stopping"}})
+	if !m.wantInfo() {
+		t.Errorf("after a refused poll, the info is not asked for")
+	}
+}
