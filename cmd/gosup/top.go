@@ -85,7 +85,7 @@ func isTerminal(f *os.File) bool {
 // *api.Error: no process matches, the daemon stopping), the snapshot
 // still has the info.
 func fetchTop(ctx context.Context, cl *api.Client, patterns []string, interval time.Duration, info *api.Info, infoAt time.Time) (topSnapshot, error) {
-	ctx, cancel := context.WithTimeout(ctx, max(2*interval, 3*time.Second))
+	ctx, cancel := context.WithTimeout(ctx, topPollTimeout(interval))
 	defer cancel()
 	if info == nil {
 		in, err := cl.Info(ctx)
@@ -103,6 +103,11 @@ func fetchTop(ctx context.Context, cl *api.Client, patterns []string, interval t
 		return topSnapshot{Info: *info}, err
 	}
 	return topSnapshot{Info: *info, Procs: procs, Warnings: warnings}, nil
+}
+
+// topPollTimeout is how long a poll waits for the daemon's answer.
+func topPollTimeout(interval time.Duration) time.Duration {
+	return max(2*interval, 3*time.Second)
 }
 
 // topMinInterval bounds --interval: each refresh is a status of every

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -284,13 +285,18 @@ func topMarks(procs []api.ProcStatus) string {
 }
 
 // errLine says that the daemon does not answer, since when, and that the
-// view retries (an in-place upgrade is a short gap).
+// view retries (an in-place upgrade is a short gap): Interval after each
+// try, which takes up to topPollTimeout when the daemon hangs.
 func (s topScreen) errLine() string {
 	why := s.Err.Error()
-	if errors.Is(s.Err, api.ErrNotRunning) {
+	switch {
+	case errors.Is(s.Err, api.ErrNotRunning):
 		why = "no daemon listens on " + s.Socket
+	case errors.Is(s.Err, context.DeadlineExceeded):
+		why = fmt.Sprintf("no answer in %s", topPollTimeout(s.Interval))
 	}
-	return fmt.Sprintf("DAEMON GONE since %s, retrying every %s: %s", s.ErrSince.Format(time.TimeOnly), s.Interval, printable(why))
+	// Why first: a narrow terminal cuts the end.
+	return fmt.Sprintf("DAEMON GONE since %s: %s; retrying %s after each try", s.ErrSince.Format(time.TimeOnly), printable(why), s.Interval)
 }
 
 // noMatchLine: the daemon knows no process matching the patterns (a

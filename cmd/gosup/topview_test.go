@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -256,14 +257,19 @@ func TestTopDaemonGone(t *testing.T) {
 		t.Errorf("ErrSince moved on a second failure")
 	}
 	lines := screenLines(t, m.screen)
-	if want := `^DAEMON GONE since [0-9:]{8}, retrying every 1s: connection reset$`; !regexp.MustCompile(want).MatchString(lines[1]) {
+	if want := `^DAEMON GONE since [0-9:]{8}: connection reset; retrying 1s after each try$`; !regexp.MustCompile(want).MatchString(lines[1]) {
 		t.Errorf("line 1: %q, want %s", lines[1], want)
+	}
+	// A daemon that hangs: each try waits out the timeout.
+	m.screen.Err = fmt.Errorf("talk to gosup: %w", context.DeadlineExceeded)
+	if l := screenLines(t, m.screen)[1]; !strings.HasSuffix(l, ": no answer in 3s; retrying 1s after each try") {
+		t.Errorf("hung: %q", l)
 	}
 	if got := rowNames(lines); len(got) != 2 {
 		t.Errorf("rows while gone: %v", got)
 	}
 	m.screen.Err = fmt.Errorf("talk: %w", api.ErrNotRunning)
-	if l := screenLines(t, m.screen)[1]; !strings.HasSuffix(l, ": no daemon listens on /run/x.sock") {
+	if l := screenLines(t, m.screen)[1]; !strings.Contains(l, ": no daemon listens on /run/x.sock; retrying") {
 		t.Errorf("not running: %q", l)
 	}
 	procs := topProcs(3)
