@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -25,6 +26,8 @@ func tmuxCmds() map[string]func(*testscript.TestScript, bool, []string) {
 		"keys":      cmdKeys,
 		"screen":    cmdScreen,
 		"topsorted": cmdTopsorted,
+		"freeze":    cmdFreeze,
+		"thaw":      cmdThaw,
 	}
 }
 
@@ -284,4 +287,34 @@ func topValue(s string) float64 {
 		return -2
 	}
 	return v * unit
+}
+
+// cmdFreeze stops the process PID with SIGSTOP (a daemon that hangs);
+// it is sent SIGCONT when the script ends, however it ends (thaw before
+// then), so that the script's cleanup never waits on a stopped process.
+//
+//	freeze PID
+func cmdFreeze(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: freeze PID")
+	}
+	pid, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	if pid <= 1 {
+		ts.Fatalf("freeze: pid %d", pid)
+	}
+	ts.Defer(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	ts.Check(syscall.Kill(pid, syscall.SIGSTOP))
+}
+
+// cmdThaw sends SIGCONT to the process PID.
+//
+//	thaw PID
+func cmdThaw(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: thaw PID")
+	}
+	pid, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	ts.Check(syscall.Kill(pid, syscall.SIGCONT))
 }
