@@ -225,7 +225,7 @@ func (s topScreen) daemonLine(procs []api.ProcStatus) string {
 func countsLine(procs []api.ProcStatus, scroll, body int) string {
 	n := map[string]int{}
 	for _, p := range procs {
-		n[p.State]++
+		n[printable(p.State)]++
 	}
 	var parts []string
 	for _, st := range stateOrder {
@@ -329,7 +329,7 @@ func (s topScreen) row(p api.ProcStatus, nameW, w int) string {
 		port = strconv.Itoa(p.Port)
 	}
 	mark := topMark(p)
-	state := ansi.Truncate(p.State, colState-len(mark), "")
+	state := ansi.Truncate(printable(p.State), colState-len(mark), "")
 	styled := state
 	if st, ok := styleState[p.State]; ok {
 		styled = st.Styled(state)
@@ -355,10 +355,11 @@ func longestName(procs []api.ProcStatus) int {
 }
 
 // printable replaces control characters (an escape sequence would drive
-// the terminal) with '?': what the daemon says is shown, never obeyed.
+// the terminal) and format characters (a bidi override reverses the rest
+// of the line) with '?': what the daemon says is shown, never obeyed.
 func printable(s string) string {
 	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
 			return '?'
 		}
 		return r

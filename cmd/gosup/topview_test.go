@@ -376,3 +376,25 @@ func TestTopInfoPolls(t *testing.T) {
 		t.Errorf("after a refused poll, the info is not asked for")
 	}
 }
+
+// What the daemon says is shown, never obeyed: control characters in the
+// state, and format characters (a bidi override turns the rest of the
+// line around) in a name, show as ?.
+func TestTopPrintable(t *testing.T) {
+	procs := topProcs(2)
+	procs[0].Name = "web:\u202eevil\u200b"
+	procs[1].State = "\x1b[2JX"
+	s := topTestScreen(procs, 80, 24)
+	s.Sort = sortName
+	out := s.render()
+	lines := screenLines(t, s)
+	if strings.ContainsAny(out, "\u202e\u200b") || strings.Contains(out, "\x1b[2J") {
+		t.Errorf("a format or control character reached the screen: %q", out)
+	}
+	if want := []string{"web:web_01", "web:?evil?"}; !slices.Equal(rowNames(lines), want) {
+		t.Errorf("rows %q, want %q", rowNames(lines), want)
+	}
+	if !regexp.MustCompile(`^web:web_01 +\?\[2JX +1001 `).MatchString(lines[3]) || !strings.HasSuffix(lines[1], ", 1 ?[2JX") {
+		t.Errorf("state: %q, counts %q", lines[3], lines[1])
+	}
+}
