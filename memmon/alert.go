@@ -19,6 +19,8 @@ import (
 	"unicode"
 
 	mail "github.com/wneessen/go-mail"
+
+	"github.com/gosup/gosup/internal/safetext"
 )
 
 // Alert describes one memmon restart, or memmon giving up on a process.
@@ -629,12 +631,7 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 	}
 	// Header values are encoded by go-mail; control characters (of the
 	// host name, a process name) are made spaces here as well.
-	m.Subject(strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, subject))
+	m.Subject(safetext.Printable(subject, ' '))
 	m.SetDate()
 	m.SetMessageID()
 	m.SetBodyString(mail.TypeTextPlain, body)

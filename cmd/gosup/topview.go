@@ -11,9 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/charmbracelet/x/ansi"
+
+	"github.com/gosup/gosup/internal/safetext"
 	"github.com/gosup/gosup/supervisor/api"
 )
 
@@ -358,12 +359,7 @@ func longestName(procs []api.ProcStatus) int {
 // the terminal) and format characters (a bidi override reverses the rest
 // of the line) with '?': what the daemon says is shown, never obeyed.
 func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
-			return '?'
-		}
-		return r
-	}, s)
+	return safetext.Printable(s, '?')
 }
 
 // fit cuts s to w cells.

@@ -8,9 +8,10 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/gosup/gosup/internal/safetext"
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/templates"
 )
@@ -220,14 +221,9 @@ func (cfg *Config) NginxData(down map[string]bool) templates.Data {
 	return d
 }
 
-// printable replaces each control character of s with '?'.
+// printable replaces each control or format character of s with '?'.
 func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return '?'
-		}
-		return r
-	}, s)
+	return safetext.Printable(s, '?')
 }
 
 // RenderNginx renders the nginx configuration for cfg as the daemon would
