@@ -21,6 +21,12 @@ import (
 // The view of gosup ctl top: a pure function of what the daemon said last,
 // the sort, the terminal's size and the scroll offset (topScreen.render),
 // so that it is unit tested without a terminal. top.go drives it.
+//
+// Widths are counted by wcwidth, rune by rune (ansi.StringWidthWc,
+// TruncateWc), as Bubble Tea's renderer counts them in a terminal that
+// does not answer mode 2027 (grapheme clusters), tmux 3.3 among them: an
+// emoji with a skin tone is then 4 cells, not 2, and a line measured by
+// graphemes would wrap.
 
 // topSort is the order of ctl top's rows.
 type topSort int
@@ -330,27 +336,27 @@ func (s topScreen) row(p api.ProcStatus, nameW, w int) string {
 		port = strconv.Itoa(p.Port)
 	}
 	mark := topMark(p)
-	state := ansi.Truncate(printable(p.State), colState-len(mark), "")
+	state := ansi.TruncateWc(printable(p.State), colState-len(mark), "")
 	styled := state
 	if st, ok := styleState[p.State]; ok {
 		styled = st.Styled(state)
 	}
 	state += mark
 	styled += styleAlert.Styled(mark)
-	name := pad(ansi.Truncate(printable(p.Name), nameW, "~"), nameW)
+	name := pad(ansi.TruncateWc(printable(p.Name), nameW, "~"), nameW)
 	rest := fmt.Sprintf(" %*s %*s %*s %*s %*d %*s", colPid, pid, colPort, port, colCPU, cpu, colMem, mem, colRestarts, p.Restarts, colUptime, up)
 	plain := name + " " + pad(state, colState) + rest
-	if ansi.StringWidth(plain) > w {
+	if ansi.StringWidthWc(plain) > w {
 		// Narrower than the columns: cut, unstyled.
-		return ansi.Truncate(plain, w, "")
+		return ansi.TruncateWc(plain, w, "")
 	}
-	return name + " " + styled + strings.Repeat(" ", colState-ansi.StringWidth(state)) + rest
+	return name + " " + styled + strings.Repeat(" ", colState-ansi.StringWidthWc(state)) + rest
 }
 
 func longestName(procs []api.ProcStatus) int {
 	n := 0
 	for _, p := range procs {
-		n = max(n, ansi.StringWidth(printable(p.Name)))
+		n = max(n, ansi.StringWidthWc(printable(p.Name)))
 	}
 	return n
 }
@@ -364,12 +370,12 @@ func printable(s string) string {
 
 // fit cuts s to w cells.
 func fit(s string, w int) string {
-	return ansi.Truncate(s, w, "")
+	return ansi.TruncateWc(s, w, "")
 }
 
 // pad fills s with spaces to w cells.
 func pad(s string, w int) string {
-	if n := ansi.StringWidth(s); n < w {
+	if n := ansi.StringWidthWc(s); n < w {
 		return s + strings.Repeat(" ", w-n)
 	}
 	return s

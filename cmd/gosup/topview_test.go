@@ -36,7 +36,8 @@ func topTestScreen(procs []api.ProcStatus, w, h int) topScreen {
 }
 
 // screenLines renders s and checks the frame: exactly Height lines, none
-// wider than Width cells.
+// wider than Width cells, counted as Bubble Tea's renderer counts them in
+// a terminal without mode 2027 (tmux 3.3): by wcwidth, rune by rune.
 func screenLines(t *testing.T, s topScreen) []string {
 	t.Helper()
 	lines := strings.Split(s.render(), "\n")
@@ -44,7 +45,7 @@ func screenLines(t *testing.T, s topScreen) []string {
 		t.Fatalf("%dx%d: %d lines, want %d:\n%s", s.Width, s.Height, len(lines), s.Height, strings.Join(lines, "\n"))
 	}
 	for i, l := range lines {
-		if n := ansi.StringWidth(l); n > s.Width {
+		if n := ansi.StringWidthWc(l); n > s.Width {
 			t.Errorf("%dx%d: line %d is %d cells wide: %q", s.Width, s.Height, i, n, ansi.Strip(l))
 		}
 	}
@@ -75,6 +76,8 @@ func TestTopRenderFits(t *testing.T) {
 	long[5].State, long[5].Pid = "STOPPED", 0
 	long[6].Pid = 4194304
 	long[7].Name = "web:\x1b[2J\x1b]0;pwned\x07\r\nweb"
+	// 2 cells a grapheme, 4 by wcwidth (an emoji and its skin tone).
+	long[8].Name = "web:" + strings.Repeat("\U0001F44D\U0001F3FD", 30)
 	gone := topTestScreen(long, 80, 24)
 	gone.Err, gone.ErrSince = fmt.Errorf("talk to gosup: %w", api.ErrNotRunning), time.Now()
 	gone.Snap.Info.Version = strings.Repeat("v0.0.0-20261130075125-fc9e448abcde", 3)
