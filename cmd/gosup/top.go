@@ -244,6 +244,5 @@ func (m *topModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 func (m *topModel) View() tea.View {
 	v := tea.NewView(m.screen.render())
 	v.AltScreen = true
-	v.WindowTitle = "gosup ctl top"
 	return v
 }

@@ -401,3 +401,12 @@ func TestTopPrintable(t *testing.T) {
 		t.Errorf("state: %q, counts %q", lines[3], lines[1])
 	}
 }
+
+// The view never sets the terminal's title: Bubble Tea sets it back to ""
+// when the program ends, which wiped the operator's own title.
+func TestTopViewLeavesTitle(t *testing.T) {
+	m := &topModel{screen: topTestScreen(topProcs(2), 80, 24)}
+	if v := m.View(); v.WindowTitle != "" || !v.AltScreen {
+		t.Errorf("view: title %q, alt screen %v; want no title, the alt screen", v.WindowTitle, v.AltScreen)
+	}
+}
