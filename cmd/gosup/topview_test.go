@@ -225,7 +225,7 @@ func TestTopKeys(t *testing.T) {
 			t.Fatalf("after %s: sort %s scroll %d, want %s %d", tc.key, m.screen.Sort, m.screen.Scroll, tc.sort, tc.scroll)
 		}
 	}
-	// A smaller window keeps the last page full.
+	// A taller window keeps the last page full: 45 rows, 40 shown.
 	press(char('G'))
 	m.Update(tea.WindowSizeMsg{Width: 80, Height: 44})
 	if m.screen.Scroll != 5 {
