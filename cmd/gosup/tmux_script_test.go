@@ -17,7 +17,9 @@ import (
 // The scripts' commands to drive a terminal program in tmux, as a person
 // at a terminal would: each script has its own tmux server on
 // $WORK/tmux.sock (never another tmux server), killed when the script
-// ends.
+// ends, or by itself tmuxLifetime after it started if the script never
+// ends (go test's -timeout kills the test binary, whose deferred kill
+// then never runs: the panes would live on).
 
 // tmuxCmds are the commands, for TestScripts.
 func tmuxCmds() map[string]func(*testscript.TestScript, bool, []string) {
@@ -39,6 +41,10 @@ set -g remain-on-exit on
 set -g default-shell /bin/sh
 set -g default-terminal screen
 `
+
+// tmuxLifetime bounds a script's tmux server: far longer than any script
+// takes, even on a loaded machine.
+const tmuxLifetime = 15 * time.Minute
 
 // tmux runs a tmux command on the script's private server.
 func tmux(ts *testscript.TestScript, args ...string) (string, error) {
@@ -98,6 +104,13 @@ func cmdTmuxstart(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("usage: tmuxstart [-x W] [-y H] NAME CMD")
 	}
 	ts.Defer(func() { tmux(ts, "kill-server") }) // gone already after an earlier one: fine
+	if _, err := tmux(ts, "has-session", "-t", "watchdog"); err != nil {
+		// The server's first session: it kills the server (every pane,
+		// and what runs in them) after tmuxLifetime. tmux sets $TMUX in
+		// the pane, which names this server.
+		_, err := tmux(ts, "new-session", "-d", "-s", "watchdog", fmt.Sprintf("sleep %d; exec tmux kill-server", int(tmuxLifetime.Seconds())))
+		ts.Check(err)
+	}
 	_, err := tmux(ts, "new-session", "-d", "-s", args[0], "-x", w, "-y", h, "-c", ts.Getenv("WORK"), args[1])
 	ts.Check(err)
 }
