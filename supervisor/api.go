@@ -125,7 +125,9 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 	for i, p := range procs {
 		ps := toProcStatus(sts[i], now)
 		if f := figures[i]; f.OK {
-			ps.CPUPercent, ps.RSSBytes, ps.TreeRSSBytes = f.CPUPercent, f.RSS, f.TreeRSS
+			ps.Sampled = true
+			ps.CPUPercent, ps.CPUWindowS = f.CPUPercent, f.CPUWindow.Seconds()
+			ps.RSSBytes, ps.TreeRSSBytes = f.RSS, f.TreeRSS
 			if f.Untracked > 0 {
 				untracked, untrackedOf = untracked+f.Untracked, untrackedOf+1
 			}
@@ -187,16 +189,47 @@ func (s *Supervisor) sample(all, procs []*procgroup.Process) ([]procgroup.Status
 	for j, p := range procs {
 		want[j] = add(p)
 	}
-	ts := make([]procstat.Target, len(sts))
-	for i, st := range sts {
-		ts[i] = procstat.Target{Pid: st.Pid, Start: st.PidStart}
-	}
-	figures := s.stats.Sample(ts)
+	figures := s.stats.Sample(targets(sts))
 	outSt, outFig := make([]procgroup.Status, len(procs)), make([]procstat.Sample, len(procs))
 	for j, i := range want {
 		outSt[j], outFig[j] = sts[i], figures[i]
 	}
 	return outSt, outFig
+}
+
+// targets names the children of sts for the sampler.
+func targets(sts []procgroup.Status) []procstat.Target {
+	ts := make([]procstat.Target, len(sts))
+	for i, st := range sts {
+		ts[i] = procstat.Target{Pid: st.Pid, Start: st.PidStart}
+	}
+	return ts
+}
+
+// tickLoop reads every child's CPU clock every procstat.TickEvery (no
+// descendants: a clock read and one pread each), so that the CPU status
+// shows is over the last few seconds however long ago the last status
+// was. Without a child running, it reads nothing.
+func (s *Supervisor) tickLoop(ctx context.Context) {
+	t := time.NewTicker(procstat.TickEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		all := s.all()
+		sts := make([]procgroup.Status, 0, len(all))
+		for _, p := range all {
+			if st := p.Status(); st.Pid > 0 {
+				sts = append(sts, st)
+			}
+		}
+		if len(sts) > 0 {
+			s.stats.Tick(targets(sts))
+		}
+	}
 }
 
 // maxLogWarnings bounds the failing-log lines under the status table.

@@ -5,9 +5,11 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gosup/gosup/procgroup/procstat"
 	"github.com/gosup/gosup/supervisor/api"
 )
 
@@ -54,5 +56,31 @@ func TestStatusFiguresWithoutMemmon(t *testing.T) {
 	st := waitStatus(t, cl, "idle:idle_0", "showing its RSS", func(p api.ProcStatus) bool { return p.RSSBytes > 0 })
 	if st.RSSBytes >= 64<<20 || st.TreeRSSBytes != 0 {
 		t.Errorf("idle: RSS %d, tree %d: want its own few MiB, and no tree", st.RSSBytes, st.TreeRSSBytes)
+	}
+}
+
+// The CPU status shows is over the last few seconds, however long ago the
+// last status was: the daemon reads every child's CPU clock every
+// procstat.TickEvery. Without it, a first status 10 s after the spawn
+// measured over the whole 10 s (and two statuses 8 h apart, over 8 h).
+func TestStatusCPUWindowIsRecent(t *testing.T) {
+	file := writeConfig(t, program("idle", "sleep", 1, ""))
+	s, cl, _ := startSupervisor(t, file)
+	waitAll(t, cl, "RUNNING")
+	// Wait for 10 s of uptime without asking for a status (which
+	// samples): through the process's own status.
+	p := s.all()[0]
+	deadline := time.Now().Add(60 * time.Second)
+	for st := p.Status(); st.Pid == 0 || time.Since(st.StartedAt) < 10*time.Second; st = p.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no 10 s of uptime in 60 s: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st := waitStatus(t, cl, "idle:idle_0", "sampled", func(p api.ProcStatus) bool { return p.Sampled })
+	// TickEvery + 1 s at most, with room for a slow machine; never the
+	// 10 s of its life.
+	if st.CPUWindowS < 1 || st.CPUWindowS > 7 {
+		t.Errorf("CPU measured over %.1f s at the first status 10 s after the spawn, want between 1 s and %s + 1 s", st.CPUWindowS, procstat.TickEvery)
 	}
 }

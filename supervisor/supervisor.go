@@ -433,6 +433,15 @@ func (s *Supervisor) run(ctx context.Context) error {
 		cancel()
 		endProcesses()
 	})
+	var ticks sync.WaitGroup
+	tickCtx, stopTicks := context.WithCancel(context.Background())
+	g.add("CPU sampling tick", func() error {
+		ticks.Go(func() { s.guard.Run(tickCtx, "CPU sampling tick", s.tickLoop) })
+		return nil
+	}, func() {
+		stopTicks()
+		ticks.Wait()
+	})
 	stopNotify, notifyDone := func() {}, make(chan struct{})
 	g.add("sd_notify", func() error {
 		nctx, cancel := context.WithCancel(context.Background())

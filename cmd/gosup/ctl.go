@@ -111,8 +111,10 @@ func printStatus(w io.Writer, st []api.ProcStatus) {
 			info = strings.TrimSuffix(oldSpecInfo+"; "+info, "; ")
 		}
 		cpu, mem := "-", "-"
-		if p.Pid > 0 && p.RSSBytes > 0 {
-			cpu = fmt.Sprintf("%.1f%%", p.CPUPercent)
+		if p.Pid > 0 && p.Sampled {
+			if p.CPUWindowS > 0 { // else younger than the shortest window
+				cpu = fmt.Sprintf("%.1f%%", p.CPUPercent)
+			}
 			mem = fmtMem(p.RSSBytes)
 			if p.TreeRSSBytes > p.RSSBytes {
 				mem += " (tree " + fmtMem(p.TreeRSSBytes) + ")"

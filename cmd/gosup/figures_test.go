@@ -113,8 +113,8 @@ func cmdFigures(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		if time.Now().After(deadline) {
 			p := st[0]
-			ts.Fatalf("figures: %s: %s does not hold (pid %d, restarts %d, cpu_percent %.1f, rss_bytes %d, tree_rss_bytes %d) after %s",
-				name, failed, p.Pid, p.Restarts, p.CPUPercent, p.RSSBytes, p.TreeRSSBytes, wait)
+			ts.Fatalf("figures: %s: %s does not hold (pid %d, restarts %d, cpu_percent %.1f over %.1f s, rss_bytes %d, tree_rss_bytes %d) after %s",
+				name, failed, p.Pid, p.Restarts, p.CPUPercent, p.CPUWindowS, p.RSSBytes, p.TreeRSSBytes, wait)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -160,6 +160,13 @@ func figure(p api.ProcStatus, s string) (float64, error) {
 		return float64(p.Restarts), nil
 	case "cpu_percent":
 		return p.CPUPercent, nil
+	case "cpu_window_s":
+		return p.CPUWindowS, nil
+	case "sampled":
+		if p.Sampled {
+			return 1, nil
+		}
+		return 0, nil
 	case "rss_bytes":
 		return float64(p.RSSBytes), nil
 	case "tree_rss_bytes":
@@ -181,22 +188,30 @@ func figure(p api.ProcStatus, s string) (float64, error) {
 	return f * mult, nil
 }
 
-// The status table's CPU and MEM: "-" without a pid (or a sample), the
-// tree only where it is larger than the process, GiB from 1 GiB.
+// The status table's CPU and MEM: "-" without a pid (or a sample), CPU
+// "-" for a process younger than the shortest window, 0 shown as 0 (a
+// zombie sampled at RSS 0), the tree only where it is larger than the
+// process, GiB from 1 GiB.
 func TestPrintStatusFigures(t *testing.T) {
 	var b strings.Builder
 	printStatus(&b, []api.ProcStatus{
-		{Name: "a:a", State: "RUNNING", Pid: 10, CPUPercent: 0.04, RSSBytes: 12<<20 + 512<<10},
-		{Name: "b:b", State: "RUNNING", Pid: 11, CPUPercent: 153.25, RSSBytes: 3 << 30, TreeRSSBytes: 5 << 30},
-		{Name: "c:c", State: "RUNNING", Pid: 12, CPUPercent: 1, RSSBytes: 1 << 20, TreeRSSBytes: 1 << 20},
+		{Name: "a:a", State: "RUNNING", Pid: 10, Sampled: true, CPUWindowS: 2, CPUPercent: 0.04, RSSBytes: 12<<20 + 512<<10},
+		{Name: "b:b", State: "RUNNING", Pid: 11, Sampled: true, CPUWindowS: 2, CPUPercent: 153.25, RSSBytes: 3 << 30, TreeRSSBytes: 5 << 30},
+		{Name: "c:c", State: "RUNNING", Pid: 12, Sampled: true, CPUWindowS: 1.5, CPUPercent: 1, RSSBytes: 1 << 20, TreeRSSBytes: 1 << 20},
 		{Name: "d:d", State: "EXITED", Description: "not started"},
+		{Name: "e:e", State: "STOPPING", Pid: 13, Sampled: true, CPUWindowS: 2.5, CPUPercent: 3},
+		{Name: "f:f", State: "STARTING", Pid: 14, Sampled: true, RSSBytes: 2 << 20},
+		{Name: "g:g", State: "RUNNING", Pid: 15},
 	})
 	want := []string{
-		"NAME  STATE    PID  PORT  UPTIME   RESTARTS  CPU     MEM                 INFO",
-		"a:a   RUNNING  10   -     0:00:00  0         0.0%    12.5M               ",
-		"b:b   RUNNING  11   -     0:00:00  0         153.2%  3.00G (tree 5.00G)  ",
-		"c:c   RUNNING  12   -     0:00:00  0         1.0%    1.0M                ",
-		"d:d   EXITED   -    -     -        0         -       -                   not started",
+		"NAME  STATE     PID  PORT  UPTIME   RESTARTS  CPU     MEM                 INFO",
+		"a:a   RUNNING   10   -     0:00:00  0         0.0%    12.5M               ",
+		"b:b   RUNNING   11   -     0:00:00  0         153.2%  3.00G (tree 5.00G)  ",
+		"c:c   RUNNING   12   -     0:00:00  0         1.0%    1.0M                ",
+		"d:d   EXITED    -    -     -        0         -       -                   not started",
+		"e:e   STOPPING  13   -     0:00:00  0         3.0%    0.0M                ",
+		"f:f   STARTING  14   -     0:00:00  0         -       2.0M                ",
+		"g:g   RUNNING   15   -     0:00:00  0         -       -                   ",
 	}
 	got := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
 	for i := range max(len(got), len(want)) {

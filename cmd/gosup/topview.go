@@ -326,10 +326,12 @@ func (s topScreen) row(p api.ProcStatus, nameW, w int) string {
 	pid, port, cpu, mem, up := "-", "-", "-", "-", "-"
 	if p.Pid > 0 {
 		pid = strconv.Itoa(p.Pid)
-		cpu = strconv.FormatFloat(p.CPUPercent, 'f', 1, 64)
+		if p.Sampled && p.CPUWindowS > 0 {
+			cpu = strconv.FormatFloat(p.CPUPercent, 'f', 1, 64)
+		}
 		up = compactUptime(time.Duration(p.UptimeS * float64(time.Second)))
-		if m := memOf(p); m > 0 {
-			mem = formatMem(m, p.TreeRSSBytes > p.RSSBytes)
+		if p.Sampled {
+			mem = formatMem(memOf(p), p.TreeRSSBytes > p.RSSBytes)
 		}
 	}
 	if p.Port > 0 {

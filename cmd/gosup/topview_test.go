@@ -22,7 +22,7 @@ func topProcs(n int) []api.ProcStatus {
 	for i := range n {
 		out = append(out, api.ProcStatus{
 			Name: fmt.Sprintf("web:web_%02d", i), State: "RUNNING", Pid: 1000 + i, Port: 9000 + i,
-			UptimeS: 3661, Restarts: i % 3, CPUPercent: float64(i) * 1.5, RSSBytes: int64(n-i) << 20,
+			UptimeS: 3661, Restarts: i % 3, Sampled: true, CPUWindowS: 2, CPUPercent: float64(i) * 1.5, RSSBytes: int64(n-i) << 20,
 		})
 	}
 	return out

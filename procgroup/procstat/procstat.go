@@ -47,6 +47,9 @@ const (
 	// before, so that two status calls in a row do not divide a
 	// scheduler tick by a few microseconds.
 	MinWindow = time.Second
+	// TickEvery is how often the daemon calls Tick, which keeps the
+	// window CPU is measured over recent (see Sample.CPUWindow).
+	TickEvery = 2 * time.Second
 	// TreeEvery is how often the descendants of a process are looked for
 	// again; between two looks the ones known are read at each sample,
 	// and those gone drop out at once.
@@ -82,9 +85,12 @@ type Sample struct {
 	// no figures.
 	OK bool
 	// CPUPercent is its CPU use in percent of one core (as top: 200 is
-	// two cores busy), since the previous sample at least MinWindow
-	// older, or since it started.
+	// two cores busy) over the last CPUWindow: from the last sample (or
+	// Tick) at least MinWindow older, or from its start at its first
+	// sample. CPUWindow is 0, and there is no CPU figure, for a process
+	// younger than MinWindow, or whose CPU clock could not be read.
 	CPUPercent float64
+	CPUWindow  time.Duration
 	// RSS is its own resident set in bytes; TreeRSS that of it and its
 	// descendants when it has any, else 0.
 	RSS, TreeRSS int64
@@ -181,19 +187,38 @@ func (s *Sampler) Sample(ts []Target) []Sample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
-	now := s.now()
 	out := make([]Sample, len(ts))
 	for i, t := range ts {
 		if t.Pid > 0 && t.Start > 0 {
-			out[i] = s.sample(t, now)
+			out[i] = s.sample(t)
 		}
 	}
+	s.dropUnseen()
+	return out
+}
+
+// Tick reads the CPU clock and the statm file of each process in ts (no
+// descendants), so that the CPU window at the next Sample is recent
+// (between MinWindow and TickEvery+MinWindow), whenever the last Sample
+// was. Processes not listed are dropped, as by Sample.
+func (s *Sampler) Tick(ts []Target) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	for _, t := range ts {
+		if t.Pid > 0 && t.Start > 0 {
+			s.read(t)
+		}
+	}
+	s.dropUnseen()
+}
+
+func (s *Sampler) dropUnseen() {
 	for pid, p := range s.procs {
 		if p.gen != s.gen {
 			s.drop(pid, p)
 		}
 	}
-	return out
 }
 
 // Close closes every file.
@@ -219,7 +244,19 @@ func (s *Sampler) Tracked() int {
 	return s.tracked
 }
 
-func (s *Sampler) sample(t Target, now time.Duration) Sample {
+// reading is one read of an owned process: its RSS, and its CPU time at
+// a moment (cpuOK false: its clock could not be read).
+type reading struct {
+	rss     int64
+	cpu, at time.Duration
+	cpuOK   bool
+	threads int // its threads, when it was first seen now; else -1
+}
+
+// read reads t's CPU clock, the time, and its statm (opening it if t is
+// not known yet), and moves its CPU samples on. It returns nil if t is
+// gone or not the caller's child started at t.Start.
+func (s *Sampler) read(t Target) (*proc, reading) {
 	pid := t.Pid
 	p := s.procs[pid]
 	if p != nil && p.start != t.Start {
@@ -227,13 +264,15 @@ func (s *Sampler) sample(t Target, now time.Duration) Sample {
 		s.drop(pid, p)
 		p = nil
 	}
-	// The clock first, then the bound file: see the package comment.
-	cpu, cpuOK := s.cpu(pid)
-	var rss int64
-	threads := -1 // not known: read at the look
+	r := reading{threads: -1}
 	if p != nil {
+		// The clock first, then the bound file: see the package
+		// comment. The time next to the clock: a slow pass does not
+		// stretch the windows of the processes read last.
+		r.cpu, r.cpuOK = s.cpu(pid)
+		r.at = s.now()
 		var ok bool
-		if rss, ok = s.statm(p.fd); !ok {
+		if r.rss, ok = s.statm(p.fd); !ok {
 			// Gone, and maybe its pid reused: a new process.
 			s.drop(pid, p)
 			p = nil
@@ -242,33 +281,43 @@ func (s *Sampler) sample(t Target, now time.Duration) Sample {
 	if p == nil {
 		fd, st, ok := s.open(t)
 		if !ok {
-			return Sample{}
+			return nil, r
 		}
-		// The clock again, now that the file names the process.
-		cpu, cpuOK = s.cpu(pid)
-		if rss, ok = s.statm(fd); !ok {
+		// The clock now that the file names the process.
+		r.cpu, r.cpuOK = s.cpu(pid)
+		r.at = s.now()
+		if r.rss, ok = s.statm(fd); !ok {
 			unix.Close(fd)
-			return Sample{}
+			return nil, r
 		}
 		born := point{at: ticks(st.Start)}
 		p = &proc{fd: fd, start: st.Start, old: born, cur: born}
 		s.procs[pid] = p
-		threads = st.Threads
+		r.threads = st.Threads
 	}
 	p.gen = s.gen
-	out := Sample{OK: true, RSS: rss}
-	if cpuOK {
-		if now-p.cur.at >= MinWindow {
-			p.old, p.cur = p.cur, point{cpu: cpu, at: now}
-		}
-		if dt := now - p.old.at; dt > 0 && cpu >= p.old.cpu {
-			out.CPUPercent = float64(cpu-p.old.cpu) / float64(dt) * 100
-		}
+	if r.cpuOK && r.at-p.cur.at >= MinWindow {
+		p.old, p.cur = p.cur, point{cpu: r.cpu, at: r.at}
 	}
-	if !p.looked || now-p.treeAt >= TreeEvery {
+	return p, r
+}
+
+func (s *Sampler) sample(t Target) Sample {
+	p, r := s.read(t)
+	if p == nil {
+		return Sample{}
+	}
+	out := Sample{OK: true, RSS: r.rss}
+	// From the older of the last two samples: at least MinWindow long,
+	// unless the process is younger than that, which has no figure yet.
+	if dt := r.at - p.old.at; r.cpuOK && dt >= MinWindow && r.cpu >= p.old.cpu {
+		out.CPUPercent = float64(r.cpu-p.old.cpu) / float64(dt) * 100
+		out.CPUWindow = dt
+	}
+	if !p.looked || r.at-p.treeAt >= TreeEvery {
 		// Each member is read as it is found.
-		s.look(pid, p, threads)
-		p.looked, p.treeAt = true, now
+		s.look(t.Pid, p, r.threads)
+		p.looked, p.treeAt = true, r.at
 	} else {
 		s.refresh(p)
 	}

@@ -23,6 +23,9 @@ type fakeProc struct {
 	cpu  map[int]time.Duration
 	// procs are the stat fields written, by pid.
 	procs map[int]fakeStat
+	// onCPU, when set, runs as a process's CPU clock is read, before
+	// the read: a pass that is slow, and takes time, at that process.
+	onCPU func(pid int)
 	// ended counts the processes gone.
 	ended int
 }
@@ -39,6 +42,9 @@ const fakeSelf = 1
 func newFake(t *testing.T) (*fakeProc, *Sampler) {
 	f := &fakeProc{t: t, root: t.TempDir(), cpu: map[int]time.Duration{}, procs: map[int]fakeStat{}}
 	s := newSampler(f.root, fakeSelf, func() time.Duration { return f.now }, func(pid int) (time.Duration, bool) {
+		if f.onCPU != nil {
+			f.onCPU(pid)
+		}
 		d, ok := f.cpu[pid]
 		return d, ok
 	})
@@ -171,6 +177,76 @@ func TestSampleCPUAndRSS(t *testing.T) {
 	f.now = sec(40)
 	if got := one(t, s, 42); !got.OK || got.CPUPercent != 0 {
 		t.Fatalf("without a CPU clock: %+v", got)
+	}
+}
+
+// A process first sampled younger than MinWindow has no CPU figure yet:
+// 14 ms run in its first 10 ms would read as 140%.
+func TestSampleYoungProcessHasNoCPUFigure(t *testing.T) {
+	f, s := newFake(t)
+	f.proc(42, fakeSelf, 1, 1000, 256) // started at 10 s
+	f.now, f.cpu[42] = sec(10.1), sec(0.14)
+	got := one(t, s, 42)
+	if !got.OK || got.RSS == 0 || got.CPUPercent != 0 || got.CPUWindow != 0 {
+		t.Fatalf("100 ms old: %+v, want its RSS and no CPU figure", got)
+	}
+	// Past MinWindow, measured from its start.
+	f.now, f.cpu[42] = sec(11.5), sec(0.75)
+	if got := one(t, s, 42); !near(got.CPUPercent, 50) || got.CPUWindow != sec(1.5) {
+		t.Fatalf("1.5 s old: %+v, want 50%% over 1.5 s", got)
+	}
+}
+
+// The time is read next to each process's clock: a pass slow at one
+// process does not add its length to the windows of those read after.
+func TestSampleSlowPass(t *testing.T) {
+	f, s := newFake(t)
+	f.proc(42, fakeSelf, 1, 1000, 1)
+	f.proc(43, fakeSelf, 1, 1000, 1) // busy on one core since 10 s
+	f.now = sec(20)
+	f.onCPU = func(pid int) {
+		switch pid {
+		case 42:
+			f.now += sec(3) // 3 s stuck reading 42
+		case 43:
+			f.cpu[43] = f.now - sec(10)
+		}
+	}
+	f.cpu[42] = 0
+	got := sampleAll(s, 42, 43)
+	if !near(got[1].CPUPercent, 100) {
+		t.Fatalf("busy process read after a 3 s stall: %v%%, want 100", got[1].CPUPercent)
+	}
+}
+
+// Tick moves the CPU samples on without reading descendants: a status 8 h
+// after the last one measures over the last seconds, not over 8 h.
+func TestTickKeepsTheWindowRecent(t *testing.T) {
+	f, s := newFake(t)
+	f.proc(42, fakeSelf, 1, 1000, 1)
+	f.children(42, 42, 43)
+	f.proc(43, 42, 1, 1100, 1)
+	f.now, f.cpu[42] = sec(20), 0
+	if got := one(t, s, 42); got.CPUWindow != sec(10) {
+		t.Fatalf("first sample: %+v, want a window from the start", got)
+	}
+	ts := []Target{{42, 1000}}
+	// Idle for 8 h, then busy on one core for the last 5 s.
+	for f.now < sec(20+8*3600) {
+		f.now += TickEvery
+		if f.now > sec(20+8*3600-5) {
+			f.cpu[42] += TickEvery
+		}
+		s.Tick(ts)
+	}
+	if n := s.Tracked(); n != 1 {
+		t.Errorf("%d descendants followed after ticks, want 1 (ticks do not look)", n)
+	}
+	f.now += sec(0.5)
+	f.cpu[42] += sec(0.5)
+	got := one(t, s, 42)
+	if got.CPUWindow < MinWindow || got.CPUWindow > TickEvery+MinWindow || !near(got.CPUPercent, 100) {
+		t.Fatalf("after 8 h of ticks: %v%% over %s, want 100%% over at most %s", got.CPUPercent, got.CPUWindow, TickEvery+MinWindow)
 	}
 }
 
@@ -443,6 +519,49 @@ func TestSampleKeepsNoFileOfDescendants(t *testing.T) {
 	}
 	if n := s.Open(); n != 1 {
 		t.Errorf("Open: %d, want 1", n)
+	}
+}
+
+// startChildren starts n children of the test process running argv and
+// returns them as targets.
+func startChildren(b *testing.B, n int, argv ...string) []Target {
+	b.Helper()
+	ts := make([]Target, 0, n)
+	for range n {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+		st, err := proctree.Stat(cmd.Process.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ts = append(ts, Target{cmd.Process.Pid, st.Start})
+	}
+	return ts
+}
+
+// BenchmarkTick is the daemon's background tick over 100 and 500 sleeping
+// children: a CPU clock read and one pread each.
+func BenchmarkTick(b *testing.B) {
+	for _, n := range []int{100, 500} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			ts := startChildren(b, n, "sleep", "1000")
+			s := New()
+			defer s.Close()
+			s.Tick(ts)
+			for b.Loop() {
+				s.Tick(ts)
+			}
+			if s.Open() != n {
+				b.Fatalf("%d open, want %d", s.Open(), n)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/process")
+		})
 	}
 }
 

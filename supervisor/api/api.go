@@ -30,13 +30,19 @@ type ProcStatus struct {
 	Description string  `json:"description"`
 	Stdout      string  `json:"stdout_logfile,omitempty"`
 	Stderr      string  `json:"stderr_logfile,omitempty"`
+	// Sampled says the figures below were read (at each status, whether
+	// or not [memmon] is configured): false when no process runs, or it
+	// could not be read (gone meanwhile). A zombie is sampled, at RSS 0.
+	Sampled bool `json:"sampled"`
 	// CPUPercent is the process's CPU use, in percent of one core (as
-	// top: 200 is two cores busy), since the last status sample, or since
-	// it started for its first. RSSBytes is its own resident memory, and
+	// top: 200 is two cores busy), over the last CPUWindowS seconds
+	// (between 1 s and a few: the daemon reads every child's CPU clock
+	// every 2 s). CPUWindowS is 0, and there is no CPU figure, for a
+	// process younger than 1 s. RSSBytes is its own resident memory, and
 	// TreeRSSBytes that of it and its descendants when it has any (0
-	// otherwise). All three are read at each status, whether or not
-	// [memmon] is configured; 0 when no process runs.
+	// otherwise).
 	CPUPercent      float64   `json:"cpu_percent"`
+	CPUWindowS      float64   `json:"cpu_window_s"`
 	RSSBytes        int64     `json:"rss_bytes"`
 	TreeRSSBytes    int64     `json:"tree_rss_bytes,omitempty"`
 	MemmonRestartAt time.Time `json:"memmon_restart_at,omitzero"`
