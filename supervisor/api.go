@@ -121,15 +121,15 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 	now := time.Now()
 	out := make([]api.ProcStatus, 0, len(procs))
 	failing := 0
-	untracked, untrackedOf := 0, 0
+	untracked, cut, untrackedOf := 0, 0, 0
 	for i, p := range procs {
 		ps := toProcStatus(sts[i], now)
 		if f := figures[i]; f.OK {
 			ps.Sampled = true
 			ps.CPUPercent, ps.CPUWindowS = f.CPUPercent, f.CPUWindow.Seconds()
 			ps.RSSBytes, ps.TreeRSSBytes = f.RSS, f.TreeRSS
-			if f.Untracked > 0 {
-				untracked, untrackedOf = untracked+f.Untracked, untrackedOf+1
+			if f.Untracked > 0 || f.Cut > 0 {
+				untracked, cut, untrackedOf = untracked+f.Untracked, cut+f.Cut, untrackedOf+1
 			}
 		}
 		for _, f := range ps.LogFailing {
@@ -160,8 +160,8 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 	if failing > maxLogWarnings {
 		warnings = append(warnings, fmt.Sprintf("%d more logs failing (see log_failing in gosup ctl status --json)", failing-maxLogWarnings))
 	}
-	if untracked > 0 {
-		warnings = append(warnings, fmt.Sprintf("tree RSS of %d processes leaves out %d descendants: gosup follows at most %d, over all processes", untrackedOf, untracked, procstat.MaxTracked))
+	if untrackedOf > 0 {
+		warnings = append(warnings, untrackedWarning(untrackedOf, untracked, cut))
 	}
 	return out, warnings, nil
 }
@@ -195,6 +195,20 @@ func (s *Supervisor) sample(all, procs []*procgroup.Process) ([]procgroup.Status
 		outSt[j], outFig[j] = sts[i], figures[i]
 	}
 	return outSt, outFig
+}
+
+// untrackedWarning says what the tree RSS of n processes leaves out:
+// descendants beyond the number followed, and the pids past the bound of
+// cut lists (unknown in number).
+func untrackedWarning(n, untracked, cut int) string {
+	var why []string
+	if untracked > 0 {
+		why = append(why, fmt.Sprintf("%d descendants beyond the %d gosup follows over all processes", untracked, procstat.MaxTracked))
+	}
+	if cut > 0 {
+		why = append(why, fmt.Sprintf("the processes past the bound of %d lists of children or threads (%d KiB a list, %d threads a process)", cut, procstat.ChildrenMax>>10, procstat.ThreadsMax))
+	}
+	return fmt.Sprintf("tree RSS of %d processes leaves out %s", n, strings.Join(why, ", and "))
 }
 
 // targets names the children of sts for the sampler.

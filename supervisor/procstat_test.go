@@ -84,3 +84,21 @@ func TestStatusCPUWindowIsRecent(t *testing.T) {
 		t.Errorf("CPU measured over %.1f s at the first status 10 s after the spawn, want between 1 s and %s + 1 s", st.CPUWindowS, procstat.TickEvery)
 	}
 }
+
+// The warning under the table says what the tree figures leave out, and
+// why: descendants beyond the number followed, lists cut at their bound
+// (whose count of processes left out is unknown), or both.
+func TestUntrackedWarning(t *testing.T) {
+	for _, c := range []struct {
+		n, untracked, cut int
+		want              string
+	}{
+		{2, 10, 0, "tree RSS of 2 processes leaves out 10 descendants beyond the 4096 gosup follows over all processes"},
+		{1, 0, 1, "tree RSS of 1 processes leaves out the processes past the bound of 1 lists of children or threads (32 KiB a list, 4096 threads a process)"},
+		{3, 5, 2, "tree RSS of 3 processes leaves out 5 descendants beyond the 4096 gosup follows over all processes, and the processes past the bound of 2 lists of children or threads (32 KiB a list, 4096 threads a process)"},
+	} {
+		if got := untrackedWarning(c.n, c.untracked, c.cut); got != c.want {
+			t.Errorf("untrackedWarning(%d, %d, %d):\n got %q\nwant %q", c.n, c.untracked, c.cut, got, c.want)
+		}
+	}
+}

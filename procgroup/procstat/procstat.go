@@ -52,7 +52,10 @@ const (
 	TickEvery = 2 * time.Second
 	// TreeEvery is how often the descendants of a process are looked for
 	// again; between two looks the ones known are read at each sample,
-	// and those gone drop out at once.
+	// and those gone drop out at once. Each process's looks fall due at
+	// its own phase of TreeEvery (from its pid), so that frequent samples
+	// (ctl top, every second) spread them instead of looking for every
+	// process's descendants at once every TreeEvery.
 	TreeEvery = 5 * time.Second
 	// MaxTracked bounds the descendants followed over all processes (each
 	// costs a read of its stat at each sample); those beyond are counted
@@ -62,12 +65,12 @@ const (
 	// command name of at most 64 bytes fit in well under 1 KiB; statm
 	// has 7 numbers.
 	statMax = 1024
-	// childrenMax bounds one read of a children file: 4096 pids of up to
+	// ChildrenMax bounds one read of a children file: 4096 pids of up to
 	// 7 digits and a space. A fuller list is cut (and counted).
-	childrenMax = 32 << 10
-	// threadsMax bounds the threads of one process whose children are
+	ChildrenMax = 32 << 10
+	// ThreadsMax bounds the threads of one process whose children are
 	// looked at.
-	threadsMax = 4096
+	ThreadsMax = 4096
 )
 
 // Target names one process to sample: its pid, and its start time (field
@@ -94,9 +97,11 @@ type Sample struct {
 	// RSS is its own resident set in bytes; TreeRSS that of it and its
 	// descendants when it has any, else 0.
 	RSS, TreeRSS int64
-	// Untracked counts the descendants left out of TreeRSS: beyond
-	// MaxTracked, or in a children list over its bound.
-	Untracked int
+	// Untracked counts the descendants left out of TreeRSS because
+	// MaxTracked were followed already; Cut counts the children lists
+	// (and lists of threads) over their bound, whose pids past it (and
+	// their descendants) are left out too, unknown in number.
+	Untracked, Cut int
 }
 
 // point is a process's CPU time at a moment.
@@ -112,9 +117,10 @@ type proc struct {
 	// (both the start, with no CPU time, before the first).
 	old, cur point
 	tree     []*member // descendants, as last looked for
-	treeAt   time.Duration
+	nextLook time.Duration
 	looked   bool // tree was looked for
 	lost     int  // descendants not tracked at the last look
+	cut      int  // lists cut at the last look
 	gen      uint64
 }
 
@@ -140,8 +146,9 @@ type Sampler struct {
 	procs   map[int]*proc
 	tracked int // members, over all processes
 	gen     uint64
+	looks   int    // looks for descendants, ever (for tests)
 	buf     []byte // statMax
-	cbuf    []byte // childrenMax
+	cbuf    []byte // ChildrenMax
 }
 
 // New returns a Sampler reading /proc.
@@ -151,7 +158,7 @@ func New() *Sampler {
 
 func newSampler(root string, self int, now func() time.Duration, cpu func(int) (time.Duration, bool)) *Sampler {
 	return &Sampler{root: root, self: self, pageSize: int64(os.Getpagesize()), now: now, cpu: cpu, procs: map[int]*proc{},
-		buf: make([]byte, statMax), cbuf: make([]byte, childrenMax)}
+		buf: make([]byte, statMax), cbuf: make([]byte, ChildrenMax)}
 }
 
 // sinceBoot reads CLOCK_BOOTTIME: the clock /proc's start times count in.
@@ -314,10 +321,10 @@ func (s *Sampler) sample(t Target) Sample {
 		out.CPUPercent = float64(r.cpu-p.old.cpu) / float64(dt) * 100
 		out.CPUWindow = dt
 	}
-	if !p.looked || r.at-p.treeAt >= TreeEvery {
+	if !p.looked || r.at >= p.nextLook {
 		// Each member is read as it is found.
 		s.look(t.Pid, p, r.threads)
-		p.looked, p.treeAt = true, r.at
+		p.looked, p.nextLook = true, nextLook(t.Pid, r.at)
 	} else {
 		s.refresh(p)
 	}
@@ -328,8 +335,18 @@ func (s *Sampler) sample(t Target) Sample {
 	if len(p.tree) > 0 {
 		out.TreeRSS = tree
 	}
-	out.Untracked = p.lost
+	out.Untracked, out.Cut = p.lost, p.cut
 	return out
+}
+
+// nextLook is when the next look for pid's descendants falls due after
+// one at now: the first time, at least TreeEvery/2 on, when pid's phase
+// of TreeEvery comes round. Looks are TreeEvery apart while samples are
+// frequent, and the pids' phases spread them over TreeEvery.
+func nextLook(pid int, now time.Duration) time.Duration {
+	phase := time.Duration(uint64(pid) * 2654435761 % uint64(TreeEvery))
+	t := now + TreeEvery/2 + phase
+	return t - t%TreeEvery + TreeEvery - phase
 }
 
 // refresh reads p's members again, and drops those gone (or whose pid
@@ -360,12 +377,13 @@ func (s *Sampler) look(pid int, p *proc, threads int) {
 		}
 		threads = st.Threads
 	}
+	s.looks++
 	known := make(map[int]*member, len(p.tree))
 	for _, m := range p.tree {
 		known[m.pid] = m
 	}
 	tree := p.tree[:0:0]
-	lost := 0
+	lost, cuts := 0, 0
 	type node struct{ pid, threads int }
 	queue := []node{{pid, threads}}
 	seen := map[int]bool{pid: true}
@@ -376,7 +394,7 @@ func (s *Sampler) look(pid int, p *proc, threads int) {
 		var cut bool
 		kids, cut = s.children(n.pid, n.threads, kids[:0])
 		if cut {
-			lost++
+			cuts++
 		}
 		for _, c := range kids {
 			if seen[c] {
@@ -408,7 +426,7 @@ func (s *Sampler) look(pid int, p *proc, threads int) {
 		}
 	}
 	s.tracked -= len(known)
-	p.tree, p.lost = tree, lost
+	p.tree, p.lost, p.cut = tree, lost, cuts
 }
 
 // children appends to out the children of pid's threads, from their
@@ -425,8 +443,8 @@ func (s *Sampler) children(pid, threads int, out []int) ([]int, bool) {
 	}
 	defer d.Close()
 	cut := false
-	for seen := 0; seen < threadsMax; {
-		tids, err := d.Readdirnames(min(256, threadsMax-seen))
+	for seen := 0; seen < ThreadsMax; {
+		tids, err := d.Readdirnames(min(256, ThreadsMax-seen))
 		for _, tid := range tids {
 			var c bool
 			out, c = s.childrenOf(dir+tid+"/children", out)

@@ -329,7 +329,7 @@ func TestSampleTree(t *testing.T) {
 	// At the next look 16 is found; 15's pid, still listed by 13, is
 	// now another process's, and left out.
 	f.proc(15, 1, 1, 5000, 7)
-	f.now = sec(50) + TreeEvery
+	f.now = sec(50) + TreeEvery*3/2
 	if got := one(t, s, 10); got.TreeRSS != 158*page {
 		t.Fatalf("after the next look: tree %d pages, want 158 (16 found)", got.TreeRSS/page)
 	}
@@ -395,19 +395,52 @@ func TestSampleRefusesAStalePid(t *testing.T) {
 	}
 }
 
+// Looks for descendants are spread: with a sample every second, each
+// looks for the descendants of a few processes, not of all of them every
+// TreeEvery; and every process's are looked for within 1.5 TreeEvery.
+func TestSampleSpreadsLooks(t *testing.T) {
+	f, s := newFake(t)
+	const n = 100
+	var pids []int
+	for i := range n {
+		pid := 1000 + i
+		f.proc(pid, fakeSelf, 1, 100, 1)
+		pids = append(pids, pid)
+	}
+	f.now = sec(10)
+	sampleAll(s, pids...)
+	if s.looks != n {
+		t.Fatalf("%d looks at the first sample, want %d", s.looks, n)
+	}
+	most, total := 0, 0
+	for range 30 {
+		f.now += time.Second
+		before := s.looks
+		sampleAll(s, pids...)
+		most, total = max(most, s.looks-before), total+s.looks-before
+	}
+	// 30 s: 6 looks each, at most 7 (one TreeEvery/2 early at the first).
+	if total < 5*n || total > 7*n {
+		t.Errorf("%d looks over 30 s of samples every second, want about %d", total, 6*n)
+	}
+	if most > n/2 {
+		t.Errorf("a sample looked for the descendants of %d of %d processes: not spread", most, n)
+	}
+}
+
 // A children list over its bound is cut, and counted.
 func TestSampleChildrenBound(t *testing.T) {
 	f, s := newFake(t)
 	f.proc(10, 1, 1, 1, 1)
 	var kids []int
-	for i := 0; i < childrenMax/7+10; i++ {
+	for i := 0; i < ChildrenMax/7+10; i++ {
 		kids = append(kids, 100000+i)
 	}
 	f.children(10, 10, kids...)
 	f.proc(100000, 10, 1, 1, 1)
 	got := one(t, s, 10)
-	if got.Untracked == 0 || got.TreeRSS == 0 {
-		t.Fatalf("cut list: %+v, want the one child found and the cut counted", got)
+	if got.Cut != 1 || got.Untracked != 0 || got.TreeRSS == 0 {
+		t.Fatalf("cut list: %+v, want the one child found and the cut list counted", got)
 	}
 }
 
@@ -561,6 +594,95 @@ func BenchmarkTick(b *testing.B) {
 				b.Fatalf("%d open, want %d", s.Open(), n)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/process")
+		})
+	}
+}
+
+// TestMain runs the test binary as an idle Go program when asked to: a
+// child with the threads a Go runtime starts (BenchmarkSampleGoChildren).
+func TestMain(m *testing.M) {
+	if os.Getenv("PROCSTAT_TEST_IDLE") == "1" {
+		// A few goroutines blocked in syscalls: threads, as a Go server
+		// has.
+		for range 4 {
+			go func() {
+				var b [1]byte
+				_, _ = os.Stdin.Read(b[:])
+			}()
+		}
+		select {}
+	}
+	os.Exit(m.Run())
+}
+
+// BenchmarkSampleGoChildren samples 100 idle multi-threaded Go programs
+// (this test binary), whose descendants are looked for through each
+// thread's children file. look-each: every sample looks for every
+// process's descendants (the cost of one look, per process). every-1s:
+// samples 1 s apart (ctl top), the looks spread over TreeEvery by the
+// pids' phases; max-ms is the dearest sample of the run.
+func BenchmarkSampleGoChildren(b *testing.B) {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 100
+	ts := make([]Target, 0, n)
+	for range n {
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), "PROCSTAT_TEST_IDLE=1")
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			in.Close()
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+		ts = append(ts, Target{Pid: cmd.Process.Pid})
+	}
+	threads := 0
+	for i := range ts {
+		// Wait for the runtime's threads: a started program has 1.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			st, err := proctree.Stat(ts[i].Pid)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ts[i].Start = st.Start
+			if st.Threads >= 4 || time.Now().After(deadline) {
+				threads += st.Threads
+				break
+			}
+		}
+	}
+	for _, c := range []struct {
+		name string
+		step time.Duration
+	}{{"look-each", TreeEvery}, {"every-1s", time.Second}} {
+		b.Run(c.name, func(b *testing.B) {
+			now := sinceBoot()
+			s := newSampler("/proc", os.Getpid(), func() time.Duration { return now }, cpuClock)
+			defer s.Close()
+			s.Sample(ts)
+			var most time.Duration
+			for b.Loop() {
+				now += c.step
+				t0 := time.Now()
+				for _, p := range s.Sample(ts) {
+					if !p.OK {
+						b.Fatal("a child not sampled")
+					}
+				}
+				most = max(most, time.Since(t0))
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/process")
+			b.ReportMetric(float64(most.Microseconds())/1000, "max-ms")
+			b.ReportMetric(float64(threads)/n, "threads/process")
 		})
 	}
 }
