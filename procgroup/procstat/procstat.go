@@ -61,10 +61,9 @@ const (
 	// costs a read of its stat at each sample); those beyond are counted
 	// in Sample.Untracked.
 	MaxTracked = 4096
-	// statMax bounds one read of /proc/PID/stat: 52 numeric fields and a
-	// command name of at most 64 bytes fit in well under 1 KiB; statm
-	// has 7 numbers.
-	statMax = 1024
+	// statMax bounds one read of /proc/PID/stat (and of statm, 7
+	// numbers).
+	statMax = proctree.StatMax
 	// ChildrenMax bounds one read of a children file: 4096 pids of up to
 	// 7 digits and a space. A fuller list is cut (and counted).
 	ChildrenMax = 32 << 10
@@ -429,79 +428,10 @@ func (s *Sampler) look(pid int, p *proc, threads int) {
 	p.tree, p.lost, p.cut = tree, lost, cuts
 }
 
-// children appends to out the children of pid's threads, from their
-// children files; cut: a list was over its bound, or the threads were.
+// children appends to out the children of pid's threads (see
+// proctree.ChildrenAt), each list through s.cbuf.
 func (s *Sampler) children(pid, threads int, out []int) ([]int, bool) {
-	dir := s.root + "/" + strconv.Itoa(pid) + "/task/"
-	if threads == 1 {
-		// The usual worker: its one thread has the pid's number.
-		return s.childrenOf(dir+strconv.Itoa(pid)+"/children", out)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return out, false
-	}
-	defer d.Close()
-	cut := false
-	for seen := 0; seen < ThreadsMax; {
-		tids, err := d.Readdirnames(min(256, ThreadsMax-seen))
-		for _, tid := range tids {
-			var c bool
-			out, c = s.childrenOf(dir+tid+"/children", out)
-			cut = cut || c
-		}
-		seen += len(tids)
-		if err != nil {
-			return out, cut
-		}
-	}
-	if more, _ := d.Readdirnames(1); len(more) > 0 {
-		cut = true
-	}
-	return out, cut
-}
-
-// childrenOf appends the pids in one children file to out.
-func (s *Sampler) childrenOf(path string, out []int) ([]int, bool) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return out, false
-	}
-	defer unix.Close(fd)
-	n := 0
-	for n < len(s.cbuf) {
-		k, err := unix.Read(fd, s.cbuf[n:])
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil || k <= 0 {
-			break
-		}
-		n += k
-	}
-	b := s.cbuf[:n]
-	cut := n == len(s.cbuf)
-	if cut {
-		// The last pid may be cut in two: leave it out.
-		for len(b) > 0 && b[len(b)-1] != ' ' {
-			b = b[:len(b)-1]
-		}
-	}
-	pid := 0
-	for _, c := range b {
-		if c >= '0' && c <= '9' {
-			pid = pid*10 + int(c-'0')
-			continue
-		}
-		if pid > 0 {
-			out = append(out, pid)
-		}
-		pid = 0
-	}
-	if pid > 0 {
-		out = append(out, pid)
-	}
-	return out, cut
+	return proctree.ChildrenAt(s.root, pid, threads, ThreadsMax, s.cbuf, out)
 }
 
 // open opens t's statm file, then reads its stat: the file is bound to
@@ -529,16 +459,8 @@ func (s *Sampler) openStatm(pid int) (int, bool) {
 // seen, at each look for descendants, and of each descendant at each
 // sample.
 func (s *Sampler) stat(pid int) (proctree.Proc, bool) {
-	fd, err := unix.Open(s.root+"/"+strconv.Itoa(pid)+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return proctree.Proc{}, false
-	}
-	defer unix.Close(fd)
-	n, ok := s.pread(fd)
-	if !ok {
-		return proctree.Proc{}, false
-	}
-	return proctree.ParseStat(s.buf[:n])
+	st, err := proctree.ReadStat(s.root, pid, s.buf)
+	return st, err == nil
 }
 
 // statm re-reads an open statm file with one pread: the resident set

@@ -39,9 +39,11 @@ type Proc struct {
 	RSSPages int64
 }
 
-// statMax bounds one read of /proc/PID/stat: 52 numeric fields and a
+// StatMax bounds one read of /proc/PID/stat: 52 numeric fields and a
 // command name of at most 64 bytes fit in well under 1 KiB.
-const statMax = 1024
+const StatMax = 1024
+
+const statMax = StatMax
 
 // Stat reads /proc/PID/stat.
 func Stat(pid int) (Proc, error) {
@@ -50,13 +52,21 @@ func Stat(pid int) (Proc, error) {
 }
 
 func stat(pid int, buf []byte) (Proc, error) {
-	n, err := readInto("/proc/"+strconv.Itoa(pid)+"/stat", buf)
+	return ReadStat("/proc", pid, buf)
+}
+
+// ReadStat reads root/PID/stat (root: "/proc", or a copy of its layout)
+// with one read into buf (StatMax bytes hold any), without allocating
+// but for an error.
+func ReadStat(root string, pid int, buf []byte) (Proc, error) {
+	path := root + "/" + strconv.Itoa(pid) + "/stat"
+	n, err := readInto(path, buf)
 	if err != nil {
 		return Proc{}, err
 	}
 	p, ok := parseStat(buf[:n])
 	if !ok {
-		return Proc{}, fmt.Errorf("malformed /proc/%d/stat", pid)
+		return Proc{}, fmt.Errorf("malformed %s", path)
 	}
 	p.Pid = pid
 	return p, nil
@@ -314,27 +324,103 @@ func Marked(kv string) []int {
 // child that starts or ends while it reads may or may not be listed, and
 // so may (rarely) one whose earlier sibling ends meanwhile: a caller that
 // must miss nothing looks again once what it found has been dealt with.
+//
+// It is bounded too: each list is read through a buffer of 4 KiB,
+// doubled (and the lists read again) while one does not fit, up to childrenListMax (4 MiB: over
+// 500,000 pids), and at most childrenThreadsMax threads are listed; what
+// is past those bounds is left out.
 func Children(pid int) []int {
-	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
+	for size := 4 << 10; ; size *= 2 {
+		out, cut := ChildrenAt("/proc", pid, 0, childrenThreadsMax, make([]byte, size), nil)
+		if !cut || size >= childrenListMax {
+			return out
+		}
+	}
+}
+
+const (
+	childrenListMax    = 4 << 20
+	childrenThreadsMax = 1 << 16
+)
+
+// ChildrenAt appends to out the children of pid's threads, from
+// root/PID/task/TID/children (root: "/proc", or a copy of its layout).
+// threads is pid's thread count if known: 1 reads the one thread's list
+// without listing the threads; otherwise at most maxThreads are listed.
+// Each list is read through buf: a list longer than buf is cut (a pid
+// split at its end left out). cut reports a list, or the threads, cut.
+func ChildrenAt(root string, pid, threads, maxThreads int, buf []byte, out []int) ([]int, bool) {
+	dir := root + "/" + strconv.Itoa(pid) + "/task/"
+	if threads == 1 {
+		// The usual worker: its one thread has the pid's number.
+		return childrenOf(dir+strconv.Itoa(pid)+"/children", buf, out)
+	}
 	d, err := os.Open(dir)
 	if err != nil {
-		return nil
+		return out, false
 	}
-	tids, _ := d.Readdirnames(-1)
-	d.Close()
-	var out []int
-	for _, tid := range tids {
-		b, err := os.ReadFile(dir + tid + "/children")
+	defer d.Close()
+	cut := false
+	for seen := 0; seen < maxThreads; {
+		tids, err := d.Readdirnames(min(256, maxThreads-seen))
+		for _, tid := range tids {
+			var c bool
+			out, c = childrenOf(dir+tid+"/children", buf, out)
+			cut = cut || c
+		}
+		seen += len(tids)
 		if err != nil {
+			return out, cut
+		}
+	}
+	if more, _ := d.Readdirnames(1); len(more) > 0 {
+		cut = true
+	}
+	return out, cut
+}
+
+// childrenOf appends the pids in one children file, read through buf, to
+// out.
+func childrenOf(path string, buf []byte, out []int) ([]int, bool) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return out, false
+	}
+	defer unix.Close(fd)
+	n := 0
+	for n < len(buf) {
+		k, err := unix.Read(fd, buf[n:])
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
-		for f := range bytes.FieldsSeq(b) {
-			if n := atoi(f); n > 0 {
-				out = append(out, n)
-			}
+		if err != nil || k <= 0 {
+			break
+		}
+		n += k
+	}
+	b := buf[:n]
+	cut := n == len(buf)
+	if cut {
+		// The last pid may be cut in two: leave it out.
+		for len(b) > 0 && b[len(b)-1] != ' ' {
+			b = b[:len(b)-1]
 		}
 	}
-	return out
+	pid := 0
+	for _, c := range b {
+		if c >= '0' && c <= '9' {
+			pid = pid*10 + int(c-'0')
+			continue
+		}
+		if pid > 0 {
+			out = append(out, pid)
+		}
+		pid = 0
+	}
+	if pid > 0 {
+		out = append(out, pid)
+	}
+	return out, cut
 }
 
 // ErrGone is Open's error for a process that is gone, or that is not the

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -207,5 +209,40 @@ func TestSignalChecksThroughThePidfd(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the child was not killed")
+	}
+}
+
+// ChildrenAt reads each list through the buffer given: a longer one is
+// cut, its split last pid left out; threads past the bound are too.
+func TestChildrenAtBounds(t *testing.T) {
+	root := t.TempDir()
+	write := func(tid int, list string) {
+		dir := filepath.Join(root, "10", "task", strconv.Itoa(tid))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "children"), []byte(list), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(10, "11 22 333 ")
+	got, cut := ChildrenAt(root, 10, 1, 8, make([]byte, 8), nil)
+	if !cut || !slices.Equal(got, []int{11, 22}) {
+		t.Errorf("8-byte buffer: %v (cut %v), want [11 22], cut", got, cut)
+	}
+	got, cut = ChildrenAt(root, 10, 1, 8, make([]byte, 64), nil)
+	if cut || !slices.Equal(got, []int{11, 22, 333}) {
+		t.Errorf("64-byte buffer: %v (cut %v), want [11 22 333]", got, cut)
+	}
+	write(12, "44 ")
+	write(13, "55 ")
+	got, cut = ChildrenAt(root, 10, 3, 2, make([]byte, 64), nil)
+	if !cut || len(got) < 2 {
+		t.Errorf("3 threads, 2 listed: %v (cut %v), want two threads' children, cut", got, cut)
+	}
+	got, cut = ChildrenAt(root, 10, 3, 8, make([]byte, 64), nil)
+	slices.Sort(got)
+	if cut || !slices.Equal(got, []int{11, 22, 44, 55, 333}) {
+		t.Errorf("3 threads: %v (cut %v), want all 5", got, cut)
 	}
 }
