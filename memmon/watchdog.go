@@ -23,6 +23,7 @@ type Target struct {
 	ID
 	Name      string // group:process
 	Pid       int
+	PidStart  uint64 // the child's start time (procgroup.Status.PidStart)
 	Port      int
 	StartedAt time.Time
 	StderrLog string // "" when stderr does not go to a file
@@ -77,6 +78,12 @@ type Watchdog struct {
 	Restarts atomic.Int64 // memmon restarts done
 	Ticks    atomic.Int64
 
+	// ReadRSS, when set before Run, reads the RSS of targets (by pid; a
+	// target not read is left out) for a sampling that is not
+	// cumulative, instead of the watchdog's own reader: the daemon's
+	// status sampler, so that one file per process is kept open, not
+	// two.
+	ReadRSS func([]Target) map[int]int64
 	// Guard, when set before Run, starts the restarts and counts their
 	// panics (nil: recovered and logged, not counted).
 	Guard *guard.Guard
@@ -242,6 +249,12 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 		if table, err = w.reader.readAll(); err != nil {
 			w.log.Error("cannot read the process table", "err", err)
 			return
+		}
+	} else if w.ReadRSS != nil {
+		rss := w.ReadRSS(targets)
+		table = &Table{procs: make(map[int]entry, len(rss))}
+		for pid, b := range rss {
+			table.procs[pid] = entry{rss: b}
 		}
 	} else {
 		pids := make([]int, len(targets))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/logtail"
+	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/procstat"
 	"github.com/gosup/gosup/supervisor/api"
@@ -211,6 +212,22 @@ func untrackedWarning(n, untracked, cut int) string {
 	return fmt.Sprintf("tree RSS of %d processes leaves out %s", n, strings.Join(why, ", and "))
 }
 
+// memmonRSS reads the RSS of memmon's targets through the status
+// sampler's files (see memmon.Watchdog.ReadRSS).
+func (s *Supervisor) memmonRSS(targets []memmon.Target) map[int]int64 {
+	ts := make([]procstat.Target, len(targets))
+	for i, t := range targets {
+		ts[i] = procstat.Target{Pid: t.Pid, Start: t.PidStart}
+	}
+	out := make(map[int]int64, len(ts))
+	for i, f := range s.stats.RSS(ts) {
+		if f.OK {
+			out[ts[i].Pid] = f.RSS
+		}
+	}
+	return out
+}
+
 // targets names the children of sts for the sampler.
 func targets(sts []procgroup.Status) []procstat.Target {
 	ts := make([]procstat.Target, len(sts))
@@ -240,7 +257,8 @@ func (s *Supervisor) tickLoop(ctx context.Context) {
 				sts = append(sts, st)
 			}
 		}
-		if len(sts) > 0 {
+		if len(sts) > 0 || s.stats.Open() > 0 {
+			// With none, to close the files of the last ones.
 			s.stats.Tick(targets(sts))
 		}
 	}

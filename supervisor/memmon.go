@@ -26,7 +26,7 @@ func (h memmonHost) Targets() []memmon.Target {
 			continue
 		}
 		spec := p.Spec()
-		t := memmon.Target{ID: memmonID(spec), Name: spec.FullName(), Pid: st.Pid, Port: spec.Port, StartedAt: st.StartedAt}
+		t := memmon.Target{ID: memmonID(spec), Name: spec.FullName(), Pid: st.Pid, PidStart: st.PidStart, Port: spec.Port, StartedAt: st.StartedAt}
 		t.StderrLog = stderrPath(spec)
 		out = append(out, t)
 	}

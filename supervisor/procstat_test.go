@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -100,5 +102,41 @@ func TestUntrackedWarning(t *testing.T) {
 		if got := untrackedWarning(c.n, c.untracked, c.cut); got != c.want {
 			t.Errorf("untrackedWarning(%d, %d, %d):\n got %q\nwant %q", c.n, c.untracked, c.cut, got, c.want)
 		}
+	}
+}
+
+// memmon (not cumulative) reads RSS through the status sampler's files:
+// one statm file open per process, not one for each.
+func TestMemmonSharesTheSamplersFiles(t *testing.T) {
+	file := writeConfig(t, program("w", "sleep", 2, "")+`
+[memmon]
+interval = "1h"
+any = "10GB"
+`)
+	s, cl, _ := startSupervisor(t, file)
+	waitAll(t, cl, "RUNNING")
+	s.mu.RLock()
+	w := s.watchdog
+	s.mu.RUnlock()
+	var wg sync.WaitGroup
+	w.Tick(context.Background(), &wg)
+	wg.Wait()
+	sts := waitStatus(t, cl, "w:w_0", "sampled", func(p api.ProcStatus) bool { return p.Sampled })
+	if _, ok := w.Sample("w:w_0"); !ok {
+		t.Fatal("memmon has no sample of w:w_0")
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("/proc/%d/statm", sts.Pid)
+	n := 0
+	for _, fd := range fds {
+		if l, _ := os.Readlink("/proc/self/fd/" + fd.Name()); l == want {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d descriptors open on %s, want 1 (the status sampler's, which memmon reads too)", n, want)
 	}
 }

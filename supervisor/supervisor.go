@@ -636,6 +636,9 @@ func (s *Supervisor) startMemmonFrom(cfg *config.Config, prev <-chan struct{}, w
 	}
 	watchdog := memmon.New(*cfg.Memmon, memmonHost{s}, alerter, "/proc", s.log)
 	watchdog.Guard = s.guard
+	if !cfg.Memmon.Cumulative {
+		watchdog.ReadRSS = s.memmonRSS
+	}
 	if ws != nil {
 		watchdog.Restore(*ws)
 	}
