@@ -283,7 +283,7 @@ func topMarks(procs []api.ProcStatus) string {
 		seen[topMark(p)] = true
 	}
 	var out []string
-	for _, m := range []struct{ mark, what string }{{"!", "output dropped"}, {"M", "memmon gave up"}, {"*", "old spec"}} {
+	for _, m := range []struct{ mark, what string }{{"!", "output lost"}, {"M", "memmon gave up"}, {"*", "old spec"}} {
 		if seen[m.mark] {
 			out = append(out, m.mark+" "+m.what)
 		}

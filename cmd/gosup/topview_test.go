@@ -335,7 +335,7 @@ func TestTopWarningsAndMarks(t *testing.T) {
 			t.Errorf("line %d: %q does not match %s", i+1, lines[i+1], re)
 		}
 	}
-	if want := "q quit | sort c cpu, m mem, n name: name | ! output dropped, M memmon gave up, * old spec | scroll j/k up/down PgUp/PgDn"; lines[23] != want {
+	if want := "q quit | sort c cpu, m mem, n name: name | ! output lost, M memmon gave up, * old spec | scroll j/k up/down PgUp/PgDn"; lines[23] != want {
 		t.Errorf("help line %q, want %q", lines[23], want)
 	}
 	// No marks, no legend; one warning.

@@ -537,6 +537,10 @@ func (s server) tailFile(w http.ResponseWriter, r *http.Request, name, stream, p
 		if err == nil {
 			t, err = logtail.Find(f, 0, fi.Size(), n, limit)
 		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			// Truncated since the fstat: nothing of it before now.
+			t, err = logtail.Tail{}, nil
+		}
 		if err != nil {
 			f.Close()
 			writeErr(w, fmt.Errorf("tail %s: %w", path, err))
@@ -547,8 +551,11 @@ func (s server) tailFile(w http.ResponseWriter, r *http.Request, name, stream, p
 	dw, done := newDeadlineWriter(w, r)
 	defer done()
 	dropped := func(err error) {
-		if timedOut(err) {
+		switch {
+		case timedOut(err):
 			logf(r, "control socket: tail of %s %s: the client took no bytes for %s; dropped", name, stream, dw.d)
+		case err != nil && r.Context().Err() == nil:
+			logf(r, "control socket: tail of %s %s ended: %v", name, stream, err)
 		}
 	}
 	if f != nil {
@@ -605,21 +612,8 @@ func follow(r *http.Request, w *deadlineWriter, path string, f *os.File, off int
 		if err != nil {
 			return err
 		}
-		if fi.Size() < off {
-			off = 0 // truncated (copytruncate): start again at its beginning
-		}
-		if fi.Size() == off {
-			return nil
-		}
-		t, err := logtail.Find(f, off, fi.Size(), -1, limit)
-		if err != nil {
-			return err
-		}
-		if _, err := t.Copy(w, f); err != nil {
-			return err
-		}
-		off = t.End
-		return w.Flush()
+		off, err = sendAppended(w, f, fi.Size(), off, limit)
+		return err
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -652,6 +646,29 @@ func follow(r *http.Request, w *deadlineWriter, path string, f *os.File, off int
 			}
 		}
 	}
+}
+
+// sendAppended writes what f holds from off to size (its size by an
+// fstat), at most limit of it, and returns the offset to go on from.
+func sendAppended(w *deadlineWriter, f *os.File, size, off int64, limit int) (int64, error) {
+	if size < off {
+		off = 0 // truncated (copytruncate): start again at its beginning
+	}
+	if size == off {
+		return off, nil
+	}
+	t, err := logtail.Find(f, off, size, -1, limit)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		// Truncated since the fstat: the next poll starts again.
+		return 0, nil
+	}
+	if err != nil {
+		return off, err
+	}
+	if _, err := t.Copy(w, f); err != nil {
+		return off, err
+	}
+	return t.End, w.Flush()
 }
 
 // isFile tells whether f (nil: none) is the file fi describes.

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,5 +47,35 @@ func TestFeedTruncatedUnderIt(t *testing.T) {
 	}
 	if got := strings.Join(c.lines, "|"); got != "one|two|three|new" {
 		t.Fatalf("lines %q after the next poll, want one|two|three|new", got)
+	}
+}
+
+// A single log's -f (no prefix, no stamps) whose file is truncated between
+// the fstat and the read (copytruncate) goes on from the file's start:
+// it ended the whole tail, silently, with "unexpected EOF".
+func TestFollowOneTruncatedUnderIt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.log")
+	if err := os.WriteFile(path, []byte("one\ntwo\nthree\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rec := httptest.NewRecorder()
+	dw, done := newDeadlineWriter(rec, httptest.NewRequest(http.MethodGet, "/v1/tail", nil))
+	defer done()
+	// The fstat said 100 bytes, from offset 50; by the read the file
+	// holds 14.
+	off, err := sendAppended(dw, f, 100, 50, 1<<20)
+	if err != nil {
+		t.Fatalf("a file truncated under the read: %v; want the tail going on", err)
+	}
+	if off != 0 {
+		t.Fatalf("offset %d after the truncation: want 0, the next poll to start again", off)
+	}
+	if off, err = sendAppended(dw, f, 14, off, 1<<20); err != nil || off != 14 || rec.Body.String() != "one\ntwo\nthree\n" {
+		t.Fatalf("the next poll: offset %d, %v, sent %q; want 14, the whole file", off, err, rec.Body.String())
 	}
 }
