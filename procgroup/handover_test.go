@@ -542,27 +542,7 @@ func TestHandoverKeepsAPartialSyslogLine(t *testing.T) {
 	// The next image: a process that takes the handover (as JSON) and the
 	// pipe. The child stays the frozen process's; this one only has the
 	// pipe, as for an earlier spawn's pipe that a grandchild holds.
-	b, err := json.Marshal(f.Handover)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var h Handover
-	if err := json.Unmarshal(b, &h); err != nil {
-		t.Fatal(err)
-	}
-	h.Pid, h.State = 0, Exited
-	next := NewProcess(p.Spec(), testReaper, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-	next.Spawns = testSpawns
-	next.out.syslogAddr = sock
-	if err := next.Adopt(h, nil, f.Files); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go next.Run(ctx)
-	t.Cleanup(func() {
-		cancel()
-		<-next.Done()
-	})
+	adoptPipesOnly(t, p, f, sock)
 	if err := unix.Kill(pid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
@@ -609,26 +589,7 @@ func TestHandoverKeepsAStampedLineWhole(t *testing.T) {
 				t.Fatal(err)
 			}
 			if adopt {
-				b, err := json.Marshal(f.Handover)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var h Handover
-				if err := json.Unmarshal(b, &h); err != nil {
-					t.Fatal(err)
-				}
-				h.Pid, h.State = 0, Exited
-				next := NewProcess(p.Spec(), testReaper, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-				next.Spawns = testSpawns
-				if err := next.Adopt(h, nil, f.Files); err != nil {
-					t.Fatal(err)
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				go next.Run(ctx)
-				t.Cleanup(func() {
-					cancel()
-					<-next.Done()
-				})
+				adoptPipesOnly(t, p, f, "")
 			} else {
 				resume()
 			}
@@ -645,4 +606,34 @@ func TestHandoverKeepsAStampedLineWhole(t *testing.T) {
 			}
 		})
 	}
+}
+
+// adoptPipesOnly is the next image taking frozen p's handover (through
+// JSON, as the document carries it) and its pipes, run until the test
+// ends. The child stays the frozen process's: the new one only has the
+// pipes, as for an earlier spawn's pipe that a grandchild holds. Its
+// syslog goes to syslogAddr ("": the default).
+func adoptPipesOnly(t *testing.T, p *Process, f *Frozen, syslogAddr string) {
+	t.Helper()
+	b, err := json.Marshal(f.Handover)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h Handover
+	if err := json.Unmarshal(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	h.Pid, h.State = 0, Exited
+	next := NewProcess(p.Spec(), testReaper, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	next.Spawns = testSpawns
+	next.out.syslogAddr = syslogAddr
+	if err := next.Adopt(h, nil, f.Files); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go next.Run(ctx)
+	t.Cleanup(func() {
+		cancel()
+		<-next.Done()
+	})
 }
