@@ -10,10 +10,9 @@ import (
 	"time"
 )
 
-// A file truncated (copytruncate) between the fstat that gave its size
-// and the read is a truncation, not the end of the tail: what was read
-// goes out, and the next poll reads the file again from its start.
-func TestFeedTruncatedUnderIt(t *testing.T) {
+// openThreeLines opens a log holding three lines, closed when the test ends.
+func openThreeLines(t *testing.T) (string, *os.File) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "a.log")
 	if err := os.WriteFile(path, []byte("one\ntwo\nthree\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -22,7 +21,15 @@ func TestFeedTruncatedUnderIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
+	return path, f
+}
+
+// A file truncated (copytruncate) between the fstat that gave its size
+// and the read is a truncation, not the end of the tail: what was read
+// goes out, and the next poll reads the file again from its start.
+func TestFeedTruncatedUnderIt(t *testing.T) {
+	path, f := openThreeLines(t)
 	var c collect
 	mt := &multiTail{buf: make([]byte, 64), limit: 1 << 20, now: time.Now()}
 	tf := &tailFile{TailLog: TailLog{Name: "a:a", Path: path}, lines: lineSplitter{max: MaxLineBytes}, emit: c.emit}
@@ -54,15 +61,7 @@ func TestFeedTruncatedUnderIt(t *testing.T) {
 // the fstat and the read (copytruncate) goes on from the file's start:
 // it ended the whole tail, silently, with "unexpected EOF".
 func TestFollowOneTruncatedUnderIt(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "a.log")
-	if err := os.WriteFile(path, []byte("one\ntwo\nthree\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	_, f := openThreeLines(t)
 	rec := httptest.NewRecorder()
 	dw, done := newDeadlineWriter(rec, httptest.NewRequest(http.MethodGet, "/v1/tail", nil))
 	defer done()
