@@ -495,7 +495,7 @@ func (o *outputs) seedPartial(stream string, b []byte) {
 	}
 	o.mu.Unlock()
 	dropped := o.drops.of(stream)
-	if ls.Kind == LogNone || ls.direct() {
+	if ls.Kind == LogNone || ls.Device() {
 		dropped.Add(int64(len(b)))
 		return
 	}

@@ -159,7 +159,7 @@ func (o *outputs) stream(name string, ls LogSpec, program int, opened *[]*os.Fil
 	switch {
 	case ls.Kind == LogNone:
 		return o.nullFile()
-	case ls.direct():
+	case ls.Device():
 		f, err := openLog(ls.Path)
 		if err != nil {
 			return nil, fmt.Errorf("%s_logfile: %w", name, err)

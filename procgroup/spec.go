@@ -170,22 +170,18 @@ type LogSpec struct {
 	Backups  int
 }
 
-// direct says the stream is handed to the child as an open file rather
-// than through a pipe: only a device (/dev/stdout in a container), which
-// is never rotated nor reopened, and may be shared by several processes.
-func (l LogSpec) direct() bool {
+// Device says the stream goes to a device (/dev/stdout in a container),
+// handed to the child as an open file rather than through a pipe: never
+// rotated nor reopened, maybe shared by several processes, and no file
+// gosup reads or opens for anyone but the child.
+func (l LogSpec) Device() bool {
 	return l.Kind == LogFile && strings.HasPrefix(l.Path, "/dev/")
 }
-
-// Device reports whether the output goes to a device (/dev/...), handed
-// to the child as it is: no file gosup reads, or opens for anyone but the
-// child.
-func (l LogSpec) Device() bool { return l.direct() }
 
 // copied reports whether the output goes to a file through gosup's copier
 // (which log_timestamps stamps).
 func (l LogSpec) copied() bool {
-	return l.Kind == LogFile && !l.direct()
+	return l.Kind == LogFile && !l.Device()
 }
 
 func (l LogSpec) String() string {

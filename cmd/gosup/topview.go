@@ -386,14 +386,9 @@ func pad(s string, w int) string {
 // formatMem: 512K, 123.4M, 12.34G; tree marks memory counting the
 // process's descendants.
 func formatMem(b int64, tree bool) string {
-	var s string
-	switch {
-	case b < 1<<20:
+	s := fmtMem(b)
+	if b < 1<<20 {
 		s = fmt.Sprintf("%dK", b>>10)
-	case b < 1<<30:
-		s = fmt.Sprintf("%.1fM", float64(b)/(1<<20))
-	default:
-		s = fmt.Sprintf("%.2fG", float64(b)/(1<<30))
 	}
 	if tree {
 		s += "+"

@@ -61,9 +61,6 @@ const (
 	// costs a read of its stat at each sample); those beyond are counted
 	// in Sample.Untracked.
 	MaxTracked = 4096
-	// statMax bounds one read of /proc/PID/stat (and of statm, 7
-	// numbers).
-	statMax = proctree.StatMax
 	// ChildrenMax bounds one read of a children file: 4096 pids of up to
 	// 7 digits and a space. A fuller list is cut (and counted).
 	ChildrenMax = 32 << 10
@@ -146,7 +143,7 @@ type Sampler struct {
 	tracked int // members, over all processes
 	gen     uint64
 	looks   int    // looks for descendants, ever (for tests)
-	buf     []byte // statMax
+	buf     []byte // proctree.StatMax: a stat or statm
 	cbuf    []byte // ChildrenMax
 }
 
@@ -157,7 +154,7 @@ func New() *Sampler {
 
 func newSampler(root string, self int, now func() time.Duration, cpu func(int) (time.Duration, bool)) *Sampler {
 	return &Sampler{root: root, self: self, pageSize: int64(os.Getpagesize()), now: now, cpu: cpu, procs: map[int]*proc{},
-		buf: make([]byte, statMax), cbuf: make([]byte, ChildrenMax)}
+		buf: make([]byte, proctree.StatMax), cbuf: make([]byte, ChildrenMax)}
 }
 
 // sinceBoot reads CLOCK_BOOTTIME: the clock /proc's start times count in.
@@ -259,13 +256,6 @@ func (s *Sampler) Open() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.procs)
-}
-
-// Tracked reports the descendants followed, over all processes.
-func (s *Sampler) Tracked() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.tracked
 }
 
 // reading is one read of an owned process: its RSS, and its CPU time at

@@ -239,7 +239,7 @@ func TestTickKeepsTheWindowRecent(t *testing.T) {
 		}
 		s.Tick(ts)
 	}
-	if n := s.Tracked(); n != 1 {
+	if n := s.tracked; n != 1 {
 		t.Errorf("%d descendants followed after ticks, want 1 (ticks do not look)", n)
 	}
 	f.now += sec(0.5)
@@ -311,7 +311,7 @@ func TestSampleTree(t *testing.T) {
 	if got.RSS != 100*page || got.TreeRSS != 135*page || got.Untracked != 0 {
 		t.Fatalf("tree: %+v, want own 100 pages, tree 135", got)
 	}
-	if n, m := s.Open(), s.Tracked(); n != 1 || m != 3 {
+	if n, m := s.Open(), s.tracked; n != 1 || m != 3 {
 		t.Errorf("%d files open, %d descendants followed: want 1 (10's) and 3 (11, 13, 15)", n, m)
 	}
 	// 15 exits: out before the next look.
@@ -323,7 +323,7 @@ func TestSampleTree(t *testing.T) {
 	if got := one(t, s, 10); got.TreeRSS != 150*page {
 		t.Fatalf("after 15 left: tree %d pages, want 150", got.TreeRSS/page)
 	}
-	if n, m := s.Open(), s.Tracked(); n != 1 || m != 2 {
+	if n, m := s.Open(), s.tracked; n != 1 || m != 2 {
 		t.Errorf("%d files open, %d descendants followed: want 1 and 2", n, m)
 	}
 	// At the next look 16 is found; 15's pid, still listed by 13, is
@@ -355,15 +355,15 @@ func TestSampleCloses(t *testing.T) {
 	if !out[0].OK || out[1].OK || !out[2].OK || out[3].OK {
 		t.Fatalf("samples: %+v", out)
 	}
-	if n, m := s.Open(), s.Tracked(); n != 2 || m != 1 {
+	if n, m := s.Open(), s.tracked; n != 2 || m != 1 {
 		t.Fatalf("%d files open, %d descendants followed: want 2 and 1", n, m)
 	}
 	sampleAll(s, 4)
-	if n, m := s.Open(), s.Tracked(); n != 1 || m != 0 {
+	if n, m := s.Open(), s.tracked; n != 1 || m != 0 {
 		t.Fatalf("after 2 left: %d files open, %d descendants followed, want 1 and 0", n, m)
 	}
 	s.Close()
-	if n, m := s.Open(), s.Tracked(); n != 0 || m != 0 {
+	if n, m := s.Open(), s.tracked; n != 0 || m != 0 {
 		t.Fatalf("after Close: %d files open, %d descendants followed", n, m)
 	}
 }

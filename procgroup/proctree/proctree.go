@@ -43,11 +43,9 @@ type Proc struct {
 // command name of at most 64 bytes fit in well under 1 KiB.
 const StatMax = 1024
 
-const statMax = StatMax
-
 // Stat reads /proc/PID/stat.
 func Stat(pid int) (Proc, error) {
-	var buf [statMax]byte
+	var buf [StatMax]byte
 	return stat(pid, buf[:])
 }
 
@@ -64,7 +62,7 @@ func ReadStat(root string, pid int, buf []byte) (Proc, error) {
 	if err != nil {
 		return Proc{}, err
 	}
-	p, ok := parseStat(buf[:n])
+	p, ok := ParseStat(buf[:n])
 	if !ok {
 		return Proc{}, fmt.Errorf("malformed %s", path)
 	}
@@ -97,10 +95,6 @@ func readInto(path string, buf []byte) (int, error) {
 // and parentheses: fields are counted from the last ')'. It does not
 // allocate.
 func ParseStat(b []byte) (Proc, bool) {
-	return parseStat(b)
-}
-
-func parseStat(b []byte) (Proc, bool) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
 		return Proc{}, false
@@ -171,7 +165,7 @@ func Scan() []Proc {
 func ScanInto(out []Proc) []Proc {
 	out = out[:0]
 	pids, _ := Pids()
-	var buf [statMax]byte
+	var buf [StatMax]byte
 	for _, pid := range pids {
 		if p, err := stat(pid, buf[:]); err == nil {
 			out = append(out, p)

@@ -19,7 +19,7 @@ func TestParseStatOddName(t *testing.T) {
 	// A command name may hold spaces and parentheses: fields are counted
 	// from the last ')'.
 	line := []byte("4242 (a) b (c) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615\n")
-	p, ok := parseStat(line)
+	p, ok := ParseStat(line)
 	if !ok {
 		t.Fatal("not parsed")
 	}
@@ -28,7 +28,7 @@ func TestParseStatOddName(t *testing.T) {
 		t.Fatalf("parsed %+v, want %+v", p, want)
 	}
 	for _, short := range []string{"1 (x) S 0 1", "4242 (a) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000"} {
-		if _, ok := parseStat([]byte(short)); ok {
+		if _, ok := ParseStat([]byte(short)); ok {
 			t.Fatalf("a truncated line parsed: %q", short)
 		}
 	}
