@@ -209,20 +209,14 @@ func (c *Client) stream(ctx context.Context, path string, body, plain any, each 
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			return nil, fmt.Errorf("decode progress from %s: %w", c.Socket, err)
 		}
-		switch ev.Step {
-		case StepResult:
-			if each != nil {
-				each(ev)
-			}
-			return &ev, nil
-		case StepError:
-			if each != nil {
-				each(ev)
-			}
-			return nil, &Error{Code: ev.Code, Msg: ev.Error}
-		}
 		if each != nil {
 			each(ev)
+		}
+		switch ev.Step {
+		case StepResult:
+			return &ev, nil
+		case StepError:
+			return nil, &Error{Code: ev.Code, Msg: ev.Error}
 		}
 	}
 	if err := sc.Err(); err != nil {

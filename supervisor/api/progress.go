@@ -84,10 +84,8 @@ func (p *Progress) Emit(ev Event) {
 	if p == nil {
 		return
 	}
-	now := time.Now()
-	ev.Time, ev.ElapsedS = now, now.Sub(p.start).Seconds()
 	select {
-	case p.ch <- ev:
+	case p.ch <- p.Stamp(ev):
 	default:
 		p.dropped.Add(1)
 	}
@@ -105,5 +103,10 @@ func (p *Progress) Dropped() int64 {
 	return p.dropped.Load()
 }
 
-// Since is the time elapsed since the operation began.
-func (p *Progress) Since() time.Duration { return time.Since(p.start) }
+// Stamp returns ev with the time and the time elapsed since the operation
+// began.
+func (p *Progress) Stamp(ev Event) Event {
+	now := time.Now()
+	ev.Time, ev.ElapsedS = now, now.Sub(p.start).Seconds()
+	return ev
+}

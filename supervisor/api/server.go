@@ -347,7 +347,7 @@ func streamOutcome(w http.ResponseWriter, r *http.Request, bound int, op func(*P
 		stop()
 		if st.started {
 			st.flush()
-			st.write(Event{Time: time.Now(), ElapsedS: p.Since().Seconds(), Step: StepError, Error: PanicMessage, Code: http.StatusInternalServerError})
+			st.write(p.Stamp(Event{Step: StepError, Error: PanicMessage, Code: http.StatusInternalServerError}))
 			st.flush()
 		}
 		panic(r)
@@ -362,8 +362,7 @@ func streamOutcome(w http.ResponseWriter, r *http.Request, bound int, op func(*P
 	if err != nil {
 		final = Event{Step: StepError, Error: err.Error(), Code: statusOf(err)}
 	}
-	final.Time, final.ElapsedS = time.Now(), p.Since().Seconds()
-	st.write(final)
+	st.write(p.Stamp(final))
 	st.flush()
 }
 
@@ -430,8 +429,8 @@ func (st *streamer) write(ev Event) {
 // sends what is written.
 func (st *streamer) flush() {
 	if n := st.p.Dropped(); n > st.reported {
-		st.write(Event{Time: time.Now(), ElapsedS: st.p.Since().Seconds(), Step: StepDropped, Dropped: n - st.reported,
-			Message: fmt.Sprintf("%d progress events dropped: the client read too slowly", n-st.reported)})
+		st.write(st.p.Stamp(Event{Step: StepDropped, Dropped: n - st.reported,
+			Message: fmt.Sprintf("%d progress events dropped: the client read too slowly", n-st.reported)}))
 		st.reported = n
 	}
 	if st.started && !st.broken {
