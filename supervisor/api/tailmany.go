@@ -207,16 +207,7 @@ func (mt *multiTail) first(n int, follow bool) error {
 		if tf.f == nil {
 			continue
 		}
-		fi, err := tf.f.Stat()
-		if err != nil {
-			return err
-		}
-		t, err := logtail.Find(tf.f, 0, fi.Size(), n, mt.limit)
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			// Truncated under it: nothing of it before now.
-			tf.off = 0
-			continue
-		}
+		t, err := lastLines(tf.f, n, mt.limit)
 		if err != nil {
 			return fmt.Errorf("tail %s: %w", tf.Path, err)
 		}
