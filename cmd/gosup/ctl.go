@@ -173,7 +173,7 @@ func newActionCmd(g *globalFlags, verb, short string) *cobra.Command {
 }
 
 // jsonStepsUsage is the --json of the commands that print their steps.
-const jsonStepsUsage = "print each step as one JSON object a line as it happens, the outcome last (see the README)"
+const jsonStepsUsage = "print each step as one JSON object a line as it happens, the outcome last (see docs/cli.md)"
 
 // runAction runs start, stop, restart or signal, printing each step of
 // the first three as it happens (see progressPrinter), then one line a
@@ -298,7 +298,7 @@ func newReloadCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
-	c.Flags().BoolVar(&asJSON, "json", false, "print the plan, each step and the outcome as one JSON object a line as they happen, the outcome last (see the README); with --dry-run, the plan as one JSON object")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the plan, each step and the outcome as one JSON object a line as they happen, the outcome last (see docs/cli.md); with --dry-run, the plan as one JSON object")
 	return c
 }
 

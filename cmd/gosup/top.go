@@ -17,7 +17,7 @@ import (
 // gosup ctl top: a live full-screen view of the processes, like pm2 monit
 // or top, drawn with Bubble Tea. The library's terminal work (raw mode,
 // size, color profile) happens in Program.Run, only for this command;
-// what it does at package init is measured in the README's figures.
+// what it does at package init is measured in docs/performance.md.
 
 func newTopCmd(g *globalFlags) *cobra.Command {
 	var interval time.Duration
@@ -111,7 +111,7 @@ func topPollTimeout(interval time.Duration) time.Duration {
 }
 
 // topMinInterval bounds --interval: each refresh is a status of every
-// process shown, sampled by the daemon (see the README's figures).
+// process shown, sampled by the daemon (see docs/performance.md).
 const topMinInterval = 250 * time.Millisecond
 
 // topInfoEvery: the daemon's info (pid, version, uptime) is asked for
