@@ -199,20 +199,31 @@ func (t Tail) Copy(w io.Writer, r io.ReaderAt) (int64, error) {
 	return int64(m) + k, err
 }
 
+// Last finds the last n lines of f, at most limit bytes of them (see
+// Find and Limit); none when f was truncated between its fstat and the
+// read (copytruncate).
+func Last(f *os.File, n, limit int) (Tail, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return Tail{}, err
+	}
+	t, err := Find(f, 0, fi.Size(), n, limit)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return Tail{}, nil
+	}
+	return t, err
+}
+
 // Lines returns the last n lines of the file at path, at most limit
-// bytes of them (see Find and Limit), after a marker line when it
-// cut any. A last line without its newline gets one.
+// bytes of them (see Last), after a marker line when it cut any. A last
+// line without its newline gets one.
 func Lines(path string, n, limit int) ([]byte, error) {
 	f, err := Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	t, err := Find(f, 0, fi.Size(), n, limit)
+	t, err := Last(f, n, limit)
 	if err != nil {
 		return nil, fmt.Errorf("tail %s: %w", path, err)
 	}

@@ -37,9 +37,13 @@ type Alert struct {
 	Uptime    time.Duration `json:"uptime"`
 	Restarts  int           `json:"restarts"` // memmon restarts of this process in the last hour, this one included
 	StderrLog string        `json:"stderr_log,omitempty"`
-	Tail      string        `json:"tail,omitempty"` // last lines of the stderr log
-	At        time.Time     `json:"at"`
-	Err       error         `json:"-"` // the restart failed
+	Tail      string        `json:"tail,omitempty"` // last lines of the stderr log, read before the stop
+	// Samples are the samples over the limit that made memmon act (the
+	// last 10 at most), Over how many there were in a row.
+	Samples []RSSSample `json:"samples,omitempty"`
+	Over    int         `json:"over,omitempty"`
+	At      time.Time   `json:"at"`
+	Err     error       `json:"-"` // the restart failed
 	// GaveUp: memmon did not restart the process, and will not: it was
 	// restarted Restarts (max_restarts) times within Window and is over
 	// its limit again.
@@ -122,6 +126,16 @@ func (a Alert) body() string {
 	}
 	if a.Err != nil {
 		fmt.Fprintf(&b, "restart:   FAILED: %v\n", a.Err)
+	}
+	if len(a.Samples) > 0 {
+		if a.Over > len(a.Samples) {
+			fmt.Fprintf(&b, "\nsamples over the limit: %d in a row, the last %d:\n", a.Over, len(a.Samples))
+		} else {
+			b.WriteString("\nsamples over the limit:\n")
+		}
+		for _, s := range a.Samples {
+			fmt.Fprintf(&b, "  %s  %s\n", s.At.Format("15:04:05.000"), fmtBytes(s.RSS))
+		}
 	}
 	if a.Tail != "" {
 		fmt.Fprintf(&b, "\nlast lines of %s:\n%s\n", a.StderrLog, a.Tail)

@@ -732,3 +732,27 @@ func TestAlerterStoppedMidSendHandsTheMailOver(t *testing.T) {
 		t.Errorf("mailed: %q", m.Subject)
 	}
 }
+
+// An alert lists the samples over the limit that made memmon act, at most
+// maxAlertSamples of them (the last), and says when it left some out.
+func TestAlertListsItsSamples(t *testing.T) {
+	var samples []RSSSample
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.Local)
+	for i := range 30 {
+		samples = addSample(samples, RSSSample{At: at.Add(time.Duration(i) * 5 * time.Second), RSS: int64(400+i) << 20})
+	}
+	if len(samples) != maxAlertSamples || samples[0].RSS != 420<<20 {
+		t.Fatalf("want the last %d samples, have %d from %d", maxAlertSamples, len(samples), samples[0].RSS)
+	}
+	al := testAlert("web:web_01", time.Minute)
+	al.Samples, al.Over = samples, 30
+	body := al.body()
+	for _, want := range []string{"samples over the limit: 30 in a row, the last 10:\n  03:05:45.000  420.0MB\n", "  03:06:30.000  429.0MB\n"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("body lacks %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "419.0MB") {
+		t.Errorf("body lists more than %d samples:\n%s", maxAlertSamples, body)
+	}
+}

@@ -18,9 +18,9 @@ import (
 // never reached, so Restart is never called.
 type benchHost struct{ targets []Target }
 
-func (h benchHost) Targets() []Target                                  { return h.targets }
-func (h benchHost) Restart(context.Context, string, int, string) error { return nil }
-func (h benchHost) StderrTail(string, int, int) string                 { return "" }
+func (h benchHost) Targets() []Target                                          { return h.targets }
+func (h benchHost) Restart(context.Context, string, int, string, func()) error { return nil }
+func (h benchHost) StderrTail(string, int, int) string                         { return "" }
 
 // BenchmarkTick1000 is one watchdog tick over 1,000 real sleeping
 // processes, own RSS and cumulative (a full /proc pass). It reports the CPU

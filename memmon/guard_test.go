@@ -24,7 +24,7 @@ func (h *fixtureHost) Targets() []Target {
 	return []Target{{ID: ID{Program: "web", Group: "web", Process: "web_0"}, Name: "web:web_0", Pid: 200}}
 }
 
-func (h *fixtureHost) Restart(context.Context, string, int, string) error {
+func (h *fixtureHost) Restart(context.Context, string, int, string, func()) error {
 	h.mu.Lock()
 	h.calls++
 	n := h.calls

@@ -89,7 +89,7 @@ type recordHost struct {
 }
 
 func (h *recordHost) Targets() []Target { return h.targets }
-func (h *recordHost) Restart(_ context.Context, name string, _ int, _ string) error {
+func (h *recordHost) Restart(_ context.Context, name string, _ int, _ string, _ func()) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.calls = append(h.calls, name)

@@ -111,7 +111,7 @@ func (h *gateHost) Targets() []Target {
 	return out
 }
 
-func (h *gateHost) Restart(ctx context.Context, name string, pid int, reason string) error {
+func (h *gateHost) Restart(ctx context.Context, name string, pid int, reason string, beforeStop func()) error {
 	if name == h.slow {
 		select {
 		case <-h.gate:
@@ -119,7 +119,7 @@ func (h *gateHost) Restart(ctx context.Context, name string, pid int, reason str
 			return ctx.Err()
 		}
 	}
-	return h.fakeHost.Restart(ctx, name, pid, reason)
+	return h.fakeHost.Restart(ctx, name, pid, reason, beforeStop)
 }
 
 // The mail that memmon gave up on a process does not wait for a restart

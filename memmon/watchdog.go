@@ -35,8 +35,11 @@ type Host interface {
 	Targets() []Target
 	// Restart stops the process gracefully (stopsignal, stopwaitsecs,
 	// then SIGKILL of its group) and starts it again, but only if its pid
-	// is still pid: a recycled or already replaced pid is left alone.
-	Restart(ctx context.Context, name string, pid int, reason string) error
+	// is still pid: a recycled or already replaced pid is left alone. It
+	// calls beforeStop (when not nil) right before it stops the process,
+	// if it does: the alert's excerpt of the log is read then, so that
+	// it quotes the process memmon stops, not the one that replaces it.
+	Restart(ctx context.Context, name string, pid int, reason string, beforeStop func()) error
 	// StderrTail returns the last lines of a process's stderr log, at
 	// most maxBytes of them (cutting, and saying so, at the front).
 	StderrTail(name string, lines, maxBytes int) string
@@ -92,9 +95,29 @@ type Watchdog struct {
 }
 
 type overrun struct {
-	pid   int
-	count int
-	since int64 // the tick it went over its limit
+	pid     int
+	count   int
+	since   int64       // the tick it went over its limit
+	samples []RSSSample // the last maxAlertSamples of them
+}
+
+// RSSSample is one sample of a process's RSS, over its limit: an alert
+// lists those that made memmon act.
+type RSSSample struct {
+	At  time.Time `json:"at"`
+	RSS int64     `json:"rss"`
+}
+
+// maxAlertSamples bounds the samples an alert lists: the last ones, when
+// samples is larger.
+const maxAlertSamples = 10
+
+// addSample appends s to samples, keeping the last maxAlertSamples.
+func addSample(samples []RSSSample, s RSSSample) []RSSSample {
+	if len(samples) >= maxAlertSamples {
+		samples = slices.Delete(slices.Clone(samples), 0, len(samples)-maxAlertSamples+1)
+	}
+	return append(samples, s)
 }
 
 // New makes a watchdog reading /proc under procRoot ("/proc").
@@ -161,6 +184,8 @@ type Overrun struct {
 	Pid   int   `json:"pid"`
 	Count int   `json:"count"`
 	Since int64 `json:"since"` // the tick it went over its limit (WatchdogState.Ticks counts them)
+	// Samples are the last of those samples (at most 10), for the alert.
+	Samples []RSSSample `json:"samples,omitempty"`
 }
 
 // State returns what a watchdog in a new image of the daemon needs to
@@ -181,7 +206,7 @@ func (w *Watchdog) State() (WatchdogState, error) {
 		GaveUp: maps.Clone(w.gaveUp), Seen: maps.Clone(w.seen), Over: make(map[string]Overrun, len(w.over)),
 	}
 	for name, o := range w.over {
-		st.Over[name] = Overrun{Pid: o.pid, Count: o.count, Since: o.since}
+		st.Over[name] = Overrun{Pid: o.pid, Count: o.count, Since: o.since, Samples: slices.Clone(o.samples)}
 	}
 	for name, h := range w.history {
 		st.History[name] = slices.Clone(h)
@@ -204,7 +229,11 @@ func (w *Watchdog) Restore(st WatchdogState) {
 	w.seen = orEmpty(maps.Clone(st.Seen))
 	w.over = make(map[string]overrun, len(st.Over))
 	for name, o := range st.Over {
-		w.over[name] = overrun{pid: o.Pid, count: o.Count, since: o.Since}
+		samples := o.Samples
+		if over := len(samples) - maxAlertSamples; over > 0 {
+			samples = samples[over:]
+		}
+		w.over[name] = overrun{pid: o.Pid, count: o.Count, since: o.Since, samples: slices.Clone(samples)}
 	}
 	w.history = make(map[string][]time.Time, len(st.History))
 	for name, h := range st.History {
@@ -292,6 +321,7 @@ func (w *Watchdog) Tick(ctx context.Context, wg *sync.WaitGroup) {
 			Host: w.name, Name: d.t.Name, Port: d.t.Port, Pid: d.t.Pid, RSS: d.rss, Rule: d.rule,
 			Uptime: now.Sub(d.t.StartedAt), Restarts: d.restarts, StderrLog: d.t.StderrLog,
 			Tail: w.host.StderrTail(d.t.Name, excerptLines, excerptBytes), At: now, GaveUp: true, Window: w.cfg.RestartWindow,
+			Samples: d.samples, Over: d.count,
 		})
 	}
 	w.alerts.Enqueue(out...)
@@ -346,12 +376,13 @@ func (w *Watchdog) plan(targets []Target, table *Table, tick int64, now time.Tim
 			o = overrun{pid: t.Pid, since: tick}
 		}
 		o.count++
+		o.samples = addSample(o.samples, RSSSample{At: now, RSS: rss})
 		w.over[t.Name] = o
 		_, gaveUp := w.gaveUp[t.Name]
 		if o.count < w.cfg.Samples || w.restarting[t.Name] || gaveUp {
 			continue
 		}
-		due = append(due, overLimit{t: t, rss: rss, rule: rule, since: o.since})
+		due = append(due, overLimit{t: t, rss: rss, rule: rule, since: o.since, samples: slices.Clone(o.samples), count: o.count})
 	}
 	w.forget(live, now)
 	// The longest over its limit first (config order among equals): with
@@ -437,8 +468,10 @@ type overLimit struct {
 	t        Target
 	rss      int64
 	rule     Rule
-	since    int64 // the tick it went over its limit
-	restarts int   // within restart_window, when memmon gives up on it
+	since    int64       // the tick it went over its limit
+	samples  []RSSSample // the last of the samples over its limit
+	count    int         // how many samples in a row were over it
+	restarts int         // within restart_window, when memmon gives up on it
 }
 
 // recentRestarts counts the restarts of name within restart_window, and
@@ -485,7 +518,18 @@ func (w *Watchdog) restart(ctx context.Context, d overLimit, at time.Time) {
 	t, rss, rule := d.t, d.rss, d.rule
 	reason := fmt.Sprintf("RSS %s over %s (%s) for %d samples", fmtBytes(rss), fmtBytes(int64(rule.Limit)), rule.Name, w.cfg.Samples)
 	w.log.Warn("restarting a process over its memory limit", "process", t.Name, "pid", t.Pid, "rss", rss, "limit", int64(rule.Limit), "rule", rule.Name)
-	err := w.host.Restart(ctx, t.Name, t.Pid, "memmon: "+reason)
+	// The excerpt is read right before the stop: after it, the log ends
+	// with what the replacement says as it starts.
+	var tail string
+	read := false
+	err := w.host.Restart(ctx, t.Name, t.Pid, "memmon: "+reason, func() {
+		tail, read = w.host.StderrTail(t.Name, excerptLines, excerptBytes), true
+	})
+	if !read {
+		// Not stopped (the restart failed before): the log is still
+		// the process's own.
+		tail = w.host.StderrTail(t.Name, excerptLines, excerptBytes)
+	}
 	w.mu.Lock()
 	if h := w.history[t.Name]; errors.Is(err, ErrPidGone) || errors.Is(err, ErrNotBegun) {
 		// It exited or was replaced meanwhile, or the restart was
@@ -526,7 +570,7 @@ func (w *Watchdog) restart(ctx context.Context, d overLimit, at time.Time) {
 	w.alerts.Enqueue(Alert{
 		Host: w.name, Name: t.Name, Port: t.Port, Pid: t.Pid, RSS: rss, Rule: rule,
 		Uptime: at.Sub(t.StartedAt), Restarts: restarts, StderrLog: t.StderrLog,
-		Tail: w.host.StderrTail(t.Name, excerptLines, excerptBytes), At: at, Err: err,
+		Tail: tail, At: at, Err: err, Samples: d.samples, Over: d.count,
 	})
 }
 

@@ -62,7 +62,7 @@ func (h *fakeHost) Targets() []Target {
 	return append([]Target(nil), h.targets...)
 }
 
-func (h *fakeHost) Restart(_ context.Context, name string, pid int, _ string) error {
+func (h *fakeHost) Restart(_ context.Context, name string, pid int, _ string, _ func()) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.callOff {
@@ -390,10 +390,10 @@ type blockingHost struct {
 	release chan struct{}
 }
 
-func (h *blockingHost) Restart(ctx context.Context, name string, pid int, reason string) error {
+func (h *blockingHost) Restart(ctx context.Context, name string, pid int, reason string, beforeStop func()) error {
 	h.entered <- name
 	<-h.release
-	return h.fakeHost.Restart(ctx, name, pid, reason)
+	return h.fakeHost.Restart(ctx, name, pid, reason, beforeStop)
 }
 
 // State refuses while a restart is in flight, naming the process: the

@@ -37,10 +37,12 @@ func memmonID(spec *procgroup.ProcSpec) memmon.ID {
 	return memmon.ID{Program: spec.ProgramName, Group: spec.Group, Process: spec.Name}
 }
 
-// stderrPath is the file a process's stderr goes to, "" if none.
+// stderrPath is the file an alert quotes: the one a process's stderr goes
+// to (its stdout log with redirect_stderr), or its stdout log when stderr
+// goes to no file; "" if neither does.
 func stderrPath(spec *procgroup.ProcSpec) string {
 	ls := spec.Stderr
-	if spec.Program.RedirectStderr {
+	if spec.Program.RedirectStderr || ls.Kind != procgroup.LogFile {
 		ls = spec.Stdout
 	}
 	if ls.Kind != procgroup.LogFile {
@@ -55,7 +57,7 @@ func stderrPath(spec *procgroup.ProcSpec) string {
 // nginx, stops it and starts it again. Once the stop is sent it runs to
 // the end (only shutdown cuts it short), so a process is never left
 // stopped because memmon was reconfigured meanwhile.
-func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason string) (err error) {
+func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason string, beforeStop func()) (err error) {
 	// Called off before anything was stopped (the watchdog stopped while
 	// this waited for its lane): no restart, nothing to report.
 	begun := false
@@ -92,6 +94,9 @@ func (h memmonHost) Restart(ctx context.Context, name string, pid int, reason st
 		return err
 	}
 	begun = true
+	if beforeStop != nil {
+		beforeStop()
+	}
 	if err := p.StopPid(pid); err != nil {
 		if errors.Is(err, procgroup.ErrPidChanged) {
 			return fmt.Errorf("%s %w %d", name, memmon.ErrPidGone, pid)

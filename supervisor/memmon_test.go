@@ -214,14 +214,14 @@ max_restarting = 1`)
 func TestMemmonRestartChecksPid(t *testing.T) {
 	s, cl, _ := startSupervisor(t, writeConfig(t, program("p", "sleep", 1, "")))
 	st := waitAll(t, cl, "RUNNING")
-	err := memmonHost{s}.Restart(context.Background(), "p:p_0", st[0].Pid+1, "test")
+	err := memmonHost{s}.Restart(context.Background(), "p:p_0", st[0].Pid+1, "test", nil)
 	if err == nil || !strings.Contains(err.Error(), "no longer runs as pid") {
 		t.Errorf("restart with a stale pid: %v", err)
 	}
 	if now := mustStatus(t, cl); now[0].Pid != st[0].Pid || now[0].Restarts != 0 {
 		t.Errorf("the process was restarted anyway: %+v", now[0])
 	}
-	if err := (memmonHost{s}).Restart(context.Background(), "p:p_0", st[0].Pid, "test"); err != nil {
+	if err := (memmonHost{s}).Restart(context.Background(), "p:p_0", st[0].Pid, "test", nil); err != nil {
 		t.Errorf("restart with the current pid: %v", err)
 	}
 	if now := mustStatus(t, cl); now[0].Pid == st[0].Pid || now[0].State != "RUNNING" {
@@ -526,5 +526,35 @@ rate_limit = "1h"
 	}
 	if !regexp.MustCompile(`\n\[gosup: [0-9.]+MB cut\]\r?\nx+ and its end\r?\n`).MatchString(m.Body) {
 		t.Errorf("the excerpt does not say it was cut, or lacks the line's end:\n%s", m.Body)
+	}
+}
+
+// The alert quotes the killed process's own last lines, read before the
+// kill, not the start-up banner of the process that replaced it; and it
+// lists the samples over the limit that made memmon act, with their times.
+// The replacement says its banner before it is ready (ready = "tcp"), so
+// the banner is in the log by the time the restart has ended.
+func TestMemmonAlertQuotesTheKilledProcess(t *testing.T) {
+	srv := smtptest.Start(t)
+	flag := filepath.Join(t.TempDir(), "flag")
+	file := memmonConfig(t, program("hog", "banner-hog 128 "+flag, 1, "port_start = "+strconv.Itoa(freePort(t))+"\nready = \"tcp\""), fmt.Sprintf(`any = "80MB"
+
+[email]
+to = ["ops@example.com"]
+smtp = %q
+`, srv.Addr))
+	cl, _ := startDaemon(t, file)
+	first := waitAll(t, cl, "RUNNING")[0]
+	after := waitMemmonRestart(t, cl, "hog:hog_0", first.Pid)
+	m := srv.Wait(t, 1, 60*time.Second)[0]
+	if want := fmt.Sprintf("pid %d: last words before the kill", first.Pid); !strings.Contains(m.Body, want) {
+		t.Errorf("the alert lacks the killed process's last line %q:\n%s", want, m.Body)
+	}
+	if banner := fmt.Sprintf("banner: pid %d starting", after.Pid); strings.Contains(m.Body, banner) {
+		t.Errorf("the alert quotes the replacement's banner %q:\n%s", banner, m.Body)
+	}
+	samples := regexp.MustCompile(`(?m)^  [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}  +[0-9.]+MB\r?$`).FindAllString(m.Body, -1)
+	if !strings.Contains(m.Body, "samples over the limit:") || len(samples) != 3 {
+		t.Errorf("want the 3 samples over the limit with their times, have %q:\n%s", samples, m.Body)
 	}
 }

@@ -134,6 +134,21 @@ func helperMain(args []string) int {
 			}
 		}
 		select {}
+	case "banner-hog": // banner-hog MB FLAG: a start-up banner on stderr; the first to create FLAG then holds MB and says its last words on stderr; every one then listens on $PORT
+		fmt.Fprintf(os.Stderr, "banner: pid %d starting\n", os.Getpid())
+		if f, err := os.OpenFile(args[2], os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err == nil {
+			f.Close()
+			mb, _ := strconv.Atoi(args[1])
+			hold(mb)
+			fmt.Fprintf(os.Stderr, "pid %d: last words before the kill\n", os.Getpid())
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer ln.Close()
+		select {}
 	case "shout-hog": // shout-hog BYTES MB: one line of BYTES bytes on stderr, no newline, then hog MB
 		n, _ := strconv.Atoi(args[1])
 		mb, _ := strconv.Atoi(args[2])

@@ -532,7 +532,7 @@ func (s server) tailFile(w http.ResponseWriter, r *http.Request, name, stream, p
 	}
 	var t logtail.Tail
 	if f != nil {
-		if t, err = lastLines(f, n, limit); err != nil {
+		if t, err = logtail.Last(f, n, limit); err != nil {
 			f.Close()
 			writeErr(w, fmt.Errorf("tail %s: %w", path, err))
 			return
@@ -637,20 +637,6 @@ func follow(r *http.Request, w *deadlineWriter, path string, f *os.File, off int
 			}
 		}
 	}
-}
-
-// lastLines finds the last n lines of f, at most limit bytes of them;
-// none when f was truncated between its fstat and the read (copytruncate).
-func lastLines(f *os.File, n, limit int) (logtail.Tail, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return logtail.Tail{}, err
-	}
-	t, err := logtail.Find(f, 0, fi.Size(), n, limit)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return logtail.Tail{}, nil
-	}
-	return t, err
 }
 
 // sendAppended writes what f holds from off to size (its size by an

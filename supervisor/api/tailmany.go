@@ -207,7 +207,7 @@ func (mt *multiTail) first(n int, follow bool) error {
 		if tf.f == nil {
 			continue
 		}
-		t, err := lastLines(tf.f, n, mt.limit)
+		t, err := logtail.Last(tf.f, n, mt.limit)
 		if err != nil {
 			return fmt.Errorf("tail %s: %w", tf.Path, err)
 		}
