@@ -175,8 +175,15 @@ type SendmailFunc func(ctx context.Context, command string, msg []byte) error
 //     so give-ups a tick or two apart share one. A mail of restarts only
 //     does not hold a give-up back.
 //
-// What it holds is bounded (maxPending); an alert dropped, like a mail
-// that fails, is counted.
+// A mail that fails (the SMTP server refuses or does not answer, the
+// sendmail command fails) is tried again: its alerts are held again, with
+// those that come in meanwhile, and go out RetryFirst after the failure,
+// then after twice as long each time, RetryMax at most, whatever the rate
+// limit. An alert still not mailed RetryFor after it came in is given up
+// at the next failure, and counted (GivenUp).
+//
+// What it holds is bounded (maxPending alerts, maxHeldBytes of them); an
+// alert dropped, like a failed attempt, is counted.
 type Alerter struct {
 	cfg      Email
 	maxUp    time.Duration
@@ -193,8 +200,46 @@ type Alerter struct {
 	held     held
 	sentAt   time.Time // the last mail
 	gaveUpAt time.Time // the last mail that carried a give-up
+	retry    retry     // the failed attempts since the last mail sent
 
-	Sent, Failed, Dropped, Filtered atomic.Int64
+	// Sent counts the mails sent, Failed the attempts that failed,
+	// GivenUp and Dropped the alerts never mailed (not sent after
+	// retrying for RetryFor; past a bound), Filtered those not mailed
+	// for alert_max_uptime. Retrying is how many alerts are held for
+	// another attempt after a failed one.
+	Sent, Failed, Dropped, Filtered, GivenUp, Retrying atomic.Int64
+}
+
+// RetryAt is when the alerts held after a failed mail are tried again;
+// zero when no mail failed since the last one sent.
+func (a *Alerter) RetryAt() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.retry.at
+}
+
+// retry is when the held alerts, of which a mail failed, are tried again.
+type retry struct {
+	attempts int       // failed in a row
+	at       time.Time // the next attempt; zero: no mail failed
+}
+
+// Retrying: the first attempt again RetryFirst after a failure, then
+// twice as long each time, at most RetryMax; an alert not mailed RetryFor
+// after it came in is given up at the next failure.
+const (
+	RetryFirst = 10 * time.Second
+	RetryMax   = 5 * time.Minute
+	RetryFor   = time.Hour
+)
+
+// retryDelay is the wait after the n-th failed attempt in a row.
+func retryDelay(n int) time.Duration {
+	d := RetryFirst
+	for i := 1; i < n && d < RetryMax; i++ {
+		d *= 2
+	}
+	return min(d, RetryMax)
 }
 
 // AlerterState is what an Alerter hands to its successor in the daemon's
@@ -208,6 +253,11 @@ type AlerterState struct {
 	Failed   int64 `json:"failed"`
 	Dropped  int64 `json:"dropped"`
 	Filtered int64 `json:"filtered"`
+	GivenUp  int64 `json:"given_up,omitempty"`
+	// RetryAttempts failed in a row; the held alerts are tried again at
+	// RetryAt (zero: no mail failed).
+	RetryAttempts int       `json:"retry_attempts,omitempty"`
+	RetryAt       time.Time `json:"retry_at"`
 	// Held are the alerts held for the next mail, in the order they came
 	// in; First is when the first of them came in, Urgent when the first
 	// give-up among them did (zero: none).
@@ -235,12 +285,19 @@ const GiveUpGap = time.Minute
 // queueSize bounds the batches waiting for the mail goroutine.
 const queueSize = 64
 
-// maxBatch bounds the alerts of one batch, maxPending those held back for
-// the next mail; the rest are dropped and counted.
+// maxBatch bounds the alerts of one batch, maxPending and maxHeldBytes
+// those held back for the next mail (an alert's size is alertBytes); the
+// rest are dropped and counted.
 const (
-	maxBatch   = 1024
-	maxPending = 256
+	maxBatch     = 1024
+	maxPending   = 256
+	maxHeldBytes = 512 << 10
 )
+
+// alertBytes is about what an alert holds in memory.
+func alertBytes(al Alert) int {
+	return 256 + len(al.Host) + len(al.Name) + len(al.StderrLog) + len(al.Tail) + len(al.Samples)*32
+}
 
 // An alert quotes the end of the process's stderr log: excerptLines lines,
 // at most excerptBytes of them. One mail quotes at most mailExcerptBytes in
@@ -288,6 +345,7 @@ func (a *Alerter) State() AlerterState {
 	a.mu.Lock()
 	st := AlerterState{
 		Sent: a.Sent.Load(), Failed: a.Failed.Load(), Dropped: a.Dropped.Load(), Filtered: a.Filtered.Load(),
+		GivenUp: a.GivenUp.Load(), RetryAttempts: a.retry.attempts, RetryAt: a.retry.at,
 		Held: slices.Clone(a.held.alerts), First: a.held.first, Urgent: a.held.urgent,
 		SentAt: a.sentAt, GaveUpAt: a.gaveUpAt,
 	}
@@ -312,6 +370,7 @@ func (a *Alerter) Restore(st AlerterState) {
 	a.Failed.Store(st.Failed)
 	a.Dropped.Store(st.Dropped)
 	a.Filtered.Store(st.Filtered)
+	a.GivenUp.Store(st.GivenUp)
 	alerts := st.Held
 	if over := len(alerts) - maxPending; over > 0 {
 		a.Dropped.Add(int64(over))
@@ -321,9 +380,17 @@ func (a *Alerter) Restore(st AlerterState) {
 	a.mu.Lock()
 	a.held = held{}
 	if len(alerts) > 0 {
-		a.held = held{alerts: slices.Clone(alerts), first: st.First, urgent: st.Urgent}
+		a.held = held{first: st.First, urgent: st.Urgent}
+		for _, al := range alerts {
+			a.add(&a.held, al, st.First)
+		}
 	}
 	a.sentAt, a.gaveUpAt = st.SentAt, st.GaveUpAt
+	a.retry = retry{}
+	if len(a.held.alerts) > 0 && !st.RetryAt.IsZero() {
+		a.retry = retry{attempts: st.RetryAttempts, at: st.RetryAt}
+		a.Retrying.Store(int64(len(a.held.alerts)))
+	}
 	a.mu.Unlock()
 	for _, batch := range st.Queue {
 		a.Enqueue(batch...)
@@ -333,6 +400,7 @@ func (a *Alerter) Restore(st AlerterState) {
 // held is what the alerter holds for its next mail.
 type held struct {
 	alerts []Alert
+	bytes  int       // their alertBytes
 	first  time.Time // when the oldest of alerts came in
 	urgent time.Time // when the oldest give-up came in; zero: none
 }
@@ -362,15 +430,19 @@ func (h *held) due(sentAt, gaveUpAt time.Time, rate, coalesce time.Duration) tim
 	return at
 }
 
-// add holds al; when maxPending are held, the oldest restart alert (a
-// give-up only if there is no other) is dropped and counted.
+// add holds al; when maxPending are held, or maxHeldBytes, the oldest
+// restart alerts (a give-up only if there is no other) are dropped and
+// counted.
 func (a *Alerter) add(h *held, al Alert, now time.Time) {
-	if len(h.alerts) == maxPending {
+	size := alertBytes(al)
+	for len(h.alerts) > 0 && (len(h.alerts) >= maxPending || h.bytes+size > maxHeldBytes) {
 		i := max(slices.IndexFunc(h.alerts, func(al Alert) bool { return !al.GaveUp }), 0)
 		a.Dropped.Add(1)
-		a.log.Error("too many alerts held back for the next mail; the oldest dropped", "process", h.alerts[i].Name, "held", maxPending)
+		a.log.Error("too many alerts held back for the next mail; the oldest dropped", "process", h.alerts[i].Name, "held", len(h.alerts), "held_bytes", h.bytes)
+		h.bytes -= alertBytes(h.alerts[i])
 		h.alerts = slices.Delete(h.alerts, i, i+1)
 	}
+	h.bytes += size
 	if len(h.alerts) == 0 {
 		h.first = now
 	}
@@ -406,7 +478,7 @@ func (a *Alerter) Run(ctx context.Context) {
 	// arm sets the timer for the next mail. Called with a.mu held.
 	arm := func() {
 		timer.Stop()
-		if at := a.held.due(a.sentAt, a.gaveUpAt, rate, a.coalesce); !at.IsZero() {
+		if at := a.due(rate); !at.IsZero() {
 			timer.Reset(time.Until(at))
 		}
 	}
@@ -428,12 +500,15 @@ func (a *Alerter) Run(ctx context.Context) {
 				}
 				a.add(&a.held, al, now)
 			}
+			if !a.retry.at.IsZero() {
+				a.Retrying.Store(int64(len(a.held.alerts)))
+			}
 			arm()
 			a.mu.Unlock()
 		case <-timer.C:
 			now := time.Now()
 			a.mu.Lock()
-			if at := a.held.due(a.sentAt, a.gaveUpAt, rate, a.coalesce); at.IsZero() || now.Before(at) {
+			if at := a.due(rate); at.IsZero() || now.Before(at) {
 				arm()
 				a.mu.Unlock()
 				continue
@@ -466,11 +541,65 @@ func (a *Alerter) Run(ctx context.Context) {
 				return
 			}
 			a.mu.Lock()
-			a.sentAt = now
+			if ok {
+				a.sentAt, a.retry = now, retry{}
+				a.Retrying.Store(0)
+			} else {
+				a.failed(was, gaveUpAt, now)
+			}
 			arm()
 			a.mu.Unlock()
 		}
 	}
+}
+
+// due is when the held alerts go out: at the retry after a failed mail,
+// else as held.due says; zero if none are held. Called with a.mu held.
+func (a *Alerter) due(rate time.Duration) time.Time {
+	if len(a.held.alerts) > 0 && !a.retry.at.IsZero() {
+		return a.retry.at
+	}
+	return a.held.due(a.sentAt, a.gaveUpAt, rate, a.coalesce)
+}
+
+// failed holds again the alerts of a mail that failed (was, with
+// gaveUpAt the give-up time before it), with those that came in
+// meanwhile, for another attempt; those that came in RetryFor ago or more
+// are given up and counted. Called with a.mu held.
+func (a *Alerter) failed(was held, gaveUpAt, now time.Time) {
+	kept := was.alerts[:0]
+	given := 0
+	for _, al := range was.alerts {
+		if now.Sub(al.At) >= RetryFor {
+			given++
+			continue
+		}
+		kept = append(kept, al)
+	}
+	next := held{}
+	for _, al := range kept {
+		a.add(&next, al, now)
+	}
+	if len(kept) > 0 {
+		next.first, next.urgent = was.first, was.urgent
+	}
+	for _, al := range a.held.alerts {
+		a.add(&next, al, now)
+	}
+	a.held, a.gaveUpAt = next, gaveUpAt
+	if given > 0 {
+		a.GivenUp.Add(int64(given))
+		a.log.Error("alerts given up: not mailed after retrying for "+RetryFor.String(), "alerts", given, "attempts", a.retry.attempts+1)
+	}
+	if len(a.held.alerts) == 0 {
+		a.retry = retry{}
+		a.Retrying.Store(0)
+		return
+	}
+	a.retry.attempts++
+	a.retry.at = now.Add(retryDelay(a.retry.attempts))
+	a.Retrying.Store(int64(len(a.held.alerts)))
+	a.log.Warn("alert mail held for another attempt", "alerts", len(a.held.alerts), "attempt", a.retry.attempts+1, "at", a.retry.at.Format(time.TimeOnly))
 }
 
 // compose makes one mail of alerts, in order: one alert is mailed as

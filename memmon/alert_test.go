@@ -261,7 +261,8 @@ func TestAlertMaxUptimeFilters(t *testing.T) {
 }
 
 // A server that refuses, or one that never answers, costs at most the
-// timeout per mail, is counted, and does not stop later mail.
+// timeout per attempt, is counted, and the alert is held for another
+// attempt, with those that come in meanwhile.
 func TestAlertFailingServers(t *testing.T) {
 	for name, addr := range map[string]string{"refusing": smtptest.Refusing(t), "silent": smtptest.Silent(t)} {
 		t.Run(name, func(t *testing.T) {
@@ -270,26 +271,151 @@ func TestAlertFailingServers(t *testing.T) {
 			cfg.RateLimit = 0
 			a := runAlerter(t, cfg, 0, nil)
 			start := time.Now()
-			for i, name := range []string{"web:a", "web:b"} {
-				a.Enqueue(testAlert(name, time.Minute))
-				for deadline := time.Now().Add(30 * time.Second); a.Failed.Load() <= int64(i); {
-					if time.Now().After(deadline) {
-						t.Fatalf("mail %d: not failed within 30s", i+1)
-					}
-					time.Sleep(10 * time.Millisecond)
+			a.Enqueue(testAlert("web:a", time.Minute))
+			for deadline := time.Now().Add(30 * time.Second); a.Failed.Load() < 1; {
+				if time.Now().After(deadline) {
+					t.Fatalf("mail not failed within 30s")
 				}
-			}
-			if a.Failed.Load() != 2 || a.Sent.Load() != 0 {
-				t.Fatalf("failed %d sent %d", a.Failed.Load(), a.Sent.Load())
+				time.Sleep(10 * time.Millisecond)
 			}
 			// Without the timeout a silent server holds each send for
 			// go-mail's default 15 s; with it, 500 ms (a loaded machine
 			// gets plenty of slack).
-			if took := time.Since(start); took > 10*time.Second {
-				t.Errorf("two failed mails took %s; the timeout is 500ms each", took)
+			if took := time.Since(start); took > 8*time.Second {
+				t.Errorf("a failed mail took %s; the timeout is 500ms", took)
+			}
+			a.Enqueue(testAlert("web:b", time.Minute))
+			for deadline := time.Now().Add(30 * time.Second); a.Retrying.Load() < 2; {
+				if time.Now().After(deadline) {
+					t.Fatalf("want both alerts held for the retry, have %d", a.Retrying.Load())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if a.Sent.Load() != 0 || a.GivenUp.Load() != 0 || a.Dropped.Load() != 0 {
+				t.Errorf("sent %d, given up %d, dropped %d", a.Sent.Load(), a.GivenUp.Load(), a.Dropped.Load())
 			}
 		})
 	}
+}
+
+// flakyMail is a SendmailFunc that fails its first fail calls, and
+// records when each call came.
+type flakyMail struct {
+	mailbox
+	fail  int
+	calls []time.Time
+}
+
+func (f *flakyMail) sendmail(ctx context.Context, cmd string, msg []byte) error {
+	f.mu.Lock()
+	f.calls = append(f.calls, time.Now())
+	failing := len(f.calls) <= f.fail
+	f.mu.Unlock()
+	if failing {
+		return errors.New("exit status 75")
+	}
+	return f.mailbox.sendmail(ctx, cmd, msg)
+}
+
+func (f *flakyMail) times() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
+
+// A mail that keeps failing is tried again RetryFirst (10 s) after the
+// failure, then after twice as long each time, RetryMax (5 min) at most,
+// until an attempt an hour (RetryFor) after the alert came in: then the
+// alert is given up, and counted. Nothing more is tried after that.
+func TestAlertRetriesWithBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &flakyMail{fail: 1 << 30}
+		a := runAlerter(t, sendmailConfig(), 0, f.sendmail)
+		start := time.Now()
+		a.Enqueue(testAlert("web:web_01", time.Minute))
+		synctest.Wait()
+		time.Sleep(Coalesce + time.Second)
+		synctest.Wait()
+		if a.Failed.Load() != 1 || a.Retrying.Load() != 1 {
+			t.Fatalf("after the first attempt: failed %d, retrying %d", a.Failed.Load(), a.Retrying.Load())
+		}
+		time.Sleep(3 * time.Hour)
+		synctest.Wait()
+		var want []time.Duration // since the alert came in
+		at, wait := Coalesce, RetryFirst
+		for {
+			want = append(want, at)
+			if at >= RetryFor {
+				break
+			}
+			at += wait
+			wait = min(2*wait, RetryMax)
+		}
+		var got []time.Duration
+		for _, c := range f.times() {
+			got = append(got, c.Sub(start))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("attempts at\n%v, want\n%v", got, want)
+		}
+		if got[1]-got[0] != 10*time.Second || got[len(got)-1] < time.Hour {
+			t.Errorf("first retry %s after the failure, last attempt %s after the alert", got[1]-got[0], got[len(got)-1])
+		}
+		if a.GivenUp.Load() != 1 || a.Retrying.Load() != 0 || a.Sent.Load() != 0 || a.Failed.Load() != int64(len(want)) {
+			t.Errorf("given up %d, retrying %d, sent %d, failed %d", a.GivenUp.Load(), a.Retrying.Load(), a.Sent.Load(), a.Failed.Load())
+		}
+	})
+}
+
+// Alerts that come in while a failed mail waits for its retry go out with
+// it, at the retry, in one mail; once it went, nothing is retrying.
+func TestAlertRetryCarriesLaterAlerts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &flakyMail{fail: 2}
+		a := runAlerter(t, sendmailConfig(), 0, f.sendmail)
+		a.Enqueue(testAlert("web:web_01", time.Minute))
+		time.Sleep(Coalesce + time.Second) // the first attempt fails
+		a.Enqueue(testAlert("web:web_02", time.Minute))
+		synctest.Wait()
+		if a.Retrying.Load() != 2 || len(f.got()) != 0 {
+			t.Fatalf("retrying %d, mails %q", a.Retrying.Load(), f.got())
+		}
+		time.Sleep(RetryFirst + 2*RetryFirst) // the second fails, the third goes
+		synctest.Wait()
+		got := f.got()
+		if len(got) != 1 || !strings.Contains(got[0], "2 restarts of 2 processes") {
+			t.Fatalf("want one mail of both, have %q", got)
+		}
+		if a.Sent.Load() != 1 || a.Failed.Load() != 2 || a.Retrying.Load() != 0 || a.GivenUp.Load() != 0 {
+			t.Errorf("sent %d, failed %d, retrying %d, given up %d", a.Sent.Load(), a.Failed.Load(), a.Retrying.Load(), a.GivenUp.Load())
+		}
+	})
+}
+
+// The alerts held are bounded in bytes as well as in number: alerts with
+// large excerpts held back by rate_limit past maxHeldBytes drop the
+// oldest, counted.
+func TestAlertHeldBytesAreBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		box := &mailbox{}
+		a := runAlerter(t, sendmailConfig(), 0, box.sendmail)
+		a.Enqueue(testAlert("web:web_01", time.Minute))
+		time.Sleep(Coalesce)
+		synctest.Wait()
+		big := testAlert("web:web_01", time.Minute)
+		big.Tail = strings.Repeat("x", excerptBytes)
+		n := 2 * maxHeldBytes / excerptBytes
+		for range n {
+			a.Enqueue(big)
+			synctest.Wait()
+		}
+		a.mu.Lock()
+		held, bytes := len(a.held.alerts), a.held.bytes
+		a.mu.Unlock()
+		if bytes > maxHeldBytes || a.Dropped.Load() == 0 || int64(held)+a.Dropped.Load() != int64(n) {
+			t.Errorf("held %d alerts (%d bytes, bound %d), dropped %d of %d", held, bytes, maxHeldBytes, a.Dropped.Load(), n)
+		}
+	})
 }
 
 // Enqueue never blocks: a full queue drops and counts.
@@ -755,4 +881,43 @@ func TestAlertListsItsSamples(t *testing.T) {
 	if strings.Contains(body, "419.0MB") {
 		t.Errorf("body lists more than %d samples:\n%s", maxAlertSamples, body)
 	}
+}
+
+// An upgrade hands over a mail waiting for its retry: the new alerter
+// tries it when the old one would have, and the counters carry on.
+func TestAlerterHandsOverItsRetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &flakyMail{fail: 1}
+		old := NewAlerter(sendmailConfig(), 0, f.sendmail, quiet())
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); old.Run(ctx) }()
+		old.Enqueue(testAlert("web:web_01", time.Minute))
+		time.Sleep(Coalesce + time.Second)
+		synctest.Wait()
+		cancel()
+		<-done
+		st := handOver(t, old)
+		if st.RetryAttempts != 1 || len(st.Held) != 1 || st.Failed != 1 {
+			t.Fatalf("state: %+v", st)
+		}
+		next := NewAlerter(sendmailConfig(), 0, f.sendmail, quiet())
+		next.Restore(st) // before Run, as the daemon does
+		ctx, cancel = context.WithCancel(t.Context())
+		defer cancel()
+		go next.Run(ctx)
+		if next.Retrying.Load() != 1 || !next.RetryAt().Equal(st.RetryAt) {
+			t.Fatalf("restored: retrying %d at %s, want at %s", next.Retrying.Load(), next.RetryAt(), st.RetryAt)
+		}
+		time.Sleep(RetryFirst - 2*time.Second) // not yet
+		synctest.Wait()
+		if len(f.got()) != 0 {
+			t.Fatalf("mailed before the retry was due: %q", f.got())
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if got := f.got(); len(got) != 1 || next.Sent.Load() != 1 || next.Failed.Load() != 1 || next.Retrying.Load() != 0 {
+			t.Errorf("mails %q, sent %d, failed %d, retrying %d", got, next.Sent.Load(), next.Failed.Load(), next.Retrying.Load())
+		}
+	})
 }

@@ -50,6 +50,9 @@ func (h apiHost) Info() api.Info {
 	if alerter != nil {
 		info.AlertsSent = alerter.Sent.Load()
 		info.AlertFailures = alerter.Failed.Load()
+		info.AlertsRetrying = alerter.Retrying.Load()
+		info.AlertRetryAt = alerter.RetryAt()
+		info.AlertsGivenUp = alerter.GivenUp.Load()
 		info.AlertsDropped = alerter.Dropped.Load()
 	}
 	for _, r := range s.guard.Records() {

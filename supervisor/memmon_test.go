@@ -558,3 +558,31 @@ smtp = %q
 		t.Errorf("want the 3 samples over the limit with their times, have %q:\n%s", samples, m.Body)
 	}
 }
+
+// A mail the SMTP server refuses is tried again, RetryFirst later, and
+// arrives; ctl info counts the failed attempt, and nothing is retrying
+// once it went.
+func TestMemmonMailIsRetried(t *testing.T) {
+	srv := smtptest.Start(t)
+	srv.RefuseNext(1)
+	dir := t.TempDir()
+	file := memmonConfig(t, program("hog", "hog-once 128 "+filepath.Join(dir, "flag")+" "+filepath.Join(dir, "pid"), 1, ""), fmt.Sprintf(`any = "80MB"
+
+[email]
+to = ["ops@example.com"]
+smtp = %q
+`, srv.Addr))
+	cl, _ := startDaemon(t, file)
+	m := srv.Wait(t, 1, 90*time.Second)[0]
+	if !strings.Contains(m.Subject, "hog:hog_0 restarted") || srv.Refused() != 1 {
+		t.Errorf("mail %q after %d refused", m.Subject, srv.Refused())
+	}
+	var info api.Info
+	for deadline := time.Now().Add(30 * time.Second); info.AlertsSent < 1 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		info = mustInfo(t, cl) // the server has the mail before the client has its reply
+	}
+	if info.AlertsSent != 1 || info.AlertFailures != 1 || info.AlertsRetrying != 0 || info.AlertsGivenUp != 0 || !info.AlertRetryAt.IsZero() {
+		t.Errorf("info: sent %d, failures %d, retrying %d, given up %d, retry at %s",
+			info.AlertsSent, info.AlertFailures, info.AlertsRetrying, info.AlertsGivenUp, info.AlertRetryAt)
+	}
+}

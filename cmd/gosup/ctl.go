@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/logtail"
+	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/spf13/cobra"
 )
@@ -600,8 +601,12 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 			if info.Rescues > 0 {
 				fmt.Fprintf(out, "rescues:         %d (re-executed after a panic in the daemon's core, a bug in gosup: see its log)\n", info.Rescues)
 			}
-			fmt.Fprintf(out, "memmon restarts: %d\nalerts sent:     %d\nalert failures:  %d\nalerts dropped:  %d\n",
-				info.MemmonRestarts, info.AlertsSent, info.AlertFailures, info.AlertsDropped)
+			retrying := strconv.FormatInt(info.AlertsRetrying, 10)
+			if info.AlertsRetrying > 0 && !info.AlertRetryAt.IsZero() {
+				retrying += ", next attempt at " + info.AlertRetryAt.Format(time.DateTime)
+			}
+			fmt.Fprintf(out, "memmon restarts: %d\nalerts sent:     %d\nalert failures:  %d (attempts; see the daemon's log)\nalerts retrying: %s\nalerts given up: %d (not mailed after retrying for %s)\nalerts dropped:  %d\n",
+				info.MemmonRestarts, info.AlertsSent, info.AlertFailures, retrying, info.AlertsGivenUp, memmon.RetryFor, info.AlertsDropped)
 			missed := strconv.FormatInt(info.WatchdogMissed, 10)
 			if info.WatchdogLastFailure != "" {
 				missed += " (last at " + info.WatchdogLastFailure + ")"

@@ -31,10 +31,27 @@ type Message struct {
 // Server is a real SMTP server (emersion/go-smtp) on 127.0.0.1 that
 // keeps what it receives.
 type Server struct {
-	Addr string
-	mu   sync.Mutex
-	msgs []Message
-	got  chan struct{}
+	Addr    string
+	mu      sync.Mutex
+	msgs    []Message
+	got     chan struct{}
+	refuse  int // the next MAIL commands refused
+	refused int // MAIL commands refused so far
+}
+
+// RefuseNext makes the server refuse the next n mails (451 to MAIL FROM,
+// a temporary failure), then accept again.
+func (s *Server) RefuseNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuse = n
+}
+
+// Refused counts the mails refused so far.
+func (s *Server) Refused() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
 }
 
 // Start runs a Server until the test ends.
@@ -91,6 +108,13 @@ type session struct {
 func (s *session) Reset()        { s.from, s.to = "", nil }
 func (s *session) Logout() error { return nil }
 func (s *session) Mail(from string, _ *smtp.MailOptions) error {
+	s.srv.mu.Lock()
+	defer s.srv.mu.Unlock()
+	if s.srv.refuse > 0 {
+		s.srv.refuse--
+		s.srv.refused++
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+	}
 	s.from = from
 	return nil
 }

@@ -120,11 +120,17 @@ type Info struct {
 	Tails        int   `json:"tails"`
 	TailFilesMax int   `json:"tail_files_max"`
 	TailsRefused int64 `json:"tails_refused"`
-	// memmon's counters (zero without [memmon] / [email]).
-	MemmonRestarts int64 `json:"memmon_restarts"`
-	AlertsSent     int64 `json:"alerts_sent"`
-	AlertFailures  int64 `json:"alert_failures"`
-	AlertsDropped  int64 `json:"alerts_dropped"`
+	// memmon's counters (zero without [memmon] / [email]): the mails
+	// sent, the attempts that failed, the alerts held for another attempt
+	// now (the next at AlertRetryAt), those given up (not mailed after
+	// retrying for an hour) and those dropped (past a bound).
+	MemmonRestarts int64     `json:"memmon_restarts"`
+	AlertsSent     int64     `json:"alerts_sent"`
+	AlertFailures  int64     `json:"alert_failures"`
+	AlertsRetrying int64     `json:"alerts_retrying"`
+	AlertRetryAt   time.Time `json:"alert_retry_at,omitzero"`
+	AlertsGivenUp  int64     `json:"alerts_given_up"`
+	AlertsDropped  int64     `json:"alerts_dropped"`
 	// WatchdogMissed counts the systemd watchdog pings withheld because
 	// one of the daemon's loops did not answer in time;
 	// WatchdogLastFailure says when and which ("" when none).
