@@ -108,9 +108,12 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 	}
 	sts, figures := s.sample(all, procs)
 	s.mu.RLock()
-	m, watchdog, last := s.nginx, s.watchdog, s.lastReload
+	m, watchdog, last, cfg := s.nginx, s.watchdog, s.lastReload, s.cfg
 	s.mu.RUnlock()
 	var warnings []string
+	for _, w := range cfg.Warnings {
+		warnings = append(warnings, oneLine(w.Error()))
+	}
 	if m != nil {
 		if ns := m.Status(); !ns.OK && ns.Error != "" {
 			warnings = append(warnings, "nginx: "+oneLine(ns.Error))

@@ -142,6 +142,7 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool, progress *api.Prog
 		s.setLastReload(api.ReloadStatus{At: time.Now(), Error: err.Error()})
 		return nil, err
 	}
+	s.logWarnings(next)
 	var rp *api.ReloadPlan
 	var plans []*progPlan
 	var l *lease

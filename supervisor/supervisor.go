@@ -409,6 +409,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 		} else {
 			s.log.Info("gosup started", "config", cfg.File, "socket", st.Socket, "programs", len(cfg.Programs), "pid", os.Getpid())
 		}
+		s.logWarnings(cfg)
 		return nil
 	}, func() {
 		s.sock.stopWatch()
@@ -885,4 +886,12 @@ func (s *Supervisor) parallel(ctx context.Context, l *lease, procs []*procgroup.
 	}
 	wg.Wait()
 	return results
+}
+
+// logWarnings logs what in cfg is valid but will not work here as it
+// stands (config.Config.Warnings).
+func (s *Supervisor) logWarnings(cfg *config.Config) {
+	for _, w := range cfg.Warnings {
+		s.log.Warn("configuration: "+w.Msg, "file", w.File, "line", w.Line, "key", w.Key)
+	}
 }

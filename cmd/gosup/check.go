@@ -35,6 +35,11 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 			}
 			tw.Flush()
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid, %d programs, %d processes\n", cfg.File, len(cfg.Programs), n)
+			// What is valid but will not work here: on stderr, as
+			// import's warnings; the file is still valid (exit 0).
+			for _, w := range cfg.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), w.Warning())
+			}
 			if cfg.Nginx != nil {
 				servers := 0
 				for _, p := range cfg.Programs {

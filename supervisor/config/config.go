@@ -73,6 +73,11 @@ type Config struct {
 	// configuration this one runs even if the files changed on disk since.
 	// Like the rest of Config it must not be modified.
 	Sources map[string][]byte
+	// Warnings are what is valid but will not work here as it stands
+	// (an [email] sendmail command that does not exist): check prints
+	// them, the daemon logs them when it starts and reloads, and ctl
+	// status shows them.
+	Warnings []*Error
 }
 
 // Error is one mistake in a configuration file.
@@ -81,6 +86,19 @@ type Error struct {
 	Line int    // 0 when unknown
 	Key  string // dotted path such as program.web.numprocs; may be empty
 	Msg  string
+}
+
+// Warning is the error as a warning: FILE:LINE: warning: KEY: MESSAGE.
+func (e *Error) Warning() string {
+	where := e.File
+	if e.Line > 0 {
+		where += fmt.Sprintf(":%d", e.Line)
+	}
+	msg := e.Msg
+	if e.Key != "" {
+		msg = e.Key + ": " + msg
+	}
+	return where + ": warning: " + msg
 }
 
 func (e *Error) Error() string {

@@ -1,8 +1,12 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"time"
 	"unicode"
@@ -34,6 +38,9 @@ func checkMemmon(cfg *Config, main *source, raw rawConfig) []error {
 			errs = append(errs, verrs...)
 		} else {
 			cfg.Email = &e
+			if w := sendmailWarning(main, &e); w != nil {
+				cfg.Warnings = append(cfg.Warnings, w)
+			}
 		}
 	}
 	if cfg.Memmon == nil {
@@ -141,4 +148,36 @@ func checkEmail(main *source, e *memmon.Email) []error {
 		errs = append(errs, main.cerr("email.timeout", "must be positive"))
 	}
 	return errs
+}
+
+// sendmailWarning says, naming it, when the command of [email] sendmail
+// cannot run here: its program (argv[0], resolved as the daemon runs it:
+// a path, or a name looked up in $PATH) does not exist or is not
+// executable. Every alert would fail; nil when it can run, or when there
+// is no sendmail.
+func sendmailWarning(main *source, e *memmon.Email) *Error {
+	if e.Sendmail == "" {
+		return nil
+	}
+	const what = "alerts cannot be mailed: install a mail transfer agent that provides it (such as postfix, or msmtp-mta), point sendmail at a command that exists, or set smtp = \"host:port\" instead"
+	argv, err := procgroup.CommandArgv(e.Sendmail)
+	if err != nil {
+		return main.cerr("email.sendmail", "%q: %v: %s", e.Sendmail, err, what)
+	}
+	prog := argv[0]
+	if _, err := exec.LookPath(prog); err == nil {
+		return nil
+	} else if !strings.Contains(prog, "/") {
+		return main.cerr("email.sendmail", "%s is not found in $PATH (%s): %s", prog, os.Getenv("PATH"), what)
+	}
+	fi, err := os.Stat(prog)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return main.cerr("email.sendmail", "%s does not exist: %s", prog, what)
+	case err != nil:
+		return main.cerr("email.sendmail", "%s: %v: %s", prog, err, what)
+	case fi.IsDir():
+		return main.cerr("email.sendmail", "%s is a directory: %s", prog, what)
+	}
+	return main.cerr("email.sendmail", "%s is not executable (mode %s): %s", prog, fi.Mode().Perm(), what)
 }
