@@ -813,3 +813,33 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 	}
 	return nil
 }
+
+// Via says where the alerter's mail goes: its SMTP server, or its
+// sendmail command.
+func (a *Alerter) Via() string {
+	if a.cfg.Sendmail != "" {
+		return fmt.Sprintf("sendmail command %q", a.cfg.Sendmail)
+	}
+	return "SMTP server " + a.cfg.SMTP
+}
+
+// Test mails a test message now, the way alerts go (the same server or
+// command, sender and recipients), past the queue, the rate limit and the
+// retries: what `gosup ctl test-alert` asks for. It is not counted among
+// the alerts' mails. The error names the server or the command.
+func (a *Alerter) Test(ctx context.Context, host, asker string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.Timeout))
+	defer cancel()
+	subject := "gosup: test alert from " + host
+	body := fmt.Sprintf("This is a test mail from gosup on %s, asked for by %s at %s (gosup ctl test-alert).\n\n"+
+		"It went through the %s, to %s, as memmon's alerts do.\n", host, asker, time.Now().Format(time.RFC3339), a.Via(), strings.Join(a.cfg.To, ", "))
+	if err := a.deliver(ctx, subject, body); err != nil {
+		a.log.Warn("test alert not mailed", "via", a.Via(), "err", err)
+		return fmt.Errorf("test alert not mailed through the %s: %w", a.Via(), err)
+	}
+	a.log.Info("test alert mailed", "via", a.Via(), "to", strings.Join(a.cfg.To, ","))
+	return nil
+}
+
+// To is who the alerts go to.
+func (a *Alerter) To() []string { return slices.Clone(a.cfg.To) }

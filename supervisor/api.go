@@ -433,6 +433,38 @@ func (h apiHost) Nginx() (api.NginxStatus, error) {
 
 func (h apiHost) Shutdown() { h.s.requestShutdown() }
 
+// TestAlert mails a test message through the alerter, or, with [email] but
+// no [memmon] (no alerter runs), through one made for it from the same
+// settings.
+func (h apiHost) TestAlert(ctx context.Context) (api.TestAlertReply, error) {
+	s := h.s
+	s.mu.RLock()
+	cfg, alerter := s.cfg, s.alerter
+	s.mu.RUnlock()
+	if cfg.Email == nil {
+		return api.TestAlertReply{}, api.NotFound(fmt.Errorf("%s has no [email] table: alerts are not mailed", cfg.File))
+	}
+	if alerter == nil {
+		alerter = memmon.NewAlerter(*cfg.Email, 0, s.sendmail, s.log.With("component", "alerts"))
+	}
+	host := ""
+	if cfg.Memmon != nil {
+		host = cfg.Memmon.Name
+	}
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	asker := "an unknown client"
+	if cred := peerOf(ctx); cred != nil {
+		asker = fmt.Sprintf("uid %d (pid %d)", cred.Uid, cred.Pid)
+	}
+	reply := api.TestAlertReply{Via: alerter.Via(), To: alerter.To()}
+	if err := alerter.Test(ctx, host, asker); err != nil {
+		return reply, api.Undelivered(err)
+	}
+	return reply, nil
+}
+
 func (h apiHost) ReopenLogs(patterns []string) ([]api.Result, error) {
 	return h.s.ReopenLogs(patterns)
 }

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -584,5 +585,40 @@ smtp = %q
 	if info.AlertsSent != 1 || info.AlertFailures != 1 || info.AlertsRetrying != 0 || info.AlertsGivenUp != 0 || !info.AlertRetryAt.IsZero() {
 		t.Errorf("info: sent %d, failures %d, retrying %d, given up %d, retry at %s",
 			info.AlertsSent, info.AlertFailures, info.AlertsRetrying, info.AlertsGivenUp, info.AlertRetryAt)
+	}
+}
+
+// ctl test-alert's mail goes through the real SMTP server of [email], at
+// once (no coalescing delay, no rate limit), and is not counted among the
+// alerts; one the server refuses is an error naming the server.
+func TestTestAlertOverSMTP(t *testing.T) {
+	srv := smtptest.Start(t)
+	file := memmonConfig(t, program("p", "sleep", 1, ""), fmt.Sprintf(`any = "1GB"
+name = "web-3.test"
+
+[email]
+to = ["ops@example.com"]
+smtp = %q
+rate_limit = "1h"
+`, srv.Addr))
+	cl, _ := startDaemon(t, file)
+	for i := range 2 {
+		reply, err := cl.TestAlert(context.Background())
+		if err != nil || reply.Via != "SMTP server "+srv.Addr || strings.Join(reply.To, ",") != "ops@example.com" {
+			t.Fatalf("test alert %d: %+v, %v", i+1, reply, err)
+		}
+		m := srv.Wait(t, i+1, 30*time.Second)[i]
+		if m.Subject != "gosup: test alert from web-3.test" || !strings.Contains(m.Body, "SMTP server "+srv.Addr) {
+			t.Errorf("mail: %q\n%s", m.Subject, m.Body)
+		}
+	}
+	srv.RefuseNext(1)
+	_, err := cl.TestAlert(context.Background())
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != 502 || !strings.Contains(err.Error(), "smtp "+srv.Addr+": ") || !strings.Contains(err.Error(), "try again later") {
+		t.Errorf("refused test alert: %v", err)
+	}
+	if info := mustInfo(t, cl); info.AlertsSent != 0 || info.AlertFailures != 0 {
+		t.Errorf("test alerts counted as alerts: sent %d, failures %d", info.AlertsSent, info.AlertFailures)
 	}
 }

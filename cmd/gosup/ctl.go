@@ -43,8 +43,29 @@ func newCtlCmd(g *globalFlags) *cobra.Command {
 		newNginxCmd(g),
 		newInfoCmd(g),
 		newUpgradeCmd(g),
+		newTestAlertCmd(g),
 	)
 	return ctl
+}
+
+func newTestAlertCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "test-alert",
+		Short: "Mail a test alert the way memmon's alerts go ([email]: the same server or sendmail command); exit 1, saying why, if it is not taken",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			reply, err := cl.TestAlert(cmd.Context())
+			if err != nil {
+				return clientErr(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "test alert mailed to %s through the %s\n", strings.Join(reply.To, ", "), reply.Via)
+			return nil
+		},
+	}
 }
 
 // clientErr maps a client error to an exit code: a daemon error naming no

@@ -265,6 +265,13 @@ type NginxStatus struct {
 	Servers     int       `json:"servers"`
 }
 
+// TestAlertReply says where the test mail of `ctl test-alert` went: the
+// SMTP server or the sendmail command, and to whom.
+type TestAlertReply struct {
+	Via string   `json:"via"`
+	To  []string `json:"to"`
+}
+
 // ErrorResponse is the body of every non-2xx response.
 type ErrorResponse struct {
 	Error string `json:"error"`

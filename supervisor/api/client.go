@@ -247,6 +247,14 @@ func (c *Client) ReopenLogs(ctx context.Context, patterns ...string) ([]Result, 
 	return out.Results, err
 }
 
+// TestAlert has the daemon mail a test message the way alerts go, and
+// says where it went.
+func (c *Client) TestAlert(ctx context.Context) (TestAlertReply, error) {
+	var out TestAlertReply
+	err := c.do(ctx, http.MethodPost, "/v1/test-alert", nil, struct{}{}, &out)
+	return out, err
+}
+
 // Shutdown asks the daemon to stop everything and exit.
 func (c *Client) Shutdown(ctx context.Context) (Info, error) {
 	var out Info

@@ -56,6 +56,9 @@ type Daemon interface {
 	// Upgrade checks the binary and, if it passes, re-executes the daemon
 	// from it in place after the reply; ctx ends when the client goes away.
 	Upgrade(ctx context.Context, binary string) (UpgradeReply, error)
+	// TestAlert mails a test message the way alerts go, now; an error
+	// that it failed is marked Undelivered.
+	TestAlert(ctx context.Context) (TestAlertReply, error)
 }
 
 // statusError is a daemon's error and the HTTP status it is served with.
@@ -78,6 +81,10 @@ func Refused(err error) error { return &statusError{http.StatusUnprocessableEnti
 
 // Forbidden marks err as a request this client may not make (403).
 func Forbidden(err error) error { return &statusError{http.StatusForbidden, err} }
+
+// Undelivered marks err as a mail that the SMTP server or the sendmail
+// command did not take (502).
+func Undelivered(err error) error { return &statusError{http.StatusBadGateway, err} }
 
 // Unavailable marks err as the daemon unable to take the request now:
 // shutting down, or the client gave up waiting (503).
@@ -115,6 +122,7 @@ func NewHandler(d Daemon, tailFiles int) http.Handler {
 	mux.HandleFunc("POST /v1/reload", s.reload)
 	mux.HandleFunc("POST /v1/reopen-logs", s.reopenLogs)
 	mux.HandleFunc("POST /v1/upgrade", s.upgrade)
+	mux.HandleFunc("POST /v1/test-alert", s.testAlert)
 	return mux
 }
 
@@ -469,6 +477,16 @@ func (s server) reopenLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, ActionResponse{Results: results})
+}
+
+// testAlert mails a test message the way alerts go.
+func (s server) testAlert(w http.ResponseWriter, r *http.Request) {
+	reply, err := s.d.TestAlert(r.Context())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, reply)
 }
 
 func (s server) nginx(w http.ResponseWriter, r *http.Request) {
