@@ -78,7 +78,6 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/rogpeppe/go-internal/txtar"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
 
 // docExempt are the commands shown in the docs that no test runs, by
@@ -631,27 +630,15 @@ func findSub(cmd *cobra.Command, name string) *cobra.Command {
 }
 
 func hasFlag(cmd *cobra.Command, name string) bool {
-	var f *pflag.Flag
 	if long, ok := strings.CutPrefix(name, "--"); ok {
-		f = cmd.Flags().Lookup(long)
-		if f == nil {
-			f = cmd.InheritedFlags().Lookup(long)
-		}
-		if long == "help" || long == "version" {
-			return true
-		}
-	} else if short := strings.TrimPrefix(name, "-"); len(short) == 1 {
-		f = cmd.Flags().ShorthandLookup(short)
-		if f == nil {
-			f = cmd.InheritedFlags().ShorthandLookup(short)
-		}
-		if short == "h" {
-			return true
-		}
-	} else {
+		return long == "help" || long == "version" ||
+			cmd.Flags().Lookup(long) != nil || cmd.InheritedFlags().Lookup(long) != nil
+	}
+	short := strings.TrimPrefix(name, "-")
+	if len(short) != 1 {
 		return true // `-USR2` of kill, a negative number: not a flag of ours
 	}
-	return f != nil
+	return short == "h" || cmd.Flags().ShorthandLookup(short) != nil || cmd.InheritedFlags().ShorthandLookup(short) != nil
 }
 
 // docCmds are the testscript commands for the docs (see the top of this
