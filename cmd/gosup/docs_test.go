@@ -62,7 +62,8 @@ package main
 //
 // Inline code (`gosup ctl tail -f web` in a sentence) is checked more
 // lightly: each span that starts with `gosup ` must name a real command
-// and only flags that command has.
+// and only flags that command has. Every relative link must reach a file,
+// and a #anchor a heading of it.
 
 import (
 	"bytes"
@@ -430,6 +431,84 @@ func TestDocs(t *testing.T) {
 		}
 	}
 	checkInlineCommands(t)
+	checkDocLinks(t)
+}
+
+var (
+	docLinkRE   = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	anchorDrop  = regexp.MustCompile(`[^\p{L}\p{N} _-]`)
+	headingLine = regexp.MustCompile(`^#{1,6} (.*)$`)
+)
+
+// docAnchors are the anchors GitHub gives a markdown file's headings.
+func docAnchors(text string) map[string]bool {
+	anchors := map[string]bool{}
+	inFence := false
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, "```") {
+			inFence = !inFence
+		}
+		if m := headingLine.FindStringSubmatch(l); m != nil && !inFence {
+			a := strings.ReplaceAll(anchorDrop.ReplaceAllString(strings.ToLower(m[1]), ""), " ", "-")
+			for n := 0; ; n++ { // a repeated heading gets -1, -2, ...
+				k := a
+				if n > 0 {
+					k = fmt.Sprintf("%s-%d", a, n)
+				}
+				if !anchors[k] {
+					anchors[k] = true
+					break
+				}
+			}
+		}
+	}
+	return anchors
+}
+
+// checkDocLinks checks every relative link of the docs: the file exists
+// and, for a markdown file, so does the #anchor.
+func checkDocLinks(t *testing.T) {
+	files, err := docFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(filepath.Join(repoRoot, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		inFence := false
+		for n, line := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(line, "```") {
+				inFence = !inFence
+			}
+			if inFence {
+				continue
+			}
+			for _, m := range docLinkRE.FindAllStringSubmatch(line, -1) {
+				link := m[1]
+				if strings.Contains(link, "://") || strings.HasPrefix(link, "mailto:") {
+					continue
+				}
+				path, anchor, _ := strings.Cut(link, "#")
+				target := f
+				if path != "" {
+					target = filepath.Join(filepath.Dir(f), path)
+				}
+				body, err := os.ReadFile(filepath.Join(repoRoot, target))
+				if err != nil {
+					if info, serr := os.Stat(filepath.Join(repoRoot, target)); serr == nil && info.IsDir() {
+						continue
+					}
+					t.Errorf("%s:%d: link %s: %v", f, n+1, link, err)
+					continue
+				}
+				if anchor != "" && strings.HasSuffix(target, ".md") && !docAnchors(string(body))[anchor] {
+					t.Errorf("%s:%d: link %s: %s has no heading with anchor #%s", f, n+1, link, target, anchor)
+				}
+			}
+		}
+	}
 }
 
 func needID(t *testing.T, b docBlock, tg *docTarget, verb string) {
@@ -926,6 +1005,17 @@ func TestDocsHarness(t *testing.T) {
 			if got := c.t.runs(c.cmd); got != c.ok {
 				t.Errorf("runs(%q) = %v, want %v", c.cmd, got, c.ok)
 			}
+		}
+	})
+	t.Run("anchors", func(t *testing.T) {
+		a := docAnchors("# Top\n## conf.d (include)\n## `[supervisor]`\n```sh\n# not a heading\n```\n## Top\n")
+		for _, want := range []string{"top", "confd-include", "supervisor", "top-1"} {
+			if !a[want] {
+				t.Errorf("no anchor %q in %v", want, a)
+			}
+		}
+		if a["not-a-heading"] {
+			t.Errorf("a comment in a fence is not a heading: %v", a)
 		}
 	})
 	t.Run("bench", func(t *testing.T) {
