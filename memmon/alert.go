@@ -208,6 +208,29 @@ type Alerter struct {
 	// for alert_max_uptime. Retrying is how many alerts are held for
 	// another attempt after a failed one.
 	Sent, Failed, Dropped, Filtered, GivenUp, Retrying atomic.Int64
+
+	// next is the alerter this one handed what it held to (HandTo):
+	// Enqueue passes alerts on to it.
+	fwd  sync.Mutex
+	next *Alerter
+}
+
+// HandTo makes this alerter, stopped and its State restored into next,
+// pass on to next what is enqueued from now on (the alerts of restarts
+// that were in flight when a reload replaced it), and what its queue took
+// since State.
+func (a *Alerter) HandTo(next *Alerter) {
+	a.fwd.Lock()
+	defer a.fwd.Unlock()
+	a.next = next
+	for {
+		select {
+		case batch := <-a.queue:
+			next.Enqueue(batch...)
+		default:
+			return
+		}
+	}
 }
 
 // RetryAt is when the alerts held after a failed mail are tried again;
@@ -243,7 +266,8 @@ func retryDelay(n int) time.Duration {
 }
 
 // AlerterState is what an Alerter hands to its successor in the daemon's
-// new image across an in-place upgrade (State, then Restore): plain
+// new image across an in-place upgrade, or in the same image across a
+// reload that changes [memmon] or [email] (State, then Restore): plain
 // values, so that it goes through encoding/json unchanged. It is bounded
 // as the alerter is: at most maxPending (256) alerts held, and the queue's
 // 64 batches of at most 1024 alerts.
@@ -322,6 +346,12 @@ func NewAlerter(cfg Email, maxUptime time.Duration, sendmail SendmailFunc, log *
 // counts each alert lost.
 func (a *Alerter) Enqueue(batch ...Alert) {
 	if len(batch) == 0 {
+		return
+	}
+	a.fwd.Lock()
+	defer a.fwd.Unlock()
+	if a.next != nil {
+		a.next.Enqueue(batch...)
 		return
 	}
 	if len(batch) > maxBatch {
@@ -456,7 +486,7 @@ func (a *Alerter) add(h *held, al Alert, now time.Time) {
 // in the alerter when it returns (for State, or for Run again after a
 // panic), and it says so in the log; those of a send that panicked are
 // counted as dropped. An alerter replaced without State and Restore (as
-// by a reload that changes [memmon] or [email]) does not mail what it
+// by a reload that removes [memmon] or [email]) does not mail what it
 // held: the log says how many.
 func (a *Alerter) Run(ctx context.Context) {
 	rate := time.Duration(a.cfg.RateLimit)
@@ -470,7 +500,7 @@ func (a *Alerter) Run(ctx context.Context) {
 		n := len(a.held.alerts)
 		a.mu.Unlock()
 		if n > 0 {
-			a.log.Warn("alerts held for the next mail when the alerter stopped: mailed by its next run after a panic, or by the alerter an upgrade hands them to; otherwise not mailed", "count", n)
+			a.log.Warn("alerts held for the next mail when the alerter stopped: mailed by its next run after a panic, or by the alerter an upgrade or a reload hands them to; otherwise not mailed", "count", n)
 		}
 	}()
 	timer := time.NewTimer(time.Hour)

@@ -921,3 +921,21 @@ func TestAlerterHandsOverItsRetry(t *testing.T) {
 		}
 	})
 }
+
+// An alerter handed over (a reload) passes on what is enqueued to it
+// afterwards, and what its queue took since State, to the next one.
+func TestAlerterHandToForwards(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		box := &mailbox{}
+		old := NewAlerter(sendmailConfig(), 0, box.sendmail, quiet()) // stopped: not running
+		old.Enqueue(testAlert("web:web_01", time.Minute))             // in its queue, after State
+		next := runAlerter(t, sendmailConfig(), 0, box.sendmail)
+		old.HandTo(next)
+		old.Enqueue(testAlert("web:web_02", time.Minute)) // a restart that was in flight
+		time.Sleep(Coalesce)
+		synctest.Wait()
+		if got := box.got(); len(got) != 1 || !strings.Contains(got[0], "2 restarts of 2 processes") || next.Sent.Load() != 1 {
+			t.Errorf("mails %q, sent %d", got, next.Sent.Load())
+		}
+	})
+}

@@ -622,3 +622,62 @@ rate_limit = "1h"
 		t.Errorf("test alerts counted as alerts: sent %d, failures %d", info.AlertsSent, info.AlertFailures)
 	}
 }
+
+// The alerts of a mail that failed are held for a retry; fixing [email]
+// and reloading mails them through the new settings (the retry is handed
+// to the new alerter, with the counters), at the retry's time.
+func TestMemmonReloadFixedEmailMailsTheRetry(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "mail.txt")
+	failing, good := filepath.Join(dir, "failing"), filepath.Join(dir, "good")
+	if err := os.WriteFile(failing, []byte("#!/bin/sh\ncat > /dev/null\necho 'no route to the mail hub' >&2\nexit 75\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(good, []byte("#!/bin/sh\ncat > "+out+".tmp\nmv "+out+".tmp "+out+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	body := func(sendmail string) string {
+		return program("hog", "hog-once 128 "+filepath.Join(dir, "flag")+" "+filepath.Join(dir, "pid"), 1, "") + fmt.Sprintf(`
+[memmon]
+interval = "200ms"
+samples = 3
+any = "80MB"
+
+[email]
+to = ["ops@example.com"]
+sendmail = "%s -t -i"
+`, sendmail)
+	}
+	file := writeConfig(t, body(failing))
+	cl, _ := startDaemon(t, file)
+	var info api.Info
+	for deadline := time.Now().Add(60 * time.Second); info.AlertsRetrying < 1; time.Sleep(20 * time.Millisecond) {
+		if info = mustInfo(t, cl); time.Now().After(deadline) {
+			t.Fatalf("no alert held for a retry within 60s: %+v", info)
+		}
+	}
+	if info.AlertFailures != 1 || info.AlertRetryAt.IsZero() {
+		t.Errorf("after the failed mail: failures %d, retry at %s", info.AlertFailures, info.AlertRetryAt)
+	}
+	rewriteConfig(t, file, body(good))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := cl.Reload(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	for deadline := time.Now().Add(60 * time.Second); len(b) == 0; time.Sleep(20 * time.Millisecond) {
+		if b, _ = os.ReadFile(out); time.Now().After(deadline) {
+			t.Fatal("the held alert was not mailed within 60s of the reload that fixed [email]")
+		}
+	}
+	if !strings.Contains(string(b), "Subject: memmon: hog:hog_0 restarted") {
+		t.Errorf("mail:\n%s", b)
+	}
+	for deadline := time.Now().Add(30 * time.Second); info.AlertsSent < 1 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		info = mustInfo(t, cl)
+	}
+	if info.AlertsSent != 1 || info.AlertFailures != 1 || info.AlertsRetrying != 0 {
+		t.Errorf("after the reload: sent %d, failures %d (carried over), retrying %d", info.AlertsSent, info.AlertFailures, info.AlertsRetrying)
+	}
+}

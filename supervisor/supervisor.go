@@ -156,7 +156,11 @@ type Supervisor struct {
 	watchdog   *memmon.Watchdog  // nil without [memmon]
 	alerter    *memmon.Alerter   // nil without [email]
 	stopMemmon func()
-	lastReload api.ReloadStatus
+	// stopAlerter stops the alerter alone (and waits for it), so that a
+	// reload hands what it holds to the next one; stopMemmon stops it too.
+	// nil without an alerter.
+	stopAlerter func()
+	lastReload  api.ReloadStatus
 
 	// down names the processes (group:process) rendered down in nginx:
 	// draining before a planned stop, or not yet ready. Guarded by downMu,
@@ -628,12 +632,22 @@ func (s *Supervisor) startMemmonFrom(cfg *config.Config, prev <-chan struct{}, w
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var alerter *memmon.Alerter
+	var stopAlerter func()
 	if cfg.Email != nil {
 		alerter = memmon.NewAlerter(*cfg.Email, cfg.Memmon.AlertMaxUptime, s.sendmail, s.log.With("component", "alerts"))
 		if as != nil {
 			alerter.Restore(*as)
 		}
-		wg.Go(func() { s.guard.Run(ctx, "alerter", alerter.Run) })
+		actx, acancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.guard.Run(actx, "alerter", alerter.Run)
+		}()
+		stopAlerter = func() {
+			acancel()
+			<-done
+		}
 	}
 	watchdog := memmon.New(*cfg.Memmon, memmonHost{s}, alerter, "/proc", s.log)
 	watchdog.Guard = s.guard
@@ -646,9 +660,12 @@ func (s *Supervisor) startMemmonFrom(cfg *config.Config, prev <-chan struct{}, w
 	wg.Go(func() { s.guard.Run(ctx, "memmon", watchdog.Run) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.watchdog, s.alerter = watchdog, alerter
+	s.watchdog, s.alerter, s.stopAlerter = watchdog, alerter, stopAlerter
 	s.stopMemmon = func() {
 		cancel()
+		if stopAlerter != nil {
+			stopAlerter()
+		}
 		wg.Wait()
 		waitPrev()
 	}
@@ -658,17 +675,42 @@ func (s *Supervisor) startMemmonFrom(cfg *config.Config, prev <-chan struct{}, w
 // not wait for the old watchdog's restarts in flight (one may be a stop of
 // stopwaitsecs = 600): they end on their own, in their programs' lanes,
 // and shutdown waits for them with the new watchdog.
+//
+// The alerter, though, is stopped at once and hands what it holds (the
+// alerts waiting for a mail or for a retry, the rate limiting, its
+// counters) to the next one, so that fixing [email] and reloading mails
+// them; the alerts the old watchdog's restarts in flight hand to it go on
+// to the next one.
 func (s *Supervisor) swapMemmon(next *config.Config) {
 	s.mu.Lock()
-	stop := s.stopMemmon
-	s.watchdog, s.alerter, s.stopMemmon = nil, nil, func() {}
+	stop, stopAlerter, old := s.stopMemmon, s.stopAlerter, s.alerter
+	s.watchdog, s.alerter, s.stopMemmon, s.stopAlerter = nil, nil, func() {}, nil
 	s.mu.Unlock()
+	var held *memmon.AlerterState
+	if old != nil {
+		stopAlerter()
+		st := old.State()
+		held = &st
+	}
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
 		stop()
 	}()
-	s.startMemmon(next, stopped)
+	s.startMemmonFrom(next, stopped, nil, held)
+	if old == nil {
+		return
+	}
+	s.mu.RLock()
+	alerter := s.alerter
+	s.mu.RUnlock()
+	if alerter != nil {
+		old.HandTo(alerter)
+		return
+	}
+	if n := len(held.Held) + len(held.Queue); n > 0 {
+		s.log.Warn("alerts not mailed: the reload removed [email] or [memmon]", "batches", len(held.Queue), "held", len(held.Held))
+	}
 }
 
 // nginxSettings is what the nginx manager needs of a validated [nginx] table.
