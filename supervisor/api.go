@@ -44,6 +44,10 @@ func (h apiHost) Info() api.Info {
 	info.UpgradedFrom = s.up.from.Version
 	info.UpgradeFailures, info.LastUpgradeError = s.up.failures, s.up.lastErr
 	s.up.mu.Unlock()
+	if m := s.currentNginx(); m != nil {
+		st := api.NginxStatus(m.Status())
+		info.Nginx = &st
+	}
 	if watchdog != nil {
 		info.MemmonRestarts = watchdog.Restarts.Load()
 	}

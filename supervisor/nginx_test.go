@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosup/gosup/procgroup/guard/guardtest"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
 	"github.com/gosup/gosup/supervisor/nginx"
@@ -54,6 +55,15 @@ func (n *testNginx) args(extra ...string) string {
 
 func startNginx(t *testing.T) *testNginx {
 	t.Helper()
+	n := prepareNginx(t)
+	n.start(t)
+	return n
+}
+
+// prepareNginx writes a real nginx's prefix, config and include file in a
+// temp dir, without starting it (start does).
+func prepareNginx(t *testing.T) *testNginx {
+	t.Helper()
 	bin := needTool(t, "nginx", "nginx")
 	prefix, err := os.MkdirTemp("", "ngx")
 	if err != nil {
@@ -84,6 +94,14 @@ http {
 	if err := os.WriteFile(n.include, []byte("# empty until gosup writes it\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return n
+}
+
+// start runs nginx in the foreground (its own process group) until the
+// test ends, and returns once it has written its pid file.
+func (n *testNginx) start(t *testing.T) {
+	t.Helper()
+	bin, prefix := n.bin, n.prefix
 	logf, err := os.Create(filepath.Join(prefix, "stderr.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -101,8 +119,8 @@ http {
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := os.Stat(filepath.Join(prefix, "nginx.pid")); err == nil {
-			return n
+		if b, err := os.ReadFile(filepath.Join(prefix, "nginx.pid")); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			return
 		}
 		select {
 		case ex := <-exitC:
@@ -179,7 +197,14 @@ listen = "127.0.0.1:%d"
 
 func waitNginx(t *testing.T, cl *api.Client, reloads int) api.NginxStatus {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	return waitNginxWithin(t, cl, reloads, 15*time.Second)
+}
+
+// waitNginxWithin waits up to d for an ok nginx status with at least
+// reloads reloads.
+func waitNginxWithin(t *testing.T, cl *api.Client, reloads int, d time.Duration) api.NginxStatus {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		st, err := cl.Nginx(context.Background())
 		if err == nil && st.OK && st.Reloads >= reloads {
@@ -477,5 +502,81 @@ func TestNginxSettingsCopiesEverything(t *testing.T) {
 		if src := reflect.ValueOf(n).FieldByName(name); !src.IsValid() || !reflect.DeepEqual(src.Interface(), got.Field(i).Interface()) {
 			t.Errorf("nginx.Settings.%s: config.Nginx has no such field with that value", name)
 		}
+	}
+}
+
+// gosup started before nginx (its pid file empty, as a failed or pending
+// start leaves it): the file is written and tested, the status says nginx
+// is not running, with the true server count, and the log says so once, at
+// WARN, over several retries (no ERROR, no nginx "invalid PID number").
+// Once nginx runs, gosup reloads it and the status is ok; a daemon
+// restarted on the same configuration (the file unchanged) still counts
+// the servers in the file.
+func TestNginxStartedAfterGosup(t *testing.T) {
+	n := prepareNginx(t)
+	pidfile := filepath.Join(n.prefix, "nginx.pid")
+	if err := os.WriteFile(pidfile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	base := freePortRange(t, 3)
+	cfg, err := config.Load(webConfig(t, n, dir, 3, base, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &guardtest.LogBuffer{}
+	var w io.Writer = logs
+	if testing.Verbose() {
+		w = io.MultiWriter(logs, os.Stderr)
+	}
+	_, cl, stop := runDaemon(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(w, nil))})
+
+	// Three attempts (the first and two retries), each seen failing.
+	var st api.NginxStatus
+	attempts := map[time.Time]bool{}
+	for deadline := time.Now().Add(60 * time.Second); len(attempts) < 3; time.Sleep(50 * time.Millisecond) {
+		if st, err = cl.Nginx(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if !st.LastAttempt.IsZero() {
+			attempts[st.LastAttempt] = true
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want 3 attempts to reload nginx, saw %d: %+v", len(attempts), st)
+		}
+	}
+	want := "nginx is not running: " + n.include + " written and checked; it will be reloaded once nginx runs"
+	if st.OK || !strings.HasPrefix(st.Error, want) || st.Servers != 3 {
+		t.Errorf("status while nginx is not running: want not ok, %q, 3 servers; have %+v", want, st)
+	}
+	if rendered, _ := os.ReadFile(n.include); bytes.Count(rendered, []byte("    server 127.0.0.1:")) != 3 {
+		t.Errorf("rendered file:\n%s", rendered)
+	}
+	text := logs.String()
+	if c := strings.Count(text, "nginx is not running"); c != 1 || !strings.Contains(text, "level=WARN msg=\""+want+"\"") {
+		t.Errorf("want one WARN line %q, have %d:\n%s", want, c, text)
+	}
+	if strings.Contains(text, "level=ERROR") || strings.Contains(text, "invalid PID number") {
+		t.Errorf("the log has an ERROR or nginx's pid complaint:\n%s", text)
+	}
+
+	n.start(t)
+	st = waitNginxWithin(t, cl, 1, 60*time.Second)
+	if st.Servers != 3 || st.Error != "" {
+		t.Errorf("status once nginx runs: %+v", st)
+	}
+	waitListening(t, base, 3)
+	if seen := portsBehind(t, fmt.Sprintf("http://127.0.0.1:%d/", n.port), 3); len(seen) != 3 {
+		t.Errorf("through nginx, want 3 backends, saw %v", seen)
+	}
+
+	// The same configuration again: the file is unchanged, nothing is
+	// reloaded, and the status still counts its servers.
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, cl2, _ := runDaemon(t, cfg, Options{})
+	if st := waitNginx(t, cl2, 0); st.Servers != 3 {
+		t.Errorf("status after a restart on an unchanged file: want 3 servers, have %+v", st)
 	}
 }

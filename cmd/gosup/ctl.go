@@ -641,6 +641,9 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 				last = "FAILED at " + r.At.Format(time.DateTime) + ": " + r.Error
 			}
 			fmt.Fprintf(out, "last reload:     %s\n", last)
+			if n := info.Nginx; n != nil {
+				fmt.Fprintf(out, "nginx:           %s, %s servers in %s\n", nginxState(*n), nginxServers(*n), n.Output)
+			}
 			dropped := "none"
 			if info.LogDroppedBytes > 0 || info.LogsFailing > 0 {
 				dropped = fmt.Sprintf("%d bytes by %d processes", info.LogDroppedBytes, info.LogDroppedProcesses)

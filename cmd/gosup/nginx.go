@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"time"
+
+	"github.com/gosup/gosup/supervisor/api"
 
 	"github.com/spf13/cobra"
 )
@@ -49,11 +52,7 @@ func newNginxCmd(g *globalFlags) *cobra.Command {
 			if asJSON {
 				return printJSON(out, st)
 			}
-			state := "ok"
-			if !st.OK {
-				state = "FAILED"
-			}
-			fmt.Fprintf(out, "output:   %s\nstate:    %s\nservers:  %d\nreloads:  %d\nfailures: %d\n", st.Output, state, st.Servers, st.Reloads, st.Failures)
+			fmt.Fprintf(out, "output:   %s\nstate:    %s\nservers:  %s\nreloads:  %d\nfailures: %d\n", st.Output, nginxState(st), nginxServers(st), st.Reloads, st.Failures)
 			if !st.LastChange.IsZero() {
 				fmt.Fprintf(out, "changed:  %s\n", st.LastChange.Format(time.DateTime))
 			}
@@ -71,4 +70,27 @@ func newNginxCmd(g *globalFlags) *cobra.Command {
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+// nginxState is the one word for an nginx status: ok, FAILED, or "not
+// running" while the file is written and nginx is not there to load it.
+func nginxState(st api.NginxStatus) string {
+	switch {
+	case st.OK:
+		return "ok"
+	case st.NotRunning:
+		return "not running (the file is written; nginx is reloaded once it runs)"
+	case st.LastAttempt.IsZero():
+		return "pending"
+	}
+	return "FAILED"
+}
+
+// nginxServers is the count of servers in the file, and how many of them
+// are marked down.
+func nginxServers(st api.NginxStatus) string {
+	if st.Down > 0 {
+		return fmt.Sprintf("%d (%d down)", st.Servers, st.Down)
+	}
+	return strconv.Itoa(st.Servers)
 }

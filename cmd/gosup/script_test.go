@@ -246,19 +246,29 @@ func cmdWaitfile(ts *testscript.TestScript, neg bool, args []string) {
 }
 
 // cmdWaitNginx polls the daemon on SOCKET until its last nginx update has
-// the outcome ok or failed. It fails after 15s.
+// the outcome ok or failed, or says nginx is not running (notrunning). It
+// fails after 30s.
 //
-//	waitnginx SOCKET ok|failed
+//	waitnginx SOCKET ok|failed|notrunning
 func cmdWaitNginx(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 2 || (args[1] != "ok" && args[1] != "failed") {
-		ts.Fatalf("usage: waitnginx SOCKET ok|failed")
+	if neg || len(args) != 2 || (args[1] != "ok" && args[1] != "failed" && args[1] != "notrunning") {
+		ts.Fatalf("usage: waitnginx SOCKET ok|failed|notrunning")
 	}
 	cl := api.NewClient(ts.MkAbs(args[0]))
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st, err := cl.Nginx(context.Background())
-		if err == nil && !st.LastAttempt.IsZero() && st.OK == (args[1] == "ok") {
-			return
+		if err == nil && !st.LastAttempt.IsZero() {
+			switch args[1] {
+			case "ok", "failed":
+				if st.OK == (args[1] == "ok") {
+					return
+				}
+			case "notrunning":
+				if st.NotRunning {
+					return
+				}
+			}
 		}
 		if time.Now().After(deadline) {
 			ts.Fatalf("nginx never %s: %+v %v", args[1], st, err)

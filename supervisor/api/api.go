@@ -120,6 +120,8 @@ type Info struct {
 	Tails        int   `json:"tails"`
 	TailFilesMax int   `json:"tail_files_max"`
 	TailsRefused int64 `json:"tails_refused"`
+	// Nginx is the last nginx update's outcome (nil without [nginx]).
+	Nginx *NginxStatus `json:"nginx,omitempty"`
 	// memmon's counters (zero without [memmon] / [email]): the mails
 	// sent, the attempts that failed, the alerts held for another attempt
 	// now (the next at AlertRetryAt), those given up (not mailed after
@@ -262,7 +264,13 @@ type NginxStatus struct {
 	Reloads     int       `json:"reloads"`
 	Failures    int       `json:"failures"`
 	RetryAt     time.Time `json:"retry_at,omitzero"` // a failed reload is retried then
-	Servers     int       `json:"servers"`
+	// Servers is how many servers the file on disk has, Down of them
+	// marked down.
+	Servers int `json:"servers"`
+	Down    int `json:"down,omitempty"`
+	// NotRunning: the file is written and tested, but nginx is not
+	// running; it is reloaded once it runs.
+	NotRunning bool `json:"not_running,omitempty"`
 }
 
 // TestAlertReply says where the test mail of `ctl test-alert` went: the

@@ -45,7 +45,15 @@ type Status struct {
 	Reloads     int       `json:"reloads"`
 	Failures    int       `json:"failures"`
 	RetryAt     time.Time `json:"retry_at"` // a failed reload is retried then
-	Servers     int       `json:"servers"`
+	// Servers is how many servers the file on disk has (Down of them
+	// marked down): it is counted when an update writes the file, or
+	// finds it already as rendered, whether or not nginx then reloads.
+	Servers int `json:"servers"`
+	Down    int `json:"down,omitempty"`
+	// NotRunning says the last reload failed because nginx is not running
+	// (no pid, or no such process): the file is written and tested, and
+	// nginx is reloaded at the next retry after it starts.
+	NotRunning bool `json:"not_running,omitempty"`
 }
 
 // State is what a Manager hands to its successor in the daemon's new image
@@ -109,10 +117,13 @@ type submission struct {
 	waiters  []chan<- error
 }
 
-// Backoff of reload retries.
+// Backoff of reload retries. While nginx is not running, retries come at
+// least every retryNotRunning, so that a freshly started nginx is reloaded
+// (and the status says so) soon after.
 const (
-	retryMin = time.Second
-	retryMax = time.Minute
+	retryMin        = time.Second
+	retryMax        = time.Minute
+	retryNotRunning = 10 * time.Second
 )
 
 // New makes a manager for s that runs its commands through rp; nothing
@@ -324,10 +335,26 @@ func (m *Manager) run(ctx context.Context) {
 			m.status.RetryAt = time.Time{}
 		}
 		m.mu.Unlock()
-		if err != nil && needRetry {
+		// One line for each outcome worth one: an update refused, a
+		// reload failed, nginx found not running (said once, until it
+		// runs), nginx running again.
+		var nr *notRunningError
+		switch {
+		case errors.As(err, &nr):
+			if nr.first {
+				m.log.Warn(nr.Error())
+			}
+		case err != nil && needRetry:
 			m.log.Warn("nginx reload failed; will retry", "in", delay, "err", err)
+		case err != nil:
+			m.log.Error("nginx not updated", "err", err)
+		}
+		if err != nil && needRetry {
 			retry.Reset(delay)
 			delay = min(delay*2, retryMax)
+			if nr != nil {
+				delay = min(delay, retryNotRunning)
+			}
 			keep()
 		}
 	}
@@ -337,9 +364,14 @@ func (m *Manager) run(ctx context.Context) {
 // reload is owed), writes it atomically, tests it, restores the previous
 // file if the test fails, and reloads nginx if it passes.
 func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err error) {
-	servers := 0
+	servers, down := 0, 0
 	for _, u := range d.Upstreams {
 		servers += len(u.Servers)
+		for _, sv := range u.Servers {
+			if sv.State == "down" {
+				down++
+			}
+		}
 	}
 	m.mu.Lock()
 	reloadNeeded := m.reloadNeeded
@@ -350,10 +382,16 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 		m.status.LastAttempt = time.Now() // when the outcome is known
 		m.status.OK = err == nil
 		m.status.Error = ""
+		var nr *notRunningError
+		if errors.As(err, &nr) && !nr.first {
+			// Still not running: the same failure, not a new one.
+			m.status.Error = err.Error()
+			return
+		}
+		m.status.NotRunning = nr != nil
 		if err != nil {
 			m.status.Error = err.Error()
 			m.status.Failures++
-			m.log.Error("nginx not updated", "err", err)
 		}
 	}()
 
@@ -368,6 +406,7 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 	}
 	if existed && bytes.Equal(old, out) && !reloadNeeded {
 		m.log.Debug("nginx configuration unchanged", "output", n.Output)
+		m.setServers(servers, down)
 		return nil
 	}
 	if !bytes.Equal(old, out) || !existed {
@@ -385,22 +424,82 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 			}
 		}
 	}
+	// The file on disk is this rendering from here on.
+	m.setServers(servers, down)
 	if n.ReloadCommand != "" {
-		if _, err := procgroup.RunCommand(ctx, m.rp, n.ReloadCommand, nil, n.CommandTimeout); err != nil {
+		if text, err := procgroup.RunCommand(ctx, m.rp, n.ReloadCommand, nil, n.CommandTimeout); err != nil {
 			m.mu.Lock()
 			m.reloadNeeded = true
+			already := m.status.NotRunning
 			m.mu.Unlock()
+			if notRunning(text) {
+				return &notRunningError{output: n.Output, tested: n.TestCommand != "", first: !already, err: err}
+			}
 			return fmt.Errorf("configuration written and tested, but reload failed: %w", err)
 		}
 	}
 	m.mu.Lock()
 	m.reloadNeeded = false
+	wasDown := m.status.NotRunning
+	m.status.NotRunning = false
 	m.status.Reloads++
 	m.status.LastChange = time.Now()
-	m.status.Servers = servers
 	m.mu.Unlock()
-	m.log.Info("nginx updated", "output", n.Output, "servers", servers)
+	if wasDown {
+		m.log.Info("nginx is running: reloaded", "output", n.Output, "servers", servers)
+	} else {
+		m.log.Info("nginx updated", "output", n.Output, "servers", servers)
+	}
 	return nil
+}
+
+// setServers records what the file on disk holds.
+func (m *Manager) setServers(servers, down int) {
+	m.mu.Lock()
+	m.status.Servers, m.status.Down = servers, down
+	m.mu.Unlock()
+}
+
+// notRunningError is a reload that failed because nginx is not running:
+// the file is written (and tested), and nginx loads it when it starts, or
+// at the next retry after. first says the previous attempt did not find
+// nginx down: only then is it logged and counted.
+type notRunningError struct {
+	output string
+	tested bool
+	first  bool
+	err    error // the reload command's failure, with nginx's own words
+}
+
+func (e *notRunningError) Error() string {
+	done := "written"
+	if e.tested {
+		done = "written and checked"
+	}
+	return fmt.Sprintf("nginx is not running: %s %s; it will be reloaded once nginx runs", e.output, done)
+}
+
+func (e *notRunningError) Unwrap() error { return e.err }
+
+// notRunningSigns are what a reload command prints when there is no nginx
+// to signal: `nginx -s reload` with an empty pid file, no pid file or a
+// stale pid, and `systemctl reload nginx` with the unit stopped.
+var notRunningSigns = [][]byte{
+	[]byte(`invalid PID number`),
+	[]byte(`.pid" failed (2: No such file or directory)`),
+	[]byte(`failed (3: No such process)`),
+	[]byte(`is not active, cannot reload`),
+}
+
+// notRunning reports whether a failed reload command's output says nginx
+// is not running.
+func notRunning(output []byte) bool {
+	for _, s := range notRunningSigns {
+		if bytes.Contains(output, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func restore(path string, old []byte, existed bool) error {
