@@ -580,3 +580,92 @@ func TestNginxStartedAfterGosup(t *testing.T) {
 		t.Errorf("status after a restart on an unchanged file: want 3 servers, have %+v", st)
 	}
 }
+
+// The default template's forwarded headers reach the app under the names
+// it reads (a WSGI app: HTTP_X_FORWARDED_PROTO in its environ), with
+// nginx's values, not what the client sent: a real nginx in front of a
+// real uwsgi running a WSGI app that echoes its environ, and of an HTTP
+// child that echoes its request headers.
+func TestForwardedHeadersReachTheApp(t *testing.T) {
+	for _, protocol := range []string{"uwsgi", "http"} {
+		t.Run(protocol, func(t *testing.T) {
+			n := startNginx(t)
+			port := freePort(t)
+			command := fmt.Sprintf(`"%s http"`+"\n"+helperEnv, os.Args[0])
+			path := "/headers"
+			if protocol == "uwsgi" {
+				uwsgi := needTool(t, "uwsgi", "uwsgi-core uwsgi-plugin-python3")
+				app, err := filepath.Abs("testdata/wsgi_environ.py")
+				if err != nil {
+					t.Fatal(err)
+				}
+				command = fmt.Sprintf(`"%s --plugin python3 --socket 127.0.0.1:%%(port)d --processes 1 --wsgi-file %s --need-app --disable-logging"`+"\nstopsignal = \"QUIT\"", uwsgi, app)
+				path = "/environ"
+			}
+			file := writeConfig(t, fmt.Sprintf(`
+[program.web]
+command = %s
+port_start = %d
+startsecs = 0
+upstream = "web"
+
+[nginx]
+output = %q
+test_command = %q
+reload_command = %q
+
+[nginx.upstream.web]
+protocol = %q
+listen = "127.0.0.1:%d"
+server_name = "app.test"
+`, command, port, n.include, n.args("-t", "-q"), n.args("-s", "reload"), protocol, n.port))
+			cl, _ := startDaemon(t, file)
+			waitNginx(t, cl, 1)
+			waitListening(t, port, 1)
+			req, err := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d%s", n.port, path), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = "app.test"
+			// What a client may claim: nginx must replace or extend it.
+			req.Header.Set("X-Forwarded-Proto", "https")
+			req.Header.Set("X-Real-IP", "203.0.113.7")
+			req.Header.Set("X-Forwarded-For", "203.0.113.9")
+			resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				errlog, _ := os.ReadFile(filepath.Join(n.prefix, "error.log"))
+				t.Fatalf("through nginx: %s\n%s\nnginx error.log:\n%s", resp.Status, body, errlog)
+			}
+			env := map[string]string{}
+			for line := range strings.Lines(string(body)) {
+				if k, v, ok := strings.Cut(strings.TrimSuffix(line, "\n"), "="); ok {
+					env[k] = v
+				}
+			}
+			for k, want := range map[string]string{
+				"HTTP_HOST":              "app.test",
+				"HTTP_X_FORWARDED_PROTO": "http",
+				"HTTP_X_REAL_IP":         "127.0.0.1",
+				"HTTP_X_FORWARDED_FOR":   "203.0.113.9, 127.0.0.1",
+			} {
+				if env[k] != want {
+					t.Errorf("%s: want %q, have %q", k, want, env[k])
+				}
+			}
+			for _, k := range []string{"Host", "X-Real-IP", "X-Forwarded-For", "X-Forwarded-Proto"} {
+				if v, ok := env[k]; ok {
+					t.Errorf("the app sees %s=%q: a name no WSGI app reads", k, v)
+				}
+			}
+			if t.Failed() {
+				rendered, _ := os.ReadFile(n.include)
+				t.Logf("the app saw:\n%s\nrendered:\n%s", body, rendered)
+			}
+		})
+	}
+}

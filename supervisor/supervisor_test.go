@@ -114,6 +114,13 @@ func helperMain(args []string) int {
 		port := os.Getenv("PORT")
 		pid := os.Getpid()
 		err := http.ListenAndServe("127.0.0.1:"+port, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/headers" { // the request's headers, as Go's CGI names them
+				fmt.Fprintf(w, "HTTP_HOST=%s\n", r.Host)
+				for k, v := range r.Header {
+					fmt.Fprintf(w, "HTTP_%s=%s\n", strings.ReplaceAll(strings.ToUpper(k), "-", "_"), strings.Join(v, ", "))
+				}
+				return
+			}
 			fmt.Fprintf(w, "port %s pid %d\n", port, pid)
 		}))
 		fmt.Fprintln(os.Stderr, err)
