@@ -78,6 +78,8 @@ func nginxState(st api.NginxStatus) string {
 	switch {
 	case st.OK:
 		return "ok"
+	case st.NotInstalled:
+		return "not installed (the file is written, not checked; checked and nginx reloaded once it is there)"
 	case st.NotRunning:
 		return "not running (the file is written; nginx is reloaded once it runs)"
 	case st.LastAttempt.IsZero():

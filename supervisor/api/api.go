@@ -271,6 +271,9 @@ type NginxStatus struct {
 	// NotRunning: the file is written and tested, but nginx is not
 	// running; it is reloaded once it runs.
 	NotRunning bool `json:"not_running,omitempty"`
+	// NotInstalled: nginx is not running because its program (the test or
+	// reload command's) is not there; the file is written, not tested.
+	NotInstalled bool `json:"not_installed,omitempty"`
 }
 
 // TestAlertReply says where the test mail of `ctl test-alert` went: the

@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"os/exec"
 	"sync"
 	"time"
 
@@ -54,6 +56,9 @@ type Status struct {
 	// (no pid, or no such process): the file is written and tested, and
 	// nginx is reloaded at the next retry after it starts.
 	NotRunning bool `json:"not_running,omitempty"`
+	// NotInstalled: not running because the test or reload command's
+	// program is not there (the file is written, not tested).
+	NotInstalled bool `json:"not_installed,omitempty"`
 }
 
 // State is what a Manager hands to its successor in the daemon's new image
@@ -67,6 +72,9 @@ type State struct {
 	// update of Last at Status.RetryAt (at once if that has passed),
 	// without waiting for a submission.
 	ReloadNeeded bool `json:"reload_needed"`
+	// TestNeeded says the file on disk was written without its test (the
+	// test command's program was not there): the retry tests it first.
+	TestNeeded bool `json:"test_needed,omitempty"`
 	// RetryDelay is the backoff after the next failed retry (0: the
 	// least, 1 s).
 	RetryDelay time.Duration `json:"retry_delay,omitempty"`
@@ -103,6 +111,7 @@ type Manager struct {
 	pending      *submission
 	status       Status
 	reloadNeeded bool // the file on disk passed the test but nginx has not loaded it
+	untested     bool // the file on disk was written while the test command could not run
 	// last is the update last applied or tried, retried while a reload
 	// is owed, and delay the backoff after its next failed retry: run's,
 	// kept here for State and Restore.
@@ -191,7 +200,7 @@ func (m *Manager) Submit(d templates.Data, done chan<- error) {
 func (m *Manager) State() State {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := State{Status: m.status, ReloadNeeded: m.reloadNeeded, RetryDelay: m.delay}
+	st := State{Status: m.status, ReloadNeeded: m.reloadNeeded, TestNeeded: m.untested, RetryDelay: m.delay}
 	if m.last != nil {
 		d := m.last.data
 		st.Last = &d
@@ -215,6 +224,7 @@ func (m *Manager) Restore(st State) {
 	m.status = st.Status
 	m.status.Output = m.settings.Output
 	m.reloadNeeded = st.ReloadNeeded
+	m.untested = st.TestNeeded
 	m.delay = st.RetryDelay
 	m.last = nil
 	if st.Last != nil {
@@ -389,6 +399,7 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 			return
 		}
 		m.status.NotRunning = nr != nil
+		m.status.NotInstalled = nr != nil && nr.missing != ""
 		if err != nil {
 			m.status.Error = err.Error()
 			m.status.Failures++
@@ -409,10 +420,24 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 		m.setServers(servers, down)
 		return nil
 	}
-	if !bytes.Equal(old, out) || !existed {
+	changed := !bytes.Equal(old, out) || !existed
+	if changed {
 		if err := atomicfile.Write(n.Output, out); err != nil {
 			return err
 		}
+	}
+	m.mu.Lock()
+	untested := m.untested
+	m.mu.Unlock()
+	// Without nginx there is nothing to test or reload: the file is
+	// written, and both are done once nginx is there.
+	for _, c := range []string{n.TestCommand, n.ReloadCommand} {
+		if prog := missingProgram(c); prog != "" {
+			m.setServers(servers, down)
+			return m.notRunning(&notRunningError{output: n.Output, missing: prog}, changed || untested, nil)
+		}
+	}
+	if changed || untested {
 		if n.TestCommand != "" {
 			if text, err := procgroup.RunCommand(ctx, m.rp, n.TestCommand, nil, n.CommandTimeout); err != nil {
 				if rerr := restore(n.Output, old, existed); rerr != nil {
@@ -423,25 +448,27 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 				m.log.Debug("nginx test passed", "output", string(text))
 			}
 		}
+		m.mu.Lock()
+		m.untested = false
+		m.mu.Unlock()
 	}
 	// The file on disk is this rendering from here on.
 	m.setServers(servers, down)
 	if n.ReloadCommand != "" {
 		if text, err := procgroup.RunCommand(ctx, m.rp, n.ReloadCommand, nil, n.CommandTimeout); err != nil {
+			if notRunning(text) {
+				return m.notRunning(&notRunningError{output: n.Output, tested: n.TestCommand != ""}, false, err)
+			}
 			m.mu.Lock()
 			m.reloadNeeded = true
-			already := m.status.NotRunning
 			m.mu.Unlock()
-			if notRunning(text) {
-				return &notRunningError{output: n.Output, tested: n.TestCommand != "", first: !already, err: err}
-			}
 			return fmt.Errorf("configuration written and tested, but reload failed: %w", err)
 		}
 	}
 	m.mu.Lock()
 	m.reloadNeeded = false
 	wasDown := m.status.NotRunning
-	m.status.NotRunning = false
+	m.status.NotRunning, m.status.NotInstalled = false, false
 	m.status.Reloads++
 	m.status.LastChange = time.Now()
 	m.mu.Unlock()
@@ -451,6 +478,36 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 		m.log.Info("nginx updated", "output", n.Output, "servers", servers)
 	}
 	return nil
+}
+
+// notRunning records that nginx is not there to load the file (not
+// running, or not installed): a reload is owed, and a test too when
+// untested. The error is logged and counted only when the last attempt
+// did not end the same way.
+func (m *Manager) notRunning(e *notRunningError, untested bool, cause error) error {
+	e.err = cause
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reloadNeeded = true
+	m.untested = m.untested || untested
+	e.first = !m.status.NotRunning || m.status.Error != e.Error()
+	return e
+}
+
+// missingProgram returns the program command runs when it is not to be
+// found (not in $PATH, or no such file), "" otherwise.
+func missingProgram(command string) string {
+	if command == "" {
+		return ""
+	}
+	argv, err := procgroup.CommandArgv(command)
+	if err != nil || len(argv) == 0 {
+		return ""
+	}
+	if _, err := exec.LookPath(argv[0]); errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		return argv[0]
+	}
+	return ""
 }
 
 // setServers records what the file on disk holds.
@@ -465,13 +522,17 @@ func (m *Manager) setServers(servers, down int) {
 // at the next retry after. first says the previous attempt did not find
 // nginx down: only then is it logged and counted.
 type notRunningError struct {
-	output string
-	tested bool
-	first  bool
-	err    error // the reload command's failure, with nginx's own words
+	output  string
+	tested  bool
+	missing string // the program not found: nginx is not installed
+	first   bool
+	err     error // the reload command's failure, with nginx's own words
 }
 
 func (e *notRunningError) Error() string {
+	if e.missing != "" {
+		return fmt.Sprintf("nginx is not installed (no %s): %s written, not checked; it will be checked and nginx reloaded once it is there", e.missing, e.output)
+	}
 	done := "written"
 	if e.tested {
 		done = "written and checked"

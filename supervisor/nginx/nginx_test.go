@@ -299,3 +299,90 @@ func TestManagerStateCarriesAPendingSubmission(t *testing.T) {
 		t.Errorf("file: %v\n%s", err, b)
 	}
 }
+
+// Without nginx installed (the test and reload commands' program is not
+// there), the file is still written, the log says so once over several
+// retries, and the status says not installed; once the program is there,
+// the next retry tests the file and reloads.
+func TestManagerWithoutNginxWritesAndWaits(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "gosup.conf")
+	nginx := filepath.Join(dir, "nginx")
+	calls := filepath.Join(dir, "calls")
+	tmpl, err := templates.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	m := New(Settings{
+		Output: out, Template: tmpl,
+		TestCommand:    nginx + " -t",
+		ReloadCommand:  nginx + " -s reload",
+		CommandTimeout: 10 * time.Second,
+	}, testReaper, slog.New(slog.NewTextHandler(logs, nil)))
+	m.Start()
+	defer m.Stop()
+
+	err = apply(t, m, upstream(8001, 8002))
+	want := "nginx is not installed (no " + nginx + "): " + out + " written, not checked; it will be checked and nginx reloaded once it is there"
+	if err == nil || err.Error() != want {
+		t.Fatalf("want %q, have %v", want, err)
+	}
+	if b, err := os.ReadFile(out); err != nil || strings.Count(string(b), "server 127.0.0.1:") != 2 {
+		t.Fatalf("the file was not written (%v):\n%s", err, b)
+	}
+	// Two retries (1 s, then 2 s later), each seen.
+	attempts := map[time.Time]bool{}
+	var st Status
+	for deadline := time.Now().Add(30 * time.Second); len(attempts) < 3; time.Sleep(20 * time.Millisecond) {
+		st = m.Status()
+		attempts[st.LastAttempt] = true
+		if time.Now().After(deadline) {
+			t.Fatalf("want 3 attempts, saw %d: %+v", len(attempts), st)
+		}
+	}
+	if st.OK || !st.NotRunning || !st.NotInstalled || st.Error != want || st.Servers != 2 || st.Failures != 1 {
+		t.Errorf("status without nginx: %+v", st)
+	}
+	if text := logs.String(); strings.Count(text, "nginx is not installed") != 1 || strings.Contains(text, "level=ERROR") {
+		t.Errorf("want one line, no ERROR:\n%s", text)
+	}
+
+	// nginx arrives: a real program that logs how it is called (renamed
+	// into place, so that it is never run half-written).
+	if err := os.WriteFile(nginx+".tmp", []byte("#!/bin/sh\necho \"$*\" >> "+calls+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(nginx+".tmp", nginx); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); !m.Status().OK; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx never tested and reloaded: %+v", m.Status())
+		}
+	}
+	if b, _ := os.ReadFile(calls); string(b) != "-t\n-s reload\n" {
+		t.Errorf("want the test, then the reload; have %q", b)
+	}
+	if st := m.Status(); st.NotRunning || st.NotInstalled || st.Reloads != 1 || st.Servers != 2 {
+		t.Errorf("status once nginx is there: %+v", st)
+	}
+}
+
+// lockedBuffer is a log the manager's goroutine writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
