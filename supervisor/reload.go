@@ -973,7 +973,11 @@ func (s *Supervisor) drain(ctx context.Context, l *lease, procs []*procgroup.Pro
 	began := time.Now()
 	s.setDown(members, true)
 	unconfirmed := ""
-	if err := s.syncNginx(ctx); err != nil {
+	if err := s.syncNginx(ctx); nginx.IsNotRunning(err) {
+		// No nginx sends them requests: nothing to warn of (the nginx
+		// manager has said once that it is not running).
+		unconfirmed = " (nginx is not running)"
+	} else if err != nil {
 		s.log.Warn("draining without nginx's confirmation", "err", err)
 		unconfirmed = " (nginx did not confirm: " + oneLine(err.Error()) + ")"
 	}

@@ -1,14 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -16,7 +21,8 @@ import (
 )
 
 // newDemoAppCmd is a tiny web child for examples and tests: GET / answers
-// with its port and pid. It exits 0 on TERM, INT or QUIT.
+// with its port and pid, GET /grow?mb=N makes it hold N MB more (touched,
+// so resident: a leak for memmon to find). It exits 0 on TERM, INT or QUIT.
 func newDemoAppCmd() *cobra.Command {
 	var port int
 	var host, gate string
@@ -58,6 +64,26 @@ func newDemoAppCmd() *cobra.Command {
 			mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
 				fmt.Fprintf(w, "port %d pid %d\n", port, pid)
 			})
+			var mu sync.Mutex
+			var held [][]byte
+			mux.HandleFunc("GET /grow", func(w http.ResponseWriter, r *http.Request) {
+				mb, err := strconv.Atoi(r.URL.Query().Get("mb"))
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil || mb <= 0 || len(held)+mb > maxGrowMB {
+					http.Error(w, fmt.Sprintf("want mb=N, 1 to %d in all; holding %d MB", maxGrowMB, len(held)), http.StatusBadRequest)
+					return
+				}
+				for range mb {
+					b := make([]byte, 1<<20)
+					for i := 0; i < len(b); i += 4096 {
+						b[i] = 1 // touch every page: resident, not just reserved
+					}
+					held = append(held, b)
+				}
+				fmt.Fprintf(w, "port %d pid %d holds %d MB more, %d MB in all\n", port, pid, mb, len(held))
+				fmt.Fprintf(cmd.OutOrStdout(), "demo-app on port %d: holding %d MB more, %d MB in all\n", port, mb, len(held))
+			})
 			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 			go func() {
 				<-ctx.Done()
@@ -77,6 +103,104 @@ func newDemoAppCmd() *cobra.Command {
 	c.Flags().StringVar(&host, "host", "127.0.0.1", "address to listen on")
 	c.Flags().StringVar(&gate, "listen-when", "", "listen only once this file exists (a readiness tests control)")
 	return c
+}
+
+// maxGrowMB bounds what a demo-app holds for /grow, all requests together.
+const maxGrowMB = 2048
+
+// newDemoGrowCmd asks the demo-app on a port to hold more memory (GET
+// /grow?mb=N) and prints its answer: the quick start's way to trigger a
+// memory alert with nothing but gosup installed.
+func newDemoGrowCmd() *cobra.Command {
+	var port, mb int
+	var host string
+	c := &cobra.Command{
+		Use:    "demo-grow --port N [--mb MB]",
+		Short:  "Make the demo-app on a port hold MB more memory (to trigger memmon)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if port <= 0 {
+				return usage(errors.New("demo-grow needs --port N"))
+			}
+			hc := &http.Client{Timeout: 30 * time.Second}
+			resp, err := hc.Get(fmt.Sprintf("http://%s/grow?mb=%d", net.JoinHostPort(host, strconv.Itoa(port)), mb))
+			if err != nil {
+				return failed(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			if err != nil {
+				return failed(err)
+			}
+			if resp.StatusCode != http.StatusOK {
+				return failed(fmt.Errorf("demo-app on port %d: %s: %s", port, resp.Status, strings.TrimSpace(string(body))))
+			}
+			_, err = cmd.OutOrStdout().Write(body)
+			return err
+		},
+	}
+	c.Flags().IntVar(&port, "port", 0, "the demo-app's TCP port")
+	c.Flags().IntVar(&mb, "mb", 300, "megabytes more to hold")
+	c.Flags().StringVar(&host, "host", "127.0.0.1", "the demo-app's address")
+	return c
+}
+
+// maxMailBytes bounds one message demo-sendmail takes: an alert is a few KiB
+// (64 KiB of logs at most).
+const maxMailBytes = 1 << 20
+
+// newDemoSendmailCmd is a sendmail for the quick start: it appends the
+// message on its stdin to an mbox file (a "From " line, the message with
+// its body's "From " lines quoted, a blank line), so alerts can be read
+// with nothing else installed. A message over 1 MiB is refused, and
+// nothing is appended.
+func newDemoSendmailCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "demo-sendmail MBOX [sendmail flags ignored]",
+		Short:  "Append the message on stdin to an mbox file (a sendmail for the quick start)",
+		Hidden: true,
+		Args:   cobra.MinimumNArgs(1),
+		// sendmail's own flags (-t, -i) may follow: they are not ours.
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			msg, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), maxMailBytes+1))
+			if err != nil {
+				return failed(fmt.Errorf("read the message: %w", err))
+			}
+			if len(msg) > maxMailBytes {
+				return failed(fmt.Errorf("message over %d bytes: not delivered", maxMailBytes))
+			}
+			var b bytes.Buffer
+			fmt.Fprintf(&b, "From gosup %s\n", time.Now().UTC().Format("Mon Jan _2 15:04:05 2006"))
+			for line := range strings.Lines(strings.ReplaceAll(string(msg), "\r\n", "\n")) {
+				if strings.HasPrefix(strings.TrimLeft(line, ">"), "From ") {
+					b.WriteByte('>')
+				}
+				b.WriteString(line)
+			}
+			if !bytes.HasSuffix(b.Bytes(), []byte("\n")) {
+				b.WriteByte('\n')
+			}
+			b.WriteByte('\n')
+			if err := os.MkdirAll(filepath.Dir(args[0]), 0o755); err != nil {
+				return failed(err)
+			}
+			f, err := os.OpenFile(args[0], os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+			if err != nil {
+				return failed(err)
+			}
+			// One write: a reader never sees half a message.
+			if _, err := f.Write(b.Bytes()); err != nil {
+				f.Close()
+				return failed(err)
+			}
+			if err := f.Close(); err != nil {
+				return failed(err)
+			}
+			return nil
+		},
+	}
 }
 
 // newDemoWorkerCmd is a tiny worker child: it logs a line every interval.

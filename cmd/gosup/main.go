@@ -95,7 +95,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.socket, "socket", "", "control socket of the daemon (default: from the config, or $GOSUP_SOCKET)")
 	root.PersistentFlags().BoolVar(&g.insecure, "insecure-config", false, "as root, read configuration files that others than root can change (refused otherwise); the daemon remembers it for its reloads")
 	root.SetFlagErrorFunc(flagError)
-	root.AddCommand(newStartCmd(g), newCtlCmd(g), newStatusCmd(g), newCheckCmd(g), newRenderCmd(g), newSystemdUnitCmd(g), newImportCmd(), newDemoAppCmd(), newDemoWorkerCmd(), newUpgradeCheckCmd(), newVersionCmd())
+	root.AddCommand(newStartCmd(g), newCtlCmd(g), newStatusCmd(g), newCheckCmd(g), newRenderCmd(g), newSystemdUnitCmd(g), newImportCmd(), newDemoAppCmd(), newDemoGrowCmd(), newDemoSendmailCmd(), newDemoWorkerCmd(), newUpgradeCheckCmd(), newVersionCmd())
 	explainArgs(root)
 	completeNames(g, root)
 	return root

@@ -67,18 +67,19 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(*testscript.TestScript, bool, []string){
-			"waitfor":   cmdWaitfor,
-			"exitcode":  cmdExitcode,
-			"waitfile":  cmdWaitfile,
-			"waitnginx": cmdWaitNginx,
-			"backends":  cmdBackends,
-			"load":      cmdLoad,
-			"hupstorm":  cmdHupstorm,
-			"sighup":    cmdSighup,
-			"envsubst":  cmdEnvsubst,
-			"jobseq":    cmdJobseq,
-			"steps":     cmdSteps,
-			"figures":   cmdFigures,
+			"waitfor":    cmdWaitfor,
+			"exitcode":   cmdExitcode,
+			"waitfile":   cmdWaitfile,
+			"waitnginx":  cmdWaitNginx,
+			"backends":   cmdBackends,
+			"load":       cmdLoad,
+			"hupstorm":   cmdHupstorm,
+			"sighup":     cmdSighup,
+			"envsubst":   cmdEnvsubst,
+			"jobseq":     cmdJobseq,
+			"steps":      cmdSteps,
+			"figures":    cmdFigures,
+			"quickstart": cmdQuickstart,
 		},
 		Condition: func(cond string) (bool, error) {
 			// [nginx]: nginx can run here. Under CI=true it always holds,
@@ -275,6 +276,36 @@ func cmdWaitNginx(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// cmdQuickstart lays out the quick start in $WORK as a checkout has it:
+// examples/quickstart.toml and examples/quickstart-nginx.conf from this
+// repository, with the ports changed where the README says to change them
+// (port_start to $PORT0, nginx's listen to $PORT9: the script's free
+// ports), and bin/gosup, the gosup under test (the build is done).
+//
+//	quickstart
+func cmdQuickstart(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: quickstart")
+	}
+	toml, err := os.ReadFile("../../examples/quickstart.toml")
+	ts.Check(err)
+	ngx, err := os.ReadFile("../../examples/quickstart-nginx.conf")
+	ts.Check(err)
+	for old, port := range map[string]string{"port_start = 9100 ": "PORT0", `listen = "127.0.0.1:9180"`: "PORT9"} {
+		if !strings.Contains(string(toml), old) {
+			ts.Fatalf("examples/quickstart.toml has no %q", old)
+		}
+		toml = []byte(strings.Replace(string(toml), old, strings.NewReplacer("9100", ts.Getenv(port), "9180", ts.Getenv(port)).Replace(old), 1))
+	}
+	gosup, err := exec.LookPath("gosup")
+	ts.Check(err)
+	ts.Check(os.MkdirAll(ts.MkAbs("examples"), 0o755))
+	ts.Check(os.MkdirAll(ts.MkAbs("bin"), 0o755))
+	ts.Check(os.WriteFile(ts.MkAbs("examples/quickstart.toml"), toml, 0o644))
+	ts.Check(os.WriteFile(ts.MkAbs("examples/quickstart-nginx.conf"), ngx, 0o644))
+	ts.Check(os.Symlink(gosup, ts.MkAbs("bin/gosup")))
 }
 
 // cmdBackends sends GET requests to URL until it has seen N distinct

@@ -578,3 +578,42 @@ func TestMaxUnavailablePercent(t *testing.T) {
 		})
 	}
 }
+
+// %(here)s in [nginx]'s commands and [email] sendmail is the file's
+// directory, as in a program's command: a configuration that carries its
+// own nginx.conf and mail command runs from any working directory.
+func TestHereInNginxAndSendmail(t *testing.T) {
+	dir := writeTree(t, map[string]string{"gosup.toml": `
+[program.web]
+command = "app"
+port_start = 9000
+upstream = "web"
+
+[nginx]
+output = "out.conf"
+test_command = "nginx -p %(here)s/run/ -c %(here)s/nginx.conf -t -q"
+reload_command = "nginx -p %(here)s/run/ -c %(here)s/nginx.conf -s reload"
+
+[nginx.upstream.web]
+
+[memmon]
+any = "1GB"
+
+[email]
+to = ["ops@example.com"]
+sendmail = "%(here)s/bin/gosup demo-sendmail %(here)s/run/alerts.mbox"
+`})
+	cfg, err := Load(filepath.Join(dir, "gosup.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for got, want := range map[string]string{
+		cfg.Nginx.TestCommand:   "nginx -p " + dir + "/run/ -c " + dir + "/nginx.conf -t -q",
+		cfg.Nginx.ReloadCommand: "nginx -p " + dir + "/run/ -c " + dir + "/nginx.conf -s reload",
+		cfg.Email.Sendmail:      dir + "/bin/gosup demo-sendmail " + dir + "/run/alerts.mbox",
+	} {
+		if got != want {
+			t.Errorf("want %q, have %q", want, got)
+		}
+	}
+}

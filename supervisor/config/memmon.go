@@ -120,6 +120,7 @@ func controlChar(s string) (rune, bool) {
 // checkEmail checks the [email] table.
 func checkEmail(main *source, e *memmon.Email) []error {
 	var errs []error
+	e.Sendmail = strings.ReplaceAll(e.Sendmail, "%(here)s", main.dir)
 	if len(e.To) == 0 {
 		errs = append(errs, main.cerr("email.to", "is required: who gets the alerts"))
 	}

@@ -542,6 +542,13 @@ func (e *notRunningError) Error() string {
 
 func (e *notRunningError) Unwrap() error { return e.err }
 
+// IsNotRunning reports whether err is an update that wrote the file but
+// found no nginx to load it (not running, or not installed).
+func IsNotRunning(err error) bool {
+	var nr *notRunningError
+	return errors.As(err, &nr)
+}
+
 // notRunningSigns are what a reload command prints when there is no nginx
 // to signal: `nginx -s reload` with an empty pid file, no pid file or a
 // stale pid, and `systemctl reload nginx` with the unit stopped.
