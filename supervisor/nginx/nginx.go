@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -494,14 +495,16 @@ func (m *Manager) notRunning(e *notRunningError, untested bool, cause error) err
 	return e
 }
 
-// missingProgram returns the program command runs when it is not to be
-// found (not in $PATH, or no such file), "" otherwise.
+// missingProgram returns the program command runs when it is nginx and
+// not to be found (not in $PATH, or no such file), "" otherwise: any other
+// program missing (a typo, systemctl in a container) is the command's
+// failure, reported as such.
 func missingProgram(command string) string {
 	if command == "" {
 		return ""
 	}
 	argv, err := procgroup.CommandArgv(command)
-	if err != nil || len(argv) == 0 {
+	if err != nil || len(argv) == 0 || filepath.Base(argv[0]) != "nginx" {
 		return ""
 	}
 	if _, err := exec.LookPath(argv[0]); errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
