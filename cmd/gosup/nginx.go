@@ -20,7 +20,7 @@ func newRenderCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if cfg.Nginx == nil {
+			if cfg.Nginx == nil && cfg.NginxRenderOnly == nil {
 				return usage(fmt.Errorf("%s has no [nginx] table: nothing to render", cfg.File))
 			}
 			out, err := cfg.RenderNginx()

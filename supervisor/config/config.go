@@ -61,10 +61,16 @@ type Config struct {
 	Files      []string // every file read: File first, then the included files in reading order
 	Include    []string // the include patterns, absolute
 	Supervisor Settings
-	Programs   []*Program       // ascending priority, then name
-	Nginx      *Nginx           // nil without an [nginx] table
-	Memmon     *memmon.Settings // nil without a [memmon] table
-	Email      *memmon.Email    // nil without an [email] table
+	Programs   []*Program // ascending priority, then name
+	// Nginx is the [nginx] table the daemon keeps written and nginx
+	// reloaded: nil without an [nginx] table, or without its output.
+	Nginx *Nginx
+	// NginxRenderOnly is an [nginx] table without output: gosup render
+	// prints it, the daemon writes nothing and reloads no nginx (what
+	// gosup import writes until the operator sets output). Nil otherwise.
+	NginxRenderOnly *Nginx
+	Memmon          *memmon.Settings // nil without a [memmon] table
+	Email           *memmon.Email    // nil without an [email] table
 	// Sources is the content of every file the load read, keyed by its
 	// absolute path as in File, Files and Nginx.TemplateFile: the main
 	// file, the included files and the nginx template. Each is at most

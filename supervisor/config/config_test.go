@@ -49,7 +49,6 @@ func TestBadConfigs(t *testing.T) {
 		"nginx_injection.bad.toml":         `nginx_injection.bad.toml:11: nginx.upstream.web.server_name: "x; include /etc/shadow" cannot go into nginx's configuration`,
 		"nginx_key_typo.bad.toml":          `nginx_key_typo.bad.toml:10: nginx.upstream.web.balanse: unknown key (did you mean "balance"?)`,
 		"nginx_missing_template.bad.toml":  `nginx_missing_template.bad.toml:8: nginx.template: read template: open `,
-		"nginx_no_output.bad.toml":         `nginx_no_output.bad.toml:6: nginx.output: is required`,
 		"nginx_no_section.bad.toml":        `nginx_no_section.bad.toml:4: program.web.upstream: upstream "web" needs an [nginx] table with [nginx.upstream.web]`,
 		"nginx_unknown_upstream.bad.toml":  `nginx_unknown_upstream.bad.toml:4: program.web.upstream: upstream "api" is not defined`,
 		"nginx_unused_upstream.bad.toml":   `nginx_unused_upstream.bad.toml:11: nginx.upstream.other: no program has upstream = "other"`,
@@ -237,6 +236,48 @@ output = "out.conf"
 
 // writeTree writes files (relative path → content) under a new temporary
 // directory and returns it.
+// An [nginx] table without output is for gosup render alone: it loads,
+// renders, and the daemon gets no nginx to manage (Nginx is nil).
+func TestNginxRenderOnly(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "gosup.toml")
+	err := os.WriteFile(file, []byte(`
+[program.web]
+command = "app"
+numprocs = 2
+process_name = "web_%(process_num)d"
+port_start = 9000
+upstream = "web"
+
+[nginx]
+
+[nginx.upstream.web]
+protocol = "http"
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Nginx != nil {
+		t.Errorf("Nginx = %+v, want nil: without output the daemon manages no nginx", cfg.Nginx)
+	}
+	if cfg.NginxRenderOnly == nil {
+		t.Fatal("NginxRenderOnly is nil")
+	}
+	out, err := cfg.RenderNginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"upstream web {\n    least_conn;\n", "    server 127.0.0.1:9001;  # web:web_1\n"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("rendered file lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 func writeTree(t *testing.T, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()

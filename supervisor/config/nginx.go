@@ -80,9 +80,9 @@ func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr 
 	if !md.IsDefined("nginx", "command_timeout") {
 		n.CommandTimeout = 10 * time.Second
 	}
-	if n.Output == "" {
-		errs = append(errs, cerr("nginx.output", "is required: the file gosup writes, such as /etc/nginx/conf.d/gosup.conf"))
-	} else {
+	// Without output the table is for gosup render alone (see
+	// Config.NginxRenderOnly).
+	if n.Output != "" {
 		n.Output = absTo(here, n.Output)
 	}
 	// %(here)s is the directory of the file, as in a program's command.
@@ -165,7 +165,11 @@ func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr 
 		return errs
 	}
 	n.Template = tmpl
-	cfg.Nginx = n
+	if n.Output == "" {
+		cfg.NginxRenderOnly = n
+	} else {
+		cfg.Nginx = n
+	}
 	if _, err := tmpl.Render(cfg.NginxData(nil)); err != nil {
 		errs = append(errs, cerr("nginx.template", "%v", err))
 	}
@@ -179,7 +183,7 @@ func (cfg *Config) NginxData(down map[string]bool) templates.Data {
 	// Neither comes from a checked value: a control character in the
 	// file's name or the host name could end the template's comment line.
 	d := templates.Data{Source: printable(cfg.File), Hostname: printable(host), Time: time.Now()}
-	n := cfg.Nginx
+	n := cfg.renderedNginx()
 	programs := slices.Clone(cfg.Programs)
 	slices.SortFunc(programs, func(a, b *Program) int { return strings.Compare(a.Name, b.Name) })
 	servers := map[string][]templates.Server{}
@@ -229,11 +233,22 @@ func printable(s string) string {
 	return safetext.Printable(s, '?')
 }
 
+// renderedNginx is the [nginx] table gosup render prints: the daemon's,
+// or the one without output; nil without an [nginx] table.
+func (cfg *Config) renderedNginx() *Nginx {
+	if cfg.Nginx != nil {
+		return cfg.Nginx
+	}
+	return cfg.NginxRenderOnly
+}
+
 // RenderNginx renders the nginx configuration for cfg as the daemon would
-// write it at start (every server up). It returns nil when cfg has no [nginx].
+// write it at start (every server up), also for an [nginx] table without
+// output. It returns nil when cfg has no [nginx].
 func (cfg *Config) RenderNginx() ([]byte, error) {
-	if cfg.Nginx == nil || cfg.Nginx.Template == nil {
+	n := cfg.renderedNginx()
+	if n == nil || n.Template == nil {
 		return nil, nil
 	}
-	return cfg.Nginx.Template.Render(cfg.NginxData(nil))
+	return n.Template.Render(cfg.NginxData(nil))
 }
