@@ -220,3 +220,10 @@ type portBusyError struct {
 func (e *portBusyError) Error() string {
 	return fmt.Sprintf("port %d in use by pid %d (%s)", e.port, e.pid, e.comm)
 }
+
+// LookPath finds a program's executable as its spawn will: file with a
+// slash is a path (relative to dir), anything else is searched in the
+// PATH that env (KEY=VALUE, the last PATH= winning) gives.
+func LookPath(file, dir string, env []string) (string, error) {
+	return lookPath(file, dir, env)
+}

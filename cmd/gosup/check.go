@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -40,14 +41,19 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 			for _, w := range cfg.Warnings {
 				fmt.Fprintln(cmd.ErrOrStderr(), w.Warning())
 			}
-			if cfg.Nginx != nil {
+			printPathWarnings(cmd.ErrOrStderr(), cfg)
+			if n := cmp.Or(cfg.Nginx, cfg.NginxRenderOnly); n != nil {
 				servers := 0
 				for _, p := range cfg.Programs {
 					if p.Spec.Upstream != "" {
 						servers += len(p.Procs)
 					}
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "nginx: %d upstreams, %d servers, rendered to %s (see gosup render)\n", len(cfg.Nginx.Upstream), servers, cfg.Nginx.Output)
+				if n.Output != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "nginx: %d upstreams, %d servers, rendered to %s (see gosup render)\n", len(n.Upstream), servers, n.Output)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "nginx: %d upstreams, %d servers; no output: gosup render prints them, the daemon writes no file and reloads no nginx\n", len(n.Upstream), servers)
+				}
 			}
 			return nil
 		},

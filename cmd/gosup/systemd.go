@@ -50,6 +50,7 @@ func newSystemdUnitCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return usage(err)
 			}
+			printPathWarnings(cmd.ErrOrStderr(), cfg)
 			_, err = cmd.OutOrStdout().Write(unit)
 			return err
 		},

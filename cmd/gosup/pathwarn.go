@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/supervisor/config"
+)
+
+// systemdPath is the PATH systemd gives a system service that sets none
+// (systemd.exec(5), "Environment Variables in Spawned Processes"; Debian's
+// and Fedora's systemd alike). The unit gosup systemd-unit writes sets no
+// PATH, so under it gosup, and every child that does not set its own PATH,
+// searches exactly this.
+const systemdPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// pathWarnings names each program whose command is a bare name that the
+// PATH of this shell (pathEnv) resolves through an entry systemd's PATH
+// does not have: a pyenv shim under /root, a virtualenv, ~/bin, a relative
+// entry. Under systemd the program would run another executable, or none.
+// A program that sets PATH in its environment is left alone: it takes
+// that PATH under systemd too.
+func pathWarnings(cfg *config.Config, pathEnv string) []string {
+	unitDirs := filepath.SplitList(systemdPath)
+	var out []string
+	for _, p := range cfg.Programs {
+		if len(p.Procs) == 0 {
+			continue
+		}
+		ps := p.Procs[0]
+		if len(ps.Argv) == 0 || strings.Contains(ps.Argv[0], "/") {
+			continue
+		}
+		if slices.ContainsFunc(ps.Env, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
+			continue
+		}
+		name := ps.Argv[0]
+		here, err := procgroup.LookPath(name, ps.Dir, []string{"PATH=" + pathEnv})
+		if err != nil {
+			continue // not found here either: the spawn says so
+		}
+		dir := filepath.Dir(here)
+		if slices.Contains(unitDirs, dir) {
+			continue
+		}
+		why := "which systemd's PATH does not have"
+		switch home, _ := os.UserHomeDir(); {
+		case !filepath.IsAbs(dir):
+			why = "a relative entry (against gosup's working directory), which systemd's PATH does not have"
+		case home != "" && under(dir, home):
+			why = "under $HOME (" + home + "), which systemd's PATH does not have"
+		}
+		instead := "it would not be found"
+		if other, err := procgroup.LookPath(name, ps.Dir, []string{"PATH=" + systemdPath}); err == nil {
+			instead = "it would be " + other
+		}
+		out = append(out, fmt.Sprintf("program.%s: command %q is %s here, found through the PATH entry %s, %s (%s): under systemd %s. Write the absolute path (%s), or set PATH in [program.%s.environment]",
+			p.Name, name, here, dir, why, systemdPath, instead, commandWith(p.Spec.Command, name, here), p.Name))
+	}
+	return out
+}
+
+// commandWith is command with its first word replaced by path, as the
+// warning suggests writing it.
+func commandWith(command, name, path string) string {
+	rest, ok := strings.CutPrefix(strings.TrimLeft(command, " \t"), name)
+	if !ok {
+		return "command = \"" + path + " ...\""
+	}
+	return fmt.Sprintf("command = %q", path+rest)
+}
+
+// printPathWarnings prints pathWarnings for this shell's PATH, one
+// "warning: " line each.
+func printPathWarnings(w io.Writer, cfg *config.Config) {
+	for _, msg := range pathWarnings(cfg, os.Getenv("PATH")) {
+		fmt.Fprintln(w, "warning:", msg)
+	}
+}
