@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,7 +42,11 @@ result does not pass the check.`,
 				if _, err := cmd.OutOrStdout().Write(res.TOML); err != nil {
 					return failed(err)
 				}
-				return checkImported(res.TOML, "the imported configuration")
+				if err := checkImported(res.TOML, "the imported configuration"); err != nil {
+					return err
+				}
+				printNextSteps(cmd.ErrOrStderr(), args[0], "", res)
+				return nil
 			}
 			if err := os.WriteFile(output, res.TOML, 0o644); err != nil {
 				return failed(err)
@@ -50,6 +55,7 @@ result does not pass the check.`,
 				return failed(fmt.Errorf("%s is written but does not pass gosup check; fix these and run gosup check -c %s:\n%w", output, output, err))
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (%d warnings); gosup check passes\n", output, len(res.Warnings))
+			printNextSteps(cmd.ErrOrStderr(), args[0], output, res)
 			return nil
 		},
 	}
@@ -82,4 +88,37 @@ func checkImported(toml []byte, name string) error {
 		return failed(fmt.Errorf("%s does not pass gosup check:\n%s", name, strings.ReplaceAll(err.Error(), abs, "(output)")))
 	}
 	return nil
+}
+
+// installedConfig is where the next steps install an imported file:
+// where gosup looks when -c is not given (after ./gosup.toml).
+const installedConfig = "/etc/gosup/gosup.toml"
+
+// printNextSteps tells what to do with an imported configuration (written
+// to output, or to stdout when output is ""), in the order that keeps the
+// site up: the file in place, nginx given the upstream (supervisord's
+// processes still serve the same ports), then supervisord stopped and
+// gosup started under systemd.
+func printNextSteps(w io.Writer, conf, output string, res *importer.Result) {
+	c := installedConfig
+	fmt.Fprintln(w, "next steps:")
+	if output == "" {
+		fmt.Fprintf(w, "  1. save it (gosup import %s -o gosup.toml) and install it as %s:\n", conf, c)
+		output = "gosup.toml"
+	} else {
+		fmt.Fprintf(w, "  1. install it as %s, where gosup looks without -c:\n", c)
+	}
+	fmt.Fprintf(w, "     install -D -m 0644 %s %s && gosup check -c %s\n", output, c, c)
+	n := 2
+	if len(res.Upstreams) > 0 {
+		fmt.Fprintf(w, "  %d. gosup render -c %s prints the nginx upstream %s: put it in nginx's\n", n, c, strings.Join(res.Upstreams, ", "))
+		fmt.Fprintln(w, "     http { } in place of your upstream block of that name, or set [nginx] output (commented in")
+		fmt.Fprintln(w, "     the file) so that gosup writes it and reloads nginx as processes come and go")
+		fmt.Fprintf(w, "  %d. nginx -t && systemctl reload nginx (systemctl start nginx if it is not running yet):\n", n+1)
+		fmt.Fprintln(w, "     the ports are the same, so supervisord's processes serve it until gosup's take over")
+		n += 2
+	}
+	fmt.Fprintf(w, "  %d. stop supervisord (its processes hold the same ports and names), then start gosup under systemd:\n", n)
+	fmt.Fprintf(w, "     gosup systemd-unit -c %s > /etc/systemd/system/gosup.service\n", c)
+	fmt.Fprintln(w, "     systemctl daemon-reload && systemctl enable --now gosup && gosup ctl status")
 }

@@ -37,6 +37,9 @@ type Result struct {
 	Warnings []Warning
 	// Files are the files read: the main one, then the included ones.
 	Files []string
+	// Upstreams are the nginx upstreams written (one per program that
+	// listens on a sequence of ports), as "NAME (PROTOCOL, N servers)".
+	Upstreams []string
 }
 
 type conv struct {
@@ -48,6 +51,15 @@ type conv struct {
 	progs    []*prog
 	// progBySection finds a [program:x]'s prog.
 	progBySection map[*section]*prog
+	// upstreams are the programs written with upstream = NAME, in order.
+	upstreams []upstream
+}
+
+// upstream is a program that listens on a sequence of ports, and so is
+// an nginx upstream of its own.
+type upstream struct {
+	name, protocol, why string
+	first, last         int // its ports
 }
 
 // prog is one [program:x] as the pre-pass understood it: its name, group,
@@ -130,10 +142,15 @@ func Import(file string) (*Result, error) {
 			c.other(s, "not a section supervisord knows")
 		}
 	}
+	c.nginx()
 	if memmonSec != nil {
 		c.memmon(memmonSec)
 	}
-	return &Result{TOML: []byte(c.o.b.String()), Warnings: c.warnings, Files: files}, nil
+	res := &Result{TOML: []byte(c.o.b.String()), Warnings: c.warnings, Files: files}
+	for _, u := range c.upstreams {
+		res.Upstreams = append(res.Upstreams, fmt.Sprintf("%s (%s, %d servers)", u.name, u.protocol, u.last-u.first+1))
+	}
+	return res, nil
 }
 
 func (c *conv) find(name string) *section {
@@ -747,7 +764,7 @@ func (c *conv) program(p *prog) {
 	if _, ok := s.get("user"); !ok && d.user != "" {
 		c.o.kv("user", tomlString(d.user), "from [supervisord] user: supervisord ran, and so ran its children, as this user")
 	}
-	c.port(s)
+	c.port(p)
 	if len(d.env) > 0 || len(p.env) > 0 {
 		c.o.line("[program.%s.environment]", tomlKey(p.name))
 		for _, k := range d.envOrder {
@@ -783,9 +800,9 @@ func logValue(v string) (string, string) {
 }
 
 // A port in a command: %(process_num) at the end of host:port
-// (127.0.0.1:90%(process_num)02d, localhost:…, :…), of --port=…, or as the
-// whole argument after a port flag (-p, -s, -b, --port, --bind, --socket,
-// --listen, --http…).
+// (127.0.0.1:90%(process_num)02d, localhost:…, :…, also as
+// --socket=host:port), of --port=…, or as the whole argument after a port
+// flag (-p, -s, -b, --port, --bind, --socket, --listen, --http…).
 var (
 	hostPortRE = regexp.MustCompile(`^(?:|localhost|[A-Za-z0-9-]*\.[A-Za-z0-9.-]*|\[[0-9a-fA-F:]+\]):(\d*%\(process_num\)[-#0 +]*\d*[ds])$`)
 	flagPortRE = regexp.MustCompile(`^--?[a-z-]*(?:port|bind|listen|socket|http)[a-z-]*=(\d*%\(process_num\)[-#0 +]*\d*[ds])$`)
@@ -795,8 +812,11 @@ var (
 
 // port records port_start when the command puts a plain sequence of ports
 // in an argument through %(process_num): the command stays as it is
-// (gosup expands it) and the port feeds $PORT, readiness and nginx.
-func (c *conv) port(s *section) {
+// (gosup expands it) and the port feeds $PORT, readiness and nginx. Such a
+// program is also written as the server of an nginx upstream of its own
+// name (see nginx).
+func (c *conv) port(p *prog) {
+	s := p.sec
 	cmdE, ok := s.get("command")
 	if !ok {
 		return
@@ -816,13 +836,19 @@ func (c *conv) port(s *section) {
 		return
 	}
 	for i, arg := range argv {
-		var tok string
+		var tok, flag string
 		if m := hostPortRE.FindStringSubmatch(arg); m != nil {
 			tok = m[1]
+			if i > 0 && portFlagRE.MatchString(argv[i-1]) {
+				flag = argv[i-1]
+			}
 		} else if m := flagPortRE.FindStringSubmatch(arg); m != nil {
 			tok = m[1]
+			flag, _, _ = strings.Cut(arg, "=")
+		} else if f, v, ok := strings.Cut(arg, "="); ok && portFlagRE.MatchString(f) && hostPortRE.MatchString(v) {
+			tok, flag = hostPortRE.FindStringSubmatch(v)[1], f
 		} else if m := bareRE.FindStringSubmatch(arg); m != nil && i > 0 && portFlagRE.MatchString(argv[i-1]) {
-			tok = m[1]
+			tok, flag = m[1], argv[i-1]
 		} else {
 			continue
 		}
@@ -848,7 +874,59 @@ func (c *conv) port(s *section) {
 			}
 		}
 		c.o.kv("port_start", tomlInt(ports[0]), fmt.Sprintf("the port in the command (%s), %d-%d; gosup sets $PORT, can render an nginx upstream from it, and holds a process in STARTING until the port accepts connections (ready = \"tcp\"; ready = \"startsecs\" is supervisord's rule alone)", tok, ports[0], ports[len(ports)-1]))
+		u := upstream{name: p.name, first: ports[0], last: ports[len(ports)-1]}
+		u.protocol, u.why = listenProtocol(argv[:i], flag)
+		c.o.kv("upstream", tomlString(u.name), fmt.Sprintf("its processes are the servers of [nginx.upstream.%s] below: see them with gosup render", u.name))
+		c.upstreams = append(c.upstreams, u)
 		return
+	}
+}
+
+// uwsgiSocketFlags are uwsgi's options for a socket that speaks the uwsgi
+// protocol (nginx's uwsgi_pass); --http and --http-socket speak HTTP.
+var uwsgiSocketFlags = []string{"-s", "--socket", "--uwsgi-socket"}
+
+// listenProtocol is how nginx talks to a command that listens where flag
+// says (before are the words before the address): uwsgi for uwsgi's
+// -s/--socket, http for anything else (--http, gunicorn -b, --port).
+func listenProtocol(before []string, flag string) (protocol, why string) {
+	isUwsgi := slices.ContainsFunc(before, func(a string) bool { return path.Base(a) == "uwsgi" })
+	switch {
+	case isUwsgi && slices.Contains(uwsgiSocketFlags, flag):
+		return "uwsgi", "uwsgi " + flag + " speaks the uwsgi protocol (nginx's uwsgi_pass)"
+	case flag != "":
+		return "http", "the command listens with " + flag + ": HTTP (nginx's proxy_pass); protocol = \"uwsgi\" if it speaks uwsgi"
+	default:
+		return "http", "HTTP (nginx's proxy_pass); protocol = \"uwsgi\" if the command speaks uwsgi"
+	}
+}
+
+// nginx writes the [nginx] table for the programs port found listening:
+// live, so that gosup render prints their upstreams with no edit and
+// gosup check passes, but with output commented out, so that the daemon
+// neither writes into nginx's configuration nor reloads nginx until the
+// operator says where.
+func (c *conv) nginx() {
+	if len(c.upstreams) == 0 {
+		return
+	}
+	c.o.blank()
+	c.o.comment("nginx: each program above that listens on a sequence of ports is the upstream of its name.")
+	c.o.comment("`gosup render -c FILE` prints them now. To have gosup write them and reload nginx whenever a")
+	c.o.comment("process comes or goes (drained before a restart), set output to a file nginx includes in http { }")
+	c.o.comment("and remove the hand-written upstream blocks of the same names from nginx's configuration.")
+	c.o.line("[nginx]")
+	c.o.comment(`output = "/etc/nginx/conf.d/gosup.conf"  # Debian's nginx includes conf.d/*.conf in http { }`)
+	c.o.comment(`test_command = "nginx -t"  # the default: a file nginx refuses is not kept`)
+	c.o.comment(`reload_command = "nginx -s reload"  # the default`)
+	for _, u := range c.upstreams {
+		c.o.blank()
+		c.o.line("[nginx.upstream.%s]", tomlKey(u.name))
+		c.o.comment(fmt.Sprintf("program.%s's processes, 127.0.0.1:%d-%d", u.name, u.first, u.last))
+		c.o.kv("protocol", tomlString(u.protocol), u.why)
+		c.o.kv("balance", tomlString("least_conn"), "a request goes to the process with the fewest in flight")
+		c.o.comment(`listen = "80"  # also writes a server { } that passes every request to this upstream`)
+		c.o.comment(`server_name = "example.com"`)
 	}
 }
 

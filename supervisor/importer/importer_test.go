@@ -121,6 +121,66 @@ func TestPortStart(t *testing.T) {
 	}
 }
 
+// A program listening on a sequence of ports is the upstream of its name,
+// with the protocol its command speaks; the result passes gosup check and
+// renders with no edit, the daemon writing no nginx file (no output).
+func TestUpstream(t *testing.T) {
+	for _, tc := range []struct {
+		command, protocol string
+	}{
+		{"uwsgi -s 127.0.0.1:90%(process_num)02d --module app", "uwsgi"},
+		{"/opt/venv/bin/uwsgi --socket :90%(process_num)02d", "uwsgi"},
+		{"uwsgi --uwsgi-socket=127.0.0.1:90%(process_num)02d", "uwsgi"},
+		{"uwsgi --http :90%(process_num)02d --module app", "http"},
+		{"uwsgi --http-socket 127.0.0.1:90%(process_num)02d", "http"},
+		{"gunicorn -b 127.0.0.1:90%(process_num)02d app:wsgi", "http"},
+		{"app --port=90%(process_num)02d", "http"},
+		{"app -s 90%(process_num)02d", "http"},
+		{"app 127.0.0.1:90%(process_num)02d", "http"},
+	} {
+		res := importString(t, "[program:web]\ncommand="+tc.command+"\nprocess_name=w%(process_num)d\nnumprocs=3\n")
+		got := string(res.TOML)
+		for _, want := range []string{
+			"\nport_start = 9000  #",
+			"\nupstream = \"web\"  #",
+			"\n[nginx]\n# output = ",
+			"\n[nginx.upstream.web]\n",
+			"\nprotocol = \"" + tc.protocol + "\"  #",
+			"\nbalance = \"least_conn\"  #",
+		} {
+			if !strings.Contains(got, want) {
+				t.Errorf("%q: want %q in\n%s", tc.command, want, got)
+			}
+		}
+		if want := "web (" + tc.protocol + ", 3 servers)"; len(res.Upstreams) != 1 || res.Upstreams[0] != want {
+			t.Errorf("%q: Upstreams = %q, want [%q]", tc.command, res.Upstreams, want)
+		}
+		file := filepath.Join(t.TempDir(), "gosup.toml")
+		if err := os.WriteFile(file, res.TOML, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Load(file)
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", tc.command, err, got)
+		}
+		if cfg.Nginx != nil {
+			t.Errorf("%q: the daemon would write %s: output must stay commented out", tc.command, cfg.Nginx.Output)
+		}
+		out, err := cfg.RenderNginx()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), "upstream web {\n    least_conn;\n    server 127.0.0.1:9000;  # web:w0\n") {
+			t.Errorf("%q: rendered\n%s", tc.command, out)
+		}
+	}
+	// No port, no upstream, no [nginx].
+	res := importString(t, "[program:worker]\ncommand=celery worker -n w%(process_num)d\nprocess_name=w%(process_num)d\nnumprocs=4\n")
+	if got := string(res.TOML); strings.Contains(got, "upstream") || strings.Contains(got, "[nginx") || len(res.Upstreams) > 0 {
+		t.Errorf("a program without ports got an upstream:\n%s", got)
+	}
+}
+
 // The INI dialect: comments, continuation lines, keys' case, merged sections, includes.
 func TestDialect(t *testing.T) {
 	dir := t.TempDir()
