@@ -117,14 +117,67 @@ startsecs = 1
 	if _, err := fmt.Sscanf(reloading.text, "RELOADING=1\nMONOTONIC_USEC=%d\n", &usec); err != nil || usec < beforeReload || usec > monotonicUsec() {
 		t.Errorf("reloading message: %q (MONOTONIC_USEC %d, clock before %d)", reloading.text, usec, beforeReload)
 	}
-	if m := next("READY=1"); m.text != "READY=1\nSTATUS=2 running, 0 fatal, 1 stopped by ctl stop" {
+	// READY=1 once the new configuration is in force (web_2 added, not
+	// yet started), then STATUS= until the reload's start of web_2 is done.
+	if m := next("READY=1"); !strings.HasPrefix(m.text, "READY=1\nSTATUS=") {
 		t.Errorf("ready after reload: %q", m.text)
+	}
+	for m := next("STATUS="); m.text != "STATUS=2 running, 0 fatal, 1 stopped by ctl stop"; m = next("STATUS=") {
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if m := next("STOPPING=1"); !strings.HasPrefix(m.text, "STOPPING=1\nSTATUS=stopping") {
 		t.Errorf("stopping message: %q", m.text)
+	}
+}
+
+// systemd bounds a reload by TimeoutStartSec, from RELOADING=1 (or the
+// start of ExecReload) until READY=1: a daemon that said READY=1 only once
+// a long rolling restart was over would have its reload fail ("Reload
+// operation timed out") while the rollout carries on. READY=1 comes once
+// the new configuration is in force, the rollout still under way; STATUS=
+// follows the rollout to its end.
+func TestReloadReadyBeforeRollout(t *testing.T) {
+	sock, recv := listenNotify(t)
+	body := `
+[program.web]
+command = "@HELPER@ sleep"
+startsecs = 1
+environment = { GO_WANT_HELPER_PROCESS = "1", V = "1" }
+`
+	file := writeConfig(t, body)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup, cl, stop := runDaemon(t, cfg, Options{NotifySocket: sock})
+	next := func(prefix string) notifyMsg {
+		t.Helper()
+		for {
+			if m := recv(); strings.HasPrefix(m.text, prefix) {
+				return m
+			}
+		}
+	}
+	next("READY=1")
+	// The restarted process is STARTING for an hour: the rollout outlasts
+	// any TimeoutStartSec the test could wait for.
+	rewriteConfig(t, file, strings.NewReplacer(`V = "1"`, `V = "2"`, "startsecs = 1", "startsecs = 3600").Replace(body))
+	sup.RequestReload()
+	next("RELOADING=1")
+	if m := next("READY=1"); !strings.HasPrefix(m.text, "READY=1\nSTATUS=") {
+		t.Errorf("ready after the reload's plan: %q", m.text)
+	}
+	st, err := cl.Status(context.Background(), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 1 || st[0].State == "RUNNING" {
+		t.Errorf("READY=1 came with web %+v, want it on its way to STARTING: the rollout under way", st)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }
 

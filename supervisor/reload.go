@@ -134,6 +134,18 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool, progress *api.Prog
 	// ends, however it ends.
 	unlockReload := sync.OnceFunc(func() { <-s.reloading })
 	defer unlockReload()
+	// systemd sees the reload from here until the new configuration is in
+	// force (ready, below: READY=1), however the reload ends (a panic too),
+	// not until its rollout is over: it bounds a reload by TimeoutStartSec
+	// and fails it past that, and a rolling restart may take longer than
+	// any bound. STATUS= follows the rollout.
+	_ = s.notify.send("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()), "STATUS=reloading "+file)
+	ready := sync.OnceFunc(func() {
+		if s.readySent.Load() {
+			_ = s.notify.send("READY=1", "STATUS="+s.look().summary)
+		}
+	})
+	defer ready()
 	// Read the file only now: a reload queued behind another must apply
 	// what the file says when its turn comes, never an older reading.
 	next, err := config.LoadWith(file, s.loadOptions())
@@ -194,12 +206,11 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool, progress *api.Prog
 	// settled: no first READY=1 until it is done (see runNotify).
 	s.applying.Store(true)
 	defer func() { s.applying.Store(false); s.kickNotify() }()
-	_ = s.notify.send("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()), "STATUS=reloading "+file)
-	// systemd is told the reload ended however it ends (a panic too),
-	// else it would show the daemon reloading for ever.
+	// The new configuration is in force: the rest is the rollout.
+	ready()
 	defer func() {
 		if s.readySent.Load() {
-			_ = s.notify.send("READY=1", "STATUS="+s.look().summary)
+			_ = s.notify.send("STATUS=" + s.look().summary)
 		}
 	}()
 	rp.Results = s.apply(ctx, l, prev, next, stopNginx, plans, unlockReload)

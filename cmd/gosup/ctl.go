@@ -269,7 +269,7 @@ func newRestartCmd(g *globalFlags) *cobra.Command {
 }
 
 func newReloadCmd(g *globalFlags) *cobra.Command {
-	var dryRun, asJSON bool
+	var dryRun, asJSON, noWait bool
 	c := &cobra.Command{
 		Use:   "reload",
 		Short: "Re-read the configuration and apply only what changed (exit 2: invalid, nothing changed)",
@@ -294,6 +294,21 @@ func newReloadCmd(g *globalFlags) *cobra.Command {
 				return nil
 			}
 			pp := newProgressPrinter(out, asJSON)
+			if noWait {
+				// systemd's ExecReload: done once the new configuration
+				// is in force, however long the rollout takes.
+				plan, err := cl.ReloadAccepted(cmd.Context(), pp.event)
+				if err != nil {
+					return clientErr(err)
+				}
+				if !asJSON {
+					if !pp.planShown {
+						printChanges(out, plan)
+					}
+					fmt.Fprintln(out, "reload accepted: the rollout carries on in the daemon (gosup ctl status shows where it is; its outcome is logged)")
+				}
+				return nil
+			}
 			plan, err := cl.ReloadStream(cmd.Context(), false, pp.event)
 			if err != nil {
 				return clientErr(err)
@@ -320,6 +335,8 @@ func newReloadCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
+	c.Flags().BoolVar(&noWait, "no-wait", false, "return once the new configuration is in force (the plan), leaving the rollout to the daemon: systemd's ExecReload, which TimeoutStartSec bounds")
+	c.MarkFlagsMutuallyExclusive("dry-run", "no-wait")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the plan, each step and the outcome as one JSON object a line as they happen, the outcome last (see docs/cli.md); with --dry-run, the plan as one JSON object")
 	return c
 }

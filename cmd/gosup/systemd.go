@@ -113,7 +113,14 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 	line("[Unit]")
 	line("Description=gosup process supervisor (%s)", desc)
 	line("Documentation=https://github.com/gosup/gosup#running-under-systemd")
-	line("After=network.target")
+	if cfg.Nginx != nil {
+		line("# gosup writes %s and reloads nginx: nginx starts with gosup", commentSafe(cfg.Nginx.Output))
+		line("# (Wants=: gosup runs even if nginx fails) and before it, so that the first reload finds it.")
+		line("After=network.target nginx.service")
+		line("Wants=nginx.service")
+	} else {
+		line("After=network.target")
+	}
 	line("")
 	line("[Service]")
 	line("# gosup sends READY=1 once every autostart process is RUNNING, FATAL, or EXITED or STOPPED for good.")
@@ -141,7 +148,10 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 		line("TimeoutStartSec=%d", int((startWait+startMargin)/time.Second))
 	}
 	line("ExecStart=%s start -c %s", bin, conf)
-	line("ExecReload=%s ctl reload -c %s", bin, conf)
+	line("# systemd bounds ExecReload by TimeoutStartSec; a rolling restart may take longer:")
+	line("# reload returns once the new configuration is in force, the rollout carries on")
+	line("# (gosup ctl status shows it; its outcome is logged). Exit 2: invalid, nothing changed.")
+	line("ExecReload=%s ctl reload --no-wait -c %s", bin, conf)
 	line("# SIGTERM goes to gosup alone, which stops the programs in priority order")
 	line("# with their stopsignal and stopwaitsecs; systemd then SIGKILLs leftovers.")
 	line("KillMode=mixed")

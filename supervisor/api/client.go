@@ -168,6 +168,27 @@ func (c *Client) ReloadStream(ctx context.Context, dryRun bool, each func(Event)
 	return &out, nil
 }
 
+// ReloadAccepted is ReloadStream that returns as soon as the daemon has
+// put the new configuration in force (the plan, step "plan"), with the
+// plan; the rollout (rolling restarts, starts, stops, the nginx update)
+// carries on in the daemon, which logs its outcome. An invalid
+// configuration is an *Error with Code 422, as for Reload. A daemon that
+// does not stream answers only once the reload is over.
+func (c *Client) ReloadAccepted(ctx context.Context, each func(Event)) (*ReloadPlan, error) {
+	var out ReloadPlan
+	final, err := c.streamUntil(ctx, "/v1/reload", ReloadRequest{}, &out, each, StepPlan)
+	if err != nil {
+		return nil, err
+	}
+	if final != nil {
+		if final.Plan == nil {
+			return nil, fmt.Errorf("decode response from %s: the %s has no plan", c.Socket, final.Step)
+		}
+		return final.Plan, nil
+	}
+	return &out, nil
+}
+
 // ActionStream is Action with the steps (start, stop, restart) passed to
 // each as they happen (see Event), before it returns the outcome.
 func (c *Client) ActionStream(ctx context.Context, verb string, req ActionRequest, each func(Event)) ([]Result, error) {
@@ -191,6 +212,13 @@ const MaxEventBytes = 16 << 20
 // step "error". A plain reply (a daemon that does not stream) is decoded
 // into plain instead, and the returned event is nil.
 func (c *Client) stream(ctx context.Context, path string, body, plain any, each func(Event)) (*Event, error) {
+	return c.streamUntil(ctx, path, body, plain, each, StepResult)
+}
+
+// streamUntil is stream that returns the first event of step until (or
+// the outcome, or the error), closing the stream there: the operation
+// carries on in the daemon.
+func (c *Client) streamUntil(ctx context.Context, path string, body, plain any, each func(Event), until string) (*Event, error) {
 	resp, err := c.rawAccept(ctx, http.MethodPost, path, nil, body, StreamType)
 	if err != nil {
 		return nil, err
@@ -213,7 +241,7 @@ func (c *Client) stream(ctx context.Context, path string, body, plain any, each 
 			each(ev)
 		}
 		switch ev.Step {
-		case StepResult:
+		case StepResult, until:
 			return &ev, nil
 		case StepError:
 			return nil, &Error{Code: ev.Code, Msg: ev.Error}
