@@ -59,8 +59,8 @@ func pathWarnings(cfg *config.Config, pathEnv string) []string {
 		if other, err := procgroup.LookPath(name, ps.Dir, []string{"PATH=" + systemdPath}); err == nil {
 			instead = "it would be " + other
 		}
-		out = append(out, fmt.Sprintf("program.%s: command %q is %s here, found through the PATH entry %s, %s (%s): under systemd %s. Write the absolute path (%s), or set PATH in [program.%s.environment]",
-			p.Name, name, here, dir, why, systemdPath, instead, commandWith(p.Spec.Command, name, here), p.Name))
+		out = append(out, fmt.Sprintf("%s: warning: program.%s.command: %q is %s here, found through the PATH entry %s, %s (%s): under systemd %s. Write the absolute path (%s), or set PATH in [program.%s.environment]",
+			cfg.File, p.Name, name, here, dir, why, systemdPath, instead, commandWith(p.Spec.Command, name, here), p.Name))
 	}
 	return out
 }
@@ -75,10 +75,10 @@ func commandWith(command, name, path string) string {
 	return fmt.Sprintf("command = %q", path+rest)
 }
 
-// printPathWarnings prints pathWarnings for this shell's PATH, one
-// "warning: " line each.
+// printPathWarnings prints pathWarnings for this shell's PATH, one line
+// each, as FILE: warning: KEY: MESSAGE like the configuration's warnings.
 func printPathWarnings(w io.Writer, cfg *config.Config) {
 	for _, msg := range pathWarnings(cfg, os.Getenv("PATH")) {
-		fmt.Fprintln(w, "warning:", msg)
+		fmt.Fprintln(w, msg)
 	}
 }
