@@ -173,8 +173,19 @@ environment = { GO_WANT_HELPER_PROCESS = "1", V = "1" }
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st) != 1 || st[0].State == "RUNNING" {
-		t.Errorf("READY=1 came with web %+v, want it on its way to STARTING: the rollout under way", st)
+	if len(st) != 1 || (st[0].State == "RUNNING" && !st[0].OldSpec) {
+		t.Fatalf("READY=1 came with web %+v, want it still to restart (on its old spec) or restarting: the rollout under way", st)
+	}
+	// The rollout carries on after READY=1: the new process starts.
+	deadline := time.Now().Add(30 * time.Second)
+	for st[0].State != "STARTING" {
+		if time.Now().After(deadline) {
+			t.Fatalf("web is %s 30s after READY=1, want STARTING: the rollout did not go on", st[0].State)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if st, err = cl.Status(context.Background(), "web"); err != nil || len(st) != 1 {
+			t.Fatalf("status: %v %+v", err, st)
+		}
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
