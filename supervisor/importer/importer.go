@@ -875,7 +875,7 @@ func (c *conv) port(p *prog) {
 		}
 		c.o.kv("port_start", tomlInt(ports[0]), fmt.Sprintf("the port in the command (%s), %d-%d; gosup sets $PORT, can render an nginx upstream from it, and holds a process in STARTING until the port accepts connections (ready = \"tcp\"; ready = \"startsecs\" is supervisord's rule alone)", tok, ports[0], ports[len(ports)-1]))
 		u := upstream{name: p.name, first: ports[0], last: ports[len(ports)-1]}
-		u.protocol, u.why = listenProtocol(argv[:i], flag)
+		u.protocol, u.why = listenProtocol(argv, i, flag)
 		c.o.kv("upstream", tomlString(u.name), fmt.Sprintf("its processes are the servers of [nginx.upstream.%s] below: see them with gosup render", u.name))
 		c.upstreams = append(c.upstreams, u)
 		return
@@ -886,14 +886,44 @@ func (c *conv) port(p *prog) {
 // protocol (nginx's uwsgi_pass); --http and --http-socket speak HTTP.
 var uwsgiSocketFlags = []string{"-s", "--socket", "--uwsgi-socket"}
 
-// listenProtocol is how nginx talks to a command that listens where flag
-// says (before are the words before the address): uwsgi for uwsgi's
-// -s/--socket, http for anything else (--http, gunicorn -b, --port).
-func listenProtocol(before []string, flag string) (protocol, why string) {
-	isUwsgi := slices.ContainsFunc(before, func(a string) bool { return path.Base(a) == "uwsgi" })
+// isUwsgi reports whether a word of a command runs uwsgi: uwsgi itself
+// (/usr/bin/uwsgi, a virtualenv's bin/uwsgi, python -m uwsgi), Debian's
+// uwsgi-core and its plugins' uwsgi_python3, uwsgi_python311, ..., and
+// pip's pyuwsgi (also python -m pyuwsgi).
+func isUwsgi(word string) bool {
+	switch b := path.Base(word); {
+	case b == "uwsgi", b == "uwsgi-core", b == "pyuwsgi":
+		return true
+	default:
+		return strings.HasPrefix(b, "uwsgi_")
+	}
+}
+
+// uwsgiProtocol is the value of uwsgi's --protocol in argv ("" when not
+// set): it makes a -s/--socket speak HTTP with --protocol=http.
+func uwsgiProtocol(argv []string) string {
+	v := ""
+	for i, a := range argv {
+		if p, ok := strings.CutPrefix(a, "--protocol="); ok {
+			v = p
+		} else if a == "--protocol" && i+1 < len(argv) {
+			v = argv[i+1]
+		}
+	}
+	return v
+}
+
+// listenProtocol is how nginx talks to a command (argv) that listens
+// where flag says, on its word at: uwsgi for uwsgi's -s/--socket (unless
+// --protocol says http), http for anything else (--http, gunicorn -b,
+// --port).
+func listenProtocol(argv []string, at int, flag string) (protocol, why string) {
+	uwsgi := slices.IndexFunc(argv[:at], isUwsgi)
 	switch {
-	case isUwsgi && slices.Contains(uwsgiSocketFlags, flag):
-		return "uwsgi", "uwsgi " + flag + " speaks the uwsgi protocol (nginx's uwsgi_pass)"
+	case uwsgi >= 0 && slices.Contains(uwsgiSocketFlags, flag) && uwsgiProtocol(argv) == "http":
+		return "http", path.Base(argv[uwsgi]) + " " + flag + " with --protocol http speaks HTTP (nginx's proxy_pass)"
+	case uwsgi >= 0 && slices.Contains(uwsgiSocketFlags, flag):
+		return "uwsgi", path.Base(argv[uwsgi]) + " " + flag + " speaks the uwsgi protocol (nginx's uwsgi_pass)"
 	case flag != "":
 		return "http", "the command listens with " + flag + ": HTTP (nginx's proxy_pass); protocol = \"uwsgi\" if it speaks uwsgi"
 	default:

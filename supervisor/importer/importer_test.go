@@ -131,6 +131,17 @@ func TestUpstream(t *testing.T) {
 		{"uwsgi -s 127.0.0.1:90%(process_num)02d --module app", "uwsgi"},
 		{"/opt/venv/bin/uwsgi --socket :90%(process_num)02d", "uwsgi"},
 		{"uwsgi --uwsgi-socket=127.0.0.1:90%(process_num)02d", "uwsgi"},
+		// Debian's uwsgi packages: the plugin's own binary, uwsgi-core.
+		{"/usr/bin/uwsgi_python3 -s 127.0.0.1:90%(process_num)02d --module app", "uwsgi"},
+		{"uwsgi_python311 --socket :90%(process_num)02d", "uwsgi"},
+		{"/usr/bin/uwsgi-core --plugin python3 -s :90%(process_num)02d", "uwsgi"},
+		// pip's pyuwsgi, also as a module.
+		{"/srv/venv/bin/pyuwsgi -s 127.0.0.1:90%(process_num)02d", "uwsgi"},
+		{"/srv/venv/bin/python -m pyuwsgi --socket :90%(process_num)02d", "uwsgi"},
+		// --protocol=http makes uwsgi's socket speak HTTP, wherever it is.
+		{"uwsgi --socket :90%(process_num)02d --protocol=http --module app", "http"},
+		{"uwsgi --protocol http -s 127.0.0.1:90%(process_num)02d", "http"},
+		{"uwsgi --socket :90%(process_num)02d --protocol uwsgi", "uwsgi"},
 		{"uwsgi --http :90%(process_num)02d --module app", "http"},
 		{"uwsgi --http-socket 127.0.0.1:90%(process_num)02d", "http"},
 		{"gunicorn -b 127.0.0.1:90%(process_num)02d app:wsgi", "http"},
