@@ -430,6 +430,9 @@ func (h apiHost) Reload(dryRun bool, progress *api.Progress) (*api.ReloadPlan, e
 func (h apiHost) Nginx() (api.NginxStatus, error) {
 	m := h.s.currentNginx()
 	if m == nil {
+		if cfg := h.s.config(); cfg.NginxRenderOnly != nil {
+			return api.NginxStatus{}, api.NotFound(fmt.Errorf("%s: [nginx] has no output: the daemon writes no nginx file and reloads no nginx (gosup render prints the upstreams; set output for gosup to keep them in nginx)", cfg.File))
+		}
 		return api.NginxStatus{}, api.NotFound(fmt.Errorf("%s has no [nginx] table", h.s.config().File))
 	}
 	return api.NginxStatus(m.Status()), nil

@@ -403,6 +403,8 @@ func settingsNotes(cur, next *config.Config) []string {
 	switch {
 	case cur.Nginx == nil && next.Nginx != nil:
 		notes = append(notes, "[nginx] added: the upstream file is written and nginx reloaded")
+	case cur.Nginx != nil && next.NginxRenderOnly != nil:
+		notes = append(notes, fmt.Sprintf("[nginx] output removed: gosup no longer updates %s (left as it is); gosup render prints the upstreams", cur.Nginx.Output))
 	case cur.Nginx != nil && next.Nginx == nil:
 		notes = append(notes, fmt.Sprintf("[nginx] removed: gosup no longer updates %s (left as it is)", cur.Nginx.Output))
 	case cur.Nginx != nil && !sameNginx(cur.Nginx, next.Nginx):
