@@ -112,7 +112,7 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 	line("")
 	line("[Unit]")
 	line("Description=gosup process supervisor (%s)", desc)
-	line("Documentation=https://github.com/gosup/gosup#running-under-systemd")
+	line("Documentation=https://github.com/gosup/gosup/blob/main/docs/systemd.md")
 	if cfg.Nginx != nil {
 		line("# gosup writes %s and reloads nginx: nginx starts with gosup", commentSafe(cfg.Nginx.Output))
 		line("# (Wants=: gosup runs even if nginx fails) and before it, so that the first reload finds it.")

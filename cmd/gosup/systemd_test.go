@@ -117,3 +117,41 @@ func TestSystemdQuote(t *testing.T) {
 		}
 	}
 }
+
+// TestSystemdUnitDocumentation: the unit's Documentation= (what systemctl
+// help gosup opens) is a page of this repository on GitHub that exists,
+// and its #anchor, if any, a heading of that page.
+func TestSystemdUnitDocumentation(t *testing.T) {
+	unit, err := systemdUnit("/usr/local/bin/gosup", loadExample(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var urls []string
+	for _, l := range strings.Split(string(unit), "\n") {
+		if u, ok := strings.CutPrefix(l, "Documentation="); ok {
+			urls = append(urls, strings.Fields(u)...)
+		}
+	}
+	if len(urls) == 0 {
+		t.Fatalf("no Documentation= in\n%s", unit)
+	}
+	for _, u := range urls {
+		page, anchor, _ := strings.Cut(u, "#")
+		file, ok := strings.CutPrefix(page, "https://github.com/gosup/gosup/blob/main/")
+		if page == "https://github.com/gosup/gosup" {
+			file, ok = "README.md", true
+		}
+		if !ok {
+			t.Errorf("Documentation=%s: not a page of github.com/gosup/gosup", u)
+			continue
+		}
+		text, err := os.ReadFile(filepath.Join("..", "..", filepath.FromSlash(file)))
+		if err != nil {
+			t.Errorf("Documentation=%s: %v", u, err)
+			continue
+		}
+		if anchor != "" && !docAnchors(string(text))[anchor] {
+			t.Errorf("Documentation=%s: %s has no heading #%s", u, file, anchor)
+		}
+	}
+}
