@@ -38,10 +38,9 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid, %d programs, %d processes\n", cfg.File, len(cfg.Programs), n)
 			// What is valid but will not work here: on stderr, as
 			// import's warnings; the file is still valid (exit 0).
-			for _, w := range cfg.Warnings {
-				fmt.Fprintln(cmd.ErrOrStderr(), w.Warning())
+			for _, w := range checkWarnings(cfg) {
+				fmt.Fprintln(cmd.ErrOrStderr(), w)
 			}
-			printPathWarnings(cmd.ErrOrStderr(), cfg)
 			if n := cmp.Or(cfg.Nginx, cfg.NginxRenderOnly); n != nil {
 				servers := 0
 				for _, p := range cfg.Programs {

@@ -42,20 +42,29 @@ result does not pass the check.`,
 				if _, err := cmd.OutOrStdout().Write(res.TOML); err != nil {
 					return failed(err)
 				}
-				if err := checkImported(res.TOML, "the imported configuration"); err != nil {
+				warnings, err := checkImported(res.TOML, "the imported configuration")
+				if err != nil {
 					return err
 				}
-				printNextSteps(cmd.ErrOrStderr(), args[0], "", res)
+				for _, w := range warnings {
+					fmt.Fprintln(cmd.ErrOrStderr(), w)
+				}
+				printNextSteps(cmd.ErrOrStderr(), args[0], "", res, len(warnings))
 				return nil
 			}
 			if err := os.WriteFile(output, res.TOML, 0o644); err != nil {
 				return failed(err)
 			}
-			if _, err := config.Load(output); err != nil {
+			cfg, err := config.Load(output)
+			if err != nil {
 				return failed(fmt.Errorf("%s is written but does not pass gosup check; fix these and run gosup check -c %s:\n%w", output, output, err))
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (%d warnings); gosup check passes\n", output, len(res.Warnings))
-			printNextSteps(cmd.ErrOrStderr(), args[0], output, res)
+			warnings := checkWarnings(cfg)
+			for _, w := range warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), w)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (%d warnings); gosup check passes\n", output, len(res.Warnings)+len(warnings))
+			printNextSteps(cmd.ErrOrStderr(), args[0], output, res, len(warnings))
 			return nil
 		},
 	}
@@ -65,12 +74,13 @@ result does not pass the check.`,
 
 // checkImported validates TOML as if it were a file in the current
 // directory (where `gosup import x.conf > gosup.toml` puts it), or in the
-// temp directory if that is read-only.
-func checkImported(toml []byte, name string) error {
+// temp directory if that is read-only. It returns what gosup check would
+// warn about (see checkWarnings), naming the content "(output)".
+func checkImported(toml []byte, name string) ([]string, error) {
 	f, err := os.CreateTemp(".", ".gosup-import-*.toml")
 	if err != nil {
 		if f, err = os.CreateTemp("", "gosup-import-*.toml"); err != nil {
-			return failed(err)
+			return nil, failed(err)
 		}
 	}
 	defer os.Remove(f.Name())
@@ -79,15 +89,34 @@ func checkImported(toml []byte, name string) error {
 		err = cerr
 	}
 	if err != nil {
-		return failed(err)
+		return nil, failed(err)
 	}
+	abs, _ := filepath.Abs(f.Name())
 	// The temporary file stands in for the content only: who may change
 	// it says nothing about the file the operator will install.
-	if _, err := config.LoadWith(f.Name(), config.LoadOptions{InsecureFiles: true}); err != nil {
-		abs, _ := filepath.Abs(f.Name())
-		return failed(fmt.Errorf("%s does not pass gosup check:\n%s", name, strings.ReplaceAll(err.Error(), abs, "(output)")))
+	cfg, err := config.LoadWith(f.Name(), config.LoadOptions{InsecureFiles: true})
+	if err != nil {
+		return nil, failed(fmt.Errorf("%s does not pass gosup check:\n%s", name, strings.ReplaceAll(err.Error(), abs, "(output)")))
 	}
-	return nil
+	warnings := checkWarnings(cfg)
+	for i, w := range warnings {
+		warnings[i] = strings.ReplaceAll(w, abs, "(output)")
+	}
+	return warnings, nil
+}
+
+// checkWarnings are the warnings gosup check prints for cfg: the
+// configuration's own (an [email] sendmail that is not there), then the
+// PATH ones, one line each.
+func checkWarnings(cfg *config.Config) []string {
+	var out []string
+	for _, w := range cfg.Warnings {
+		out = append(out, w.Warning())
+	}
+	for _, w := range pathWarnings(cfg, os.Getenv("PATH")) {
+		out = append(out, w.Warning())
+	}
+	return out
 }
 
 // installedConfig is where the next steps install an imported file:
@@ -96,20 +125,32 @@ const installedConfig = "/etc/gosup/gosup.toml"
 
 // printNextSteps tells what to do with an imported configuration (written
 // to output, or to stdout when output is ""), in the order that keeps the
-// site up: the file in place, nginx given the upstream (supervisord's
-// processes still serve the same ports), then supervisord stopped and
-// gosup started under systemd.
-func printNextSteps(w io.Writer, conf, output string, res *importer.Result) {
+// site up: the file in place, what gosup check warns about (warnings of
+// them) fixed, nginx given the upstream (supervisord's processes still
+// serve the same ports), then supervisord stopped and gosup started under
+// systemd.
+func printNextSteps(w io.Writer, conf, output string, res *importer.Result, warnings int) {
 	c := installedConfig
 	fmt.Fprintln(w, "next steps:")
-	if output == "" {
+	abs, _ := filepath.Abs(output)
+	switch {
+	case output == "":
 		fmt.Fprintf(w, "  1. save it (gosup import %s -o gosup.toml) and install it as %s:\n", conf, c)
-		output = "gosup.toml"
-	} else {
+		fmt.Fprintf(w, "     install -D -m 0644 gosup.toml %s && gosup check -c %s\n", c, c)
+	case abs == c:
+		fmt.Fprintf(w, "  1. it is where gosup looks without -c; review it:\n")
+		fmt.Fprintf(w, "     gosup check -c %s\n", c)
+	default:
 		fmt.Fprintf(w, "  1. install it as %s, where gosup looks without -c:\n", c)
+		fmt.Fprintf(w, "     install -D -m 0644 %s %s && gosup check -c %s\n", output, c, c)
 	}
-	fmt.Fprintf(w, "     install -D -m 0644 %s %s && gosup check -c %s\n", output, c, c)
 	n := 2
+	if warnings > 0 {
+		fmt.Fprintf(w, "  %d. fix what gosup check warns about above (%d warnings) before gosup starts: a sendmail that\n", n, warnings)
+		fmt.Fprintln(w, "     is not there loses every alert; a command found through this shell's PATH runs another, or")
+		fmt.Fprintln(w, "     none, under systemd")
+		n++
+	}
 	if len(res.Upstreams) > 0 {
 		fmt.Fprintf(w, "  %d. gosup render -c %s prints the nginx upstream %s: put it in nginx's\n", n, c, strings.Join(res.Upstreams, ", "))
 		fmt.Fprintln(w, "     http { } in place of your upstream block of that name, or set [nginx] output (commented in")

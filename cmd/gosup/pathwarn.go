@@ -25,9 +25,9 @@ const systemdPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // entry. Under systemd the program would run another executable, or none.
 // A program that sets PATH in its environment is left alone: it takes
 // that PATH under systemd too.
-func pathWarnings(cfg *config.Config, pathEnv string) []string {
+func pathWarnings(cfg *config.Config, pathEnv string) []*config.Error {
 	unitDirs := filepath.SplitList(systemdPath)
-	var out []string
+	var out []*config.Error
 	for _, p := range cfg.Programs {
 		if len(p.Procs) == 0 {
 			continue
@@ -59,8 +59,8 @@ func pathWarnings(cfg *config.Config, pathEnv string) []string {
 		if other, err := procgroup.LookPath(name, ps.Dir, []string{"PATH=" + systemdPath}); err == nil {
 			instead = "it would be " + other
 		}
-		out = append(out, fmt.Sprintf("%s: warning: program.%s.command: %q is %s here, found through the PATH entry %s, %s (%s): under systemd %s. Write the absolute path (%s), or set PATH in [program.%s.environment]",
-			cfg.File, p.Name, name, here, dir, why, systemdPath, instead, commandWith(p.Spec.Command, name, here), p.Name))
+		out = append(out, cfg.KeyError(p.File, "program."+p.Name+".command", "%q is %s here, found through the PATH entry %s, %s (%s): under systemd %s. Write the absolute path (%s), or set PATH in [program.%s.environment]",
+			name, here, dir, why, systemdPath, instead, commandWith(p.Spec.Command, name, absPath(here)), p.Name))
 	}
 	return out
 }
@@ -76,9 +76,19 @@ func commandWith(command, name, path string) string {
 }
 
 // printPathWarnings prints pathWarnings for this shell's PATH, one line
-// each, as FILE: warning: KEY: MESSAGE like the configuration's warnings.
+// each, as FILE:LINE: warning: KEY: MESSAGE like the configuration's
+// warnings.
 func printPathWarnings(w io.Writer, cfg *config.Config) {
-	for _, msg := range pathWarnings(cfg, os.Getenv("PATH")) {
-		fmt.Fprintln(w, msg)
+	for _, e := range pathWarnings(cfg, os.Getenv("PATH")) {
+		fmt.Fprintln(w, e.Warning())
 	}
+}
+
+// absPath is p made absolute against gosup's working directory, as the
+// spawn resolves a relative PATH entry; p itself if that fails.
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }

@@ -107,6 +107,13 @@ func (e *Error) Warning() string {
 	return where + ": warning: " + msg
 }
 
+// KeyError is an Error (or, with Warning, a warning) about key in file,
+// one of cfg's Files, at the line that sets it: for what is checked
+// outside Load, such as gosup check's PATH warnings.
+func (cfg *Config) KeyError(file, key, format string, args ...any) *Error {
+	return &Error{File: file, Line: keyLines(cfg.Sources[file]).find(key), Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
