@@ -62,7 +62,8 @@ func listenNotify(t *testing.T) (sock string, recv func() notifyMsg) {
 // The daemon speaks sd_notify to a real unixgram socket: READY=1 only once
 // every autostart process is RUNNING (here after startsecs = 1), with the
 // STATUS= of the same reading, STATUS= when the picture changes, and
-// RELOADING=1 (with MONOTONIC_USEC) … READY=1 around a reload, and
+// RELOADING=1 (with MONOTONIC_USEC) … READY=1 around a reload (an
+// invalid file's too), and
 // STOPPING=1 on shutdown. (WATCHDOG=1: TestWatchdogPingsOnlyWhileLoopsAnswer.)
 func TestSystemdNotify(t *testing.T) {
 	sock, recv := listenNotify(t)
@@ -123,6 +124,17 @@ startsecs = 1
 		t.Errorf("ready after reload: %q", m.text)
 	}
 	for m := next("STATUS="); m.text != "STATUS=2 running, 0 fatal, 1 stopped by ctl stop"; m = next("STATUS=") {
+	}
+	// An invalid file: RELOADING=1 came at the reload's start, so READY=1
+	// must follow although nothing changed (systemd would show the unit
+	// reloading until TimeoutStartSec fails the reload).
+	rewriteConfig(t, file, strings.Replace(body, "numprocs = 2", "numprocs = 0", 1))
+	if _, err := cl.Reload(ctx, false); err == nil {
+		t.Fatal("reload of an invalid file succeeded")
+	}
+	next("RELOADING=1")
+	if m := next("READY=1"); m.text != "READY=1\nSTATUS=2 running, 0 fatal, 1 stopped by ctl stop" {
+		t.Errorf("ready after an invalid file's reload: %q", m.text)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)

@@ -234,8 +234,6 @@ output = "out.conf"
 	}
 }
 
-// writeTree writes files (relative path → content) under a new temporary
-// directory and returns it.
 // An [nginx] table without output is for gosup render alone: it loads,
 // renders, and the daemon gets no nginx to manage (Nginx is nil).
 func TestNginxRenderOnly(t *testing.T) {
@@ -278,6 +276,8 @@ protocol = "http"
 	}
 }
 
+// writeTree writes files (relative path → content) under a new temporary
+// directory and returns it.
 func writeTree(t *testing.T, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
