@@ -305,7 +305,7 @@ func newReloadCmd(g *globalFlags) *cobra.Command {
 					if !pp.planShown {
 						printChanges(out, plan)
 					}
-					fmt.Fprintln(out, "reload accepted: the rollout carries on in the daemon (gosup ctl status shows where it is; its outcome is logged)")
+					fmt.Fprintln(out, "reload accepted: the rollout carries on in the daemon (gosup ctl status shows where it is; gosup ctl info and the daemon's log, its outcome)")
 				}
 				return nil
 			}

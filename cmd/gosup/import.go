@@ -153,8 +153,10 @@ func printNextSteps(w io.Writer, conf, output string, res *importer.Result, warn
 	}
 	if len(res.Upstreams) > 0 {
 		fmt.Fprintf(w, "  %d. gosup render -c %s prints the nginx upstream %s: put it in nginx's\n", n, c, strings.Join(res.Upstreams, ", "))
-		fmt.Fprintln(w, "     http { } in place of your upstream block of that name, or set [nginx] output (commented in")
-		fmt.Fprintln(w, "     the file) so that gosup writes it and reloads nginx as processes come and go")
+		fmt.Fprintln(w, "     http { } in place of your upstream block for those ports (if your uwsgi_pass or proxy_pass names")
+		fmt.Fprintln(w, "     another upstream, rename [nginx.upstream.NAME] and the program's upstream = to it), or set")
+		fmt.Fprintln(w, "     [nginx] output (commented in the file) so that gosup writes it and reloads nginx as processes")
+		fmt.Fprintln(w, "     come and go")
 		fmt.Fprintf(w, "  %d. nginx -t && systemctl reload nginx (systemctl start nginx if it is not running yet):\n", n+1)
 		fmt.Fprintln(w, "     the ports are the same, so supervisord's processes serve it until gosup's take over")
 		n += 2
