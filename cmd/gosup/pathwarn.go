@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -33,13 +34,13 @@ func pathWarnings(cfg *config.Config, pathEnv string) []*config.Error {
 			continue
 		}
 		ps := p.Procs[0]
-		if len(ps.Argv) == 0 || strings.Contains(ps.Argv[0], "/") {
+		name, via, ok := searchedName(ps.Argv)
+		if !ok {
 			continue
 		}
 		if slices.ContainsFunc(ps.Env, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
 			continue
 		}
-		name := ps.Argv[0]
 		here, err := procgroup.LookPath(name, ps.Dir, []string{"PATH=" + pathEnv})
 		if err != nil {
 			continue // not found here either: the spawn says so
@@ -59,20 +60,60 @@ func pathWarnings(cfg *config.Config, pathEnv string) []*config.Error {
 		if other, err := procgroup.LookPath(name, ps.Dir, []string{"PATH=" + systemdPath}); err == nil {
 			instead = "it would be " + other
 		}
-		out = append(out, cfg.KeyError(p.File, "program."+p.Name+".command", "%q is %s here, found through the PATH entry %s, %s (%s): under systemd %s. Write the absolute path (%s), or set PATH in [program.%s.environment]",
-			name, here, dir, why, systemdPath, instead, commandWith(p.Spec.Command, name, absPath(here)), p.Name))
+		what := fmt.Sprintf("%q", name)
+		if via != "" {
+			what += " (run by " + via + ")"
+		}
+		out = append(out, cfg.KeyError(p.File, "program."+p.Name+".command", "%s is %s here, found through the PATH entry %s, %s (%s): under systemd %s. Write the absolute path (%s), or set PATH in [program.%s.environment]",
+			what, here, dir, why, systemdPath, instead, commandWith(p.Spec.Command, name, absPath(here)), p.Name))
 	}
 	return out
 }
 
-// commandWith is command with its first word replaced by path, as the
-// warning suggests writing it.
+// searchedName is the word of argv that is looked up in PATH: the
+// command's first word when it has no slash, or the command an absolute
+// env runs (/usr/bin/env NAME=VALUE python3 ..., via is then env's path).
+// ok is false when nothing is looked up in the PATH gosup gives: a path,
+// env -i (no PATH), env PATH=... (its own), env -S (not read here).
+func searchedName(argv []string) (name, via string, ok bool) {
+	if len(argv) == 0 {
+		return "", "", false
+	}
+	if !strings.Contains(argv[0], "/") {
+		return argv[0], "", true
+	}
+	if filepath.Base(argv[0]) != "env" {
+		return "", "", false
+	}
+	for i := 1; i < len(argv); i++ {
+		switch a := argv[i]; {
+		case a == "-" || a == "-i" || a == "--ignore-environment" || strings.HasPrefix(a, "-S") || strings.HasPrefix(a, "--split-string"):
+			return "", "", false
+		case a == "-u" || a == "--unset" || a == "-C" || a == "--chdir":
+			i++ // and its argument
+		case strings.HasPrefix(a, "-"):
+		case strings.HasPrefix(a, "PATH="):
+			return "", "", false
+		case strings.Contains(a, "="):
+		case strings.Contains(a, "/"):
+			return "", "", false
+		default:
+			return a, argv[0], true
+		}
+	}
+	return "", "", false
+}
+
+// commandWith is command with the word name (its first, or the one env
+// runs) replaced by path, as the warning suggests writing it.
 func commandWith(command, name, path string) string {
-	rest, ok := strings.CutPrefix(strings.TrimLeft(command, " \t"), name)
-	if !ok {
+	re := regexp.MustCompile(`(^|\s)` + regexp.QuoteMeta(name) + `(\s|$)`)
+	loc := re.FindStringSubmatchIndex(command)
+	if loc == nil {
 		return "command = \"" + path + " ...\""
 	}
-	return fmt.Sprintf("command = %q", path+rest)
+	// loc[3] ends what precedes the word, loc[4] begins what follows it.
+	return fmt.Sprintf("command = %q", command[:loc[3]]+path+command[loc[4]:])
 }
 
 // printPathWarnings prints pathWarnings for this shell's PATH, one line
