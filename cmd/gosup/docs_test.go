@@ -63,7 +63,9 @@ package main
 // Inline code (`gosup ctl tail -f web` in a sentence) is checked more
 // lightly: each span that starts with `gosup ` must name a real command
 // and only flags that command has. Every relative link must reach a file,
-// and a #anchor a heading of it.
+// and a #anchor a heading of it; so must every link into this repository
+// (https://github.com/gosup/gosup/blob/main/PATH#ANCHOR) that gosup prints
+// or an example holds (the unit's Documentation=).
 
 import (
 	"bytes"
@@ -432,6 +434,63 @@ func TestDocs(t *testing.T) {
 	}
 	checkInlineCommands(t)
 	checkDocLinks(t)
+	checkRepoURLs(t)
+}
+
+// repoURLRE is a link into this repository's files on GitHub: the
+// repository alone (its README) or a file on main, with an optional anchor.
+var repoURLRE = regexp.MustCompile(`https://github\.com/gosup/gosup(/blob/main/[^\s#"'` + "`" + `)]+)?(#[\w-]+)?`)
+
+// repoURLFiles are the files whose links into the repository are checked
+// besides the docs: what gosup prints (the unit) and the examples.
+var repoURLFiles = []string{"cmd/gosup/*.go", "examples/*", "README.md", "docs/*.md"}
+
+// repoURLError says what is wrong with a repository link found in text,
+// or "" when its file and heading exist.
+func repoURLError(link string) string {
+	m := repoURLRE.FindStringSubmatch(link)
+	if m == nil {
+		return ""
+	}
+	path := "README.md"
+	if m[1] != "" {
+		path = strings.TrimPrefix(m[1], "/blob/main/")
+	}
+	body, err := os.ReadFile(filepath.Join(repoRoot, path))
+	if err != nil {
+		return fmt.Sprintf("%s: no file %s in the repository", link, path)
+	}
+	if a := strings.TrimPrefix(m[2], "#"); a != "" && strings.HasSuffix(path, ".md") && !docAnchors(string(body))[a] {
+		return fmt.Sprintf("%s: %s has no heading with anchor #%s", link, path, a)
+	}
+	return ""
+}
+
+// checkRepoURLs checks every link into the repository in repoURLFiles.
+func checkRepoURLs(t *testing.T) {
+	for _, pat := range repoURLFiles {
+		files, err := filepath.Glob(filepath.Join(repoRoot, pat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			data, err := os.ReadFile(f)
+			if err != nil {
+				continue // a directory
+			}
+			for n, line := range strings.Split(string(data), "\n") {
+				for _, link := range repoURLRE.FindAllString(line, -1) {
+					if e := repoURLError(link); e != "" {
+						rel, _ := filepath.Rel(repoRoot, f)
+						t.Errorf("%s:%d: %s", rel, n+1, e)
+					}
+				}
+			}
+		}
+	}
 }
 
 var (
@@ -1016,6 +1075,20 @@ func TestDocsHarness(t *testing.T) {
 		}
 		if a["not-a-heading"] {
 			t.Errorf("a comment in a fence is not a heading: %v", a)
+		}
+	})
+	t.Run("repo URLs", func(t *testing.T) {
+		for link, ok := range map[string]bool{
+			"https://github.com/gosup/gosup":                                      true,
+			"https://github.com/gosup/gosup/blob/main/docs/systemd.md":            true,
+			"https://github.com/gosup/gosup/blob/main/docs/systemd.md#build":      true,
+			"https://github.com/gosup/gosup#running-under-systemd":                false, // a README heading that went
+			"https://github.com/gosup/gosup/blob/main/docs/no-such-page.md":       false,
+			"https://github.com/gosup/gosup/blob/main/docs/systemd.md#no-heading": false,
+		} {
+			if e := repoURLError(link); (e == "") != ok {
+				t.Errorf("repoURLError(%q) = %q, want ok %v", link, e, ok)
+			}
 		}
 	})
 	t.Run("bench", func(t *testing.T) {
