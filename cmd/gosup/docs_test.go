@@ -157,7 +157,18 @@ func parseDocBlocks() ([]docBlock, []string, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		lines := strings.Split(string(data), "\n")
+		b, e := parseDocText(f, string(data))
+		blocks = append(blocks, b...)
+		errs = append(errs, e...)
+	}
+	return blocks, errs, nil
+}
+
+// parseDocText reads the fenced blocks of one doc file, f its path
+// relative to the repository root.
+func parseDocText(f, text string) (blocks []docBlock, errs []string) {
+	{
+		lines := strings.Split(text, "\n")
 		for i := 0; i < len(lines); i++ {
 			if !strings.HasPrefix(lines[i], "```") {
 				continue
@@ -194,7 +205,7 @@ func parseDocBlocks() ([]docBlock, []string, error) {
 			blocks = append(blocks, b)
 		}
 	}
-	return blocks, errs, nil
+	return blocks, errs
 }
 
 // docCommands splits a ```sh block (or the $ lines of a ```console one)
@@ -250,7 +261,7 @@ type docTarget struct {
 	execs   map[string]bool
 	lines   []string
 	adapted map[string]bool
-	ids     map[string]bool
+	ids     map[string]bool // "matchdoc ID", "docblock ID"
 }
 
 var (
@@ -259,8 +270,8 @@ var (
 	idUseRE      = regexp.MustCompile(`^(\[[^\]]*\] )*(matchdoc|docblock)\b(.*)$`)
 )
 
-func readDocTarget(path string) (*docTarget, error) {
-	data, err := os.ReadFile(filepath.Join(repoRoot, path))
+func readDocTarget(root, path string) (*docTarget, error) {
+	data, err := os.ReadFile(filepath.Join(root, path))
 	if err != nil {
 		return nil, err
 	}
@@ -301,9 +312,9 @@ func readDocTarget(path string) (*docTarget, error) {
 			}
 			switch {
 			case m[2] == "matchdoc" && len(args) == 2:
-				t.ids[args[1]] = true
+				t.ids["matchdoc "+args[1]] = true
 			case m[2] == "docblock" && len(args) == 2:
-				t.ids[args[0]] = true
+				t.ids["docblock "+args[0]] = true
 			}
 		}
 	}
@@ -357,42 +368,56 @@ func TestDocs(t *testing.T) {
 	for _, e := range errs {
 		t.Error(e)
 	}
+	for _, e := range checkDocBlocks(repoRoot, blocks, t.TempDir()) {
+		t.Error(e)
+	}
+	checkInlineCommands(t)
+	checkDocLinks(t)
+	checkRepoURLs(t)
+}
+
+// checkDocBlocks enforces the convention (top of this file) on blocks,
+// whose targets are read under root; tmp holds the ```toml files checked.
+// It returns what is wrong, one message a problem.
+func checkDocBlocks(root string, blocks []docBlock, tmp string) []string {
+	var errs []string
+	errorf := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	targets := map[string]*docTarget{}
 	target := func(b docBlock) *docTarget {
 		if b.target == "" {
-			t.Errorf("%s: a ```%s block needs <!-- test: FILE --> on the line before it (see docs_test.go)", b.where(), b.kind)
+			errorf("%s: a ```%s block needs <!-- test: FILE --> on the line before it (see docs_test.go)", b.where(), b.kind)
 			return nil
 		}
 		if tg, ok := targets[b.target]; ok {
 			return tg
 		}
-		tg, err := readDocTarget(b.target)
+		tg, err := readDocTarget(root, b.target)
 		if err != nil {
-			t.Errorf("%s: test target: %v", b.where(), err)
+			errorf("%s: test target: %v", b.where(), err)
 		}
 		targets[b.target] = tg
 		return tg
 	}
 	ids := map[string]string{}
-	for _, b := range blocks {
+	for n, b := range blocks {
 		if b.id != "" {
 			if prev, ok := ids[b.id]; ok {
-				t.Errorf("%s: id=%s is also %s", b.where(), b.id, prev)
+				errorf("%s: id=%s is also %s", b.where(), b.id, prev)
 			}
 			ids[b.id] = b.where()
 		}
 		switch b.kind {
 		case "toml":
 			fragment := slices.Contains(b.info[1:], "fragment")
-			t.Run(fmt.Sprintf("toml/%s", strings.ReplaceAll(b.where(), "/", "_")), func(t *testing.T) {
-				checkDocTOML(t, b, fragment)
-			})
+			if e := checkDocTOML(filepath.Join(tmp, fmt.Sprintf("toml-%d.toml", n)), b, fragment); e != "" {
+				errs = append(errs, e)
+			}
 		case "sh", "console":
 			cmds := docCommands(b)
 			for _, c := range cmds {
 				if strings.HasPrefix(c, "go test ") && strings.Contains(c, " -bench ") {
 					if err := checkBench(c); err != nil {
-						t.Errorf("%s: %q: %v", b.where(), c, err)
+						errorf("%s: %q: %v", b.where(), c, err)
 					}
 				}
 			}
@@ -412,29 +437,27 @@ func TestDocs(t *testing.T) {
 					if tg.script {
 						how = fmt.Sprintf("add `exec %s` there", c)
 					}
-					t.Errorf("%s: %q is not run by %s: %s (or a `# doc: %s` line above the line that runs it adapted; see docs_test.go)", b.where(), c, b.target, how, c)
+					errorf("%s: %q is not run by %s: %s (or a `# doc: %s` line above the line that runs it adapted; see docs_test.go)", b.where(), c, b.target, how, c)
 				}
 			}
 			if b.kind == "console" {
-				needID(t, b, tg, "matchdoc")
+				errs = append(errs, needID(b, tg, "matchdoc")...)
 			}
 		case "text", "nginx":
 			if tg := target(b); tg != nil {
-				needID(t, b, tg, "matchdoc")
+				errs = append(errs, needID(b, tg, "matchdoc")...)
 			}
 		case "logrotate":
 			if tg := target(b); tg != nil {
-				needID(t, b, tg, "docblock")
+				errs = append(errs, needID(b, tg, "docblock")...)
 			}
 		case "":
-			t.Errorf("%s: a fenced block needs an info string saying what it is (toml, sh, console, text, ...; see docs_test.go)", b.where())
+			errorf("%s: a fenced block needs an info string saying what it is (toml, sh, console, text, ...; see docs_test.go)", b.where())
 		default:
-			t.Errorf("%s: ```%s: unknown kind of block; docs_test.go knows toml, sh, console, text, nginx, logrotate", b.where(), b.kind)
+			errorf("%s: ```%s: unknown kind of block; docs_test.go knows toml, sh, console, text, nginx, logrotate", b.where(), b.kind)
 		}
 	}
-	checkInlineCommands(t)
-	checkDocLinks(t)
-	checkRepoURLs(t)
+	return errs
 }
 
 // repoURLRE is a link into this repository's files on GitHub: the
@@ -570,27 +593,25 @@ func checkDocLinks(t *testing.T) {
 	}
 }
 
-func needID(t *testing.T, b docBlock, tg *docTarget, verb string) {
-	t.Helper()
+func needID(b docBlock, tg *docTarget, verb string) []string {
 	if b.id == "" {
-		t.Errorf("%s: a ```%s block needs an id: <!-- test: %s id=ID --> and a `%s ... ID` line in that script", b.where(), b.kind, filepath.Base(b.target), verb)
-		return
+		return []string{fmt.Sprintf("%s: a ```%s block needs an id: <!-- test: %s id=ID --> and a `%s ... ID` line in that script", b.where(), b.kind, filepath.Base(b.target), verb)}
 	}
-	if !tg.ids[b.id] {
-		t.Errorf("%s: %s has no `%s ... %s` line: nothing compares this block with what gosup does", b.where(), b.target, verb, b.id)
+	if !tg.ids[verb+" "+b.id] {
+		return []string{fmt.Sprintf("%s: %s has no `%s ... %s` line: nothing compares this block with what gosup does", b.where(), b.target, verb, b.id)}
 	}
+	return nil
 }
 
-// checkDocTOML runs `gosup check` on a ```toml block.
-func checkDocTOML(t *testing.T, b docBlock, fragment bool) {
-	dir := t.TempDir()
+// checkDocTOML runs `gosup check` on a ```toml block, written to path; it
+// says what is wrong, or "".
+func checkDocTOML(path string, b docBlock, fragment bool) string {
 	text := strings.Join(b.body, "\n") + "\n"
 	if fragment {
 		text += docFragmentBase
 	}
-	path := filepath.Join(dir, "gosup.toml")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
+		return fmt.Sprintf("%s: %v", b.where(), err)
 	}
 	root := newRootCmd()
 	var out bytes.Buffer
@@ -598,12 +619,12 @@ func checkDocTOML(t *testing.T, b docBlock, fragment bool) {
 	root.SetErr(&out)
 	root.SetArgs([]string{"check", "-c", path})
 	if err := root.Execute(); err != nil {
-		t.Errorf("%s: gosup check fails on this block: %v\n%s\n(the file checked:)\n%s", b.where(), err, out.String(), text)
-		return
+		return fmt.Sprintf("%s: gosup check fails on this block: %v\n%s\n(the file checked:)\n%s", b.where(), err, out.String(), text)
 	}
 	if !strings.Contains(out.String(), ": valid, ") {
-		t.Errorf("%s: gosup check printed no verdict:\n%s", b.where(), out.String())
+		return fmt.Sprintf("%s: gosup check printed no verdict:\n%s", b.where(), out.String())
 	}
+	return ""
 }
 
 var (
@@ -1075,6 +1096,61 @@ func TestDocsHarness(t *testing.T) {
 		}
 		if a["not-a-heading"] {
 			t.Errorf("a comment in a fence is not a heading: %v", a)
+		}
+	})
+	t.Run("blocks", func(t *testing.T) {
+		// A repository of one script and one other file, and a doc for
+		// each rule: it passes, or drifted and must be named.
+		root := t.TempDir()
+		script := filepath.Join(root, "cmd", "gosup", "testdata", "script")
+		if err := os.MkdirAll(script, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, text := range map[string]string{
+			filepath.Join(script, "x.txtar"): "# doc: gosup check -c /etc/gosup/gosup.toml\nexec gosup check -c gosup.toml\nexec gosup ctl reload\nmatchdoc stdout plan\n-- gosup.toml --\n",
+			filepath.Join(root, "run.sh"):    "bin/gosup start -c q.toml &\n",
+		} {
+			if err := os.WriteFile(name, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fence := "```"
+		for _, c := range []struct {
+			doc, want string // want: "" passes, else a part of the message
+		}{
+			{"<!-- test: x.txtar -->\n" + fence + "sh\ngosup ctl reload\n" + fence, ""},
+			{"<!-- test: x.txtar -->\n" + fence + "sh\ngosup check -c /etc/gosup/gosup.toml   # adapted\n" + fence, ""},
+			{"<!-- test: run.sh -->\n" + fence + "sh\nbin/gosup start -c q.toml\n" + fence, ""},
+			{"<!-- test: x.txtar id=plan -->\n" + fence + "console\n$ gosup ctl reload\nweb changed\n" + fence, ""},
+			{fence + "toml\n[program.web]\ncommand = \"sleep 1\"\n" + fence, ""},
+			{fence + "toml fragment\n[memmon]\nany = \"1GB\"\n" + fence, ""},
+			{fence + "sh\ngo test -run '^$' -bench Tick -count 3 ./memmon/\n" + fence, ""}, // exempt: checkBench only
+			{fence + "sh\ngosup ctl reload\n" + fence, "needs <!-- test: FILE -->"},
+			{"<!-- test: x.txtar -->\n" + fence + "sh\ngosup ctl reload --dry-run\n" + fence, `"gosup ctl reload --dry-run" is not run by`},
+			{"<!-- test: run.sh -->\n" + fence + "sh\nbin/gosup start -c other.toml\n" + fence, "is not run by run.sh"},
+			{"<!-- test: nosuch.txtar -->\n" + fence + "sh\ngosup ctl reload\n" + fence, "test target"},
+			{fence + "toml\n[program.web]\ncomand = \"sleep 1\"\n" + fence, "gosup check fails on this block"},
+			{fence + "toml fragment\n[program.web]\ncommand = \"sleep 1\"\n" + fence, "gosup check fails on this block"}, // web is the base's
+			{"<!-- test: x.txtar -->\n" + fence + "console\n$ gosup ctl reload\nweb changed\n" + fence, "needs an id"},
+			{"<!-- test: x.txtar id=other -->\n" + fence + "text\nweb changed\n" + fence, "nothing compares this block"},
+			{"<!-- test: x.txtar id=plan -->\n" + fence + "logrotate\n/var/log/x {\n}\n" + fence, "no `docblock ... plan` line"},
+			{fence + "\nsome text\n" + fence, "needs an info string"},
+			{fence + "bash\ngosup ctl reload\n" + fence, "unknown kind of block"},
+			{"<!-- test: x.txtar id=plan -->\n" + fence + "text\nweb changed\n" + fence + "\n<!-- test: x.txtar id=plan -->\n" + fence + "text\nweb changed\n" + fence, "id=plan is also"},
+			{fence + "sh\ngo test -run '^$' -bench NoSuch -count 3 ./memmon/\n" + fence, "no benchmark in ./memmon/"},
+		} {
+			blocks, errs := parseDocText("doc.md", c.doc)
+			errs = append(errs, checkDocBlocks(root, blocks, t.TempDir())...)
+			switch {
+			case c.want == "" && len(errs) > 0:
+				t.Errorf("doc %q: want it to pass, got %q", c.doc, errs)
+			case c.want != "" && !slices.ContainsFunc(errs, func(e string) bool { return strings.Contains(e, c.want) }):
+				t.Errorf("doc %q: want an error with %q, got %q", c.doc, c.want, errs)
+			}
+		}
+		_, errs := parseDocText("doc.md", "<!-- test: x.txtar idd=plan -->\n"+fence+"text\nx\n"+fence)
+		if len(errs) != 1 || !strings.Contains(errs[0], `unknown word "idd=plan"`) {
+			t.Errorf("a misspelt directive: %q", errs)
 		}
 	})
 	t.Run("repo URLs", func(t *testing.T) {
