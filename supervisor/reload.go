@@ -73,7 +73,8 @@ func (s *Supervisor) reloadLoop(ctx context.Context) {
 			switch {
 			case err != nil:
 				s.log.Error("reload failed", "err", err)
-			case plan.Nginx != "" && plan.Nginx != "ok":
+			case plan.Nginx != "" && plan.Nginx != "ok" && !plan.NginxNotRunning:
+				// Not running is said once, by the nginx manager.
 				s.log.Error("reload applied, but nginx did not take the update", "err", plan.Nginx)
 			}
 		}
@@ -222,9 +223,12 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool, progress *api.Prog
 		before := m.Status().Reloads
 		l.emit(api.Event{Step: api.StepNginx, Message: "rendering " + m.Status().Output + ", testing it and reloading nginx"})
 		began := time.Now()
-		rp.Nginx = s.nginxOutcome(ctx)
+		rp.Nginx, rp.NginxNotRunning = s.nginxOutcome(ctx)
 		ev := api.Event{Step: api.StepNginx, TookS: time.Since(began).Seconds()}
 		switch st := m.Status(); {
+		case rp.NginxNotRunning:
+			// Written and checked, loaded once nginx runs: no failure.
+			ev.Message = strings.TrimPrefix(rp.Nginx, "nginx is ")
 		case rp.Nginx != "ok":
 			ev.Step, ev.Message = api.StepFailed, "nginx: "+rp.Nginx
 		case st.Reloads > before:
@@ -1071,20 +1075,22 @@ func (s *Supervisor) syncNginx(ctx context.Context) error {
 }
 
 // nginxOutcome renders the processes as they are now and waits until
-// nginx has the result: "ok", or why not ("" without [nginx]).
-func (s *Supervisor) nginxOutcome(ctx context.Context) string {
+// nginx has the result: "ok", or why not ("" without [nginx]); notRunning
+// says why not is only that nginx is not running (or not installed) to
+// load the file written.
+func (s *Supervisor) nginxOutcome(ctx context.Context) (outcome string, notRunning bool) {
 	done := make(chan error, 1)
 	if !s.updateNginx(done) {
-		return ""
+		return "", false
 	}
 	select {
 	case err := <-done:
 		if err != nil {
-			return err.Error()
+			return err.Error(), nginx.IsNotRunning(err)
 		}
-		return "ok"
+		return "ok", false
 	case <-ctx.Done():
-		return "not known: " + ctx.Err().Error()
+		return "not known: " + ctx.Err().Error(), false
 	}
 }
 

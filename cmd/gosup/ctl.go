@@ -328,7 +328,7 @@ func newReloadCmd(g *globalFlags) *cobra.Command {
 					return silent(exitFailed)
 				}
 			}
-			if plan.Nginx != "" && plan.Nginx != "ok" {
+			if plan.Nginx != "" && plan.Nginx != "ok" && !plan.NginxNotRunning {
 				return silent(exitFailed)
 			}
 			return nil
@@ -384,10 +384,13 @@ func printOutcome(w io.Writer, plan *api.ReloadPlan, pp *progressPrinter) {
 			fmt.Fprintf(w, "%s: ERROR (%s)\n", r.Name, r.Message)
 		}
 	}
-	switch plan.Nginx {
-	case "":
-	case "ok":
+	switch {
+	case plan.Nginx == "":
+	case plan.Nginx == "ok":
 		fmt.Fprintln(w, "nginx: ok")
+	case plan.NginxNotRunning:
+		// "not running: FILE written and checked; ...": no failure.
+		fmt.Fprintln(w, "nginx:", strings.TrimPrefix(plan.Nginx, "nginx is "))
 	default:
 		fmt.Fprintf(w, "nginx: FAILED (%s)\n", plan.Nginx)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -80,6 +81,7 @@ func TestScripts(t *testing.T) {
 			"steps":      cmdSteps,
 			"figures":    cmdFigures,
 			"quickstart": cmdQuickstart,
+			"waitinfo":   cmdWaitinfo,
 		},
 		Condition: func(cond string) (bool, error) {
 			// [nginx]: nginx can run here. Under CI=true it always holds,
@@ -275,6 +277,41 @@ func cmdWaitNginx(ts *testscript.TestScript, neg bool, args []string) {
 			ts.Fatalf("nginx never %s: %+v %v", args[1], st, err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// cmdWaitinfo polls `ctl info --json` of the daemon on SOCKET until the
+// value at KEY (dotted: last_reload.ok) matches REGEXP, and fails after 30s:
+// a counter the daemon bumps after what a script can see (the mail in the
+// mbox, then alerts_sent) is waited for, not raced.
+//
+//	waitinfo SOCKET KEY REGEXP
+func cmdWaitinfo(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: waitinfo SOCKET KEY REGEXP")
+	}
+	re, err := regexp.Compile(args[2])
+	ts.Check(err)
+	cl := api.NewClient(ts.MkAbs(args[0]))
+	var have any
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		info, err := cl.Info(context.Background())
+		if err == nil {
+			b, err := json.Marshal(info)
+			ts.Check(err)
+			var v any
+			ts.Check(json.Unmarshal(b, &v))
+			for _, k := range strings.Split(args[1], ".") {
+				m, _ := v.(map[string]any)
+				v = m[k]
+			}
+			if have = v; v != nil && re.MatchString(fmt.Sprint(v)) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("ctl info's %s never matched %q: have %v (%v)", args[1], args[2], have, err)
+		}
 	}
 }
 

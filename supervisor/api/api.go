@@ -233,6 +233,10 @@ type ReloadPlan struct {
 	// once nginx has loaded it, or why not); empty without [nginx] or on
 	// a dry run. The reload returns only once it is known.
 	Nginx string `json:"nginx,omitempty"`
+	// NginxNotRunning says Nginx is no failure: the file is written (and
+	// checked), and nginx is not running (or not installed) to load it;
+	// it is reloaded once it runs, as when gosup starts before nginx.
+	NginxNotRunning bool `json:"nginx_not_running,omitempty"`
 }
 
 // Change is what a reload does to one program.
