@@ -186,7 +186,7 @@ func newDemoSendmailCmd() *cobra.Command {
 			if err := os.MkdirAll(filepath.Dir(args[0]), 0o755); err != nil {
 				return failed(err)
 			}
-			f, err := os.OpenFile(args[0], os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+			f, err := openMbox(args[0])
 			if err != nil {
 				return failed(err)
 			}
@@ -201,6 +201,33 @@ func newDemoSendmailCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// openMbox opens path to append to, creating it (0600) if need be. It runs
+// as the daemon's user, often root, so it never follows a symlink at path
+// (one another user planted would make it append to any file), and appends
+// only to a regular file: a FIFO or a device is refused at once, not
+// waited on.
+func openMbox(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("%s: a symbolic link, not followed: give the mbox's own path", path)
+	}
+	if errors.Is(err, syscall.ENXIO) {
+		// A FIFO without a reader.
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	return f, nil
 }
 
 // newDemoWorkerCmd is a tiny worker child: it logs a line every interval.
