@@ -70,7 +70,7 @@ func newDemoAppCmd() *cobra.Command {
 				mb, err := strconv.Atoi(r.URL.Query().Get("mb"))
 				mu.Lock()
 				defer mu.Unlock()
-				if err != nil || mb <= 0 || len(held)+mb > maxGrowMB {
+				if err != nil || mb <= 0 || mb > maxGrowMB-len(held) { // not len(held)+mb: that wraps round
 					http.Error(w, fmt.Sprintf("want mb=N, 1 to %d in all; holding %d MB", maxGrowMB, len(held)), http.StatusBadRequest)
 					return
 				}
