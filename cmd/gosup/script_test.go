@@ -281,20 +281,26 @@ func cmdWaitNginx(ts *testscript.TestScript, neg bool, args []string) {
 }
 
 // cmdWaitinfo polls `ctl info --json` of the daemon on SOCKET until the
-// value at KEY (dotted: last_reload.ok) matches REGEXP, and fails after 30s:
-// a counter the daemon bumps after what a script can see (the mail in the
-// mbox, then alerts_sent) is waited for, not raced.
+// value at KEY (dotted: last_reload.ok) matches REGEXP, and fails after -t
+// (30s): a counter the daemon bumps after what a script can see (the mail
+// in the mbox, then alerts_sent) is waited for, not raced.
 //
-//	waitinfo SOCKET KEY REGEXP
+//	waitinfo [-t 30s] SOCKET KEY REGEXP
 func cmdWaitinfo(ts *testscript.TestScript, neg bool, args []string) {
+	wait := 30 * time.Second
+	if len(args) > 1 && args[0] == "-t" {
+		d, err := time.ParseDuration(args[1])
+		ts.Check(err)
+		wait, args = d, args[2:]
+	}
 	if neg || len(args) != 3 {
-		ts.Fatalf("usage: waitinfo SOCKET KEY REGEXP")
+		ts.Fatalf("usage: waitinfo [-t 30s] SOCKET KEY REGEXP")
 	}
 	re, err := regexp.Compile(args[2])
 	ts.Check(err)
 	cl := api.NewClient(ts.MkAbs(args[0]))
 	var have any
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
 		info, err := cl.Info(context.Background())
 		if err == nil {
 			b, err := json.Marshal(info)
