@@ -120,7 +120,11 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 	}
 	if m != nil {
 		if ns := m.Status(); !ns.OK && ns.Error != "" {
-			warnings = append(warnings, "nginx: "+oneLine(ns.Error))
+			w := oneLine(ns.Error)
+			if !strings.HasPrefix(w, "nginx ") { // "nginx is not running: ..." names it already
+				w = "nginx: " + w
+			}
+			warnings = append(warnings, w)
 		}
 	}
 	if last.Error != "" {
