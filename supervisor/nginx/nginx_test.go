@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup/guard"
+	"github.com/gosup/gosup/procgroup/guard/guardtest"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/procgroup/reaper/reapertest"
 	"github.com/gosup/gosup/templates"
@@ -313,7 +314,7 @@ func TestManagerWithoutNginxWritesAndWaits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &guardtest.LogBuffer{}
 	m := New(Settings{
 		Output: out, Template: tmpl,
 		TestCommand:    nginx + " -t",
@@ -367,22 +368,4 @@ func TestManagerWithoutNginxWritesAndWaits(t *testing.T) {
 	if st := m.Status(); st.NotRunning || st.NotInstalled || st.Reloads != 1 || st.Servers != 2 {
 		t.Errorf("status once nginx is there: %+v", st)
 	}
-}
-
-// lockedBuffer is a log the manager's goroutine writes while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
