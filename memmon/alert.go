@@ -483,11 +483,9 @@ func (a *Alerter) add(h *held, al Alert, now time.Time) {
 }
 
 // Run sends until ctx ends. The alerts it holds for the next mail stay
-// in the alerter when it returns (for State, or for Run again after a
+// in the alerter when it returns (for State, Flush, or Run again after a
 // panic), and it says so in the log; those of a send that panicked are
-// counted as dropped. An alerter replaced without State and Restore (as
-// by a reload that removes [memmon] or [email]) does not mail what it
-// held: the log says how many.
+// counted as dropped.
 func (a *Alerter) Run(ctx context.Context) {
 	rate := time.Duration(a.cfg.RateLimit)
 	sending := 0 // alerts in the send under way
@@ -500,7 +498,7 @@ func (a *Alerter) Run(ctx context.Context) {
 		n := len(a.held.alerts)
 		a.mu.Unlock()
 		if n > 0 {
-			a.log.Warn("alerts held for the next mail when the alerter stopped: mailed by its next run after a panic, or by the alerter an upgrade or a reload hands them to; otherwise not mailed", "count", n)
+			a.log.Info("alerts held when the alerter stopped: for its next run after a panic, the alerter an upgrade or a reload hands them to, or the last attempt at shutdown", "count", n)
 		}
 	}()
 	timer := time.NewTimer(time.Hour)
@@ -522,14 +520,7 @@ func (a *Alerter) Run(ctx context.Context) {
 		case batch := <-a.queue:
 			now := time.Now()
 			a.mu.Lock()
-			for _, al := range batch {
-				if a.maxUp > 0 && al.Uptime > a.maxUp && al.Err == nil && !al.GaveUp {
-					a.Filtered.Add(1)
-					a.log.Info("no mail: the process had been up longer than alert_max_uptime", "process", al.Name, "uptime", al.Uptime.Round(time.Second))
-					continue
-				}
-				a.add(&a.held, al, now)
-			}
+			a.take(batch, now)
 			if !a.retry.at.IsZero() {
 				a.Retrying.Store(int64(len(a.held.alerts)))
 			}
@@ -581,6 +572,57 @@ func (a *Alerter) Run(ctx context.Context) {
 			a.mu.Unlock()
 		}
 	}
+}
+
+// take holds the alerts of batch, but those alert_max_uptime filters out.
+// Called with a.mu held.
+func (a *Alerter) take(batch []Alert, now time.Time) {
+	for _, al := range batch {
+		if a.maxUp > 0 && al.Uptime > a.maxUp && al.Err == nil && !al.GaveUp {
+			a.Filtered.Add(1)
+			a.log.Info("no mail: the process had been up longer than alert_max_uptime", "process", al.Name, "uptime", al.Uptime.Round(time.Second))
+			continue
+		}
+		a.add(&a.held, al, now)
+	}
+}
+
+// Flush is the alerter's last act when the daemon stops, or when a reload
+// removes [memmon] or [email] (not when an upgrade or a reload hands it
+// over), why says which: after Run returned, and once nothing enqueues any
+// more (memmon's restarts in flight ended), it mails at once
+// what it holds and what its queue took, whatever the coalescing delay,
+// rate_limit or a retry's time say, in one attempt bounded by [email]
+// timeout (ctx may cut it shorter). The alerts of a mail that fails are
+// counted as dropped, and the log says how many, at ERROR.
+func (a *Alerter) Flush(ctx context.Context, why string) {
+	now := time.Now()
+	a.mu.Lock()
+	for drained := false; !drained; {
+		select {
+		case batch := <-a.queue:
+			a.take(batch, now)
+		default:
+			drained = true
+		}
+	}
+	mail := a.held.alerts
+	a.held, a.retry = held{}, retry{}
+	a.Retrying.Store(0)
+	a.mu.Unlock()
+	if len(mail) == 0 {
+		return
+	}
+	slices.SortStableFunc(mail, func(x, y Alert) int {
+		return cmp.Or(x.At.Compare(y.At), strings.Compare(x.Name, y.Name))
+	})
+	subject, body := compose(mail)
+	a.log.Info("mailing the alerts held now: "+why, "alerts", len(mail), "via", a.Via())
+	if a.send(ctx, subject, body) {
+		return
+	}
+	a.Dropped.Add(int64(len(mail)))
+	a.log.Error("alerts not mailed: "+why, "alerts", len(mail), "via", a.Via(), "subject", subject)
 }
 
 // due is when the held alerts go out: at the retry after a failed mail,

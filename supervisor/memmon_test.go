@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,7 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gosup/gosup/memmon/smtptest"
+	"github.com/gosup/gosup/procgroup/guard/guardtest"
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/config"
 )
 
 // memmonConfig writes a daemon config whose programs run helper modes,
@@ -679,5 +683,104 @@ sendmail = "%s -t -i"
 	}
 	if info.AlertsSent != 1 || info.AlertFailures != 1 || info.AlertsRetrying != 0 {
 		t.Errorf("after the reload: sent %d, failures %d (carried over), retrying %d", info.AlertsSent, info.AlertFailures, info.AlertsRetrying)
+	}
+}
+
+// startHeldAlert runs a daemon whose hog is restarted by memmon once and
+// whose SMTP server refuses the first refuse mails, and returns once that
+// restart's alert is held for a retry (the first attempt refused).
+func startHeldAlert(t *testing.T, srv *smtptest.Server, refuse int) (*Supervisor, *api.Client, string, *guardtest.LogBuffer, func() error) {
+	t.Helper()
+	srv.RefuseNext(refuse)
+	dir := t.TempDir()
+	file := memmonConfig(t, program("hog", "hog-once 128 "+filepath.Join(dir, "flag")+" "+filepath.Join(dir, "pid"), 1, ""), fmt.Sprintf(`any = "80MB"
+
+[email]
+to = ["ops@example.com"]
+smtp = %q
+timeout = "5s"
+`, srv.Addr))
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &guardtest.LogBuffer{}
+	var w io.Writer = logs
+	if testing.Verbose() {
+		w = io.MultiWriter(logs, os.Stderr)
+	}
+	s, cl, stop := runDaemon(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(w, nil))})
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		info := mustInfo(t, cl)
+		if info.AlertsRetrying == 1 && info.AlertFailures == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no alert held for a retry within 60s: %+v", info)
+		}
+	}
+	return s, cl, file, logs, stop
+}
+
+// An alert held for a retry when gosup stops gets one last attempt at the
+// shutdown: it is mailed, not lost with the daemon.
+func TestMemmonShutdownMailsTheHeldAlert(t *testing.T) {
+	srv := smtptest.Start(t)
+	s, _, _, _, stop := startHeldAlert(t, srv, 1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	m := srv.Wait(t, 1, 30*time.Second)[0]
+	if !strings.Contains(m.Subject, "hog:hog_0 restarted") {
+		t.Errorf("mail: %q", m.Subject)
+	}
+	s.mu.RLock()
+	a := s.alerter
+	s.mu.RUnlock()
+	if a.Sent.Load() != 1 || a.Dropped.Load() != 0 {
+		t.Errorf("sent %d, dropped %d", a.Sent.Load(), a.Dropped.Load())
+	}
+}
+
+// An alert that cannot be mailed at the shutdown either is counted as
+// dropped, and the log says, at ERROR, how many and through what.
+func TestMemmonShutdownCountsTheAlertsNotMailed(t *testing.T) {
+	srv := smtptest.Start(t)
+	s, _, _, logs, stop := startHeldAlert(t, srv, 1000)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.RLock()
+	a := s.alerter
+	s.mu.RUnlock()
+	if a.Dropped.Load() != 1 || a.Sent.Load() != 0 {
+		t.Errorf("dropped %d, sent %d", a.Dropped.Load(), a.Sent.Load())
+	}
+	if want := "level=ERROR msg=\"alerts not mailed: gosup stopped\""; !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), "via=\"SMTP server "+srv.Addr+"\"") {
+		t.Errorf("the log lacks %q naming the server:\n%s", want, logs.String())
+	}
+}
+
+// A reload that removes [email] has the alerter it stops mail what it held
+// for a retry, at once, rather than drop it.
+func TestMemmonReloadRemovingEmailMailsTheHeldAlert(t *testing.T) {
+	srv := smtptest.Start(t)
+	_, cl, file, _, _ := startHeldAlert(t, srv, 1)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := strings.Index(string(b), "[email]")
+	if err := os.WriteFile(file, b[:cut], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := cl.Reload(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	m := srv.Wait(t, 1, 30*time.Second)[0]
+	if !strings.Contains(m.Subject, "hog:hog_0 restarted") {
+		t.Errorf("mail: %q", m.Subject)
 	}
 }

@@ -473,6 +473,15 @@ func (s *Supervisor) run(ctx context.Context) error {
 		stopMemmon := s.stopMemmon // a reload may have replaced it
 		s.mu.RUnlock()
 		stopMemmon() // no memmon restart during shutdown
+		// The alerts held (for the coalescing delay, rate_limit, a
+		// retry), and those of the restarts that just ended: one last
+		// attempt, else counted and logged as lost.
+		s.mu.RLock()
+		alerter := s.alerter
+		s.mu.RUnlock()
+		if alerter != nil {
+			alerter.Flush(context.Background(), "gosup stopped")
+		}
 	})
 	var loops sync.WaitGroup
 	g.add("operations", func() error {
@@ -680,7 +689,8 @@ func (s *Supervisor) startMemmonFrom(cfg *config.Config, prev <-chan struct{}, w
 // alerts waiting for a mail or for a retry, the rate limiting, its
 // counters) to the next one, so that fixing [email] and reloading mails
 // them; the alerts the old watchdog's restarts in flight hand to it go on
-// to the next one.
+// to the next one. A reload that removes [memmon] or [email] has the old
+// alerter mail them at once instead (Flush), once those restarts ended.
 func (s *Supervisor) swapMemmon(next *config.Config) {
 	s.mu.Lock()
 	stop, stopAlerter, old := s.stopMemmon, s.stopAlerter, s.alerter
@@ -692,13 +702,26 @@ func (s *Supervisor) swapMemmon(next *config.Config) {
 		st := old.State()
 		held = &st
 	}
+	// Without an alerter to hand them to (the reload removed [memmon] or
+	// [email]), the old one mails what it holds, and what the old
+	// watchdog's restarts in flight enqueue, once they ended.
+	flush := old != nil && (next.Memmon == nil || next.Email == nil)
+	if flush {
+		for _, batch := range held.Queue {
+			old.Enqueue(batch...)
+		}
+		held = nil
+	}
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
 		stop()
+		if flush {
+			old.Flush(context.Background(), "the reload removed [memmon] or [email]")
+		}
 	}()
 	s.startMemmonFrom(next, stopped, nil, held)
-	if old == nil {
+	if old == nil || flush {
 		return
 	}
 	s.mu.RLock()
@@ -706,10 +729,6 @@ func (s *Supervisor) swapMemmon(next *config.Config) {
 	s.mu.RUnlock()
 	if alerter != nil {
 		old.HandTo(alerter)
-		return
-	}
-	if n := len(held.Held) + len(held.Queue); n > 0 {
-		s.log.Warn("alerts not mailed: the reload removed [email] or [memmon]", "batches", len(held.Queue), "held", len(held.Held))
 	}
 }
 
