@@ -39,13 +39,15 @@ func memmonID(spec *procgroup.ProcSpec) memmon.ID {
 
 // stderrPath is the file an alert quotes: the one a process's stderr goes
 // to (its stdout log with redirect_stderr), or its stdout log when stderr
-// goes to no file; "" if neither does.
+// goes to no file (none, syslog, or a device such as /dev/null, which
+// holds nothing gosup can read back); "" if neither does.
 func stderrPath(spec *procgroup.ProcSpec) string {
+	isFile := func(ls procgroup.LogSpec) bool { return ls.Kind == procgroup.LogFile && !ls.Device() }
 	ls := spec.Stderr
-	if spec.Program.RedirectStderr || ls.Kind != procgroup.LogFile {
+	if spec.Program.RedirectStderr || !isFile(ls) {
 		ls = spec.Stdout
 	}
-	if ls.Kind != procgroup.LogFile {
+	if !isFile(ls) {
 		return ""
 	}
 	return ls.Path

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gosup/gosup/memmon/smtptest"
+	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/guard/guardtest"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
@@ -782,5 +783,31 @@ func TestMemmonReloadRemovingEmailMailsTheHeldAlert(t *testing.T) {
 	m := srv.Wait(t, 1, 30*time.Second)[0]
 	if !strings.Contains(m.Subject, "hog:hog_0 restarted") {
 		t.Errorf("mail: %q", m.Subject)
+	}
+}
+
+// The alert quotes the log file a process's stderr goes to, or its stdout
+// log when stderr goes to no file: none, syslog, or a device such as
+// /dev/null (stderr_logfile = /dev/null is common in supervisord configs),
+// which holds nothing to quote.
+func TestStderrPathSkipsDevices(t *testing.T) {
+	file := func(p string) procgroup.LogSpec { return procgroup.LogSpec{Kind: procgroup.LogFile, Path: p} }
+	for _, c := range []struct {
+		stdout, stderr procgroup.LogSpec
+		redirect       bool
+		want           string
+	}{
+		{file("/l/out.log"), file("/l/err.log"), false, "/l/err.log"},
+		{file("/l/out.log"), procgroup.LogSpec{Kind: procgroup.LogNone}, true, "/l/out.log"},
+		{file("/l/out.log"), procgroup.LogSpec{Kind: procgroup.LogSyslog}, false, "/l/out.log"},
+		{file("/l/out.log"), file("/dev/null"), false, "/l/out.log"},
+		{file("/dev/stdout"), file("/l/err.log"), false, "/l/err.log"},
+		{file("/dev/null"), file("/dev/null"), false, ""},
+		{file("/dev/stdout"), procgroup.LogSpec{Kind: procgroup.LogNone}, true, ""},
+	} {
+		spec := &procgroup.ProcSpec{Stdout: c.stdout, Stderr: c.stderr, Program: &procgroup.Spec{RedirectStderr: c.redirect}}
+		if got := stderrPath(spec); got != c.want {
+			t.Errorf("stdout %s, stderr %s, redirect_stderr %t: quotes %q, want %q", c.stdout, c.stderr, c.redirect, got, c.want)
+		}
 	}
 }
