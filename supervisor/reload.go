@@ -380,7 +380,13 @@ func (s *Supervisor) plan(next *config.Config) ([]*progPlan, []string) {
 		plans = append(plans, pp)
 	}
 	slices.SortFunc(plans, func(a, b *progPlan) int { return strings.Compare(a.Program, b.Program) })
-	return plans, settingsNotes(cur, next)
+	// What is valid but will not work here (a sendmail that does not
+	// exist): the daemon logs it too, but whoever reloads reads the plan.
+	notes := settingsNotes(cur, next)
+	for _, w := range next.Warnings {
+		notes = append(notes, w.Warning())
+	}
+	return plans, notes
 }
 
 // settingsNotes describes changes outside the programs.
