@@ -202,12 +202,14 @@ type Alerter struct {
 	gaveUpAt time.Time // the last mail that carried a give-up
 	retry    retry     // the failed attempts since the last mail sent
 
-	// Sent counts the mails sent, Failed the attempts that failed,
-	// GivenUp and Dropped the alerts never mailed (not sent after
-	// retrying for RetryFor; past a bound), Filtered those not mailed
-	// for alert_max_uptime. Retrying is how many alerts are held for
-	// another attempt after a failed one.
-	Sent, Failed, Dropped, Filtered, GivenUp, Retrying atomic.Int64
+	// Sent counts the mails sent, Mailed the alerts in them, Failed the
+	// attempts that failed, GivenUp and Dropped the alerts never mailed
+	// (not sent after retrying for RetryFor; past a bound), Filtered
+	// those not mailed for alert_max_uptime. Retrying is how many alerts
+	// are held for another attempt after a failed one. Every alert
+	// enqueued is Mailed, Held (or in the mail being sent), Filtered,
+	// GivenUp or Dropped.
+	Sent, Mailed, Failed, Dropped, Filtered, GivenUp, Retrying atomic.Int64
 
 	// next is the alerter this one handed what it held to (HandTo):
 	// Enqueue passes alerts on to it.
@@ -231,6 +233,14 @@ func (a *Alerter) HandTo(next *Alerter) {
 			return
 		}
 	}
+}
+
+// Held is how many alerts are held for the next mail now (for the
+// coalescing delay, rate_limit or a retry).
+func (a *Alerter) Held() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.held.alerts)
 }
 
 // RetryAt is when the alerts held after a failed mail are tried again;
@@ -274,6 +284,7 @@ func retryDelay(n int) time.Duration {
 type AlerterState struct {
 	// The counters.
 	Sent     int64 `json:"sent"`
+	Mailed   int64 `json:"mailed,omitempty"`
 	Failed   int64 `json:"failed"`
 	Dropped  int64 `json:"dropped"`
 	Filtered int64 `json:"filtered"`
@@ -374,7 +385,7 @@ func (a *Alerter) Enqueue(batch ...Alert) {
 func (a *Alerter) State() AlerterState {
 	a.mu.Lock()
 	st := AlerterState{
-		Sent: a.Sent.Load(), Failed: a.Failed.Load(), Dropped: a.Dropped.Load(), Filtered: a.Filtered.Load(),
+		Sent: a.Sent.Load(), Mailed: a.Mailed.Load(), Failed: a.Failed.Load(), Dropped: a.Dropped.Load(), Filtered: a.Filtered.Load(),
 		GivenUp: a.GivenUp.Load(), RetryAttempts: a.retry.attempts, RetryAt: a.retry.at,
 		Held: slices.Clone(a.held.alerts), First: a.held.first, Urgent: a.held.urgent,
 		SentAt: a.sentAt, GaveUpAt: a.gaveUpAt,
@@ -397,6 +408,7 @@ func (a *Alerter) State() AlerterState {
 // before Run. What is past the alerter's bounds is dropped and counted.
 func (a *Alerter) Restore(st AlerterState) {
 	a.Sent.Store(st.Sent)
+	a.Mailed.Store(st.Mailed)
 	a.Failed.Store(st.Failed)
 	a.Dropped.Store(st.Dropped)
 	a.Filtered.Store(st.Filtered)
@@ -563,6 +575,7 @@ func (a *Alerter) Run(ctx context.Context) {
 			}
 			a.mu.Lock()
 			if ok {
+				a.Mailed.Add(int64(len(mail)))
 				a.sentAt, a.retry = now, retry{}
 				a.Retrying.Store(0)
 			} else {
@@ -619,6 +632,7 @@ func (a *Alerter) Flush(ctx context.Context, why string) {
 	subject, body := compose(mail)
 	a.log.Info("mailing the alerts held now: "+why, "alerts", len(mail), "via", a.Via())
 	if a.send(ctx, subject, body) {
+		a.Mailed.Add(int64(len(mail)))
 		return
 	}
 	a.Dropped.Add(int64(len(mail)))

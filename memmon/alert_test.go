@@ -939,3 +939,36 @@ func TestAlerterHandToForwards(t *testing.T) {
 		}
 	})
 }
+
+// The counters add up: every alert enqueued is mailed (Mailed counts the
+// alerts, Sent the mails), held for a mail (Held), filtered, given up or
+// dropped. A digest of three alerts is one mail and three alerts mailed.
+func TestAlertCountersAddUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &flakyMail{fail: 1}
+		a := runAlerter(t, sendmailConfig(), time.Hour, f.sendmail)
+		a.Enqueue(testAlert("web:web_01", time.Minute), testAlert("web:web_02", time.Minute), testAlert("web:web_03", 2*time.Hour))
+		synctest.Wait()
+		if a.Held() != 2 || a.Filtered.Load() != 1 {
+			t.Fatalf("held %d, filtered %d, want 2 and 1", a.Held(), a.Filtered.Load())
+		}
+		time.Sleep(Coalesce + time.Second) // the first attempt fails
+		a.Enqueue(testAlert("web:web_04", time.Minute))
+		synctest.Wait()
+		if a.Held() != 3 || a.Retrying.Load() != 3 || a.Mailed.Load() != 0 {
+			t.Fatalf("held %d, retrying %d, mailed %d", a.Held(), a.Retrying.Load(), a.Mailed.Load())
+		}
+		time.Sleep(RetryFirst)
+		synctest.Wait()
+		if a.Sent.Load() != 1 || a.Mailed.Load() != 3 || a.Held() != 0 || a.Filtered.Load() != 1 || a.GivenUp.Load() != 0 || a.Dropped.Load() != 0 {
+			t.Errorf("sent %d mails, mailed %d alerts, held %d, filtered %d, given up %d, dropped %d; want 1, 3, 0, 1, 0, 0",
+				a.Sent.Load(), a.Mailed.Load(), a.Held(), a.Filtered.Load(), a.GivenUp.Load(), a.Dropped.Load())
+		}
+		st := a.State()
+		next := NewAlerter(sendmailConfig(), 0, f.sendmail, quiet())
+		next.Restore(st)
+		if next.Mailed.Load() != 3 {
+			t.Errorf("handed over: mailed %d", next.Mailed.Load())
+		}
+	})
+}

@@ -53,6 +53,9 @@ func (h apiHost) Info() api.Info {
 	}
 	if alerter != nil {
 		info.AlertsSent = alerter.Sent.Load()
+		info.AlertsMailed = alerter.Mailed.Load()
+		info.AlertsHeld = int64(alerter.Held())
+		info.AlertsFiltered = alerter.Filtered.Load()
 		info.AlertFailures = alerter.Failed.Load()
 		info.AlertsRetrying = alerter.Retrying.Load()
 		info.AlertRetryAt = alerter.RetryAt()

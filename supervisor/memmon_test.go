@@ -587,9 +587,9 @@ smtp = %q
 	for deadline := time.Now().Add(30 * time.Second); info.AlertsSent < 1 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		info = mustInfo(t, cl) // the server has the mail before the client has its reply
 	}
-	if info.AlertsSent != 1 || info.AlertFailures != 1 || info.AlertsRetrying != 0 || info.AlertsGivenUp != 0 || !info.AlertRetryAt.IsZero() {
-		t.Errorf("info: sent %d, failures %d, retrying %d, given up %d, retry at %s",
-			info.AlertsSent, info.AlertFailures, info.AlertsRetrying, info.AlertsGivenUp, info.AlertRetryAt)
+	if info.AlertsSent != 1 || info.AlertsMailed != 1 || info.AlertsHeld != 0 || info.AlertFailures != 1 || info.AlertsRetrying != 0 || info.AlertsGivenUp != 0 || !info.AlertRetryAt.IsZero() {
+		t.Errorf("info: sent %d, mailed %d, held %d, failures %d, retrying %d, given up %d, retry at %s",
+			info.AlertsSent, info.AlertsMailed, info.AlertsHeld, info.AlertFailures, info.AlertsRetrying, info.AlertsGivenUp, info.AlertRetryAt)
 	}
 }
 
@@ -713,7 +713,7 @@ timeout = "5s"
 	s, cl, stop := runDaemon(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(w, nil))})
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		info := mustInfo(t, cl)
-		if info.AlertsRetrying == 1 && info.AlertFailures == 1 {
+		if info.AlertsRetrying == 1 && info.AlertFailures == 1 && info.AlertsHeld == 1 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -646,8 +646,8 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 			if info.AlertsRetrying > 0 && !info.AlertRetryAt.IsZero() {
 				retrying += ", next attempt at " + info.AlertRetryAt.Format(time.DateTime)
 			}
-			fmt.Fprintf(out, "memmon restarts: %d\nalerts sent:     %d\nalert failures:  %d (attempts; see the daemon's log)\nalerts retrying: %s\nalerts given up: %d (not mailed after retrying for %s)\nalerts dropped:  %d\n",
-				info.MemmonRestarts, info.AlertsSent, info.AlertFailures, retrying, info.AlertsGivenUp, memmon.RetryFor, info.AlertsDropped)
+			fmt.Fprintf(out, "memmon restarts: %d\nalerts sent:     %d\nalerts mailed:   %d (in those mails)\nalerts held:     %d (waiting for a mail)\nalert failures:  %d (attempts; see the daemon's log)\nalerts retrying: %s\nalerts given up: %d (not mailed after retrying for %s)\nalerts filtered: %d (alert_max_uptime)\nalerts dropped:  %d\n",
+				info.MemmonRestarts, info.AlertsSent, info.AlertsMailed, info.AlertsHeld, info.AlertFailures, retrying, info.AlertsGivenUp, memmon.RetryFor, info.AlertsFiltered, info.AlertsDropped)
 			missed := strconv.FormatInt(info.WatchdogMissed, 10)
 			if info.WatchdogLastFailure != "" {
 				missed += " (last at " + info.WatchdogLastFailure + ")"

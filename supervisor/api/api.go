@@ -123,15 +123,21 @@ type Info struct {
 	// Nginx is the last nginx update's outcome (nil without [nginx]).
 	Nginx *NginxStatus `json:"nginx,omitempty"`
 	// memmon's counters (zero without [memmon] / [email]): the mails
-	// sent, the attempts that failed, the alerts held for another attempt
-	// now (the next at AlertRetryAt), those given up (not mailed after
-	// retrying for an hour) and those dropped (past a bound).
+	// sent and the alerts in them, the alerts held for a mail now, the
+	// attempts that failed, the alerts held for another attempt now (the
+	// next at AlertRetryAt; among those held), those given up (not
+	// mailed after retrying for an hour), filtered (alert_max_uptime) and
+	// dropped (past a bound). Every alert is mailed, held, given up,
+	// filtered or dropped.
 	MemmonRestarts int64     `json:"memmon_restarts"`
 	AlertsSent     int64     `json:"alerts_sent"`
+	AlertsMailed   int64     `json:"alerts_mailed"`
+	AlertsHeld     int64     `json:"alerts_held"`
 	AlertFailures  int64     `json:"alert_failures"`
 	AlertsRetrying int64     `json:"alerts_retrying"`
 	AlertRetryAt   time.Time `json:"alert_retry_at,omitzero"`
 	AlertsGivenUp  int64     `json:"alerts_given_up"`
+	AlertsFiltered int64     `json:"alerts_filtered"`
 	AlertsDropped  int64     `json:"alerts_dropped"`
 	// WatchdogMissed counts the systemd watchdog pings withheld because
 	// one of the daemon's loops did not answer in time;
