@@ -473,6 +473,12 @@ func (h apiHost) TestAlert(ctx context.Context) (api.TestAlertReply, error) {
 		asker = fmt.Sprintf("uid %d (pid %d)", cred.Uid, cred.Pid)
 	}
 	reply := api.TestAlertReply{Via: alerter.Via(), To: alerter.To()}
+	// One at a time: a loop, or a client that gives up and asks again,
+	// does not run sendmail commands or SMTP conversations side by side.
+	if !s.testAlert.CompareAndSwap(false, true) {
+		return reply, api.Unavailable(fmt.Errorf("a test alert is being mailed already through the %s; this one is not: try again once it is done", alerter.Via()))
+	}
+	defer s.testAlert.Store(false)
 	if err := alerter.Test(ctx, host, asker); err != nil {
 		return reply, api.Undelivered(err)
 	}

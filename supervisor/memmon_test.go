@@ -811,3 +811,64 @@ func TestStderrPathSkipsDevices(t *testing.T) {
 		}
 	}
 }
+
+// ctl test-alert mails one test at a time: one asked for while another is
+// under way (a slow sendmail, a silent SMTP server, a loop in a script) is
+// refused at once, saying so, rather than run beside it.
+func TestTestAlertOneAtATime(t *testing.T) {
+	dir := t.TempDir()
+	started, release := filepath.Join(dir, "started"), filepath.Join(dir, "go")
+	script := filepath.Join(dir, "slow-sendmail")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\ncat > /dev/null\necho x >> "+started+"\nwhile [ ! -e "+release+" ]; do sleep 0.05; done\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := writeConfig(t, program("p", "sleep", 1, "")+fmt.Sprintf(`
+[email]
+to = ["ops@example.com"]
+sendmail = %q
+timeout = "60s"
+`, script))
+	cl, _ := startDaemon(t, file)
+	runs := func() int {
+		b, _ := os.ReadFile(started)
+		return strings.Count(string(b), "x")
+	}
+	first := make(chan error, 1)
+	go func() { _, err := cl.TestAlert(context.Background()); first <- err }()
+	for deadline := time.Now().Add(30 * time.Second); runs() < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first test alert's sendmail did not run within 30s")
+		}
+	}
+	second := make(chan error, 1)
+	go func() { _, err := cl.TestAlert(context.Background()); second <- err }()
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		select {
+		case err = <-second:
+		default:
+			if runs() > 1 {
+				os.WriteFile(release, nil, 0o644)
+				t.Fatal("a second test alert ran its sendmail beside the first")
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the second test alert neither returned nor ran within 30s")
+			}
+			continue
+		}
+		break
+	}
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != 503 || !strings.Contains(err.Error(), "a test alert is being mailed already") {
+		t.Errorf("second test alert: %v", err)
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Errorf("first test alert: %v", err)
+	}
+	if _, err := cl.TestAlert(context.Background()); err != nil {
+		t.Errorf("a test alert after the first ended: %v", err)
+	}
+}

@@ -116,6 +116,9 @@ type Supervisor struct {
 	// reloadsWaiting counts the reloads waiting for reloading (an upgrade
 	// holding it hands them to the new image).
 	reloadsWaiting atomic.Int32
+	// testAlert is held while ctl test-alert's mail is under way: one at
+	// a time, another is refused.
+	testAlert atomic.Bool
 	pendingMu      sync.Mutex
 	pending        map[*procgroup.Process]*procgroup.ProcSpec
 	// oldSpec marks, guarded by pendingMu, the processes a rollout
