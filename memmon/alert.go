@@ -675,7 +675,7 @@ func (a *Alerter) failed(was held, gaveUpAt, now time.Time) {
 	a.held, a.gaveUpAt = next, gaveUpAt
 	if given > 0 {
 		a.GivenUp.Add(int64(given))
-		a.log.Error("alerts given up: not mailed after retrying for "+RetryFor.String(), "alerts", given, "attempts", a.retry.attempts+1)
+		a.log.Error("alerts given up: not mailed after retrying for "+RetryFor.String(), "alerts", given, "attempts", a.retry.attempts+1, "via", a.Via())
 	}
 	if len(a.held.alerts) == 0 {
 		a.retry = retry{}
@@ -685,7 +685,7 @@ func (a *Alerter) failed(was held, gaveUpAt, now time.Time) {
 	a.retry.attempts++
 	a.retry.at = now.Add(retryDelay(a.retry.attempts))
 	a.Retrying.Store(int64(len(a.held.alerts)))
-	a.log.Warn("alert mail held for another attempt", "alerts", len(a.held.alerts), "attempt", a.retry.attempts+1, "at", a.retry.at.Format(time.TimeOnly))
+	a.log.Warn("alert mail held for another attempt", "alerts", len(a.held.alerts), "attempt", a.retry.attempts+1, "at", a.retry.at.Format(time.TimeOnly), "via", a.Via())
 }
 
 // compose makes one mail of alerts, in order: one alert is mailed as

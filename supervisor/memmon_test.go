@@ -757,6 +757,9 @@ func TestMemmonShutdownCountsTheAlertsNotMailed(t *testing.T) {
 	if a.Dropped.Load() != 1 || a.Sent.Load() != 0 {
 		t.Errorf("dropped %d, sent %d", a.Dropped.Load(), a.Sent.Load())
 	}
+	if !regexp.MustCompile(`level=WARN msg="alert mail held for another attempt" .*via="SMTP server ` + regexp.QuoteMeta(srv.Addr) + `"`).MatchString(logs.String()) {
+		t.Errorf("the retry's log line does not name the server:\n%s", logs.String())
+	}
 	if want := "level=ERROR msg=\"alerts not mailed: gosup stopped\""; !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), "via=\"SMTP server "+srv.Addr+"\"") {
 		t.Errorf("the log lacks %q naming the server:\n%s", want, logs.String())
 	}
