@@ -825,7 +825,7 @@ func (a *Alerter) send(parent context.Context, subject, body string) bool {
 	defer cancel()
 	if err := a.deliver(ctx, subject, body); err != nil {
 		if parent.Err() != nil {
-			a.log.Warn("alert mail cut short by the alerter's stop; held for the next mail", "subject", subject, "err", err)
+			a.log.Warn("alert mail cut short by the alerter's stop", "subject", subject, "via", a.Via(), "err", err)
 			return false
 		}
 		a.Failed.Add(1)

@@ -425,6 +425,11 @@ func (s *Supervisor) run(ctx context.Context) error {
 		_ = s.sock.srv.Shutdown(hctx)
 		cancel()
 	})
+	// The alerts' last attempt at shutdown (memmon's stop starts it) runs
+	// while the processes stop, and is waited for after them.
+	flushed := make(chan struct{})
+	close(flushed)
+	g.add("alerts' last attempt", nil, func() { <-flushed })
 	g.add("processes", func() error {
 		// Spawn in ascending priority; within a level in parallel. Nothing
 		// waits for RUNNING here, as supervisord does not.
@@ -478,12 +483,22 @@ func (s *Supervisor) run(ctx context.Context) error {
 		stopMemmon() // no memmon restart during shutdown
 		// The alerts held (for the coalescing delay, rate_limit, a
 		// retry), and those of the restarts that just ended: one last
-		// attempt, else counted and logged as lost.
+		// attempt, else counted and logged as lost. It takes at most
+		// [email] timeout and shutdown_timeout, beside the processes'
+		// stop: a hung mail server does not make the shutdown longer
+		// than the processes may take.
 		s.mu.RLock()
 		alerter := s.alerter
 		s.mu.RUnlock()
 		if alerter != nil {
-			alerter.Flush(context.Background(), "gosup stopped")
+			done := make(chan struct{})
+			flushed = done
+			go func() {
+				defer close(done)
+				ctx, cancel := context.WithTimeout(context.Background(), s.config().Supervisor.ShutdownTimeout)
+				defer cancel()
+				alerter.Flush(ctx, "gosup stopped")
+			}()
 		}
 	})
 	var loops sync.WaitGroup
