@@ -658,3 +658,35 @@ sendmail = "%(here)s/bin/gosup demo-sendmail %(here)s/run/alerts.mbox"
 		}
 	}
 }
+
+// A relative path as [email] sendmail's program is relative to the file's
+// directory, as every relative path in a file is: check looked it up from
+// its own working directory, the daemon ran it from its own (/ under
+// systemd), and check could pass while every alert failed. A name looked
+// up in $PATH, an absolute path and a shell command line are left as they
+// are.
+func TestSendmailRelativePathFollowsTheFile(t *testing.T) {
+	for sendmail, want := range map[string]string{
+		"bin/mta -t -i":              "DIR/bin/mta -t -i",
+		"  ./bin/mta -t":             "DIR/bin/mta -t",
+		"sendmail -t -i":             "sendmail -t -i",
+		"/usr/sbin/sendmail -t -i":   "/usr/sbin/sendmail -t -i",
+		"bin/mta -t >> run/mail.log": "bin/mta -t >> run/mail.log",
+	} {
+		dir := writeTree(t, map[string]string{"gosup.toml": fmt.Sprintf(`
+[program.web]
+command = "app"
+
+[email]
+to = ["ops@example.com"]
+sendmail = %q
+`, sendmail)})
+		cfg, err := Load(filepath.Join(dir, "gosup.toml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want = strings.ReplaceAll(want, "DIR", dir); cfg.Email.Sendmail != want {
+			t.Errorf("sendmail = %q: want %q, have %q", sendmail, want, cfg.Email.Sendmail)
+		}
+	}
+}
