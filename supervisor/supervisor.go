@@ -119,8 +119,8 @@ type Supervisor struct {
 	// testAlert is held while ctl test-alert's mail is under way: one at
 	// a time, another is refused.
 	testAlert atomic.Bool
-	pendingMu      sync.Mutex
-	pending        map[*procgroup.Process]*procgroup.ProcSpec
+	pendingMu sync.Mutex
+	pending   map[*procgroup.Process]*procgroup.ProcSpec
 	// oldSpec marks, guarded by pendingMu, the processes a rollout
 	// (rolling restart, a reload's restarts) has yet to restart, with the
 	// rollout's lease: status shows them as on the old spec.
