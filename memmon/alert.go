@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -191,6 +190,8 @@ type Alerter struct {
 	log      *slog.Logger
 	queue    chan []Alert
 	coalesce time.Duration
+	// retryFirst is RetryFirst; tests in real time make it shorter.
+	retryFirst time.Duration
 
 	// What Run holds for the next mail, and the times the rate limiting
 	// goes by: kept here, not in Run, so that a Run the guard starts again
@@ -201,15 +202,10 @@ type Alerter struct {
 	sentAt   time.Time // the last mail
 	gaveUpAt time.Time // the last mail that carried a give-up
 	retry    retry     // the failed attempts since the last mail sent
-
-	// Sent counts the mails sent, Mailed the alerts in them, Failed the
-	// attempts that failed, GivenUp and Dropped the alerts never mailed
-	// (not sent after retrying for RetryFor; past a bound), Filtered
-	// those not mailed for alert_max_uptime. Retrying is how many alerts
-	// are held for another attempt after a failed one. Every alert
-	// enqueued is Mailed, Held (or in the mail being sent), Filtered,
-	// GivenUp or Dropped.
-	Sent, Mailed, Failed, Dropped, Filtered, GivenUp, Retrying atomic.Int64
+	sending  int       // the alerts in the mail being sent
+	// The counters (AlerterStats), changed under mu together with what
+	// they count, so that Stats is a state that was.
+	sent, mailed, failed, dropped, filtered, givenUp int64
 
 	// next is the alerter this one handed what it held to (HandTo):
 	// Enqueue passes alerts on to it.
@@ -235,20 +231,40 @@ func (a *Alerter) HandTo(next *Alerter) {
 	}
 }
 
-// Held is how many alerts are held for the next mail now (for the
-// coalescing delay, rate_limit or a retry).
-func (a *Alerter) Held() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.held.alerts)
+// AlerterStats is what ctl info shows of an alerter: one state of it.
+// Every alert taken from the queue, or dropped on the way in, is Mailed,
+// Held, GivenUp, Filtered or Dropped, once.
+type AlerterStats struct {
+	// Sent counts the mails sent, Mailed the alerts in them, Failed the
+	// attempts that failed.
+	Sent, Mailed, Failed int64
+	// Held is how many alerts wait for a mail now (the coalescing delay,
+	// rate_limit or a retry), or are in the mail being sent; Retrying is
+	// how many of them are held for another attempt after a failed one
+	// (the mail under way included), RetryAt when it is: zero exactly when
+	// Retrying is.
+	Held, Retrying int64
+	RetryAt        time.Time
+	// GivenUp counts the alerts not mailed after retrying for RetryFor,
+	// Filtered those not mailed for alert_max_uptime, Dropped those lost
+	// to a bound or to a last attempt that failed.
+	GivenUp, Filtered, Dropped int64
 }
 
-// RetryAt is when the alerts held after a failed mail are tried again;
-// zero when no mail failed since the last one sent.
-func (a *Alerter) RetryAt() time.Time {
+// Stats returns the alerter's counters, and what it holds, as they are at
+// one moment.
+func (a *Alerter) Stats() AlerterStats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.retry.at
+	st := AlerterStats{
+		Sent: a.sent, Mailed: a.mailed, Failed: a.failed,
+		Held:    int64(len(a.held.alerts) + a.sending),
+		GivenUp: a.givenUp, Filtered: a.filtered, Dropped: a.dropped,
+	}
+	if !a.retry.at.IsZero() {
+		st.Retrying, st.RetryAt = st.Held, a.retry.at
+	}
+	return st
 }
 
 // retry is when the held alerts, of which a mail failed, are tried again.
@@ -266,9 +282,10 @@ const (
 	RetryFor   = time.Hour
 )
 
-// retryDelay is the wait after the n-th failed attempt in a row.
-func retryDelay(n int) time.Duration {
-	d := RetryFirst
+// retryDelay is the wait after the n-th failed attempt in a row, the
+// first being first (RetryFirst).
+func retryDelay(first time.Duration, n int) time.Duration {
+	d := first
 	for i := 1; i < n && d < RetryMax; i++ {
 		d *= 2
 	}
@@ -350,7 +367,7 @@ const maxServerBytes = 1 << 20
 
 // NewAlerter makes an alerter; Run sends.
 func NewAlerter(cfg Email, maxUptime time.Duration, sendmail SendmailFunc, log *slog.Logger) *Alerter {
-	return &Alerter{cfg: cfg, maxUp: maxUptime, sendmail: sendmail, log: log, queue: make(chan []Alert, queueSize), coalesce: Coalesce}
+	return &Alerter{cfg: cfg, maxUp: maxUptime, sendmail: sendmail, log: log, queue: make(chan []Alert, queueSize), coalesce: Coalesce, retryFirst: RetryFirst}
 }
 
 // Enqueue hands alerts to the mail goroutine without waiting. Dropped
@@ -366,16 +383,23 @@ func (a *Alerter) Enqueue(batch ...Alert) {
 		return
 	}
 	if len(batch) > maxBatch {
-		a.Dropped.Add(int64(len(batch) - maxBatch))
+		a.drop(len(batch) - maxBatch)
 		a.log.Error("alert batch too large; alerts dropped", "dropped", len(batch)-maxBatch)
 		batch = batch[:maxBatch]
 	}
 	select {
 	case a.queue <- batch:
 	default:
-		a.Dropped.Add(int64(len(batch)))
+		a.drop(len(batch))
 		a.log.Error("alert queue full; alerts dropped", "process", batch[0].Name, "alerts", len(batch))
 	}
+}
+
+// drop counts n alerts dropped.
+func (a *Alerter) drop(n int) {
+	a.mu.Lock()
+	a.dropped += int64(n)
+	a.mu.Unlock()
 }
 
 // State returns what an alerter in a new image of the daemon needs to
@@ -385,8 +409,8 @@ func (a *Alerter) Enqueue(batch ...Alert) {
 func (a *Alerter) State() AlerterState {
 	a.mu.Lock()
 	st := AlerterState{
-		Sent: a.Sent.Load(), Mailed: a.Mailed.Load(), Failed: a.Failed.Load(), Dropped: a.Dropped.Load(), Filtered: a.Filtered.Load(),
-		GivenUp: a.GivenUp.Load(), RetryAttempts: a.retry.attempts, RetryAt: a.retry.at,
+		Sent: a.sent, Mailed: a.mailed, Failed: a.failed, Dropped: a.dropped, Filtered: a.filtered,
+		GivenUp: a.givenUp, RetryAttempts: a.retry.attempts, RetryAt: a.retry.at,
 		Held: slices.Clone(a.held.alerts), First: a.held.first, Urgent: a.held.urgent,
 		SentAt: a.sentAt, GaveUpAt: a.gaveUpAt,
 	}
@@ -407,19 +431,14 @@ func (a *Alerter) State() AlerterState {
 // and the rate limiting goes by the last mails. Call it after NewAlerter,
 // before Run. What is past the alerter's bounds is dropped and counted.
 func (a *Alerter) Restore(st AlerterState) {
-	a.Sent.Store(st.Sent)
-	a.Mailed.Store(st.Mailed)
-	a.Failed.Store(st.Failed)
-	a.Dropped.Store(st.Dropped)
-	a.Filtered.Store(st.Filtered)
-	a.GivenUp.Store(st.GivenUp)
+	a.mu.Lock()
+	a.sent, a.mailed, a.failed, a.dropped, a.filtered, a.givenUp = st.Sent, st.Mailed, st.Failed, st.Dropped, st.Filtered, st.GivenUp
 	alerts := st.Held
 	if over := len(alerts) - maxPending; over > 0 {
-		a.Dropped.Add(int64(over))
+		a.dropped += int64(over)
 		a.log.Error("too many alerts handed over for the next mail; the oldest dropped", "dropped", over, "held", maxPending)
 		alerts = alerts[over:]
 	}
-	a.mu.Lock()
 	a.held = held{}
 	if len(alerts) > 0 {
 		a.held = held{first: st.First, urgent: st.Urgent}
@@ -431,7 +450,6 @@ func (a *Alerter) Restore(st AlerterState) {
 	a.retry = retry{}
 	if len(a.held.alerts) > 0 && !st.RetryAt.IsZero() {
 		a.retry = retry{attempts: st.RetryAttempts, at: st.RetryAt}
-		a.Retrying.Store(int64(len(a.held.alerts)))
 	}
 	a.mu.Unlock()
 	for _, batch := range st.Queue {
@@ -474,12 +492,12 @@ func (h *held) due(sentAt, gaveUpAt time.Time, rate, coalesce time.Duration) tim
 
 // add holds al; when maxPending are held, or maxHeldBytes, the oldest
 // restart alerts (a give-up only if there is no other) are dropped and
-// counted.
+// counted. Called with a.mu held.
 func (a *Alerter) add(h *held, al Alert, now time.Time) {
 	size := alertBytes(al)
 	for len(h.alerts) > 0 && (len(h.alerts) >= maxPending || h.bytes+size > maxHeldBytes) {
 		i := max(slices.IndexFunc(h.alerts, func(al Alert) bool { return !al.GaveUp }), 0)
-		a.Dropped.Add(1)
+		a.dropped++
 		a.log.Error("too many alerts held back for the next mail; the oldest dropped", "process", h.alerts[i].Name, "held", len(h.alerts), "held_bytes", h.bytes)
 		h.bytes -= alertBytes(h.alerts[i])
 		h.alerts = slices.Delete(h.alerts, i, i+1)
@@ -500,15 +518,15 @@ func (a *Alerter) add(h *held, al Alert, now time.Time) {
 // counted as dropped.
 func (a *Alerter) Run(ctx context.Context) {
 	rate := time.Duration(a.cfg.RateLimit)
-	sending := 0 // alerts in the send under way
 	defer func() {
+		a.mu.Lock()
+		sending, n := a.sending, len(a.held.alerts)
+		a.dropped += int64(sending) // a send that panicked
+		a.sending = 0
+		a.mu.Unlock()
 		if sending > 0 {
-			a.Dropped.Add(int64(sending))
 			a.log.Error("alerts not mailed", "count", sending)
 		}
-		a.mu.Lock()
-		n := len(a.held.alerts)
-		a.mu.Unlock()
 		if n > 0 {
 			a.log.Info("alerts held when the alerter stopped: for its next run after a panic, the alerter an upgrade or a reload hands them to, or the last attempt at shutdown", "count", n)
 		}
@@ -533,9 +551,6 @@ func (a *Alerter) Run(ctx context.Context) {
 			now := time.Now()
 			a.mu.Lock()
 			a.take(batch, now)
-			if !a.retry.at.IsZero() {
-				a.Retrying.Store(int64(len(a.held.alerts)))
-			}
 			arm()
 			a.mu.Unlock()
 		case <-timer.C:
@@ -553,33 +568,33 @@ func (a *Alerter) Run(ctx context.Context) {
 				a.gaveUpAt = now
 			}
 			a.held = held{}
+			a.sending = len(mail)
 			a.mu.Unlock()
 			slices.SortStableFunc(mail, func(x, y Alert) int {
 				return cmp.Or(x.At.Compare(y.At), strings.Compare(x.Name, y.Name))
 			})
 			subject, body := compose(mail)
-			sending = len(mail)
-			ok := a.send(ctx, subject, body)
-			sending = 0
-			if !ok && ctx.Err() != nil {
+			res := a.send(ctx, subject, body)
+			a.mu.Lock()
+			a.sending = 0
+			switch res {
+			case mailCut:
 				// Cut short by the alerter's stop (an upgrade, a
 				// reload): the alerts are held again, not lost, for
 				// State (or the next run) to mail.
-				a.mu.Lock()
 				for _, al := range a.held.alerts {
 					a.add(&was, al, now)
 				}
 				a.held, a.gaveUpAt = was, gaveUpAt
 				a.mu.Unlock()
 				return
-			}
-			a.mu.Lock()
-			if ok {
-				a.Mailed.Add(int64(len(mail)))
+			case mailSent:
+				a.sent++
+				a.mailed += int64(len(mail))
 				a.sentAt, a.retry = now, retry{}
-				a.Retrying.Store(0)
-			} else {
-				a.failed(was, gaveUpAt, now)
+			case mailFailed:
+				a.failed++
+				a.retryLater(was, gaveUpAt, now)
 			}
 			arm()
 			a.mu.Unlock()
@@ -592,7 +607,7 @@ func (a *Alerter) Run(ctx context.Context) {
 func (a *Alerter) take(batch []Alert, now time.Time) {
 	for _, al := range batch {
 		if a.maxUp > 0 && al.Uptime > a.maxUp && al.Err == nil && !al.GaveUp {
-			a.Filtered.Add(1)
+			a.filtered++
 			a.log.Info("no mail: the process had been up longer than alert_max_uptime", "process", al.Name, "uptime", al.Uptime.Round(time.Second))
 			continue
 		}
@@ -621,7 +636,7 @@ func (a *Alerter) Flush(ctx context.Context, why string) {
 	}
 	mail := a.held.alerts
 	a.held, a.retry = held{}, retry{}
-	a.Retrying.Store(0)
+	a.sending = len(mail)
 	a.mu.Unlock()
 	if len(mail) == 0 {
 		return
@@ -631,11 +646,23 @@ func (a *Alerter) Flush(ctx context.Context, why string) {
 	})
 	subject, body := compose(mail)
 	a.log.Info("mailing the alerts held now: "+why, "alerts", len(mail), "via", a.Via())
-	if a.send(ctx, subject, body) {
-		a.Mailed.Add(int64(len(mail)))
+	res := a.send(ctx, subject, body)
+	a.mu.Lock()
+	a.sending = 0
+	switch res {
+	case mailSent:
+		a.sent++
+		a.mailed += int64(len(mail))
+	case mailFailed:
+		a.failed++
+		a.dropped += int64(len(mail))
+	case mailCut:
+		a.dropped += int64(len(mail))
+	}
+	a.mu.Unlock()
+	if res == mailSent {
 		return
 	}
-	a.Dropped.Add(int64(len(mail)))
 	a.log.Error("alerts not mailed: "+why, "alerts", len(mail), "via", a.Via(), "subject", subject)
 }
 
@@ -648,11 +675,11 @@ func (a *Alerter) due(rate time.Duration) time.Time {
 	return a.held.due(a.sentAt, a.gaveUpAt, rate, a.coalesce)
 }
 
-// failed holds again the alerts of a mail that failed (was, with
+// retryLater holds again the alerts of a mail that failed (was, with
 // gaveUpAt the give-up time before it), with those that came in
 // meanwhile, for another attempt; those that came in RetryFor ago or more
 // are given up and counted. Called with a.mu held.
-func (a *Alerter) failed(was held, gaveUpAt, now time.Time) {
+func (a *Alerter) retryLater(was held, gaveUpAt, now time.Time) {
 	kept := was.alerts[:0]
 	given := 0
 	for _, al := range was.alerts {
@@ -674,17 +701,15 @@ func (a *Alerter) failed(was held, gaveUpAt, now time.Time) {
 	}
 	a.held, a.gaveUpAt = next, gaveUpAt
 	if given > 0 {
-		a.GivenUp.Add(int64(given))
+		a.givenUp += int64(given)
 		a.log.Error("alerts given up: not mailed after retrying for "+RetryFor.String(), "alerts", given, "attempts", a.retry.attempts+1, "via", a.Via())
 	}
 	if len(a.held.alerts) == 0 {
 		a.retry = retry{}
-		a.Retrying.Store(0)
 		return
 	}
 	a.retry.attempts++
-	a.retry.at = now.Add(retryDelay(a.retry.attempts))
-	a.Retrying.Store(int64(len(a.held.alerts)))
+	a.retry.at = now.Add(retryDelay(a.retryFirst, a.retry.attempts))
 	a.log.Warn("alert mail held for another attempt", "alerts", len(a.held.alerts), "attempt", a.retry.attempts+1, "at", a.retry.at.Format(time.TimeOnly), "via", a.Via())
 }
 
@@ -817,24 +842,30 @@ func (c *boundedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// send mails one message with a deadline; failures are logged and counted.
-// send mails one message and says whether it went. One cut short by
-// parent's end is not counted as failed: the caller holds it again.
-func (a *Alerter) send(parent context.Context, subject, body string) bool {
+// outcome is how a send ended.
+type outcome int
+
+const (
+	mailSent   outcome = iota
+	mailFailed         // the server or the command failed, or timeout passed
+	mailCut            // cut short by the end of send's parent context
+)
+
+// send mails one message within [email] timeout, logs how it went and
+// says so; the caller counts it, under a.mu, as it changes what it holds.
+func (a *Alerter) send(parent context.Context, subject, body string) outcome {
 	ctx, cancel := context.WithTimeout(parent, time.Duration(a.cfg.Timeout))
 	defer cancel()
 	if err := a.deliver(ctx, subject, body); err != nil {
 		if parent.Err() != nil {
 			a.log.Warn("alert mail cut short by the alerter's stop", "subject", subject, "via", a.Via(), "err", err)
-			return false
+			return mailCut
 		}
-		a.Failed.Add(1)
 		a.log.Error("alert mail failed", "subject", subject, "err", err)
-		return false
+		return mailFailed
 	}
-	a.Sent.Add(1)
 	a.log.Info("alert mailed", "subject", subject, "to", strings.Join(a.cfg.To, ","))
-	return true
+	return mailSent
 }
 
 func (a *Alerter) deliver(ctx context.Context, subject, body string) error {

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -66,9 +67,9 @@ func inBubble() (in bool) {
 // has its reply.
 func waitSent(t *testing.T, a *Alerter, n int64) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); a.Sent.Load() < n; {
+	for deadline := time.Now().Add(30 * time.Second); a.Stats().Sent < n; {
 		if time.Now().After(deadline) {
-			t.Fatalf("want %d mails sent within 30s, have %d (failed %d)", n, a.Sent.Load(), a.Failed.Load())
+			t.Fatalf("want %d mails sent within 30s, have %d (failed %d)", n, a.Stats().Sent, a.Stats().Failed)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -100,8 +101,8 @@ func TestAlertMailOverSMTP(t *testing.T) {
 		}
 	}
 	waitSent(t, a, 1)
-	if a.Sent.Load() != 1 || a.Failed.Load() != 0 {
-		t.Errorf("counters: sent %d failed %d", a.Sent.Load(), a.Failed.Load())
+	if a.Stats().Sent != 1 || a.Stats().Failed != 0 {
+		t.Errorf("counters: sent %d failed %d", a.Stats().Sent, a.Stats().Failed)
 	}
 }
 
@@ -205,8 +206,8 @@ func TestAlertRateLimitAndDigest(t *testing.T) {
 		}
 		time.Sleep(24 * time.Hour)
 		synctest.Wait()
-		if got := box.got(); len(got) != 2 || a.Sent.Load() != 2 {
-			t.Errorf("a day later: want exactly 2 mails, have %q (sent %d)", got, a.Sent.Load())
+		if got := box.got(); len(got) != 2 || a.Stats().Sent != 2 {
+			t.Errorf("a day later: want exactly 2 mails, have %q (sent %d)", got, a.Stats().Sent)
 		}
 	})
 }
@@ -227,14 +228,14 @@ func TestAlerterPanicIsContained(t *testing.T) {
 		a.Enqueue(testAlert("web:web_01", time.Minute))
 		time.Sleep(Coalesce)
 		synctest.Wait()
-		if g.Panics("alerter") != 1 || a.Dropped.Load() != 1 || a.Sent.Load() != 0 {
-			t.Fatalf("after the panic: panics %d, dropped %d, sent %d", g.Panics("alerter"), a.Dropped.Load(), a.Sent.Load())
+		if g.Panics("alerter") != 1 || a.Stats().Dropped != 1 || a.Stats().Sent != 0 {
+			t.Fatalf("after the panic: panics %d, dropped %d, sent %d", g.Panics("alerter"), a.Stats().Dropped, a.Stats().Sent)
 		}
 		a.Enqueue(testAlert("web:web_02", time.Minute)) // queued while the alerter is down
 		time.Sleep(time.Second + Coalesce)
 		synctest.Wait()
-		if got := box.got(); len(got) != 1 || !strings.Contains(got[0], "web:web_02") || a.Sent.Load() != 1 {
-			t.Errorf("after the restart: mails %q, sent %d", got, a.Sent.Load())
+		if got := box.got(); len(got) != 1 || !strings.Contains(got[0], "web:web_02") || a.Stats().Sent != 1 {
+			t.Errorf("after the restart: mails %q, sent %d", got, a.Stats().Sent)
 		}
 		if out := logs.String(); !strings.Contains(out, `component=alerter panic="sendmail bug"`) || !strings.Contains(out, "memmon.(*mailbox).sendmail") {
 			t.Errorf("log:\n%s", out)
@@ -255,8 +256,8 @@ func TestAlertMaxUptimeFilters(t *testing.T) {
 	if srv.Count() != 1 || !strings.Contains(m[0].Subject, "web:young") {
 		t.Errorf("want only web:young mailed, have %d mails: %q", srv.Count(), m[0].Subject)
 	}
-	if a.Filtered.Load() != 1 {
-		t.Errorf("filtered: %d", a.Filtered.Load())
+	if a.Stats().Filtered != 1 {
+		t.Errorf("filtered: %d", a.Stats().Filtered)
 	}
 }
 
@@ -272,7 +273,7 @@ func TestAlertFailingServers(t *testing.T) {
 			a := runAlerter(t, cfg, 0, nil)
 			start := time.Now()
 			a.Enqueue(testAlert("web:a", time.Minute))
-			for deadline := time.Now().Add(30 * time.Second); a.Failed.Load() < 1; {
+			for deadline := time.Now().Add(30 * time.Second); a.Stats().Failed < 1; {
 				if time.Now().After(deadline) {
 					t.Fatalf("mail not failed within 30s")
 				}
@@ -285,14 +286,14 @@ func TestAlertFailingServers(t *testing.T) {
 				t.Errorf("a failed mail took %s; the timeout is 500ms", took)
 			}
 			a.Enqueue(testAlert("web:b", time.Minute))
-			for deadline := time.Now().Add(30 * time.Second); a.Retrying.Load() < 2; {
+			for deadline := time.Now().Add(30 * time.Second); a.Stats().Retrying < 2; {
 				if time.Now().After(deadline) {
-					t.Fatalf("want both alerts held for the retry, have %d", a.Retrying.Load())
+					t.Fatalf("want both alerts held for the retry, have %d", a.Stats().Retrying)
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			if a.Sent.Load() != 0 || a.GivenUp.Load() != 0 || a.Dropped.Load() != 0 {
-				t.Errorf("sent %d, given up %d, dropped %d", a.Sent.Load(), a.GivenUp.Load(), a.Dropped.Load())
+			if a.Stats().Sent != 0 || a.Stats().GivenUp != 0 || a.Stats().Dropped != 0 {
+				t.Errorf("sent %d, given up %d, dropped %d", a.Stats().Sent, a.Stats().GivenUp, a.Stats().Dropped)
 			}
 		})
 	}
@@ -336,8 +337,8 @@ func TestAlertRetriesWithBackoff(t *testing.T) {
 		synctest.Wait()
 		time.Sleep(Coalesce + time.Second)
 		synctest.Wait()
-		if a.Failed.Load() != 1 || a.Retrying.Load() != 1 {
-			t.Fatalf("after the first attempt: failed %d, retrying %d", a.Failed.Load(), a.Retrying.Load())
+		if a.Stats().Failed != 1 || a.Stats().Retrying != 1 {
+			t.Fatalf("after the first attempt: failed %d, retrying %d", a.Stats().Failed, a.Stats().Retrying)
 		}
 		time.Sleep(3 * time.Hour)
 		synctest.Wait()
@@ -361,8 +362,8 @@ func TestAlertRetriesWithBackoff(t *testing.T) {
 		if got[1]-got[0] != 10*time.Second || got[len(got)-1] < time.Hour {
 			t.Errorf("first retry %s after the failure, last attempt %s after the alert", got[1]-got[0], got[len(got)-1])
 		}
-		if a.GivenUp.Load() != 1 || a.Retrying.Load() != 0 || a.Sent.Load() != 0 || a.Failed.Load() != int64(len(want)) {
-			t.Errorf("given up %d, retrying %d, sent %d, failed %d", a.GivenUp.Load(), a.Retrying.Load(), a.Sent.Load(), a.Failed.Load())
+		if a.Stats().GivenUp != 1 || a.Stats().Retrying != 0 || a.Stats().Sent != 0 || a.Stats().Failed != int64(len(want)) {
+			t.Errorf("given up %d, retrying %d, sent %d, failed %d", a.Stats().GivenUp, a.Stats().Retrying, a.Stats().Sent, a.Stats().Failed)
 		}
 	})
 }
@@ -377,8 +378,8 @@ func TestAlertRetryCarriesLaterAlerts(t *testing.T) {
 		time.Sleep(Coalesce + time.Second) // the first attempt fails
 		a.Enqueue(testAlert("web:web_02", time.Minute))
 		synctest.Wait()
-		if a.Retrying.Load() != 2 || len(f.got()) != 0 {
-			t.Fatalf("retrying %d, mails %q", a.Retrying.Load(), f.got())
+		if a.Stats().Retrying != 2 || len(f.got()) != 0 {
+			t.Fatalf("retrying %d, mails %q", a.Stats().Retrying, f.got())
 		}
 		time.Sleep(RetryFirst + 2*RetryFirst) // the second fails, the third goes
 		synctest.Wait()
@@ -386,8 +387,8 @@ func TestAlertRetryCarriesLaterAlerts(t *testing.T) {
 		if len(got) != 1 || !strings.Contains(got[0], "2 restarts of 2 processes") {
 			t.Fatalf("want one mail of both, have %q", got)
 		}
-		if a.Sent.Load() != 1 || a.Failed.Load() != 2 || a.Retrying.Load() != 0 || a.GivenUp.Load() != 0 {
-			t.Errorf("sent %d, failed %d, retrying %d, given up %d", a.Sent.Load(), a.Failed.Load(), a.Retrying.Load(), a.GivenUp.Load())
+		if a.Stats().Sent != 1 || a.Stats().Failed != 2 || a.Stats().Retrying != 0 || a.Stats().GivenUp != 0 {
+			t.Errorf("sent %d, failed %d, retrying %d, given up %d", a.Stats().Sent, a.Stats().Failed, a.Stats().Retrying, a.Stats().GivenUp)
 		}
 	})
 }
@@ -412,8 +413,8 @@ func TestAlertHeldBytesAreBounded(t *testing.T) {
 		a.mu.Lock()
 		held, bytes := len(a.held.alerts), a.held.bytes
 		a.mu.Unlock()
-		if bytes > maxHeldBytes || a.Dropped.Load() == 0 || int64(held)+a.Dropped.Load() != int64(n) {
-			t.Errorf("held %d alerts (%d bytes, bound %d), dropped %d of %d", held, bytes, maxHeldBytes, a.Dropped.Load(), n)
+		if bytes > maxHeldBytes || a.Stats().Dropped == 0 || int64(held)+a.Stats().Dropped != int64(n) {
+			t.Errorf("held %d alerts (%d bytes, bound %d), dropped %d of %d", held, bytes, maxHeldBytes, a.Stats().Dropped, n)
 		}
 	})
 }
@@ -435,8 +436,8 @@ func TestAlertQueueIsBounded(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Enqueue blocked on a full queue")
 	}
-	if a.Dropped.Load() != 10 {
-		t.Errorf("enqueued %d into a queue of %d, dropped %d", queueSize+10, queueSize, a.Dropped.Load())
+	if a.Stats().Dropped != 10 {
+		t.Errorf("enqueued %d into a queue of %d, dropped %d", queueSize+10, queueSize, a.Stats().Dropped)
 	}
 }
 
@@ -505,14 +506,14 @@ func TestAlertAddressControlCharacter(t *testing.T) {
 		bad(&cfg)
 		a := runAlerter(t, cfg, 0, nil)
 		a.Enqueue(testAlert("web:web_01", time.Minute))
-		for deadline := time.Now().Add(30 * time.Second); a.Failed.Load() == 0; {
+		for deadline := time.Now().Add(30 * time.Second); a.Stats().Failed == 0; {
 			if time.Now().After(deadline) {
-				t.Fatalf("from %q to %q: no failure counted within 30s (sent %d)", cfg.From, cfg.To, a.Sent.Load())
+				t.Fatalf("from %q to %q: no failure counted within 30s (sent %d)", cfg.From, cfg.To, a.Stats().Sent)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		if n := srv.Count(); n != 0 || a.Sent.Load() != 0 {
-			t.Errorf("from %q to %q: %d mails received, %d sent", cfg.From, cfg.To, n, a.Sent.Load())
+		if n := srv.Count(); n != 0 || a.Stats().Sent != 0 {
+			t.Errorf("from %q to %q: %d mails received, %d sent", cfg.From, cfg.To, n, a.Stats().Sent)
 		}
 	}
 }
@@ -538,8 +539,8 @@ func TestAlertBatchIsOneMail(t *testing.T) {
 		}
 	}
 	waitSent(t, a, 1)
-	if a.Sent.Load() != 1 || srv.Count() != 1 {
-		t.Errorf("sent %d, server has %d mails", a.Sent.Load(), srv.Count())
+	if a.Stats().Sent != 1 || srv.Count() != 1 {
+		t.Errorf("sent %d, server has %d mails", a.Stats().Sent, srv.Count())
 	}
 }
 
@@ -576,8 +577,8 @@ func TestAlertGiveUpGoesOutAtOnce(t *testing.T) {
 		}
 		time.Sleep(time.Hour)
 		synctest.Wait()
-		if n := len(box.all()); n != 2 || a.Filtered.Load() != 0 {
-			t.Errorf("later: %d mails, filtered %d", n, a.Filtered.Load())
+		if n := len(box.all()); n != 2 || a.Stats().Filtered != 0 {
+			t.Errorf("later: %d mails, filtered %d", n, a.Stats().Filtered)
 		}
 	})
 }
@@ -603,8 +604,8 @@ func TestAlertHeldBackIsBounded(t *testing.T) {
 		time.Sleep(time.Duration(cfg.RateLimit))
 		synctest.Wait()
 		mails := box.all()
-		if a.Dropped.Load() != 5 || len(mails) != 2 || !strings.Contains(mails[1], fmt.Sprintf("restarted %d times", maxPending)) {
-			t.Errorf("dropped %d, %d mails", a.Dropped.Load(), len(mails))
+		if a.Stats().Dropped != 5 || len(mails) != 2 || !strings.Contains(mails[1], fmt.Sprintf("restarted %d times", maxPending)) {
+			t.Errorf("dropped %d, %d mails", a.Stats().Dropped, len(mails))
 		}
 	})
 }
@@ -735,8 +736,8 @@ func TestAlerterStateRoundTrip(t *testing.T) {
 		a.Enqueue(testAlert("web:web_01", time.Minute))
 		time.Sleep(Coalesce)
 		synctest.Wait()
-		if srv.Count() != 1 || a.Sent.Load() != 1 {
-			t.Fatalf("first alert: %d mails, sent %d", srv.Count(), a.Sent.Load())
+		if srv.Count() != 1 || a.Stats().Sent != 1 {
+			t.Fatalf("first alert: %d mails, sent %d", srv.Count(), a.Stats().Sent)
 		}
 		time.Sleep(time.Minute)
 		a.Enqueue(testAlert("web:web_02", time.Minute))
@@ -767,8 +768,8 @@ func TestAlerterStateRoundTrip(t *testing.T) {
 		}
 		time.Sleep(time.Nanosecond)
 		synctest.Wait()
-		if srv.Count() != 2 || b.Sent.Load() != 2 || b.Failed.Load() != 0 {
-			t.Fatalf("at the window's end: %d mails, sent %d, failed %d", srv.Count(), b.Sent.Load(), b.Failed.Load())
+		if srv.Count() != 2 || b.Stats().Sent != 2 || b.Stats().Failed != 0 {
+			t.Fatalf("at the window's end: %d mails, sent %d, failed %d", srv.Count(), b.Stats().Sent, b.Stats().Failed)
 		}
 		m := srv.Wait(t, 2, time.Second)[1]
 		if !strings.HasPrefix(m.Subject, "memmon: 3 restarts of 3 processes on web-3.example.com (web:web_02, web:web_03, web:web_04)") {
@@ -784,8 +785,8 @@ func TestAlerterStateRoundTrip(t *testing.T) {
 		}
 		time.Sleep(24 * time.Hour)
 		synctest.Wait()
-		if srv.Count() != 2 || b.Sent.Load() != 2 {
-			t.Errorf("a day later: %d mails, sent %d", srv.Count(), b.Sent.Load())
+		if srv.Count() != 2 || b.Stats().Sent != 2 {
+			t.Errorf("a day later: %d mails, sent %d", srv.Count(), b.Stats().Sent)
 		}
 	})
 }
@@ -801,8 +802,8 @@ func TestAlerterRestoreIsBounded(t *testing.T) {
 		}
 		b := NewAlerter(sendmailConfig(), 0, box.sendmail, quiet())
 		b.Restore(st)
-		if b.Dropped.Load() != 8 {
-			t.Errorf("dropped: want 3+5, have %d", b.Dropped.Load())
+		if b.Stats().Dropped != 8 {
+			t.Errorf("dropped: want 3+5, have %d", b.Stats().Dropped)
 		}
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -906,8 +907,8 @@ func TestAlerterHandsOverItsRetry(t *testing.T) {
 		ctx, cancel = context.WithCancel(t.Context())
 		defer cancel()
 		go next.Run(ctx)
-		if next.Retrying.Load() != 1 || !next.RetryAt().Equal(st.RetryAt) {
-			t.Fatalf("restored: retrying %d at %s, want at %s", next.Retrying.Load(), next.RetryAt(), st.RetryAt)
+		if next.Stats().Retrying != 1 || !next.Stats().RetryAt.Equal(st.RetryAt) {
+			t.Fatalf("restored: retrying %d at %s, want at %s", next.Stats().Retrying, next.Stats().RetryAt, st.RetryAt)
 		}
 		time.Sleep(RetryFirst - 2*time.Second) // not yet
 		synctest.Wait()
@@ -916,8 +917,8 @@ func TestAlerterHandsOverItsRetry(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 		synctest.Wait()
-		if got := f.got(); len(got) != 1 || next.Sent.Load() != 1 || next.Failed.Load() != 1 || next.Retrying.Load() != 0 {
-			t.Errorf("mails %q, sent %d, failed %d, retrying %d", got, next.Sent.Load(), next.Failed.Load(), next.Retrying.Load())
+		if got := f.got(); len(got) != 1 || next.Stats().Sent != 1 || next.Stats().Failed != 1 || next.Stats().Retrying != 0 {
+			t.Errorf("mails %q, sent %d, failed %d, retrying %d", got, next.Stats().Sent, next.Stats().Failed, next.Stats().Retrying)
 		}
 	})
 }
@@ -934,8 +935,8 @@ func TestAlerterHandToForwards(t *testing.T) {
 		old.Enqueue(testAlert("web:web_02", time.Minute)) // a restart that was in flight
 		time.Sleep(Coalesce)
 		synctest.Wait()
-		if got := box.got(); len(got) != 1 || !strings.Contains(got[0], "2 restarts of 2 processes") || next.Sent.Load() != 1 {
-			t.Errorf("mails %q, sent %d", got, next.Sent.Load())
+		if got := box.got(); len(got) != 1 || !strings.Contains(got[0], "2 restarts of 2 processes") || next.Stats().Sent != 1 {
+			t.Errorf("mails %q, sent %d", got, next.Stats().Sent)
 		}
 	})
 }
@@ -949,26 +950,123 @@ func TestAlertCountersAddUp(t *testing.T) {
 		a := runAlerter(t, sendmailConfig(), time.Hour, f.sendmail)
 		a.Enqueue(testAlert("web:web_01", time.Minute), testAlert("web:web_02", time.Minute), testAlert("web:web_03", 2*time.Hour))
 		synctest.Wait()
-		if a.Held() != 2 || a.Filtered.Load() != 1 {
-			t.Fatalf("held %d, filtered %d, want 2 and 1", a.Held(), a.Filtered.Load())
+		if a.Stats().Held != 2 || a.Stats().Filtered != 1 {
+			t.Fatalf("held %d, filtered %d, want 2 and 1", a.Stats().Held, a.Stats().Filtered)
 		}
 		time.Sleep(Coalesce + time.Second) // the first attempt fails
 		a.Enqueue(testAlert("web:web_04", time.Minute))
 		synctest.Wait()
-		if a.Held() != 3 || a.Retrying.Load() != 3 || a.Mailed.Load() != 0 {
-			t.Fatalf("held %d, retrying %d, mailed %d", a.Held(), a.Retrying.Load(), a.Mailed.Load())
+		if a.Stats().Held != 3 || a.Stats().Retrying != 3 || a.Stats().Mailed != 0 {
+			t.Fatalf("held %d, retrying %d, mailed %d", a.Stats().Held, a.Stats().Retrying, a.Stats().Mailed)
 		}
 		time.Sleep(RetryFirst)
 		synctest.Wait()
-		if a.Sent.Load() != 1 || a.Mailed.Load() != 3 || a.Held() != 0 || a.Filtered.Load() != 1 || a.GivenUp.Load() != 0 || a.Dropped.Load() != 0 {
+		if a.Stats().Sent != 1 || a.Stats().Mailed != 3 || a.Stats().Held != 0 || a.Stats().Filtered != 1 || a.Stats().GivenUp != 0 || a.Stats().Dropped != 0 {
 			t.Errorf("sent %d mails, mailed %d alerts, held %d, filtered %d, given up %d, dropped %d; want 1, 3, 0, 1, 0, 0",
-				a.Sent.Load(), a.Mailed.Load(), a.Held(), a.Filtered.Load(), a.GivenUp.Load(), a.Dropped.Load())
+				a.Stats().Sent, a.Stats().Mailed, a.Stats().Held, a.Stats().Filtered, a.Stats().GivenUp, a.Stats().Dropped)
 		}
 		st := a.State()
 		next := NewAlerter(sendmailConfig(), 0, f.sendmail, quiet())
 		next.Restore(st)
-		if next.Mailed.Load() != 3 {
-			t.Errorf("handed over: mailed %d", next.Mailed.Load())
+		if next.Stats().Mailed != 3 {
+			t.Errorf("handed over: mailed %d", next.Stats().Mailed)
 		}
 	})
+}
+
+// Every view of the counters (Stats, what ctl info shows), read while
+// alerts flow and mails fail and succeed, is one that was: every alert
+// taken is mailed, held (in the mail being sent as well), given up,
+// filtered or dropped; alerts are retrying exactly when a retry time is
+// set; a mail sent carries at least one alert. ctl info once showed a
+// mail sent with its alerts still retrying (TestMemmonMailIsRetried).
+func TestAlertStatsAreOneState(t *testing.T) {
+	f := &everyThird{}
+	cfg := sendmailConfig()
+	cfg.RateLimit = 0
+	a := NewAlerter(cfg, time.Hour, f.sendmail, quiet())
+	a.coalesce, a.retryFirst = 0, time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	ran := make(chan struct{})
+	go func() { defer close(ran); a.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	const n = 300
+	stop := make(chan struct{})
+	bad := make(chan string, 1)
+	polled := make(chan int)
+	go func() {
+		last, polls := int64(0), 0
+		defer func() { polled <- polls }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			polls++
+			st := a.Stats()
+			sent, mailed, held, failed, retrying, givenUp, filtered, dropped, retryAt := st.Sent, st.Mailed, st.Held, st.Failed, st.Retrying, st.GivenUp, st.Filtered, st.Dropped, st.RetryAt
+			sum := mailed + held + givenUp + filtered + dropped
+			var why string
+			switch {
+			case sum < last || sum > n:
+				why = fmt.Sprintf("alerts counted %d after %d, %d enqueued in all", sum, last, n)
+			case (retrying == 0) != retryAt.IsZero():
+				why = fmt.Sprintf("retrying %d, retry at %s", retrying, retryAt)
+			case retrying > held:
+				why = fmt.Sprintf("retrying %d of %d held", retrying, held)
+			case sent > mailed:
+				why = fmt.Sprintf("%d mails sent with %d alerts in them", sent, mailed)
+			}
+			if why != "" {
+				select {
+				case bad <- fmt.Sprintf("%s (sent %d, mailed %d, held %d, failed %d, retrying %d, given up %d, filtered %d, dropped %d)",
+					why, sent, mailed, held, failed, retrying, givenUp, filtered, dropped):
+				default:
+				}
+				return
+			}
+			last = sum
+		}
+	}()
+	for i := range n {
+		up := time.Minute
+		if i%7 == 0 {
+			up = 2 * time.Hour // filtered by alert_max_uptime
+		}
+		a.Enqueue(testAlert(fmt.Sprintf("web:web_%03d", i), up))
+		if i%10 == 9 {
+			for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Millisecond) {
+				if st := a.Stats(); st.Mailed+st.Filtered == int64(i+1) {
+					break
+				} else if time.Now().After(deadline) {
+					t.Fatalf("alerts not mailed within 60s: %d of %d (%+v)", st.Mailed+st.Filtered, i+1, st)
+				}
+			}
+		}
+	}
+	close(stop)
+	polls := <-polled
+	select {
+	case why := <-bad:
+		t.Fatalf("a view that never was: %s", why)
+	default:
+	}
+	if st := a.Stats(); st.Failed == 0 || st.Sent == 0 || st.Held != 0 || polls == 0 {
+		t.Errorf("the alerts did not go through what the test means them to: %+v, %d views", st, polls)
+	}
+	t.Logf("%d views, %+v", polls, a.Stats())
+}
+
+// everyThird is a SendmailFunc that fails every third call.
+type everyThird struct {
+	mailbox
+	calls atomic.Int64
+}
+
+func (f *everyThird) sendmail(ctx context.Context, cmd string, msg []byte) error {
+	if f.calls.Add(1)%3 == 0 {
+		return errors.New("exit status 75")
+	}
+	return f.mailbox.sendmail(ctx, cmd, msg)
 }

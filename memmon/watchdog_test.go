@@ -259,8 +259,8 @@ func TestTickMailsOneBatch(t *testing.T) {
 				t.Errorf("batch mail lacks %q:\n%s", want, m)
 			}
 		}
-		if alerts.Sent.Load() != 1 {
-			t.Errorf("sent: %d", alerts.Sent.Load())
+		if alerts.Stats().Sent != 1 {
+			t.Errorf("sent: %d", alerts.Stats().Sent)
 		}
 	})
 }
@@ -304,8 +304,8 @@ func TestWaveOfRestartsIsThreeMails(t *testing.T) {
 				t.Errorf("mail %d: want %q, have %.200q", i+1, want, mails[i])
 			}
 		}
-		if alerts.Sent.Load() != 3 || alerts.Dropped.Load() != 0 {
-			t.Errorf("sent %d, dropped %d", alerts.Sent.Load(), alerts.Dropped.Load())
+		if alerts.Stats().Sent != 3 || alerts.Stats().Dropped != 0 {
+			t.Errorf("sent %d, dropped %d", alerts.Stats().Sent, alerts.Stats().Dropped)
 		}
 	})
 }

@@ -52,15 +52,10 @@ func (h apiHost) Info() api.Info {
 		info.MemmonRestarts = watchdog.Restarts.Load()
 	}
 	if alerter != nil {
-		info.AlertsSent = alerter.Sent.Load()
-		info.AlertsMailed = alerter.Mailed.Load()
-		info.AlertsHeld = int64(alerter.Held())
-		info.AlertsFiltered = alerter.Filtered.Load()
-		info.AlertFailures = alerter.Failed.Load()
-		info.AlertsRetrying = alerter.Retrying.Load()
-		info.AlertRetryAt = alerter.RetryAt()
-		info.AlertsGivenUp = alerter.GivenUp.Load()
-		info.AlertsDropped = alerter.Dropped.Load()
+		st := alerter.Stats() // one state: the counters add up
+		info.AlertsSent, info.AlertsMailed, info.AlertsHeld, info.AlertsFiltered = st.Sent, st.Mailed, st.Held, st.Filtered
+		info.AlertFailures, info.AlertsRetrying, info.AlertRetryAt = st.Failed, st.Retrying, st.RetryAt
+		info.AlertsGivenUp, info.AlertsDropped = st.GivenUp, st.Dropped
 	}
 	for _, r := range s.guard.Records() {
 		info.Panics = append(info.Panics, api.Panic{Component: r.Component, Count: r.Panics, LastAt: r.LastAt, Last: r.Last, State: r.State})

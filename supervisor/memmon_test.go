@@ -738,8 +738,8 @@ func TestMemmonShutdownMailsTheHeldAlert(t *testing.T) {
 	s.mu.RLock()
 	a := s.alerter
 	s.mu.RUnlock()
-	if a.Sent.Load() != 1 || a.Dropped.Load() != 0 {
-		t.Errorf("sent %d, dropped %d", a.Sent.Load(), a.Dropped.Load())
+	if a.Stats().Sent != 1 || a.Stats().Dropped != 0 {
+		t.Errorf("sent %d, dropped %d", a.Stats().Sent, a.Stats().Dropped)
 	}
 }
 
@@ -754,8 +754,8 @@ func TestMemmonShutdownCountsTheAlertsNotMailed(t *testing.T) {
 	s.mu.RLock()
 	a := s.alerter
 	s.mu.RUnlock()
-	if a.Dropped.Load() != 1 || a.Sent.Load() != 0 {
-		t.Errorf("dropped %d, sent %d", a.Dropped.Load(), a.Sent.Load())
+	if a.Stats().Dropped != 1 || a.Stats().Sent != 0 {
+		t.Errorf("dropped %d, sent %d", a.Stats().Dropped, a.Stats().Sent)
 	}
 	if !regexp.MustCompile(`level=WARN msg="alert mail held for another attempt" .*via="SMTP server ` + regexp.QuoteMeta(srv.Addr) + `"`).MatchString(logs.String()) {
 		t.Errorf("the retry's log line does not name the server:\n%s", logs.String())
