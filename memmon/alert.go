@@ -854,7 +854,7 @@ const (
 // send mails one message within [email] timeout, logs how it went and
 // says so; the caller counts it, under a.mu, as it changes what it holds.
 func (a *Alerter) send(parent context.Context, subject, body string) outcome {
-	ctx, cancel := context.WithTimeout(parent, time.Duration(a.cfg.Timeout))
+	ctx, cancel := a.attempt(parent)
 	defer cancel()
 	if err := a.deliver(ctx, subject, body); err != nil {
 		if parent.Err() != nil {
@@ -866,6 +866,39 @@ func (a *Alerter) send(parent context.Context, subject, body string) outcome {
 	}
 	a.log.Info("alert mailed", "subject", subject, "to", strings.Join(a.cfg.To, ","))
 	return mailSent
+}
+
+// attempt bounds one attempt to mail by [email] timeout; when that is
+// what ends it, the context's cause is a timeoutError.
+func (a *Alerter) attempt(parent context.Context) (context.Context, context.CancelFunc) {
+	d := time.Duration(a.cfg.Timeout)
+	return context.WithTimeoutCause(parent, d, timeoutError{d})
+}
+
+// timeoutError: [email] timeout passed before the attempt ended.
+type timeoutError struct{ d time.Duration }
+
+func (e timeoutError) Error() string {
+	return fmt.Sprintf("no answer within the [email] timeout (%s)", e.d)
+}
+
+// Is makes it a context.DeadlineExceeded, as a timeout's error is.
+func (e timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// cut says, of an attempt's error, why it ended when a deadline ended
+// it: ctx's cause, when ctx ended (what the server's connection, closed
+// at that end, or the killed command says is the consequence: "use of
+// closed network connection", "signal: killed"); [email] timeout, when
+// the connection's own deadline passed (go-mail's, which is that timeout
+// as well, may pass just before ctx's).
+func (a *Alerter) cut(ctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: %w", context.Cause(ctx), err)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("%w: %w", timeoutError{time.Duration(a.cfg.Timeout)}, err)
+	}
+	return err
 }
 
 func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
@@ -901,7 +934,7 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 			return fmt.Errorf("compose mail: %w", err)
 		}
 		if err := a.sendmail(ctx, a.cfg.Sendmail, buf.Bytes()); err != nil {
-			return fmt.Errorf("sendmail: %w", err)
+			return fmt.Errorf("sendmail: %w", a.cut(ctx, err))
 		}
 		return nil
 	}
@@ -926,7 +959,7 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 		return fmt.Errorf("smtp %s: %w", a.cfg.SMTP, err)
 	}
 	if err := c.DialAndSendWithContext(ctx, m); err != nil {
-		return fmt.Errorf("smtp %s: %w", a.cfg.SMTP, err)
+		return fmt.Errorf("smtp %s: %w", a.cfg.SMTP, a.cut(ctx, err))
 	}
 	return nil
 }
@@ -945,7 +978,7 @@ func (a *Alerter) Via() string {
 // retries: what `gosup ctl test-alert` asks for. It is not counted among
 // the alerts' mails. The error names the server or the command.
 func (a *Alerter) Test(ctx context.Context, host, asker string) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.Timeout))
+	ctx, cancel := a.attempt(ctx)
 	defer cancel()
 	subject := "gosup: test alert from " + host
 	body := fmt.Sprintf("This is a test mail from gosup on %s, asked for by %s at %s (gosup ctl test-alert).\n\n"+
