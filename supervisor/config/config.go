@@ -735,6 +735,23 @@ func absTo(dir, p string) string {
 	return filepath.Join(dir, p)
 }
 
+// programRelTo makes a relative path as a command line's program
+// (bin/mta -t, ./bin/check) relative to dir, the directory of the file
+// that names it, as every relative path in a file is: the daemon runs
+// commands from its own working directory (/ under systemd), which check
+// cannot know. A name looked up in $PATH, an absolute path and a command
+// run through /bin/sh (shell syntax) are left as they are.
+func programRelTo(dir, command string) string {
+	argv, err := procgroup.CommandArgv(command)
+	if err != nil || len(argv) == 0 || argv[0] == "/bin/sh" || !strings.Contains(argv[0], "/") || filepath.IsAbs(argv[0]) {
+		return command
+	}
+	if rest, ok := strings.CutPrefix(strings.TrimLeft(command, " \t"), argv[0]); ok {
+		return filepath.Join(dir, argv[0]) + rest
+	}
+	return command
+}
+
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
 	"supervisor": tomlKeys(rawSettings{}),

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 	"unicode"
@@ -122,15 +121,7 @@ func controlChar(s string) (rune, bool) {
 func checkEmail(main *source, e *memmon.Email) []error {
 	var errs []error
 	e.Sendmail = strings.ReplaceAll(e.Sendmail, "%(here)s", main.dir)
-	// A relative path as its program is relative to the file's directory,
-	// as every relative path in a file is, not to the daemon's working
-	// directory (/ under systemd), which check cannot know.
-	if argv, err := procgroup.CommandArgv(e.Sendmail); err == nil && len(argv) > 0 && argv[0] != "/bin/sh" &&
-		strings.Contains(argv[0], "/") && !filepath.IsAbs(argv[0]) {
-		if rest, ok := strings.CutPrefix(strings.TrimLeft(e.Sendmail, " \t"), argv[0]); ok {
-			e.Sendmail = filepath.Join(main.dir, argv[0]) + rest
-		}
-	}
+	e.Sendmail = programRelTo(main.dir, e.Sendmail)
 	if len(e.To) == 0 {
 		errs = append(errs, main.cerr("email.to", "is required: who gets the alerts"))
 	}

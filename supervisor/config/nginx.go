@@ -85,9 +85,10 @@ func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr 
 	if n.Output != "" {
 		n.Output = absTo(here, n.Output)
 	}
-	// %(here)s is the directory of the file, as in a program's command.
-	n.TestCommand = strings.ReplaceAll(n.TestCommand, "%(here)s", here)
-	n.ReloadCommand = strings.ReplaceAll(n.ReloadCommand, "%(here)s", here)
+	// %(here)s is the directory of the file, as in a program's command,
+	// and a relative path as their program is relative to it.
+	n.TestCommand = programRelTo(here, strings.ReplaceAll(n.TestCommand, "%(here)s", here))
+	n.ReloadCommand = programRelTo(here, strings.ReplaceAll(n.ReloadCommand, "%(here)s", here))
 	for _, c := range []struct{ key, cmd string }{{"test_command", n.TestCommand}, {"reload_command", n.ReloadCommand}} {
 		if _, err := procgroup.CommandArgv(c.cmd); c.cmd != "" && err != nil {
 			errs = append(errs, cerr("nginx."+c.key, "%v", err))
