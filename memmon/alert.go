@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	mail "github.com/wneessen/go-mail"
 
@@ -927,8 +928,17 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 	m.Subject(safetext.Printable(subject, ' '))
 	m.SetDate()
 	m.SetMessageID()
-	m.SetBodyString(mail.TypeTextPlain, body)
 	if a.cfg.Sendmail != "" {
+		// To a local command, the body goes as it is when it can (8bit):
+		// the quick start's mbox, or a mail source, reads as written.
+		// Over SMTP it stays quoted-printable: go-mail sends 8bit only to
+		// a server that offers 8BITMIME, and fails with one that does not.
+		enc := mail.EncodingQP
+		if unencodable(body) {
+			enc = mail.NoEncoding
+			body = strings.ReplaceAll(body, "\n", "\r\n") // as go-mail writes the header
+		}
+		m.SetBodyString(mail.TypeTextPlain, body, mail.WithPartEncoding(enc))
 		var buf bytes.Buffer
 		if _, err := m.WriteTo(&buf); err != nil {
 			return fmt.Errorf("compose mail: %w", err)
@@ -938,6 +948,7 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 		}
 		return nil
 	}
+	m.SetBodyString(mail.TypeTextPlain, body)
 	host, portStr, _ := net.SplitHostPort(a.cfg.SMTP)
 	port, _ := strconv.Atoi(portStr)
 	policy := mail.TLSOpportunistic
@@ -962,6 +973,26 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 		return fmt.Errorf("smtp %s: %w", a.cfg.SMTP, a.cut(ctx, err))
 	}
 	return nil
+}
+
+// maxLineBytes is RFC 5322's bound on a line of a message, CRLF left out.
+const maxLineBytes = 998
+
+// unencodable says whether body may go as it is, as 8bit (RFC 2045): valid
+// UTF-8, no control character but tab and the line breaks, no line longer
+// than maxLineBytes. A line of a log excerpt may be longer (excerptBytes),
+// or hold anything the process wrote: such a body is quoted-printable.
+func unencodable(body string) bool {
+	if !utf8.ValidString(body) {
+		return false
+	}
+	for line := range strings.Lines(body) {
+		line = strings.TrimSuffix(line, "\n")
+		if len(line) > maxLineBytes || strings.ContainsFunc(line, func(r rune) bool { return r != '\t' && unicode.IsControl(r) }) {
+			return false
+		}
+	}
+	return true
 }
 
 // Via says where the alerter's mail goes: its SMTP server, or its

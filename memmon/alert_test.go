@@ -1111,3 +1111,63 @@ func (f *everyThird) sendmail(ctx context.Context, cmd string, msg []byte) error
 	}
 	return f.mailbox.sendmail(ctx, cmd, msg)
 }
+
+// To a sendmail command, the body goes as it is (8bit), so that an mbox
+// (the quick start's demo-sendmail) reads as written, not
+// quoted-printable (soft line breaks, =3D); it is quoted-printable when it
+// cannot go as it is: a line over RFC 5322's 998 bytes (a log line in the
+// excerpt may be 4 KiB), a control character (one the process wrote).
+// Over SMTP it stays quoted-printable (go-mail sends 8bit only to a
+// server that offers 8BITMIME): the real server decodes it to the body.
+func TestAlertBodyAsWritten(t *testing.T) {
+	long := testAlert("web:web_01", time.Minute)
+	long.Tail = "a=b " + strings.Repeat("x", 998) // with "a=b ", over 998 bytes
+	ctrl := testAlert("web:web_01", time.Minute)
+	ctrl.Tail = "\x1b[31mred\x1b[0m"
+	utf := testAlert("web:web_01", time.Minute)
+	utf.Tail = "café = " + strings.Repeat("ü", 300) // 600 bytes, over 76
+	for name, c := range map[string]struct {
+		al   Alert
+		want string
+	}{
+		"plain": {testAlert("web:web_01", time.Minute), "8bit"},
+		"utf-8": {utf, "8bit"},
+		"long":  {long, "quoted-printable"},
+		"ctrl":  {ctrl, "quoted-printable"},
+	} {
+		var msg []byte
+		a := NewAlerter(sendmailConfig(), 0, func(_ context.Context, _ string, m []byte) error { msg = m; return nil }, quiet())
+		subject, body := c.al.subject(), c.al.body()
+		if err := a.deliver(t.Context(), subject, body); err != nil {
+			t.Fatal(err)
+		}
+		parsed, err := mail.ReadMessage(bytes.NewReader(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(parsed.Body)
+		got := string(raw)
+		if cte := parsed.Header.Get("Content-Transfer-Encoding"); cte != c.want {
+			t.Errorf("%s: Content-Transfer-Encoding %q, want %q", name, cte, c.want)
+		} else if cte == "quoted-printable" {
+			dec, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(raw)))
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			got = string(dec)
+		}
+		if got = strings.ReplaceAll(got, "\r\n", "\n"); got != body {
+			t.Errorf("%s: the body, decoded:\n%q\nwant\n%q", name, got, body)
+		}
+		if c.want == "8bit" && !strings.Contains(string(msg), strings.ReplaceAll(body, "\n", "\r\n")) {
+			t.Errorf("%s: the body is not in the message as it is, with CRLF as the header:\n%q", name, msg)
+		}
+	}
+	srv := smtptest.Start(t)
+	a := runAlerter(t, smtpConfig(srv.Addr), 0, nil)
+	a.Enqueue(utf)
+	m := srv.Wait(t, 1, 30*time.Second)[0]
+	if cte := m.Header.Get("Content-Transfer-Encoding"); cte != "quoted-printable" || strings.ReplaceAll(m.Body, "\r\n", "\n") != utf.body() {
+		t.Errorf("over SMTP: Content-Transfer-Encoding %q, body:\n%q\nwant\n%q", cte, m.Body, utf.body())
+	}
+}
