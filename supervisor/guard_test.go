@@ -44,13 +44,21 @@ func guardedDaemon(t *testing.T, file string, setup func(*Supervisor)) (*Supervi
 	if err != nil {
 		t.Fatal(err)
 	}
+	s, cl, logs, _ := loggedDaemon(t, cfg, setup)
+	return s, cl, logs
+}
+
+// loggedDaemon is runDaemonWith logging into the returned buffer (and to
+// stderr too with -v).
+func loggedDaemon(t *testing.T, cfg *config.Config, setup func(*Supervisor)) (*Supervisor, *api.Client, *guardtest.LogBuffer, func() error) {
+	t.Helper()
 	logs := &guardtest.LogBuffer{}
 	var w io.Writer = logs
 	if testing.Verbose() {
 		w = io.MultiWriter(logs, os.Stderr)
 	}
-	s, cl, _ := runDaemonWith(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(w, nil))}, setup)
-	return s, cl, logs
+	s, cl, stop := runDaemonWith(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(w, nil))}, setup)
+	return s, cl, logs, stop
 }
 
 // waitPanics waits until the guard has counted n panics of component.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -705,12 +703,7 @@ timeout = "5s"
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &guardtest.LogBuffer{}
-	var w io.Writer = logs
-	if testing.Verbose() {
-		w = io.MultiWriter(logs, os.Stderr)
-	}
-	s, cl, stop := runDaemon(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(w, nil))})
+	s, cl, logs, stop := loggedDaemon(t, cfg, nil)
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		info := mustInfo(t, cl)
 		if info.AlertsRetrying == 1 && info.AlertFailures == 1 && info.AlertsHeld == 1 {

@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gosup/gosup/procgroup/guard/guardtest"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
 	"github.com/gosup/gosup/supervisor/nginx"
@@ -524,12 +523,7 @@ func TestNginxStartedAfterGosup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &guardtest.LogBuffer{}
-	var w io.Writer = logs
-	if testing.Verbose() {
-		w = io.MultiWriter(logs, os.Stderr)
-	}
-	_, cl, stop := runDaemon(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(w, nil))})
+	_, cl, logs, stop := loggedDaemon(t, cfg, nil)
 
 	// Three attempts (the first and two retries), each seen failing.
 	var st api.NginxStatus
