@@ -237,9 +237,7 @@ output = "out.conf"
 // An [nginx] table without output is for gosup render alone: it loads,
 // renders, and the daemon gets no nginx to manage (Nginx is nil).
 func TestNginxRenderOnly(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "gosup.toml")
-	err := os.WriteFile(file, []byte(`
+	dir := writeTree(t, map[string]string{"gosup.toml": `
 [program.web]
 command = "app"
 numprocs = 2
@@ -251,11 +249,8 @@ upstream = "web"
 
 [nginx.upstream.web]
 protocol = "http"
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := Load(file)
+`})
+	cfg, err := Load(filepath.Join(dir, "gosup.toml"))
 	if err != nil {
 		t.Fatal(err)
 	}
