@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/supervisor/api"
-
 	"github.com/spf13/cobra"
 )
 
@@ -72,8 +71,9 @@ func newNginxCmd(g *globalFlags) *cobra.Command {
 	return c
 }
 
-// nginxState is the one word for an nginx status: ok, FAILED, or "not
-// running" while the file is written and nginx is not there to load it.
+// nginxState is the state of an nginx status in words: ok; not installed
+// or not running, the file written and nginx reloaded once it is there;
+// pending before the first attempt; FAILED otherwise.
 func nginxState(st api.NginxStatus) string {
 	switch {
 	case st.OK:
