@@ -562,8 +562,6 @@ func (a *Alerter) Run(ctx context.Context) {
 				a.mu.Unlock()
 				continue
 			}
-			// In the order the restarts began (those of one tick by
-			// name), not the order they ended in.
 			mail, was, gaveUpAt := a.held.alerts, a.held, a.gaveUpAt
 			if !a.held.urgent.IsZero() {
 				a.gaveUpAt = now
@@ -571,9 +569,6 @@ func (a *Alerter) Run(ctx context.Context) {
 			a.held = held{}
 			a.sending = len(mail)
 			a.mu.Unlock()
-			slices.SortStableFunc(mail, func(x, y Alert) int {
-				return cmp.Or(x.At.Compare(y.At), strings.Compare(x.Name, y.Name))
-			})
 			subject, body := compose(mail)
 			res := a.send(ctx, subject, body)
 			a.mu.Lock()
@@ -642,9 +637,6 @@ func (a *Alerter) Flush(ctx context.Context, why string) {
 	if len(mail) == 0 {
 		return
 	}
-	slices.SortStableFunc(mail, func(x, y Alert) int {
-		return cmp.Or(x.At.Compare(y.At), strings.Compare(x.Name, y.Name))
-	})
 	subject, body := compose(mail)
 	a.log.Info("mailing the alerts held now: "+why, "alerts", len(mail), "via", a.Via())
 	res := a.send(ctx, subject, body)
@@ -714,10 +706,14 @@ func (a *Alerter) retryLater(was held, gaveUpAt, now time.Time) {
 	a.log.Warn("alert mail held for another attempt", "alerts", len(a.held.alerts), "attempt", a.retry.attempts+1, "at", a.retry.at.Format(time.TimeOnly), "via", a.Via())
 }
 
-// compose makes one mail of alerts, in order: one alert is mailed as
-// itself, several of one process as a digest, several processes with a
-// section each.
+// compose makes one mail of alerts, sorted in place in the order the
+// restarts began (those of one tick by name), not the order they ended
+// in: one alert is mailed as itself, several of one process as a digest,
+// several processes with a section each.
 func compose(alerts []Alert) (subject, body string) {
+	slices.SortStableFunc(alerts, func(x, y Alert) int {
+		return cmp.Or(x.At.Compare(y.At), strings.Compare(x.Name, y.Name))
+	})
 	var names []string
 	byName := map[string][]Alert{}
 	for _, al := range alerts {
