@@ -930,7 +930,7 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 		// Over SMTP it stays quoted-printable: go-mail sends 8bit only to
 		// a server that offers 8BITMIME, and fails with one that does not.
 		enc := mail.EncodingQP
-		if unencodable(body) {
+		if plain8bit(body) {
 			enc = mail.NoEncoding
 			body = strings.ReplaceAll(body, "\n", "\r\n") // as go-mail writes the header
 		}
@@ -974,11 +974,11 @@ func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
 // maxLineBytes is RFC 5322's bound on a line of a message, CRLF left out.
 const maxLineBytes = 998
 
-// unencodable says whether body may go as it is, as 8bit (RFC 2045): valid
+// plain8bit says whether body may go as it is, as 8bit (RFC 2045): valid
 // UTF-8, no control character but tab and the line breaks, no line longer
 // than maxLineBytes. A line of a log excerpt may be longer (excerptBytes),
 // or hold anything the process wrote: such a body is quoted-printable.
-func unencodable(body string) bool {
+func plain8bit(body string) bool {
 	if !utf8.ValidString(body) {
 		return false
 	}
