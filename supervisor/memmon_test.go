@@ -731,8 +731,8 @@ func TestMemmonShutdownMailsTheHeldAlert(t *testing.T) {
 	s.mu.RLock()
 	a := s.alerter
 	s.mu.RUnlock()
-	if a.Stats().Sent != 1 || a.Stats().Dropped != 0 {
-		t.Errorf("sent %d, dropped %d", a.Stats().Sent, a.Stats().Dropped)
+	if st := a.Stats(); st.Sent != 1 || st.Dropped != 0 {
+		t.Errorf("sent %d, dropped %d", st.Sent, st.Dropped)
 	}
 }
 
@@ -747,8 +747,8 @@ func TestMemmonShutdownCountsTheAlertsNotMailed(t *testing.T) {
 	s.mu.RLock()
 	a := s.alerter
 	s.mu.RUnlock()
-	if a.Stats().Dropped != 1 || a.Stats().Sent != 0 {
-		t.Errorf("dropped %d, sent %d", a.Stats().Dropped, a.Stats().Sent)
+	if st := a.Stats(); st.Dropped != 1 || st.Sent != 0 {
+		t.Errorf("dropped %d, sent %d", st.Dropped, st.Sent)
 	}
 	if !regexp.MustCompile(`level=WARN msg="alert mail held for another attempt" .*via="SMTP server ` + regexp.QuoteMeta(srv.Addr) + `"`).MatchString(logs.String()) {
 		t.Errorf("the retry's log line does not name the server:\n%s", logs.String())
