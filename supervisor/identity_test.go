@@ -157,6 +157,7 @@ func TestTouchReloadInAnyGroup(t *testing.T) {
 			}
 			_, cl, _ := startSupervisor(t, file)
 			waitAll(t, cl, "RUNNING")
+			waitServing(t, cl)
 			before := pids(t, cl)
 			a := []string{addrGroup(v.groups, "a") + ":a_0", addrGroup(v.groups, "a") + ":a_1"}
 			b := []string{addrGroup(v.groups, "b") + ":b_0", addrGroup(v.groups, "b") + ":b_1"}
@@ -286,5 +287,52 @@ func TestTouchReloadSharedFile(t *testing.T) {
 	waitNewPid(t, cl, "b:b_0", before["b:b_0"])
 	if now := pids(t, cl); now["c:c_0"] != before["c:c_0"] {
 		t.Errorf("touching a and b's file restarted c")
+	}
+}
+
+// A touch_reload file touched as soon as the daemon says it runs is seen,
+// however late the file watcher's goroutine gets to run (a loaded
+// machine): the daemon serves only once the watch is in place. It did not
+// wait for it, and TestTouchReloadInAnyGroup missed its touch under load.
+func TestTouchReloadArmedWhenServing(t *testing.T) {
+	file := writeConfig(t, program("a", "sleep", 1, `touch_reload = ["a.touch"]`))
+	touch := filepath.Join(filepath.Dir(file), "a.touch")
+	if err := os.WriteFile(touch, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, cl, _ := runDaemonWith(t, mustLoad(t, file), Options{}, func(s *Supervisor) {
+		s.hooks.watch = func() { time.Sleep(500 * time.Millisecond) } // the watcher is late
+	})
+	waitServing(t, cl)
+	before := waitAll(t, cl, "RUNNING")[0].Pid
+	at := time.Now().Add(time.Second)
+	if err := os.Chtimes(touch, at, at); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, err := cl.Status(t.Context(), "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st[0].State == "RUNNING" && st[0].Pid != before && st[0].Pid != 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("touching %s once the daemon served did not restart a (pid %d, now %d %s)", touch, before, st[0].Pid, st[0].State)
+		}
+	}
+}
+
+// waitServing waits until the daemon says it runs (ctl info's state is
+// running: every part of it started).
+func waitServing(t *testing.T, cl *api.Client) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if mustInfo(t, cl).State == "running" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon never said it runs")
+		}
 	}
 }

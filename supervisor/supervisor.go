@@ -150,6 +150,11 @@ type Supervisor struct {
 	reloadKick chan struct{}
 	// watchReset tells the file watcher that a reload changed what to watch.
 	watchReset chan struct{}
+	// watching is closed once the file watcher first watches its
+	// directories (or has ended trying): the daemon serves only then, so
+	// a touch_reload file touched once it says running is seen.
+	watching     chan struct{}
+	watchingOnce sync.Once
 
 	// mu guards what a reload replaces; readers take snapshots.
 	mu         sync.RWMutex
@@ -205,7 +210,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		opsCtx: opsCtx, opsCancel: opsCancel, guard: guard.New(log),
 		cfg: cfg, log: log, rp: opts.Reaper, spawns: procgroup.NewSpawns(), opts: opts, shutdownReq: make(chan struct{}), upgrading: make(chan struct{}, 1), serving: make(chan struct{}),
 		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[procgroup.ProgramName]bool{}, touchRunning: map[procgroup.ProgramName]bool{},
-		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), changed: make(chan struct{}, 1),
+		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), watching: make(chan struct{}), changed: make(chan struct{}, 1),
 		down: map[string]bool{}, stopMemmon: func() {}, pending: map[*procgroup.Process]*procgroup.ProcSpec{},
 		oldSpec: map[*procgroup.Process]map[*lease]bool{},
 		stats:   procstat.New(),
@@ -507,6 +512,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 		loops.Go(func() { s.guard.Run(s.opsCtx, "reload", s.reloadLoop) })
 		loops.Go(func() { s.guard.Run(s.opsCtx, "file watcher", s.watchLoop) })
 		loops.Go(func() { s.guard.Run(s.opsCtx, "touch_reload", s.touchLoop) })
+		<-s.watching
 		return nil
 	}, func() {
 		// Operations in flight stop waiting (for a lane, or for a process

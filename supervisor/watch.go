@@ -72,6 +72,9 @@ func (ws watchSet) reloads(name string) bool {
 // (which may change both) only adds and removes directories, so no change
 // is missed while it does.
 func (s *Supervisor) watchLoop(ctx context.Context) {
+	// The daemon serves once the first watch is in place, or once this
+	// loop ended (a panic, no inotify) without one: it never waits longer.
+	defer s.watched()
 	if s.hooks.watch != nil {
 		s.hooks.watch()
 	}
@@ -82,6 +85,7 @@ func (s *Supervisor) watchLoop(ctx context.Context) {
 	}
 	defer w.Close()
 	ws := s.rewatch(w, nil)
+	s.watched()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -136,6 +140,12 @@ func (s *Supervisor) watchLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// watched tells the daemon's start that the file watcher is in place (or
+// will not be).
+func (s *Supervisor) watched() {
+	s.watchingOnce.Do(func() { close(s.watching) })
 }
 
 // rewatch makes w watch the directories the current configuration needs,
