@@ -68,6 +68,7 @@ func (h apiHost) Info() api.Info {
 		}
 		info.LogsFailing += len(st.LogFailing)
 	}
+	info.HTTP = s.http.info()
 	info.WatchdogMissed = s.watchdogMissed.Load()
 	if f := s.watchdogLast.Load(); f != nil {
 		info.WatchdogLastFailure = f.At.Format(time.DateTime) + ": " + f.What
@@ -124,6 +125,9 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 			}
 			warnings = append(warnings, w)
 		}
+	}
+	if w := s.http.warning(); w != "" {
+		warnings = append(warnings, oneLine(w))
 	}
 	if last.Error != "" {
 		warnings = append(warnings, "reload at "+last.At.Format(time.DateTime)+" failed: "+oneLine(last.Error))

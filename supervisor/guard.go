@@ -23,6 +23,8 @@ type testHooks struct {
 	tailFiles     int                 // replaces the bound of the files open for tails when not 0
 	// socketTimeouts replace the control socket's timeouts when set.
 	socketTimeouts *api.Timeouts
+	// httpRetry replaces httpRetryMin when not 0.
+	httpRetry time.Duration
 }
 
 // recovering serves h so that a handler that panics is caught by the

@@ -581,6 +581,8 @@ func (s *Supervisor) apply(ctx context.Context, l *lease, prev, next *config.Con
 	if !reflect.DeepEqual(prev.Memmon, next.Memmon) || !reflect.DeepEqual(prev.Email, next.Email) {
 		s.swapMemmon(next)
 	}
+	// The credentials files were read again; the address may move.
+	s.http.apply(next.HTTP)
 	var parts []*part
 	for _, pp := range plans {
 		if len(pp.add)+len(pp.remove)+len(pp.restart) == 0 {

@@ -181,6 +181,8 @@ type Supervisor struct {
 
 	// sock is the control socket (set by Run).
 	sock *controlSocket
+	// http is the read-only HTTP listener ([http]), started by Run.
+	http *httpListener
 	// conns counts the control connections busy with a request;
 	// upgrading is held by the upgrade under way; up is what info says of
 	// upgrades.
@@ -206,7 +208,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		log = slog.Default()
 	}
 	opsCtx, opsCancel := context.WithCancel(context.Background())
-	return &Supervisor{
+	s := &Supervisor{
 		opsCtx: opsCtx, opsCancel: opsCancel, guard: guard.New(log),
 		cfg: cfg, log: log, rp: opts.Reaper, spawns: procgroup.NewSpawns(), opts: opts, shutdownReq: make(chan struct{}), upgrading: make(chan struct{}, 1), serving: make(chan struct{}),
 		decide: make(chan struct{}, 1), lanes: newLanes(opsCtx.Done()), reloading: make(chan struct{}, 1), touchKick: make(chan struct{}, 1), touchPending: map[procgroup.ProgramName]bool{}, touchRunning: map[procgroup.ProgramName]bool{},
@@ -215,6 +217,8 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		oldSpec: map[*procgroup.Process]map[*lease]bool{},
 		stats:   procstat.New(),
 	}
+	s.http = newHTTPListener(s)
+	return s
 }
 
 // config is the configuration in force.
@@ -506,6 +510,17 @@ func (s *Supervisor) run(ctx context.Context) error {
 			}()
 		}
 	})
+	// Started once the processes are, so that /healthz answers of them;
+	// stopped early at shutdown (once no operation runs): a scrape then
+	// would see processes going away.
+	g.add("http listener", func() error {
+		var h *handover.HTTP
+		if s.opts.Handover != nil {
+			h = s.opts.Handover.HTTP
+		}
+		s.http.start(h)
+		return nil
+	}, func() { s.http.stop() })
 	var loops sync.WaitGroup
 	g.add("operations", func() error {
 		// Reloads asked for by SIGHUP or the file watcher run one at a time.

@@ -430,6 +430,17 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 		s.log.Warn("requests still in flight are cut by the upgrade; their clients see an error", "count", n)
 	}
 	dcancel()
+	// The HTTP listener: new connections wait in its backlog for the
+	// next image; the requests in flight are answered first.
+	httpDoc, resumeHTTP, err := s.http.handover()
+	switch {
+	case err == nil:
+		undo = append(undo, resumeHTTP)
+	case rescue:
+		s.log.Error("the HTTP listener is not handed over; the next image listens afresh", "err", err)
+	default:
+		return err
+	}
 	// nginx and memmon.
 	side, err := s.stopSideParts()
 	undo = append(undo, func() { s.startSideParts(side) })
@@ -452,6 +463,7 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 	}
 	doc := s.baseDoc(binary, reason)
 	doc.Nginx, doc.Memmon, doc.Alerter = side.nginx, side.memmon, side.alerter
+	doc.HTTP = httpDoc
 	// Every process at once: each freeze waits for its log copiers.
 	freezeStart := time.Now()
 	procs := s.all()

@@ -155,6 +155,28 @@ type Info struct {
 	// Panics lists the side features that panicked (each a gosup bug),
 	// by component: the processes were left alone.
 	Panics []Panic `json:"panics,omitempty"`
+	// HTTP is the read-only HTTP listener (nil without [http] listen).
+	HTTP *HTTPInfo `json:"http,omitempty"`
+}
+
+// HTTPInfo is the read-only HTTP listener ([http]) as ctl info shows it.
+type HTTPInfo struct {
+	Listen string `json:"listen"`
+	// State is listening, failed (Error says why, since ErrorAt, after
+	// Attempts attempts; it is tried again), starting or stopped.
+	State    string    `json:"state"`
+	Error    string    `json:"error,omitempty"`
+	ErrorAt  time.Time `json:"error_at,omitzero"`
+	Attempts int       `json:"attempts,omitempty"`
+	// Auth is none, basic, bearer or "basic, bearer".
+	Auth string `json:"auth"`
+	// Accepted counts the connections served, Refused those refused
+	// because MaxConnections were being served; Active is how many are
+	// being served now. The counts go on across reloads and upgrades.
+	MaxConnections int   `json:"max_connections"`
+	Accepted       int64 `json:"accepted"`
+	Refused        int64 `json:"refused"`
+	Active         int64 `json:"active"`
 }
 
 // Build names a gosup build.

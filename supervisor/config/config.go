@@ -71,6 +71,9 @@ type Config struct {
 	NginxRenderOnly *Nginx
 	Memmon          *memmon.Settings // nil without a [memmon] table
 	Email           *memmon.Email    // nil without an [email] table
+	// HTTP is the [http] table: the read-only HTTP listener (metrics,
+	// status page, health). Nil without the table or without its listen.
+	HTTP *HTTP
 	// Sources is the content of every file the load read, keyed by its
 	// absolute path as in File, Files and Nginx.TemplateFile: the main
 	// file, the included files and the nginx template. Each is at most
@@ -214,7 +217,7 @@ func LoadWith(path string, o LoadOptions) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	fr := &fileReader{strict: !o.InsecureFiles && os.Geteuid() == 0, from: o.Sources, read: map[string][]byte{}}
+	fr := &fileReader{strict: !o.InsecureFiles && os.Geteuid() == 0, insecure: o.InsecureFiles, from: o.Sources, read: map[string][]byte{}}
 	if o.Sources != nil && o.Files != nil {
 		var errs []error
 		for _, f := range o.Files {
@@ -248,9 +251,12 @@ func LoadWith(path string, o LoadOptions) (*Config, error) {
 // fileReader reads the files of one load, from the disk or from
 // LoadOptions.Sources, and keeps what it read for Config.Sources.
 type fileReader struct {
-	strict bool              // read only files root alone can change (readFile)
-	from   map[string][]byte // LoadOptions.Sources; nil: the disk
-	read   map[string][]byte // every file read, by absolute path
+	strict bool // read only files root alone can change (readFile)
+	// insecure: LoadOptions.InsecureFiles ([http]'s credential files
+	// are checked whoever the daemon runs as, unless set).
+	insecure bool
+	from     map[string][]byte // LoadOptions.Sources; nil: the disk
+	read     map[string][]byte // every file read, by absolute path
 }
 
 func (fr *fileReader) readFile(path string) ([]byte, error) {
@@ -583,6 +589,7 @@ func parse(file string, data []byte, files *fileReader) (*Config, error) {
 	}
 	// Before the unknown-key check: decoding marks [memmon] and [email] keys known.
 	errs = append(errs, checkMemmon(cfg, main, raw)...)
+	errs = append(errs, checkHTTP(cfg, main, raw.HTTP, files.insecure)...)
 	for _, src := range l.sources {
 		errs = append(errs, unknownKeys(src, decodeFailed)...)
 	}
@@ -759,6 +766,7 @@ var knownKeys = map[string][]string{
 	"nginx":      tomlKeys(rawNginx{}),
 	"memmon":     tomlKeys(rawMemmon{}),
 	"email":      tomlKeys(rawEmail{}),
+	"http":       tomlKeys(rawHTTP{}),
 }
 
 // reportedParent reports whether a table enclosing k is itself unknown.
@@ -787,7 +795,7 @@ func suggest(k toml.Key) string {
 		return closest(last, tomlKeys(rawUpstream{}))
 	case table == "nginx" && len(k) != 2:
 		return ""
-	case (table == "memmon" || table == "email") && len(k) != 2:
+	case (table == "memmon" || table == "email" || table == "http") && len(k) != 2:
 		return ""
 	}
 	return closest(last, knownKeys[table])

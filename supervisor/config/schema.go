@@ -26,6 +26,7 @@ type rawConfig struct {
 	Nginx      *rawNginx                 `toml:"nginx"`
 	Memmon     toml.Primitive            `toml:"memmon"`
 	Email      toml.Primitive            `toml:"email"`
+	HTTP       *rawHTTP                  `toml:"http"`
 }
 
 // rawInclude is an included file as decoded: only [program.NAME] tables are
@@ -106,6 +107,16 @@ type rawUpstream struct {
 	Listen     string `toml:"listen"`
 	ServerName string `toml:"server_name"`
 	Location   string `toml:"location"`
+}
+
+// rawHTTP is the [http] table (HTTP).
+type rawHTTP struct {
+	Listen         string `toml:"listen"`
+	SocketMode     string `toml:"socket_mode"`
+	SocketGroup    string `toml:"socket_group"`
+	BasicAuthFile  string `toml:"basic_auth_file"`
+	TokenFile      string `toml:"token_file"`
+	MaxConnections int    `toml:"max_connections"`
 }
 
 // rawMemmon is the [memmon] table (memmon.Settings).

@@ -95,6 +95,8 @@ type Doc struct {
 	Down []string `json:"down,omitempty"`
 	// WatchdogMissed continues the count of withheld watchdog pings.
 	WatchdogMissed int64 `json:"watchdog_missed,omitempty"`
+	// HTTP is the read-only HTTP listener's socket (nil: none listened).
+	HTTP *HTTP `json:"http,omitempty"`
 	// DaemonLog is the daemon's recent log kept in memory (`ctl tail
 	// --daemon`), for the next image to keep (nil: none). An image that
 	// does not know it starts with an empty one.
@@ -150,6 +152,23 @@ type Socket struct {
 	Gid int `json:"gid"`
 }
 
+// HTTP is the read-only HTTP listener's listening socket, and its
+// counters.
+type HTTP struct {
+	FD     int    `json:"fd"`
+	Listen string `json:"listen"` // as [http] listen says
+	Unix   bool   `json:"unix,omitempty"`
+	// Dev, Ino, Gid and Mode are the unix socket file's (Gid -1: no
+	// socket_group).
+	Dev  uint64 `json:"dev,omitempty"`
+	Ino  uint64 `json:"ino,omitempty"`
+	Gid  int    `json:"gid"`
+	Mode uint32 `json:"mode,omitempty"`
+	// Accepted and Refused continue the connection counts.
+	Accepted int64 `json:"accepted"`
+	Refused  int64 `json:"refused"`
+}
+
 // ErrIncompatible says a document's version is not one this build reads.
 var ErrIncompatible = errors.New("incompatible handover version")
 
@@ -158,6 +177,9 @@ func (d *Doc) FDs() []int {
 	fds := []int{d.Instance.LockFD, d.Socket.FD}
 	if d.Instance.AbstractFD >= 0 {
 		fds = append(fds, d.Instance.AbstractFD)
+	}
+	if d.HTTP != nil {
+		fds = append(fds, d.HTTP.FD)
 	}
 	for _, p := range d.Processes {
 		for _, pipe := range p.Pipes {

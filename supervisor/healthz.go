@@ -1,0 +1,75 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/gosup/gosup/procgroup"
+)
+
+// healthCheckTimeout bounds each of the daemon's liveness checks for
+// /healthz (the whole answer is bounded by the web handler's timeout).
+const healthCheckTimeout = 5 * time.Second
+
+// health is /healthz: the daemon is healthy when it serves (started, not
+// stopping), its loops answer (the checks the systemd watchdog vouches
+// for: livenessChecks), and every process of an autostart program is
+// RUNNING or deliberately not: stopped by gosup (ctl stop, kept as admin
+// state, or a reload's plan), or exited as expected with no restart due
+// (a one-shot job that is done). Otherwise one reason a line, the daemon's
+// first, then the processes' in ctl status order, each with ctl status's
+// description.
+func (s *Supervisor) health(ctx context.Context) (bool, []string) {
+	select {
+	case <-s.shutdownReq:
+		return false, []string{"gosup is stopping"}
+	default:
+	}
+	select {
+	case <-s.serving:
+	default:
+		return false, []string{"gosup is starting"}
+	}
+	var reasons []string
+	for _, c := range s.livenessChecks(s.config().Supervisor.Socket) {
+		cctx, cancel := context.WithTimeout(ctx, healthCheckTimeout)
+		err := c.ping(cctx)
+		cancel()
+		if err != nil {
+			reasons = append(reasons, fmt.Sprintf("gosup's %s does not answer: %v", c.name, err))
+		}
+	}
+	now := time.Now()
+	for _, p := range s.all() {
+		spec := p.Spec()
+		if !spec.Program.AutoStart || gone(p) {
+			continue
+		}
+		st := p.Status()
+		if healthy(st, spec) || s.admin.isStopped(spec.FullName()) {
+			continue
+		}
+		desc := toProcStatus(st, now).Description
+		why := fmt.Sprintf("%s is %s", st.FullName(), st.State)
+		if desc != "" {
+			why += ": " + desc
+		}
+		reasons = append(reasons, why)
+	}
+	return len(reasons) == 0, reasons
+}
+
+// healthy reports whether a process of an autostart program counts as
+// healthy: RUNNING, STOPPED (gosup stopped it: ctl stop, a reload), or
+// EXITED with one of its exitcodes and no respawn due.
+func healthy(st procgroup.Status, spec *procgroup.ProcSpec) bool {
+	switch st.State {
+	case procgroup.Running, procgroup.Stopped:
+		return true
+	case procgroup.Exited:
+		return st.RespawnAt.IsZero() && st.ExitStatus != nil && slices.Contains(spec.Program.ExitCodes, *st.ExitStatus)
+	}
+	return false
+}

@@ -1,0 +1,551 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/config"
+	"github.com/gosup/gosup/supervisor/handover"
+	"github.com/gosup/gosup/supervisor/web"
+	"golang.org/x/sys/unix"
+)
+
+// httpListener is the daemon's read-only HTTP listener ([http]): it
+// serves package web's handler on the address the configuration in force
+// names. It never stops the daemon: an address it cannot listen on (a
+// port taken) is logged, shown in ctl info and ctl status, and tried
+// again (httpRetryMin, doubling up to httpRetryMax) until it works or a
+// reload changes [http].
+type httpListener struct {
+	s   *Supervisor
+	log *slog.Logger
+	// counters go on across the servers a reload or an upgrade replaces.
+	counters web.Counters
+	handler  http.Handler // built once per daemon start
+
+	mu    sync.Mutex
+	cfg   *config.HTTP // in force; nil: off
+	creds *web.Credentials
+	// bound is the listener in service (nil: none); srv serves it until
+	// served is closed.
+	bound  *boundListener
+	srv    *web.Server
+	served chan struct{}
+	// err is why the listener is not listening (nil: it is, or it is
+	// off), since errAt; failures counts the attempts that failed since
+	// the last success.
+	err      error
+	errAt    time.Time
+	failures int
+	// retry ends the retries under way (nil: none), and retried is closed
+	// once they ended.
+	retry   context.CancelFunc
+	retried chan struct{}
+	// started: start ran (an apply before it has nothing to do: start
+	// takes the configuration in force); stopped: stop ran.
+	started, stopped bool
+}
+
+// Retries of a listen that failed: the first after httpRetryMin, each
+// next twice as late, up to httpRetryMax.
+const (
+	httpRetryMin = time.Second
+	httpRetryMax = 30 * time.Second
+	// httpShutdownWait bounds the wait for the requests being served when
+	// the listener stops (shutdown, a reload that moves it).
+	httpShutdownWait = 2 * time.Second
+)
+
+// boundListener is a listening socket and what identifies it.
+type boundListener struct {
+	ln       net.Listener
+	listen   string // as [http] listen says
+	unix     bool
+	dev, ino uint64 // of the unix socket file
+	gid      int    // socket_group's, -1: none
+	mode     os.FileMode
+}
+
+// newHTTPListener makes the listener of s; nothing listens until start.
+func newHTTPListener(s *Supervisor) *httpListener {
+	return &httpListener{s: s, log: s.log.With("component", "http")}
+}
+
+// start begins serving the [http] of the configuration in force (nil:
+// off), adopting h, the listening socket an earlier image handed over,
+// when not nil.
+func (l *httpListener) start(h *handover.HTTP) {
+	l.handler = web.NewHandler(web.Options{
+		Metrics: l.s.metricsHandler(),
+		Page:    l.s.statusPageHandler(),
+		Health:  l.s.health,
+		Auth:    l.credentials,
+		Logger:  l.log,
+	})
+	var adopted *boundListener
+	if h != nil {
+		b, err := adoptHTTP(h)
+		if err != nil {
+			l.log.Error("could not take up the HTTP listener handed over; listening afresh", "listen", h.Listen, "err", err)
+		} else {
+			adopted = b
+		}
+		l.counters.Accepted.Store(h.Accepted)
+		l.counters.Refused.Store(h.Refused)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// Under l.mu: a reload that swapped the configuration before applies
+	// it after (apply waits for started).
+	cfg := l.s.config().HTTP
+	l.started = true
+	l.cfg = cfg
+	l.setCreds(cfg)
+	if cfg == nil {
+		if adopted != nil {
+			adopted.close()
+		}
+		return
+	}
+	if adopted != nil && adopted.matches(cfg) {
+		l.serve(adopted)
+		return
+	}
+	if adopted != nil {
+		adopted.close()
+	}
+	l.bind()
+}
+
+// credentials are the credentials in force (nil: none asked).
+func (l *httpListener) credentials() *web.Credentials {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.creds
+}
+
+// setCreds makes cfg's credentials those in force. l.mu is held.
+func (l *httpListener) setCreds(cfg *config.HTTP) {
+	l.creds = nil
+	if cfg != nil && cfg.Auth() {
+		l.creds = web.NewCredentials(cfg.Users, cfg.Tokens)
+	}
+}
+
+// apply makes cfg (nil: off), a reload's [http], the one in force: the
+// credentials are replaced at once; a changed address, socket mode or
+// group moves the listener (the requests being served finish first); a
+// listener that failed is tried again at once.
+func (l *httpListener) apply(cfg *config.HTTP) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.started || l.stopped {
+		return
+	}
+	l.cfg = cfg
+	l.setCreds(cfg)
+	if l.bound != nil && cfg != nil && l.bound.matches(cfg) {
+		l.srv.SetMaxConns(cfg.MaxConnections)
+		return
+	}
+	l.endRetry()
+	l.unserve()
+	l.err, l.failures = nil, 0
+	if cfg != nil && !l.stopped {
+		l.bind()
+	}
+}
+
+// stop stops listening and waits for the requests being served (at most
+// httpShutdownWait); nothing listens afterwards.
+func (l *httpListener) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+	l.endRetry()
+	l.unserve()
+}
+
+// bind listens on l.cfg and serves it, or logs why not and retries.
+// l.mu is held.
+func (l *httpListener) bind() {
+	b, err := listenHTTP(l.cfg, l.log)
+	if err == nil {
+		if l.failures > 0 {
+			l.log.Info("HTTP listener listening, after failing", "listen", l.cfg.Listen, "attempts", l.failures+1)
+		} else {
+			l.log.Info("HTTP listener listening", "listen", l.cfg.Listen, "auth", authText(l.cfg))
+		}
+		l.err, l.failures = nil, 0
+		l.serve(b)
+		return
+	}
+	if l.failures == 0 || l.err == nil || l.err.Error() != err.Error() {
+		l.log.Error("HTTP listener cannot listen; the daemon and its processes go on without it, and it is tried again", "listen", l.cfg.Listen, "err", err)
+		l.errAt = time.Now()
+	}
+	l.err = err
+	l.failures++
+	if l.retry == nil {
+		l.startRetry()
+	}
+}
+
+// startRetry tries bind again, later and later, until it works or
+// endRetry. l.mu is held.
+func (l *httpListener) startRetry() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	l.retry, l.retried = cancel, done
+	delay := l.s.hooks.httpRetry
+	if delay == 0 {
+		delay = httpRetryMin
+	}
+	go func() {
+		defer close(done)
+		l.s.guard.Run(ctx, "HTTP listener retry", func(ctx context.Context) {
+			t := time.NewTimer(delay)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				l.mu.Lock()
+				if ctx.Err() != nil {
+					l.mu.Unlock()
+					return
+				}
+				l.bind()
+				ok := l.bound != nil
+				if ok {
+					l.retry, l.retried = nil, nil // done: endRetry has nothing to end
+				}
+				l.mu.Unlock()
+				if ok {
+					return
+				}
+				delay = min(2*delay, httpRetryMax)
+				t.Reset(delay)
+			}
+		})
+	}()
+}
+
+// endRetry ends the retries under way and waits for them. l.mu is held
+// (the retry loop takes it only after checking its context, so it ends).
+func (l *httpListener) endRetry() {
+	if l.retry == nil {
+		return
+	}
+	cancel, done := l.retry, l.retried
+	l.retry, l.retried = nil, nil
+	cancel()
+	l.mu.Unlock()
+	<-done
+	l.mu.Lock()
+}
+
+// serve serves b. l.mu is held.
+func (l *httpListener) serve(b *boundListener) {
+	l.bound = b
+	l.srv = web.NewServer(l.handler, l.cfg.MaxConnections, &l.counters, l.log)
+	served := make(chan struct{})
+	l.served = served
+	srv := l.srv
+	go func() {
+		defer close(served)
+		if err := srv.Serve(b.ln); err != nil {
+			l.log.Error("HTTP listener stopped serving", "listen", b.listen, "err", err)
+		}
+	}()
+}
+
+// unserve stops serving and closes the listening socket (removing its
+// unix socket file, if still its own). l.mu is held.
+func (l *httpListener) unserve() {
+	if l.bound == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), httpShutdownWait)
+	_ = l.srv.Shutdown(ctx)
+	cancel()
+	<-l.served
+	l.bound.close()
+	l.bound, l.srv, l.served = nil, nil, nil
+}
+
+// handover stops serving, keeping the listening socket open: connections
+// wait in its backlog for the next image, to which it is handed. The
+// requests being served are answered first (at most upgradeDrain).
+// resume serves it again (the exec failed). Nil without a listener.
+func (l *httpListener) handover() (h *handover.HTTP, resume func(), err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.endRetry()
+	if l.bound == nil {
+		return nil, func() {}, nil
+	}
+	b := l.bound
+	// Kept open when the server closes its own descriptor: a duplicate.
+	f, err := b.file()
+	if err != nil {
+		return nil, nil, fmt.Errorf("HTTP listener: %w", err)
+	}
+	fd, err := procgroup.RawFD(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("HTTP listener: %w", err)
+	}
+	if ul, ok := b.ln.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), upgradeDrain)
+	if err := l.srv.Shutdown(ctx); err != nil {
+		l.log.Warn("HTTP requests still in flight are cut by the upgrade", "err", err)
+	}
+	cancel()
+	<-l.served
+	l.bound, l.srv, l.served = nil, nil, nil
+	h = &handover.HTTP{FD: fd, Listen: b.listen, Unix: b.unix, Dev: b.dev, Ino: b.ino, Gid: b.gid, Mode: uint32(b.mode),
+		Accepted: l.counters.Accepted.Load(), Refused: l.counters.Refused.Load()}
+	resume = func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			l.log.Error("HTTP listener: could not serve again after the failed upgrade", "err", err)
+			if l.cfg != nil && !l.stopped {
+				l.bind()
+			}
+			return
+		}
+		if ul, ok := ln.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(true)
+		}
+		nb := *b
+		nb.ln = ln
+		if l.stopped {
+			nb.close()
+			return
+		}
+		l.serve(&nb)
+	}
+	return h, resume, nil
+}
+
+// info is the listener as ctl info shows it (nil: off).
+func (l *httpListener) info() *api.HTTPInfo {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cfg == nil {
+		return nil
+	}
+	in := &api.HTTPInfo{Listen: l.cfg.Listen, Auth: authText(l.cfg), MaxConnections: l.cfg.MaxConnections,
+		Accepted: l.counters.Accepted.Load(), Refused: l.counters.Refused.Load(), Active: l.counters.Active.Load()}
+	switch {
+	case l.bound != nil:
+		in.State = "listening"
+	case l.err != nil:
+		in.State, in.Error, in.ErrorAt, in.Attempts = "failed", l.err.Error(), l.errAt, l.failures
+	case l.stopped:
+		in.State = "stopped"
+	default:
+		in.State = "starting"
+	}
+	return in
+}
+
+// warning is what ctl status warns of the listener ("": nothing).
+func (l *httpListener) warning() string {
+	in := l.info()
+	if in == nil || in.State != "failed" {
+		return ""
+	}
+	return fmt.Sprintf("HTTP listener: cannot listen on %s (%d attempts since %s): %s", in.Listen, in.Attempts, in.ErrorAt.Format(time.DateTime), in.Error)
+}
+
+// authText names the listener's authentication.
+func authText(cfg *config.HTTP) string {
+	var a []string
+	if cfg.BasicAuthFile != "" {
+		a = append(a, "basic")
+	}
+	if cfg.TokenFile != "" {
+		a = append(a, "bearer")
+	}
+	if len(a) == 0 {
+		return "none"
+	}
+	return strings.Join(a, ", ")
+}
+
+// matches reports whether b listens as cfg asks.
+func (b *boundListener) matches(cfg *config.HTTP) bool {
+	if b.listen != cfg.Listen || b.unix != cfg.Unix {
+		return false
+	}
+	if !b.unix {
+		return true
+	}
+	gid, err := groupID(cfg.SocketGroup)
+	return err == nil && gid == b.gid && b.mode == cfg.SocketPerm()
+}
+
+// file is a duplicate of b's descriptor.
+func (b *boundListener) file() (*os.File, error) {
+	switch ln := b.ln.(type) {
+	case *net.TCPListener:
+		return ln.File()
+	case *net.UnixListener:
+		return ln.File()
+	}
+	return nil, fmt.Errorf("listener of type %T", b.ln)
+}
+
+// close closes b; a unix socket file is removed only if it is still the
+// one b made (a new daemon's socket may be there).
+func (b *boundListener) close() {
+	ul, ok := b.ln.(*net.UnixListener)
+	if ok {
+		var st unix.Stat_t
+		if unix.Lstat(b.listen, &st) != nil || st.Dev != b.dev || st.Ino != b.ino {
+			ul.SetUnlinkOnClose(false)
+		} else {
+			ul.SetUnlinkOnClose(true)
+		}
+	}
+	_ = b.ln.Close()
+}
+
+// groupID is a group's gid (-1 for "").
+func groupID(group string) (int, error) {
+	if group == "" {
+		return -1, nil
+	}
+	pol, err := newPeerPolicy(group)
+	if err != nil {
+		return -1, err
+	}
+	return pol.gid, nil
+}
+
+// listenHTTP listens as cfg says. A unix socket is made as the control
+// socket is: in a directory of the daemon's own (made if missing), never
+// reachable before its mode is set; a stale socket file is replaced, one
+// that a process listens on is not, nor anything but a socket.
+func listenHTTP(cfg *config.HTTP, log *slog.Logger) (*boundListener, error) {
+	if !cfg.Unix {
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, err
+		}
+		return &boundListener{ln: ln, listen: cfg.Listen, gid: -1}, nil
+	}
+	path := cfg.Listen
+	gid, err := groupID(cfg.SocketGroup)
+	if err != nil {
+		return nil, err
+	}
+	dirMode := os.FileMode(0o700)
+	if gid >= 0 {
+		dirMode = 0o750
+	}
+	if err := secureSocketDir(filepath.Dir(path), dirMode); err != nil {
+		return nil, err
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	old := unix.Umask(0o177) // nobody may connect before the mode is set
+	ln, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	ul := ln.(*net.UnixListener)
+	ul.SetUnlinkOnClose(true)
+	fail := func(err error) (*boundListener, error) {
+		ul.Close()
+		return nil, err
+	}
+	if gid >= 0 {
+		if err := os.Lchown(path, -1, gid); err != nil {
+			return fail(fmt.Errorf("set group %s on %s: %w", cfg.SocketGroup, path, err))
+		}
+		dir := filepath.Dir(path)
+		if err := os.Chown(dir, -1, gid); err != nil {
+			log.Warn("could not give the HTTP socket's directory to socket_group; its members cannot reach the socket", "dir", dir, "group", cfg.SocketGroup, "err", err)
+		} else if err := os.Chmod(dir, dirMode); err != nil {
+			log.Warn("could not open the HTTP socket's directory to socket_group", "dir", dir, "err", err)
+		}
+	}
+	if err := os.Chmod(path, cfg.SocketPerm()); err != nil {
+		return fail(fmt.Errorf("set permissions (%04o) on %s: %w", cfg.SocketPerm(), path, err))
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return fail(fmt.Errorf("stat %s: %w", path, err))
+	}
+	return &boundListener{ln: ul, listen: path, unix: true, dev: st.Dev, ino: st.Ino, gid: gid, mode: cfg.SocketPerm()}, nil
+}
+
+// removeStaleSocket removes the socket file at path if no process listens
+// on it; it refuses to remove anything else.
+func removeStaleSocket(path string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); errors.Is(err, unix.ENOENT) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("%s exists and is %s, not a socket: gosup replaces only a stale socket; remove it, or choose another listen path", path, fileType(st.Mode))
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%s: another process listens on it", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%s: cannot tell whether a process listens on it: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// adoptHTTP serves the listening socket an earlier image handed over.
+func adoptHTTP(h *handover.HTTP) (*boundListener, error) {
+	f, err := procgroup.InheritedFile(h.FD, "HTTP listener")
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.FileListener(f) // a duplicate, close-on-exec
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("HTTP listener descriptor %d: %w", h.FD, err)
+	}
+	if ul, ok := ln.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(true)
+	}
+	return &boundListener{ln: ln, listen: h.Listen, unix: h.Unix, dev: h.Dev, ino: h.Ino, gid: h.Gid, mode: os.FileMode(h.Mode)}, nil
+}
