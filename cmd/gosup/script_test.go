@@ -92,6 +92,13 @@ func TestScripts(t *testing.T) {
 				_, err := exec.LookPath(cond)
 				return err == nil || os.Getenv("CI") == "true", nil
 			}
+			// [prometheus]: Debian's prometheus package (the server and
+			// promtool) is installed; under CI=true it always holds.
+			if cond == "prometheus" {
+				_, err := exec.LookPath("prometheus")
+				_, err2 := exec.LookPath("promtool")
+				return err == nil && err2 == nil || os.Getenv("CI") == "true", nil
+			}
 			// [root]: the script runs as root (CI does: there it always
 			// holds, so a non-root CI fails instead of skipping).
 			if cond == "root" {
@@ -103,6 +110,7 @@ func TestScripts(t *testing.T) {
 	maps.Copy(p.Cmds, up.cmds())
 	maps.Copy(p.Cmds, tmuxCmds())
 	maps.Copy(p.Cmds, docCmds())
+	maps.Copy(p.Cmds, prometheusCmds())
 	// Work directories live under $GOTMPDIR or the temp dir; if that is
 	// long (a deep $TMPDIR), use a short root under /tmp so socket paths
 	// stay short.
