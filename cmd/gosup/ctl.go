@@ -111,73 +111,14 @@ func printStatus(w io.Writer, st []api.ProcStatus) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tPORT\tUPTIME\tRESTARTS\tCPU\tMEM\tINFO")
 	for _, p := range st {
-		pid, port, up, info := "-", "-", "-", ""
-		if p.Pid > 0 {
-			pid = strconv.Itoa(p.Pid)
-			up = api.FormatUptime(time.Duration(p.UptimeS * float64(time.Second)))
+		c := api.FormatColumns(p)
+		mem := c.Mem
+		if c.TreeMem != "" {
+			mem += " (tree " + c.TreeMem + ")"
 		}
-		if p.Port > 0 {
-			port = strconv.Itoa(p.Port)
-		}
-		if p.Pid == 0 {
-			info = p.Description
-		} else if p.MemmonGaveUp != "" {
-			info = "memmon gave up " + p.MemmonGaveUpAt.Format(time.DateTime) + ": " + p.MemmonGaveUp
-		} else if p.MemmonReason != "" {
-			info = "memmon restart " + p.MemmonRestartAt.Format(time.DateTime) + ": " + p.MemmonReason
-		}
-		if p.LogDroppedBytes > 0 {
-			info = strings.TrimPrefix(info+"; "+droppedInfo(p), "; ")
-		}
-		if p.OldSpec {
-			info = strings.TrimSuffix(oldSpecInfo+"; "+info, "; ")
-		}
-		cpu, mem := "-", "-"
-		if p.Pid > 0 && p.Sampled {
-			if p.CPUWindowS > 0 { // else younger than the shortest window
-				cpu = fmt.Sprintf("%.1f%%", p.CPUPercent)
-			}
-			mem = fmtMem(p.RSSBytes)
-			if p.TreeRSSBytes > p.RSSBytes {
-				mem += " (tree " + fmtMem(p.TreeRSSBytes) + ")"
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, p.State, pid, port, up, p.Restarts, cpu, mem, info)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.State, c.Pid, c.Port, c.Uptime, c.Restarts, c.CPU, mem, c.Info)
 	}
 	tw.Flush()
-}
-
-// oldSpecInfo marks, in INFO, a process that a rollout under way has yet
-// to restart.
-const oldSpecInfo = "old spec (rolling restart pending)"
-
-// fmtMem is a resident set as top shows it: MiB to a tenth, GiB to a
-// hundredth from 1 GiB.
-func fmtMem(b int64) string {
-	if b >= 1<<30 {
-		return fmt.Sprintf("%.2fG", float64(b)/(1<<30))
-	}
-	return fmt.Sprintf("%.1fM", float64(b)/(1<<20))
-}
-
-// droppedInfo says how much output a process lost, per stream, and which
-// of its logs fail now.
-func droppedInfo(p api.ProcStatus) string {
-	var streams []string
-	if p.StdoutDroppedBytes > 0 {
-		streams = append(streams, fmt.Sprintf("stdout %d", p.StdoutDroppedBytes))
-	}
-	if p.StderrDroppedBytes > 0 {
-		streams = append(streams, fmt.Sprintf("stderr %d", p.StderrDroppedBytes))
-	}
-	s := fmt.Sprintf("%d bytes of output dropped", p.LogDroppedBytes)
-	if len(streams) > 0 {
-		s += " (" + strings.Join(streams, ", ") + ")"
-	}
-	for _, f := range p.LogFailing {
-		s += fmt.Sprintf("; %s log failing: %s", f.Stream, f.Error)
-	}
-	return s
 }
 
 func newActionCmd(g *globalFlags, verb, short string) *cobra.Command {

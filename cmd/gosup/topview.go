@@ -386,7 +386,7 @@ func pad(s string, w int) string {
 // formatMem: 512K, 123.4M, 12.34G; tree marks memory counting the
 // process's descendants.
 func formatMem(b int64, tree bool) string {
-	s := fmtMem(b)
+	s := api.FormatMem(b)
 	if b < 1<<20 {
 		s = fmt.Sprintf("%dK", b>>10)
 	}
