@@ -1,0 +1,196 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+	"github.com/gosup/gosup/supervisor/api"
+)
+
+// pageRow is one process row of the status page's DOM.
+type pageRow struct {
+	Name  string   `json:"name"`
+	Class string   `json:"class"`
+	Cells []string `json:"cells"`
+}
+
+// readRows reads the process rows of the page open in tab, and the
+// page's refresh line.
+const readRows = `({
+	live: document.getElementById("live").textContent,
+	updates: document.body.getAttribute("data-updates") || "",
+	rows: Array.from(document.querySelectorAll("#procs tr.proc")).map(tr => ({
+		name: tr.getAttribute("data-name"), class: tr.className,
+		cells: Array.from(tr.cells).map(td => td.textContent)})),
+})`
+
+type pageDOM struct {
+	Live    string    `json:"live"`
+	Updates string    `json:"updates"`
+	Rows    []pageRow `json:"rows"`
+}
+
+// rowDiffs says how the page's process rows differ from st, as gosup ctl
+// status shows it (NAME STATE PID PORT RESTARTS INFO: the columns that do
+// not move while nothing happens): every process listed, in order, and
+// nothing else.
+func rowDiffs(dom pageDOM, st []api.ProcStatus) []string {
+	var diffs []string
+	if len(dom.Rows) != len(st) {
+		diffs = append(diffs, fmt.Sprintf("page lists %d processes, want %d: %+v", len(dom.Rows), len(st), dom.Rows))
+	}
+	for i, p := range st {
+		if i >= len(dom.Rows) {
+			break
+		}
+		c := api.FormatColumns(p)
+		want := []string{p.Name, p.State, c.Pid, c.Port, c.Restarts, c.Info}
+		r := dom.Rows[i]
+		if len(r.Cells) != 9 {
+			diffs = append(diffs, fmt.Sprintf("row %d has %d cells, want 9: %q", i, len(r.Cells), r.Cells))
+			continue
+		}
+		have := []string{r.Cells[0], r.Cells[1], r.Cells[2], r.Cells[3], r.Cells[5], r.Cells[8]}
+		if r.Name != p.Name || fmt.Sprint(have) != fmt.Sprint(want) {
+			diffs = append(diffs, fmt.Sprintf("row %d (%s): have %q, want %q", i, r.Name, have, want))
+		}
+	}
+	return diffs
+}
+
+// wantRows fails the test where rowDiffs finds a difference.
+func wantRows(t *testing.T, dom pageDOM, st []api.ProcStatus) {
+	t.Helper()
+	for _, d := range rowDiffs(dom, st) {
+		t.Error(d)
+	}
+}
+
+// The status page in a real headless Chromium, from a daemon running real
+// children: it lists every process, server-rendered with JavaScript off;
+// with it on, a process stopped with ctl stop shows STOPPED in the page
+// without the page being loaded again.
+func TestStatusPageInChromium(t *testing.T) {
+	base := freePortRange(t, 2)
+	file := writeConfig(t, fmt.Sprintf(`
+[program.web]
+command = "@HELPER@ http"
+numprocs = 2
+process_name = "web_%%(process_num)d"
+port_start = %d
+startsecs = 0
+%s
+
+[program.worker]
+command = "@HELPER@ sleep"
+numprocs = 3
+process_name = "worker_%%(process_num)d"
+startsecs = 0
+%s
+`, base, helperEnv, helperEnv))
+	browser := startChromium(t)
+	sup, cl, _ := startSupervisor(t, file)
+	waitAll(t, cl, "RUNNING")
+	srv := httptest.NewServer(sup.statusPageHandler())
+	t.Cleanup(srv.Close)
+	url := srv.URL + "/"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// JavaScript off: the page as the server rendered it.
+	static := newTab(t, browser)
+	if _, err := chromedp.Call(static, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(static, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("loading %s with JavaScript off: %v", url, err)
+	}
+	dom, err := chromedp.Run(static, chromedp.Evaluate[pageDOM](readRows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(dom.Live, "static page") || dom.Updates != "" {
+		t.Errorf("with JavaScript off the page's script ran: live %q, updates %q", dom.Live, dom.Updates)
+	}
+	wantRows(t, dom, mustStatus(t, cl))
+	// On a phone's width the table is cards: one block a process, and
+	// nothing wider than the screen.
+	if err := chromedp.Do(static, chromedp.EmulateViewport(400, 800, chromedp.EmulateScale(2), chromedp.EmulateMobile)); err != nil {
+		t.Fatal(err)
+	}
+	phone, err := chromedp.Run(static, chromedp.Evaluate[[]string](`[
+		getComputedStyle(document.querySelector("#procs tr.proc")).display,
+		getComputedStyle(document.querySelector("#procs thead")).position,
+		String(document.documentElement.scrollWidth)]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"block", "absolute", "400"}; fmt.Sprint(phone) != fmt.Sprint(want) {
+		t.Errorf("at 400px wide: row display, thead position, page width = %q, want %q", phone, want)
+	}
+
+	// JavaScript on: the page refreshes itself from status.json.
+	live := newTab(t, browser)
+	if err := chromedp.Do(live, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("loading %s: %v", url, err)
+	}
+	// A mark on the window: a reload of the page would lose it.
+	if _, err := chromedp.Run(live, chromedp.Evaluate[bool](`window.gosupTestMark = true`)); err != nil {
+		t.Fatal(err)
+	}
+	read := func() pageDOM {
+		t.Helper()
+		dom, err := chromedp.Run(live, chromedp.Evaluate[pageDOM](readRows))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dom
+	}
+	waitDOM := func(what string, ok func(pageDOM) bool) pageDOM {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			dom := read()
+			if ok(dom) {
+				return dom
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the page never showed %s within 60s: %+v", what, dom)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	dom = waitDOM("a refresh", func(d pageDOM) bool { return d.Updates != "" })
+	if !strings.HasPrefix(dom.Live, "live") {
+		t.Errorf("refresh line: %q", dom.Live)
+	}
+	wantRows(t, dom, mustStatus(t, cl))
+
+	const victim = "web:web_1"
+	if _, err := cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{victim}}); err != nil {
+		t.Fatal(err)
+	}
+	dom = waitDOM(victim+" STOPPED", func(d pageDOM) bool {
+		for _, r := range d.Rows {
+			if r.Name == victim {
+				return r.Cells[1] == "STOPPED" && r.Class == "proc state-stopped"
+			}
+		}
+		return false
+	})
+	if mark, err := chromedp.Run(live, chromedp.Evaluate[bool](`window.gosupTestMark === true`)); err != nil || !mark {
+		t.Errorf("the page was loaded again (mark %v, %v): it must refresh in place", mark, err)
+	}
+	// Once the stop has settled (ctl stop's INFO), every row is as gosup
+	// ctl status has it.
+	st := mustStatus(t, cl)
+	waitDOM("every row as gosup ctl status", func(d pageDOM) bool {
+		return rowDiffs(d, st) == nil
+	})
+}
