@@ -9,6 +9,7 @@ package statuspage
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/base64"
@@ -97,16 +98,78 @@ type handler struct {
 	csp  string
 
 	mu   sync.Mutex // held while reading src: one read at a time
-	last *Status
+	last *snapshot
 	at   time.Time
 	now  func() time.Time
+}
+
+// snapshot is one read of the Source, and the page and status.json
+// made of it, each made once, when first asked for: many clients cost
+// one read and one rendering a MinInterval.
+type snapshot struct {
+	st       *Status
+	page, js body
+}
+
+// body is one response made of a snapshot, plain and gzipped.
+type body struct {
+	once  sync.Once
+	plain []byte
+	gz    []byte
+	err   error
+}
+
+// make fills b with what f returns, once.
+func (b *body) make(f func() ([]byte, error)) {
+	b.once.Do(func() {
+		if b.plain, b.err = f(); b.err != nil {
+			return
+		}
+		var z bytes.Buffer
+		// BestSpeed is a valid level, and a bytes.Buffer takes all.
+		zw, _ := gzip.NewWriterLevel(&z, gzip.BestSpeed)
+		zw.Write(b.plain)
+		zw.Close()
+		b.gz = z.Bytes()
+	})
+}
+
+// write sends b as contentType, gzipped if r accepts it.
+func (b *body) write(w http.ResponseWriter, r *http.Request, contentType string) {
+	if b.err != nil {
+		http.Error(w, "status page: "+b.err.Error(), http.StatusInternalServerError)
+		return
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", contentType)
+	hd.Set("Vary", "Accept-Encoding")
+	out := b.plain
+	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
+		hd.Set("Content-Encoding", "gzip")
+		out = b.gz
+	}
+	hd.Set("Content-Length", strconv.Itoa(len(out)))
+	w.Write(out)
+}
+
+// acceptsGzip says whether an Accept-Encoding takes gzip ("gzip;q=0"
+// refuses it).
+func acceptsGzip(ae string) bool {
+	for _, part := range strings.Split(ae, ",") {
+		coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+			q := strings.ReplaceAll(params, " ", "")
+			return q != "q=0" && q != "q=0.0" && q != "q=0.00" && q != "q=0.000"
+		}
+	}
+	return false
 }
 
 // New serves GET (and HEAD) / as the page and /status.json from src;
 // any other path is 404, any other method 405.
 func New(src Source) http.Handler {
 	h := &handler{src: src, now: time.Now}
-	h.tmpl = template.Must(template.New("page").Funcs(template.FuncMap{"lower": strings.ToLower}).Parse(pageHTML))
+	h.tmpl = template.Must(template.New("page").Parse(pageHTML))
 	// The page's only script and style are its own, inline, named by
 	// their hash: an injected <script> or style= would not run even if
 	// something escaped the templates' escaping.
@@ -133,23 +196,23 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Referrer-Policy", "no-referrer")
 	switch r.URL.Path {
 	case "/":
-		h.page(w)
+		h.page(w, r)
 	case "/status.json":
-		h.json(w)
+		h.json(w, r)
 	default:
 		http.NotFound(w, r)
 	}
 }
 
 // snapshot is the Source's state, read at most once per MinInterval.
-func (h *handler) snapshot() *Status {
+func (h *handler) snapshot() *snapshot {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.now()
 	if h.last != nil && now.Sub(h.at) < MinInterval && now.Sub(h.at) >= 0 {
 		return h.last
 	}
-	h.last, h.at = build(h.src(), now), now
+	h.last, h.at = &snapshot{st: build(h.src(), now)}, now
 	return h.last
 }
 
@@ -199,12 +262,18 @@ func summary(n int, states map[string]int) string {
 	return s
 }
 
-
 // program is one program's processes on the page.
 type program struct {
 	Name    string
 	Running int
-	Procs   []Process
+	Procs   []row
+}
+
+// row is one process on the page: flat, for the template's sake (a field
+// of an embedded struct costs the template a search by name each time).
+type row struct {
+	Name, State, Class string
+	Show               api.Columns
 }
 
 // programs groups procs by program, in the order they come.
@@ -218,7 +287,7 @@ func programs(procs []Process) []*program {
 			index[p.Program] = g
 			out = append(out, g)
 		}
-		g.Procs = append(g.Procs, p)
+		g.Procs = append(g.Procs, row{Name: p.Name, State: p.State, Class: "proc state-" + strings.ToLower(p.State), Show: p.Show})
 		if p.State == "RUNNING" {
 			g.Running++
 		}
@@ -226,28 +295,25 @@ func programs(procs []Process) []*program {
 	return out
 }
 
-func (h *handler) page(w http.ResponseWriter) {
-	st := h.snapshot()
-	var b bytes.Buffer
-	err := h.tmpl.Execute(&b, map[string]any{
-		"S": st, "Programs": programs(st.Processes), "Every": pollEvery.Milliseconds(),
-		"CSS": template.CSS(pageCSS), "JS": template.JS(pageJS),
+func (h *handler) page(w http.ResponseWriter, r *http.Request) {
+	sn := h.snapshot()
+	sn.page.make(func() ([]byte, error) {
+		var b bytes.Buffer
+		err := h.tmpl.Execute(&b, map[string]any{
+			"S": sn.st, "Programs": programs(sn.st.Processes), "Every": pollEvery.Milliseconds(),
+			"CSS": template.CSS(pageCSS), "JS": template.JS(pageJS),
+		})
+		return b.Bytes(), err
 	})
-	if err != nil {
-		http.Error(w, "rendering the status page: "+err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", h.csp)
-	w.Write(b.Bytes())
+	sn.page.write(w, r, "text/html; charset=utf-8")
 }
 
-func (h *handler) json(w http.ResponseWriter) {
-	b, err := json.Marshal(h.snapshot())
-	if err != nil {
-		http.Error(w, "encoding status.json: "+err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(append(b, '\n'))
+func (h *handler) json(w http.ResponseWriter, r *http.Request) {
+	sn := h.snapshot()
+	sn.js.make(func() ([]byte, error) {
+		b, err := json.Marshal(sn.st)
+		return append(b, '\n'), err
+	})
+	sn.js.write(w, r, "application/json")
 }
