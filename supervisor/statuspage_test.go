@@ -3,7 +3,6 @@ package supervisor
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -77,8 +76,11 @@ func wantRows(t *testing.T, dom pageDOM, st []api.ProcStatus) {
 // with it on, a process stopped with ctl stop shows STOPPED in the page
 // without the page being loaded again.
 func TestStatusPageInChromium(t *testing.T) {
-	base := freePortRange(t, 2)
+	base, port := freePortRange(t, 2), freePort(t)
 	file := writeConfig(t, fmt.Sprintf(`
+[http]
+listen = "127.0.0.1:%d"
+
 [program.web]
 command = "@HELPER@ http"
 numprocs = 2
@@ -93,13 +95,12 @@ numprocs = 3
 process_name = "worker_%%(process_num)d"
 startsecs = 0
 %s
-`, base, helperEnv, helperEnv))
+`, port, base, helperEnv, helperEnv))
 	browser := startChromium(t)
-	sup, cl, _ := startSupervisor(t, file)
+	cl, _ := startDaemon(t, file)
 	waitAll(t, cl, "RUNNING")
-	srv := httptest.NewServer(sup.statusPageHandler())
-	t.Cleanup(srv.Close)
-	url := srv.URL + "/"
+	waitHTTPListening(t, cl)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -193,4 +194,20 @@ startsecs = 0
 	waitDOM("every row as gosup ctl status", func(d pageDOM) bool {
 		return rowDiffs(d, st) == nil
 	})
+}
+
+// waitHTTPListening waits until ctl info says the HTTP listener listens.
+func waitHTTPListening(t *testing.T, cl *api.Client) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info := mustInfo(t, cl)
+		if info.HTTP != nil && info.HTTP.State == "listening" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the HTTP listener does not listen within 30s: %+v", info.HTTP)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
