@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -193,6 +194,27 @@ startsecs = 0
 	st := mustStatus(t, cl)
 	waitDOM("every row as gosup ctl status", func(d pageDOM) bool {
 		return rowDiffs(d, st) == nil
+	})
+
+	// A hidden tab pauses (headless Chromium's tabs are never hidden:
+	// the test hides it as the browser would, and shows it again), and
+	// one shown again refreshes at once.
+	setHidden := func(hidden bool) {
+		t.Helper()
+		js := fmt.Sprintf(`Object.defineProperty(document, "hidden", {configurable: true, get: () => %t});
+			Object.defineProperty(document, "visibilityState", {configurable: true, get: () => %t ? "hidden" : "visible"});
+			document.dispatchEvent(new Event("visibilitychange")); true`, hidden, hidden)
+		if _, err := chromedp.Run(live, chromedp.Evaluate[bool](js)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setHidden(true)
+	dom = waitDOM("that it paused", func(d pageDOM) bool { return d.Live == "paused while the tab is hidden" })
+	paused, _ := strconv.Atoi(dom.Updates)
+	setHidden(false)
+	waitDOM("a refresh once shown", func(d pageDOM) bool {
+		n, _ := strconv.Atoi(d.Updates)
+		return n > paused && strings.HasPrefix(d.Live, "live")
 	})
 }
 

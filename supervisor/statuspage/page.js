@@ -117,6 +117,7 @@
       .then(function () {
         clearTimeout(cut);
         inflight = false;
+        if (document.hidden) status("paused while the tab is hidden", false); // hidden meanwhile
         schedule();
       });
   }
