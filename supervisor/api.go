@@ -291,6 +291,9 @@ func toProcStatus(st procgroup.Status, now time.Time) api.ProcStatus {
 		IllegalMoves: st.IllegalMoves, LogDroppedBytes: st.LogDropped,
 		StdoutDroppedBytes: st.StdoutDropped, StderrDroppedBytes: st.StderrDropped,
 	}
+	if st.ExitDesc != "" {
+		ps.LastExit = st.StoppedAt.Format(time.DateTime) + ", " + st.ExitDesc
+	}
 	for _, f := range st.LogFailing {
 		ps.LogFailing = append(ps.LogFailing, api.LogFailure{Stream: f.Stream, Path: f.Path, Since: f.Since, Error: f.Err, DroppedBytes: f.Dropped})
 	}

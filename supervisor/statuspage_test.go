@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,6 +51,9 @@ func rowDiffs(dom pageDOM, st []api.ProcStatus) []string {
 			break
 		}
 		c := api.FormatColumns(p)
+		if c.Info == "" && p.Pid > 0 && p.LastExit != "" {
+			c.Info = "last exit " + p.LastExit // the page says what a running process was restarted after
+		}
 		want := []string{p.Name, p.State, c.Pid, c.Port, c.Restarts, c.Info}
 		r := dom.Rows[i]
 		if len(r.Cells) != 9 {
@@ -193,6 +197,23 @@ startsecs = 0
 	// ctl status has it.
 	st := mustStatus(t, cl)
 	waitDOM("every row as gosup ctl status", func(d pageDOM) bool {
+		return rowDiffs(d, st) == nil
+	})
+
+	// A crash: the process runs again, and the page says after what.
+	const crashed = "worker:worker_0"
+	before := mustStatus(t, cl, crashed)[0]
+	if err := syscall.Kill(before.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	after := waitStatus(t, cl, crashed, "restarted", func(p api.ProcStatus) bool {
+		return p.State == "RUNNING" && p.Restarts == before.Restarts+1 && p.Pid != before.Pid
+	})
+	if !strings.Contains(after.LastExit, "SIGKILL") {
+		t.Errorf("%s's last exit: %q, want the SIGKILL", crashed, after.LastExit)
+	}
+	st = mustStatus(t, cl)
+	waitDOM("the crash and the restart", func(d pageDOM) bool {
 		return rowDiffs(d, st) == nil
 	})
 

@@ -228,11 +228,22 @@ func build(in Input, now time.Time) *Status {
 		st.Warnings = []string{}
 	}
 	for i, p := range in.Processes {
-		st.Processes[i] = Process{ProcStatus: p, Show: api.FormatColumns(p)}
+		st.Processes[i] = Process{ProcStatus: p, Show: showOf(p)}
 		st.States[p.State]++
 	}
 	st.Summary = summary(len(in.Processes), st.States)
 	return st
+}
+
+// showOf is p's columns on the page: as gosup ctl status has them, and
+// for a process running again after an exit, with nothing else to say,
+// that exit as its INFO.
+func showOf(p api.ProcStatus) api.Columns {
+	c := api.FormatColumns(p)
+	if c.Info == "" && p.Pid > 0 && p.LastExit != "" {
+		c.Info = "last exit " + p.LastExit
+	}
+	return c
 }
 
 // stateOrder is the order the summary counts states in: the ones that
