@@ -125,7 +125,7 @@ startsecs = 0
 		t.Errorf("with JavaScript off the page's script ran: live %q, updates %q", dom.Live, dom.Updates)
 	}
 	wantRows(t, dom, mustStatus(t, cl))
-	// On a phone's width the table is cards: one block a process, and
+	// On a phone's width the table is cards: one grid a process, and
 	// nothing wider than the screen.
 	if err := chromedp.Do(static, chromedp.EmulateViewport(400, 800, chromedp.EmulateScale(2), chromedp.EmulateMobile)); err != nil {
 		t.Fatal(err)
@@ -137,7 +137,7 @@ startsecs = 0
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"block", "absolute", "400"}; fmt.Sprint(phone) != fmt.Sprint(want) {
+	if want := []string{"grid", "absolute", "400"}; fmt.Sprint(phone) != fmt.Sprint(want) {
 		t.Errorf("at 400px wide: row display, thead position, page width = %q, want %q", phone, want)
 	}
 

@@ -50,7 +50,7 @@
   function render(st) {
     var d = st.daemon;
     setText("host", d.host);
-    setText("version", d.version + (d.revision ? " (" + d.revision + ")" : ""));
+    setText("version", (d.version || "unknown") + (d.revision ? " (" + d.revision + ")" : ""));
     setText("dstate", d.state + ", pid " + d.pid);
     setText("duptime", st.uptime);
     setText("asof", localTime(st.time));
