@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -305,5 +306,30 @@ startsecs = 0
 		act("start", "other")
 		<-stopped
 		b.StartTimer()
+	}
+}
+
+// BenchmarkStatusPage500 is one status.json and one status page with 500
+// children, each from a fresh read of the daemon (a handler of its own:
+// the page shares one read a second between its clients), gzipped as a
+// browser asks. It includes parsing the page's template, once a handler.
+func BenchmarkStatusPage500(b *testing.B) {
+	s, _, stop := benchDaemon(b, 500, true)
+	defer stop()
+	for !allRunning(s) {
+		time.Sleep(time.Millisecond)
+	}
+	for _, path := range []string{"/status.json", "/"} {
+		b.Run(map[string]string{"/": "page", "/status.json": "json"}[path], func(b *testing.B) {
+			req := httptest.NewRequest("GET", path, nil)
+			req.Header.Set("Accept-Encoding", "gzip")
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				s.statusPageHandler().ServeHTTP(w, req)
+				if w.Code != 200 {
+					b.Fatalf("%s: %d", path, w.Code)
+				}
+			}
+		})
 	}
 }

@@ -102,7 +102,7 @@ startsecs = 0
 %s
 `, port, base, helperEnv, helperEnv))
 	browser := startChromium(t)
-	cl, _ := startDaemon(t, file)
+	_, cl, stopDaemon := startSupervisorStop(t, file)
 	waitAll(t, cl, "RUNNING")
 	waitHTTPListening(t, cl)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
@@ -237,6 +237,16 @@ startsecs = 0
 		n, _ := strconv.Atoi(d.Updates)
 		return n > paused && strings.HasPrefix(d.Live, "live")
 	})
+
+	// The daemon gone, the page says its figures are stale, and keeps
+	// what it last had.
+	if err := stopDaemon(); err != nil {
+		t.Fatal(err)
+	}
+	dom = waitDOM("that it is stale", func(d pageDOM) bool { return strings.HasPrefix(d.Live, "not refreshed since ") })
+	if !strings.HasSuffix(dom.Live, "(retrying)") || len(dom.Rows) != len(st) {
+		t.Errorf("stale page: %q, %d rows", dom.Live, len(dom.Rows))
+	}
 }
 
 // waitHTTPListening waits until ctl info says the HTTP listener listens.
