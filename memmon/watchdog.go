@@ -80,6 +80,10 @@ type Watchdog struct {
 
 	Restarts atomic.Int64 // memmon restarts done
 	Ticks    atomic.Int64
+	// Tally, when set before Run, counts what this watchdog does along
+	// with the watchdogs before and after it (a reload replaces the
+	// watchdog; the daemon keeps one Tally). nil: not counted.
+	Tally *Tally
 
 	// ReadRSS, when set before Run, reads the RSS of targets (by pid; a
 	// target not read is left out) for a sampling that is not
@@ -92,6 +96,38 @@ type Watchdog struct {
 	Guard *guard.Guard
 	// tickHook, when set before Run (by tests), runs first in every Tick.
 	tickHook func()
+}
+
+// Tally counts what the watchdogs of a daemon did, one after another and
+// with their restarts in flight: the figures its metrics show.
+type Tally struct {
+	// Samples counts the RSS samples taken, one per process per interval.
+	Samples atomic.Int64
+	// Restarts counts the memmon restarts done, GiveUps the times memmon
+	// gave up on a process (max_restarts).
+	Restarts, GiveUps atomic.Int64
+}
+
+// TallyCounts is a Tally as plain values, for a handover.
+type TallyCounts struct {
+	Samples  int64 `json:"samples"`
+	Restarts int64 `json:"restarts"`
+	GiveUps  int64 `json:"give_ups"`
+}
+
+// Counts reads t (zero for a nil Tally).
+func (t *Tally) Counts() TallyCounts {
+	if t == nil {
+		return TallyCounts{}
+	}
+	return TallyCounts{Samples: t.Samples.Load(), Restarts: t.Restarts.Load(), GiveUps: t.GiveUps.Load()}
+}
+
+// Restore sets t to c.
+func (t *Tally) Restore(c TallyCounts) {
+	t.Samples.Store(c.Samples)
+	t.Restarts.Store(c.Restarts)
+	t.GiveUps.Store(c.GiveUps)
 }
 
 type overrun struct {
@@ -348,6 +384,12 @@ func (w *Watchdog) plan(targets []Target, table *Table, tick int64, now time.Tim
 	}()
 	var due []overLimit
 	live := make(map[string]bool, len(targets))
+	sampled := int64(0)
+	defer func() {
+		if w.Tally != nil {
+			w.Tally.Samples.Add(sampled)
+		}
+	}()
 	for _, t := range targets {
 		live[t.Name] = true
 		w.seen[t.Name] = now
@@ -355,6 +397,7 @@ func (w *Watchdog) plan(targets []Target, table *Table, tick int64, now time.Tim
 		if !ok {
 			continue
 		}
+		sampled++
 		s := w.samples[t.Name]
 		s.RSS = rss
 		if pid, ok := w.gaveUp[t.Name]; ok && pid != t.Pid {
@@ -503,6 +546,9 @@ func (w *Watchdog) giveUp(d overLimit, now time.Time) {
 	reason := fmt.Sprintf("%d restarts within %s (max_restarts), still over %s (%s)",
 		d.restarts, w.cfg.RestartWindow, fmtBytes(int64(d.rule.Limit)), d.rule.Name)
 	w.gaveUp[d.t.Name] = d.t.Pid
+	if w.Tally != nil {
+		w.Tally.GiveUps.Add(1)
+	}
 	delete(w.over, d.t.Name)
 	s := w.samples[d.t.Name]
 	s.GaveUp, s.GaveUpAt, s.GaveUpPid = reason, now, d.t.Pid
@@ -547,6 +593,9 @@ func (w *Watchdog) restart(ctx context.Context, d overLimit, at time.Time) {
 	}
 	if err == nil {
 		w.Restarts.Add(1)
+		if w.Tally != nil {
+			w.Tally.Restarts.Add(1)
+		}
 		s := w.samples[t.Name]
 		s.LastRestartAt, s.LastReason = at, reason
 		w.samples[t.Name] = s

@@ -40,6 +40,8 @@ type Handover struct {
 	Reason       string    `json:"reason,omitempty"`
 	RespawnAt    time.Time `json:"respawn_at,omitzero"`
 	IllegalMoves int       `json:"illegal_moves,omitempty"`
+	// Exits continues the counts of exits by reason (Status.Exits).
+	Exits ExitCounts `json:"exits,omitzero"`
 	// StdoutDropped and StderrDropped continue the counts of lost output.
 	StdoutDropped int64 `json:"stdout_dropped,omitempty"`
 	StderrDropped int64 `json:"stderr_dropped,omitempty"`
@@ -94,7 +96,7 @@ func StatusHandover(st Status) Handover {
 		Name: st.FullName(), State: st.State, PidStart: st.PidStart, StartedAt: st.StartedAt, StoppedAt: st.StoppedAt,
 		Spawns: st.Spawns, ExitStatus: st.ExitStatus, ExitDesc: st.ExitDesc, SpawnError: st.SpawnError,
 		Reason: st.Reason, RespawnAt: st.RespawnAt, IllegalMoves: st.IllegalMoves,
-		StdoutDropped: st.StdoutDropped, StderrDropped: st.StderrDropped,
+		StdoutDropped: st.StdoutDropped, StderrDropped: st.StderrDropped, Exits: st.Exits,
 	}
 }
 
@@ -274,7 +276,7 @@ func (p *Process) Adopt(h Handover, exitC <-chan reaper.Exit, files []*os.File) 
 		s.StartedAt, s.StoppedAt, s.Spawns = h.StartedAt, h.StoppedAt, h.Spawns
 		s.Restarts = max(0, h.Spawns-1)
 		s.ExitStatus, s.ExitDesc, s.SpawnError, s.Reason = h.ExitStatus, h.ExitDesc, h.SpawnError, h.Reason
-		s.RespawnAt, s.IllegalMoves = h.RespawnAt, h.IllegalMoves
+		s.RespawnAt, s.IllegalMoves, s.Exits = h.RespawnAt, h.IllegalMoves, h.Exits
 		s.State = h.State
 	})
 	p.logDrops.stdout.Store(h.StdoutDropped)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -63,6 +64,62 @@ type Status struct {
 	// RespawnAt is when a process EXITED (or in BACKOFF) spawns again;
 	// zero when no respawn is pending.
 	RespawnAt time.Time
+	// Exits counts the children's exits by why they ended (ExitReason);
+	// it goes on across a reload and an upgrade.
+	Exits ExitCounts
+}
+
+// ExitReason is why a child ended, as Status.Exits counts it.
+type ExitReason uint8
+
+// Exit reasons.
+const (
+	// ExitExpected: it exited on its own with a code in exitcodes.
+	ExitExpected ExitReason = iota
+	// ExitUnexpected: it exited on its own with another code, or gosup
+	// killed it because it did not become ready (a failed start).
+	ExitUnexpected
+	// ExitKilled: a signal gosup did not send for a stop ended it (a
+	// crash, the kernel's OOM killer, kill -9 by someone, ctl signal).
+	ExitKilled
+	// ExitStopped: it ended while gosup stopped it (ctl stop or restart,
+	// a reload, shutdown), however it ended.
+	ExitStopped
+	// ExitStopPid: it ended while stopped through StopPid (memmon's
+	// restart, the only caller).
+	ExitStopPid
+	NumExitReasons
+)
+
+var exitReasonNames = [NumExitReasons]string{"expected", "unexpected", "killed", "stopped", "stop_pid"}
+
+func (r ExitReason) String() string {
+	if r < NumExitReasons {
+		return exitReasonNames[r]
+	}
+	return fmt.Sprintf("ExitReason(%d)", r)
+}
+
+// ExitCounts counts exits by ExitReason.
+type ExitCounts [NumExitReasons]int64
+
+// exitReason classifies an exit with status ex of a process in state
+// (before the exit), stopped by StopPid when byPid, killed by gosup as
+// not ready when notReady, with exit codes exitCodes.
+func exitReason(state State, byPid, notReady bool, ex reaper.Exit, exitCodes []int) ExitReason {
+	switch {
+	case state == Stopping && byPid:
+		return ExitStopPid
+	case state == Stopping:
+		return ExitStopped
+	case notReady:
+		return ExitUnexpected
+	case ex.Status.Signaled():
+		return ExitKilled
+	case slices.Contains(exitCodes, ex.Code()):
+		return ExitExpected
+	}
+	return ExitUnexpected
 }
 
 // FullName is group:process.
@@ -306,6 +363,8 @@ type loop struct {
 	// stopDeadline is when a requested stop SIGKILLs.
 	groupStopped bool
 	stopDeadline time.Time
+	// stopByPid says the stop under way came through StopPid.
+	stopByPid bool
 	// Leftovers of the last child (or the own orphan holding the port)
 	// are being stopped while sweepC is set; its result arrives there.
 	// No child is spawned meanwhile: a spawn waits in STARTING with
@@ -518,6 +577,7 @@ func (p *Process) beginStop(l *loop, o op) error {
 	l.disarm()
 	sig := unix.Signal(sp.StopSignal)
 	l.groupStopped = sp.StopAsGroup
+	l.stopByPid = o == opStopPid
 	l.stopDeadline = time.Now().Add(time.Duration(sp.StopWaitSecs) * time.Second)
 	if sp.StopAsGroup {
 		p.killGroup(l, sig)
@@ -578,10 +638,12 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 	notReady := l.notReady
 	l.notReady = ""
 	code := ex.Code()
+	why := exitReason(l.state, l.stopByPid, notReady != "", ex, p.policy.ExitCodes)
 	if p.OnExit != nil {
 		p.OnExit(p, pid)
 	}
 	setExit := func(s *Status) {
+		s.Exits[why]++
 		s.Pid = 0
 		s.StoppedAt = ex.ExitedAt
 		s.ExitStatus = &code
@@ -609,7 +671,7 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 		}
 		p.startSweep(l, fmt.Sprintf("leftover processes of pid %d", pid), found, p.leftoversOf(pid, l.marker), skip, kill, wait)
 	}
-	l.groupStopped, l.stopDeadline = false, time.Time{}
+	l.groupStopped, l.stopDeadline, l.stopByPid = false, time.Time{}, false
 	// An exit is a fact: if the table refuses it (a bug, already reported
 	// by event or setState), the exit is still recorded, and the process
 	// is left STOPPED or EXITED, not restarted, rather than in a state that

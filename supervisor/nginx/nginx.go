@@ -98,6 +98,10 @@ type Manager struct {
 	// recovered and counted, and the manager starts again after a backoff
 	// (nil: recovered and logged, not counted).
 	Guard *guard.Guard
+	// Tally, when set before Start, counts the renders, tests and
+	// reloads of this manager along with those of the managers before
+	// and after it (the daemon keeps one). nil: not counted.
+	Tally *Tally
 
 	rp   *reaper.Reaper
 	log  *slog.Logger
@@ -118,6 +122,59 @@ type Manager struct {
 	// kept here for State and Restore.
 	last  *submission
 	delay time.Duration
+}
+
+// Tally counts what the managers of a daemon did, by outcome: the
+// figures its metrics show.
+type Tally struct {
+	mu sync.Mutex
+	c  Counts
+}
+
+// Counts are a Tally's figures, plain values (for a handover).
+type Counts struct {
+	// Renders of the file: changed (a new file written), unchanged (the
+	// same as on disk), failed (rendering, reading or writing failed).
+	RendersChanged   int64 `json:"renders_changed"`
+	RendersUnchanged int64 `json:"renders_unchanged"`
+	RendersFailed    int64 `json:"renders_failed"`
+	// Runs of the test command, and of the reload command (not running:
+	// it said nginx is not running, or nginx is not installed).
+	TestsOK           int64 `json:"tests_ok"`
+	TestsFailed       int64 `json:"tests_failed"`
+	ReloadsOK         int64 `json:"reloads_ok"`
+	ReloadsFailed     int64 `json:"reloads_failed"`
+	ReloadsNotRunning int64 `json:"reloads_not_running"`
+	// LastSuccess is when an update last ended with nginx in step with
+	// the file (zero: never).
+	LastSuccess time.Time `json:"last_success,omitzero"`
+}
+
+// Counts reads t (zero for a nil Tally).
+func (t *Tally) Counts() Counts {
+	if t == nil {
+		return Counts{}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.c
+}
+
+// Restore sets t to c.
+func (t *Tally) Restore(c Counts) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.c = c
+}
+
+// count changes t's counts with f, if t is not nil.
+func (t *Tally) count(f func(*Counts)) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f(&t.c)
 }
 
 // submission is one rendering to apply, and who waits for its outcome.
@@ -387,6 +444,17 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 	m.mu.Lock()
 	reloadNeeded := m.reloadNeeded
 	m.mu.Unlock()
+	// rendered: the file on disk was found or made as rendered (a render
+	// that failed is counted as such).
+	rendered := false
+	defer func() {
+		if !rendered {
+			m.Tally.count(func(c *Counts) { c.RendersFailed++ })
+		}
+		if err == nil {
+			m.Tally.count(func(c *Counts) { c.LastSuccess = time.Now() })
+		}
+	}()
 	defer func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -418,6 +486,8 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 	}
 	if existed && bytes.Equal(old, out) && !reloadNeeded {
 		m.log.Debug("nginx configuration unchanged", "output", n.Output)
+		rendered = true
+		m.Tally.count(func(c *Counts) { c.RendersUnchanged++ })
 		m.setServers(servers, down)
 		return nil
 	}
@@ -427,6 +497,14 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 			return err
 		}
 	}
+	rendered = true
+	m.Tally.count(func(c *Counts) {
+		if changed {
+			c.RendersChanged++
+		} else {
+			c.RendersUnchanged++
+		}
+	})
 	m.mu.Lock()
 	untested := m.untested
 	m.mu.Unlock()
@@ -434,20 +512,28 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 	// written, and both are done once nginx is there.
 	for _, c := range []string{n.TestCommand, n.ReloadCommand} {
 		if prog := missingProgram(c); prog != "" {
+			m.Tally.count(func(c *Counts) { c.ReloadsNotRunning++ })
 			m.setServers(servers, down)
 			return m.notRunning(&notRunningError{output: n.Output, missing: prog}, changed || untested, nil)
 		}
 	}
 	if changed || untested {
 		if n.TestCommand != "" {
-			if text, err := procgroup.RunCommand(ctx, m.rp, n.TestCommand, nil, n.CommandTimeout); err != nil {
+			text, err := procgroup.RunCommand(ctx, m.rp, n.TestCommand, nil, n.CommandTimeout)
+			m.Tally.count(func(c *Counts) {
+				if err != nil {
+					c.TestsFailed++
+				} else {
+					c.TestsOK++
+				}
+			})
+			if err != nil {
 				if rerr := restore(n.Output, old, existed); rerr != nil {
 					err = fmt.Errorf("%w; and restoring the previous file failed: %v", err, rerr)
 				}
 				return fmt.Errorf("new configuration rejected, previous one restored: %w", err)
-			} else {
-				m.log.Debug("nginx test passed", "output", string(text))
 			}
+			m.log.Debug("nginx test passed", "output", string(text))
 		}
 		m.mu.Lock()
 		m.untested = false
@@ -458,13 +544,16 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 	if n.ReloadCommand != "" {
 		if text, err := procgroup.RunCommand(ctx, m.rp, n.ReloadCommand, nil, n.CommandTimeout); err != nil {
 			if notRunning(text) {
+				m.Tally.count(func(c *Counts) { c.ReloadsNotRunning++ })
 				return m.notRunning(&notRunningError{output: n.Output, tested: n.TestCommand != ""}, false, err)
 			}
+			m.Tally.count(func(c *Counts) { c.ReloadsFailed++ })
 			m.mu.Lock()
 			m.reloadNeeded = true
 			m.mu.Unlock()
 			return fmt.Errorf("configuration written and tested, but reload failed: %w", err)
 		}
+		m.Tally.count(func(c *Counts) { c.ReloadsOK++ })
 	}
 	m.mu.Lock()
 	m.reloadNeeded = false

@@ -70,11 +70,16 @@ func TestManagerTestsRestoresAndSkipsUnchanged(t *testing.T) {
 		ReloadCommand:  fmt.Sprintf("echo reload >> %s", reloads),
 		CommandTimeout: 10 * time.Second,
 	}, testReaper, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m.Tally = &Tally{}
 	m.Start()
 	defer m.Stop()
 
 	if err := apply(t, m, upstream(8001, 8002)); err != nil {
 		t.Fatal(err)
+	}
+	first := m.Tally.Counts()
+	if want := (Counts{RendersChanged: 1, TestsOK: 1, ReloadsOK: 1, LastSuccess: first.LastSuccess}); first != want || first.LastSuccess.IsZero() {
+		t.Errorf("counts after an update: %+v, want %+v and a last success", first, want)
 	}
 	good, err := os.ReadFile(out)
 	if err != nil || strings.Count(string(good), "server 127.0.0.1:") != 2 {
@@ -94,12 +99,18 @@ func TestManagerTestsRestoresAndSkipsUnchanged(t *testing.T) {
 	if st := m.Status(); st.OK || st.Failures != 1 || st.Reloads != 1 || !strings.Contains(st.Error, "previous one restored") {
 		t.Errorf("status after a rejected file: %+v", st)
 	}
+	if c, want := m.Tally.Counts(), (Counts{RendersChanged: 2, TestsOK: 1, TestsFailed: 1, ReloadsOK: 1, LastSuccess: first.LastSuccess}); c != want {
+		t.Errorf("counts after a rejected file: %+v, want %+v (the last success unchanged)", c, want)
+	}
 
 	if err := apply(t, m, upstream(8001, 8002)); err != nil {
 		t.Fatal(err)
 	}
 	if st := m.Status(); !st.OK || st.Reloads != 1 {
 		t.Errorf("an unchanged rendering reloaded nginx: %+v", st)
+	}
+	if c := m.Tally.Counts(); c.RendersUnchanged != 1 || c.RendersChanged != 2 || c.ReloadsOK != 1 || !c.LastSuccess.After(first.LastSuccess) {
+		t.Errorf("counts after an unchanged rendering: %+v (first success at %s)", c, first.LastSuccess)
 	}
 	if b, _ := os.ReadFile(reloads); string(b) != "reload\n" {
 		t.Errorf("reload command ran %q, want once", b)
@@ -220,12 +231,17 @@ func TestManagerStateCarriesAnOwedReload(t *testing.T) {
 		CommandTimeout: 10 * time.Second,
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tally := &Tally{}
 	m := New(settings, testReaper, quiet)
+	m.Tally = tally
 	m.Start()
 	if err := apply(t, m, upstream(8001, 8002)); err == nil || !strings.Contains(err.Error(), "reload failed") {
 		t.Fatalf("want the reload's failure, have %v", err)
 	}
 	m.Stop()
+	if c := tally.Counts(); c.ReloadsFailed < 1 || c.ReloadsOK != 0 || !c.LastSuccess.IsZero() {
+		t.Errorf("counts after a failed reload: %+v", c)
+	}
 	b, err := json.Marshal(m.State())
 	if err != nil {
 		t.Fatal(err)
@@ -244,6 +260,7 @@ func TestManagerStateCarriesAnOwedReload(t *testing.T) {
 	}
 	m2 := New(settings, testReaper, quiet)
 	m2.Restore(st)
+	m2.Tally = tally // the daemon's, across the swap
 	m2.Start()
 	defer m2.Stop()
 	for deadline := time.Now().Add(30 * time.Second); m2.Status().Reloads == 0; time.Sleep(10 * time.Millisecond) {
@@ -256,6 +273,9 @@ func TestManagerStateCarriesAnOwedReload(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(reloads); string(got) != "reload\n" {
 		t.Errorf("reload command ran %q, want once", got)
+	}
+	if c := tally.Counts(); c.ReloadsFailed != int64(failures) || c.ReloadsOK != 1 || c.LastSuccess.IsZero() {
+		t.Errorf("counts after the retry: %+v (failures before: %d)", c, failures)
 	}
 	if st := m2.State(); st.ReloadNeeded {
 		t.Errorf("a reload still owed: %+v", st)
@@ -321,10 +341,14 @@ func TestManagerWithoutNginxWritesAndWaits(t *testing.T) {
 		ReloadCommand:  nginx + " -s reload",
 		CommandTimeout: 10 * time.Second,
 	}, testReaper, slog.New(slog.NewTextHandler(logs, nil)))
+	m.Tally = &Tally{}
 	m.Start()
 	defer m.Stop()
 
 	err = apply(t, m, upstream(8001, 8002))
+	if c := m.Tally.Counts(); c.RendersChanged != 1 || c.ReloadsNotRunning < 1 || c.TestsOK+c.TestsFailed+c.ReloadsOK+c.ReloadsFailed != 0 || !c.LastSuccess.IsZero() {
+		t.Errorf("counts without nginx: %+v; want one render, one reload counted as not running", c)
+	}
 	want := "nginx is not installed (no " + nginx + "): " + out + " written, not checked; it will be checked and nginx reloaded once it is there"
 	if err == nil || err.Error() != want {
 		t.Fatalf("want %q, have %v", want, err)
