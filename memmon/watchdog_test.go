@@ -159,6 +159,7 @@ func TestGiveUpAfterMaxRestarts(t *testing.T) {
 		cfg.Any = 100 << 20
 		cfg.Samples = 1
 		w := New(cfg, h, alerts, h.root, quiet())
+		w.Tally = &Tally{}
 		step := func() {
 			time.Sleep(time.Minute)
 			tick(w)
@@ -166,6 +167,9 @@ func TestGiveUpAfterMaxRestarts(t *testing.T) {
 		}
 		for range 4 {
 			step()
+		}
+		if c := w.Tally.Counts(); c != (TallyCounts{Samples: 4, Restarts: 3, GiveUps: 1}) {
+			t.Errorf("tally after giving up: %+v", c)
 		}
 		time.Sleep(Coalesce) // the give-up's mail
 		synctest.Wait()
@@ -203,6 +207,9 @@ func TestGiveUpAfterMaxRestarts(t *testing.T) {
 		}
 		if s, _ := w.Sample("pool:a"); s.GaveUp == "" {
 			t.Errorf("did not give up again: %+v", s)
+		}
+		if c := w.Tally.Counts(); c != (TallyCounts{Samples: 68, Restarts: 6, GiveUps: 2}) {
+			t.Errorf("tally at the end: %+v, want 68 samples (one a tick), 6 restarts, 2 give-ups", c)
 		}
 	})
 }
