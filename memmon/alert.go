@@ -207,6 +207,8 @@ type Alerter struct {
 	// The counters (AlerterStats), changed under mu together with what
 	// they count, so that Stats is a state that was.
 	sent, mailed, failed, dropped, filtered, givenUp int64
+	// retried counts the attempts made after a failed one.
+	retried int64
 
 	// next is the alerter this one handed what it held to (HandTo):
 	// Enqueue passes alerts on to it.
@@ -250,6 +252,9 @@ type AlerterStats struct {
 	// Filtered those not mailed for alert_max_uptime, Dropped those lost
 	// to a bound or to a last attempt that failed.
 	GivenUp, Filtered, Dropped int64
+	// Retries counts the attempts made again after a failed one (each
+	// is among Sent or Failed too).
+	Retries int64
 }
 
 // Stats returns the alerter's counters, and what it holds, as they are at
@@ -260,7 +265,7 @@ func (a *Alerter) Stats() AlerterStats {
 	st := AlerterStats{
 		Sent: a.sent, Mailed: a.mailed, Failed: a.failed,
 		Held:    int64(len(a.held.alerts) + a.sending),
-		GivenUp: a.givenUp, Filtered: a.filtered, Dropped: a.dropped,
+		GivenUp: a.givenUp, Filtered: a.filtered, Dropped: a.dropped, Retries: a.retried,
 	}
 	if !a.retry.at.IsZero() {
 		st.Retrying, st.RetryAt = st.Held, a.retry.at
@@ -307,6 +312,7 @@ type AlerterState struct {
 	Dropped  int64 `json:"dropped"`
 	Filtered int64 `json:"filtered"`
 	GivenUp  int64 `json:"given_up,omitempty"`
+	Retries  int64 `json:"retries,omitempty"`
 	// RetryAttempts failed in a row; the held alerts are tried again at
 	// RetryAt (zero: no mail failed).
 	RetryAttempts int       `json:"retry_attempts,omitempty"`
@@ -411,7 +417,7 @@ func (a *Alerter) State() AlerterState {
 	a.mu.Lock()
 	st := AlerterState{
 		Sent: a.sent, Mailed: a.mailed, Failed: a.failed, Dropped: a.dropped, Filtered: a.filtered,
-		GivenUp: a.givenUp, RetryAttempts: a.retry.attempts, RetryAt: a.retry.at,
+		GivenUp: a.givenUp, Retries: a.retried, RetryAttempts: a.retry.attempts, RetryAt: a.retry.at,
 		Held: slices.Clone(a.held.alerts), First: a.held.first, Urgent: a.held.urgent,
 		SentAt: a.sentAt, GaveUpAt: a.gaveUpAt,
 	}
@@ -434,6 +440,7 @@ func (a *Alerter) State() AlerterState {
 func (a *Alerter) Restore(st AlerterState) {
 	a.mu.Lock()
 	a.sent, a.mailed, a.failed, a.dropped, a.filtered, a.givenUp = st.Sent, st.Mailed, st.Failed, st.Dropped, st.Filtered, st.GivenUp
+	a.retried = st.Retries
 	alerts := st.Held
 	if over := len(alerts) - maxPending; over > 0 {
 		a.dropped += int64(over)
@@ -565,6 +572,9 @@ func (a *Alerter) Run(ctx context.Context) {
 			mail, was, gaveUpAt := a.held.alerts, a.held, a.gaveUpAt
 			if !a.held.urgent.IsZero() {
 				a.gaveUpAt = now
+			}
+			if a.retry.attempts > 0 {
+				a.retried++
 			}
 			a.held = held{}
 			a.sending = len(mail)

@@ -403,8 +403,8 @@ func TestAlertRetriesWithBackoff(t *testing.T) {
 		if got[1]-got[0] != 10*time.Second || got[len(got)-1] < time.Hour {
 			t.Errorf("first retry %s after the failure, last attempt %s after the alert", got[1]-got[0], got[len(got)-1])
 		}
-		if a.Stats().GivenUp != 1 || a.Stats().Retrying != 0 || a.Stats().Sent != 0 || a.Stats().Failed != int64(len(want)) {
-			t.Errorf("given up %d, retrying %d, sent %d, failed %d", a.Stats().GivenUp, a.Stats().Retrying, a.Stats().Sent, a.Stats().Failed)
+		if a.Stats().GivenUp != 1 || a.Stats().Retrying != 0 || a.Stats().Sent != 0 || a.Stats().Failed != int64(len(want)) || a.Stats().Retries != int64(len(want)-1) {
+			t.Errorf("given up %d, retrying %d, sent %d, failed %d, retries %d", a.Stats().GivenUp, a.Stats().Retrying, a.Stats().Sent, a.Stats().Failed, a.Stats().Retries)
 		}
 	})
 }
@@ -428,8 +428,8 @@ func TestAlertRetryCarriesLaterAlerts(t *testing.T) {
 		if len(got) != 1 || !strings.Contains(got[0], "2 restarts of 2 processes") {
 			t.Fatalf("want one mail of both, have %q", got)
 		}
-		if a.Stats().Sent != 1 || a.Stats().Failed != 2 || a.Stats().Retrying != 0 || a.Stats().GivenUp != 0 {
-			t.Errorf("sent %d, failed %d, retrying %d, given up %d", a.Stats().Sent, a.Stats().Failed, a.Stats().Retrying, a.Stats().GivenUp)
+		if st := a.Stats(); st.Sent != 1 || st.Failed != 2 || st.Retrying != 0 || st.GivenUp != 0 || st.Retries != 2 {
+			t.Errorf("sent %d, failed %d, retrying %d, given up %d, retries %d", st.Sent, st.Failed, st.Retrying, st.GivenUp, st.Retries)
 		}
 	})
 }
