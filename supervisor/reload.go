@@ -3,6 +3,7 @@ package supervisor
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"reflect"
@@ -108,6 +109,9 @@ func (s *Supervisor) loadOptions() config.LoadOptions {
 //
 // It reports its plan, each step and the nginx update to progress (nil:
 // nobody watches) as they happen.
+//
+// A reload that ran (it took its turn) is counted by outcome, with how
+// long it took from then, for the metrics.
 func (s *Supervisor) Reload(ctx context.Context, dryRun bool, progress *api.Progress) (*api.ReloadPlan, error) {
 	file := s.config().File
 	if dryRun {
@@ -118,6 +122,32 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool, progress *api.Prog
 		plans, notes := s.plan(next)
 		return report(file, true, plans, notes), nil
 	}
+	var began time.Time
+	rp, err := s.reload(ctx, file, progress, &began)
+	if !began.IsZero() {
+		var invalid *ConfigInvalidError
+		outcome := reloadOK
+		switch {
+		case errors.As(err, &invalid):
+			outcome = reloadInvalid
+		case err != nil:
+			outcome = reloadFailed
+		default:
+			for _, r := range rp.Results {
+				if !r.OK {
+					outcome = reloadFailed
+				}
+			}
+		}
+		now := time.Now()
+		s.counters.reload(outcome, now.Sub(began), now)
+	}
+	return rp, err
+}
+
+// reload is Reload but for a dry run; it sets began once the reload's
+// turn came.
+func (s *Supervisor) reload(ctx context.Context, file string, progress *api.Progress, began *time.Time) (*api.ReloadPlan, error) {
 	s.reloadsWaiting.Add(1)
 	var err error
 	select {
@@ -131,6 +161,7 @@ func (s *Supervisor) Reload(ctx context.Context, dryRun bool, progress *api.Prog
 	if err != nil {
 		return nil, err
 	}
+	*began = time.Now()
 	// Let go once this reload's removals are done (see apply), or when it
 	// ends, however it ends.
 	unlockReload := sync.OnceFunc(func() { <-s.reloading })

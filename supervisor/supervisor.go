@@ -99,6 +99,9 @@ type Supervisor struct {
 	changed   chan struct{} // a process changed state (for sd_notify)
 	// stats samples the processes' CPU and RSS for status.
 	stats *procstat.Sampler
+	// counters are what the metrics show that no part keeps across a
+	// reload (see counters.go).
+	counters *counters
 
 	// decide is held while an operation resolves what it touches and
 	// reserves its places in the program lanes, and while a reload plans:
@@ -215,7 +218,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		reloadKick: make(chan struct{}, 1), watchReset: make(chan struct{}, 1), watching: make(chan struct{}), changed: make(chan struct{}, 1),
 		down: map[string]bool{}, stopMemmon: func() {}, pending: map[*procgroup.Process]*procgroup.ProcSpec{},
 		oldSpec: map[*procgroup.Process]map[*lease]bool{},
-		stats:   procstat.New(),
+		stats:   procstat.New(), counters: newCounters(),
 	}
 	s.http = newHTTPListener(s)
 	return s
@@ -333,6 +336,14 @@ func (s *Supervisor) run(ctx context.Context) error {
 			s.up.upgrades, s.up.rescues, s.up.upgradedAt, s.up.from = h.Upgrades, h.Rescues, h.UpgradedAt, h.From
 			s.lastReload = h.Reload
 			s.watchdogMissed.Store(h.WatchdogMissed)
+			switch {
+			case h.Counters != nil:
+				s.counters.restore(h.Counters)
+			case h.Memmon != nil:
+				// From an image that kept no counters: memmon's
+				// restarts at least go on.
+				s.counters.memmon.Restarts.Store(h.Memmon.Restarts)
+			}
 			if dl := h.DaemonLog; dl != nil && s.opts.DaemonLog != nil {
 				s.opts.DaemonLog.Restore(dl.Records, dl.Overwritten, dl.OverwrittenBytes)
 			}
@@ -699,6 +710,7 @@ func (s *Supervisor) startMemmonFrom(cfg *config.Config, prev <-chan struct{}, w
 	}
 	watchdog := memmon.New(*cfg.Memmon, memmonHost{s}, alerter, "/proc", s.log)
 	watchdog.Guard = s.guard
+	watchdog.Tally = &s.counters.memmon
 	if !cfg.Memmon.Cumulative {
 		watchdog.ReadRSS = s.memmonRSS
 	}
@@ -787,6 +799,7 @@ func (s *Supervisor) newNginx(settings nginx.Settings) *nginx.Manager {
 func (s *Supervisor) newNginxFrom(settings nginx.Settings, st *nginx.State) *nginx.Manager {
 	m := nginx.New(settings, s.rp, s.log)
 	m.Guard = s.guard
+	m.Tally = &s.counters.nginx
 	if st != nil {
 		m.Restore(*st)
 	}

@@ -376,6 +376,7 @@ func (s *Supervisor) baseDoc(binary, reason string) *handover.Doc {
 	cfg := s.config()
 	s.up.mu.Lock()
 	defer s.up.mu.Unlock()
+	counters := s.counters.handover(s.up.failures)
 	s.mu.RLock()
 	last := s.lastReload
 	s.mu.RUnlock()
@@ -386,6 +387,7 @@ func (s *Supervisor) baseDoc(binary, reason string) *handover.Doc {
 		Config:         handover.Config{File: cfg.File, Files: cfg.Files, Sources: cfg.Sources, Insecure: s.opts.InsecureConfig},
 		Reload:         last,
 		WatchdogMissed: s.watchdogMissed.Load(),
+		Counters:       counters,
 	}
 }
 

@@ -101,6 +101,34 @@ type Doc struct {
 	// --daemon`), for the next image to keep (nil: none). An image that
 	// does not know it starts with an empty one.
 	DaemonLog *DaemonLog `json:"daemon_log,omitempty"`
+	// Counters continues the counters the daemon's metrics show that no
+	// part's state above carries (nil: an image that kept none).
+	Counters *Counters `json:"counters,omitempty"`
+}
+
+// Counters are the daemon's counters for its metrics: memmon's and
+// nginx's, kept across the reloads that replace those parts, the reloads
+// by outcome and their durations, and the upgrades that failed.
+type Counters struct {
+	Memmon memmon.TallyCounts `json:"memmon"`
+	Nginx  nginx.Counts       `json:"nginx"`
+	// Reloads counts the reloads by outcome (ok, invalid, failed).
+	Reloads map[string]int64 `json:"reloads,omitempty"`
+	// ReloadSeconds is the histogram of the reloads' durations.
+	ReloadSeconds Histogram `json:"reload_seconds"`
+	// LastReloadSuccess is when the configuration last loaded fine (the
+	// daemon's first start, or a reload).
+	LastReloadSuccess time.Time `json:"last_reload_success,omitzero"`
+	UpgradeFailures   int       `json:"upgrade_failures,omitempty"`
+}
+
+// Histogram is a histogram of observations: Counts[i] counts those not
+// above Bounds[i] and above the bound before (the last, those above every
+// bound).
+type Histogram struct {
+	Bounds []float64 `json:"bounds"`
+	Counts []uint64  `json:"counts"`
+	Sum    float64   `json:"sum"`
 }
 
 // DaemonLogBytes bounds the daemon's log handed over: the newest records
