@@ -98,6 +98,13 @@ type Sample struct {
 	// (and lists of threads) over their bound, whose pids past it (and
 	// their descendants) are left out too, unknown in number.
 	Untracked, Cut int
+	// CPU is the CPU time it has used since it started (its threads',
+	// live and ended), when CPUOK: its clock could be read.
+	CPU   time.Duration
+	CPUOK bool
+	// FDs is how many files it has open, when FDsOK (SampleFDs only).
+	FDs   int
+	FDsOK bool
 }
 
 // point is a process's CPU time at a moment.
@@ -187,13 +194,24 @@ func ticks(t uint64) time.Duration {
 // caller owns: the files of processes not listed are closed, and their
 // CPU baselines forgotten.
 func (s *Sampler) Sample(ts []Target) []Sample {
+	return s.sampleAll(ts, false)
+}
+
+// SampleFDs is Sample, and counts each process's open files too (see
+// Sample.FDs): a stat of its /proc/PID/fd, whose size is that count since
+// Linux 6.2 (a read of the directory before).
+func (s *Sampler) SampleFDs(ts []Target) []Sample {
+	return s.sampleAll(ts, true)
+}
+
+func (s *Sampler) sampleAll(ts []Target, fds bool) []Sample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
 	out := make([]Sample, len(ts))
 	for i, t := range ts {
 		if t.Pid > 0 && t.Start > 0 {
-			out[i] = s.sample(t)
+			out[i] = s.sample(t, fds)
 		}
 	}
 	s.dropUnseen()
@@ -316,12 +334,18 @@ func (s *Sampler) read(t Target) (*proc, reading) {
 	return p, r
 }
 
-func (s *Sampler) sample(t Target) Sample {
+func (s *Sampler) sample(t Target, fds bool) Sample {
+	n, fdsOK := 0, false
+	if fds {
+		// Before the bound file is read: if that read succeeds, the pid
+		// still named the process when its files were counted.
+		n, fdsOK = s.countFDs(t.Pid)
+	}
 	p, r := s.read(t)
 	if p == nil {
 		return Sample{}
 	}
-	out := Sample{OK: true, RSS: r.rss}
+	out := Sample{OK: true, RSS: r.rss, CPU: r.cpu, CPUOK: r.cpuOK, FDs: n, FDsOK: fdsOK}
 	// From the older of the last two samples: at least MinWindow long,
 	// unless the process is younger than that, which has no figure yet.
 	if dt := r.at - p.old.at; r.cpuOK && dt >= MinWindow && r.cpu >= p.old.cpu {
@@ -344,6 +368,45 @@ func (s *Sampler) sample(t Target) Sample {
 	}
 	out.Untracked, out.Cut = p.lost, p.cut
 	return out
+}
+
+// countFDs counts the open files of pid: the size of its /proc/PID/fd
+// (Linux 6.2 on), or else the entries of that directory, read through
+// s.cbuf. false: it cannot be read (gone, or not ours to look at).
+func (s *Sampler) countFDs(pid int) (int, bool) {
+	dir := s.root + "/" + strconv.Itoa(pid) + "/fd"
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return 0, false
+	}
+	if st.Size > 0 {
+		return int(st.Size), true
+	}
+	return s.readFDs(dir)
+}
+
+// readFDs counts the entries of dir, a /proc/PID/fd, through s.cbuf.
+func (s *Sampler) readFDs(dir string) (int, bool) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, false
+	}
+	defer unix.Close(fd)
+	n := 0
+	for {
+		k, err := unix.Getdents(fd, s.cbuf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return 0, false
+		}
+		if k <= 0 {
+			return n, true
+		}
+		_, count, _ := unix.ParseDirent(s.cbuf[:k], -1, nil)
+		n += count
+	}
 }
 
 // nextLook is when the next look for pid's descendants falls due after

@@ -747,3 +747,45 @@ func TestSampleRefusesWhatIsNotOurChild(t *testing.T) {
 		t.Errorf("%d files open for processes refused", n)
 	}
 }
+
+// SampleFDs counts a real child's open files, as its /proc/PID/fd lists
+// them, both by the directory's size (Linux 6.2 on) and by reading it
+// (before); Sample does not count them.
+func TestSampleFDsRealProcess(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "exec 7</dev/null 8</dev/null 9</dev/null; echo started; exec sleep 1000")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killGroup(t, cmd) })
+	if _, err := out.Read(make([]byte, 8)); err != nil {
+		t.Fatal(err)
+	}
+	s := New()
+	defer s.Close()
+	pid := cmd.Process.Pid
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := len(entries) // 0, 1, 2, 7, 8, 9 (maybe more the shell left)
+	if want < 6 {
+		t.Fatalf("%s lists %d files, want at least 6", dir, want)
+	}
+	st, _ := s.stat(pid)
+	got := s.SampleFDs([]Target{{pid, st.Start}})[0]
+	if !got.OK || !got.FDsOK || got.FDs != want {
+		t.Errorf("SampleFDs: %+v, want %d files", got, want)
+	}
+	if n, ok := s.readFDs(dir); !ok || n != want {
+		t.Errorf("reading %s: %d files (%v), want %d", dir, n, ok, want)
+	}
+	if got := s.Sample([]Target{{pid, st.Start}})[0]; got.FDsOK || !got.CPUOK {
+		t.Errorf("Sample: %+v, want no file count, a CPU time", got)
+	}
+}
