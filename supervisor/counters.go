@@ -120,3 +120,11 @@ func (c *counters) restore(h *handover.Counters) {
 	c.lastReloadOK = h.LastReloadSuccess
 	c.upgradeFailures = h.UpgradeFailures
 }
+
+// upgradeFailuresBefore counts the upgrades that failed in the images
+// before this one.
+func (c *counters) upgradeFailuresBefore() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.upgradeFailures
+}
