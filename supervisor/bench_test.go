@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -330,6 +331,66 @@ func BenchmarkStatusPage500(b *testing.B) {
 					b.Fatalf("%s: %d", path, w.Code)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkScrape500 is one whole GET /metrics (read to its end) through
+// the [http] listener's unix socket, with 500 children running: the
+// status and figures of every one (a pass of the status sampler, open
+// files counted) and the daemon's own metrics. identity: the text as is;
+// gzip: compressed, as Prometheus asks for it.
+func BenchmarkScrape500(b *testing.B) {
+	dir, err := os.MkdirTemp("", "gsb")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "http.sock")
+	body := fmt.Sprintf(`[supervisor]
+socket = "gosup.sock"
+logdir = "log"
+[program.sl]
+command = %q
+numprocs = 500
+process_name = "sl_%%(process_num)d"
+startsecs = 0
+[http]
+listen = %q
+`, sleeper(b), sock)
+	s, _, stop := runBenchDaemon(b, dir, body)
+	defer stop()
+	for !allRunning(s) {
+		time.Sleep(time.Millisecond)
+	}
+	for _, gzip := range []bool{false, true} {
+		name := "identity"
+		if gzip {
+			name = "gzip"
+		}
+		b.Run(name, func(b *testing.B) {
+			cl := socketHTTPClient(sock)
+			cl.Transport.(*http.Transport).DisableCompression = true
+			req, err := http.NewRequest("GET", "http://gosup/metrics", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if gzip {
+				req.Header.Set("Accept-Encoding", "gzip")
+			}
+			var n int64
+			for b.Loop() {
+				resp, err := cl.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK {
+					b.Fatalf("GET /metrics: %v %v", resp.Status, err)
+				}
+			}
+			b.ReportMetric(float64(n), "bytes/scrape")
 		})
 	}
 }
