@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,6 +238,21 @@ listen = "` + sock + `"
 		t.Logf("hog: %+v\n%s", hog, raw)
 	}
 	promtoolCheck(t, raw)
+
+	// A reload that changes [memmon] replaces the watchdog: its counters
+	// go on.
+	restarts, _ := value(fams, "gosup_memmon_restarts_total")
+	samples, _ := value(fams, "gosup_memmon_samples_total")
+	rewriteConfig(t, file, strings.Replace(body, "samples = 3", "samples = 4", 1))
+	if _, err := cl.Reload(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	fams = families(t, scrape(t, sock))
+	check("gosup_config_reloads_total", 2, "outcome", "ok")
+	check("gosup_config_last_reload_successful", 1)
+	atLeast("gosup_memmon_restarts_total", restarts)
+	atLeast("gosup_memmon_samples_total", samples)
+	check("gosup_process_exits_total", 1, "process", "crash:crash_0", "reason", "killed")
 }
 
 // promtoolCheck runs promtool check metrics on a scrape: Prometheus' own
