@@ -109,7 +109,8 @@ func TestMetricsOfARealDaemon(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "http.sock")
-	body := program("web", "listen", 2, fmt.Sprintf("port_start = %d", port)) +
+	body := program("web", "listen", 1, fmt.Sprintf("port_start = %d", port)) +
+		program("idle", "sleep", 1, "") +
 		program("crash", "sleep", 1, "") +
 		program("hog", "hog 128", 1, "") + `
 [program.once]
@@ -132,7 +133,7 @@ listen = "` + sock + `"
 `
 	file := writeConfig(t, body)
 	cl, _ := startDaemon(t, file)
-	waitAll(t, cl, "RUNNING", "web", "crash")
+	waitAll(t, cl, "RUNNING", "web", "idle", "crash")
 	waitState(t, cl, "once:once", "EXITED")
 	waitState(t, cl, "fails:fails", "EXITED")
 	crash := mustStatus(t, cl, "crash")[0]
@@ -140,7 +141,7 @@ listen = "` + sock + `"
 		t.Fatal(err)
 	}
 	waitNewPid(t, cl, "crash:crash_0", crash.Pid)
-	if _, err := cl.Action(context.Background(), "stop", api.ActionRequest{Patterns: []string{"web:web_1"}}); err != nil {
+	if _, err := cl.Action(context.Background(), "stop", api.ActionRequest{Patterns: []string{"idle"}}); err != nil {
 		t.Fatal(err)
 	}
 	hog := waitStatus(t, cl, "hog:hog_0", "restarted by memmon", func(p api.ProcStatus) bool { return p.MemmonReason != "" && p.State == "RUNNING" })
@@ -199,11 +200,11 @@ listen = "` + sock + `"
 	atLeast("gosup_process_open_fds", 3, web0...)
 	atLeast("gosup_process_cpu_seconds_total", 0, web0...)
 	check("gosup_process_log_dropped_bytes_total", 0, append(web0, "stream", "stderr")...)
-	check("gosup_process_up", 0, "process", "web:web_1", "port", strconv.Itoa(port+1))
-	check("gosup_process_state", 1, "process", "web:web_1", "state", "STOPPED")
-	check("gosup_process_exits_total", 1, "process", "web:web_1", "reason", "stopped")
-	absent("gosup_process_start_time_seconds", "process", "web:web_1")
-	absent("gosup_process_resident_memory_bytes", "process", "web:web_1")
+	check("gosup_process_up", 0, "process", "idle:idle_0", "port", "")
+	check("gosup_process_state", 1, "process", "idle:idle_0", "state", "STOPPED")
+	check("gosup_process_exits_total", 1, "process", "idle:idle_0", "reason", "stopped")
+	absent("gosup_process_start_time_seconds", "process", "idle:idle_0")
+	absent("gosup_process_resident_memory_bytes", "process", "idle:idle_0")
 	check("gosup_process_exits_total", 1, "process", "crash:crash_0", "port", "", "reason", "killed")
 	check("gosup_process_exits_total", 0, "process", "crash:crash_0", "reason", "unexpected")
 	check("gosup_process_restarts_total", 1, "process", "crash:crash_0")
