@@ -23,17 +23,23 @@ func snapshot500() Snapshot {
 }
 
 // BenchmarkHandler500 is one scrape of the handler alone (no daemon, no
-// socket): 500 processes' metrics, encoded as text.
+// socket): 500 processes' metrics, encoded as text; identity, or gzipped
+// as Prometheus asks.
 func BenchmarkHandler500(b *testing.B) {
 	snap := snapshot500()
 	h := NewHandler(func() Snapshot { return snap }, Options{})
-	req := httptest.NewRequest("GET", "/metrics", nil)
-	for b.Loop() {
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, req)
-		if w.Code != http.StatusOK {
-			b.Fatal(w.Code)
-		}
-		io.Copy(io.Discard, w.Body)
+	for _, enc := range []string{"identity", "gzip"} {
+		b.Run(enc, func(b *testing.B) {
+			req := httptest.NewRequest("GET", "/metrics", nil)
+			req.Header.Set("Accept-Encoding", enc)
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req)
+				if w.Code != http.StatusOK {
+					b.Fatal(w.Code)
+				}
+				_, _ = io.Copy(io.Discard, w.Body)
+			}
+		})
 	}
 }
