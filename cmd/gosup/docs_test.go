@@ -41,7 +41,8 @@ package main
 //     without commands: <!-- test: NAME.txtar id=ID --> and a `matchdoc`
 //     line in the script that compares real output with it.
 //
-//   - ```logrotate (or another configuration a script feeds to its tool):
+//   - ```logrotate, ```yaml (a configuration a script feeds to its tool:
+//     logrotate's, Prometheus'):
 //     <!-- test: NAME.txtar id=ID --> and a `docblock ... ID FILE` line in
 //     the script that writes the block to FILE for the script to run.
 //
@@ -447,14 +448,14 @@ func checkDocBlocks(root string, blocks []docBlock, tmp string) []string {
 			if tg := target(b); tg != nil {
 				errs = append(errs, needID(b, tg, "matchdoc")...)
 			}
-		case "logrotate":
+		case "logrotate", "yaml":
 			if tg := target(b); tg != nil {
 				errs = append(errs, needID(b, tg, "docblock")...)
 			}
 		case "":
 			errorf("%s: a fenced block needs an info string saying what it is (toml, sh, console, text, ...; see docs_test.go)", b.where())
 		default:
-			errorf("%s: ```%s: unknown kind of block; docs_test.go knows toml, sh, console, text, nginx, logrotate", b.where(), b.kind)
+			errorf("%s: ```%s: unknown kind of block; docs_test.go knows toml, sh, console, text, nginx, logrotate, yaml", b.where(), b.kind)
 		}
 	}
 	return errs
@@ -1134,6 +1135,8 @@ func TestDocsHarness(t *testing.T) {
 			{"<!-- test: x.txtar -->\n" + fence + "console\n$ gosup ctl reload\nweb changed\n" + fence, "needs an id"},
 			{"<!-- test: x.txtar id=other -->\n" + fence + "text\nweb changed\n" + fence, "nothing compares this block"},
 			{"<!-- test: x.txtar id=plan -->\n" + fence + "logrotate\n/var/log/x {\n}\n" + fence, "no `docblock ... plan` line"},
+			{"<!-- test: x.txtar id=plan -->\n" + fence + "yaml\nscrape_configs: []\n" + fence, "no `docblock ... plan` line"},
+			{fence + "yaml\nscrape_configs: []\n" + fence, "needs <!-- test: FILE -->"},
 			{fence + "\nsome text\n" + fence, "needs an info string"},
 			{fence + "bash\ngosup ctl reload\n" + fence, "unknown kind of block"},
 			{"<!-- test: x.txtar id=plan -->\n" + fence + "text\nweb changed\n" + fence + "\n<!-- test: x.txtar id=plan -->\n" + fence + "text\nweb changed\n" + fence, "id=plan is also"},

@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -231,21 +230,48 @@ func cmdPromquery(ts *testscript.TestScript, neg bool, args []string) {
 	for _, s := range res {
 		fmt.Fprintf(&b, "\n  %s", s)
 	}
-	ts.Fatalf("promquery: %s still empty after %s (last error: %v); %s is:%s (%v)", args[0], wait, lastErr, shown, b.String(), err)
+	ts.Fatalf("promquery: %s still empty after %s (last error: %v); %s is:%s (%v)\nPrometheus' targets:%s", args[0], wait, lastErr, shown, b.String(), err, promTargets(ts))
 }
 
-// cmdPromrules waits (up to 60s) until Prometheus has loaded N rules and
-// evaluated each of them at least once, and fails at once if one of them
-// fails to evaluate on the real series (a rule's health "err": a
-// many-to-many match, a bad label...).
+// promTargets says how Prometheus' scrapes went: each target's URL,
+// health and last error, one a line.
+func promTargets(ts *testscript.TestScript) string {
+	data, err := promGet(ts, "/api/v1/targets", nil)
+	if err != nil {
+		return " " + err.Error()
+	}
+	var v struct {
+		ActiveTargets []struct {
+			ScrapeURL string `json:"scrapeUrl"`
+			Health    string `json:"health"`
+			LastError string `json:"lastError"`
+		} `json:"activeTargets"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return " " + err.Error()
+	}
+	var b strings.Builder
+	for _, t := range v.ActiveTargets {
+		fmt.Fprintf(&b, "\n  %s %s %s", t.ScrapeURL, t.Health, t.LastError)
+	}
+	return b.String()
+}
+
+// cmdPromrules waits (up to 60s) until Prometheus has loaded the rules of
+// FILE (as many as FILE has `- alert:` and `- record:` lines) and evaluated
+// each of them at least once, and fails at once if one of them fails to
+// evaluate on the real series (a rule's health "err": a many-to-many
+// match, a bad label...).
 //
-//	promrules N
+//	promrules FILE
 func cmdPromrules(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
-		ts.Fatalf("usage: promrules N")
+		ts.Fatalf("usage: promrules FILE")
 	}
-	want, err := strconv.Atoi(args[0])
-	ts.Check(err)
+	want := len(regexp.MustCompile(`(?m)^\s*- (alert|record): `).FindAllString(ts.ReadFile(args[0]), -1))
+	if want == 0 {
+		ts.Fatalf("promrules: no rules in %s", args[0])
+	}
 	var have string
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		data, err := promGet(ts, "/api/v1/rules", nil)
