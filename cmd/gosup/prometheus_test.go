@@ -340,17 +340,42 @@ func cmdCrash(ts *testscript.TestScript, neg bool, args []string) {
 // has: a family (# TYPE) or a sample's name (a histogram's _bucket). A
 // FILE is a Grafana dashboard (.json: also checked to be one, see
 // checkDashboard) or Prometheus rules (.yml: every expr). up is allowed in
-// rules: Prometheus makes it for every target.
+// rules: Prometheus makes it for every target. -absent NAME allows a
+// family that has no series in METRICS (one that appears only once
+// something happened), and fails if it has some: the exception is not
+// needed. With -all, the FILEs together also use every gosup_ family that
+// METRICS has.
 //
-//	usesmetrics METRICS FILE...
+//	usesmetrics [-absent NAME]... [-all] METRICS FILE...
 func cmdUsesmetrics(ts *testscript.TestScript, neg bool, args []string) {
+	var absent []string
+	all := false
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		switch {
+		case args[0] == "-absent" && len(args) > 1:
+			absent = append(absent, args[1])
+			args = args[2:]
+		case args[0] == "-all":
+			all = true
+			args = args[1:]
+		default:
+			ts.Fatalf("usesmetrics: unknown flag %s", args[0])
+		}
+	}
 	if neg || len(args) < 2 {
-		ts.Fatalf("usage: usesmetrics METRICS FILE...")
+		ts.Fatalf("usage: usesmetrics [-absent NAME]... [-all] METRICS FILE...")
 	}
 	exported := exportedMetrics(ts.ReadFile(args[0]))
 	if len(exported) == 0 {
 		ts.Fatalf("usesmetrics: %s has no metrics", args[0])
 	}
+	for _, a := range absent {
+		if exported[a] {
+			ts.Fatalf("usesmetrics: %s has %s: drop -absent %s", args[0], a, a)
+		}
+		exported[a] = true
+	}
+	used := map[string]bool{}
 	for _, f := range args[1:] {
 		data, err := os.ReadFile(ts.MkAbs(f))
 		ts.Check(err)
@@ -367,9 +392,10 @@ func cmdUsesmetrics(ts *testscript.TestScript, neg bool, args []string) {
 			ts.Fatalf("usesmetrics: %s: %v", f, err)
 		}
 		var missing []string
-		used := map[string]bool{}
+		n := 0
 		for _, e := range exprs {
 			for _, name := range promMetricNames(e) {
+				n++
 				used[name] = true
 				if !exported[name] && !(name == "up" && filepath.Ext(f) != ".json") && !slices.Contains(missing, name) {
 					missing = append(missing, name)
@@ -379,7 +405,20 @@ func cmdUsesmetrics(ts *testscript.TestScript, neg bool, args []string) {
 		if len(missing) > 0 {
 			ts.Fatalf("usesmetrics: %s uses metrics that %s does not have: %s", f, args[0], strings.Join(missing, ", "))
 		}
-		ts.Logf("usesmetrics: %s: %d queries, %d metrics, all exported", f, len(exprs), len(used))
+		ts.Logf("usesmetrics: %s: %d queries, all their metrics exported", f, len(exprs))
+	}
+	if all {
+		var unused []string
+		for name := range exported {
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+			if strings.HasPrefix(name, "gosup_") && !used[name] && !used[base] && !used[base+"_bucket"] && !used[base+"_sum"] && !used[base+"_count"] {
+				unused = append(unused, name)
+			}
+		}
+		if len(unused) > 0 {
+			slices.Sort(unused)
+			ts.Fatalf("usesmetrics -all: %s has metrics that %v do not use: %s", args[0], args[1:], strings.Join(unused, ", "))
+		}
 	}
 }
 
