@@ -204,7 +204,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// snapshot is the Source's state, read at most once per MinInterval.
+// snapshot is the Source's state, read at most once per MinInterval,
+// counted from the end of the last read: a read slower than MinInterval
+// (many processes, a loaded machine) is shared by the requests that
+// waited for it, not followed at once by another, and another.
 func (h *handler) snapshot() *snapshot {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -212,7 +215,8 @@ func (h *handler) snapshot() *snapshot {
 	if h.last != nil && now.Sub(h.at) < MinInterval && now.Sub(h.at) >= 0 {
 		return h.last
 	}
-	h.last, h.at = &snapshot{st: build(h.src(), now)}, now
+	h.last = &snapshot{st: build(h.src(), now)}
+	h.at = h.now()
 	return h.last
 }
 

@@ -309,3 +309,46 @@ func BenchmarkPage500(b *testing.B) {
 		})
 	}
 }
+
+// A read of the daemon that takes longer than MinInterval (1,000
+// processes on a loaded machine) does not make the next request read
+// again at once: the interval counts from the end of the read, else the
+// clients waiting for it would each start another, back to back.
+func TestSlowReadIsShared(t *testing.T) {
+	var reads atomic.Int64
+	var mu sync.Mutex
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	h := New(func() Input {
+		reads.Add(1)
+		mu.Lock()
+		now = now.Add(2 * MinInterval) // the read takes two intervals
+		mu.Unlock()
+		return hostile()
+	}).(*handler)
+	h.now = clock
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for range 3 { // clients that waited for the first read
+		resp, err := srv.Client().Get(srv.URL + "/status.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if n := reads.Load(); n != 1 {
+		t.Errorf("3 requests right after a slow read read the daemon %d times, want 1", n)
+	}
+	var st Status
+	resp, err := srv.Client().Get(srv.URL + "/status.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if want := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC); !st.Time.Equal(want) {
+		t.Errorf("status.json's time %v, want when the read started, %v", st.Time, want)
+	}
+}
