@@ -32,7 +32,15 @@ func startChromium(t *testing.T) context.Context {
 	args := []string{bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--user-data-dir=" + profile, "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank"}
-	attr := &os.ProcAttr{Env: os.Environ(), Files: []*os.File{nil, logf, logf}, Sys: &syscall.SysProcAttr{Setpgid: true}}
+	// The browser's clock is in a time zone of its own, not the daemon's:
+	// the page must say times in the daemon's zone, as gosup ctl status
+	// does, whoever looks at it from wherever.
+	env := append(os.Environ(), "TZ="+otherZone())
+	// Pdeathsig: a test binary killed (go test's -timeout) runs no
+	// cleanup; the browser dies with it. testReaper forks on its one
+	// locked thread, which lives as long as the test binary.
+	attr := &os.ProcAttr{Env: env, Files: []*os.File{nil, logf, logf},
+		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}}
 	proc, exitC, err := testReaper.Start(func() (*os.Process, error) { return os.StartProcess(bin, args, attr) })
 	if err != nil {
 		t.Fatalf("starting chromium: %v", err)
@@ -43,6 +51,15 @@ func startChromium(t *testing.T) context.Context {
 		case <-exitC:
 		case <-time.After(30 * time.Second):
 			t.Errorf("chromium (pid %d) did not exit within 30s of SIGKILL", proc.Pid)
+		}
+		// Its zygote and renderers, orphaned, are re-parented to this
+		// test binary (a child subreaper) and reaped by testReaper: wait
+		// until none of the group is left, not even a zombie.
+		for deadline := time.Now().Add(30 * time.Second); syscall.Kill(-proc.Pid, 0) == nil; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Errorf("chromium's process group %d still has processes 30s after SIGKILL", proc.Pid)
+				break
+			}
 		}
 		if t.Failed() {
 			if b, err := os.ReadFile(logf.Name()); err == nil {
@@ -85,4 +102,17 @@ func newTab(t *testing.T, browser context.Context) context.Context {
 		t.Fatalf("opening a tab: %v", err)
 	}
 	return ctx
+}
+
+// otherZone is a time zone whose offset now differs from the local one's.
+func otherZone() string {
+	_, local := time.Now().Zone()
+	for _, z := range []string{"Asia/Kolkata", "America/New_York"} {
+		if loc, err := time.LoadLocation(z); err == nil {
+			if _, off := time.Now().In(loc).Zone(); off != local {
+				return z
+			}
+		}
+	}
+	return "Asia/Kolkata"
 }

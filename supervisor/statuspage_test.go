@@ -25,6 +25,7 @@ type pageRow struct {
 // page's refresh line.
 const readRows = `({
 	live: document.getElementById("live").textContent,
+	asof: document.getElementById("asof").textContent,
 	updates: document.body.getAttribute("data-updates") || "",
 	rows: Array.from(document.querySelectorAll("#procs tr.proc")).map(tr => ({
 		name: tr.getAttribute("data-name"), class: tr.className,
@@ -33,6 +34,7 @@ const readRows = `({
 
 type pageDOM struct {
 	Live    string    `json:"live"`
+	AsOf    string    `json:"asof"`
 	Updates string    `json:"updates"`
 	Rows    []pageRow `json:"rows"`
 }
@@ -125,6 +127,7 @@ startsecs = 0
 		t.Errorf("with JavaScript off the page's script ran: live %q, updates %q", dom.Live, dom.Updates)
 	}
 	wantRows(t, dom, mustStatus(t, cl))
+	wantAsOf(t, dom.AsOf)
 	// On a phone's width the table is cards: one grid a process, and
 	// nothing wider than the screen.
 	if err := chromedp.Do(static, chromedp.EmulateViewport(400, 800, chromedp.EmulateScale(2), chromedp.EmulateMobile)); err != nil {
@@ -177,6 +180,7 @@ startsecs = 0
 		t.Errorf("refresh line: %q", dom.Live)
 	}
 	wantRows(t, dom, mustStatus(t, cl))
+	wantAsOf(t, dom.AsOf)
 
 	const victim = "web:web_1"
 	if _, err := cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{victim}}); err != nil {
@@ -262,5 +266,22 @@ func waitHTTPListening(t *testing.T, cl *api.Client) {
 			t.Fatalf("the HTTP listener does not listen within 30s: %+v", info.HTTP)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// wantAsOf checks the page's "as of" is now in the daemon's time zone (the
+// zone of the times in INFO), named, whatever the browser's zone.
+func wantAsOf(t *testing.T, asof string) {
+	t.Helper()
+	now := time.Now()
+	zone := now.Format("MST")
+	clock, ok := strings.CutSuffix(asof, " "+zone)
+	if !ok {
+		t.Errorf("as of %q: want the daemon's time zone, %s, named", asof, zone)
+		return
+	}
+	at, err := time.ParseInLocation(time.DateTime, clock, time.Local)
+	if err != nil || at.Sub(now).Abs() > 5*time.Minute {
+		t.Errorf("as of %q: not the daemon's time now, %s (%v)", asof, now.Format(time.DateTime), err)
 	}
 }

@@ -40,20 +40,13 @@
     });
     return tr;
   }
-  function pad(n) { return (n < 10 ? "0" : "") + n; }
-  function localTime(iso) {
-    var d = new Date(iso);
-    if (isNaN(d)) return iso;
-    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
-      pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
-  }
   function render(st) {
     var d = st.daemon;
     setText("host", d.host);
     setText("version", (d.version || "unknown") + (d.revision ? " (" + d.revision + ")" : ""));
     setText("dstate", d.state + ", pid " + d.pid);
     setText("duptime", st.uptime);
-    setText("asof", localTime(st.time));
+    setText("asof", st.as_of); // the daemon's zone, as the times in INFO
     setText("summary", st.summary);
     var ul = document.getElementById("warnings");
     ul.replaceChildren.apply(ul, st.warnings.map(function (w) { return el("li", "", w); }));

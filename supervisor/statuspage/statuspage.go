@@ -56,8 +56,11 @@ type Daemon struct {
 // gosup ctl status --json has it, each with its figures formatted as the
 // status table shows them (Show).
 type Status struct {
-	// Time is when the daemon was read.
+	// Time is when the daemon was read; AsOf is that time as the page
+	// says it: in the daemon's time zone (that of the times in INFO, as
+	// gosup ctl status has them), named, whatever the browser's zone.
 	Time     time.Time      `json:"time"`
+	AsOf     string         `json:"as_of"`
 	Daemon   Daemon         `json:"daemon"`
 	Uptime   string         `json:"uptime"` // the daemon's, formatted
 	Summary  string         `json:"summary"`
@@ -224,7 +227,7 @@ func (h *handler) snapshot() *snapshot {
 // counts by state.
 func build(in Input, now time.Time) *Status {
 	st := &Status{
-		Time: now, Daemon: in.Daemon, Warnings: in.Warnings, States: map[string]int{},
+		Time: now, AsOf: now.Format(asOfLayout), Daemon: in.Daemon, Warnings: in.Warnings, States: map[string]int{},
 		Uptime:    api.FormatUptime(time.Duration(in.Daemon.UptimeS * float64(time.Second))),
 		Processes: make([]Process, len(in.Processes)),
 	}
@@ -238,6 +241,10 @@ func build(in Input, now time.Time) *Status {
 	st.Summary = summary(len(in.Processes), st.States)
 	return st
 }
+
+// asOfLayout is Status.AsOf's: the status table's (time.DateTime) and the
+// zone.
+const asOfLayout = time.DateTime + " MST"
 
 // showOf is p's columns on the page: as gosup ctl status has them, and
 // for a process running again after an exit, with nothing else to say,

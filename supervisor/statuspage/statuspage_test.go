@@ -351,4 +351,10 @@ func TestSlowReadIsShared(t *testing.T) {
 	if want := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC); !st.Time.Equal(want) {
 		t.Errorf("status.json's time %v, want when the read started, %v", st.Time, want)
 	}
+	if want := "2026-11-30 12:00:00 UTC"; st.AsOf != want { // the page says it so
+		t.Errorf("status.json's as_of %q, want %q", st.AsOf, want)
+	}
+	if page := readBody(t, get(t, h, "GET", "/")); !strings.Contains(page, `<dd id="asof">2026-11-30 12:00:00 UTC</dd>`) {
+		t.Errorf("the page's as of is not status.json's as_of:\n%s", page)
+	}
 }
