@@ -182,6 +182,35 @@ startsecs = 0
 	wantRows(t, dom, mustStatus(t, cl))
 	wantAsOf(t, dom.AsOf)
 
+	// A refresh changes only what changed: an operator's selection (a
+	// name, an error in INFO, to copy) and the rows' elements stay.
+	const selectName = `(() => {
+		const tr = document.querySelector('#procs tr.proc[data-name="worker:worker_2"]');
+		tr.gosupTestMark = true;
+		const r = document.createRange();
+		r.selectNodeContents(tr.cells[0]);
+		getSelection().removeAllRanges();
+		getSelection().addRange(r);
+		return getSelection().toString();
+	})()`
+	if sel, err := chromedp.Run(live, chromedp.Evaluate[string](selectName)); err != nil || sel != "worker:worker_2" {
+		t.Fatalf("selecting a name: %q, %v", sel, err)
+	}
+	n, _ := strconv.Atoi(dom.Updates)
+	waitDOM("two more refreshes", func(d pageDOM) bool { u, _ := strconv.Atoi(d.Updates); return u >= n+2 })
+	kept, err := chromedp.Run(live, chromedp.Evaluate[[]string](`[getSelection().toString(),
+		String(document.querySelector('#procs tr.proc[data-name="worker:worker_2"]').gosupTestMark === true)]`))
+	if err != nil || fmt.Sprint(kept) != fmt.Sprint([]string{"worker:worker_2", "true"}) {
+		t.Errorf("after refreshes: selection, same row element = %q (%v), want the name still selected in the same row", kept, err)
+	}
+	// Rows that are not the daemon's processes (as after a reload added
+	// or removed some) are drawn anew.
+	if _, err := chromedp.Run(live, chromedp.Evaluate[bool](`document.querySelector("#procs tr.proc").remove(); true`)); err != nil {
+		t.Fatal(err)
+	}
+	st0 := mustStatus(t, cl)
+	waitDOM("the removed row drawn again", func(d pageDOM) bool { return rowDiffs(d, st0) == nil })
+
 	const victim = "web:web_1"
 	if _, err := cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{victim}}); err != nil {
 		t.Fatal(err)

@@ -49,9 +49,51 @@
     setText("asof", st.as_of); // the daemon's zone, as the times in INFO
     setText("summary", st.summary);
     var ul = document.getElementById("warnings");
-    ul.replaceChildren.apply(ul, st.warnings.map(function (w) { return el("li", "", w); }));
+    var lis = ul.getElementsByTagName("li");
+    var same = lis.length === st.warnings.length && st.warnings.every(function (w, i) { return lis[i].textContent === w; });
+    if (!same) {
+      while (ul.firstChild) ul.removeChild(ul.firstChild);
+      st.warnings.forEach(function (w) { ul.appendChild(el("li", "", w)); });
+    }
+    if (!update(st.processes)) rebuild(st.processes);
+    updates++;
+    document.body.setAttribute("data-updates", String(updates));
+  }
+  // update changes in place what changed in the rows when the page lists
+  // the same processes in the same programs (every refresh but one after
+  // a reload added, removed or moved some): an operator's selection and
+  // the rows' elements stay. It says false, having changed nothing, when
+  // they differ.
+  function update(procs) {
+    var trs = table.querySelectorAll("tr.proc");
+    if (trs.length !== procs.length) return false;
+    var byName = Object.create(null), i;
+    for (i = 0; i < trs.length; i++) byName[trs[i].getAttribute("data-name")] = trs[i];
+    var mine = [];
+    for (i = 0; i < procs.length; i++) {
+      var tr = byName[procs[i].name];
+      if (!tr || tr.parentNode.getAttribute("data-program") !== procs[i].program) return false;
+      mine.push(tr);
+    }
+    procs.forEach(function (p, i) {
+      var tr = mine[i], cls = "proc state-" + String(p.state).toLowerCase();
+      if (tr.className !== cls) tr.className = cls;
+      cols.forEach(function (c, j) {
+        var text = cell(p, c[0]);
+        if (tr.cells[j].textContent !== text) tr.cells[j].textContent = text;
+      });
+    });
+    Array.prototype.forEach.call(table.tBodies, function (tb) {
+      var span = tb.querySelector(".count");
+      var text = tb.querySelectorAll("tr.state-running").length + "/" + tb.querySelectorAll("tr.proc").length + " running";
+      if (span && span.textContent !== text) span.textContent = text;
+    });
+    return true;
+  }
+  // rebuild draws the rows anew.
+  function rebuild(procs) {
     var bodies = [], byProgram = {};
-    st.processes.forEach(function (p) {
+    procs.forEach(function (p) {
       var b = byProgram[p.program];
       if (!b) {
         b = byProgram[p.program] = { tbody: el("tbody", "program"), running: 0, n: 0, count: el("span", "count") };
@@ -73,8 +115,6 @@
       b.count.textContent = b.running + "/" + b.n + " running";
       table.appendChild(b.tbody);
     });
-    updates++;
-    document.body.setAttribute("data-updates", String(updates));
   }
   function status(text, stale) {
     live.textContent = text;
