@@ -292,7 +292,7 @@ func toProcStatus(st procgroup.Status, now time.Time) api.ProcStatus {
 		StdoutDroppedBytes: st.StdoutDropped, StderrDroppedBytes: st.StderrDropped,
 	}
 	if st.ExitDesc != "" {
-		ps.LastExit = st.StoppedAt.Format(time.DateTime) + ", " + st.ExitDesc
+		ps.LastExit, ps.LastExitAt = st.ExitDesc, st.StoppedAt
 	}
 	for _, f := range st.LogFailing {
 		ps.LogFailing = append(ps.LogFailing, api.LogFailure{Stream: f.Stream, Path: f.Path, Since: f.Since, Error: f.Err, DroppedBytes: f.Dropped})

@@ -54,7 +54,8 @@ func rowDiffs(dom pageDOM, st []api.ProcStatus) []string {
 		}
 		c := api.FormatColumns(p)
 		if c.Info == "" && p.Pid > 0 && p.LastExit != "" {
-			c.Info = "last exit " + p.LastExit // the page says what a running process was restarted after
+			// the page says what a running process was restarted after
+			c.Info = "last exit " + p.LastExitAt.Format(time.DateTime) + ", " + p.LastExit
 		}
 		want := []string{p.Name, p.State, c.Pid, c.Port, c.Restarts, c.Info}
 		r := dom.Rows[i]
@@ -236,14 +237,15 @@ startsecs = 0
 	// A crash: the process runs again, and the page says after what.
 	const crashed = "worker:worker_0"
 	before := mustStatus(t, cl, crashed)[0]
+	crashAt := time.Now()
 	if err := syscall.Kill(before.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	after := waitStatus(t, cl, crashed, "restarted", func(p api.ProcStatus) bool {
 		return p.State == "RUNNING" && p.Restarts == before.Restarts+1 && p.Pid != before.Pid
 	})
-	if !strings.Contains(after.LastExit, "SIGKILL") {
-		t.Errorf("%s's last exit: %q, want the SIGKILL", crashed, after.LastExit)
+	if !strings.Contains(after.LastExit, "SIGKILL") || after.LastExitAt.Before(crashAt) || after.LastExitAt.After(time.Now()) {
+		t.Errorf("%s's last exit: %q at %v, want the SIGKILL, after %v", crashed, after.LastExit, after.LastExitAt, crashAt)
 	}
 	st = mustStatus(t, cl)
 	waitDOM("the crash and the restart", func(d pageDOM) bool {

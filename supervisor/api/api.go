@@ -28,12 +28,13 @@ type ProcStatus struct {
 	ExitStatus  *int    `json:"exit_status"`
 	SpawnError  string  `json:"spawn_error"`
 	Description string  `json:"description"`
-	// LastExit is when and how the process's last child exited ("" if
-	// none has): of a process running again, the exit it was restarted
-	// after.
-	LastExit string `json:"last_exit,omitempty"`
-	Stdout   string `json:"stdout_logfile,omitempty"`
-	Stderr   string `json:"stderr_logfile,omitempty"`
+	// LastExit is how the process's last child exited ("" if none has),
+	// at LastExitAt: of a process running again, the exit it was
+	// restarted after.
+	LastExit   string    `json:"last_exit,omitempty"`
+	LastExitAt time.Time `json:"last_exit_at,omitzero"`
+	Stdout     string    `json:"stdout_logfile,omitempty"`
+	Stderr     string    `json:"stderr_logfile,omitempty"`
 	// Sampled says the figures below were read (at each status, whether
 	// or not [memmon] is configured): false when no process runs, or it
 	// could not be read (gone meanwhile). A zombie is sampled, at RSS 0.

@@ -252,7 +252,7 @@ const asOfLayout = time.DateTime + " MST"
 func showOf(p api.ProcStatus) api.Columns {
 	c := api.FormatColumns(p)
 	if c.Info == "" && p.Pid > 0 && p.LastExit != "" {
-		c.Info = "last exit " + p.LastExit
+		c.Info = "last exit " + p.LastExitAt.Format(time.DateTime) + ", " + p.LastExit
 	}
 	return c
 }

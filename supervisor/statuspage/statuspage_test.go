@@ -28,7 +28,7 @@ func hostile() Input {
 		Processes: []api.ProcStatus{
 			{Name: `web:web_0`, Group: "web", Program: "web", Process: "web_0", State: "RUNNING", Pid: 100, Port: 9100, UptimeS: 61, Restarts: 2,
 				Sampled: true, CPUPercent: 12.34, CPUWindowS: 2, RSSBytes: 10 << 20, TreeRSSBytes: 30 << 20,
-				LastExit: "2026-11-30 12:00:00, killed by SIGKILL"},
+				LastExit: "killed by SIGKILL", LastExitAt: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)},
 			{Name: `bad:"><img src=x onerror=alert(1)>`, Group: "bad", Program: `bad</td>`, Process: "p", State: "FATAL", ExitStatus: &exit,
 				Description: `exited too quickly: <script>alert("exit")</script> & 'quotes'`},
 		},
