@@ -7,6 +7,7 @@
   var every = Number(document.body.getAttribute("data-every")) || 2000;
   var live = document.getElementById("live");
   var table = document.getElementById("procs");
+  var wait = Math.max(every * 4, 10000); // for an answer, before saying there is none
   var timer = 0, inflight = false, updates = 0;
   var cols = [["name", "Name"], ["state", "State"], ["pid", "PID"], ["port", "Port"], ["uptime", "Uptime"],
     ["restarts", "Restarts"], ["cpu", "CPU"], ["mem", "Mem"], ["info", "Info"]];
@@ -133,7 +134,7 @@
     }
     inflight = true;
     var ctl = new AbortController();
-    var cut = setTimeout(function () { ctl.abort(); }, Math.max(every * 4, 10000));
+    var cut = setTimeout(function () { ctl.abort(); }, wait);
     fetch("status.json", { cache: "no-store", credentials: "same-origin", signal: ctl.signal })
       .then(function (r) {
         if (!r.ok) throw new Error("HTTP " + r.status);
@@ -144,8 +145,9 @@
         status("live: refreshed every " + every / 1000 + " s", false);
       })
       .catch(function (err) {
-        status("not refreshed since " + document.getElementById("asof").textContent +
-          ": " + (err && err.message ? err.message : err) + " (retrying)", true);
+        var why = err && err.name === "AbortError" ? "no answer in " + wait / 1000 + " s" :
+          err && err.message ? err.message : String(err);
+        status("not refreshed since " + document.getElementById("asof").textContent + ": " + why + " (retrying)", true);
       })
       .then(function () {
         clearTimeout(cut);
@@ -163,6 +165,8 @@
       poll();
     }
   });
-  status("live: refreshed every " + every / 1000 + " s", false);
+  // A page opened in a background tab waits to be shown.
+  if (document.hidden) status("paused while the tab is hidden", false);
+  else status("live: refreshed every " + every / 1000 + " s", false);
   schedule();
 })();

@@ -155,15 +155,22 @@ func (b *body) write(w http.ResponseWriter, r *http.Request, contentType string)
 	w.Write(out)
 }
 
-// acceptsGzip says whether an Accept-Encoding takes gzip ("gzip;q=0"
-// refuses it).
+// acceptsGzip says whether an Accept-Encoding takes gzip: named with a
+// weight above 0 ("gzip;q=0" refuses it; "*" is not taken to name it).
 func acceptsGzip(ae string) bool {
-	for _, part := range strings.Split(ae, ",") {
-		coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-		if strings.EqualFold(strings.TrimSpace(coding), "gzip") {
-			q := strings.ReplaceAll(params, " ", "")
-			return q != "q=0" && q != "q=0.0" && q != "q=0.00" && q != "q=0.000"
+	for part := range strings.SplitSeq(ae, ",") {
+		coding, params, _ := strings.Cut(part, ";")
+		if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+			continue
 		}
+		for param := range strings.SplitSeq(params, ";") {
+			k, v, _ := strings.Cut(param, "=")
+			if strings.EqualFold(strings.TrimSpace(k), "q") {
+				q, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				return err == nil && q > 0
+			}
+		}
+		return true
 	}
 	return false
 }

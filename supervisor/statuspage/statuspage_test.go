@@ -260,6 +260,18 @@ func TestGzip(t *testing.T) {
 	}
 }
 
+func TestAcceptsGzip(t *testing.T) {
+	for ae, want := range map[string]bool{
+		"": false, "gzip": true, "GZIP": true, "gzip, deflate, br": true, "br, gzip;q=0.5": true, "gzip;q=1.0": true,
+		"gzip;q=0": false, "gzip; q=0": false, "gzip;Q=0.000": false, "gzip;q=0.": false, "gzip;q=junk": false,
+		"identity": false, "*": false, "br": false, "x-gzip": false, "gzipx": false,
+	} {
+		if have := acceptsGzip(ae); have != want {
+			t.Errorf("acceptsGzip(%q) = %v, want %v", ae, have, want)
+		}
+	}
+}
+
 func TestSummary(t *testing.T) {
 	for _, tc := range []struct {
 		n      int
