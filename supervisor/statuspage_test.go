@@ -3,8 +3,11 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/statuspage"
 )
 
 // pageRow is one process row of the status page's DOM.
@@ -314,5 +318,81 @@ func wantAsOf(t *testing.T, asof string) {
 	at, err := time.ParseInLocation(time.DateTime, clock, time.Local)
 	if err != nil || at.Sub(now).Abs() > 5*time.Minute {
 		t.Errorf("as of %q: not the daemon's time now, %s (%v)", asof, now.Format(time.DateTime), err)
+	}
+}
+
+// What a config and children's exits put on the page never becomes markup
+// when the page's script writes it (the server's escaping is
+// TestEscapesEverything's): refreshed in place, then drawn anew, the page
+// in a real Chromium has no element but its own, and shows the strings as
+// text. The page is served from a Source standing for the daemon: the
+// strings are ones no config here would pass.
+func TestStatusPageScriptEscapesInChromium(t *testing.T) {
+	const (
+		markup = `<img src=x onerror="window.pwned=1"><b>bold</b>`
+		name   = `evil:"><img src=x>`
+	)
+	var phase atomic.Int64
+	src := func() statuspage.Input {
+		in := statuspage.Input{Daemon: statuspage.Daemon{Host: "h", Pid: 1, Version: "v1", State: "running"}}
+		for i := range 2 {
+			in.Processes = append(in.Processes, api.ProcStatus{Name: fmt.Sprintf("web:web_%d", i), Group: "web", Program: "web",
+				Process: fmt.Sprintf("web_%d", i), State: "FATAL", Description: "exited too quickly"})
+		}
+		if phase.Load() >= 1 { // the same processes: the rows change in place
+			in.Daemon.Host, in.Daemon.Version = "host "+markup, "v "+markup
+			in.Warnings = []string{"warning " + markup}
+			in.Processes[0].Description = "exit " + markup
+		}
+		if phase.Load() >= 2 { // another process: the rows are drawn anew
+			in.Processes = append(in.Processes, api.ProcStatus{Name: name, Group: "evil", Program: `evil</th>` + markup,
+				Process: `"><img src=x>`, State: "BACKOFF", Description: "spawn " + markup})
+		}
+		return in
+	}
+	srv := httptest.NewServer(statuspage.New(src))
+	defer srv.Close()
+	tab := newTab(t, startChromium(t))
+	if err := chromedp.Do(tab, chromedp.Navigate(srv.URL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	type page struct {
+		Foreign int      `json:"foreign"` // elements that are not the page's own
+		Updates string   `json:"updates"`
+		Texts   []string `json:"texts"`
+	}
+	read := `({
+		foreign: document.querySelectorAll("img, b, [onerror], [src]").length,
+		updates: document.body.getAttribute("data-updates") || "",
+		texts: [document.getElementById("host").textContent, document.getElementById("version").textContent,
+			...Array.from(document.querySelectorAll("#warnings li, #procs th, #procs td.name, #procs td.info"), e => e.textContent)],
+	})`
+	for _, p := range []int64{1, 2} {
+		phase.Store(p)
+		var pg page
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			var err error
+			if pg, err = chromedp.Run(tab, chromedp.Evaluate[page](read)); err != nil {
+				t.Fatal(err)
+			}
+			if pg.Foreign != 0 {
+				t.Fatalf("phase %d: the script made %d elements of the strings it wrote: %q", p, pg.Foreign, pg.Texts)
+			}
+			if slices.Contains(pg.Texts, "exit "+markup) && (p == 1 || slices.Contains(pg.Texts, "spawn "+markup)) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("phase %d: the page never showed the new strings within 60s: %+v", p, pg)
+			}
+		}
+		want := []string{"host " + markup, "v " + markup, "warning " + markup}
+		if p == 2 {
+			want = append(want, name, `evil</th>`+markup+" 0/1 running")
+		}
+		for _, w := range want {
+			if !slices.Contains(pg.Texts, w) {
+				t.Errorf("phase %d: no element has the text %q: %q", p, w, pg.Texts)
+			}
+		}
 	}
 }
