@@ -13,24 +13,22 @@ import (
 // /healthz (the whole answer is bounded by the web handler's timeout).
 const healthCheckTimeout = 5 * time.Second
 
-// health is /healthz: the daemon is healthy when it serves (started, not
-// stopping), its loops answer (the checks the systemd watchdog vouches
+// health is /healthz: the daemon is healthy when it is not stopping, its
+// loops answer (the checks the systemd watchdog vouches
 // for: livenessChecks), and every process of an autostart program is
 // RUNNING or deliberately not: stopped by gosup (ctl stop, kept as admin
 // state, or a reload's plan), or exited as expected with no restart due
 // (a one-shot job that is done). Otherwise one reason a line, the daemon's
 // first, then the processes' in ctl status order, each with ctl status's
-// description.
+// description. While the daemon starts, its processes are STARTING (the
+// listener starts once they are spawned), which says it is not ready;
+// while a new image starts after an upgrade, they are RUNNING, adopted:
+// a load balancer sees no blip.
 func (s *Supervisor) health(ctx context.Context) (bool, []string) {
 	select {
 	case <-s.shutdownReq:
 		return false, []string{"gosup is stopping"}
 	default:
-	}
-	select {
-	case <-s.serving:
-	default:
-		return false, []string{"gosup is starting"}
 	}
 	var reasons []string
 	for _, c := range s.livenessChecks(s.config().Supervisor.Socket) {

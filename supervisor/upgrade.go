@@ -414,6 +414,18 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 	undo = append(undo, func() {
 		_ = s.notify.send("READY=1", "STATUS=in-place re-execution failed: "+err.Error())
 	})
+	// The HTTP listener: new connections wait in its backlog for the
+	// next image; the requests in flight are answered first. Before the
+	// control socket pauses: /healthz pings it.
+	httpDoc, resumeHTTP, err := s.http.handover()
+	switch {
+	case err == nil:
+		undo = append(undo, resumeHTTP)
+	case rescue:
+		s.log.Error("the HTTP listener is not handed over; the next image listens afresh", "err", err)
+	default:
+		return err
+	}
 	// The control socket: new connections wait in its backlog for the
 	// next image; the requests in flight are answered first.
 	undo = append(undo, s.sock.stopWatch())
@@ -432,17 +444,6 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 		s.log.Warn("requests still in flight are cut by the upgrade; their clients see an error", "count", n)
 	}
 	dcancel()
-	// The HTTP listener: new connections wait in its backlog for the
-	// next image; the requests in flight are answered first.
-	httpDoc, resumeHTTP, err := s.http.handover()
-	switch {
-	case err == nil:
-		undo = append(undo, resumeHTTP)
-	case rescue:
-		s.log.Error("the HTTP listener is not handed over; the next image listens afresh", "err", err)
-	default:
-		return err
-	}
 	// nginx and memmon.
 	side, err := s.stopSideParts()
 	undo = append(undo, func() { s.startSideParts(side) })

@@ -547,11 +547,25 @@ func newShutdownCmd(g *globalFlags) *cobra.Command {
 	return c
 }
 
+// httpLine is the HTTP listener as ctl info shows it: "listening on
+// 127.0.0.1:9180 (auth none); 12 connections, 0 refused (at most 32 at
+// once)", or why it does not listen.
+func httpLine(h api.HTTPInfo) string {
+	conns := fmt.Sprintf("%d connections, %d refused (at most %d at once)", h.Accepted, h.Refused, h.MaxConnections)
+	switch h.State {
+	case "listening":
+		return fmt.Sprintf("listening on %s (auth %s); %s", h.Listen, h.Auth, conns)
+	case "failed":
+		return fmt.Sprintf("FAILED on %s since %s, %d attempts, retrying: %s; %s", h.Listen, h.ErrorAt.Format(time.DateTime), h.Attempts, h.Error, conns)
+	}
+	return fmt.Sprintf("%s on %s; %s", h.State, h.Listen, conns)
+}
+
 func newInfoCmd(g *globalFlags) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "info",
-		Short: "Show the daemon: pid, config, socket, uptime, memmon and alert counters, last reload, log output dropped, panics recovered",
+		Short: "Show the daemon: pid, config, socket, uptime, memmon and alert counters, last reload, HTTP listener, log output dropped, panics recovered",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := g.client()
@@ -604,6 +618,9 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 			fmt.Fprintf(out, "last reload:     %s\n", last)
 			if n := info.Nginx; n != nil {
 				fmt.Fprintf(out, "nginx:           %s, %s servers in %s\n", nginxState(*n), nginxServers(*n), n.Output)
+			}
+			if h := info.HTTP; h != nil {
+				fmt.Fprintf(out, "http:            %s\n", httpLine(*h))
 			}
 			dropped := "none"
 			if info.LogDroppedBytes > 0 || info.LogsFailing > 0 {

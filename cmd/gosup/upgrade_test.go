@@ -52,6 +52,13 @@ func startUpgradeDaemon(t testing.TB, bin string, n int, env ...string) *upgrade
 // startUpgradeDaemonCmd is startUpgradeDaemon with the children's command.
 func startUpgradeDaemonCmd(t testing.TB, bin, command string, n int, env ...string) *upgradeDaemon {
 	t.Helper()
+	return startUpgradeDaemonConf(t, bin, command, n, "", env...)
+}
+
+// startUpgradeDaemonConf is startUpgradeDaemonCmd with more of the
+// configuration (tables after the program's).
+func startUpgradeDaemonConf(t testing.TB, bin, command string, n int, more string, env ...string) *upgradeDaemon {
+	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "run", "gosup.sock")
 	cfg := filepath.Join(dir, "gosup.toml")
@@ -65,7 +72,7 @@ numprocs = %d
 process_name = "sl_%%(process_num)d"
 startsecs = 0
 stopsignal = "KILL"
-`, sock, filepath.Join(dir, "log"), command, n)
+%s`, sock, filepath.Join(dir, "log"), command, n, more)
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
