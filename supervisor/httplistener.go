@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,9 +36,12 @@ type httpListener struct {
 	counters web.Counters
 	handler  http.Handler // built once per daemon start
 
-	mu    sync.Mutex
-	cfg   *config.HTTP // in force; nil: off
-	creds *web.Credentials
+	// creds are the credentials in force (nil: none asked), read by each
+	// request without l.mu (held while the requests in flight finish).
+	creds atomic.Pointer[web.Credentials]
+
+	mu  sync.Mutex
+	cfg *config.HTTP // in force; nil: off
 	// bound is the listener in service (nil: none); srv serves it until
 	// served is closed.
 	bound  *boundListener
@@ -130,18 +134,15 @@ func (l *httpListener) start(h *handover.HTTP) {
 }
 
 // credentials are the credentials in force (nil: none asked).
-func (l *httpListener) credentials() *web.Credentials {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.creds
-}
+func (l *httpListener) credentials() *web.Credentials { return l.creds.Load() }
 
-// setCreds makes cfg's credentials those in force. l.mu is held.
+// setCreds makes cfg's credentials those in force.
 func (l *httpListener) setCreds(cfg *config.HTTP) {
-	l.creds = nil
+	var c *web.Credentials
 	if cfg != nil && cfg.Auth() {
-		l.creds = web.NewCredentials(cfg.Users, cfg.Tokens)
+		c = web.NewCredentials(cfg.Users, cfg.Tokens)
 	}
+	l.creds.Store(c)
 }
 
 // apply makes cfg (nil: off), a reload's [http], the one in force: the
@@ -297,7 +298,15 @@ func (l *httpListener) handover() (h *handover.HTTP, resume func(), err error) {
 	defer l.mu.Unlock()
 	l.endRetry()
 	if l.bound == nil {
-		return nil, func() {}, nil
+		// Not listening (off, or failing): the next image tries afresh;
+		// if the exec fails, this one tries again.
+		return nil, func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if l.cfg != nil && !l.stopped && l.bound == nil && l.retry == nil {
+				l.bind()
+			}
+		}, nil
 	}
 	b := l.bound
 	// Kept open when the server closes its own descriptor: a duplicate.
@@ -490,11 +499,11 @@ func listenHTTP(cfg *config.HTTP, log *slog.Logger) (*boundListener, error) {
 		if err := os.Lchown(path, -1, gid); err != nil {
 			return fail(fmt.Errorf("set group %s on %s: %w", cfg.SocketGroup, path, err))
 		}
+		// The group must also get through the socket's directory (0750
+		// when gosup made it), as for the control socket.
 		dir := filepath.Dir(path)
 		if err := os.Chown(dir, -1, gid); err != nil {
 			log.Warn("could not give the HTTP socket's directory to socket_group; its members cannot reach the socket", "dir", dir, "group", cfg.SocketGroup, "err", err)
-		} else if err := os.Chmod(dir, dirMode); err != nil {
-			log.Warn("could not open the HTTP socket's directory to socket_group", "dir", dir, "err", err)
 		}
 	}
 	if err := os.Chmod(path, cfg.SocketPerm()); err != nil {

@@ -430,3 +430,41 @@ func TestHTTPUnixSocket(t *testing.T) {
 		t.Fatalf("removeStaleSocket of a live socket: %v", err)
 	}
 }
+
+// TestHTTPConnectionBoundShown: past max_connections a connection gets
+// 503 and is counted in ctl info; a reload changes the bound in place.
+func TestHTTPConnectionBoundShown(t *testing.T) {
+	port := freePort(t)
+	file := writeConfig(t, fmt.Sprintf("[http]\nlisten = \"127.0.0.1:%d\"\nmax_connections = 1\n", port))
+	cl, _ := startDaemon(t, file)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitHTTPState(t, cl, "listening")
+	// One connection held, sending nothing yet.
+	held, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	for deadline := time.Now().Add(time.Minute); mustInfo(t, cl).HTTP.Active != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the held connection is not counted active: %+v", mustInfo(t, cl).HTTP)
+		}
+	}
+	code, _, body, err := httpDo(httpClient(nil), "GET", "http://"+addr+"/healthz", nil)
+	if err != nil || code != 503 || !strings.Contains(body, "too many connections") {
+		t.Fatalf("a connection past max_connections: %d %q %v", code, body, err)
+	}
+	if in := mustInfo(t, cl).HTTP; in.Refused != 1 || in.MaxConnections != 1 {
+		t.Fatalf("ctl info's http: %+v", in)
+	}
+	rewriteConfig(t, file, fmt.Sprintf("[http]\nlisten = %q\nmax_connections = 2\n", addr))
+	if _, err := cl.Reload(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _, err := httpDo(httpClient(nil), "GET", "http://"+addr+"/healthz", nil); err != nil || code != 200 {
+		t.Fatalf("with max_connections = 2 and one held: %d %v", code, err)
+	}
+	if in := mustInfo(t, cl).HTTP; in.Refused != 1 || in.MaxConnections != 2 {
+		t.Fatalf("ctl info's http after the reload: %+v", in)
+	}
+}
