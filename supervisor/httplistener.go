@@ -289,10 +289,11 @@ func (l *httpListener) unserve() {
 	l.bound, l.srv, l.served = nil, nil, nil
 }
 
-// handover stops serving, keeping the listening socket open: connections
-// wait in its backlog for the next image, to which it is handed. The
-// requests being served are answered first (at most upgradeDrain).
-// resume serves it again (the exec failed). Nil without a listener.
+// handover stops accepting, keeping the listening socket open:
+// connections wait in its backlog for the next image, to which its
+// descriptor is handed. The requests being served are answered first (at
+// most upgradeDrain; then the exec cuts them). resume accepts again (the
+// exec failed). Nil without a listener.
 func (l *httpListener) handover() (h *handover.HTTP, resume func(), err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -308,53 +309,25 @@ func (l *httpListener) handover() (h *handover.HTTP, resume func(), err error) {
 			}
 		}, nil
 	}
-	b := l.bound
-	// Kept open when the server closes its own descriptor: a duplicate.
-	f, err := b.file()
+	b, srv := l.bound, l.srv
+	fd, err := b.rawFD()
 	if err != nil {
 		return nil, nil, fmt.Errorf("HTTP listener: %w", err)
-	}
-	fd, err := procgroup.RawFD(f)
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("HTTP listener: %w", err)
-	}
-	if ul, ok := b.ln.(*net.UnixListener); ok {
-		ul.SetUnlinkOnClose(false)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), upgradeDrain)
-	if err := l.srv.Shutdown(ctx); err != nil {
+	resumeSrv, err := srv.Pause(ctx)
+	cancel()
+	if resumeSrv == nil {
+		return nil, nil, err
+	}
+	if err != nil {
 		l.log.Warn("HTTP requests still in flight are cut by the upgrade", "err", err)
 	}
-	cancel()
-	<-l.served
-	l.bound, l.srv, l.served = nil, nil, nil
 	h = &handover.HTTP{FD: fd, Listen: b.listen, Unix: b.unix, Dev: b.dev, Ino: b.ino, Gid: b.gid, Mode: uint32(b.mode),
 		Accepted: l.counters.Accepted.Load(), Refused: l.counters.Refused.Load()}
-	resume = func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		ln, err := net.FileListener(f)
-		f.Close()
-		if err != nil {
-			l.log.Error("HTTP listener: could not serve again after the failed upgrade", "err", err)
-			if l.cfg != nil && !l.stopped {
-				l.bind()
-			}
-			return
-		}
-		if ul, ok := ln.(*net.UnixListener); ok {
-			ul.SetUnlinkOnClose(true)
-		}
-		nb := *b
-		nb.ln = ln
-		if l.stopped {
-			nb.close()
-			return
-		}
-		l.serve(&nb)
-	}
-	return h, resume, nil
+	// The exec failed: accept again. (l.bound is still b, l.srv srv:
+	// the listener never stopped serving, only accepting.)
+	return h, resumeSrv, nil
 }
 
 // info is the listener as ctl info shows it (nil: off).
@@ -418,15 +391,15 @@ func (b *boundListener) matches(cfg *config.HTTP) bool {
 	return err == nil && gid == b.gid && b.mode == cfg.SocketPerm()
 }
 
-// file is a duplicate of b's descriptor.
-func (b *boundListener) file() (*os.File, error) {
+// rawFD is b's descriptor, which an exec hands over.
+func (b *boundListener) rawFD() (int, error) {
 	switch ln := b.ln.(type) {
 	case *net.TCPListener:
-		return ln.File()
+		return procgroup.RawFD(ln)
 	case *net.UnixListener:
-		return ln.File()
+		return procgroup.RawFD(ln)
 	}
-	return nil, fmt.Errorf("listener of type %T", b.ln)
+	return -1, fmt.Errorf("listener of type %T", b.ln)
 }
 
 // close closes b; a unix socket file is removed only if it is still the

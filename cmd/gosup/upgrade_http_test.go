@@ -73,7 +73,7 @@ func TestUpgradeHandsOverTheHTTPListener(t *testing.T) {
 				code, body, err := get()
 				if err != nil || code != 200 {
 					mu.Lock()
-					failures = append(failures, fmt.Sprintf("%d %q %v", code, body, err))
+					failures = append(failures, fmt.Sprintf("%s: %d %q %v", time.Now().UTC().Format("15:04:05.000"), code, body, err))
 					mu.Unlock()
 					continue
 				}
@@ -114,7 +114,7 @@ func TestUpgradeHandsOverTheHTTPListener(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	if len(failures) > 0 {
-		t.Fatalf("%d of %d requests failed across the upgrades, first: %s", len(failures), int64(len(failures))+ok.Load(), failures[0])
+		t.Fatalf("%d of %d requests failed across the upgrades: %s", len(failures), int64(len(failures))+ok.Load(), strings.Join(failures, "; "))
 	}
 	info, err = d.cl.Info(ctx)
 	if err != nil || info.HTTP == nil || info.HTTP.State != "listening" || info.HTTP.Listen != addr || info.HTTP.Accepted <= before {

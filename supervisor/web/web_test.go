@@ -273,7 +273,8 @@ func TestConnectionBound(t *testing.T) {
 	for range 2 {
 		<-b.in // both being served
 	}
-	// A raw connection: the refusal comes without reading a request.
+	// A raw connection that sends nothing: the refusal comes once the
+	// wait for its request ends.
 	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -365,5 +366,100 @@ func TestSlowHeadersCut(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("active %d after the slow connection was cut", c.Active.Load())
 		}
+	}
+}
+
+// TestPauseAnswersAndHolds: Pause (an upgrade's handover) answers a
+// request whose connection was accepted before and whose request comes
+// after the pause began (http.Server.Shutdown drops it: the client sees
+// EOF), holds new connections in the backlog, and serves them once
+// resumed.
+func TestPauseAnswersAndHolds(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	c := &Counters{}
+	srv := NewServer(NewHandler(Options{Health: func(context.Context) (bool, []string) { return true, nil }}), 8, c, nil)
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Shutdown(context.Background())
+	// Accepted, its request not sent yet.
+	early, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	for deadline := time.Now().Add(30 * time.Second); c.Active.Load() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the early connection was not accepted")
+		}
+	}
+	type pauseResult struct {
+		resume func()
+		err    error
+	}
+	paused := make(chan pauseResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r, err := srv.Pause(ctx)
+		paused <- pauseResult{r, err}
+	}()
+	// Accept is parked: the pause began.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		srv.gateMu.Lock()
+		g := srv.gate
+		srv.gateMu.Unlock()
+		if g != nil && isClosed(g.parked) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Accept was not parked")
+		}
+	}
+	// The early connection's request, read after the pause began: answered.
+	_ = early.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := early.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(early), nil)
+	if err != nil {
+		t.Fatalf("the request read after the pause began: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("the request read after the pause began: %d", resp.StatusCode)
+	}
+	r := <-paused // every connection closed
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	// A new connection waits in the backlog, and is served once resumed.
+	got := make(chan int, 1)
+	go func() {
+		resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Get("http://" + addr + "/healthz")
+		if err != nil {
+			got <- -1
+			return
+		}
+		resp.Body.Close()
+		got <- resp.StatusCode
+	}()
+	r.resume()
+	if code := <-got; code != 200 {
+		t.Fatalf("the connection made during the pause: %d", code)
+	}
+	if c.Accepted.Load() != 2 || c.Refused.Load() != 0 {
+		t.Fatalf("accepted %d refused %d; want 2, 0", c.Accepted.Load(), c.Refused.Load())
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
