@@ -17,6 +17,13 @@
 // /proc/PID/stat when it is first seen, so a sample never mixes two
 // processes.
 //
+// SampleFDs, the metrics' scrape, also counts each owned process's open
+// files through a /proc/PID/fd directory it keeps open (fstat gives the
+// count since Linux 6.2: no path to walk), and takes the CPU time and RSS
+// of the daemon's last Tick when that is at most Fresh old rather than
+// reading them again: a scrape of 500 processes then costs one fstat
+// each.
+//
 // A pid is sampled only if it names a child of the caller (its parent in
 // /proc/PID/stat is the caller's pid: every child the daemon spawned, and
 // every one an earlier image of it handed over across an exec) started at
@@ -27,6 +34,7 @@ package procstat
 
 import (
 	"errors"
+	"io"
 	"os"
 	"strconv"
 	"sync"
@@ -50,6 +58,9 @@ const (
 	// TickEvery is how often the daemon calls Tick, which keeps the
 	// window CPU is measured over recent (see Sample.CPUWindow).
 	TickEvery = 2 * time.Second
+	// Fresh is how old a reading (a Tick's, a Sample's) SampleFDs takes
+	// as it is: a tick's period and a margin for a late tick.
+	Fresh = TickEvery + TickEvery/2
 	// TreeEvery is how often the descendants of a process are looked for
 	// again; between two looks the ones known are read at each sample,
 	// and those gone drop out at once. Each process's looks fall due at
@@ -114,7 +125,9 @@ type point struct {
 
 // proc is an owned process: its open statm file and its last samples.
 type proc struct {
-	fd    int    // statm
+	fd    int // statm
+	fdDir int // its /proc/PID/fd, opened by SampleFDs (-1: not open)
+	last  reading
 	start uint64 // ticks since boot: with the pid, the process's name
 	// old and cur are the last two samples at least MinWindow apart
 	// (both the start, with no CPU time, before the first).
@@ -147,6 +160,7 @@ type Sampler struct {
 	// be read.
 	cpu     func(pid int) (time.Duration, bool)
 	procs   map[int]*proc
+	fdDirs  int // procs with their fdDir open
 	tracked int // members, over all processes
 	gen     uint64
 	looks   int    // looks for descendants, ever (for tests)
@@ -198,8 +212,10 @@ func (s *Sampler) Sample(ts []Target) []Sample {
 }
 
 // SampleFDs is Sample, and counts each process's open files too (see
-// Sample.FDs): a stat of its /proc/PID/fd, whose size is that count since
-// Linux 6.2 (a read of the directory before).
+// Sample.FDs): an fstat of its /proc/PID/fd, kept open, whose size is
+// that count since Linux 6.2 (a read of the directory before). A
+// process's CPU time and RSS are the last reading's when that is at most
+// Fresh old (the daemon's Tick): its CPU window is not moved on.
 func (s *Sampler) SampleFDs(ts []Target) []Sample {
 	return s.sampleAll(ts, true)
 }
@@ -269,11 +285,12 @@ func (s *Sampler) Close() {
 	}
 }
 
-// Open reports the files open: one per owned process sampled.
+// Open reports the files open: one per owned process sampled, and one
+// more for each SampleFDs counted the files of.
 func (s *Sampler) Open() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.procs)
+	return len(s.procs) + s.fdDirs
 }
 
 // reading is one read of an owned process: its RSS, and its CPU time at
@@ -323,11 +340,13 @@ func (s *Sampler) read(t Target) (*proc, reading) {
 			return nil, r
 		}
 		born := point{at: ticks(st.Start)}
-		p = &proc{fd: fd, start: st.Start, old: born, cur: born}
+		p = &proc{fd: fd, fdDir: -1, start: st.Start, old: born, cur: born}
 		s.procs[pid] = p
 		r.threads = st.Threads
 	}
 	p.gen = s.gen
+	p.last = r
+	p.last.threads = -1
 	if r.cpuOK && r.at-p.cur.at >= MinWindow {
 		p.old, p.cur = p.cur, point{cpu: r.cpu, at: r.at}
 	}
@@ -335,17 +354,20 @@ func (s *Sampler) read(t Target) (*proc, reading) {
 }
 
 func (s *Sampler) sample(t Target, fds bool) Sample {
-	n, fdsOK := 0, false
-	if fds {
-		// Before the bound file is read: if that read succeeds, the pid
-		// still named the process when its files were counted.
-		n, fdsOK = s.countFDs(t.Pid)
-	}
-	p, r := s.read(t)
-	if p == nil {
+	var p *proc
+	var r reading
+	if q := s.procs[t.Pid]; fds && q != nil && q.start == t.Start && q.fdDir >= 0 && s.now()-q.last.at <= Fresh {
+		// The last reading, recent: the pid is the caller's child
+		// (t.Start) not reaped yet, whose files were open then.
+		p, r = q, q.last
+		p.gen = s.gen
+	} else if p, r = s.read(t); p == nil {
 		return Sample{}
 	}
-	out := Sample{OK: true, RSS: r.rss, CPU: r.cpu, CPUOK: r.cpuOK, FDs: n, FDsOK: fdsOK}
+	out := Sample{OK: true, RSS: r.rss, CPU: r.cpu, CPUOK: r.cpuOK}
+	if fds {
+		out.FDs, out.FDsOK = s.countFDs(t.Pid, p)
+	}
 	// From the older of the last two samples: at least MinWindow long,
 	// unless the process is younger than that, which has no figure yet.
 	if dt := r.at - p.old.at; r.cpuOK && dt >= MinWindow && r.cpu >= p.old.cpu {
@@ -370,28 +392,41 @@ func (s *Sampler) sample(t Target, fds bool) Sample {
 	return out
 }
 
-// countFDs counts the open files of pid: the size of its /proc/PID/fd
-// (Linux 6.2 on), or else the entries of that directory, read through
-// s.cbuf. false: it cannot be read (gone, or not ours to look at).
-func (s *Sampler) countFDs(pid int) (int, bool) {
-	dir := s.root + "/" + strconv.Itoa(pid) + "/fd"
+// countFDs counts the open files of pid, p: the size of its
+// /proc/PID/fd, opened the first time (Linux 6.2 on), or else the
+// entries of that directory, read through s.cbuf. false: it cannot be
+// read (gone, or not ours to look at).
+func (s *Sampler) countFDs(pid int, p *proc) (int, bool) {
+	if p.fdDir < 0 {
+		fd, err := unix.Open(s.root+"/"+strconv.Itoa(pid)+"/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return 0, false
+		}
+		// Opened by pid: the bound statm file read after it says the
+		// pid still named p's process then.
+		if _, ok := s.statm(p.fd); !ok {
+			unix.Close(fd)
+			return 0, false
+		}
+		p.fdDir = fd
+		s.fdDirs++
+	}
 	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
+	if err := unix.Fstat(p.fdDir, &st); err != nil {
 		return 0, false
 	}
 	if st.Size > 0 {
 		return int(st.Size), true
 	}
-	return s.readFDs(dir)
+	return s.readFDs(p.fdDir)
 }
 
-// readFDs counts the entries of dir, a /proc/PID/fd, through s.cbuf.
-func (s *Sampler) readFDs(dir string) (int, bool) {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
+// readFDs counts the entries of fd, an open /proc/PID/fd, from its
+// start, through s.cbuf.
+func (s *Sampler) readFDs(fd int) (int, bool) {
+	if _, err := unix.Seek(fd, 0, io.SeekStart); err != nil {
 		return 0, false
 	}
-	defer unix.Close(fd)
 	n := 0
 	for {
 		k, err := unix.Getdents(fd, s.cbuf)
@@ -569,6 +604,10 @@ func (s *Sampler) pread(fd int) (int, bool) {
 
 func (s *Sampler) drop(pid int, p *proc) {
 	unix.Close(p.fd)
+	if p.fdDir >= 0 {
+		unix.Close(p.fdDir)
+		s.fdDirs--
+	}
 	s.tracked -= len(p.tree)
 	delete(s.procs, pid)
 }

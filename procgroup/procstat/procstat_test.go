@@ -765,9 +765,18 @@ func TestSampleFDsRealProcess(t *testing.T) {
 	if _, err := out.Read(make([]byte, 8)); err != nil {
 		t.Fatal(err)
 	}
+	pid := cmd.Process.Pid
+	// Count once the shell has become sleep: its files change until then.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); string(comm) == "sleep\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the shell did not exec sleep")
+		}
+	}
 	s := New()
 	defer s.Close()
-	pid := cmd.Process.Pid
 	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -782,10 +791,58 @@ func TestSampleFDsRealProcess(t *testing.T) {
 	if !got.OK || !got.FDsOK || got.FDs != want {
 		t.Errorf("SampleFDs: %+v, want %d files", got, want)
 	}
-	if n, ok := s.readFDs(dir); !ok || n != want {
+	if n := s.Open(); n != 2 {
+		t.Errorf("%d files open, want 2: statm and the fd directory", n)
+	}
+	if n, ok := s.readFDs(s.procs[pid].fdDir); !ok || n != want {
 		t.Errorf("reading %s: %d files (%v), want %d", dir, n, ok, want)
 	}
 	if got := s.Sample([]Target{{pid, st.Start}})[0]; got.FDsOK || !got.CPUOK {
 		t.Errorf("Sample: %+v, want no file count, a CPU time", got)
+	}
+	if n := s.Sample(nil); len(n) != 0 || s.Open() != 0 {
+		t.Errorf("%d files open once the process is not listed, want 0", s.Open())
+	}
+}
+
+// SampleFDs takes a process's CPU time and RSS from the last reading (the
+// daemon's Tick) while it is at most Fresh old, and reads them again
+// after; Sample always reads them.
+func TestSampleFDsReusesAFreshReading(t *testing.T) {
+	cmd := exec.Command("sleep", "1000")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	now := sinceBoot()
+	clock := func() time.Duration { return now }
+	reads := 0
+	cpu := func(pid int) (time.Duration, bool) {
+		reads++
+		return cpuClock(pid)
+	}
+	s := newSampler("/proc", os.Getpid(), clock, cpu)
+	defer s.Close()
+	pid := cmd.Process.Pid
+	st, ok := s.stat(pid)
+	if !ok {
+		t.Fatal("no stat")
+	}
+	ts := []Target{{pid, st.Start}}
+	if got := s.SampleFDs(ts)[0]; !got.OK || !got.FDsOK || reads != 1 {
+		t.Fatalf("first SampleFDs: %+v, %d clock reads, want 1", got, reads)
+	}
+	s.Tick(ts)
+	now += Fresh
+	if got := s.SampleFDs(ts)[0]; !got.OK || !got.FDsOK || got.RSS == 0 || reads != 2 {
+		t.Errorf("SampleFDs after a Tick: %+v, %d clock reads, want the tick's 2", got, reads)
+	}
+	now++
+	if got := s.SampleFDs(ts)[0]; !got.OK || reads != 3 {
+		t.Errorf("SampleFDs past Fresh: %+v, %d clock reads, want 3", got, reads)
+	}
+	s.Sample(ts)
+	if reads != 4 {
+		t.Errorf("Sample: %d clock reads, want 4", reads)
 	}
 }

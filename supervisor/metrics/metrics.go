@@ -16,9 +16,11 @@ package metrics
 import (
 	"bytes"
 	"compress/gzip"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -151,8 +153,21 @@ type handler struct {
 	descs    *descs
 	inFlight chan struct{}
 	log      *slog.Logger
-	bufs     sync.Pool // *bytes.Buffer
+	// scratch holds at most MaxInFlight *scratch: one a scrape in flight.
+	scratch sync.Pool
 }
+
+// scratch is what a scrape writes with, kept for the next: the text, the
+// gzip writer, and each process's labels as last written.
+type scratch struct {
+	buf bytes.Buffer
+	gz  *gzip.Writer
+	pw  processWriter
+}
+
+// maxKeptBuffer bounds the text buffer kept for the next scrape: one
+// larger (a scrape of a much larger daemon) is let go.
+const maxKeptBuffer = 16 << 20
 
 // NewHandler serves, at each GET, the metrics of a snapshot source takes
 // then, with the Go runtime's and this process's, in the text format
@@ -179,13 +194,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many scrapes at once: try again shortly", http.StatusServiceUnavailable)
 		return
 	}
-	buf, _ := h.bufs.Get().(*bytes.Buffer)
-	if buf == nil {
-		buf = new(bytes.Buffer)
+	sc, _ := h.scratch.Get().(*scratch)
+	if sc == nil {
+		sc = new(scratch)
 	}
-	defer h.bufs.Put(buf)
+	defer func() {
+		if sc.buf.Cap() <= maxKeptBuffer {
+			h.scratch.Put(sc)
+		}
+	}()
+	buf := &sc.buf
 	buf.Reset()
-	if err := h.write(buf); err != nil {
+	if err := h.write(buf, &sc.pw); err != nil {
 		// What could be gathered is served: a scrape with a family
 		// missing beats none.
 		h.log.Warn("metrics: not every metric could be gathered", "err", err)
@@ -199,10 +219,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Encoding", "gzip")
 	w.Header().Add("Vary", "Accept-Encoding")
 	// The fastest level: 1 MB of text (500 processes) in a third of the
-	// default level's time, and still a twentieth of its size.
-	gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
-	_, _ = gz.Write(buf.Bytes())
-	_ = gz.Close()
+	// default level's time, and still a twentieth of its size. The
+	// writer (a few hundred KB of tables) is reset, not made anew.
+	if sc.gz == nil {
+		sc.gz, _ = gzip.NewWriterLevel(w, gzip.BestSpeed)
+	} else {
+		sc.gz.Reset(w)
+	}
+	_, _ = sc.gz.Write(buf.Bytes())
+	_ = sc.gz.Close()
+	sc.gz.Reset(io.Discard) // let go of w
 }
 
 // acceptsGzip reports whether r's Accept-Encoding has gzip.
@@ -218,7 +244,7 @@ func acceptsGzip(r *http.Request) bool {
 
 // write writes one scrape: a snapshot's metrics, and the Go runtime's and
 // the process's.
-func (h *handler) write(buf *bytes.Buffer) error {
+func (h *handler) write(buf *bytes.Buffer, pw *processWriter) error {
 	snap := h.source()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&daemonCollector{snap: &snap, d: h.descs})
@@ -229,7 +255,7 @@ func (h *handler) write(buf *bytes.Buffer) error {
 			err = eerr
 		}
 	}
-	buf.Write(appendProcesses(buf.AvailableBuffer(), snap.Processes))
+	buf.Write(pw.append(buf.AvailableBuffer(), snap.Processes))
 	return err
 }
 
@@ -253,19 +279,62 @@ var (
 	processFamilies = []family{famState, famUp, famStartTime, famRestarts, famExits, famCPU, famRSS, famTreeRSS, famFDs, famLogDropped}
 )
 
+// The per-process families' places in processFamilies.
+const (
+	iState = iota
+	iUp
+	iStartTime
+	iRestarts
+	iExits
+	iCPU
+	iRSS
+	iTreeRSS
+	iFDs
+	iLogDropped
+)
+
 // appendProcesses appends to b the per-process families of ps in the
 // text format, each family once (none without a series).
 func appendProcesses(b []byte, ps []Process) []byte {
-	// Each process's labels, escaped once: group="...",...,port="...".
-	labels := make([][]byte, len(ps))
+	var pw processWriter
+	return pw.append(b, ps)
+}
+
+// processKey is what a process's labels are made of.
+type processKey struct {
+	group, program, name string
+	port                 int
+}
+
+// processWriter writes the per-process families, keeping each process's
+// labels, escaped, from one scrape to the next while the process at that
+// place has the same ones: a daemon's processes change only at a reload.
+type processWriter struct {
+	keys   []processKey
+	labels [][]byte // group="...",port="...",process="...",program="..."
+}
+
+// setLabels makes pw's labels those of ps.
+func (pw *processWriter) setLabels(ps []Process) {
+	if cap(pw.keys) < len(ps) {
+		pw.keys = slices.Grow(pw.keys[:0], len(ps))
+		pw.labels = slices.Grow(pw.labels[:0], len(ps))
+	}
+	n := len(pw.keys)
+	pw.keys, pw.labels = pw.keys[:len(ps)], pw.labels[:len(ps)]
 	for i := range ps {
 		p := &ps[i]
+		k := processKey{p.Group, p.Program, p.Name, p.Port}
+		if i < n && pw.keys[i] == k {
+			continue
+		}
+		pw.keys[i] = k
 		port := ""
 		if p.Port > 0 {
 			port = strconv.Itoa(p.Port)
 		}
 		// In the order of their names, as client_golang writes them.
-		var l []byte
+		l := pw.labels[i][:0]
 		for j, v := range [...]string{p.Group, port, p.Name, p.Program} {
 			if j > 0 {
 				l = append(l, ',')
@@ -275,9 +344,19 @@ func appendProcesses(b []byte, ps []Process) []byte {
 			l = appendEscaped(l, v)
 			l = append(l, '"')
 		}
-		labels[i] = l
+		pw.labels[i] = l
 	}
-	header := func(b []byte, f family) []byte {
+}
+
+// append appends to b the per-process families of ps in the text format,
+// each family once (none without a series).
+func (pw *processWriter) append(b []byte, ps []Process) []byte {
+	if len(ps) == 0 {
+		return b
+	}
+	pw.setLabels(ps)
+	for fi, f := range processFamilies {
+		start := len(b)
 		b = append(b, "# HELP "...)
 		b = append(b, f.name...)
 		b = append(b, ' ')
@@ -286,74 +365,65 @@ func appendProcesses(b []byte, ps []Process) []byte {
 		b = append(b, f.name...)
 		b = append(b, ' ')
 		b = append(b, f.typ...)
-		return append(b, '\n')
-	}
-	// sample appends one line: name{labels[,extra="value"]} v.
-	sample := func(b []byte, f family, i int, extra, value string, v float64) []byte {
-		b = append(b, f.name...)
-		b = append(b, '{')
-		b = append(b, labels[i]...)
-		if extra != "" {
-			b = append(b, ',')
-			b = append(b, extra...)
-			b = append(b, '=', '"')
-			b = append(b, value...) // a fixed value: nothing to escape
-			b = append(b, '"')
-		}
-		b = append(b, '}', ' ')
-		b = appendFloat(b, v)
-		return append(b, '\n')
-	}
-	if len(ps) == 0 {
-		return b
-	}
-	for _, f := range processFamilies {
-		start := len(b)
-		b = header(b, f)
+		b = append(b, '\n')
 		any := false
+		// sample appends one line: name{labels[,extra]} v, where extra
+		// is a label="value" with nothing to escape.
+		sample := func(i int, extra string, v float64) {
+			b = append(b, f.name...)
+			b = append(b, '{')
+			b = append(b, pw.labels[i]...)
+			if extra != "" {
+				b = append(b, ',')
+				b = append(b, extra...)
+			}
+			b = append(b, '}', ' ')
+			b = appendFloat(b, v)
+			b = append(b, '\n')
+		}
 		for i := range ps {
 			p := &ps[i]
-			switch f {
-			case famState:
-				for _, st := range States {
-					b = sample(b, f, i, "state", st, bool01(st == p.State))
+			switch fi {
+			case iState:
+				for j, st := range States {
+					sample(i, stateLabels[j], bool01(st == p.State))
 				}
-			case famUp:
-				b = sample(b, f, i, "", "", bool01(p.State == "RUNNING"))
-			case famStartTime:
+			case iUp:
+				sample(i, "", bool01(p.State == "RUNNING"))
+			case iStartTime:
 				if p.StartTime.IsZero() {
 					continue
 				}
-				b = sample(b, f, i, "", "", float64(p.StartTime.UnixNano())/1e9)
-			case famRestarts:
-				b = sample(b, f, i, "", "", float64(p.Restarts))
-			case famExits:
-				for j, r := range ExitReasons {
-					b = sample(b, f, i, "reason", r, float64(p.Exits[j]))
+				sample(i, "", float64(p.StartTime.UnixNano())/1e9)
+			case iRestarts:
+				sample(i, "", float64(p.Restarts))
+			case iExits:
+				for j := range ExitReasons {
+					sample(i, reasonLabels[j], float64(p.Exits[j]))
 				}
-			case famCPU:
+			case iCPU:
 				if !p.Sampled || !p.CPUOK {
 					continue
 				}
-				b = sample(b, f, i, "", "", p.CPU.Seconds())
-			case famRSS:
+				sample(i, "", p.CPU.Seconds())
+			case iRSS:
 				if !p.Sampled {
 					continue
 				}
-				b = sample(b, f, i, "", "", float64(p.RSS))
-			case famTreeRSS:
+				sample(i, "", float64(p.RSS))
+			case iTreeRSS:
 				if !p.Sampled {
 					continue
 				}
-				b = sample(b, f, i, "", "", float64(max(p.TreeRSS, p.RSS)))
-			case famFDs:
+				sample(i, "", float64(max(p.TreeRSS, p.RSS)))
+			case iFDs:
 				if !p.Sampled || !p.FDsOK {
 					continue
 				}
-				b = sample(b, f, i, "", "", float64(p.FDs))
-			case famLogDropped:
-				b = sample(b, f, i, "stream", "stdout", float64(p.StdoutDropped))
-				b = sample(b, f, i, "stream", "stderr", float64(p.StderrDropped))
+				sample(i, "", float64(p.FDs))
+			case iLogDropped:
+				sample(i, `stream="stdout"`, float64(p.StdoutDropped))
+				sample(i, `stream="stderr"`, float64(p.StderrDropped))
 			}
 			any = true
 		}
@@ -362,6 +432,20 @@ func appendProcesses(b []byte, ps []Process) []byte {
 		}
 	}
 	return b
+}
+
+// The extra labels of the stateset and of the exits, written out.
+var (
+	stateLabels  = labelPairs("state", States)
+	reasonLabels = labelPairs("reason", ExitReasons)
+)
+
+func labelPairs(name string, values []string) []string {
+	out := make([]string, len(values))
+	for i, v := range values {
+		out[i] = name + `="` + v + `"`
+	}
+	return out
 }
 
 // appendEscaped appends a label value escaped as the text format wants:

@@ -245,3 +245,19 @@ func TestHandlerBoundsScrapesInFlight(t *testing.T) {
 		t.Errorf("the scrapes in flight: %v", codes)
 	}
 }
+
+// A processWriter kept from one scrape to the next writes what a fresh
+// one does as the processes change: renamed, another port, fewer, more.
+func TestProcessWriterFollowsTheProcesses(t *testing.T) {
+	var pw processWriter
+	ps := oddProcesses()
+	steps := [][]Process{ps, ps}
+	renamed := slices.Clone(ps)
+	renamed[0].Name, renamed[1].Port, renamed[2].Group = "web:web_9", 9100, "other"
+	steps = append(steps, renamed, renamed[:2], append(slices.Clone(renamed), oddProcesses()...), nil, ps[:1])
+	for i, step := range steps {
+		if got, want := pw.append(nil, step), appendProcesses(nil, step); !bytes.Equal(got, want) {
+			t.Errorf("step %d: the kept writer wrote\n%s\nwant\n%s", i, got, want)
+		}
+	}
+}
