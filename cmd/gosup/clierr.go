@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -100,9 +101,34 @@ func flagError(cmd *cobra.Command, err error) error {
 func notRunningHint(tried string) string {
 	var b strings.Builder
 	b.WriteString("point at another daemon with -c CONFIG (its [supervisor] socket), --socket PATH or $GOSUP_SOCKET")
-	for _, d := range ownDaemons(3) {
-		if d.socket == tried {
-			continue
+	var others []daemonSeen
+	seen := ownDaemons(maxDaemonsSeen)
+	for _, d := range seen {
+		if d.socket != tried {
+			others = append(others, d)
+		}
+	}
+	// The daemons whose configuration is under the current directory come
+	// first: the one in /etc/gosup for an operator there, a test's own
+	// among other tests'.
+	cwd, _ := os.Getwd()
+	slices.SortStableFunc(others, func(x, y daemonSeen) int {
+		switch bx, by := beneath(cwd, x), beneath(cwd, y); {
+		case bx && !by:
+			return -1
+		case by && !bx:
+			return 1
+		}
+		return 0
+	})
+	for i, d := range others {
+		if i == namedDaemons {
+			more := strconv.Itoa(len(others) - i)
+			if len(seen) == maxDaemonsSeen {
+				more = "at least " + more
+			}
+			fmt.Fprintf(&b, "\nand %s more: ps -C gosup -o pid,args lists them", more)
+			break
 		}
 		fmt.Fprintf(&b, "\na gosup daemon of yours runs (pid %d)", d.pid)
 		switch {
@@ -113,6 +139,20 @@ func notRunningHint(tried string) string {
 		}
 	}
 	return b.String()
+}
+
+// notRunningHint names namedDaemons of the daemons it finds, and looks at
+// no more than maxDaemonsSeen.
+const (
+	namedDaemons   = 3
+	maxDaemonsSeen = 64
+)
+
+// beneath says whether a daemon's configuration (else its socket) is under
+// dir.
+func beneath(dir string, d daemonSeen) bool {
+	p := cmp.Or(d.config, d.socket)
+	return dir != "" && p != "" && (dir == "/" || strings.HasPrefix(p, dir+"/"))
 }
 
 // daemonSeen is a running `gosup start` of this user.
