@@ -47,7 +47,7 @@ var promClient = &http.Client{Timeout: 10 * time.Second}
 // data in $WORK/prometheus-data and its log in $WORK/prometheus.log, waits
 // (up to 60s) until it says it is ready, and sets $PROMETHEUS to its URL
 // for promquery and promrules. The server is stopped (by its pid) when the
-// script ends.
+// script ends, and killed if the test binary dies first.
 //
 //	prometheus ADDR CONFIG
 func cmdPrometheus(ts *testscript.TestScript, neg bool, args []string) {
@@ -69,6 +69,9 @@ func cmdPrometheus(ts *testscript.TestScript, neg bool, args []string) {
 	)
 	cmd.Dir = ts.MkAbs(".")
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Pdeathsig: a test binary killed (go test's -timeout, a ^C) runs no
+	// deferred stop; the kernel then kills the server.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	ts.Check(cmd.Start())
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
