@@ -332,8 +332,8 @@ func cmdWaitinfo(ts *testscript.TestScript, neg bool, args []string) {
 // cmdQuickstart lays out the quick start in $WORK as a checkout has it:
 // examples/quickstart.toml and examples/quickstart-nginx.conf from this
 // repository, with the ports changed where the README says to change them
-// (port_start to $PORT0, nginx's listen to $PORT9: the script's free
-// ports), and bin/gosup, the gosup under test (the build is done).
+// (port_start to $PORT0, nginx's listen to $PORT9, [http]'s to $PORT8:
+// the script's free ports), and bin/gosup, the gosup under test (the build is done).
 //
 //	quickstart
 func cmdQuickstart(ts *testscript.TestScript, neg bool, args []string) {
@@ -344,11 +344,11 @@ func cmdQuickstart(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	ngx, err := os.ReadFile("../../examples/quickstart-nginx.conf")
 	ts.Check(err)
-	for old, port := range map[string]string{"port_start = 9100 ": "PORT0", `listen = "127.0.0.1:9180"`: "PORT9"} {
+	for old, port := range map[string]string{"port_start = 9100 ": "PORT0", `listen = "127.0.0.1:9180"`: "PORT9", `listen = "127.0.0.1:9190"`: "PORT8"} {
 		if !strings.Contains(string(toml), old) {
 			ts.Fatalf("examples/quickstart.toml has no %q", old)
 		}
-		toml = []byte(strings.Replace(string(toml), old, strings.NewReplacer("9100", ts.Getenv(port), "9180", ts.Getenv(port)).Replace(old), 1))
+		toml = []byte(strings.Replace(string(toml), old, strings.NewReplacer("9100", ts.Getenv(port), "9180", ts.Getenv(port), "9190", ts.Getenv(port)).Replace(old), 1))
 	}
 	gosup, err := exec.LookPath("gosup")
 	ts.Check(err)
