@@ -25,9 +25,21 @@ const (
 	WriteTimeout      = 30 * time.Second
 	IdleTimeout       = 60 * time.Second
 	MaxHeaderBytes    = 16 << 10
-	// refuseTimeout bounds the 503 written to a connection refused.
-	refuseTimeout = time.Second
+	// RefuseTimeout bounds the 503 written to a connection refused.
+	RefuseTimeout = time.Second
 )
+
+// Limits are a server's time and size bounds.
+type Limits struct {
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout, RefuseTimeout time.Duration
+	MaxHeaderBytes                                                           int
+}
+
+// DefaultLimits are the listener's bounds (the constants above).
+func DefaultLimits() Limits {
+	return Limits{ReadHeaderTimeout: ReadHeaderTimeout, ReadTimeout: ReadTimeout, WriteTimeout: WriteTimeout,
+		IdleTimeout: IdleTimeout, RefuseTimeout: RefuseTimeout, MaxHeaderBytes: MaxHeaderBytes}
+}
 
 // Counters are the listener's connection counts. The daemon keeps one
 // across the servers a reload or an upgrade replaces.
@@ -47,6 +59,7 @@ type Server struct {
 	log      *slog.Logger
 	wg       sync.WaitGroup // refusals under way
 	refusing chan struct{}  // a slot per refusal under way
+	refuseIn time.Duration  // Limits.RefuseTimeout
 
 	// gate, while set, holds Accept: new connections wait in the
 	// listener's backlog (Pause).
@@ -71,20 +84,25 @@ type deadliner interface {
 }
 
 // NewServer makes a server of h that serves at most maxConns connections
-// at once, counting in c.
+// at once, counting in c, with DefaultLimits.
 func NewServer(h http.Handler, maxConns int, c *Counters, logger *slog.Logger) *Server {
+	return NewServerLimits(h, maxConns, c, logger, DefaultLimits())
+}
+
+// NewServerLimits is NewServer with other bounds (tests).
+func NewServerLimits(h http.Handler, maxConns int, c *Counters, logger *slog.Logger, lim Limits) *Server {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	s := &Server{counters: c, log: logger, served: make(chan struct{}), refusing: make(chan struct{}, maxRefusing)}
+	s := &Server{counters: c, log: logger, served: make(chan struct{}), refusing: make(chan struct{}, maxRefusing), refuseIn: lim.RefuseTimeout}
 	s.maxConns.Store(int64(maxConns))
 	s.srv = &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: ReadHeaderTimeout,
-		ReadTimeout:       ReadTimeout,
-		WriteTimeout:      WriteTimeout,
-		IdleTimeout:       IdleTimeout,
-		MaxHeaderBytes:    MaxHeaderBytes,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		ReadTimeout:       lim.ReadTimeout,
+		WriteTimeout:      lim.WriteTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
 		ErrorLog:          log.New(&logWriter{logger}, "", 0),
 	}
 	return s
@@ -217,7 +235,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			case s.refusing <- struct{}{}:
 				s.wg.Go(func() {
 					defer func() { <-s.refusing }()
-					refuse(c)
+					refuse(c, s.refuseIn)
 				})
 			default:
 				c.Close()
@@ -237,12 +255,12 @@ const refused = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; c
 // connection is closed without an answer (still counted).
 const maxRefusing = 64
 
-// refuse reads c's request headers (within refuseTimeout, at most 4 KiB:
-// a client that gets its answer before it sent its request may take it
-// for a broken connection), answers 503 and closes it.
-func refuse(c net.Conn) {
+// refuse reads c's request headers (within timeout, at most 4 KiB: a
+// client that gets its answer before it sent its request may take it for
+// a broken connection), answers 503 and closes it.
+func refuse(c net.Conn, timeout time.Duration) {
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(refuseTimeout))
+	_ = c.SetDeadline(time.Now().Add(timeout))
 	buf := make([]byte, 4096)
 	n := 0
 	for n < len(buf) && !bytes.Contains(buf[:n], []byte("\r\n\r\n")) {
@@ -252,7 +270,7 @@ func refuse(c net.Conn) {
 			break
 		}
 	}
-	_ = c.SetWriteDeadline(time.Now().Add(refuseTimeout))
+	_ = c.SetWriteDeadline(time.Now().Add(timeout))
 	_, _ = c.Write([]byte(refused))
 }
 
