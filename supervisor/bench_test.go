@@ -371,7 +371,7 @@ listen = %q
 		b.Run(name, func(b *testing.B) {
 			cl := socketHTTPClient(sock)
 			cl.Transport.(*http.Transport).DisableCompression = true
-			req, err := http.NewRequest("GET", "http://gosup/metrics", nil)
+			req, err := http.NewRequest("GET", "http://localhost/metrics", nil)
 			if err != nil {
 				b.Fatal(err)
 			}

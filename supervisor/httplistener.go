@@ -35,10 +35,15 @@ type httpListener struct {
 	// counters go on across the servers a reload or an upgrade replaces.
 	counters web.Counters
 	handler  http.Handler // built once per daemon start
+	// live shares /healthz's liveness checks between requests.
+	live liveMemo
 
 	// creds are the credentials in force (nil: none asked), read by each
 	// request without l.mu (held while the requests in flight finish).
 	creds atomic.Pointer[web.Credentials]
+	// hostCheck: the handler answers only requests for an IP address or
+	// localhost (config.HTTP.HostCheck).
+	hostCheck atomic.Bool
 
 	mu  sync.Mutex
 	cfg *config.HTTP // in force; nil: off
@@ -92,11 +97,12 @@ func newHTTPListener(s *Supervisor) *httpListener {
 // when not nil.
 func (l *httpListener) start(h *handover.HTTP) {
 	l.handler = web.NewHandler(web.Options{
-		Metrics: l.s.metricsHandler(),
-		Page:    l.s.statusPageHandler(),
-		Health:  l.s.health,
-		Auth:    l.credentials,
-		Logger:  l.log,
+		Metrics:   l.s.metricsHandler(),
+		Page:      l.s.statusPageHandler(),
+		Health:    l.s.health,
+		Auth:      l.credentials,
+		LocalOnly: l.hostCheck.Load,
+		Logger:    l.log,
 	})
 	var adopted *boundListener
 	if h != nil {
@@ -143,6 +149,7 @@ func (l *httpListener) setCreds(cfg *config.HTTP) {
 		c = web.NewCredentials(cfg.Users, cfg.Tokens)
 	}
 	l.creds.Store(c)
+	l.hostCheck.Store(cfg != nil && cfg.HostCheck())
 }
 
 // apply makes cfg (nil: off), a reload's [http], the one in force: the

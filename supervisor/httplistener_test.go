@@ -382,7 +382,7 @@ func TestHTTPUnixSocket(t *testing.T) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
 	})
-	waitHTTP(t, hc, "http://gosup/healthz", nil, 200, "ok\n")
+	waitHTTP(t, hc, "http://localhost/healthz", nil, 200, "ok\n")
 	if in := mustInfo(t, cl).HTTP; in == nil || in.Listen != sock || in.State != "listening" {
 		t.Fatalf("ctl info's http: %+v", in)
 	}
@@ -390,7 +390,7 @@ func TestHTTPUnixSocket(t *testing.T) {
 	if err := unix.Lstat(sock, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Mode&0o777 != 0o600 {
 		t.Fatalf("socket %s: mode %o %v; want a socket of mode 0600", sock, st.Mode, err)
 	}
-	if code, _, _, err := httpDo(hc, "POST", "http://gosup/v1/shutdown", nil); err != nil || code != 405 {
+	if code, _, _, err := httpDo(hc, "POST", "http://localhost/v1/shutdown", nil); err != nil || code != 405 {
 		t.Fatalf("POST over the unix socket: %d %v", code, err)
 	}
 	if err := stop(); err != nil {
@@ -417,7 +417,7 @@ func TestHTTPUnixSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitHTTPState(t, cl, "listening")
-	waitHTTP(t, hc, "http://gosup/healthz", nil, 200, "ok\n")
+	waitHTTP(t, hc, "http://localhost/healthz", nil, 200, "ok\n")
 
 	// One a process listens on is not taken from it.
 	other := filepath.Join(dir, "h", "other.sock")
@@ -466,5 +466,58 @@ func TestHTTPConnectionBoundShown(t *testing.T) {
 	}
 	if in := mustInfo(t, cl).HTTP; in.Refused != 1 || in.MaxConnections != 2 {
 		t.Fatalf("ctl info's http after the reload: %+v", in)
+	}
+}
+
+// TestHTTPRebindingDefence: a listener on loopback without credentials
+// answers a request for another name than an IP address or localhost
+// (DNS rebinding: a web page that got its name to resolve to 127.0.0.1)
+// with 421; once a reload sets token_file, credentials are the defence
+// and any Host is answered; ctl info does not change.
+func TestHTTPRebindingDefence(t *testing.T) {
+	port := freePort(t)
+	file := writeConfig(t, fmt.Sprintf("[http]\nlisten = \"127.0.0.1:%d\"\n", port))
+	dir := filepath.Dir(file)
+	cl, _ := startDaemon(t, file)
+	hc := httpClient(nil)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	waitHTTP(t, hc, base+"/healthz", nil, 200, "ok\n")
+	get := func(host string, hdr http.Header) (int, string) {
+		req, err := http.NewRequest("GET", base+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		for k, v := range hdr {
+			req.Header[k] = v
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(fmt.Sprintf("rebind.example:%d", port), nil); code != 421 || !strings.Contains(body, "DNS rebinding") {
+		t.Fatalf("Host rebind.example: %d %q; want 421", code, body)
+	}
+	for _, host := range []string{fmt.Sprintf("localhost:%d", port), fmt.Sprintf("127.0.0.1:%d", port)} {
+		if code, body := get(host, nil); code == 421 {
+			t.Fatalf("Host %s: %d %q", host, code, body)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("rebind-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rewriteConfig(t, file, fmt.Sprintf("[http]\nlisten = \"127.0.0.1:%d\"\ntoken_file = \"token\"\n", port))
+	if _, err := cl.Reload(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(fmt.Sprintf("rebind.example:%d", port), nil); code != 401 {
+		t.Fatalf("Host rebind.example with token_file, no token: %d, want 401", code)
+	}
+	if code, body := get(fmt.Sprintf("gosup.example.net:%d", port), http.Header{"Authorization": {"Bearer rebind-token-0123456789"}}); code == 421 || code == 401 {
+		t.Fatalf("Host gosup.example.net with the token: %d %q", code, body)
 	}
 }

@@ -25,7 +25,7 @@ import (
 // scrape GETs /metrics through the [http] unix socket at sock.
 func scrape(t testing.TB, sock string) []byte {
 	t.Helper()
-	resp, err := socketHTTPClient(sock).Get("http://gosup/metrics")
+	resp, err := socketHTTPClient(sock).Get("http://localhost/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,17 @@ type HTTP struct {
 	// MaxConnections bounds the connections served at once; one more is
 	// refused (answered 503 and closed) and counted.
 	MaxConnections int
+	// Local: the listener is on loopback or a unix socket, where only
+	// this host's clients (a browser among them) reach it.
+	Local bool
 }
+
+// HostCheck reports whether the listener answers only requests whose
+// Host is an IP address or localhost: on loopback or a unix socket
+// without credentials, against DNS rebinding (a web page whose name
+// comes to resolve to 127.0.0.1 could otherwise read it from an
+// operator's browser).
+func (h *HTTP) HostCheck() bool { return h.Local && !h.Auth() }
 
 // SocketPerm is SocketMode as permission bits.
 func (h *HTTP) SocketPerm() os.FileMode {
@@ -77,7 +87,7 @@ func checkHTTP(cfg *Config, main *source, raw *rawHTTP, insecure bool) []error {
 	loopback := true
 	switch {
 	case strings.HasPrefix(h.Listen, "/"):
-		h.Unix = true
+		h.Unix, h.Local = true, true
 		h.Listen = filepath.Clean(h.Listen)
 		if len(h.Listen) > maxSocketPath {
 			errs = append(errs, main.cerr("http.listen", "path %q is %d bytes; a unix socket path may have at most %d", h.Listen, len(h.Listen), maxSocketPath))
@@ -101,6 +111,7 @@ func checkHTTP(cfg *Config, main *source, raw *rawHTTP, insecure bool) []error {
 		if loopback, err = checkTCPListen(h.Listen); err != nil {
 			errs = append(errs, main.cerr("http.listen", "%v", err))
 		}
+		h.Local = loopback
 		for _, k := range []string{"socket_mode", "socket_group"} {
 			if main.md.IsDefined("http", k) {
 				errs = append(errs, main.cerr("http."+k, "applies to a unix socket only; listen = %q is a TCP address", h.Listen))

@@ -9,11 +9,16 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -31,9 +36,17 @@ type Options struct {
 	// Auth returns the credentials in force, asked at each request (a
 	// reload replaces them); nil, or a nil result, asks for none.
 	Auth func() *Credentials
+	// LocalOnly, when it returns true, makes the handler answer only
+	// requests whose Host is an IP address or localhost (421 otherwise):
+	// set for a listener on loopback or a unix socket without credentials,
+	// against DNS rebinding. Asked at each request (a reload changes it).
+	LocalOnly func() bool
 	// HealthTimeout bounds Health (default 10s).
 	HealthTimeout time.Duration
-	Logger        *slog.Logger
+	// HealthMaxAge is how long a check's answer serves /healthz after it
+	// (0: none; requests that arrive while a check runs share it anyway).
+	HealthMaxAge time.Duration
+	Logger       *slog.Logger
 }
 
 // Allow is the methods the listener answers.
@@ -64,6 +77,16 @@ func NewHandler(o Options) http.Handler {
 
 type handler struct {
 	o Options
+
+	// The last health check's answer, and the check under way (running
+	// is closed when it ends): /healthz needs no credentials, and a check
+	// pings the daemon's loops and its control socket, so requests share
+	// them.
+	healthMu      sync.Mutex
+	healthAt      time.Time
+	healthOK      bool
+	healthReasons []string
+	healthRunning chan struct{}
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -75,6 +98,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		hdr.Set("Allow", Allow)
 		http.Error(w, "405 method not allowed: this listener is read-only (GET, HEAD)", http.StatusMethodNotAllowed)
+		return
+	}
+	if h.o.LocalOnly != nil && h.o.LocalOnly() && !localHost(r.Host) {
+		http.Error(w, fmt.Sprintf("421 misdirected request: Host %q is not an IP address or localhost. "+
+			"This listener is on loopback or a unix socket without authentication, so it answers only requests for an IP address or localhost: "+
+			"a web page whose name came to resolve to 127.0.0.1 (DNS rebinding) could otherwise read it from your browser. "+
+			"Ask for http://127.0.0.1:PORT/ or http://localhost:PORT/, have a proxy send Host: localhost, or set basic_auth_file or token_file in [http].",
+			oneLine(r.Host, 256)), http.StatusMisdirectedRequest)
 		return
 	}
 	authed, challenge := h.authorize(r)
@@ -101,6 +132,27 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next.ServeHTTP(w, r)
+}
+
+// localHost reports whether host, a request's Host (with or without a
+// port), is an IP address, localhost or a name under .localhost (which
+// browsers resolve to loopback themselves), or empty (HTTP/1.0): no
+// name a web page can be served from and then point at this host.
+func localHost(host string) bool {
+	if host == "" {
+		return true
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	_, err := netip.ParseAddr(host)
+	return err == nil
 }
 
 // authorize checks r's credentials: it reports whether r may read, and
@@ -132,9 +184,7 @@ func (h *handler) health(w http.ResponseWriter, r *http.Request, authed bool) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	ok, reasons := false, []string{"no health check"}
 	if h.o.Health != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), h.o.HealthTimeout)
-		ok, reasons = h.o.Health(ctx)
-		cancel()
+		ok, reasons = h.checkHealth(r.Context())
 	}
 	if ok {
 		w.WriteHeader(http.StatusOK)
@@ -159,6 +209,52 @@ func (h *handler) health(w http.ResponseWriter, r *http.Request, authed bool) {
 		b.WriteString("unhealthy\n")
 	}
 	fmt.Fprint(w, b.String())
+}
+
+// checkHealth is Health's answer: the last one if younger than
+// HealthMaxAge, else that of the check under way, else of a new one. A
+// check runs to its end (HealthTimeout) even if the request that began it
+// goes away: the others wait for it.
+func (h *handler) checkHealth(ctx context.Context) (bool, []string) {
+	h.healthMu.Lock()
+	for {
+		if h.o.HealthMaxAge > 0 && !h.healthAt.IsZero() && time.Since(h.healthAt) < h.o.HealthMaxAge {
+			ok, reasons := h.healthOK, h.healthReasons
+			h.healthMu.Unlock()
+			return ok, reasons
+		}
+		running := h.healthRunning
+		if running == nil {
+			break
+		}
+		h.healthMu.Unlock()
+		select {
+		case <-running:
+		case <-ctx.Done():
+			return false, []string{fmt.Sprintf("health check: %v", ctx.Err())}
+		}
+		h.healthMu.Lock()
+		if h.o.HealthMaxAge <= 0 {
+			// Nothing reused: the answer of the check waited for.
+			ok, reasons := h.healthOK, h.healthReasons
+			h.healthMu.Unlock()
+			return ok, reasons
+		}
+	}
+	done := make(chan struct{})
+	h.healthRunning = done
+	h.healthMu.Unlock()
+	ok, reasons := false, []string{"health check panicked"}
+	defer func() {
+		h.healthMu.Lock()
+		h.healthAt, h.healthOK, h.healthReasons, h.healthRunning = time.Now(), ok, reasons, nil
+		h.healthMu.Unlock()
+		close(done)
+	}()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.o.HealthTimeout)
+	defer cancel()
+	ok, reasons = h.o.Health(cctx)
+	return ok, reasons
 }
 
 // oneLine is s with control characters (a line break) as spaces, cut to
@@ -193,19 +289,36 @@ type Credentials struct {
 	// costs one bcrypt, not one a request. Bounded by maxVerified.
 	mu       sync.Mutex
 	verified map[[32]byte]bool
+
+	// compare is bcrypt.CompareHashAndPassword (tests count its calls);
+	// waiting counts the checks waiting for a turn at it.
+	compare func(hash, password []byte) error
+	waiting atomic.Int64
+	// slots bounds the bcrypts under way (bcryptSlots): no credentials are
+	// needed to send a password, so a flood of wrong ones would otherwise
+	// take every CPU.
+	slots chan struct{}
+	// dummy is compared against when the user is unknown, so that the
+	// answer takes as long as for a known user: the file's costliest hash.
+	dummy []byte
 }
+
+// bcryptSlots is how many bcrypts run at once: at most half the CPUs.
+func bcryptSlots() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
 // maxVerified bounds Credentials' cache of accepted passwords.
 const maxVerified = 64
 
-// dummyHash is compared against when the user is unknown, so that the
-// answer takes as long as for a known user with a wrong password (the
-// bcrypt, at the default cost, of a password no one is told).
-const dummyHash = "$2a$10$YesmoIlur8PS8Y.hLEiKmOAtio8q/SlPJ2i48INMYlx/KkeGgf6Jm"
-
 // NewCredentials makes credentials of users' bcrypt hashes and tokens.
 func NewCredentials(users map[string][]byte, tokens [][]byte) *Credentials {
-	c := &Credentials{users: users, verified: map[[32]byte]bool{}}
+	c := &Credentials{users: users, verified: map[[32]byte]bool{}, compare: bcrypt.CompareHashAndPassword,
+		slots: make(chan struct{}, bcryptSlots())}
+	most := -1
+	for _, h := range users {
+		if cost, err := bcrypt.Cost(h); err == nil && (cost > most || cost == most && string(h) < string(c.dummy)) {
+			most, c.dummy = cost, h
+		}
+	}
 	for _, t := range tokens {
 		c.tokens = append(c.tokens, sha256.Sum256(t))
 	}
@@ -228,7 +341,7 @@ func (c *Credentials) Check(r *http.Request) bool {
 	if !ok || len(c.users) == 0 {
 		return false
 	}
-	key := sha256.Sum256([]byte(user + "\x00" + pass))
+	key := verifiedKey(user, pass)
 	c.mu.Lock()
 	known := c.verified[key]
 	c.mu.Unlock()
@@ -237,9 +350,19 @@ func (c *Credentials) Check(r *http.Request) bool {
 	}
 	hash, exists := c.users[user]
 	if !exists {
-		hash = []byte(dummyHash)
+		hash = c.dummy // the same cost, and a result thrown away
 	}
-	if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil || !exists {
+	c.waiting.Add(1)
+	select {
+	case c.slots <- struct{}{}:
+		c.waiting.Add(-1)
+	case <-r.Context().Done():
+		c.waiting.Add(-1)
+		return false
+	}
+	err := c.compare(hash, []byte(pass))
+	<-c.slots
+	if err != nil || !exists {
 		return false
 	}
 	c.mu.Lock()
@@ -249,6 +372,21 @@ func (c *Credentials) Check(r *http.Request) bool {
 	c.verified[key] = true
 	c.mu.Unlock()
 	return true
+}
+
+// verifiedKey is the cache's key of a user and password: the SHA-256 of
+// both, the user's length first (a user "a\x00b" with password "c" is not
+// user "a" with password "b\x00c").
+func verifiedKey(user, pass string) [32]byte {
+	h := sha256.New()
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(user)))
+	h.Write(n[:])
+	h.Write([]byte(user))
+	h.Write([]byte(pass))
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
 }
 
 // cutPrefixFold is strings.CutPrefix ignoring the prefix's case (the
