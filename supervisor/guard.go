@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/web"
 )
 
 // testHooks inject panics into the side goroutines, and shorten the
@@ -25,6 +26,11 @@ type testHooks struct {
 	socketTimeouts *api.Timeouts
 	// httpRetry replaces httpRetryMin when not 0.
 	httpRetry time.Duration
+	// httpDrain replaces upgradeDrain for the HTTP listener's handover
+	// when not 0.
+	httpDrain time.Duration
+	// httpLimits replace the HTTP listener's bounds when set.
+	httpLimits *web.Limits
 }
 
 // recovering serves h so that a handler that panics is caught by the

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,6 +38,13 @@ type httpListener struct {
 	handler  http.Handler // built once per daemon start
 	// live shares /healthz's liveness checks between requests.
 	live liveMemo
+	// draining: an upgrade's handover waits for the requests in flight.
+	draining atomic.Bool
+	// shown is what ctl info and ctl status show of the listener, set
+	// under mu at each change and read without it: mu is held while the
+	// requests in flight finish (a move, an upgrade's drain), and a
+	// /healthz in flight asks ctl info.
+	shown atomic.Pointer[httpShown]
 
 	// creds are the credentials in force (nil: none asked), read by each
 	// request without l.mu (held while the requests in flight finish).
@@ -65,6 +73,31 @@ type httpListener struct {
 	// started: start ran (an apply before it has nothing to do: start
 	// takes the configuration in force); stopped: stop ran.
 	started, stopped bool
+}
+
+// httpShown is the listener's state as ctl info shows it.
+type httpShown struct {
+	cfg      *config.HTTP // nil: off
+	state    string
+	err      error
+	errAt    time.Time
+	failures int
+}
+
+// publish makes the state under l.mu the one shown. l.mu is held.
+func (l *httpListener) publish() {
+	sh := &httpShown{cfg: l.cfg}
+	switch {
+	case l.bound != nil:
+		sh.state = "listening"
+	case l.err != nil:
+		sh.state, sh.err, sh.errAt, sh.failures = "failed", l.err, l.errAt, l.failures
+	case l.stopped:
+		sh.state = "stopped"
+	default:
+		sh.state = "starting"
+	}
+	l.shown.Store(sh)
 }
 
 // Retries of a listen that failed: the first after httpRetryMin, each
@@ -117,6 +150,7 @@ func (l *httpListener) start(h *handover.HTTP) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	defer l.publish()
 	// Under l.mu: a reload that swapped the configuration before applies
 	// it after (apply waits for started).
 	cfg := l.s.config().HTTP
@@ -162,6 +196,7 @@ func (l *httpListener) apply(cfg *config.HTTP) {
 	if !l.started || l.stopped {
 		return
 	}
+	defer l.publish()
 	l.cfg = cfg
 	l.setCreds(cfg)
 	if l.bound != nil && cfg != nil && l.bound.matches(cfg) {
@@ -181,6 +216,7 @@ func (l *httpListener) apply(cfg *config.HTTP) {
 func (l *httpListener) stop() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	defer l.publish()
 	l.stopped = true
 	l.endRetry()
 	l.unserve()
@@ -198,6 +234,7 @@ func (l *httpListener) bind() {
 		}
 		l.err, l.failures = nil, 0
 		l.serve(b)
+		l.publish()
 		return
 	}
 	if l.failures == 0 || l.err == nil || l.err.Error() != err.Error() {
@@ -206,6 +243,7 @@ func (l *httpListener) bind() {
 	}
 	l.err = err
 	l.failures++
+	l.publish()
 	if l.retry == nil {
 		l.startRetry()
 	}
@@ -270,7 +308,11 @@ func (l *httpListener) endRetry() {
 // serve serves b. l.mu is held.
 func (l *httpListener) serve(b *boundListener) {
 	l.bound = b
-	l.srv = web.NewServer(l.handler, l.cfg.MaxConnections, &l.counters, l.log)
+	lim := web.DefaultLimits()
+	if l.s.hooks.httpLimits != nil {
+		lim = *l.s.hooks.httpLimits
+	}
+	l.srv = web.NewServerLimits(l.handler, l.cfg.MaxConnections, &l.counters, l.log, lim)
 	served := make(chan struct{})
 	l.served = served
 	srv := l.srv
@@ -321,8 +363,10 @@ func (l *httpListener) handover() (h *handover.HTTP, resume func(), err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("HTTP listener: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), upgradeDrain)
+	ctx, cancel := context.WithTimeout(context.Background(), cmp.Or(l.s.hooks.httpDrain, upgradeDrain))
+	l.draining.Store(true)
 	resumeSrv, err := srv.Pause(ctx)
+	l.draining.Store(false)
 	cancel()
 	if resumeSrv == nil {
 		return nil, nil, err
@@ -342,22 +386,14 @@ func (l *httpListener) info() *api.HTTPInfo {
 	if l == nil {
 		return nil
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.cfg == nil {
+	sh := l.shown.Load()
+	if sh == nil || sh.cfg == nil {
 		return nil
 	}
-	in := &api.HTTPInfo{Listen: l.cfg.Listen, Auth: authText(l.cfg), MaxConnections: l.cfg.MaxConnections,
-		Accepted: l.counters.Accepted.Load(), Refused: l.counters.Refused.Load(), Active: l.counters.Active.Load()}
-	switch {
-	case l.bound != nil:
-		in.State = "listening"
-	case l.err != nil:
-		in.State, in.Error, in.ErrorAt, in.Attempts = "failed", l.err.Error(), l.errAt, l.failures
-	case l.stopped:
-		in.State = "stopped"
-	default:
-		in.State = "starting"
+	in := &api.HTTPInfo{Listen: sh.cfg.Listen, Auth: authText(sh.cfg), MaxConnections: sh.cfg.MaxConnections,
+		Accepted: l.counters.Accepted.Load(), Refused: l.counters.Refused.Load(), Active: l.counters.Active.Load(), State: sh.state}
+	if sh.err != nil {
+		in.Error, in.ErrorAt, in.Attempts = sh.err.Error(), sh.errAt, sh.failures
 	}
 	return in
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
+	"github.com/gosup/gosup/supervisor/web"
 	"golang.org/x/sys/unix"
 )
 
@@ -520,4 +521,74 @@ func TestHTTPRebindingDefence(t *testing.T) {
 	if code, body := get(fmt.Sprintf("gosup.example.net:%d", port), http.Header{"Authorization": {"Bearer rebind-token-0123456789"}}); code == 421 || code == 401 {
 		t.Fatalf("Host gosup.example.net with the token: %d %q", code, body)
 	}
+}
+
+// TestInfoDuringHTTPDrain: while the HTTP listener drains (an upgrade's
+// handover waits for the requests in flight), ctl info and ctl status
+// answer: a /healthz in flight asks ctl info over the control socket, so
+// an info that waited for the drain made the drain wait for itself, and
+// the upgrade cut the health check.
+func TestInfoDuringHTTPDrain(t *testing.T) {
+	port := freePort(t)
+	file := writeConfig(t, fmt.Sprintf("[http]\nlisten = \"127.0.0.1:%d\"\n", port))
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := web.DefaultLimits()
+	lim.ReadHeaderTimeout, lim.ReadTimeout = 10*time.Minute, 10*time.Minute
+	s, cl, _ := runDaemonWith(t, cfg, Options{}, func(s *Supervisor) {
+		s.hooks.httpDrain = 10 * time.Minute
+		s.hooks.httpLimits = &lim
+	})
+	waitHTTPState(t, cl, "listening")
+	// A connection in flight: the drain waits for it.
+	held, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	for deadline := time.Now().Add(time.Minute); mustInfo(t, cl).HTTP.Active != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the held connection is not counted active")
+		}
+	}
+	type result struct {
+		resume func()
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, resume, err := s.http.handover()
+		done <- result{resume, err}
+	}()
+	// Draining: Accept parked.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		if s.http.draining.Load() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the handover did not begin its drain")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := cl.Info(ctx); err != nil {
+		t.Fatalf("ctl info during the HTTP listener's drain: %v", err)
+	}
+	if _, _, err := cl.StatusWarning(ctx); err != nil {
+		t.Fatalf("ctl status during the HTTP listener's drain: %v", err)
+	}
+	select {
+	case <-done:
+		t.Fatal("the drain ended with a connection still open")
+	default:
+	}
+	held.Close()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	r.resume()
+	waitHTTP(t, httpClient(nil), fmt.Sprintf("http://127.0.0.1:%d/healthz", port), nil, 200, "ok\n")
 }
