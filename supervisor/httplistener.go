@@ -499,13 +499,10 @@ func listenHTTP(cfg *config.HTTP, log *slog.Logger) (*boundListener, error) {
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
 	}
-	old := unix.Umask(0o177) // nobody may connect before the mode is set
-	ln, err := net.Listen("unix", path)
-	unix.Umask(old)
+	ul, err := listenUnixPrivate(path)
 	if err != nil {
 		return nil, err
 	}
-	ul := ln.(*net.UnixListener)
 	ul.SetUnlinkOnClose(true)
 	fail := func(err error) (*boundListener, error) {
 		ul.Close()
@@ -530,6 +527,37 @@ func listenHTTP(cfg *config.HTTP, log *slog.Logger) (*boundListener, error) {
 		return fail(fmt.Errorf("stat %s: %w", path, err))
 	}
 	return &boundListener{ln: ul, listen: path, unix: true, dev: st.Dev, ino: st.Ino, gid: gid, mode: cfg.SocketPerm()}, nil
+}
+
+// listenUnixPrivate listens on a unix socket at path made with mode 0600
+// (0600 less the umask): nobody else may connect before the caller sets
+// its mode. The mode is set on the socket before bind (Linux makes the
+// file with the socket's mode), not by the umask, which is the process's:
+// a child spawned meanwhile would inherit it.
+func listenUnixPrivate(path string) (*net.UnixListener, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: socket: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close() // net.FileListener serves a duplicate
+	if err := unix.Fchmod(fd, 0o600); err != nil {
+		return nil, fmt.Errorf("listen on %s: fchmod: %w", path, err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		return nil, fmt.Errorf("listen on %s: bind: %w", path, err)
+	}
+	ln, err := func() (net.Listener, error) {
+		if err := unix.Listen(fd, unix.SOMAXCONN); err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", path, err)
+		}
+		return net.FileListener(f)
+	}()
+	if err != nil {
+		_ = os.Remove(path)
+		return nil, err
+	}
+	return ln.(*net.UnixListener), nil
 }
 
 // removeStaleSocket removes the socket file at path if no process listens

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -591,4 +592,67 @@ func TestInfoDuringHTTPDrain(t *testing.T) {
 	}
 	r.resume()
 	waitHTTP(t, httpClient(nil), fmt.Sprintf("http://127.0.0.1:%d/healthz", port), nil, 200, "ok\n")
+}
+
+// TestHTTPUnixSocketLeavesUmask: making the unix socket does not change
+// the daemon's umask, not even for a moment: the umask is the process's,
+// and a child spawned or a log file created meanwhile (a restart, a
+// rotation: the listener is made at start, by a reload and by its
+// retries, while children start) would keep 0177 (a child for its life).
+func TestHTTPUnixSocketLeavesUmask(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "h", "http.sock")
+	cfg := &config.HTTP{Listen: path, Unix: true, SocketMode: "0600", MaxConnections: 1}
+	umask := func() string {
+		b, err := os.ReadFile("/proc/self/status")
+		if err != nil {
+			t.Error(err)
+			return ""
+		}
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+		return ""
+	}
+	want := umask()
+	if want == "" {
+		t.Fatal("no Umask in /proc/self/status")
+	}
+	stop := make(chan struct{})
+	seen := make(chan string, 1)
+	go func() {
+		defer close(seen)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if got := umask(); got != want {
+				seen <- got
+				return
+			}
+		}
+	}()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for i := 0; i < 2000; i++ {
+		b, err := listenHTTP(cfg, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(path, &st); err != nil || st.Mode&0o777 != 0o600 {
+			t.Fatalf("socket mode %o %v", st.Mode&0o777, err)
+		}
+		b.close()
+		if len(seen) > 0 {
+			break
+		}
+	}
+	close(stop)
+	if got, ok := <-seen; ok {
+		t.Fatalf("the daemon's umask was %s while the socket was made (is %s)", got, want)
+	}
 }
