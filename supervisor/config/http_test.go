@@ -201,6 +201,26 @@ func TestHTTPCredentials(t *testing.T) {
 	if _, err := Load(file); err == nil || !strings.Contains(err.Error(), "htpasswd is a symlink") {
 		t.Errorf("symlink: %v", err)
 	}
+	// A directory on the way that another user may write (not sticky):
+	// whoever may write it may replace the file.
+	shared := filepath.Join(dir, "shared")
+	if err := os.Mkdir(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	writeSecret(t, shared, "htpasswd", "a:"+hash+"\n", 0o600)
+	os.Remove(filepath.Join(dir, "htpasswd"))
+	if err := os.WriteFile(file, []byte(strings.Replace(body, `basic_auth_file = "htpasswd"`, `basic_auth_file = "shared/htpasswd"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(file); err == nil || !strings.Contains(err.Error(), "http.basic_auth_file") || !strings.Contains(err.Error(), shared) {
+		t.Errorf("a credential file in a directory others may write: %v", err)
+	}
+	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// --insecure-config accepts a file others can read.
 	os.Remove(filepath.Join(dir, "htpasswd"))
 	writeSecret(t, dir, "htpasswd", "a:"+hash+"\n", 0o644)

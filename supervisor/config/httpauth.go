@@ -18,7 +18,9 @@ import (
 // runs as, each must be
 //
 //   - a regular file reached without a symlink at its end (opened with
-//     O_NOFOLLOW and checked through that descriptor);
+//     O_NOFOLLOW and checked through that descriptor), through
+//     directories no one else may write (pathtrust: a sticky one, /tmp,
+//     only if the entry in it is the daemon's user's or root's);
 //   - owned by the daemon's user or by root;
 //   - writable by no one else (mode and ACL), since whoever may write it
 //     may let themselves in;
@@ -74,6 +76,24 @@ func readSecret(path string, insecure bool) ([]byte, error) {
 	}
 	if !insecure {
 		euid := uint32(os.Geteuid())
+		policy := pathtrust.Policy{Owners: []uint32{euid, 0}}
+		// The way to it: no directory that someone else may write (who
+		// could replace the file), as for the socket directory. Then the
+		// file resolved must be the one opened.
+		real, err := pathtrust.Resolve(path, policy, false)
+		if p := (*pathtrust.Problem)(nil); errors.As(err, &p) {
+			msg := fmt.Sprintf("%s holds secrets, but %s", path, p.What)
+			if p.Fix != "" {
+				msg += ": " + p.Fix + ","
+			}
+			return nil, fmt.Errorf("%s or pass --insecure-config to accept it anyway", msg)
+		} else if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		var rst unix.Stat_t
+		if err := unix.Lstat(real, &rst); err != nil || rst.Dev != st.Dev || rst.Ino != st.Ino {
+			return nil, fmt.Errorf("%s changed while it was read: try again", path)
+		}
 		var problems, fixes []string
 		if st.Uid != euid && st.Uid != 0 {
 			problems = append(problems, fmt.Sprintf("owned by %s, not by %s (the daemon's user) or root", pathtrust.UserName(st.Uid), pathtrust.UserName(euid)))
@@ -83,7 +103,6 @@ func readSecret(path string, insecure bool) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		policy := pathtrust.Policy{Owners: []uint32{euid, 0}}
 		if w := pathtrust.Writers(&st, acl, policy); w.ACL {
 			problems = append(problems, fmt.Sprintf("its ACL lets %s write it", w.Who))
 			fixes = append(fixes, "setfacl -b "+path)
