@@ -26,7 +26,7 @@ func scrapeUnix(t *testing.T, sock string) map[string]*dto.MetricFamily {
 	}}}
 	defer cl.CloseIdleConnections()
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
-		resp, err := cl.Get("http://gosup/metrics")
+		resp, err := cl.Get("http://localhost/metrics")
 		if err == nil {
 			body, rerr := io.ReadAll(resp.Body)
 			resp.Body.Close()
