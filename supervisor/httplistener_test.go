@@ -603,6 +603,36 @@ func TestHTTPUnixSocketLeavesUmask(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "h", "http.sock")
 	cfg := &config.HTTP{Listen: path, Unix: true, SocketMode: "0600", MaxConnections: 1}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	umaskKept(t, path, func() func() {
+		b, err := listenHTTP(cfg, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.close
+	})
+}
+
+// TestControlSocketLeavesUmask: the control socket too is made without
+// touching the umask: the socket watcher makes it again, while children
+// run, when someone removes it.
+func TestControlSocketLeavesUmask(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gosup.sock")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	umaskKept(t, path, func() func() {
+		ln, err := listen(path, 0o600, "", log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func() { ln.Close() }
+	})
+}
+
+// umaskKept makes a socket at path with mk, many times, while another
+// goroutine reads the process's umask, and fails if it ever changed or
+// the socket's mode was not 0600.
+func umaskKept(t *testing.T, path string, mk func() (closeIt func())) {
+	t.Helper()
 	umask := func() string {
 		b, err := os.ReadFile("/proc/self/status")
 		if err != nil {
@@ -636,17 +666,13 @@ func TestHTTPUnixSocketLeavesUmask(t *testing.T) {
 			}
 		}
 	}()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for i := 0; i < 2000; i++ {
-		b, err := listenHTTP(cfg, log)
-		if err != nil {
-			t.Fatal(err)
-		}
+		closeIt := mk()
 		var st unix.Stat_t
 		if err := unix.Lstat(path, &st); err != nil || st.Mode&0o777 != 0o600 {
 			t.Fatalf("socket mode %o %v", st.Mode&0o777, err)
 		}
-		b.close()
+		closeIt()
 		if len(seen) > 0 {
 			break
 		}

@@ -30,14 +30,15 @@ func listen(path string, mode uint32, group string, log *slog.Logger) (*credList
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
 	}
-	// Nobody may connect before the mode is set.
-	old := unix.Umask(0o177)
-	ln, err := net.Listen("unix", path)
-	unix.Umask(old)
+	// Nobody may connect before the mode is set: the socket is made 0600
+	// (see listenUnixPrivate; not by the umask, which children spawned
+	// meanwhile would inherit: the socket watcher makes it again while
+	// they run).
+	ln, err := listenUnixPrivate(path)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
+		return nil, err
 	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	ln.SetUnlinkOnClose(true)
 	if gid >= 0 {
 		if err := os.Lchown(path, -1, gid); err != nil {
 			ln.Close()
