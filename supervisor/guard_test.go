@@ -393,6 +393,7 @@ touch_reload = [%q]
 			}
 		}
 	})
+	waitServing(t, cl) // the file watcher watches from here on
 	waitAll(t, cl, "RUNNING")
 	stuckPid := readPidfile(t, pidfile)
 	if err := os.WriteFile(stuckTouch, []byte("x"), 0o644); err != nil {

@@ -268,7 +268,8 @@ func TestMemmonLimitsApplyInAnyGroup(t *testing.T) {
 }
 
 // Two programs may list the same touch_reload file: touching it restarts
-// both.
+// both. The touch waits until the daemon serves: its processes run
+// before its file watcher watches, and a touch in between is not seen.
 func TestTouchReloadSharedFile(t *testing.T) {
 	file := writeConfig(t, program("a", "sleep", 1, `touch_reload = ["app.touch"]`)+
 		program("b", "sleep", 1, `touch_reload = ["app.touch"]`)+program("c", "sleep", 1, ""))
@@ -277,6 +278,7 @@ func TestTouchReloadSharedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, cl, _ := startSupervisor(t, file)
+	waitServing(t, cl)
 	waitAll(t, cl, "RUNNING")
 	before := pids(t, cl)
 	at := time.Now().Add(time.Second)
@@ -324,7 +326,10 @@ func TestTouchReloadArmedWhenServing(t *testing.T) {
 }
 
 // waitServing waits until the daemon says it runs (ctl info's state is
-// running: every part of it started).
+// running: every part of it started). Its processes run before that, and
+// its file watcher watches only from then: a test that touches a
+// touch_reload file or saves a watched config waits for it first, or
+// its change may come before the watch and never be seen.
 func waitServing(t *testing.T, cl *api.Client) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {

@@ -75,6 +75,7 @@ touch_reload = [%q]
 	}
 	file := writeConfig(t, body(1))
 	_, cl, _ := startSupervisor(t, file)
+	waitServing(t, cl) // the file watcher watches from here on: the touch below is seen
 	waitAll(t, cl, "RUNNING")
 	readPidfile(t, pidfile) // SIGTERM is ignored from here on
 

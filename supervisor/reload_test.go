@@ -276,6 +276,7 @@ func TestWatchReloadsAndTouchRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, cl, _ := startSupervisor(t, file)
+	waitServing(t, cl) // the file watcher watches from here on
 	waitAll(t, cl, "RUNNING")
 	before := pids(t, cl)
 
@@ -309,7 +310,7 @@ func TestWatchReloadsAndTouchRestarts(t *testing.T) {
 	if err := os.Chtimes(touch, now, now); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		p := pids(t, cl)
 		if p["app:app_0"] != mid["app:app_0"] && p["app:app_1"] != mid["app:app_1"] && p["app:app_0"] != 0 && p["app:app_1"] != 0 {
