@@ -35,7 +35,7 @@ type httpListener struct {
 	log *slog.Logger
 	// counters go on across the servers a reload or an upgrade replaces.
 	counters web.Counters
-	handler  http.Handler // built once per daemon start
+	handler  func() http.Handler // built once per daemon start, when first served
 	// live shares /healthz's liveness checks between requests.
 	live liveMemo
 	// draining: an upgrade's handover waits for the requests in flight.
@@ -129,13 +129,17 @@ func newHTTPListener(s *Supervisor) *httpListener {
 // off), adopting h, the listening socket an earlier image handed over,
 // when not nil.
 func (l *httpListener) start(h *handover.HTTP) {
-	l.handler = web.NewHandler(web.Options{
-		Metrics:   l.s.metricsHandler(),
-		Page:      l.s.statusPageHandler(),
-		Health:    l.s.health,
-		Auth:      l.credentials,
-		LocalOnly: l.hostCheck.Load,
-		Logger:    l.log,
+	// Built when first served: a daemon without [http] pays nothing for
+	// it (the metrics' Go collector alone takes milliseconds).
+	l.handler = sync.OnceValue(func() http.Handler {
+		return web.NewHandler(web.Options{
+			Metrics:   l.s.metricsHandler(),
+			Page:      l.s.statusPageHandler(),
+			Health:    l.s.health,
+			Auth:      l.credentials,
+			LocalOnly: l.hostCheck.Load,
+			Logger:    l.log,
+		})
 	})
 	var adopted *boundListener
 	if h != nil {
@@ -312,7 +316,7 @@ func (l *httpListener) serve(b *boundListener) {
 	if l.s.hooks.httpLimits != nil {
 		lim = *l.s.hooks.httpLimits
 	}
-	l.srv = web.NewServerLimits(l.handler, l.cfg.MaxConnections, &l.counters, l.log, lim)
+	l.srv = web.NewServerLimits(l.handler(), l.cfg.MaxConnections, &l.counters, l.log, lim)
 	served := make(chan struct{})
 	l.served = served
 	srv := l.srv
