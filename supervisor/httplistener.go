@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -234,7 +233,7 @@ func (l *httpListener) bind() {
 		if l.failures > 0 {
 			l.log.Info("HTTP listener listening, after failing", "listen", l.cfg.Listen, "attempts", l.failures+1)
 		} else {
-			l.log.Info("HTTP listener listening", "listen", l.cfg.Listen, "auth", authText(l.cfg))
+			l.log.Info("HTTP listener listening", "listen", l.cfg.Listen, "auth", l.cfg.AuthText())
 		}
 		l.err, l.failures = nil, 0
 		l.serve(b)
@@ -394,7 +393,7 @@ func (l *httpListener) info() *api.HTTPInfo {
 	if sh == nil || sh.cfg == nil {
 		return nil
 	}
-	in := &api.HTTPInfo{Listen: sh.cfg.Listen, Auth: authText(sh.cfg), MaxConnections: sh.cfg.MaxConnections,
+	in := &api.HTTPInfo{Listen: sh.cfg.Listen, Auth: sh.cfg.AuthText(), MaxConnections: sh.cfg.MaxConnections,
 		Accepted: l.counters.Accepted.Load(), Refused: l.counters.Refused.Load(), Active: l.counters.Active.Load(), State: sh.state}
 	if sh.err != nil {
 		in.Error, in.ErrorAt, in.Attempts = sh.err.Error(), sh.errAt, sh.failures
@@ -409,21 +408,6 @@ func (l *httpListener) warning() string {
 		return ""
 	}
 	return fmt.Sprintf("HTTP listener: cannot listen on %s (%d attempts since %s): %s", in.Listen, in.Attempts, in.ErrorAt.Format(time.DateTime), in.Error)
-}
-
-// authText names the listener's authentication.
-func authText(cfg *config.HTTP) string {
-	var a []string
-	if cfg.BasicAuthFile != "" {
-		a = append(a, "basic")
-	}
-	if cfg.TokenFile != "" {
-		a = append(a, "bearer")
-	}
-	if len(a) == 0 {
-		return "none"
-	}
-	return strings.Join(a, ", ")
 }
 
 // matches reports whether b listens as cfg asks.

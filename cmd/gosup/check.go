@@ -8,7 +8,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/gosup/gosup/supervisor/config"
 	"github.com/spf13/cobra"
 )
 
@@ -56,27 +55,11 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 				}
 			}
 			if h := cfg.HTTP; h != nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "http: read-only listener on %s (auth %s; at most %d connections): /metrics, /, /status.json, /healthz\n", h.Listen, httpAuth(h), h.MaxConnections)
+				fmt.Fprintf(cmd.OutOrStdout(), "http: read-only listener on %s (auth %s; at most %d connections): /metrics, /, /status.json, /healthz\n", h.Listen, h.AuthText(), h.MaxConnections)
 			}
 			return nil
 		},
 	}
-}
-
-// httpAuth says what credentials [http] asks for: none, basic, bearer or
-// both, as gosup ctl info says it.
-func httpAuth(h *config.HTTP) string {
-	var a []string
-	if h.BasicAuthFile != "" {
-		a = append(a, "basic")
-	}
-	if h.TokenFile != "" {
-		a = append(a, "bearer")
-	}
-	if len(a) == 0 {
-		return "none"
-	}
-	return strings.Join(a, ", ")
 }
 
 var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`)

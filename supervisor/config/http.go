@@ -38,6 +38,22 @@ type HTTP struct {
 	Local bool
 }
 
+// AuthText names the credentials h asks for: "none", "basic", "bearer" or
+// "basic, bearer", as gosup check and ctl info show them.
+func (h *HTTP) AuthText() string {
+	var a []string
+	if h.BasicAuthFile != "" {
+		a = append(a, "basic")
+	}
+	if h.TokenFile != "" {
+		a = append(a, "bearer")
+	}
+	if len(a) == 0 {
+		return "none"
+	}
+	return strings.Join(a, ", ")
+}
+
 // HostCheck reports whether the listener answers only requests whose
 // Host is an IP address or localhost: on loopback or a unix socket
 // without credentials, against DNS rebinding (a web page whose name
