@@ -229,6 +229,7 @@ listen = "` + sock + `"
 	check("gosup_upgrades_total", 0, "outcome", "failed")
 	check("gosup_nginx_reloads_total", 0, "outcome", "ok")
 	absent("gosup_nginx_servers")
+	absent("gosup_nginx_last_update_successful")
 	atLeast("gosup_start_time_seconds", float64(time.Now().Add(-time.Hour).Unix()))
 	check("gosup_build_info", 1, "goversion", "")
 	atLeast("gosup_http_connections_total", 1)

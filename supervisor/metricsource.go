@@ -68,7 +68,7 @@ func (s *Supervisor) metricsSnapshot() metrics.Snapshot {
 	snap.NginxRenders = [3]int64{nc.RendersChanged, nc.RendersUnchanged, nc.RendersFailed}
 	snap.NginxTests = [2]int64{nc.TestsOK, nc.TestsFailed}
 	snap.NginxReloads = [3]int64{nc.ReloadsOK, nc.ReloadsFailed, nc.ReloadsNotRunning}
-	snap.NginxLastSuccess = nc.LastSuccess
+	snap.NginxLastSuccess, snap.NginxLastFailed = nc.LastSuccess, nc.LastFailed
 	if m != nil {
 		ns := m.Status()
 		snap.Nginx, snap.NginxServers, snap.NginxDown = true, ns.Servers, ns.Down

@@ -108,13 +108,15 @@ type Snapshot struct {
 
 	// nginx: counts by outcome (in the orders of NginxRenderOutcomes,
 	// NginxTestOutcomes, NginxReloadOutcomes), the last update that left
-	// nginx in step (zero: none), and the servers in the file on disk,
+	// nginx in step (zero: none), whether the last update failed, and
+	// the servers in the file on disk,
 	// and how many of them are down (only with Nginx set: [nginx] has an
 	// output).
 	NginxRenders            [3]int64
 	NginxTests              [2]int64
 	NginxReloads            [3]int64
 	NginxLastSuccess        time.Time
+	NginxLastFailed         bool
 	Nginx                   bool
 	NginxServers, NginxDown int
 
@@ -491,7 +493,7 @@ func appendFloat(b []byte, v float64) []byte {
 type descs struct {
 	memmonSamples, memmonRestarts, memmonGiveUps                                                        *prometheus.Desc
 	alertMailsSent, alertsMailed, alertFailures, alertRetries, alertsDropped, alertsGivenUp, alertsHeld *prometheus.Desc
-	nginxRenders, nginxTests, nginxReloads, nginxLastSuccess, nginxServers, nginxDown                   *prometheus.Desc
+	nginxRenders, nginxTests, nginxReloads, nginxLastSuccess, nginxLastOK, nginxServers, nginxDown      *prometheus.Desc
 	reloads, reloadSeconds, lastReloadOK, lastReloadSuccess                                             *prometheus.Desc
 	upgrades, rescues, panics, watchdogMissed, startTime, buildInfo, processes                          *prometheus.Desc
 	httpConnections, httpRefused                                                                        *prometheus.Desc
@@ -517,6 +519,7 @@ func newDescs() *descs {
 		nginxTests:       one("gosup_nginx_tests_total", "Runs of the nginx test command, by outcome.", "outcome"),
 		nginxReloads:     one("gosup_nginx_reloads_total", "Runs of the nginx reload command, by outcome: ok, failed, not_running (nginx not running, or not installed).", "outcome"),
 		nginxLastSuccess: one("gosup_nginx_last_success_timestamp_seconds", "When an nginx update last left nginx in step with the file, in seconds since the epoch (absent: never)."),
+		nginxLastOK:      one("gosup_nginx_last_update_successful", "Whether the last nginx update left nginx in step with the file (rendered, tested and reloaded, or unchanged and loaded): 0 while updates fail or nginx is not running (only with [nginx] output)."),
 		nginxServers:     one("gosup_nginx_servers", "Servers in the nginx upstream file on disk (only with [nginx] output)."),
 		nginxDown:        one("gosup_nginx_servers_down", "Servers marked down in the nginx upstream file on disk (only with [nginx] output)."),
 
@@ -549,7 +552,7 @@ func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, x := range []*prometheus.Desc{
 		d.memmonSamples, d.memmonRestarts, d.memmonGiveUps,
 		d.alertMailsSent, d.alertsMailed, d.alertFailures, d.alertRetries, d.alertsDropped, d.alertsGivenUp, d.alertsHeld,
-		d.nginxRenders, d.nginxTests, d.nginxReloads, d.nginxLastSuccess, d.nginxServers, d.nginxDown,
+		d.nginxRenders, d.nginxTests, d.nginxReloads, d.nginxLastSuccess, d.nginxLastOK, d.nginxServers, d.nginxDown,
 		d.reloads, d.reloadSeconds, d.lastReloadOK, d.lastReloadSuccess,
 		d.upgrades, d.rescues, d.panics, d.watchdogMissed, d.startTime, d.buildInfo, d.processes,
 		d.httpConnections, d.httpRefused} {
@@ -592,6 +595,7 @@ func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(d.nginxLastSuccess, seconds(s.NginxLastSuccess))
 	}
 	if s.Nginx {
+		gauge(d.nginxLastOK, bool01(!s.NginxLastFailed))
 		gauge(d.nginxServers, float64(s.NginxServers))
 		gauge(d.nginxDown, float64(s.NginxDown))
 	}

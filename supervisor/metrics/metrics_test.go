@@ -182,7 +182,7 @@ func TestHandlerServesEverything(t *testing.T) {
 	}
 	fams := parse(t, body)
 	for _, name := range []string{"gosup_process_state", "gosup_process_exits_total", "gosup_memmon_give_ups_total", "gosup_alert_retries_total",
-		"gosup_nginx_renders_total", "gosup_nginx_servers_down", "gosup_config_reload_duration_seconds", "gosup_upgrades_total",
+		"gosup_nginx_renders_total", "gosup_nginx_servers_down", "gosup_nginx_last_update_successful", "gosup_config_reload_duration_seconds", "gosup_upgrades_total",
 		"gosup_panics_total", "gosup_build_info", "gosup_http_connections_refused_total", "go_goroutines", "process_open_fds"} {
 		if fams[name] == nil {
 			t.Errorf("no %s", name)

@@ -148,6 +148,10 @@ type Counts struct {
 	// LastSuccess is when an update last ended with nginx in step with
 	// the file (zero: never).
 	LastSuccess time.Time `json:"last_success,omitzero"`
+	// LastFailed: the last update did not end with nginx in step with the
+	// file (rendering, test or reload failed, or nginx is not running);
+	// false before the first update.
+	LastFailed bool `json:"last_failed,omitempty"`
 }
 
 // Counts reads t (zero for a nil Tally).
@@ -451,9 +455,11 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 		if !rendered {
 			m.Tally.count(func(c *Counts) { c.RendersFailed++ })
 		}
-		if err == nil {
-			m.Tally.count(func(c *Counts) { c.LastSuccess = time.Now() })
-		}
+		m.Tally.count(func(c *Counts) {
+			if c.LastFailed = err != nil; err == nil {
+				c.LastSuccess = time.Now()
+			}
+		})
 	}()
 	defer func() {
 		m.mu.Lock()

@@ -99,7 +99,7 @@ func TestManagerTestsRestoresAndSkipsUnchanged(t *testing.T) {
 	if st := m.Status(); st.OK || st.Failures != 1 || st.Reloads != 1 || !strings.Contains(st.Error, "previous one restored") {
 		t.Errorf("status after a rejected file: %+v", st)
 	}
-	if c, want := m.Tally.Counts(), (Counts{RendersChanged: 2, TestsOK: 1, TestsFailed: 1, ReloadsOK: 1, LastSuccess: first.LastSuccess}); c != want {
+	if c, want := m.Tally.Counts(), (Counts{RendersChanged: 2, TestsOK: 1, TestsFailed: 1, ReloadsOK: 1, LastSuccess: first.LastSuccess, LastFailed: true}); c != want {
 		t.Errorf("counts after a rejected file: %+v, want %+v (the last success unchanged)", c, want)
 	}
 
@@ -109,7 +109,7 @@ func TestManagerTestsRestoresAndSkipsUnchanged(t *testing.T) {
 	if st := m.Status(); !st.OK || st.Reloads != 1 {
 		t.Errorf("an unchanged rendering reloaded nginx: %+v", st)
 	}
-	if c := m.Tally.Counts(); c.RendersUnchanged != 1 || c.RendersChanged != 2 || c.ReloadsOK != 1 || !c.LastSuccess.After(first.LastSuccess) {
+	if c := m.Tally.Counts(); c.RendersUnchanged != 1 || c.RendersChanged != 2 || c.ReloadsOK != 1 || !c.LastSuccess.After(first.LastSuccess) || c.LastFailed {
 		t.Errorf("counts after an unchanged rendering: %+v (first success at %s)", c, first.LastSuccess)
 	}
 	if b, _ := os.ReadFile(reloads); string(b) != "reload\n" {
@@ -239,7 +239,7 @@ func TestManagerStateCarriesAnOwedReload(t *testing.T) {
 		t.Fatalf("want the reload's failure, have %v", err)
 	}
 	m.Stop()
-	if c := tally.Counts(); c.ReloadsFailed < 1 || c.ReloadsOK != 0 || !c.LastSuccess.IsZero() {
+	if c := tally.Counts(); c.ReloadsFailed < 1 || c.ReloadsOK != 0 || !c.LastSuccess.IsZero() || !c.LastFailed {
 		t.Errorf("counts after a failed reload: %+v", c)
 	}
 	b, err := json.Marshal(m.State())
@@ -346,7 +346,7 @@ func TestManagerWithoutNginxWritesAndWaits(t *testing.T) {
 	defer m.Stop()
 
 	err = apply(t, m, upstream(8001, 8002))
-	if c := m.Tally.Counts(); c.RendersChanged != 1 || c.ReloadsNotRunning < 1 || c.TestsOK+c.TestsFailed+c.ReloadsOK+c.ReloadsFailed != 0 || !c.LastSuccess.IsZero() {
+	if c := m.Tally.Counts(); c.RendersChanged != 1 || c.ReloadsNotRunning < 1 || c.TestsOK+c.TestsFailed+c.ReloadsOK+c.ReloadsFailed != 0 || !c.LastSuccess.IsZero() || !c.LastFailed {
 		t.Errorf("counts without nginx: %+v; want one render, one reload counted as not running", c)
 	}
 	want := "nginx is not installed (no " + nginx + "): " + out + " written, not checked; it will be checked and nginx reloaded once it is there"
