@@ -263,7 +263,8 @@ func TestManagerStateCarriesAnOwedReload(t *testing.T) {
 	m2.Tally = tally // the daemon's, across the swap
 	m2.Start()
 	defer m2.Stop()
-	for deadline := time.Now().Add(30 * time.Second); m2.Status().Reloads == 0; time.Sleep(10 * time.Millisecond) {
+	// The tally's last success is set after the status counts the reload.
+	for deadline := time.Now().Add(30 * time.Second); m2.Status().Reloads == 0 || tally.Counts().LastSuccess.IsZero(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the owed reload was not retried within 30s: %+v", m2.Status())
 		}
@@ -274,7 +275,7 @@ func TestManagerStateCarriesAnOwedReload(t *testing.T) {
 	if got, _ := os.ReadFile(reloads); string(got) != "reload\n" {
 		t.Errorf("reload command ran %q, want once", got)
 	}
-	if c := tally.Counts(); c.ReloadsFailed != int64(failures) || c.ReloadsOK != 1 || c.LastSuccess.IsZero() {
+	if c := tally.Counts(); c.ReloadsFailed != int64(failures) || c.ReloadsOK != 1 || c.LastSuccess.IsZero() || c.LastFailed {
 		t.Errorf("counts after the retry: %+v (failures before: %d)", c, failures)
 	}
 	if st := m2.State(); st.ReloadNeeded {
