@@ -116,6 +116,9 @@ func checkWarnings(cfg *config.Config) []string {
 	for _, w := range pathWarnings(cfg, os.Getenv("PATH")) {
 		out = append(out, w.Warning())
 	}
+	for _, w := range limitWarnings(cfg, readHostLimits()) {
+		out = append(out, w.Warning())
+	}
 	return out
 }
 

@@ -179,8 +179,14 @@ func systemdUnit(binary string, cfg *config.Config) ([]byte, error) {
 	line("RestartSec=2")
 	line("# gosup sends WATCHDOG=1 every 15 s; after 30 s of silence systemd restarts it.")
 	line("WatchdogSec=30")
-	line("# gosup holds every child's log files and pipes; children inherit the limit.")
-	line("LimitNOFILE=65536")
+	// 65536, or the next power of two that holds what the daemon needs.
+	fds, nofile := cfg.FDs(), 65536
+	for nofile < fds {
+		nofile *= 2
+	}
+	line("# gosup holds every child's pidfd, log pipes and files: up to %d descriptors", fds)
+	line("# for this configuration (gosup check counts them). Children inherit the limit.")
+	line("LimitNOFILE=%d", nofile)
 	tasks, why := cfg.TasksMax()
 	if cfg.Supervisor.TasksMax == 0 {
 		why += " ([supervisor] tasks_max sets it)"
