@@ -11,7 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/metrics"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -393,4 +397,224 @@ listen = %q
 			b.ReportMetric(float64(n), "bytes/scrape")
 		})
 	}
+}
+
+// BenchmarkScale2000 is a daemon with 2,000 C sleepers (default AUTO logs,
+// through the daemon): the host must fit them (scaleRoom fails the
+// benchmark with what to raise if it does not). In that order:
+//
+//   - idle: the daemon's memory with the 2,000 started and idle, less the
+//     same before their first spawn, after a GC each (runtime/metrics:
+//     heap-bytes is the heap's spans in use, objects and their free room,
+//     HeapInuse; stack-bytes the goroutine stacks, StackInuse;
+//     bytes/child is the two over 2,000, goroutines/child likewise), and
+//     VmRSS from /proc/self/status: this whole test process (the daemon
+//     in it, the test binary's pages, the race detector's shadow memory
+//     when built with -race), and its growth over the spawn per child.
+//   - status: one `ctl status` round trip through the API client, the
+//     2,000 processes decoded, with all of them RUNNING.
+//   - stop: `ctl stop all` until it returns; then, clock stopped, every
+//     child must be gone from /proc by pid (no process of those pids is a
+//     child of this one, not even a zombie).
+//   - spawn: `ctl start all` until all 2,000 are RUNNING (then stop all,
+//     not timed).
+//
+// Run:
+//
+//	go test -run '^$' -bench Scale2000 -benchtime 3x -count 5 ./supervisor/
+func BenchmarkScale2000(b *testing.B) {
+	const n = 2000
+	scaleRoom(b, n)
+	s, cl, stop := benchDaemon(b, n, false)
+	defer stop()
+	ctx := context.Background()
+	startAll := func(b *testing.B) {
+		res, err := cl.Action(ctx, "start", api.ActionRequest{Patterns: []string{"all"}})
+		if err != nil || len(res) != n || !allRunning(s) {
+			b.Fatalf("start all: %d results, %v", len(res), err)
+		}
+	}
+	// stopAll stops every process and returns the pids they had.
+	stopAll := func(b *testing.B) []int {
+		var pids []int
+		for _, p := range s.all() {
+			if st := p.Status(); st.Pid > 0 {
+				pids = append(pids, st.Pid)
+			}
+		}
+		res, err := cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{"all"}})
+		if err != nil || len(res) != n {
+			b.Fatalf("stop all: %d results, %v", len(res), err)
+		}
+		return pids
+	}
+	// Before any spawn: the figures of idle are what 2,000 running
+	// children add to the daemon with their slots only.
+	mem0 := daemonMemory()
+	startAll(b)
+	b.Run("idle", func(b *testing.B) {
+		var d memFigures
+		for b.Loop() {
+			d = daemonMemory().minus(mem0)
+		}
+		b.ReportMetric(float64(d.heap), "heap-bytes")
+		b.ReportMetric(float64(d.stack), "stack-bytes")
+		b.ReportMetric(float64(d.heap+d.stack)/n, "bytes/child")
+		b.ReportMetric(float64(d.goroutines)/n, "goroutines/child")
+		b.ReportMetric(float64(mem0.vmRSS+d.vmRSS), "VmRSS-bytes")
+		b.ReportMetric(float64(d.vmRSS)/n, "VmRSS-bytes/child")
+	})
+	b.Run("status", func(b *testing.B) {
+		for b.Loop() {
+			st, err := cl.Status(ctx)
+			if err != nil || len(st) != n {
+				b.Fatalf("status: %d, %v", len(st), err)
+			}
+		}
+	})
+	b.Run("stop", func(b *testing.B) {
+		for b.Loop() {
+			if !allRunning(s) {
+				b.StopTimer()
+				startAll(b)
+				b.StartTimer()
+			}
+			pids := stopAll(b)
+			b.StopTimer()
+			if len(pids) != n {
+				b.Fatalf("%d pids before stop all, want %d", len(pids), n)
+			}
+			for _, pid := range pids {
+				if ppid, ok := parentOf(pid); ok && ppid == os.Getpid() {
+					b.Fatalf("stop all returned with child %d still in /proc", pid)
+				}
+			}
+			b.StartTimer()
+		}
+	})
+	b.Run("spawn", func(b *testing.B) {
+		for b.Loop() {
+			startAll(b)
+			b.StopTimer()
+			stopAll(b)
+			b.StartTimer()
+		}
+	})
+}
+
+// memFigures is the daemon's memory: see BenchmarkScale2000's idle.
+type memFigures struct {
+	heap, stack, goroutines, vmRSS int64
+}
+
+func (m memFigures) minus(o memFigures) memFigures {
+	return memFigures{m.heap - o.heap, m.stack - o.stack, m.goroutines - o.goroutines, m.vmRSS - o.vmRSS}
+}
+
+// daemonMemory reads the heap and stacks in use (after a GC), the
+// goroutines and this process's VmRSS.
+func daemonMemory() memFigures {
+	runtime.GC()
+	samples := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/stacks:bytes"},
+		{Name: "/sched/goroutines:goroutines"},
+	}
+	metrics.Read(samples)
+	m := memFigures{
+		heap:       int64(samples[0].Value.Uint64() + samples[1].Value.Uint64()),
+		stack:      int64(samples[2].Value.Uint64()),
+		goroutines: int64(samples[3].Value.Uint64()),
+	}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+				m.vmRSS = kb << 10
+			}
+		}
+	}
+	return m
+}
+
+// parentOf is the parent pid of pid from /proc/PID/stat; ok is false when
+// there is no such process.
+func parentOf(pid int) (int, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 2 {
+		return 0, false
+	}
+	ppid, err := strconv.Atoi(f[1])
+	return ppid, err == nil
+}
+
+// scaleRoom fails b unless this host can run n children of benchDaemon:
+// RLIMIT_NOFILE (the Go runtime raised the soft limit to the hard one at
+// start; raised here if it did not), pid_max, the pids.max of this
+// process's cgroup and RLIMIT_NPROC (for non-root).
+func scaleRoom(b *testing.B, n int) {
+	b.Helper()
+	spec := procgroup.ProcSpec{Stdout: procgroup.LogSpec{Kind: procgroup.LogFile, Path: "x.log"}, Stderr: procgroup.LogSpec{Kind: procgroup.LogFile, Path: "y.log"}}
+	// What this process holds already (the benchmarks' daemons before
+	// this one have stopped), the daemon's own, and its children's.
+	held, _ := os.ReadDir("/proc/self/fd")
+	need := uint64(len(held) + config.DaemonFDs + n*procgroup.FDsPerProcess(&spec, false))
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		b.Fatal(err)
+	}
+	if rl.Cur < need {
+		if rl.Max < need {
+			b.Fatalf("%d children need about %d file descriptors; RLIMIT_NOFILE's hard limit is %d: raise it (ulimit -Hn %d as root, or LimitNOFILE= for a service)", n, need, rl.Max, need)
+		}
+		rl.Cur = rl.Max
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+			b.Fatalf("raise RLIMIT_NOFILE's soft limit to %d: %v", rl.Max, err)
+		}
+	}
+	// Each child is a pid; the daemon's threads and the host's other
+	// processes take more: ask for twice.
+	if pm, err := os.ReadFile("/proc/sys/kernel/pid_max"); err == nil {
+		if max, _ := strconv.Atoi(strings.TrimSpace(string(pm))); max < 2*n {
+			b.Fatalf("%d children need %d pids or more; kernel.pid_max is %d: raise it (sysctl -w kernel.pid_max=%d)", n, 2*n, max, 4*n)
+		}
+	}
+	if pids, cg := cgroupPids(); pids > 0 && pids < 2*n {
+		b.Fatalf("%d children need %d tasks or more; this process's cgroup %s allows %d (pids.max): run it where TasksMax= is higher", n, 2*n, cg, pids)
+	}
+	if os.Geteuid() != 0 {
+		if err := unix.Getrlimit(unix.RLIMIT_NPROC, &rl); err == nil && rl.Cur != unix.RLIM_INFINITY && rl.Cur < uint64(2*n) {
+			b.Fatalf("%d children need %d processes or more for this user; RLIMIT_NPROC is %d: raise it (ulimit -u)", n, 2*n, rl.Cur)
+		}
+	}
+}
+
+// cgroupPids is the smallest pids.max from this process's cgroup (v2) up,
+// and the cgroup that sets it; 0 when none does.
+func cgroupPids() (int, string) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0, ""
+	}
+	cg := ""
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "0::"); ok {
+			cg = rest
+		}
+	}
+	least, where := 0, ""
+	for dir := filepath.Clean(cg); strings.HasPrefix(dir, "/") && dir != "/"; dir = filepath.Dir(dir) {
+		if v, err := os.ReadFile("/sys/fs/cgroup" + dir + "/pids.max"); err == nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(string(v))); err == nil && (least == 0 || n < least) {
+				least, where = n, dir
+			}
+		}
+	}
+	return least, where
 }
