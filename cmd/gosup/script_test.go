@@ -111,6 +111,7 @@ func TestScripts(t *testing.T) {
 	maps.Copy(p.Cmds, tmuxCmds())
 	maps.Copy(p.Cmds, docCmds())
 	maps.Copy(p.Cmds, prometheusCmds())
+	maps.Copy(p.Cmds, scaleCmds())
 	// Work directories live under $GOTMPDIR or the temp dir; if that is
 	// long (a deep $TMPDIR), use a short root under /tmp so socket paths
 	// stay short.
