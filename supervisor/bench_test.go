@@ -421,7 +421,7 @@ listen = %q
 //
 // Run:
 //
-//	go test -run '^$' -bench Scale2000 -benchtime 3x -count 5 ./supervisor/
+//	go test -run '^$' -bench Scale2000 -benchtime 2x -count 5 -timeout 30m ./supervisor/
 func BenchmarkScale2000(b *testing.B) {
 	const n = 2000
 	scaleRoom(b, n)
