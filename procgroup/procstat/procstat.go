@@ -208,7 +208,18 @@ func ticks(t uint64) time.Duration {
 // caller owns: the files of processes not listed are closed, and their
 // CPU baselines forgotten.
 func (s *Sampler) Sample(ts []Target) []Sample {
-	return s.sampleAll(ts, false)
+	return s.sampleAll(ts, readNow)
+}
+
+// SampleRecent is Sample as the status shows it: a process's CPU time
+// and RSS are those of the last reading (the daemon's Tick) when that is
+// at most Fresh old, read now otherwise, and its descendants are those
+// Tick last found (looked for now only for a process never looked at),
+// their RSS read now. It reads no file of a process without descendants
+// that Tick has read: a status of 1,000 such processes is a pass over
+// memory, not 1,000 reads of /proc.
+func (s *Sampler) SampleRecent(ts []Target) []Sample {
+	return s.sampleAll(ts, recent)
 }
 
 // SampleFDs is Sample, and counts each process's open files too (see
@@ -217,34 +228,53 @@ func (s *Sampler) Sample(ts []Target) []Sample {
 // process's CPU time and RSS are the last reading's when that is at most
 // Fresh old (the daemon's Tick): its CPU window is not moved on.
 func (s *Sampler) SampleFDs(ts []Target) []Sample {
-	return s.sampleAll(ts, true)
+	return s.sampleAll(ts, withFDs)
 }
 
-func (s *Sampler) sampleAll(ts []Target, fds bool) []Sample {
+// mode is what a sample reads: see Sample, SampleFDs and SampleRecent.
+type mode int
+
+const (
+	readNow mode = iota
+	withFDs
+	recent
+)
+
+func (s *Sampler) sampleAll(ts []Target, m mode) []Sample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
 	out := make([]Sample, len(ts))
+	// One clock read for the pass (CLOCK_BOOTTIME is a system call):
+	// what a reading's age is measured against.
+	now := s.now()
 	for i, t := range ts {
 		if t.Pid > 0 && t.Start > 0 {
-			out[i] = s.sample(t, fds)
+			out[i] = s.sample(t, m, now)
 		}
 	}
 	s.dropUnseen()
 	return out
 }
 
-// Tick reads the CPU clock and the statm file of each process in ts (no
-// descendants), so that the CPU window at the next Sample is recent
-// (between MinWindow and TickEvery+MinWindow), whenever the last Sample
-// was. Processes not listed are dropped, as by Sample.
+// Tick reads the CPU clock and the statm file of each process in ts, so
+// that the CPU window at the next Sample is recent (between MinWindow and
+// TickEvery+MinWindow), whenever the last Sample was, and looks for the
+// descendants of those whose look is due (each TreeEvery, at its own
+// phase), or that were never looked at. Processes not listed are dropped,
+// as by Sample.
 func (s *Sampler) Tick(ts []Target) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
 	for _, t := range ts {
 		if t.Pid > 0 && t.Start > 0 {
-			s.read(t)
+			if p, r := s.read(t); p != nil && (!p.looked || r.at >= p.nextLook) {
+				// The looks fall due at each process's phase of
+				// TreeEvery: SampleRecent (the status) finds them done.
+				s.look(t.Pid, p, r.threads)
+				p.looked, p.nextLook = true, nextLook(t.Pid, r.at)
+			}
 		}
 	}
 	s.dropUnseen()
@@ -353,10 +383,11 @@ func (s *Sampler) read(t Target) (*proc, reading) {
 	return p, r
 }
 
-func (s *Sampler) sample(t Target, fds bool) Sample {
+func (s *Sampler) sample(t Target, m mode, now time.Duration) Sample {
 	var p *proc
 	var r reading
-	if q := s.procs[t.Pid]; fds && q != nil && q.start == t.Start && q.fdDir >= 0 && s.now()-q.last.at <= Fresh {
+	fds := m == withFDs
+	if q := s.procs[t.Pid]; m != readNow && q != nil && q.start == t.Start && (q.fdDir >= 0 || m == recent) && now-q.last.at <= Fresh {
 		// The last reading, recent: the pid is the caller's child
 		// (t.Start) not reaped yet, whose files were open then.
 		p, r = q, q.last
@@ -374,7 +405,7 @@ func (s *Sampler) sample(t Target, fds bool) Sample {
 		out.CPUPercent = float64(r.cpu-p.old.cpu) / float64(dt) * 100
 		out.CPUWindow = dt
 	}
-	if !p.looked || r.at >= p.nextLook {
+	if !p.looked || m != recent && r.at >= p.nextLook {
 		// Each member is read as it is found.
 		s.look(t.Pid, p, r.threads)
 		p.looked, p.nextLook = true, nextLook(t.Pid, r.at)

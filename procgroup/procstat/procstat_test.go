@@ -846,3 +846,52 @@ func TestSampleFDsReusesAFreshReading(t *testing.T) {
 		t.Errorf("Sample: %d clock reads, want 4", reads)
 	}
 }
+
+// SampleRecent (the status) takes the figures of the last Tick and the
+// descendants it found: it reads no CPU clock and looks for no
+// descendants of a process Tick read less than Fresh ago, and the tree's
+// members are read again (their RSS is now's). A process Tick has not
+// read, or read too long ago, is read now.
+func TestSampleRecentTakesTheTicksReading(t *testing.T) {
+	f, s := newFake(t)
+	page := int64(os.Getpagesize())
+	const n = 50
+	var ts []Target
+	for i := range n {
+		pid := 1000 + i
+		f.proc(pid, fakeSelf, 1, 100, 10)
+		f.cpu[pid] = sec(1)
+		ts = append(ts, Target{pid, 100})
+	}
+	// 1000 has a child, 5000.
+	f.children(1000, 1000, 5000)
+	f.proc(5000, 1000, 1, 150, 7)
+	reads := 0
+	f.onCPU = func(int) { reads++ }
+	f.now = sec(10)
+	s.Tick(ts)
+	if reads != n || s.looks != n {
+		t.Fatalf("the first Tick read %d clocks and looked %d times, want %d each", reads, s.looks, n)
+	}
+	f.rss(1001, 20)
+	f.rss(5000, 9)
+	f.now += TickEvery
+	reads, looks := 0, s.looks
+	out := s.SampleRecent(ts)
+	if reads != 0 || s.looks != looks {
+		t.Errorf("SampleRecent after a Tick read %d clocks and looked %d times, want none", reads, s.looks-looks)
+	}
+	if !out[1].OK || out[1].RSS != 10*page {
+		t.Errorf("1001: %+v, want the Tick's RSS %d", out[1], 10*page)
+	}
+	if !out[0].OK || out[0].TreeRSS != 10*page+9*page {
+		t.Errorf("1000: tree RSS %d, want its own at the Tick and its child's now: %d", out[0].TreeRSS, 19*page)
+	}
+	// Too long after the Tick: read now.
+	f.now += Fresh
+	reads = 0
+	out = s.SampleRecent(ts)
+	if reads != n || out[1].RSS != 20*page {
+		t.Errorf("SampleRecent %s after the Tick read %d clocks, RSS of 1001 %d: want %d clocks and %d", Fresh+TickEvery, reads, out[1].RSS, n, 20*page)
+	}
+}
