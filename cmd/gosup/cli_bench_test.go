@@ -1,10 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The cost of a CLI call as an operator pays it: a fresh process of a real
@@ -47,4 +50,66 @@ func BenchmarkCLIStatus4(b *testing.B) {
 			b.Fatalf("gosup ctl status: %q, %v", out, err)
 		}
 	}
+}
+
+// BenchmarkCLIStatus is `gosup ctl status`, as a table and with --json,
+// against a daemon (the same binary) with 100 and 1,000 sleep children:
+// what issue 16 holds to 2× (100) and 3× (1,000) a Go hello world's start
+// and exit. Each `gosup ctl status` is followed by a run of a hello world
+// built here the same way, timed apart: ms/op is the status, hello-ms the
+// hello world, x-hello the ratio. Run:
+//
+//	go test -run '^$' -bench CLIStatus/ -benchtime 200x -count 5 ./cmd/gosup/
+func BenchmarkCLIStatus(b *testing.B) {
+	bin := benchBinary(b)
+	hello := helloBinary(b)
+	for _, n := range []int{100, 1000} {
+		d := startUpgradeDaemon(b, bin, n)
+		for _, format := range []string{"text", "json"} {
+			b.Run(fmt.Sprintf("%d/%s", n, format), func(b *testing.B) {
+				args := []string{"--socket", d.cl.Socket, "ctl", "status"}
+				want := " RUNNING "
+				if format == "json" {
+					args, want = append(args, "--json"), `"state": "RUNNING"`
+				}
+				var status, helloTime time.Duration
+				for b.Loop() {
+					t0 := time.Now()
+					out, err := exec.Command(bin, args...).Output()
+					status += time.Since(t0)
+					if err != nil || strings.Count(string(out), want) != n {
+						b.Fatalf("gosup %s: %d RUNNING, %v", strings.Join(args, " "), strings.Count(string(out), want), err)
+					}
+					t0 = time.Now()
+					if err := exec.Command(hello).Run(); err != nil {
+						b.Fatal(err)
+					}
+					helloTime += time.Since(t0)
+				}
+				b.ReportMetric(0, "ns/op")
+				b.ReportMetric(float64(status.Microseconds())/1000/float64(b.N), "ms/op")
+				b.ReportMetric(float64(helloTime.Microseconds())/1000/float64(b.N), "hello-ms")
+				b.ReportMetric(float64(status)/float64(helloTime), "x-hello")
+			})
+		}
+	}
+}
+
+// helloBinary builds a Go hello world (write a line, exit) the way
+// buildGosup builds gosup: the floor a Go CLI's start and exit costs.
+func helloBinary(b *testing.B) string {
+	dir := b.TempDir()
+	src := "package main\n\nimport \"os\"\n\nfunc main() { os.Stdout.WriteString(\"hello\\n\") }\n"
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module hello\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command("go", "build", "-o", "hello", ".")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("go build hello: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "hello")
 }

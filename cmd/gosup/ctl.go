@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -88,15 +89,25 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, warning, err := cl.StatusWarning(cmd.Context(), args...)
+			// The daemon formats the table or the JSON; they are
+			// copied out as they come (a buffer for the table: the
+			// warnings follow it).
+			out := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
+			var warning []string
+			if asJSON {
+				warning, err = cl.StatusJSON(cmd.Context(), out, args...)
+			} else {
+				warning, err = cl.StatusTable(cmd.Context(), out, args...)
+			}
 			if err != nil {
 				return clientErr(err)
 			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				return printJSON(out, st)
+			if err := out.Flush(); err != nil {
+				return failed(err)
 			}
-			printStatus(out, st)
+			if asJSON {
+				return nil
+			}
 			for _, w := range warning {
 				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING:", w)
 			}
@@ -108,17 +119,7 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 }
 
 func printStatus(w io.Writer, st []api.ProcStatus) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tPORT\tUPTIME\tRESTARTS\tCPU\tMEM\tINFO")
-	for _, p := range st {
-		c := api.FormatColumns(p)
-		mem := c.Mem
-		if c.TreeMem != "" {
-			mem += " (tree " + c.TreeMem + ")"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.State, c.Pid, c.Port, c.Uptime, c.Restarts, c.CPU, mem, c.Info)
-	}
-	tw.Flush()
+	_, _ = w.Write(api.AppendStatusTable(nil, st))
 }
 
 func newActionCmd(g *globalFlags, verb, short string) *cobra.Command {

@@ -10,7 +10,7 @@
 package api
 
 import (
-	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -331,11 +331,28 @@ const WarningHeader = "Gosup-Warning"
 
 // FormatUptime prints d as supervisorctl does: H:MM:SS, with days in front.
 func FormatUptime(d time.Duration) string {
+	return string(AppendUptime(make([]byte, 0, 24), d))
+}
+
+// AppendUptime appends FormatUptime(d).
+func AppendUptime(b []byte, d time.Duration) []byte {
 	secs := int64(d.Seconds())
 	days, secs := secs/86400, secs%86400
-	s := fmt.Sprintf("%d:%02d:%02d", secs/3600, secs%3600/60, secs%60)
 	if days > 0 {
-		s = fmt.Sprintf("%d days, %s", days, s)
+		b = strconv.AppendInt(b, days, 10)
+		b = append(b, " days, "...)
 	}
-	return s
+	b = strconv.AppendInt(b, secs/3600, 10)
+	b = append(b, ':')
+	b = appendTwoDigits(b, secs%3600/60)
+	b = append(b, ':')
+	return appendTwoDigits(b, secs%60)
+}
+
+// appendTwoDigits appends n as %02d does.
+func appendTwoDigits(b []byte, n int64) []byte {
+	if n >= 0 && n < 10 {
+		b = append(b, '0')
+	}
+	return strconv.AppendInt(b, n, 10)
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -19,6 +20,36 @@ func TestFormatUptime(t *testing.T) {
 	} {
 		if got := FormatUptime(tc.d); got != tc.want {
 			t.Errorf("FormatUptime(%s) = %q, want %q", tc.d, got, tc.want)
+		}
+	}
+}
+
+// The table's figures are formatted with strconv as fmt formatted them
+// (%d:%02d:%02d, %.1f%%, %.2fG, %.1fM), negative and huge values alike.
+func TestFiguresAsFmt(t *testing.T) {
+	for _, secs := range []int64{-3725, -5, 0, 9, 61, 3599, 86399, 86400, 90061, 1 << 30} {
+		d := time.Duration(secs) * time.Second
+		want := fmt.Sprintf("%d:%02d:%02d", secs%86400/3600, secs%86400%3600/60, secs%86400%60)
+		if days := secs / 86400; days > 0 {
+			want = fmt.Sprintf("%d days, %s", days, want)
+		}
+		if got := FormatUptime(d); got != want {
+			t.Errorf("FormatUptime(%s) = %q, want %q", d, got, want)
+		}
+	}
+	for _, b := range []int64{0, 1, 52428, 52429, 1 << 20, 1<<30 - 1, 1 << 30, 5<<30 + 1<<20, 1 << 62} {
+		want := fmt.Sprintf("%.1fM", float64(b)/(1<<20))
+		if b >= 1<<30 {
+			want = fmt.Sprintf("%.2fG", float64(b)/(1<<30))
+		}
+		if got := FormatMem(b); got != want {
+			t.Errorf("FormatMem(%d) = %q, want %q", b, got, want)
+		}
+	}
+	for _, cpu := range []float64{0, 0.04, 0.05, 0.15, 0.25, 99.95, 153.25, 1e6, -1} {
+		want := fmt.Sprintf("%.1f%%", cpu)
+		if got := FormatColumns(ProcStatus{Pid: 1, Sampled: true, CPUWindowS: 1, CPUPercent: cpu}).CPU; got != want {
+			t.Errorf("CPU %v: %q, want %q", cpu, got, want)
 		}
 	}
 }

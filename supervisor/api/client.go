@@ -124,6 +124,81 @@ func (c *Client) Status(ctx context.Context, patterns ...string) ([]ProcStatus, 
 	return st, err
 }
 
+// MaxStatusBytes bounds the status a client reads: the JSON of about
+// 100,000 processes.
+const MaxStatusBytes = 64 << 20
+
+// StatusTable writes the status table of the processes matching patterns
+// (all when none) to w, as the daemon formats it (see StatusTableType),
+// and returns the daemon's one-line warnings. The answer of a daemon
+// that does not format it (JSON: one from before the table) is decoded
+// and formatted here.
+func (c *Client) StatusTable(ctx context.Context, w io.Writer, patterns ...string) ([]string, error) {
+	resp, err := c.rawAccept(ctx, http.MethodGet, "/v1/status", url.Values{"p": patterns}, nil, StatusTableType)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	warnings := resp.Header.Values(WarningHeader)
+	if mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";"); strings.TrimSpace(mt) == StatusTableType {
+		n, err := io.Copy(w, io.LimitReader(resp.Body, MaxStatusBytes+1))
+		if err == nil && n > MaxStatusBytes {
+			err = fmt.Errorf("the status table is over %d MiB", MaxStatusBytes>>20)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the status from %s: %w", c.Socket, err)
+		}
+		return warnings, nil
+	}
+	var out []ProcStatus
+	if err := json.NewDecoder(io.LimitReader(resp.Body, MaxStatusBytes)).Decode(&out); err != nil {
+		return nil, fmt.Errorf("decode response from %s: %w", c.Socket, err)
+	}
+	if _, err := w.Write(AppendStatusTable(nil, out)); err != nil {
+		return nil, err
+	}
+	return warnings, nil
+}
+
+// StatusJSON writes the status of the processes matching patterns (all
+// when none) to w as the daemon encodes it (see ProcStatus), indented as
+// gosup ctl status --json prints it, and returns the daemon's one-line
+// warnings. It decodes nothing: the answer of a daemon that does not
+// indent (one from before AppendStatusJSON) is indented here.
+func (c *Client) StatusJSON(ctx context.Context, w io.Writer, patterns ...string) ([]string, error) {
+	resp, err := c.raw(ctx, http.MethodGet, "/v1/status", url.Values{"p": patterns, "indent": {"1"}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	warnings := resp.Header.Values(WarningHeader)
+	br := bufio.NewReader(io.LimitReader(resp.Body, MaxStatusBytes+1))
+	if head, _ := br.Peek(2); string(head) == "[{" {
+		// Not indented.
+		body, err := io.ReadAll(br)
+		if err == nil && len(body) > MaxStatusBytes {
+			err = fmt.Errorf("over %d MiB", MaxStatusBytes>>20)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the status from %s: %w", c.Socket, err)
+		}
+		var out bytes.Buffer
+		if err := json.Indent(&out, body, "", "  "); err != nil {
+			return nil, fmt.Errorf("decode response from %s: %w", c.Socket, err)
+		}
+		_, err = out.WriteTo(w)
+		return warnings, err
+	}
+	n, err := io.Copy(w, br)
+	if err == nil && n > MaxStatusBytes {
+		err = fmt.Errorf("over %d MiB", MaxStatusBytes>>20)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the status from %s: %w", c.Socket, err)
+	}
+	return warnings, nil
+}
+
 // StatusWarning is Status plus the daemon's one-line warnings, if any (a
 // failed nginx update, a refused reload).
 func (c *Client) StatusWarning(ctx context.Context, patterns ...string) ([]ProcStatus, []string, error) {

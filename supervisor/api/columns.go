@@ -50,7 +50,7 @@ func FormatColumns(p ProcStatus) Columns {
 	}
 	if p.Pid > 0 && p.Sampled {
 		if p.CPUWindowS > 0 { // else younger than the shortest window
-			c.CPU = fmt.Sprintf("%.1f%%", p.CPUPercent)
+			c.CPU = string(append(strconv.AppendFloat(make([]byte, 0, 8), p.CPUPercent, 'f', 1, 64), '%')) // %.1f%%
 		}
 		c.Mem = FormatMem(p.RSSBytes)
 		if p.TreeRSSBytes > p.RSSBytes {
@@ -67,10 +67,11 @@ const OldSpecInfo = "old spec (rolling restart pending)"
 // FormatMem is a resident set as top shows it: MiB to a tenth, GiB to a
 // hundredth from 1 GiB.
 func FormatMem(b int64) string {
+	buf := make([]byte, 0, 12)
 	if b >= 1<<30 {
-		return fmt.Sprintf("%.2fG", float64(b)/(1<<30))
+		return string(append(strconv.AppendFloat(buf, float64(b)/(1<<30), 'f', 2, 64), 'G')) // %.2fG
 	}
-	return fmt.Sprintf("%.1fM", float64(b)/(1<<20))
+	return string(append(strconv.AppendFloat(buf, float64(b)/(1<<20), 'f', 1, 64), 'M')) // %.1fM
 }
 
 // droppedInfo says how much output a process lost, per stream, and which

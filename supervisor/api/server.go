@@ -244,7 +244,33 @@ func (s server) status(w http.ResponseWriter, r *http.Request) {
 	for _, warning := range warnings {
 		w.Header().Add(WarningHeader, warning)
 	}
-	writeJSON(w, http.StatusOK, procs)
+	// Encoded by hand (see AppendStatusJSON), or formatted as the table
+	// for a client that asks for it: it then copies the table out, with
+	// no JSON to decode. With a length: the client reads no chunks.
+	var body []byte
+	if acceptsTable(r) {
+		body = AppendStatusTable(make([]byte, 0, 128*(len(procs)+1)), procs)
+		w.Header().Set("Content-Type", StatusTableType+"; charset=utf-8")
+	} else {
+		body = AppendStatusJSON(make([]byte, 0, 768*len(procs)+8), procs, r.URL.Query().Get("indent") != "")
+		w.Header().Set("Content-Type", "application/json")
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// acceptsTable says the client asked for the status table (see
+// StatusTableType).
+func acceptsTable(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		for part := range strings.SplitSeq(v, ",") {
+			if mt, _, _ := strings.Cut(part, ";"); strings.TrimSpace(mt) == StatusTableType {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s server) action(w http.ResponseWriter, r *http.Request) {

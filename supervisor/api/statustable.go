@@ -1,0 +1,75 @@
+package api
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"unicode/utf8"
+)
+
+// StatusTableType is the media type of the status as `gosup ctl status`
+// prints it: a client that sends it in Accept gets the table, formatted by
+// the daemon, and copies it out (no JSON to decode); a daemon that does
+// not know it answers JSON, which the client formats.
+const StatusTableType = "text/plain"
+
+// statusHeader is the first line of the status table.
+var statusHeader = [...]string{"NAME", "STATE", "PID", "PORT", "UPTIME", "RESTARTS", "CPU", "MEM", "INFO"}
+
+// AppendStatusTable appends the status table of procs: a header and a line
+// a process, columns aligned as text/tabwriter aligns them (two spaces
+// between, widths in runes), INFO last. Cells with a tab, newline,
+// vertical tab, form feed or tabwriter's escape byte (0xff), which
+// tabwriter takes as layout, go through tabwriter itself; the rest, in
+// one pass to measure and one to write.
+func AppendStatusTable(b []byte, procs []ProcStatus) []byte {
+	rows := make([][len(statusHeader)]string, 0, len(procs)+1)
+	rows = append(rows, statusHeader)
+	for i := range procs {
+		rows = append(rows, statusRow(&procs[i]))
+	}
+	var widths [len(statusHeader) - 1]int
+	for _, r := range rows {
+		for j, c := range r {
+			if strings.ContainsAny(c, "\t\n\v\f") || strings.IndexByte(c, tabwriter.Escape) >= 0 {
+				return appendTabwriter(b, rows)
+			}
+			if j < len(widths) {
+				widths[j] = max(widths[j], utf8.RuneCountInString(c))
+			}
+		}
+	}
+	for _, r := range rows {
+		for j, c := range r[:len(widths)] {
+			b = append(b, c...)
+			for range widths[j] - utf8.RuneCountInString(c) + 2 {
+				b = append(b, ' ')
+			}
+		}
+		b = append(b, r[len(widths)]...)
+		b = append(b, '\n')
+	}
+	return b
+}
+
+// statusRow is one process's cells.
+func statusRow(p *ProcStatus) [len(statusHeader)]string {
+	c := FormatColumns(*p)
+	mem := c.Mem
+	if c.TreeMem != "" {
+		mem += " (tree " + c.TreeMem + ")"
+	}
+	return [...]string{p.Name, p.State, c.Pid, c.Port, c.Uptime, c.Restarts, c.CPU, mem, c.Info}
+}
+
+// appendTabwriter is AppendStatusTable through text/tabwriter.
+func appendTabwriter(b []byte, rows [][len(statusHeader)]string) []byte {
+	buf := bytes.NewBuffer(b)
+	tw := tabwriter.NewWriter(buf, 0, 0, 2, ' ', 0)
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+	}
+	tw.Flush()
+	return buf.Bytes()
+}
