@@ -35,9 +35,10 @@ type ProcStatus struct {
 	LastExitAt time.Time `json:"last_exit_at,omitzero"`
 	Stdout     string    `json:"stdout_logfile,omitempty"`
 	Stderr     string    `json:"stderr_logfile,omitempty"`
-	// Sampled says the figures below were read (at each status, whether
-	// or not [memmon] is configured): false when no process runs, or it
-	// could not be read (gone meanwhile). A zombie is sampled, at RSS 0.
+	// Sampled says the figures below were read (every 2 s, at most 3 s
+	// before the status, or at the status; whether or not [memmon] is
+	// configured): false when no process runs, or it could not be read
+	// (gone meanwhile). A zombie is sampled, at RSS 0.
 	Sampled bool `json:"sampled"`
 	// CPUPercent is the process's CPU use, in percent of one core (as
 	// top: 200 is two cores busy), over the last CPUWindowS seconds
