@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -147,10 +148,10 @@ func fieldErr(key, format string, args ...any) error {
 }
 
 // nameRE is what may reach a process name, a file name or an nginx template.
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+var nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_.-]+$`) })
 
 // ValidName reports whether s may be used as a program or process name.
-func ValidName(s string) bool { return nameRE.MatchString(s) }
+func ValidName(s string) bool { return nameRE().MatchString(s) }
 
 // LogKind says where a child's output goes.
 type LogKind uint8
@@ -357,7 +358,9 @@ func (xc ExpandContext) logSpec(v, name, stream string, maxBytes Size, backups i
 	return LogSpec{Kind: LogFile, Path: path, MaxBytes: maxBytes, Backups: backups}
 }
 
-var expandRE = regexp.MustCompile(`%(%|\(([A-Za-z0-9_]+)\)([-#0 +]*[0-9]*(?:\.[0-9]+)?)([sdixXo]))`)
+var expandRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`%(%|\(([A-Za-z0-9_]+)\)([-#0 +]*[0-9]*(?:\.[0-9]+)?)([sdixXo]))`)
+})
 
 // Expand replaces supervisord-style %(name)s / %(name)02d references in s
 // with vars. "%%" is a literal percent sign.
@@ -366,11 +369,11 @@ func Expand(s string, vars map[string]any) (string, error) {
 		return s, nil
 	}
 	var err error
-	out := expandRE.ReplaceAllStringFunc(s, func(m string) string {
+	out := expandRE().ReplaceAllStringFunc(s, func(m string) string {
 		if m == "%%" {
 			return "%"
 		}
-		sub := expandRE.FindStringSubmatch(m)
+		sub := expandRE().FindStringSubmatch(m)
 		name, flags, verb := sub[2], sub[3], sub[4]
 		v, ok := vars[name]
 		if !ok {

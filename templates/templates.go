@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"sync"
 	"text/template"
 	"time"
 
@@ -134,12 +135,12 @@ func (t *Template) Render(d Data) ([]byte, error) {
 // reaches nginx's configuration: no whitespace, control characters (\p{Cc}:
 // C0 with \v, DEL, C1), ';', '{', '}', quotes, backslashes or '#', so no
 // value can end a directive or open a block.
-var tokenRE = regexp.MustCompile(`^[^\s\p{Cc};{}"'\\#]+$`)
+var tokenRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[^\s\p{Cc};{}"'\\#]+$`) })
 
 // ValidToken reports whether s can be written into an nginx directive as is.
-func ValidToken(s string) bool { return tokenRE.MatchString(s) }
+func ValidToken(s string) bool { return tokenRE().MatchString(s) }
 
-var hashRE = regexp.MustCompile(`^hash [^\s\p{Cc};{}"'\\#]+( consistent)?$`)
+var hashRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^hash [^\s\p{Cc};{}"'\\#]+( consistent)?$`) })
 
 // ValidBalance reports whether b is a balancing method gosup renders.
 func ValidBalance(b string) bool {
@@ -147,5 +148,5 @@ func ValidBalance(b string) bool {
 	case "least_conn", "round_robin", "ip_hash":
 		return true
 	}
-	return hashRE.MatchString(b)
+	return hashRE().MatchString(b)
 }

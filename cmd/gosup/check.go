@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -62,14 +63,14 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 	}
 }
 
-var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`)
+var shellSafe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`) })
 
 // shellJoin prints argv so that it splits back into the same words:
 // an argument with spaces or quotes is single-quoted.
 func shellJoin(argv []string) string {
 	out := make([]string, len(argv))
 	for i, a := range argv {
-		if shellSafe.MatchString(a) {
+		if shellSafe().MatchString(a) {
 			out[i] = a
 		} else {
 			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gosup/gosup/supervisor/api"
@@ -52,7 +53,7 @@ func argsError(cmd *cobra.Command, args []string) error {
 	}
 	names := strings.Fields(cmd.Use)[1:]
 	var required []string
-	for _, n := range strings.Fields(optionalArgs.ReplaceAllString(cmd.Use, ""))[1:] {
+	for _, n := range strings.Fields(optionalArgs().ReplaceAllString(cmd.Use, ""))[1:] {
 		required = append(required, strings.TrimSuffix(n, "..."))
 	}
 	switch {
@@ -66,15 +67,15 @@ func argsError(cmd *cobra.Command, args []string) error {
 
 // optionalArgs are the bracketed parts of a usage line: optional arguments
 // and flags.
-var optionalArgs = regexp.MustCompile(`\[[^\]]*\]`)
+var optionalArgs = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\[[^\]]*\]`) })
 
 // pflag's value errors: invalid argument "x" for "-n, --lines" flag: ...
-var flagValueErr = regexp.MustCompile(`^invalid argument "(.*)" for "(.*)" flag: (.*)$`)
+var flagValueErr = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^invalid argument "(.*)" for "(.*)" flag: (.*)$`) })
 
 // flagError says a flag parse error in words, with the usage line.
 func flagError(cmd *cobra.Command, err error) error {
 	msg := err.Error()
-	if m := flagValueErr.FindStringSubmatch(msg); m != nil {
+	if m := flagValueErr().FindStringSubmatch(msg); m != nil {
 		value, name, why := m[1], strings.ReplaceAll(m[2], ", ", "/"), m[3]
 		want := "a valid value"
 		if f := cmd.Flags().Lookup(strings.TrimLeft(name[strings.LastIndex(name, "/")+1:], "-")); f != nil {
@@ -218,7 +219,7 @@ func absFrom(dir, p string) string {
 }
 
 // triedSocket is the socket named in an api.ErrNotRunning error.
-var triedSocket = regexp.MustCompile(`no daemon listens on (.*)\)$`)
+var triedSocket = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`no daemon listens on (.*)\)$`) })
 
 // hintNotRunning adds to an api.ErrNotRunning error how to point at
 // another daemon (see notRunningHint); other errors pass.
@@ -227,7 +228,7 @@ func hintNotRunning(err error) error {
 		return err
 	}
 	tried := ""
-	if m := triedSocket.FindStringSubmatch(err.Error()); m != nil {
+	if m := triedSocket().FindStringSubmatch(err.Error()); m != nil {
 		tried = m[1]
 	}
 	return fmt.Errorf("%w\n%s", err, notRunningHint(tried))
@@ -248,7 +249,7 @@ func completeNames(g *globalFlags, c *cobra.Command) {
 		// Which argument this is, as the usage line names it.
 		var kind string
 		pos := 0
-		for _, w := range strings.Fields(flagArgs.ReplaceAllString(c.Use, ""))[1:] {
+		for _, w := range strings.Fields(flagArgs().ReplaceAllString(c.Use, ""))[1:] {
 			kind = strings.Trim(w, "[]")
 			if pos >= len(args) || strings.HasSuffix(kind, "...") {
 				break
@@ -298,7 +299,7 @@ func completeNames(g *globalFlags, c *cobra.Command) {
 }
 
 // flagArgs are the flags a usage line shows, with their values.
-var flagArgs = regexp.MustCompile(`\[-[^\]]*\]`)
+var flagArgs = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\[-[^\]]*\]`) })
 
 // prefixed keeps the words that start with prefix.
 func prefixed(words []string, prefix string) []string {

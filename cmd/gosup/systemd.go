@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gosup/gosup/supervisor/config"
@@ -314,13 +315,13 @@ func commentSafe(s string) string {
 
 func fmtSeconds(d time.Duration) string { return fmt.Sprintf("%d s", int(d/time.Second)) }
 
-var systemdSafe = regexp.MustCompile(`^[A-Za-z0-9_@+=:,./-]+$`)
+var systemdSafe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_@+=:,./-]+$`) })
 
 // systemdQuote makes s one word of a unit setting: double-quoted unless it
 // is plain, with % written %% (specifiers) and, in a command line (exec),
 // $ written $$ (variables).
 func systemdQuote(s string, exec bool) (string, error) {
-	if systemdSafe.MatchString(s) {
+	if systemdSafe().MatchString(s) {
 		return s, nil
 	}
 	e, err := systemdEscape(s, exec)

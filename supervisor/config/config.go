@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -641,7 +642,7 @@ func unknownKeys(src *source, decodeFailed map[string]bool) []error {
 			continue
 		}
 		// A failed decode stops early, leaving valid keys of that program undecoded.
-		if len(k) >= 3 && k[0] == "program" && decodeFailed[k[1]] && slices.Contains(knownKeys["program"], k[2]) {
+		if len(k) >= 3 && k[0] == "program" && decodeFailed[k[1]] && slices.Contains(knownKeys()["program"], k[2]) {
 			continue
 		}
 		msg := "unknown key"
@@ -715,14 +716,16 @@ func decodeError(file, key string, err error) error {
 		return &Error{File: file, Line: pe.Position.Line, Key: k, Msg: pe.Message}
 	}
 	// Type mismatches come as `toml: line N (last key "K"): message`.
-	if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
+	if m := typeErrRE().FindStringSubmatch(err.Error()); m != nil {
 		line, _ := strconv.Atoi(m[1])
 		return &Error{File: file, Line: line, Key: m[2], Msg: m[3]}
 	}
 	return &Error{File: file, Key: key, Msg: err.Error()}
 }
 
-var typeErrRE = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (.*)$`)
+var typeErrRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (.*)$`)
+})
 
 func unjoin(err error) []error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
@@ -759,15 +762,18 @@ func programRelTo(dir, command string) string {
 	return command
 }
 
-// knownKeys lists the keys of each table, for "did you mean" hints.
-var knownKeys = map[string][]string{
-	"supervisor": tomlKeys(rawSettings{}),
-	"program":    tomlKeys(rawProgram{}),
-	"nginx":      tomlKeys(rawNginx{}),
-	"memmon":     tomlKeys(rawMemmon{}),
-	"email":      tomlKeys(rawEmail{}),
-	"http":       tomlKeys(rawHTTP{}),
-}
+// knownKeys lists the keys of each table, for "did you mean" hints: read
+// from the structs at first use, not at every command's start.
+var knownKeys = sync.OnceValue(func() map[string][]string {
+	return map[string][]string{
+		"supervisor": tomlKeys(rawSettings{}),
+		"program":    tomlKeys(rawProgram{}),
+		"nginx":      tomlKeys(rawNginx{}),
+		"memmon":     tomlKeys(rawMemmon{}),
+		"email":      tomlKeys(rawEmail{}),
+		"http":       tomlKeys(rawHTTP{}),
+	}
+})
 
 // reportedParent reports whether a table enclosing k is itself unknown.
 func reportedParent(undecoded map[string]bool, k toml.Key) bool {
@@ -780,8 +786,8 @@ func reportedParent(undecoded map[string]bool, k toml.Key) bool {
 }
 
 func suggest(k toml.Key) string {
-	if _, known := knownKeys[k[0]]; !known {
-		return closest(k[0], append(slices.Sorted(maps.Keys(knownKeys)), "include"))
+	if _, known := knownKeys()[k[0]]; !known {
+		return closest(k[0], append(slices.Sorted(maps.Keys(knownKeys())), "include"))
 	}
 	if len(k) < 2 {
 		return ""
@@ -798,7 +804,7 @@ func suggest(k toml.Key) string {
 	case (table == "memmon" || table == "email" || table == "http") && len(k) != 2:
 		return ""
 	}
-	return closest(last, knownKeys[table])
+	return closest(last, knownKeys()[table])
 }
 
 func closest(s string, candidates []string) string {

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/gosup/gosup/procgroup"
 )
@@ -440,7 +441,7 @@ func typedValue(key, v string) (string, error) {
 // program's own environment; gosup expands only some keys, and ENV_X only
 // from its own environment.
 func expandKnown(v string, vars map[string]string) string {
-	return expansionRE.ReplaceAllStringFunc(v, func(m string) string {
+	return expansionRE().ReplaceAllStringFunc(v, func(m string) string {
 		if m == "%%" {
 			return m
 		}
@@ -451,7 +452,7 @@ func expandKnown(v string, vars map[string]string) string {
 	})
 }
 
-var expansionRE = regexp.MustCompile(`%%|%\(([A-Za-z0-9_]+)\)s`)
+var expansionRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`%%|%\(([A-Za-z0-9_]+)\)s`) })
 
 // envVars makes ENV_X expansions of an environment.
 func envVars(env map[string]string) map[string]string {
@@ -645,9 +646,9 @@ func (p *prog) fixedLog(key string) string {
 	return v
 }
 
-var invalidNameRE = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
+var invalidNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`[^A-Za-z0-9_.-]`) })
 
-func cleanName(s string) string { return invalidNameRE.ReplaceAllString(s, "_") }
+func cleanName(s string) string { return invalidNameRE().ReplaceAllString(s, "_") }
 
 // expandTilde does what supervisord's expanduser does to paths.
 func expandTilde(p string) string {
@@ -804,10 +805,16 @@ func logValue(v string) (string, string) {
 // --socket=host:port), of --port=…, or as the whole argument after a port
 // flag (-p, -s, -b, --port, --bind, --socket, --listen, --http…).
 var (
-	hostPortRE = regexp.MustCompile(`^(?:|localhost|[A-Za-z0-9-]*\.[A-Za-z0-9.-]*|\[[0-9a-fA-F:]+\]):(\d*%\(process_num\)[-#0 +]*\d*[ds])$`)
-	flagPortRE = regexp.MustCompile(`^--?[a-z-]*(?:port|bind|listen|socket|http)[a-z-]*=(\d*%\(process_num\)[-#0 +]*\d*[ds])$`)
-	bareRE     = regexp.MustCompile(`^(\d*%\(process_num\)[-#0 +]*\d*[ds])$`)
-	portFlagRE = regexp.MustCompile(`^--?([a-z-]*(port|bind|listen|socket|http)[a-z-]*|p|s|b)$`)
+	hostPortRE = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^(?:|localhost|[A-Za-z0-9-]*\.[A-Za-z0-9.-]*|\[[0-9a-fA-F:]+\]):(\d*%\(process_num\)[-#0 +]*\d*[ds])$`)
+	})
+	flagPortRE = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^--?[a-z-]*(?:port|bind|listen|socket|http)[a-z-]*=(\d*%\(process_num\)[-#0 +]*\d*[ds])$`)
+	})
+	bareRE     = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(\d*%\(process_num\)[-#0 +]*\d*[ds])$`) })
+	portFlagRE = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^--?([a-z-]*(port|bind|listen|socket|http)[a-z-]*|p|s|b)$`)
+	})
 )
 
 // port records port_start when the command puts a plain sequence of ports
@@ -837,17 +844,17 @@ func (c *conv) port(p *prog) {
 	}
 	for i, arg := range argv {
 		var tok, flag string
-		if m := hostPortRE.FindStringSubmatch(arg); m != nil {
+		if m := hostPortRE().FindStringSubmatch(arg); m != nil {
 			tok = m[1]
-			if i > 0 && portFlagRE.MatchString(argv[i-1]) {
+			if i > 0 && portFlagRE().MatchString(argv[i-1]) {
 				flag = argv[i-1]
 			}
-		} else if m := flagPortRE.FindStringSubmatch(arg); m != nil {
+		} else if m := flagPortRE().FindStringSubmatch(arg); m != nil {
 			tok = m[1]
 			flag, _, _ = strings.Cut(arg, "=")
-		} else if f, v, ok := strings.Cut(arg, "="); ok && portFlagRE.MatchString(f) && hostPortRE.MatchString(v) {
-			tok, flag = hostPortRE.FindStringSubmatch(v)[1], f
-		} else if m := bareRE.FindStringSubmatch(arg); m != nil && i > 0 && portFlagRE.MatchString(argv[i-1]) {
+		} else if f, v, ok := strings.Cut(arg, "="); ok && portFlagRE().MatchString(f) && hostPortRE().MatchString(v) {
+			tok, flag = hostPortRE().FindStringSubmatch(v)[1], f
+		} else if m := bareRE().FindStringSubmatch(arg); m != nil && i > 0 && portFlagRE().MatchString(argv[i-1]) {
 			tok, flag = m[1], argv[i-1]
 		} else {
 			continue

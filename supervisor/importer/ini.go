@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // The INI dialect is supervisord's: Python's RawConfigParser with ';' and
@@ -54,8 +55,8 @@ type ParseError struct {
 func (e *ParseError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
 
 var (
-	sectionRE = regexp.MustCompile(`^\[(.+)\]`)
-	optionRE  = regexp.MustCompile(`^(.*?)\s*([=:])\s*(.*)$`)
+	sectionRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^\[(.+)\]`) })
+	optionRE  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(.*?)\s*([=:])\s*(.*)$`) })
 )
 
 // parseINI reads one file's sections (a section named twice merged), in
@@ -90,7 +91,7 @@ func parseINI(file string, data []byte) ([]*section, error) {
 		}
 		pending = nil
 		indent = lead
-		if m := sectionRE.FindStringSubmatch(value); m != nil {
+		if m := sectionRE().FindStringSubmatch(value); m != nil {
 			name := m[1]
 			cur = nil
 			for _, s := range sections {
@@ -108,7 +109,7 @@ func parseINI(file string, data []byte) ([]*section, error) {
 		if cur == nil {
 			return nil, &ParseError{File: file, Line: n, Msg: fmt.Sprintf("%q comes before any [section] header", value)}
 		}
-		m := optionRE.FindStringSubmatch(value)
+		m := optionRE().FindStringSubmatch(value)
 		if m == nil || strings.TrimSpace(m[1]) == "" {
 			return nil, &ParseError{File: file, Line: n, Msg: fmt.Sprintf("%q is not a key = value line (in [%s])", value, cur.name)}
 		}

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // out builds the TOML text: keys with values and comments, in order.
@@ -35,10 +36,10 @@ func (o *out) kv(key, value, note string) {
 	o.line("%s = %s", tomlKey(key), value)
 }
 
-var bareKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+var bareKeyRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_-]+$`) })
 
 func tomlKey(k string) string {
-	if bareKeyRE.MatchString(k) {
+	if bareKeyRE().MatchString(k) {
 		return k
 	}
 	return tomlString(k)
