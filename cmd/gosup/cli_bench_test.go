@@ -59,7 +59,7 @@ func BenchmarkCLIStatus4(b *testing.B) {
 // built here the same way, timed apart: ms/op is the status, hello-ms the
 // hello world, x-hello the ratio. Run:
 //
-//	go test -run '^$' -bench CLIStatus/ -benchtime 200x -count 5 ./cmd/gosup/
+//	go test -run '^$' -bench 'CLIStatus$' -benchtime 200x -count 5 ./cmd/gosup/
 func BenchmarkCLIStatus(b *testing.B) {
 	bin := benchBinary(b)
 	hello := helloBinary(b)
