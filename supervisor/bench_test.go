@@ -411,8 +411,9 @@ listen = %q
 //     VmRSS from /proc/self/status: this whole test process (the daemon
 //     in it, the test binary's pages, the race detector's shadow memory
 //     when built with -race), and its growth over the spawn per child.
-//   - status: one `ctl status` round trip through the API client, the
-//     2,000 processes decoded, with all of them RUNNING.
+//   - status: one `ctl status` round trip through the API client, with all
+//     2,000 RUNNING: the table the daemon formats, as the CLI asks for it;
+//     status-json: the same decoded from JSON (ctl status --json, ctl top).
 //   - stop: `ctl stop all` until it returns; then, clock stopped, every
 //     child must be gone from /proc by pid (no process of those pids is a
 //     child of this one, not even a zombie).
@@ -465,6 +466,15 @@ func BenchmarkScale2000(b *testing.B) {
 		b.ReportMetric(float64(d.vmRSS)/n, "VmRSS-bytes/child")
 	})
 	b.Run("status", func(b *testing.B) {
+		var table bytes.Buffer
+		for b.Loop() {
+			table.Reset()
+			if _, err := cl.StatusTable(ctx, &table); err != nil || bytes.Count(table.Bytes(), []byte(" RUNNING ")) != n {
+				b.Fatalf("status: %v\n%.300s", err, table.Bytes())
+			}
+		}
+	})
+	b.Run("status-json", func(b *testing.B) {
 		for b.Loop() {
 			st, err := cl.Status(ctx)
 			if err != nil || len(st) != n {
