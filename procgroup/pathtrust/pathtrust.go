@@ -148,7 +148,7 @@ func (p Policy) checkDir(dir string, st *unix.Stat_t) error {
 // checkEntry refuses name, an entry of dir (st), if someone outside p
 // may replace it.
 func (p Policy) checkEntry(dir string, dst *unix.Stat_t, name string, st *unix.Stat_t) error {
-	acl, err := ACL(dir)
+	acl, err := ACLOf(dir, dst)
 	if err != nil {
 		return &Problem{Path: dir, What: fmt.Sprintf("directory %s: %v", dir, err), Fix: "setfacl -b " + dir}
 	}
@@ -259,6 +259,20 @@ const aclName = "system.posix_acl_access"
 // it has none.
 func ACL(path string) ([]byte, error) {
 	return readACL(func(b []byte) (int, error) { return unix.Lgetxattr(path, aclName, b) })
+}
+
+// ACLOf is ACL(path) for a file of stat st, without reading it when no
+// ACL could let anyone but the owner write it: an ACL's mask (or, in an
+// ACL without one, its owning group's entry) is the mode's group bits,
+// and its other entry the mode's other bits (the kernel keeps them one:
+// acl(5)), so with neither writable every entry but the owner's is
+// masked read-only, whatever the ACL says. It saves a getxattr for each
+// directory on a walk (0755, as most are), at every spawn's log check.
+func ACLOf(path string, st *unix.Stat_t) ([]byte, error) {
+	if st.Mode&0o022 == 0 {
+		return nil, nil
+	}
+	return ACL(path)
 }
 
 // FileACL returns the access ACL of an open file, nil if it has none.

@@ -172,3 +172,40 @@ func TestDirectoryOwner(t *testing.T) {
 		t.Errorf("owned by a trusted uid: %v", err)
 	}
 }
+
+// ACLOf skips the ACL of a file whose mode gives group and others no
+// write: the kernel keeps an ACL's mask (and other entry) one with the
+// mode's group (and other) bits, so a chmod go-w masks a named writer
+// read-only. Checked here against the kernel: what ACLOf skips, Writers
+// over the ACL itself clears too, and the walk accepts the directory.
+func TestACLOfModeMasksTheACL(t *testing.T) {
+	pathtrusttest.NeedRoot(t)
+	dir := mkdir(t, filepath.Join(t.TempDir(), "d"), 0o755)
+	setACL(t, dir, aclBlob([3]uint32{aclUserObj, 7, undef}, [3]uint32{aclUser, 7, nobody}, [3]uint32{aclGroupObj, 5, undef}, [3]uint32{aclMask, 7, undef}, [3]uint32{aclOther, 5, undef}))
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if acl, err := ACLOf(dir, &st); err != nil || Writers(&st, acl, rootOnly).Who == "" {
+		t.Fatalf("with the mask rwx (mode %04o): ACLOf = %d bytes, %v; want nobody's write found", st.Mode&0o7777, len(acl), err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lstat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	acl, err := ACL(dir)
+	if err != nil || len(acl) == 0 {
+		t.Fatalf("after chmod 0755: ACL = %d bytes, %v; want nobody's entry kept", len(acl), err)
+	}
+	if w := Writers(&st, acl, rootOnly); w.Who != "" {
+		t.Errorf("after chmod 0755 the kernel left a writer in the ACL: %+v", w)
+	}
+	if skipped, err := ACLOf(dir, &st); err != nil || skipped != nil {
+		t.Errorf("ACLOf read the ACL of a directory of mode %04o: %d bytes, %v", st.Mode&0o7777, len(skipped), err)
+	}
+	if _, err := Resolve(filepath.Join(dir, "f"), rootOnly, true); err != nil {
+		t.Errorf("after chmod 0755: %v", err)
+	}
+}

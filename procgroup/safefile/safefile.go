@@ -32,6 +32,7 @@ package safefile
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -62,7 +63,15 @@ func policy() pathtrust.Policy {
 // (mode 0755, owned by the daemon's user) once the way to them is checked.
 func Dir(dir string, program int, mkdir bool) error {
 	pol := policy()
-	real, err := pathtrust.Resolve(dir, pol, mkdir)
+	real, err := pathtrust.Resolve(dir, pol, false)
+	if mkdir && errors.Is(err, fs.ErrNotExist) {
+		// Something on the way is missing: walk to what is there, make
+		// the rest under it and walk again. (A directory that exists,
+		// as at every spawn but the first, is walked once.)
+		real, err = pathtrust.Resolve(dir, pol, true)
+	} else {
+		mkdir = false
+	}
 	if err != nil {
 		return walkError(err)
 	}
@@ -100,7 +109,7 @@ func checkDir(dir string, program int, pol pathtrust.Policy) error {
 	if st.Mode&unix.S_ISVTX != 0 {
 		return nil
 	}
-	acl, err := pathtrust.ACL(dir)
+	acl, err := pathtrust.ACLOf(dir, &st)
 	if err != nil {
 		return refuse(fmt.Sprintf("directory %s: %v", dir, err), "setfacl -b "+dir)
 	}
