@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -650,21 +651,47 @@ func (s *Supervisor) kickNotify() {
 }
 
 // autostart starts, level by level in ascending priority, the processes
-// that autostart and were not stopped with ctl stop; it does not wait.
+// that autostart and were not stopped with ctl stop; it does not wait for
+// them to be RUNNING.
 func (s *Supervisor) autostart(procs []*procgroup.Process) {
 	for _, level := range s.levels(procs, false) {
-		var wg sync.WaitGroup
+		var start []*procgroup.Process
 		for _, p := range level {
 			if s.admin.isStopped(p.Spec().FullName()) {
 				s.log.Info("not starting: stopped with gosup ctl stop; gosup ctl start starts it", "process", p.Spec().FullName())
 				continue
 			}
 			if p.Spec().Program.AutoStart {
-				wg.Go(func() { _ = p.Start() })
+				start = append(start, p)
 			}
 		}
-		wg.Wait()
+		startAll(start)
 	}
+}
+
+// startAll asks each of procs to start and returns once each has spawned
+// (or failed to). A few goroutines ask, not one a process: every spawn is
+// made on the reaper's one thread, which takes 2 a CPU preparing at once
+// (reaper.Prepare), so more askers only wait; and each goroutine the
+// daemon ever ran keeps its descriptor for the daemon's life (the runtime
+// reuses them, never frees them): a goroutine a process at start was
+// about 0.5 kB a child for good. Enough ask that a few spawns stuck on a
+// user lookup (a name service that hangs, in a cgo build) hold up no other.
+func startAll(procs []*procgroup.Process) {
+	work := make(chan *procgroup.Process)
+	var wg sync.WaitGroup
+	for range min(len(procs), max(16, 4*runtime.GOMAXPROCS(0))) {
+		wg.Go(func() {
+			for p := range work {
+				_ = p.Start()
+			}
+		})
+	}
+	for _, p := range procs {
+		work <- p
+	}
+	close(work)
+	wg.Wait()
 }
 
 // startMemmon runs the watchdog and the alerter, if cfg has them, and
