@@ -255,6 +255,15 @@ func (p *Process) Status() Status {
 	return st
 }
 
+// Pid is the running child's pid and start time (Status.Pid and
+// PidStart), 0 without one: what a periodic reader of every child needs,
+// without the copy of the whole Status.
+func (p *Process) Pid() (pid int, start uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status.Pid, p.status.PidStart
+}
+
 // ReopenLogs closes the process's log files and opens them again at their
 // paths (after an external rotation renamed them). It returns the paths
 // reopened, and an error naming each that failed (the next write tries it

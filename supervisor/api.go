@@ -262,22 +262,24 @@ func targets(sts []procgroup.Status) []procstat.Target {
 func (s *Supervisor) tickLoop(ctx context.Context) {
 	t := time.NewTicker(procstat.TickEvery)
 	defer t.Stop()
+	// Kept from tick to tick: an idle daemon makes no garbage here (a
+	// copy of every Status each tick was 0.2 MB/s with 1,000 children).
+	var ts []procstat.Target
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		all := s.all()
-		sts := make([]procgroup.Status, 0, len(all))
-		for _, p := range all {
-			if st := p.Status(); st.Pid > 0 {
-				sts = append(sts, st)
+		ts = ts[:0]
+		for _, p := range s.all() {
+			if pid, start := p.Pid(); pid > 0 {
+				ts = append(ts, procstat.Target{Pid: pid, Start: start})
 			}
 		}
-		if len(sts) > 0 || s.stats.Open() > 0 {
+		if len(ts) > 0 || s.stats.Open() > 0 {
 			// With none, to close the files of the last ones.
-			s.stats.Tick(targets(sts))
+			s.stats.Tick(ts)
 		}
 	}
 }
