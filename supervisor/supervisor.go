@@ -457,6 +457,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 		if procs, l, err := s.claim(withOp(context.Background(), "the daemon's start"), []string{"all"}); err == nil {
 			s.autostart(slices.DeleteFunc(procs, s.adopted))
 			l.release()
+			settleMemory()
 		}
 		return nil
 	}, func() {
