@@ -11,8 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// settleMemory runs once the daemon's start has made its spawns: it gives
-// back to the kernel what the start no longer needs.
+// settleMemory runs once the daemon serves (its start has made its
+// spawns): it gives back to the kernel what the start no longer needs.
 //
 //   - The start's garbage (a burst of spawns, the configuration's parse):
 //     the heap grew to twice what stays live, and the runtime returns

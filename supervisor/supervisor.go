@@ -457,7 +457,6 @@ func (s *Supervisor) run(ctx context.Context) error {
 		if procs, l, err := s.claim(withOp(context.Background(), "the daemon's start"), []string{"all"}); err == nil {
 			s.autostart(slices.DeleteFunc(procs, s.adopted))
 			l.release()
-			settleMemory()
 		}
 		return nil
 	}, func() {
@@ -560,6 +559,10 @@ func (s *Supervisor) run(ctx context.Context) error {
 		if s.opts.Serving != nil {
 			s.opts.Serving()
 		}
+		// The start's spawns are made (the processes part has run):
+		// what they no longer need goes back to the kernel. After
+		// serving, so that it holds up nothing.
+		settleMemory()
 		return nil
 	}, nil)
 	if err := g.run(s.shutdownReq); err != nil {
