@@ -167,7 +167,7 @@ var ErrPanicked = errors.New("its owner goroutine panicked")
 func (p *Process) freezeWith(ctx context.Context, req freezeReq) (*Frozen, error) {
 	req.reply = make(chan freezeRes, 1)
 	select {
-	case p.freezes <- req:
+	case p.freezes <- &req:
 	case <-p.done:
 		return nil, ErrClosed
 	case <-p.panicking:
@@ -223,7 +223,7 @@ func (p *Process) freeze(l *loop, req freezeReq) {
 	}
 	// Timers and the readiness check stop; their state is in the Handover.
 	kind := l.timerKind
-	l.timer.Stop()
+	l.stopTimer()
 	p.stopProbe(l)
 	st := p.Status()
 	h := l.handover(StatusHandover(st))

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 var allStates = []State{Stopped, Starting, Running, Backoff, Stopping, Exited, Fatal, Unknown}
@@ -137,9 +136,8 @@ func illegalProcess(t *testing.T, buf *bytes.Buffer) (*Process, *loop) {
 		t.Fatal(err)
 	}
 	p := NewProcess(&procs[0], testReaper, slog.New(slog.NewTextHandler(buf, nil)))
-	l := &loop{state: Stopped, timer: time.NewTimer(time.Hour)}
-	l.disarm()
-	t.Cleanup(func() { l.timer.Stop(); p.out.close() })
+	l := &loop{state: Stopped}
+	t.Cleanup(func() { l.stopTimer(); p.out.close() })
 	return p, l
 }
 

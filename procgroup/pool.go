@@ -53,7 +53,8 @@ func (pl *Pool) Add(spec *ProcSpec) *Process {
 	}
 	pl.cancels[p] = cancel
 	pl.mu.Unlock()
-	pl.wg.Go(func() { p.Run(ctx) })
+	pl.wg.Add(1)
+	p.start(ctx, pl.wg.Done)
 	return p
 }
 

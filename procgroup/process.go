@@ -162,7 +162,7 @@ type Process struct {
 	policy Policy
 	rp     *reaper.Reaper
 	log    *slog.Logger
-	reqs   chan request
+	reqs   chan *request
 	done   chan struct{}
 	out    *outputs
 	// OnSpawn and OnExit, when set before Run, are told about every spawn
@@ -199,7 +199,7 @@ type Process struct {
 
 	// freezes takes Freeze requests; adopt, set by Adopt before Run, is
 	// a process handed over by the previous image.
-	freezes chan freezeReq
+	freezes chan *freezeReq
 	adopt   *adoption
 	panics  chan any
 	// panicking is closed when the owner goroutine has panicked: a
@@ -218,10 +218,10 @@ func NewProcess(spec *ProcSpec, rp *reaper.Reaper, log *slog.Logger) *Process {
 		policy:    PolicyOf(spec.Program),
 		rp:        rp,
 		log:       log.With("process", spec.FullName()),
-		reqs:      make(chan request),
+		reqs:      make(chan *request),
 		done:      make(chan struct{}),
 		changed:   make(chan struct{}),
-		freezes:   make(chan freezeReq),
+		freezes:   make(chan *freezeReq),
 		panics:    make(chan any),
 		panicking: make(chan struct{}),
 		strict:    testing.Testing(),
@@ -314,7 +314,7 @@ func (p *Process) update(f func(*Status)) {
 func (p *Process) send(r request) error {
 	r.reply = make(chan error, 1)
 	select {
-	case p.reqs <- r:
+	case p.reqs <- &r:
 		return <-r.reply
 	case <-p.done:
 		return ErrClosed
@@ -384,69 +384,216 @@ type loop struct {
 	// reclaimed says this start already stopped an own orphan that held
 	// the port: the port is not reclaimed twice in a row.
 	reclaimed bool
+	// ev is where waitIdle receives an event.
+	ev event
 }
 
+// arm sets the timer to fire kind after d. The timer exists only while
+// armed: an idle process holds none.
 func (l *loop) arm(kind timerKind, d time.Duration) {
-	l.timer.Reset(d)
+	if l.timer == nil {
+		l.timer = time.NewTimer(d)
+	} else {
+		l.timer.Reset(d)
+	}
 	l.timerKind = kind
 }
 
 func (l *loop) disarm() {
-	l.timer.Stop()
+	l.stopTimer()
 	l.timerKind = timerNone
+}
+
+// stopTimer drops the timer, leaving timerKind as it is.
+func (l *loop) stopTimer() {
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+}
+
+// timerC is the timer's channel, nil (never ready) while none is armed.
+func (l *loop) timerC() <-chan time.Time {
+	if l.timer == nil {
+		return nil
+	}
+	return l.timer.C
 }
 
 // Run owns the process until ctx ends. The caller must stop the process (and
 // wait for STOPPED) before cancelling ctx; a child still running then is
 // killed with its group.
 func (p *Process) Run(ctx context.Context) {
-	defer close(p.done)
-	l := &loop{state: Stopped, timer: time.NewTimer(time.Hour)}
-	l.disarm()
+	p.start(ctx, nil)
+	<-p.done
+}
+
+// start starts the owner goroutine, which owns the process until ctx ends,
+// and returns; ended, if not nil, is called once the owner has closed
+// Done. A Pool starts its processes so, holding no goroutine for each.
+//
+// The owner is one goroutine at a time: each takes one event (a request,
+// an exit, a timer, ...), handles it, and hands the process over to a new
+// goroutine (the go statement orders what it did before what the next
+// does), which waits for the next event. An event's handling (a spawn, an
+// exit's look for leftovers, logging) grows a goroutine's stack to 4-8 kB,
+// and the runtime shrinks a stack only while a quarter of it is free, never
+// again below 4 kB once grown; a goroutine that only waits fits in 2 kB. An
+// idle process holds one goroutine with the smallest stack: 2 kB, not 4-8.
+func (p *Process) start(ctx context.Context, ended func()) {
+	l := &loop{state: Stopped}
+	if p.adopt != nil {
+		go p.own(ctx, l, ended, &event{kind: evAdopt})
+		return
+	}
+	p.waiter(ctx, l, ended)
+}
+
+// eventKind says what an event is.
+type eventKind uint8
+
+const (
+	evEnd eventKind = iota // ctx ended
+	evAdopt
+	evFreeze
+	evPanic
+	evRequest
+	evExit
+	evTimer
+	evReady
+	evSwept
+)
+
+// event is what wait received, for own to handle.
+type event struct {
+	kind   eventKind
+	freeze *freezeReq
+	panic  any
+	req    *request
+	exit   reaper.Exit
+	ready  error
+	swept  sweepResult
+}
+
+// wait is the owner goroutine between two events: it waits for the next
+// and has own handle it. While the process is idle (no timer, readiness
+// check or sweep) waitIdle waits instead: its frame and the select's are
+// all the goroutine holds, and they fit the smallest stack, 2 kB. Keep its
+// frame small (pointers, few cases): the runtime grows a stack that would
+// not fit to 4 kB, and never shrinks it back.
+func (p *Process) wait(ctx context.Context, l *loop, ended func()) {
+	var ev event
+	select {
+	case <-ctx.Done():
+	case ev.freeze = <-p.freezes:
+		ev.kind = evFreeze
+	case ev.panic = <-p.panics:
+		ev.kind = evPanic
+	case ev.req = <-p.reqs:
+		ev.kind = evRequest
+	case ev.exit = <-l.exitC:
+		ev.kind = evExit
+	case <-l.timerC():
+		ev.kind = evTimer
+	case ev.ready = <-l.readyC:
+		ev.kind = evReady
+	case ev.swept = <-l.sweepC:
+		ev.kind = evSwept
+	}
+	p.own(ctx, l, ended, &ev)
+}
+
+// waitIdle is wait with no timer, readiness check or sweep under way.
+func (p *Process) waitIdle(ctx context.Context, l *loop, ended func()) {
+	// Received into l.ev, on the heap: an event literal here would sit in
+	// this frame.
+	ev := &l.ev
+	*ev = event{}
+	select {
+	case <-ctx.Done():
+	case f := <-p.freezes:
+		ev.kind, ev.freeze = evFreeze, f
+	case v := <-p.panics:
+		ev.kind, ev.panic = evPanic, v
+	case r := <-p.reqs:
+		ev.kind, ev.req = evRequest, r
+	case ex := <-l.exitC:
+		ev.kind, ev.exit = evExit, ex
+	}
+	p.own(ctx, l, ended, ev)
+}
+
+// own handles ev as the owner goroutine of the moment (see start), then
+// hands the process over to a new goroutine that waits for the next event;
+// or, once ctx has ended, ends the process.
+func (p *Process) own(ctx context.Context, l *loop, ended func(), ev *event) {
+	handedOver := false
 	defer func() {
-		l.timer.Stop()
-		p.stopProbe(l)
-		if l.proc != nil {
-			pid := l.pid
-			p.killGroup(l, unix.SIGKILL)
-			<-l.exitC
-			l.proc.Release()
-			p.Spawns.remove(l.marker)
-			if found := findLeftovers(pid, l.marker, p.rp.Subscribed); len(found) > 0 {
-				p.startSweep(l, "leftover processes of the killed child", found, p.leftoversOf(pid, l.marker), 0, 0, 0)
-			}
+		if handedOver {
+			return
 		}
-		if l.sweepC != nil {
-			l.sweepCancel() // SIGKILL whatever is left, at once
-			p.sweepDone(<-l.sweepC)
+		p.end(l)
+		close(p.done)
+		if ended != nil {
+			ended()
 		}
-		p.out.close()
 	}()
 	defer p.recoverCore(l)
-	if p.adopt != nil {
+	switch ev.kind {
+	case evEnd:
+		return
+	case evAdopt:
 		p.adopted(l, p.adopt)
 		p.adopt = nil
+	case evFreeze:
+		p.freeze(l, *ev.freeze)
+	case evPanic:
+		panic(ev.panic)
+	case evRequest:
+		ev.req.reply <- p.handle(l, *ev.req)
+	case evExit:
+		p.onExit(l, ev.exit)
+	case evTimer:
+		l.timer = nil // fired: a new arm makes a new one
+		p.onTimer(l)
+	case evReady:
+		p.onReady(l, ev.ready)
+	case evSwept:
+		p.onSwept(l, ev.swept)
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case req := <-p.freezes:
-			p.freeze(l, req)
-		case v := <-p.panics:
-			panic(v)
-		case r := <-p.reqs:
-			r.reply <- p.handle(l, r)
-		case ex := <-l.exitC:
-			p.onExit(l, ex)
-		case <-l.timer.C:
-			p.onTimer(l)
-		case err := <-l.readyC:
-			p.onReady(l, err)
-		case res := <-l.sweepC:
-			p.onSwept(l, res)
+	handedOver = true
+	p.waiter(ctx, l, ended)
+}
+
+// waiter starts the goroutine that waits for the process's next event.
+func (p *Process) waiter(ctx context.Context, l *loop, ended func()) {
+	if l.timer == nil && l.readyC == nil && l.sweepC == nil {
+		go p.waitIdle(ctx, l, ended)
+	} else {
+		go p.wait(ctx, l, ended)
+	}
+}
+
+// end stops what the process still runs once its owner ends: the child
+// (killed with its group), a sweep, the log copiers.
+func (p *Process) end(l *loop) {
+	l.stopTimer()
+	p.stopProbe(l)
+	if l.proc != nil {
+		pid := l.pid
+		p.killGroup(l, unix.SIGKILL)
+		<-l.exitC
+		l.proc.Release()
+		p.Spawns.remove(l.marker)
+		if found := findLeftovers(pid, l.marker, p.rp.Subscribed); len(found) > 0 {
+			p.startSweep(l, "leftover processes of the killed child", found, p.leftoversOf(pid, l.marker), 0, 0, 0)
 		}
 	}
+	if l.sweepC != nil {
+		l.sweepCancel() // SIGKILL whatever is left, at once
+		p.sweepDone(<-l.sweepC)
+	}
+	p.out.close()
 }
 
 // setState moves the process to state to as part of operation o, after
