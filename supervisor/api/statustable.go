@@ -60,7 +60,31 @@ func statusRow(p *ProcStatus) [len(statusHeader)]string {
 	if c.TreeMem != "" {
 		mem += " (tree " + c.TreeMem + ")"
 	}
-	return [...]string{p.Name, p.State, c.Pid, c.Port, c.Uptime, c.Restarts, c.CPU, mem, c.Info}
+	row := [...]string{p.Name, p.State, c.Pid, c.Port, c.Uptime, c.Restarts, c.CPU, mem, c.Info}
+	for i := range row {
+		row[i] = validUTF8(row[i])
+	}
+	return row
+}
+
+// validUTF8 replaces each byte of s that is not part of valid UTF-8 with
+// U+FFFD, as a trip through JSON did when the CLI formatted the table
+// from the daemon's JSON (a byte a replacement, not a run of them).
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	b := make([]byte, 0, len(s)+8)
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, "\uFFFD"...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return string(b)
 }
 
 // appendTabwriter is AppendStatusTable through text/tabwriter.
