@@ -605,24 +605,32 @@ func scaleRoom(b *testing.B, n int) {
 	}
 }
 
-// cgroupPids is the smallest pids.max from this process's cgroup (v2) up,
-// and the cgroup that sets it; 0 when none does.
+// cgroupPids is the smallest pids.max from this process's cgroup up (v2,
+// or v1's pids hierarchy), and the cgroup that sets it; 0 when none does.
 func cgroupPids() (int, string) {
 	b, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return 0, ""
 	}
-	cg := ""
-	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "0::"); ok {
-			cg = rest
-		}
-	}
 	least, where := 0, ""
-	for dir := filepath.Clean(cg); strings.HasPrefix(dir, "/") && dir != "/"; dir = filepath.Dir(dir) {
-		if v, err := os.ReadFile("/sys/fs/cgroup" + dir + "/pids.max"); err == nil {
-			if n, err := strconv.Atoi(strings.TrimSpace(string(v))); err == nil && (least == 0 || n < least) {
-				least, where = n, dir
+	for line := range strings.Lines(string(b)) {
+		f := strings.SplitN(strings.TrimSpace(line), ":", 3)
+		if len(f) != 3 || !strings.HasPrefix(f[2], "/") {
+			continue
+		}
+		root := "/sys/fs/cgroup"
+		switch {
+		case f[0] == "0" && f[1] == "":
+		case slices.Contains(strings.Split(f[1], ","), "pids"):
+			root += "/pids"
+		default:
+			continue
+		}
+		for dir := filepath.Clean(f[2]); dir != "/"; dir = filepath.Dir(dir) {
+			if v, err := os.ReadFile(root + dir + "/pids.max"); err == nil {
+				if n, err := strconv.Atoi(strings.TrimSpace(string(v))); err == nil && (least == 0 || n < least) {
+					least, where = n, dir
+				}
 			}
 		}
 	}

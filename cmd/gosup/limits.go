@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -50,31 +51,37 @@ func readHostLimits() hostLimits {
 	return h
 }
 
-// cgroupPidsMax is the smallest pids.max on the way from the cgroup (v2)
-// this process runs in up to the root, and the cgroup that sets it; 0
-// when none is set or cgroup v2 is not mounted at /sys/fs/cgroup.
+// cgroupPidsMax is the smallest pids.max on the way from the cgroup this
+// process runs in up to the root (cgroup v2, or v1's pids hierarchy), and
+// the cgroup that sets it; 0 when none is set.
 func cgroupPidsMax() (int, string) {
 	b, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return 0, ""
 	}
-	var cg string
-	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "0::"); ok {
-			cg = rest
-		}
-	}
-	if !strings.HasPrefix(cg, "/") {
-		return 0, ""
-	}
 	least, where := 0, ""
-	for dir := path.Clean(cg); dir != "/"; dir = path.Dir(dir) {
-		b, err := os.ReadFile("/sys/fs/cgroup" + dir + "/pids.max")
-		if err != nil {
+	for line := range strings.Lines(string(b)) {
+		// ID:CONTROLLERS:PATH: "0::PATH" for v2, "N:pids:PATH" for v1.
+		f := strings.SplitN(strings.TrimSpace(line), ":", 3)
+		if len(f) != 3 || !strings.HasPrefix(f[2], "/") {
 			continue
 		}
-		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && (least == 0 || n < least) {
-			least, where = n, dir
+		root := "/sys/fs/cgroup"
+		switch {
+		case f[0] == "0" && f[1] == "":
+		case slices.Contains(strings.Split(f[1], ","), "pids"):
+			root += "/pids"
+		default:
+			continue
+		}
+		for dir := path.Clean(f[2]); dir != "/"; dir = path.Dir(dir) {
+			b, err := os.ReadFile(root + dir + "/pids.max")
+			if err != nil {
+				continue
+			}
+			if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && (least == 0 || n < least) {
+				least, where = n, dir
+			}
 		}
 	}
 	return least, where
