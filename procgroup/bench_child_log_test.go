@@ -5,12 +5,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/gosup/gosup/logtail"
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkChildLogFile measures a child writing 64 MiB to its stdout log
@@ -65,4 +67,133 @@ func benchChildLog(b *testing.B, stamps bool) {
 		<-p.Done()
 		b.StartTimer()
 	}
+}
+
+// BenchmarkChildLogRotated measures output through the daemon into a
+// rotated log (maxbytes 64 MiB, so a 256 MiB op crosses 4 rotations): a
+// child writes 256 MiB of 100-byte lines in 128 KiB writes once told to
+// go, and the op ends when the log and its backups hold every byte. It
+// reports MiB/s and the test process's (the daemon's) CPU per MiB, from
+// getrusage, and fails on a byte lost or counted as dropped.
+func BenchmarkChildLogRotated(b *testing.B) {
+	const total = 256 << 20
+	const maxBytes = 64 << 20
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var elapsed time.Duration
+	var cpu time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		dir := b.TempDir()
+		goFile := filepath.Join(dir, "go")
+		spec := helperSpec("blast", strconv.Itoa(total), goFile)
+		spec.StdoutLogfile = filepath.Join(dir, "out.log")
+		spec.StdoutLogfileMaxBytes = maxBytes
+		spec.StdoutLogfileBackups = 10
+		spec.StderrLogfile = filepath.Join(dir, "err.log")
+		procs, err := spec.Expand("t", ExpandContext{Here: dir, LogDir: dir})
+		if err != nil {
+			b.Fatal(err)
+		}
+		p := NewProcess(&procs[0], testReaper, log)
+		ctx, cancel := context.WithCancel(context.Background())
+		go p.Run(ctx)
+		if err := p.Start(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.Wait(context.Background(), func(s Status) bool { return s.State == Running }); err != nil {
+			b.Fatal(err)
+		}
+		size := func() int64 {
+			var sum int64
+			for i := 0; i <= spec.StdoutLogfileBackups; i++ {
+				name := spec.StdoutLogfile
+				if i > 0 {
+					name += "." + strconv.Itoa(i)
+				}
+				if fi, err := os.Stat(name); err == nil {
+					sum += fi.Size()
+				}
+			}
+			return sum
+		}
+		ru0 := rusage(b)
+		t0 := time.Now()
+		b.StartTimer()
+		if err := os.WriteFile(goFile, nil, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		for size() < total {
+			time.Sleep(time.Millisecond)
+		}
+		b.StopTimer()
+		elapsed += time.Since(t0)
+		cpu += rusage(b) - ru0
+		for {
+			if b, _ := os.ReadFile(spec.StderrLogfile); string(b) == "done\n" {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if n, st := size(), p.Status(); n != total || st.LogDropped != 0 {
+			b.Fatalf("the logs hold %d bytes of %d, %d counted as dropped", n, total, st.LogDropped)
+		}
+		_ = p.Stop()
+		_, _ = p.Wait(context.Background(), func(s Status) bool { return s.State == Stopped })
+		cancel()
+		<-p.Done()
+		b.StartTimer()
+	}
+	mib := float64(total) / (1 << 20) * float64(b.N)
+	b.ReportMetric(mib/elapsed.Seconds(), "MiB/s")
+	b.ReportMetric(cpu.Seconds()*1000/mib, "cpu-ms/MiB")
+}
+
+// rusage is the CPU time (user and system) the test process has used.
+func rusage(b *testing.B) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkChildLogDirect is BenchmarkChildLogRotated's floor: the same
+// child writing the same bytes into a file handed to it, not through the
+// daemon (and not rotated).
+func BenchmarkChildLogDirect(b *testing.B) {
+	const total = 256 << 20
+	var elapsed time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		dir := b.TempDir()
+		goFile := filepath.Join(dir, "go")
+		out, err := os.Create(filepath.Join(dir, "out.log"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		cmd := exec.Command(os.Args[0], "blast", strconv.Itoa(total), goFile)
+		cmd.Env = append(os.Environ(), "GO_WANT_HELPER_PROCESS=1")
+		cmd.Stdout = out
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		b.StartTimer()
+		if err := os.WriteFile(goFile, nil, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			if fi, err := out.Stat(); err == nil && fi.Size() >= total {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		b.StopTimer()
+		elapsed += time.Since(t0)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		out.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(total)/(1<<20)*float64(b.N)/elapsed.Seconds(), "MiB/s")
 }

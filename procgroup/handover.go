@@ -322,7 +322,7 @@ func (p *Process) restore(l *loop, h Handover, files []*os.File) {
 	l.spawnedAt, l.backoff, l.crashes = h.SpawnedAt, h.Backoff, h.Crashes
 	l.ready, l.startWaited, l.notReady = h.Ready, h.StartWaited, h.NotReady
 	l.groupStopped, l.stopDeadline = h.GroupStopped, h.StopDeadline
-	p.out.guard = p.Guard
+	p.out.guard, p.out.stdio = p.Guard, p.Stdio
 	for i, pipe := range h.Pipes {
 		if i < len(files) {
 			p.out.adoptPipe(pipe, files[i])
@@ -368,26 +368,25 @@ func (o *outputs) handOver(wait time.Duration, force bool) ([]Pipe, []*os.File, 
 		cs = append(cs, c)
 	}
 	o.mu.Unlock()
-	past := time.Unix(1, 0)
-	live := cs[:0:0]
 	for _, c := range cs {
-		o.mu.Lock()
+		c.mu.Lock()
 		c.handOff = true
-		o.mu.Unlock()
-		if err := c.r.SetReadDeadline(past); errors.Is(err, os.ErrClosed) {
-			continue // it reached the end of its pipe and closed it
-		} else if err != nil {
-			o.resumeCopiers(cs)
-			return nil, nil, fmt.Errorf("stop %s log copier: %w", c.stream, err)
+		if !c.reading && !c.ended && !c.kept {
+			// Idle: it stops here and now. One reading stops after its
+			// write (copier.stop).
+			c.keep()
 		}
-		live = append(live, c)
+		c.mu.Unlock()
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	timedOut := false
-	var pipes []Pipe
-	var files []*os.File
-	for _, c := range live {
+	type kept struct {
+		c  *copier
+		fd int
+	}
+	var ks []kept
+	for _, c := range cs {
 		if !timedOut {
 			select {
 			case <-c.done:
@@ -403,7 +402,7 @@ func (o *outputs) handOver(wait time.Duration, force bool) ([]Pipe, []*os.File, 
 					o.resumeCopiers(cs)
 					return nil, nil, fmt.Errorf("its %s log copier is still writing after %s (a hung disk?)", c.stream, wait)
 				}
-				dup, err := dupPipe(c.r)
+				fd, err := unix.FcntlInt(uintptr(c.fd), unix.F_DUPFD_CLOEXEC, 0)
 				if err != nil {
 					o.log.Error("a log pipe could not be handed over; its writer gets SIGPIPE after the re-execution", "stream", c.stream, "err", err)
 					continue
@@ -411,56 +410,37 @@ func (o *outputs) handOver(wait time.Duration, force bool) ([]Pipe, []*os.File, 
 				held := c.inFlight.Load()
 				o.drops.of(c.stream).Add(held)
 				o.log.Error("a log copier is stuck writing; its pipe is handed over anyway and what it held is counted as dropped", "stream", c.stream, "dropped_bytes", held)
-				fd, _ := RawFD(dup)
-				pipes = append(pipes, Pipe{Stream: c.stream, FD: fd, Mid: c.mid()})
-				files = append(files, dup)
+				ks = append(ks, kept{c, fd})
 				continue
 			}
 		}
-		if !c.kept { // set before done was closed
-			continue // it had reached the end of its pipe
-		}
-		if err := c.r.SetReadDeadline(time.Time{}); err != nil {
-			o.resumeCopiers(cs)
-			return nil, nil, fmt.Errorf("stop %s log copier: %w", c.stream, err)
-		}
-		fd, err := RawFD(c.r)
-		if err != nil {
-			o.resumeCopiers(cs)
-			return nil, nil, err
-		}
-		pipes = append(pipes, Pipe{Stream: c.stream, FD: fd, Mid: c.mid()})
-		files = append(files, c.r)
+		c.mu.Lock()
+		k := c.kept // set before done was closed
+		c.mu.Unlock()
+		if k {
+			ks = append(ks, kept{c, c.fd})
+		} // else it had reached the end of its pipe
+	}
+	pipes := make([]Pipe, 0, len(ks))
+	files := make([]*os.File, 0, len(ks))
+	for _, k := range ks {
+		pipes = append(pipes, Pipe{Stream: k.c.stream, FD: k.fd, Mid: k.c.mid()})
+		files = append(files, os.NewFile(uintptr(k.fd), "|0"))
 	}
 	return pipes, files, nil
 }
 
-// dupPipe duplicates a pipe's read end (close-on-exec, like every
-// descriptor until the exec clears it).
-func dupPipe(f *os.File) (*os.File, error) {
-	fd, err := RawFD(f)
-	if err != nil {
-		return nil, err
-	}
-	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("duplicate pipe %d: %w", fd, err)
-	}
-	return os.NewFile(uintptr(nfd), f.Name()), nil
-}
-
 // resumeCopiers undoes a handOver that failed: a copier that has not
-// decided to stop goes on; one that has (it may not have returned yet) is
-// started again on its pipe, which it leaves open.
+// stopped goes on; one that has is started again on its pipe, which it
+// left open.
 func (o *outputs) resumeCopiers(cs []*copier) {
 	for _, c := range cs {
-		_ = c.r.SetReadDeadline(time.Time{})
-		o.mu.Lock()
+		c.mu.Lock()
 		c.handOff = false
 		stopped := c.kept
-		o.mu.Unlock()
+		c.mu.Unlock()
 		if stopped {
-			o.adoptPipe(Pipe{Stream: c.stream, Mid: c.mid()}, c.r)
+			o.adoptFD(c.stream, c.fd, c.mid())
 		}
 	}
 }
@@ -520,9 +500,29 @@ func (o *outputs) seedPartial(stream string, b []byte) {
 	}
 }
 
-// adoptPipe starts a copier on a pipe handed over (or handed back).
+// adoptPipe starts a copier on a pipe handed over (or handed back). The
+// copier reads a duplicate of r's descriptor, outside the runtime's
+// poller; r is closed.
 func (o *outputs) adoptPipe(pipe Pipe, r *os.File) {
-	stream := pipe.Stream
+	fd, err := RawFD(r)
+	if err == nil {
+		fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	}
+	r.Close()
+	if err == nil {
+		if err = unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+		}
+	}
+	if err != nil {
+		o.log.Error("a log pipe handed over cannot be read; its writer gets SIGPIPE", "stream", pipe.Stream, "err", err)
+		return
+	}
+	o.adoptFD(pipe.Stream, fd, pipe.Mid)
+}
+
+// adoptFD starts a copier on the pipe fd, which it owns from then on.
+func (o *outputs) adoptFD(stream string, fd int, mid bool) {
 	o.mu.Lock()
 	ls := o.spec.Stdout
 	if stream == "stderr" {
@@ -536,10 +536,12 @@ func (o *outputs) adoptPipe(pipe Pipe, r *os.File) {
 		// A copier like any other, so that the next upgrade hands the
 		// pipe over too.
 		o.log.Error("log of an adopted process cannot be opened; its output is discarded (counted)", "stream", stream, "err", err)
-		o.startCopier(stream, noLog{err}, r, false)
-		return
+		sink, mid = noLog{err}, false
 	}
-	o.startCopier(stream, sink, r, pipe.Mid)
+	if err := o.startCopier(stream, sink, fd, mid); err != nil {
+		o.log.Error("a log pipe cannot be read; its writer gets SIGPIPE", "stream", stream, "err", err)
+		unix.Close(fd)
+	}
 }
 
 // noLog takes nothing: the copier counts every byte as dropped.

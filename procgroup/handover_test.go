@@ -346,10 +346,11 @@ func TestFreezeGivingUpLeavesEveryCopierReading(t *testing.T) {
 // returns the handover describing it, the pipe's read end and the exit.
 func handedChild(t *testing.T, spec *ProcSpec, mode ...string) (Handover, *os.File, <-chan reaper.Exit) {
 	t.Helper()
-	r, w, err := childPipe()
+	rfd, w, err := childPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
+	r := os.NewFile(uintptr(rfd), "|0")
 	marker := newSpawnMarker(spec.FullName())
 	release, err := testReaper.Hold(context.Background())
 	if err != nil {
@@ -371,7 +372,7 @@ func handedChild(t *testing.T, spec *ProcSpec, mode ...string) (Handover, *os.Fi
 	now := time.Now()
 	h := Handover{
 		Name: spec.FullName(), State: Running, Pid: proc.Pid, Marker: marker, SpawnedAt: now, StartedAt: now,
-		Spawns: 1, Ready: true, StartWaited: true, Pipes: []Pipe{{Stream: "stdout", FD: int(r.Fd())}},
+		Spawns: 1, Ready: true, StartWaited: true, Pipes: []Pipe{{Stream: "stdout", FD: rfd}},
 	}
 	// What crosses the exec is JSON.
 	b, err := json.Marshal(h)

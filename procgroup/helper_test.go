@@ -162,6 +162,25 @@ func helperMain(args []string) int {
 		_, _ = os.Stdout.Write(bytes.Repeat([]byte("0123456789abcdef\n"), n/17+1)[:n])
 		fmt.Fprintln(os.Stderr, "done")
 		select {}
+	case "blast": // blast BYTES GOFILE: once GOFILE exists, write BYTES of 100-byte lines to stdout in 128 KiB writes, then "done" to stderr
+		n, _ := strconv.Atoi(arg(0))
+		for {
+			if _, err := os.Stat(arg(1)); err == nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		block := bytes.Repeat([]byte(strings.Repeat("x", 99)+"\n"), 1311) // 131,100 bytes
+		for n > 0 {
+			k, err := os.Stdout.Write(block[:min(n, len(block))])
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			n -= k
+		}
+		fmt.Fprintln(os.Stderr, "done")
+		select {}
 	case "tick": // tick: a numbered line every 20 ms, for ever
 		for i := 0; ; i++ {
 			fmt.Printf("tick %d\n", i)

@@ -16,21 +16,61 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup/guard"
+	"github.com/gosup/gosup/procgroup/pipepoll"
 	"github.com/gosup/gosup/procgroup/safefile"
 	"golang.org/x/sys/unix"
 )
 
+// Stdio is what every process of a daemon shares for its children's
+// standard files: /dev/null (every child's stdin, and an output that goes
+// nowhere) and the poller that wakes a log copier when its pipe has data.
+// The daemon makes one and hands it to each Process (Process.Stdio) before
+// Run; a Process without one makes its own for each set of outputs.
+type Stdio struct {
+	poll *pipepoll.Poller
+	null *os.File
+}
+
+// NewStdio opens /dev/null and starts the log pipes' poller.
+func NewStdio() (*Stdio, error) {
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	poll, err := pipepoll.New()
+	if err != nil {
+		null.Close()
+		return nil, err
+	}
+	return &Stdio{poll: poll, null: null}, nil
+}
+
+// Close closes /dev/null and the poller, which goes on reading the pipes
+// it has until every writer has closed them (a grandchild may hold one).
+func (s *Stdio) Close() error {
+	s.poll.Close()
+	return s.null.Close()
+}
+
+// Pipes is the number of log pipes being read.
+func (s *Stdio) Pipes() int { return s.poll.Pipes() }
+
 // outputs owns where one process's stdout and stderr go, across spawns.
 // A device (/dev/stdout in a container) is handed to the child directly;
-// a log file or syslog gets a pipe and a copier goroutine per spawn,
-// writing into a sink that lives as long as the process slot, so that
-// the file can be rotated by size, reopened at its path after an external
-// rotation (ReopenLogs), and every byte a failing disk refuses is counted.
+// a log file or syslog gets a pipe and a copier per spawn, writing into a
+// sink that lives as long as the process slot, so that the file can be
+// rotated by size, reopened at its path after an external rotation
+// (ReopenLogs), and every byte a failing disk refuses is counted.
 type outputs struct {
 	spec  *ProcSpec
-	guard *guard.Guard // starts the copiers; set by the owner goroutine before files
+	guard *guard.Guard // starts the copiers' reads; set by the owner goroutine before files
 	drops *logDrops    // bytes of output lost (the process's counters, across outputs)
 	log   *slog.Logger
+	// stdio is the daemon's (set by the owner goroutine before files),
+	// nil for a process given none: own is made then, and closed with the
+	// outputs.
+	stdio *Stdio
+	own   *Stdio
 
 	// syslogAddr, when set (by tests), is the unix datagram socket that
 	// stands for the local syslog; empty: the system's (/dev/log).
@@ -42,31 +82,53 @@ type outputs struct {
 
 	// mu is never held across a call into a sink: a sink's writer may
 	// be stuck on a hung disk, and status must not wait for it.
-	mu      sync.Mutex
-	sinks   map[string]io.WriteCloser // stream → *streamSink (tests may plant others)
-	devnull *os.File
-	closed  bool
+	mu     sync.Mutex
+	sinks  map[string]io.WriteCloser // stream → *streamSink (tests may plant others)
+	closed bool
 	// copiers are the live log copiers: this spawn's, and an earlier
 	// spawn's whose pipe a grandchild still holds open.
 	copiers map[*copier]struct{}
 }
 
-// copier is one goroutine copying one pipe into a stream's sink.
+// copier copies one pipe into a stream's sink. It holds no goroutine and
+// no buffer while the pipe is empty: the poller wakes it when the pipe
+// has data or every writer has closed it, and it then reads (on a
+// goroutine of the guard's, with a buffer borrowed for the while) until
+// the pipe is empty again, or moves the bytes into the log file with
+// splice(2) when they need no look (see rotator.spliceFrom).
 type copier struct {
+	o      *outputs
 	stream string
-	r      *os.File
+	// fd is the pipe's read end (non-blocking): closed when every writer
+	// has closed the pipe, left open when the copier stops for a handover.
+	fd   int
+	sink io.Writer // the stamper when there is one
+	// splice is the sink when the bytes may be spliced into its file:
+	// a rotated log file, without stamps. Nil otherwise.
+	splice  *streamSink
+	dropped *atomic.Int64
+	g       *guard.Guard
+	reg     *pipepoll.Reg
 	// inFlight is what the copier has read and the sink not yet taken.
 	inFlight atomic.Int64
-	// mu is the outputs' mu, which guards handOff and kept.
-	mu *sync.Mutex
-	// handOff says the copier is being stopped for a handover: r stays
+	// broken says a read panicked: the rest of the output is discarded,
+	// counted, until every writer has closed the pipe.
+	broken atomic.Bool
+	// mu guards the state below. It is the copier's own, not the
+	// outputs': the poller's wake-up takes it, and must never wait for
+	// another process's outputs (which may be opening a log).
+	mu sync.Mutex
+	// reading says a goroutine is reading the pipe (woken, not yet armed
+	// again); ended that the pipe is done and closed.
+	reading, ended bool
+	// handOff says the copier is being stopped for a handover: fd stays
 	// open, for the next image.
 	handOff bool
-	// kept says the copier has stopped (or is stopping) for a handover,
-	// leaving r open: decided once, under mu, so that a handover undone
-	// meanwhile (resumeCopiers) knows whether to start a copier again.
+	// kept says the copier has stopped for a handover, leaving fd open:
+	// decided once, so that a handover undone meanwhile (resumeCopiers)
+	// knows whether to start a copier again.
 	kept bool
-	done chan struct{}
+	done chan struct{} // closed when the copier has ended or stopped
 	// st stamps the lines (log_timestamps), nil when off.
 	st *stamper
 }
@@ -74,25 +136,6 @@ type copier struct {
 // mid reports whether the copier's log holds the start of a line the
 // child has not ended (log_timestamps).
 func (c *copier) mid() bool { return c.st != nil && c.st.mid.Load() }
-
-// stopping reports whether a read deadline means a handover stops the
-// copier (otherwise it was a handover undone: read on). A true answer is
-// final: the copier returns and leaves r open.
-func (c *copier) stopping() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.handOff {
-		c.kept = true
-	}
-	return c.kept
-}
-
-// wasKept reports whether the copier stopped for a handover, r left open.
-func (c *copier) wasKept() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.kept
-}
 
 // logDrops counts the bytes of one process's output that reached no log,
 // per stream (stderr redirected to stdout counts as stdout).
@@ -140,19 +183,34 @@ func (o *outputs) files() ([]*os.File, func(), error) {
 	return []*os.File{devnull, stdout, stderr}, cleanup, nil
 }
 
-// nullFile is /dev/null opened read-write once for the slot's lifetime:
-// stdin of every spawn, and stdout or stderr when they go nowhere.
-func (o *outputs) nullFile() (*os.File, error) {
+// io is the daemon's Stdio, or the outputs' own (made at the first call).
+func (o *outputs) io() (*Stdio, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.devnull == nil {
-		f, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-		if err != nil {
-			return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
-		}
-		o.devnull = f
+	if o.stdio != nil {
+		return o.stdio, nil
 	}
-	return o.devnull, nil
+	if o.closed {
+		return nil, errors.New("outputs closed")
+	}
+	if o.own == nil {
+		s, err := NewStdio()
+		if err != nil {
+			return nil, err
+		}
+		o.own = s
+	}
+	return o.own, nil
+}
+
+// nullFile is /dev/null opened read-write, the daemon's: stdin of every
+// spawn, and stdout or stderr when they go nowhere.
+func (o *outputs) nullFile() (*os.File, error) {
+	s, err := o.io()
+	if err != nil {
+		return nil, err
+	}
+	return s.null, nil
 }
 
 func (o *outputs) stream(name string, ls LogSpec, program int, opened *[]*os.File) (*os.File, error) {
@@ -184,135 +242,253 @@ func (o *outputs) stream(name string, ls LogSpec, program int, opened *[]*os.Fil
 		return nil, fmt.Errorf("%s pipe: %w", name, err)
 	}
 	*opened = append(*opened, w)
-	o.startCopier(name, sink, r, false)
+	if err := o.startCopier(name, sink, r, false); err != nil {
+		unix.Close(r)
+		return nil, fmt.Errorf("%s pipe: %w", name, err)
+	}
 	return w, nil
 }
 
-// startCopier copies r into sink on a goroutine until every writer has
-// closed r, or a handover stops it. mid says the log holds the start of a
-// line (log_timestamps: the copier it takes over from stamped it).
-func (o *outputs) startCopier(name string, sink io.Writer, r *os.File, mid bool) {
-	c := &copier{stream: name, r: r, mu: &o.mu, done: make(chan struct{})}
+// startCopier copies the pipe r into sink until every writer has closed
+// it, or a handover stops it; it owns r from then on, even when it fails.
+// mid says the log holds the start of a line (log_timestamps: the copier
+// it takes over from stamped it).
+func (o *outputs) startCopier(name string, sink io.Writer, r int, mid bool) error {
+	s, err := o.io()
+	if err != nil {
+		return err
+	}
+	c := &copier{o: o, stream: name, fd: r, sink: sink, dropped: o.drops.of(name), done: make(chan struct{})}
 	// log_timestamps: a stamp before each line this spawn writes to a
 	// file (syslog stamps its messages itself).
 	if o.spec.Program.LogTimestamps && rotatorOf(sink) != nil {
 		c.st = newStamper(sink)
 		c.st.mid.Store(mid)
-		sink = c.st
+		c.sink = c.st
+	} else if ss, ok := sink.(*streamSink); ok && rotatorOf(ss) != nil {
+		c.splice = ss
 	}
-	st := c.st
+	c.g = o.guard.With("process", o.spec.FullName(), "stream", name)
 	o.mu.Lock()
 	o.copiers[c] = struct{}{}
 	o.mu.Unlock()
-	finish := func() {
-		o.mu.Lock()
-		delete(o.copiers, c)
-		kept := c.kept
-		o.mu.Unlock()
-		if !kept {
-			r.Close()
-		}
-		close(c.done)
+	// Under c.mu: the first wake-up may come at once, and must find the
+	// registration.
+	c.mu.Lock()
+	reg, err := s.poll.Add(r, c.wake)
+	c.reg = reg
+	c.mu.Unlock()
+	if err != nil {
+		o.forget(c)
+		return err
 	}
-	// A copier that panics must not leave the child writing into a full
+	return nil
+}
+
+// forget drops c from the live copiers.
+func (o *outputs) forget(c *copier) {
+	o.mu.Lock()
+	delete(o.copiers, c)
+	o.mu.Unlock()
+}
+
+// wake starts a read of the pipe (the poller calls it).
+func (c *copier) wake() {
+	c.mu.Lock()
+	if c.reading || c.ended || c.kept {
+		c.mu.Unlock()
+		return // a wake-up from before a stop
+	}
+	c.reading = true
+	c.mu.Unlock()
+	// A read that panics must not leave the child writing into a full
 	// pipe (it would block) or a closed one (SIGPIPE kills most
-	// programs): it keeps reading and discards, counting the bytes, until
-	// the child and its descendants close their ends. The next spawn gets
-	// a copier of its own.
-	dropped := o.drops.of(name)
-	o.guard.With("process", o.spec.FullName(), "stream", name).Go("log copier",
+	// programs): the copier goes on reading and discards, counting the
+	// bytes, until the child and its descendants close their ends. The
+	// next spawn gets a copier of its own.
+	c.g.Go("log copier",
 		"the rest of that spawn's output is discarded (counted in its status) until it respawns",
+		c.drain,
 		func() {
-			copyOut(sink, r, dropped, c)
-			if st != nil && !c.wasKept() {
-				st.end()
-			}
-			finish()
-		},
-		func() {
-			discard(r, dropped, c)
-			finish()
+			// Still the only reader: no other wake-up comes before
+			// the pipe is armed again.
+			c.dropped.Add(c.inFlight.Swap(0)) // lost to the panicking sink
+			c.broken.Store(true)
+			c.drain()
 		})
 }
 
+// drain reads the pipe until it is empty (then arms it again), every
+// writer has closed it (then the copier ends), or a handover stops it,
+// with nothing read left unwritten.
+func (c *copier) drain() {
+	var buf *[largeBuf]byte
+	defer func() {
+		if buf != nil {
+			largeBufs.Put(buf)
+		}
+	}()
+	for {
+		if c.stop(false) {
+			return
+		}
+		err := c.step(&buf)
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.EAGAIN):
+			if buf != nil {
+				largeBufs.Put(buf)
+				buf = nil
+			}
+			if c.st != nil {
+				c.st.release()
+			}
+			if c.stop(true) {
+				return
+			}
+		default: // every writer has closed the pipe (or it cannot be read)
+			c.end()
+			return
+		}
+	}
+}
+
+// stop stops the copier if a handover asks it to, leaving its pipe open;
+// idle (the pipe is empty) arms the pipe again otherwise. It reports
+// whether the reading goroutine is to return.
+func (c *copier) stop(idle bool) bool {
+	c.mu.Lock()
+	if c.handOff {
+		c.keep()
+		c.mu.Unlock()
+		return true
+	}
+	if !idle {
+		c.mu.Unlock()
+		return false
+	}
+	err := c.reg.Arm()
+	if err == nil {
+		c.reading = false
+		c.mu.Unlock()
+		return true
+	}
+	c.mu.Unlock()
+	// Not possible for a pipe the copier holds (ENOMEM): it would never
+	// be woken again. It waits for data here instead.
+	c.o.log.Error("a log pipe cannot be armed; its copier waits for data on a thread of its own", "stream", c.stream, "err", err)
+	_, _ = unix.Poll([]unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}, -1)
+	return false
+}
+
+// keep stops the copier for a handover, leaving its pipe open; called
+// with c.mu held.
+func (c *copier) keep() {
+	c.kept, c.reading = true, false
+	c.reg.Remove()
+	close(c.done)
+	c.o.forget(c)
+}
+
+// end ends the copier once every writer has closed its pipe.
+func (c *copier) end() {
+	if c.st != nil {
+		c.st.end()
+	}
+	c.mu.Lock()
+	c.ended, c.reading = true, false
+	c.reg.Remove()
+	unix.Close(c.fd)
+	c.mu.Unlock()
+	c.o.forget(c)
+	close(c.done)
+}
+
+// step moves what the pipe holds into the log: spliced when the bytes fit
+// as they are, else up to a buffer's worth read and written (borrowing the
+// buffer into *buf). It returns EAGAIN once the pipe is empty, io.EOF once
+// every writer has closed it.
+func (c *copier) step(buf **[largeBuf]byte) error {
+	if c.splice != nil && !c.broken.Load() {
+		// FIONREAD (TIOCINQ): the bytes the pipe holds.
+		if avail, err := unix.IoctlGetInt(c.fd, unix.TIOCINQ); err == nil && avail > 0 {
+			if c.splice.spliceFrom(c.fd, avail) {
+				return nil
+			}
+		}
+	}
+	if *buf == nil {
+		*buf = largeBufs.Get().(*[largeBuf]byte)
+	}
+	if c.broken.Load() {
+		return discard(c.fd, (*buf)[:], c.dropped)
+	}
+	return copyOut(c.sink, c.fd, (*buf)[:], c.dropped, &c.inFlight)
+}
+
 // childPipe makes a pipe whose write end stays blocking (the child's
-// stdout must not return EAGAIN) and outside the poller, and whose read end
-// is non-blocking so that reading parks a goroutine, not a thread.
-func childPipe() (r, w *os.File, err error) {
+// stdout must not return EAGAIN) and whose read end is non-blocking, for
+// the poller.
+func childPipe() (r int, w *os.File, err error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return nil, nil, err
+		return -1, nil, err
 	}
 	// A bigger pipe lets a fast writer run ahead of the copier; best effort.
 	_, _ = unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, 1<<20)
 	if err := unix.SetNonblock(p[0], true); err != nil {
 		unix.Close(p[0])
 		unix.Close(p[1])
-		return nil, nil, err
+		return -1, nil, err
 	}
-	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
+	return p[0], os.NewFile(uintptr(p[1]), "|1"), nil
 }
 
-// Copy buffers: an idle stream holds a small one; a stream that fills it
-// borrows a large one for as long as the burst lasts.
-const (
-	smallBuf = 4 << 10
-	largeBuf = 128 << 10
-)
+// Copy buffers are borrowed while a pipe is read and given back when it
+// is empty: an idle stream holds none.
+const largeBuf = 128 << 10
 
 var largeBufs = sync.Pool{New: func() any { return new([largeBuf]byte) }}
 
-// copyOut copies a child's output into sink until every writer has closed
-// the pipe (the child and any grandchild that inherited it); what the sink
-// does not take is counted in dropped.
-//
-// A read deadline in the past stops it (a handover), with nothing read
-// left unwritten.
-func copyOut(sink io.Writer, r *os.File, dropped *atomic.Int64, c *copier) {
-	inFlight := &c.inFlight
-	small := make([]byte, smallBuf)
-	buf := small
-	var large *[largeBuf]byte
-	defer func() {
-		dropped.Add(inFlight.Swap(0)) // lost to a panicking sink
-		if large != nil {
-			largeBufs.Put(large)
+// copyOut reads once from the pipe r into buf and writes what it read to
+// sink; what the sink does not take is counted in dropped. It returns the
+// read's error: EAGAIN when the pipe is empty, io.EOF once every writer has
+// closed it.
+func copyOut(sink io.Writer, r int, buf []byte, dropped, inFlight *atomic.Int64) error {
+	n, err := readPipe(r, buf)
+	if n > 0 {
+		// A failing sink (disk full) must not stall the child: the
+		// bytes are dropped, counted, and reading goes on.
+		inFlight.Store(int64(n))
+		if w, err := sink.Write(buf[:n]); err != nil {
+			dropped.Add(int64(lostBytes(err, w, n)))
 		}
-	}()
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			// A failing sink (disk full) must not stall the child: the
-			// bytes are dropped, counted, and reading goes on.
-			inFlight.Store(int64(n))
-			if w, err := sink.Write(buf[:n]); err != nil {
-				dropped.Add(int64(lostBytes(err, w, n)))
-			}
-			inFlight.Store(0)
-		}
-		if err != nil && !(errors.Is(err, os.ErrDeadlineExceeded) && !c.stopping()) {
-			return
-		}
-		switch {
-		case large == nil && n == len(buf):
-			large = largeBufs.Get().(*[largeBuf]byte)
-			buf = large[:]
-		case large != nil && n < smallBuf:
-			largeBufs.Put(large)
-			large, buf = nil, small
-		}
+		inFlight.Store(0)
 	}
+	return err
 }
 
-// discard reads r until every writer has closed it, counting the bytes.
-func discard(r *os.File, dropped *atomic.Int64, c *copier) {
-	buf := make([]byte, smallBuf)
+// discard reads once from r, counting the bytes as dropped.
+func discard(r int, buf []byte, dropped *atomic.Int64) error {
+	n, err := readPipe(r, buf)
+	dropped.Add(int64(n))
+	return err
+}
+
+// readPipe reads once from the pipe r: n > 0 and a nil error, or EAGAIN
+// (empty), io.EOF (every writer has closed it), or another error.
+func readPipe(r int, buf []byte) (int, error) {
 	for {
-		n, err := r.Read(buf)
-		dropped.Add(int64(n))
-		if err != nil && !(errors.Is(err, os.ErrDeadlineExceeded) && (c == nil || !c.stopping())) {
-			return
+		n, err := unix.Read(r, buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0:
+			return 0, io.EOF
 		}
+		return n, nil
 	}
 }
 
@@ -455,10 +631,32 @@ type streamSink struct {
 	// now is the current episode as status sees it (nil: not failing),
 	// replaced (never changed) under mu, read without it.
 	now atomic.Pointer[LogFailure]
+	// spliced counts the bytes moved into the file by splice (tests).
+	spliced atomic.Int64
 }
 
 func (s *streamSink) Write(b []byte) (int, error) {
 	n, tried, err := s.write(b)
+	s.note(n, len(b), tried, err)
+	return n, err
+}
+
+// spliceFrom moves the avail bytes the pipe r holds into the log file
+// when they fit as they are (see rotator.spliceFrom), and notes the
+// outcome as Write does. It reports false, having moved nothing, when the
+// bytes are to be read and written instead.
+func (s *streamSink) spliceFrom(r, avail int) bool {
+	n, ok, err := s.w.(*rotator).spliceFrom(r, avail)
+	if ok {
+		s.spliced.Add(int64(n))
+		s.note(n, n, true, err)
+	}
+	return ok
+}
+
+// note keeps the episode: a write of size bytes that wrote n, and tried
+// to deliver (tried), with err.
+func (s *streamSink) note(n, size int, tried bool, err error) {
 	s.mu.Lock()
 	var started, ended bool
 	lost, since := s.lost, s.since
@@ -468,7 +666,7 @@ func (s *streamSink) Write(b []byte) (int, error) {
 			s.failing, s.since, s.lost, started = true, time.Now(), 0, true
 		}
 		s.lastErr = err.Error()
-		s.lost += int64(lostBytes(err, n, len(b)))
+		s.lost += int64(lostBytes(err, n, size))
 		s.now.Store(&LogFailure{Stream: s.stream, Path: s.path, Since: s.since, Err: s.lastErr, Dropped: s.lost})
 	case s.failing && tried:
 		s.failing, ended = false, true
@@ -481,7 +679,6 @@ func (s *streamSink) Write(b []byte) (int, error) {
 	case ended && s.log != nil:
 		s.log.Info("log writable again", "stream", s.stream, "path", s.path, "dropped_bytes", lost, "failed_for", time.Since(since).Round(time.Millisecond))
 	}
-	return n, err
 }
 
 // write writes b to the log and says whether anything was delivered (or
@@ -527,8 +724,10 @@ type lostError struct {
 func (e *lostError) Error() string { return e.err.Error() }
 func (e *lostError) Unwrap() error { return e.err }
 
-// close closes the sinks and /dev/null. It closes them outside o.mu: a
-// sink's Close waits for a write in progress, which a hung disk may hold.
+// close closes the sinks, and the outputs' own Stdio if they made one
+// (its poller goes on reading the pipes a grandchild still holds). It
+// closes them outside o.mu: a sink's Close waits for a write in progress,
+// which a hung disk may hold.
 func (o *outputs) close() {
 	o.mu.Lock()
 	o.closed = true
@@ -536,8 +735,8 @@ func (o *outputs) close() {
 	for _, s := range o.sinks {
 		cs = append(cs, s)
 	}
-	if o.devnull != nil {
-		cs = append(cs, o.devnull)
+	if o.own != nil {
+		cs = append([]io.Closer{o.own}, cs...)
 	}
 	o.mu.Unlock()
 	for _, c := range cs {
@@ -566,6 +765,12 @@ type rotator struct {
 	f        *os.File // nil until the first write, and after Close
 	size     int64
 	closed   bool
+	// spliced says f's O_APPEND is off, for splice(2), which refuses a
+	// file opened to append: Write turns it on again before it writes.
+	spliced bool
+	// noSplice says f's file takes no splice (its filesystem, or an
+	// append-only file): every byte goes through Write.
+	noSplice bool
 	// limits set while a write may be in progress, taken up by the
 	// next write (setLimits must not wait for a hung disk).
 	next atomic.Pointer[rotatorLimits]
@@ -636,7 +841,105 @@ func (r *rotator) open() error {
 		f.Close()
 		return err
 	}
-	r.f, r.size = f, fi.Size()
+	r.f, r.size, r.spliced, r.noSplice = f, fi.Size(), false, false
+	return nil
+}
+
+// spliceFrom moves the avail bytes that the pipe r holds into the file
+// with splice(2), without reading them into the daemon, when Write would
+// write them as they are: they fit before maxBytes (a cut at a line break
+// must see the bytes; it is left to Write), the file is open or opens, and
+// takes splices. ok false: nothing was moved, the bytes are for Write
+// (which also meets and reports the error of a file that cannot be
+// opened, or a full disk). n is what was moved; err is a rotation's
+// after it, as Write's.
+//
+// The file is written at its size (fstat), not appended to (O_APPEND
+// refuses splices): a copytruncate rotation is followed as with O_APPEND,
+// unless the file is truncated between the fstat and the splice.
+func (r *rotator) spliceFrom(pipe, avail int) (n int, ok bool, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, false, nil
+	}
+	r.takeLimits()
+	if r.f == nil && r.open() != nil {
+		return 0, false, nil
+	}
+	if r.noSplice {
+		return 0, false, nil
+	}
+	fd, err := RawFD(r.f)
+	if err != nil {
+		return 0, false, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return 0, false, nil
+	}
+	if st.Size < r.size {
+		r.size = st.Size // truncated (copytruncate): resync
+	}
+	if r.maxBytes > 0 && int64(avail) > r.maxBytes-r.size {
+		return 0, false, nil
+	}
+	if !r.spliced {
+		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		if err == nil {
+			_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_APPEND)
+		}
+		if err != nil { // an append-only file (chattr +a)
+			r.noSplice = true
+			return 0, false, nil
+		}
+		r.spliced = true
+	}
+	off := st.Size
+	for n < avail {
+		k, err := unix.Splice(pipe, nil, fd, &off, avail-n, unix.SPLICE_F_NONBLOCK)
+		if err == unix.EINTR {
+			continue
+		}
+		if k > 0 {
+			n += int(k)
+			r.size += k
+		}
+		if err != nil || k == 0 {
+			if n == 0 && (err == unix.EINVAL || err == unix.ENOSYS || err == unix.EOPNOTSUPP) {
+				r.noSplice = true
+			}
+			// Anything else (a full disk) shows again in Write, which
+			// drops and counts the bytes.
+			break
+		}
+	}
+	if n == 0 {
+		return 0, false, nil
+	}
+	if r.maxBytes > 0 && r.size >= r.maxBytes {
+		return n, true, r.rotate()
+	}
+	return n, true, nil
+}
+
+// appending turns O_APPEND on again after splices; called with r.mu held.
+func (r *rotator) appending() error {
+	if !r.spliced {
+		return nil
+	}
+	fd, err := RawFD(r.f)
+	if err != nil {
+		return err
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_APPEND)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", r.path, err)
+	}
+	r.spliced = false
 	return nil
 }
 
@@ -690,6 +993,9 @@ func (r *rotator) Write(b []byte) (int, error) {
 			}
 		}
 		if len(chunk) > 0 {
+			if err := r.appending(); err != nil {
+				return written, err
+			}
 			n, err := r.f.Write(chunk)
 			written += n
 			r.size += int64(n)

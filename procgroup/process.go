@@ -188,6 +188,9 @@ type Process struct {
 	// readiness probes and counts their panics (nil: recovered, logged,
 	// not counted).
 	Guard *guard.Guard
+	// Stdio, when set before Run, is the daemon's /dev/null and log pipe
+	// poller, shared by all its processes (nil: the process makes its own).
+	Stdio *Stdio
 
 	logDrops logDrops
 	// strict makes an illegal state move panic instead of being refused
@@ -1111,7 +1114,7 @@ func (p *Process) launch(marker string) (*os.Process, <-chan reaper.Exit, error)
 			return nil, nil, err
 		}
 	}
-	p.out.guard = p.Guard
+	p.out.guard, p.out.stdio = p.Guard, p.Stdio
 	files, closeFiles, err := p.out.files()
 	if err != nil {
 		return nil, nil, err

@@ -26,8 +26,11 @@ type stamper struct {
 }
 
 func newStamper(w io.Writer) *stamper {
-	return &stamper{w: w, stamp: make([]byte, 0, 40), out: make([]byte, 0, 4<<10)}
+	return &stamper{w: w}
 }
+
+// release lets go of the buffers while the stream is idle.
+func (s *stamper) release() { s.stamp, s.out = nil, nil }
 
 // Write writes b with a stamp at the start of each line. What the sink
 // refused is reported as b's bytes not written (n), for the copier to

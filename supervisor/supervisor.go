@@ -87,6 +87,7 @@ type Supervisor struct {
 	hooks     testHooks
 	rp        *reaper.Reaper
 	spawns    *procgroup.Spawns // live spawns of every process, for port reclaims
+	stdio     *procgroup.Stdio  // /dev/null and the log pipes' poller, for every process
 	admin     *adminState
 	inst      *instance
 	notify    *notifier
@@ -318,6 +319,11 @@ func (s *Supervisor) run(ctx context.Context) error {
 	// then their owner goroutines end with pctx.
 	var endProcesses func()
 	g.add("process pools", func() error {
+		stdio, err := procgroup.NewStdio()
+		if err != nil {
+			return err
+		}
+		s.stdio = stdio
 		pctx, pcancel := context.WithCancel(context.Background())
 		s.pctx = pctx
 		for _, p := range cfg.Programs {
@@ -389,6 +395,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 			if n := s.inst.sweep(); n > 0 {
 				s.log.Warn("killed descendants that outlived their processes", "count", n)
 			}
+			s.stdio.Close()
 		})
 		return nil
 	}, func() { endProcesses() }) // done by "processes", unless a later start failed
@@ -639,6 +646,7 @@ func (s *Supervisor) newPool(program procgroup.ProgramName) *procgroup.Pool {
 		proc.DaemonEnv = []string{"GOSUP_INSTANCE=" + inst.id}
 		proc.Spawns = s.spawns
 		proc.Guard = s.guard
+		proc.Stdio = s.stdio
 		proc.OnState = func(*procgroup.Process, procgroup.State) { s.kickNotify() }
 		proc.OnPanic = s.rescue
 		s.adopt(proc)

@@ -1,0 +1,291 @@
+package procgroup
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gosup/gosup/procgroup/pathtrust/pathtrusttest"
+	"golang.org/x/sys/unix"
+)
+
+// readingGoroutines counts the goroutines reading a log pipe (a copier's,
+// on the poller's wake-up, or a copier blocked in a read as before).
+func readingGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "procgroup.(*copier).drain") || strings.Contains(g, "procgroup.copyOut(") || strings.Contains(g, "procgroup.discard(") {
+			count++
+		}
+	}
+	return count
+}
+
+// devNulls counts this process's descriptors open on /dev/null.
+func devNulls(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == os.DevNull {
+			n++
+		}
+	}
+	return n
+}
+
+// 1,000 idle children whose output goes through the daemon (a rotated log
+// per stream, as AUTO logs) cost no goroutine and no buffer per stream:
+// once each child's line on each stream is in its log, no goroutine reads
+// a pipe, while the daemon's poller watches all 2,000 of them. The
+// processes share the daemon's one /dev/null. When they stop, every pipe
+// hangs up and is closed.
+func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
+	const n = 1000
+	stdio, err := NewStdio()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdio.Close() })
+	nulls := devNulls(t)
+	dir := t.TempDir()
+	spec := DefaultSpec()
+	spec.Command = `/bin/sh -c "echo out %(process_num)d; echo err %(process_num)d >&2; exec sleep 3600"`
+	spec.NumProcs = n
+	spec.ProcessName = "%(program_name)s_%(process_num)d"
+	spec.StartSecs = 0
+	spec.StopWaitSecs = 5
+	procs, err := spec.Expand("t", ExpandContext{Here: dir, LogDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := NewPool(ctx, "t", testReaper, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	g.Setup = func(p *Process) { p.Spawns, p.Stdio = testSpawns, stdio }
+	for i := range procs {
+		g.Add(&procs[i])
+	}
+	t.Cleanup(func() {
+		cancel()
+		g.Wait()
+	})
+	for _, p := range g.Procs() {
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, p := range g.Procs() {
+		waitState(t, p, Running, time.Minute)
+		for _, f := range []struct{ path, line string }{
+			{procs[i].Stdout.Path, fmt.Sprintf("out %d\n", procs[i].Num)},
+			{procs[i].Stderr.Path, fmt.Sprintf("err %d\n", procs[i].Num)},
+		} {
+			waitFor(t, "the line in "+f.path, func() bool {
+				b, _ := os.ReadFile(f.path)
+				return string(b) == f.line
+			})
+		}
+	}
+	if have := stdio.Pipes(); have != 2*n {
+		t.Fatalf("the poller watches %d pipes; want %d", have, 2*n)
+	}
+	waitFor(t, "no goroutine reading a pipe of an idle stream", func() bool { return readingGoroutines() == 0 })
+	if have := devNulls(t); have > nulls {
+		t.Errorf("%d descriptors on /dev/null, %d before %d processes started; want the daemon's one", have, nulls, n)
+	}
+	for _, p := range g.Procs() {
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range g.Procs() {
+		waitState(t, p, Stopped, time.Minute)
+	}
+	waitFor(t, "every pipe hung up and closed", func() bool { return stdio.Pipes() == 0 })
+	for _, p := range g.Procs() {
+		if st := p.Status(); st.LogDropped != 0 {
+			t.Fatalf("%s dropped %d bytes", st.FullName(), st.LogDropped)
+		}
+	}
+}
+
+// logFiles is what a rotated log holds, its oldest backup first.
+func logFiles(t *testing.T, path string, backups int) (content string, sizes []int64) {
+	t.Helper()
+	var b strings.Builder
+	for i := backups; i >= 0; i-- {
+		name := path
+		if i > 0 {
+			name += "." + strconv.Itoa(i)
+		}
+		data, err := os.ReadFile(name)
+		if os.IsNotExist(err) {
+			continue
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(data)
+		sizes = append(sizes, int64(len(data)))
+	}
+	return b.String(), sizes
+}
+
+// spamText is what the helper's spam mode writes.
+func spamText(n int) string {
+	var b strings.Builder
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, "line %08d %s\n", i, strings.Repeat("x", 80))
+	}
+	return b.String()[:n]
+}
+
+// A child's output into a rotated log is spliced into the file (moved by
+// the kernel, not read into the daemon), and every byte lands in order in
+// exactly one file: a file is cut after its last whole line before
+// maxbytes, as when the bytes are written, and never exceeds it.
+func TestSplicedLogKeepsEveryByte(t *testing.T) {
+	const total = 16 << 20
+	const maxBytes = 1 << 20
+	const backups = 40
+	dir := t.TempDir()
+	spec := helperSpec("spam", strconv.Itoa(total))
+	spec.StdoutLogfile = filepath.Join(dir, "out.log")
+	spec.StdoutLogfileMaxBytes = maxBytes
+	spec.StdoutLogfileBackups = backups
+	p := newTestPool(t, spec).Procs()[0]
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Running, 30*time.Second)
+	waitFor(t, "every byte in the log files", func() bool {
+		b, _ := logFiles(t, spec.StdoutLogfile, backups)
+		return len(b) >= total
+	})
+	got, sizes := logFiles(t, spec.StdoutLogfile, backups)
+	if got != spamText(total) {
+		t.Fatalf("the log files hold %d bytes, not the %d the child wrote in order", len(got), total)
+	}
+	for i, size := range sizes[:len(sizes)-1] {
+		if size > maxBytes || size < maxBytes-95 {
+			t.Errorf("file %d of %d has %d bytes; want maxbytes (%d) less at most one partial line", i, len(sizes), size, maxBytes)
+		}
+	}
+	if st := p.Status(); st.LogDropped != 0 {
+		t.Errorf("%d bytes counted as dropped", st.LogDropped)
+	}
+	p.out.mu.Lock()
+	ss := p.out.sinks["stdout"].(*streamSink)
+	p.out.mu.Unlock()
+	if ss.spliced.Load() == 0 {
+		t.Error("no byte was spliced")
+	}
+	t.Logf("%d of %d bytes spliced", ss.spliced.Load(), total)
+}
+
+// A full disk under a log that takes splices: every byte the child writes
+// is either in the log or counted as dropped, the log shows as failing
+// (ENOSPC) in status; once there is room again, the next spawn's output
+// is spliced in whole and the log is no longer failing.
+func TestSplicedLogOnAFullDiskCountsEveryByte(t *testing.T) {
+	pathtrusttest.NeedRoot(t)
+	const total = 4 << 20
+	dir := t.TempDir()
+	logdir := filepath.Join(dir, "log")
+	if err := os.MkdirAll(logdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", logdir, "tmpfs", 0, "size=8m,mode=0755"); err != nil {
+		t.Fatalf("mount tmpfs on %s: %v", logdir, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(logdir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", logdir, err)
+		}
+	})
+	filler := filepath.Join(logdir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for buf := make([]byte, 64<<10); ; {
+		if _, err := f.Write(buf); err != nil {
+			if err.(*os.PathError).Err != unix.ENOSPC {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	f.Close()
+	goFile := filepath.Join(dir, "go")
+	if err := os.WriteFile(goFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := helperSpec("blast", strconv.Itoa(total), goFile)
+	spec.StdoutLogfile = filepath.Join(logdir, "out.log")
+	spec.StdoutLogfileMaxBytes = 1 << 20
+	spec.StdoutLogfileBackups = 10
+	spec.StderrLogfile = filepath.Join(dir, "err.log")
+	spec.AutoRestart = RestartNever
+	p := newTestPool(t, spec).Procs()[0]
+	logged := func() int64 {
+		b, _ := logFiles(t, spec.StdoutLogfile, 10)
+		return int64(len(b))
+	}
+	runs := 0
+	run := func() {
+		t.Helper()
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		runs++
+		waitFor(t, "the child's line after its output", func() bool {
+			b, _ := os.ReadFile(spec.StderrLogfile)
+			return string(b) == strings.Repeat("done\n", runs)
+		})
+	}
+	run()
+	waitFor(t, "every byte in the log or counted as dropped", func() bool { return logged()+p.Status().LogDropped == total })
+	failing := p.Status()
+	if failing.LogDropped == 0 || len(failing.LogFailing) != 1 || !strings.Contains(failing.LogFailing[0].Err, "no space left on device") {
+		t.Fatalf("on a full disk: %d bytes dropped, failing %+v", failing.LogDropped, failing.LogFailing)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Stopped, 30*time.Second)
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	before := logged()
+	run()
+	waitFor(t, "the second spawn's output in the log", func() bool { return logged() == before+total })
+	st := p.Status()
+	if st.LogDropped != failing.LogDropped || len(st.LogFailing) != 0 {
+		t.Errorf("after the disk has room: %d bytes dropped (%d before), failing %+v", st.LogDropped, failing.LogDropped, st.LogFailing)
+	}
+	p.out.mu.Lock()
+	ss := p.out.sinks["stdout"].(*streamSink)
+	p.out.mu.Unlock()
+	if ss.spliced.Load() == 0 {
+		t.Error("no byte was spliced")
+	}
+}
