@@ -11,8 +11,6 @@ package procgroup
 // and the daemon has sampled it:
 //   - its pidfd (os.StartProcess opens one and the daemon keeps it until
 //     the process is reaped: see Process.launch);
-//   - /dev/null, opened once for the process's slot and kept (stdin of
-//     every spawn, and the stream a log of NONE goes to: outputs.nullFile);
 //   - for each stream that goes through the daemon (a log file or
 //     syslog): the read end of its pipe (outputs.stream);
 //   - for each stream to a log file: the file, opened at the first write
@@ -23,8 +21,10 @@ package procgroup
 //
 // A stream to a device (/dev/stdout in a container) keeps nothing: the
 // child gets the device itself. Redirected stderr shares stdout's pipe.
+// /dev/null (every child's stdin, and where a log of NONE goes) and the
+// log pipes' poller are the daemon's, once (Stdio).
 func FDsPerProcess(s *ProcSpec, scraped bool) int {
-	n := 1 + 1 + 1 // pidfd, /dev/null, statm
+	n := 1 + 1 // pidfd, statm
 	if scraped {
 		n++
 	}

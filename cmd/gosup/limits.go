@@ -123,7 +123,7 @@ func limitWarnings(cfg *config.Config, h hostLimits) []*config.Error {
 			want *= 2
 		}
 		out = append(out, warn("the daemon needs up to %d file descriptors for the %d processes (%d of its own; "+
-			"for each process its pidfd, /dev/null, the pipe and file of each log it copies, and the /proc files it samples), "+
+			"for each process its pidfd, the pipe and file of each log it copies, and the /proc files it samples), "+
 			"more than the %d RLIMIT_NOFILE allows here: past it a spawn fails (EMFILE). Under systemd set LimitNOFILE=%d "+
 			"in the unit (gosup systemd-unit writes it); from a shell, ulimit -n %d before gosup start (as root: ulimit -Hn)",
 			need, procs, config.DaemonFDs, h.NoFile, want, want))

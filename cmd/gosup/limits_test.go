@@ -43,7 +43,7 @@ func TestLimitWarnings(t *testing.T) {
 		{"nproc", func(h *hostLimits) { h.NProc = 1500 }, "1010 processes, and their threads, would run under a user whose processes are bounded to 1500 here (RLIMIT_NPROC"},
 		{"nproc root", func(h *hostLimits) { h.NProc, h.Root = 1500, true }, ""},
 		{"nproc root users", func(h *hostLimits) { h.NProc, h.Root = 15, true }, "10 processes, and their threads, would run under a user"},
-		{"nofile", func(h *hostLimits) { h.NoFile = 4096 }, "the daemon needs up to 7134 file descriptors for the 1010 processes"},
+		{"nofile", func(h *hostLimits) { h.NoFile = 4096 }, "the daemon needs up to 6124 file descriptors for the 1010 processes"},
 	} {
 		h := roomy
 		c.set(&h)
@@ -65,7 +65,7 @@ func TestSystemdUnitLimitNOFILE(t *testing.T) {
 	for _, c := range []struct {
 		procs int
 		want  string
-	}{{10, "LimitNOFILE=65536\n"}, {9000, "LimitNOFILE=65536\n"}, {9400, "LimitNOFILE=131072\n"}} {
+	}{{10, "LimitNOFILE=65536\n"}, {9000, "LimitNOFILE=65536\n"}, {11000, "LimitNOFILE=131072\n"}} {
 		dir := t.TempDir()
 		file := filepath.Join(dir, "gosup.toml")
 		body := "[supervisor]\nsocket = \"s.sock\"\nlogdir = \"log\"\n" +

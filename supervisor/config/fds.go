@@ -4,7 +4,8 @@ import "github.com/gosup/gosup/procgroup"
 
 // DaemonFDs is what the daemon holds open for itself, whatever it runs,
 // with room for what comes and goes: its standard streams, the control
-// socket and its lock and state files, the Go runtime's poller, the file
+// socket and its lock and state files, the Go runtime's poller, the log
+// pipes' poller and the children's /dev/null (procgroup.Stdio), the file
 // watcher's inotify, the cgroup files the runtime reads, and then the
 // control connections being served (each gosup ctl, a tail), the commands
 // it runs (nginx -t, sendmail: their pipes) and the files a reload reads.
