@@ -2,20 +2,22 @@
 //
 // The handler takes a Snapshot of the daemon at each scrape: nothing is
 // registered per process, so processes come and go (a reload) without any
-// registration to keep in step. The daemon's own metrics come from a
-// collector reading that snapshot, in a registry of the package's own
-// (never prometheus.DefaultRegisterer) with the Go runtime's and the
-// process's collectors, encoded by client_golang. The per-process
-// families (22 series a process, 11,000 for 500 processes) are written
-// straight into the text format by appendProcesses: through client_golang's
-// generic path (a const metric, a sort, an encoding per series) they cost
-// 15 times as much, past the 5 ms a scrape of 500 processes may take
-// (BenchmarkHandler500); a test checks both give the same families.
+// registration to keep in step. Every family is written straight into the
+// text format (version 0.0.4) by this package: the daemon's own from the
+// snapshot (appendDaemon), the Go runtime's from runtime/metrics and
+// runtime/debug, the process's from /proc/self (appendRuntime), and the
+// per-process ones (appendProcesses, 22 series a process). No Prometheus
+// library is linked: client_golang's init (its registry, procfs,
+// protobuf, expvar) cost every gosup command, the CLI's included, 1.6-1.8
+// ms of start-up. The tests hold the output to what client_golang writes
+// from the same figures: the same families, types, help, labels and
+// series as its GoCollector, ProcessCollector and const metrics.
 package metrics
 
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"io"
 	"log/slog"
 	"math"
@@ -25,10 +27,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/common/expfmt"
 )
 
 // States are the process states, in gosup_process_state's order.
@@ -151,8 +149,7 @@ type Options struct {
 // handler serves the metrics.
 type handler struct {
 	source   func() Snapshot
-	runtime  *prometheus.Registry // the Go runtime's and the process's
-	descs    *descs
+	proc     procStatic // what /proc tells once of this process
 	inFlight chan struct{}
 	log      *slog.Logger
 	// scratch holds at most MaxInFlight *scratch: one a scrape in flight.
@@ -160,11 +157,13 @@ type handler struct {
 }
 
 // scratch is what a scrape writes with, kept for the next: the text, the
-// gzip writer, and each process's labels as last written.
+// gzip writer, each process's labels as last written, and the buffers
+// the runtime's and the process's figures are read into.
 type scratch struct {
 	buf bytes.Buffer
 	gz  *gzip.Writer
 	pw  processWriter
+	rt  runtimeReader
 }
 
 // maxKeptBuffer bounds the text buffer kept for the next scrape: one
@@ -176,7 +175,7 @@ const maxKeptBuffer = 16 << 20
 // (version 0.0.4, which every Prometheus reads), gzipped when the client
 // accepts it.
 func NewHandler(source func() Snapshot, o Options) http.Handler {
-	h := &handler{source: source, runtime: prometheus.NewRegistry(), descs: newDescs(), log: o.Logger}
+	h := &handler{source: source, proc: readProcStatic(), log: o.Logger}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -184,7 +183,6 @@ func NewHandler(source func() Snapshot, o Options) http.Handler {
 		o.MaxInFlight = defaultMaxInFlight
 	}
 	h.inFlight = make(chan struct{}, o.MaxInFlight)
-	h.runtime.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return h
 }
 
@@ -207,12 +205,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	buf := &sc.buf
 	buf.Reset()
-	if err := h.write(buf, &sc.pw); err != nil {
+	if err := h.write(buf, sc); err != nil {
 		// What could be gathered is served: a scrape with a family
 		// missing beats none.
 		h.log.Warn("metrics: not every metric could be gathered", "err", err)
 	}
-	w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	w.Header().Set("Content-Type", contentType)
 	if !acceptsGzip(r) {
 		w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 		_, _ = w.Write(buf.Bytes())
@@ -244,21 +242,21 @@ func acceptsGzip(r *http.Request) bool {
 	return false
 }
 
-// write writes one scrape: a snapshot's metrics, and the Go runtime's and
-// the process's.
-func (h *handler) write(buf *bytes.Buffer, pw *processWriter) error {
+// contentType is the text format's, version 0.0.4.
+const contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+// write writes one scrape: the Go runtime's metrics, a snapshot's
+// daemon-wide ones, the process's, then the per-process ones. Each group
+// is in the order of the families' names, as client_golang wrote them.
+func (h *handler) write(buf *bytes.Buffer, sc *scratch) error {
 	snap := h.source()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(&daemonCollector{snap: &snap, d: h.descs})
-	fams, err := prometheus.Gatherers{reg, h.runtime}.Gather()
-	enc := expfmt.NewEncoder(buf, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, f := range fams {
-		if eerr := enc.Encode(f); eerr != nil && err == nil {
-			err = eerr
-		}
-	}
-	buf.Write(pw.append(buf.AvailableBuffer(), snap.Processes))
-	return err
+	b := buf.AvailableBuffer()
+	b, gerr := sc.rt.appendGo(b)
+	b = appendDaemon(b, &snap)
+	b, perr := sc.rt.appendProcess(b, &h.proc)
+	b = sc.pw.append(b, snap.Processes)
+	buf.Write(b)
+	return errors.Join(gerr, perr)
 }
 
 // A per-process family: its name, help and type.
@@ -487,142 +485,6 @@ func appendFloat(b []byte, v float64) []byte {
 		return strconv.AppendInt(b, int64(v), 10)
 	}
 	return strconv.AppendFloat(b, v, 'g', -1, 64)
-}
-
-// descs are the daemon-wide metrics' descriptions.
-type descs struct {
-	memmonSamples, memmonRestarts, memmonGiveUps                                                        *prometheus.Desc
-	alertMailsSent, alertsMailed, alertFailures, alertRetries, alertsDropped, alertsGivenUp, alertsHeld *prometheus.Desc
-	nginxRenders, nginxTests, nginxReloads, nginxLastSuccess, nginxLastOK, nginxServers, nginxDown      *prometheus.Desc
-	reloads, reloadSeconds, lastReloadOK, lastReloadSuccess                                             *prometheus.Desc
-	upgrades, rescues, panics, watchdogMissed, startTime, buildInfo, processes                          *prometheus.Desc
-	httpConnections, httpRefused                                                                        *prometheus.Desc
-}
-
-func newDescs() *descs {
-	one := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(name, help, labels, nil)
-	}
-	return &descs{
-		memmonSamples:  one("gosup_memmon_samples_total", "RSS samples memmon took: one per process per interval."),
-		memmonRestarts: one("gosup_memmon_restarts_total", "Restarts memmon made of processes over their memory limit."),
-		memmonGiveUps:  one("gosup_memmon_give_ups_total", "Times memmon gave up on a process still over its limit after max_restarts restarts."),
-		alertMailsSent: one("gosup_alert_mails_sent_total", "Alert mails sent."),
-		alertsMailed:   one("gosup_alerts_mailed_total", "Alerts mailed (a mail may carry several)."),
-		alertFailures:  one("gosup_alert_failures_total", "Alert mail attempts that failed."),
-		alertRetries:   one("gosup_alert_retries_total", "Alert mail attempts made again after a failed one."),
-		alertsDropped:  one("gosup_alerts_dropped_total", "Alerts lost to a bound, or to a last attempt at shutdown that failed."),
-		alertsGivenUp:  one("gosup_alerts_given_up_total", "Alerts not mailed after retrying for an hour."),
-		alertsHeld:     one("gosup_alerts_held", "Alerts waiting for a mail now (coalescing, rate_limit, a retry)."),
-
-		nginxRenders:     one("gosup_nginx_renders_total", "Renderings of the nginx upstream file, by outcome: changed (written), unchanged, failed.", "outcome"),
-		nginxTests:       one("gosup_nginx_tests_total", "Runs of the nginx test command, by outcome.", "outcome"),
-		nginxReloads:     one("gosup_nginx_reloads_total", "Runs of the nginx reload command, by outcome: ok, failed, not_running (nginx not running, or not installed).", "outcome"),
-		nginxLastSuccess: one("gosup_nginx_last_success_timestamp_seconds", "When an nginx update last left nginx in step with the file, in seconds since the epoch (absent: never)."),
-		nginxLastOK:      one("gosup_nginx_last_update_successful", "Whether the last nginx update left nginx in step with the file (rendered, tested and reloaded, or unchanged and loaded): 0 while updates fail or nginx is not running (only with [nginx] output)."),
-		nginxServers:     one("gosup_nginx_servers", "Servers in the nginx upstream file on disk (only with [nginx] output)."),
-		nginxDown:        one("gosup_nginx_servers_down", "Servers marked down in the nginx upstream file on disk (only with [nginx] output)."),
-
-		reloads:           one("gosup_config_reloads_total", "Configuration reloads that ran, by outcome: ok, invalid (the file did not load: nothing changed), failed (applied with failures, or cut short).", "outcome"),
-		reloadSeconds:     one("gosup_config_reload_duration_seconds", "How long the configuration reloads took, from their turn to the end of their rollout."),
-		lastReloadOK:      one("gosup_config_last_reload_successful", "1 when the last reload succeeded (or none ran), else 0."),
-		lastReloadSuccess: one("gosup_config_last_reload_success_timestamp_seconds", "When the configuration last loaded fine (the daemon's start or a reload), in seconds since the epoch."),
-
-		upgrades:       one("gosup_upgrades_total", "In-place upgrades of the daemon, by outcome (ok: the new image runs).", "outcome"),
-		rescues:        one("gosup_rescues_total", "Re-executions of the daemon after a panic in its core."),
-		panics:         one("gosup_panics_total", "Panics recovered in the daemon's side features, by component.", "component"),
-		watchdogMissed: one("gosup_watchdog_missed_total", "systemd watchdog pings withheld because a loop of the daemon did not answer."),
-		startTime:      one("gosup_start_time_seconds", "When the daemon's first image started (kept across upgrades), in seconds since the epoch."),
-		buildInfo:      one("gosup_build_info", "The daemon's build: 1, labelled with its version, revision and Go version.", "version", "revision", "goversion"),
-		processes:      one("gosup_processes", "Processes configured."),
-
-		httpConnections: one("gosup_http_connections_total", "Connections the read-only HTTP listener served."),
-		httpRefused:     one("gosup_http_connections_refused_total", "Connections the read-only HTTP listener refused: max_connections were being served."),
-	}
-}
-
-// daemonCollector collects the daemon-wide metrics of one snapshot.
-type daemonCollector struct {
-	snap *Snapshot
-	d    *descs
-}
-
-func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
-	d := c.d
-	for _, x := range []*prometheus.Desc{
-		d.memmonSamples, d.memmonRestarts, d.memmonGiveUps,
-		d.alertMailsSent, d.alertsMailed, d.alertFailures, d.alertRetries, d.alertsDropped, d.alertsGivenUp, d.alertsHeld,
-		d.nginxRenders, d.nginxTests, d.nginxReloads, d.nginxLastSuccess, d.nginxLastOK, d.nginxServers, d.nginxDown,
-		d.reloads, d.reloadSeconds, d.lastReloadOK, d.lastReloadSuccess,
-		d.upgrades, d.rescues, d.panics, d.watchdogMissed, d.startTime, d.buildInfo, d.processes,
-		d.httpConnections, d.httpRefused} {
-		ch <- x
-	}
-}
-
-func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
-	s, d := c.snap, c.d
-	counter := func(desc *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, v, labels...)
-	}
-	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
-	}
-	seconds := func(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
-	gauge(d.processes, float64(len(s.Processes)))
-
-	counter(d.memmonSamples, float64(s.MemmonSamples))
-	counter(d.memmonRestarts, float64(s.MemmonRestarts))
-	counter(d.memmonGiveUps, float64(s.MemmonGiveUps))
-	counter(d.alertMailsSent, float64(s.AlertMailsSent))
-	counter(d.alertsMailed, float64(s.AlertsMailed))
-	counter(d.alertFailures, float64(s.AlertFailures))
-	counter(d.alertRetries, float64(s.AlertRetries))
-	counter(d.alertsDropped, float64(s.AlertsDropped))
-	counter(d.alertsGivenUp, float64(s.AlertsGivenUp))
-	gauge(d.alertsHeld, float64(s.AlertsHeld))
-
-	for i, o := range NginxRenderOutcomes {
-		counter(d.nginxRenders, float64(s.NginxRenders[i]), o)
-	}
-	for i, o := range NginxTestOutcomes {
-		counter(d.nginxTests, float64(s.NginxTests[i]), o)
-	}
-	for i, o := range NginxReloadOutcomes {
-		counter(d.nginxReloads, float64(s.NginxReloads[i]), o)
-	}
-	if !s.NginxLastSuccess.IsZero() {
-		gauge(d.nginxLastSuccess, seconds(s.NginxLastSuccess))
-	}
-	if s.Nginx {
-		gauge(d.nginxLastOK, bool01(!s.NginxLastFailed))
-		gauge(d.nginxServers, float64(s.NginxServers))
-		gauge(d.nginxDown, float64(s.NginxDown))
-	}
-
-	for _, o := range ReloadOutcomes {
-		counter(d.reloads, float64(s.Reloads[o]), o)
-	}
-	h := s.ReloadSeconds
-	ch <- prometheus.MustNewConstHistogram(d.reloadSeconds, h.Count, h.Sum, h.Buckets)
-	gauge(d.lastReloadOK, bool01(s.LastReloadOK))
-	if !s.LastReloadSuccess.IsZero() {
-		gauge(d.lastReloadSuccess, seconds(s.LastReloadSuccess))
-	}
-
-	counter(d.upgrades, float64(s.Upgrades), "ok")
-	counter(d.upgrades, float64(s.UpgradeFailures), "failed")
-	counter(d.rescues, float64(s.Rescues))
-	for component, n := range s.Panics {
-		counter(d.panics, float64(n), component)
-	}
-	counter(d.watchdogMissed, float64(s.WatchdogMissed))
-	if !s.StartTime.IsZero() {
-		gauge(d.startTime, seconds(s.StartTime))
-	}
-	gauge(d.buildInfo, 1, s.Version, s.Revision, s.GoVersion)
-	counter(d.httpConnections, float64(s.HTTPConnections))
-	counter(d.httpRefused, float64(s.HTTPRefused))
 }
 
 func bool01(b bool) float64 {
