@@ -5,19 +5,19 @@
 // registration to keep in step. Every family is written straight into the
 // text format (version 0.0.4) by this package: the daemon's own from the
 // snapshot (appendDaemon), the Go runtime's from runtime/metrics and
-// runtime/debug, the process's from /proc/self (appendRuntime), and the
-// per-process ones (appendProcesses, 22 series a process). No Prometheus
-// library is linked: client_golang's init (its registry, procfs,
-// protobuf, expvar) cost every gosup command, the CLI's included, 1.6-1.8
-// ms of start-up. The tests hold the output to what client_golang writes
-// from the same figures: the same families, types, help, labels and
-// series as its GoCollector, ProcessCollector and const metrics.
+// runtime/debug (appendGo), the process's from /proc/self (appendProcess),
+// and the per-process ones (appendProcesses, 22 series a process). No
+// Prometheus library is linked: client_golang's init (its registry,
+// procfs, protobuf, expvar) cost every gosup command, the CLI's included,
+// 1.6-1.8 ms of start-up. The tests hold the output to what
+// client_golang writes from the same figures: the same families, types,
+// help, labels and series as its GoCollector, ProcessCollector and const
+// metrics.
 package metrics
 
 import (
 	"bytes"
 	"compress/gzip"
-	"errors"
 	"io"
 	"log/slog"
 	"math"
@@ -251,12 +251,12 @@ const contentType = "text/plain; version=0.0.4; charset=utf-8"
 func (h *handler) write(buf *bytes.Buffer, sc *scratch) error {
 	snap := h.source()
 	b := buf.AvailableBuffer()
-	b, gerr := sc.rt.appendGo(b)
+	b = sc.rt.appendGo(b)
 	b = appendDaemon(b, &snap)
-	b, perr := sc.rt.appendProcess(b, &h.proc)
+	b, err := sc.rt.appendProcess(b, &h.proc)
 	b = sc.pw.append(b, snap.Processes)
 	buf.Write(b)
-	return errors.Join(gerr, perr)
+	return err
 }
 
 // A per-process family: its name, help and type.

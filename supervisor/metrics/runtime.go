@@ -95,7 +95,7 @@ func (r *runtimeReader) rm(i int) float64 {
 // go_memstats_* come from runtime/metrics as it derives them (no
 // ReadMemStats, which stops the world), go_gc_duration_seconds from
 // debug.ReadGCStats.
-func (r *runtimeReader) appendGo(b []byte) ([]byte, error) {
+func (r *runtimeReader) appendGo(b []byte) []byte {
 	if r.samples == nil {
 		r.samples = make([]metrics.Sample, rmCount)
 		for i, name := range rmNames {
@@ -150,7 +150,7 @@ func (r *runtimeReader) appendGo(b []byte) ([]byte, error) {
 	w.one("go_sched_gomaxprocs_threads", "The current runtime.GOMAXPROCS setting, or the number of operating system threads that can execute user-level Go code simultaneously. Sourced from /sched/gomaxprocs:threads.", g, r.rm(rmGOMAXPROCS))
 	threads, _ := runtime.ThreadCreateProfile(nil)
 	w.one("go_threads", "Number of OS threads created.", g, float64(threads))
-	return w.b, nil
+	return w.b
 }
 
 // procStatic is what /proc tells once of this process: when it started.
