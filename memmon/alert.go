@@ -1,9 +1,9 @@
 package memmon
 
 import (
-	"bytes"
 	"cmp"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,10 +17,6 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
-
-	mail "github.com/wneessen/go-mail"
-
-	"github.com/gosup/gosup/internal/safetext"
 )
 
 // Alert describes one memmon restart, or memmon giving up on a process.
@@ -193,6 +189,9 @@ type Alerter struct {
 	coalesce time.Duration
 	// retryFirst is RetryFirst; tests in real time make it shorter.
 	retryFirst time.Duration
+	// roots verifies the SMTP server's certificate after STARTTLS; nil:
+	// the host's roots. Tests trust their server's.
+	roots *x509.CertPool
 
 	// What Run holds for the next mail, and the times the rate limiting
 	// goes by: kept here, not in Run, so that a Run the guard starts again
@@ -802,22 +801,6 @@ func section(alerts []Alert) (subject, body string) {
 	return subject, b.String()
 }
 
-// dialClosingOnCancel dials connections that are closed when send ends
-// (its deadline, or the daemon's shutdown), so that a server that stops
-// answering mid-conversation cannot hold a send past it. The dial's own
-// context is go-mail's connect timeout, which ends once connected.
-func dialClosingOnCancel(send context.Context) mail.DialContextFunc {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err // net's error names the address
-		}
-		context.AfterFunc(send, func() { c.Close() })
-		return &boundedConn{Conn: c, left: maxServerBytes}, nil
-	}
-}
-
 // defaultFrom is the sender without [email] from: gosup@ the host name,
 // without its control characters and spaces.
 func defaultFrom(host string) string {
@@ -829,7 +812,7 @@ func defaultFrom(host string) string {
 	}, host)
 }
 
-// boundedConn fails reads once the server has sent left bytes: go-mail
+// boundedConn fails reads once the server has sent left bytes: net/smtp
 // (net/textproto) buffers a reply line, and all the lines of a reply,
 // whatever their length.
 type boundedConn struct {
@@ -896,8 +879,8 @@ func (e timeoutError) Is(target error) bool { return target == context.DeadlineE
 // it: ctx's cause, when ctx ended (what the server's connection, closed
 // at that end, or the killed command says is the consequence: "use of
 // closed network connection", "signal: killed"); [email] timeout, when
-// the connection's own deadline passed (go-mail's, which is that timeout
-// as well, may pass just before ctx's).
+// the connection's own deadline passed (which is ctx's deadline, and may
+// pass just before ctx ends).
 func (a *Alerter) cut(ctx context.Context, err error) error {
 	switch {
 	case ctx.Err() != nil:
@@ -906,79 +889,6 @@ func (a *Alerter) cut(ctx context.Context, err error) error {
 		return fmt.Errorf("%w: %w", timeoutError{time.Duration(a.cfg.Timeout)}, err)
 	}
 	return err
-}
-
-func (a *Alerter) deliver(ctx context.Context, subject, body string) error {
-	m := mail.NewMsg()
-	from := a.cfg.From
-	if from == "" {
-		host, _ := os.Hostname()
-		from = defaultFrom(host)
-	}
-	// The config package refuses control characters in addresses; they
-	// are refused here as well, whatever go-mail makes of them, so that
-	// nothing can start a header or an SMTP command of its own.
-	for _, addr := range append([]string{from}, a.cfg.To...) {
-		if strings.ContainsFunc(addr, unicode.IsControl) {
-			return fmt.Errorf("address %q contains a control character", addr)
-		}
-	}
-	if err := m.From(from); err != nil {
-		return fmt.Errorf("from %q: %w", from, err)
-	}
-	if err := m.To(a.cfg.To...); err != nil {
-		return fmt.Errorf("to %v: %w", a.cfg.To, err)
-	}
-	// Header values are encoded by go-mail; control characters (of the
-	// host name, a process name) are made spaces here as well.
-	m.Subject(safetext.Printable(subject, ' '))
-	m.SetDate()
-	m.SetMessageID()
-	if a.cfg.Sendmail != "" {
-		// To a local command, the body goes as it is when it can (8bit):
-		// the quick start's mbox, or a mail source, reads as written.
-		// Over SMTP it stays quoted-printable: go-mail sends 8bit only to
-		// a server that offers 8BITMIME, and fails with one that does not.
-		enc := mail.EncodingQP
-		if plain8bit(body) {
-			enc = mail.NoEncoding
-			body = strings.ReplaceAll(body, "\n", "\r\n") // as go-mail writes the header
-		}
-		m.SetBodyString(mail.TypeTextPlain, body, mail.WithPartEncoding(enc))
-		var buf bytes.Buffer
-		if _, err := m.WriteTo(&buf); err != nil {
-			return fmt.Errorf("compose mail: %w", err)
-		}
-		if err := a.sendmail(ctx, a.cfg.Sendmail, buf.Bytes()); err != nil {
-			return fmt.Errorf("sendmail: %w", a.cut(ctx, err))
-		}
-		return nil
-	}
-	m.SetBodyString(mail.TypeTextPlain, body)
-	host, portStr, _ := net.SplitHostPort(a.cfg.SMTP)
-	port, _ := strconv.Atoi(portStr)
-	policy := mail.TLSOpportunistic
-	if a.cfg.StartTLS != nil {
-		policy = mail.NoTLS
-		if *a.cfg.StartTLS {
-			policy = mail.TLSMandatory
-		}
-	}
-	opts := []mail.Option{
-		mail.WithPort(port), mail.WithTimeout(time.Duration(a.cfg.Timeout)), mail.WithTLSPolicy(policy),
-		mail.WithDialContextFunc(dialClosingOnCancel(ctx)),
-	}
-	if a.cfg.Username != "" {
-		opts = append(opts, mail.WithSMTPAuth(mail.SMTPAuthPlain), mail.WithUsername(a.cfg.Username), mail.WithPassword(a.cfg.Password))
-	}
-	c, err := mail.NewClient(host, opts...)
-	if err != nil {
-		return fmt.Errorf("smtp %s: %w", a.cfg.SMTP, err)
-	}
-	if err := c.DialAndSendWithContext(ctx, m); err != nil {
-		return fmt.Errorf("smtp %s: %w", a.cfg.SMTP, a.cut(ctx, err))
-	}
-	return nil
 }
 
 // maxLineBytes is RFC 5322's bound on a line of a message, CRLF left out.

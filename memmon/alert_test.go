@@ -263,8 +263,8 @@ func TestAlertMaxUptimeFilters(t *testing.T) {
 
 // A server that refuses, or one that never answers, is a failed attempt,
 // counted, and the alert is held for another attempt, with those that come
-// in meanwhile. The silent server's attempt is cut by [email] timeout
-// (without it, go-mail's own 15 s), and its error says so.
+// in meanwhile. The silent server's attempt is cut by [email] timeout,
+// and its error says so.
 func TestAlertFailingServers(t *testing.T) {
 	for name, addr := range map[string]string{"refusing": smtptest.Refusing(t), "silent": smtptest.Silent(t)} {
 		t.Run(name, func(t *testing.T) {
@@ -1117,8 +1117,8 @@ func (f *everyThird) sendmail(ctx context.Context, cmd string, msg []byte) error
 // quoted-printable (soft line breaks, =3D); it is quoted-printable when it
 // cannot go as it is: a line over RFC 5322's 998 bytes (a log line in the
 // excerpt may be 4 KiB), a control character (one the process wrote).
-// Over SMTP it stays quoted-printable (go-mail sends 8bit only to a
-// server that offers 8BITMIME): the real server decodes it to the body.
+// Over SMTP it stays quoted-printable (8bit needs a server that offers
+// 8BITMIME): the real server decodes it to the body.
 func TestAlertBodyAsWritten(t *testing.T) {
 	long := testAlert("web:web_01", time.Minute)
 	long.Tail = "a=b " + strings.Repeat("x", 998) // with "a=b ", over 998 bytes
