@@ -74,15 +74,24 @@ func newDemoAppCmd() *cobra.Command {
 					http.Error(w, fmt.Sprintf("want mb=N, 1 to %d in all; holding %d MB", maxGrowMB, len(held)), http.StatusBadRequest)
 					return
 				}
-				for range mb {
-					b := make([]byte, 1<<20)
-					for i := 0; i < len(b); i += 4096 {
-						b[i] = 1 // touch every page: resident, not just reserved
-					}
-					held = append(held, b)
+				// Reserved first, touched only once the answer and the log
+				// line are out: memmon, which may restart the child as soon
+				// as the memory is resident, never cuts them off (on a slow
+				// machine touching 300 MB outlasts memmon's two samples).
+				grown := make([][]byte, mb)
+				for i := range grown {
+					grown[i] = make([]byte, 1<<20)
 				}
+				held = append(held, grown...)
 				fmt.Fprintf(w, "port %d pid %d holds %d MB more, %d MB in all\n", port, pid, mb, len(held))
 				fmt.Fprintf(cmd.OutOrStdout(), "demo-app on port %d: holding %d MB more, %d MB in all\n", port, mb, len(held))
+				go func() {
+					for _, b := range grown {
+						for i := 0; i < len(b); i += 4096 {
+							b[i] = 1 // touch every page: resident, not just reserved
+						}
+					}
+				}()
 			})
 			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 			go func() {
