@@ -309,7 +309,7 @@ func (p *Process) adopted(l *loop, a *adoption) {
 		p.OnState(p, h.State)
 	}
 	if l.proc != nil && p.OnSpawn != nil {
-		p.OnSpawn(p, l.pid, h.SpawnedAt)
+		p.OnSpawn(p, l.pid, h.PidStart, h.SpawnedAt)
 	}
 	p.out.seedPartial("stdout", h.StdoutPartial)
 	p.out.seedPartial("stderr", h.StderrPartial)

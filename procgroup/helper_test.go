@@ -280,7 +280,7 @@ func alive(pid int) bool {
 func recordSpawns(p *Process) func() []time.Time {
 	var mu sync.Mutex
 	var spawns []time.Time
-	p.OnSpawn = func(_ *Process, _ int, at time.Time) {
+	p.OnSpawn = func(_ *Process, _ int, _ uint64, at time.Time) {
 		mu.Lock()
 		spawns = append(spawns, at)
 		mu.Unlock()

@@ -152,7 +152,7 @@ func TestExitStopsEveryDescendantBeforeRespawn(t *testing.T) {
 	p := newTestPool(t, spec).Procs()[0]
 	var firstPid, leftAtRespawn atomic.Int64
 	leftAtRespawn.Store(-1)
-	p.OnSpawn = func(_ *Process, pid int, _ time.Time) {
+	p.OnSpawn = func(_ *Process, pid int, _ uint64, _ time.Time) {
 		if !firstPid.CompareAndSwap(0, int64(pid)) && leftAtRespawn.Load() < 0 {
 			// The second spawn: count the first one's survivors (the
 			// first spawn listed them before it exited).
@@ -223,7 +223,7 @@ func TestDaemonizedDescendantsDoNotPileUp(t *testing.T) {
 	spec.BackoffMax = 0 // respawn after the 1 s floor
 	p := newTestPool(t, spec).Procs()[0]
 	var maxAlive atomic.Int64
-	p.OnSpawn = func(_ *Process, pid int, _ time.Time) {
+	p.OnSpawn = func(_ *Process, pid int, _ uint64, _ time.Time) {
 		n := int64(0)
 		for daemon, child := range daemons() {
 			if child != pid && alive(daemon) {

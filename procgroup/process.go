@@ -166,8 +166,9 @@ type Process struct {
 	done   chan struct{}
 	out    *outputs
 	// OnSpawn and OnExit, when set before Run, are told about every spawn
-	// and exit (from the owner goroutine; they must not block).
-	OnSpawn func(p *Process, pid int, at time.Time)
+	// and exit (from the owner goroutine; they must not block). start is
+	// the child's start time (Status.PidStart), 0 if it is not known.
+	OnSpawn func(p *Process, pid int, start uint64, at time.Time)
 	OnExit  func(p *Process, pid int)
 	// OnState, when set before Run, is told about every state change.
 	OnState func(p *Process, to State)
@@ -935,7 +936,7 @@ func (p *Process) startChild(l *loop) {
 	// Live from before the child can fork, so nothing it starts is ever
 	// taken for the leftover of an ended spawn.
 	p.Spawns.add(marker)
-	proc, exitC, err := p.launch(marker)
+	proc, exitC, pidStart, err := p.launch(marker)
 	if err != nil {
 		p.Spawns.remove(marker)
 	}
@@ -970,12 +971,14 @@ func (p *Process) startChild(l *loop) {
 		return
 	}
 	l.proc, l.exitC, l.pid, l.spawnedAt, l.marker = proc, exitC, proc.Pid, now, marker
-	// Its exit is not handed out before this goroutine takes it: unless
-	// it was reaped already, the pid names it.
-	pidStart, _ := proctree.StartTime(proc.Pid)
+	if pidStart == 0 {
+		// Its exit is not handed out before this goroutine takes it:
+		// unless it was reaped already, the pid names it.
+		pidStart, _ = proctree.StartTime(proc.Pid)
+	}
 	p.log.Info("spawned", "pid", proc.Pid)
 	if p.OnSpawn != nil {
-		p.OnSpawn(p, proc.Pid, now)
+		p.OnSpawn(p, proc.Pid, pidStart, now)
 	}
 	p.update(func(s *Status) {
 		s.Pid, s.PidStart = proc.Pid, pidStart
@@ -1087,37 +1090,40 @@ func (p *Process) setSpec(l *loop, spec *ProcSpec) {
 	p.update(func(s *Status) { s.setSpec(spec) })
 }
 
-// launch prepares and spawns the child, marked with marker, through the reaper.
-func (p *Process) launch(marker string) (*os.Process, <-chan reaper.Exit, error) {
+// launch prepares and spawns the child, marked with marker, through the
+// reaper. start is the child's start time (field 22 of /proc/PID/stat)
+// when the clock reads around its fork tell it (proctree.StartBetween), 0
+// when they do not: then read it from /proc.
+func (p *Process) launch(marker string) (proc *os.Process, exitC <-chan reaper.Exit, start uint64, err error) {
 	s := p.spec
 	env := childEnv(s, p.DaemonEnv, marker)
 	if s.Dir != "" {
 		if fi, err := os.Stat(s.Dir); err != nil {
-			return nil, nil, fmt.Errorf("directory: %w", err)
+			return nil, nil, 0, fmt.Errorf("directory: %w", err)
 		} else if !fi.IsDir() {
-			return nil, nil, fmt.Errorf("directory %s: not a directory", s.Dir)
+			return nil, nil, 0, fmt.Errorf("directory %s: not a directory", s.Dir)
 		}
 	}
 	path, err := lookPath(s.Argv[0], s.Dir, env)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	cred, err := credential(s.User)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	// After the user lookup, which may wait on a name service: one stuck
 	// there must not hold up the others' spawns.
 	defer p.rp.Prepare()()
 	if s.Port > 0 {
 		if err := checkPort(s.Port); err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 	}
 	p.out.guard, p.out.stdio = p.Guard, p.Stdio
 	files, closeFiles, err := p.out.files()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	defer closeFiles()
 	attr := &os.ProcAttr{
@@ -1134,13 +1140,20 @@ func (p *Process) launch(marker string) (*os.Process, <-chan reaper.Exit, error)
 	if s.Umask.Set {
 		mask = s.Umask.Mask
 	}
-	proc, exitC, err := p.rp.StartUmask(mask, func() (*os.Process, error) {
-		return os.StartProcess(path, s.Argv, attr)
+	// The clock is read on the spawning thread right around the fork:
+	// the child's start time is stamped between the two reads.
+	var before, after int64
+	proc, exitC, err = p.rp.StartUmask(mask, func() (*os.Process, error) {
+		before = proctree.BootNanos()
+		pr, err := os.StartProcess(path, s.Argv, attr)
+		after = proctree.BootNanos()
+		return pr, err
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("spawn %s: %w", path, err)
+		return nil, nil, 0, fmt.Errorf("spawn %s: %w", path, err)
 	}
-	return proc, exitC, nil
+	start, _ = proctree.StartBetween(before, after)
+	return proc, exitC, start, nil
 }
 
 // Reasons shown while leftovers are being stopped.

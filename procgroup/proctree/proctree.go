@@ -194,6 +194,51 @@ func Pids() ([]int, error) {
 	return out, err
 }
 
+// ticksPerSecond is USER_HZ, the unit of a start time (field 22 of
+// /proc/PID/stat): 100, fixed by the kernel's ABI for every architecture
+// Go runs Linux on (sysconf(_SC_CLK_TCK)).
+const ticksPerSecond = 100
+
+// tickNanos is one start time tick in nanoseconds.
+const tickNanos = int64(time.Second / ticksPerSecond)
+
+// startMargin is how far from a tick's edge both clock reads of
+// StartBetween must be: room for any disagreement between the clock read
+// here (vDSO) and the kernel's own read at the fork, which share one
+// clocksource and should agree to the nanosecond.
+const startMargin = int64(100 * time.Microsecond)
+
+// BootNanos reads CLOCK_BOOTTIME in nanoseconds: the clock the kernel
+// stamps a new process with at its fork, and that its start time counts
+// in. 0 if it cannot be read (StartBetween then declines).
+func BootNanos() int64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
+		return 0
+	}
+	return ts.Nano()
+}
+
+// StartBetween is the start time (field 22 of /proc/PID/stat) of a
+// process forked between two reads of BootNanos, before and after, without
+// reading /proc: the kernel stamps a process with CLOCK_BOOTTIME in its
+// fork (copy_process: start_boottime, in the clone system call of the
+// caller, so between the two reads) and /proc shows that stamp cut down to
+// whole ticks (nsec_to_clock_t, with the reader's time namespace offset,
+// as BootNanos reads it). When both reads fall in one tick, well inside
+// it (startMargin), that tick is the start time; ok is false otherwise
+// (the reads straddle a tick's edge, or a read failed): read /proc then.
+func StartBetween(before, after int64) (start uint64, ok bool) {
+	if before <= startMargin || after < before {
+		return 0, false
+	}
+	lo, hi := (before-startMargin)/tickNanos, (after+startMargin)/tickNanos
+	if lo != hi {
+		return 0, false
+	}
+	return uint64(lo), true
+}
+
 // StartTime is pid's start time (field 22 of /proc/PID/stat).
 func StartTime(pid int) (uint64, error) {
 	p, err := Stat(pid)

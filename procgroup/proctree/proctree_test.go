@@ -246,3 +246,58 @@ func TestChildrenAtBounds(t *testing.T) {
 		t.Errorf("3 threads: %v (cut %v), want all 5", got, cut)
 	}
 }
+
+// TestStartBetween: the start time a fork between two clock reads has,
+// when both are in one tick well inside it, and a refusal otherwise.
+func TestStartBetween(t *testing.T) {
+	const tick = int64(10 * time.Millisecond)
+	for _, c := range []struct {
+		before, after int64
+		start         uint64
+		ok            bool
+	}{
+		{5*tick + tick/2, 5*tick + tick/2 + 1000, 5, true},
+		{5*tick + startMargin + 1, 6*tick - startMargin - 1, 5, true},
+		{5*tick + startMargin - 1, 5*tick + tick/2, 0, false}, // too near the tick's start
+		{5*tick + tick/2, 6*tick - startMargin + 1, 0, false}, // too near its end
+		{5*tick + tick/2, 6*tick + tick/2, 0, false},          // straddles
+		{5*tick + tick/2, 5*tick + tick/4, 0, false},          // after before before
+		{0, tick / 2, 0, false},                               // a failed read
+	} {
+		if start, ok := StartBetween(c.before, c.after); start != c.start || ok != c.ok {
+			t.Errorf("StartBetween(%d, %d) = %d, %v; want %d, %v", c.before, c.after, start, ok, c.start, c.ok)
+		}
+	}
+}
+
+// TestStartBetweenRealForks: for real children, the start time
+// StartBetween gives from clock reads around their fork is the one /proc
+// shows, every time it gives one.
+func TestStartBetweenRealForks(t *testing.T) {
+	exact := 0
+	for range 40 {
+		cmd := exec.Command("/bin/sleep", "60")
+		before := BootNanos()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		after := BootNanos()
+		got, ok := StartBetween(before, after)
+		want, err := StartTime(cmd.Process.Pid)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			exact++
+			if got != want {
+				t.Fatalf("StartBetween(%d, %d) = %d; /proc shows %d", before, after, got, want)
+			}
+		}
+	}
+	if exact == 0 {
+		t.Fatal("40 forks, none with both clock reads in one tick: nothing was checked")
+	}
+	t.Logf("%d of 40 forks had their start time from the clock", exact)
+}
