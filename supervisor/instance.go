@@ -348,9 +348,11 @@ func (in *instance) release() {
 	}
 }
 
-func (in *instance) recordSpawn(name string, pid int) {
+// recordSpawn records the child pid of process name, with its start time
+// when the spawn knew it (0: the writer reads it from /proc).
+func (in *instance) recordSpawn(name string, pid int, start uint64) {
 	in.mu.Lock()
-	in.children[name] = childRecord{Name: name, Pid: pid}
+	in.children[name] = childRecord{Name: name, Pid: pid, StartTime: start}
 	in.mu.Unlock()
 	in.markDirty()
 }
@@ -431,8 +433,10 @@ func (in *instance) writer() {
 			sf := stateFile{DaemonPid: os.Getpid(), Instance: in.id, Children: make([]childRecord, 0, len(in.children))}
 			for name, c := range in.children {
 				if c.StartTime == 0 {
-					// Read here, off the spawn path. A child that already
-					// exited is recorded without one and matches nothing.
+					// The spawn did not know it (an adopted child of an
+					// older image): read here, off the spawn path. A child
+					// that already exited is recorded without one and
+					// matches nothing.
 					c.StartTime, _ = proctree.StartTime(c.Pid)
 					in.children[name] = c
 				}

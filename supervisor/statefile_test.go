@@ -57,7 +57,7 @@ func TestStateWriterKeepsOutOfADirectoryItDidNotCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := in.passes.Load()
-	in.recordSpawn("a:a_0", os.Getpid())
+	in.recordSpawn("a:a_0", os.Getpid(), 0)
 	waitLog(t, "the writer's pass", func() bool { return in.passes.Load() > before })
 	if _, err := os.Lstat(sock + ".state"); err == nil {
 		t.Errorf("the state writer created %s in a directory of uid 65534, mode 0777", sock+".state")

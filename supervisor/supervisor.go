@@ -641,7 +641,9 @@ func (s *Supervisor) newPool(program procgroup.ProgramName) *procgroup.Pool {
 	pool := procgroup.NewPool(s.pctx, program, s.rp, s.log)
 	inst := s.inst
 	pool.Setup = func(proc *procgroup.Process) {
-		proc.OnSpawn = func(p *procgroup.Process, pid int, _ time.Time) { inst.recordSpawn(p.Spec().FullName(), pid) }
+		proc.OnSpawn = func(p *procgroup.Process, pid int, start uint64, _ time.Time) {
+			inst.recordSpawn(p.Spec().FullName(), pid, start)
+		}
 		proc.OnExit = func(p *procgroup.Process, _ int) { inst.recordExit(p.Spec().FullName()) }
 		proc.DaemonEnv = []string{"GOSUP_INSTANCE=" + inst.id}
 		proc.Spawns = s.spawns

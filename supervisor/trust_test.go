@@ -307,7 +307,7 @@ func TestLinksInOurSocketDirAreNotFollowed(t *testing.T) {
 	}
 	in.killLeftovers(time.Second)
 	in.start()
-	in.recordSpawn("a:a_0", os.Getpid())
+	in.recordSpawn("a:a_0", os.Getpid(), 0)
 	waitLog(t, "the new state file", func() bool {
 		fi, err := os.Lstat(sock + ".state")
 		return err == nil && fi.Mode().IsRegular() && fi.Size() > 0
