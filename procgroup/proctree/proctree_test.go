@@ -301,3 +301,27 @@ func TestStartBetweenRealForks(t *testing.T) {
 	}
 	t.Logf("%d of 40 forks had their start time from the clock", exact)
 }
+
+// BenchmarkStartTime is a child's start time as a spawn learns it: read
+// from /proc/PID/stat, or from the two clock reads around its fork.
+func BenchmarkStartTime(b *testing.B) {
+	cmd := exec.Command("/bin/sleep", "60")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	b.Run("proc", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := StartTime(cmd.Process.Pid); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("clock", func(b *testing.B) {
+		for b.Loop() {
+			before := BootNanos()
+			after := BootNanos()
+			_, _ = StartBetween(before, after)
+		}
+	})
+}
