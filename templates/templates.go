@@ -1,6 +1,7 @@
 // Package templates renders the nginx configuration for gosup's upstreams:
 // an embedded default template, or a user's, executed with text/template
-// and the sprig functions over the data model below.
+// and slim-sprig's functions (sprig's, less those that need libraries
+// outside Go's standard library) over the data model below.
 package templates
 
 import (
@@ -9,11 +10,13 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"text/template"
 	"time"
 
-	"github.com/Masterminds/sprig/v3"
+	sprig "github.com/go-task/slim-sprig/v3"
 )
 
 //go:embed nginx.conf.tmpl
@@ -116,9 +119,40 @@ func Load(path string) (*Template, error) {
 func Parse(name, text string) (*Template, error) {
 	t, err := template.New(name).Option("missingkey=error").Funcs(sprig.TxtFuncMap()).Parse(text)
 	if err != nil {
+		if f := undefinedFunc(err); slices.Contains(notProvided, f) {
+			return nil, fmt.Errorf("parse template: %w (%s is one of sprig's functions gosup does not provide: see docs/nginx.md)", err, f)
+		}
 		return nil, fmt.Errorf("parse template: %w", err)
 	}
 	return &Template{Name: name, t: t}, nil
+}
+
+// notProvided are sprig v3.3.0's functions that slim-sprig leaves out: they
+// need libraries outside the standard library (semver, decimal, mergo,
+// x/crypto, uuid, ...) whose package initialisation every gosup command
+// would pay at start-up.
+var notProvided = []string{
+	"abbrev", "abbrevboth", "add1f", "addf", "bcrypt", "buildCustomCert", "camelcase",
+	"decryptAES", "deepCopy", "derivePassword", "divf", "encryptAES", "genCA", "genCAWithKey",
+	"genPrivateKey", "genSelfSignedCert", "genSelfSignedCertWithKey", "genSignedCert",
+	"genSignedCertWithKey", "htpasswd", "initials", "kebabcase", "merge", "mergeOverwrite",
+	"mulf", "mustDeepCopy", "mustMerge", "mustMergeOverwrite", "nospace", "randAlpha",
+	"randAlphaNum", "randAscii", "randBytes", "randNumeric", "semver", "semverCompare",
+	"sha512sum", "shuffle", "snakecase", "subf", "swapcase", "untitle", "uuidv4", "wrap", "wrapWith",
+}
+
+// undefinedFunc returns the name in text/template's `function "NAME" not
+// defined` parse error, or "".
+func undefinedFunc(err error) string {
+	_, rest, ok := strings.Cut(err.Error(), `function "`)
+	if !ok {
+		return ""
+	}
+	name, _, ok := strings.Cut(rest, `" not defined`)
+	if !ok {
+		return ""
+	}
+	return name
 }
 
 // Render executes the template. It returns the whole output or an error,

@@ -685,3 +685,42 @@ sendmail = %q
 		}
 	}
 }
+
+// A user template calling one of sprig's functions that gosup does not
+// provide (slim-sprig's set) fails to load, naming the config key, the
+// template's file and line, the function, and why it is missing; an unknown
+// function that is not sprig's gets text/template's error alone.
+func TestNginxTemplateSprigFunctionNotProvided(t *testing.T) {
+	for _, c := range []struct {
+		fn, want string
+	}{
+		{"semver", `function "semver" not defined (semver is one of sprig's functions gosup does not provide: see docs/nginx.md)`},
+		{"nosuchfunc", `function "nosuchfunc" not defined`},
+	} {
+		t.Run(c.fn, func(t *testing.T) {
+			dir := writeTree(t, map[string]string{"gosup.toml": `
+[program.web]
+command = "app"
+port_start = 9000
+upstream = "web"
+
+[nginx]
+template = "mine.tmpl"
+
+[nginx.upstream.web]
+`, "mine.tmpl": "# {{ .Source }}\n# {{ " + c.fn + ` "1.2.3" }}` + "\n"})
+			_, err := Load(filepath.Join(dir, "gosup.toml"))
+			if err == nil {
+				t.Fatal("loaded a template calling a function gosup does not provide")
+			}
+			want := filepath.Join(dir, "gosup.toml") + ":8: nginx.template: parse template: template: " +
+				filepath.Join(dir, "mine.tmpl") + ":2: " + c.want
+			if !strings.HasSuffix(err.Error(), want) {
+				t.Errorf("error:\n%v\nwant it to end with:\n%s", err, want)
+			}
+			if c.fn == "nosuchfunc" && strings.Contains(err.Error(), "sprig") {
+				t.Errorf("error blames sprig for a function that is not sprig's: %v", err)
+			}
+		})
+	}
+}
