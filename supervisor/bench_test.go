@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/procgroup/hostlimits"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/gosup/gosup/supervisor/config"
 	"golang.org/x/sys/unix"
@@ -590,49 +591,14 @@ func scaleRoom(b *testing.B, n int) {
 	}
 	// Each child is a pid; the daemon's threads and the host's other
 	// processes take more: ask for twice.
-	if pm, err := os.ReadFile("/proc/sys/kernel/pid_max"); err == nil {
-		if max, _ := strconv.Atoi(strings.TrimSpace(string(pm))); max < 2*n {
-			b.Fatalf("%d children need %d pids or more; kernel.pid_max is %d: raise it (sysctl -w kernel.pid_max=%d)", n, 2*n, max, 4*n)
-		}
+	h := hostlimits.Read()
+	if h.PidMax > 0 && h.PidMax < 2*n {
+		b.Fatalf("%d children need %d pids or more; kernel.pid_max is %d: raise it (sysctl -w kernel.pid_max=%d)", n, 2*n, h.PidMax, 4*n)
 	}
-	if pids, cg := cgroupPids(); pids > 0 && pids < 2*n {
-		b.Fatalf("%d children need %d tasks or more; this process's cgroup %s allows %d (pids.max): run it where TasksMax= is higher", n, 2*n, cg, pids)
+	if h.Pids > 0 && h.Pids < 2*n {
+		b.Fatalf("%d children need %d tasks or more; this process's cgroup %s allows %d (pids.max): run it where TasksMax= is higher", n, 2*n, h.PidsCgroup, h.Pids)
 	}
-	if os.Geteuid() != 0 {
-		if err := unix.Getrlimit(unix.RLIMIT_NPROC, &rl); err == nil && rl.Cur != unix.RLIM_INFINITY && rl.Cur < uint64(2*n) {
-			b.Fatalf("%d children need %d processes or more for this user; RLIMIT_NPROC is %d: raise it (ulimit -u)", n, 2*n, rl.Cur)
-		}
+	if !h.Root && h.NProc != unix.RLIM_INFINITY && h.NProc < uint64(2*n) {
+		b.Fatalf("%d children need %d processes or more for this user; RLIMIT_NPROC is %d: raise it (ulimit -u)", n, 2*n, h.NProc)
 	}
-}
-
-// cgroupPids is the smallest pids.max from this process's cgroup up (v2,
-// or v1's pids hierarchy), and the cgroup that sets it; 0 when none does.
-func cgroupPids() (int, string) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return 0, ""
-	}
-	least, where := 0, ""
-	for line := range strings.Lines(string(b)) {
-		f := strings.SplitN(strings.TrimSpace(line), ":", 3)
-		if len(f) != 3 || !strings.HasPrefix(f[2], "/") {
-			continue
-		}
-		root := "/sys/fs/cgroup"
-		switch {
-		case f[0] == "0" && f[1] == "":
-		case slices.Contains(strings.Split(f[1], ","), "pids"):
-			root += "/pids"
-		default:
-			continue
-		}
-		for dir := filepath.Clean(f[2]); dir != "/"; dir = filepath.Dir(dir) {
-			if v, err := os.ReadFile(root + dir + "/pids.max"); err == nil {
-				if n, err := strconv.Atoi(strings.TrimSpace(string(v))); err == nil && (least == 0 || n < least) {
-					least, where = n, dir
-				}
-			}
-		}
-	}
-	return least, where
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/gosup/gosup/procgroup/hostlimits"
+
 	"github.com/gosup/gosup/supervisor/config"
 	"github.com/gosup/gosup/supervisor/importer"
 	"github.com/spf13/cobra"
@@ -116,7 +118,7 @@ func checkWarnings(cfg *config.Config) []string {
 	for _, w := range pathWarnings(cfg, os.Getenv("PATH")) {
 		out = append(out, w.Warning())
 	}
-	for _, w := range limitWarnings(cfg, readHostLimits()) {
+	for _, w := range limitWarnings(cfg, hostlimits.Read()) {
 		out = append(out, w.Warning())
 	}
 	return out

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gosup/gosup/procgroup/hostlimits"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/gosup/gosup/supervisor/config"
@@ -28,22 +30,22 @@ func TestLimitWarnings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	roomy := hostLimits{NoFile: 1 << 20, NProc: unix.RLIM_INFINITY, PidMax: 4194304, Pids: 0}
+	roomy := hostlimits.Limits{NoFile: 1 << 20, NProc: unix.RLIM_INFINITY, PidMax: 4194304, Pids: 0}
 	if w := limitWarnings(cfg, roomy); len(w) != 0 {
 		t.Fatalf("warnings on a roomy host: %v", w)
 	}
 	for _, c := range []struct {
 		name string
-		set  func(*hostLimits)
+		set  func(*hostlimits.Limits)
 		want string // "": no warning
 	}{
-		{"pid_max", func(h *hostLimits) { h.PidMax = 2000 }, "the 1010 processes take more than half of this host's pids (kernel.pid_max 2000)"},
-		{"pid_max roomy", func(h *hostLimits) { h.PidMax = 2020 }, ""},
-		{"pids.max", func(h *hostLimits) { h.Pids, h.PidsCgroup = 1500, "/system.slice/gosup.service" }, "more than half of the 1500 tasks (processes and threads) that the cgroup this runs in allows (/system.slice/gosup.service: pids.max"},
-		{"nproc", func(h *hostLimits) { h.NProc = 1500 }, "1010 processes, and their threads, would run under a user whose processes are bounded to 1500 here (RLIMIT_NPROC"},
-		{"nproc root", func(h *hostLimits) { h.NProc, h.Root = 1500, true }, ""},
-		{"nproc root users", func(h *hostLimits) { h.NProc, h.Root = 15, true }, "10 processes, and their threads, would run under a user"},
-		{"nofile", func(h *hostLimits) { h.NoFile = 4096 }, "the daemon needs up to 6124 file descriptors for the 1010 processes"},
+		{"pid_max", func(h *hostlimits.Limits) { h.PidMax = 2000 }, "the 1010 processes take more than half of this host's pids (kernel.pid_max 2000)"},
+		{"pid_max roomy", func(h *hostlimits.Limits) { h.PidMax = 2020 }, ""},
+		{"pids.max", func(h *hostlimits.Limits) { h.Pids, h.PidsCgroup = 1500, "/system.slice/gosup.service" }, "more than half of the 1500 tasks (processes and threads) that the cgroup this runs in allows (/system.slice/gosup.service: pids.max"},
+		{"nproc", func(h *hostlimits.Limits) { h.NProc = 1500 }, "1010 processes, and their threads, would run under a user whose processes are bounded to 1500 here (RLIMIT_NPROC"},
+		{"nproc root", func(h *hostlimits.Limits) { h.NProc, h.Root = 1500, true }, ""},
+		{"nproc root users", func(h *hostlimits.Limits) { h.NProc, h.Root = 15, true }, "10 processes, and their threads, would run under a user"},
+		{"nofile", func(h *hostlimits.Limits) { h.NoFile = 4096 }, "the daemon needs up to 6124 file descriptors for the 1010 processes"},
 	} {
 		h := roomy
 		c.set(&h)
