@@ -1,9 +1,11 @@
 package supervisor
 
 import (
+	"flag"
 	"os"
 	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"testing"
 	"time"
 )
@@ -18,11 +20,16 @@ import (
 // see) at most half of supervisord's with 1,000 children.
 //
 //	go test -run '^$' -bench IdleBytesPerChild -benchtime 1x -count 5 ./supervisor/
+//
+// With -memprofile FILE, the heap profile of the daemon with n+1 children,
+// taken while they run, goes to FILE.idle (FILE itself is written at the
+// end, when every daemon has stopped): add -memprofilerate 1 and read it
+// with go tool pprof -sample_index=inuse_space.
 func BenchmarkIdleBytesPerChild(b *testing.B) {
 	const n = 1000
 	for b.Loop() {
-		one := idleFootprint(b, 1)
-		many := idleFootprint(b, n+1)
+		one := idleFootprint(b, 1, "")
+		many := idleFootprint(b, n+1, idleProfile())
 		b.ReportMetric(float64(many.heap-one.heap)/n, "heap-B/child")
 		b.ReportMetric(float64(many.stacks-one.stacks)/n, "stack-B/child")
 		b.ReportMetric(float64(many.heap+many.stacks-one.heap-one.stacks)/n, "B/child")
@@ -38,7 +45,8 @@ type footprint struct {
 
 // idleFootprint runs a daemon with n sleepers until every one is RUNNING,
 // and measures the test process while it runs.
-func idleFootprint(b *testing.B, n int) footprint {
+// If profile is not empty, the heap profile goes there.
+func idleFootprint(b *testing.B, n int, profile string) footprint {
 	b.Helper()
 	b.StopTimer()
 	defer b.StartTimer()
@@ -61,10 +69,33 @@ func idleFootprint(b *testing.B, n int) footprint {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		err = pprof.Lookup("heap").WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
 	return footprint{
 		heap:       samples[0].Value.Uint64(),
 		stacks:     samples[1].Value.Uint64(),
 		goroutines: runtime.NumGoroutine(),
 		fds:        len(fds),
 	}
+}
+
+// idleProfile is where BenchmarkIdleBytesPerChild writes the heap profile
+// of its daemon with children: -memprofile's file with .idle added, or ""
+// without -memprofile.
+func idleProfile() string {
+	if f := flag.Lookup("test.memprofile"); f != nil && f.Value.String() != "" {
+		return f.Value.String() + ".idle"
+	}
+	return ""
 }
