@@ -75,7 +75,7 @@ func TestLogCopierPanicLeavesTheProcessAlone(t *testing.T) {
 	spec.StderrLogfile = filepath.Join(dir, "err.log")
 	g, gd, logs := guardedPool(t, spec, func(p *Process) {
 		p.out.mu.Lock()
-		p.out.sinks["stdout"] = panicSink{}
+		p.out.sinks.stdout = panicSink{}
 		p.out.mu.Unlock()
 	})
 	p := g.Procs()[0]

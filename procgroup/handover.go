@@ -167,7 +167,7 @@ var ErrPanicked = errors.New("its owner goroutine panicked")
 func (p *Process) freezeWith(ctx context.Context, req freezeReq) (*Frozen, error) {
 	req.reply = make(chan freezeRes, 1)
 	select {
-	case p.freezes <- &req:
+	case p.reqs <- &request{kind: reqFreeze, freeze: &req}:
 	case <-p.done:
 		return nil, ErrClosed
 	case <-p.panicking:
@@ -196,8 +196,9 @@ func (p *Process) freezeWith(ctx context.Context, req freezeReq) (*Frozen, error
 var ErrSweeping = errors.New("it is stopping the processes its last child left running (up to its stopwaitsecs); try again once they are gone")
 
 // freeze runs on the owner goroutine; it returns once the process may go
-// on (Resume), or never (an exec).
-func (p *Process) freeze(l *loop, req freezeReq) {
+// on (Resume), or never (an exec), with a panic or an end (Panic,
+// Pool.Remove) that came while it was frozen, for the owner to take after.
+func (p *Process) freeze(l *loop, req freezeReq) *request {
 	select {
 	case ex := <-l.exitC:
 		p.onExit(l, ex)
@@ -214,12 +215,12 @@ func (p *Process) freeze(l *loop, req freezeReq) {
 	}
 	if l.sweepC != nil {
 		req.reply <- freezeRes{err: fmt.Errorf("%s: %w", p.spec.FullName(), ErrSweeping)}
-		return
+		return nil
 	}
 	pipes, files, err := p.out.handOver(req.wait, req.force)
 	if err != nil {
 		req.reply <- freezeRes{err: fmt.Errorf("%s: %w", p.spec.FullName(), err)}
-		return
+		return nil
 	}
 	// Timers and the readiness check stop; their state is in the Handover.
 	kind := l.timerKind
@@ -238,19 +239,28 @@ func (p *Process) freeze(l *loop, req freezeReq) {
 	f := &Frozen{Handover: h, Files: files, resume: make(chan struct{})}
 	req.reply <- freezeRes{f: f}
 	// Frozen: a request is answered at once (none should come: the
-	// upgrade holds every lane), a second freeze refused.
+	// upgrade holds every lane), a second freeze refused; a panic or an
+	// end waits for the resume (no request is taken after it).
+	var after *request
+	reqs := p.reqs
 	for frozen := true; frozen; {
 		select {
 		case <-f.resume:
 			frozen = false
-		case r := <-p.reqs:
-			r.reply <- ErrHandedOver
-		case again := <-p.freezes:
-			again.reply <- freezeRes{err: fmt.Errorf("%s: already frozen", p.spec.FullName())}
+		case r := <-reqs:
+			switch r.kind {
+			case reqOp:
+				r.reply <- ErrHandedOver
+			case reqFreeze:
+				r.freeze.reply <- freezeRes{err: fmt.Errorf("%s: already frozen", p.spec.FullName())}
+			default:
+				after, reqs = r, nil
+			}
 		}
 	}
 	l.timerKind = timerNone
 	p.restore(l, h, files)
+	return after
 }
 
 // Adopt makes a new process (before Run) take over one handed over by the
@@ -363,10 +373,7 @@ func (p *Process) restore(l *loop, h Handover, files []*os.File) {
 // is counted as dropped.
 func (o *outputs) handOver(wait time.Duration, force bool) ([]Pipe, []*os.File, error) {
 	o.mu.Lock()
-	var cs []*copier
-	for c := range o.copiers {
-		cs = append(cs, c)
-	}
+	cs := slices.Clone(o.copiers)
 	o.mu.Unlock()
 	for _, c := range cs {
 		c.mu.Lock()
@@ -449,7 +456,7 @@ func (o *outputs) resumeCopiers(cs []*copier) {
 // syslog log holds any (it sends whole lines).
 func (o *outputs) partial(stream string) []byte {
 	o.mu.Lock()
-	s := o.sinks[stream]
+	s := *o.sinks.of(stream)
 	o.mu.Unlock()
 	if ss, ok := s.(*streamSink); ok {
 		if lw, ok := ss.w.(*lineWriter); ok {
@@ -590,7 +597,7 @@ func PipeFile(fd int, name string) (*os.File, error) {
 // at once if the process has ended.
 func (p *Process) Panic(v any) {
 	select {
-	case p.panics <- v:
+	case p.reqs <- &request{kind: reqPanic, panic: v}:
 	case <-p.done:
 	}
 }

@@ -249,7 +249,7 @@ func TestFreezeFailsOnAHungLog(t *testing.T) {
 	sink := &hangSink{}
 	g, _, _ := guardedPool(t, spec, func(p *Process) {
 		p.out.mu.Lock()
-		p.out.sinks["stdout"] = sink
+		p.out.sinks.stdout = sink
 		p.out.mu.Unlock()
 	})
 	p := g.Procs()[0]
@@ -526,7 +526,7 @@ func TestHandoverKeepsAPartialSyslogLine(t *testing.T) {
 	pid := waitState(t, p, Running, 30*time.Second).Pid
 	waitFor(t, `"abc" held by the syslog log`, func() bool {
 		p.out.mu.Lock()
-		s, _ := p.out.sinks["stdout"].(*streamSink)
+		s, _ := p.out.sinks.stdout.(*streamSink)
 		p.out.mu.Unlock()
 		if s == nil {
 			return false

@@ -71,7 +71,7 @@ func TestStatusDoesNotWaitForAHungLogWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := rotatorOf(p.out.sinks["stdout"])
+	r := rotatorOf(p.out.sinks.stdout)
 	r.mu.Lock()
 	r.f.Close()
 	r.f = pw

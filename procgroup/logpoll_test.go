@@ -193,7 +193,7 @@ func TestSplicedLogKeepsEveryByte(t *testing.T) {
 		t.Errorf("%d bytes counted as dropped", st.LogDropped)
 	}
 	p.out.mu.Lock()
-	ss := p.out.sinks["stdout"].(*streamSink)
+	ss := p.out.sinks.stdout.(*streamSink)
 	p.out.mu.Unlock()
 	if ss.spliced.Load() == 0 {
 		t.Error("no byte was spliced")
@@ -283,7 +283,7 @@ func TestSplicedLogOnAFullDiskCountsEveryByte(t *testing.T) {
 		t.Errorf("after the disk has room: %d bytes dropped (%d before), failing %+v", st.LogDropped, failing.LogDropped, st.LogFailing)
 	}
 	p.out.mu.Lock()
-	ss := p.out.sinks["stdout"].(*streamSink)
+	ss := p.out.sinks.stdout.(*streamSink)
 	p.out.mu.Unlock()
 	if ss.spliced.Load() == 0 {
 		t.Error("no byte was spliced")

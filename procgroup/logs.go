@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"log/syslog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,7 +65,7 @@ type outputs struct {
 	spec  *ProcSpec
 	guard *guard.Guard // starts the copiers' reads; set by the owner goroutine before files
 	drops *logDrops    // bytes of output lost (the process's counters, across outputs)
-	log   *slog.Logger
+	log   *procLog
 	// stdio is the daemon's (set by the owner goroutine before files),
 	// nil for a process given none: own is made then, and closed with the
 	// outputs.
@@ -83,11 +83,25 @@ type outputs struct {
 	// mu is never held across a call into a sink: a sink's writer may
 	// be stuck on a hung disk, and status must not wait for it.
 	mu     sync.Mutex
-	sinks  map[string]io.WriteCloser // stream → *streamSink (tests may plant others)
+	sinks  sinks
 	closed bool
 	// copiers are the live log copiers: this spawn's, and an earlier
-	// spawn's whose pipe a grandchild still holds open.
-	copiers map[*copier]struct{}
+	// spawn's whose pipe a grandchild still holds open (a few at most:
+	// a slice, not a map).
+	copiers []*copier
+}
+
+// sinks are the streams' sinks, *streamSink (tests may plant others);
+// nil until the stream's first spawn. Two fields, not a map: a map costs
+// each process some 300 bytes.
+type sinks struct{ stdout, stderr io.WriteCloser }
+
+// of is the field of stream.
+func (s *sinks) of(stream string) *io.WriteCloser {
+	if stream == "stderr" {
+		return &s.stderr
+	}
+	return &s.stdout
 }
 
 // copier copies one pipe into a stream's sink. It holds no goroutine and
@@ -107,8 +121,11 @@ type copier struct {
 	// a rotated log file, without stamps. Nil otherwise.
 	splice  *streamSink
 	dropped *atomic.Int64
-	g       *guard.Guard
-	reg     *pipepoll.Reg
+	// g is the daemon's guard, then (named, at the first wake-up) one
+	// naming the copier in what it logs: a stream never written holds
+	// no guard of its own.
+	g   *guard.Guard
+	reg *pipepoll.Reg
 	// inFlight is what the copier has read and the sink not yet taken.
 	inFlight atomic.Int64
 	// broken says a read panicked: the rest of the output is discarded,
@@ -121,6 +138,8 @@ type copier struct {
 	// reading says a goroutine is reading the pipe (woken, not yet armed
 	// again); ended that the pipe is done and closed.
 	reading, ended bool
+	// named says g names the copier.
+	named bool
 	// handOff says the copier is being stopped for a handover: fd stays
 	// open, for the next image.
 	handOff bool
@@ -148,8 +167,8 @@ func (d *logDrops) of(stream string) *atomic.Int64 {
 	return &d.stdout
 }
 
-func newOutputs(spec *ProcSpec, drops *logDrops, log *slog.Logger) *outputs {
-	return &outputs{spec: spec, drops: drops, log: log, sinks: map[string]io.WriteCloser{}, copiers: map[*copier]struct{}{}}
+func newOutputs(spec *ProcSpec, drops *logDrops, log *procLog) *outputs {
+	return &outputs{spec: spec, drops: drops, log: log}
 }
 
 // files returns stdin, stdout and stderr for a spawn and a func that closes
@@ -258,7 +277,7 @@ func (o *outputs) startCopier(name string, sink io.Writer, r int, mid bool) erro
 	if err != nil {
 		return err
 	}
-	c := &copier{o: o, stream: name, fd: r, sink: sink, dropped: o.drops.of(name), done: make(chan struct{})}
+	c := &copier{o: o, stream: name, fd: r, sink: sink, dropped: o.drops.of(name), g: o.guard, done: make(chan struct{})}
 	// log_timestamps: a stamp before each line this spawn writes to a
 	// file (syslog stamps its messages itself).
 	if o.spec.Program.LogTimestamps && rotatorOf(sink) != nil {
@@ -268,9 +287,8 @@ func (o *outputs) startCopier(name string, sink io.Writer, r int, mid bool) erro
 	} else if ss, ok := sink.(*streamSink); ok && rotatorOf(ss) != nil {
 		c.splice = ss
 	}
-	c.g = o.guard.With("process", o.spec.FullName(), "stream", name)
 	o.mu.Lock()
-	o.copiers[c] = struct{}{}
+	o.copiers = append(o.copiers, c)
 	o.mu.Unlock()
 	// Under c.mu: the first wake-up may come at once, and must find the
 	// registration.
@@ -288,7 +306,7 @@ func (o *outputs) startCopier(name string, sink io.Writer, r int, mid bool) erro
 // forget drops c from the live copiers.
 func (o *outputs) forget(c *copier) {
 	o.mu.Lock()
-	delete(o.copiers, c)
+	o.copiers = slices.DeleteFunc(o.copiers, func(d *copier) bool { return d == c })
 	o.mu.Unlock()
 }
 
@@ -300,13 +318,17 @@ func (c *copier) wake() {
 		return // a wake-up from before a stop
 	}
 	c.reading = true
+	if !c.named {
+		c.g, c.named = c.g.With("process", c.o.log.name, "stream", c.stream), true
+	}
+	g := c.g
 	c.mu.Unlock()
 	// A read that panics must not leave the child writing into a full
 	// pipe (it would block) or a closed one (SIGPIPE kills most
 	// programs): the copier goes on reading and discards, counting the
 	// bytes, until the child and its descendants close their ends. The
 	// next spawn gets a copier of its own.
-	c.g.Go("log copier",
+	g.Go("log copier",
 		"the rest of that spawn's output is discarded (counted in its status) until it respawns",
 		c.drain,
 		func() {
@@ -498,7 +520,7 @@ func (o *outputs) sink(name string, ls LogSpec, program int) (io.Writer, error) 
 	if o.closed {
 		return nil, errors.New("outputs closed")
 	}
-	if s, ok := o.sinks[name]; ok {
+	if s := *o.sinks.of(name); s != nil {
 		return s, nil
 	}
 	var s io.WriteCloser
@@ -527,7 +549,7 @@ func (o *outputs) sink(name string, ls LogSpec, program int) (io.Writer, error) 
 		s = r
 	}
 	ss := &streamSink{w: s, stream: name, path: path, log: o.log}
-	o.sinks[name] = ss
+	*o.sinks.of(name) = ss
 	if name == "stderr" {
 		o.stderrSink.Store(ss)
 	} else {
@@ -544,7 +566,7 @@ func (o *outputs) setSpec(spec *ProcSpec) {
 	o.spec = spec
 	rs := map[*rotator]LogSpec{}
 	for name, ls := range map[string]LogSpec{"stdout": spec.Stdout, "stderr": spec.Stderr} {
-		if r := rotatorOf(o.sinks[name]); r != nil {
+		if r := rotatorOf(*o.sinks.of(name)); r != nil {
 			rs[r] = ls
 		}
 	}
@@ -572,7 +594,7 @@ func (o *outputs) reopen() (paths []string, errs []error) {
 	var rs []*rotator
 	o.mu.Lock()
 	for _, name := range []string{"stdout", "stderr"} {
-		if r := rotatorOf(o.sinks[name]); r != nil && !o.closed {
+		if r := rotatorOf(*o.sinks.of(name)); r != nil && !o.closed {
 			rs = append(rs, r)
 		}
 	}
@@ -619,7 +641,7 @@ type streamSink struct {
 	w      io.WriteCloser
 	stream string
 	path   string
-	log    *slog.Logger
+	log    *procLog
 
 	// mu orders the bookkeeping of concurrent writes (two copiers share
 	// a sink when stderr goes to stdout); it is never held across I/O.
@@ -732,8 +754,10 @@ func (o *outputs) close() {
 	o.mu.Lock()
 	o.closed = true
 	var cs []io.Closer
-	for _, s := range o.sinks {
-		cs = append(cs, s)
+	for _, s := range []io.WriteCloser{o.sinks.stdout, o.sinks.stderr} {
+		if s != nil {
+			cs = append(cs, s)
+		}
 	}
 	if o.own != nil {
 		cs = append([]io.Closer{o.own}, cs...)

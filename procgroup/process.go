@@ -137,13 +137,31 @@ func (s *Status) setSpec(spec *ProcSpec) {
 	}
 }
 
+// request is what the owner goroutine receives on reqs: an operation
+// (kind reqOp, answered on reply), or a freeze, a panic or the owner's end.
+// One channel for them all: each channel and each case of the idle
+// process's select costs it memory.
 type request struct {
+	kind  reqKind
 	op    op
 	sig   unix.Signal
 	pid   int
 	spec  *ProcSpec
 	reply chan error
+	// freeze is a reqFreeze's (Freeze), panic a reqPanic's value (Panic).
+	freeze *freezeReq
+	panic  any
 }
+
+// reqKind says what a request asks.
+type reqKind uint8
+
+const (
+	reqOp     reqKind = iota // an operation (op)
+	reqFreeze                // Freeze
+	reqPanic                 // Panic
+	reqEnd                   // end the owner goroutine (Pool.Remove)
+)
 
 type timerKind uint8
 
@@ -161,7 +179,7 @@ type Process struct {
 	spec   *ProcSpec
 	policy Policy
 	rp     *reaper.Reaper
-	log    *slog.Logger
+	log    procLog
 	reqs   chan *request
 	done   chan struct{}
 	out    *outputs
@@ -201,17 +219,17 @@ type Process struct {
 	// readiness probe.
 	probeHook func()
 
-	// freezes takes Freeze requests; adopt, set by Adopt before Run, is
-	// a process handed over by the previous image.
-	freezes chan *freezeReq
-	adopt   *adoption
-	panics  chan any
+	// adopt, set by Adopt before Run, is a process handed over by the
+	// previous image.
+	adopt *adoption
 	// panicking is closed when the owner goroutine has panicked: a
 	// Freeze fails at once instead of waiting for it.
 	panicking chan struct{}
 
-	mu      sync.Mutex
-	status  Status
+	mu     sync.Mutex
+	status Status
+	// changed is closed at the next status change; made when asked for
+	// (Changed, Wait): an idle process nobody waits on holds none.
 	changed chan struct{}
 }
 
@@ -221,16 +239,13 @@ func NewProcess(spec *ProcSpec, rp *reaper.Reaper, log *slog.Logger) *Process {
 		spec:      spec,
 		policy:    PolicyOf(spec.Program),
 		rp:        rp,
-		log:       log.With("process", spec.FullName()),
+		log:       newProcLog(log, spec),
 		reqs:      make(chan *request),
 		done:      make(chan struct{}),
-		changed:   make(chan struct{}),
-		freezes:   make(chan *freezeReq),
-		panics:    make(chan any),
 		panicking: make(chan struct{}),
 		strict:    testing.Testing(),
 	}
-	p.out = newOutputs(spec, &p.logDrops, p.log)
+	p.out = newOutputs(spec, &p.logDrops, &p.log)
 	p.status = Status{Program: spec.ProgramName, Group: spec.Group, Name: spec.Name, State: Stopped}
 	p.status.setSpec(spec)
 	return p
@@ -285,6 +300,14 @@ func (p *Process) ReopenLogs() ([]string, error) {
 func (p *Process) Changed() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.changedLocked()
+}
+
+// changedLocked is Changed with p.mu held.
+func (p *Process) changedLocked() chan struct{} {
+	if p.changed == nil {
+		p.changed = make(chan struct{})
+	}
 	return p.changed
 }
 
@@ -292,7 +315,7 @@ func (p *Process) Changed() <-chan struct{} {
 func (p *Process) Wait(ctx context.Context, done func(Status) bool) (Status, error) {
 	for {
 		p.mu.Lock()
-		st, ch := p.status, p.changed
+		st, ch := p.status, p.changedLocked()
 		p.mu.Unlock()
 		if done(st) {
 			return st, nil
@@ -310,8 +333,10 @@ func (p *Process) Wait(ctx context.Context, done func(Status) bool) (Status, err
 func (p *Process) update(f func(*Status)) {
 	p.mu.Lock()
 	f(&p.status)
-	close(p.changed)
-	p.changed = make(chan struct{})
+	if p.changed != nil {
+		close(p.changed)
+		p.changed = nil
+	}
 	p.mu.Unlock()
 }
 
@@ -347,6 +372,16 @@ func (p *Process) SetSpec(spec *ProcSpec) error {
 		return fmt.Errorf("spec of %s given to %s", spec.FullName(), p.Spec().FullName())
 	}
 	return p.send(request{op: opSetSpec, spec: spec})
+}
+
+// endOwner ends the owner goroutine, as its context's end would, and waits
+// for it.
+func (p *Process) endOwner() {
+	select {
+	case p.reqs <- &request{kind: reqEnd}:
+	case <-p.done:
+	}
+	<-p.done
 }
 
 // Done is closed when Run has returned.
@@ -459,8 +494,6 @@ type eventKind uint8
 const (
 	evEnd eventKind = iota // ctx ended
 	evAdopt
-	evFreeze
-	evPanic
 	evRequest
 	evExit
 	evTimer
@@ -470,13 +503,11 @@ const (
 
 // event is what wait received, for own to handle.
 type event struct {
-	kind   eventKind
-	freeze *freezeReq
-	panic  any
-	req    *request
-	exit   reaper.Exit
-	ready  error
-	swept  sweepResult
+	kind  eventKind
+	req   *request
+	exit  reaper.Exit
+	ready error
+	swept sweepResult
 }
 
 // wait is the owner goroutine between two events: it waits for the next
@@ -489,10 +520,6 @@ func (p *Process) wait(ctx context.Context, l *loop, ended func()) {
 	var ev event
 	select {
 	case <-ctx.Done():
-	case ev.freeze = <-p.freezes:
-		ev.kind = evFreeze
-	case ev.panic = <-p.panics:
-		ev.kind = evPanic
 	case ev.req = <-p.reqs:
 		ev.kind = evRequest
 	case ev.exit = <-l.exitC:
@@ -515,10 +542,6 @@ func (p *Process) waitIdle(ctx context.Context, l *loop, ended func()) {
 	*ev = event{}
 	select {
 	case <-ctx.Done():
-	case f := <-p.freezes:
-		ev.kind, ev.freeze = evFreeze, f
-	case v := <-p.panics:
-		ev.kind, ev.panic = evPanic, v
 	case r := <-p.reqs:
 		ev.kind, ev.req = evRequest, r
 	case ex := <-l.exitC:
@@ -549,12 +572,22 @@ func (p *Process) own(ctx context.Context, l *loop, ended func(), ev *event) {
 	case evAdopt:
 		p.adopted(l, p.adopt)
 		p.adopt = nil
-	case evFreeze:
-		p.freeze(l, *ev.freeze)
-	case evPanic:
-		panic(ev.panic)
 	case evRequest:
-		ev.req.reply <- p.handle(l, *ev.req)
+		r := ev.req
+		if r.kind == reqFreeze {
+			// A panic or an end asked for while frozen comes after.
+			if r = p.freeze(l, *r.freeze); r == nil {
+				break
+			}
+		}
+		switch r.kind {
+		case reqOp:
+			r.reply <- p.handle(l, *r)
+		case reqPanic:
+			panic(r.panic)
+		case reqEnd:
+			return
+		}
 	case evExit:
 		p.onExit(l, ev.exit)
 	case evTimer:
@@ -1075,7 +1108,7 @@ func (p *Process) setSpec(l *loop, spec *ProcSpec) {
 		// New destinations, and no child writing: start afresh.
 		old := p.out
 		p.mu.Lock()
-		p.out = newOutputs(spec, &p.logDrops, p.log)
+		p.out = newOutputs(spec, &p.logDrops, &p.log)
 		p.out.syslogAddr = old.syslogAddr
 		p.mu.Unlock()
 		old.close()
