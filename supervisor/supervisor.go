@@ -640,17 +640,24 @@ func (s *Supervisor) maxStopWait() time.Duration {
 func (s *Supervisor) newPool(program procgroup.ProgramName) *procgroup.Pool {
 	pool := procgroup.NewPool(s.pctx, program, s.rp, s.log)
 	inst := s.inst
+	// Made once for the pool, shared by its processes (none is changed
+	// by one), rather than again for each.
+	onSpawn := func(p *procgroup.Process, pid int, start uint64, _ time.Time) {
+		inst.recordSpawn(p.Spec().FullName(), pid, start)
+	}
+	onExit := func(p *procgroup.Process, _ int) { inst.recordExit(p.Spec().FullName()) }
+	daemonEnv := []string{"GOSUP_INSTANCE=" + inst.id}
+	onState := func(*procgroup.Process, procgroup.State) { s.kickNotify() }
+	onPanic := s.rescue
 	pool.Setup = func(proc *procgroup.Process) {
-		proc.OnSpawn = func(p *procgroup.Process, pid int, start uint64, _ time.Time) {
-			inst.recordSpawn(p.Spec().FullName(), pid, start)
-		}
-		proc.OnExit = func(p *procgroup.Process, _ int) { inst.recordExit(p.Spec().FullName()) }
-		proc.DaemonEnv = []string{"GOSUP_INSTANCE=" + inst.id}
+		proc.OnSpawn = onSpawn
+		proc.OnExit = onExit
+		proc.DaemonEnv = daemonEnv
 		proc.Spawns = s.spawns
 		proc.Guard = s.guard
 		proc.Stdio = s.stdio
-		proc.OnState = func(*procgroup.Process, procgroup.State) { s.kickNotify() }
-		proc.OnPanic = s.rescue
+		proc.OnState = onState
+		proc.OnPanic = onPanic
 		s.adopt(proc)
 	}
 	return pool
