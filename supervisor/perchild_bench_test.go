@@ -43,8 +43,8 @@ type footprint struct {
 	goroutines, fds int
 }
 
-// idleFootprint runs a daemon with n sleepers until every one is RUNNING,
-// and measures the test process while it runs.
+// idleFootprint runs a daemon with n sleepers until every one is RUNNING
+// and sampled by the CPU tick, and measures the test process while it runs.
 // If profile is not empty, the heap profile goes there.
 func idleFootprint(b *testing.B, n int, profile string) footprint {
 	b.Helper()
@@ -56,6 +56,15 @@ func idleFootprint(b *testing.B, n int, profile string) footprint {
 	for !allRunning(s) {
 		if time.Now().After(deadline) {
 			b.Fatalf("%d children not RUNNING after 2 minutes", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// What the daemon keeps for a child it has sampled (the CPU tick's
+	// entry and its open /proc/PID/statm) comes at the first tick after
+	// the spawn, up to procstat.TickEvery later: counted too.
+	for s.stats.Open() < n {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d children of %d sampled after 2 minutes", s.stats.Open(), n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
