@@ -394,16 +394,17 @@ func (o *outputs) handOver(wait time.Duration, force bool) ([]Pipe, []*os.File, 
 	}
 	var ks []kept
 	for _, c := range cs {
+		done := c.doneC()
 		if !timedOut {
 			select {
-			case <-c.done:
+			case <-done:
 			case <-timer.C:
 				timedOut = true
 			}
 		}
 		if timedOut {
 			select {
-			case <-c.done:
+			case <-done:
 			default:
 				if !force {
 					o.resumeCopiers(cs)

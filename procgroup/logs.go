@@ -140,6 +140,8 @@ type copier struct {
 	reading, ended bool
 	// named says g names the copier.
 	named bool
+	// finished says the copier has ended or stopped (see done).
+	finished bool
 	// handOff says the copier is being stopped for a handover: fd stays
 	// open, for the next image.
 	handOff bool
@@ -147,7 +149,10 @@ type copier struct {
 	// decided once, so that a handover undone meanwhile (resumeCopiers)
 	// knows whether to start a copier again.
 	kept bool
-	done chan struct{} // closed when the copier has ended or stopped
+	// done is closed when the copier has ended or stopped (finished):
+	// made when asked for (doneC, by a handover), so that a copier
+	// nobody waits for holds no channel.
+	done chan struct{}
 	// st stamps the lines (log_timestamps), nil when off.
 	st *stamper
 }
@@ -277,7 +282,7 @@ func (o *outputs) startCopier(name string, sink io.Writer, r int, mid bool) erro
 	if err != nil {
 		return err
 	}
-	c := &copier{o: o, stream: name, fd: r, sink: sink, dropped: o.drops.of(name), g: o.guard, done: make(chan struct{})}
+	c := &copier{o: o, stream: name, fd: r, sink: sink, dropped: o.drops.of(name), g: o.guard}
 	// log_timestamps: a stamp before each line this spawn writes to a
 	// file (syslog stamps its messages itself).
 	if o.spec.Program.LogTimestamps && rotatorOf(sink) != nil {
@@ -408,8 +413,30 @@ func (c *copier) stop(idle bool) bool {
 func (c *copier) keep() {
 	c.kept, c.reading = true, false
 	c.reg.Remove()
-	close(c.done)
+	c.finish()
 	c.o.forget(c)
+}
+
+// finish marks the copier ended or stopped, closing done if it was made;
+// called with c.mu held.
+func (c *copier) finish() {
+	c.finished = true
+	if c.done != nil {
+		close(c.done)
+	}
+}
+
+// doneC is closed when the copier has ended or stopped.
+func (c *copier) doneC() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.finished {
+			close(c.done)
+		}
+	}
+	return c.done
 }
 
 // end ends the copier once every writer has closed its pipe.
@@ -423,7 +450,9 @@ func (c *copier) end() {
 	unix.Close(c.fd)
 	c.mu.Unlock()
 	c.o.forget(c)
-	close(c.done)
+	c.mu.Lock()
+	c.finish()
+	c.mu.Unlock()
 }
 
 // step moves what the pipe holds into the log: spliced when the bytes fit
