@@ -200,6 +200,26 @@ func helperMain(args []string) int {
 		<-usr1
 		fmt.Println(arg(1))
 		select {}
+	case "spamboth": // spamboth BYTES DONEFILE: write that many bytes of numbered lines to stdout and to stderr at once, 64 KiB a write, then create DONEFILE
+		n, _ := strconv.Atoi(arg(0))
+		text := spamText(n)
+		var wg sync.WaitGroup
+		for i, f := range []*os.File{os.Stdout, os.Stderr} {
+			wg.Go(func() {
+				b := text
+				if i == 1 {
+					b = strings.ToUpper(text) // tells the streams apart
+				}
+				for len(b) > 0 {
+					k := min(len(b), 64<<10)
+					_, _ = io.WriteString(f, b[:k])
+					b = b[k:]
+				}
+			})
+		}
+		wg.Wait()
+		_ = os.WriteFile(arg(1), nil, 0o644)
+		select {}
 	case "spam": // spam BYTES: write that many bytes of numbered lines to stdout
 		n, _ := strconv.Atoi(arg(0))
 		var b strings.Builder

@@ -289,3 +289,53 @@ func TestSplicedLogOnAFullDiskCountsEveryByte(t *testing.T) {
 		t.Error("no byte was spliced")
 	}
 }
+
+// stdout and stderr may name the same log file (the configuration refuses
+// only two processes sharing one): while both write at once through the
+// daemon, each stream's bytes land in it, none written over by the other,
+// and the file rotates as one log (never past its maxbytes, every byte in
+// one of the files).
+func TestStdoutAndStderrInOneFileKeepEveryByte(t *testing.T) {
+	const total = 8 << 20
+	for _, tc := range []struct {
+		name     string
+		maxBytes int
+	}{{"unrotated", 1 << 30}, {"rotated", 1 << 20}} {
+		t.Run(tc.name, func(t *testing.T) {
+			const backups = 40
+			dir := t.TempDir()
+			done := filepath.Join(dir, "done")
+			spec := helperSpec("spamboth", strconv.Itoa(total), done)
+			spec.StdoutLogfile = filepath.Join(dir, "both.log")
+			spec.StderrLogfile = spec.StdoutLogfile
+			spec.StdoutLogfileMaxBytes, spec.StderrLogfileMaxBytes = Size(tc.maxBytes), Size(tc.maxBytes)
+			spec.StdoutLogfileBackups, spec.StderrLogfileBackups = backups, backups
+			p := newTestPool(t, spec).Procs()[0]
+			if err := p.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the child to have written everything", func() bool {
+				_, err := os.Stat(done)
+				return err == nil
+			})
+			var got string
+			var sizes []int64
+			waitFor(t, "both streams' bytes in the logs or counted as dropped", func() bool {
+				got, sizes = logFiles(t, spec.StdoutLogfile, backups)
+				return int64(len(got))+p.Status().LogDropped >= 2*total
+			})
+			// The streams' bytes interleave anywhere (a line may be cut
+			// by the other stream's), but each stream's are all there:
+			// stdout writes "x", stderr "X".
+			want := strings.Count(spamText(total), "x")
+			if dropped := p.Status().LogDropped; dropped != 0 || len(got) != 2*total || strings.Count(got, "x") != want || strings.Count(got, "X") != want {
+				t.Fatalf("the logs hold %d bytes (%d x from stdout, %d X from stderr; %d each written), %d counted as dropped; the child wrote %d to each stream", len(got), strings.Count(got, "x"), strings.Count(got, "X"), want, dropped, total)
+			}
+			for i, size := range sizes {
+				if size > int64(tc.maxBytes) {
+					t.Errorf("file %d of %d has %d bytes, over maxbytes (%d)", i, len(sizes), size, tc.maxBytes)
+				}
+			}
+		})
+	}
+}

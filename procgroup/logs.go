@@ -552,6 +552,14 @@ func (o *outputs) sink(name string, ls LogSpec, program int) (io.Writer, error) 
 	if s := *o.sinks.of(name); s != nil {
 		return s, nil
 	}
+	// stderr_logfile naming stdout's file shares its log: one writer of
+	// the file, under one lock, with one size and one rotation. Two would
+	// each write at the size they last saw (a splice) and rotate the file
+	// under each other, writing over the other stream's output.
+	if out := o.sinks.stdout; name == "stderr" && out != nil && ls.Kind == LogFile && o.spec.Stdout.Kind == LogFile && filepath.Clean(ls.Path) == filepath.Clean(o.spec.Stdout.Path) {
+		o.sinks.stderr = out
+		return out, nil
+	}
 	var s io.WriteCloser
 	path := ls.Path
 	if ls.Kind == LogSyslog {
@@ -594,9 +602,13 @@ func (o *outputs) setSpec(spec *ProcSpec) {
 	o.mu.Lock()
 	o.spec = spec
 	rs := map[*rotator]LogSpec{}
-	for name, ls := range map[string]LogSpec{"stdout": spec.Stdout, "stderr": spec.Stderr} {
-		if r := rotatorOf(*o.sinks.of(name)); r != nil {
-			rs[r] = ls
+	for _, st := range []struct {
+		name string
+		ls   LogSpec
+	}{{"stdout", spec.Stdout}, {"stderr", spec.Stderr}} {
+		// A log both streams share takes stdout's limits.
+		if r := rotatorOf(*o.sinks.of(st.name)); r != nil && rs[r] == (LogSpec{}) {
+			rs[r] = st.ls
 		}
 	}
 	o.mu.Unlock()
@@ -623,7 +635,7 @@ func (o *outputs) reopen() (paths []string, errs []error) {
 	var rs []*rotator
 	o.mu.Lock()
 	for _, name := range []string{"stdout", "stderr"} {
-		if r := rotatorOf(*o.sinks.of(name)); r != nil && !o.closed {
+		if r := rotatorOf(*o.sinks.of(name)); r != nil && !o.closed && !slices.Contains(rs, r) {
 			rs = append(rs, r)
 		}
 	}
@@ -784,7 +796,7 @@ func (o *outputs) close() {
 	o.closed = true
 	var cs []io.Closer
 	for _, s := range []io.WriteCloser{o.sinks.stdout, o.sinks.stderr} {
-		if s != nil {
+		if s != nil && (len(cs) == 0 || cs[0] != s) { // stderr may share stdout's
 			cs = append(cs, s)
 		}
 	}
