@@ -166,17 +166,11 @@ func BenchmarkChildLogDirect(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		dir := b.TempDir()
-		goFile := filepath.Join(dir, "go")
 		out, err := os.Create(filepath.Join(dir, "out.log"))
 		if err != nil {
 			b.Fatal(err)
 		}
-		cmd := exec.Command(os.Args[0], "blast", strconv.Itoa(total), goFile)
-		cmd.Env = append(os.Environ(), "GO_WANT_HELPER_PROCESS=1")
-		cmd.Stdout = out
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
+		cmd, goFile := startBlast(b, dir, total, out)
 		t0 := time.Now()
 		b.StartTimer()
 		if err := os.WriteFile(goFile, nil, 0o644); err != nil {
@@ -196,4 +190,94 @@ func BenchmarkChildLogDirect(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(total)/(1<<20)*float64(b.N)/elapsed.Seconds(), "MiB/s")
+}
+
+// BenchmarkChildLogPipeFloor is the floor of any supervisor that takes a
+// child's output through a pipe: the same child as BenchmarkChildLogRotated
+// writing into a pipe, and this process moving the bytes into a file in a
+// plain blocking loop, with no poller, no rotation and no accounting. The
+// bytes are copied twice (the child's write into the pipe, then the pipe
+// into the page cache), where BenchmarkChildLogDirect copies them once:
+//   - splice: splice(2) from the pipe to the file, the default 64 KiB pipe;
+//   - splice-1MiB: the same with the pipe grown to 1 MiB (F_SETPIPE_SZ);
+//   - read-write: read(2) into a 128 KiB buffer and write(2) it, as cat does.
+func BenchmarkChildLogPipeFloor(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		size   int
+		splice bool
+	}{{"splice", 0, true}, {"splice-1MiB", 1 << 20, true}, {"read-write", 0, false}} {
+		b.Run(c.name, func(b *testing.B) { benchPipeFloor(b, c.size, c.splice) })
+	}
+}
+
+func benchPipeFloor(b *testing.B, pipeSize int, splice bool) {
+	const total = 256 << 20
+	var elapsed time.Duration
+	buf := make([]byte, 128<<10)
+	for b.Loop() {
+		b.StopTimer()
+		dir := b.TempDir()
+		out, err := os.Create(filepath.Join(dir, "out.log"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if pipeSize > 0 {
+			if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, pipeSize); err != nil {
+				b.Fatalf("grow the pipe to %d bytes: %v", pipeSize, err)
+			}
+		}
+		cmd, goFile := startBlast(b, dir, total, w)
+		w.Close()
+		rfd, ofd := int(r.Fd()), int(out.Fd())
+		t0 := time.Now()
+		b.StartTimer()
+		if err := os.WriteFile(goFile, nil, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		moved := 0
+		for moved < total {
+			var n int
+			if splice {
+				var n64 int64
+				n64, err = unix.Splice(rfd, nil, ofd, nil, total-moved, 0)
+				n = int(n64)
+			} else if n, err = unix.Read(rfd, buf); n > 0 {
+				n, err = unix.Write(ofd, buf[:n])
+			}
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || n <= 0 {
+				b.Fatalf("moved %d of %d bytes: %d, %v", moved, total, n, err)
+			}
+			moved += n
+		}
+		b.StopTimer()
+		elapsed += time.Since(t0)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		r.Close()
+		out.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(total)/(1<<20)*float64(b.N)/elapsed.Seconds(), "MiB/s")
+}
+
+// startBlast starts the blast helper with stdout on out; it writes total
+// bytes once the returned file is created.
+func startBlast(b *testing.B, dir string, total int, out *os.File) (*exec.Cmd, string) {
+	b.Helper()
+	goFile := filepath.Join(dir, "go")
+	cmd := exec.Command(os.Args[0], "blast", strconv.Itoa(total), goFile)
+	cmd.Env = append(os.Environ(), "GO_WANT_HELPER_PROCESS=1")
+	cmd.Stdout = out
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return cmd, goFile
 }
