@@ -21,6 +21,7 @@ import (
 
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/procgroup/reaper/reapertest"
+	"golang.org/x/sys/unix"
 )
 
 // testReaper is the one reaper of the test process (a process may have one).
@@ -180,6 +181,16 @@ func helperMain(args []string) int {
 			n -= k
 		}
 		fmt.Fprintln(os.Stderr, "done")
+		select {}
+	case "pipesize": // pipesize: print stdout's pipe size to stderr, fill that pipe with one write, print the size again once it is 1 MiB (or after 60 s)
+		size := func() int { n, _ := unix.FcntlInt(1, unix.F_GETPIPE_SZ, 0); return n }
+		first := size()
+		fmt.Fprintln(os.Stderr, "start", first)
+		_, _ = os.Stdout.Write(bytes.Repeat([]byte("x"), first))
+		for deadline := time.Now().Add(60 * time.Second); size() < 1<<20 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		fmt.Fprintln(os.Stderr, "now", size())
 		select {}
 	case "tick": // tick: a numbered line every 20 ms, for ever
 		for i := 0; ; i++ {

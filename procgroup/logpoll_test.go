@@ -339,3 +339,100 @@ func TestStdoutAndStderrInOneFileKeepEveryByte(t *testing.T) {
 		})
 	}
 }
+
+// A log pipe starts at the kernel's default size and grows to 1 MiB once
+// its child fills it. A pipe made at 1 MiB for every stream holds 256
+// slots of kernel memory each while idle (about 10 KiB a pipe, 20 MB for
+// 1,000 children's stdout and stderr) and, for a daemon without
+// CAP_SYS_RESOURCE, used up the user's pipe-user-pages-soft after 64
+// pipes: from then on every new pipe of that user (its children's shell
+// pipelines too) held 2 pages.
+func TestLogPipeStartsSmallAndGrowsWhenFull(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := unix.FcntlInt(w.Fd(), unix.F_GETPIPE_SZ, 0)
+	r.Close()
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spliced into the file, and copied (log_timestamps stamps the lines).
+	for _, stamps := range []bool{false, true} {
+		t.Run(fmt.Sprintf("timestamps=%v", stamps), func(t *testing.T) {
+			dir := t.TempDir()
+			spec := helperSpec("pipesize")
+			spec.StdoutLogfile = filepath.Join(dir, "out.log")
+			spec.StderrLogfile = filepath.Join(dir, "err.log")
+			spec.StdoutLogfileMaxBytes = 64 << 20
+			spec.LogTimestamps = stamps
+			p := newTestPool(t, spec).Procs()[0]
+			if err := p.Start(); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{fmt.Sprintf("start %d", def), fmt.Sprintf("now %d", 1<<20)}
+			waitFor(t, "the child to report its pipe's sizes", func() bool {
+				b, _ := os.ReadFile(spec.StderrLogfile)
+				return strings.Count(string(b), "\n") >= 2
+			})
+			b, _ := os.ReadFile(spec.StderrLogfile)
+			lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+			for i, line := range lines {
+				if stamps { // "2026-11-30T18:51:51.349Z start 65536"
+					_, line, _ = strings.Cut(line, " ")
+				}
+				if i >= len(want) || line != want[i] {
+					t.Fatalf("the child's stdout pipe: want %q, have %q", want, b)
+				}
+			}
+			waitFor(t, "the filled pipe's bytes in the log", func() bool {
+				fi, err := os.Stat(spec.StdoutLogfile)
+				return err == nil && fi.Size() >= int64(def)
+			})
+		})
+	}
+}
+
+// A daemon without CAP_SYS_RESOURCE grows at most maxGrownUnprivileged
+// pipes at a time, and a place given back can be taken again.
+func TestUnprivilegedDaemonGrowsFewPipes(t *testing.T) {
+	s, err := NewStdio()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.privileged = false
+	size := func(f *os.File) int {
+		n, err := unix.FcntlInt(f.Fd(), unix.F_GETPIPE_SZ, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var counted []bool
+	var pipes []*os.File
+	for range maxGrownUnprivileged + 4 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		defer w.Close()
+		pipes = append(pipes, r)
+		counted = append(counted, s.grow(int(r.Fd())))
+	}
+	for i, r := range pipes {
+		if grown := size(r) == grownPipe; grown != (i < maxGrownUnprivileged) || counted[i] != grown {
+			t.Fatalf("pipe %d of %d: %d bytes, counted %v; want the first %d grown to %d and counted", i, len(pipes), size(r), counted[i], maxGrownUnprivileged, grownPipe)
+		}
+	}
+	s.shrunk()
+	last := pipes[len(pipes)-1]
+	if !s.grow(int(last.Fd())) || size(last) != grownPipe {
+		t.Fatalf("a place given back was not taken again: %d bytes", size(last))
+	}
+	if s.grow(int(pipes[len(pipes)-2].Fd())) {
+		t.Fatal("grew past the limit")
+	}
+}

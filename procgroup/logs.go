@@ -29,7 +29,24 @@ import (
 type Stdio struct {
 	poll *pipepoll.Poller
 	null *os.File
+	// privileged says the daemon may grow pipes past the user's
+	// pipe-user-pages-soft (CAP_SYS_RESOURCE or CAP_SYS_ADMIN); grown
+	// counts the pipes grown while it may not.
+	privileged bool
+	grown      atomic.Int32
 }
+
+// Log pipes are made at the kernel's default size (64 KiB): an idle
+// stream holds its 16 slots and no pages. A stream whose child fills the
+// pipe grows it to grownPipe, so that a fast writer runs ahead of the
+// copier with fewer wake-ups. A daemon without CAP_SYS_RESOURCE grows at
+// most maxGrownUnprivileged at a time: 16 MiB of the 64 MiB the kernel
+// lets one user's pipes hold (fs.pipe-user-pages-soft) before it makes
+// every new pipe of that user 2 pages.
+const (
+	grownPipe            = 1 << 20
+	maxGrownUnprivileged = 16
+)
 
 // NewStdio opens /dev/null and starts the log pipes' poller.
 func NewStdio() (*Stdio, error) {
@@ -42,8 +59,41 @@ func NewStdio() (*Stdio, error) {
 		null.Close()
 		return nil, err
 	}
-	return &Stdio{poll: poll, null: null}, nil
+	return &Stdio{poll: poll, null: null, privileged: pipePrivileged()}, nil
 }
+
+// pipePrivileged says the process's pipes are not held to the user's
+// limits: it has CAP_SYS_RESOURCE or CAP_SYS_ADMIN (the kernel's
+// pipe_is_unprivileged_user).
+func pipePrivileged() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[0].Effective&(1<<unix.CAP_SYS_RESOURCE|1<<unix.CAP_SYS_ADMIN) != 0
+}
+
+// grow grows the pipe fd to grownPipe, best effort. It reports whether
+// the pipe holds one of the unprivileged daemon's grown places, to give
+// back with shrunk when the pipe is closed.
+func (s *Stdio) grow(fd int) (counted bool) {
+	if !s.privileged {
+		if s.grown.Add(1) > maxGrownUnprivileged {
+			s.grown.Add(-1)
+			return false
+		}
+		counted = true
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, grownPipe); err != nil && counted {
+		s.grown.Add(-1)
+		return false
+	}
+	return counted
+}
+
+// shrunk gives back a grown place (see grow).
+func (s *Stdio) shrunk() { s.grown.Add(-1) }
 
 // Close closes /dev/null and the poller, which goes on reading the pipes
 // it has until every writer has closed them (a grandchild may hold one).
@@ -155,6 +205,14 @@ type copier struct {
 	done chan struct{}
 	// st stamps the lines (log_timestamps), nil when off.
 	st *stamper
+	// io is the daemon's Stdio. capacity is the pipe's size; grown says
+	// it is grownPipe (or growing is not to be tried again), counted that
+	// it holds one of io's grown places. The reading goroutine's, and
+	// keep's once it has stopped.
+	io       *Stdio
+	capacity int
+	grown    bool
+	counted  bool
 }
 
 // mid reports whether the copier's log holds the start of a line the
@@ -282,7 +340,15 @@ func (o *outputs) startCopier(name string, sink io.Writer, r int, mid bool) erro
 	if err != nil {
 		return err
 	}
-	c := &copier{o: o, stream: name, fd: r, sink: sink, dropped: o.drops.of(name), g: o.guard}
+	c := &copier{o: o, stream: name, fd: r, sink: sink, dropped: o.drops.of(name), g: o.guard, io: s}
+	// A pipe handed over from the copier before may have grown already.
+	if c.capacity, err = unix.FcntlInt(uintptr(r), unix.F_GETPIPE_SZ, 0); err != nil || c.capacity >= grownPipe {
+		c.grown = true
+		if err == nil && !s.privileged {
+			s.grown.Add(1)
+			c.counted = true
+		}
+	}
 	// log_timestamps: a stamp before each line this spawn writes to a
 	// file (syslog stamps its messages itself).
 	if o.spec.Program.LogTimestamps && rotatorOf(sink) != nil {
@@ -412,6 +478,7 @@ func (c *copier) stop(idle bool) bool {
 // with c.mu held.
 func (c *copier) keep() {
 	c.kept, c.reading = true, false
+	c.giveBack()
 	c.reg.Remove()
 	c.finish()
 	c.o.forget(c)
@@ -448,6 +515,7 @@ func (c *copier) end() {
 	c.ended, c.reading = true, false
 	c.reg.Remove()
 	unix.Close(c.fd)
+	c.giveBack()
 	c.mu.Unlock()
 	c.o.forget(c)
 	c.mu.Lock()
@@ -455,15 +523,29 @@ func (c *copier) end() {
 	c.mu.Unlock()
 }
 
+// giveBack gives back the grown place the pipe holds, if it holds one.
+func (c *copier) giveBack() {
+	if c.counted {
+		c.counted = false
+		c.io.shrunk()
+	}
+}
+
 // step moves what the pipe holds into the log: spliced when the bytes fit
 // as they are, else up to a buffer's worth read and written (borrowing the
 // buffer into *buf). It returns EAGAIN once the pipe is empty, io.EOF once
 // every writer has closed it.
 func (c *copier) step(buf **[largeBuf]byte) error {
-	if c.splice != nil && !c.broken.Load() {
+	spliced := c.splice != nil && !c.broken.Load()
+	if spliced || !c.grown {
 		// FIONREAD (TIOCINQ): the bytes the pipe holds.
 		if avail, err := unix.IoctlGetInt(c.fd, unix.TIOCINQ); err == nil && avail > 0 {
-			if c.splice.spliceFrom(c.fd, avail) {
+			if !c.grown && avail >= c.capacity {
+				// Full: the child writes faster than the copier reads.
+				c.grown = true
+				c.counted = c.io.grow(c.fd)
+			}
+			if spliced && c.splice.spliceFrom(c.fd, avail) {
 				return nil
 			}
 		}
@@ -485,8 +567,6 @@ func childPipe() (r int, w *os.File, err error) {
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return -1, nil, err
 	}
-	// A bigger pipe lets a fast writer run ahead of the copier; best effort.
-	_, _ = unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, 1<<20)
 	if err := unix.SetNonblock(p[0], true); err != nil {
 		unix.Close(p[0])
 		unix.Close(p[1])
