@@ -230,12 +230,18 @@ func unanswered(ctx context.Context, bound time.Duration, checks []liveness) ([]
 
 // runNotify sends READY=1 once every autostart process has settled (look),
 // then STATUS= whenever the summary changes (changed is signalled on every
-// state change). When systemd asked for a watchdog it checks the daemon's
+// state change; a burst of changes is looked at once every notifyGap: a
+// look reads every process's status, and ctl start all on 2,000 processes
+// changes states thousands of times a second). Without systemd (n is nil)
+// there is no one to tell, and it returns. When systemd asked for a watchdog it checks the daemon's
 // loops every watchdog/2, each bound to answer within watchdog/4, and
 // sends WATCHDOG=1 only when all did: a wedged daemon stops pinging and
 // systemd restarts it. A failed check withholds that ping, sets STATUS= to
 // what did not answer, and is counted for ctl info.
 func (s *Supervisor) runNotify(ctx context.Context, n *notifier, changed <-chan struct{}, watchdog time.Duration, checks []liveness) {
+	if n == nil {
+		return
+	}
 	var ping <-chan time.Time
 	if watchdog > 0 {
 		t := time.NewTicker(watchdog / 2)
@@ -244,7 +250,10 @@ func (s *Supervisor) runNotify(ctx context.Context, n *notifier, changed <-chan 
 	}
 	bound := watchdog / 4
 	ready, last := false, ""
+	var looked time.Time
+	var due <-chan time.Time // a look put off until notifyGap has passed
 	report := func() {
+		looked = time.Now()
 		pic := s.look()
 		if !ready && pic.settled && !s.applying.Load() {
 			ready = true
@@ -267,6 +276,16 @@ func (s *Supervisor) runNotify(ctx context.Context, n *notifier, changed <-chan 
 		case <-ctx.Done():
 			return
 		case <-changed:
+			if due != nil {
+				continue
+			}
+			if wait := notifyGap - time.Since(looked); wait > 0 {
+				due = time.After(wait)
+				continue
+			}
+			report()
+		case <-due:
+			due = nil
 			report()
 		case <-ping:
 			names, errs := unanswered(ctx, bound, checks)
@@ -294,6 +313,10 @@ func (s *Supervisor) runNotify(ctx context.Context, n *notifier, changed <-chan 
 		}
 	}
 }
+
+// notifyGap is the least time between two looks at the processes for
+// STATUS= (and READY=1, which waits at most that much more).
+const notifyGap = 50 * time.Millisecond
 
 // failures says, on one line, what each failed check did: "NAME did not
 // answer within BOUND", or "NAME: why" when it answered with an error.
