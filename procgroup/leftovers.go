@@ -86,22 +86,23 @@ type leftover struct {
 }
 
 // findLeftovers lists the living processes that the exited child leader
-// (the spawn marked with marker) left behind. managed tells the daemon's
+// (the spawn marked with marker) left behind, among children (the
+// daemon's, read after the leader was reaped). managed tells the daemon's
 // children that it spawned itself. When the daemon has no orphans, which
-// is the usual case, it costs one read per daemon thread.
-func findLeftovers(leader int, marker string, managed func(int) bool) []leftover {
-	return findOrphans(managed, func(st proctree.Proc) bool {
+// is the usual case, it reads no more than children.
+func findLeftovers(children []int, leader int, marker string, managed func(int) bool) []leftover {
+	return findOrphans(children, managed, func(st proctree.Proc) bool {
 		return st.Pgrp == leader || marker != "" && proctree.HasEnv(st.Pid, marker)
 	})
 }
 
-// findOrphans lists the daemon's living children that it did not spawn
-// (managed tells those it did) and for which keep is true, with their
-// living descendants.
-func findOrphans(managed func(int) bool, keep func(proctree.Proc) bool) []leftover {
+// findOrphans lists the daemon's living children (among children) that it
+// did not spawn (managed tells those it did) and for which keep is true,
+// with their living descendants.
+func findOrphans(children []int, managed func(int) bool, keep func(proctree.Proc) bool) []leftover {
 	var out []leftover
 	seen := map[int]bool{}
-	for _, pid := range proctree.Children(os.Getpid()) {
+	for _, pid := range children {
 		if managed(pid) {
 			continue
 		}
@@ -131,7 +132,7 @@ type OrphanSweep struct {
 // such leftovers.
 func StopOrphans(ctx context.Context, managed func(int) bool, sig unix.Signal, wait time.Duration) OrphanSweep {
 	find := func() []leftover {
-		return findOrphans(managed, func(proctree.Proc) bool { return true })
+		return findOrphans(proctree.Children(os.Getpid()), managed, func(proctree.Proc) bool { return true })
 	}
 	res := sweep(ctx, find(), find, sig, 0, 0, wait)
 	return OrphanSweep{Found: res.found, Killed: res.killed, Left: res.left, Err: res.err}

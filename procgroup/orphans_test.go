@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosup/gosup/procgroup/proctree"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"golang.org/x/sys/unix"
 )
@@ -326,7 +327,7 @@ func BenchmarkFindLeftovers(b *testing.B) {
 			}
 		})
 		for b.Loop() {
-			if found := findLeftovers(1<<30, "GOSUP_SPAWN=bench/none", testReaper.Subscribed); len(found) != 0 {
+			if found := findLeftovers(proctree.Children(os.Getpid()), 1<<30, "GOSUP_SPAWN=bench/none", testReaper.Subscribed); len(found) != 0 {
 				b.Fatalf("found %d", len(found))
 			}
 		}
@@ -347,14 +348,14 @@ func BenchmarkFindLeftovers(b *testing.B) {
 	b.Cleanup(func() { _ = unix.Kill(-leader, unix.SIGKILL) })
 	b.Run("others1000", func(b *testing.B) {
 		for b.Loop() {
-			if found := findLeftovers(1<<30, "GOSUP_SPAWN=bench/none", testReaper.Subscribed); len(found) != 0 {
+			if found := findLeftovers(proctree.Children(os.Getpid()), 1<<30, "GOSUP_SPAWN=bench/none", testReaper.Subscribed); len(found) != 0 {
 				b.Fatalf("found %d", len(found))
 			}
 		}
 	})
 	b.Run("own1000", func(b *testing.B) {
 		for b.Loop() {
-			if found := findLeftovers(leader, "GOSUP_SPAWN=bench/orphans", testReaper.Subscribed); len(found) != n {
+			if found := findLeftovers(proctree.Children(os.Getpid()), leader, "GOSUP_SPAWN=bench/orphans", testReaper.Subscribed); len(found) != n {
 				b.Fatalf("found %d, want %d", len(found), n)
 			}
 		}
@@ -744,7 +745,7 @@ func TestZombieLeaderWithLiveThreadsIsALeftover(t *testing.T) {
 	if n := strings.Count(readTasks(zombie), " "); n < 2 {
 		t.Fatalf("the helper %d has %d threads, want its leader and more", zombie, n)
 	}
-	found := findLeftovers(leader, "", testReaper.Subscribed)
+	found := findLeftovers(proctree.Children(os.Getpid()), leader, "", testReaper.Subscribed)
 	var got []int
 	for _, l := range found {
 		got = append(got, l.pid)

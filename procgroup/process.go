@@ -619,10 +619,10 @@ func (p *Process) end(l *loop) {
 	if l.proc != nil {
 		pid := l.pid
 		p.killGroup(l, unix.SIGKILL)
-		<-l.exitC
+		ex := <-l.exitC
 		l.proc.Release()
 		p.Spawns.remove(l.marker)
-		if found := findLeftovers(pid, l.marker, p.rp.Subscribed); len(found) > 0 {
+		if found := findLeftovers(p.rp.ChildrenAfter(ex.Seq), pid, l.marker, p.rp.Subscribed); len(found) > 0 {
 			p.startSweep(l, "leftover processes of the killed child", found, p.leftoversOf(pid, l.marker), 0, 0, 0)
 		}
 	}
@@ -848,7 +848,7 @@ func (p *Process) onExit(l *loop, ex reaper.Exit) {
 	// A requested stop keeps its deadline: the leftovers are SIGKILLed
 	// when the child would have been, so a stop takes no longer than
 	// stopwaitsecs (and the SIGKILL) as before.
-	if found := findLeftovers(pid, l.marker, p.rp.Subscribed); len(found) > 0 {
+	if found := findLeftovers(p.rp.ChildrenAfter(ex.Seq), pid, l.marker, p.rp.Subscribed); len(found) > 0 {
 		skip, kill, wait := 0, 0, time.Duration(p.spec.Program.StopWaitSecs)*time.Second
 		if l.state == Stopping {
 			wait = max(0, time.Until(l.stopDeadline))
@@ -1198,7 +1198,7 @@ const (
 // leftoversOf looks for what the child leader, marked with marker, left.
 func (p *Process) leftoversOf(leader int, marker string) func() []leftover {
 	rp := p.rp
-	return func() []leftover { return findLeftovers(leader, marker, rp.Subscribed) }
+	return func() []leftover { return findLeftovers(proctree.Children(os.Getpid()), leader, marker, rp.Subscribed) }
 }
 
 // startSweep stops found (and what find finds later) on a goroutine: the

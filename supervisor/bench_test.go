@@ -137,6 +137,31 @@ func BenchmarkSpawn500(b *testing.B) {
 	}
 }
 
+// BenchmarkStopAll500 is `ctl stop all` on 500 RUNNING processes (each
+// dies on its SIGTERM) until the answer, with the daemon's CPU for it:
+// every exit looks for what its child left behind.
+func BenchmarkStopAll500(b *testing.B) {
+	s, cl, stop := benchDaemon(b, 500, false)
+	defer stop()
+	ctx := context.Background()
+	var cpu time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		if res, err := cl.Action(ctx, "start", api.ActionRequest{Patterns: []string{"all"}}); err != nil || len(res) != 500 || !allRunning(s) {
+			b.Fatalf("start all: %d results, %v", len(res), err)
+		}
+		cpu0 := cpuTime(b)
+		b.StartTimer()
+		if res, err := cl.Action(ctx, "stop", api.ActionRequest{Patterns: []string{"all"}}); err != nil || len(res) != 500 {
+			b.Fatalf("stop all: %d results, %v", len(res), err)
+		}
+		b.StopTimer()
+		cpu += cpuTime(b) - cpu0
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "daemon-cpu-ms")
+}
+
 // BenchmarkDaemonStart500 is daemon start → 500 autostarted processes RUNNING.
 func BenchmarkDaemonStart500(b *testing.B) {
 	for b.Loop() {

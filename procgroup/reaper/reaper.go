@@ -49,6 +49,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gosup/gosup/procgroup/proctree"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,6 +58,8 @@ type Exit struct {
 	Pid      int
 	Status   unix.WaitStatus
 	ExitedAt time.Time
+	// Seq numbers the reaps, from 1 (see ChildrenAfter).
+	Seq uint64
 }
 
 // Code is the exit code, or 128+signal for a killed process (as a shell shows it).
@@ -121,6 +124,14 @@ type Reaper struct {
 	// Orphan, when set, is called (from the reaper goroutine) for exits
 	// nobody subscribed to: re-parented grandchildren.
 	Orphan func(Exit)
+	// reaped counts the reaps (Exit.Seq).
+	reaped atomic.Uint64
+	// kids is the last reading of the process's children, made after
+	// reap number kidsSeq.
+	kidsMu  sync.Mutex
+	kids    []int
+	kidsSeq uint64
+	kidsOK  bool
 }
 
 // hold parks the reaping loop: it says so on parked and waits for release.
@@ -340,6 +351,24 @@ func (r *Reaper) Subscribed(pid int) bool {
 	return ok
 }
 
+// ChildrenAfter lists the process's children as read after reap number
+// seq (an Exit's Seq). What an exited child left running was re-parented
+// to this process (a subreaper) before the child could be reaped, so any
+// reading made after its reap shows it (seq 0 reads the list anew): one
+// reading serves every exit of a burst (ctl stop all) reaped before it
+// was made, instead of one reading of the whole list for each. The list
+// is shared: do not change it.
+func (r *Reaper) ChildrenAfter(seq uint64) []int {
+	r.kidsMu.Lock()
+	defer r.kidsMu.Unlock()
+	if r.kidsOK && seq > 0 && r.kidsSeq >= seq {
+		return r.kids
+	}
+	now := r.reaped.Load() // before the reading: every reap up to it is in it
+	r.kids, r.kidsSeq, r.kidsOK = proctree.Children(os.Getpid()), now, true
+	return r.kids
+}
+
 // serve runs spawns and Execs on the calling (locked) thread until ctx ends.
 func (r *Reaper) serve(ctx context.Context) {
 	for {
@@ -418,7 +447,7 @@ func (r *Reaper) reapAll() {
 		if err != nil || pid <= 0 {
 			return
 		}
-		ex := Exit{Pid: pid, Status: ws, ExitedAt: time.Now()}
+		ex := Exit{Pid: pid, Status: ws, ExitedAt: time.Now(), Seq: r.reaped.Add(1)}
 		r.inflight.Lock()
 		r.mu.Lock()
 		ch := r.subs[pid]

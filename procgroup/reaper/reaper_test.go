@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -139,5 +141,56 @@ func TestPingAnswersOnlyAFreeLoop(t *testing.T) {
 	defer cancel()
 	if err := testReaper.Ping(pctx); err != nil {
 		t.Fatalf("reaper after the spawn returned: %v", err)
+	}
+}
+
+// A reading of the children made after a child's reap shows what that
+// child left running (re-parented to the subreaper), even when an older
+// reading was kept; later exits reaped before a reading share it.
+func TestChildrenAfterShowsWhatAReapedChildLeft(t *testing.T) {
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outR.Close()
+	attr := &os.ProcAttr{Files: []*os.File{stdinR, outW, os.Stderr}}
+	p, exitC, err := testReaper.Start(func() (*os.Process, error) {
+		return os.StartProcess("/bin/sh", []string{"sh", "-c", "sleep 60 </dev/null >/dev/null & echo $!; read x"}, attr)
+	})
+	stdinR.Close()
+	outW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 32)
+	n, err := outR.Read(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := strconv.Atoi(string(line[:n-1]))
+	if err != nil {
+		t.Fatalf("the shell's grandchild: %q: %v", line[:n], err)
+	}
+	defer syscall.Kill(left, syscall.SIGKILL)
+	if slices.Contains(testReaper.ChildrenAfter(0), left) {
+		t.Fatalf("pid %d is a child before the shell %d exits", left, p.Pid)
+	}
+	stdinW.Close() // the shell reads EOF and exits, leaving sleep behind
+	var ex Exit
+	select {
+	case ex = <-exitC:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the shell's exit was never reported")
+	}
+	kids := testReaper.ChildrenAfter(ex.Seq)
+	if !slices.Contains(kids, left) {
+		t.Fatalf("after reap %d: children %v, want %d (left by the shell) among them", ex.Seq, kids, left)
+	}
+	if again := testReaper.ChildrenAfter(ex.Seq); &again[0] != &kids[0] {
+		t.Fatal("a second exit reaped before the reading read the children again")
 	}
 }
