@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/gosup/gosup/procgroup/hostlimits"
-
 	"github.com/gosup/gosup/supervisor/config"
 	"github.com/gosup/gosup/supervisor/importer"
 	"github.com/spf13/cobra"
@@ -108,17 +106,14 @@ func checkImported(toml []byte, name string) ([]string, error) {
 }
 
 // checkWarnings are the warnings gosup check prints for cfg: the
-// configuration's own (an [email] sendmail that is not there), then the
-// PATH ones, one line each.
+// configuration's own (an [email] sendmail that is not there, this host's
+// limits), then the PATH ones, one line each.
 func checkWarnings(cfg *config.Config) []string {
 	var out []string
 	for _, w := range cfg.Warnings {
 		out = append(out, w.Warning())
 	}
 	for _, w := range pathWarnings(cfg, os.Getenv("PATH")) {
-		out = append(out, w.Warning())
-	}
-	for _, w := range limitWarnings(cfg, hostlimits.Read()) {
 		out = append(out, w.Warning())
 	}
 	return out

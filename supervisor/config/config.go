@@ -22,6 +22,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/procgroup"
+	"github.com/gosup/gosup/procgroup/hostlimits"
 )
 
 // Settings is the [supervisor] table.
@@ -246,6 +247,7 @@ func LoadWith(path string, o LoadOptions) (*Config, error) {
 		return nil, &Error{File: abs, Msg: fmt.Sprintf("the configuration handed over reads %q, not %q as the running one did", cfg.Files, o.Files)}
 	}
 	cfg.Sources = fr.read
+	cfg.Warnings = append(cfg.Warnings, LimitWarnings(cfg, hostlimits.Read())...)
 	return cfg, nil
 }
 

@@ -1,21 +1,20 @@
-package main
+package config
 
 import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gosup/gosup/procgroup/hostlimits"
-	"github.com/gosup/gosup/supervisor/config"
 )
 
-// limitWarnings says what of h the configuration needs more of, or comes
-// close to: the file descriptors the daemon holds (config.FDs) against
+// LimitWarnings says what of h the configuration needs more of, or comes
+// close to (Load adds them to Warnings for this host): the file descriptors the daemon holds (config.FDs) against
 // RLIMIT_NOFILE, and the processes against pid_max, RLIMIT_NPROC, the
 // cgroup's pids.max and [supervisor] tasks_max. A process takes one pid
 // and more for each of its threads and children: it comes close when the
 // processes alone take half of a limit.
-func limitWarnings(cfg *config.Config, h hostlimits.Limits) []*config.Error {
+func LimitWarnings(cfg *Config, h hostlimits.Limits) []*Error {
 	procs, users := 0, 0
-	var largest *config.Program
+	var largest *Program
 	for _, p := range cfg.Programs {
 		procs += len(p.Procs)
 		if p.Spec.User != "" {
@@ -29,14 +28,14 @@ func limitWarnings(cfg *config.Config, h hostlimits.Limits) []*config.Error {
 		return nil
 	}
 	// What the warnings point at: the program with the most processes.
-	warn := func(format string, args ...any) *config.Error {
+	warn := func(format string, args ...any) *Error {
 		key := "program." + largest.Name + ".numprocs"
 		if len(largest.Procs) < 2 {
 			key = "program." + largest.Name
 		}
 		return cfg.KeyError(largest.File, key, format, args...)
 	}
-	var out []*config.Error
+	var out []*Error
 	if need := cfg.FDs(); h.NoFile != unix.RLIM_INFINITY && uint64(need) > h.NoFile {
 		want := 65536
 		for want < need {
@@ -46,7 +45,7 @@ func limitWarnings(cfg *config.Config, h hostlimits.Limits) []*config.Error {
 			"for each process its pidfd, the pipe and file of each log it copies, and the /proc files it samples), "+
 			"more than the %d RLIMIT_NOFILE allows here: past it a spawn fails (EMFILE). Under systemd set LimitNOFILE=%d "+
 			"in the unit (gosup systemd-unit writes it); from a shell, ulimit -n %d before gosup start (as root: ulimit -Hn)",
-			need, procs, config.DaemonFDs, h.NoFile, want, want))
+			need, procs, DaemonFDs, h.NoFile, want, want))
 	}
 	near := func(n, limit int) bool { return limit > 0 && 2*n > limit }
 	if near(procs, h.PidMax) {
@@ -68,11 +67,11 @@ func limitWarnings(cfg *config.Config, h hostlimits.Limits) []*config.Error {
 			"that the cgroup this runs in allows (%s: pids.max, systemd's TasksMax= of its unit or slice, "+
 			"DefaultTasksMax= by default): under systemd, gosup systemd-unit writes TasksMax= for the configuration", procs, h.Pids, h.PidsCgroup))
 	}
-	if t := cfg.Supervisor.TasksMax; t > 0 && near(procs, t-config.TasksDaemon) {
+	if t := cfg.Supervisor.TasksMax; t > 0 && near(procs, t-TasksDaemon) {
 		out = append(out, cfg.KeyError(cfg.File, "supervisor.tasks_max", "the %d processes take more than half of "+
 			"the %d tasks (processes and threads) left to them (%d for gosup): the unit's TasksMax= stops their "+
 			"threads and children past it; raise it, or leave it out: gosup systemd-unit then derives it (%d for each process)",
-			procs, t-config.TasksDaemon, config.TasksDaemon, config.TasksPerProcess))
+			procs, t-TasksDaemon, TasksDaemon, TasksPerProcess))
 	}
 	return out
 }
