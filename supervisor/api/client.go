@@ -87,11 +87,23 @@ func (c *Client) rawAccept(ctx context.Context, method, path string, query url.V
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("%w (no daemon listens on %s)", ErrNotRunning, c.Socket)
-		}
-		return nil, fmt.Errorf("talk to gosup on %s: %w", c.Socket, err)
+		return nil, c.talkErr(err)
 	}
+	return c.ok(resp)
+}
+
+// talkErr is the error of a request that got no answer: ErrNotRunning
+// when nothing listens on the socket.
+func (c *Client) talkErr(err error) error {
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%w (no daemon listens on %s)", ErrNotRunning, c.Socket)
+	}
+	return fmt.Errorf("talk to gosup on %s: %w", c.Socket, err)
+}
+
+// ok returns resp if it is a 2xx, else closes it and returns the API's
+// error.
+func (c *Client) ok(resp *http.Response) (*http.Response, error) {
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
 		var ae ErrorResponse
@@ -101,6 +113,76 @@ func (c *Client) rawAccept(ctx context.Context, method, path string, query url.V
 		return nil, &Error{Code: resp.StatusCode, Msg: resp.Status}
 	}
 	return resp, nil
+}
+
+// onceReadSize is the read buffer of getOnce: the headers and a status
+// table of 1,000 processes (65 KB) in one or two reads.
+const onceReadSize = 128 << 10
+
+// getOnce is a GET on a connection of its own, written and read on the
+// calling goroutine, the connection closed with the response's Body: no
+// Transport, no pool, no goroutine reading or writing the connection, no
+// thread woken to hand the answer over (a status, which gosup ctl status
+// asks once, then exits). ctx cancels it as it cancels the others (the
+// connection's deadline is set in the past); the errors are theirs.
+func (c *Client) getOnce(ctx context.Context, path string, query url.Values, accept string) (*http.Response, error) {
+	u := "http://gosup" + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	req.Close = true // the daemon closes it too, once it has answered
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return nil, c.talkErr(err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		conn.Close()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, c.talkErr(err)
+	}
+	if err := req.Write(conn); err != nil {
+		return fail(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, onceReadSize), req)
+	if err != nil {
+		return fail(err)
+	}
+	resp.Body = &onceBody{r: resp.Body, conn: conn, ctx: ctx, stop: stop}
+	return c.ok(resp)
+}
+
+// onceBody is the body of getOnce's response: Close closes the connection
+// (what is left unread is not read), and a read cut by ctx says so.
+type onceBody struct {
+	r    io.Reader
+	conn net.Conn
+	ctx  context.Context
+	stop func() bool
+}
+
+func (b *onceBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF && b.ctx.Err() != nil {
+		err = b.ctx.Err()
+	}
+	return n, err
+}
+
+func (b *onceBody) Close() error {
+	b.stop()
+	return b.conn.Close()
 }
 
 // Error is an error the daemon returned.
@@ -132,20 +214,21 @@ const MaxStatusBytes = 64 << 20
 // (all when none) to w, as the daemon formats it (see StatusTableType),
 // and returns the daemon's one-line warnings. The answer of a daemon
 // that does not format it (JSON: one from before the table) is decoded
-// and formatted here.
+// and formatted here. The request is one of its own (see getOnce), the
+// table written in writes of up to statusChunk bytes.
 func (c *Client) StatusTable(ctx context.Context, w io.Writer, patterns ...string) ([]string, error) {
-	resp, err := c.rawAccept(ctx, http.MethodGet, "/v1/status", url.Values{"p": patterns}, nil, StatusTableType)
+	resp, err := c.getOnce(ctx, "/v1/status", url.Values{"p": patterns}, StatusTableType)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	warnings := resp.Header.Values(WarningHeader)
 	if mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";"); strings.TrimSpace(mt) == StatusTableType {
-		n, err := io.Copy(w, io.LimitReader(resp.Body, MaxStatusBytes+1))
-		if err == nil && n > MaxStatusBytes {
-			err = fmt.Errorf("the status table is over %d MiB", MaxStatusBytes>>20)
-		}
-		if err != nil {
+		buf := make([]byte, statusChunk(resp.ContentLength))
+		if err := copyStatus(w, resp.Body, buf, 0); err != nil {
+			if errors.Is(err, errStatusTooBig) {
+				err = fmt.Errorf("the status table is over %d MiB", MaxStatusBytes>>20)
+			}
 			return nil, fmt.Errorf("read the status from %s: %w", c.Socket, err)
 		}
 		return warnings, nil
@@ -164,22 +247,32 @@ func (c *Client) StatusTable(ctx context.Context, w io.Writer, patterns ...strin
 // when none) to w as the daemon encodes it (see ProcStatus), indented as
 // gosup ctl status --json prints it, and returns the daemon's one-line
 // warnings. It decodes nothing: the answer of a daemon that does not
-// indent (one from before AppendStatusJSON) is indented here.
+// indent (one from before AppendStatusJSON) is indented here. The request
+// is one of its own (see getOnce), as StatusTable's.
 func (c *Client) StatusJSON(ctx context.Context, w io.Writer, patterns ...string) ([]string, error) {
-	resp, err := c.raw(ctx, http.MethodGet, "/v1/status", url.Values{"p": patterns, "indent": {"1"}}, nil)
+	resp, err := c.getOnce(ctx, "/v1/status", url.Values{"p": patterns, "indent": {"1"}}, "")
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	warnings := resp.Header.Values(WarningHeader)
-	br := bufio.NewReader(io.LimitReader(resp.Body, MaxStatusBytes+1))
-	if head, _ := br.Peek(2); string(head) == "[{" {
+	buf := make([]byte, statusChunk(resp.ContentLength))
+	n, err := fillBuf(resp.Body, buf)
+	if err != nil && err != io.EOF {
+		return nil, fmt.Errorf("read the status from %s: %w", c.Socket, err)
+	}
+	if bytes.HasPrefix(buf[:n], []byte("[{")) {
 		// Not indented.
-		body, err := io.ReadAll(br)
+		body := buf[:n]
+		if err == nil {
+			var rest []byte
+			rest, err = io.ReadAll(io.LimitReader(resp.Body, MaxStatusBytes+1-int64(n)))
+			body = append(body, rest...)
+		}
 		if err == nil && len(body) > MaxStatusBytes {
 			err = fmt.Errorf("over %d MiB", MaxStatusBytes>>20)
 		}
-		if err != nil {
+		if err != nil && err != io.EOF {
 			return nil, fmt.Errorf("read the status from %s: %w", c.Socket, err)
 		}
 		var out bytes.Buffer
@@ -189,20 +282,80 @@ func (c *Client) StatusJSON(ctx context.Context, w io.Writer, patterns ...string
 		_, err = out.WriteTo(w)
 		return warnings, err
 	}
-	n, err := io.Copy(w, br)
-	if err == nil && n > MaxStatusBytes {
+	if n > 0 {
+		if _, err := w.Write(buf[:n]); err != nil {
+			return nil, fmt.Errorf("read the status from %s: %w", c.Socket, err)
+		}
+	}
+	if err == nil {
+		err = copyStatus(w, resp.Body, buf, int64(n))
+	}
+	if errors.Is(err, errStatusTooBig) {
 		err = fmt.Errorf("over %d MiB", MaxStatusBytes>>20)
 	}
-	if err != nil {
+	if err != nil && err != io.EOF {
 		return nil, fmt.Errorf("read the status from %s: %w", c.Socket, err)
 	}
 	return warnings, nil
 }
 
+// maxStatusChunk bounds the buffer a status is copied through.
+const maxStatusChunk = 1 << 20
+
+// statusChunk is the size of the buffer to copy a status of length bytes
+// (-1: unknown) through: all of it in one write, up to maxStatusChunk.
+func statusChunk(length int64) int {
+	if length < 0 || length > maxStatusChunk {
+		return maxStatusChunk
+	}
+	return max(int(length), 512)
+}
+
+// errStatusTooBig: a status over MaxStatusBytes.
+var errStatusTooBig = errors.New("status over MaxStatusBytes")
+
+// copyStatus copies r to w through buf, a full buf a write (the last
+// aside), until EOF; done bytes were copied already. Past MaxStatusBytes
+// in all, it stops with errStatusTooBig, before writing the buffer that
+// went past.
+func copyStatus(w io.Writer, r io.Reader, buf []byte, done int64) error {
+	for {
+		n, err := fillBuf(r, buf)
+		if done += int64(n); done > MaxStatusBytes {
+			return errStatusTooBig
+		}
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// fillBuf reads r into buf until buf is full, r ends (io.EOF) or fails.
+func fillBuf(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
 // StatusWarning is Status plus the daemon's one-line warnings, if any (a
-// failed nginx update, a refused reload).
+// failed nginx update, a refused reload). The request is one of its own
+// (see getOnce), as StatusTable's.
 func (c *Client) StatusWarning(ctx context.Context, patterns ...string) ([]ProcStatus, []string, error) {
-	resp, err := c.raw(ctx, http.MethodGet, "/v1/status", url.Values{"p": patterns}, nil)
+	resp, err := c.getOnce(ctx, "/v1/status", url.Values{"p": patterns}, "")
 	if err != nil {
 		return nil, nil, err
 	}
