@@ -3,7 +3,6 @@ package api
 import (
 	"bytes"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 	"unicode/utf8"
 )
@@ -32,18 +31,20 @@ func AppendStatusTable(b []byte, procs []ProcStatus) []byte {
 	var widths [len(statusHeader) - 1]int
 	for _, r := range rows {
 		for j, c := range r {
-			if strings.ContainsAny(c, "\t\n\v\f") || strings.IndexByte(c, tabwriter.Escape) >= 0 {
+			w, plain := cellWidth(c)
+			if !plain {
 				return appendTabwriter(b, rows)
 			}
 			if j < len(widths) {
-				widths[j] = max(widths[j], utf8.RuneCountInString(c))
+				widths[j] = max(widths[j], w)
 			}
 		}
 	}
 	for _, r := range rows {
 		for j, c := range r[:len(widths)] {
 			b = append(b, c...)
-			for range widths[j] - utf8.RuneCountInString(c) + 2 {
+			w, _ := cellWidth(c)
+			for range widths[j] - w + 2 {
 				b = append(b, ' ')
 			}
 		}
@@ -51,6 +52,22 @@ func AppendStatusTable(b []byte, procs []ProcStatus) []byte {
 		b = append(b, '\n')
 	}
 	return b
+}
+
+// cellWidth is the width of c (valid UTF-8, see validUTF8) as tabwriter
+// counts it, in runes, in one pass over its bytes; plain is false if c
+// holds a byte tabwriter takes as layout (tab, newline, vertical tab,
+// form feed, its escape).
+func cellWidth(c string) (width int, plain bool) {
+	for i := 0; i < len(c); i++ {
+		switch b := c[i]; {
+		case b == '\t' || b == '\n' || b == '\v' || b == '\f' || b == tabwriter.Escape:
+			return 0, false
+		case b&0xc0 != 0x80: // not a continuation byte: a rune begins
+			width++
+		}
+	}
+	return width, true
 }
 
 // statusRow is one process's cells.
