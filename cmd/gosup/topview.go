@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/charmbracelet/x/ansi"
@@ -141,19 +142,28 @@ const (
 // stateOrder is the order of the per-state counts in the header.
 var stateOrder = []string{"RUNNING", "STARTING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "STOPPED"}
 
-var (
-	styleHeading = ansi.NewStyle().Reverse(true)
-	styleAlert   = ansi.NewStyle().Bold().ForegroundColor(ansi.Red)
-	styleStale   = ansi.NewStyle().Faint()
-	styleState   = map[string]ansi.Style{
-		"RUNNING":  ansi.NewStyle().ForegroundColor(ansi.Green),
-		"STARTING": ansi.NewStyle().ForegroundColor(ansi.Yellow),
-		"STOPPING": ansi.NewStyle().ForegroundColor(ansi.Yellow),
-		"BACKOFF":  ansi.NewStyle().ForegroundColor(ansi.Red),
-		"FATAL":    ansi.NewStyle().Bold().ForegroundColor(ansi.Red),
-		"EXITED":   ansi.NewStyle().ForegroundColor(ansi.Red),
+// topStyles are ctl top's colours, made the first time a screen is
+// drawn: every other command would build them for nothing at start-up.
+type topStyles struct {
+	heading, alert, stale ansi.Style
+	state                 map[string]ansi.Style
+}
+
+var styles = sync.OnceValue(func() topStyles {
+	return topStyles{
+		heading: ansi.NewStyle().Reverse(true),
+		alert:   ansi.NewStyle().Bold().ForegroundColor(ansi.Red),
+		stale:   ansi.NewStyle().Faint(),
+		state: map[string]ansi.Style{
+			"RUNNING":  ansi.NewStyle().ForegroundColor(ansi.Green),
+			"STARTING": ansi.NewStyle().ForegroundColor(ansi.Yellow),
+			"STOPPING": ansi.NewStyle().ForegroundColor(ansi.Yellow),
+			"BACKOFF":  ansi.NewStyle().ForegroundColor(ansi.Red),
+			"FATAL":    ansi.NewStyle().Bold().ForegroundColor(ansi.Red),
+			"EXITED":   ansi.NewStyle().ForegroundColor(ansi.Red),
+		},
 	}
-)
+})
 
 // render draws the screen: exactly Height lines, none wider than Width
 // cells (escape sequences aside).
@@ -173,29 +183,29 @@ func (s topScreen) render() string {
 	stale := s.Err != nil || s.Refused != nil
 	switch {
 	case s.Err != nil:
-		lines = append(lines, styleAlert.Styled(fit(s.errLine(), w)))
+		lines = append(lines, styles().alert.Styled(fit(s.errLine(), w)))
 	case s.Refused != nil && s.Refused.Code == http.StatusNotFound:
 		stale = false
 		lines = append(lines, fit(s.noMatchLine(), w))
 	case s.Refused != nil:
-		lines = append(lines, styleAlert.Styled(fit(fmt.Sprintf("the daemon answers: %s (asking again every %s)", printable(s.Refused.Msg), s.Interval), w)))
+		lines = append(lines, styles().alert.Styled(fit(fmt.Sprintf("the daemon answers: %s (asking again every %s)", printable(s.Refused.Msg), s.Interval), w)))
 	default:
 		line := countsLine(procs, scroll, body)
 		if n := len(s.Snap.Warnings); n > 0 {
 			// The first warning, cut first when narrow; ctl status
 			// prints them all.
-			line += " | " + styleAlert.Styled(countsPlural(n, "warning", "warnings")+": "+printable(s.Snap.Warnings[0]))
+			line += " | " + styles().alert.Styled(countsPlural(n, "warning", "warnings")+": "+printable(s.Snap.Warnings[0]))
 		}
 		lines = append(lines, fit(line, w))
 	}
 	heading := fmt.Sprintf("%-*s %-*s %*s %*s %*s %*s %*s %*s", nameW, "NAME", colState, "STATE", colPid, "PID",
 		colPort, "PORT", colCPU, "CPU%", colMem, "MEM", colRestarts, "RESTARTS", colUptime, "UPTIME")
-	lines = append(lines, styleHeading.Styled(pad(fit(heading, w), w)))
+	lines = append(lines, styles().heading.Styled(pad(fit(heading, w), w)))
 	end := min(len(procs), scroll+body)
 	for _, p := range procs[scroll:end] {
 		row := s.row(p, nameW, w)
 		if stale {
-			row = styleStale.Styled(ansi.Strip(row))
+			row = styles().stale.Styled(ansi.Strip(row))
 		}
 		lines = append(lines, row)
 	}
@@ -340,11 +350,11 @@ func (s topScreen) row(p api.ProcStatus, nameW, w int) string {
 	mark := topMark(p)
 	state := ansi.TruncateWc(printable(p.State), colState-len(mark), "")
 	styled := state
-	if st, ok := styleState[p.State]; ok {
+	if st, ok := styles().state[p.State]; ok {
 		styled = st.Styled(state)
 	}
 	state += mark
-	styled += styleAlert.Styled(mark)
+	styled += styles().alert.Styled(mark)
 	name := pad(ansi.TruncateWc(printable(p.Name), nameW, "~"), nameW)
 	rest := fmt.Sprintf(" %*s %*s %*s %*s %*d %*s", colPid, pid, colPort, port, colCPU, cpu, colMem, mem, colRestarts, p.Restarts, colUptime, up)
 	plain := name + " " + pad(state, colState) + rest
