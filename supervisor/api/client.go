@@ -116,8 +116,10 @@ func (c *Client) ok(resp *http.Response) (*http.Response, error) {
 }
 
 // onceReadSize is the read buffer of getOnce: the headers and a status
-// table of 1,000 processes (65 KB) in one or two reads.
-const onceReadSize = 128 << 10
+// table of 100 processes (7 KB) in one read; a larger body is read past
+// it, straight into the caller's buffer (a table of 1,000 processes, 65
+// KB: in two reads).
+const onceReadSize = 16 << 10
 
 // getOnce is a GET on a connection of its own, written and read on the
 // calling goroutine, the connection closed with the response's Body: no
