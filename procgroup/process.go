@@ -1159,7 +1159,9 @@ func (p *Process) launch(marker string) (proc *os.Process, exitC <-chan reaper.E
 		return nil, nil, 0, err
 	}
 	defer closeFiles()
-	attr := &os.ProcAttr{
+	cmd := &reaper.Cmd{
+		Path:  path,
+		Argv:  s.Argv,
 		Dir:   s.Dir,
 		Env:   env,
 		Files: files,
@@ -1168,24 +1170,17 @@ func (p *Process) launch(marker string) (proc *os.Process, exitC <-chan reaper.E
 			Pdeathsig:  syscall.SIGKILL,
 			Credential: cred,
 		},
+		Umask:    s.Umask.Mask,
+		UmaskSet: s.Umask.Set,
+		// Read on the spawning thread right around the fork: the
+		// child's start time is stamped between the two reads.
+		Clock: proctree.BootNanos,
 	}
-	mask := -1
-	if s.Umask.Set {
-		mask = s.Umask.Mask
-	}
-	// The clock is read on the spawning thread right around the fork:
-	// the child's start time is stamped between the two reads.
-	var before, after int64
-	proc, exitC, err = p.rp.StartUmask(mask, func() (*os.Process, error) {
-		before = proctree.BootNanos()
-		pr, err := os.StartProcess(path, s.Argv, attr)
-		after = proctree.BootNanos()
-		return pr, err
-	})
+	proc, exitC, err = p.rp.Spawn(cmd)
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("spawn %s: %w", path, err)
 	}
-	start, _ = proctree.StartBetween(before, after)
+	start, _ = proctree.StartBetween(cmd.Before, cmd.After)
 	return proc, exitC, start, nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosup/gosup/procgroup/reaper"
+
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/remote"
 )
@@ -39,9 +41,8 @@ func startChromium(t *testing.T) context.Context {
 	// Pdeathsig: a test binary killed (go test's -timeout) runs no
 	// cleanup; the browser dies with it. testReaper forks on its one
 	// locked thread, which lives as long as the test binary.
-	attr := &os.ProcAttr{Env: env, Files: []*os.File{nil, logf, logf},
-		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}}
-	proc, exitC, err := testReaper.Start(func() (*os.Process, error) { return os.StartProcess(bin, args, attr) })
+	proc, exitC, err := testReaper.Spawn(&reaper.Cmd{Path: bin, Argv: args, Env: env, Files: []*os.File{nil, logf, logf},
+		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}})
 	if err != nil {
 		t.Fatalf("starting chromium: %v", err)
 	}
