@@ -50,14 +50,14 @@ func newStartCmd(g *globalFlags) *cobra.Command {
 			// After an in-place upgrade: the previous image's handover,
 			// and the configuration it ran, from the bytes it read.
 			// A new image allocates much, from nothing, while it adopts
-			// every process: collection waits until it answers (see
-			// supervisor.Options.Handover), sparing the upgrade's
-			// critical path a few collections.
+			// every process, and a fresh daemon while it spawns every
+			// process of its start: collection waits until it answers
+			// (Serving), sparing that critical path a few collections
+			// (each stops the spawning thread too); what the start
+			// allocated is collected and given back then (see
+			// supervisor's settleMemory).
 			gcPercent := debug.SetGCPercent(-1)
 			doc, err := readHandover()
-			if doc == nil {
-				debug.SetGCPercent(gcPercent)
-			}
 			if err != nil {
 				return failed(fmt.Errorf("in-place upgrade: %w", err))
 			}
