@@ -81,13 +81,12 @@ func runArgv(ctx context.Context, rp *reaper.Reaper, command string, argv []stri
 		return nil, err
 	}
 	defer stdin.Close()
-	proc, exitC, err := rp.Spawn(&reaper.Cmd{
-		Path:  path,
-		Argv:  argv,
+	attr := &os.ProcAttr{
 		Env:   os.Environ(),
 		Files: []*os.File{stdin, pw, pw},
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
-	})
+	}
+	proc, exitC, err := rp.Start(func() (*os.Process, error) { return os.StartProcess(path, argv, attr) })
 	pw.Close()
 	stdin.Close()
 	if err != nil {

@@ -1159,9 +1159,7 @@ func (p *Process) launch(marker string) (proc *os.Process, exitC <-chan reaper.E
 		return nil, nil, 0, err
 	}
 	defer closeFiles()
-	cmd := &reaper.Cmd{
-		Path:  path,
-		Argv:  s.Argv,
+	attr := &os.ProcAttr{
 		Dir:   s.Dir,
 		Env:   env,
 		Files: files,
@@ -1170,17 +1168,24 @@ func (p *Process) launch(marker string) (proc *os.Process, exitC <-chan reaper.E
 			Pdeathsig:  syscall.SIGKILL,
 			Credential: cred,
 		},
-		Umask:    s.Umask.Mask,
-		UmaskSet: s.Umask.Set,
-		// Read on the spawning thread right around the fork: the
-		// child's start time is stamped between the two reads.
-		Clock: proctree.BootNanos,
 	}
-	proc, exitC, err = p.rp.Spawn(cmd)
+	mask := -1
+	if s.Umask.Set {
+		mask = s.Umask.Mask
+	}
+	// The clock is read on the spawning thread right around the fork:
+	// the child's start time is stamped between the two reads.
+	var before, after int64
+	proc, exitC, err = p.rp.StartUmask(mask, func() (*os.Process, error) {
+		before = proctree.BootNanos()
+		pr, err := os.StartProcess(path, s.Argv, attr)
+		after = proctree.BootNanos()
+		return pr, err
+	})
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("spawn %s: %w", path, err)
 	}
-	start, _ = proctree.StartBetween(cmd.Before, cmd.After)
+	start, _ = proctree.StartBetween(before, after)
 	return proc, exitC, start, nil
 }
 

@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/gosup/gosup/procgroup/reaper"
 )
 
 // A process with a port is RUNNING only once its port accepts connections,
@@ -178,11 +176,11 @@ func TestReadyProbeFrozenPastDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	proc, exitC, err := testReaper.Spawn(&reaper.Cmd{
-		Path:  os.Args[0],
-		Argv:  []string{os.Args[0], "probe", strconv.Itoa(port), "/healthz", timeout.String()},
-		Env:   append(os.Environ(), "GO_WANT_HELPER_PROCESS=1"),
-		Files: []*os.File{nil, w, os.Stderr},
+	proc, exitC, err := testReaper.Start(func() (*os.Process, error) {
+		return os.StartProcess(os.Args[0], []string{os.Args[0], "probe", strconv.Itoa(port), "/healthz", timeout.String()}, &os.ProcAttr{
+			Env:   append(os.Environ(), "GO_WANT_HELPER_PROCESS=1"),
+			Files: []*os.File{nil, w, os.Stderr},
+		})
 	})
 	w.Close()
 	if err != nil {

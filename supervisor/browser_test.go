@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gosup/gosup/procgroup/reaper"
-
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/remote"
 )
@@ -41,8 +39,9 @@ func startChromium(t *testing.T) context.Context {
 	// Pdeathsig: a test binary killed (go test's -timeout) runs no
 	// cleanup; the browser dies with it. testReaper forks on its one
 	// locked thread, which lives as long as the test binary.
-	proc, exitC, err := testReaper.Spawn(&reaper.Cmd{Path: bin, Argv: args, Env: env, Files: []*os.File{nil, logf, logf},
-		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}})
+	attr := &os.ProcAttr{Env: env, Files: []*os.File{nil, logf, logf},
+		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}}
+	proc, exitC, err := testReaper.Start(func() (*os.Process, error) { return os.StartProcess(bin, args, attr) })
 	if err != nil {
 		t.Fatalf("starting chromium: %v", err)
 	}

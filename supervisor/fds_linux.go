@@ -17,7 +17,7 @@ func closeOnExecInherited() error {
 		return nil
 	}
 	// Kernels before 5.11: one fcntl per open descriptor.
-	ents, err := os.ReadDir("/proc/thread-self/fd") // the table this thread shares
+	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return err
 	}

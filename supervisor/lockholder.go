@@ -44,62 +44,27 @@ func lockHolder(path string, own *os.File) (int32, bool) {
 		if unix.Stat(dir+"/ns/mnt", &pns) != nil || pns.Dev != ns.Dev || pns.Ino != ns.Ino {
 			continue
 		}
-		for _, dir := range fdTables(dir, pid) {
-			if holds(dir, names, &ownSt) {
+		d, err := os.Open(dir + "/fd")
+		if err != nil {
+			continue
+		}
+		fds, _ := d.Readdirnames(-1)
+		d.Close()
+		for _, fd := range fds {
+			target, err := os.Readlink(dir + "/fd/" + fd)
+			if err != nil || !names[target] {
+				continue
+			}
+			var fst unix.Stat_t
+			if unix.Stat(dir+"/fd/"+fd, &fst) != nil || (fst.Dev == ownSt.Dev && fst.Ino == ownSt.Ino) {
+				continue
+			}
+			if flocked(dir + "/fdinfo/" + fd) {
 				return int32(pid), true
 			}
 		}
 	}
 	return 0, false
-}
-
-// fdTables are the /proc directories (with fd and fdinfo) of process pid's
-// descriptor tables: its main thread's, and another thread's. A gosup
-// daemon's main thread spawns from a table of its own (see package
-// reaper); its other threads share the process's.
-func fdTables(dir string, pid int) []string {
-	dirs := []string{dir}
-	d, err := os.Open(dir + "/task")
-	if err != nil {
-		return dirs
-	}
-	defer d.Close()
-	for {
-		tids, err := d.Readdirnames(8)
-		for _, tid := range tids {
-			if tid != strconv.Itoa(pid) {
-				return append(dirs, dir+"/task/"+tid)
-			}
-		}
-		if err != nil {
-			return dirs
-		}
-	}
-}
-
-// holds reports whether the table under dir (/proc/PID or a task's) has a
-// descriptor opened as one of names, other than own, holding an flock.
-func holds(dir string, names map[string]bool, own *unix.Stat_t) bool {
-	d, err := os.Open(dir + "/fd")
-	if err != nil {
-		return false
-	}
-	fds, _ := d.Readdirnames(-1)
-	d.Close()
-	for _, fd := range fds {
-		target, err := os.Readlink(dir + "/fd/" + fd)
-		if err != nil || !names[target] {
-			continue
-		}
-		var fst unix.Stat_t
-		if unix.Stat(dir+"/fd/"+fd, &fst) != nil || (fst.Dev == own.Dev && fst.Ino == own.Ino) {
-			continue
-		}
-		if flocked(dir + "/fdinfo/" + fd) {
-			return true
-		}
-	}
-	return false
 }
 
 // flocked reports whether /proc/PID/fdinfo/FD lists an flock held

@@ -572,12 +572,13 @@ func spawnHelper(t *testing.T, sys *syscall.SysProcAttr, stdout *os.File, args .
 
 func spawnBinary(t *testing.T, bin string, sys *syscall.SysProcAttr, stdout *os.File, args ...string) (*os.Process, <-chan reaper.Exit) {
 	t.Helper()
-	proc, exitC, err := testReaper.Spawn(&reaper.Cmd{
-		Path:  bin,
-		Argv:  append([]string{bin}, args...),
+	attr := &os.ProcAttr{
 		Env:   append(os.Environ(), "GO_WANT_HELPER_PROCESS=1"),
 		Files: []*os.File{nil, stdout, os.Stderr},
 		Sys:   sys,
+	}
+	proc, exitC, err := testReaper.Start(func() (*os.Process, error) {
+		return os.StartProcess(bin, append([]string{bin}, args...), attr)
 	})
 	if err != nil {
 		t.Fatal(err)

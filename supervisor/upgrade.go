@@ -557,6 +557,12 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 	// the document written then: a reload or a shutdown asked for up to
 	// that moment is not lost, and the path still names the checked file.
 	var b []byte
+	var mf *os.File
+	defer func() {
+		if mf != nil {
+			mf.Close()
+		}
+	}()
 	hupIgnored := false
 	lastLook := func() ([]int, []string, error) {
 		if s.opts.BeforeExec != nil {
@@ -599,9 +605,10 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 		if len(b) > handover.MaxBytes {
 			return nil, nil, fmt.Errorf("handover document of %d MiB, more than the %d MiB a new image reads", len(b)>>20, handover.MaxBytes>>20)
 		}
-		// Made here, in the spawning thread's table: ExecWith closes it
-		// if the exec fails.
-		mfd, err := handover.Memfd(b)
+		if mf, err = handover.Memfd(b); err != nil {
+			return nil, nil, err
+		}
+		mfd, err := procgroup.RawFD(mf)
 		if err != nil {
 			return nil, nil, err
 		}

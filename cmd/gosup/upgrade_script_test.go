@@ -462,25 +462,14 @@ func (u *upgradeCmds) cmdProcstat(ts *testscript.TestScript, neg bool, args []st
 
 func readProcStats(pid string) (procStats, error) {
 	var s procStats
-	// The daemon's descriptors: the table of a thread other than the
-	// main one, which spawns from a table of its own (see package reaper).
-	dir := "/proc/" + pid
-	if tids, err := os.ReadDir(dir + "/task"); err == nil {
-		for _, t := range tids {
-			if t.Name() != pid {
-				dir += "/task/" + t.Name()
-				break
-			}
-		}
-	}
-	fds, err := os.ReadDir(dir + "/fd")
+	fds, err := os.ReadDir("/proc/" + pid + "/fd")
 	if err != nil {
 		return s, err
 	}
 	s.fds = len(fds)
 	for _, fd := range fds {
 		// Pipes, sockets, pidfds: the kind, not the inode.
-		target, _ := os.Readlink(dir + "/fd/" + fd.Name())
+		target, _ := os.Readlink("/proc/" + pid + "/fd/" + fd.Name())
 		kind, _, _ := strings.Cut(target, "[")
 		s.fdNames = append(s.fdNames, kind)
 	}

@@ -290,11 +290,12 @@ func TestExecKeepsEveryChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	p, exitC, err := testReaper.Spawn(&Cmd{
-		Path:  os.Args[0],
-		Argv:  []string{os.Args[0], dir},
+	attr := &os.ProcAttr{
 		Env:   append(os.Environ(), execHelperEnv+"=before"),
 		Files: []*os.File{nil, out, out},
+	}
+	p, exitC, err := testReaper.Start(func() (*os.Process, error) {
+		return os.StartProcess(os.Args[0], []string{os.Args[0], dir}, attr)
 	})
 	if err != nil {
 		t.Fatal(err)

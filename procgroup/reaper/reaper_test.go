@@ -4,17 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // One reaper per process: the tests share it.
@@ -161,10 +157,9 @@ func TestChildrenAfterShowsWhatAReapedChildLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer outR.Close()
-	p, exitC, err := testReaper.Spawn(&Cmd{
-		Path:  "/bin/sh",
-		Argv:  []string{"sh", "-c", "sleep 60 </dev/null >/dev/null & echo $!; read x"},
-		Files: []*os.File{stdinR, outW, os.Stderr},
+	attr := &os.ProcAttr{Files: []*os.File{stdinR, outW, os.Stderr}}
+	p, exitC, err := testReaper.Start(func() (*os.Process, error) {
+		return os.StartProcess("/bin/sh", []string{"sh", "-c", "sleep 60 </dev/null >/dev/null & echo $!; read x"}, attr)
 	})
 	stdinR.Close()
 	outW.Close()
@@ -197,78 +192,5 @@ func TestChildrenAfterShowsWhatAReapedChildLeft(t *testing.T) {
 	}
 	if again := testReaper.ChildrenAfter(ex.Seq); &again[0] != &kids[0] {
 		t.Fatal("a second exit reaped before the reading read the children again")
-	}
-}
-
-// The spawning thread forks from a descriptor table of its own: however
-// many descriptors the process holds (a daemon's children's log pipes),
-// that table holds stdin, stdout, stderr and a few of the runtime's, and a
-// child gets exactly the files its spawn names, from the process's table.
-func TestSpawningThreadHasATableOfItsOwn(t *testing.T) {
-	<-testReaper.ready // Run has bound the thread
-	if !testReaper.own {
-		t.Fatal("the spawning thread shares the process's descriptor table (unshare refused?)")
-	}
-	var held []*os.File
-	defer func() {
-		for _, f := range held {
-			f.Close()
-		}
-	}()
-	for range 100 {
-		r, w, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, r, w)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer outR.Close()
-	p, exitC, err := testReaper.Spawn(&Cmd{
-		Path:  "/bin/sh",
-		Argv:  []string{"sh", "-c", "ls /proc/$$/fd; readlink /proc/$$/fd/1"},
-		Files: []*os.File{nil, outW, os.Stderr},
-	})
-	outW.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Release()
-	out, err := io.ReadAll(outR)
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case ex := <-exitC:
-		if ex.Code() != 0 {
-			t.Fatalf("child: %s, output %q", ex, out)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the child's exit never came")
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(outR.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
-	// The shell lists 1 and 2 (0 is closed: a nil file), and the
-	// descriptor it reads the directory with; fd 1 is our pipe.
-	lines := strings.Fields(string(out))
-	if want := fmt.Sprintf("pipe:[%d]", st.Ino); len(lines) < 2 || lines[len(lines)-1] != want || slices.Contains(lines[:len(lines)-1], "0") {
-		t.Fatalf("child's descriptors and its stdout %q, want no 0, and stdout %s", out, want)
-	}
-	for _, fd := range lines[:len(lines)-1] {
-		if n, err := strconv.Atoi(fd); err != nil || n > 3 {
-			t.Fatalf("child holds descriptor %s (%q): inherited", fd, out)
-		}
-	}
-	own, err := os.ReadDir(fmt.Sprintf("/proc/self/task/%d/fd", testReaper.thread.Load()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(own) > 8 {
-		t.Fatalf("the spawning thread's table holds %d descriptors with the process holding %d more: want a handful", len(own), len(held))
 	}
 }

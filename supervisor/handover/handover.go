@@ -235,31 +235,22 @@ func Decode(b []byte) (*Doc, error) {
 }
 
 // Memfd writes b to a new memfd (close-on-exec: the caller clears the flag
-// for the exec) and returns its descriptor, positioned at its start. A raw
-// descriptor, not an *os.File: it is made on the spawning thread, in that
-// thread's own table (see package reaper), and no other goroutine may
-// close it (nor a finalizer).
-func Memfd(b []byte) (int, error) {
+// for the exec) and returns it positioned at its start.
+func Memfd(b []byte) (*os.File, error) {
 	fd, err := unix.MemfdCreate("gosup-handover", unix.MFD_CLOEXEC)
 	if err != nil {
-		return -1, fmt.Errorf("memfd: %w", err)
+		return nil, fmt.Errorf("memfd: %w", err)
 	}
-	for off := 0; off < len(b); {
-		n, err := unix.Write(fd, b[off:])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			unix.Close(fd)
-			return -1, fmt.Errorf("write handover: %w", err)
-		}
-		off += n
+	f := os.NewFile(uintptr(fd), "gosup-handover")
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write handover: %w", err)
 	}
-	if _, err := unix.Seek(fd, 0, io.SeekStart); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("write handover: %w", err)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write handover: %w", err)
 	}
-	return fd, nil
+	return f, nil
 }
 
 // Read reads the document from the inherited descriptor fd, which must be

@@ -301,13 +301,10 @@ func nextField(b []byte) (field, rest []byte) {
 	return b, nil
 }
 
-// openFDs counts this process's open files: /proc/thread-self/fd's size
-// (Linux 6.2 on), else its entries, as Prometheus' procfs does. The
-// calling thread's table: the daemon's main thread spawns from a table of
-// its own (see package reaper), every other thread, this one, shares the
-// process's.
+// openFDs counts this process's open files: /proc/self/fd's size (Linux
+// 6.2 on), else its entries, as Prometheus' procfs does.
 func openFDs() (int, error) {
-	const path = "/proc/thread-self/fd"
+	const path = "/proc/self/fd"
 	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
 		return int(fi.Size()), nil
 	}
