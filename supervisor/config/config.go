@@ -76,6 +76,9 @@ type Config struct {
 	// HTTP is the [http] table: the read-only HTTP listener (metrics,
 	// status page, health). Nil without the table or without its listen.
 	HTTP *HTTP
+	// Registry is the [registry] table: the etcd cluster the daemon
+	// publishes its upstream members to. Nil without the table.
+	Registry *Registry
 	// Sources is the content of every file the load read, keyed by its
 	// absolute path as in File, Files and Nginx.TemplateFile: the main
 	// file, the included files and the nginx template. Each is at most
@@ -593,6 +596,7 @@ func parse(file string, data []byte, files *fileReader) (*Config, error) {
 	// Before the unknown-key check: decoding marks [memmon] and [email] keys known.
 	errs = append(errs, checkMemmon(cfg, main, raw)...)
 	errs = append(errs, checkHTTP(cfg, main, raw.HTTP, files.insecure)...)
+	errs = append(errs, checkRegistry(cfg, main, raw.Registry, files.insecure)...)
 	for _, src := range l.sources {
 		errs = append(errs, unknownKeys(src, decodeFailed)...)
 	}
@@ -774,6 +778,7 @@ var knownKeys = sync.OnceValue(func() map[string][]string {
 		"memmon":     tomlKeys(rawMemmon{}),
 		"email":      tomlKeys(rawEmail{}),
 		"http":       tomlKeys(rawHTTP{}),
+		"registry":   tomlKeys(rawRegistry{}),
 	}
 })
 
@@ -803,7 +808,7 @@ func suggest(k toml.Key) string {
 		return closest(last, tomlKeys(rawUpstream{}))
 	case table == "nginx" && len(k) != 2:
 		return ""
-	case (table == "memmon" || table == "email" || table == "http") && len(k) != 2:
+	case (table == "memmon" || table == "email" || table == "http" || table == "registry") && len(k) != 2:
 		return ""
 	}
 	return closest(last, knownKeys()[table])

@@ -55,7 +55,9 @@ func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr 
 	var errs []error
 	if raw == nil {
 		for _, p := range cfg.Programs {
-			if p.Spec.Upstream != "" {
+			// With [registry], an upstream is published to etcd: this
+			// host need not run nginx itself.
+			if p.Spec.Upstream != "" && cfg.Registry == nil {
 				errs = append(errs, cerr("program."+p.Name+".upstream", "upstream %q needs an [nginx] table with [nginx.upstream.%s]", p.Spec.Upstream, p.Spec.Upstream))
 			}
 		}
@@ -120,7 +122,7 @@ func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr 
 	for _, p := range cfg.Programs {
 		if u := p.Spec.Upstream; u != "" {
 			used[u] = true
-			if _, ok := n.Upstream[u]; !ok {
+			if _, ok := n.Upstream[u]; !ok && cfg.Registry == nil {
 				errs = append(errs, cerr("program."+p.Name+".upstream", "upstream %q is not defined; add [nginx.upstream.%s]", u, u))
 			}
 		}

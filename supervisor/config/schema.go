@@ -27,6 +27,7 @@ type rawConfig struct {
 	Memmon     toml.Primitive            `toml:"memmon"`
 	Email      toml.Primitive            `toml:"email"`
 	HTTP       *rawHTTP                  `toml:"http"`
+	Registry   *rawRegistry              `toml:"registry"`
 }
 
 // rawInclude is an included file as decoded: only [program.NAME] tables are
@@ -117,6 +118,19 @@ type rawHTTP struct {
 	BasicAuthFile  string `toml:"basic_auth_file"`
 	TokenFile      string `toml:"token_file"`
 	MaxConnections int    `toml:"max_connections"`
+}
+
+// rawRegistry is the [registry] table (Registry).
+type rawRegistry struct {
+	Etcd         []string `toml:"etcd"`
+	Prefix       string   `toml:"prefix"`
+	Host         string   `toml:"host"`
+	TTL          duration `toml:"ttl"`
+	CA           string   `toml:"ca"`
+	Cert         string   `toml:"cert"`
+	Key          string   `toml:"key"`
+	Username     string   `toml:"username"`
+	PasswordFile string   `toml:"password_file"`
 }
 
 // rawMemmon is the [memmon] table (memmon.Settings).
