@@ -1,0 +1,233 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gosup/gosup/supervisor/registry/etcd"
+	"github.com/gosup/gosup/supervisor/registry/etcd/etcdtest"
+)
+
+// members is a settable desired set.
+type members struct {
+	mu sync.Mutex
+	m  []Member
+}
+
+func (ms *members) set(m ...Member) {
+	ms.mu.Lock()
+	ms.m = m
+	ms.mu.Unlock()
+}
+
+func (ms *members) get() []Member {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return append([]Member(nil), ms.m...)
+}
+
+func member(port int, state string) Member {
+	return Member{Upstream: "web", Host: "10.0.0.5", Port: port, State: state, Program: "web",
+		Process: fmt.Sprintf("web:web_%02d", port-9100), Pid: 1000 + port, StartTime: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}
+}
+
+func start(t *testing.T, srv *etcdtest.Server, ttl time.Duration, ms *members) (*Publisher, context.CancelFunc, chan struct{}) {
+	t.Helper()
+	c, err := etcd.New(etcd.Config{Endpoints: []string{srv.Endpoint}, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	p := New(Options{Client: c, Prefix: "/gosup", TTL: ttl, Members: ms.get})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return p, cancel, done
+}
+
+// waitKeys waits until etcd holds exactly want under /gosup/upstreams/
+// (key -> substring of the value).
+func waitKeys(t *testing.T, srv *etcdtest.Server, what string, want map[string]string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		have := srv.Keys(t, "", "/gosup/upstreams/")
+		ok := len(have) == len(want)
+		for k, v := range want {
+			if !strings.Contains(have[k], v) {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: etcd holds %v, want %v", what, have, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestMemberValueRoundTrip(t *testing.T) {
+	m := member(9100, StateUp)
+	m.Host = "fd00::5"
+	key := m.Key("/gosup")
+	if key != "/gosup/upstreams/web/[fd00::5]:9100" {
+		t.Errorf("key %s", key)
+	}
+	v := string(m.Value())
+	want := `{"host":"fd00::5","port":9100,"weight":1,"state":"up","program":"web","process":"web:web_00","pid":10100,"start_time":"2026-11-30T12:00:00Z"}`
+	if v != want {
+		t.Errorf("value\n%s\nwant\n%s", v, want)
+	}
+	back, err := ParseMember("/gosup", key, []byte(v))
+	m.Weight = 1
+	if err != nil || back != m {
+		t.Errorf("parsed back: %+v %v\nwant %+v", back, err, m)
+	}
+	for _, bad := range []struct{ key, value string }{
+		{"/gosup/upstreams/web", v},
+		{"/gosup/upstreams/web/10.0.0.9:9100", v},
+		{key, `{"host":"fd00::5","port":9100,"state":"maybe"}`},
+		{key, `not json`},
+	} {
+		if _, err := ParseMember("/gosup", bad.key, []byte(bad.value)); err == nil {
+			t.Errorf("ParseMember(%s, %s): no error", bad.key, bad.value)
+		}
+	}
+}
+
+// The members wanted are written, changed and removed; Wait returns once
+// etcd holds them.
+func TestPublishReconciles(t *testing.T) {
+	srv := etcdtest.Start(t)
+	var ms members
+	ms.set(member(9100, StateUp), member(9101, StateUp))
+	p, _, _ := start(t, srv, 3*time.Second, &ms)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := p.Wait(ctx, p.Kick()); err != nil {
+		t.Fatal(err)
+	}
+	have := srv.Keys(t, "", "/gosup/upstreams/")
+	if len(have) != 2 || have["/gosup/upstreams/web/10.0.0.5:9100"] != string(member(9100, StateUp).Value()) {
+		t.Fatalf("after the first pass: %v", have)
+	}
+	ms.set(member(9100, StateDown), member(9101, StateUp))
+	if err := p.Wait(ctx, p.Kick()); err != nil {
+		t.Fatal(err)
+	}
+	if v := srv.Keys(t, "", "/gosup/upstreams/")["/gosup/upstreams/web/10.0.0.5:9100"]; !strings.Contains(v, `"state":"down"`) {
+		t.Fatalf("marked down: %s", v)
+	}
+	ms.set(member(9101, StateUp))
+	if err := p.Wait(ctx, p.Kick()); err != nil {
+		t.Fatal(err)
+	}
+	if have := srv.Keys(t, "", "/gosup/upstreams/"); len(have) != 1 {
+		t.Fatalf("after removal: %v", have)
+	}
+	st := p.Status()
+	if st.State != "ok" || st.Published != 1 || st.Lease == 0 || st.FailedWrites != 0 || st.LeaseGrants != 1 {
+		t.Errorf("status %+v", st)
+	}
+}
+
+// A publisher that stops renewing (its daemon killed) loses its members
+// when the lease expires; Revoke removes them at once.
+func TestPublishLeaseExpiresAndRevoke(t *testing.T) {
+	srv := etcdtest.Start(t)
+	var ms members
+	ms.set(member(9100, StateUp))
+	p, cancel, done := start(t, srv, 3*time.Second, &ms)
+	ctx, cancelCtx := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancelCtx()
+	if err := p.Wait(ctx, p.Kick()); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	stopped := time.Now()
+	waitKeys(t, srv, "after the lease expired", map[string]string{})
+	if took := time.Since(stopped); took < 2*time.Second {
+		t.Errorf("members gone %v after the publisher stopped: before the 3s lease could expire", took)
+	}
+
+	p2, cancel2, done2 := start(t, srv, 3*time.Second, &ms)
+	if err := p2.Wait(ctx, p2.Kick()); err != nil {
+		t.Fatal(err)
+	}
+	cancel2()
+	<-done2
+	if err := p2.Revoke(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if have := srv.Keys(t, "", "/gosup/upstreams/"); len(have) != 0 {
+		t.Errorf("after Revoke: %v", have)
+	}
+}
+
+// etcd stopped: the publisher says unreachable (with the error and since
+// when) and counts the writes that failed; etcd back: every member is
+// there, changes made meanwhile too.
+func TestPublishEtcdRestart(t *testing.T) {
+	srv := etcdtest.Start(t)
+	var ms members
+	ms.set(member(9100, StateUp), member(9101, StateUp))
+	p, _, _ := start(t, srv, 3*time.Second, &ms)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	if err := p.Wait(ctx, p.Kick()); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop(t)
+	ms.set(member(9100, StateUp), member(9101, StateUp), member(9102, StateUp))
+	n := p.Kick()
+	deadline := time.Now().Add(60 * time.Second)
+	for p.Status().State != "unreachable" {
+		if time.Now().After(deadline) {
+			t.Fatalf("etcd stopped: status %+v", p.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	st := p.Status()
+	if st.LastError == "" || st.Since.IsZero() || st.FailedWrites < 1 {
+		t.Errorf("unreachable: %+v", st)
+	}
+	srv.Restart(t)
+	if err := p.Wait(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	waitKeys(t, srv, "after etcd restarted", map[string]string{
+		"/gosup/upstreams/web/10.0.0.5:9100": `"up"`, "/gosup/upstreams/web/10.0.0.5:9101": `"up"`, "/gosup/upstreams/web/10.0.0.5:9102": `"up"`,
+	})
+	if st := p.Status(); st.State != "ok" || st.Published != 3 {
+		t.Errorf("after etcd restarted: %+v", st)
+	}
+}
+
+// A lease lost under the publisher (revoked by someone, or expired while
+// etcd was unreachable) is replaced at the next renewal, and every member
+// published again.
+func TestPublishLeaseLost(t *testing.T) {
+	srv := etcdtest.Start(t)
+	var ms members
+	ms.set(member(9100, StateUp))
+	p, _, _ := start(t, srv, 3*time.Second, &ms)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := p.Wait(ctx, p.Kick()); err != nil {
+		t.Fatal(err)
+	}
+	old := p.Status().Lease
+	srv.Post(t, "/v3/lease/revoke", "", map[string]string{"ID": fmt.Sprint(old)})
+	waitKeys(t, srv, "published again under a new lease", map[string]string{"/gosup/upstreams/web/10.0.0.5:9100": `"up"`})
+	if st := p.Status(); st.Lease == old || st.LeaseGrants != 2 {
+		t.Errorf("status %+v: want a second lease", st)
+	}
+}
