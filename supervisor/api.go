@@ -48,6 +48,7 @@ func (h apiHost) Info() api.Info {
 		st := api.NginxStatus(m.Status())
 		info.Nginx = &st
 	}
+	info.Registry = s.registryStatus()
 	if watchdog != nil {
 		info.MemmonRestarts = watchdog.Restarts.Load()
 	}
@@ -125,6 +126,9 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 			}
 			warnings = append(warnings, w)
 		}
+	}
+	if w := registryWarning(s.registryStatus()); w != "" {
+		warnings = append(warnings, w)
 	}
 	if w := s.http.warning(); w != "" {
 		warnings = append(warnings, oneLine(w))

@@ -74,6 +74,12 @@ func (s *Supervisor) metricsSnapshot() metrics.Snapshot {
 		snap.Nginx, snap.NginxServers, snap.NginxDown = true, ns.Servers, ns.Down
 	}
 
+	if r := s.registryStatus(); r != nil {
+		snap.Registry, snap.RegistryReachable = true, r.State == "ok"
+		snap.RegistryMembers, snap.RegistryDown = r.Published, r.Down
+		snap.RegistryFailedWrites, snap.RegistryLeaseGrants = r.FailedWrites, r.LeaseGrants
+	}
+
 	rs := s.counters.reloadStats()
 	snap.Reloads = rs.byOutcome
 	snap.ReloadSeconds = metrics.Histogram{Count: rs.count, Sum: rs.sum, Buckets: rs.buckets}

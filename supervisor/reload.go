@@ -451,6 +451,14 @@ func settingsNotes(cur, next *config.Config) []string {
 	case cur.Nginx != nil && !sameNginx(cur.Nginx, next.Nginx):
 		notes = append(notes, "[nginx] changed: applied with the next rendering")
 	}
+	switch {
+	case cur.Registry == nil && next.Registry != nil:
+		notes = append(notes, "[registry] added: the upstream members are published to etcd")
+	case cur.Registry != nil && next.Registry == nil:
+		notes = append(notes, "[registry] removed: the daemon's lease is revoked, and its members with it")
+	case !reflect.DeepEqual(cur.Registry, next.Registry):
+		notes = append(notes, "[registry] changed: every member is published again under the new settings, then the old lease is revoked")
+	}
 	if !reflect.DeepEqual(cur.Memmon, next.Memmon) || !reflect.DeepEqual(cur.Email, next.Email) {
 		notes = append(notes, "[memmon]/[email] changed: the watchdog restarts with the new settings; no process does")
 	}
@@ -614,6 +622,11 @@ func (s *Supervisor) apply(ctx context.Context, l *lease, prev, next *config.Con
 	}
 	// The credentials files were read again; the address may move.
 	s.http.apply(next.HTTP)
+	if !reflect.DeepEqual(prev.Registry, next.Registry) {
+		s.swapRegistry(next.Registry)
+	}
+	// Specs changed in place (a weight, an upstream) show at once.
+	s.kickRegistry()
 	var parts []*part
 	for _, pp := range plans {
 		if len(pp.add)+len(pp.remove)+len(pp.restart) == 0 {
@@ -1023,24 +1036,39 @@ func (s *Supervisor) drain(ctx context.Context, l *lease, procs []*procgroup.Pro
 		members = append(members, p)
 		wait = max(wait, spec.Program.Drain)
 	}
-	if len(members) == 0 || s.currentNginx() == nil {
+	m, reg := s.currentNginx(), s.currentRegistry()
+	if len(members) == 0 || (m == nil && reg == nil) {
 		return
 	}
 	began := time.Now()
 	s.setDown(members, true)
-	unconfirmed := ""
-	if err := s.syncNginx(ctx); nginx.IsNotRunning(err) {
-		// No nginx sends them requests: nothing to warn of (the nginx
-		// manager has said once that it is not running).
-		unconfirmed = " (nginx is not running)"
-	} else if err != nil {
-		s.log.Warn("draining without nginx's confirmation", "err", err)
-		unconfirmed = " (nginx did not confirm: " + oneLine(err.Error()) + ")"
+	var where, unconfirmed []string
+	if m != nil {
+		where = append(where, "nginx")
+		if err := s.syncNginx(ctx); nginx.IsNotRunning(err) {
+			// No nginx sends them requests: nothing to warn of (the nginx
+			// manager has said once that it is not running).
+			unconfirmed = append(unconfirmed, "nginx is not running")
+		} else if err != nil {
+			s.log.Warn("draining without nginx's confirmation", "err", err)
+			unconfirmed = append(unconfirmed, "nginx did not confirm: "+oneLine(err.Error()))
+		}
+	}
+	if reg != nil {
+		// The balancers that read the registry see the member down.
+		where = append(where, "the registry")
+		if why := s.confirmRegistryDown(ctx); why != "" {
+			unconfirmed = append(unconfirmed, why)
+		}
+	}
+	note := ""
+	if len(unconfirmed) > 0 {
+		note = " (" + strings.Join(unconfirmed, "; ") + ")"
 	}
 	for _, p := range members {
 		spec := p.Spec()
 		l.emit(api.Event{Process: spec.FullName(), Step: api.StepDraining, Pid: p.Status().Pid,
-			Message: fmt.Sprintf("down in nginx upstream %s, waiting %s for requests in flight%s", spec.Program.Upstream, wait, unconfirmed)})
+			Message: fmt.Sprintf("down in %s upstream %s, waiting %s for requests in flight%s", strings.Join(where, " and "), spec.Program.Upstream, wait, note)})
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -1088,6 +1116,21 @@ func (s *Supervisor) setDownNames(names []string, down bool) {
 			delete(s.down, n)
 		}
 	}
+	s.kickRegistry()
+}
+
+// upstreamView calls f, under downMu, with what every upstream's members
+// and their state come from: the configuration in force, the live pools
+// (during a reload they differ from the file) and the processes marked
+// down (draining before a planned stop, or not yet ready). The nginx
+// rendering and the registry both derive from it. f must not take downMu.
+func (s *Supervisor) upstreamView(f func(cfg *config.Config, pools []*procgroup.Pool, down map[string]bool)) {
+	s.downMu.Lock()
+	defer s.downMu.Unlock()
+	s.mu.RLock()
+	cfg, pools := s.cfg, slices.Clone(s.pools)
+	s.mu.RUnlock()
+	f(cfg, pools, s.down)
 }
 
 func (s *Supervisor) currentNginx() *nginx.Manager {
@@ -1133,17 +1176,21 @@ func (s *Supervisor) nginxOutcome(ctx context.Context) (outcome string, notRunni
 	}
 }
 
-func (s *Supervisor) updateNginx(done chan<- error) bool {
+func (s *Supervisor) updateNginx(done chan<- error) (queued bool) {
 	// Reading the processes, rendering and queueing is one step under
 	// downMu, so a later rendering always carries every earlier change.
-	s.downMu.Lock()
-	defer s.downMu.Unlock()
-	s.mu.RLock()
-	m, cfg, pools := s.nginx, s.cfg, slices.Clone(s.pools)
-	s.mu.RUnlock()
-	if m == nil {
-		return false
-	}
+	s.upstreamView(func(cfg *config.Config, pools []*procgroup.Pool, down map[string]bool) {
+		if m := s.currentNginx(); m != nil {
+			m.Submit(nginxView(cfg, pools).NginxData(down), done)
+			queued = true
+		}
+	})
+	return queued
+}
+
+// nginxView is cfg with the live processes of pools in place of the
+// file's programs.
+func nginxView(cfg *config.Config, pools []*procgroup.Pool) *config.Config {
 	// The live processes, not the file: during a reload they differ.
 	view := *cfg
 	view.Programs = nil
@@ -1165,8 +1212,7 @@ func (s *Supervisor) updateNginx(done chan<- error) bool {
 		}
 		view.Programs = append(view.Programs, lp)
 	}
-	m.Submit(view.NginxData(s.down), done)
-	return true
+	return &view
 }
 
 // process finds a process by its full name (group:process).

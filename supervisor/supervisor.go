@@ -181,6 +181,12 @@ type Supervisor struct {
 	downMu sync.Mutex
 	down   map[string]bool
 
+	// registry publishes the upstream members to etcd ([registry]); nil
+	// without one. Atomic: every process's state change kicks it.
+	registry atomic.Pointer[registryRun]
+	// registryRetired keeps the counts of the publishers reloads replaced.
+	registryRetired struct{ failedWrites, leaseGrants atomic.Int64 }
+
 	shutdownOnce sync.Once
 	shutdownReq  chan struct{}
 
@@ -412,6 +418,23 @@ func (s *Supervisor) run(ctx context.Context) error {
 	}, func() {
 		if m := s.currentNginx(); m != nil { // a reload may have replaced it
 			m.Stop()
+		}
+	})
+	// Before the processes, so that it outlives them at shutdown: the
+	// members go as their processes stop, then the lease.
+	g.add("registry", func() error {
+		r, err := s.startRegistry(cfg.Registry)
+		if err != nil {
+			return err
+		}
+		s.registry.Store(r)
+		return nil
+	}, func() {
+		if r := s.registry.Swap(nil); r != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), registryStopWait)
+			_ = r.pub.Wait(ctx, r.pub.Kick())
+			cancel()
+			r.stop(true, s.log)
 		}
 	})
 	g.add("control socket", func() error {
@@ -647,7 +670,10 @@ func (s *Supervisor) newPool(program procgroup.ProgramName) *procgroup.Pool {
 	}
 	onExit := func(p *procgroup.Process, _ int) { inst.recordExit(p.Spec().FullName()) }
 	daemonEnv := []string{"GOSUP_INSTANCE=" + inst.id}
-	onState := func(*procgroup.Process, procgroup.State) { s.kickNotify() }
+	onState := func(*procgroup.Process, procgroup.State) {
+		s.kickNotify()
+		s.kickRegistry()
+	}
 	onPanic := s.rescue
 	pool.Setup = func(proc *procgroup.Process) {
 		proc.OnSpawn = onSpawn

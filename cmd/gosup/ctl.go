@@ -562,11 +562,28 @@ func httpLine(h api.HTTPInfo) string {
 	return fmt.Sprintf("%s on %s; %s", h.State, h.Listen, conns)
 }
 
+// registryLine is the registry as ctl info shows it: "ok since ..., 4
+// members published (1 down) as 10.0.0.5 under /gosup, lease 694d...
+// (ttl 10s) on http://10.0.0.10:2379; 0 failed writes", or UNREACHABLE
+// with the error.
+func registryLine(r api.RegistryStatus) string {
+	state := fmt.Sprintf("%s since %s", r.State, r.Since.Format(time.DateTime))
+	if r.State == "unreachable" {
+		state = fmt.Sprintf("UNREACHABLE since %s: %s", r.Since.Format(time.DateTime), r.Error)
+	}
+	down := ""
+	if r.Down > 0 {
+		down = fmt.Sprintf(" (%d down)", r.Down)
+	}
+	return fmt.Sprintf("%s; %d members published%s as %s under %s, lease %s (ttl %gs) on %s; %d failed writes, %d leases granted",
+		state, r.Published, down, r.Host, r.Prefix, r.Lease, r.TTLS, strings.Join(r.Endpoints, ", "), r.FailedWrites, r.LeaseGrants)
+}
+
 func newInfoCmd(g *globalFlags) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "info",
-		Short: "Show the daemon: pid, config, socket, uptime, memmon and alert counters, last reload, HTTP listener, log output dropped, panics recovered",
+		Short: "Show the daemon: pid, config, socket, uptime, memmon and alert counters, last reload, HTTP listener, registry, log output dropped, panics recovered",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := g.client()
@@ -622,6 +639,9 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 			}
 			if h := info.HTTP; h != nil {
 				fmt.Fprintf(out, "http:            %s\n", httpLine(*h))
+			}
+			if r := info.Registry; r != nil {
+				fmt.Fprintf(out, "registry:        %s\n", registryLine(*r))
 			}
 			dropped := "none"
 			if info.LogDroppedBytes > 0 || info.LogsFailing > 0 {

@@ -128,6 +128,9 @@ type Info struct {
 	TailsRefused int64 `json:"tails_refused"`
 	// Nginx is the last nginx update's outcome (nil without [nginx]).
 	Nginx *NginxStatus `json:"nginx,omitempty"`
+	// Registry is how publishing to etcd goes (nil without a [registry]
+	// that publishes: one with a host).
+	Registry *RegistryStatus `json:"registry,omitempty"`
 	// memmon's counters (zero without [memmon] / [email]): the mails
 	// sent and the alerts in them, the alerts held for a mail now, the
 	// attempts that failed, the alerts held for another attempt now (the
@@ -290,6 +293,28 @@ type ReloadStatus struct {
 	At    time.Time `json:"at,omitzero"`
 	OK    bool      `json:"ok"`
 	Error string    `json:"error,omitempty"`
+}
+
+// RegistryStatus is how publishing the upstream members to etcd goes.
+type RegistryStatus struct {
+	Endpoints []string `json:"endpoints"`
+	Prefix    string   `json:"prefix"`
+	Host      string   `json:"host"`
+	TTLS      float64  `json:"ttl_s"`
+	// State is "connecting" (no answer yet), "ok" or "unreachable"
+	// (Error says why); Since is when it began.
+	State string    `json:"state"`
+	Error string    `json:"error,omitempty"`
+	Since time.Time `json:"since"`
+	// Lease is the daemon's lease (hex, as etcdctl shows it).
+	Lease string `json:"lease"`
+	// Published counts the members etcd holds, Down those marked down.
+	Published int `json:"published"`
+	Down      int `json:"down,omitempty"`
+	// FailedWrites counts the puts and deletes etcd did not take (each
+	// is tried again); LeaseGrants the leases granted since the start.
+	FailedWrites int64 `json:"failed_writes"`
+	LeaseGrants  int64 `json:"lease_grants"`
 }
 
 // NginxStatus is the outcome of the last nginx update.

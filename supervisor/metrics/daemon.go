@@ -158,6 +158,13 @@ func appendDaemon(b []byte, s *Snapshot) []byte {
 		}
 	}
 	w.one("gosup_processes", "Processes configured.", g, float64(len(s.Processes)))
+	if s.Registry {
+		w.one("gosup_registry_failed_writes_total", "Puts and deletes of upstream members etcd did not take (each is tried again; only with a [registry] that publishes).", c, float64(s.RegistryFailedWrites))
+		w.one("gosup_registry_lease_grants_total", "Leases the daemon was granted in etcd: more than one after a lease expired or was lost, or a reload changed [registry] (only with a [registry] that publishes).", c, float64(s.RegistryLeaseGrants))
+		w.one("gosup_registry_members", "Upstream members etcd holds for this daemon (only with a [registry] that publishes).", g, float64(s.RegistryMembers))
+		w.one("gosup_registry_members_down", "Of those, marked down (draining before a planned stop).", g, float64(s.RegistryDown))
+		w.one("gosup_registry_reachable", "1 while etcd answers the registry's writes and lease renewals, 0 while it does not (only with a [registry] that publishes).", g, bool01(s.RegistryReachable))
+	}
 	w.one("gosup_rescues_total", "Re-executions of the daemon after a panic in its core.", c, float64(s.Rescues))
 	if !s.StartTime.IsZero() {
 		w.one("gosup_start_time_seconds", "When the daemon's first image started (kept across upgrades), in seconds since the epoch.", g, seconds(s.StartTime))

@@ -135,6 +135,14 @@ type Snapshot struct {
 	StartTime                    time.Time
 	Version, Revision, GoVersion string
 	HTTPConnections, HTTPRefused int64
+
+	// Registry: a [registry] publishes (the rest is only meaningful
+	// then); whether etcd answers, the members it holds and those marked
+	// down, the writes it did not take and the leases granted.
+	Registry                                  bool
+	RegistryReachable                         bool
+	RegistryMembers, RegistryDown             int
+	RegistryFailedWrites, RegistryLeaseGrants int64
 }
 
 // Options tune the handler.

@@ -145,6 +145,7 @@ func snapshotOdd() Snapshot {
 		Upgrades: 2, UpgradeFailures: 1, Rescues: 1, Panics: map[string]int64{"nginx manager": 2},
 		WatchdogMissed: 3, StartTime: time.Unix(1764400000, 0), Version: "v1.2.3", Revision: "abc", GoVersion: "go1.26",
 		HTTPConnections: 9, HTTPRefused: 1,
+		Registry: true, RegistryReachable: true, RegistryMembers: 4, RegistryDown: 1, RegistryFailedWrites: 2, RegistryLeaseGrants: 1,
 	}
 }
 

@@ -17,6 +17,7 @@ type descs struct {
 	reloads, reloadSeconds, lastReloadOK, lastReloadSuccess                                             *prometheus.Desc
 	upgrades, rescues, panics, watchdogMissed, startTime, buildInfo, processes                          *prometheus.Desc
 	httpConnections, httpRefused                                                                        *prometheus.Desc
+	registryFailedWrites, registryLeaseGrants, registryMembers, registryDown, registryReachable          *prometheus.Desc
 }
 
 func newDescs() *descs {
@@ -58,6 +59,12 @@ func newDescs() *descs {
 
 		httpConnections: one("gosup_http_connections_total", "Connections the read-only HTTP listener served."),
 		httpRefused:     one("gosup_http_connections_refused_total", "Connections the read-only HTTP listener refused: max_connections were being served."),
+
+		registryFailedWrites: one("gosup_registry_failed_writes_total", "Puts and deletes of upstream members etcd did not take (each is tried again; only with a [registry] that publishes)."),
+		registryLeaseGrants:  one("gosup_registry_lease_grants_total", "Leases the daemon was granted in etcd: more than one after a lease expired or was lost, or a reload changed [registry] (only with a [registry] that publishes)."),
+		registryMembers:      one("gosup_registry_members", "Upstream members etcd holds for this daemon (only with a [registry] that publishes)."),
+		registryDown:         one("gosup_registry_members_down", "Of those, marked down (draining before a planned stop)."),
+		registryReachable:    one("gosup_registry_reachable", "1 while etcd answers the registry's writes and lease renewals, 0 while it does not (only with a [registry] that publishes)."),
 	}
 }
 
@@ -75,7 +82,8 @@ func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
 		d.nginxRenders, d.nginxTests, d.nginxReloads, d.nginxLastSuccess, d.nginxLastOK, d.nginxServers, d.nginxDown,
 		d.reloads, d.reloadSeconds, d.lastReloadOK, d.lastReloadSuccess,
 		d.upgrades, d.rescues, d.panics, d.watchdogMissed, d.startTime, d.buildInfo, d.processes,
-		d.httpConnections, d.httpRefused} {
+		d.httpConnections, d.httpRefused,
+		d.registryFailedWrites, d.registryLeaseGrants, d.registryMembers, d.registryDown, d.registryReachable} {
 		ch <- x
 	}
 }
@@ -133,6 +141,13 @@ func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(d.upgrades, float64(s.Upgrades), "ok")
 	counter(d.upgrades, float64(s.UpgradeFailures), "failed")
 	counter(d.rescues, float64(s.Rescues))
+	if s.Registry {
+		counter(d.registryFailedWrites, float64(s.RegistryFailedWrites))
+		counter(d.registryLeaseGrants, float64(s.RegistryLeaseGrants))
+		gauge(d.registryMembers, float64(s.RegistryMembers))
+		gauge(d.registryDown, float64(s.RegistryDown))
+		gauge(d.registryReachable, bool01(s.RegistryReachable))
+	}
 	for component, n := range s.Panics {
 		counter(d.panics, float64(n), component)
 	}

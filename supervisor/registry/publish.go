@@ -290,12 +290,19 @@ func (p *Publisher) passOnce(ctx context.Context, needKeepalive *bool) error {
 		p.st.LeaseGrants++
 		p.mu.Unlock()
 		p.ok()
-	} else if *needKeepalive {
-		if _, err := p.o.Client.KeepAliveOnce(ctx, p.lease); err != nil {
+	}
+	// A renewal that fails for want of an answer does not hold up the
+	// writes: they are tried (and counted when they fail) all the same.
+	var kaErr error
+	if *needKeepalive {
+		if _, err := p.o.Client.KeepAliveOnce(ctx, p.lease); errors.Is(err, etcd.ErrLeaseNotFound) {
 			return err
+		} else if err != nil {
+			kaErr = err
+		} else {
+			*needKeepalive = false
+			p.ok()
 		}
-		*needKeepalive = false
-		p.ok()
 	}
 	want := map[string]string{}
 	for _, m := range p.o.Members() {
@@ -336,7 +343,7 @@ func (p *Publisher) passOnce(ctx context.Context, needKeepalive *bool) error {
 		delete(p.written, k)
 		p.ok()
 	}
-	return nil
+	return kaErr
 }
 
 func (p *Publisher) countFailed() {
