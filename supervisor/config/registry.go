@@ -5,9 +5,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 )

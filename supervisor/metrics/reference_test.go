@@ -17,7 +17,7 @@ type descs struct {
 	reloads, reloadSeconds, lastReloadOK, lastReloadSuccess                                             *prometheus.Desc
 	upgrades, rescues, panics, watchdogMissed, startTime, buildInfo, processes                          *prometheus.Desc
 	httpConnections, httpRefused                                                                        *prometheus.Desc
-	registryFailedWrites, registryLeaseGrants, registryMembers, registryDown, registryReachable          *prometheus.Desc
+	registryFailedWrites, registryLeaseGrants, registryMembers, registryDown, registryReachable         *prometheus.Desc
 }
 
 func newDescs() *descs {
