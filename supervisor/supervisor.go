@@ -431,10 +431,14 @@ func (s *Supervisor) run(ctx context.Context) error {
 		return nil
 	}, func() {
 		if r := s.registry.Swap(nil); r != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), registryStopWait)
-			_ = r.pub.Wait(ctx, r.pub.Kick())
-			cancel()
-			r.stop(true, s.log)
+			// The last removals, then the lease; an etcd that does
+			// not answer now is not waited for.
+			if r.pub.Status().State == "ok" {
+				ctx, cancel := context.WithTimeout(context.Background(), registryStopWait)
+				_ = r.pub.Wait(ctx, r.pub.Kick())
+				cancel()
+			}
+			r.stop(r.pub.Status().State == "ok", s.log)
 		}
 	})
 	g.add("control socket", func() error {

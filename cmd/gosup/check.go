@@ -58,6 +58,19 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 			if h := cfg.HTTP; h != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "http: read-only listener on %s (auth %s; at most %d connections): /metrics, /, /status.json, /healthz\n", h.Listen, h.AuthText(), h.MaxConnections)
 			}
+			if r := cfg.Registry; r != nil {
+				members := 0
+				for _, p := range cfg.Programs {
+					if p.Spec.Upstream != "" {
+						members += len(p.Procs)
+					}
+				}
+				if r.Host != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "registry: publishes %d upstream members as %s under %s/upstreams/ (lease ttl %s) to %s\n", members, r.Host, r.Prefix, r.TTL, strings.Join(r.Endpoints, ", "))
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "registry: %s under %s; publishes nothing (no host)\n", strings.Join(r.Endpoints, ", "), r.Prefix)
+				}
+			}
 			return nil
 		},
 	}
