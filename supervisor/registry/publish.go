@@ -144,10 +144,16 @@ type Publisher struct {
 	progress chan struct{} // closed when done moves
 	st       Status
 
-	// Owned by Run's goroutine.
+	// Owned by Run's goroutine. written holds the value etcd holds under
+	// each key this lease wrote, or unknown where a put got no answer
+	// (etcd may have applied it).
 	lease   int64
 	written map[string]string
 }
+
+// unknown marks a key in written whose put got no answer: it is written
+// again while wanted, deleted once not.
+const unknown = ""
 
 // Status is what status, info and metrics show of the registry.
 type Status struct {
@@ -309,14 +315,17 @@ func (p *Publisher) passOnce(ctx context.Context, needKeepalive *bool) error {
 		want[m.Key(p.o.Prefix)] = string(m.Value())
 	}
 	defer func() {
-		d := 0
-		for k := range p.written {
-			if strings.Contains(p.written[k], `"state":"down"`) {
+		n, d := 0, 0
+		for _, v := range p.written {
+			if v != unknown {
+				n++
+			}
+			if strings.Contains(v, `"state":"down"`) {
 				d++
 			}
 		}
 		p.mu.Lock()
-		p.st.Published, p.st.Down = len(p.written), d
+		p.st.Published, p.st.Down = n, d
 		p.mu.Unlock()
 	}()
 	// Changes first (a member marked down before it stops), then
@@ -326,6 +335,9 @@ func (p *Publisher) passOnce(ctx context.Context, needKeepalive *bool) error {
 			continue
 		}
 		if _, err := p.o.Client.Put(ctx, k, []byte(want[k]), p.lease); err != nil {
+			// etcd may have applied it and lost its answer: the key
+			// must be deleted if it is no longer wanted next pass.
+			p.written[k] = unknown
 			p.countFailed()
 			return err
 		}

@@ -3,8 +3,11 @@ package registry
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -229,5 +232,103 @@ func TestPublishLeaseLost(t *testing.T) {
 	waitKeys(t, srv, "published again under a new lease", map[string]string{"/gosup/upstreams/web/10.0.0.5:9100": `"up"`})
 	if st := p.Status(); st.Lease == old || st.LeaseGrants != 2 {
 		t.Errorf("status %+v: want a second lease", st)
+	}
+}
+
+// lossyProxy forwards to target; while drop is set, etcd's answers are
+// swallowed (the request still reaches etcd).
+type lossyProxy struct {
+	drop atomic.Bool
+	l    net.Listener
+	wg   sync.WaitGroup
+}
+
+func newLossyProxy(t *testing.T, target string) *lossyProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &lossyProxy{l: l}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, u)
+			mu.Unlock()
+			go func() { _, _ = io.Copy(u, c) }()
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := u.Read(buf)
+					if n > 0 && !p.drop.Load() {
+						_, _ = c.Write(buf[:n])
+					}
+					if err != nil {
+						c.Close()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return p
+}
+
+// A put etcd applied but whose answer was lost, then the member is no
+// longer wanted (its process crashed): the key does not stay in etcd.
+func TestPublishLostPutAnswer(t *testing.T) {
+	srv := etcdtest.Start(t)
+	px := newLossyProxy(t, srv.Endpoint[len("http://"):])
+	c, err := etcd.New(etcd.Config{Endpoints: []string{"http://" + px.l.Addr().String()}, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	var ms members
+	p := New(Options{Client: c, Prefix: "/gosup", TTL: 30 * time.Second, Members: ms.get})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer wcancel()
+	if err := p.Wait(wctx, p.Kick()); err != nil { // lease granted, nothing written
+		t.Fatal(err)
+	}
+	px.drop.Store(true)
+	ms.set(member(9100, StateUp))
+	p.Kick()
+	waitKeys(t, srv, "the put applied by etcd", map[string]string{"/gosup/upstreams/web/10.0.0.5:9100": `"up"`})
+	for deadline := time.Now().Add(60 * time.Second); p.Status().FailedWrites == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lost answer never counted as a failed write: %+v", p.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ms.set() // the process crashed
+	px.drop.Store(false)
+	if err := p.Wait(wctx, p.Kick()); err != nil {
+		t.Fatal(err)
+	}
+	if have := srv.Keys(t, "", "/gosup/upstreams/"); len(have) != 0 {
+		t.Errorf("confirmed, yet etcd still holds a member no longer wanted: %v (status %+v)", have, p.Status())
 	}
 }
