@@ -149,6 +149,9 @@ type Publisher struct {
 	// (etcd may have applied it).
 	lease   int64
 	written map[string]string
+	// renewed is when the lease was last granted or renewed: a pass
+	// longer than TTL/3 (many members, a slow etcd) renews it as it goes.
+	renewed time.Time
 }
 
 // unknown marks a key in written whose put got no answer: it is written
@@ -289,7 +292,7 @@ func (p *Publisher) passOnce(ctx context.Context, needKeepalive *bool) error {
 		if err != nil {
 			return err
 		}
-		p.lease, p.written = id, map[string]string{}
+		p.lease, p.written, p.renewed = id, map[string]string{}, time.Now()
 		*needKeepalive = false
 		p.mu.Lock()
 		p.st.Lease = id
@@ -307,6 +310,7 @@ func (p *Publisher) passOnce(ctx context.Context, needKeepalive *bool) error {
 			kaErr = err
 		} else {
 			*needKeepalive = false
+			p.renewed = time.Now()
 			p.ok()
 		}
 	}
@@ -334,6 +338,9 @@ func (p *Publisher) passOnce(ctx context.Context, needKeepalive *bool) error {
 		if p.written[k] == want[k] {
 			continue
 		}
+		if err := p.renewIfDue(ctx, needKeepalive, &kaErr); err != nil {
+			return err
+		}
 		if _, err := p.o.Client.Put(ctx, k, []byte(want[k]), p.lease); err != nil {
 			// etcd may have applied it and lost its answer: the key
 			// must be deleted if it is no longer wanted next pass.
@@ -348,6 +355,9 @@ func (p *Publisher) passOnce(ctx context.Context, needKeepalive *bool) error {
 		if _, ok := want[k]; ok {
 			continue
 		}
+		if err := p.renewIfDue(ctx, needKeepalive, &kaErr); err != nil {
+			return err
+		}
 		if _, err := p.o.Client.Delete(ctx, k); err != nil {
 			p.countFailed()
 			return err
@@ -356,6 +366,27 @@ func (p *Publisher) passOnce(ctx context.Context, needKeepalive *bool) error {
 		p.ok()
 	}
 	return kaErr
+}
+
+// renewIfDue renews the lease during a pass once TTL/3 has passed since
+// it was last granted or renewed, so that a pass longer than the TTL
+// does not outlive its own lease. As at the start of a pass, a renewal
+// that gets no answer does not hold up the writes: it is kept in kaErr
+// (the pass fails with it) and not tried again in this pass.
+func (p *Publisher) renewIfDue(ctx context.Context, needKeepalive *bool, kaErr *error) error {
+	if *kaErr != nil || time.Since(p.renewed) < p.o.TTL/3 {
+		return nil
+	}
+	if _, err := p.o.Client.KeepAliveOnce(ctx, p.lease); errors.Is(err, etcd.ErrLeaseNotFound) {
+		return err
+	} else if err != nil {
+		*kaErr = err
+		return nil
+	}
+	p.renewed = time.Now()
+	*needKeepalive = false
+	p.ok()
+	return nil
 }
 
 func (p *Publisher) countFailed() {

@@ -236,11 +236,13 @@ func TestPublishLeaseLost(t *testing.T) {
 }
 
 // lossyProxy forwards to target; while drop is set, etcd's answers are
-// swallowed (the request still reaches etcd).
+// swallowed (the request still reaches etcd); delay (a time.Duration)
+// holds each answer back that long (a slow link).
 type lossyProxy struct {
-	drop atomic.Bool
-	l    net.Listener
-	wg   sync.WaitGroup
+	drop  atomic.Bool
+	delay atomic.Int64
+	l     net.Listener
+	wg    sync.WaitGroup
 }
 
 func newLossyProxy(t *testing.T, target string) *lossyProxy {
@@ -270,6 +272,9 @@ func newLossyProxy(t *testing.T, target string) *lossyProxy {
 				buf := make([]byte, 32<<10)
 				for {
 					n, err := u.Read(buf)
+					if d := time.Duration(p.delay.Load()); n > 0 && d > 0 {
+						time.Sleep(d)
+					}
 					if n > 0 && !p.drop.Load() {
 						_, _ = c.Write(buf[:n])
 					}
@@ -330,5 +335,40 @@ func TestPublishLostPutAnswer(t *testing.T) {
 	}
 	if have := srv.Keys(t, "", "/gosup/upstreams/"); len(have) != 0 {
 		t.Errorf("confirmed, yet etcd still holds a member no longer wanted: %v (status %+v)", have, p.Status())
+	}
+}
+
+// A pass that takes longer than the lease (many members over a slow
+// link) renews the lease as it goes: it converges, under one lease.
+func TestPublishPassLongerThanLease(t *testing.T) {
+	srv := etcdtest.Start(t)
+	px := newLossyProxy(t, srv.Endpoint[len("http://"):])
+	px.delay.Store(int64(25 * time.Millisecond))
+	c, err := etcd.New(etcd.Config{Endpoints: []string{"http://" + px.l.Addr().String()}, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	var ms members
+	var all []Member
+	for i := range 200 { // at least 200 x 25ms = 5s a pass, on a 2s lease
+		all = append(all, member(10000+i, StateUp))
+	}
+	ms.set(all...)
+	p := New(Options{Client: c, Prefix: "/gosup", TTL: 2 * time.Second, Members: ms.get})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer wcancel()
+	if err := p.Wait(wctx, p.Kick()); err != nil {
+		t.Fatalf("200 members never published under a 2s lease: %v; status %+v", err, p.Status())
+	}
+	if have := srv.Keys(t, "", "/gosup/upstreams/"); len(have) != 200 {
+		t.Errorf("etcd holds %d members, want 200", len(have))
+	}
+	if st := p.Status(); st.LeaseGrants != 1 || st.Published != 200 {
+		t.Errorf("status %+v: want every member under one lease", st)
 	}
 }
