@@ -123,15 +123,26 @@ func (s *Supervisor) registryMembers(host string) []registry.Member {
 
 // confirmRegistryDown waits (at most registryStopWait, or until ctx
 // ends) until etcd shows the members marked down so far: "" once it
-// does, else why not, for the drain's message.
+// does, else why not, for the drain's message. An etcd that does not
+// answer now (unreachable, or not yet reached: then it holds no member
+// of ours) is not waited for, as at shutdown: the drain goes on at once.
 func (s *Supervisor) confirmRegistryDown(ctx context.Context) string {
 	r := s.currentRegistry()
 	if r == nil {
 		return ""
 	}
+	n := r.pub.Kick()
+	if st := r.pub.Status(); st.State != "ok" {
+		why := st.LastError
+		if why == "" {
+			why = "etcd has not answered yet"
+		}
+		s.log.Warn("draining without the registry's confirmation: it is unreachable", "err", why)
+		return "the registry is unreachable: " + oneLine(why)
+	}
 	wctx, cancel := context.WithTimeout(ctx, registryStopWait)
 	defer cancel()
-	if err := r.pub.Wait(wctx, r.pub.Kick()); err != nil {
+	if err := r.pub.Wait(wctx, n); err != nil {
 		st := r.pub.Status()
 		why := st.LastError
 		if why == "" {

@@ -366,3 +366,34 @@ func TestRegistryReloadMovesPrefix(t *testing.T) {
 		t.Errorf("info.Registry after the reload: %+v", r)
 	}
 }
+
+// etcd unreachable: a planned stop drains without waiting for the
+// registry's confirmation, and says why.
+func TestRegistryDrainWithEtcdDown(t *testing.T) {
+	srv := etcdtest.Start(t)
+	base := freePortRange(t, 2)
+	cl, _ := startDaemon(t, writeConfig(t, registryConfig(srv, 2, base, "/gosup", "")))
+	sts := waitAll(t, cl, "RUNNING")
+	waitMembers(t, srv, "/gosup", "both members up", allUp(2, sts))
+	srv.Stop(t)
+	deadline := time.Now().Add(60 * time.Second)
+	for r := mustInfo(t, cl).Registry; r == nil || r.State != "unreachable"; r = mustInfo(t, cl).Registry {
+		if time.Now().After(deadline) {
+			t.Fatalf("etcd stopped: info.Registry %+v", r)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var draining []string
+	began := time.Now()
+	if _, err := cl.ActionStream(context.Background(), "stop", api.ActionRequest{Patterns: []string{"web:web_0"}}, func(e api.Event) {
+		if e.Step == api.StepDraining {
+			draining = append(draining, e.Message)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ctl stop of one process (drain 500ms) with etcd unreachable took %v", time.Since(began).Round(time.Millisecond))
+	if len(draining) != 1 || !strings.Contains(draining[0], "the registry is unreachable") {
+		t.Errorf("draining events %q: want one that says the registry is unreachable (not waited for)", draining)
+	}
+}
