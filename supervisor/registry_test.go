@@ -177,10 +177,27 @@ func TestRegistryPublishesReadyMembers(t *testing.T) {
 			t.Errorf("%s's value %s has no %q", key, raw[key], f)
 		}
 	}
-	info := mustInfo(t, cl)
-	r := info.Registry
-	if r == nil || r.State != "ok" || r.Published != 2 || r.Lease == "" || r.Host != "127.0.0.1" || r.Prefix != "/gosup" || r.FailedWrites != 0 {
+	// etcd holds both members before the pass that wrote them ends and
+	// counts them: wait for the count.
+	r := waitRegistry(t, cl, "both members counted", func(r *api.RegistryStatus) bool { return r.Published == 2 })
+	if r.State != "ok" || r.Lease == "" || r.Host != "127.0.0.1" || r.Prefix != "/gosup" || r.FailedWrites != 0 {
 		t.Fatalf("info.Registry: %+v", r)
+	}
+}
+
+// waitRegistry waits until ctl info shows a registry for which cond holds.
+func waitRegistry(t *testing.T, cl *api.Client, what string, cond func(*api.RegistryStatus) bool) *api.RegistryStatus {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r := mustInfo(t, cl).Registry
+		if r != nil && cond(r) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: info.Registry %+v", what, r)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -322,19 +339,8 @@ func TestRegistryEtcdRestart(t *testing.T) {
 	if st := mustStatus(t, cl, "web:web_0"); st[0].Pid != sts[0].Pid || st[0].State != "RUNNING" {
 		t.Errorf("web_0 did not keep running through etcd's restart: %+v (pid was %d)", st[0], sts[0].Pid)
 	}
-	deadline = time.Now().Add(60 * time.Second)
-	for {
-		info := mustInfo(t, cl)
-		if r := info.Registry; r != nil && r.State == "ok" && r.Published == 2 {
-			if r.FailedWrites == 0 {
-				t.Errorf("no failed write counted while etcd was stopped: %+v", r)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("info.Registry after etcd restarted: %+v", info.Registry)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if r := waitRegistry(t, cl, "etcd restarted", func(r *api.RegistryStatus) bool { return r.State == "ok" && r.Published == 2 }); r.FailedWrites == 0 {
+		t.Errorf("no failed write counted while etcd was stopped: %+v", r)
 	}
 	if snap := sup.metricsSnapshot(); !snap.RegistryReachable || snap.RegistryMembers != 2 {
 		t.Errorf("metrics after etcd restarted: %+v", snap.RegistryReachable)
@@ -362,9 +368,9 @@ func TestRegistryReloadMovesPrefix(t *testing.T) {
 	}
 	waitMembers(t, srv, "/fleet", "both members under the new prefix", allUp(2, sts))
 	waitMembers(t, srv, "/gosup", "none left under the old prefix", func(ms map[string]registry.Member) bool { return len(ms) == 0 })
-	if r := mustInfo(t, cl).Registry; r == nil || r.Prefix != "/fleet" || r.LeaseGrants != 2 {
-		t.Errorf("info.Registry after the reload: %+v", r)
-	}
+	waitRegistry(t, cl, "the new settings in force, counted", func(r *api.RegistryStatus) bool {
+		return r.Prefix == "/fleet" && r.LeaseGrants == 2 && r.Published == 2
+	})
 }
 
 // etcd unreachable: a planned stop drains without waiting for the
@@ -376,13 +382,7 @@ func TestRegistryDrainWithEtcdDown(t *testing.T) {
 	sts := waitAll(t, cl, "RUNNING")
 	waitMembers(t, srv, "/gosup", "both members up", allUp(2, sts))
 	srv.Stop(t)
-	deadline := time.Now().Add(60 * time.Second)
-	for r := mustInfo(t, cl).Registry; r == nil || r.State != "unreachable"; r = mustInfo(t, cl).Registry {
-		if time.Now().After(deadline) {
-			t.Fatalf("etcd stopped: info.Registry %+v", r)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitRegistry(t, cl, "etcd stopped", func(r *api.RegistryStatus) bool { return r.State == "unreachable" })
 	var draining []string
 	began := time.Now()
 	if _, err := cl.ActionStream(context.Background(), "stop", api.ActionRequest{Patterns: []string{"web:web_0"}}, func(e api.Event) {
@@ -397,3 +397,4 @@ func TestRegistryDrainWithEtcdDown(t *testing.T) {
 		t.Errorf("draining events %q: want one that says the registry is unreachable (not waited for)", draining)
 	}
 }
+
