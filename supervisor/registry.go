@@ -28,6 +28,14 @@ type registryRun struct {
 // by more.
 const registryStopWait = 5 * time.Second
 
+// registryTimeout bounds one attempt of a request to etcd under a lease
+// of ttl: at most TTL/3, the renewal period, so that an endpoint that
+// does not answer leaves time to renew the lease on another before it
+// expires (etcd.DefaultTimeout, 5s, would exceed a 3s lease).
+func registryTimeout(ttl time.Duration) time.Duration {
+	return min(etcd.DefaultTimeout, ttl/3)
+}
+
 // startRegistry starts publishing under rc's settings; nil rc or rc
 // without a host publishes nothing.
 func (s *Supervisor) startRegistry(rc *config.Registry) (*registryRun, error) {
@@ -38,7 +46,8 @@ func (s *Supervisor) startRegistry(rc *config.Registry) (*registryRun, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	client, err := etcd.New(etcd.Config{Endpoints: append([]string(nil), rc.Endpoints...), TLS: tc, Username: rc.Username, Password: rc.Password})
+	client, err := etcd.New(etcd.Config{Endpoints: append([]string(nil), rc.Endpoints...), TLS: tc, Username: rc.Username, Password: rc.Password,
+		Timeout: registryTimeout(rc.TTL)})
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}

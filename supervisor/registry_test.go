@@ -398,3 +398,16 @@ func TestRegistryDrainWithEtcdDown(t *testing.T) {
 	}
 }
 
+// One attempt of a request to etcd ends within the lease's renewal
+// period, so that a silent endpoint cannot outlast a short lease.
+func TestRegistryTimeout(t *testing.T) {
+	for _, c := range []struct{ ttl, want time.Duration }{
+		{3 * time.Second, time.Second},
+		{10 * time.Second, 10 * time.Second / 3},
+		{time.Minute, etcd.DefaultTimeout},
+	} {
+		if got := registryTimeout(c.ttl); got != c.want {
+			t.Errorf("ttl %v: timeout %v, want %v", c.ttl, got, c.want)
+		}
+	}
+}
