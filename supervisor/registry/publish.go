@@ -154,8 +154,8 @@ type Publisher struct {
 	renewed time.Time
 }
 
-// unknown marks a key in written whose put got no answer: it is written
-// again while wanted, deleted once not.
+// unknown marks a key in written whose put or delete got no answer: it
+// is written again while wanted, deleted once not.
 const unknown = ""
 
 // Status is what status, info and metrics show of the registry.
@@ -243,6 +243,10 @@ func (p *Publisher) Run(ctx context.Context) {
 		var again <-chan time.Time
 		if err != nil {
 			p.failed(err)
+			// The next pass renews the lease whatever else it has to
+			// do: a pass with nothing to write would otherwise make no
+			// call, and leave the status unreachable after etcd is back.
+			needKeepalive = true
 			t := time.NewTimer(retry)
 			again = t.C
 			retry = min(retry*2, maxRetry)
@@ -359,6 +363,9 @@ func (p *Publisher) passOnce(ctx context.Context, needKeepalive *bool) error {
 			return err
 		}
 		if _, err := p.o.Client.Delete(ctx, k); err != nil {
+			// etcd may have applied it: the key must be written
+			// again if it is wanted again as it was.
+			p.written[k] = unknown
 			p.countFailed()
 			return err
 		}

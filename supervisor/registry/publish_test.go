@@ -336,6 +336,9 @@ func TestPublishLostPutAnswer(t *testing.T) {
 	if have := srv.Keys(t, "", "/gosup/upstreams/"); len(have) != 0 {
 		t.Errorf("confirmed, yet etcd still holds a member no longer wanted: %v (status %+v)", have, p.Status())
 	}
+	if st := p.Status(); st.State != "ok" || st.LastError != "" {
+		t.Errorf("etcd answers again: status %+v", st)
+	}
 }
 
 // A pass that takes longer than the lease (many members over a slow
@@ -370,5 +373,51 @@ func TestPublishPassLongerThanLease(t *testing.T) {
 	}
 	if st := p.Status(); st.LeaseGrants != 1 || st.Published != 200 {
 		t.Errorf("status %+v: want every member under one lease", st)
+	}
+}
+
+// A delete etcd applied but whose answer was lost, then the member is
+// wanted again as it was: it is written again, and the status says etcd
+// answers once it does.
+func TestPublishLostDeleteAnswer(t *testing.T) {
+	srv := etcdtest.Start(t)
+	px := newLossyProxy(t, srv.Endpoint[len("http://"):])
+	c, err := etcd.New(etcd.Config{Endpoints: []string{"http://" + px.l.Addr().String()}, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	var ms members
+	ms.set(member(9100, StateUp))
+	p := New(Options{Client: c, Prefix: "/gosup", TTL: 30 * time.Second, Members: ms.get})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer wcancel()
+	if err := p.Wait(wctx, p.Kick()); err != nil {
+		t.Fatal(err)
+	}
+	px.drop.Store(true)
+	ms.set() // a planned stop
+	p.Kick()
+	waitKeys(t, srv, "the delete applied by etcd", map[string]string{})
+	for deadline := time.Now().Add(60 * time.Second); p.Status().State != "unreachable"; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lost answer never made etcd unreachable: %+v", p.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ms.set(member(9100, StateUp)) // started again, as it was
+	px.drop.Store(false)
+	if err := p.Wait(wctx, p.Kick()); err != nil {
+		t.Fatal(err)
+	}
+	if have := srv.Keys(t, "", "/gosup/upstreams/"); len(have) != 1 {
+		t.Errorf("confirmed, yet etcd holds %v: want the member wanted again", have)
+	}
+	if st := p.Status(); st.State != "ok" || st.LastError != "" {
+		t.Errorf("etcd answers again: status %+v", st)
 	}
 }
