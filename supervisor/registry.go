@@ -67,21 +67,41 @@ func (s *Supervisor) startRegistry(rc *config.Registry) (*registryRun, error) {
 	return r, nil
 }
 
-// stop ends the publisher's goroutine; with revoke it then revokes the
-// daemon's lease (every member it published goes with it), waiting at
-// most registryStopWait for etcd. The members stay (until the lease
-// expires) without revoke.
-func (r *registryRun) stop(revoke bool, log interface{ Warn(string, ...any) }) {
+// registryRevokeWait bounds the revocation at shutdown of a lease whose
+// etcd did not answer last: tried all the same (it may answer again),
+// briefly.
+const registryRevokeWait = time.Second
+
+// stop ends the publisher's goroutine, then, with revokeWithin > 0,
+// revokes the daemon's lease (every member it published goes with it),
+// waiting at most revokeWithin for etcd. The members stay (until the
+// lease expires) without.
+func (r *registryRun) stop(revokeWithin time.Duration, log interface{ Warn(string, ...any) }) {
 	r.cancel()
 	<-r.done
-	if revoke {
-		ctx, cancel := context.WithTimeout(context.Background(), registryStopWait)
+	if revokeWithin > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), revokeWithin)
 		defer cancel()
 		if err := r.pub.Revoke(ctx); err != nil {
 			log.Warn("registry: could not revoke the daemon's lease: its members stay until it expires", "ttl", r.cfg.TTL, "err", err)
 		}
 	}
 	r.client.Close()
+}
+
+// shutdown ends publishing as the daemon stops: the last removals (waited
+// for only while etcd answers), then the lease, revoked whatever the
+// state (an etcd that did not answer a moment ago may now), within
+// registryStopWait while it answers, registryRevokeWait when not.
+func (r *registryRun) shutdown(log interface{ Warn(string, ...any) }) {
+	within := registryRevokeWait
+	if r.pub.Status().State == "ok" {
+		ctx, cancel := context.WithTimeout(context.Background(), registryStopWait)
+		_ = r.pub.Wait(ctx, r.pub.Kick())
+		cancel()
+		within = registryStopWait
+	}
+	r.stop(within, log)
 }
 
 // currentRegistry is the publisher in force (nil without [registry]).
@@ -183,14 +203,33 @@ func (s *Supervisor) swapRegistry(next *config.Registry) {
 	if old == nil {
 		return
 	}
+	s.registrySwaps.Add(1)
 	go func() {
+		defer s.registrySwaps.Done()
 		if r != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), registryStopWait)
 			_ = r.pub.Wait(ctx, r.pub.Kick())
 			cancel()
 		}
-		old.stop(true, s.log)
+		old.stop(registryStopWait, s.log)
 	}()
+}
+
+// waitRegistrySwaps waits, at most within, for the reloads' goroutines
+// revoking the leases they replaced.
+func (s *Supervisor) waitRegistrySwaps(within time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.registrySwaps.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(within)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn("registry: shutting down before a reload's old lease was revoked: its members stay until it expires")
+	}
 }
 
 // retireRegistry keeps the counts of a publisher a reload replaces.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -409,5 +410,55 @@ func TestRegistryTimeout(t *testing.T) {
 		if got := registryTimeout(c.ttl); got != c.want {
 			t.Errorf("ttl %v: timeout %v, want %v", c.ttl, got, c.want)
 		}
+	}
+}
+
+// The shutdown revokes the lease even when etcd did not answer last: it
+// may answer again (here, restarted), and the members then go at once
+// rather than when the lease expires.
+func TestRegistryShutdownRevokesAfterUnreachable(t *testing.T) {
+	srv := etcdtest.Start(t)
+	client, err := etcd.New(etcd.Config{Endpoints: []string{srv.Endpoint}, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	want := []registry.Member{{Upstream: "web", Host: "127.0.0.1", Port: 9100, State: registry.StateUp}}
+	pub := registry.New(registry.Options{Client: client, Prefix: "/gosup", TTL: 30 * time.Second, Members: func() []registry.Member {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]registry.Member(nil), want...)
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &registryRun{cfg: &config.Registry{TTL: 30 * time.Second}, pub: pub, client: client, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		pub.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-r.done })
+	wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer wcancel()
+	if err := pub.Wait(wctx, pub.Kick()); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop(t)
+	mu.Lock()
+	want = nil // stopped meanwhile: its removal fails
+	mu.Unlock()
+	pub.Kick()
+	for deadline := time.Now().Add(60 * time.Second); pub.Status().State != "unreachable"; {
+		if time.Now().After(deadline) {
+			t.Fatalf("etcd stopped: status %+v", pub.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The publisher stops before it sees etcd again: the state the
+	// shutdown reads stays unreachable.
+	cancel()
+	<-r.done
+	srv.Restart(t)
+	r.shutdown(slog.Default())
+	if have := srv.Keys(t, "", "/gosup/upstreams/"); len(have) != 0 {
+		t.Errorf("after the shutdown etcd still holds %v (until the 30s lease expires): the lease was not revoked", have)
 	}
 }

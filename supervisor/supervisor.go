@@ -186,6 +186,9 @@ type Supervisor struct {
 	registry atomic.Pointer[registryRun]
 	// registryRetired keeps the counts of the publishers reloads replaced.
 	registryRetired struct{ failedWrites, leaseGrants atomic.Int64 }
+	// registrySwaps counts the goroutines of reloads that replaced the
+	// registry, still revoking the old lease; the shutdown waits for them.
+	registrySwaps sync.WaitGroup
 
 	shutdownOnce sync.Once
 	shutdownReq  chan struct{}
@@ -430,15 +433,11 @@ func (s *Supervisor) run(ctx context.Context) error {
 		s.registry.Store(r)
 		return nil
 	}, func() {
+		// A reload's swap still revoking the lease it replaced first
+		// (bounded: it gives up after registryStopWait).
+		s.waitRegistrySwaps(registryStopWait)
 		if r := s.registry.Swap(nil); r != nil {
-			// The last removals, then the lease; an etcd that does
-			// not answer now is not waited for.
-			if r.pub.Status().State == "ok" {
-				ctx, cancel := context.WithTimeout(context.Background(), registryStopWait)
-				_ = r.pub.Wait(ctx, r.pub.Kick())
-				cancel()
-			}
-			r.stop(r.pub.Status().State == "ok", s.log)
+			r.shutdown(s.log)
 		}
 	})
 	g.add("control socket", func() error {
