@@ -13,7 +13,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -21,7 +20,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,8 +41,9 @@ type Config struct {
 	// Timeout bounds one attempt of a request on one endpoint (the
 	// caller's context bounds the whole request); 0 means DefaultTimeout.
 	Timeout time.Duration
-	// TLS is used for https endpoints (see TLSConfig); nil means the
-	// system's roots and no client certificate.
+	// TLS is used for https endpoints (the daemon's comes from
+	// config.Registry.TLS); nil means the system's roots and no client
+	// certificate.
 	TLS *tls.Config
 	// Username and Password authenticate (etcd's /v3/auth/authenticate);
 	// the token is renewed when etcd says it expired.
@@ -52,38 +51,6 @@ type Config struct {
 	// MaxResponseBytes bounds one answer (one message of a watch);
 	// 0 means DefaultMaxResponseBytes.
 	MaxResponseBytes int64
-}
-
-// TLSConfig loads TLS client settings: ca (PEM roots to trust instead of
-// the system's), cert and key (a PEM client certificate and its key, both
-// or neither). All empty gives nil.
-func TLSConfig(ca, cert, key string) (*tls.Config, error) {
-	if ca == "" && cert == "" && key == "" {
-		return nil, nil
-	}
-	c := &tls.Config{MinVersion: tls.VersionTLS12}
-	if ca != "" {
-		pem, err := os.ReadFile(ca)
-		if err != nil {
-			return nil, fmt.Errorf("ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca: %s holds no PEM certificate", ca)
-		}
-		c.RootCAs = pool
-	}
-	if (cert == "") != (key == "") {
-		return nil, errors.New("cert and key go together: set both or neither")
-	}
-	if cert != "" {
-		pair, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			return nil, fmt.Errorf("cert/key: %w", err)
-		}
-		c.Certificates = []tls.Certificate{pair}
-	}
-	return c, nil
 }
 
 // Error is etcd's answer to a request it refused ("etcdserver: requested
@@ -94,7 +61,12 @@ type Error struct {
 	Endpoint string
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("%s: %s (code %d)", e.Endpoint, e.Message, e.Code) }
+func (e *Error) Error() string {
+	if e.Endpoint == "" {
+		return fmt.Sprintf("%s (code %d)", e.Message, e.Code)
+	}
+	return fmt.Sprintf("%s: %s (code %d)", e.Endpoint, e.Message, e.Code)
+}
 
 // Is makes errors.Is(err, ErrLeaseNotFound) true for etcd's "lease not
 // found" and errors.Is(err, ErrCompacted) for "required revision has been

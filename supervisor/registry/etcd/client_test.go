@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gosup/gosup/supervisor/config"
 	"github.com/gosup/gosup/supervisor/registry/etcd"
 	"github.com/gosup/gosup/supervisor/registry/etcd/etcdtest"
 )
@@ -76,8 +78,11 @@ func TestLeasePutRangeDelete(t *testing.T) {
 	if _, ok, _, err := c.Get(ctx, "/p/a"); err != nil || ok {
 		t.Fatalf("/p/a after its lease was revoked: ok=%v err=%v", ok, err)
 	}
-	if _, err := c.KeepAliveOnce(ctx, id); !errors.Is(err, etcd.ErrLeaseNotFound) {
-		t.Errorf("keepalive of a revoked lease: %v, want ErrLeaseNotFound", err)
+	if _, err := c.KeepAliveOnce(ctx, id); !errors.Is(err, etcd.ErrLeaseNotFound) || strings.Contains(err.Error(), ": :") {
+		t.Errorf("keepalive of a revoked lease: %v, want ErrLeaseNotFound (and no empty endpoint)", err)
+	}
+	if got := (&etcd.Error{Code: 5, Message: "etcdserver: requested lease not found"}).Error(); got != "etcdserver: requested lease not found (code 5)" {
+		t.Errorf("an error without an endpoint reads %q", got)
 	}
 	if _, err := c.Put(ctx, "/p/c", nil, id); !errors.Is(err, etcd.ErrLeaseNotFound) {
 		t.Errorf("put with a revoked lease: %v, want ErrLeaseNotFound", err)
@@ -333,7 +338,9 @@ func refusing(t *testing.T) string {
 func TestFailoverAndTimeout(t *testing.T) {
 	srv := etcdtest.Start(t)
 	dead, mute := refusing(t), silent(t)
-	c := newClient(t, etcd.Config{Endpoints: []string{dead, mute, srv.Endpoint}, Timeout: 500 * time.Millisecond})
+	// Generous: the attempt on the real etcd must fit in it on a loaded
+	// machine; the silent endpoint costs one.
+	c := newClient(t, etcd.Config{Endpoints: []string{dead, mute, srv.Endpoint}, Timeout: 5 * time.Second})
 	ctx := ctxT(t)
 	if _, err := c.Put(ctx, "/f/a", []byte("1"), 0); err != nil {
 		t.Fatalf("put with a dead and a silent endpoint first: %v", err)
@@ -372,14 +379,17 @@ func TestResponseBound(t *testing.T) {
 	// resumes to the same message again: it never gets through.
 	broken := make(chan error, 1)
 	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go c.Watch(wctx, "/b/", r1, func(etcd.WatchResponse) error { t.Error("a message over the bound got through"); return nil },
-		etcd.WatchOptions{Broken: func(err error) {
-			select {
-			case broken <- err:
-			default:
-			}
-		}})
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() {
+		_ = c.Watch(wctx, "/b/", r1, func(etcd.WatchResponse) error { t.Error("a message over the bound got through"); return nil },
+			etcd.WatchOptions{Broken: func(err error) {
+				select {
+				case broken <- err:
+				default:
+				}
+			}})
+	})
 	select {
 	case err := <-broken:
 		if !strings.Contains(err.Error(), "over 1024 bytes") {
@@ -420,8 +430,9 @@ func TestAuthTokenRefresh(t *testing.T) {
 	// The watch logs in again too.
 	rec := newRecorder()
 	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go c.Watch(wctx, "/a/", r1, rec.handle, rec.opts())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() { _ = c.Watch(wctx, "/a/", r1, rec.handle, rec.opts()) })
 	rec.waitFor(t, "two events", func() bool { return len(rec.events) >= 2 })
 }
 
@@ -440,7 +451,9 @@ func login(t *testing.T, srv *etcdtest.Server) string {
 func TestTLS(t *testing.T) {
 	srv := etcdtest.StartWith(t, etcdtest.Config{TLS: true})
 	ctx := ctxT(t)
-	tc, err := etcd.TLSConfig(srv.CAFile, srv.CertFile, srv.KeyFile)
+	ca, cert, key := readFile(t, srv.CAFile), readFile(t, srv.CertFile), readFile(t, srv.KeyFile)
+	// The daemon's TLS settings, as [registry] gives them.
+	tc, err := (&config.Registry{CA: ca, Cert: cert, Key: key}).TLS()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,11 +464,12 @@ func TestTLS(t *testing.T) {
 	}
 	rec := newRecorder()
 	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go c.Watch(wctx, "/t/", rev, rec.handle, rec.opts())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() { _ = c.Watch(wctx, "/t/", rev, rec.handle, rec.opts()) })
 	rec.waitFor(t, "the event over TLS", func() bool { return len(rec.events) == 1 })
 
-	caOnly, err := etcd.TLSConfig(srv.CAFile, "", "")
+	caOnly, err := (&config.Registry{CA: ca}).TLS()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,12 +477,21 @@ func TestTLS(t *testing.T) {
 	if _, err := nocert.Put(ctx, "/t/b", nil, 0); err == nil {
 		t.Error("put without a client certificate: no error")
 	}
-	if _, err := etcd.TLSConfig(srv.CAFile, srv.CertFile, ""); err == nil {
-		t.Error("TLSConfig with a cert and no key: no error")
+	if _, err := (&config.Registry{CA: ca, Cert: cert}).TLS(); err == nil {
+		t.Error("TLS with a cert and no key: no error")
 	}
-	if _, err := etcd.TLSConfig(srv.CertFile+".nope", "", ""); err == nil {
-		t.Error("TLSConfig with a missing ca: no error")
+	if _, err := (&config.Registry{CA: []byte("not PEM")}).TLS(); err == nil {
+		t.Error("TLS with a ca that holds no certificate: no error")
 	}
+}
+
+func readFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestNewChecksEndpoints(t *testing.T) {

@@ -145,6 +145,9 @@ func (s *Server) start(t testing.TB) error {
 	defer logf.Close()
 	cmd := exec.Command(s.bin, s.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Killed with the test binary (go test's -timeout, a crash), which
+	// runs no cleanup.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// etcd takes ETCD_* variables as flags: none from the test's
 	// environment.
 	for _, kv := range os.Environ() {
