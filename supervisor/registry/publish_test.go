@@ -253,7 +253,9 @@ func newLossyProxy(t *testing.T, target string) *lossyProxy {
 	p := &lossyProxy{l: l}
 	var mu sync.Mutex
 	var conns []net.Conn
+	accepting := make(chan struct{})
 	go func() {
+		defer close(accepting)
 		for {
 			c, err := l.Accept()
 			if err != nil {
@@ -267,8 +269,8 @@ func newLossyProxy(t *testing.T, target string) *lossyProxy {
 			mu.Lock()
 			conns = append(conns, c, u)
 			mu.Unlock()
-			go func() { _, _ = io.Copy(u, c) }()
-			go func() {
+			p.wg.Go(func() { _, _ = io.Copy(u, c) })
+			p.wg.Go(func() {
 				buf := make([]byte, 32<<10)
 				for {
 					n, err := u.Read(buf)
@@ -283,16 +285,18 @@ func newLossyProxy(t *testing.T, target string) *lossyProxy {
 						return
 					}
 				}
-			}()
+			})
 		}
 	}()
 	t.Cleanup(func() {
 		l.Close()
+		<-accepting
 		mu.Lock()
 		for _, c := range conns {
 			c.Close()
 		}
 		mu.Unlock()
+		p.wg.Wait()
 	})
 	return p
 }
