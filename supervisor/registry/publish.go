@@ -145,8 +145,8 @@ type Publisher struct {
 	st       Status
 
 	// Owned by Run's goroutine. written holds the value etcd holds under
-	// each key this lease wrote, or unknown where a put got no answer
-	// (etcd may have applied it).
+	// each key this lease wrote, or unknown where a put or a delete got
+	// no answer (etcd may have applied it).
 	lease   int64
 	written map[string]string
 	// renewed is when the lease was last granted or renewed: a pass
