@@ -307,16 +307,8 @@ func (p *Publisher) passOnce(ctx context.Context, needKeepalive *bool) error {
 	// A renewal that fails for want of an answer does not hold up the
 	// writes: they are tried (and counted when they fail) all the same.
 	var kaErr error
-	if *needKeepalive {
-		if _, err := p.o.Client.KeepAliveOnce(ctx, p.lease); errors.Is(err, etcd.ErrLeaseNotFound) {
-			return err
-		} else if err != nil {
-			kaErr = err
-		} else {
-			*needKeepalive = false
-			p.renewed = time.Now()
-			p.ok()
-		}
+	if err := p.renewIfDue(ctx, needKeepalive, &kaErr); err != nil {
+		return err
 	}
 	want := map[string]string{}
 	for _, m := range p.o.Members() {
@@ -375,13 +367,14 @@ func (p *Publisher) passOnce(ctx context.Context, needKeepalive *bool) error {
 	return kaErr
 }
 
-// renewIfDue renews the lease during a pass once TTL/3 has passed since
-// it was last granted or renewed, so that a pass longer than the TTL
-// does not outlive its own lease. As at the start of a pass, a renewal
-// that gets no answer does not hold up the writes: it is kept in kaErr
-// (the pass fails with it) and not tried again in this pass.
+// renewIfDue renews the lease when it is due: asked for (*needKeepalive:
+// the keep-alive tick, or a failed pass before), or TTL/3 after it was
+// last granted or renewed, so that a pass longer than the TTL does not
+// outlive its own lease. A renewal that gets no answer does not hold up
+// the writes: it is kept in kaErr (the pass fails with it) and not tried
+// again in this pass.
 func (p *Publisher) renewIfDue(ctx context.Context, needKeepalive *bool, kaErr *error) error {
-	if *kaErr != nil || time.Since(p.renewed) < p.o.TTL/3 {
+	if *kaErr != nil || !*needKeepalive && time.Since(p.renewed) < p.o.TTL/3 {
 		return nil
 	}
 	if _, err := p.o.Client.KeepAliveOnce(ctx, p.lease); errors.Is(err, etcd.ErrLeaseNotFound) {
