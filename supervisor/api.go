@@ -15,6 +15,7 @@ import (
 	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/procgroup/procstat"
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/nginx"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,6 +50,14 @@ func (h apiHost) Info() api.Info {
 		info.Nginx = &st
 	}
 	info.Registry = s.registryStatus()
+	info.Watch = s.fleetStatus()
+	s.mu.RLock()
+	hm := s.haproxy
+	s.mu.RUnlock()
+	if hm != nil {
+		st := api.NginxStatus(hm.Status())
+		info.HAProxy = &st
+	}
 	if watchdog != nil {
 		info.MemmonRestarts = watchdog.Restarts.Load()
 	}
@@ -112,17 +121,23 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 	}
 	sts, figures := s.sample(all, procs)
 	s.mu.RLock()
-	m, watchdog, last, cfg := s.nginx, s.watchdog, s.lastReload, s.cfg
+	m, hm, watchdog, last, cfg := s.nginx, s.haproxy, s.watchdog, s.lastReload, s.cfg
 	s.mu.RUnlock()
 	var warnings []string
 	for _, w := range cfg.Warnings {
 		warnings = append(warnings, oneLine(w.Error()))
 	}
-	if m != nil {
-		if ns := m.Status(); !ns.OK && ns.Error != "" {
+	for _, b := range []struct {
+		name string
+		m    *nginx.Manager
+	}{{"nginx", m}, {"haproxy", hm}} {
+		if b.m == nil {
+			continue
+		}
+		if ns := b.m.Status(); !ns.OK && ns.Error != "" {
 			w := oneLine(ns.Error)
-			if !strings.HasPrefix(w, "nginx ") { // "nginx is not running: ..." names it already
-				w = "nginx: " + w
+			if !strings.HasPrefix(w, b.name+" ") { // "nginx is not running: ..." names it already
+				w = b.name + ": " + w
 			}
 			warnings = append(warnings, w)
 		}
@@ -130,6 +145,7 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 	if w := registryWarning(s.registryStatus()); w != "" {
 		warnings = append(warnings, w)
 	}
+	warnings = append(warnings, s.fleetWarnings(cfg)...)
 	if w := s.http.warning(); w != "" {
 		warnings = append(warnings, oneLine(w))
 	}

@@ -30,6 +30,8 @@ var reloadBounds = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 
 type counters struct {
 	memmon memmon.Tally
 	nginx  nginx.Tally
+	// haproxy counts the [haproxy] managers' renders, tests and reloads.
+	haproxy nginx.Tally
 
 	mu      sync.Mutex
 	reloads map[string]int64

@@ -280,7 +280,7 @@ func TestNginxEndToEnd(t *testing.T) {
 	m.Start()
 	defer m.Stop()
 	applied := make(chan error, 1)
-	m.Submit(bad.NginxData(nil), applied)
+	m.Submit(bad.NginxData(nil, nil), applied)
 	err = <-applied
 	if err == nil || !strings.Contains(err.Error(), "not_a_directive") || !strings.Contains(err.Error(), "previous one restored") {
 		t.Errorf("rejected config: want nginx's error text, have %v", err)

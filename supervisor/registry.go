@@ -42,14 +42,9 @@ func (s *Supervisor) startRegistry(rc *config.Registry) (*registryRun, error) {
 	if rc == nil || rc.Host == "" {
 		return nil, nil
 	}
-	tc, err := rc.TLS()
+	client, err := newEtcdClient(rc, registryTimeout(rc.TTL))
 	if err != nil {
-		return nil, fmt.Errorf("registry: %w", err)
-	}
-	client, err := etcd.New(etcd.Config{Endpoints: append([]string(nil), rc.Endpoints...), TLS: tc, Username: rc.Username, Password: rc.Password,
-		Timeout: registryTimeout(rc.TTL)})
-	if err != nil {
-		return nil, fmt.Errorf("registry: %w", err)
+		return nil, err
 	}
 	host := rc.Host
 	r := &registryRun{cfg: rc, client: client, done: make(chan struct{})}

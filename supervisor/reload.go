@@ -625,6 +625,7 @@ func (s *Supervisor) apply(ctx context.Context, l *lease, prev, next *config.Con
 	if !reflect.DeepEqual(prev.Registry, next.Registry) {
 		s.swapRegistry(next.Registry)
 	}
+	s.swapFleet(prev, next)
 	// Specs changed in place (a weight, an upstream) show at once.
 	s.kickRegistry()
 	var parts []*part
@@ -851,17 +852,32 @@ func (s *Supervisor) dropEmptyPools() (gone []*procgroup.Pool) {
 // swapNginx makes the nginx manager match next; s.mu must be held. It
 // returns what stops a manager no longer needed (call it without s.mu).
 func (s *Supervisor) swapNginx(next *config.Config) (stop func()) {
+	var stops []func()
 	m := s.nginx
 	switch {
 	case next.Nginx == nil && m != nil:
 		s.nginx = nil
-		return m.Stop
+		stops = append(stops, m.Stop)
 	case next.Nginx != nil && m == nil:
 		s.nginx = s.newNginx(nginxSettings(next.Nginx))
 	case next.Nginx != nil:
 		m.SetSettings(nginxSettings(next.Nginx))
 	}
-	return func() {}
+	h := s.haproxy
+	switch {
+	case next.HAProxy == nil && h != nil:
+		s.haproxy = nil
+		stops = append(stops, h.Stop)
+	case next.HAProxy != nil && h == nil:
+		s.haproxy = s.newBalancer(haproxySettings(next.HAProxy), &s.counters.haproxy, nil)
+	case next.HAProxy != nil:
+		h.SetSettings(haproxySettings(next.HAProxy))
+	}
+	return func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}
 }
 
 // roll restarts a program's processes with their new specs (or the same
@@ -1180,9 +1196,18 @@ func (s *Supervisor) updateNginx(done chan<- error) (queued bool) {
 	// Reading the processes, rendering and queueing is one step under
 	// downMu, so a later rendering always carries every earlier change.
 	s.upstreamView(func(cfg *config.Config, pools []*procgroup.Pool, down map[string]bool) {
-		if m := s.currentNginx(); m != nil {
-			m.Submit(nginxView(cfg, pools).NginxData(down), done)
+		// Until the registry's members were read, nothing that renders
+		// them is submitted: the files stay as they are, not emptied.
+		remote, read := s.remoteServers(cfg)
+		s.mu.RLock()
+		m, h := s.nginx, s.haproxy
+		s.mu.RUnlock()
+		if m != nil && (read || !cfg.Nginx.FromRegistry()) {
+			m.Submit(nginxView(cfg, pools).NginxData(down, remote), done)
 			queued = true
+		}
+		if h != nil && read {
+			h.Submit(cfg.HAProxyData(remote), nil)
 		}
 	})
 	return queued

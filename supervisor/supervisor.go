@@ -28,6 +28,7 @@ import (
 	"github.com/gosup/gosup/supervisor/config"
 	"github.com/gosup/gosup/supervisor/handover"
 	"github.com/gosup/gosup/supervisor/nginx"
+	"github.com/gosup/gosup/templates"
 	"golang.org/x/sys/unix"
 )
 
@@ -166,6 +167,7 @@ type Supervisor struct {
 	cfg        *config.Config
 	pools      []*procgroup.Pool // one per program, ascending priority
 	nginx      *nginx.Manager    // nil without [nginx]
+	haproxy    *nginx.Manager    // nil without [haproxy]
 	watchdog   *memmon.Watchdog  // nil without [memmon]
 	alerter    *memmon.Alerter   // nil without [email]
 	stopMemmon func()
@@ -189,6 +191,12 @@ type Supervisor struct {
 	// registrySwaps counts the goroutines of reloads that replaced the
 	// registry, still revoking the old lease; the shutdown waits for them.
 	registrySwaps sync.WaitGroup
+	// fleet watches the registry for the upstreams rendered from it (nil
+	// without any); fleetLast holds, under fleetMu, the servers each of
+	// them last rendered (kept when its members are all gone).
+	fleet     atomic.Pointer[fleetRun]
+	fleetMu   sync.Mutex
+	fleetLast map[string][]templates.Server
 
 	shutdownOnce sync.Once
 	shutdownReq  chan struct{}
@@ -415,12 +423,29 @@ func (s *Supervisor) run(ctx context.Context) error {
 				st = h.Nginx
 			}
 			s.nginx = s.newNginxFrom(nginxSettings(cfg.Nginx), st)
-			s.submitNginx()
 		}
+		if cfg.HAProxy != nil {
+			s.haproxy = s.newBalancer(haproxySettings(cfg.HAProxy), &s.counters.haproxy, nil)
+		}
+		f, err := s.startFleet(cfg)
+		if err != nil {
+			return err
+		}
+		s.fleet.Store(f)
+		s.submitNginx()
 		return nil
 	}, func() {
-		if m := s.currentNginx(); m != nil { // a reload may have replaced it
-			m.Stop()
+		if f := s.fleet.Swap(nil); f != nil {
+			f.stop()
+		}
+		// A reload may have replaced them.
+		s.mu.RLock()
+		ms := []*nginx.Manager{s.nginx, s.haproxy}
+		s.mu.RUnlock()
+		for _, m := range ms {
+			if m != nil {
+				m.Stop()
+			}
 		}
 	})
 	// Before the processes, so that it outlives them at shutdown: the
@@ -874,9 +899,15 @@ func (s *Supervisor) newNginx(settings nginx.Settings) *nginx.Manager {
 // newNginxFrom is newNginx with the manager taking up st (when not nil):
 // what an upgrade handed over.
 func (s *Supervisor) newNginxFrom(settings nginx.Settings, st *nginx.State) *nginx.Manager {
+	return s.newBalancer(settings, &s.counters.nginx, st)
+}
+
+// newBalancer starts a manager for settings (nginx's or HAProxy's),
+// counted in tally, taking up st when not nil.
+func (s *Supervisor) newBalancer(settings nginx.Settings, tally *nginx.Tally, st *nginx.State) *nginx.Manager {
 	m := nginx.New(settings, s.rp, s.log)
 	m.Guard = s.guard
-	m.Tally = &s.counters.nginx
+	m.Tally = tally
 	if st != nil {
 		m.Restore(*st)
 	}

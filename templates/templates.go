@@ -1,7 +1,7 @@
-// Package templates renders the nginx configuration for gosup's upstreams:
-// an embedded default template, or a user's, executed with text/template
-// and slim-sprig's functions (sprig's, less those that need libraries
-// outside Go's standard library) over the data model below.
+// Package templates renders the nginx (or HAProxy) configuration for
+// gosup's upstreams: an embedded default template, or a user's, executed
+// with text/template and slim-sprig's functions (sprig's, less those that
+// need libraries outside Go's standard library) over the data model below.
 package templates
 
 import (
@@ -22,6 +22,9 @@ import (
 //go:embed nginx.conf.tmpl
 var defaultTemplate string
 
+//go:embed haproxy.cfg.tmpl
+var haproxyTemplate string
+
 // Data is what a template sees. Everything in it is sorted, so the same
 // configuration renders the same bytes (unless a template prints .Time).
 type Data struct {
@@ -38,16 +41,31 @@ type Data struct {
 	Programs []Program
 }
 
-// Upstream is one [nginx.upstream.NAME] table and its servers.
+// Upstream is one [nginx.upstream.NAME] table and its servers, or one
+// [haproxy.backend.NAME] table and its servers.
 type Upstream struct {
-	Name       string
-	Balance    string // least_conn, round_robin, ip_hash or "hash $key [consistent]"
-	Protocol   string // uwsgi or http
-	Keepalive  int    // 0: no keepalive directive
-	Listen     string // "" : no server block
-	ServerName string
-	Location   string
-	// Servers in program then process order.
+	Name string
+	// Balance is nginx's least_conn, round_robin, ip_hash or "hash $key
+	// [consistent]"; HAProxy's balance algorithm (leastconn, ...).
+	Balance   string
+	Protocol  string // nginx: uwsgi or http
+	Keepalive int    // nginx: 0, no keepalive directive
+	// Listen is where the balancer takes requests for the upstream: nginx's
+	// listen, HAProxy's bind; "": no server block (frontend).
+	Listen     string
+	ServerName string // nginx
+	Location   string // nginx
+	// Source is where the servers come from: "local" (this host's
+	// programs) or "registry" (every host's members published in etcd).
+	Source string
+	// HAProxy only: mode (http or tcp), the health check's path (http
+	// mode), its interval ("2s") and its rise and fall counts.
+	Mode          string
+	CheckPath     string
+	CheckInterval string
+	Rise, Fall    int
+	// Servers in program then process order (from the registry: by host,
+	// then port).
 	Servers []Server
 }
 
@@ -70,6 +88,10 @@ type Server struct {
 	Weight  int    // 0 or 1: no weight parameter
 	State   string // "up", or "down" while the process is drained
 }
+
+// ID is a name for the server unique in its upstream, fit for HAProxy's
+// server names: host:port, without brackets.
+func (s Server) ID() string { return fmt.Sprintf("%s:%d", s.Host, s.Port) }
 
 // Address is host:port, with brackets for an IPv6 host.
 func (s Server) Address() string {
@@ -113,6 +135,9 @@ func Load(path string) (*Template, error) {
 	}
 	return Parse(path, string(b))
 }
+
+// HAProxy is the embedded default HAProxy template.
+func HAProxy() (*Template, error) { return Parse("default", haproxyTemplate) }
 
 // Parse parses text, a template read from the file name (the config
 // package reads it, checking who may change it).

@@ -579,6 +579,30 @@ func registryLine(r api.RegistryStatus) string {
 		state, r.Published, down, r.Host, r.Prefix, r.Lease, r.TTLS, strings.Join(r.Endpoints, ", "), r.FailedWrites, r.LeaseGrants)
 }
 
+// watchLine is the registry watch as ctl info shows it: "ok since ...;
+// 6 members (1 down) of every host under /gosup, as of revision 42, on
+// http://10.0.0.10:2379", UNREACHABLE with the error (the members last
+// known), or connecting; then the keys ignored.
+func watchLine(w api.WatchStatus) string {
+	state := fmt.Sprintf("%s since %s", w.State, w.Since.Format(time.DateTime))
+	if w.State == "unreachable" {
+		state = fmt.Sprintf("UNREACHABLE since %s: %s", w.Since.Format(time.DateTime), w.Error)
+	}
+	members := "members not read yet"
+	if w.Synced {
+		down := ""
+		if w.Down > 0 {
+			down = fmt.Sprintf(" (%d down)", w.Down)
+		}
+		members = fmt.Sprintf("%d members%s of every host, as of revision %d", w.Members, down, w.Revision)
+		if w.State == "unreachable" {
+			members += " (the last known, still rendered)"
+		}
+	}
+	return fmt.Sprintf("%s; %s under %s on %s; %d keys ignored (not members), %d whole reads",
+		state, members, w.Prefix, strings.Join(w.Endpoints, ", "), w.Ignored, w.Reads)
+}
+
 func newInfoCmd(g *globalFlags) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
@@ -637,11 +661,17 @@ func newInfoCmd(g *globalFlags) *cobra.Command {
 			if n := info.Nginx; n != nil {
 				fmt.Fprintf(out, "nginx:           %s, %s servers in %s\n", nginxState(*n), nginxServers(*n), n.Output)
 			}
+			if h := info.HAProxy; h != nil {
+				fmt.Fprintf(out, "haproxy:         %s, %s servers in %s\n", balancerState("haproxy", *h), nginxServers(*h), h.Output)
+			}
 			if h := info.HTTP; h != nil {
 				fmt.Fprintf(out, "http:            %s\n", httpLine(*h))
 			}
 			if r := info.Registry; r != nil {
 				fmt.Fprintf(out, "registry:        %s\n", registryLine(*r))
+			}
+			if w := info.Watch; w != nil {
+				fmt.Fprintf(out, "registry watch:  %s\n", watchLine(*w))
 			}
 			dropped := "none"
 			if info.LogDroppedBytes > 0 || info.LogsFailing > 0 {

@@ -5,24 +5,48 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gosup/gosup/supervisor"
 	"github.com/gosup/gosup/supervisor/api"
 	"github.com/spf13/cobra"
 )
 
 func newRenderCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
+	var haproxy bool
+	c := &cobra.Command{
 		Use:   "render",
-		Short: "Print the nginx configuration the daemon would write, without a daemon",
-		Args:  cobra.NoArgs,
+		Short: "Print the nginx (or HAProxy) configuration the daemon would write, without a daemon",
+		Long: `Print the nginx configuration the daemon would write ([nginx]), or with
+--haproxy (or without an [nginx] table) the HAProxy one ([haproxy]). An
+upstream whose servers come from the registry is rendered from every
+host's members, read from etcd once.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.loadConfig()
 			if err != nil {
 				return err
 			}
-			if cfg.Nginx == nil && cfg.NginxRenderOnly == nil {
+			hasNginx := cfg.Nginx != nil || cfg.NginxRenderOnly != nil
+			if !haproxy && !hasNginx && cfg.HAProxy != nil {
+				haproxy = true
+			}
+			switch {
+			case haproxy && cfg.HAProxy == nil:
+				return usage(fmt.Errorf("%s has no [haproxy] table: nothing to render", cfg.File))
+			case !haproxy && !hasNginx:
 				return usage(fmt.Errorf("%s has no [nginx] table: nothing to render", cfg.File))
 			}
-			out, err := cfg.RenderNginx()
+			remote, empty, err := supervisor.ReadRemote(cmd.Context(), cfg)
+			if err != nil {
+				return failed(err)
+			}
+			for _, name := range empty {
+				fmt.Fprintf(cmd.ErrOrStderr(), "gosup render: upstream %s has no members in the registry\n", name)
+			}
+			render := cfg.RenderNginx
+			if haproxy {
+				render = cfg.RenderHAProxy
+			}
+			out, err := render(remote)
 			if err != nil {
 				return usage(err)
 			}
@@ -30,6 +54,8 @@ func newRenderCmd(g *globalFlags) *cobra.Command {
 			return err
 		},
 	}
+	c.Flags().BoolVar(&haproxy, "haproxy", false, "print the [haproxy] configuration")
+	return c
 }
 
 func newNginxCmd(g *globalFlags) *cobra.Command {
@@ -74,14 +100,17 @@ func newNginxCmd(g *globalFlags) *cobra.Command {
 // nginxState is the state of an nginx status in words: ok; not installed
 // or not running, the file written and nginx reloaded once it is there;
 // pending before the first attempt; FAILED otherwise.
-func nginxState(st api.NginxStatus) string {
+func nginxState(st api.NginxStatus) string { return balancerState("nginx", st) }
+
+// balancerState is nginxState for the balancer name (nginx or haproxy).
+func balancerState(name string, st api.NginxStatus) string {
 	switch {
 	case st.OK:
 		return "ok"
 	case st.NotInstalled:
-		return "not installed (the file is written, not checked; checked and nginx reloaded once it is there)"
+		return "not installed (the file is written, not checked; checked and " + name + " reloaded once it is there)"
 	case st.NotRunning:
-		return "not running (the file is written; nginx is reloaded once it runs)"
+		return "not running (the file is written; " + name + " is reloaded once it runs)"
 	case st.LastAttempt.IsZero():
 		return "pending"
 	}

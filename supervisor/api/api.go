@@ -131,6 +131,12 @@ type Info struct {
 	// Registry is how publishing to etcd goes (nil without a [registry]
 	// that publishes: one with a host).
 	Registry *RegistryStatus `json:"registry,omitempty"`
+	// HAProxy is the last HAProxy update's outcome (nil without
+	// [haproxy]).
+	HAProxy *NginxStatus `json:"haproxy,omitempty"`
+	// Watch is how the registry watch goes (nil unless an upstream is
+	// rendered from the registry).
+	Watch *WatchStatus `json:"watch,omitempty"`
 	// memmon's counters (zero without [memmon] / [email]): the mails
 	// sent and the alerts in them, the alerts held for a mail now, the
 	// attempts that failed, the alerts held for another attempt now (the
@@ -315,6 +321,30 @@ type RegistryStatus struct {
 	// is tried again); LeaseGrants the leases granted since the start.
 	FailedWrites int64 `json:"failed_writes"`
 	LeaseGrants  int64 `json:"lease_grants"`
+}
+
+// WatchStatus is the registry watch of a daemon that renders upstreams
+// from the registry (a balancer host).
+type WatchStatus struct {
+	Endpoints []string `json:"endpoints"`
+	Prefix    string   `json:"prefix"`
+	// State is "connecting" (not read yet), "ok" or "unreachable" (Error
+	// says why: the members last known are rendered); Since is when it
+	// began.
+	State string    `json:"state"`
+	Error string    `json:"error,omitempty"`
+	Since time.Time `json:"since"`
+	// Synced says the members were read at least once.
+	Synced bool `json:"synced"`
+	// Members counts every host's members held, Down those marked down;
+	// Revision is etcd's revision they are as of.
+	Members  int   `json:"members"`
+	Down     int   `json:"down,omitempty"`
+	Revision int64 `json:"revision"`
+	// Ignored counts the keys under the prefix that are not members;
+	// Reads the whole reads (the first, then one after each compaction).
+	Ignored int64 `json:"ignored,omitempty"`
+	Reads   int64 `json:"reads"`
 }
 
 // NginxStatus is the outcome of the last nginx update.

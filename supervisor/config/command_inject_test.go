@@ -38,7 +38,7 @@ template = "nginx.tmpl"
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := cfg.RenderNginx()
+	out, err := cfg.RenderNginx(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,6 +79,9 @@ type Config struct {
 	// Registry is the [registry] table: the etcd cluster the daemon
 	// publishes its upstream members to. Nil without the table.
 	Registry *Registry
+	// HAProxy is the [haproxy] table: the balancer tier's configuration
+	// rendered from the registry (nil without one).
+	HAProxy *HAProxy
 	// Sources is the content of every file the load read, keyed by its
 	// absolute path as in File, Files and Nginx.TemplateFile: the main
 	// file, the included files and the nginx template. Each is at most
@@ -603,6 +606,7 @@ func parse(file string, data []byte, files *fileReader) (*Config, error) {
 	errs = append(errs, l.crossCheck(cfg)...)
 	if len(errs) == 0 {
 		errs = append(errs, checkNginx(cfg, md, raw.Nginx, here, l.cerr, files.readFile)...)
+		errs = append(errs, checkHAProxy(cfg, md, raw.HAProxy, here, l.cerr, files.readFile)...)
 	}
 
 	if len(errs) > 0 {
@@ -779,6 +783,7 @@ var knownKeys = sync.OnceValue(func() map[string][]string {
 		"email":      tomlKeys(rawEmail{}),
 		"http":       tomlKeys(rawHTTP{}),
 		"registry":   tomlKeys(rawRegistry{}),
+		"haproxy":    tomlKeys(rawHAProxy{}),
 	}
 })
 
@@ -807,6 +812,10 @@ func suggest(k toml.Key) string {
 	case table == "nginx" && len(k) == 4 && k[1] == "upstream":
 		return closest(last, tomlKeys(rawUpstream{}))
 	case table == "nginx" && len(k) != 2:
+		return ""
+	case table == "haproxy" && len(k) == 4 && k[1] == "backend":
+		return closest(last, tomlKeys(rawBackend{}))
+	case table == "haproxy" && len(k) != 2:
 		return ""
 	case (table == "memmon" || table == "email" || table == "http" || table == "registry") && len(k) != 2:
 		return ""

@@ -219,7 +219,7 @@ output = "out.conf"
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := cfg.Nginx.Template.Render(cfg.NginxData(map[string]bool{"web:web_1": true}))
+	out, err := cfg.Nginx.Template.Render(cfg.NginxData(map[string]bool{"web:web_1": true}, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ protocol = "http"
 	if cfg.NginxRenderOnly == nil {
 		t.Fatal("NginxRenderOnly is nil")
 	}
-	out, err := cfg.RenderNginx()
+	out, err := cfg.RenderNginx(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,7 +88,7 @@ func TestRenderSourceCannotInject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := cfg.RenderNginx()
+	out, err := cfg.RenderNginx(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

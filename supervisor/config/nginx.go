@@ -40,6 +40,10 @@ type Upstream struct {
 	Listen     string
 	ServerName string
 	Location   string
+	// Source is where the servers come from: SourceLocal (this host's
+	// programs with upstream = NAME) or SourceRegistry (every host's
+	// members in etcd, watched).
+	Source string
 }
 
 // Nginx defaults.
@@ -99,25 +103,8 @@ func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr 
 	if n.TemplateFile != "" {
 		n.TemplateFile = absTo(here, n.TemplateFile)
 	}
-	var tmpl *templates.Template
-	var err error
-	if n.TemplateFile == "" {
-		tmpl, err = templates.Load("")
-	} else if text, rerr := read(n.TemplateFile); rerr != nil {
-		// A refused file is its own error, naming it; nginx.template says
-		// which key named it.
-		var ce *Error
-		if errors.As(rerr, &ce) {
-			errs = append(errs, ce)
-			rerr = errors.New("refused (see above)")
-		}
-		err = fmt.Errorf("read template: %w", rerr)
-	} else {
-		tmpl, err = templates.Parse(n.TemplateFile, string(text))
-	}
-	if err != nil {
-		errs = append(errs, cerr("nginx.template", "%v", err))
-	}
+	tmpl, terrs := loadTemplate(n.TemplateFile, templates.Load, "nginx.template", cerr, read)
+	errs = append(errs, terrs...)
 	used := map[string]bool{}
 	for _, p := range cfg.Programs {
 		if u := p.Spec.Upstream; u != "" {
@@ -133,8 +120,19 @@ func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr 
 		if !procgroup.ValidName(name) {
 			errs = append(errs, cerr(key, "upstream name %q may only contain letters, digits, '_', '.' and '-'", name))
 		}
-		if !used[name] {
-			errs = append(errs, cerr(key, "no program has upstream = %q; nginx refuses an upstream without servers", name))
+		switch u.Source {
+		case "", SourceLocal:
+			u.Source = SourceLocal
+			if !used[name] {
+				errs = append(errs, cerr(key, "no program has upstream = %q; nginx refuses an upstream without servers", name))
+			}
+		case SourceRegistry:
+			errs = append(errs, checkRegistrySource(cfg, name, key, cerr)...)
+			if md.IsDefined("nginx", "upstream", name, "host") {
+				errs = append(errs, cerr(key+".host", "a registry-sourced upstream's servers are at the addresses their hosts publish: remove host"))
+			}
+		default:
+			errs = append(errs, cerr(key+".source", "invalid source %q: want local (this host's programs) or registry (every host's members in etcd)", u.Source))
 		}
 		if !md.IsDefined("nginx", "upstream", name, "balance") {
 			u.Balance = "least_conn"
@@ -173,15 +171,70 @@ func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr 
 	} else {
 		cfg.Nginx = n
 	}
-	if _, err := tmpl.Render(cfg.NginxData(nil)); err != nil {
+	if _, err := tmpl.Render(cfg.NginxData(nil, sampleRemote(n.Upstream, func(u Upstream) string { return u.Source }))); err != nil {
 		errs = append(errs, cerr("nginx.template", "%v", err))
 	}
 	return errs
 }
 
+// Sources of an upstream's servers.
+const (
+	SourceLocal    = "local"    // this host's programs
+	SourceRegistry = "registry" // every host's members, published in etcd
+)
+
+// checkRegistrySource checks what a registry-sourced upstream (or HAProxy
+// backend) name, at key, needs: a [registry] table to read, and this
+// host's own programs in it published (a host).
+func checkRegistrySource(cfg *Config, name, key string, cerr func(key, format string, args ...any) *Error) []error {
+	if cfg.Registry == nil {
+		return []error{cerr(key, "its servers come from the registry: add a [registry] table with etcd = [...] endpoints")}
+	}
+	var errs []error
+	if cfg.Registry.Host == "" {
+		for _, p := range cfg.Programs {
+			if p.Spec.Upstream == name {
+				errs = append(errs, cerr("program."+p.Name+".upstream", "upstream %q takes its servers from the registry, where this host publishes nothing without [registry] host: set it to the address other hosts reach this one on", name))
+			}
+		}
+	}
+	return errs
+}
+
+// loadTemplate reads and parses the template file ("": the default def
+// gives), the value of key.
+func loadTemplate(file string, def func(string) (*templates.Template, error), key string, cerr func(key, format string, args ...any) *Error, read func(string) ([]byte, error)) (*templates.Template, []error) {
+	var errs []error
+	var tmpl *templates.Template
+	var err error
+	if file == "" {
+		tmpl, err = def("")
+	} else if text, rerr := read(file); rerr != nil {
+		// A refused file is its own error, naming it; key says which key
+		// named it.
+		var ce *Error
+		if errors.As(rerr, &ce) {
+			errs = append(errs, ce)
+			rerr = errors.New("refused (see above)")
+		}
+		err = fmt.Errorf("read template: %w", rerr)
+	} else {
+		tmpl, err = templates.Parse(file, string(text))
+	}
+	if err != nil {
+		errs = append(errs, cerr(key, "%v", err))
+	}
+	return tmpl, errs
+}
+
+// Remote is the members of registry-sourced upstreams, by upstream name,
+// as the templates see them (sorted by host, then port).
+type Remote map[string][]templates.Server
+
 // NginxData builds what the nginx template sees. down, when set, names
-// the processes (group:process) to render as down.
-func (cfg *Config) NginxData(down map[string]bool) templates.Data {
+// the processes (group:process) to render as down; remote holds the
+// servers of registry-sourced upstreams.
+func (cfg *Config) NginxData(down map[string]bool, remote Remote) templates.Data {
 	host, _ := os.Hostname()
 	// Neither comes from a checked value: a control character in the
 	// file's name or the host name could end the template's comment line.
@@ -205,7 +258,7 @@ func (cfg *Config) NginxData(down map[string]bool) templates.Data {
 				continue
 			}
 			up := ps.Program.Upstream
-			if _, ok := n.Upstream[up]; !ok {
+			if u, ok := n.Upstream[up]; !ok || u.Source == SourceRegistry {
 				continue
 			}
 			state := "up"
@@ -222,9 +275,13 @@ func (cfg *Config) NginxData(down map[string]bool) templates.Data {
 	if n != nil {
 		for _, name := range slices.Sorted(maps.Keys(n.Upstream)) {
 			u := n.Upstream[name]
+			sv := servers[name]
+			if u.Source == SourceRegistry {
+				sv = remote[name]
+			}
 			d.Upstreams = append(d.Upstreams, templates.Upstream{
 				Name: name, Balance: u.Balance, Protocol: u.Protocol, Keepalive: u.Keepalive,
-				Listen: u.Listen, ServerName: u.ServerName, Location: u.Location, Servers: servers[name],
+				Listen: u.Listen, ServerName: u.ServerName, Location: u.Location, Source: u.Source, Servers: sv,
 			})
 		}
 	}
@@ -234,6 +291,20 @@ func (cfg *Config) NginxData(down map[string]bool) templates.Data {
 // printable replaces each control or format character of s with '?'.
 func printable(s string) string {
 	return safetext.Printable(s, '?')
+}
+
+// FromRegistry reports whether an upstream of n takes its servers from
+// the registry (false for a nil n).
+func (n *Nginx) FromRegistry() bool {
+	if n == nil {
+		return false
+	}
+	for _, u := range n.Upstream {
+		if u.Source == SourceRegistry {
+			return true
+		}
+	}
+	return false
 }
 
 // renderedNginx is the [nginx] table gosup render prints: the daemon's,
@@ -247,11 +318,28 @@ func (cfg *Config) renderedNginx() *Nginx {
 
 // RenderNginx renders the nginx configuration for cfg as the daemon would
 // write it at start (every server up), also for an [nginx] table without
-// output. It returns nil when cfg has no [nginx].
-func (cfg *Config) RenderNginx() ([]byte, error) {
+// output. It returns nil when cfg has no [nginx]. remote holds the
+// servers of registry-sourced upstreams.
+func (cfg *Config) RenderNginx(remote Remote) ([]byte, error) {
 	n := cfg.renderedNginx()
 	if n == nil || n.Template == nil {
 		return nil, nil
 	}
-	return n.Template.Render(cfg.NginxData(nil))
+	return n.Template.Render(cfg.NginxData(nil, remote))
+}
+
+// sampleRemote gives each upstream of ups whose source is the registry
+// one server up and one down: a template that cannot render them is a
+// configuration error, found before any member is read.
+func sampleRemote[U any](ups map[string]U, source func(U) string) Remote {
+	r := Remote{}
+	for name, u := range ups {
+		if source(u) == SourceRegistry {
+			r[name] = []templates.Server{
+				{Host: "192.0.2.1", Port: 9000, Name: "web:web_00", Program: "web", Process: "web:web_00", Weight: 1, State: "up"},
+				{Host: "192.0.2.2", Port: 9000, Name: "web:web_00", Program: "web", Process: "web:web_00", Weight: 1, State: "down"},
+			}
+		}
+	}
+	return r
 }

@@ -43,12 +43,12 @@ func TestRenderGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			have, err := cfg.RenderNginx()
+			have, err := cfg.RenderNginx(nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			have = bytes.ReplaceAll(have, []byte(cfg.File), []byte("GOSUP.TOML"))
-			again, _ := cfg.RenderNginx()
+			again, _ := cfg.RenderNginx(nil)
 			if !bytes.Equal(bytes.ReplaceAll(again, []byte(cfg.File), []byte("GOSUP.TOML")), have) {
 				t.Error("two renderings of the same configuration differ")
 			}

@@ -28,6 +28,7 @@ type rawConfig struct {
 	Email      toml.Primitive            `toml:"email"`
 	HTTP       *rawHTTP                  `toml:"http"`
 	Registry   *rawRegistry              `toml:"registry"`
+	HAProxy    *rawHAProxy               `toml:"haproxy"`
 }
 
 // rawInclude is an included file as decoded: only [program.NAME] tables are
@@ -108,6 +109,29 @@ type rawUpstream struct {
 	Listen     string `toml:"listen"`
 	ServerName string `toml:"server_name"`
 	Location   string `toml:"location"`
+	Source     string `toml:"source"`
+}
+
+// rawHAProxy is the [haproxy] table (HAProxy).
+type rawHAProxy struct {
+	Output         string                `toml:"output"`
+	Template       string                `toml:"template"`
+	TestCommand    string                `toml:"test_command"`
+	ReloadCommand  string                `toml:"reload_command"`
+	CommandTimeout duration              `toml:"command_timeout"`
+	Socket         string                `toml:"socket"`
+	Backend        map[string]rawBackend `toml:"backend"`
+}
+
+// rawBackend is one [haproxy.backend.NAME] table (Backend).
+type rawBackend struct {
+	Bind          string   `toml:"bind"`
+	Mode          string   `toml:"mode"`
+	Balance       string   `toml:"balance"`
+	CheckPath     string   `toml:"check_path"`
+	CheckInterval duration `toml:"check_interval"`
+	Rise          int      `toml:"rise"`
+	Fall          int      `toml:"fall"`
 }
 
 // rawHTTP is the [http] table (HTTP).

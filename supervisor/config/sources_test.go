@@ -102,7 +102,7 @@ func TestSourcesHoldEveryFileRead(t *testing.T) {
 // made writable by anyone (no trust check: they were checked when read).
 func TestLoadFromSources(t *testing.T) {
 	dir, first := loadSources(t)
-	firstNginx, err := first.RenderNginx()
+	firstNginx, err := first.RenderNginx(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestLoadFromSources(t *testing.T) {
 			if !reflect.DeepEqual(nn, fn) {
 				t.Errorf("Nginx: have %+v, want %+v", nn, fn)
 			}
-			rendered, err := next.RenderNginx()
+			rendered, err := next.RenderNginx(nil)
 			if err != nil {
 				t.Fatal(err)
 			}

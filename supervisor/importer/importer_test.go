@@ -177,7 +177,7 @@ func TestUpstream(t *testing.T) {
 		if cfg.Nginx != nil {
 			t.Errorf("%q: the daemon would write %s: output must stay commented out", tc.command, cfg.Nginx.Output)
 		}
-		out, err := cfg.RenderNginx()
+		out, err := cfg.RenderNginx(nil)
 		if err != nil {
 			t.Fatal(err)
 		}

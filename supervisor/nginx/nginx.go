@@ -1,11 +1,14 @@
-// Package nginx keeps nginx's upstream file in step with the processes:
-// a Manager renders what it is given, replaces the file atomically, has
-// nginx test it (restoring the previous file if the test fails) and
-// reload, and retries a failed reload with backoff.
+// Package nginx keeps a balancer's configuration file (nginx's upstreams,
+// or HAProxy's backends) in step with the servers: a Manager renders what
+// it is given, replaces the file atomically, has the balancer test it
+// (restoring the previous file if the test fails) and reload, and retries
+// a failed reload with backoff. A change of server states alone can go
+// through the balancer's runtime API instead of a reload.
 package nginx
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"time"
 
@@ -28,6 +32,9 @@ import (
 // Settings say where the file goes, how it is rendered and how nginx tests
 // and loads it: the validated [nginx] table.
 type Settings struct {
+	// Name is the balancer's program, in messages and the check that it
+	// is installed: "nginx" (the default) or "haproxy".
+	Name     string
 	Output   string              // the file written
 	Template *templates.Template // what renders it
 	// TestCommand and ReloadCommand are operator command lines ("" skips
@@ -35,6 +42,20 @@ type Settings struct {
 	TestCommand    string
 	ReloadCommand  string
 	CommandTimeout time.Duration
+	// Runtime, when set, applies a change of server states alone (the
+	// same servers, only some marked down or up again) to the running
+	// balancer without a reload: the file is written and tested as
+	// always, then Runtime is called instead of the reload command. An
+	// error falls back to the reload.
+	Runtime func(ctx context.Context, changes []StateChange) error
+}
+
+// StateChange is one server whose state changed: Upstream is its
+// upstream's (or backend's) name, Server as the template sees it, with
+// its new State.
+type StateChange struct {
+	Upstream string
+	Server   templates.Server
 }
 
 // Status is the outcome of the last update (api.NginxStatus has the same
@@ -105,6 +126,7 @@ type Manager struct {
 
 	rp   *reaper.Reaper
 	log  *slog.Logger
+	name string // Settings.Name
 	kick chan struct{}
 	stop func() // set by Start: ends run and waits for it
 	// applyHook, when set before Start (by tests), runs first in every
@@ -122,6 +144,10 @@ type Manager struct {
 	// kept here for State and Restore.
 	last  *submission
 	delay time.Duration
+	// loaded is the data the running balancer was last loaded with (a
+	// reload or the runtime API succeeded): a rendering that differs
+	// from it in server states alone goes through Settings.Runtime.
+	loaded *templates.Data
 }
 
 // Tally counts what the managers of a daemon did, by outcome: the
@@ -138,6 +164,10 @@ type Counts struct {
 	RendersChanged   int64 `json:"renders_changed"`
 	RendersUnchanged int64 `json:"renders_unchanged"`
 	RendersFailed    int64 `json:"renders_failed"`
+	// Runtime API updates (a change of server states alone): applied, or
+	// failed (then reloaded instead).
+	RuntimeOK     int64 `json:"runtime_ok,omitempty"`
+	RuntimeFailed int64 `json:"runtime_failed,omitempty"`
 	// Runs of the test command, and of the reload command (not running:
 	// it said nginx is not running, or nginx is not installed).
 	TestsOK           int64 `json:"tests_ok"`
@@ -200,10 +230,12 @@ const (
 // New makes a manager for s that runs its commands through rp; nothing
 // runs until Start.
 func New(s Settings, rp *reaper.Reaper, log *slog.Logger) *Manager {
+	name := cmp.Or(s.Name, "nginx")
 	return &Manager{
+		name:     name,
 		settings: s,
 		rp:       rp,
-		log:      log.With("component", "nginx"),
+		log:      log.With("component", name),
 		kick:     make(chan struct{}, 1),
 		status:   Status{Output: s.Output},
 	}
@@ -215,7 +247,7 @@ func (m *Manager) Start() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		m.Guard.Run(ctx, "nginx manager", m.run)
+		m.Guard.Run(ctx, m.name+" manager", m.run)
 	}()
 	m.stop = func() {
 		cancel()
@@ -338,7 +370,7 @@ func (m *Manager) run(ctx context.Context) {
 		if applying == nil {
 			return
 		}
-		const failed = "update not applied: the nginx manager failed (a panic, see ctl info and the daemon's log); it tries again after a backoff"
+		failed := "update not applied: the " + m.name + " manager failed (a panic, see ctl info and the daemon's log); it tries again after a backoff"
 		// The status first: a waiter that hears of the failure and asks
 		// for the status sees it.
 		m.mu.Lock()
@@ -366,7 +398,7 @@ func (m *Manager) run(ctx context.Context) {
 			m.mu.Lock()
 			if m.pending != nil {
 				for _, w := range m.pending.waiters {
-					w <- errors.New("nginx updates stopped")
+					w <- errors.New(m.name + " updates stopped")
 				}
 				m.pending.waiters = nil
 			}
@@ -417,9 +449,9 @@ func (m *Manager) run(ctx context.Context) {
 				m.log.Warn(nr.Error())
 			}
 		case err != nil && needRetry:
-			m.log.Warn("nginx reload failed; will retry", "in", delay, "err", err)
+			m.log.Warn(m.name+" reload failed; will retry", "in", delay, "err", err)
 		case err != nil:
-			m.log.Error("nginx not updated", "err", err)
+			m.log.Error(m.name+" not updated", "err", err)
 		}
 		if err != nil && needRetry {
 			retry.Reset(delay)
@@ -491,7 +523,7 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 		return fmt.Errorf("read %s: %w", n.Output, readErr)
 	}
 	if existed && bytes.Equal(old, out) && !reloadNeeded {
-		m.log.Debug("nginx configuration unchanged", "output", n.Output)
+		m.log.Debug(m.name+" configuration unchanged", "output", n.Output)
 		rendered = true
 		m.Tally.count(func(c *Counts) { c.RendersUnchanged++ })
 		m.setServers(servers, down)
@@ -517,10 +549,10 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 	// Without nginx there is nothing to test or reload: the file is
 	// written, and both are done once nginx is there.
 	for _, c := range []string{n.TestCommand, n.ReloadCommand} {
-		if prog := missingProgram(c); prog != "" {
+		if prog := missingProgram(c, m.name); prog != "" {
 			m.Tally.count(func(c *Counts) { c.ReloadsNotRunning++ })
 			m.setServers(servers, down)
-			return m.notRunning(&notRunningError{output: n.Output, missing: prog}, changed || untested, nil)
+			return m.notRunning(&notRunningError{name: m.name, output: n.Output, missing: prog}, changed || untested, nil)
 		}
 	}
 	if changed || untested {
@@ -539,7 +571,7 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 				}
 				return fmt.Errorf("new configuration rejected, previous one restored: %w", err)
 			}
-			m.log.Debug("nginx test passed", "output", string(text))
+			m.log.Debug(m.name+" test passed", "output", string(text))
 		}
 		m.mu.Lock()
 		m.untested = false
@@ -547,11 +579,25 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 	}
 	// The file on disk is this rendering from here on.
 	m.setServers(servers, down)
+	if changes, ok := m.stateChangesOnly(n, d, reloadNeeded || untested); ok {
+		err := n.Runtime(ctx, changes)
+		if err == nil {
+			m.Tally.count(func(c *Counts) { c.RuntimeOK++ })
+			m.mu.Lock()
+			m.status.LastChange = time.Now()
+			m.loaded = &d
+			m.mu.Unlock()
+			m.log.Info(m.name+" updated through its runtime API, without a reload", "output", n.Output, "changed", len(changes))
+			return nil
+		}
+		m.Tally.count(func(c *Counts) { c.RuntimeFailed++ })
+		m.log.Warn(m.name+" runtime API failed: reloading instead", "err", err)
+	}
 	if n.ReloadCommand != "" {
 		if text, err := procgroup.RunCommand(ctx, m.rp, n.ReloadCommand, nil, n.CommandTimeout); err != nil {
 			if notRunning(text) {
 				m.Tally.count(func(c *Counts) { c.ReloadsNotRunning++ })
-				return m.notRunning(&notRunningError{output: n.Output, tested: n.TestCommand != ""}, false, err)
+				return m.notRunning(&notRunningError{name: m.name, output: n.Output, tested: n.TestCommand != ""}, false, err)
 			}
 			m.Tally.count(func(c *Counts) { c.ReloadsFailed++ })
 			m.mu.Lock()
@@ -567,13 +613,56 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 	m.status.NotRunning, m.status.NotInstalled = false, false
 	m.status.Reloads++
 	m.status.LastChange = time.Now()
+	m.loaded = &d
 	m.mu.Unlock()
 	if wasDown {
-		m.log.Info("nginx is running: reloaded", "output", n.Output, "servers", servers)
+		m.log.Info(m.name+" is running: reloaded", "output", n.Output, "servers", servers)
 	} else {
-		m.log.Info("nginx updated", "output", n.Output, "servers", servers)
+		m.log.Info(m.name+" updated", "output", n.Output, "servers", servers)
 	}
 	return nil
+}
+
+// stateChangesOnly gives the servers whose state d changes from what the
+// running balancer was loaded with, when that is all d changes and the
+// runtime API can apply it: n has Runtime, nothing is owed (a reload or
+// a test: owed says so) and the balancer was loaded by this manager.
+func (m *Manager) stateChangesOnly(n Settings, d templates.Data, owed bool) ([]StateChange, bool) {
+	m.mu.Lock()
+	loaded := m.loaded
+	m.mu.Unlock()
+	if n.Runtime == nil || owed || loaded == nil || len(loaded.Upstreams) != len(d.Upstreams) {
+		return nil, false
+	}
+	a, b := *loaded, d
+	a.Time, b.Time = time.Time{}, time.Time{}
+	a.Upstreams, b.Upstreams = nil, nil
+	if !reflect.DeepEqual(a, b) {
+		return nil, false
+	}
+	var changes []StateChange
+	for i, u := range d.Upstreams {
+		was := loaded.Upstreams[i]
+		if len(was.Servers) != len(u.Servers) {
+			return nil, false
+		}
+		wu, nu := was, u
+		wu.Servers, nu.Servers = nil, nil
+		if !reflect.DeepEqual(wu, nu) {
+			return nil, false
+		}
+		for j, sv := range u.Servers {
+			old := was.Servers[j]
+			old.State = sv.State
+			if old != sv {
+				return nil, false
+			}
+			if was.Servers[j].State != sv.State {
+				changes = append(changes, StateChange{Upstream: u.Name, Server: sv})
+			}
+		}
+	}
+	return changes, len(changes) > 0
 }
 
 // notRunning records that nginx is not there to load the file (not
@@ -594,12 +683,12 @@ func (m *Manager) notRunning(e *notRunningError, untested bool, cause error) err
 // not to be found (not in $PATH, or no such file), "" otherwise: any other
 // program missing (a typo, systemctl in a container) is the command's
 // failure, reported as such.
-func missingProgram(command string) string {
+func missingProgram(command, name string) string {
 	if command == "" {
 		return ""
 	}
 	argv, err := procgroup.CommandArgv(command)
-	if err != nil || len(argv) == 0 || filepath.Base(argv[0]) != "nginx" {
+	if err != nil || len(argv) == 0 || filepath.Base(argv[0]) != name {
 		return ""
 	}
 	if _, err := exec.LookPath(argv[0]); errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
@@ -620,6 +709,7 @@ func (m *Manager) setServers(servers, down int) {
 // at the next retry after. first says the previous attempt did not find
 // nginx down: only then is it logged and counted.
 type notRunningError struct {
+	name    string // the balancer: nginx or haproxy
 	output  string
 	tested  bool
 	missing string // the program not found: nginx is not installed
@@ -629,13 +719,13 @@ type notRunningError struct {
 
 func (e *notRunningError) Error() string {
 	if e.missing != "" {
-		return fmt.Sprintf("nginx is not installed (no %s): %s written, not checked; it will be checked and nginx reloaded once it is there", e.missing, e.output)
+		return fmt.Sprintf("%s is not installed (no %s): %s written, not checked; it will be checked and %s reloaded once it is there", e.name, e.missing, e.output, e.name)
 	}
 	done := "written"
 	if e.tested {
 		done = "written and checked"
 	}
-	return fmt.Sprintf("nginx is not running: %s %s; it will be reloaded once nginx runs", e.output, done)
+	return fmt.Sprintf("%s is not running: %s %s; it will be reloaded once %s runs", e.name, e.output, done, e.name)
 }
 
 func (e *notRunningError) Unwrap() error { return e.err }
@@ -693,7 +783,7 @@ func readOutput(path string) ([]byte, error) {
 		return nil, err
 	}
 	if len(b) > maxOutputBytes {
-		return nil, fmt.Errorf("more than %d MiB, so not a file gosup wrote: remove it, or set [nginx] output to a path of gosup's own", maxOutputBytes>>20)
+		return nil, fmt.Errorf("more than %d MiB, so not a file gosup wrote: remove it, or set output to a path of gosup's own", maxOutputBytes>>20)
 	}
 	return b, nil
 }
