@@ -70,6 +70,12 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 				} else {
 					fmt.Fprintf(cmd.OutOrStdout(), "registry: %s under %s; publishes nothing (no host)\n", strings.Join(r.Endpoints, ", "), r.Prefix)
 				}
+				if names := cfg.RegistryUpstreams(); len(names) > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "registry: renders every host's members of %s, watched (etcd not asked now)\n", strings.Join(names, ", "))
+				}
+			}
+			if h := cfg.HAProxy; h != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "haproxy: %d backends, rendered to %s (see gosup render --haproxy)\n", len(h.Backend), h.Output)
 			}
 			return nil
 		},

@@ -120,7 +120,7 @@ func checkHAProxy(cfg *Config, md toml.MetaData, raw *rawHAProxy, here string, c
 		if !procgroup.ValidName(name) {
 			errs = append(errs, cerr(key, "backend name %q may only contain letters, digits, '_', '.' and '-'", name))
 		}
-		errs = append(errs, checkRegistrySource(cfg, name, key, cerr)...)
+		errs = append(errs, checkRegistrySource(cfg, key, cerr)...)
 		if b.Mode == "" {
 			b.Mode = "http"
 		}

@@ -127,7 +127,7 @@ func checkNginx(cfg *Config, md toml.MetaData, raw *rawNginx, here string, cerr 
 				errs = append(errs, cerr(key, "no program has upstream = %q; nginx refuses an upstream without servers", name))
 			}
 		case SourceRegistry:
-			errs = append(errs, checkRegistrySource(cfg, name, key, cerr)...)
+			errs = append(errs, checkRegistrySource(cfg, key, cerr)...)
 			if md.IsDefined("nginx", "upstream", name, "host") {
 				errs = append(errs, cerr(key+".host", "a registry-sourced upstream's servers are at the addresses their hosts publish: remove host"))
 			}
@@ -184,21 +184,14 @@ const (
 )
 
 // checkRegistrySource checks what a registry-sourced upstream (or HAProxy
-// backend) name, at key, needs: a [registry] table to read, and this
-// host's own programs in it published (a host).
-func checkRegistrySource(cfg *Config, name, key string, cerr func(key, format string, args ...any) *Error) []error {
+// backend), at key, needs: a [registry] table to read. (A program of this
+// host in it is published only with [registry] host, which checkRegistry
+// requires of every program with an upstream.)
+func checkRegistrySource(cfg *Config, key string, cerr func(key, format string, args ...any) *Error) []error {
 	if cfg.Registry == nil {
 		return []error{cerr(key, "its servers come from the registry: add a [registry] table with etcd = [...] endpoints")}
 	}
-	var errs []error
-	if cfg.Registry.Host == "" {
-		for _, p := range cfg.Programs {
-			if p.Spec.Upstream == name {
-				errs = append(errs, cerr("program."+p.Name+".upstream", "upstream %q takes its servers from the registry, where this host publishes nothing without [registry] host: set it to the address other hosts reach this one on", name))
-			}
-		}
-	}
-	return errs
+	return nil
 }
 
 // loadTemplate reads and parses the template file ("": the default def
