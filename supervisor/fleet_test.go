@@ -100,7 +100,9 @@ source = "registry"
 protocol = "http"
 listen = "127.0.0.1:%d"
 `, srv.Endpoint, n.include, n.args("-t", "-q"), n.args("-s", "reload"), n.port)))
-	waitInfo(t, bal, "both members rendered", func(i api.Info) bool { return i.Nginx != nil && i.Nginx.OK && i.Nginx.Servers == 2 && i.Nginx.Down == 0 })
+	waitInfo(t, bal, "both members rendered", func(i api.Info) bool {
+		return i.Nginx != nil && i.Nginx.OK && i.Nginx.Servers == 2 && i.Nginx.Down == 0
+	})
 	url := fmt.Sprintf("http://127.0.0.1:%d/", n.port)
 	if seen := portsBehind(t, url, 2); len(seen) != 2 {
 		t.Fatalf("nginx reached ports %v, want both", seen)
