@@ -9,7 +9,8 @@ import (
 
 // config yields plain structs: it, and whatever it imports, may use only
 // the process layer (procgroup and its subpackages, memmon), the template
-// model, logtail and internal/safetext (leaves on the standard library),
+// model, logtail, internal/safetext and internal/hostaddr (leaves on the
+// standard library),
 // never the daemon or its side packages (supervisor,
 // supervisor/nginx, supervisor/api, ...). Checked over everything config
 // imports, directly or not, so that the direction cannot regress unseen.
@@ -21,7 +22,7 @@ func TestConfigImportsNoRuntime(t *testing.T) {
 	}
 	allowed := func(path string) bool {
 		rel := strings.TrimPrefix(path, module)
-		for _, ok := range []string{"procgroup", "memmon", "templates", "logtail", "internal/safetext"} {
+		for _, ok := range []string{"procgroup", "memmon", "templates", "logtail", "internal/safetext", "internal/hostaddr"} {
 			if rel == ok || strings.HasPrefix(rel, ok+"/") {
 				return true
 			}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/gosup/gosup/internal/hostaddr"
 )
 
 // Registry is the validated [registry] table: the etcd cluster this
@@ -106,7 +108,7 @@ func checkRegistry(cfg *Config, main *source, raw *rawRegistry, insecure bool) [
 		errs = append(errs, main.cerr("registry.prefix", "%q: want a key path such as \"/gosup\" (starting with /, not / alone, no spaces)", raw.Prefix))
 	}
 	if r.Host != "" {
-		if err := checkRegistryHost(r.Host); err != nil {
+		if err := hostaddr.Check(r.Host); err != nil {
 			errs = append(errs, main.cerr("registry.host", "%v", err))
 		}
 	} else if main.md.IsDefined("registry", "host") {
@@ -208,31 +210,6 @@ func certPool(data []byte) (*x509.CertPool, error) {
 		return nil, errors.New("holds no PEM certificate")
 	}
 	return pool, nil
-}
-
-// checkRegistryHost checks [registry] host: an IP address or a host name,
-// without a port.
-func checkRegistryHost(h string) error {
-	if ip, err := netip.ParseAddr(h); err == nil {
-		if ip.IsUnspecified() {
-			return fmt.Errorf("%q is every address, not one other hosts can reach: write this host's address", h)
-		}
-		return nil
-	}
-	if len(h) > 253 {
-		return fmt.Errorf("%q: too long for a host name", h)
-	}
-	for _, label := range strings.Split(h, ".") {
-		if label == "" || len(label) > 63 || strings.HasPrefix(label, "-") || strings.HasSuffix(label, "-") {
-			return fmt.Errorf("%q: want an IP address or a host name (no port: each process's port is added)", h)
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return fmt.Errorf("%q: want an IP address or a host name (no port: each process's port is added)", h)
-			}
-		}
-	}
-	return nil
 }
 
 func loopbackURL(ep string) bool {

@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gosup/gosup/internal/hostaddr"
+	"github.com/gosup/gosup/procgroup"
 	"github.com/gosup/gosup/supervisor/registry/etcd"
 )
 
@@ -107,6 +109,19 @@ func ParseMember(prefix, key string, data []byte) (Member, error) {
 	if v.State != StateUp && v.State != StateDown {
 		return Member{}, fmt.Errorf("key %q: state %q: want up or down", key, v.State)
 	}
+	// What a balancer writes into its configuration file must not be able
+	// to end a directive or a comment there: whoever can write to etcd
+	// is not trusted with the balancer's configuration.
+	if err := hostaddr.Check(v.Host); err != nil {
+		return Member{}, fmt.Errorf("key %q: host: %w", key, err)
+	}
+	if v.Port < 1 || v.Port > 65535 || v.Weight < 0 || v.Weight > maxWeight || v.Pid < 0 {
+		return Member{}, fmt.Errorf("key %q: port %d, weight %d or pid %d out of range", key, v.Port, v.Weight, v.Pid)
+	}
+	group, proc, ok := strings.Cut(v.Process, ":")
+	if !procgroup.ValidName(v.Program) || !ok || !procgroup.ValidName(group) || !procgroup.ValidName(proc) {
+		return Member{}, fmt.Errorf("key %q: program %q or process %q is not a gosup name (NAME and GROUP:NAME of letters, digits, '_', '.' and '-')", key, v.Program, v.Process)
+	}
 	m := Member{Upstream: name, Host: v.Host, Port: v.Port, Weight: v.Weight, State: v.State,
 		Program: v.Program, Process: v.Process, Pid: v.Pid}
 	if v.StartTime != "" {
@@ -118,6 +133,10 @@ func ParseMember(prefix, key string, data []byte) (Member, error) {
 	}
 	return m, nil
 }
+
+// maxWeight bounds a member's weight: HAProxy takes at most 256, nginx
+// any; a larger one is not a member gosup published.
+const maxWeight = 1 << 20
 
 // Options set up a Publisher.
 type Options struct {

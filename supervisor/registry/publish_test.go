@@ -98,6 +98,15 @@ func TestMemberValueRoundTrip(t *testing.T) {
 		{"/gosup/upstreams/web/10.0.0.9:9100", v},
 		{key, `{"host":"fd00::5","port":9100,"state":"maybe"}`},
 		{key, `not json`},
+		// Whatever a balancer would write into its configuration: a
+		// member read from etcd is not trusted with it.
+		{"/gosup/upstreams/web/a b:9100", `{"host":"a b","port":9100,"state":"up","program":"web","process":"web:web_00"}`},
+		{"/gosup/upstreams/web/x;}\n:9100", `{"host":"x;}\n","port":9100,"state":"up","program":"web","process":"web:web_00"}`},
+		{"/gosup/upstreams/web/10.0.0.9:0", `{"host":"10.0.0.9","port":0,"state":"up","program":"web","process":"web:web_00"}`},
+		{"/gosup/upstreams/web/10.0.0.9:9100", `{"host":"10.0.0.9","port":9100,"weight":-1,"state":"up","program":"web","process":"web:web_00"}`},
+		{"/gosup/upstreams/web/10.0.0.9:9100", `{"host":"10.0.0.9","port":9100,"state":"up","program":"web","process":"web:web_00\nserver evil"}`},
+		{"/gosup/upstreams/web/10.0.0.9:9100", `{"host":"10.0.0.9","port":9100,"state":"up","program":"w b","process":"web:web_00"}`},
+		{"/gosup/upstreams/web/10.0.0.9:9100", `{"host":"10.0.0.9","port":9100,"state":"up","program":"web","process":"web_00"}`},
 	} {
 		if _, err := ParseMember("/gosup", bad.key, []byte(bad.value)); err == nil {
 			t.Errorf("ParseMember(%s, %s): no error", bad.key, bad.value)
