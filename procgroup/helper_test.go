@@ -151,7 +151,7 @@ func helperMain(args []string) int {
 		port, _ := strconv.Atoi(arg(0))
 		timeout, _ := time.ParseDuration(arg(2))
 		out := make(chan error, 1)
-		probe(context.Background(), out, ReadyHTTP, arg(1), port, timeout)
+		probe(context.Background(), out, ReadyHTTP, arg(1), "", port, timeout)
 		if err := <-out; err != nil {
 			fmt.Println("not ready:", err)
 		} else {

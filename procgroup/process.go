@@ -1043,7 +1043,7 @@ func (p *Process) startProbe(l *loop, left time.Duration) {
 		ctx, cancel := context.WithCancel(context.Background())
 		readyC := make(chan error, 1)
 		l.readyC, l.probeCancel = readyC, cancel
-		port, timeout, hook := p.spec.Port, time.Duration(p.spec.Program.ReadyTimeout), p.probeHook
+		host, port, timeout, hook := p.spec.ReadyHost, p.spec.Port, time.Duration(p.spec.Program.ReadyTimeout), p.probeHook
 		// A probe that panics cannot judge: the process counts as ready
 		// once startsecs has passed, as without a ready check, rather than
 		// staying STARTING or being killed.
@@ -1052,7 +1052,7 @@ func (p *Process) startProbe(l *loop, left time.Duration) {
 				if hook != nil {
 					hook()
 				}
-				probeLeft(ctx, readyC, kind, path, port, timeout, left)
+				probeLeft(ctx, readyC, kind, path, host, port, timeout, left)
 			},
 			func() {
 				select {

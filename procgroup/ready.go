@@ -26,7 +26,8 @@ const (
 	maxProbeBodyBytes   = 64 << 10
 )
 
-// probe checks 127.0.0.1:port until it is ready or timeout passes, and
+// probe checks 127.0.0.1:port (and then host:port, when host is set and
+// the loopback check fails) until it is ready or timeout passes, and
 // sends the outcome (nil: ready) on out. It ends early with ctx.
 //
 // At the deadline it makes one last check, with a whole attempt of its own:
@@ -34,27 +35,38 @@ const (
 // checking meanwhile, and its last check before the freeze, or one cut
 // short by the expired deadline after it, says nothing about a process that
 // may have been listening for seconds.
-func probe(ctx context.Context, out chan<- error, kind, path string, port int, timeout time.Duration) {
-	probeLeft(ctx, out, kind, path, port, timeout, timeout)
+func probe(ctx context.Context, out chan<- error, kind, path, host string, port int, timeout time.Duration) {
+	probeLeft(ctx, out, kind, path, host, port, timeout, timeout)
 }
 
 // probeLeft is probe with left of timeout still to run (a check taken up
 // again after an upgrade): the final check comes when left has passed.
-func probeLeft(ctx context.Context, out chan<- error, kind, path string, port int, timeout, left time.Duration) {
+func probeLeft(ctx context.Context, out chan<- error, kind, path, host string, port int, timeout, left time.Duration) {
 	tctx, cancel := context.WithTimeout(ctx, left)
 	defer cancel()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	check := func(ctx context.Context) error { return checkTCP(ctx, addr) }
+	addrs := []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	if host != "" && host != "127.0.0.1" {
+		addrs = append(addrs, net.JoinHostPort(host, strconv.Itoa(port)))
+	}
+	check := checkTCP
 	if kind == ReadyHTTP {
 		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil, MaxResponseHeaderBytes: maxProbeHeaderBytes}}
 		defer client.CloseIdleConnections()
-		url := "http://" + addr + path
-		check = func(ctx context.Context) error { return checkHTTP(ctx, client, url) }
+		check = func(ctx context.Context, addr string) error { return checkHTTP(ctx, client, "http://"+addr+path) }
 	}
+	// Ready when one address passes: a process may listen on every
+	// address, on loopback only, or only on the address the registry
+	// publishes (which may also be one this host does not hold: NAT).
 	attempt := func(ctx context.Context) error {
 		actx, acancel := context.WithTimeout(ctx, probeAttempt)
 		defer acancel()
-		return check(actx)
+		var err error
+		for _, addr := range addrs {
+			if err = check(actx, addr); err == nil {
+				return nil
+			}
+		}
+		return err
 	}
 	wait := probeFirst
 	for {

@@ -243,7 +243,7 @@ func TestReadyHTTPHeadersAreBounded(t *testing.T) {
 	}))
 	defer srv.Close()
 	out := make(chan error, 1)
-	probe(t.Context(), out, ReadyHTTP, "/healthz", srv.Listener.Addr().(*net.TCPAddr).Port, 500*time.Millisecond)
+	probe(t.Context(), out, ReadyHTTP, "/healthz", "", srv.Listener.Addr().(*net.TCPAddr).Port, 500*time.Millisecond)
 	if err := <-out; err == nil || !strings.Contains(err.Error(), "server response headers exceeded 65536 bytes") {
 		t.Errorf("want the header bound, have %v", err)
 	}

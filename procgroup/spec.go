@@ -222,6 +222,10 @@ type ProcSpec struct {
 	Num         int         // process_num: numprocs_start + Index
 	Index       int         // 0-based position in the program
 	Port        int         // 0 when the program has no port_start
+	// ReadyHost is the address the readiness check also tries when
+	// 127.0.0.1 does not answer: [registry] host, for a process in an
+	// upstream the balancers reach there ("": none).
+	ReadyHost string
 	Argv        []string
 	Env         []string // KEY=VALUE added to the daemon's environment, sorted
 	Dir         string

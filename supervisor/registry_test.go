@@ -462,3 +462,30 @@ func TestRegistryShutdownRevokesAfterUnreachable(t *testing.T) {
 		t.Errorf("after the shutdown etcd still holds %v (until the 30s lease expires): the lease was not revoked", have)
 	}
 }
+
+// A process that listens only on the address the registry publishes
+// (not on loopback) is ready once it answers there, and is published.
+func TestRegistryReadyAtPublishedHost(t *testing.T) {
+	srv := etcdtest.Start(t)
+	base := freePortRange(t, 1)
+	cl, _ := startDaemon(t, writeConfig(t, fmt.Sprintf(`
+[program.web]
+command = "@HELPER@ listen-on 127.0.0.2"
+port_start = %d
+startsecs = 0
+ready = "tcp"
+ready_timeout = "60s"
+upstream = "web"
+%s
+
+[registry]
+etcd = [%q]
+host = "127.0.0.2"
+ttl = "3s"
+`, base, helperEnv, srv.Endpoint)))
+	sts := waitAll(t, cl, "RUNNING")
+	ms := waitMembers(t, srv, "/gosup", "the member published", func(ms map[string]registry.Member) bool { return len(ms) == 1 })
+	if m := ms[sts[0].Name]; m.Host != "127.0.0.2" || m.Port != base || m.Pid != sts[0].Pid {
+		t.Fatalf("member %+v, process %+v", m, sts[0])
+	}
+}

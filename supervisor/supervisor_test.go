@@ -63,8 +63,12 @@ func helperMain(args []string) int {
 			defer ln.Close()
 		}
 		select {}
-	case "listen": // listen on $PORT until killed
-		ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
+	case "listen", "listen-on": // listen on $PORT (at address args[1] with listen-on) until killed
+		host := "127.0.0.1"
+		if args[0] == "listen-on" {
+			host = args[1]
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, os.Getenv("PORT")))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

@@ -188,6 +188,15 @@ func checkRegistry(cfg *Config, main *source, raw *rawRegistry, insecure bool) [
 		}
 	}
 	cfg.Registry = r
+	// A process the balancers reach at host is ready once it answers
+	// there, if not on loopback.
+	for _, p := range cfg.Programs {
+		if p.Spec.Upstream != "" {
+			for i := range p.Procs {
+				p.Procs[i].ReadyHost = r.Host
+			}
+		}
+	}
 	return nil
 }
 
