@@ -226,13 +226,13 @@ type ProcSpec struct {
 	// 127.0.0.1 does not answer: [registry] host, for a process in an
 	// upstream the balancers reach there ("": none).
 	ReadyHost string
-	Argv        []string
-	Env         []string // KEY=VALUE added to the daemon's environment, sorted
-	Dir         string
-	User        string
-	Umask       Umask
-	Stdout      LogSpec
-	Stderr      LogSpec // Kind LogNone with RedirectStderr
+	Argv      []string
+	Env       []string // KEY=VALUE added to the daemon's environment, sorted
+	Dir       string
+	User      string
+	Umask     Umask
+	Stdout    LogSpec
+	Stderr    LogSpec // Kind LogNone with RedirectStderr
 	// Program holds the lifecycle settings shared by every process of the program.
 	Program *Spec
 }
