@@ -164,7 +164,7 @@ func TestHAProxyStateChangesWithoutReload(t *testing.T) {
 	}
 	putMember(t, srv, member("127.0.0.2", registry.StateUp))
 	putMember(t, srv, member("127.0.0.3", registry.StateUp))
-	bal, _ := startDaemon(t, writeConfig(t, fmt.Sprintf(`
+	sup, bal, _ := startSupervisor(t, writeConfig(t, fmt.Sprintf(`
 [registry]
 etcd = [%q]
 
@@ -216,6 +216,10 @@ bind = "127.0.0.1:%d"
 	waitInfo(t, bal, "the file as HAProxy runs it", func(i api.Info) bool { return i.HAProxy.OK && i.HAProxy.Down == 0 })
 	if r := mustInfo(t, bal).HAProxy.Reloads; r != reloads {
 		t.Fatalf("%d reloads for state changes alone, want none", r-reloads)
+	}
+	if m := sup.metricsSnapshot(); !m.HAProxy || m.HAProxyRuntime != [2]int64{2, 0} || m.HAProxyReloads[0] != int64(reloads) ||
+		!m.Watch || !m.WatchReachable || m.WatchMembers != 2 || m.HAProxyServers != 2 {
+		t.Fatalf("metrics: %+v", m)
 	}
 
 	putMember(t, srv, member("127.0.0.4", registry.StateUp))

@@ -74,6 +74,19 @@ func (s *Supervisor) metricsSnapshot() metrics.Snapshot {
 		snap.Nginx, snap.NginxServers, snap.NginxDown = true, ns.Servers, ns.Down
 	}
 
+	s.mu.RLock()
+	hm := s.haproxy
+	s.mu.RUnlock()
+	if hm != nil {
+		hc := s.counters.haproxy.Counts()
+		hs := hm.Status()
+		snap.HAProxy, snap.HAProxyServers, snap.HAProxyDown = true, hs.Servers, hs.Down
+		snap.HAProxyReloads = [3]int64{hc.ReloadsOK, hc.ReloadsFailed, hc.ReloadsNotRunning}
+		snap.HAProxyRuntime = [2]int64{hc.RuntimeOK, hc.RuntimeFailed}
+	}
+	if w := s.fleetStatus(); w != nil {
+		snap.Watch, snap.WatchReachable, snap.WatchMembers, snap.WatchIgnored = true, w.State == "ok", w.Members, w.Ignored
+	}
 	if r := s.registryStatus(); r != nil {
 		snap.Registry, snap.RegistryReachable = true, r.State == "ok"
 		snap.RegistryMembers, snap.RegistryDown = r.Published, r.Down

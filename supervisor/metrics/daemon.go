@@ -112,6 +112,20 @@ func appendDaemon(b []byte, s *Snapshot) []byte {
 		w.labelled(reloads, "outcome", o, float64(s.Reloads[o]))
 	}
 
+	if s.HAProxy {
+		const haproxyReloads = "gosup_haproxy_reloads_total"
+		w.header(haproxyReloads, "Runs of the HAProxy reload command, by outcome: ok, failed, not_running (only with [haproxy]).", c)
+		for _, x := range nginxReloadSeries {
+			w.sample(haproxyReloads, x.labels, float64(s.HAProxyReloads[x.i]))
+		}
+		const haproxyRuntime = "gosup_haproxy_runtime_updates_total"
+		w.header(haproxyRuntime, "Changes of server states alone applied through HAProxy's runtime API instead of a reload, by outcome (failed: reloaded instead).", c)
+		w.sample(haproxyRuntime, `outcome="failed"`, float64(s.HAProxyRuntime[1]))
+		w.sample(haproxyRuntime, `outcome="ok"`, float64(s.HAProxyRuntime[0]))
+		w.one("gosup_haproxy_servers", "Servers in the HAProxy file on disk (only with [haproxy]).", g, float64(s.HAProxyServers))
+		w.one("gosup_haproxy_servers_down", "Servers marked down (disabled) in the HAProxy file on disk.", g, float64(s.HAProxyDown))
+	}
+
 	w.one("gosup_http_connections_refused_total", "Connections the read-only HTTP listener refused: max_connections were being served.", c, float64(s.HTTPRefused))
 	w.one("gosup_http_connections_total", "Connections the read-only HTTP listener served.", c, float64(s.HTTPConnections))
 
@@ -164,6 +178,11 @@ func appendDaemon(b []byte, s *Snapshot) []byte {
 		w.one("gosup_registry_members", "Upstream members etcd holds for this daemon (only with a [registry] that publishes).", g, float64(s.RegistryMembers))
 		w.one("gosup_registry_members_down", "Of those, marked down (draining before a planned stop).", g, float64(s.RegistryDown))
 		w.one("gosup_registry_reachable", "1 while etcd answers the registry's writes and lease renewals, 0 while it does not (only with a [registry] that publishes).", g, bool01(s.RegistryReachable))
+	}
+	if s.Watch {
+		w.one("gosup_registry_watch_ignored_total", "Keys under the registry's prefix the watch ignored: not members, or past its bound (only with an upstream rendered from the registry).", c, float64(s.WatchIgnored))
+		w.one("gosup_registry_watch_members", "Every host's upstream members the registry watch holds (the last known while etcd is unreachable).", g, float64(s.WatchMembers))
+		w.one("gosup_registry_watch_reachable", "1 while the registry watch reads etcd, 0 while it does not (the members last known are rendered).", g, bool01(s.WatchReachable))
 	}
 	w.one("gosup_rescues_total", "Re-executions of the daemon after a panic in its core.", c, float64(s.Rescues))
 	if !s.StartTime.IsZero() {

@@ -118,6 +118,20 @@ type Snapshot struct {
 	Nginx                   bool
 	NginxServers, NginxDown int
 
+	// HAProxy (only with [haproxy]): reload outcomes in the order of
+	// NginxReloadOutcomes, runtime API updates (ok, failed), the servers
+	// in the file on disk and how many of them are down.
+	HAProxy                     bool
+	HAProxyReloads              [3]int64
+	HAProxyRuntime              [2]int64
+	HAProxyServers, HAProxyDown int
+
+	// The registry watch (only with one: an upstream rendered from the
+	// registry): etcd answering, the members held, the keys ignored.
+	Watch, WatchReachable bool
+	WatchMembers          int
+	WatchIgnored          int64
+
 	// Reloads counts the reloads by outcome (ReloadOutcomes);
 	// ReloadSeconds is how long they took. LastReloadOK says the last
 	// reload succeeded (or none ran), LastReloadSuccess when the

@@ -11,13 +11,14 @@ import (
 
 // descs are the daemon-wide metrics' descriptions.
 type descs struct {
-	memmonSamples, memmonRestarts, memmonGiveUps                                                        *prometheus.Desc
-	alertMailsSent, alertsMailed, alertFailures, alertRetries, alertsDropped, alertsGivenUp, alertsHeld *prometheus.Desc
-	nginxRenders, nginxTests, nginxReloads, nginxLastSuccess, nginxLastOK, nginxServers, nginxDown      *prometheus.Desc
-	reloads, reloadSeconds, lastReloadOK, lastReloadSuccess                                             *prometheus.Desc
-	upgrades, rescues, panics, watchdogMissed, startTime, buildInfo, processes                          *prometheus.Desc
-	httpConnections, httpRefused                                                                        *prometheus.Desc
-	registryFailedWrites, registryLeaseGrants, registryMembers, registryDown, registryReachable         *prometheus.Desc
+	memmonSamples, memmonRestarts, memmonGiveUps                                                            *prometheus.Desc
+	alertMailsSent, alertsMailed, alertFailures, alertRetries, alertsDropped, alertsGivenUp, alertsHeld     *prometheus.Desc
+	nginxRenders, nginxTests, nginxReloads, nginxLastSuccess, nginxLastOK, nginxServers, nginxDown          *prometheus.Desc
+	reloads, reloadSeconds, lastReloadOK, lastReloadSuccess                                                 *prometheus.Desc
+	upgrades, rescues, panics, watchdogMissed, startTime, buildInfo, processes                              *prometheus.Desc
+	httpConnections, httpRefused                                                                            *prometheus.Desc
+	registryFailedWrites, registryLeaseGrants, registryMembers, registryDown, registryReachable             *prometheus.Desc
+	haproxyReloads, haproxyRuntime, haproxyServers, haproxyDown, watchIgnored, watchMembers, watchReachable *prometheus.Desc
 }
 
 func newDescs() *descs {
@@ -65,6 +66,14 @@ func newDescs() *descs {
 		registryMembers:      one("gosup_registry_members", "Upstream members etcd holds for this daemon (only with a [registry] that publishes)."),
 		registryDown:         one("gosup_registry_members_down", "Of those, marked down (draining before a planned stop)."),
 		registryReachable:    one("gosup_registry_reachable", "1 while etcd answers the registry's writes and lease renewals, 0 while it does not (only with a [registry] that publishes)."),
+
+		haproxyReloads: one("gosup_haproxy_reloads_total", "Runs of the HAProxy reload command, by outcome: ok, failed, not_running (only with [haproxy]).", "outcome"),
+		haproxyRuntime: one("gosup_haproxy_runtime_updates_total", "Changes of server states alone applied through HAProxy's runtime API instead of a reload, by outcome (failed: reloaded instead).", "outcome"),
+		haproxyServers: one("gosup_haproxy_servers", "Servers in the HAProxy file on disk (only with [haproxy])."),
+		haproxyDown:    one("gosup_haproxy_servers_down", "Servers marked down (disabled) in the HAProxy file on disk."),
+		watchIgnored:   one("gosup_registry_watch_ignored_total", "Keys under the registry's prefix the watch ignored: not members, or past its bound (only with an upstream rendered from the registry)."),
+		watchMembers:   one("gosup_registry_watch_members", "Every host's upstream members the registry watch holds (the last known while etcd is unreachable)."),
+		watchReachable: one("gosup_registry_watch_reachable", "1 while the registry watch reads etcd, 0 while it does not (the members last known are rendered)."),
 	}
 }
 
@@ -83,7 +92,8 @@ func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
 		d.reloads, d.reloadSeconds, d.lastReloadOK, d.lastReloadSuccess,
 		d.upgrades, d.rescues, d.panics, d.watchdogMissed, d.startTime, d.buildInfo, d.processes,
 		d.httpConnections, d.httpRefused,
-		d.registryFailedWrites, d.registryLeaseGrants, d.registryMembers, d.registryDown, d.registryReachable} {
+		d.registryFailedWrites, d.registryLeaseGrants, d.registryMembers, d.registryDown, d.registryReachable,
+		d.haproxyReloads, d.haproxyRuntime, d.haproxyServers, d.haproxyDown, d.watchIgnored, d.watchMembers, d.watchReachable} {
 		ch <- x
 	}
 }
@@ -147,6 +157,20 @@ func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(d.registryMembers, float64(s.RegistryMembers))
 		gauge(d.registryDown, float64(s.RegistryDown))
 		gauge(d.registryReachable, bool01(s.RegistryReachable))
+	}
+	if s.HAProxy {
+		for i, o := range NginxReloadOutcomes {
+			counter(d.haproxyReloads, float64(s.HAProxyReloads[i]), o)
+		}
+		counter(d.haproxyRuntime, float64(s.HAProxyRuntime[0]), "ok")
+		counter(d.haproxyRuntime, float64(s.HAProxyRuntime[1]), "failed")
+		gauge(d.haproxyServers, float64(s.HAProxyServers))
+		gauge(d.haproxyDown, float64(s.HAProxyDown))
+	}
+	if s.Watch {
+		counter(d.watchIgnored, float64(s.WatchIgnored))
+		gauge(d.watchMembers, float64(s.WatchMembers))
+		gauge(d.watchReachable, bool01(s.WatchReachable))
 	}
 	for component, n := range s.Panics {
 		counter(d.panics, float64(n), component)
