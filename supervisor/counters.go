@@ -98,7 +98,7 @@ func (c *counters) handover(failures int) *handover.Counters {
 	defer c.mu.Unlock()
 	return &handover.Counters{
 		UpgradeFailures: c.upgradeFailures + failures,
-		Memmon:          c.memmon.Counts(), Nginx: c.nginx.Counts(),
+		Memmon:          c.memmon.Counts(), Nginx: c.nginx.Counts(), HAProxy: c.haproxy.Counts(),
 		Reloads:           maps.Clone(c.reloads),
 		ReloadSeconds:     handover.Histogram{Bounds: slices.Clone(reloadBounds), Counts: slices.Clone(c.reloadCounts), Sum: c.reloadSum},
 		LastReloadSuccess: c.lastReloadOK,
@@ -110,6 +110,7 @@ func (c *counters) handover(failures int) *handover.Counters {
 func (c *counters) restore(h *handover.Counters) {
 	c.memmon.Restore(h.Memmon)
 	c.nginx.Restore(h.Nginx)
+	c.haproxy.Restore(h.HAProxy)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, v := range h.Reloads {

@@ -425,7 +425,11 @@ func (s *Supervisor) run(ctx context.Context) error {
 			s.nginx = s.newNginxFrom(nginxSettings(cfg.Nginx), st)
 		}
 		if cfg.HAProxy != nil {
-			s.haproxy = s.newBalancer(haproxySettings(cfg.HAProxy), &s.counters.haproxy, nil)
+			var st *nginx.State
+			if h := s.opts.Handover; h != nil {
+				st = h.HAProxy
+			}
+			s.haproxy = s.newBalancer(haproxySettings(cfg.HAProxy), &s.counters.haproxy, st)
 		}
 		f, err := s.startFleet(cfg)
 		if err != nil {

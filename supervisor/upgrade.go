@@ -465,7 +465,7 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 		return err
 	}
 	doc := s.baseDoc(binary, reason)
-	doc.Nginx, doc.Memmon, doc.Alerter = side.nginx, side.memmon, side.alerter
+	doc.Nginx, doc.HAProxy, doc.Memmon, doc.Alerter = side.nginx, side.haproxy, side.memmon, side.alerter
 	doc.HTTP = httpDoc
 	// Every process at once: each freeze waits for its log copiers.
 	freezeStart := time.Now()
@@ -641,6 +641,7 @@ func (s *Supervisor) reexec(binary string, want *fileID, reason string, given ma
 // startSideParts (or the next image).
 type sideState struct {
 	nginx   *nginx.State
+	haproxy *nginx.State
 	memmon  *memmon.WatchdogState
 	alerter *memmon.AlerterState
 }
@@ -653,13 +654,22 @@ type sideState struct {
 func (s *Supervisor) stopSideParts() (sideState, error) {
 	var st sideState
 	s.mu.RLock()
-	stopMemmon, m, w, a := s.stopMemmon, s.nginx, s.watchdog, s.alerter
+	stopMemmon, m, h, w, a := s.stopMemmon, s.nginx, s.haproxy, s.watchdog, s.alerter
 	s.mu.RUnlock()
 	stopMemmon()
+	// The registry watch first: it submits to both managers.
+	if f := s.fleet.Swap(nil); f != nil {
+		f.stop()
+	}
 	if m != nil {
 		m.Stop()
 		ns := m.State()
 		st.nginx = &ns
+	}
+	if h != nil {
+		h.Stop()
+		hs := h.State()
+		st.haproxy = &hs
 	}
 	if a != nil {
 		as := a.State()
@@ -684,8 +694,19 @@ func (s *Supervisor) startSideParts(st sideState) {
 		s.mu.Lock()
 		s.nginx = m
 		s.mu.Unlock()
-		s.submitNginx()
 	}
+	if cfg.HAProxy != nil {
+		h := s.newBalancer(haproxySettings(cfg.HAProxy), &s.counters.haproxy, st.haproxy)
+		s.mu.Lock()
+		s.haproxy = h
+		s.mu.Unlock()
+	}
+	if f, err := s.startFleet(cfg); err != nil {
+		s.log.Error("registry: not watching", "err", err)
+	} else {
+		s.fleet.Store(f)
+	}
+	s.submitNginx()
 	s.startMemmonFrom(cfg, nil, st.memmon, st.alerter)
 }
 

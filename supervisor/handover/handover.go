@@ -77,7 +77,9 @@ type Doc struct {
 
 	// The state of nginx's manager, memmon's watchdog and its alerter
 	// (nil without [nginx], [memmon], [email]).
-	Nginx   *nginx.State          `json:"nginx,omitempty"`
+	Nginx *nginx.State `json:"nginx,omitempty"`
+	// HAProxy is the [haproxy] manager's (nil without one).
+	HAProxy *nginx.State          `json:"haproxy,omitempty"`
 	Memmon  *memmon.WatchdogState `json:"memmon,omitempty"`
 	Alerter *memmon.AlerterState  `json:"alerter,omitempty"`
 	Reload  api.ReloadStatus      `json:"reload"`
@@ -112,6 +114,8 @@ type Doc struct {
 type Counters struct {
 	Memmon memmon.TallyCounts `json:"memmon"`
 	Nginx  nginx.Counts       `json:"nginx"`
+	// HAProxy: the [haproxy] managers' (an image that kept none: zero).
+	HAProxy nginx.Counts `json:"haproxy,omitzero"`
 	// Reloads counts the reloads by outcome (ok, invalid, failed).
 	Reloads map[string]int64 `json:"reloads,omitempty"`
 	// ReloadSeconds is the histogram of the reloads' durations.

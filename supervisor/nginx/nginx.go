@@ -108,6 +108,10 @@ type State struct {
 	// new manager applies it as soon as it starts, unless the daemon
 	// submits newer data first.
 	Pending *templates.Data `json:"pending,omitempty"`
+	// Loaded is the data the running balancer was last loaded with (nil:
+	// not known): the new manager applies a change of server states alone
+	// from it through the runtime API, as this one would have.
+	Loaded *templates.Data `json:"loaded,omitempty"`
 }
 
 // Manager keeps nginx's upstream file in step with the processes. It runs
@@ -294,7 +298,7 @@ func (m *Manager) Submit(d templates.Data, done chan<- error) {
 func (m *Manager) State() State {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := State{Status: m.status, ReloadNeeded: m.reloadNeeded, TestNeeded: m.untested, RetryDelay: m.delay}
+	st := State{Status: m.status, ReloadNeeded: m.reloadNeeded, TestNeeded: m.untested, RetryDelay: m.delay, Loaded: m.loaded}
 	if m.last != nil {
 		d := m.last.data
 		st.Last = &d
@@ -320,6 +324,7 @@ func (m *Manager) Restore(st State) {
 	m.reloadNeeded = st.ReloadNeeded
 	m.untested = st.TestNeeded
 	m.delay = st.RetryDelay
+	m.loaded = st.Loaded
 	m.last = nil
 	if st.Last != nil {
 		m.last = &submission{settings: m.settings, data: *st.Last}

@@ -2,7 +2,9 @@ package nginx
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -392,5 +394,110 @@ func TestManagerWithoutNginxWritesAndWaits(t *testing.T) {
 	}
 	if st := m.Status(); st.NotRunning || st.NotInstalled || st.Reloads != 1 || st.Servers != 2 {
 		t.Errorf("status once nginx is there: %+v", st)
+	}
+}
+
+// A rendering that changes server states alone goes through Runtime, not
+// the reload command; a new server reloads; a Runtime that fails falls
+// back to the reload; a manager restored from State carries on with the
+// runtime path (it knows what the balancer loaded).
+func TestStateChangesGoThroughRuntime(t *testing.T) {
+	dir := t.TempDir()
+	out, reloads := filepath.Join(dir, "haproxy.cfg"), filepath.Join(dir, "reloads")
+	tmpl, err := templates.HAProxy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var calls []string
+	fail := false
+	settings := Settings{
+		Name: "haproxy", Output: out, Template: tmpl, TestCommand: "true",
+		ReloadCommand:  fmt.Sprintf("sh -c 'echo reload >> %s'", reloads),
+		CommandTimeout: 10 * time.Second,
+		Runtime: func(_ context.Context, changes []StateChange) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, c := range changes {
+				calls = append(calls, c.Upstream+"/"+c.Server.ID()+"="+c.Server.State)
+			}
+			if fail {
+				return errors.New("runtime API down")
+			}
+			return nil
+		},
+	}
+	backend := func(states ...string) templates.Data {
+		u := templates.Upstream{Name: "web", Balance: "leastconn", Mode: "http", CheckPath: "/", CheckInterval: "2000ms", Rise: 2, Fall: 2}
+		for i, st := range states {
+			u.Servers = append(u.Servers, templates.Server{Host: "10.0.0." + fmt.Sprint(i+1), Port: 9000, Name: "web:web_00", State: st})
+		}
+		return templates.Data{Upstreams: []templates.Upstream{u}}
+	}
+	reloaded := func() int {
+		b, _ := os.ReadFile(reloads)
+		return strings.Count(string(b), "reload")
+	}
+	called := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(calls, " ")
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tally := &Tally{}
+	m := New(settings, testReaper, quiet)
+	m.Tally = tally
+	m.Start()
+	if err := apply(t, m, backend("up", "up")); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(t, m, backend("down", "up")); err != nil {
+		t.Fatal(err)
+	}
+	if reloaded() != 1 || called() != "web/10.0.0.1:9000=down" {
+		t.Fatalf("state change: %d reloads, runtime %q", reloaded(), called())
+	}
+	if b, _ := os.ReadFile(out); !strings.Contains(string(b), "server 10.0.0.1:9000 10.0.0.1:9000 disabled") {
+		t.Fatalf("the file is not the rendering:\n%s", b)
+	}
+	if err := apply(t, m, backend("down", "up", "up")); err != nil {
+		t.Fatal(err)
+	}
+	if reloaded() != 2 || called() != "web/10.0.0.1:9000=down" {
+		t.Fatalf("a new server: %d reloads, runtime %q", reloaded(), called())
+	}
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	if err := apply(t, m, backend("up", "up", "up")); err != nil {
+		t.Fatal(err)
+	}
+	if reloaded() != 3 {
+		t.Fatalf("runtime failed: %d reloads, want the fallback", reloaded())
+	}
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	m.Stop()
+	if c := tally.Counts(); c.RuntimeOK != 1 || c.RuntimeFailed != 1 || c.ReloadsOK != 3 {
+		t.Errorf("counts %+v", c)
+	}
+	b, err := json.Marshal(m.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	m2 := New(settings, testReaper, quiet)
+	m2.Restore(st)
+	m2.Start()
+	defer m2.Stop()
+	if err := apply(t, m2, backend("up", "down", "up")); err != nil {
+		t.Fatal(err)
+	}
+	if reloaded() != 3 || !strings.HasSuffix(called(), "web/10.0.0.2:9000=down") {
+		t.Fatalf("after a restore: %d reloads, runtime %q", reloaded(), called())
 	}
 }
