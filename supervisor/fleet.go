@@ -94,6 +94,8 @@ func (s *Supervisor) swapFleet(prev, next *config.Config) {
 	if old != nil {
 		old.stop()
 	}
+	// A first read done before the Store above found no watch to render.
+	s.submitNginx()
 }
 
 // registrySame reports whether two [registry] tables reach the same
@@ -120,15 +122,24 @@ func (s *Supervisor) remoteServers(cfg *config.Config) (config.Remote, bool) {
 		return nil, false
 	}
 	ms, synced := f.w.Members()
-	if !synced {
-		return nil, false
-	}
 	s.fleetMu.Lock()
 	defer s.fleetMu.Unlock()
 	if s.fleetLast == nil {
 		s.fleetLast = map[string][]templates.Server{}
 	}
 	remote := config.Remote{}
+	if !synced {
+		// What the previous image rendered (an upgrade), if it rendered
+		// every one of them.
+		for _, name := range names {
+			servers, ok := s.fleetLast[name]
+			if !ok {
+				return nil, false
+			}
+			remote[name] = servers
+		}
+		return remote, true
+	}
 	for _, name := range names {
 		servers := memberServers(ms[name])
 		if len(servers) == 0 {
@@ -139,6 +150,25 @@ func (s *Supervisor) remoteServers(cfg *config.Config) (config.Remote, bool) {
 		remote[name] = servers
 	}
 	return remote, true
+}
+
+// seedFleetLast takes the servers of the registry-sourced upstreams the
+// previous image last rendered (st.Last, handed over by an upgrade): what
+// this one renders until its watch has read the members.
+func (s *Supervisor) seedFleetLast(st *nginx.State) {
+	if st == nil || st.Last == nil {
+		return
+	}
+	s.fleetMu.Lock()
+	defer s.fleetMu.Unlock()
+	if s.fleetLast == nil {
+		s.fleetLast = map[string][]templates.Server{}
+	}
+	for _, u := range st.Last.Upstreams {
+		if u.Source == config.SourceRegistry {
+			s.fleetLast[u.Name] = slices.Clone(u.Servers)
+		}
+	}
 }
 
 // fleetWarnings are the status WARNING lines of the registry watch: etcd
@@ -172,7 +202,7 @@ func (s *Supervisor) fleetWarnings(cfg *config.Config) []string {
 			if kept := len(s.fleetLast[name]); kept > 0 {
 				out = append(out, fmt.Sprintf("registry watch: upstream %s has no members in the registry: its %d servers last known stay rendered", name, kept))
 			} else {
-				out = append(out, fmt.Sprintf("registry watch: upstream %s has no members in the registry yet: nothing rendered for it", name))
+				out = append(out, fmt.Sprintf("registry watch: upstream %s has no members in the registry yet: rendered without servers (nginx: one placeholder marked down, answering 502; HAProxy: an empty backend, answering 503)", name))
 			}
 		}
 	}

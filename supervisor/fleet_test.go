@@ -129,8 +129,15 @@ listen = "127.0.0.1:%d"
 
 	srv.Stop(t)
 	waitWarning(t, bal, "registry watch: etcd unreachable since")
-	if r := rendered(); !strings.Contains(r, want) {
-		t.Fatalf("etcd down: rendered:\n%s\nwant the member last known", r)
+	// A rendering while etcd is down (a reload asks for one) keeps the
+	// member last known: nginx takes the file, one server in it.
+	before := time.Now()
+	if _, err := bal.Reload(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	st := waitInfo(t, bal, "a rendering while etcd is down", func(i api.Info) bool { return i.Nginx.LastAttempt.After(before) }).Nginx
+	if r := rendered(); !st.OK || st.Servers != 1 || !strings.Contains(r, want) {
+		t.Fatalf("etcd down: nginx %+v, rendered:\n%s\nwant the member last known", st, r)
 	}
 	srv.Restart(t)
 	waitWarning(t, bal, "")
@@ -228,3 +235,139 @@ bind = "127.0.0.1:%d"
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// nginx with a local upstream and a registry-sourced one, etcd down since
+// the start: nothing can be rendered (the registry upstream's servers are
+// not known, and an empty one would take its traffic down), and a drain
+// of a local process says nginx did not confirm it instead of taking it
+// as confirmed.
+func TestMixedUpstreamsEtcdDownDrainNotConfirmed(t *testing.T) {
+	dead := freePortRange(t, 1) // nothing listens: etcd unreachable
+	base := freePortRange(t, 2)
+	out := t.TempDir() + "/upstreams.conf"
+	cl, _ := startDaemon(t, writeConfig(t, fmt.Sprintf(`
+[program.web]
+command = "@HELPER@ http"
+numprocs = 2
+process_name = "web_%%(process_num)d"
+port_start = %d
+startsecs = 0
+upstream = "web"
+%s
+
+[registry]
+etcd = ["http://127.0.0.1:%d"]
+host = "127.0.0.1"
+
+[nginx]
+output = %q
+test_command = ""
+reload_command = ""
+
+[nginx.upstream.web]
+protocol = "http"
+
+[nginx.upstream.fleet]
+source = "registry"
+protocol = "http"
+`, base, helperEnv, dead, out)))
+	waitAll(t, cl, "RUNNING")
+	waitInfo(t, cl, "the watch unreachable", func(i api.Info) bool { return i.Watch != nil && i.Watch.State == "unreachable" })
+	var draining []string
+	if _, err := cl.ActionStream(context.Background(), "stop", api.ActionRequest{Patterns: []string{"web_0"}}, func(ev api.Event) {
+		if ev.Step == api.StepDraining {
+			draining = append(draining, ev.Message)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(draining) != 1 || !strings.Contains(draining[0], "nginx did not confirm: "+out+" not updated: the registry's members were never read") {
+		t.Fatalf("draining: %q", draining)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("%s written while the registry's members are unknown: %v", out, err)
+	}
+}
+
+// A balancer host with only [haproxy] (no programs, no [nginx]): a reload
+// that changes a backend's settings must render them.
+func TestHAProxyOnlyReloadRenders(t *testing.T) {
+	srv := etcdtest.Start(t)
+	out := filepath.Join(t.TempDir(), "gosup.cfg")
+	putMember(t, srv, registry.Member{Upstream: "web", Host: "127.0.0.2", Port: 9000, Weight: 1, State: registry.StateUp,
+		Program: "web", Process: "web:web_00", Pid: 1000, StartTime: time.Now()})
+	body := func(interval string) string {
+		return fmt.Sprintf(`
+[registry]
+etcd = [%q]
+
+[haproxy]
+output = %q
+test_command = ""
+reload_command = ""
+
+[haproxy.backend.web]
+check_interval = %q
+`, srv.Endpoint, out, interval)
+	}
+	file := writeConfig(t, body("2s"))
+	bal, _ := startDaemon(t, file)
+	waitInfo(t, bal, "the member rendered", func(i api.Info) bool { return i.HAProxy != nil && i.HAProxy.OK && i.HAProxy.Servers == 1 })
+	rewriteConfig(t, file, body("3s"))
+	if _, err := bal.Reload(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(out)
+		if strings.Contains(string(b), "inter 3000ms") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reloaded with check_interval 3s; the file still says:\n%s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// nginx with a local upstream and a registry-sourced one that has no
+// members yet (etcd up): the local upstream must still reach nginx; an
+// empty upstream block makes nginx -t refuse the whole file.
+func TestMixedUpstreamsRegistryEmpty(t *testing.T) {
+	srv := etcdtest.Start(t)
+	n := startNginx(t)
+	base := freePortRange(t, 2)
+	cl, _ := startDaemon(t, writeConfig(t, fmt.Sprintf(`
+[program.web]
+command = "@HELPER@ http"
+numprocs = 2
+process_name = "web_%%(process_num)d"
+port_start = %d
+startsecs = 0
+upstream = "web"
+%s
+
+[registry]
+etcd = [%q]
+host = "127.0.0.1"
+
+[nginx]
+output = %q
+test_command = %q
+reload_command = %q
+
+[nginx.upstream.web]
+protocol = "http"
+listen = "127.0.0.1:%d"
+
+[nginx.upstream.fleet]
+source = "registry"
+protocol = "http"
+`, base, helperEnv, srv.Endpoint, n.include, n.args("-t", "-q"), n.args("-s", "reload"), n.port)))
+	waitAll(t, cl, "RUNNING")
+	waitInfo(t, cl, "the watch synced", func(i api.Info) bool { return i.Watch != nil && i.Watch.Synced })
+	info := waitInfo(t, cl, "an nginx outcome", func(i api.Info) bool { return i.Nginx != nil && !i.Nginx.LastAttempt.IsZero() })
+	if !info.Nginx.OK {
+		t.Fatalf("local upstream web not loaded: %+v", info.Nginx)
+	}
+}

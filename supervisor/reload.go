@@ -268,6 +268,10 @@ func (s *Supervisor) reload(ctx context.Context, file string, progress *api.Prog
 			ev.Message = "ok: " + st.Output + " unchanged, nginx not reloaded"
 		}
 		l.emit(ev)
+	} else {
+		// Without nginx, HAProxy still takes the new settings (a balancer
+		// host: no process changes to render them otherwise).
+		s.submitNginx()
 	}
 	last := api.ReloadStatus{At: time.Now(), OK: true}
 	var failed []string
@@ -1202,8 +1206,15 @@ func (s *Supervisor) updateNginx(done chan<- error) (queued bool) {
 		s.mu.RLock()
 		m, h := s.nginx, s.haproxy
 		s.mu.RUnlock()
-		if m != nil && (read || !cfg.Nginx.FromRegistry()) {
+		switch {
+		case m != nil && (read || !cfg.Nginx.FromRegistry()):
 			m.Submit(nginxView(cfg, pools).NginxData(down, remote), done)
+			queued = true
+		case m != nil:
+			// Whoever waits (a drain) hears that nginx was not told.
+			if done != nil {
+				done <- fmt.Errorf("%s not updated: the registry's members were never read (etcd unreachable?), so its upstreams cannot be rendered; the file is left as it is", cfg.Nginx.Output)
+			}
 			queued = true
 		}
 		if h != nil && read {

@@ -431,6 +431,10 @@ func (s *Supervisor) run(ctx context.Context) error {
 			}
 			s.haproxy = s.newBalancer(haproxySettings(cfg.HAProxy), &s.counters.haproxy, st)
 		}
+		if h := s.opts.Handover; h != nil {
+			s.seedFleetLast(h.Nginx)
+			s.seedFleetLast(h.HAProxy)
+		}
 		f, err := s.startFleet(cfg)
 		if err != nil {
 			return err

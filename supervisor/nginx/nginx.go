@@ -10,6 +10,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -108,10 +110,26 @@ type State struct {
 	// new manager applies it as soon as it starts, unless the daemon
 	// submits newer data first.
 	Pending *templates.Data `json:"pending,omitempty"`
-	// Loaded is the data the running balancer was last loaded with (nil:
-	// not known): the new manager applies a change of server states alone
+	// Loaded is what the running balancer was last loaded with (nil: not
+	// known): the new manager applies a change of server states alone
 	// from it through the runtime API, as this one would have.
-	Loaded *templates.Data `json:"loaded,omitempty"`
+	Loaded *Loaded `json:"loaded,omitempty"`
+}
+
+// Loaded is what a balancer was last loaded with: the data, the file it
+// was rendered to and the rendering's SHA-256 (hex). A rendering may go
+// through the runtime API only if the settings in force render Data to
+// the same bytes at the same Output: a new template or output needs a
+// reload.
+type Loaded struct {
+	Data   templates.Data `json:"data"`
+	Output string         `json:"output"`
+	Sum    string         `json:"sum"`
+}
+
+func sum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
 }
 
 // Manager keeps nginx's upstream file in step with the processes. It runs
@@ -148,10 +166,10 @@ type Manager struct {
 	// kept here for State and Restore.
 	last  *submission
 	delay time.Duration
-	// loaded is the data the running balancer was last loaded with (a
-	// reload or the runtime API succeeded): a rendering that differs
-	// from it in server states alone goes through Settings.Runtime.
-	loaded *templates.Data
+	// loaded is what the running balancer was last loaded with (a reload
+	// or the runtime API succeeded): a rendering that differs from it in
+	// server states alone goes through Settings.Runtime.
+	loaded *Loaded
 }
 
 // Tally counts what the managers of a daemon did, by outcome: the
@@ -590,7 +608,7 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 			m.Tally.count(func(c *Counts) { c.RuntimeOK++ })
 			m.mu.Lock()
 			m.status.LastChange = time.Now()
-			m.loaded = &d
+			m.loaded = &Loaded{Data: d, Output: n.Output, Sum: sum(out)}
 			m.mu.Unlock()
 			m.log.Info(m.name+" updated through its runtime API, without a reload", "output", n.Output, "changed", len(changes))
 			return nil
@@ -618,7 +636,7 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 	m.status.NotRunning, m.status.NotInstalled = false, false
 	m.status.Reloads++
 	m.status.LastChange = time.Now()
-	m.loaded = &d
+	m.loaded = &Loaded{Data: d, Output: n.Output, Sum: sum(out)}
 	m.mu.Unlock()
 	if wasDown {
 		m.log.Info(m.name+" is running: reloaded", "output", n.Output, "servers", servers)
@@ -634,11 +652,15 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 // a test: owed says so) and the balancer was loaded by this manager.
 func (m *Manager) stateChangesOnly(n Settings, d templates.Data, owed bool) ([]StateChange, bool) {
 	m.mu.Lock()
-	loaded := m.loaded
+	ld := m.loaded
 	m.mu.Unlock()
-	if n.Runtime == nil || owed || loaded == nil || len(loaded.Upstreams) != len(d.Upstreams) {
+	if n.Runtime == nil || owed || ld == nil || ld.Output != n.Output || len(ld.Data.Upstreams) != len(d.Upstreams) {
 		return nil, false
 	}
+	if again, err := n.Template.Render(ld.Data); err != nil || sum(again) != ld.Sum {
+		return nil, false // another template: what the balancer runs is not its rendering
+	}
+	loaded := &ld.Data
 	a, b := *loaded, d
 	a.Time, b.Time = time.Time{}, time.Time{}
 	a.Upstreams, b.Upstreams = nil, nil

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -499,5 +500,52 @@ func TestStateChangesGoThroughRuntime(t *testing.T) {
 	}
 	if reloaded() != 3 || !strings.HasSuffix(called(), "web/10.0.0.2:9000=down") {
 		t.Fatalf("after a restore: %d reloads, runtime %q", reloaded(), called())
+	}
+}
+
+// A settings change (a new template) that comes with a member's state
+// change must reload the balancer: the runtime API only sets states, it
+// cannot load the new template's file.
+func TestSettingsChangeReloadsDespiteStateChange(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "gosup.conf")
+	reloads := filepath.Join(dir, "reloads")
+	tmpl, err := templates.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runtimeCalls atomic.Int64
+	settings := Settings{
+		Output: out, Template: tmpl,
+		ReloadCommand:  fmt.Sprintf("echo reload >> %s", reloads),
+		CommandTimeout: 10 * time.Second,
+		Runtime:        func(context.Context, []StateChange) error { runtimeCalls.Add(1); return nil },
+	}
+	m := New(settings, testReaper, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m.Start()
+	defer m.Stop()
+	if err := apply(t, m, upstream(8001, 8002)); err != nil {
+		t.Fatal(err)
+	}
+	// A reload of gosup's config changes the template; at the same time
+	// a member is marked down (a drain on another host).
+	tmpl2, err := templates.Parse("new", "# NEW TEMPLATE\n{{ range .Upstreams }}{{ range .Servers }}server {{ .Address }} {{ .State }}\n{{ end }}{{ end }}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings.Template = tmpl2
+	m.SetSettings(settings)
+	d := upstream(8001, 8002)
+	d.Upstreams[0].Servers[1].State = "down"
+	if err := apply(t, m, d); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out)
+	r, _ := os.ReadFile(reloads)
+	if !strings.Contains(string(b), "NEW TEMPLATE") {
+		t.Fatalf("new template not written:\n%s", b)
+	}
+	if string(r) != "reload\nreload\n" {
+		t.Fatalf("new template written but never loaded: reloads %q, runtime calls %d", r, runtimeCalls.Load())
 	}
 }

@@ -164,7 +164,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // replace makes the members those of a whole read at revision rev.
 func (w *Watcher) replace(kvs []etcd.KV, rev int64) {
 	w.mu.Lock()
-	old := w.members
+	old, wasSynced := w.members, w.st.Synced
 	w.members = make(map[string]Member, len(kvs))
 	for _, kv := range kvs {
 		w.put(kv)
@@ -172,7 +172,9 @@ func (w *Watcher) replace(kvs []etcd.KV, rev int64) {
 	w.st.Revision = rev
 	w.st.Synced = true
 	w.st.Reads++
-	changed := !sameMembers(old, w.members)
+	// The first read is news even without members: whoever waited for
+	// it can render now.
+	changed := !wasSynced || !sameMembers(old, w.members)
 	w.recount()
 	w.mu.Unlock()
 	w.answered()
