@@ -218,7 +218,7 @@ func (s *Supervisor) fleetStatus() *api.WatchStatus {
 	}
 	st := f.w.Status()
 	return &api.WatchStatus{Endpoints: slices.Clone(f.cfg.Endpoints), Prefix: f.cfg.Prefix, State: st.State, Error: st.LastError,
-		Since: st.Since, Synced: st.Synced, Members: st.Members, Down: st.Down, Revision: st.Revision, Ignored: st.Ignored, Reads: st.Reads}
+		Since: st.Since, Synced: st.Synced, Members: st.Members, Down: st.Down, Revision: st.Revision, Ignored: st.Ignored, Dropped: st.Dropped, Reads: st.Reads}
 }
 
 // haproxySettings is what the HAProxy manager needs of a validated

@@ -85,7 +85,7 @@ func (s *Supervisor) metricsSnapshot() metrics.Snapshot {
 		snap.HAProxyRuntime = [2]int64{hc.RuntimeOK, hc.RuntimeFailed}
 	}
 	if w := s.fleetStatus(); w != nil {
-		snap.Watch, snap.WatchReachable, snap.WatchMembers, snap.WatchIgnored = true, w.State == "ok", w.Members, w.Ignored
+		snap.Watch, snap.WatchReachable, snap.WatchMembers, snap.WatchIgnored, snap.WatchDropped = true, w.State == "ok", w.Members, w.Ignored, w.Dropped
 	}
 	if r := s.registryStatus(); r != nil {
 		snap.Registry, snap.RegistryReachable = true, r.State == "ok"

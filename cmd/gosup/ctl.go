@@ -586,7 +586,7 @@ func registryLine(r api.RegistryStatus) string {
 func watchLine(w api.WatchStatus) string {
 	state := fmt.Sprintf("%s since %s", w.State, w.Since.Format(time.DateTime))
 	if w.State == "unreachable" {
-		state = fmt.Sprintf("UNREACHABLE since %s: %s", w.Since.Format(time.DateTime), w.Error)
+		state = fmt.Sprintf("UNREACHABLE since %s: %s", w.Since.Format(time.DateTime), strings.Join(strings.Fields(w.Error), " "))
 	}
 	members := "members not read yet"
 	if w.Synced {
@@ -599,8 +599,12 @@ func watchLine(w api.WatchStatus) string {
 			members += " (the last known, still rendered)"
 		}
 	}
-	return fmt.Sprintf("%s; %s under %s on %s; %d keys ignored (not members), %d whole reads",
-		state, members, w.Prefix, strings.Join(w.Endpoints, ", "), w.Ignored, w.Reads)
+	dropped := ""
+	if w.Dropped > 0 {
+		dropped = fmt.Sprintf(", %d left out past the bounds", w.Dropped)
+	}
+	return fmt.Sprintf("%s; %s under %s on %s; %d keys ignored (not members)%s, %d whole reads",
+		state, members, w.Prefix, strings.Join(w.Endpoints, ", "), w.Ignored, dropped, w.Reads)
 }
 
 func newInfoCmd(g *globalFlags) *cobra.Command {

@@ -341,9 +341,12 @@ type WatchStatus struct {
 	Members  int   `json:"members"`
 	Down     int   `json:"down,omitempty"`
 	Revision int64 `json:"revision"`
-	// Ignored counts the keys under the prefix that are not members;
-	// Reads the whole reads (the first, then one after each compaction).
-	Ignored int64 `json:"ignored,omitempty"`
+	// Ignored is how many keys under the prefix are not members now;
+	// Dropped counts the keys left out past the watch's bounds (100,000
+	// members, 10,000 keys ignored); Reads the whole reads (the first,
+	// then one after each compaction).
+	Ignored int   `json:"ignored,omitempty"`
+	Dropped int64 `json:"dropped,omitempty"`
 	Reads   int64 `json:"reads"`
 }
 

@@ -180,7 +180,8 @@ func appendDaemon(b []byte, s *Snapshot) []byte {
 		w.one("gosup_registry_reachable", "1 while etcd answers the registry's writes and lease renewals, 0 while it does not (only with a [registry] that publishes).", g, bool01(s.RegistryReachable))
 	}
 	if s.Watch {
-		w.one("gosup_registry_watch_ignored_total", "Keys under the registry's prefix the watch ignored: not members, or past its bound (only with an upstream rendered from the registry).", c, float64(s.WatchIgnored))
+		w.one("gosup_registry_watch_dropped_total", "Keys under the registry's prefix the watch left out past its bounds (only with an upstream rendered from the registry).", c, float64(s.WatchDropped))
+		w.one("gosup_registry_watch_ignored_keys", "Keys under the registry's prefix the watch ignores now: not members, or not safe in a balancer's file.", g, float64(s.WatchIgnored))
 		w.one("gosup_registry_watch_members", "Every host's upstream members the registry watch holds (the last known while etcd is unreachable).", g, float64(s.WatchMembers))
 		w.one("gosup_registry_watch_reachable", "1 while the registry watch reads etcd, 0 while it does not (the members last known are rendered).", g, bool01(s.WatchReachable))
 	}

@@ -127,10 +127,11 @@ type Snapshot struct {
 	HAProxyServers, HAProxyDown int
 
 	// The registry watch (only with one: an upstream rendered from the
-	// registry): etcd answering, the members held, the keys ignored.
-	Watch, WatchReachable bool
-	WatchMembers          int
-	WatchIgnored          int64
+	// registry): etcd answering, the members held, the keys ignored now
+	// and those left out past its bounds.
+	Watch, WatchReachable      bool
+	WatchMembers, WatchIgnored int
+	WatchDropped               int64
 
 	// Reloads counts the reloads by outcome (ReloadOutcomes);
 	// ReloadSeconds is how long they took. LastReloadOK says the last

@@ -147,7 +147,7 @@ func snapshotOdd() Snapshot {
 		HTTPConnections: 9, HTTPRefused: 1,
 		Registry: true, RegistryReachable: true, RegistryMembers: 4, RegistryDown: 1, RegistryFailedWrites: 2, RegistryLeaseGrants: 1,
 		HAProxy: true, HAProxyReloads: [3]int64{5, 1, 0}, HAProxyRuntime: [2]int64{7, 1}, HAProxyServers: 8, HAProxyDown: 2,
-		Watch: true, WatchReachable: true, WatchMembers: 8, WatchIgnored: 1,
+		Watch: true, WatchReachable: true, WatchMembers: 8, WatchIgnored: 1, WatchDropped: 2,
 	}
 }
 

@@ -11,14 +11,14 @@ import (
 
 // descs are the daemon-wide metrics' descriptions.
 type descs struct {
-	memmonSamples, memmonRestarts, memmonGiveUps                                                            *prometheus.Desc
-	alertMailsSent, alertsMailed, alertFailures, alertRetries, alertsDropped, alertsGivenUp, alertsHeld     *prometheus.Desc
-	nginxRenders, nginxTests, nginxReloads, nginxLastSuccess, nginxLastOK, nginxServers, nginxDown          *prometheus.Desc
-	reloads, reloadSeconds, lastReloadOK, lastReloadSuccess                                                 *prometheus.Desc
-	upgrades, rescues, panics, watchdogMissed, startTime, buildInfo, processes                              *prometheus.Desc
-	httpConnections, httpRefused                                                                            *prometheus.Desc
-	registryFailedWrites, registryLeaseGrants, registryMembers, registryDown, registryReachable             *prometheus.Desc
-	haproxyReloads, haproxyRuntime, haproxyServers, haproxyDown, watchIgnored, watchMembers, watchReachable *prometheus.Desc
+	memmonSamples, memmonRestarts, memmonGiveUps                                                                          *prometheus.Desc
+	alertMailsSent, alertsMailed, alertFailures, alertRetries, alertsDropped, alertsGivenUp, alertsHeld                   *prometheus.Desc
+	nginxRenders, nginxTests, nginxReloads, nginxLastSuccess, nginxLastOK, nginxServers, nginxDown                        *prometheus.Desc
+	reloads, reloadSeconds, lastReloadOK, lastReloadSuccess                                                               *prometheus.Desc
+	upgrades, rescues, panics, watchdogMissed, startTime, buildInfo, processes                                            *prometheus.Desc
+	httpConnections, httpRefused                                                                                          *prometheus.Desc
+	registryFailedWrites, registryLeaseGrants, registryMembers, registryDown, registryReachable                           *prometheus.Desc
+	haproxyReloads, haproxyRuntime, haproxyServers, haproxyDown, watchDropped, watchIgnored, watchMembers, watchReachable *prometheus.Desc
 }
 
 func newDescs() *descs {
@@ -71,7 +71,8 @@ func newDescs() *descs {
 		haproxyRuntime: one("gosup_haproxy_runtime_updates_total", "Changes of server states alone applied through HAProxy's runtime API instead of a reload, by outcome (failed: reloaded instead).", "outcome"),
 		haproxyServers: one("gosup_haproxy_servers", "Servers in the HAProxy file on disk (only with [haproxy])."),
 		haproxyDown:    one("gosup_haproxy_servers_down", "Servers marked down (disabled) in the HAProxy file on disk."),
-		watchIgnored:   one("gosup_registry_watch_ignored_total", "Keys under the registry's prefix the watch ignored: not members, or past its bound (only with an upstream rendered from the registry)."),
+		watchDropped:   one("gosup_registry_watch_dropped_total", "Keys under the registry's prefix the watch left out past its bounds (only with an upstream rendered from the registry)."),
+		watchIgnored:   one("gosup_registry_watch_ignored_keys", "Keys under the registry's prefix the watch ignores now: not members, or not safe in a balancer's file."),
 		watchMembers:   one("gosup_registry_watch_members", "Every host's upstream members the registry watch holds (the last known while etcd is unreachable)."),
 		watchReachable: one("gosup_registry_watch_reachable", "1 while the registry watch reads etcd, 0 while it does not (the members last known are rendered)."),
 	}
@@ -93,7 +94,7 @@ func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
 		d.upgrades, d.rescues, d.panics, d.watchdogMissed, d.startTime, d.buildInfo, d.processes,
 		d.httpConnections, d.httpRefused,
 		d.registryFailedWrites, d.registryLeaseGrants, d.registryMembers, d.registryDown, d.registryReachable,
-		d.haproxyReloads, d.haproxyRuntime, d.haproxyServers, d.haproxyDown, d.watchIgnored, d.watchMembers, d.watchReachable} {
+		d.haproxyReloads, d.haproxyRuntime, d.haproxyServers, d.haproxyDown, d.watchDropped, d.watchIgnored, d.watchMembers, d.watchReachable} {
 		ch <- x
 	}
 }
@@ -168,7 +169,8 @@ func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(d.haproxyDown, float64(s.HAProxyDown))
 	}
 	if s.Watch {
-		counter(d.watchIgnored, float64(s.WatchIgnored))
+		counter(d.watchDropped, float64(s.WatchDropped))
+		gauge(d.watchIgnored, float64(s.WatchIgnored))
 		gauge(d.watchMembers, float64(s.WatchMembers))
 		gauge(d.watchReachable, bool01(s.WatchReachable))
 	}

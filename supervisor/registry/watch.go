@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -13,7 +14,7 @@ import (
 )
 
 // maxWatched bounds the members a Watcher holds: past it, new keys are
-// ignored and counted (Ignored), as a key that is not a member is.
+// left out and counted (WatchStatus.Dropped).
 const maxWatched = 100_000
 
 // WatchStatus is what status, info and metrics show of a Watcher.
@@ -30,11 +31,14 @@ type WatchStatus struct {
 	Members, Down int
 	// Revision is etcd's revision the members are as of.
 	Revision int64
-	// Ignored counts the keys under the prefix that are not members (a
-	// value that does not parse, a key not PREFIX/upstreams/NAME/HOST:PORT)
-	// or came past maxWatched; Reads the whole reads (the first, and one
-	// after each compaction or failed read).
-	Ignored, Reads int64
+	// Ignored is how many keys under the prefix are not members now (a
+	// value that does not parse or would not be safe in a balancer's
+	// file, a key not PREFIX/upstreams/NAME/HOST:PORT); Dropped counts
+	// the keys left out past the bounds (maxWatched members, maxIgnored
+	// keys ignored); Reads the whole reads (the first, and one after each
+	// compaction or failed read).
+	Ignored        int
+	Dropped, Reads int64
 }
 
 // WatcherOptions set up a Watcher.
@@ -57,9 +61,9 @@ type WatcherOptions struct {
 type Watcher struct {
 	o WatcherOptions
 
-	mu      sync.Mutex
-	members map[string]Member // by key
-	st      WatchStatus
+	mu  sync.Mutex
+	set *memberSet
+	st  WatchStatus
 }
 
 // NewWatcher makes a Watcher; nothing is read until Run.
@@ -76,7 +80,7 @@ func NewWatcher(o WatcherOptions) *Watcher {
 	if o.RetryMax <= 0 {
 		o.RetryMax = 2 * time.Second
 	}
-	return &Watcher{o: o, members: map[string]Member{}, st: WatchStatus{State: "connecting", Since: time.Now()}}
+	return &Watcher{o: o, set: newMemberSet(o.Prefix), st: WatchStatus{State: "connecting", Since: time.Now()}}
 }
 
 // Members gives the members held of each upstream, sorted by host then
@@ -84,14 +88,7 @@ func NewWatcher(o WatcherOptions) *Watcher {
 func (w *Watcher) Members() (map[string][]Member, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := map[string][]Member{}
-	for _, m := range w.members {
-		out[m.Upstream] = append(out[m.Upstream], m)
-	}
-	for _, ms := range out {
-		sortMembers(ms)
-	}
-	return out, w.st.Synced
+	return w.set.byUpstream(), w.st.Synced
 }
 
 func sortMembers(ms []Member) {
@@ -110,7 +107,7 @@ func (w *Watcher) Run(ctx context.Context) {
 	prefix := UpstreamPrefix(w.o.Prefix, "")
 	pause := w.o.RetryMin
 	for ctx.Err() == nil {
-		kvs, rev, err := w.o.Client.RangePrefix(ctx, prefix)
+		set, rev, err := readAll(ctx, w.o.Client, w.o.Prefix)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -123,7 +120,7 @@ func (w *Watcher) Run(ctx context.Context) {
 			continue
 		}
 		pause = w.o.RetryMin
-		w.replace(kvs, rev)
+		w.replace(set, rev)
 		err = w.o.Client.Watch(ctx, prefix, rev+1, w.apply, etcd.WatchOptions{
 			Broken: w.broken, Created: w.answered, RetryMin: w.o.RetryMin, RetryMax: w.o.RetryMax,
 		})
@@ -139,15 +136,12 @@ func (w *Watcher) Run(ctx context.Context) {
 // ReadOnce reads the members of every upstream under prefix once (for
 // gosup render), sorted by host then port, with the count of keys that
 // are not members.
-func ReadOnce(ctx context.Context, c *etcd.Client, prefix string) (map[string][]Member, int64, error) {
-	w := NewWatcher(WatcherOptions{Client: c, Prefix: prefix})
-	kvs, rev, err := c.RangePrefix(ctx, UpstreamPrefix(prefix, ""))
+func ReadOnce(ctx context.Context, c *etcd.Client, prefix string) (map[string][]Member, int, error) {
+	set, _, err := readAll(ctx, c, prefix)
 	if err != nil {
 		return nil, 0, err
 	}
-	w.replace(kvs, rev)
-	ms, _ := w.Members()
-	return ms, w.Status().Ignored, nil
+	return set.byUpstream(), len(set.ignored), nil
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -161,25 +155,114 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// replace makes the members those of a whole read at revision rev.
-func (w *Watcher) replace(kvs []etcd.KV, rev int64) {
-	w.mu.Lock()
-	old, wasSynced := w.members, w.st.Synced
-	w.members = make(map[string]Member, len(kvs))
-	for _, kv := range kvs {
-		w.put(kv)
+// memberSet is the members under a prefix, by key, and the keys there
+// that are not members (each set bounded: maxWatched members, maxIgnored
+// keys ignored; past the bound a key is left out, and dropped counts it).
+type memberSet struct {
+	prefix  string
+	members map[string]Member
+	ignored map[string]string // key -> why
+	dropped int64
+}
+
+// maxIgnored bounds the keys a watch remembers ignoring.
+const maxIgnored = 10_000
+
+func newMemberSet(prefix string) *memberSet {
+	return &memberSet{prefix: prefix, members: map[string]Member{}, ignored: map[string]string{}}
+}
+
+// put takes one key's value: a member, or a key ignored (a key that held
+// a member and now holds something else is no member).
+func (ms *memberSet) put(kv etcd.KV) {
+	key := string(kv.Key)
+	m, err := ParseMember(ms.prefix, key, kv.Value)
+	if err != nil {
+		delete(ms.members, key)
+		if _, had := ms.ignored[key]; had || len(ms.ignored) < maxIgnored {
+			ms.ignored[key] = err.Error()
+		} else {
+			ms.dropped++
+		}
+		return
 	}
+	delete(ms.ignored, key)
+	if _, had := ms.members[key]; !had && len(ms.members) >= maxWatched {
+		ms.dropped++
+		return
+	}
+	ms.members[key] = m
+}
+
+func (ms *memberSet) delete(key string) (wasMember bool) {
+	_, wasMember = ms.members[key]
+	delete(ms.members, key)
+	delete(ms.ignored, key)
+	return wasMember
+}
+
+// byUpstream gives the members of each upstream, sorted by host then
+// port.
+func (ms *memberSet) byUpstream() map[string][]Member {
+	out := map[string][]Member{}
+	for _, m := range ms.members {
+		out[m.Upstream] = append(out[m.Upstream], m)
+	}
+	for _, l := range out {
+		sortMembers(l)
+	}
+	return out
+}
+
+// readAll reads every key under prefix's upstreams, a page at a time, at
+// one revision, which it gives.
+func readAll(ctx context.Context, c *etcd.Client, prefix string) (*memberSet, int64, error) {
+	set := newMemberSet(prefix)
+	rev, err := c.RangePages(ctx, UpstreamPrefix(prefix, ""), func(kvs []etcd.KV) error {
+		for _, kv := range kvs {
+			set.put(kv)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return set, rev, nil
+}
+
+// replace makes the members those of a whole read at revision rev.
+func (w *Watcher) replace(set *memberSet, rev int64) {
+	w.mu.Lock()
+	old, wasSynced := w.set, w.st.Synced
+	w.set = set
 	w.st.Revision = rev
 	w.st.Synced = true
 	w.st.Reads++
 	// The first read is news even without members: whoever waited for
 	// it can render now.
-	changed := !wasSynced || !sameMembers(old, w.members)
+	changed := !wasSynced || !sameMembers(old.members, set.members)
+	w.logIgnored(old.ignored)
 	w.recount()
 	w.mu.Unlock()
 	w.answered()
 	if changed {
 		w.o.Changed()
+	}
+}
+
+// logIgnored logs the keys ignored now that were not before (w.mu held):
+// each once, not at every whole read.
+func (w *Watcher) logIgnored(before map[string]string) {
+	n := 0
+	for key, why := range w.set.ignored {
+		if _, known := before[key]; known {
+			continue
+		}
+		if n++; n > 10 {
+			w.o.Log.Warn("registry watch: ignoring more keys that are not members (see gosup ctl info)")
+			return
+		}
+		w.o.Log.Warn("registry watch: ignoring a key that is not a member", "key", key, "err", why)
 	}
 }
 
@@ -199,25 +282,24 @@ func sameMembers(a, b map[string]Member) bool {
 // apply takes one watch response.
 func (w *Watcher) apply(r etcd.WatchResponse) error {
 	w.mu.Lock()
+	before := maps.Clone(w.set.ignored)
 	changed := false
 	for _, ev := range r.Events {
 		key := string(ev.KV.Key)
 		if ev.Type == etcd.Delete {
-			if _, ok := w.members[key]; ok {
-				delete(w.members, key)
-				changed = true
-			}
+			changed = w.set.delete(key) || changed
 			continue
 		}
-		old, had := w.members[key]
-		w.put(ev.KV)
-		if now, has := w.members[key]; had != has || now != old {
+		old, had := w.set.members[key]
+		w.set.put(ev.KV)
+		if now, has := w.set.members[key]; had != has || now != old {
 			changed = true
 		}
 	}
 	if r.Revision > w.st.Revision {
 		w.st.Revision = r.Revision
 	}
+	w.logIgnored(before)
 	w.recount()
 	w.mu.Unlock()
 	if changed {
@@ -226,31 +308,14 @@ func (w *Watcher) apply(r etcd.WatchResponse) error {
 	return nil
 }
 
-// put takes one key's value: a member, or counted as ignored (and a key
-// that held a member and now holds something else is no member).
-func (w *Watcher) put(kv etcd.KV) {
-	key := string(kv.Key)
-	m, err := ParseMember(w.o.Prefix, key, kv.Value)
-	if err != nil {
-		delete(w.members, key)
-		w.st.Ignored++
-		w.o.Log.Warn("registry watch: ignoring a key that is not a member", "err", err)
-		return
-	}
-	if _, had := w.members[key]; !had && len(w.members) >= maxWatched {
-		w.st.Ignored++
-		return
-	}
-	w.members[key] = m
-}
-
 func (w *Watcher) recount() {
-	w.st.Members, w.st.Down = len(w.members), 0
-	for _, m := range w.members {
+	w.st.Members, w.st.Down = len(w.set.members), 0
+	for _, m := range w.set.members {
 		if m.State == StateDown {
 			w.st.Down++
 		}
 	}
+	w.st.Ignored, w.st.Dropped = len(w.set.ignored), w.set.dropped
 }
 
 // answered records that etcd answered (a read, or a watch set up).
@@ -273,7 +338,7 @@ func (w *Watcher) broken(err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.st.State != "unreachable" {
-		w.o.Log.Warn("registry watch: etcd unreachable: the balancer keeps the members last known", "members", len(w.members), "err", err)
+		w.o.Log.Warn("registry watch: etcd unreachable: the balancer keeps the members last known", "members", len(w.set.members), "err", err)
 		w.st.State, w.st.Since = "unreachable", time.Now()
 	}
 	w.st.LastError = err.Error()

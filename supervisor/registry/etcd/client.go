@@ -192,6 +192,9 @@ func (b *errorBody) err(ep string) error {
 // transient says whether another endpoint may answer where ep failed:
 // it did not answer at all, or answered it cannot serve now.
 func transient(err error) bool {
+	if errors.Is(err, ErrTooLarge) {
+		return false // every endpoint holds the same keys
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code == codeUnavailable
@@ -296,6 +299,9 @@ func (c *Client) postTo(ctx context.Context, ep, path string, body []byte, tok s
 	return nil
 }
 
+// ErrTooLarge: an answer over Config.MaxResponseBytes (read no further).
+var ErrTooLarge = errors.New("answer too large")
+
 // readBounded reads r to its end, at most limit bytes.
 func readBounded(r io.Reader, limit int64) ([]byte, error) {
 	data, err := io.ReadAll(io.LimitReader(r, limit+1))
@@ -303,7 +309,7 @@ func readBounded(r io.Reader, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("answer over %d bytes", limit)
+		return nil, fmt.Errorf("over %d bytes: %w", limit, ErrTooLarge)
 	}
 	return data, nil
 }
@@ -489,20 +495,71 @@ func (c *Client) RangePrefix(ctx context.Context, prefix string) ([]KV, int64, e
 }
 
 func (c *Client) rangeKeys(ctx context.Context, key, end string) ([]KV, int64, error) {
+	kvs, rev, _, err := c.rangePage(ctx, key, end, 0, 0)
+	return kvs, rev, err
+}
+
+// rangePage reads the keys from key to end (""), at most limit of them
+// (0: all) at revision rev (0: the latest), and says whether more follow.
+func (c *Client) rangePage(ctx context.Context, key, end string, limit int, rev int64) ([]KV, int64, bool, error) {
 	in := map[string]string{"key": b64(key)}
 	if end != "" {
 		in["range_end"] = b64(end)
 	}
+	if limit > 0 {
+		in["limit"] = strconv.Itoa(limit)
+	}
+	if rev > 0 {
+		in["revision"] = strconv.FormatInt(rev, 10)
+	}
 	var out struct {
 		Header header   `json:"header"`
 		KVs    []kvJSON `json:"kvs"`
+		More   bool     `json:"more"`
 	}
 	if err := c.call(ctx, "/v3/kv/range", in, &out); err != nil {
-		return nil, 0, fmt.Errorf("range %s: %w", key, err)
+		return nil, 0, false, fmt.Errorf("range %s: %w", key, err)
 	}
 	kvs := make([]KV, len(out.KVs))
 	for i, k := range out.KVs {
 		kvs[i] = k.kv()
 	}
-	return kvs, out.Header.Revision, nil
+	return kvs, out.Header.Revision, out.More, nil
+}
+
+// rangePageKeys is how many keys RangePages asks for at once.
+const rangePageKeys = 256
+
+// RangePages reads every key under prefix, in key order, all at one
+// revision, which it gives (watching from rev+1 misses no later change),
+// and hands them to each a page at a time: at most rangePageKeys keys,
+// fewer when a page's answer would be over MaxResponseBytes (one key
+// always fits: etcd takes no value over 1.5 MiB unless told to). Only one
+// page is held at a time, however many keys there are. An error from
+// each ends the read with it.
+func (c *Client) RangePages(ctx context.Context, prefix string, each func([]KV) error) (int64, error) {
+	key, end := prefix, prefixEnd(prefix)
+	limit := rangePageKeys
+	var rev int64
+	for {
+		kvs, r, more, err := c.rangePage(ctx, key, end, limit, rev)
+		if errors.Is(err, ErrTooLarge) && limit > 1 {
+			limit /= 2
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if rev == 0 {
+			rev = r
+		}
+		if err := each(kvs); err != nil {
+			return 0, err
+		}
+		if !more || len(kvs) == 0 {
+			return rev, nil
+		}
+		key = kvs[len(kvs)-1].Key + "\x00"
+		limit = min(limit*2, rangePageKeys)
+	}
 }

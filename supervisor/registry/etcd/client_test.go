@@ -1,11 +1,13 @@
 package etcd_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -499,5 +501,54 @@ func TestNewChecksEndpoints(t *testing.T) {
 		if _, err := etcd.New(etcd.Config{Endpoints: eps}); err == nil {
 			t.Errorf("New(%q): no error", eps)
 		}
+	}
+}
+
+// RangePages reads every key under a prefix at one revision whatever the
+// answer's bound: many keys go in pages, and keys whose values would make
+// a page larger than MaxResponseBytes go in smaller pages, where the
+// whole range at once is refused as too large.
+func TestRangePagesUnderTheBound(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := newClient(t, etcd.Config{Endpoints: []string{srv.Endpoint}, MaxResponseBytes: 1 << 20})
+	ctx := ctxT(t)
+	big := bytes.Repeat([]byte("x"), 400<<10) // 3 of them (base64 in JSON) pass 1 MiB
+	want := []string{}
+	for i := range 600 {
+		key := fmt.Sprintf("/p/%04d", i)
+		value := []byte("small")
+		if i%100 == 7 {
+			value = big
+		}
+		if _, err := c.Put(ctx, key, value, 0); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, key)
+	}
+	if _, _, err := c.RangePrefix(ctx, "/p/"); !errors.Is(err, etcd.ErrTooLarge) {
+		t.Fatalf("the whole range at once: %v, want ErrTooLarge", err)
+	}
+	var have []string
+	pages := 0
+	rev, err := c.RangePages(ctx, "/p/", func(kvs []etcd.KV) error {
+		pages++
+		for _, kv := range kvs {
+			have = append(have, kv.Key)
+			if bytes.Equal(kv.Value, big) != (kv.Key[len(kv.Key)-2:] == "07") {
+				t.Errorf("%s: value of %d bytes", kv.Key, len(kv.Value))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(have, want) {
+		t.Fatalf("%d keys read, want %d in order", len(have), len(want))
+	}
+	// A put after the read is at a later revision: the read was of one.
+	after, err := c.Put(ctx, "/p/late", []byte("x"), 0)
+	if err != nil || rev >= after || pages < 3 {
+		t.Errorf("revision %d, put after at %d (%v), %d pages", rev, after, err, pages)
 	}
 }
