@@ -489,12 +489,29 @@ func waitListening(t *testing.T, base, n int) {
 
 // nginxSettings carries every field the manager has from the [nginx]
 // table: a field added to nginx.Settings and not copied shows up here.
+func TestHAProxySettingsCopiesEverything(t *testing.T) {
+	h := config.HAProxy{Output: "/o", Template: &templates.Template{}, TestCommand: "t", ReloadCommand: "r",
+		CommandTimeout: time.Second, Socket: "/run/haproxy/admin.sock"}
+	got := haproxySettings(&h)
+	if got.Name != "haproxy" || got.Output != h.Output || got.Template != h.Template || got.TestCommand != h.TestCommand ||
+		got.ReloadCommand != h.ReloadCommand || got.CommandTimeout != h.CommandTimeout || got.Runtime == nil {
+		t.Errorf("settings %+v from %+v", got, h)
+	}
+	h.Socket = ""
+	if haproxySettings(&h).Runtime != nil {
+		t.Error("a runtime API without a socket")
+	}
+}
+
 func TestNginxSettingsCopiesEverything(t *testing.T) {
 	n := config.Nginx{Output: "/o", Template: &templates.Template{}, TemplateFile: "/t",
 		TestCommand: "t", ReloadCommand: "r", CommandTimeout: time.Second}
 	got := reflect.ValueOf(nginxSettings(&n))
 	for i := range got.NumField() {
 		name := got.Type().Field(i).Name
+		if name == "Name" || name == "Runtime" {
+			continue // HAProxy's: nginx is the default name, and has no runtime API
+		}
 		if got.Field(i).IsZero() {
 			t.Errorf("nginx.Settings.%s is not set from config.Nginx", name)
 		}
