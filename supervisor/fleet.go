@@ -223,12 +223,14 @@ func (s *Supervisor) fleetStatus() *api.WatchStatus {
 
 // haproxySettings is what the HAProxy manager needs of a validated
 // [haproxy] table: with a socket, state changes alone go through
-// HAProxy's runtime API (set server BACKEND/HOST:PORT state drain|ready).
+// HAProxy's runtime API (set server BACKEND/HOST:PORT state drain|ready),
+// and a reload counts once the worker answering it is a new one.
 func haproxySettings(h *config.HAProxy) nginx.Settings {
 	st := nginx.Settings{Name: "haproxy", Output: h.Output, Template: h.Template,
 		TestCommand: h.TestCommand, ReloadCommand: h.ReloadCommand, CommandTimeout: h.CommandTimeout}
 	if h.Socket != "" {
 		rt := haproxy.Runtime{Socket: h.Socket, Timeout: h.CommandTimeout}
+		st.Identity = rt.WorkerPid
 		st.Runtime = func(ctx context.Context, changes []nginx.StateChange) error {
 			for _, c := range changes {
 				state := haproxy.StateReady

@@ -494,11 +494,11 @@ func TestHAProxySettingsCopiesEverything(t *testing.T) {
 		CommandTimeout: time.Second, Socket: "/run/haproxy/admin.sock"}
 	got := haproxySettings(&h)
 	if got.Name != "haproxy" || got.Output != h.Output || got.Template != h.Template || got.TestCommand != h.TestCommand ||
-		got.ReloadCommand != h.ReloadCommand || got.CommandTimeout != h.CommandTimeout || got.Runtime == nil {
+		got.ReloadCommand != h.ReloadCommand || got.CommandTimeout != h.CommandTimeout || got.Runtime == nil || got.Identity == nil {
 		t.Errorf("settings %+v from %+v", got, h)
 	}
 	h.Socket = ""
-	if haproxySettings(&h).Runtime != nil {
+	if st := haproxySettings(&h); st.Runtime != nil || st.Identity != nil {
 		t.Error("a runtime API without a socket")
 	}
 }
@@ -509,7 +509,7 @@ func TestNginxSettingsCopiesEverything(t *testing.T) {
 	got := reflect.ValueOf(nginxSettings(&n))
 	for i := range got.NumField() {
 		name := got.Type().Field(i).Name
-		if name == "Name" || name == "Runtime" {
+		if name == "Name" || name == "Runtime" || name == "Identity" {
 			continue // HAProxy's: nginx is the default name, and has no runtime API
 		}
 		if got.Field(i).IsZero() {

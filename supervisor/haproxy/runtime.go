@@ -61,6 +61,21 @@ func (r Runtime) Command(ctx context.Context, cmd string) (string, error) {
 	return string(b), nil
 }
 
+// WorkerPid is the pid of the worker that answers the runtime API (`show
+// info`): a reload of HAProxy's master starts a new one.
+func (r Runtime) WorkerPid(ctx context.Context) (string, error) {
+	ans, err := r.Command(ctx, "show info")
+	if err != nil {
+		return "", err
+	}
+	for line := range strings.Lines(ans) {
+		if v, ok := strings.CutPrefix(line, "Pid: "); ok {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", fmt.Errorf("haproxy runtime API: show info: no Pid: %s", oneLine(ans))
+}
+
 // States a server can be set to.
 const (
 	StateReady = "ready" // takes traffic (health checks permitting)

@@ -50,7 +50,21 @@ type Settings struct {
 	// always, then Runtime is called instead of the reload command. An
 	// error falls back to the reload.
 	Runtime func(ctx context.Context, changes []StateChange) error
+	// Identity, when set, names what the balancer runs now (HAProxy: its
+	// worker's pid, from the runtime API). A reload then counts as done
+	// only once the name changes: a reload command the balancer ignored
+	// (HAProxy's master drops a SIGUSR2 that comes while it is still
+	// starting or reloading) is run again, up to reloadAttempts times.
+	// An error from Identity before the reload skips the check.
+	Identity func(ctx context.Context) (string, error)
 }
+
+// A reload checked with Identity must show within reloadTakes, else the
+// reload command runs again, reloadAttempts times in all.
+const (
+	reloadTakes    = 5 * time.Second
+	reloadAttempts = 3
+)
 
 // StateChange is one server whose state changed: Upstream is its
 // upstream's (or backend's) name, Server as the template sees it, with
@@ -617,16 +631,35 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 		m.log.Warn(m.name+" runtime API failed: reloading instead", "err", err)
 	}
 	if n.ReloadCommand != "" {
-		if text, err := procgroup.RunCommand(ctx, m.rp, n.ReloadCommand, nil, n.CommandTimeout); err != nil {
-			if notRunning(text) {
-				m.Tally.count(func(c *Counts) { c.ReloadsNotRunning++ })
-				return m.notRunning(&notRunningError{name: m.name, output: n.Output, tested: n.TestCommand != ""}, false, err)
+		before := ""
+		if n.Identity != nil {
+			if id, err := n.Identity(ctx); err == nil {
+				before = id
 			}
-			m.Tally.count(func(c *Counts) { c.ReloadsFailed++ })
-			m.mu.Lock()
-			m.reloadNeeded = true
-			m.mu.Unlock()
-			return fmt.Errorf("configuration written and tested, but reload failed: %w", err)
+		}
+		for attempt := 1; ; attempt++ {
+			if text, err := procgroup.RunCommand(ctx, m.rp, n.ReloadCommand, nil, n.CommandTimeout); err != nil {
+				if notRunning(text) {
+					m.Tally.count(func(c *Counts) { c.ReloadsNotRunning++ })
+					return m.notRunning(&notRunningError{name: m.name, output: n.Output, tested: n.TestCommand != ""}, false, err)
+				}
+				m.Tally.count(func(c *Counts) { c.ReloadsFailed++ })
+				m.mu.Lock()
+				m.reloadNeeded = true
+				m.mu.Unlock()
+				return fmt.Errorf("configuration written and tested, but reload failed: %w", err)
+			}
+			if before == "" || m.reloadTook(ctx, n, before) {
+				break
+			}
+			if attempt == reloadAttempts || ctx.Err() != nil {
+				m.Tally.count(func(c *Counts) { c.ReloadsFailed++ })
+				m.mu.Lock()
+				m.reloadNeeded = true
+				m.mu.Unlock()
+				return fmt.Errorf("configuration written and tested, but %s did not reload: the reload command ran %d times and %s still runs the previous configuration (%s)", m.name, attempt, m.name, before)
+			}
+			m.log.Warn(m.name+" ignored the reload: running the reload command again", "still", before, "attempt", attempt+1)
 		}
 		m.Tally.count(func(c *Counts) { c.ReloadsOK++ })
 	}
@@ -644,6 +677,27 @@ func (m *Manager) apply(ctx context.Context, n Settings, d templates.Data) (err 
 		m.log.Info(m.name+" updated", "output", n.Output, "servers", servers)
 	}
 	return nil
+}
+
+// reloadTook waits (at most reloadTakes, or until ctx ends) until the
+// balancer's Identity is no longer before.
+func (m *Manager) reloadTook(ctx context.Context, n Settings, before string) bool {
+	deadline := time.Now().Add(reloadTakes)
+	for {
+		if id, err := n.Identity(ctx); err == nil && id != before {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
 }
 
 // stateChangesOnly gives the servers whose state d changes from what the

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/gosup/gosup/procgroup/guard/guardtest"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"github.com/gosup/gosup/procgroup/reaper/reapertest"
+	"github.com/gosup/gosup/supervisor/haproxy/haproxytest"
 	"github.com/gosup/gosup/templates"
 )
 
@@ -547,5 +549,39 @@ func TestSettingsChangeReloadsDespiteStateChange(t *testing.T) {
 	}
 	if string(r) != "reload\nreload\n" {
 		t.Fatalf("new template written but never loaded: reloads %q, runtime calls %d", r, runtimeCalls.Load())
+	}
+}
+
+// HAProxy's master ignores a SIGUSR2 that comes while it is still starting
+// or reloading (about 1 in 2 of back-to-back reloads, measured with
+// HAProxy 2.6): with Identity, the manager sees the worker did not change
+// and sends the reload again, so every update is loaded.
+func TestIgnoredReloadIsSentAgain(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "gosup.cfg")
+	if err := os.WriteFile(out, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := haproxytest.Start(t, out)
+	rt := h.Runtime()
+	tmpl, err := templates.HAProxy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(Settings{Name: "haproxy", Output: out, Template: tmpl, TestCommand: h.TestCommand(out), ReloadCommand: h.ReloadCommand(),
+		CommandTimeout: 10 * time.Second, Identity: rt.WorkerPid}, testReaper, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m.Start()
+	defer m.Stop()
+	u := templates.Upstream{Name: "web", Balance: "leastconn", Mode: "http", CheckPath: "/", CheckInterval: "60000ms", Rise: 1, Fall: 1}
+	for i := range 6 {
+		u.Servers = append(u.Servers, templates.Server{Host: "127.0.0.2", Port: 9000 + i, Name: "web:web_00", State: "up"})
+		d := templates.Data{Upstreams: []templates.Upstream{u}}
+		d.Upstreams[0].Servers = slices.Clone(u.Servers)
+		if err := apply(t, m, d); err != nil {
+			t.Fatal(err)
+		}
+		sts, err := rt.ServerStates(context.Background(), "web")
+		if err != nil || len(sts) != i+1 {
+			t.Fatalf("update %d applied, but HAProxy runs %d servers (%v)", i+1, len(sts), err)
+		}
 	}
 }
