@@ -257,10 +257,10 @@ func memberServers(ms []registry.Member) []templates.Server {
 	return servers
 }
 
-// ReadRemote reads the registry once for cfg's registry-sourced upstreams
-// (gosup render): their servers, and the names of those without members.
-func ReadRemote(ctx context.Context, cfg *config.Config) (config.Remote, []string, error) {
-	names := cfg.RegistryUpstreams()
+// ReadRemote reads the registry once for the registry-sourced upstreams
+// names of cfg (gosup render): their servers, and the names of those
+// without members. No name reads nothing.
+func ReadRemote(ctx context.Context, cfg *config.Config, names []string) (config.Remote, []string, error) {
 	if len(names) == 0 {
 		return nil, nil, nil
 	}

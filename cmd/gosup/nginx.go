@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -35,16 +37,16 @@ host's members, read from etcd once.`,
 			case !haproxy && !hasNginx:
 				return usage(fmt.Errorf("%s has no [nginx] table: nothing to render", cfg.File))
 			}
-			remote, empty, err := supervisor.ReadRemote(cmd.Context(), cfg)
+			render, names := cfg.RenderNginx, cfg.NginxRegistryUpstreams()
+			if haproxy {
+				render, names = cfg.RenderHAProxy, slices.Sorted(maps.Keys(cfg.HAProxy.Backend))
+			}
+			remote, empty, err := supervisor.ReadRemote(cmd.Context(), cfg, names)
 			if err != nil {
 				return failed(err)
 			}
 			for _, name := range empty {
 				fmt.Fprintf(cmd.ErrOrStderr(), "gosup render: upstream %s has no members in the registry\n", name)
-			}
-			render := cfg.RenderNginx
-			if haproxy {
-				render = cfg.RenderHAProxy
 			}
 			out, err := render(remote)
 			if err != nil {

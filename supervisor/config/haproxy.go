@@ -84,6 +84,10 @@ func checkHAProxy(cfg *Config, md toml.MetaData, raw *rawHAProxy, here string, c
 	}
 	if h.Socket != "" {
 		h.Socket = absTo(here, h.Socket)
+		// sockaddr_un's sun_path: 108 bytes with the final NUL.
+		if len(h.Socket) > 107 {
+			errs = append(errs, cerr("haproxy.socket", "%s is %d bytes: a unix socket's path takes at most 107", h.Socket, len(h.Socket)))
+		}
 	}
 	if !md.IsDefined("haproxy", "test_command") {
 		h.TestCommand = defaultHAProxyTest
@@ -164,6 +168,9 @@ func checkHAProxy(cfg *Config, md toml.MetaData, raw *rawHAProxy, here string, c
 	if len(errs) > 0 || tmpl == nil {
 		return errs
 	}
+	if n := cfg.renderedNginx(); n != nil && n.Output == h.Output {
+		return []error{cerr("haproxy.output", "%s is [nginx] output too: each balancer needs a file of its own", h.Output)}
+	}
 	h.Template = tmpl
 	cfg.HAProxy = h
 	if _, err := tmpl.Render(cfg.HAProxyData(sampleRemote(h.Backend, func(Backend) string { return SourceRegistry }))); err != nil {
@@ -201,10 +208,9 @@ func (cfg *Config) RenderHAProxy(remote Remote) ([]byte, error) {
 	return cfg.HAProxy.Template.Render(cfg.HAProxyData(remote))
 }
 
-// RegistryUpstreams names the upstreams whose servers come from the
-// registry: the registry-sourced [nginx.upstream.NAME] and every
-// [haproxy.backend.NAME], sorted, once each.
-func (cfg *Config) RegistryUpstreams() []string {
+// NginxRegistryUpstreams names the registry-sourced [nginx.upstream.NAME],
+// sorted.
+func (cfg *Config) NginxRegistryUpstreams() []string {
 	var names []string
 	if n := cfg.renderedNginx(); n != nil {
 		for name, u := range n.Upstream {
@@ -213,6 +219,15 @@ func (cfg *Config) RegistryUpstreams() []string {
 			}
 		}
 	}
+	slices.Sort(names)
+	return names
+}
+
+// RegistryUpstreams names the upstreams whose servers come from the
+// registry: the registry-sourced [nginx.upstream.NAME] and every
+// [haproxy.backend.NAME], sorted, once each.
+func (cfg *Config) RegistryUpstreams() []string {
+	names := cfg.NginxRegistryUpstreams()
 	if cfg.HAProxy != nil {
 		names = slices.AppendSeq(names, maps.Keys(cfg.HAProxy.Backend))
 	}
