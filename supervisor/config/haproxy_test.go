@@ -89,7 +89,7 @@ func TestHAProxyBad(t *testing.T) {
 	long := "/" + strings.Repeat("s", 120) + ".sock"
 	for body, want := range map[string]string{
 		"[haproxy]\noutput = \"up.conf\"\n[haproxy.backend.web]\n[nginx]\noutput = \"up.conf\"\n[nginx.upstream.web]\nsource = \"registry\"\n": `haproxy.output: ` + filepath.Join("DIR", "up.conf") + ` is [nginx] output too`,
-		"[haproxy]\noutput = \"x\"\nsocket = \"" + long + "\"\n[haproxy.backend.web]\n": `:7: haproxy.socket: ` + long + ` is 126 bytes: a unix socket's path takes at most 107`,
+		"[haproxy]\noutput = \"x\"\nsocket = \"" + long + "\"\n[haproxy.backend.web]\n":                                                        `:7: haproxy.socket: ` + long + ` is 126 bytes: a unix socket's path takes at most 107`,
 	} {
 		file := balancerConfig(t, body)
 		want = strings.ReplaceAll(want, "DIR", filepath.Dir(file))
