@@ -61,16 +61,11 @@ func putMember(t *testing.T, srv *etcdtest.Server, m registry.Member) {
 	srv.Post(t, "/v3/kv/put", "", map[string]string{"key": b64(m.Key("/gosup")), "value": b64(string(m.Value()))})
 }
 
-// A balancer host with no programs renders a registry-sourced nginx
-// upstream from another host's daemon's members: nginx sends traffic to
-// both; a stopped process leaves the upstream; etcd down keeps the file
-// and warns; the last member gone keeps the servers last known (nginx
-// refuses an empty upstream) and warns.
-func TestNginxUpstreamFromRegistry(t *testing.T) {
-	srv := etcdtest.Start(t)
-	n := startNginx(t)
-	base := freePortRange(t, 2)
-	app, _ := startDaemon(t, writeConfig(t, fmt.Sprintf(`
+// appHost is an app host's configuration: two web children on ports
+// from base in upstream web, published to etcd at endpoint as 127.0.0.1
+// with a 3s lease; extra follows.
+func appHost(endpoint string, base int, extra string) string {
+	return fmt.Sprintf(`
 [program.web]
 command = "@HELPER@ http"
 numprocs = 2
@@ -84,7 +79,19 @@ upstream = "web"
 etcd = [%q]
 host = "127.0.0.1"
 ttl = "3s"
-`, base, helperEnv, srv.Endpoint)))
+%s`, base, helperEnv, endpoint, extra)
+}
+
+// A balancer host with no programs renders a registry-sourced nginx
+// upstream from another host's daemon's members: nginx sends traffic to
+// both; a stopped process leaves the upstream; etcd down keeps the file
+// and warns; the last member gone keeps the servers last known (nginx
+// refuses an empty upstream) and warns.
+func TestNginxUpstreamFromRegistry(t *testing.T) {
+	srv := etcdtest.Start(t)
+	n := startNginx(t)
+	base := freePortRange(t, 2)
+	app, _ := startDaemon(t, writeConfig(t, appHost(srv.Endpoint, base, "")))
 	waitAll(t, app, "RUNNING")
 	bal, _ := startDaemon(t, writeConfig(t, fmt.Sprintf(`
 [registry]
@@ -245,20 +252,7 @@ func TestMixedUpstreamsEtcdDownDrainNotConfirmed(t *testing.T) {
 	dead := freePortRange(t, 1) // nothing listens: etcd unreachable
 	base := freePortRange(t, 2)
 	out := t.TempDir() + "/upstreams.conf"
-	cl, _ := startDaemon(t, writeConfig(t, fmt.Sprintf(`
-[program.web]
-command = "@HELPER@ http"
-numprocs = 2
-process_name = "web_%%(process_num)d"
-port_start = %d
-startsecs = 0
-upstream = "web"
-%s
-
-[registry]
-etcd = ["http://127.0.0.1:%d"]
-host = "127.0.0.1"
-
+	cl, _ := startDaemon(t, writeConfig(t, appHost(fmt.Sprintf("http://127.0.0.1:%d", dead), base, fmt.Sprintf(`
 [nginx]
 output = %q
 test_command = ""
@@ -270,7 +264,7 @@ protocol = "http"
 [nginx.upstream.fleet]
 source = "registry"
 protocol = "http"
-`, base, helperEnv, dead, out)))
+`, out))))
 	waitAll(t, cl, "RUNNING")
 	waitInfo(t, cl, "the watch unreachable", func(i api.Info) bool { return i.Watch != nil && i.Watch.State == "unreachable" })
 	var draining []string
@@ -337,20 +331,7 @@ func TestMixedUpstreamsRegistryEmpty(t *testing.T) {
 	srv := etcdtest.Start(t)
 	n := startNginx(t)
 	base := freePortRange(t, 2)
-	cl, _ := startDaemon(t, writeConfig(t, fmt.Sprintf(`
-[program.web]
-command = "@HELPER@ http"
-numprocs = 2
-process_name = "web_%%(process_num)d"
-port_start = %d
-startsecs = 0
-upstream = "web"
-%s
-
-[registry]
-etcd = [%q]
-host = "127.0.0.1"
-
+	cl, _ := startDaemon(t, writeConfig(t, appHost(srv.Endpoint, base, fmt.Sprintf(`
 [nginx]
 output = %q
 test_command = %q
@@ -363,7 +344,7 @@ listen = "127.0.0.1:%d"
 [nginx.upstream.fleet]
 source = "registry"
 protocol = "http"
-`, base, helperEnv, srv.Endpoint, n.include, n.args("-t", "-q"), n.args("-s", "reload"), n.port)))
+`, n.include, n.args("-t", "-q"), n.args("-s", "reload"), n.port))))
 	waitAll(t, cl, "RUNNING")
 	waitInfo(t, cl, "the watch synced", func(i api.Info) bool { return i.Watch != nil && i.Watch.Synced })
 	info := waitInfo(t, cl, "an nginx outcome", func(i api.Info) bool { return i.Nginx != nil && !i.Nginx.LastAttempt.IsZero() })

@@ -43,6 +43,21 @@ func upstream(ports ...int) templates.Data {
 	return templates.Data{Upstreams: []templates.Upstream{u}}
 }
 
+// handedOver is m's State as an upgrade hands it over (through JSON), and
+// its JSON.
+func handedOver(t *testing.T, m *Manager) (State, []byte) {
+	t.Helper()
+	b, err := json.Marshal(m.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st, b
+}
+
 // apply submits d and waits for its outcome.
 func apply(t *testing.T, m *Manager, d templates.Data) error {
 	t.Helper()
@@ -247,14 +262,7 @@ func TestManagerStateCarriesAnOwedReload(t *testing.T) {
 	if c := tally.Counts(); c.ReloadsFailed < 1 || c.ReloadsOK != 0 || !c.LastSuccess.IsZero() || !c.LastFailed {
 		t.Errorf("counts after a failed reload: %+v", c)
 	}
-	b, err := json.Marshal(m.State())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st State
-	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatal(err)
-	}
+	st, b := handedOver(t, m)
 	failures := st.Status.Failures // 1, or more if a retry ran before Stop
 	if !st.ReloadNeeded || st.Last == nil || failures < 1 || st.Status.Reloads != 0 || st.Status.OK || st.Status.RetryAt.IsZero() {
 		t.Fatalf("state of the manager whose reload failed: %s", b)
@@ -302,14 +310,7 @@ func TestManagerStateCarriesAPendingSubmission(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	m := New(settings, testReaper, quiet)
 	m.Submit(upstream(8003), nil)
-	b, err := json.Marshal(m.State())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st State
-	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatal(err)
-	}
+	st, b := handedOver(t, m)
 	if st.Pending == nil {
 		t.Fatalf("no pending submission in %s", b)
 	}
@@ -485,14 +486,7 @@ func TestStateChangesGoThroughRuntime(t *testing.T) {
 	if c := tally.Counts(); c.RuntimeOK != 1 || c.RuntimeFailed != 1 || c.ReloadsOK != 3 {
 		t.Errorf("counts %+v", c)
 	}
-	b, err := json.Marshal(m.State())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st State
-	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatal(err)
-	}
+	st, _ := handedOver(t, m)
 	m2 := New(settings, testReaper, quiet)
 	m2.Restore(st)
 	m2.Start()
