@@ -41,8 +41,9 @@ package main
 //     without commands: <!-- test: NAME.txtar id=ID --> and a `matchdoc`
 //     line in the script that compares real output with it.
 //
-//   - ```logrotate, ```yaml (a configuration a script feeds to its tool:
-//     logrotate's, Prometheus'):
+//   - ```logrotate, ```yaml, ```haproxy, ```dotenv (a configuration a
+//     script feeds to its tool: logrotate's, Prometheus', HAProxy's, a
+//     systemd EnvironmentFile such as /etc/default/haproxy):
 //     <!-- test: NAME.txtar id=ID --> and a `docblock ... ID FILE` line in
 //     the script that writes the block to FILE for the script to run.
 //
@@ -448,14 +449,14 @@ func checkDocBlocks(root string, blocks []docBlock, tmp string) []string {
 			if tg := target(b); tg != nil {
 				errs = append(errs, needID(b, tg, "matchdoc")...)
 			}
-		case "logrotate", "yaml":
+		case "logrotate", "yaml", "haproxy", "dotenv":
 			if tg := target(b); tg != nil {
 				errs = append(errs, needID(b, tg, "docblock")...)
 			}
 		case "":
 			errorf("%s: a fenced block needs an info string saying what it is (toml, sh, console, text, ...; see docs_test.go)", b.where())
 		default:
-			errorf("%s: ```%s: unknown kind of block; docs_test.go knows toml, sh, console, text, nginx, logrotate, yaml", b.where(), b.kind)
+			errorf("%s: ```%s: unknown kind of block; docs_test.go knows toml, sh, console, text, nginx, logrotate, yaml, haproxy, dotenv", b.where(), b.kind)
 		}
 	}
 	return errs

@@ -86,9 +86,9 @@ func TestScripts(t *testing.T) {
 		Condition: func(cond string) (bool, error) {
 			// [nginx]: nginx can run here. Under CI=true it always holds,
 			// so a missing nginx fails the script instead of skipping it.
-			// [logrotate] and [tmux] likewise for Debian's logrotate
-			// and tmux.
-			if cond == "nginx" || cond == "logrotate" || cond == "tmux" {
+			// [logrotate], [tmux] and [haproxy] likewise for Debian's
+			// logrotate, tmux and haproxy.
+			if cond == "nginx" || cond == "logrotate" || cond == "tmux" || cond == "haproxy" {
 				_, err := exec.LookPath(cond)
 				return err == nil || os.Getenv("CI") == "true", nil
 			}
