@@ -32,24 +32,9 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/haproxy/haproxytest"
 	"github.com/gosup/gosup/supervisor/registry/etcd/etcdtest"
 )
-
-// haproxyBin finds HAProxy. Under CI=true a missing one fails the test
-// (.ci/run installs it); elsewhere the test is skipped, saying how to get it.
-func haproxyBin(t testing.TB) string {
-	t.Helper()
-	for _, p := range []string{"haproxy", "/usr/sbin/haproxy"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("haproxy not found; CI must install it (apt-get install haproxy)")
-	}
-	t.Skipf("haproxy not installed; run `apt-get install haproxy` to run this test")
-	return ""
-}
 
 // fleetTTL is the app hosts' lease ttl (the shortest gosup allows): a dead
 // host's members vanish within it.
@@ -579,8 +564,6 @@ process_name = "web_%%(process_num)02d"
 upstream = "web"
 drain = "2s"
 startsecs = 1
-# the tcp check dials 127.0.0.1:PORT, where a child bound to host does not answer
-ready = "startsecs"
 `, filepath.Join(dir, "gosup.sock"), filepath.Join(dir, "log"), endpoint, addr, addr, fleetProcs, port)
 }
 
@@ -627,7 +610,7 @@ func haproxyReload(t *testing.T, dir string, master int) string {
 // registry read (no host: it publishes nothing), [haproxy] rendering
 // backend web with a frontend on bind. reload is the command that reloads
 // HAProxy (the test's master pid, where docs/fleet.md has systemctl).
-func balancerConfig(dir, endpoint, main, admin, reload, bind string) string {
+func balancerConfig(dir, endpoint, main, admin, reload, bind, nginxListen string) string {
 	return fmt.Sprintf(`[supervisor]
 socket = %q
 logdir = %q
@@ -646,11 +629,91 @@ bind = %q
 check_interval = "1s"
 rise = 2
 fall = 2
-`, filepath.Join(dir, "gosup.sock"), filepath.Join(dir, "log"), endpoint, filepath.Join(dir, "gosup-haproxy.cfg"), main, reload, admin, bind)
+
+[nginx]
+output = %q
+test_command = "nginx -p %s/ -c nginx.conf -t -q"
+reload_command = "nginx -p %s/ -c nginx.conf -s reload"
+
+[nginx.upstream.web]
+source = "registry"
+protocol = "http"
+listen = %q
+`, filepath.Join(dir, "gosup.sock"), filepath.Join(dir, "log"), endpoint, filepath.Join(dir, "gosup-haproxy.cfg"), main, reload, admin, bind,
+		filepath.Join(dir, "nginx-upstream.conf"), dir, dir, nginxListen)
+}
+
+// nginxMain is the nginx.conf the test runs nginx with (nginx -p DIR/):
+// the http block includes the upstream file the balancer renders.
+const nginxMain = `worker_processes 1;
+pid nginx.pid;
+error_log error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path tmp_body;
+    proxy_temp_path tmp_proxy;
+    fastcgi_temp_path tmp_fastcgi;
+    uwsgi_temp_path tmp_uwsgi;
+    scgi_temp_path tmp_scgi;
+    include nginx-upstream.conf;
+}
+`
+
+// startNginx runs nginx in the foreground with dir as its prefix and
+// waits until listen answers; it is stopped (by pid) when the test ends.
+func startNginx(t *testing.T, dir, listen string) {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("nginx not found; CI must install it (apt-get install nginx)")
+		}
+		t.Skipf("nginx not installed; run `apt-get install nginx` to run this test")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(nginxMain), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-p", dir+"/", "-c", "nginx.conf", "-g", "daemon off;")
+	out, err := os.Create(filepath.Join(dir, "nginx.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Logf("nginx's error.log:\n%s", b)
+		}
+	})
+	if !eventually(30*time.Second, func() bool {
+		c, err := net.DialTimeout("tcp", listen, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}) {
+		b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		t.Fatalf("nginx does not listen on %s:\n%s", listen, b)
+	}
 }
 
 func TestFleetE2E(t *testing.T) {
-	hbin := haproxyBin(t)
+	hbin := haproxytest.Bin(t)
 	e := etcdtest.Start(t)
 	bin := buildGosup(t, t.TempDir(), "v0.0.0-fleet")
 	path := strings.Join([]string{filepath.Dir(bin), filepath.Dir(hbin), os.Getenv("PATH")}, string(os.PathListSeparator))
@@ -687,18 +750,34 @@ func TestFleetE2E(t *testing.T) {
 	// command names HAProxy's master pid.
 	dirL := mkdir("balancer")
 	main, admin := writeHAProxyMain(t, dirL)
-	bind := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeFleetPorts(t, 1, "127.0.0.1")))
+	free := freeFleetPorts(t, 2, "127.0.0.1")
+	bind := net.JoinHostPort("127.0.0.1", strconv.Itoa(free))
+	nginxListen := net.JoinHostPort("127.0.0.1", strconv.Itoa(free+1))
+	nginxOutput := filepath.Join(dirL, "nginx-upstream.conf")
 	cfgL := filepath.Join(dirL, "gosup.toml")
 	output := filepath.Join(dirL, "gosup-haproxy.cfg")
 	// The configuration the daemon runs differs from this one only in
 	// its reload command (HAProxy's pid is not known yet).
-	if err := os.WriteFile(cfgL, []byte(balancerConfig(dirL, e.Endpoint, main, admin, "true", bind)), 0o644); err != nil {
+	if err := os.WriteFile(cfgL, []byte(balancerConfig(dirL, e.Endpoint, main, admin, "true", bind, nginxListen)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rendered, err := exec.Command(bin, "render", "-c", cfgL).Output()
+	rendered, err := exec.Command(bin, "render", "--haproxy", "-c", cfgL).Output()
+	if err != nil {
+		t.Fatalf("gosup render --haproxy: %v\n%s", err, exitStderr(err))
+	}
+	renderedNginx, err := exec.Command(bin, "render", "-c", cfgL).Output()
 	if err != nil {
 		t.Fatalf("gosup render: %v\n%s", err, exitStderr(err))
 	}
+	for k := range m {
+		if !strings.Contains(string(renderedNginx), "server "+k+";") {
+			t.Fatalf("gosup render: no server %s:\n%s", k, renderedNginx)
+		}
+	}
+	if err := os.WriteFile(nginxOutput, renderedNginx, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startNginx(t, dirL, nginxListen)
 	for k := range m {
 		if !strings.Contains(string(rendered), "server "+k+" "+k+" ") {
 			t.Fatalf("gosup render: no server %s:\n%s", k, rendered)
@@ -708,7 +787,7 @@ func TestFleetE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := startHAProxy(t, hbin, main, admin, output)
-	l := startFleetDaemon(t, bin, path, "balancer", "", dirL, balancerConfig(dirL, e.Endpoint, main, admin, haproxyReload(t, dirL, h.cmd.Process.Pid), bind))
+	l := startFleetDaemon(t, bin, path, "balancer", "", dirL, balancerConfig(dirL, e.Endpoint, main, admin, haproxyReload(t, dirL, h.cmd.Process.Pid), bind, nginxListen))
 	if !eventually(time.Minute, func() bool { _, err := l.cl.Info(context.Background()); return err == nil }) {
 		t.Fatal("the balancer daemon does not answer")
 	}
@@ -730,9 +809,13 @@ func TestFleetE2E(t *testing.T) {
 	}
 
 	// (a) Traffic through HAProxy reaches every child on both hosts.
+	// The same through nginx, which the balancer renders from the
+	// registry too.
 	g := startLoad(t, "http://"+bind+"/", 3, 10*time.Millisecond)
-	wa := g.next("a: both hosts up")
+	n := startLoad(t, "http://"+nginxListen+"/", 1, 10*time.Millisecond)
+	wa, na := g.next("a: both hosts up"), n.next("a: both hosts up")
 	g.waitPids(t, append(pidsOf(pidsA), pidsOf(pidsB)...))
+	n.waitPids(t, append(pidsOf(pidsA), pidsOf(pidsB)...))
 	g.waitOK(t, 200)
 
 	// (b) kill -9 of host A's daemon: its children die with it, its
@@ -740,9 +823,10 @@ func TestFleetE2E(t *testing.T) {
 	// the ttl, the balancer renders without them and reloads HAProxy;
 	// HAProxy's health checks see the dead servers first.
 	g.next("b: host A killed, until HAProxy's checks see it")
+	n.next("b: host A killed")
 	a.kill(t)
 	killed := time.Now()
-	var checksAt, etcdAt, fileAt, reloadAt time.Time
+	var checksAt, etcdAt, fileAt, reloadAt, nginxAt time.Time
 	var wb *loadWindow
 	if !eventually(time.Minute, func() bool {
 		now := time.Now()
@@ -760,19 +844,23 @@ func TestFleetE2E(t *testing.T) {
 		if b, err := os.ReadFile(output); err == nil && fileAt.IsZero() && !strings.Contains(string(b), hostA) {
 			fileAt = now
 		}
-		return !checksAt.IsZero() && !reloadAt.IsZero() && !etcdAt.IsZero() && !fileAt.IsZero()
+		if b, err := os.ReadFile(nginxOutput); err == nil && nginxAt.IsZero() && !strings.Contains(string(b), hostA) {
+			nginxAt = now
+		}
+		return !checksAt.IsZero() && !reloadAt.IsZero() && !etcdAt.IsZero() && !fileAt.IsZero() && !nginxAt.IsZero()
 	}) {
-		t.Fatalf("after host A's kill -9: checks %v, etcd %v, file %v, haproxy reloaded %v", checksAt, etcdAt, fileAt, reloadAt)
+		t.Fatalf("after host A's kill -9: checks %v, etcd %v, file %v, haproxy reloaded %v, nginx's file %v", checksAt, etcdAt, fileAt, reloadAt, nginxAt)
 	}
-	t.Logf("kill -9 of host A: HAProxy's checks marked its servers down after %v, etcd dropped its members after %v (ttl %v), the balancer wrote the file without them after %v, HAProxy ran without them after %v",
-		checksAt.Sub(killed).Round(time.Millisecond), etcdAt.Sub(killed).Round(time.Millisecond), fleetTTL, fileAt.Sub(killed).Round(time.Millisecond), reloadAt.Sub(killed).Round(time.Millisecond))
+	t.Logf("kill -9 of host A: HAProxy's checks marked its servers down after %v, etcd dropped its members after %v (ttl %v), the balancer wrote HAProxy's file without them after %v and nginx's after %v, HAProxy ran without them after %v",
+		checksAt.Sub(killed).Round(time.Millisecond), etcdAt.Sub(killed).Round(time.Millisecond), fleetTTL, fileAt.Sub(killed).Round(time.Millisecond), nginxAt.Sub(killed).Round(time.Millisecond), reloadAt.Sub(killed).Round(time.Millisecond))
 	if !serversUp(onHost(m, hostB)) {
 		s, err := h.servers()
 		t.Errorf("haproxy after host A's removal: want host B's servers up, have %v (%v)", s, err)
 	}
 	g.waitPids(t, pidsOf(pidsB))
+	n.waitPids(t, pidsOf(pidsB))
 	g.waitOK(t, 200)
-	wc := g.next("c: rolling restart on host B")
+	wc, nc := g.next("c: rolling restart on host B"), n.next("c: rolling restart on host B")
 
 	// (c) A rolling restart on host B drains each process through the
 	// registry (down in etcd, drained in HAProxy) before it stops: no
@@ -843,9 +931,10 @@ func TestFleetE2E(t *testing.T) {
 		t.Fatalf("after the rolling restart: etcd %v, haproxy %v (%v); want new pids up in both", onHost(fleetMembers(t, e), hostB), s, err)
 	}
 	g.waitPids(t, pidsOf(newB))
+	n.waitPids(t, pidsOf(newB))
 	g.waitOK(t, 200)
 	t.Logf("the rolling restart reloaded HAProxy %d times (each member leaves the server list when its process stops and comes back when the new one is published)", reloads()-reloadsBefore)
-	wd := g.next("d: etcd stopped and restarted")
+	wd, nd := g.next("d: etcd stopped and restarted"), n.next("d: etcd stopped and restarted")
 
 	// (d) etcd stops and starts again on the same data and port: host B
 	// keeps (or re-publishes) every member, the balancer keeps rendering
@@ -909,40 +998,62 @@ func TestFleetE2E(t *testing.T) {
 		}
 	}
 	fileHas("after etcd's restart", mb)
+	nginxFile, err := os.ReadFile(nginxOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range mb {
+		if !strings.Contains(string(nginxFile), "server "+k+";") {
+			t.Errorf("after etcd's restart the balancer's nginx file has no server %s:\n%s", k, nginxFile)
+		}
+	}
 	if !serversUp(mb) {
 		s, err := h.servers()
 		t.Errorf("haproxy after etcd's restart: want host B's servers up, have %v (%v)", s, err)
 	}
 	infoB, _ = b.cl.Info(context.Background())
 	g.waitOK(t, 200)
+	n.waitOK(t, 50)
 	g.next("end")
+	n.next("end")
 	t.Logf("etcd restart: host B and the balancer saw it unreachable %v after it stopped, it was down %v, and %v after it was back both were ok with host B's members in etcd; host B's lease %s then %s, %d then %d leases granted",
 		unreachable.Sub(stopped).Round(time.Millisecond), restarted.Sub(stopped).Round(time.Millisecond), back.Sub(restarted).Round(time.Millisecond), lease, infoB.Registry.Lease, grants, infoB.Registry.LeaseGrants)
 
 	// The load's figures, once every request has ended (a request counts
 	// in the window it started in).
 	g.halt()
-	var total, failed int
-	for _, w := range g.all {
-		total += w.ok + w.failed
-		failed += w.failed
-		t.Logf("load %v %v", w, w.errs)
+	n.halt()
+	for _, x := range []struct {
+		g    *loadGen
+		name string
+	}{{g, "HAProxy"}, {n, "nginx"}} {
+		var total, failed int
+		for _, w := range x.g.all {
+			total += w.ok + w.failed
+			failed += w.failed
+			t.Logf("load through %s %v %v", x.name, w, w.errs)
+		}
+		t.Logf("load through %s in all: %d requests, %d failed", x.name, total, failed)
 	}
-	t.Logf("load in all: %d requests through HAProxy, %d failed", total, failed)
 	t.Logf("the balancer's gosup ctl info:\n%s", l.gosup(t, bin, "ctl", "info", "-c", l.cfg))
 	// A request in flight when host A was killed started in window a
 	// and may fail: only a's that ended before count against it. The
 	// later windows' phases must fail none either, so theirs count whole.
 	if n := wa.failed - wa.late; n != 0 {
-		t.Errorf("%d requests failed with both hosts up: %v", n, wa.errs)
+		t.Errorf("%d requests failed through HAProxy with both hosts up: %v", n, wa.errs)
+	}
+	if n := na.failed - na.late; n != 0 {
+		t.Errorf("%d requests failed through nginx with both hosts up: %v", n, na.errs)
 	}
 	for _, c := range []struct {
 		w    *loadWindow
 		what string
 	}{
-		{wb, "after HAProxy's checks saw host A down"},
-		{wc, "during host B's rolling restart"},
-		{wd, "while etcd stopped and started again"},
+		{wb, "through HAProxy after its checks saw host A down"},
+		{wc, "through HAProxy during host B's rolling restart"},
+		{wd, "through HAProxy while etcd stopped and started again"},
+		{nc, "through nginx during host B's rolling restart"},
+		{nd, "through nginx while etcd stopped and started again"},
 	} {
 		if c.w.failed != 0 {
 			t.Errorf("%d requests failed %s: %v", c.w.failed, c.what, c.w.errs)
