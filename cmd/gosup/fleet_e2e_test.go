@@ -4,11 +4,13 @@ package main
 // parts: one etcd (etcdtest), two "hosts" (two gosup daemons built from
 // this tree, publishing as 127.0.0.2 and 127.0.0.3: every address of
 // 127/8 answers on Linux), a balancer gosup with no programs rendering
-// HAProxy's backend from the registry, and a real HAProxy 2.6 in
-// master-worker mode that the balancer reloads (kill -USR2) and steers
-// through its runtime API (the stats socket). A load generator sends GETs
-// through HAProxy the whole time and counts what failed, phase by phase.
-// The configurations have the shape docs/fleet.md shows.
+// HAProxy's backend and an nginx upstream from the registry, a real
+// HAProxy 2.6 in master-worker mode that the balancer reloads (SIGUSR2,
+// see haproxyReload) and steers through its runtime API (the stats
+// socket), and a real nginx. Load generators send GETs through HAProxy
+// and nginx the whole time and count what failed, phase by phase. The
+// configurations have the shape docs/fleet.md shows, and the figures
+// there come from this test's log (go test -v -run TestFleetE2E).
 
 import (
 	"bufio"
