@@ -5,9 +5,9 @@ package main
 // this tree, publishing as 127.0.0.2 and 127.0.0.3: every address of
 // 127/8 answers on Linux), a balancer gosup with no programs rendering
 // HAProxy's backend and an nginx upstream from the registry, a real
-// HAProxy 2.6 in master-worker mode that the balancer reloads (SIGUSR2,
-// see haproxyReload) and steers through its runtime API (the stats
-// socket), and a real nginx. Load generators send GETs through HAProxy
+// HAProxy 2.6 in master-worker mode that the balancer reloads (kill -USR2
+// of the master, as Debian's unit does) and steers through its runtime
+// API (the stats socket), and a real nginx. Load generators send GETs through HAProxy
 // and nginx the whole time and count what failed, phase by phase. The
 // configurations have the shape docs/fleet.md shows, and the figures
 // there come from this test's log (go test -v -run TestFleetE2E).
@@ -569,49 +569,12 @@ startsecs = 1
 `, filepath.Join(dir, "gosup.sock"), filepath.Join(dir, "log"), endpoint, addr, addr, fleetProcs, port)
 }
 
-// haproxyReloadScript sends HAProxy's master ($1) SIGUSR2 and waits (up
-// to 10 s) until the workers it had have exited, so that once it returns
-// the new worker is the one serving the stats socket.
-const haproxyReloadScript = `#!/bin/sh
-master=$1
-old=
-for f in /proc/[0-9]*/stat; do
-  read -r pid comm state ppid rest < "$f" 2>/dev/null || continue
-  [ "$ppid" = "$master" ] && old="$old $pid"
-done
-kill -USR2 "$master" || exit 1
-for pid in $old; do
-  n=0
-  while kill -0 "$pid" 2>/dev/null && [ $n -lt 1000 ]; do sleep 0.01; n=$((n+1)); done
-done
-`
-
-// haproxyReload is the balancer's reload_command for the HAProxy master
-// pid: haproxyReloadScript, which returns once the reload is done.
-// `kill -USR2 PID` (what Debian's `systemctl reload haproxy` runs) returns
-// at once, while the old worker still answers on the stats socket: a
-// runtime API change gosup sends right after such a reload (a rolling
-// restart publishes a process up, a reload adds it back, then the next
-// process is marked down at once) can reach the old worker only, and the
-// new one never drains that server. FLEET_RELOAD=async runs the test with
-// `kill -USR2 PID` to show it (a failed request in the rolling restart
-// now and then).
-func haproxyReload(t *testing.T, dir string, master int) string {
-	t.Helper()
-	if os.Getenv("FLEET_RELOAD") == "async" {
-		return fmt.Sprintf("kill -USR2 %d", master)
-	}
-	script := filepath.Join(dir, "reload-haproxy")
-	if err := os.WriteFile(script, []byte(haproxyReloadScript), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%s %d", script, master)
-}
-
 // balancerConfig is the balancer host's configuration: no programs, the
 // registry read (no host: it publishes nothing), [haproxy] rendering
-// backend web with a frontend on bind. reload is the command that reloads
-// HAProxy (the test's master pid, where docs/fleet.md has systemctl).
+// backend web with a frontend on bind, and [nginx] rendering upstream web
+// from the registry with a server listening on nginxListen. reload is the
+// command that reloads HAProxy (kill -USR2 of the test's master, where
+// docs/fleet.md has systemctl reload haproxy, which runs the same).
 func balancerConfig(dir, endpoint, main, admin, reload, bind, nginxListen string) string {
 	return fmt.Sprintf(`[supervisor]
 socket = %q
@@ -789,7 +752,7 @@ func TestFleetE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := startHAProxy(t, hbin, main, admin, output)
-	l := startFleetDaemon(t, bin, path, "balancer", "", dirL, balancerConfig(dirL, e.Endpoint, main, admin, haproxyReload(t, dirL, h.cmd.Process.Pid), bind, nginxListen))
+	l := startFleetDaemon(t, bin, path, "balancer", "", dirL, balancerConfig(dirL, e.Endpoint, main, admin, fmt.Sprintf("kill -USR2 %d", h.cmd.Process.Pid), bind, nginxListen))
 	if !eventually(time.Minute, func() bool { _, err := l.cl.Info(context.Background()); return err == nil }) {
 		t.Fatal("the balancer daemon does not answer")
 	}
