@@ -51,7 +51,8 @@ func TestHAProxyDefaultsAndRender(t *testing.T) {
 	}
 	for _, want := range []string{
 		"\nbackend web\n    mode http\n    balance leastconn\n    option httpchk GET /\n",
-		"    default-server check inter 2000ms rise 2 fall 2\n",
+		"    default-server check inter 2000ms rise 2 fall 2 observe layer4 error-limit 1 on-error fail-check\n",
+		"    option redispatch 1\n",
 		"    server 192.0.2.1:9000 192.0.2.1:9000 weight 3  # web:web_00\n",
 		"    server 192.0.2.2:9000 192.0.2.2:9000 disabled  # web:web_00\n",
 		"\nfrontend web\n    mode http\n    bind 127.0.0.1:8080\n    default_backend web\n",
