@@ -268,9 +268,20 @@ func (p *Process) Status() Status {
 	p.mu.Lock()
 	st, out := p.status, p.out
 	p.mu.Unlock()
-	st.StdoutDropped, st.StderrDropped = p.logDrops.stdout.Load(), p.logDrops.stderr.Load()
-	st.LogDropped = st.StdoutDropped + st.StderrDropped
+	// A write's lost bytes reach its failing episode (in the sink) before
+	// the stream's total (in the copier, once the write returned): the
+	// episodes first, and a total never shown below its episode's.
 	st.LogFailing = out.failures()
+	st.StdoutDropped, st.StderrDropped = p.logDrops.stdout.Load(), p.logDrops.stderr.Load()
+	for _, f := range st.LogFailing {
+		switch f.Stream {
+		case "stdout":
+			st.StdoutDropped = max(st.StdoutDropped, f.Dropped)
+		case "stderr":
+			st.StderrDropped = max(st.StderrDropped, f.Dropped)
+		}
+	}
+	st.LogDropped = st.StdoutDropped + st.StderrDropped
 	return st
 }
 
