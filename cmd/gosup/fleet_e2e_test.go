@@ -13,7 +13,6 @@ package main
 // there come from this test's log (go test -v -run TestFleetE2E).
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -34,6 +33,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/supervisor/api"
+	"github.com/gosup/gosup/supervisor/haproxy"
 	"github.com/gosup/gosup/supervisor/haproxy/haproxytest"
 	"github.com/gosup/gosup/supervisor/registry/etcd/etcdtest"
 )
@@ -221,14 +221,6 @@ func onHost(m map[string]fleetMember, addr string) map[string]fleetMember {
 	return out
 }
 
-// haproxy is a real HAProxy in master-worker mode, in the foreground
-// (-W -db): its pid is the master's, which a USR2 reloads.
-type haproxy struct {
-	bin, main, admin, log string
-	cmd                   *exec.Cmd
-	exited                chan struct{}
-}
-
 // haproxyMain is the main configuration the test gives HAProxy besides
 // the fragment gosup renders: global (the runtime API's socket, at admin
 // level) and defaults, as docs/fleet.md's haproxy.cfg has them.
@@ -255,64 +247,6 @@ func writeHAProxyMain(t *testing.T, dir string) (string, string) {
 	return main, admin
 }
 
-// startHAProxy runs bin -W -db -f main -f fragment and waits for its
-// admin socket to answer; it is stopped (by pid) when the test ends.
-func startHAProxy(t *testing.T, bin, main, admin, fragment string) *haproxy {
-	t.Helper()
-	h := &haproxy{bin: bin, main: main, admin: admin, log: filepath.Join(filepath.Dir(main), "haproxy.log"), exited: make(chan struct{})}
-	logf, err := os.Create(h.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	h.cmd = exec.Command(bin, "-W", "-db", "-f", main, "-f", fragment)
-	h.cmd.Stdout, h.cmd.Stderr = logf, logf
-	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := h.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = h.cmd.Wait(); close(h.exited) }()
-	t.Cleanup(func() {
-		_ = h.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-h.exited:
-		case <-time.After(30 * time.Second):
-			_ = h.cmd.Process.Kill()
-			<-h.exited
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(h.log)
-			t.Logf("haproxy's log:\n%s", b)
-		}
-	})
-	var err2 error
-	if !eventually(30*time.Second, func() bool { _, err2 = h.ask("show info"); return err2 == nil }) {
-		t.Fatalf("haproxy's admin socket does not answer: %v", err2)
-	}
-	return h
-}
-
-// ask sends one command to HAProxy's runtime API and gives the answer.
-func (h *haproxy) ask(cmd string) (string, error) {
-	c, err := net.DialTimeout("unix", h.admin, 2*time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, cmd+"\n"); err != nil {
-		return "", err
-	}
-	b, err := io.ReadAll(io.LimitReader(c, 1<<20))
-	return string(b), err
-}
-
-// haproxyServer is a server's line of `show servers state`.
-type haproxyServer struct {
-	op    int // srv_op_state: 0 stopped (down), 1 starting, 2 running (up), 3 stopping
-	admin int // srv_admin_state: bits 0x01 forced maint, 0x04 maint from the config, 0x08 forced drain, ...
-}
-
 // haproxyCMaint is srv_admin_state's bit for `disabled` in the
 // configuration: `set server ... state ready` clears the forced
 // maintenance `disabled` also sets (0x01) and leaves it, and the server
@@ -320,31 +254,18 @@ type haproxyServer struct {
 const haproxyCMaint = 0x04
 
 // serving says the server is up and not drained or in maintenance.
-func (s haproxyServer) serving() bool { return s.op == 2 && s.admin&^haproxyCMaint == 0 }
+func serving(s haproxy.ServerState) bool { return s.OpState == 2 && s.Admin&^haproxyCMaint == 0 }
 
-// servers reads `show servers state web`: the servers of backend web the
-// running worker has, by name.
-func (h *haproxy) servers() (map[string]haproxyServer, error) {
-	out, err := h.ask("show servers state web")
+// haproxyServers reads `show servers state web` from h: the servers of
+// backend web the running worker has, by name.
+func haproxyServers(h *haproxytest.Server) (map[string]haproxy.ServerState, error) {
+	sts, err := h.Runtime().ServerStates(context.Background(), "web")
 	if err != nil {
 		return nil, err
 	}
-	m := map[string]haproxyServer{}
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 7 || strings.HasPrefix(f[0], "#") || f[1] != "web" {
-			continue
-		}
-		op, err1 := strconv.Atoi(f[5])
-		adm, err2 := strconv.Atoi(f[6])
-		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("show servers state: %q", sc.Text())
-		}
-		m[f[3]] = haproxyServer{op: op, admin: adm}
-	}
-	if len(m) == 0 && !strings.Contains(out, "be_id") {
-		return nil, fmt.Errorf("show servers state web: %q", out)
+	m := map[string]haproxy.ServerState{}
+	for _, st := range sts {
+		m[st.Server] = st
 	}
 	return m, nil
 }
@@ -751,25 +672,25 @@ func TestFleetE2E(t *testing.T) {
 	if err := os.WriteFile(output, rendered, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h := startHAProxy(t, hbin, main, admin, output)
-	l := startFleetDaemon(t, bin, path, "balancer", "", dirL, balancerConfig(dirL, e.Endpoint, main, admin, fmt.Sprintf("kill -USR2 %d", h.cmd.Process.Pid), bind, nginxListen))
+	h := haproxytest.StartWith(t, main, admin, output)
+	l := startFleetDaemon(t, bin, path, "balancer", "", dirL, balancerConfig(dirL, e.Endpoint, main, admin, fmt.Sprintf("kill -USR2 %d", h.Pid()), bind, nginxListen))
 	if !eventually(time.Minute, func() bool { _, err := l.cl.Info(context.Background()); return err == nil }) {
 		t.Fatal("the balancer daemon does not answer")
 	}
 	serversUp := func(want map[string]fleetMember) bool {
-		s, err := h.servers()
+		s, err := haproxyServers(h)
 		if err != nil || len(s) != len(want) {
 			return false
 		}
 		for k := range want {
-			if !s[k].serving() {
+			if !serving(s[k]) {
 				return false
 			}
 		}
 		return true
 	}
 	if !eventually(time.Minute, func() bool { return serversUp(m) }) {
-		s, err := h.servers()
+		s, err := haproxyServers(h)
 		t.Fatalf("haproxy: want every member up, have %v (%v)", s, err)
 	}
 
@@ -795,8 +716,8 @@ func TestFleetE2E(t *testing.T) {
 	var wb *loadWindow
 	if !eventually(time.Minute, func() bool {
 		now := time.Now()
-		s, err := h.servers()
-		if err == nil && checksAt.IsZero() && !slices.ContainsFunc(keysOf(onHost(m, hostA)), func(k string) bool { sv, ok := s[k]; return ok && sv.op != 0 }) {
+		s, err := haproxyServers(h)
+		if err == nil && checksAt.IsZero() && !slices.ContainsFunc(keysOf(onHost(m, hostA)), func(k string) bool { sv, ok := s[k]; return ok && sv.OpState != 0 }) {
 			checksAt = now
 			wb = g.next("b: after HAProxy's checks saw host A down")
 		}
@@ -819,7 +740,7 @@ func TestFleetE2E(t *testing.T) {
 	t.Logf("kill -9 of host A: HAProxy's checks marked its servers down after %v, etcd dropped its members after %v (ttl %v), the balancer wrote HAProxy's file without them after %v and nginx's after %v, HAProxy ran without them after %v",
 		checksAt.Sub(killed).Round(time.Millisecond), etcdAt.Sub(killed).Round(time.Millisecond), fleetTTL, fileAt.Sub(killed).Round(time.Millisecond), nginxAt.Sub(killed).Round(time.Millisecond), reloadAt.Sub(killed).Round(time.Millisecond))
 	if !serversUp(onHost(m, hostB)) {
-		s, err := h.servers()
+		s, err := haproxyServers(h)
 		t.Errorf("haproxy after host A's removal: want host B's servers up, have %v (%v)", s, err)
 	}
 	g.waitPids(t, pidsOf(pidsB))
@@ -850,9 +771,9 @@ func TestFleetE2E(t *testing.T) {
 					seenDown[k] = true
 				}
 			}
-			if s, err := h.servers(); err == nil {
+			if s, err := haproxyServers(h); err == nil {
 				for k, v := range s {
-					if v.admin&^haproxyCMaint != 0 {
+					if v.Admin&^haproxyCMaint != 0 {
 						seenDrain[k] = true
 					}
 				}
@@ -892,7 +813,7 @@ func TestFleetE2E(t *testing.T) {
 		}
 		return len(now) == fleetProcs && serversUp(mb)
 	}) {
-		s, err := h.servers()
+		s, err := haproxyServers(h)
 		t.Fatalf("after the rolling restart: etcd %v, haproxy %v (%v); want new pids up in both", onHost(fleetMembers(t, e), hostB), s, err)
 	}
 	g.waitPids(t, pidsOf(newB))
@@ -942,7 +863,7 @@ func TestFleetE2E(t *testing.T) {
 	unreachable := time.Now()
 	fileHas("while etcd is down", mb)
 	if !serversUp(mb) {
-		s, err := h.servers()
+		s, err := haproxyServers(h)
 		t.Errorf("haproxy while etcd is down: want host B's servers up, have %v (%v)", s, err)
 	}
 	status, _ := exec.Command(bin, "ctl", "status", "-c", l.cfg).CombinedOutput()
@@ -973,7 +894,7 @@ func TestFleetE2E(t *testing.T) {
 		}
 	}
 	if !serversUp(mb) {
-		s, err := h.servers()
+		s, err := haproxyServers(h)
 		t.Errorf("haproxy after etcd's restart: want host B's servers up, have %v (%v)", s, err)
 	}
 	infoB, _ = b.cl.Info(context.Background())

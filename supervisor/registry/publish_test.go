@@ -40,7 +40,13 @@ func member(port int, state string) Member {
 
 func start(t *testing.T, srv *etcdtest.Server, ttl time.Duration, ms *members) (*Publisher, context.CancelFunc, chan struct{}) {
 	t.Helper()
-	c, err := etcd.New(etcd.Config{Endpoints: []string{srv.Endpoint}, Timeout: time.Second})
+	return startAt(t, srv.Endpoint, ttl, ms)
+}
+
+// startAt is start on the etcd endpoint (a proxy in front of one).
+func startAt(t *testing.T, endpoint string, ttl time.Duration, ms *members) (*Publisher, context.CancelFunc, chan struct{}) {
+	t.Helper()
+	c, err := etcd.New(etcd.Config{Endpoints: []string{endpoint}, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,17 +321,8 @@ func newLossyProxy(t *testing.T, target string) *lossyProxy {
 func TestPublishLostPutAnswer(t *testing.T) {
 	srv := etcdtest.Start(t)
 	px := newLossyProxy(t, srv.Endpoint[len("http://"):])
-	c, err := etcd.New(etcd.Config{Endpoints: []string{"http://" + px.l.Addr().String()}, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
 	var ms members
-	p := New(Options{Client: c, Prefix: "/gosup", TTL: 30 * time.Second, Members: ms.get})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	p, _, _ := startAt(t, "http://"+px.l.Addr().String(), 30*time.Second, &ms)
 	wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer wcancel()
 	if err := p.Wait(wctx, p.Kick()); err != nil { // lease granted, nothing written
@@ -395,18 +392,9 @@ func TestPublishPassLongerThanLease(t *testing.T) {
 func TestPublishLostDeleteAnswer(t *testing.T) {
 	srv := etcdtest.Start(t)
 	px := newLossyProxy(t, srv.Endpoint[len("http://"):])
-	c, err := etcd.New(etcd.Config{Endpoints: []string{"http://" + px.l.Addr().String()}, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
 	var ms members
 	ms.set(member(9100, StateUp))
-	p := New(Options{Client: c, Prefix: "/gosup", TTL: 30 * time.Second, Members: ms.get})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	p, _, _ := startAt(t, "http://"+px.l.Addr().String(), 30*time.Second, &ms)
 	wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer wcancel()
 	if err := p.Wait(wctx, p.Kick()); err != nil {

@@ -49,15 +49,15 @@ type Server struct {
 	exited chan struct{}
 }
 
-// Start runs HAProxy on Main and files (which must exist: an empty file
-// is a valid one) until the test ends, and returns once its runtime API
-// answers.
+// Start runs HAProxy on a main configuration of its own (global with the
+// runtime API's socket, defaults) and files (which must exist: an empty
+// file is a valid one) until the test ends, and returns once its runtime
+// API answers.
 func Start(t testing.TB, files ...string) *Server {
 	t.Helper()
-	s := &Server{Bin: Bin(t), dir: t.TempDir(), Files: files}
-	s.Main = filepath.Join(s.dir, "main.cfg")
-	s.Socket = filepath.Join(s.dir, "admin.sock")
-	main := fmt.Sprintf(`global
+	dir := t.TempDir()
+	main, socket := filepath.Join(dir, "main.cfg"), filepath.Join(dir, "admin.sock")
+	text := fmt.Sprintf(`global
     stats socket %s mode 600 level admin
     log stderr format short local0 notice
 
@@ -68,10 +68,18 @@ defaults
     timeout client 30s
     timeout server 30s
     timeout check 1s
-`, s.Socket)
-	if err := os.WriteFile(s.Main, []byte(main), 0o644); err != nil {
+`, socket)
+	if err := os.WriteFile(main, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return StartWith(t, main, socket, files...)
+}
+
+// StartWith is Start on the caller's main configuration, whose global
+// section has a stats socket at level admin at socket.
+func StartWith(t testing.TB, main, socket string, files ...string) *Server {
+	t.Helper()
+	s := &Server{Bin: Bin(t), dir: t.TempDir(), Main: main, Files: files, Socket: socket}
 	logf, err := os.Create(filepath.Join(s.dir, "haproxy.log"))
 	if err != nil {
 		t.Fatal(err)
