@@ -269,7 +269,7 @@ func ReadRemote(ctx context.Context, cfg *config.Config, names []string) (config
 		return nil, nil, err
 	}
 	defer client.Close()
-	ms, _, err := registry.ReadOnce(ctx, client, cfg.Registry.Prefix)
+	ms, err := registry.ReadOnce(ctx, client, cfg.Registry.Prefix)
 	if err != nil {
 		return nil, nil, fmt.Errorf("registry: read the members: %w", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -134,14 +133,13 @@ func (w *Watcher) Run(ctx context.Context) {
 }
 
 // ReadOnce reads the members of every upstream under prefix once (for
-// gosup render), sorted by host then port, with the count of keys that
-// are not members.
-func ReadOnce(ctx context.Context, c *etcd.Client, prefix string) (map[string][]Member, int, error) {
+// gosup render), sorted by host then port.
+func ReadOnce(ctx context.Context, c *etcd.Client, prefix string) (map[string][]Member, error) {
 	set, _, err := readAll(ctx, c, prefix)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	return set.byUpstream(), len(set.ignored), nil
+	return set.byUpstream(), nil
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -173,25 +171,28 @@ func newMemberSet(prefix string) *memberSet {
 }
 
 // put takes one key's value: a member, or a key ignored (a key that held
-// a member and now holds something else is no member).
-func (ms *memberSet) put(kv etcd.KV) {
+// a member and now holds something else is no member). newlyIgnored says
+// the key is ignored now and was not before.
+func (ms *memberSet) put(kv etcd.KV) (newlyIgnored bool) {
 	key := string(kv.Key)
 	m, err := ParseMember(ms.prefix, key, kv.Value)
 	if err != nil {
 		delete(ms.members, key)
-		if _, had := ms.ignored[key]; had || len(ms.ignored) < maxIgnored {
+		_, had := ms.ignored[key]
+		if had || len(ms.ignored) < maxIgnored {
 			ms.ignored[key] = err.Error()
 		} else {
 			ms.dropped++
 		}
-		return
+		return !had && ms.ignored[key] != ""
 	}
 	delete(ms.ignored, key)
 	if _, had := ms.members[key]; !had && len(ms.members) >= maxWatched {
 		ms.dropped++
-		return
+		return false
 	}
 	ms.members[key] = m
+	return false
 }
 
 func (ms *memberSet) delete(key string) (wasMember bool) {
@@ -241,7 +242,13 @@ func (w *Watcher) replace(set *memberSet, rev int64) {
 	// The first read is news even without members: whoever waited for
 	// it can render now.
 	changed := !wasSynced || !sameMembers(old.members, set.members)
-	w.logIgnored(old.ignored)
+	var fresh []string
+	for key := range set.ignored {
+		if _, known := old.ignored[key]; !known {
+			fresh = append(fresh, key)
+		}
+	}
+	w.logIgnored(fresh)
 	w.recount()
 	w.mu.Unlock()
 	w.answered()
@@ -250,19 +257,15 @@ func (w *Watcher) replace(set *memberSet, rev int64) {
 	}
 }
 
-// logIgnored logs the keys ignored now that were not before (w.mu held):
-// each once, not at every whole read.
-func (w *Watcher) logIgnored(before map[string]string) {
-	n := 0
-	for key, why := range w.set.ignored {
-		if _, known := before[key]; known {
-			continue
-		}
-		if n++; n > 10 {
-			w.o.Log.Warn("registry watch: ignoring more keys that are not members (see gosup ctl info)")
+// logIgnored logs the keys newly ignored (w.mu held): each once, not at
+// every whole read, and at most 10 at a time.
+func (w *Watcher) logIgnored(keys []string) {
+	for i, key := range keys {
+		if i == 10 {
+			w.o.Log.Warn("registry watch: ignoring more keys that are not members (see gosup ctl info)", "more", len(keys)-i)
 			return
 		}
-		w.o.Log.Warn("registry watch: ignoring a key that is not a member", "key", key, "err", why)
+		w.o.Log.Warn("registry watch: ignoring a key that is not a member", "key", key, "err", w.set.ignored[key])
 	}
 }
 
@@ -282,7 +285,7 @@ func sameMembers(a, b map[string]Member) bool {
 // apply takes one watch response.
 func (w *Watcher) apply(r etcd.WatchResponse) error {
 	w.mu.Lock()
-	before := maps.Clone(w.set.ignored)
+	var fresh []string
 	changed := false
 	for _, ev := range r.Events {
 		key := string(ev.KV.Key)
@@ -291,7 +294,9 @@ func (w *Watcher) apply(r etcd.WatchResponse) error {
 			continue
 		}
 		old, had := w.set.members[key]
-		w.set.put(ev.KV)
+		if w.set.put(ev.KV) {
+			fresh = append(fresh, key)
+		}
 		if now, has := w.set.members[key]; had != has || now != old {
 			changed = true
 		}
@@ -299,7 +304,7 @@ func (w *Watcher) apply(r etcd.WatchResponse) error {
 	if r.Revision > w.st.Revision {
 		w.st.Revision = r.Revision
 	}
-	w.logIgnored(before)
+	w.logIgnored(fresh)
 	w.recount()
 	w.mu.Unlock()
 	if changed {
