@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gosup/gosup/logtail"
@@ -109,17 +111,19 @@ func (h apiHost) Upgrade(ctx context.Context, binary string) (api.UpgradeReply, 
 	return reply, nil
 }
 
-func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
+func (h apiHost) Status(dst []api.ProcStatus, patterns []string) ([]api.ProcStatus, []string, error) {
 	s := h.s
 	all := s.all()
-	procs := all
+	var procs []*procgroup.Process // nil: all of them, in order
 	if len(patterns) > 0 {
 		var err error
 		if procs, err = s.match(patterns); err != nil {
-			return nil, nil, patternError(err)
+			return dst, nil, patternError(err)
 		}
 	}
-	sts, figures := s.sample(all, procs)
+	sc := s.scratch.get()
+	defer s.scratch.put(sc)
+	sts, figures := s.sample(sc, all, procs)
 	s.mu.RLock()
 	m, hm, watchdog, last, cfg := s.nginx, s.haproxy, s.watchdog, s.lastReload, s.cfg
 	s.mu.RUnlock()
@@ -156,10 +160,14 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 		warnings = append(warnings, oneLine(r.String()))
 	}
 	now := time.Now()
-	out := make([]api.ProcStatus, 0, len(procs))
+	out := slices.Grow(dst, len(sts))
 	failing := 0
 	untracked, cut, untrackedOf := 0, 0, 0
-	for i, p := range procs {
+	for i := range sts {
+		p := all[i]
+		if procs != nil {
+			p = procs[i]
+		}
 		ps := toProcStatus(sts[i], now)
 		if f := figures[i]; f.OK {
 			ps.Sampled = true
@@ -204,51 +212,86 @@ func (h apiHost) Status(patterns []string) ([]api.ProcStatus, []string, error) {
 }
 
 // sample reads the status of every process in all and in procs (a
-// subset, unless a reload came in between), and samples all their pids
-// in one pass: the sampler keeps the files of those alone. It returns
-// the statuses and the figures of procs, in order.
-func (s *Supervisor) sample(all, procs []*procgroup.Process) ([]procgroup.Status, []procstat.Sample) {
-	index := make(map[*procgroup.Process]int, len(all))
-	sts := make([]procgroup.Status, 0, len(all))
-	add := func(p *procgroup.Process) int {
-		i, ok := index[p]
-		if !ok {
-			i = len(sts)
-			index[p] = i
-			sts = append(sts, p.Status())
-		}
-		return i
-	}
+// subset, unless a reload came in between; nil: all), and samples all
+// their pids in one pass: the sampler keeps the files of those alone. It
+// returns the statuses and the figures of procs, in order, in sc's
+// slices.
+func (s *Supervisor) sample(sc *statusScratch, all, procs []*procgroup.Process) ([]procgroup.Status, []procstat.Sample) {
 	for _, p := range all {
-		add(p)
+		sc.sts = append(sc.sts, p.Status())
+	}
+	if procs == nil {
+		sc.figs = s.stats.SampleRecent(sc.figs, sc.targets())
+		return sc.sts, sc.figs
+	}
+	index := make(map[*procgroup.Process]int, len(all))
+	for i, p := range all {
+		index[p] = i
 	}
 	want := make([]int, len(procs))
 	for j, p := range procs {
-		want[j] = add(p)
+		i, ok := index[p]
+		if !ok {
+			i = len(sc.sts)
+			index[p] = i
+			sc.sts = append(sc.sts, p.Status())
+		}
+		want[j] = i
 	}
 	// The tick's reading, at most procstat.Fresh old: a status of 1,000
 	// processes reads no file of the ones without descendants.
-	figures := s.stats.SampleRecent(targets(sts))
-	if len(procs) == len(all) && isIdentity(want) {
-		// All of them, in order (a status without patterns): as they
-		// are, no copy of 1,000 statuses to collect on each request.
-		return sts[:len(procs)], figures[:len(procs)]
-	}
+	sc.figs = s.stats.SampleRecent(sc.figs, sc.targets())
 	outSt, outFig := make([]procgroup.Status, len(procs)), make([]procstat.Sample, len(procs))
 	for j, i := range want {
-		outSt[j], outFig[j] = sts[i], figures[i]
+		outSt[j], outFig[j] = sc.sts[i], sc.figs[i]
 	}
 	return outSt, outFig
 }
 
-// isIdentity says want[i] == i for every i.
-func isIdentity(want []int) bool {
-	for i, w := range want {
-		if w != i {
-			return false
-		}
+// statusScratch is what a status reads the processes into, kept for the
+// next one (see scratchPool): at 1,000 processes their statuses and
+// figures are 400 kB, garbage that would make the collector run (and scan
+// every process's goroutine stack) every few statuses.
+type statusScratch struct {
+	sts  []procgroup.Status
+	ts   []procstat.Target
+	figs []procstat.Sample
+}
+
+// targets are the pids of sc.sts, for the sampler.
+func (sc *statusScratch) targets() []procstat.Target {
+	sc.ts = appendTargets(sc.ts[:0], sc.sts)
+	return sc.ts
+}
+
+// appendTargets appends the children of sts to dst, for the sampler.
+func appendTargets(dst []procstat.Target, sts []procgroup.Status) []procstat.Target {
+	for _, st := range sts {
+		dst = append(dst, procstat.Target{Pid: st.Pid, Start: st.PidStart})
 	}
-	return true
+	return dst
+}
+
+// scratchPool keeps the scratch of statuses that are over. One that held
+// more than maxScratch processes is dropped rather than kept.
+type scratchPool struct{ p sync.Pool }
+
+const maxScratch = 4096
+
+func (sp *scratchPool) get() *statusScratch {
+	if sc, ok := sp.p.Get().(*statusScratch); ok {
+		return sc
+	}
+	return new(statusScratch)
+}
+
+func (sp *scratchPool) put(sc *statusScratch) {
+	if cap(sc.sts) > maxScratch {
+		return
+	}
+	clear(sc.sts) // their strings are not kept alive by the pool
+	sc.sts, sc.ts, sc.figs = sc.sts[:0], sc.ts[:0], sc.figs[:0]
+	sp.p.Put(sc)
 }
 
 // untrackedWarning says what the tree RSS of n processes leaves out:
@@ -279,15 +322,6 @@ func (s *Supervisor) memmonRSS(targets []memmon.Target) map[int]int64 {
 		}
 	}
 	return out
-}
-
-// targets names the children of sts for the sampler.
-func targets(sts []procgroup.Status) []procstat.Target {
-	ts := make([]procstat.Target, len(sts))
-	for i, st := range sts {
-		ts[i] = procstat.Target{Pid: st.Pid, Start: st.PidStart}
-	}
-	return ts
 }
 
 // tickLoop reads every child's CPU clock every procstat.TickEvery (no

@@ -33,7 +33,7 @@ func (s *Supervisor) metricsSnapshot() metrics.Snapshot {
 	for i, p := range all {
 		sts[i] = p.Status()
 	}
-	figures := s.stats.SampleFDs(targets(sts))
+	figures := s.stats.SampleFDs(appendTargets(nil, sts))
 	snap := metrics.Snapshot{Processes: make([]metrics.Process, len(sts))}
 	for i, st := range sts {
 		p := &snap.Processes[i]

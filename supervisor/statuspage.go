@@ -15,7 +15,7 @@ func (s *Supervisor) statusPageHandler() http.Handler {
 	h := apiHost{s}
 	host, _ := os.Hostname() // "" if unknown: the page shows none
 	return statuspage.New(func() statuspage.Input {
-		procs, warnings, _ := h.Status(nil) // no pattern, no error
+		procs, warnings, _ := h.Status(nil, nil) // no pattern, no error
 		info := h.Info()
 		return statuspage.Input{
 			Daemon: statuspage.Daemon{

@@ -102,6 +102,8 @@ type Supervisor struct {
 	changed   chan struct{} // a process changed state (for sd_notify)
 	// stats samples the processes' CPU and RSS for status.
 	stats *procstat.Sampler
+	// scratch keeps what a status reads the processes into for the next.
+	scratch scratchPool
 	// counters are what the metrics show that no part keeps across a
 	// reload (see counters.go).
 	counters *counters

@@ -36,6 +36,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -217,9 +218,11 @@ func (s *Sampler) Sample(ts []Target) []Sample {
 // Tick last found (looked for now only for a process never looked at),
 // their RSS read now. It reads no file of a process without descendants
 // that Tick has read: a status of 1,000 such processes is a pass over
-// memory, not 1,000 reads of /proc.
-func (s *Sampler) SampleRecent(ts []Target) []Sample {
-	return s.sampleAll(ts, recent)
+// memory, not 1,000 reads of /proc. The figures are appended to dst
+// (its elements overwritten), so that a status reuses the slice of the
+// one before.
+func (s *Sampler) SampleRecent(dst []Sample, ts []Target) []Sample {
+	return s.sampleInto(dst, ts, recent)
 }
 
 // SampleFDs is Sample, and counts each process's open files too (see
@@ -241,20 +244,27 @@ const (
 )
 
 func (s *Sampler) sampleAll(ts []Target, m mode) []Sample {
+	return s.sampleInto(nil, ts, m)
+}
+
+// sampleInto is sampleAll appending to dst.
+func (s *Sampler) sampleInto(dst []Sample, ts []Target, m mode) []Sample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
-	out := make([]Sample, len(ts))
+	dst = slices.Grow(dst, len(ts))
+	out := dst[len(dst) : len(dst)+len(ts)]
 	// One clock read for the pass (CLOCK_BOOTTIME is a system call):
 	// what a reading's age is measured against.
 	now := s.now()
 	for i, t := range ts {
+		out[i] = Sample{}
 		if t.Pid > 0 && t.Start > 0 {
 			out[i] = s.sample(t, m, now)
 		}
 	}
 	s.dropUnseen()
-	return out
+	return dst[:len(dst)+len(ts)]
 }
 
 // Tick reads the CPU clock and the statm file of each process in ts, so

@@ -877,7 +877,7 @@ func TestSampleRecentTakesTheTicksReading(t *testing.T) {
 	f.rss(5000, 9)
 	f.now += TickEvery
 	reads, looks := 0, s.looks
-	out := s.SampleRecent(ts)
+	out := s.SampleRecent(nil, ts)
 	if reads != 0 || s.looks != looks {
 		t.Errorf("SampleRecent after a Tick read %d clocks and looked %d times, want none", reads, s.looks-looks)
 	}
@@ -890,7 +890,7 @@ func TestSampleRecentTakesTheTicksReading(t *testing.T) {
 	// Too long after the Tick: read now.
 	f.now += Fresh
 	reads = 0
-	out = s.SampleRecent(ts)
+	out = s.SampleRecent(nil, ts)
 	if reads != n || out[1].RSS != 20*page {
 		t.Errorf("SampleRecent %s after the Tick read %d clocks, RSS of 1001 %d: want %d clocks and %d", Fresh+TickEvery, reads, out[1].RSS, n, 20*page)
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,9 +26,11 @@ import (
 // Refused or Unavailable is served with that status, any other as 500.
 type Daemon interface {
 	Info() Info
-	// Status reports the processes matching patterns (all when none), and
-	// one-line warnings for the status table.
-	Status(patterns []string) ([]ProcStatus, []string, error)
+	// Status appends the processes matching patterns (all when none) to
+	// dst, and reports one-line warnings for the status table. The slice
+	// it returns is the caller's, which clears it and appends the next
+	// status to it: it must share no element with one the daemon keeps.
+	Status(dst []ProcStatus, patterns []string) ([]ProcStatus, []string, error)
 	// Act runs start, stop, restart or signal on the processes req names;
 	// ctx ends when the client goes away. It emits its steps on p (nil:
 	// nobody watches).
@@ -108,7 +111,7 @@ func NewHandler(d Daemon, tailFiles int) http.Handler {
 	if tailFiles <= 0 {
 		tailFiles = DefaultTailFiles()
 	}
-	s := server{d: d, tails: &tailBudget{max: tailFiles}}
+	s := server{d: d, tails: &tailBudget{max: tailFiles}, bufs: new(bufPool)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/info", s.info)
 	mux.HandleFunc("GET /v1/status", s.status)
@@ -203,6 +206,7 @@ func timedOut(err error) bool {
 type server struct {
 	d     Daemon
 	tails *tailBudget // the log files open for tails
+	bufs  *bufPool    // the buffers of statuses
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -236,7 +240,10 @@ func (s server) info(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s server) status(w http.ResponseWriter, r *http.Request) {
-	procs, warnings, err := s.d.Status(r.URL.Query()["p"])
+	b := s.bufs.get()
+	defer s.bufs.put(b)
+	procs, warnings, err := s.d.Status(b.procs, r.URL.Query()["p"])
+	b.procs = procs
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -247,17 +254,48 @@ func (s server) status(w http.ResponseWriter, r *http.Request) {
 	// Encoded by hand (see AppendStatusJSON), or formatted as the table
 	// for a client that asks for it: it then copies the table out, with
 	// no JSON to decode. With a length: the client reads no chunks.
-	var body []byte
 	if acceptsTable(r) {
-		body = AppendStatusTable(make([]byte, 0, 128*(len(procs)+1)), procs)
+		b.body, b.rows = appendStatusTable(slices.Grow(b.body, 128*(len(procs)+1)), procs, b.rows)
 		w.Header().Set("Content-Type", StatusTableType+"; charset=utf-8")
 	} else {
-		body = AppendStatusJSON(make([]byte, 0, 768*len(procs)+8), procs, r.URL.Query().Get("indent") != "")
+		b.body = AppendStatusJSON(slices.Grow(b.body, 768*len(procs)+8), procs, r.URL.Query().Get("indent") != "")
 		w.Header().Set("Content-Type", "application/json")
 	}
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(b.body)))
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
+	_, _ = w.Write(b.body)
+}
+
+// statusBufs are a status's processes and its encoding, kept for the
+// next status (see bufPool): at 1,000 processes they are 650 kB, garbage
+// that would make the daemon's collector run every few statuses.
+type statusBufs struct {
+	procs []ProcStatus
+	rows  statusRows // the table's cells
+	body  []byte
+}
+
+// bufPool keeps the buffers of statuses that are over; the buffers of a
+// status over maxPooledProcs processes are dropped rather than kept.
+type bufPool struct{ p sync.Pool }
+
+const maxPooledProcs = 4096
+
+func (bp *bufPool) get() *statusBufs {
+	if b, ok := bp.p.Get().(*statusBufs); ok {
+		return b
+	}
+	return new(statusBufs)
+}
+
+func (bp *bufPool) put(b *statusBufs) {
+	if cap(b.procs) > maxPooledProcs || cap(b.body) > maxPooledProcs*1024 {
+		return
+	}
+	clear(b.procs) // their strings are not kept alive by the pool
+	clear(b.rows)
+	b.procs, b.rows, b.body = b.procs[:0], b.rows[:0], b.body[:0]
+	bp.p.Put(b)
 }
 
 // acceptsTable says the client asked for the status table (see

@@ -24,8 +24,8 @@ type statusDaemon struct {
 	warnings []string
 }
 
-func (d statusDaemon) Status([]string) ([]ProcStatus, []string, error) {
-	return d.procs, d.warnings, nil
+func (d statusDaemon) Status(dst []ProcStatus, _ []string) ([]ProcStatus, []string, error) {
+	return append(dst, d.procs...), d.warnings, nil
 }
 
 // serveOn serves h on a unix socket and returns a client of it.

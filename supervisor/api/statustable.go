@@ -23,8 +23,17 @@ var statusHeader = [...]string{"NAME", "STATE", "PID", "PORT", "UPTIME", "RESTAR
 // tabwriter takes as layout, go through tabwriter itself; the rest, in
 // one pass to measure and one to write.
 func AppendStatusTable(b []byte, procs []ProcStatus) []byte {
-	rows := make([][len(statusHeader)]string, 0, len(procs)+1)
-	rows = append(rows, statusHeader)
+	b, _ = appendStatusTable(b, procs, nil)
+	return b
+}
+
+// statusRows are the cells of a status table, a row a process.
+type statusRows = [][len(statusHeader)]string
+
+// appendStatusTable is AppendStatusTable laying the cells out in rows
+// (its elements overwritten), which it returns for the next table.
+func appendStatusTable(b []byte, procs []ProcStatus, rows statusRows) ([]byte, statusRows) {
+	rows = append(rows[:0], statusHeader)
 	for i := range procs {
 		rows = append(rows, statusRow(&procs[i]))
 	}
@@ -33,7 +42,7 @@ func AppendStatusTable(b []byte, procs []ProcStatus) []byte {
 		for j, c := range r {
 			w, plain := cellWidth(c)
 			if !plain {
-				return appendTabwriter(b, rows)
+				return appendTabwriter(b, rows), rows
 			}
 			if j < len(widths) {
 				widths[j] = max(widths[j], w)
@@ -51,7 +60,7 @@ func AppendStatusTable(b []byte, procs []ProcStatus) []byte {
 		b = append(b, r[len(widths)]...)
 		b = append(b, '\n')
 	}
-	return b
+	return b, rows
 }
 
 // cellWidth is the width of c (valid UTF-8, see validUTF8) as tabwriter
@@ -105,7 +114,7 @@ func validUTF8(s string) string {
 }
 
 // appendTabwriter is AppendStatusTable through text/tabwriter.
-func appendTabwriter(b []byte, rows [][len(statusHeader)]string) []byte {
+func appendTabwriter(b []byte, rows statusRows) []byte {
 	buf := bytes.NewBuffer(b)
 	tw := tabwriter.NewWriter(buf, 0, 0, 2, ' ', 0)
 	for _, r := range rows {
