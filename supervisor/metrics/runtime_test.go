@@ -166,6 +166,12 @@ func TestRuntimeFamiliesMatchClientGolang(t *testing.T) {
 
 // The runtime's and the process's figures are this process's.
 func TestRuntimeValuesAreSane(t *testing.T) {
+	// The kernel counts CPU in clock ticks (10 ms): a test process that
+	// has run less than one reads 0. It works until its own clock says
+	// it has run two.
+	for selfTicks(t) < 2 {
+		spin()
+	}
 	h := NewHandler(func() Snapshot { return Snapshot{} }, Options{})
 	_, body := get(t, h, false)
 	fams := parse(t, body)
@@ -210,7 +216,10 @@ func TestRuntimeValuesAreSane(t *testing.T) {
 	if cpu := v("process_cpu_seconds_total"); cpu <= 0 {
 		t.Errorf("process_cpu_seconds_total %v: this test has run", cpu)
 	}
-	if start := v("process_start_time_seconds"); start <= 1.7e9 || start > float64(time.Now().Unix()) {
+	// btime is whole seconds, the start after it whole ticks, both cut
+	// down: the start is at most now, which may be in the same second
+	// (now's own seconds, cut down too, would not do).
+	if start := v("process_start_time_seconds"); start <= 1.7e9 || start > float64(time.Now().UnixNano())/1e9 {
 		t.Errorf("process_start_time_seconds %v", start)
 	}
 	if vm := v("process_virtual_memory_bytes"); vm < v("process_resident_memory_bytes") {
@@ -243,3 +252,31 @@ func TestRuntimeValuesAreSane(t *testing.T) {
 		t.Fatal("no IpExt in /proc/self/net/netstat")
 	}
 }
+
+// selfTicks is this process's user and system CPU time in clock ticks,
+// from /proc/self/stat (fields 14 and 15, after the command's name).
+func selfTicks(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	u, err1 := strconv.ParseUint(f[14-3], 10, 64)
+	s, err2 := strconv.ParseUint(f[15-3], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("/proc/self/stat: %q", b)
+	}
+	return u + s
+}
+
+// spin uses a little CPU.
+func spin() {
+	x := uint64(1)
+	for i := range 1_000_000 {
+		x = x*6364136223846793005 + uint64(i)
+	}
+	spinSink = x
+}
+
+var spinSink uint64
