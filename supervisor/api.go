@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gosup/gosup/logtail"
@@ -121,8 +120,8 @@ func (h apiHost) Status(dst []api.ProcStatus, patterns []string) ([]api.ProcStat
 			return dst, nil, patternError(err)
 		}
 	}
-	sc := s.scratch.get()
-	defer s.scratch.put(sc)
+	sc := s.scratch.Get()
+	defer s.scratch.Put(sc)
 	sts, figures := s.sample(sc, all, procs)
 	s.mu.RLock()
 	m, hm, watchdog, last, cfg := s.nginx, s.haproxy, s.watchdog, s.lastReload, s.cfg
@@ -217,6 +216,7 @@ func (h apiHost) Status(dst []api.ProcStatus, patterns []string) ([]api.ProcStat
 // returns the statuses and the figures of procs, in order, in sc's
 // slices.
 func (s *Supervisor) sample(sc *statusScratch, all, procs []*procgroup.Process) ([]procgroup.Status, []procstat.Sample) {
+	sc.sts = slices.Grow(sc.sts, len(all)) // as many as there are: see maxScratch
 	for _, p := range all {
 		sc.sts = append(sc.sts, p.Status())
 	}
@@ -249,7 +249,7 @@ func (s *Supervisor) sample(sc *statusScratch, all, procs []*procgroup.Process) 
 }
 
 // statusScratch is what a status reads the processes into, kept for the
-// next one (see scratchPool): at 1,000 processes their statuses and
+// next one (see Supervisor.scratch): at 1,000 processes their statuses and
 // figures are 400 kB, garbage that would make the collector run (and scan
 // every process's goroutine stack) every few statuses.
 type statusScratch struct {
@@ -272,26 +272,18 @@ func appendTargets(dst []procstat.Target, sts []procgroup.Status) []procstat.Tar
 	return dst
 }
 
-// scratchPool keeps the scratch of statuses that are over. One that held
-// more than maxScratch processes is dropped rather than kept.
-type scratchPool struct{ p sync.Pool }
-
+// maxScratch bounds the scratch kept: one of a status of more processes
+// is dropped rather than kept.
 const maxScratch = 4096
 
-func (sp *scratchPool) get() *statusScratch {
-	if sc, ok := sp.p.Get().(*statusScratch); ok {
-		return sc
-	}
-	return new(statusScratch)
-}
-
-func (sp *scratchPool) put(sc *statusScratch) {
+// Reset empties sc for the next status, unless it is over maxScratch.
+func (sc *statusScratch) Reset() bool {
 	if cap(sc.sts) > maxScratch {
-		return
+		return false
 	}
 	clear(sc.sts) // their strings are not kept alive by the pool
 	sc.sts, sc.ts, sc.figs = sc.sts[:0], sc.ts[:0], sc.figs[:0]
-	sp.p.Put(sc)
+	return true
 }
 
 // untrackedWarning says what the tree RSS of n processes leaves out:

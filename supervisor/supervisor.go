@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gosup/gosup/internal/reuse"
 	"github.com/gosup/gosup/logtail"
 	"github.com/gosup/gosup/memmon"
 	"github.com/gosup/gosup/procgroup"
@@ -103,7 +104,7 @@ type Supervisor struct {
 	// stats samples the processes' CPU and RSS for status.
 	stats *procstat.Sampler
 	// scratch keeps what a status reads the processes into for the next.
-	scratch scratchPool
+	scratch reuse.Pool[statusScratch, *statusScratch]
 	// counters are what the metrics show that no part keeps across a
 	// reload (see counters.go).
 	counters *counters

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gosup/gosup/internal/reuse"
 	"github.com/gosup/gosup/logtail"
 )
 
@@ -111,7 +112,7 @@ func NewHandler(d Daemon, tailFiles int) http.Handler {
 	if tailFiles <= 0 {
 		tailFiles = DefaultTailFiles()
 	}
-	s := server{d: d, tails: &tailBudget{max: tailFiles}, bufs: new(bufPool)}
+	s := server{d: d, tails: &tailBudget{max: tailFiles}, bufs: new(reuse.Pool[statusBufs, *statusBufs])}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/info", s.info)
 	mux.HandleFunc("GET /v1/status", s.status)
@@ -205,8 +206,8 @@ func timedOut(err error) bool {
 
 type server struct {
 	d     Daemon
-	tails *tailBudget // the log files open for tails
-	bufs  *bufPool    // the buffers of statuses
+	tails *tailBudget                          // the log files open for tails
+	bufs  *reuse.Pool[statusBufs, *statusBufs] // the buffers of statuses
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -240,8 +241,8 @@ func (s server) info(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s server) status(w http.ResponseWriter, r *http.Request) {
-	b := s.bufs.get()
-	defer s.bufs.put(b)
+	b := s.bufs.Get()
+	defer s.bufs.Put(b)
 	procs, warnings, err := s.d.Status(b.procs, r.URL.Query()["p"])
 	b.procs = procs
 	if err != nil {
@@ -267,7 +268,7 @@ func (s server) status(w http.ResponseWriter, r *http.Request) {
 }
 
 // statusBufs are a status's processes and its encoding, kept for the
-// next status (see bufPool): at 1,000 processes they are 650 kB, garbage
+// next status (see server.bufs): at 1,000 processes they are 650 kB, garbage
 // that would make the daemon's collector run every few statuses.
 type statusBufs struct {
 	procs []ProcStatus
@@ -275,27 +276,19 @@ type statusBufs struct {
 	body  []byte
 }
 
-// bufPool keeps the buffers of statuses that are over; the buffers of a
-// status over maxPooledProcs processes are dropped rather than kept.
-type bufPool struct{ p sync.Pool }
-
+// maxPooledProcs bounds the buffers kept: those of a status of more
+// processes are dropped rather than kept.
 const maxPooledProcs = 4096
 
-func (bp *bufPool) get() *statusBufs {
-	if b, ok := bp.p.Get().(*statusBufs); ok {
-		return b
-	}
-	return new(statusBufs)
-}
-
-func (bp *bufPool) put(b *statusBufs) {
+// Reset empties b for the next status, unless it is over maxPooledProcs.
+func (b *statusBufs) Reset() bool {
 	if cap(b.procs) > maxPooledProcs || cap(b.body) > maxPooledProcs*1024 {
-		return
+		return false
 	}
 	clear(b.procs) // their strings are not kept alive by the pool
 	clear(b.rows)
 	b.procs, b.rows, b.body = b.procs[:0], b.rows[:0], b.body[:0]
-	bp.p.Put(b)
+	return true
 }
 
 // acceptsTable says the client asked for the status table (see
