@@ -167,9 +167,17 @@ func TestRuntimeFamiliesMatchClientGolang(t *testing.T) {
 // The runtime's and the process's figures are this process's.
 func TestRuntimeValuesAreSane(t *testing.T) {
 	// The kernel counts CPU in clock ticks (10 ms): a test process that
-	// has run less than one reads 0. It works until its own clock says
+	// has run less than one reads 0. It works until /proc/self/stat says
 	// it has run two.
-	for selfTicks(t) < 2 {
+	for {
+		var r runtimeReader
+		st, err := r.stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.utime+st.stime >= 2 {
+			break
+		}
 		spin()
 	}
 	h := NewHandler(func() Snapshot { return Snapshot{} }, Options{})
@@ -251,23 +259,6 @@ func TestRuntimeValuesAreSane(t *testing.T) {
 	if header == nil {
 		t.Fatal("no IpExt in /proc/self/net/netstat")
 	}
-}
-
-// selfTicks is this process's user and system CPU time in clock ticks,
-// from /proc/self/stat (fields 14 and 15, after the command's name).
-func selfTicks(t *testing.T) uint64 {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	u, err1 := strconv.ParseUint(f[14-3], 10, 64)
-	s, err2 := strconv.ParseUint(f[15-3], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("/proc/self/stat: %q", b)
-	}
-	return u + s
 }
 
 // spin uses a little CPU.
