@@ -25,7 +25,7 @@ func guardedPool(t *testing.T, spec *Spec, setup func(*Process)) (*Pool, *guard.
 		t.Fatal(err)
 	}
 	logs := &guardtest.LogBuffer{}
-	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil))
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, newTestWriter(t)), nil))
 	gd := guard.New(log)
 	ctx, cancel := context.WithCancel(context.Background())
 	g := NewPool(ctx, "t", testReaper, log)

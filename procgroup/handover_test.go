@@ -390,7 +390,7 @@ func handedChild(t *testing.T, spec *ProcSpec, mode ...string) (Handover, *os.Fi
 // that adopts h, running until the test ends.
 func adoptingProcess(t *testing.T, spec *ProcSpec, h Handover, exitC <-chan reaper.Exit, files []*os.File) *Process {
 	t.Helper()
-	p := NewProcess(spec, testReaper, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	p := NewProcess(spec, testReaper, slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})))
 	p.Spawns = testSpawns
 	if err := p.Adopt(h, exitC, files); err != nil {
 		t.Fatal(err)
@@ -625,7 +625,7 @@ func adoptPipesOnly(t *testing.T, p *Process, f *Frozen, syslogAddr string) {
 		t.Fatal(err)
 	}
 	h.Pid, h.State = 0, Exited
-	next := NewProcess(p.Spec(), testReaper, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	next := NewProcess(p.Spec(), testReaper, slog.New(slog.NewTextHandler(newTestWriter(t), nil)))
 	next.Spawns = testSpawns
 	next.out.syslogAddr = syslogAddr
 	if err := next.Adopt(h, nil, f.Files); err != nil {

@@ -263,7 +263,7 @@ func newTestPool(t *testing.T, spec *Spec) *Pool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	g := NewPool(ctx, "t", testReaper, log)
 	g.Setup = func(p *Process) { p.Spawns = testSpawns }
@@ -277,11 +277,36 @@ func newTestPool(t *testing.T, spec *Spec) *Pool {
 	return g
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter writes a test's log lines to t until the test's cleanups
+// registered before it have run: a log copier outlives the pool that
+// started it (it drains the child's pipe once the child is gone, and may
+// log that the log, in a removed TempDir, fails), and t.Log after the
+// test has completed is a data race. Lines after that are dropped.
+type testWriter struct {
+	t    *testing.T
+	mu   *sync.Mutex
+	done *bool
+}
+
+// newTestWriter makes a testWriter of t; make it before the cleanups of
+// what logs to it are registered, so that they run first.
+func newTestWriter(t *testing.T) testWriter {
+	w := testWriter{t: t, mu: new(sync.Mutex), done: new(bool)}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		*w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
 
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(b), "\n"))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !*w.done {
+		w.t.Log(strings.TrimRight(string(b), "\n"))
+	}
 	return len(b), nil
 }
 

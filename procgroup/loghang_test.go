@@ -55,7 +55,7 @@ func TestStatusDoesNotWaitForAHungLogWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewProcess(&procs[0], testReaper, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	p := NewProcess(&procs[0], testReaper, slog.New(slog.NewTextHandler(newTestWriter(t), nil)))
 	sink, err := p.out.sink("stdout", procs[0].Stdout, safefile.NoUser)
 	if err != nil {
 		t.Fatal(err)

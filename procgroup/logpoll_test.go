@@ -79,7 +79,7 @@ func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	g := NewPool(ctx, "t", testReaper, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	g := NewPool(ctx, "t", testReaper, slog.New(slog.NewTextHandler(newTestWriter(t), nil)))
 	g.Setup = func(p *Process) { p.Spawns, p.Stdio = testSpawns, stdio }
 	for i := range procs {
 		g.Add(&procs[i])
