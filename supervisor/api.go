@@ -123,6 +123,9 @@ func (h apiHost) Status(dst []api.ProcStatus, patterns []string) ([]api.ProcStat
 	sc := s.scratch.Get()
 	defer s.scratch.Put(sc)
 	sts, figures := s.sample(sc, all, procs)
+	if procs == nil {
+		procs = all
+	}
 	s.mu.RLock()
 	m, hm, watchdog, last, cfg := s.nginx, s.haproxy, s.watchdog, s.lastReload, s.cfg
 	s.mu.RUnlock()
@@ -159,14 +162,10 @@ func (h apiHost) Status(dst []api.ProcStatus, patterns []string) ([]api.ProcStat
 		warnings = append(warnings, oneLine(r.String()))
 	}
 	now := time.Now()
-	out := slices.Grow(dst, len(sts))
+	out := slices.Grow(dst, len(procs))
 	failing := 0
 	untracked, cut, untrackedOf := 0, 0, 0
-	for i := range sts {
-		p := all[i]
-		if procs != nil {
-			p = procs[i]
-		}
+	for i, p := range procs {
 		ps := toProcStatus(sts[i], now)
 		if f := figures[i]; f.OK {
 			ps.Sampled = true

@@ -209,7 +209,7 @@ func ticks(t uint64) time.Duration {
 // caller owns: the files of processes not listed are closed, and their
 // CPU baselines forgotten.
 func (s *Sampler) Sample(ts []Target) []Sample {
-	return s.sampleAll(ts, readNow)
+	return s.sampleAll(nil, ts, readNow)
 }
 
 // SampleRecent is Sample as the status shows it: a process's CPU time
@@ -222,7 +222,7 @@ func (s *Sampler) Sample(ts []Target) []Sample {
 // (its elements overwritten), so that a status reuses the slice of the
 // one before.
 func (s *Sampler) SampleRecent(dst []Sample, ts []Target) []Sample {
-	return s.sampleInto(dst, ts, recent)
+	return s.sampleAll(dst, ts, recent)
 }
 
 // SampleFDs is Sample, and counts each process's open files too (see
@@ -231,7 +231,7 @@ func (s *Sampler) SampleRecent(dst []Sample, ts []Target) []Sample {
 // process's CPU time and RSS are the last reading's when that is at most
 // Fresh old (the daemon's Tick): its CPU window is not moved on.
 func (s *Sampler) SampleFDs(ts []Target) []Sample {
-	return s.sampleAll(ts, withFDs)
+	return s.sampleAll(nil, ts, withFDs)
 }
 
 // mode is what a sample reads: see Sample, SampleFDs and SampleRecent.
@@ -243,12 +243,8 @@ const (
 	recent
 )
 
-func (s *Sampler) sampleAll(ts []Target, m mode) []Sample {
-	return s.sampleInto(nil, ts, m)
-}
-
-// sampleInto is sampleAll appending to dst.
-func (s *Sampler) sampleInto(dst []Sample, ts []Target, m mode) []Sample {
+// sampleAll samples ts in one pass, appending the figures to dst.
+func (s *Sampler) sampleAll(dst []Sample, ts []Target, m mode) []Sample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
@@ -258,9 +254,10 @@ func (s *Sampler) sampleInto(dst []Sample, ts []Target, m mode) []Sample {
 	// what a reading's age is measured against.
 	now := s.now()
 	for i, t := range ts {
-		out[i] = Sample{}
 		if t.Pid > 0 && t.Start > 0 {
 			out[i] = s.sample(t, m, now)
+		} else {
+			out[i] = Sample{} // dst's slack may hold an older one
 		}
 	}
 	s.dropUnseen()

@@ -179,12 +179,12 @@ func (ms *memberSet) put(kv etcd.KV) (newlyIgnored bool) {
 	if err != nil {
 		delete(ms.members, key)
 		_, had := ms.ignored[key]
-		if had || len(ms.ignored) < maxIgnored {
-			ms.ignored[key] = err.Error()
-		} else {
+		if !had && len(ms.ignored) >= maxIgnored {
 			ms.dropped++
+			return false
 		}
-		return !had && ms.ignored[key] != ""
+		ms.ignored[key] = err.Error()
+		return !had
 	}
 	delete(ms.ignored, key)
 	if _, had := ms.members[key]; !had && len(ms.members) >= maxWatched {
