@@ -134,9 +134,7 @@ func helloBinary(b *testing.B) string {
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module hello\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command("go", "build", "-o", "hello", ".")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := goBuild(dir, "-o", "hello", ".").CombinedOutput(); err != nil {
 		b.Fatalf("go build hello: %v\n%s", err, out)
 	}
 	return filepath.Join(dir, "hello")

@@ -92,16 +92,16 @@ func (u *upgradeCmds) cmdBuildgosup(ts *testscript.TestScript, neg bool, args []
 	b.once.Do(func() {
 		start := time.Now()
 		b.path = filepath.Join(u.binDir, "gosup-"+version)
-		args := []string{"build", "-ldflags", "-X main.version=" + version, "-o", b.path, "."}
+		args := []string{"-ldflags", "-X main.version=" + version, "-o", b.path, "."}
 		if version == "vcs" {
 			// Versioned by the checkout, as the README's build command.
-			args = []string{"build", "-buildvcs=true", "-o", b.path, "."}
+			args = []string{"-buildvcs=true", "-o", b.path, "."}
 		}
-		cmd := exec.Command("go", args...)
-		cmd.Dir = u.pkgDir
-		out, err := cmd.CombinedOutput()
+		out, err := goBuild(u.pkgDir, args...).CombinedOutput()
 		if err != nil {
 			b.err = fmt.Errorf("go build %s: %w\n%s", version, err, out)
+		} else {
+			b.err = checkStatic(b.path)
 		}
 		b.took = time.Since(start)
 	})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"debug/elf"
 	"fmt"
 	"maps"
 	"net"
@@ -23,15 +24,46 @@ import (
 func buildGosup(tb testing.TB, dir, version string, tags ...string) string {
 	tb.Helper()
 	bin := filepath.Join(dir, "gosup")
-	args := []string{"build", "-ldflags", "-X main.version=" + version, "-o", bin}
+	args := []string{"-ldflags", "-X main.version=" + version, "-o", bin}
 	if len(tags) > 0 {
 		args = append(args, "-tags", strings.Join(tags, ","))
 	}
-	out, err := exec.Command("go", append(args, "github.com/gosup/gosup/cmd/gosup")...).CombinedOutput()
+	out, err := goBuild("", append(args, "github.com/gosup/gosup/cmd/gosup")...).CombinedOutput()
 	if err != nil {
 		tb.Fatalf("go build: %v\n%s", err, out)
 	}
+	if err := checkStatic(bin); err != nil {
+		tb.Fatal(err)
+	}
 	return bin
+}
+
+// goBuild is `go build args...` in dir ("": here) as the README builds
+// gosup: CGO_ENABLED=0, a static binary. A test's binary is then the one
+// operators run, and a benchmark's figures are theirs: with cgo (go
+// build's default where a C compiler is) gosup links libc dynamically,
+// for the resolver and the user lookups, and a ctl status took 2 ms more.
+func goBuild(dir string, args ...string) *exec.Cmd {
+	cmd := exec.Command("go", append([]string{"build"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	return cmd
+}
+
+// checkStatic says why bin is not a static executable: one with an
+// interpreter (PT_INTERP) is linked dynamically.
+func checkStatic(bin string) error {
+	f, err := elf.Open(bin)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is linked dynamically (it has an ELF interpreter): not the README's static build", bin)
+		}
+	}
+	return nil
 }
 
 // upgradeDaemon is a real gosup daemon run from a built binary, with n
