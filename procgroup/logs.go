@@ -248,16 +248,17 @@ func (o *outputs) files() ([]*os.File, func(), error) {
 		return nil, nil, err
 	}
 	// The program's user may own its logs' directory (see safefile):
-	// looked up once a spawn, for both streams.
-	program := safefile.ProgramUser(o.spec.User)
-	stdout, err := o.stream("stdout", o.spec.Stdout, program, &opened)
+	// looked up once a spawn, for both streams; and a directory both
+	// logs are in (the AUTO logs, in logdir) is checked once.
+	sf := spawnFiles{program: safefile.ProgramUser(o.spec.User)}
+	stdout, err := o.stream("stdout", o.spec.Stdout, &sf, &opened)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
 	stderr := stdout
 	if !o.spec.Program.RedirectStderr {
-		if stderr, err = o.stream("stderr", o.spec.Stderr, program, &opened); err != nil {
+		if stderr, err = o.stream("stderr", o.spec.Stderr, &sf, &opened); err != nil {
 			cleanup()
 			return nil, nil, err
 		}
@@ -295,7 +296,15 @@ func (o *outputs) nullFile() (*os.File, error) {
 	return s.null, nil
 }
 
-func (o *outputs) stream(name string, ls LogSpec, program int, opened *[]*os.File) (*os.File, error) {
+// spawnFiles is what the streams of one spawn share: the program's user,
+// and the log directory already checked for it.
+type spawnFiles struct {
+	program    int
+	checkedDir string
+}
+
+func (o *outputs) stream(name string, ls LogSpec, sf *spawnFiles, opened *[]*os.File) (*os.File, error) {
+	program := sf.program
 	switch {
 	case ls.Kind == LogNone:
 		return o.nullFile()
@@ -311,8 +320,11 @@ func (o *outputs) stream(name string, ls LogSpec, program int, opened *[]*os.Fil
 		// A log directory another user could change refuses the start
 		// (the error names it, its owner and mode); one that becomes so
 		// later fails that log's writes, counted (see safefile).
-		if err := safefile.Dir(filepath.Dir(ls.Path), program, true); err != nil {
-			return nil, fmt.Errorf("%s_logfile: %w", name, err)
+		if dir := filepath.Dir(ls.Path); dir != sf.checkedDir {
+			if err := safefile.Dir(dir, program, true); err != nil {
+				return nil, fmt.Errorf("%s_logfile: %w", name, err)
+			}
+			sf.checkedDir = dir
 		}
 	}
 	sink, err := o.sink(name, ls, program)

@@ -80,6 +80,38 @@ func TestLogInAnotherUsersDirectoryRefusesTheStart(t *testing.T) {
 	}
 }
 
+// A spawn checks a directory both its logs are in once; a stderr log in
+// a directory of its own is checked on its own: stdout's in a directory
+// of root's does not vouch for stderr's in another user's.
+func TestStderrLogInAnotherUsersDirectoryRefusesTheStart(t *testing.T) {
+	pathtrusttest.NeedRoot(t)
+	dir, secret := othersDir(t)
+	errLog := filepath.Join(dir, "app.err")
+	if err := os.Symlink(secret, errLog); err != nil {
+		t.Fatal(err)
+	}
+	spec := helperSpec("echo", "planted", "planted")
+	spec.StdoutLogfile = filepath.Join(t.TempDir(), "app.log")
+	spec.StderrLogfile = errLog
+	p := newTestPool(t, spec).Procs()[0]
+	_ = p.Start()
+	var st Status
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if st = p.Status(); st.State == Fatal || time.Now().After(deadline) {
+			break
+		}
+	}
+	untouched(t, secret)
+	if st.State != Fatal {
+		t.Fatalf("want FATAL, have %s (%s)", st.State, st.SpawnError)
+	}
+	for _, want := range []string{"stderr_logfile", dir, "owned by uid 65534 (nobody)"} {
+		if !strings.Contains(st.SpawnError, want) {
+			t.Errorf("spawn error %q does not say %q", st.SpawnError, want)
+		}
+	}
+}
+
 // The program's own log directory (`user = app`, /var/log/app owned by
 // app) is accepted, but what that user plants at the log's path is never
 // written through: a symlink, a hard link to a file of root's, a FIFO (on
