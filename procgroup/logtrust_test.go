@@ -59,8 +59,16 @@ func TestLogInAnotherUsersDirectoryRefusesTheStart(t *testing.T) {
 	spec := helperSpec("echo", "planted", "planted")
 	spec.StdoutLogfile = log
 	spec.RedirectStderr = true
+	refusedStart(t, spec, secret, "stdout_logfile", dir, "owned by uid 65534 (nobody)", "mode 0755")
+}
+
+// refusedStart starts spec's process and waits until it is FATAL (its
+// spawns failed, retried), or secret was written: it must be the first,
+// secret untouched, the spawn's error saying each of wants.
+func refusedStart(t *testing.T, spec *Spec, secret string, wants ...string) {
+	t.Helper()
 	p := newTestPool(t, spec).Procs()[0]
-	_ = p.Start() // the spawns fail, retried, then FATAL
+	_ = p.Start()
 	var st Status
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		st = p.Status()
@@ -73,7 +81,7 @@ func TestLogInAnotherUsersDirectoryRefusesTheStart(t *testing.T) {
 	if st.State != Fatal {
 		t.Fatalf("want FATAL, have %s (%s)", st.State, st.SpawnError)
 	}
-	for _, want := range []string{"stdout_logfile", dir, "owned by uid 65534 (nobody)", "mode 0755"} {
+	for _, want := range wants {
 		if !strings.Contains(st.SpawnError, want) {
 			t.Errorf("spawn error %q does not say %q", st.SpawnError, want)
 		}
@@ -93,23 +101,7 @@ func TestStderrLogInAnotherUsersDirectoryRefusesTheStart(t *testing.T) {
 	spec := helperSpec("echo", "planted", "planted")
 	spec.StdoutLogfile = filepath.Join(t.TempDir(), "app.log")
 	spec.StderrLogfile = errLog
-	p := newTestPool(t, spec).Procs()[0]
-	_ = p.Start()
-	var st Status
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if st = p.Status(); st.State == Fatal || time.Now().After(deadline) {
-			break
-		}
-	}
-	untouched(t, secret)
-	if st.State != Fatal {
-		t.Fatalf("want FATAL, have %s (%s)", st.State, st.SpawnError)
-	}
-	for _, want := range []string{"stderr_logfile", dir, "owned by uid 65534 (nobody)"} {
-		if !strings.Contains(st.SpawnError, want) {
-			t.Errorf("spawn error %q does not say %q", st.SpawnError, want)
-		}
-	}
+	refusedStart(t, spec, secret, "stderr_logfile", dir, "owned by uid 65534 (nobody)")
 }
 
 // The program's own log directory (`user = app`, /var/log/app owned by
