@@ -237,12 +237,6 @@ func newOutputs(spec *ProcSpec, drops *logDrops, log *procLog) *outputs {
 // files returns stdin, stdout and stderr for a spawn and a func that closes
 // the parent's copies once the child has them.
 func (o *outputs) files() ([]*os.File, func(), error) {
-	var opened []*os.File
-	cleanup := func() {
-		for _, f := range opened {
-			f.Close()
-		}
-	}
 	devnull, err := o.nullFile()
 	if err != nil {
 		return nil, nil, err
@@ -250,20 +244,20 @@ func (o *outputs) files() ([]*os.File, func(), error) {
 	// The program's user may own its logs' directory (see safefile):
 	// looked up once a spawn, for both streams; and a directory both
 	// logs are in (the AUTO logs, in logdir) is checked once.
-	sf := spawnFiles{program: safefile.ProgramUser(o.spec.User)}
-	stdout, err := o.stream("stdout", o.spec.Stdout, &sf, &opened)
+	sf := &spawnFiles{program: safefile.ProgramUser(o.spec.User)}
+	stdout, err := o.stream("stdout", o.spec.Stdout, sf)
 	if err != nil {
-		cleanup()
+		sf.close()
 		return nil, nil, err
 	}
 	stderr := stdout
 	if !o.spec.Program.RedirectStderr {
-		if stderr, err = o.stream("stderr", o.spec.Stderr, &sf, &opened); err != nil {
-			cleanup()
+		if stderr, err = o.stream("stderr", o.spec.Stderr, sf); err != nil {
+			sf.close()
 			return nil, nil, err
 		}
 	}
-	return []*os.File{devnull, stdout, stderr}, cleanup, nil
+	return []*os.File{devnull, stdout, stderr}, sf.close, nil
 }
 
 // io is the daemon's Stdio, or the outputs' own (made at the first call).
@@ -297,13 +291,21 @@ func (o *outputs) nullFile() (*os.File, error) {
 }
 
 // spawnFiles is what the streams of one spawn share: the program's user,
-// and the log directory already checked for it.
+// the log directory already checked for it, and the parent's copies of
+// the child's files, closed once the child has them.
 type spawnFiles struct {
 	program    int
 	checkedDir string
+	opened     []*os.File
 }
 
-func (o *outputs) stream(name string, ls LogSpec, sf *spawnFiles, opened *[]*os.File) (*os.File, error) {
+func (sf *spawnFiles) close() {
+	for _, f := range sf.opened {
+		f.Close()
+	}
+}
+
+func (o *outputs) stream(name string, ls LogSpec, sf *spawnFiles) (*os.File, error) {
 	program := sf.program
 	switch {
 	case ls.Kind == LogNone:
@@ -313,7 +315,7 @@ func (o *outputs) stream(name string, ls LogSpec, sf *spawnFiles, opened *[]*os.
 		if err != nil {
 			return nil, fmt.Errorf("%s_logfile: %w", name, err)
 		}
-		*opened = append(*opened, f)
+		sf.opened = append(sf.opened, f)
 		return f, nil
 	}
 	if ls.Kind == LogFile {
@@ -335,7 +337,7 @@ func (o *outputs) stream(name string, ls LogSpec, sf *spawnFiles, opened *[]*os.
 	if err != nil {
 		return nil, fmt.Errorf("%s pipe: %w", name, err)
 	}
-	*opened = append(*opened, w)
+	sf.opened = append(sf.opened, w)
 	if err := o.startCopier(name, sink, r, false); err != nil {
 		unix.Close(r)
 		return nil, fmt.Errorf("%s pipe: %w", name, err)

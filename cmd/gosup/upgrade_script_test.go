@@ -97,12 +97,7 @@ func (u *upgradeCmds) cmdBuildgosup(ts *testscript.TestScript, neg bool, args []
 			// Versioned by the checkout, as the README's build command.
 			args = []string{"-buildvcs=true", "-o", b.path, "."}
 		}
-		out, err := goBuild(u.pkgDir, args...).CombinedOutput()
-		if err != nil {
-			b.err = fmt.Errorf("go build %s: %w\n%s", version, err, out)
-		} else {
-			b.err = checkStatic(b.path)
-		}
+		b.err = buildStatic(u.pkgDir, b.path, args...)
 		b.took = time.Since(start)
 	})
 	ts.Check(b.err)

@@ -28,14 +28,19 @@ func buildGosup(tb testing.TB, dir, version string, tags ...string) string {
 	if len(tags) > 0 {
 		args = append(args, "-tags", strings.Join(tags, ","))
 	}
-	out, err := goBuild("", append(args, "github.com/gosup/gosup/cmd/gosup")...).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("go build: %v\n%s", err, out)
-	}
-	if err := checkStatic(bin); err != nil {
+	if err := buildStatic("", bin, append(args, "github.com/gosup/gosup/cmd/gosup")...); err != nil {
 		tb.Fatal(err)
 	}
 	return bin
+}
+
+// buildStatic is goBuild of bin (args name it with -o), which must come
+// out static (checkStatic).
+func buildStatic(dir, bin string, args ...string) error {
+	if out, err := goBuild(dir, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", bin, err, out)
+	}
+	return checkStatic(bin)
 }
 
 // goBuild is `go build args...` in dir ("": here) as the README builds
