@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/logtail"
+	"github.com/gosup/gosup/procgroup/forkexec"
 	"github.com/gosup/gosup/procgroup/reaper"
 	"golang.org/x/sys/unix"
 )
@@ -81,12 +82,8 @@ func runArgv(ctx context.Context, rp *reaper.Reaper, command string, argv []stri
 		return nil, err
 	}
 	defer stdin.Close()
-	attr := &os.ProcAttr{
-		Env:   os.Environ(),
-		Files: []*os.File{stdin, pw, pw},
-		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
-	}
-	proc, exitC, err := rp.Start(func() (*os.Process, error) { return os.StartProcess(path, argv, attr) })
+	attr := &forkexec.Attr{Files: [3]*os.File{stdin, pw, pw}, Umask: -1, Pdeathsig: syscall.SIGKILL}
+	proc, exitC, err := rp.Start(func() (*os.Process, error) { return rp.Spawner().Start(path, argv, attr) })
 	pw.Close()
 	stdin.Close()
 	if err != nil {

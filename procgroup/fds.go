@@ -9,8 +9,9 @@ package procgroup
 // FDsPerProcess is the most file descriptors the daemon holds for one
 // running process of s, once the process has written to each of its logs
 // and the daemon has sampled it:
-//   - its pidfd (os.StartProcess opens one and the daemon keeps it until
-//     the process is reaped: see Process.launch);
+//   - its pidfd (the spawn opens one, os.FindProcess or os.StartProcess,
+//     and the daemon keeps it until the process is reaped: see
+//     Process.launch);
 //   - for each stream that goes through the daemon (a log file or
 //     syslog): the read end of its pipe (outputs.stream);
 //   - for each stream to a log file: the file, opened at the first write

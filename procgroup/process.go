@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosup/gosup/procgroup/forkexec"
 	"github.com/gosup/gosup/procgroup/guard"
 	"github.com/gosup/gosup/procgroup/proctree"
 	"github.com/gosup/gosup/procgroup/reaper"
@@ -1170,26 +1171,23 @@ func (p *Process) launch(marker string) (proc *os.Process, exitC <-chan reaper.E
 		return nil, nil, 0, err
 	}
 	defer closeFiles()
-	attr := &os.ProcAttr{
-		Dir:   s.Dir,
-		Env:   env,
-		Files: files,
-		Sys: &syscall.SysProcAttr{
-			Setpgid:    true,
-			Pdeathsig:  syscall.SIGKILL,
-			Credential: cred,
-		},
+	attr := &forkexec.Attr{
+		Dir:       s.Dir,
+		Env:       env,
+		Files:     [3]*os.File{files[0], files[1], files[2]},
+		Cred:      cred,
+		Umask:     -1,
+		Pdeathsig: syscall.SIGKILL,
 	}
-	mask := -1
 	if s.Umask.Set {
-		mask = s.Umask.Mask
+		attr.Umask = s.Umask.Mask
 	}
 	// The clock is read on the spawning thread right around the fork:
 	// the child's start time is stamped between the two reads.
 	var before, after int64
-	proc, exitC, err = p.rp.StartUmask(mask, func() (*os.Process, error) {
+	proc, exitC, err = p.rp.Start(func() (*os.Process, error) {
 		before = proctree.BootNanos()
-		pr, err := os.StartProcess(path, s.Argv, attr)
+		pr, err := p.rp.Spawner().Start(path, s.Argv, attr)
 		after = proctree.BootNanos()
 		return pr, err
 	})

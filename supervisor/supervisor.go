@@ -273,6 +273,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	rp.Orphan = func(ex reaper.Exit) {
 		s.log.Debug("reaped orphan", "pid", ex.Pid, "status", ex.String())
 	}
+	if why := rp.Spawner().Slow(); why != "" {
+		s.log.Info("spawns copy the daemon's descriptor table, slower the more processes it runs", "reason", why)
+	}
 	s.rp = rp
 	if h := s.opts.Handover; h != nil {
 		// Before the first reap: an exit during the handover is a zombie

@@ -49,6 +49,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gosup/gosup/procgroup/forkexec"
 	"github.com/gosup/gosup/procgroup/proctree"
 	"golang.org/x/sys/unix"
 )
@@ -83,7 +84,6 @@ var ErrClosed = errors.New("reaper is closed")
 
 type spawnReq struct {
 	fn    func() (*os.Process, error)
-	umask int // -1: inherit
 	reply chan spawnRes
 	// exec, when set, makes the request an Exec instead of a spawn.
 	exec *execReq
@@ -119,6 +119,8 @@ type Reaper struct {
 	// preparing bounds the spawns being prepared or made at once (see
 	// Prepare).
 	preparing chan struct{}
+	// spawner forks the children (see Spawner).
+	spawner *forkexec.Spawner
 	// thread is the spawning thread's id, once Run has locked it.
 	thread atomic.Int64
 	// Orphan, when set, is called (from the reaper goroutine) for exits
@@ -146,13 +148,20 @@ func New() (*Reaper, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("become child subreaper: %w", err)
 	}
+	// The spawner's slots are among the lowest free descriptors: made
+	// before the daemon opens its listeners and logs.
+	sp, err := forkexec.New()
+	if err != nil {
+		return nil, err
+	}
 	r := &Reaper{
-		subs:   make(map[int]chan Exit),
-		spawns: make(chan spawnReq),
-		sigc:   make(chan os.Signal, 1),
-		pings:  make(chan struct{}),
-		holds:  make(chan hold),
-		done:   make(chan struct{}),
+		spawner: sp,
+		subs:    make(map[int]chan Exit),
+		spawns:  make(chan spawnReq),
+		sigc:    make(chan os.Signal, 1),
+		pings:   make(chan struct{}),
+		holds:   make(chan hold),
+		done:    make(chan struct{}),
 		// Two per CPU: one preparing while one forks.
 		preparing: make(chan struct{}, 2*runtime.GOMAXPROCS(0)),
 	}
@@ -177,6 +186,7 @@ func (r *Reaper) Run(ctx context.Context) {
 	r.serve(ctx)
 	<-reaped
 	close(r.done)
+	r.spawner.Close()
 }
 
 func (r *Reaper) reapLoop(ctx context.Context) {
@@ -273,14 +283,9 @@ func (r *Reaper) Adopt(pid int) (<-chan Exit, error) {
 
 // Start runs fn on the spawning thread and subscribes to the exit of the
 // process it returns. The returned channel receives exactly one Exit.
+// Spawns run one at a time.
 func (r *Reaper) Start(fn func() (*os.Process, error)) (*os.Process, <-chan Exit, error) {
-	return r.StartUmask(-1, fn)
-}
-
-// StartUmask is Start with the process umask set to mask (when mask >= 0)
-// while fn runs, so the child inherits it. Spawns run one at a time.
-func (r *Reaper) StartUmask(mask int, fn func() (*os.Process, error)) (*os.Process, <-chan Exit, error) {
-	req := spawnReq{fn: fn, umask: mask, reply: make(chan spawnRes, 1)}
+	req := spawnReq{fn: fn, reply: make(chan spawnRes, 1)}
 	select {
 	case r.spawns <- req:
 	case <-r.done:
@@ -394,13 +399,14 @@ func (r *Reaper) serve(ctx context.Context) {
 	}
 }
 
-// spawn runs req.fn with the umask it asks for and returns holding
-// r.inflight for reading; the caller registers the pid and releases it.
+// Spawner forks children without a copy of the daemon's descriptor
+// table (package forkexec). Call its Start only in a function given to
+// Start, on the spawning thread.
+func (r *Reaper) Spawner() *forkexec.Spawner { return r.spawner }
+
+// spawn runs req.fn and returns holding r.inflight for reading; the
+// caller registers the pid and releases it.
 func (r *Reaper) spawn(req spawnReq) (*os.Process, error) {
-	if req.umask >= 0 {
-		old := unix.Umask(req.umask)
-		defer unix.Umask(old)
-	}
 	r.inflight.RLock()
 	return req.fn()
 }
