@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gosup/gosup/procgroup/proctree"
+	"golang.org/x/sys/unix"
 )
 
 // fakeProc is a copy of /proc's layout that a test writes, with the
@@ -766,13 +767,18 @@ func TestSampleFDsRealProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := cmd.Process.Pid
-	// Count once the shell has become sleep: its files change until then.
+	// Count once the shell has become sleep and sleep sleeps: its files
+	// change until then (the dynamic loader opens and closes libc after
+	// the exec has renamed the process).
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); string(comm) == "sleep\n" {
+		comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		sc, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/syscall")
+		nr, _, _ := strings.Cut(string(sc), " ")
+		if string(comm) == "sleep\n" && (nr == strconv.Itoa(unix.SYS_CLOCK_NANOSLEEP) || nr == strconv.Itoa(unix.SYS_NANOSLEEP)) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the shell did not exec sleep")
+			t.Fatalf("the shell did not exec sleep, or sleep did not sleep (comm %q, syscall %q)", comm, sc)
 		}
 	}
 	s := New()
