@@ -3,6 +3,7 @@
 package forkexec
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"syscall"
@@ -40,12 +41,14 @@ type child struct {
 	// close it).
 	files [3]int
 	// keep is the lowest descriptor the child does not take into its
-	// own table.
+	// own table, with unshare the flags of that close_range.
 	keep      uintptr
+	unshare   uintptr
 	ppid      uintptr
 	umask     uintptr
 	setUmask  bool
 	setCred   bool
+	setGroups bool
 	uid, gid  uintptr
 	ngroups   uintptr
 	groups    uintptr
@@ -83,22 +86,45 @@ func (s *Spawner) fork(path string, argv []string, a *Attr) (*os.Process, error)
 	if c.errno != 0 {
 		// The child has exited (SYS_EXIT): reap it, as os.StartProcess
 		// does. Where a reaper got to it first, ECHILD.
-		var ws unix.WaitStatus
-		for {
-			if _, err := unix.Wait4(int(pid), &ws, unix.WALL, nil); err != unix.EINTR {
-				break
-			}
+		reap(int(pid))
+		errno := syscall.Errno(c.errno)
+		if c.step == stepUnshare {
+			// The probe in New passed, the call with the flag did not (a
+			// filter refusing the flag): fork no more.
+			s.fast, s.slow = false, fmt.Sprintf("close_range with CLOSE_RANGE_UNSHARE: %v", errno)
+			s.forks.Add(^uint64(0))
+			s.fallbacks.Add(1)
+			return startProcess(path, argv, a)
 		}
-		err := error(syscall.Errno(c.errno))
+		var err error = errno
 		if c.step != stepExec {
-			err = &stepError{step: c.step, errno: syscall.Errno(c.errno)}
+			err = &stepError{step: c.step, errno: errno}
 		}
 		return nil, &os.PathError{Op: "fork/exec", Path: path, Err: err}
 	}
-	// The pid is this process's unreaped child: it cannot name another
-	// process until it is reaped, and even then not until the kernel has
-	// handed out every other pid up to pid_max.
+	// os.FindProcess opens the child's pidfd, and when it cannot (out of
+	// descriptors) quietly makes a Process that signals by pid: the
+	// spawn fails instead, as os.StartProcess fails when clone cannot make
+	// the pidfd. ESRCH: the child has exited and a reaper took it already;
+	// FindProcess then makes a Process that is done.
+	if fd, err := unix.PidfdOpen(int(pid), 0); err == nil {
+		unix.Close(fd)
+	} else if err != unix.ESRCH {
+		unix.Kill(int(pid), unix.SIGKILL)
+		reap(int(pid))
+		return nil, &os.PathError{Op: "fork/exec", Path: path, Err: fmt.Errorf("pidfd_open: %w", err)}
+	}
 	return os.FindProcess(int(pid))
+}
+
+// reap waits for the exited child pid, unless a reaper took it already.
+func reap(pid int) {
+	var ws unix.WaitStatus
+	for {
+		if _, err := unix.Wait4(pid, &ws, unix.WALL, nil); err != unix.EINTR {
+			return
+		}
+	}
 }
 
 // release puts /dev/null back into the slots, so that the daemon holds
@@ -146,6 +172,7 @@ func (s *Spawner) child(path string, argv []string, a *Attr) (*child, error) {
 		argv:      uintptr(unsafe.Pointer(&argvp[0])),
 		envv:      uintptr(unsafe.Pointer(&envp[0])),
 		keep:      uintptr(s.keep),
+		unshare:   s.unshare,
 		ppid:      uintptr(unix.Getpid()),
 		pdeathsig: uintptr(a.Pdeathsig),
 	}
@@ -162,6 +189,7 @@ func (s *Spawner) child(path string, argv []string, a *Attr) (*child, error) {
 	}
 	if cr := a.Cred; cr != nil {
 		c.setCred, c.uid, c.gid = true, uintptr(cr.Uid), uintptr(cr.Gid)
+		c.setGroups = !cr.NoSetGroups || len(cr.Groups) > 0
 		if len(cr.Groups) > 0 {
 			c.ngroups, c.groups = uintptr(len(cr.Groups)), uintptr(unsafe.Pointer(&cr.Groups[0]))
 			c.refs[4] = cr.Groups
@@ -176,42 +204,40 @@ func (s *Spawner) child(path string, argv []string, a *Attr) (*child, error) {
 	return c, nil
 }
 
-// forkExec forks the child, which runs c.run and never returns here. In
-// the parent it returns once the child has exec'd or exited.
+// forkExec forks the child and, in the parent, returns once the child has
+// exec'd or exited. The child runs the rest of this function after the
+// fork, as package syscall's forkAndExecInChild1 does: it shares the
+// parent's memory, and until its first system call its descriptor table,
+// so it makes only system calls, with arguments prepared by the parent,
+// and writes nothing but c.errno and c.step. The parent reads nothing it
+// wrote before the fork once it returns from it; the child's variables are
+// declared here with its own.
 //
 //go:noinline
 //go:norace
 //go:nocheckptr
 func forkExec(c *child) (pid uintptr, errno syscall.Errno) {
-	runtimeBeforeFork()
-	r1, e := rawVfork(unix.CLONE_VM | unix.CLONE_VFORK | unix.CLONE_FILES | uintptr(unix.SIGCHLD))
-	if e == 0 && r1 == 0 {
-		c.run()
-	}
-	runtimeAfterFork()
-	return r1, syscall.Errno(e)
-}
-
-// run is the child, from the fork to execve. It shares the parent's
-// memory and, until its first system call, its descriptor table: it makes
-// only system calls, with arguments prepared by the parent, and writes
-// nothing but c.errno and c.step.
-//
-//go:nosplit
-//go:norace
-//go:nocheckptr
-func (c *child) run() {
 	var (
-		e   syscall.Errno
-		at  step
-		i   int
-		pid uintptr
+		r1, err1 uintptr
+		e        syscall.Errno
+		at       step
+		i        int
+		ppid     uintptr
 	)
+	runtimeBeforeFork()
+	r1, err1 = rawVfork(unix.CLONE_VM | unix.CLONE_VFORK | unix.CLONE_FILES | uintptr(unix.SIGCHLD))
+	if err1 != 0 || r1 != 0 {
+		// The parent.
+		runtimeAfterFork()
+		return r1, syscall.Errno(err1)
+	}
+
+	// The child.
 	runtimeAfterForkInChild()
 
 	// A table of its own, holding only the descriptors below keep.
 	at = stepUnshare
-	if _, _, e = syscall.RawSyscall(unix.SYS_CLOSE_RANGE, c.keep, uintptr(maxFD), unix.CLOSE_RANGE_UNSHARE); e != 0 {
+	if _, _, e = syscall.RawSyscall(unix.SYS_CLOSE_RANGE, c.keep, uintptr(maxFD), c.unshare); e != 0 {
 		goto fail
 	}
 	at = stepSetpgid
@@ -219,9 +245,11 @@ func (c *child) run() {
 		goto fail
 	}
 	if c.setCred {
-		at = stepSetgroups
-		if _, _, e = syscall.RawSyscall(syscall.SYS_SETGROUPS, c.ngroups, c.groups, 0); e != 0 {
-			goto fail
+		if c.setGroups {
+			at = stepSetgroups
+			if _, _, e = syscall.RawSyscall(syscall.SYS_SETGROUPS, c.ngroups, c.groups, 0); e != 0 {
+				goto fail
+			}
 		}
 		at = stepSetgid
 		if _, _, e = syscall.RawSyscall(syscall.SYS_SETGID, c.gid, 0, 0); e != 0 {
@@ -248,9 +276,9 @@ func (c *child) run() {
 			goto fail
 		}
 		// The parent may have ended before the signal was set.
-		if pid, _, _ = syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0); pid != c.ppid {
-			pid, _, _ = syscall.RawSyscall(syscall.SYS_GETPID, 0, 0, 0)
-			syscall.RawSyscall(syscall.SYS_KILL, pid, c.pdeathsig, 0)
+		if ppid, _, _ = syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0); ppid != c.ppid {
+			ppid, _, _ = syscall.RawSyscall(syscall.SYS_GETPID, 0, 0, 0)
+			syscall.RawSyscall(syscall.SYS_KILL, ppid, c.pdeathsig, 0)
 		}
 	}
 	at = stepFiles

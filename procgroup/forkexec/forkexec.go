@@ -33,6 +33,11 @@
 //     daemon was started with). Under the unit gosup systemd-unit writes
 //     (LimitNOFILE=, soft and hard alike) the runtime raises nothing, and
 //     children inherit the limit as they would from os.StartProcess.
+//
+// A child forked here gets nothing but its three files. One started by
+// os.StartProcess also gets every descriptor of the daemon's that is not
+// close-on-exec (what the daemon inherited so, if anything; gosup's own
+// are all close-on-exec).
 package forkexec
 
 import (
@@ -75,6 +80,9 @@ type Spawner struct {
 	// slow says why not.
 	fast bool
 	slow string
+	// unshare is the flags of the child's first close_range (a test
+	// makes the call fail with others).
+	unshare uintptr
 	// forks counts the children forked without a copy of the table,
 	// fallbacks those started by os.StartProcess.
 	forks, fallbacks atomic.Uint64
@@ -83,7 +91,7 @@ type Spawner struct {
 // New reserves the Spawner's slots: the three lowest free descriptors
 // above 2. Make it early in the daemon's life, while those are low.
 func New() (*Spawner, error) {
-	s := &Spawner{null: -1, slots: [3]int{-1, -1, -1}}
+	s := &Spawner{null: -1, slots: [3]int{-1, -1, -1}, unshare: unix.CLOSE_RANGE_UNSHARE}
 	null, err := unix.Open(os.DevNull, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
@@ -123,9 +131,15 @@ func (s *Spawner) Slow() string {
 		return "a reserved descriptor was lost"
 	case nofileRaised():
 		return "the soft RLIMIT_NOFILE is its hard limit minus one, as the Go runtime raises it: set both alike (LimitNOFILE= in the unit, ulimit -n in a shell)"
+	case s.keep > highSlots:
+		return fmt.Sprintf("the descriptors reserved for spawns are high (below %d): every spawn copies the ones below them; they were reserved after the daemon had opened that many", s.keep)
 	}
 	return ""
 }
+
+// highSlots is where reserved slots make a spawn copy enough of the table
+// to say so.
+const highSlots = 64
 
 // Close releases the slots.
 func (s *Spawner) Close() error {

@@ -8,10 +8,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,8 +69,12 @@ func reportSelf() int {
 	var rl unix.Rlimit
 	unix.Prlimit(0, unix.RLIMIT_NOFILE, nil, &rl)
 	in, _ := io.ReadAll(os.Stdin)
-	fmt.Printf("fds %s\nleader %t\numask %03o\ndir %s\nnofile %d %d\nstdin %q\n",
-		strings.Join(fds, ","), unix.Getpgrp() == os.Getpid(), mask, wd, rl.Cur, rl.Max, in)
+	groups, _ := unix.Getgroups()
+	var sig int32
+	unix.Syscall(unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&sig)), 0)
+	fmt.Printf("fds %s\nleader %t\numask %03o\ndir %s\nnofile %d %d\nstdin %q\nids %d %d %v\npdeathsig %d\n",
+		strings.Join(fds, ","), unix.Getpgrp() == os.Getpid(), mask, wd, rl.Cur, rl.Max, in,
+		os.Getuid(), os.Getgid(), groups, sig)
 	return 0
 }
 
@@ -84,6 +92,17 @@ type report map[string]string
 // holding "hello", and returns its report once it has exited.
 func run(t *testing.T, s *Spawner, a Attr) report {
 	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runExe(t, s, exe, a)
+}
+
+// runExe is run with the test binary at exe. A nil a.Env is the test
+// process's environment, which must then make the child reportSelf.
+func runExe(t *testing.T, s *Spawner, exe string, a Attr) report {
+	t.Helper()
 	in := filepath.Join(t.TempDir(), "in")
 	if err := os.WriteFile(in, []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
@@ -98,15 +117,22 @@ func run(t *testing.T, s *Spawner, a Attr) report {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	a.Files = [3]*os.File{stdin, w, os.Stderr}
-	a.Env = helperEnviron("report")
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
+	if a.Files == ([3]*os.File{}) {
+		a.Files = [3]*os.File{stdin, w, os.Stderr}
+	} else {
+		a.Files[1] = w
+	}
+	if a.Env == nil && os.Getenv(helperEnv) != "report" {
+		a.Env = helperEnviron("report")
 	}
 	p, err := s.Start(exe, []string{exe}, &a)
 	w.Close()
 	if err != nil {
+		t.Fatal(err)
+	}
+	// A copy of the pipe's write end left in the daemon would keep the
+	// read below from ever seeing EOF.
+	if err := r.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	rep := report{}
@@ -114,6 +140,9 @@ func run(t *testing.T, s *Spawner, a Attr) report {
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), " ")
 		rep[k] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("reading the child's report: %v (is a copy of its stdout held?)", err)
 	}
 	st, err := p.Wait()
 	if err != nil {
@@ -214,25 +243,21 @@ func TestChildGetsOnlyItsFiles(t *testing.T) {
 }
 
 // TestSlotsReleased: once Start returns, the parent holds no copy of the
-// child's files: the write end of a pipe given to the child is closed
-// everywhere once the child and the caller have closed theirs.
+// child's files: the slots hold /dev/null again (and run's read of the
+// child's stdout ends, at EOF, within its deadline).
 func TestSlotsReleased(t *testing.T) {
 	s := newSpawner(t, true)
+	var null unix.Stat_t
+	if err := unix.Fstat(s.null, &null); err != nil {
+		t.Fatal(err)
+	}
+	run(t, s, Attr{Umask: -1})
 	for i, fd := range s.slots {
-		var st, null unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Fstat(s.null, &null); err != nil {
-			t.Fatal(err)
-		}
-		run(t, s, Attr{Umask: -1})
+		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil || st.Rdev != null.Rdev || st.Ino != null.Ino {
 			t.Errorf("slot %d (descriptor %d) is not /dev/null after a spawn", i, fd)
 		}
 	}
-	// run reads stdout to EOF: it would hang, not fail, if a slot kept the
-	// pipe's write end. The test's timeout says so.
 }
 
 // TestAttributes: umask, directory and environment reach the child on
@@ -399,4 +424,192 @@ func spawnWithSoftLimit(t *testing.T, soft uint64) report {
 		t.Fatalf("spawning process: %v %v", st, err)
 	}
 	return rep
+}
+
+// TestNilFilesAndEnv: a nil file is closed in the child; a nil
+// environment is the daemon's. A shell reports (a Go child would find
+// /dev/null on its stdin: the runtime opens it on a closed 0-2).
+func TestNilFilesAndEnv(t *testing.T) {
+	t.Setenv("FORKEXEC_PROBE", "from the daemon")
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast=%t", fast), func(t *testing.T) {
+			s := newSpawner(t, fast)
+			got := shell(t, s, `[ -e /proc/self/fd/0 ] && echo stdin; echo "$FORKEXEC_PROBE"`)
+			if got != "from the daemon\n" {
+				t.Errorf("the shell said %q, want no stdin and the daemon's environment", got)
+			}
+		})
+	}
+}
+
+// TestUnshareRefused: a child whose close_range with CLOSE_RANGE_UNSHARE
+// fails (a filter refusing the flag, which New's probe does not pass)
+// makes the spawn fall back to os.StartProcess, this one and the next,
+// and Slow says why.
+func TestUnshareRefused(t *testing.T) {
+	s := newSpawner(t, true)
+	s.unshare = 1 << 30 // no such flag: EINVAL, the table still shared
+	for range 2 {
+		if rep := run(t, s, Attr{Umask: -1}); rep["stdin"] != `"hello"` {
+			t.Errorf("the child read %s on stdin, want \"hello\"", rep["stdin"])
+		}
+	}
+	if forks, fallbacks := s.Counts(); forks != 0 || fallbacks != 2 {
+		t.Errorf("forks %d, fallbacks %d; want 0 and 2", forks, fallbacks)
+	}
+	if why := s.Slow(); !strings.Contains(why, "CLOSE_RANGE_UNSHARE") {
+		t.Errorf("Slow() = %q", why)
+	}
+}
+
+// TestSignalsAsStartProcess: the child's blocked and ignored signals are
+// what os.StartProcess gives, read by a shell from /proc.
+func TestSignalsAsStartProcess(t *testing.T) {
+	got := map[bool]string{}
+	for _, fast := range []bool{true, false} {
+		s := newSpawner(t, fast)
+		got[fast] = shell(t, s, "exec grep -E '^Sig(Blk|Ign)' /proc/self/status")
+	}
+	if got[true] != got[false] || !strings.Contains(got[true], "SigBlk") {
+		t.Errorf("forked:\n%s\nos.StartProcess:\n%s", got[true], got[false])
+	}
+}
+
+// shell runs script with /bin/sh through s and returns its stdout.
+func shell(t *testing.T, s *Spawner, script string) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	argv := []string{"/bin/sh", "-c", script}
+	p, err := s.Start(argv[0], argv, &Attr{Umask: -1, Files: [3]*os.File{nil, w, os.Stderr}})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.Wait(); err != nil || !st.Success() {
+		t.Fatalf("%s: %v %v", script, st, err)
+	}
+	return string(out)
+}
+
+// TestCredentials: as root, the child runs as the user and groups asked
+// for, with the parent-death signal set after them (setuid clears it),
+// and without setgroups when NoSetGroups says so; as os.StartProcess
+// does it.
+func TestCredentials(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test runs as root (CI does): it switches the child to nobody")
+	}
+	exe := exeForAnyone(t)
+	for _, tc := range []struct {
+		name string
+		cred syscall.Credential
+	}{
+		{"groups", syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534, 4}}},
+		{"no setgroups", syscall.Credential{Uid: 65534, Gid: 65534, NoSetGroups: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := map[bool]report{}
+			for _, fast := range []bool{true, false} {
+				s := newSpawner(t, fast)
+				cred := tc.cred
+				got[fast] = runExe(t, s, exe, Attr{Umask: -1, Cred: &cred, Pdeathsig: syscall.SIGKILL})
+			}
+			if got[true]["ids"] != got[false]["ids"] || got[true]["pdeathsig"] != got[false]["pdeathsig"] {
+				t.Errorf("forked: %v %v; os.StartProcess: %v %v", got[true]["ids"], got[true]["pdeathsig"], got[false]["ids"], got[false]["pdeathsig"])
+			}
+			if want := "65534 65534"; !strings.HasPrefix(got[true]["ids"], want) {
+				t.Errorf("ids %q, want %s ...", got[true]["ids"], want)
+			}
+			if got[true]["pdeathsig"] != "9" {
+				t.Errorf("pdeathsig %s, want 9 (SIGKILL)", got[true]["pdeathsig"])
+			}
+		})
+	}
+}
+
+// exeForAnyone is a copy of the test binary that any user may run (go
+// test's build directory is root's alone).
+func exeForAnyone(t *testing.T) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "forkexec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := filepath.Join(dir, "forkexec.test")
+	if err := os.WriteFile(to, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return to
+}
+
+// TestSpawnsUnderChurn: spawns while other goroutines open and close
+// descriptors and the collector runs; each child's stdout reaches EOF (no
+// copy of its write end left anywhere) and the daemon's descriptors are
+// what they were.
+func TestSpawnsUnderChurn(t *testing.T) {
+	s := newSpawner(t, true)
+	before := openFDs(t)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if fd, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+					unix.Close(fd)
+				}
+				runtime.GC()
+			}
+		}()
+	}
+	for range 200 {
+		if out := shell(t, s, "echo ok"); out != "ok\n" {
+			t.Fatalf("the child wrote %q", out)
+		}
+	}
+	close(stop)
+	for range 4 {
+		<-done
+	}
+	if after := openFDs(t); after != before {
+		t.Errorf("%d descriptors open before the spawns, %d after", before, after)
+	}
+}
+
+// openFDs counts this process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
 }
