@@ -53,7 +53,7 @@ func helperMain(args []string) int {
 	}
 	switch mode {
 	case "sleep": // until killed
-		select {}
+		reapertest.Forever()
 	case "exit": // exit CODE
 		n, _ := strconv.Atoi(arg(0))
 		return n
@@ -65,7 +65,7 @@ func helperMain(args []string) int {
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP)
 		fmt.Println("ignoring TERM")
-		select {}
+		reapertest.Forever()
 	case "grandchild": // grandchild PIDFILE: start a sleeping grandchild in our group, then sleep
 		cmd := exec.Command(os.Args[0], "sleep")
 		cmd.Env = os.Environ()
@@ -76,7 +76,7 @@ func helperMain(args []string) int {
 		if err := os.WriteFile(arg(0), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
 			return 1
 		}
-		select {}
+		reapertest.Forever()
 	case "orphans": // orphans N: leave N exited grandchildren for the subreaper, then sleep
 		n, _ := strconv.Atoi(arg(0))
 		for range n {
@@ -105,7 +105,7 @@ func helperMain(args []string) int {
 			return 1
 		}
 		if arg(2) == "-" {
-			select {}
+			reapertest.Forever()
 		}
 		code, _ := strconv.Atoi(arg(2))
 		return code
@@ -135,7 +135,7 @@ func helperMain(args []string) int {
 	case "echo": // echo OUT ERR: one line to each stream
 		fmt.Fprintln(os.Stdout, arg(0))
 		fmt.Fprintln(os.Stderr, arg(1))
-		select {}
+		reapertest.Forever()
 	case "serve": // serve DELAY STATUS: after DELAY listen on $PORT and answer every GET with STATUS
 		d, _ := time.ParseDuration(arg(0))
 		code, _ := strconv.Atoi(arg(1))
@@ -162,7 +162,7 @@ func helperMain(args []string) int {
 		n, _ := strconv.Atoi(arg(0))
 		_, _ = os.Stdout.Write(bytes.Repeat([]byte("0123456789abcdef\n"), n/17+1)[:n])
 		fmt.Fprintln(os.Stderr, "done")
-		select {}
+		reapertest.Forever()
 	case "blast": // blast BYTES GOFILE: once GOFILE exists, write BYTES of 100-byte lines to stdout in 128 KiB writes, then "done" to stderr
 		n, _ := strconv.Atoi(arg(0))
 		for {
@@ -181,7 +181,7 @@ func helperMain(args []string) int {
 			n -= k
 		}
 		fmt.Fprintln(os.Stderr, "done")
-		select {}
+		reapertest.Forever()
 	case "pipesize": // pipesize: print stdout's pipe size to stderr, fill that pipe with one write, print the size again once it is 1 MiB (or after 60 s)
 		size := func() int { n, _ := unix.FcntlInt(1, unix.F_GETPIPE_SZ, 0); return n }
 		first := size()
@@ -191,7 +191,7 @@ func helperMain(args []string) int {
 			time.Sleep(time.Millisecond)
 		}
 		fmt.Fprintln(os.Stderr, "now", size())
-		select {}
+		reapertest.Forever()
 	case "tick": // tick: a numbered line every 20 ms, for ever
 		for i := 0; ; i++ {
 			fmt.Printf("tick %d\n", i)
@@ -210,7 +210,7 @@ func helperMain(args []string) int {
 		fmt.Print(arg(0))
 		<-usr1
 		fmt.Println(arg(1))
-		select {}
+		reapertest.Forever()
 	case "spamboth": // spamboth BYTES DONEFILE: write that many bytes of numbered lines to stdout and to stderr at once, 64 KiB a write, then create DONEFILE
 		n, _ := strconv.Atoi(arg(0))
 		text := spamText(n)
@@ -230,7 +230,7 @@ func helperMain(args []string) int {
 		}
 		wg.Wait()
 		_ = os.WriteFile(arg(1), nil, 0o644)
-		select {}
+		reapertest.Forever()
 	case "spam": // spam BYTES: write that many bytes of numbered lines to stdout
 		n, _ := strconv.Atoi(arg(0))
 		var b strings.Builder
@@ -238,7 +238,7 @@ func helperMain(args []string) int {
 			fmt.Fprintf(&b, "line %08d %s\n", i, strings.Repeat("x", 80))
 		}
 		_, _ = io.WriteString(os.Stdout, b.String()[:n])
-		select {}
+		reapertest.Forever()
 	}
 	fmt.Fprintln(os.Stderr, "helper: unknown mode", mode)
 	return 2

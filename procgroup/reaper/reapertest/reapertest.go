@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/gosup/gosup/procgroup/reaper"
 )
@@ -33,4 +34,14 @@ func Main(m *testing.M, helper func(args []string) int, setup func(*reaper.Reape
 	code := m.Run()
 	cancel()
 	os.Exit(code)
+}
+
+// Forever blocks the helper for ever. A select with no cases would do in a
+// binary built with cgo, but in one built without (CGO_ENABLED=0, as gosup
+// ships) a helper with nothing else to wake it is a deadlock to the
+// runtime, which ends it with a fatal error: a pending timer is not.
+func Forever() {
+	for {
+		time.Sleep(time.Hour)
+	}
 }
