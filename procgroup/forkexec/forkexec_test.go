@@ -78,6 +78,25 @@ func reportSelf() int {
 	return 0
 }
 
+// readReport reads a report from r until EOF: every copy of the pipe's
+// write end closed. One left in the daemon fails the read at its deadline.
+func readReport(t *testing.T, r *os.File) report {
+	t.Helper()
+	if err := r.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	rep := report{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), " ")
+		rep[k] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("reading the child's report: %v (is a copy of its stdout held?)", err)
+	}
+	return rep
+}
+
 // helperEnviron is this process's environment making a child the helper
 // mode names (an inherited mode replaced: the first of two wins).
 func helperEnviron(mode string) []string {
@@ -130,20 +149,7 @@ func runExe(t *testing.T, s *Spawner, exe string, a Attr) report {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A copy of the pipe's write end left in the daemon would keep the
-	// read below from ever seeing EOF.
-	if err := r.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	rep := report{}
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), " ")
-		rep[k] = v
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("reading the child's report: %v (is a copy of its stdout held?)", err)
-	}
+	rep := readReport(t, r)
 	st, err := p.Wait()
 	if err != nil {
 		t.Fatal(err)
@@ -414,12 +420,7 @@ func spawnWithSoftLimit(t *testing.T, soft uint64) report {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := report{}
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), " ")
-		rep[k] = v
-	}
+	rep := readReport(t, r)
 	if st, err := p.Wait(); err != nil || !st.Success() {
 		t.Fatalf("spawning process: %v %v", st, err)
 	}
