@@ -139,7 +139,7 @@ func (s *Spawner) release() {
 	}
 }
 
-// dup3 makes to a close-on-exec copy of from.
+// dup3 makes descriptor to a close-on-exec copy of from.
 func dup3(from, to int) error {
 	for {
 		err := unix.Dup3(from, to, unix.O_CLOEXEC)
@@ -189,7 +189,7 @@ func (s *Spawner) child(path string, argv []string, a *Attr) (*child, error) {
 	}
 	if cr := a.Cred; cr != nil {
 		c.setCred, c.uid, c.gid = true, uintptr(cr.Uid), uintptr(cr.Gid)
-		c.setGroups = !cr.NoSetGroups || len(cr.Groups) > 0
+		c.setGroups = !cr.NoSetGroups // as package syscall: no setgroups at all
 		if len(cr.Groups) > 0 {
 			c.ngroups, c.groups = uintptr(len(cr.Groups)), uintptr(unsafe.Pointer(&cr.Groups[0]))
 			c.refs[4] = cr.Groups
