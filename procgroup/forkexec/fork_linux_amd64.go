@@ -139,7 +139,7 @@ func (s *Spawner) release() {
 	}
 }
 
-// dup3 makes descriptor to a close-on-exec copy of from.
+// dup3 makes descriptor "to" a close-on-exec copy of "from".
 func dup3(from, to int) error {
 	for {
 		err := unix.Dup3(from, to, unix.O_CLOEXEC)
