@@ -83,19 +83,20 @@ func (s *Spawner) fork(path string, argv []string, a *Attr) (*os.Process, error)
 	if errno != 0 {
 		return nil, &os.PathError{Op: "fork/exec", Path: path, Err: errno}
 	}
-	if c.errno != 0 {
+	if errno = syscall.Errno(c.errno); errno != 0 {
 		// The child has exited (SYS_EXIT): reap it, as os.StartProcess
 		// does. Where a reaper got to it first, ECHILD.
 		reap(int(pid))
-		errno := syscall.Errno(c.errno)
-		if c.step == stepUnshare {
-			// The probe in New passed, the call with the flag did not (a
-			// filter refusing the flag): fork no more.
-			s.fast, s.slow = false, fmt.Sprintf("close_range with CLOSE_RANGE_UNSHARE: %v", errno)
-			s.forks.Add(^uint64(0))
-			s.fallbacks.Add(1)
-			return startProcess(path, argv, a)
-		}
+	}
+	if c.step == stepUnshare && errno != 0 {
+		// The probe in New passed, the call with the flag did not (a
+		// filter refusing the flag): fork no more.
+		s.slow = fmt.Sprintf("close_range with CLOSE_RANGE_UNSHARE: %v", errno)
+		s.fallbacks.Add(1)
+		return startProcess(path, argv, a)
+	}
+	s.forks.Add(1)
+	if errno != 0 {
 		var err error = errno
 		if c.step != stepExec {
 			err = &stepError{step: c.step, errno: errno}
@@ -129,12 +130,12 @@ func reap(pid int) {
 
 // release puts /dev/null back into the slots, so that the daemon holds
 // no copy of the child's files. A slot that cannot be set is given up,
-// and so is the fast path.
+// and so is forking.
 func (s *Spawner) release() {
 	for i, fd := range s.slots {
 		if err := dup3(s.null, fd); err != nil {
 			unix.Close(fd)
-			s.slots[i], s.fast = -1, false
+			s.slots[i], s.slow = -1, "a reserved descriptor was lost"
 		}
 	}
 }

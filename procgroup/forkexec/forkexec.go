@@ -76,9 +76,8 @@ type Spawner struct {
 	slots [3]int
 	// keep is one past the highest slot: the child keeps what is below.
 	keep int
-	// fast says the child can be forked without a copy of the table;
-	// slow says why not.
-	fast bool
+	// slow says why spawns copy the table (os.StartProcess); "": they
+	// fork without.
 	slow string
 	// unshare is the flags of the child's first close_range (a test
 	// makes the call fail with others).
@@ -113,8 +112,6 @@ func New() (*Spawner, error) {
 		s.slow = "not built for this platform (linux/amd64 only)"
 	case err != nil:
 		s.slow = fmt.Sprintf("close_range: %v (Linux 5.9 or later, not refused by a seccomp filter)", err)
-	default:
-		s.fast = true
 	}
 	return s, nil
 }
@@ -127,8 +124,6 @@ func (s *Spawner) Slow() string {
 	switch {
 	case s.slow != "":
 		return s.slow
-	case !s.fast:
-		return "a reserved descriptor was lost"
 	case nofileRaised():
 		return "the soft RLIMIT_NOFILE is its hard limit minus one, as the Go runtime raises it: set both alike (LimitNOFILE= in the unit, ulimit -n in a shell)"
 	case s.keep > highSlots:
@@ -156,7 +151,7 @@ func (s *Spawner) Close() error {
 		errs = append(errs, unix.Close(s.null))
 		s.null = -1
 	}
-	s.fast = false
+	s.slow = "the spawner is closed"
 	return errors.Join(errs...)
 }
 
@@ -171,11 +166,10 @@ func (s *Spawner) Counts() (forks, fallbacks uint64) {
 func (s *Spawner) Start(path string, argv []string, a *Attr) (*os.Process, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.fast || nofileRaised() {
+	if s.slow != "" || nofileRaised() {
 		s.fallbacks.Add(1)
 		return startProcess(path, argv, a)
 	}
-	s.forks.Add(1)
 	return s.fork(path, argv, a)
 }
 
