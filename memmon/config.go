@@ -43,15 +43,17 @@ func DefaultSettings() Settings {
 // Email says how alerts are mailed: the [email] table, as the config
 // package decodes and validates it.
 type Email struct {
-	To        []string
-	From      string
-	SMTP      string
-	Username  string
-	Password  string
-	StartTLS  *bool
-	Timeout   time.Duration
-	Sendmail  string
-	RateLimit time.Duration
+	To       []string
+	From     string
+	SMTP     string
+	Username string
+	Password string
+	// PasswordFile is where Password was read from, if it was.
+	PasswordFile string
+	StartTLS     *bool
+	Timeout      time.Duration
+	Sendmail     string
+	RateLimit    time.Duration
 }
 
 // DefaultEmail are the values of keys an [email] table leaves out.

@@ -276,6 +276,30 @@ rate_limit = "1h"
 	}
 }
 
+// The SMTP password comes from [email] password_file: the daemon logs in
+// with it (AUTH PLAIN, in clear to a server on loopback), and the mail
+// goes.
+func TestMemmonMailsWithPasswordFile(t *testing.T) {
+	srv := smtptest.StartWith(t, smtptest.Config{Username: "gosup", Password: "from-the-file"})
+	secret := filepath.Join(t.TempDir(), "smtp.pass")
+	if err := os.WriteFile(secret, []byte("# the relay's\nfrom-the-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := memmonConfig(t, program("hog", "hog 128", 1, "port_start = "+strconv.Itoa(freePort(t))+"\nready = \"startsecs\""), fmt.Sprintf(`any = "80MB"
+
+[email]
+to = ["ops@example.com"]
+smtp = %q
+username = "gosup"
+password_file = %q
+`, srv.Addr, secret))
+	startDaemon(t, file)
+	m := srv.Wait(t, 1, 30*time.Second)[0]
+	if m.User != "gosup" || srv.AuthFailed() != 0 || !strings.HasPrefix(m.Subject, "memmon: hog:hog_0 restarted ") {
+		t.Errorf("mailed as %q (%d AUTH refused), subject %q; want as gosup, none refused", m.User, srv.AuthFailed(), m.Subject)
+	}
+}
+
 // waitGiveUpMail waits for the mail that memmon gave up on hog:hog_0,
 // which must be the last, and returns every mail.
 func waitGiveUpMail(t *testing.T, srv *smtptest.Server) []smtptest.Message {

@@ -597,7 +597,7 @@ func parse(file string, data []byte, files *fileReader) (*Config, error) {
 		}
 	}
 	// Before the unknown-key check: decoding marks [memmon] and [email] keys known.
-	errs = append(errs, checkMemmon(cfg, main, raw)...)
+	errs = append(errs, checkMemmon(cfg, main, raw, files.insecure)...)
 	errs = append(errs, checkHTTP(cfg, main, raw.HTTP, files.insecure)...)
 	errs = append(errs, checkRegistry(cfg, main, raw.Registry, files.insecure)...)
 	for _, src := range l.sources {

@@ -18,7 +18,7 @@ import (
 // checkMemmon decodes [memmon] and [email] over their defaults, validates
 // them, and checks that every name under program and group names a
 // process the way the watchdog applies it.
-func checkMemmon(cfg *Config, main *source, raw rawConfig) []error {
+func checkMemmon(cfg *Config, main *source, raw rawConfig, insecure bool) []error {
 	var errs []error
 	if main.md.IsDefined("memmon") {
 		s := memmon.DefaultSettings()
@@ -34,11 +34,14 @@ func checkMemmon(cfg *Config, main *source, raw rawConfig) []error {
 		e := memmon.DefaultEmail()
 		if err := decodeOver[rawEmail](main.md, raw.Email, &e); err != nil {
 			errs = append(errs, decodeError(main.file, "", err))
-		} else if verrs := checkEmail(main, &e); len(verrs) > 0 {
+		} else if verrs := checkEmail(main, &e, insecure); len(verrs) > 0 {
 			errs = append(errs, verrs...)
 		} else {
 			cfg.Email = &e
 			if w := sendmailWarning(main, &e); w != nil {
+				cfg.Warnings = append(cfg.Warnings, w)
+			}
+			if w := readablePasswordWarning(main, &e); w != nil {
 				cfg.Warnings = append(cfg.Warnings, w)
 			}
 		}
@@ -117,8 +120,9 @@ func controlChar(s string) (rune, bool) {
 	return 0, false
 }
 
-// checkEmail checks the [email] table.
-func checkEmail(main *source, e *memmon.Email) []error {
+// checkEmail checks the [email] table, and reads the password of
+// password_file (a credential file: readSecret's checks).
+func checkEmail(main *source, e *memmon.Email, insecure bool) []error {
 	var errs []error
 	e.Sendmail = strings.ReplaceAll(e.Sendmail, "%(here)s", main.dir)
 	e.Sendmail = programRelTo(main.dir, e.Sendmail)
@@ -149,7 +153,33 @@ func checkEmail(main *source, e *memmon.Email) []error {
 	if e.Timeout <= 0 {
 		errs = append(errs, main.cerr("email.timeout", "must be positive"))
 	}
+	switch {
+	case e.PasswordFile != "" && e.Password != "":
+		errs = append(errs, main.cerr("email.password_file", "set password or password_file, not both"))
+	case e.PasswordFile != "":
+		e.PasswordFile = absTo(main.dir, e.PasswordFile)
+		pw, err := readPassword(e.PasswordFile, insecure)
+		if err != nil {
+			errs = append(errs, credError(main, "email.password_file", err))
+		}
+		e.Password = pw
+	}
 	return errs
+}
+
+// readablePasswordWarning says when [email] password is written in a
+// configuration file every user may read (the mode a config needs for
+// gosup ctl to find the socket in it): the SMTP password is then theirs.
+// nil when it is not, or the password comes from password_file.
+func readablePasswordWarning(main *source, e *memmon.Email) *Error {
+	if e.Password == "" || e.PasswordFile != "" {
+		return nil
+	}
+	fi, err := os.Stat(main.file)
+	if err != nil || fi.Mode().Perm()&0o004 == 0 {
+		return nil
+	}
+	return main.cerr("email.password", "%s is mode %04o: every user on this host can read the SMTP password in it; move the password into a file only root reads and name it with password_file = \"FILE\" (then the config may stay readable, for gosup ctl), or chmod o-r %s", main.file, fi.Mode().Perm(), main.file)
 }
 
 // sendmailWarning says, naming it, when the command of [email] sendmail

@@ -174,15 +174,16 @@ type rawMemmon struct {
 
 // rawEmail is the [email] table (memmon.Email).
 type rawEmail struct {
-	To        []string `toml:"to"`
-	From      string   `toml:"from"`
-	SMTP      string   `toml:"smtp"`
-	Username  string   `toml:"username"`
-	Password  string   `toml:"password"`
-	StartTLS  *bool    `toml:"starttls"`
-	Timeout   duration `toml:"timeout"`
-	Sendmail  string   `toml:"sendmail"`
-	RateLimit duration `toml:"rate_limit"`
+	To           []string `toml:"to"`
+	From         string   `toml:"from"`
+	SMTP         string   `toml:"smtp"`
+	Username     string   `toml:"username"`
+	Password     string   `toml:"password"`
+	PasswordFile string   `toml:"password_file"`
+	StartTLS     *bool    `toml:"starttls"`
+	Timeout      duration `toml:"timeout"`
+	Sendmail     string   `toml:"sendmail"`
+	RateLimit    duration `toml:"rate_limit"`
 }
 
 // decodeOver decodes the table prim over *v, a runtime struct holding the

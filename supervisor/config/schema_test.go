@@ -126,11 +126,11 @@ func TestMemmonAndEmailErrors(t *testing.T) {
 	}
 	e := memmon.DefaultEmail()
 	e.To = []string{"ops@example.com"}
-	if errs := checkEmail(src, &e); len(errs) == 0 {
+	if errs := checkEmail(src, &e, false); len(errs) == 0 {
 		t.Error("neither smtp nor sendmail must be an error")
 	}
 	e.SMTP = "localhost"
-	if errs := checkEmail(src, &e); len(errs) == 0 {
+	if errs := checkEmail(src, &e, false); len(errs) == 0 {
 		t.Error("smtp without a port must be an error")
 	}
 }
