@@ -44,19 +44,11 @@ func TestEmailPasswordFile(t *testing.T) {
 	if len(cfg.Warnings) != 0 {
 		t.Errorf("warnings %v", cfg.Warnings)
 	}
-	for _, c := range []struct {
-		content string
-		perm    os.FileMode
-		want    string
-	}{
-		{"# nothing\n", 0o600, ":11: email.password_file: " + dir + "/smtp.pass holds no password"},
-		{"pw\n", 0o644, ":11: email.password_file: " + dir + "/smtp.pass holds secrets but is mode 0644 lets every user read it: chmod o-rwx"},
-		{"pw\n", 0o660, "holds secrets but is mode 0660 lets group"},
-	} {
-		writeSecret(t, dir, "smtp.pass", c.content, c.perm)
-		if _, err := Load(file); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%q %o: %v\nwant %s", c.content, c.perm, err, c.want)
-		}
+	passwordFileRefused(t, file, dir, "smtp.pass", "email.password_file")
+	// The refusal names the config's line of the key.
+	writeSecret(t, dir, "smtp.pass", "", 0o600)
+	if _, err := Load(file); err == nil || !strings.Contains(err.Error(), file+":11: email.password_file: ") {
+		t.Errorf("an empty password file: %v, want it at %s:11", err, file)
 	}
 	both := emailConfig(t, "password = \"x\"\npassword_file = \"smtp.pass\"\n", 0o600)
 	if _, err := Load(both); err == nil || !strings.Contains(err.Error(), ":12: email.password_file: set password or password_file, not both") {
@@ -93,6 +85,28 @@ func TestEmailPasswordInReadableConfigWarns(t *testing.T) {
 		}
 		if len(cfg.Warnings) != 0 {
 			t.Errorf("mode %04o: warnings %v", perm, cfg.Warnings)
+		}
+	}
+}
+
+// passwordFileRefused checks that the config file, whose key names the
+// password file name in dir, refuses the file empty, readable by every
+// user, or writable by its group, saying which and what to do.
+func passwordFileRefused(t *testing.T, file, dir, name, key string) {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	for _, c := range []struct {
+		content string
+		perm    os.FileMode
+		want    string
+	}{
+		{"# nothing\n", 0o600, key + ": " + path + " holds no password"},
+		{"pw\n", 0o644, key + ": " + path + " holds secrets but is mode 0644 lets every user read it: chmod o-rwx"},
+		{"pw\n", 0o660, key + ": " + path + " holds secrets but is mode 0660 lets group"},
+	} {
+		writeSecret(t, dir, name, c.content, c.perm)
+		if _, err := Load(file); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q %o: %v\nwant %s", c.content, c.perm, err, c.want)
 		}
 	}
 }

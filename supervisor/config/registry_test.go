@@ -113,20 +113,7 @@ func TestRegistryPasswordFile(t *testing.T) {
 	if len(cfg.Warnings) != 1 || cfg.Warnings[0].Key != "registry.etcd" || !strings.Contains(cfg.Warnings[0].Msg, "plain http beyond loopback") {
 		t.Errorf("warnings %v", cfg.Warnings)
 	}
-	for _, c := range []struct {
-		content string
-		perm    os.FileMode
-		want    string
-	}{
-		{"# nothing\n", 0o600, "registry.password_file: " + dir + "/etcd.pass holds no password"},
-		{"pw\n", 0o644, "registry.password_file: " + dir + "/etcd.pass holds secrets but is mode 0644 lets every user read it: chmod o-rwx"},
-		{"pw\n", 0o660, "holds secrets but is mode 0660 lets group"},
-	} {
-		writeSecret(t, dir, "etcd.pass", c.content, c.perm)
-		if _, err := Load(file); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%q %o: %v\nwant %s", c.content, c.perm, err, c.want)
-		}
-	}
+	passwordFileRefused(t, file, dir, "etcd.pass", "registry.password_file")
 	writeSecret(t, dir, "real", "pw\n", 0o600)
 	os.Remove(filepath.Join(dir, "etcd.pass"))
 	if err := os.Symlink(filepath.Join(dir, "real"), filepath.Join(dir, "etcd.pass")); err != nil {
