@@ -47,7 +47,7 @@ type Email struct {
 	From     string
 	SMTP     string
 	Username string
-	Password string
+	Password string `json:"-"`
 	// PasswordFile is where Password was read from, if it was.
 	PasswordFile string
 	StartTLS     *bool

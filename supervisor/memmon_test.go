@@ -25,11 +25,16 @@ import (
 // with a fast watchdog (interval 200ms, samples 3) and the given limits.
 func memmonConfig(t *testing.T, programs, limits string) string {
 	t.Helper()
-	return writeConfig(t, programs+`
+	return writeConfig(t, memmonConfigBody(programs, limits))
+}
+
+// memmonConfigBody is memmonConfig's text.
+func memmonConfigBody(programs, limits string) string {
+	return programs + `
 [memmon]
 interval = "200ms"
 samples = 3
-`+limits)
+` + limits
 }
 
 func program(name, mode string, numprocs int, extra string) string {
@@ -277,15 +282,15 @@ rate_limit = "1h"
 }
 
 // The SMTP password comes from [email] password_file: the daemon logs in
-// with it (AUTH PLAIN, in clear to a server on loopback), and the mail
-// goes.
+// with it (AUTH PLAIN, in clear to a server on loopback), and a reload
+// reads the file again.
 func TestMemmonMailsWithPasswordFile(t *testing.T) {
-	srv := smtptest.StartWith(t, smtptest.Config{Username: "gosup", Password: "from-the-file"})
 	secret := filepath.Join(t.TempDir(), "smtp.pass")
-	if err := os.WriteFile(secret, []byte("# the relay's\nfrom-the-file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	file := memmonConfig(t, program("hog", "hog 128", 1, "port_start = "+strconv.Itoa(freePort(t))+"\nready = \"startsecs\""), fmt.Sprintf(`any = "80MB"
+	body := func(srv *smtptest.Server, pass string) string {
+		if err := os.WriteFile(secret, []byte("# the relay's\n"+pass+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return memmonConfigBody(program("p", "sleep", 1, ""), fmt.Sprintf(`any = "1GB"
 
 [email]
 to = ["ops@example.com"]
@@ -293,11 +298,26 @@ smtp = %q
 username = "gosup"
 password_file = %q
 `, srv.Addr, secret))
-	startDaemon(t, file)
-	m := srv.Wait(t, 1, 30*time.Second)[0]
-	if m.User != "gosup" || srv.AuthFailed() != 0 || !strings.HasPrefix(m.Subject, "memmon: hog:hog_0 restarted ") {
-		t.Errorf("mailed as %q (%d AUTH refused), subject %q; want as gosup, none refused", m.User, srv.AuthFailed(), m.Subject)
 	}
+	first := smtptest.StartWith(t, smtptest.Config{Username: "gosup", Password: "first-pass"})
+	file := writeConfig(t, body(first, "first-pass"))
+	cl, _ := startDaemon(t, file)
+	mailed := func(srv *smtptest.Server) {
+		t.Helper()
+		if _, err := cl.TestAlert(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if m := srv.Wait(t, 1, 30*time.Second)[0]; m.User != "gosup" || srv.AuthFailed() != 0 {
+			t.Errorf("mailed as %q, %d AUTH refused; want as gosup, none refused", m.User, srv.AuthFailed())
+		}
+	}
+	mailed(first)
+	second := smtptest.StartWith(t, smtptest.Config{Username: "gosup", Password: "second-pass"})
+	rewriteConfig(t, file, body(second, "second-pass"))
+	if _, err := cl.Reload(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	mailed(second)
 }
 
 // waitGiveUpMail waits for the mail that memmon gave up on hog:hog_0,

@@ -50,6 +50,14 @@ func TestEmailPasswordFile(t *testing.T) {
 	if _, err := Load(file); err == nil || !strings.Contains(err.Error(), file+":11: email.password_file: ") {
 		t.Errorf("an empty password file: %v, want it at %s:11", err, file)
 	}
+	// Without username the password would never be sent.
+	noUser := filepath.Join(t.TempDir(), "gosup.toml")
+	if err := os.WriteFile(noUser, []byte("[memmon]\nany = \"100MB\"\n[email]\nto = [\"ops@example.com\"]\nsmtp = \"127.0.0.1:587\"\npassword_file = \"smtp.pass\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(noUser); err == nil || !strings.Contains(err.Error(), noUser+":6: email.password_file: missing: username and password_file go together") {
+		t.Errorf("no username: %v", err)
+	}
 	both := emailConfig(t, "password = \"x\"\npassword_file = \"smtp.pass\"\n", 0o600)
 	if _, err := Load(both); err == nil || !strings.Contains(err.Error(), ":12: email.password_file: set password or password_file, not both") {
 		t.Errorf("both: %v", err)
@@ -73,7 +81,7 @@ func TestEmailPasswordInReadableConfigWarns(t *testing.T) {
 		t.Fatalf("warnings %v, want one", cfg.Warnings)
 	}
 	w := cfg.Warnings[0].Error()
-	for _, want := range []string{file + ":11: email.password: ", "is mode 0644: every user on this host can read the SMTP password", "password_file", "chmod o-r " + file} {
+	for _, want := range []string{file + ":11: email.password: ", "is mode 0644: every user on this host can read the SMTP password", "a file only gosup's user reads (install -m 600) and name it with password_file", "chmod o-r " + file} {
 		if !strings.Contains(w, want) {
 			t.Errorf("warning %q\nwant %q in it", w, want)
 		}

@@ -156,6 +156,8 @@ func checkEmail(main *source, e *memmon.Email, insecure bool) []error {
 	switch {
 	case e.PasswordFile != "" && e.Password != "":
 		errs = append(errs, main.cerr("email.password_file", "set password or password_file, not both"))
+	case e.PasswordFile != "" && e.Username == "":
+		errs = append(errs, main.cerr("email.password_file", "missing: username and password_file go together (the password is only sent with AUTH PLAIN as username)"))
 	case e.PasswordFile != "":
 		e.PasswordFile = absTo(main.dir, e.PasswordFile)
 		pw, err := readPassword(e.PasswordFile, insecure)
@@ -179,7 +181,7 @@ func readablePasswordWarning(main *source, e *memmon.Email) *Error {
 	if err != nil || fi.Mode().Perm()&0o004 == 0 {
 		return nil
 	}
-	return main.cerr("email.password", "%s is mode %04o: every user on this host can read the SMTP password in it; move the password into a file only root reads and name it with password_file = \"FILE\" (then the config may stay readable, for gosup ctl), or chmod o-r %s", main.file, fi.Mode().Perm(), main.file)
+	return main.cerr("email.password", "%s is mode %04o: every user on this host can read the SMTP password in it; move the password into a file only gosup's user reads (install -m 600) and name it with password_file = \"FILE\" (then the config may stay readable, for gosup ctl), or chmod o-r %s", main.file, fi.Mode().Perm(), main.file)
 }
 
 // sendmailWarning says, naming it, when the command of [email] sendmail
